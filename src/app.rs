@@ -1,0 +1,111 @@
+//! Wires the store, the index, the engine and the gRPC services; binds the
+//! listener; runs until a shutdown signal and then stops in order: stop
+//! accepting, finish in-flight requests, commit the index.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::index::{IndexSettings, SearchIndex};
+use crate::store::Store;
+
+pub struct App {
+    listener: TcpListener,
+    router: tonic::transport::server::Router,
+    index: SearchIndex,
+}
+
+impl App {
+    pub async fn build(config: &Config) -> anyhow::Result<App> {
+        prepare_data_dir(&config.data_dir)?;
+        let store =
+            Store::open(&config.data_dir, config.write_queue).context("cannot open the store")?;
+        let settings = IndexSettings {
+            refresh_interval: Duration::from_millis(config.refresh_interval_ms),
+            writer_threads: config.index_threads,
+            writer_memory_bytes: config.index_memory_mb * 1024 * 1024,
+        };
+        let data_dir = config.data_dir.clone();
+        let index_store = store.clone();
+        let index = tokio::task::spawn_blocking(move || {
+            SearchIndex::open(&data_dir, index_store, settings)
+        })
+        .await?
+        .context("cannot open the index")?;
+        let engine = Engine::new(store, index.clone());
+        let stats = engine.stats().await?;
+        tracing::info!(
+            items = stats.items,
+            pending_index_changes = stats.pending_changes,
+            "store opened"
+        );
+        let (router, _health) = crate::grpc::router(engine).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        Ok(App {
+            listener,
+            router,
+            index,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains and commits.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, "listening");
+        let incoming = TcpListenerStream::new(self.listener);
+        self.router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .context("gRPC server failed")?;
+        tracing::info!("requests drained; committing the index");
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || index.shutdown()).await?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    }
+}
+
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("the data dir {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT received; shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

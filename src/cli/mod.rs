@@ -1,0 +1,97 @@
+//! Command-line clients of the gRPC API (import, search) and offline
+//! maintenance (reindex). They talk to the server only through the public
+//! API, like any other client.
+
+pub mod import;
+pub mod reindex;
+pub mod search;
+
+use crate::grpc::pb::feedback_service_client::FeedbackServiceClient;
+use anyhow::Context;
+use tonic::transport::Channel;
+
+/// Connects to a server such as `http://127.0.0.1:50051` (the scheme may be omitted).
+pub async fn connect(server: &str) -> anyhow::Result<FeedbackServiceClient<Channel>> {
+    let url = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
+    let client = FeedbackServiceClient::connect(url.clone())
+        .await
+        .with_context(|| {
+            format!("cannot connect to the server at {url} (is `verbatim serve` running?)")
+        })?;
+    Ok(client
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(crate::domain::limits::MAX_MESSAGE_BYTES))
+}
+
+/// Reads a channel name as written in files and flags: "review",
+/// "Support Ticket", "CHANNEL_SUPPORT_TICKET" all work.
+pub fn normalise_enum_name(raw: &str, prefix: &str) -> String {
+    let lower = raw.trim().to_ascii_lowercase().replace([' ', '-'], "_");
+    lower
+        .strip_prefix(prefix)
+        .map(str::to_string)
+        .unwrap_or(lower)
+}
+
+pub fn parse_channel(raw: &str) -> Option<crate::domain::Channel> {
+    crate::domain::Channel::parse(&normalise_enum_name(raw, "channel_"))
+}
+
+pub fn parse_stage(raw: &str) -> Option<crate::domain::JourneyStage> {
+    crate::domain::JourneyStage::parse(&normalise_enum_name(raw, "journey_stage_"))
+}
+
+/// Parses "2026-03-14T09:21:05Z", "2026-03-14" or unix seconds.
+pub fn parse_time(raw: &str) -> Result<prost_types::Timestamp, String> {
+    let raw = raw.trim();
+    if let Ok(seconds) = raw.parse::<i64>() {
+        return Ok(prost_types::Timestamp { seconds, nanos: 0 });
+    }
+    let parsed = time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .or_else(|_| {
+            time::Date::parse(raw, time::macros::format_description!("[year]-[month]-[day]"))
+                .map(|d| d.midnight().assume_utc())
+        })
+        .map_err(|_| format!("expected RFC 3339 (2026-03-14T09:21:05Z), a date (2026-03-14) or unix seconds, got {raw:?}"))?;
+    Ok(prost_types::Timestamp {
+        seconds: parsed.unix_timestamp(),
+        nanos: parsed.nanosecond() as i32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_names_are_read_leniently() {
+        assert_eq!(
+            parse_channel("Support Ticket"),
+            Some(crate::domain::Channel::SupportTicket)
+        );
+        assert_eq!(
+            parse_channel("CHANNEL_REVIEW"),
+            Some(crate::domain::Channel::Review)
+        );
+        assert_eq!(
+            parse_stage("journey_stage_onboarding"),
+            Some(crate::domain::JourneyStage::Onboarding)
+        );
+        assert_eq!(parse_channel("fax"), None);
+    }
+
+    #[test]
+    fn times_in_three_forms() {
+        assert_eq!(parse_time("1970-01-02").unwrap().seconds, 86_400);
+        assert_eq!(
+            parse_time("1970-01-01T00:00:10.5Z").unwrap().nanos,
+            500_000_000
+        );
+        assert_eq!(parse_time("42").unwrap().seconds, 42);
+        assert!(parse_time("yesterday").is_err());
+    }
+}

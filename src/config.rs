@@ -1,0 +1,173 @@
+//! Server configuration: command-line flags, `VERBATIM_*` environment
+//! variables and an optional TOML file. A flag or variable wins over the
+//! file; the file wins over the defaults in `Config::default`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The resolved server configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (logged at startup).
+    pub listen: SocketAddr,
+    /// Folder of the store and the index; created if missing.
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// tracing filter, e.g. "verbatim=debug,tantivy=info".
+    pub log_filter: String,
+    /// How often the index commits and becomes searchable, in milliseconds.
+    pub refresh_interval_ms: u64,
+    /// Write requests that may wait for the store; beyond that unary writes
+    /// get RESOURCE_EXHAUSTED and streams wait.
+    pub write_queue: usize,
+    /// Indexing threads.
+    pub index_threads: usize,
+    /// Memory budget of the index writer, in MiB.
+    pub index_memory_mb: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:50051".parse().expect("valid default address"),
+            data_dir: PathBuf::from("data"),
+            log_format: LogFormat::Text,
+            log_filter: "verbatim=info,tantivy=warn".into(),
+            refresh_interval_ms: 250,
+            write_queue: 64,
+            index_threads: 2,
+            index_memory_mb: 256,
+        }
+    }
+}
+
+/// Flags of `verbatim serve`. Each has a `VERBATIM_*` variable; unset ones
+/// come from `--config` or the defaults.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the options below (snake_case keys).
+    #[arg(long, env = "VERBATIM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:50051]; port 0 picks a free port.
+    #[arg(long, env = "VERBATIM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Folder of the store and index [default: ./data].
+    #[arg(long, env = "VERBATIM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format [default: text].
+    #[arg(long, env = "VERBATIM_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter [default: verbatim=info,tantivy=warn].
+    #[arg(long, env = "VERBATIM_LOG_FILTER")]
+    pub log_filter: Option<String>,
+    /// Index refresh interval in ms [default: 250]: writes are searchable after at most this plus the commit time.
+    #[arg(long, env = "VERBATIM_REFRESH_INTERVAL_MS")]
+    pub refresh_interval_ms: Option<u64>,
+    /// Write requests that may wait for the store [default: 64].
+    #[arg(long, env = "VERBATIM_WRITE_QUEUE")]
+    pub write_queue: Option<usize>,
+    /// Indexing threads [default: 2].
+    #[arg(long, env = "VERBATIM_INDEX_THREADS")]
+    pub index_threads: Option<usize>,
+    /// Index writer memory budget in MiB [default: 256].
+    #[arg(long, env = "VERBATIM_INDEX_MEMORY_MB")]
+    pub index_memory_mb: Option<usize>,
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let base = match &self.config {
+            Some(path) => read_file(path)?,
+            None => Config::default(),
+        };
+        let config = Config {
+            listen: self.listen.unwrap_or(base.listen),
+            data_dir: self.data_dir.unwrap_or(base.data_dir),
+            log_format: self.log_format.unwrap_or(base.log_format),
+            log_filter: self.log_filter.unwrap_or(base.log_filter),
+            refresh_interval_ms: self.refresh_interval_ms.unwrap_or(base.refresh_interval_ms),
+            write_queue: self.write_queue.unwrap_or(base.write_queue),
+            index_threads: self.index_threads.unwrap_or(base.index_threads),
+            index_memory_mb: self.index_memory_mb.unwrap_or(base.index_memory_mb),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (10..=60_000).contains(&self.refresh_interval_ms),
+            "refresh_interval_ms must be 10..=60000, got {}",
+            self.refresh_interval_ms
+        );
+        anyhow::ensure!(self.write_queue >= 1, "write_queue must be at least 1");
+        anyhow::ensure!(
+            (1..=64).contains(&self.index_threads),
+            "index_threads must be 1..=64"
+        );
+        anyhow::ensure!(
+            self.index_memory_mb >= 16,
+            "index_memory_mb must be at least 16 (tantivy needs 15 MiB per thread)"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("verbatim.toml");
+        std::fs::write(&file, "data_dir = \"/srv/v\"\nwrite_queue = 7\n").unwrap();
+        let config = ServeArgs {
+            config: Some(file),
+            write_queue: Some(9),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/v"));
+        assert_eq!(config.write_queue, 9);
+        assert_eq!(
+            config.refresh_interval_ms,
+            Config::default().refresh_interval_ms
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("verbatim.toml");
+        std::fs::write(&file, "listen_addr = \"x\"\n").unwrap();
+        let error = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.to_string().contains("listen_addr"), "{error}");
+    }
+}

@@ -1,0 +1,45 @@
+//! Every input limit of the service, in one place. The proto comments and the
+//! README quote these numbers; tests exercise each of them.
+
+/// Items in one Ingest request or one IngestStream message.
+pub const MAX_BATCH_ITEMS: usize = 1_000;
+/// Bytes of UTF-8 in `Feedback.text`.
+pub const MAX_TEXT_BYTES: usize = 32_768;
+/// Bytes in a feedback id.
+pub const MAX_ID_BYTES: usize = 128;
+/// Bytes in `product` and `customer_id`.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Bytes in a language tag.
+pub const MAX_LANGUAGE_BYTES: usize = 35;
+/// Tags on one item.
+pub const MAX_TAGS: usize = 32;
+/// Bytes in one tag.
+pub const MAX_TAG_BYTES: usize = 64;
+/// Attributes on one item.
+pub const MAX_ATTRIBUTES: usize = 32;
+/// Bytes in an attribute key.
+pub const MAX_ATTRIBUTE_KEY_BYTES: usize = 64;
+/// Bytes in an attribute value.
+pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 256;
+/// Ids in one Get or Delete request.
+pub const MAX_IDS_PER_REQUEST: usize = 1_000;
+/// Bytes in a search query string.
+pub const MAX_QUERY_BYTES: usize = 1_024;
+/// Terms, phrases and other leaf clauses in one search query.
+pub const MAX_QUERY_CLAUSES: usize = 32;
+/// Hits per search page.
+pub const MAX_SEARCH_LIMIT: usize = 100;
+/// Hits per search page when the request says 0.
+pub const DEFAULT_SEARCH_LIMIT: usize = 10;
+/// Fields one search may facet on.
+pub const MAX_FACET_FIELDS: usize = 10;
+/// Values returned per facet field.
+pub const FACET_VALUES_PER_FIELD: usize = 50;
+/// Values listed in one filter field.
+pub const MAX_FILTER_VALUES: usize = 100;
+/// Size of one gRPC request message.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Earliest accepted `created_at`: 1970-01-01T00:00:00Z.
+pub const MIN_CREATED_AT_MICROS: i64 = 0;
+/// Latest accepted `created_at` (exclusive): 2200-01-01T00:00:00Z.
+pub const MAX_CREATED_AT_MICROS: i64 = 7_258_118_400_000_000;

@@ -1,0 +1,17 @@
+//! Pure domain types: what a feedback item is, how it is validated and what a
+//! search asks for. Depends on nothing else in the crate and on no transport,
+//! storage or index library (serde is used only to give stored records a
+//! stable, forward-compatible encoding).
+
+mod feedback;
+pub mod limits;
+mod search;
+mod validate;
+
+pub use feedback::{
+    Channel, Feedback, FeedbackId, JourneyStage, Scores, StoredFeedback, UnixMicros,
+};
+pub use search::{
+    FacetCounts, IntRange, SearchFilter, SearchHit, SearchPage, SearchQuery, Snippet, SortOrder,
+};
+pub use validate::{FeedbackDraft, Rejection};

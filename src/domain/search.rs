@@ -1,0 +1,89 @@
+use std::collections::BTreeMap;
+
+use super::{Channel, JourneyStage, StoredFeedback, UnixMicros};
+
+/// Order of search hits. Ties are broken by ingest order (`StoredFeedback::seq`),
+/// so every order is total and cursors are stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SortOrder {
+    Relevance,
+    Newest,
+    Oldest,
+}
+
+/// An inclusive range over a score; either end may be open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IntRange {
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+}
+
+impl IntRange {
+    pub fn is_open(&self) -> bool {
+        self.min.is_none() && self.max.is_none()
+    }
+}
+
+/// Structured filters: alternatives within one field, all fields together.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SearchFilter {
+    pub channels: Vec<Channel>,
+    pub journey_stages: Vec<JourneyStage>,
+    pub products: Vec<String>,
+    pub languages: Vec<String>,
+    pub tags: Vec<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub customer_id: Option<String>,
+    /// Inclusive lower bound on `created_at`.
+    pub created_after: Option<UnixMicros>,
+    /// Exclusive upper bound on `created_at`.
+    pub created_before: Option<UnixMicros>,
+    pub nps: IntRange,
+    pub csat: IntRange,
+    pub ces: IntRange,
+    pub rating: IntRange,
+}
+
+/// One search request, already checked for size limits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SearchQuery {
+    /// Query-language text; empty matches everything.
+    pub text: String,
+    pub filter: SearchFilter,
+    pub sort: SortOrder,
+    pub limit: usize,
+    /// Opaque `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Fields to count values of.
+    pub facets: Vec<String>,
+}
+
+/// A fragment of an item's text around the query terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snippet {
+    pub fragment: String,
+    /// Byte ranges of `fragment` that matched.
+    pub highlights: Vec<(usize, usize)>,
+    pub html: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct SearchHit {
+    pub item: StoredFeedback,
+    pub score: f32,
+    pub snippet: Option<Snippet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FacetCounts {
+    pub field: String,
+    pub counts: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SearchPage {
+    pub hits: Vec<SearchHit>,
+    pub total_hits: u64,
+    pub next_cursor: Option<String>,
+    pub facets: Vec<FacetCounts>,
+}

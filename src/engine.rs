@@ -1,0 +1,270 @@
+//! The application core behind every transport: batch validation, writes
+//! through the store, reads and searches. Knows nothing of gRPC.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST};
+use crate::domain::{
+    Feedback, FeedbackDraft, FeedbackId, Rejection, SearchHit, SearchPage, SearchQuery,
+    StoredFeedback, UnixMicros,
+};
+use crate::error::{Error, Result};
+use crate::index::SearchIndex;
+use crate::store::{Store, StoreStats, WriteOp, WriteOutcome};
+
+/// The outcome for one item of an ingest batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemOutcome {
+    Stored(FeedbackId),
+    Rejected(Rejection),
+}
+
+/// How an ingest waits for room in the write queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueMode {
+    /// Fail at once with RESOURCE_EXHAUSTED when the queue is full (unary calls).
+    FailFast,
+    /// Wait for room (streams: the wait is the backpressure).
+    Wait,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    index: SearchIndex,
+}
+
+/// An item as it arrived: already converted (or rejected) by the transport.
+pub type IncomingItem = std::result::Result<FeedbackDraft, Rejection>;
+
+impl Engine {
+    pub fn new(store: Store, index: SearchIndex) -> Self {
+        Engine { store, index }
+    }
+
+    pub fn index(&self) -> &SearchIndex {
+        &self.index
+    }
+
+    /// Validates a batch and queues its valid items; the returned future
+    /// resolves once they are durable. Queueing happens before this returns,
+    /// so callers can keep several batches in flight in order.
+    pub async fn submit_ingest(
+        &self,
+        items: Vec<IncomingItem>,
+        mode: QueueMode,
+    ) -> Result<impl Future<Output = Result<Vec<ItemOutcome>>> + use<>> {
+        check_batch_size("items", items.len(), MAX_BATCH_ITEMS)?;
+        let (mut outcomes, accepted) = validate_batch(items, UnixMicros::now());
+        let ids: Vec<(usize, FeedbackId)> =
+            accepted.iter().map(|(i, f)| (*i, f.id.clone())).collect();
+        let pending = if accepted.is_empty() {
+            None
+        } else {
+            let op = WriteOp::Upsert(accepted.into_iter().map(|(_, f)| f).collect());
+            Some(match mode {
+                QueueMode::FailFast => {
+                    let store = self.store.clone();
+                    futures::future::Either::Left(async move { store.try_write(op).await })
+                }
+                QueueMode::Wait => futures::future::Either::Right(self.store.enqueue(op).await?),
+            })
+        };
+        Ok(async move {
+            if let Some(pending) = pending {
+                match pending.await? {
+                    WriteOutcome::Upserted { .. } => {}
+                    other => {
+                        return Err(Error::Task(format!("unexpected write outcome {other:?}")))
+                    }
+                }
+                for (index, id) in ids {
+                    outcomes[index] = Some(ItemOutcome::Stored(id));
+                }
+            }
+            Ok(outcomes
+                .into_iter()
+                .map(|o| o.expect("every item has an outcome"))
+                .collect())
+        })
+    }
+
+    /// Validates and stores a batch; returns once the accepted items are durable.
+    pub async fn ingest(
+        &self,
+        items: Vec<IncomingItem>,
+        mode: QueueMode,
+    ) -> Result<Vec<ItemOutcome>> {
+        self.submit_ingest(items, mode).await?.await
+    }
+
+    /// Items by id, in request order, and the ids that were not found.
+    pub async fn get(
+        &self,
+        ids: Vec<FeedbackId>,
+    ) -> Result<(Vec<StoredFeedback>, Vec<FeedbackId>)> {
+        check_batch_size("ids", ids.len(), MAX_IDS_PER_REQUEST)?;
+        let store = self.store.clone();
+        let found = run_blocking(move || {
+            let found = store.get_many(&ids)?;
+            Ok((ids, found))
+        })
+        .await?;
+        let (ids, found) = found;
+        let mut items = Vec::new();
+        let mut missing = Vec::new();
+        for (id, item) in ids.into_iter().zip(found) {
+            match item {
+                Some(item) => items.push(item),
+                None => missing.push(id),
+            }
+        }
+        Ok((items, missing))
+    }
+
+    /// Deletes by id; returns (deleted count, missing ids).
+    pub async fn delete(&self, ids: Vec<FeedbackId>) -> Result<(usize, Vec<FeedbackId>)> {
+        check_batch_size("ids", ids.len(), MAX_IDS_PER_REQUEST)?;
+        match self.store.try_write(WriteOp::Delete(ids)).await? {
+            WriteOutcome::Deleted { deleted, missing } => Ok((deleted.len(), missing)),
+            other => Err(Error::Task(format!("unexpected write outcome {other:?}"))),
+        }
+    }
+
+    /// Erases every item of a customer; returns how many.
+    pub async fn delete_customer(&self, customer_id: String) -> Result<usize> {
+        if customer_id.trim().is_empty() {
+            return Err(Error::invalid("customer_id", "must not be empty"));
+        }
+        match self
+            .store
+            .try_write(WriteOp::DeleteCustomer(customer_id.clone()))
+            .await?
+        {
+            WriteOutcome::CustomerErased { deleted } => {
+                tracing::info!(customer_id, deleted = deleted.len(), "customer erased");
+                Ok(deleted.len())
+            }
+            other => Err(Error::Task(format!("unexpected write outcome {other:?}"))),
+        }
+    }
+
+    pub async fn search(&self, query: SearchQuery) -> Result<SearchPage> {
+        let index = self.index.clone();
+        let store = self.store.clone();
+        run_blocking(move || {
+            let page = index.search(&query)?;
+            let ids: Vec<FeedbackId> = page.hits.iter().map(|(id, _)| id.clone()).collect();
+            let items = store.get_many(&ids)?;
+            // An id the index still lists but the store no longer has was
+            // deleted after the last index refresh: it is skipped.
+            let hits = page
+                .hits
+                .iter()
+                .zip(items)
+                .filter_map(|((_, score), item)| {
+                    let item = item?;
+                    let snippet = page.snippet(&item.feedback.text);
+                    Some(SearchHit {
+                        item,
+                        score: *score,
+                        snippet,
+                    })
+                })
+                .collect();
+            Ok(SearchPage {
+                hits,
+                total_hits: page.total_hits,
+                next_cursor: page.next_cursor.clone(),
+                facets: page.facets.clone(),
+            })
+        })
+        .await
+    }
+
+    pub async fn stats(&self) -> Result<StoreStats> {
+        let store = self.store.clone();
+        run_blocking(move || Ok(store.stats()?)).await
+    }
+}
+
+fn check_batch_size(field: &str, len: usize, max: usize) -> Result<()> {
+    if len == 0 || len > max {
+        return Err(Error::invalid(
+            field,
+            format!("must hold 1 to {max} entries, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates every item; rejects the later of two items with the same id.
+/// Returns per-position outcomes (None: accepted, filled in after the write)
+/// and the accepted items with their positions.
+fn validate_batch(
+    items: Vec<IncomingItem>,
+    now: UnixMicros,
+) -> (Vec<Option<ItemOutcome>>, Vec<(usize, Feedback)>) {
+    let mut outcomes = vec![None; items.len()];
+    let mut accepted = Vec::with_capacity(items.len());
+    let mut first_position: HashMap<FeedbackId, usize> = HashMap::new();
+    for (position, item) in items.into_iter().enumerate() {
+        match item.and_then(|draft| draft.validate(now)) {
+            Ok(feedback) => {
+                if let Some(first) = first_position.get(&feedback.id) {
+                    outcomes[position] = Some(ItemOutcome::Rejected(Rejection::new(
+                        "id",
+                        format!("duplicate of item {first} in this batch"),
+                    )));
+                } else {
+                    first_position.insert(feedback.id.clone(), position);
+                    accepted.push((position, feedback));
+                }
+            }
+            Err(rejection) => outcomes[position] = Some(ItemOutcome::Rejected(rejection)),
+        }
+    }
+    (outcomes, accepted)
+}
+
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(id: &str) -> IncomingItem {
+        Ok(FeedbackDraft {
+            id: id.into(),
+            text: "fine".into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn batch_validation_keeps_order_and_rejects_duplicates() {
+        let items = vec![
+            draft("a"),
+            Err(Rejection::new("channel", "unknown value 99")),
+            draft("b"),
+            draft("a"),
+        ];
+        let (outcomes, accepted) = validate_batch(items, UnixMicros(0));
+        assert_eq!(
+            accepted.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        assert!(outcomes[0].is_none() && outcomes[2].is_none());
+        assert!(matches!(&outcomes[1], Some(ItemOutcome::Rejected(r)) if r.field == "channel"));
+        assert!(
+            matches!(&outcomes[3], Some(ItemOutcome::Rejected(r)) if r.field == "id" && r.reason.contains("item 0"))
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! Wire <-> domain conversion. Incoming messages are validated here (unknown
+//! enum values, timestamps, request-level limits) with the field path in the
+//! error; item rules live in `domain::FeedbackDraft::validate`.
+
+use prost_types::Timestamp;
+
+use super::pb;
+use crate::domain::limits::{
+    DEFAULT_SEARCH_LIMIT, MAX_FACET_FIELDS, MAX_FILTER_VALUES, MAX_SEARCH_LIMIT,
+};
+use crate::domain::{
+    Channel, FacetCounts, FeedbackDraft, FeedbackId, IntRange, JourneyStage, Rejection,
+    SearchFilter, SearchHit, SearchPage, SearchQuery, SortOrder, StoredFeedback, UnixMicros,
+};
+use crate::engine::{IncomingItem, ItemOutcome};
+use crate::error::Error;
+
+pub fn channel_from_pb(value: i32) -> Result<Option<Channel>, String> {
+    Ok(Some(match pb::Channel::try_from(value) {
+        Ok(pb::Channel::Unspecified) => return Ok(None),
+        Ok(pb::Channel::Survey) => Channel::Survey,
+        Ok(pb::Channel::Review) => Channel::Review,
+        Ok(pb::Channel::SupportTicket) => Channel::SupportTicket,
+        Ok(pb::Channel::Chat) => Channel::Chat,
+        Ok(pb::Channel::Email) => Channel::Email,
+        Ok(pb::Channel::Social) => Channel::Social,
+        Ok(pb::Channel::CallTranscript) => Channel::CallTranscript,
+        Ok(pb::Channel::Other) => Channel::Other,
+        Err(_) => return Err(format!("unknown enum value {value}")),
+    }))
+}
+
+pub fn channel_to_pb(channel: Channel) -> pb::Channel {
+    match channel {
+        Channel::Survey => pb::Channel::Survey,
+        Channel::Review => pb::Channel::Review,
+        Channel::SupportTicket => pb::Channel::SupportTicket,
+        Channel::Chat => pb::Channel::Chat,
+        Channel::Email => pb::Channel::Email,
+        Channel::Social => pb::Channel::Social,
+        Channel::CallTranscript => pb::Channel::CallTranscript,
+        Channel::Other => pb::Channel::Other,
+    }
+}
+
+pub fn stage_from_pb(value: i32) -> Result<Option<JourneyStage>, String> {
+    Ok(Some(match pb::JourneyStage::try_from(value) {
+        Ok(pb::JourneyStage::Unspecified) => return Ok(None),
+        Ok(pb::JourneyStage::Research) => JourneyStage::Research,
+        Ok(pb::JourneyStage::Comparison) => JourneyStage::Comparison,
+        Ok(pb::JourneyStage::Purchase) => JourneyStage::Purchase,
+        Ok(pb::JourneyStage::Onboarding) => JourneyStage::Onboarding,
+        Ok(pb::JourneyStage::Usage) => JourneyStage::Usage,
+        Ok(pb::JourneyStage::Support) => JourneyStage::Support,
+        Ok(pb::JourneyStage::Renewal) => JourneyStage::Renewal,
+        Ok(pb::JourneyStage::Other) => JourneyStage::Other,
+        Err(_) => return Err(format!("unknown enum value {value}")),
+    }))
+}
+
+pub fn stage_to_pb(stage: JourneyStage) -> pb::JourneyStage {
+    match stage {
+        JourneyStage::Research => pb::JourneyStage::Research,
+        JourneyStage::Comparison => pb::JourneyStage::Comparison,
+        JourneyStage::Purchase => pb::JourneyStage::Purchase,
+        JourneyStage::Onboarding => pb::JourneyStage::Onboarding,
+        JourneyStage::Usage => pb::JourneyStage::Usage,
+        JourneyStage::Support => pb::JourneyStage::Support,
+        JourneyStage::Renewal => pb::JourneyStage::Renewal,
+        JourneyStage::Other => pb::JourneyStage::Other,
+    }
+}
+
+pub fn timestamp_to_micros(ts: &Timestamp) -> Result<UnixMicros, String> {
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(format!("nanos must be 0..999999999, got {}", ts.nanos));
+    }
+    ts.seconds
+        .checked_mul(1_000_000)
+        .and_then(|us| us.checked_add(i64::from(ts.nanos / 1_000)))
+        .map(UnixMicros)
+        .ok_or_else(|| format!("seconds out of range: {}", ts.seconds))
+}
+
+pub fn micros_to_timestamp(at: UnixMicros) -> Timestamp {
+    Timestamp {
+        seconds: at.0.div_euclid(1_000_000),
+        nanos: (at.0.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+/// An incoming item: a draft for validation, or the rejection of a field the
+/// wire format alone makes invalid (unknown enum value, bad timestamp).
+pub fn incoming_item(item: pb::Feedback) -> IncomingItem {
+    let channel = channel_from_pb(item.channel).map_err(|r| Rejection::new("channel", r))?;
+    let journey_stage =
+        stage_from_pb(item.journey_stage).map_err(|r| Rejection::new("journey_stage", r))?;
+    let created_at = item
+        .created_at
+        .as_ref()
+        .map(timestamp_to_micros)
+        .transpose()
+        .map_err(|r| Rejection::new("created_at", r))?;
+    Ok(FeedbackDraft {
+        id: item.id,
+        text: item.text,
+        channel,
+        journey_stage,
+        product: item.product,
+        customer_id: item.customer_id,
+        created_at,
+        language: item.language,
+        nps: item.nps.map(i64::from),
+        csat: item.csat.map(i64::from),
+        ces: item.ces.map(i64::from),
+        rating: item.rating.map(i64::from),
+        tags: item.tags,
+        attributes: item.attributes.into_iter().collect(),
+    })
+}
+
+impl From<StoredFeedback> for pb::Feedback {
+    fn from(stored: StoredFeedback) -> Self {
+        let item = stored.feedback;
+        pb::Feedback {
+            id: item.id.to_string(),
+            text: item.text,
+            channel: channel_to_pb(item.channel) as i32,
+            journey_stage: stage_to_pb(item.journey_stage) as i32,
+            product: item.product,
+            customer_id: item.customer_id,
+            created_at: Some(micros_to_timestamp(item.created_at)),
+            language: item.language,
+            nps: item.scores.nps.map(i32::from),
+            csat: item.scores.csat.map(i32::from),
+            ces: item.scores.ces.map(i32::from),
+            rating: item.scores.rating.map(i32::from),
+            tags: item.tags,
+            attributes: item.attributes.into_iter().collect(),
+            ingested_at: Some(micros_to_timestamp(stored.ingested_at)),
+        }
+    }
+}
+
+pub fn item_results(outcomes: Vec<ItemOutcome>) -> (Vec<pb::ItemResult>, u32, u32) {
+    let mut accepted = 0;
+    let mut rejected = 0;
+    let results = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| pb::ItemResult {
+            index: index as u32,
+            outcome: Some(match outcome {
+                ItemOutcome::Stored(id) => {
+                    accepted += 1;
+                    pb::item_result::Outcome::Id(id.to_string())
+                }
+                ItemOutcome::Rejected(r) => {
+                    rejected += 1;
+                    pb::item_result::Outcome::Rejection(pb::Rejection {
+                        field: r.field,
+                        reason: r.reason,
+                    })
+                }
+            }),
+        })
+        .collect();
+    (results, accepted, rejected)
+}
+
+/// Ids of a Get/Delete request; a malformed id is the request's fault.
+pub fn ids(raw: Vec<String>) -> Result<Vec<FeedbackId>, Error> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, id)| FeedbackId::parse(id).map_err(|r| Error::invalid(format!("ids[{i}]"), r)))
+        .collect()
+}
+
+fn check_count(field: &str, len: usize) -> Result<(), Error> {
+    if len > MAX_FILTER_VALUES {
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_FILTER_VALUES} values, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
+fn int_range(field: &str, range: Option<pb::IntRange>) -> Result<IntRange, Error> {
+    let Some(range) = range else {
+        return Ok(IntRange::default());
+    };
+    if let (Some(min), Some(max)) = (range.min, range.max) {
+        if min > max {
+            return Err(Error::invalid(
+                field,
+                format!("min {min} is greater than max {max}"),
+            ));
+        }
+    }
+    Ok(IntRange {
+        min: range.min.map(i64::from),
+        max: range.max.map(i64::from),
+    })
+}
+
+fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
+    check_count("filter.channels", raw.channels.len())?;
+    check_count("filter.journey_stages", raw.journey_stages.len())?;
+    check_count("filter.products", raw.products.len())?;
+    check_count("filter.languages", raw.languages.len())?;
+    check_count("filter.tags", raw.tags.len())?;
+    check_count("filter.attributes", raw.attributes.len())?;
+    let channels = raw
+        .channels
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            channel_from_pb(*v)
+                .map_err(|r| Error::invalid(format!("filter.channels[{i}]"), r))
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    let journey_stages = raw
+        .journey_stages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            stage_from_pb(*v)
+                .map_err(|r| Error::invalid(format!("filter.journey_stages[{i}]"), r))
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    let created = |field: &str, ts: Option<Timestamp>| {
+        ts.as_ref()
+            .map(timestamp_to_micros)
+            .transpose()
+            .map_err(|r| Error::invalid(field, r))
+    };
+    Ok(SearchFilter {
+        channels,
+        journey_stages,
+        products: raw.products,
+        languages: raw.languages,
+        tags: raw.tags,
+        attributes: raw.attributes.into_iter().collect(),
+        customer_id: Some(raw.customer_id).filter(|c| !c.is_empty()),
+        created_after: created("filter.created_after", raw.created_after)?,
+        created_before: created("filter.created_before", raw.created_before)?,
+        nps: int_range("filter.nps", raw.nps)?,
+        csat: int_range("filter.csat", raw.csat)?,
+        ces: int_range("filter.ces", raw.ces)?,
+        rating: int_range("filter.rating", raw.rating)?,
+    })
+}
+
+impl TryFrom<pb::SearchRequest> for SearchQuery {
+    type Error = Error;
+
+    fn try_from(raw: pb::SearchRequest) -> Result<Self, Error> {
+        let limit = match raw.limit as usize {
+            0 => DEFAULT_SEARCH_LIMIT,
+            n if n <= MAX_SEARCH_LIMIT => n,
+            n => {
+                return Err(Error::invalid(
+                    "limit",
+                    format!("must be at most {MAX_SEARCH_LIMIT}, got {n}"),
+                ))
+            }
+        };
+        if raw.facets.len() > MAX_FACET_FIELDS {
+            return Err(Error::invalid(
+                "facets",
+                format!(
+                    "at most {MAX_FACET_FIELDS} fields, got {}",
+                    raw.facets.len()
+                ),
+            ));
+        }
+        let has_text = !raw.query.trim().is_empty();
+        let sort = match pb::SortOrder::try_from(raw.sort) {
+            Ok(pb::SortOrder::Unspecified) if has_text => SortOrder::Relevance,
+            Ok(pb::SortOrder::Unspecified) => SortOrder::Newest,
+            Ok(pb::SortOrder::Relevance) => SortOrder::Relevance,
+            Ok(pb::SortOrder::Newest) => SortOrder::Newest,
+            Ok(pb::SortOrder::Oldest) => SortOrder::Oldest,
+            Err(_) => {
+                return Err(Error::invalid(
+                    "sort",
+                    format!("unknown enum value {}", raw.sort),
+                ))
+            }
+        };
+        Ok(SearchQuery {
+            text: raw.query,
+            filter: filter(raw.filter.unwrap_or_default())?,
+            sort,
+            limit,
+            cursor: Some(raw.cursor).filter(|c| !c.is_empty()),
+            facets: raw.facets,
+        })
+    }
+}
+
+fn hit_to_pb(hit: SearchHit) -> pb::SearchHit {
+    pb::SearchHit {
+        item: Some(hit.item.into()),
+        score: hit.score,
+        snippet: hit.snippet.map(|s| pb::Snippet {
+            fragment: s.fragment,
+            highlights: s
+                .highlights
+                .into_iter()
+                .map(|(start, end)| pb::HighlightRange {
+                    start: start as u32,
+                    end: end as u32,
+                })
+                .collect(),
+            html: s.html,
+        }),
+    }
+}
+
+fn facet_to_pb(facet: FacetCounts) -> pb::FacetResult {
+    pb::FacetResult {
+        field: facet.field,
+        counts: facet
+            .counts
+            .into_iter()
+            .map(|(value, count)| pb::FacetCount { value, count })
+            .collect(),
+    }
+}
+
+impl From<SearchPage> for pb::SearchResponse {
+    fn from(page: SearchPage) -> Self {
+        pb::SearchResponse {
+            hits: page.hits.into_iter().map(hit_to_pb).collect(),
+            total_hits: page.total_hits,
+            next_cursor: page.next_cursor.unwrap_or_default(),
+            facets: page.facets.into_iter().map(facet_to_pb).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_at_microsecond_precision() {
+        for micros in [0, 1, 999_999, 1_700_000_000_123_456, -1] {
+            let ts = micros_to_timestamp(UnixMicros(micros));
+            assert_eq!(timestamp_to_micros(&ts).unwrap(), UnixMicros(micros));
+        }
+        assert!(timestamp_to_micros(&Timestamp {
+            seconds: 0,
+            nanos: -1
+        })
+        .is_err());
+        assert!(timestamp_to_micros(&Timestamp {
+            seconds: i64::MAX,
+            nanos: 0
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn unknown_enum_values_are_rejected_with_their_field() {
+        let item = pb::Feedback {
+            text: "x".into(),
+            channel: 42,
+            ..Default::default()
+        };
+        let rejection = incoming_item(item).unwrap_err();
+        assert_eq!(rejection.field, "channel");
+        let item = pb::Feedback {
+            text: "x".into(),
+            journey_stage: -3,
+            ..Default::default()
+        };
+        assert_eq!(incoming_item(item).unwrap_err().field, "journey_stage");
+    }
+
+    #[test]
+    fn search_request_limits_are_checked() {
+        let request = |f: fn(&mut pb::SearchRequest)| {
+            let mut r = pb::SearchRequest::default();
+            f(&mut r);
+            SearchQuery::try_from(r)
+        };
+        assert_eq!(request(|_| {}).unwrap().limit, DEFAULT_SEARCH_LIMIT);
+        assert_eq!(request(|_| {}).unwrap().sort, SortOrder::Newest);
+        assert_eq!(
+            request(|r| r.query = "x".into()).unwrap().sort,
+            SortOrder::Relevance
+        );
+        assert!(request(|r| r.limit = 101).is_err());
+        assert!(request(|r| r.sort = 9).is_err());
+        assert!(request(|r| r.facets = vec!["channel".into(); 11]).is_err());
+        assert!(request(|r| {
+            r.filter = Some(pb::Filter {
+                nps: Some(pb::IntRange {
+                    min: Some(9),
+                    max: Some(3),
+                }),
+                ..Default::default()
+            })
+        })
+        .is_err());
+        assert!(request(|r| {
+            r.filter = Some(pb::Filter {
+                channels: vec![77],
+                ..Default::default()
+            })
+        })
+        .is_err());
+    }
+}

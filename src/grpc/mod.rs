@@ -1,0 +1,58 @@
+//! The gRPC edge: the only module that knows tonic and the generated types.
+//! Handlers convert, call the engine, convert back; errors become statuses in
+//! `status.rs`.
+
+pub mod codec;
+mod convert;
+mod service;
+mod status;
+
+pub use convert::{channel_to_pb, stage_to_pb};
+pub use service::FeedbackApi;
+
+/// Types and clients generated from `proto/verbatim/v1/*.proto`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("verbatim.v1");
+
+    /// Encoded descriptors of the API, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("verbatim_descriptor");
+}
+
+use std::time::Duration;
+
+use crate::domain::limits::MAX_MESSAGE_BYTES;
+use crate::engine::Engine;
+
+/// Builds the router with every service: the API, health and reflection
+/// (v1 and v1alpha). Returns the router and the health reporter.
+pub async fn router(
+    engine: Engine,
+) -> anyhow::Result<(
+    tonic::transport::server::Router,
+    tonic_health::server::HealthReporter,
+)> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::feedback_service_server::FeedbackServiceServer<FeedbackApi>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let api = pb::feedback_service_server::FeedbackServiceServer::new(FeedbackApi::new(engine))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api);
+    Ok((router, health_reporter))
+}

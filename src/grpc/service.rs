@@ -1,0 +1,160 @@
+use std::pin::Pin;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::convert::{self, incoming_item, item_results};
+use super::pb;
+use crate::domain::SearchQuery;
+use crate::engine::{Engine, QueueMode};
+
+/// Batches of one IngestStream that may wait for durability at once.
+const STREAM_BATCHES_IN_FLIGHT: usize = 8;
+
+pub struct FeedbackApi {
+    engine: Engine,
+}
+
+impl FeedbackApi {
+    pub fn new(engine: Engine) -> Self {
+        FeedbackApi { engine }
+    }
+}
+
+type AckStream = Pin<Box<dyn futures::Stream<Item = Result<pb::IngestAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::feedback_service_server::FeedbackService for FeedbackApi {
+    #[tracing::instrument(name = "Ingest", skip_all, fields(items))]
+    async fn ingest(
+        &self,
+        request: Request<pb::IngestRequest>,
+    ) -> Result<Response<pb::IngestResponse>, Status> {
+        let items = request.into_inner().items;
+        tracing::Span::current().record("items", items.len());
+        let incoming = items.into_iter().map(incoming_item).collect();
+        let outcomes = self.engine.ingest(incoming, QueueMode::FailFast).await?;
+        let (results, accepted, rejected) = item_results(outcomes);
+        Ok(Response::new(pb::IngestResponse {
+            results,
+            accepted,
+            rejected,
+        }))
+    }
+
+    type IngestStreamStream = AckStream;
+
+    #[tracing::instrument(name = "IngestStream", skip_all)]
+    async fn ingest_stream(
+        &self,
+        request: Request<Streaming<pb::IngestRequest>>,
+    ) -> Result<Response<Self::IngestStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let engine = self.engine.clone();
+        let (acks, ack_stream) = mpsc::channel(STREAM_BATCHES_IN_FLIGHT);
+        let task = async move {
+            let mut in_flight = FuturesOrdered::new();
+            let mut sequence: u64 = 0;
+            let mut inbound_open = true;
+            loop {
+                tokio::select! {
+                    Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                        let (sequence, outcome): (u64, crate::error::Result<_>) = done;
+                        let ack = outcome.map_err(Status::from).map(|outcomes| {
+                            let (results, accepted, rejected) = item_results(outcomes);
+                            pb::IngestAck { sequence, results, accepted, rejected }
+                        });
+                        let failed = ack.is_err();
+                        if acks.send(ack).await.is_err() || failed {
+                            return; // client gone, or the stream ends with the error
+                        }
+                    }
+                    message = inbound.message(), if inbound_open && in_flight.len() < STREAM_BATCHES_IN_FLIGHT => {
+                        match message {
+                            Ok(Some(request)) => {
+                                let incoming = request.items.into_iter().map(incoming_item).collect();
+                                // Waits for room in the write queue: this wait is the backpressure.
+                                match engine.submit_ingest(incoming, QueueMode::Wait).await {
+                                    Ok(pending) => {
+                                        let this = sequence;
+                                        in_flight.push_back(async move { (this, pending.await) });
+                                    }
+                                    Err(error) => {
+                                        let _ = acks.send(Err(Status::from(error))).await;
+                                        return;
+                                    }
+                                }
+                                sequence += 1;
+                            }
+                            Ok(None) => inbound_open = false,
+                            Err(status) => {
+                                tracing::debug!(%status, "ingest stream ended by the client");
+                                inbound_open = false;
+                            }
+                        }
+                    }
+                    else => break,
+                }
+            }
+            tracing::debug!(messages = sequence, "ingest stream finished");
+        };
+        tokio::spawn(task.instrument(tracing::Span::current()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(ack_stream))))
+    }
+
+    #[tracing::instrument(name = "Get", skip_all, fields(ids))]
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let ids = convert::ids(request.into_inner().ids)?;
+        tracing::Span::current().record("ids", ids.len());
+        let (items, missing) = self.engine.get(ids).await?;
+        Ok(Response::new(pb::GetResponse {
+            items: items.into_iter().map(Into::into).collect(),
+            missing_ids: missing.into_iter().map(|id| id.to_string()).collect(),
+        }))
+    }
+
+    #[tracing::instrument(name = "Delete", skip_all, fields(ids))]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let ids = convert::ids(request.into_inner().ids)?;
+        tracing::Span::current().record("ids", ids.len());
+        let (deleted, missing) = self.engine.delete(ids).await?;
+        Ok(Response::new(pb::DeleteResponse {
+            deleted: deleted as u32,
+            missing_ids: missing.into_iter().map(|id| id.to_string()).collect(),
+        }))
+    }
+
+    #[tracing::instrument(name = "DeleteCustomer", skip_all)]
+    async fn delete_customer(
+        &self,
+        request: Request<pb::DeleteCustomerRequest>,
+    ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
+        let deleted = self
+            .engine
+            .delete_customer(request.into_inner().customer_id)
+            .await?;
+        Ok(Response::new(pb::DeleteCustomerResponse {
+            deleted: deleted as u32,
+        }))
+    }
+
+    #[tracing::instrument(name = "Search", skip_all, fields(query_bytes))]
+    async fn search(
+        &self,
+        request: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        let query = SearchQuery::try_from(request.into_inner())?;
+        tracing::Span::current().record("query_bytes", query.text.len());
+        let page = self.engine.search(query).await?;
+        Ok(Response::new(page.into()))
+    }
+}

@@ -1,0 +1,55 @@
+//! The one place where errors become gRPC statuses. Every variant is listed:
+//! client faults are INVALID_ARGUMENT / NOT_FOUND, overload is
+//! RESOURCE_EXHAUSTED, and internal faults are logged with their cause and
+//! answered INTERNAL without internals.
+
+use tonic::Status;
+
+use crate::error::Error;
+use crate::index::IndexError;
+use crate::store::StoreError;
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        match error {
+            Error::Store(e) => store_status(e),
+            Error::Index(e) => index_status(e),
+            Error::InvalidArgument { field, reason } => {
+                Status::invalid_argument(format!("{field}: {reason}"))
+            }
+            Error::NotFound(what) => Status::not_found(format!("{what} not found")),
+            Error::Task(cause) => internal(&cause),
+        }
+    }
+}
+
+fn store_status(error: StoreError) -> Status {
+    match error {
+        StoreError::QueueFull { capacity } => Status::resource_exhausted(format!(
+            "the write queue is full ({capacity} requests waiting); retry with backoff"
+        )),
+        StoreError::Closed => Status::unavailable("the server is shutting down"),
+        e @ (StoreError::Database(_)
+        | StoreError::Open { .. }
+        | StoreError::Decode { .. }
+        | StoreError::Encode(_)
+        | StoreError::WriteFailed(_)) => internal(&e),
+    }
+}
+
+fn index_status(error: IndexError) -> Status {
+    match error {
+        IndexError::InvalidQuery { position, message } => Status::invalid_argument(format!(
+            "query: malformed query at byte {position}: {message}"
+        )),
+        IndexError::InvalidCursor(reason) => Status::invalid_argument(format!("cursor: {reason}")),
+        e @ IndexError::InvalidFacet(_) => Status::invalid_argument(format!("facets: {e}")),
+        IndexError::Store(e) => store_status(e),
+        e @ (IndexError::Tantivy(_) | IndexError::Io { .. }) => internal(&e),
+    }
+}
+
+fn internal(cause: &dyn std::fmt::Display) -> Status {
+    tracing::error!(%cause, "internal error");
+    Status::internal("internal error; the server log has the cause")
+}

@@ -1,0 +1,134 @@
+//! Search-after cursors. Every hit has a total sort key (primary value, then
+//! ingest order), so "continue after the last key seen" is stable while items
+//! are added or removed. A cursor carries a fingerprint of the query, filter
+//! and sort it belongs to and is refused with any other.
+
+use std::hash::{Hash, Hasher};
+
+use base64::Engine;
+
+use super::IndexError;
+use crate::domain::{SearchQuery, SortOrder};
+
+/// Ordered descending: the collector keeps the largest keys first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SortKey {
+    primary: i64,
+    secondary: u64,
+}
+
+impl SortKey {
+    /// Marks a document at or before the cursor: sorts last and is dropped.
+    pub const EXHAUSTED: SortKey = SortKey {
+        primary: i64::MIN,
+        secondary: 0,
+    };
+
+    pub fn new(sort: SortOrder, score: f32, created_at_micros: i64, seq: u64) -> Self {
+        match sort {
+            // BM25 scores are >= 0, and the bits of a non-negative f32 order
+            // like the float itself. Ties: earlier ingest first.
+            SortOrder::Relevance => SortKey {
+                primary: i64::from(score.max(0.0).to_bits()),
+                secondary: u64::MAX - seq,
+            },
+            SortOrder::Newest => SortKey {
+                primary: created_at_micros,
+                secondary: seq,
+            },
+            SortOrder::Oldest => SortKey {
+                primary: -created_at_micros,
+                secondary: u64::MAX - seq,
+            },
+        }
+    }
+
+    /// The relevance score to report for a hit.
+    pub fn score(&self, sort: SortOrder) -> f32 {
+        match sort {
+            SortOrder::Relevance => f32::from_bits(self.primary as u32),
+            SortOrder::Newest | SortOrder::Oldest => 0.0,
+        }
+    }
+}
+
+pub struct Cursor {
+    pub key: SortKey,
+}
+
+/// Identifies the query, filter and sort a cursor belongs to.
+pub fn fingerprint(query: &SearchQuery) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    query.text.hash(&mut hasher);
+    query.filter.hash(&mut hasher);
+    query.sort.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Cursor {
+    pub fn encode(&self, fingerprint: u64) -> String {
+        let mut bytes = Vec::with_capacity(24);
+        bytes.extend_from_slice(&self.key.primary.to_be_bytes());
+        bytes.extend_from_slice(&self.key.secondary.to_be_bytes());
+        bytes.extend_from_slice(&fingerprint.to_be_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    pub fn decode(text: &str, fingerprint: u64) -> Result<Cursor, IndexError> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| IndexError::InvalidCursor("not a cursor returned by Search".into()))?;
+        if bytes.len() != 24 {
+            return Err(IndexError::InvalidCursor(
+                "not a cursor returned by Search".into(),
+            ));
+        }
+        let word = |i: usize| <[u8; 8]>::try_from(&bytes[i * 8..i * 8 + 8]).expect("8 bytes");
+        if u64::from_be_bytes(word(2)) != fingerprint {
+            return Err(IndexError::InvalidCursor(
+                "the cursor belongs to another query, filter or sort".into(),
+            ));
+        }
+        Ok(Cursor {
+            key: SortKey {
+                primary: i64::from_be_bytes(word(0)),
+                secondary: u64::from_be_bytes(word(1)),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_order_as_the_sort_promises() {
+        let newer = SortKey::new(SortOrder::Newest, 0.0, 200, 1);
+        let older = SortKey::new(SortOrder::Newest, 0.0, 100, 2);
+        assert!(newer > older);
+        let older_first = SortKey::new(SortOrder::Oldest, 0.0, 100, 2);
+        assert!(older_first > SortKey::new(SortOrder::Oldest, 0.0, 200, 1));
+        let better = SortKey::new(SortOrder::Relevance, 2.5, 0, 9);
+        assert!(better > SortKey::new(SortOrder::Relevance, 1.5, 0, 1));
+        // Ties on score: the earlier ingest comes first.
+        assert!(
+            SortKey::new(SortOrder::Relevance, 1.0, 0, 1)
+                > SortKey::new(SortOrder::Relevance, 1.0, 0, 2)
+        );
+        assert!(
+            SortKey::EXHAUSTED
+                < SortKey::new(SortOrder::Oldest, 0.0, 7_258_118_400_000_000, u64::MAX)
+        );
+        assert_eq!(better.score(SortOrder::Relevance), 2.5);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_are_bound_to_their_query() {
+        let key = SortKey::new(SortOrder::Newest, 0.0, 123, 45);
+        let text = Cursor { key }.encode(7);
+        assert_eq!(Cursor::decode(&text, 7).unwrap().key, key);
+        assert!(Cursor::decode(&text, 8).is_err());
+        assert!(Cursor::decode("garbage!", 7).is_err());
+    }
+}

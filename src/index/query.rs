@@ -1,0 +1,254 @@
+//! From a `SearchQuery` to a tantivy query: the user's query language,
+//! checked for size and syntax with error positions, AND the structured
+//! filters as non-scoring clauses.
+
+use std::ops::Bound;
+
+use tantivy::query::{
+    AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, QueryParserError,
+    RangeQuery, TermQuery, TermSetQuery,
+};
+use tantivy::query_grammar::{parse_query_lenient, UserInputAst, UserInputLeaf};
+use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::{DateTime, Term};
+
+use super::schema::Fields;
+use super::IndexError;
+use crate::domain::limits::{MAX_QUERY_BYTES, MAX_QUERY_CLAUSES};
+use crate::domain::{IntRange, SearchFilter};
+
+/// Parses the query language; empty text matches everything.
+pub fn parse_user_query(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, IndexError> {
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(IndexError::InvalidQuery {
+            position: MAX_QUERY_BYTES,
+            message: format!(
+                "query must be at most {MAX_QUERY_BYTES} bytes, got {}",
+                text.len()
+            ),
+        });
+    }
+    if text.trim().is_empty() {
+        return Ok(Box::new(AllQuery));
+    }
+    let (ast, errors) = parse_query_lenient(text);
+    if let Some(first) = errors.first() {
+        return Err(IndexError::InvalidQuery {
+            position: first.pos,
+            message: first.message.clone(),
+        });
+    }
+    let clauses = count_clauses(&ast);
+    if clauses > MAX_QUERY_CLAUSES {
+        return Err(IndexError::InvalidQuery {
+            position: 0,
+            message: format!(
+                "query has {clauses} clauses, at most {MAX_QUERY_CLAUSES} are allowed"
+            ),
+        });
+    }
+    parser
+        .parse_query(text)
+        .map_err(|error| parser_error(text, error))
+}
+
+fn count_clauses(ast: &UserInputAst) -> usize {
+    match ast {
+        UserInputAst::Clause(children) => children.iter().map(|(_, c)| count_clauses(c)).sum(),
+        UserInputAst::Boost(inner, _) => count_clauses(inner),
+        UserInputAst::Leaf(leaf) => match leaf.as_ref() {
+            UserInputLeaf::Set { elements, .. } => elements.len().max(1),
+            _ => 1,
+        },
+    }
+}
+
+fn parser_error(text: &str, error: QueryParserError) -> IndexError {
+    let (needle, message) = match &error {
+        QueryParserError::FieldDoesNotExist(field) => (
+            Some(field.clone()),
+            format!(
+                "unknown field `{field}`; fields are text, channel, journey_stage, product, \
+                 language, tags, customer_id, attributes.KEY, created_at, nps, csat, ces, rating"
+            ),
+        ),
+        QueryParserError::ExpectedInt(_)
+        | QueryParserError::ExpectedFloat(_)
+        | QueryParserError::ExpectedBool(_)
+        | QueryParserError::DateFormatError(_) => (None, format!("bad value: {error}")),
+        other => (None, other.to_string()),
+    };
+    let position = needle.and_then(|n| text.find(&n)).unwrap_or(0);
+    IndexError::InvalidQuery { position, message }
+}
+
+/// The filter as a list of non-scoring clauses (empty: no filter).
+pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<Box<dyn Query>> {
+    let mut clauses: Vec<Box<dyn Query>> = Vec::new();
+    let mut any_of = |field: Field, values: Vec<String>| {
+        if !values.is_empty() {
+            let terms = values.iter().map(|v| Term::from_field_text(field, v));
+            clauses.push(Box::new(TermSetQuery::new(terms)));
+        }
+    };
+    any_of(
+        fields.channel,
+        filter
+            .channels
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
+    );
+    any_of(
+        fields.journey_stage,
+        filter
+            .journey_stages
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
+    );
+    any_of(fields.product, filter.products.clone());
+    any_of(
+        fields.language,
+        filter
+            .languages
+            .iter()
+            .map(|l| l.to_ascii_lowercase())
+            .collect(),
+    );
+    any_of(fields.tags, filter.tags.clone());
+    if let Some(customer) = &filter.customer_id {
+        clauses.push(term(fields.customer_id, customer));
+    }
+    for (key, value) in &filter.attributes {
+        let mut t = Term::from_field_json_path(fields.attributes, key, false);
+        t.append_type_and_str(value);
+        clauses.push(Box::new(TermQuery::new(t, IndexRecordOption::Basic)));
+    }
+    if filter.created_after.is_some() || filter.created_before.is_some() {
+        let bound = |at: Option<crate::domain::UnixMicros>, inclusive: bool| match at {
+            None => Bound::Unbounded,
+            Some(at) => {
+                let t = Term::from_field_date_for_search(
+                    fields.created_at,
+                    DateTime::from_timestamp_micros(at.0),
+                );
+                if inclusive {
+                    Bound::Included(t)
+                } else {
+                    Bound::Excluded(t)
+                }
+            }
+        };
+        clauses.push(Box::new(RangeQuery::new(
+            bound(filter.created_after, true),
+            bound(filter.created_before, false),
+        )));
+    }
+    for (field, range) in [
+        (fields.nps, filter.nps),
+        (fields.csat, filter.csat),
+        (fields.ces, filter.ces),
+        (fields.rating, filter.rating),
+    ] {
+        if let Some(query) = int_range(field, range) {
+            clauses.push(query);
+        }
+    }
+    clauses
+}
+
+fn term(field: Field, value: &str) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        Term::from_field_text(field, value),
+        IndexRecordOption::Basic,
+    ))
+}
+
+fn int_range(field: Field, range: IntRange) -> Option<Box<dyn Query>> {
+    if range.is_open() {
+        return None;
+    }
+    let bound = |v: Option<i64>| match v {
+        Some(v) => Bound::Included(Term::from_field_i64(field, v)),
+        None => Bound::Unbounded,
+    };
+    Some(Box::new(RangeQuery::new(
+        bound(range.min),
+        bound(range.max),
+    )))
+}
+
+/// The user query AND every filter clause (filters add no score).
+pub fn combine(user_query: Box<dyn Query>, filters: Vec<Box<dyn Query>>) -> Box<dyn Query> {
+    if filters.is_empty() {
+        return user_query;
+    }
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, user_query)];
+    for filter in filters {
+        clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(filter, 0.0))));
+    }
+    Box::new(BooleanQuery::new(clauses))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parser() -> QueryParser {
+        let (schema, fields) = super::super::schema::build_schema();
+        let index = tantivy::Index::create_in_ram(schema);
+        index.tokenizers().register(
+            super::super::schema::TEXT_TOKENIZER,
+            super::super::schema::text_analyzer(),
+        );
+        let mut parser = QueryParser::for_index(&index, vec![fields.text]);
+        parser.set_conjunction_by_default();
+        parser
+    }
+
+    #[test]
+    fn accepts_the_documented_query_forms() {
+        let parser = parser();
+        for q in [
+            "refund delivery",
+            "refund OR delivery",
+            "\"late delivery\"",
+            "-refund slow",
+            "(late OR slow) AND driver",
+            "product:Acme channel:review tags:vip",
+            "attributes.region:emea",
+            "nps:[0 TO 6]",
+            "",
+        ] {
+            parse_user_query(&parser, q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
+    }
+
+    #[test]
+    fn reports_the_position_of_a_syntax_error() {
+        let parser = parser();
+        match parse_user_query(&parser, "refund AND (late") {
+            Err(IndexError::InvalidQuery { position, .. }) => assert!(position > 0),
+            other => panic!("{other:?}"),
+        }
+        match parse_user_query(&parser, "colour:red") {
+            Err(IndexError::InvalidQuery { position, message }) => {
+                assert_eq!(position, 0);
+                assert!(message.contains("colour"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn limits_length_and_clause_count() {
+        let parser = parser();
+        let long = "a".repeat(MAX_QUERY_BYTES + 1);
+        assert!(parse_user_query(&parser, &long).is_err());
+        let many: Vec<String> = (0..=MAX_QUERY_CLAUSES).map(|i| format!("w{i}")).collect();
+        assert!(parse_user_query(&parser, &many.join(" ")).is_err());
+        let ok: Vec<String> = (0..MAX_QUERY_CLAUSES).map(|i| format!("w{i}")).collect();
+        assert!(parse_user_query(&parser, &ok.join(" ")).is_ok());
+    }
+}

@@ -1,0 +1,13 @@
+//! Verbatim: store, index and search customer feedback behind a gRPC API.
+//! See ARCHITECTURE.md for the map.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod index;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,69 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use verbatim::cli;
+use verbatim::config::ServeArgs;
+
+/// Verbatim: a self-hosted service that stores, indexes and searches customer feedback.
+#[derive(Parser)]
+#[command(name = "verbatim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Stream a CSV or JSONL file of feedback into a running server.
+    Import(cli::import::ImportArgs),
+    /// Search a running server and print the hits.
+    Search(cli::search::SearchArgs),
+    /// Rebuild the search index from the store (stop the server first).
+    Reindex(cli::reindex::ReindexArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Import(args) => cli::import::run(args).await,
+            Command::Search(args) => cli::search::run(args).await,
+            Command::Reindex(args) => cli::reindex::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "fatal");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    verbatim::telemetry::init(verbatim::telemetry::subscriber(
+        &config.log_filter,
+        config.log_format,
+        std::io::stderr().is_terminal(),
+        std::io::stderr,
+    ));
+    tracing::info!(config = ?config, version = env!("CARGO_PKG_VERSION"), "starting");
+    let app = verbatim::app::App::build(&config).await?;
+    app.run_until(verbatim::app::shutdown_signal()).await
+}

@@ -1,0 +1,338 @@
+//! The durable system of record: every feedback item, keyed by id, in a redb
+//! database (`DATA_DIR/store.redb`), plus a change log that the index follows.
+//!
+//! Invariants:
+//! - A write is acknowledged only after its redb transaction committed with
+//!   `Durability::Immediate` (fsync): `kill -9` after the ack loses nothing.
+//! - All writes go through one writer thread that groups concurrent requests
+//!   into one transaction (group commit); the queue in front of it is bounded.
+//! - Every upsert and delete appends `seq -> id` to the change log in the same
+//!   transaction. The index applies the log in order and records the last
+//!   applied `seq` in its commit, so after a crash it replays what it missed.
+//!   The index can always be rebuilt from `ITEMS` alone (`verbatim reindex`).
+
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use redb::{
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
+
+use crate::domain::{Feedback, FeedbackId, StoredFeedback};
+
+pub use writer::{WriteOp, WriteOutcome};
+
+pub(crate) const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
+pub(crate) const CUSTOMER_ITEMS: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("customer_items");
+pub(crate) const CHANGES: TableDefinition<u64, &str> = TableDefinition::new("changes");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const META_LAST_SEQ: &str = "last_seq";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] redb::Error),
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("stored record {id} cannot be decoded: {source}")]
+    Decode {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("record cannot be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("the write queue is full ({capacity} requests waiting)")]
+    QueueFull { capacity: usize },
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("write transaction failed: {0}")]
+    WriteFailed(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Database(e.into()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// One entry of the change log: the item's current version, or `None` when
+/// it has been deleted since.
+#[derive(Debug)]
+pub struct Change {
+    pub seq: u64,
+    pub id: FeedbackId,
+    pub current: Option<StoredFeedback>,
+}
+
+/// Wakes the index when the store committed something new.
+#[derive(Default)]
+pub struct CommitSignal {
+    last_seq: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl CommitSignal {
+    fn publish(&self, seq: u64) {
+        let mut last = self.last_seq.lock().unwrap_or_else(|e| e.into_inner());
+        if seq > *last {
+            *last = seq;
+        }
+        self.changed.notify_all();
+    }
+
+    /// Blocks until a commit newer than `seen` or the timeout; returns the
+    /// last committed seq.
+    pub fn wait_newer_than(&self, seen: u64, timeout: Duration) -> u64 {
+        let last = self.last_seq.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, _) = self
+            .changed
+            .wait_timeout_while(last, timeout, |last| *last <= seen)
+            .unwrap_or_else(|e| e.into_inner());
+        *last
+    }
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: writer::WriterHandle,
+    commits: Arc<CommitSignal>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and starts its writer thread with
+    /// a queue of `queue_capacity` write requests.
+    pub fn open(dir: &Path, queue_capacity: usize) -> Result<Store, StoreError> {
+        let db = Arc::new(open_database(dir)?);
+        let commits = Arc::new(CommitSignal::default());
+        commits.publish(last_seq(&db)?);
+        let writer = writer::spawn(db.clone(), commits.clone(), queue_capacity);
+        Ok(Store {
+            db,
+            writer,
+            commits,
+        })
+    }
+
+    /// Opens the store for an offline command (no writer thread).
+    pub fn open_offline(dir: &Path) -> Result<OfflineStore, StoreError> {
+        Ok(OfflineStore {
+            db: Arc::new(open_database(dir)?),
+        })
+    }
+
+    /// A read-only view for bulk scans (index rebuild) of an open store.
+    pub fn offline_view(&self) -> OfflineStore {
+        OfflineStore {
+            db: self.db.clone(),
+        }
+    }
+
+    pub fn commit_signal(&self) -> Arc<CommitSignal> {
+        self.commits.clone()
+    }
+
+    /// Queues a write, failing fast with `QueueFull` when the queue is full.
+    pub async fn try_write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        self.writer.try_submit(op)?.await
+    }
+
+    /// Queues a write, waiting for room in the queue (backpressure).
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        self.writer.submit(op).await?.await
+    }
+
+    /// Reserves a queue slot now and returns a future of the outcome: used by
+    /// streams to keep several batches in flight, in order.
+    pub async fn enqueue(
+        &self,
+        op: WriteOp,
+    ) -> Result<impl std::future::Future<Output = Result<WriteOutcome, StoreError>>, StoreError>
+    {
+        self.writer.submit(op).await
+    }
+
+    /// Reads items by id (blocking; call from a blocking context).
+    pub fn get_many(&self, ids: &[FeedbackId]) -> Result<Vec<Option<StoredFeedback>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let items = match txn.open_table(ITEMS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; ids.len()]),
+            Err(e) => return Err(e.into()),
+        };
+        ids.iter()
+            .map(|id| {
+                items
+                    .get(id.as_str())?
+                    .map(|bytes| decode(id.as_str(), bytes.value()))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// Up to `max` change-log entries after `after_seq`, with the items'
+    /// current versions (blocking).
+    pub fn changes_after(&self, after_seq: u64, max: usize) -> Result<Vec<Change>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let (changes, items) = match (txn.open_table(CHANGES), txn.open_table(ITEMS)) {
+            (Ok(c), Ok(i)) => (c, i),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in changes.range(after_seq.saturating_add(1)..)?.take(max) {
+            let (seq, id) = entry?;
+            let id = FeedbackId::parse(id.value()).map_err(|reason| StoreError::Decode {
+                id: id.value().to_string(),
+                source: serde::de::Error::custom(reason),
+            })?;
+            let current = items
+                .get(id.as_str())?
+                .map(|bytes| decode(id.as_str(), bytes.value()))
+                .transpose()?;
+            out.push(Change {
+                seq: seq.value(),
+                id,
+                current,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Drops change-log entries up to `seq` once the index has committed them.
+    /// Not fsynced on its own: losing it only means replaying entries the
+    /// index already has, which is idempotent.
+    pub fn trim_changes_through(&self, seq: u64) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        {
+            let mut changes = txn.open_table(CHANGES)?;
+            changes.retain_in(..=seq, |_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Number of stored items and of change-log entries not yet trimmed.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        stats(&self.db)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreStats {
+    pub items: u64,
+    pub pending_changes: u64,
+    pub last_seq: u64,
+}
+
+/// The store opened by an offline command such as `verbatim reindex`.
+pub struct OfflineStore {
+    db: Arc<Database>,
+}
+
+impl OfflineStore {
+    /// Calls `visit` with every stored item, in id order, and returns the last
+    /// seq at the time of the scan.
+    pub fn for_each_item(
+        &self,
+        mut visit: impl FnMut(StoredFeedback) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let last = read_last_seq(&txn)?;
+        let items = match txn.open_table(ITEMS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(last),
+            Err(e) => return Err(e.into()),
+        };
+        for entry in items.iter()? {
+            let (id, bytes) = entry?;
+            visit(decode(id.value(), bytes.value())?)?;
+        }
+        Ok(last)
+    }
+
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        stats(&self.db)
+    }
+}
+
+fn open_database(dir: &Path) -> Result<Database, StoreError> {
+    let path = dir.join("store.redb");
+    let db = Database::create(&path).map_err(|source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    // Create the tables up front so readers never see them missing.
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(ITEMS)?;
+        txn.open_multimap_table(CUSTOMER_ITEMS)?;
+        txn.open_table(CHANGES)?;
+        txn.open_table(META)?;
+    }
+    txn.commit()?;
+    Ok(db)
+}
+
+fn read_last_seq(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    match txn.open_table(META) {
+        Ok(meta) => Ok(meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn last_seq(db: &Database) -> Result<u64, StoreError> {
+    read_last_seq(&db.begin_read()?)
+}
+
+fn stats(db: &Database) -> Result<StoreStats, StoreError> {
+    let txn = db.begin_read()?;
+    Ok(StoreStats {
+        items: txn.open_table(ITEMS)?.len()?,
+        pending_changes: txn.open_table(CHANGES)?.len()?,
+        last_seq: read_last_seq(&txn)?,
+    })
+}
+
+pub(crate) fn encode(item: &StoredFeedback) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(item).map_err(StoreError::Encode)
+}
+
+pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<StoredFeedback, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+        id: id.to_string(),
+        source,
+    })
+}
+
+/// Helper for writers: the item to store for a validated feedback.
+pub(crate) fn new_version(feedback: Feedback, seq: u64) -> StoredFeedback {
+    StoredFeedback {
+        feedback,
+        ingested_at: crate::domain::UnixMicros::now(),
+        seq,
+    }
+}

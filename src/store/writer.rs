@@ -1,0 +1,239 @@
+//! The single writer thread: drains the bounded queue, applies every waiting
+//! request in one redb transaction, fsyncs once, then answers them all.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    decode, encode, new_version, CommitSignal, StoreError, CHANGES, CUSTOMER_ITEMS, ITEMS, META,
+    META_LAST_SEQ,
+};
+use crate::domain::{Feedback, FeedbackId};
+
+/// Items grouped into one transaction at most (more requests wait for the next).
+const MAX_GROUP_ITEMS: usize = 20_000;
+
+/// A write request.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// Insert or replace these (validated, id-unique) items.
+    Upsert(Vec<Feedback>),
+    /// Delete these ids.
+    Delete(Vec<FeedbackId>),
+    /// Delete every item of this customer id.
+    DeleteCustomer(String),
+}
+
+impl WriteOp {
+    fn weight(&self) -> usize {
+        match self {
+            WriteOp::Upsert(items) => items.len(),
+            WriteOp::Delete(ids) => ids.len(),
+            WriteOp::DeleteCustomer(_) => 1,
+        }
+    }
+}
+
+/// What a durable write did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Upserted {
+        count: usize,
+    },
+    Deleted {
+        deleted: Vec<FeedbackId>,
+        missing: Vec<FeedbackId>,
+    },
+    CustomerErased {
+        deleted: Vec<FeedbackId>,
+    },
+}
+
+struct Request {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+#[derive(Clone)]
+pub(super) struct WriterHandle {
+    queue: mpsc::Sender<Request>,
+    capacity: usize,
+}
+
+type Reply = oneshot::Receiver<Result<WriteOutcome, StoreError>>;
+
+async fn await_reply(reply: Reply) -> Result<WriteOutcome, StoreError> {
+    reply.await.map_err(|_| StoreError::Closed)?
+}
+
+impl WriterHandle {
+    pub(super) fn try_submit(
+        &self,
+        op: WriteOp,
+    ) -> Result<impl Future<Output = Result<WriteOutcome, StoreError>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.queue
+            .try_send(Request { op, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::QueueFull {
+                    capacity: self.capacity,
+                },
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        Ok(await_reply(rx))
+    }
+
+    pub(super) async fn submit(
+        &self,
+        op: WriteOp,
+    ) -> Result<impl Future<Output = Result<WriteOutcome, StoreError>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.queue
+            .send(Request { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(await_reply(rx))
+    }
+}
+
+pub(super) fn spawn(
+    db: Arc<Database>,
+    commits: Arc<CommitSignal>,
+    capacity: usize,
+) -> WriterHandle {
+    let (queue, mut requests) = mpsc::channel::<Request>(capacity.max(1));
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            while let Some(first) = requests.blocking_recv() {
+                let mut group_items = first.op.weight();
+                let mut group = vec![first];
+                while group_items < MAX_GROUP_ITEMS {
+                    match requests.try_recv() {
+                        Ok(next) => {
+                            group_items += next.op.weight();
+                            group.push(next);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let (ops, replies): (Vec<WriteOp>, Vec<_>) =
+                    group.into_iter().map(|r| (r.op, r.reply)).unzip();
+                let started = std::time::Instant::now();
+                match apply_group(&db, ops) {
+                    Ok((outcomes, last_seq)) => {
+                        tracing::debug!(
+                            requests = replies.len(),
+                            items = group_items,
+                            elapsed_us = started.elapsed().as_micros() as u64,
+                            "store group committed"
+                        );
+                        commits.publish(last_seq);
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, requests = replies.len(), "store write failed");
+                        for reply in replies {
+                            let _ = reply.send(Err(StoreError::WriteFailed(error.to_string())));
+                        }
+                    }
+                }
+            }
+            tracing::debug!("store writer stopped");
+        })
+        .expect("spawn store writer thread");
+    WriterHandle { queue, capacity }
+}
+
+fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u64), StoreError> {
+    let txn = db.begin_write()?;
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let last_seq;
+    {
+        let mut items = txn.open_table(ITEMS)?;
+        let mut customers = txn.open_multimap_table(CUSTOMER_ITEMS)?;
+        let mut changes = txn.open_table(CHANGES)?;
+        let mut meta = txn.open_table(META)?;
+        let mut seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+        for op in ops {
+            let outcome = match op {
+                WriteOp::Upsert(list) => {
+                    let count = list.len();
+                    for feedback in list {
+                        seq += 1;
+                        let id = feedback.id.as_str().to_string();
+                        let customer = feedback.customer_id.clone();
+                        let bytes = encode(&new_version(feedback, seq))?;
+                        let previous = items
+                            .insert(id.as_str(), bytes.as_slice())?
+                            .map(|old| decode(&id, old.value()))
+                            .transpose()?;
+                        if let Some(previous) = previous {
+                            let old_customer = &previous.feedback.customer_id;
+                            if !old_customer.is_empty() && *old_customer != customer {
+                                customers.remove(old_customer.as_str(), id.as_str())?;
+                            }
+                        }
+                        if !customer.is_empty() {
+                            customers.insert(customer.as_str(), id.as_str())?;
+                        }
+                        changes.insert(seq, id.as_str())?;
+                    }
+                    WriteOutcome::Upserted { count }
+                }
+                WriteOp::Delete(ids) => {
+                    let mut deleted = Vec::new();
+                    let mut missing = Vec::new();
+                    for id in ids {
+                        let previous = items
+                            .remove(id.as_str())?
+                            .map(|old| decode(id.as_str(), old.value()))
+                            .transpose()?;
+                        match previous {
+                            Some(previous) => {
+                                let customer = &previous.feedback.customer_id;
+                                if !customer.is_empty() {
+                                    customers.remove(customer.as_str(), id.as_str())?;
+                                }
+                                seq += 1;
+                                changes.insert(seq, id.as_str())?;
+                                deleted.push(id);
+                            }
+                            None => missing.push(id),
+                        }
+                    }
+                    WriteOutcome::Deleted { deleted, missing }
+                }
+                WriteOp::DeleteCustomer(customer) => {
+                    let ids: Vec<String> = customers
+                        .remove_all(customer.as_str())?
+                        .map(|id| id.map(|id| id.value().to_string()))
+                        .collect::<Result<_, _>>()?;
+                    let mut deleted = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        if items.remove(id.as_str())?.is_some() {
+                            seq += 1;
+                            changes.insert(seq, id.as_str())?;
+                            deleted.push(FeedbackId::parse(&id).map_err(|reason| {
+                                StoreError::WriteFailed(format!(
+                                    "stored id {id:?} is invalid: {reason}"
+                                ))
+                            })?);
+                        }
+                    }
+                    WriteOutcome::CustomerErased { deleted }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        meta.insert(META_LAST_SEQ, seq)?;
+        last_seq = seq;
+    }
+    txn.commit()?;
+    Ok((outcomes, last_seq))
+}
