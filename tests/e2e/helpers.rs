@@ -1,0 +1,236 @@
+//! `TestServer`: the real `verbatim` binary on port 0 with a temporary data
+//! dir, driven through generated gRPC clients. `TEST_LOG=1` shows its logs.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tonic::transport::Channel;
+use verbatim::grpc::pb;
+use verbatim::grpc::pb::feedback_service_client::FeedbackServiceClient;
+
+pub type Client = FeedbackServiceClient<Channel>;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    temp: Option<TempDir>,
+}
+
+impl TestServer {
+    pub async fn spawn() -> TestServer {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(args: &[&str]) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().join("data");
+        let mut server = Self::start(&data_dir, args.iter().map(|a| a.to_string()).collect()).await;
+        server.temp = Some(temp);
+        server
+    }
+
+    async fn start(data_dir: &Path, args: Vec<String>) -> TestServer {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(&args)
+            .env("VERBATIM_LOG_FILTER", "verbatim=debug,tantivy=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn verbatim");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let show = std::env::var_os("TEST_LOG").is_some();
+        std::thread::spawn(move || {
+            let mut addr_tx = Some(addr_tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if show {
+                    eprintln!("[server] {line}");
+                }
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    if let Some(tx) = addr_tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let addr: SocketAddr = addr_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server logs its address within 60 s (TEST_LOG=1 shows its log)")
+            .parse()
+            .expect("a socket address");
+        let server = TestServer {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            args,
+            temp: None,
+        };
+        server.wait_serving().await;
+        server
+    }
+
+    async fn wait_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
+                .unwrap()
+                .connect()
+                .await
+            {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                if let Ok(response) = health
+                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .await
+                {
+                    if response.into_inner().status
+                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                    {
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "server not SERVING within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn client(&self) -> Client {
+        FeedbackServiceClient::new(self.channel().await).max_decoding_message_size(64 << 20)
+    }
+
+    /// SIGKILL: no chance to flush or commit anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    assert!(status.success(), "server exited with {status} after SIGTERM");
+                    return;
+                }
+                assert!(Instant::now() < deadline, "server did not stop within 30 s of SIGTERM");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts the server again on the same data dir (after `kill9` or `terminate`).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        let mut next = Self::start(&self.data_dir, self.args.clone()).await;
+        self.child = next.child.take();
+        self.addr = next.addr;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A feedback item with text and id; other fields default.
+pub fn item(id: &str, text: &str) -> pb::Feedback {
+    pb::Feedback {
+        id: id.into(),
+        text: text.into(),
+        ..Default::default()
+    }
+}
+
+pub async fn ingest(client: &mut Client, items: Vec<pb::Feedback>) -> pb::IngestResponse {
+    client
+        .ingest(pb::IngestRequest { items })
+        .await
+        .expect("Ingest")
+        .into_inner()
+}
+
+pub fn search_request(query: &str) -> pb::SearchRequest {
+    pb::SearchRequest {
+        query: query.into(),
+        ..Default::default()
+    }
+}
+
+pub async fn search(client: &mut Client, request: pb::SearchRequest) -> pb::SearchResponse {
+    client.search(request).await.expect("Search").into_inner()
+}
+
+/// Repeats the search until `done` holds (at most 5 s; writes are promised
+/// searchable within 1 s) and returns the last response.
+pub async fn search_until(
+    client: &mut Client,
+    request: pb::SearchRequest,
+    done: impl Fn(&pb::SearchResponse) -> bool,
+) -> pb::SearchResponse {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = search(client, request.clone()).await;
+        if done(&response) {
+            return response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "search {:?} never reached the expected state; last: {} hits",
+            request.query,
+            response.total_hits
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn hit_ids(response: &pb::SearchResponse) -> Vec<String> {
+    response
+        .hits
+        .iter()
+        .map(|h| h.item.as_ref().expect("hit item").id.clone())
+        .collect()
+}
+
+/// A word no other test uses.
+pub fn unique_word(prefix: &str) -> String {
+    format!("{prefix}{}", ulid::Ulid::new().to_string().to_ascii_lowercase())
+}
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}

@@ -1,0 +1,226 @@
+//! Search: query language, filters on every structured field, facets, sorts,
+//! snippets and cursor pagination.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::helpers::*;
+use verbatim::grpc::pb;
+
+fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+/// Ten items with known fields; every query below states its expected hits.
+fn corpus(word: &str) -> Vec<pb::Feedback> {
+    let row = |id: &str, text: &str, channel: pb::Channel, stage: pb::JourneyStage, product: &str, day: i64, nps: Option<i32>, tags: &[&str], region: &str, lang: &str| pb::Feedback {
+        id: id.into(),
+        text: format!("{text} {word}"),
+        channel: channel as i32,
+        journey_stage: stage as i32,
+        product: product.into(),
+        customer_id: format!("cust-{id}"),
+        created_at: ts(1_767_225_600 + day * 86_400),
+        language: lang.into(),
+        nps,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        attributes: HashMap::from([("region".to_string(), region.to_string())]),
+        ..Default::default()
+    };
+    use pb::Channel::*;
+    use pb::JourneyStage::*;
+    vec![
+        row("s1", "They refunded my money quickly", Review, Support, "Router", 1, Some(9), &["vip"], "emea", "en"),
+        row("s2", "Still waiting for a refund after six weeks", SupportTicket, Support, "Router", 2, Some(1), &["churn-risk"], "amer", "en"),
+        row("s3", "Late delivery and the box was damaged", Review, Purchase, "TV Box", 3, Some(4), &[], "emea", "en"),
+        row("s4", "The delivery was late but support was kind", Survey, Purchase, "TV Box", 4, Some(7), &["vip"], "apac", "en"),
+        row("s5", "Setup of the app was easy", Survey, Onboarding, "App", 5, Some(10), &[], "emea", "en"),
+        row("s6", "Login keeps failing on the app", Chat, Usage, "App", 6, Some(2), &["churn-risk", "vip"], "amer", "en"),
+        row("s7", "Lieferung kam zu spät", Email, Purchase, "TV Box", 7, None, &[], "emea", "de"),
+        row("s8", "Billing charged me twice", SupportTicket, Support, "Fiber", 8, Some(0), &[], "amer", "en"),
+        row("s9", "Great speed, fair price", Social, Usage, "Fiber", 9, Some(9), &[], "apac", "en"),
+        row("s10", "Price went up again at renewal", Email, Renewal, "Fiber", 10, Some(5), &["churn-risk"], "emea", "en"),
+    ]
+}
+
+async fn seeded() -> (TestServer, Client, String) {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let word = unique_word("corpus");
+    let response = ingest(&mut client, corpus(&word)).await;
+    assert_eq!(response.accepted, 10);
+    search_until(&mut client, search_request(&word), |r| r.total_hits == 10).await;
+    (server, client, word)
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+async fn ids_for(client: &mut Client, query: &str, filter: pb::Filter) -> Vec<String> {
+    let mut request = search_request(query);
+    request.filter = Some(filter);
+    request.limit = 100;
+    let response = search(client, request).await;
+    assert_eq!(response.total_hits as usize, response.hits.len());
+    sorted(hit_ids(&response))
+}
+
+fn ids(list: &[&str]) -> Vec<String> {
+    sorted(list.iter().map(|s| s.to_string()).collect())
+}
+
+#[tokio::test]
+async fn query_language() {
+    let (_server, mut client, word) = seeded().await;
+    let none = pb::Filter::default;
+    // stemming: "refunds" finds "refunded" and "refund" (s1, s2)
+    assert_eq!(ids_for(&mut client, "refunds", none()).await, ids(&["s1", "s2"]));
+    // case folding
+    assert_eq!(ids_for(&mut client, "BILLING", none()).await, ids(&["s8"]));
+    // AND is the default: both words (s3, s4)
+    assert_eq!(ids_for(&mut client, "late delivery", none()).await, ids(&["s3", "s4"]));
+    // phrase: only the exact sequence (s3)
+    assert_eq!(ids_for(&mut client, "\"late delivery\"", none()).await, ids(&["s3"]));
+    // OR, NOT, grouping
+    assert_eq!(ids_for(&mut client, "login OR billing", none()).await, ids(&["s6", "s8"]));
+    assert_eq!(ids_for(&mut client, "delivery -damaged", none()).await, ids(&["s4"]));
+    assert_eq!(ids_for(&mut client, "(price OR speed) AND renewal", none()).await, ids(&["s10"]));
+    // field:value on keyword fields
+    assert_eq!(ids_for(&mut client, &format!("{word} AND channel:email"), none()).await, ids(&["s7", "s10"]));
+    assert_eq!(ids_for(&mut client, "tags:vip", none()).await, ids(&["s1", "s4", "s6"]));
+    assert_eq!(ids_for(&mut client, "attributes.region:apac", none()).await, ids(&["s4", "s9"]));
+    assert_eq!(ids_for(&mut client, "nps:[0 TO 2]", none()).await, ids(&["s2", "s6", "s8"]));
+    // Unicode words with accent folding: "spat" finds "spät"
+    assert_eq!(ids_for(&mut client, "spät", none()).await, ids(&["s7"]));
+    assert_eq!(ids_for(&mut client, "spat", none()).await, ids(&["s7"]));
+}
+
+#[tokio::test]
+async fn filters_on_every_structured_field() {
+    let (_server, mut client, word) = seeded().await;
+    let f = pb::Filter::default;
+    let all = |filter| (word.clone(), filter);
+    let cases: Vec<((String, pb::Filter), Vec<String>)> = vec![
+        (all(pb::Filter { channels: vec![pb::Channel::Review as i32, pb::Channel::Chat as i32], ..f() }), ids(&["s1", "s3", "s6"])),
+        (all(pb::Filter { journey_stages: vec![pb::JourneyStage::Support as i32], ..f() }), ids(&["s1", "s2", "s8"])),
+        (all(pb::Filter { products: vec!["Fiber".into()], ..f() }), ids(&["s8", "s9", "s10"])),
+        (all(pb::Filter { languages: vec!["DE".into()], ..f() }), ids(&["s7"])),
+        (all(pb::Filter { tags: vec!["churn-risk".into(), "vip".into()], ..f() }), ids(&["s1", "s2", "s4", "s6", "s10"])),
+        (all(pb::Filter { attributes: HashMap::from([("region".into(), "amer".into())]), ..f() }), ids(&["s2", "s6", "s8"])),
+        (all(pb::Filter { customer_id: "cust-s5".into(), ..f() }), ids(&["s5"])),
+        // day 3 inclusive .. day 5 exclusive
+        (all(pb::Filter { created_after: ts(1_767_225_600 + 3 * 86_400), created_before: ts(1_767_225_600 + 5 * 86_400), ..f() }), ids(&["s3", "s4"])),
+        // detractors: NPS 0-6 (s7 has no NPS and never matches a range)
+        (all(pb::Filter { nps: Some(pb::IntRange { min: None, max: Some(6) }), ..f() }), ids(&["s2", "s3", "s6", "s8", "s10"])),
+        (all(pb::Filter { nps: Some(pb::IntRange { min: Some(9), max: None }), ..f() }), ids(&["s1", "s5", "s9"])),
+        // fields combine with AND
+        (all(pb::Filter { products: vec!["TV Box".into()], channels: vec![pb::Channel::Review as i32], ..f() }), ids(&["s3"])),
+        (("refund".into(), pb::Filter { tags: vec!["vip".into()], ..f() }), ids(&["s1"])),
+    ];
+    for (i, ((query, filter), expected)) in cases.into_iter().enumerate() {
+        assert_eq!(ids_for(&mut client, &query, filter).await, expected, "case {i}");
+    }
+}
+
+#[tokio::test]
+async fn facets_sorts_and_snippets() {
+    let (_server, mut client, word) = seeded().await;
+    let mut request = search_request(&word);
+    request.facets = vec!["channel".into(), "tags".into(), "attributes.region".into(), "product".into()];
+    let response = search(&mut client, request).await;
+    let facet = |field: &str| -> HashMap<String, u64> {
+        response
+            .facets
+            .iter()
+            .find(|f| f.field == field)
+            .unwrap_or_else(|| panic!("facet {field}"))
+            .counts
+            .iter()
+            .map(|c| (c.value.clone(), c.count))
+            .collect()
+    };
+    assert_eq!(facet("channel")["review"], 2);
+    assert_eq!(facet("channel")["support_ticket"], 2);
+    assert_eq!(facet("tags")["vip"], 3);
+    assert_eq!(facet("tags")["churn-risk"], 3);
+    assert_eq!(facet("attributes.region")["emea"], 5);
+    assert_eq!(facet("product")["TV Box"], 3);
+
+    let mut newest = search_request(&word);
+    newest.sort = pb::SortOrder::Newest as i32;
+    newest.limit = 3;
+    assert_eq!(hit_ids(&search(&mut client, newest).await), vec!["s10", "s9", "s8"]);
+    let mut oldest = search_request("");
+    oldest.sort = pb::SortOrder::Oldest as i32;
+    oldest.limit = 2;
+    assert_eq!(hit_ids(&search(&mut client, oldest).await), vec!["s1", "s2"]);
+
+    let response = search(&mut client, search_request("\"late delivery\"")).await;
+    let snippet = response.hits[0].snippet.as_ref().expect("snippet");
+    assert!(snippet.html.contains("<b>Late</b> <b>delivery</b>"), "{}", snippet.html);
+    for range in &snippet.highlights {
+        let highlighted = &snippet.fragment[range.start as usize..range.end as usize];
+        assert!(["Late", "delivery"].contains(&highlighted), "{highlighted}");
+    }
+    assert!(response.hits[0].score > 0.0);
+}
+
+#[tokio::test]
+async fn cursor_pages_are_stable_while_items_arrive() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let word = unique_word("page");
+    // 45 items, several sharing a timestamp so ties must be broken consistently.
+    let items: Vec<pb::Feedback> = (0..45)
+        .map(|i| pb::Feedback {
+            created_at: ts(1_700_000_000 + (i / 3) as i64),
+            ..item(&format!("p-{i:02}"), &format!("paged {word} entry"))
+        })
+        .collect();
+    ingest(&mut client, items).await;
+    search_until(&mut client, search_request(&word), |r| r.total_hits == 45).await;
+    for sort in [pb::SortOrder::Newest, pb::SortOrder::Oldest, pb::SortOrder::Relevance] {
+        let mut seen = Vec::new();
+        let mut request = search_request(&word);
+        request.sort = sort as i32;
+        request.limit = 10;
+        let mut pages = 0;
+        loop {
+            let response = search(&mut client, request.clone()).await;
+            assert_eq!(response.total_hits, 45);
+            seen.extend(hit_ids(&response));
+            pages += 1;
+            if pages == 1 && sort == pb::SortOrder::Oldest {
+                // New items arrive between pages; they sort after everything (newest created_at).
+                let late: Vec<pb::Feedback> = (0..5)
+                    .map(|i| pb::Feedback {
+                        created_at: ts(1_800_000_000 + i),
+                        ..item(&format!("late-{i}"), &format!("unrelated {i}"))
+                    })
+                    .collect();
+                ingest(&mut client, late).await;
+            }
+            if response.next_cursor.is_empty() {
+                break;
+            }
+            request.cursor = response.next_cursor;
+        }
+        assert_eq!(pages, 5, "{sort:?}");
+        assert_eq!(seen.len(), 45, "{sort:?}: every item exactly once");
+        assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 45, "{sort:?}: no duplicates");
+        if sort == pb::SortOrder::Oldest {
+            let mut expected = seen.clone();
+            expected.sort();
+            assert_eq!(seen, expected, "oldest first, ties in ingest order");
+        }
+    }
+    // A cursor is bound to its query.
+    let mut first = search_request(&word);
+    first.limit = 10;
+    let cursor = search(&mut client, first).await.next_cursor;
+    let mut other = search_request("entry");
+    other.cursor = cursor;
+    let status = client.search(other).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
