@@ -1,1 +1,383 @@
-fn main() {}
+//! Load benchmarks of the real service next to raw tantivy, in one run.
+//!
+//!   cargo bench --bench search_load -- ingest [ITEMS]          (default 100000)
+//!   cargo bench --bench search_load -- search [ITEMS] [SECS]   (default 1000000, 10 s per query)
+//!
+//! `ingest` streams ITEMS synthetic feedback items through IngestStream
+//! (messages of 1,000, up to 8 in flight) into a fresh server and reports
+//! items/s to durable (last ack) and to searchable (Search sees them all);
+//! then indexes the same documents with raw tantivy (same schema, 2 threads,
+//! one commit) as the reference.
+//!
+//! `search` loads ITEMS items, then runs each query for SECS seconds from 50
+//! concurrent gRPC clients and reports p50/p99 latency and queries/s; then the
+//! same queries against the same index with raw tantivy (TopDocs 10 + Count,
+//! 2 threads back to back). Every response's total is checked against the
+//! count raw tantivy gives, inside the loop.
+//!
+//! Client and server share the machine's cores; figures go to BENCHMARKS.md.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::QueryParser;
+use verbatim::grpc::pb;
+use verbatim::grpc::pb::feedback_service_client::FeedbackServiceClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
+
+/// splitmix64: a fixed-seed generator so every run sees the same corpus.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Words of the shipped sample, by frequency: a realistic feedback vocabulary.
+fn vocabulary() -> Vec<String> {
+    let sample = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sample-feedback.jsonl"))
+        .expect("sample data");
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for line in sample.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        for word in value["text"].as_str().unwrap().split(|c: char| !c.is_alphanumeric()) {
+            if word.len() > 1 {
+                *counts.entry(word.to_lowercase()).or_default() += 1;
+            }
+        }
+    }
+    let mut words: Vec<(String, usize)> = counts.into_iter().collect();
+    words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    words.into_iter().map(|(w, _)| w).collect()
+}
+
+const PRODUCTS: [&str; 5] = ["Router", "Fiber", "TV Box", "Mobile App", "Portal"];
+
+fn corpus_item(rng: &mut Rng, vocab: &[String], i: usize) -> pb::Feedback {
+    // ~30 words; Zipf-like: square the uniform draw to favour frequent words.
+    let len = 20 + rng.below(20);
+    let mut words: Vec<&str> = (0..len)
+        .map(|_| {
+            let u = rng.below(1 << 16) as f64 / 65536.0;
+            vocab[((u * u) * vocab.len() as f64) as usize].as_str()
+        })
+        .collect();
+    if rng.below(50) == 0 {
+        words.insert(len / 2, "late delivery");
+    }
+    pb::Feedback {
+        id: format!("bench-{i:08}"),
+        text: words.join(" "),
+        channel: 1 + rng.below(8) as i32,
+        journey_stage: 1 + rng.below(8) as i32,
+        product: PRODUCTS[rng.below(PRODUCTS.len())].into(),
+        customer_id: format!("c{}", rng.below(100_000)),
+        created_at: Some(prost_types::Timestamp { seconds: 1_735_689_600 + rng.below(300 * 86_400) as i64, nanos: 0 }),
+        language: "en".into(),
+        nps: Some(rng.below(11) as i32),
+        tags: if rng.below(10) == 0 { vec!["vip".into()] } else { vec![] },
+        attributes: [("region".to_string(), ["emea", "amer", "apac"][rng.below(3)].to_string())].into(),
+        ..Default::default()
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    data_dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let data_dir = tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| "/tmp".into())).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.path())
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server address");
+        Server { child, addr: format!("http://{addr}"), data_dir }
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn client(addr: &str) -> FeedbackServiceClient<tonic::transport::Channel> {
+    for _ in 0..100 {
+        if let Ok(c) = FeedbackServiceClient::connect(addr.to_string()).await {
+            return c.max_decoding_message_size(64 << 20);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot connect to {addr}");
+}
+
+/// Streams the items; returns seconds to the last ack.
+async fn stream_ingest(addr: &str, items: Vec<pb::Feedback>) -> f64 {
+    let mut c = client(addr).await;
+    let total = items.len();
+    let messages: Vec<pb::IngestRequest> = items
+        .chunks(1000)
+        .map(|chunk| pb::IngestRequest { items: chunk.to_vec() })
+        .collect();
+    let started = Instant::now();
+    let mut acks = c.ingest_stream(tokio_stream::iter(messages)).await.unwrap().into_inner();
+    let mut accepted = 0usize;
+    while let Some(ack) = acks.message().await.unwrap() {
+        accepted += ack.accepted as usize;
+    }
+    assert_eq!(accepted, total, "every item accepted");
+    started.elapsed().as_secs_f64()
+}
+
+async fn wait_searchable(addr: &str, total: u64) {
+    let mut c = client(addr).await;
+    loop {
+        let r = c.search(pb::SearchRequest::default()).await.unwrap().into_inner();
+        if r.total_hits >= total {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn raw_tantivy_index(dir: &std::path::Path, items: &[pb::Feedback]) -> f64 {
+    let (schema, fields) = verbatim::index::schema::build_schema();
+    let index = tantivy::Index::create_in_dir(dir, schema).unwrap();
+    index.tokenizers().register(verbatim::index::schema::TEXT_TOKENIZER, verbatim::index::schema::text_analyzer());
+    let docs: Vec<_> = items.iter().enumerate().map(|(seq, item)| stored(item, seq as u64)).collect();
+    let started = Instant::now();
+    let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(2, 256 << 20).unwrap();
+    for doc in &docs {
+        writer.add_document(verbatim::index::schema::to_document(&fields, doc)).unwrap();
+    }
+    writer.commit().unwrap();
+    started.elapsed().as_secs_f64()
+}
+
+fn stored(item: &pb::Feedback, seq: u64) -> verbatim::domain::StoredFeedback {
+    let channel = verbatim::domain::Channel::ALL[(item.channel - 1) as usize];
+    let stage = verbatim::domain::JourneyStage::ALL[(item.journey_stage - 1) as usize];
+    let draft = verbatim::domain::FeedbackDraft {
+        id: item.id.clone(),
+        text: item.text.clone(),
+        channel: Some(channel),
+        journey_stage: Some(stage),
+        product: item.product.clone(),
+        customer_id: item.customer_id.clone(),
+        created_at: item.created_at.map(|t| verbatim::domain::UnixMicros(t.seconds * 1_000_000)),
+        language: item.language.clone(),
+        nps: item.nps.map(i64::from),
+        tags: item.tags.clone(),
+        attributes: item.attributes.clone().into_iter().collect(),
+        ..Default::default()
+    };
+    verbatim::domain::StoredFeedback {
+        feedback: draft.validate(verbatim::domain::UnixMicros(0)).unwrap(),
+        ingested_at: verbatim::domain::UnixMicros(0),
+        seq,
+    }
+}
+
+fn corpus(n: usize) -> Vec<pb::Feedback> {
+    let vocab = vocabulary();
+    let mut rng = Rng(42);
+    (0..n).map(|i| corpus_item(&mut rng, &vocab, i)).collect()
+}
+
+async fn bench_ingest(n: usize) {
+    let items = corpus(n);
+    let mut server = Server::start(&[]);
+    let started = Instant::now();
+    let durable_s = stream_ingest(&server.addr, items.clone()).await;
+    wait_searchable(&server.addr, n as u64).await;
+    let searchable_s = started.elapsed().as_secs_f64();
+    server.stop();
+    let raw_dir = tempfile::tempdir().unwrap();
+    let raw_s = raw_tantivy_index(raw_dir.path(), &items);
+    println!("ingest {n} items via IngestStream (1,000 per message):");
+    println!("  durable (last ack):   {:>8.0} items/s ({durable_s:.2} s)", n as f64 / durable_s);
+    println!("  searchable:           {:>8.0} items/s ({searchable_s:.2} s)", n as f64 / searchable_s);
+    println!("  raw tantivy index+commit, same docs, 2 threads: {:>8.0} docs/s ({raw_s:.2} s)", n as f64 / raw_s);
+    println!("  service / raw tantivy (searchable): {:.2}", (n as f64 / searchable_s) / (n as f64 / raw_s));
+}
+
+struct BenchQuery {
+    name: &'static str,
+    request: pb::SearchRequest,
+    /// The same query for raw tantivy (query-language text).
+    raw: &'static str,
+}
+
+fn queries() -> Vec<BenchQuery> {
+    let review = pb::Filter { channels: vec![pb::Channel::Review as i32], ..Default::default() };
+    vec![
+        BenchQuery {
+            name: "term + channel filter (\"delivery\", channel=review)",
+            request: pb::SearchRequest { query: "delivery".into(), filter: Some(review.clone()), ..Default::default() },
+            raw: "delivery AND channel:review",
+        },
+        BenchQuery {
+            name: "rare term (\"invoice\")",
+            request: pb::SearchRequest { query: "invoice".into(), ..Default::default() },
+            raw: "invoice",
+        },
+        BenchQuery {
+            name: "phrase (\"late delivery\")",
+            request: pb::SearchRequest { query: "\"late delivery\"".into(), ..Default::default() },
+            raw: "\"late delivery\"",
+        },
+        BenchQuery {
+            name: "filter only, newest first (product=Router, nps 0-6)",
+            request: pb::SearchRequest {
+                filter: Some(pb::Filter {
+                    products: vec!["Router".into()],
+                    nps: Some(pb::IntRange { min: Some(0), max: Some(6) }),
+                    ..Default::default()
+                }),
+                sort: pb::SortOrder::Newest as i32,
+                ..Default::default()
+            },
+            raw: "product:Router AND nps:[0 TO 6]",
+        },
+    ]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn bench_search(n: usize, secs: u64) {
+    let items = corpus(n);
+    let mut server = Server::start(&[]);
+    let load_started = Instant::now();
+    stream_ingest(&server.addr, items).await;
+    wait_searchable(&server.addr, n as u64).await;
+    println!("loaded {n} items in {:.1} s", load_started.elapsed().as_secs_f64());
+
+    // Expected totals from raw tantivy on the server's own index.
+    let index_dir = server.data_dir.path().join("index/v1");
+    let (expected, raw_results) = {
+        let index = tantivy::Index::open_in_dir(&index_dir).unwrap();
+        index.tokenizers().register(verbatim::index::schema::TEXT_TOKENIZER, verbatim::index::schema::text_analyzer());
+        let fields = verbatim::index::schema::build_schema().1;
+        let reader = index.reader().unwrap();
+        let mut parser = QueryParser::for_index(&index, vec![fields.text]);
+        parser.set_conjunction_by_default();
+        let reader = Arc::new(reader);
+        let mut expected = Vec::new();
+        let mut raw_results = Vec::new();
+        for q in queries() {
+            let query: Arc<dyn tantivy::query::Query> = Arc::from(parser.parse_query(q.raw).unwrap());
+            let count = reader.searcher().search(&*query, &Count).unwrap() as u64;
+            expected.push(count);
+            // raw tantivy: 2 threads back to back for `secs`
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            let mut handles = Vec::new();
+            for _ in 0..2 {
+                let reader = reader.clone();
+                let query = query.clone();
+                handles.push(std::thread::spawn(move || {
+                    let mut latencies = Vec::new();
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let (_top, total) = reader.searcher().search(&*query, &(TopDocs::with_limit(10).order_by_score(), Count)).unwrap();
+                        assert_eq!(total as u64, count);
+                        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    latencies
+                }));
+            }
+            let mut latencies: Vec<f64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+            latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            raw_results.push((percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.len() as f64 / secs as f64));
+        }
+        (expected, raw_results)
+    };
+
+    println!("search at {n} items, 50 concurrent gRPC clients, {secs} s per query; raw tantivy: 2 threads, same index");
+    println!("| query | hits | service p50 ms | p99 ms | qps | raw p50 ms | raw p99 ms | raw qps | p99 ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (i, q) in queries().into_iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let mut c = client(&server.addr).await;
+            let request = q.request.clone();
+            let want = expected[i];
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let r = c.search(request.clone()).await.unwrap().into_inner();
+                    assert_eq!(r.total_hits, want, "total hits");
+                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                latencies
+            }));
+        }
+        let mut latencies = Vec::new();
+        for t in tasks {
+            latencies.extend(t.await.unwrap());
+        }
+        latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let (p50, p99, qps) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.len() as f64 / secs as f64);
+        let (rp50, rp99, rqps) = raw_results[i];
+        println!(
+            "| {} | {} | {p50:.2} | {p99:.2} | {qps:.0} | {rp50:.3} | {rp99:.3} | {rqps:.0} | {:.1} |",
+            q.name, expected[i], p99 / rp99
+        );
+    }
+    server.stop();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    match args.first().map(String::as_str) {
+        Some("ingest") => runtime.block_on(bench_ingest(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000))),
+        Some("search") => runtime.block_on(bench_search(
+            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000),
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10),
+        )),
+        _ => {
+            eprintln!("usage: cargo bench --bench search_load -- ingest [ITEMS] | search [ITEMS] [SECS]");
+            std::process::exit(2);
+        }
+    }
+}
