@@ -330,13 +330,14 @@ async fn bench_search(n: usize, secs: u64) {
         (expected, raw_results)
     };
 
-    println!("search at {n} items, 50 concurrent gRPC clients, {secs} s per query; raw tantivy: 2 threads, same index");
+    let clients: usize = std::env::var("BENCH_CLIENTS").ok().and_then(|c| c.parse().ok()).unwrap_or(50);
+    println!("search at {n} items, {clients} concurrent gRPC clients, {secs} s per query; raw tantivy: 2 threads, same index");
     println!("| query | hits | service p50 ms | p99 ms | qps | raw p50 ms | raw p99 ms | raw qps | p99 ratio |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (i, q) in queries().into_iter().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut tasks = Vec::new();
-        for _ in 0..50 {
+        for _ in 0..clients {
             let mut c = client(&server.addr).await;
             let request = q.request.clone();
             let want = expected[i];

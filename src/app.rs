@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -66,7 +67,14 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "listening");
-        let incoming = TcpListenerStream::new(self.listener);
+        // Accepted sockets come from our own listener, so tonic cannot set
+        // TCP_NODELAY on them: without it small responses wait ~40 ms for
+        // delayed ACKs (Nagle).
+        let incoming = TcpListenerStream::new(self.listener).map(|stream| {
+            let stream = stream?;
+            stream.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(stream)
+        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serve = self
             .router
