@@ -46,12 +46,19 @@ impl Rng {
 
 /// Words of the shipped sample, by frequency: a realistic feedback vocabulary.
 fn vocabulary() -> Vec<String> {
-    let sample = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sample-feedback.jsonl"))
-        .expect("sample data");
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/sample-feedback.jsonl"
+    ))
+    .expect("sample data");
     let mut counts = std::collections::HashMap::<String, usize>::new();
     for line in sample.lines() {
         let value: serde_json::Value = serde_json::from_str(line).unwrap();
-        for word in value["text"].as_str().unwrap().split(|c: char| !c.is_alphanumeric()) {
+        for word in value["text"]
+            .as_str()
+            .unwrap()
+            .split(|c: char| !c.is_alphanumeric())
+        {
             if word.len() > 1 {
                 *counts.entry(word.to_lowercase()).or_default() += 1;
             }
@@ -83,11 +90,22 @@ fn corpus_item(rng: &mut Rng, vocab: &[String], i: usize) -> pb::Feedback {
         journey_stage: 1 + rng.below(8) as i32,
         product: PRODUCTS[rng.below(PRODUCTS.len())].into(),
         customer_id: format!("c{}", rng.below(100_000)),
-        created_at: Some(prost_types::Timestamp { seconds: 1_735_689_600 + rng.below(300 * 86_400) as i64, nanos: 0 }),
+        created_at: Some(prost_types::Timestamp {
+            seconds: 1_735_689_600 + rng.below(300 * 86_400) as i64,
+            nanos: 0,
+        }),
         language: "en".into(),
         nps: Some(rng.below(11) as i32),
-        tags: if rng.below(10) == 0 { vec!["vip".into()] } else { vec![] },
-        attributes: [("region".to_string(), ["emea", "amer", "apac"][rng.below(3)].to_string())].into(),
+        tags: if rng.below(10) == 0 {
+            vec!["vip".into()]
+        } else {
+            vec![]
+        },
+        attributes: [(
+            "region".to_string(),
+            ["emea", "amer", "apac"][rng.below(3)].to_string(),
+        )]
+        .into(),
         ..Default::default()
     }
 }
@@ -100,7 +118,9 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let data_dir = tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| "/tmp".into())).unwrap();
+        let data_dir =
+            tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| "/tmp".into()))
+                .unwrap();
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
@@ -120,12 +140,20 @@ impl Server {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server address");
-        Server { child, addr: format!("http://{addr}"), data_dir }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server address");
+        Server {
+            child,
+            addr: format!("http://{addr}"),
+            data_dir,
+        }
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -153,10 +181,16 @@ async fn stream_ingest(addr: &str, items: Vec<pb::Feedback>) -> f64 {
     let total = items.len();
     let messages: Vec<pb::IngestRequest> = items
         .chunks(1000)
-        .map(|chunk| pb::IngestRequest { items: chunk.to_vec() })
+        .map(|chunk| pb::IngestRequest {
+            items: chunk.to_vec(),
+        })
         .collect();
     let started = Instant::now();
-    let mut acks = c.ingest_stream(tokio_stream::iter(messages)).await.unwrap().into_inner();
+    let mut acks = c
+        .ingest_stream(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
     let mut accepted = 0usize;
     while let Some(ack) = acks.message().await.unwrap() {
         accepted += ack.accepted as usize;
@@ -168,7 +202,11 @@ async fn stream_ingest(addr: &str, items: Vec<pb::Feedback>) -> f64 {
 async fn wait_searchable(addr: &str, total: u64) {
     let mut c = client(addr).await;
     loop {
-        let r = c.search(pb::SearchRequest::default()).await.unwrap().into_inner();
+        let r = c
+            .search(pb::SearchRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         if r.total_hits >= total {
             return;
         }
@@ -179,12 +217,21 @@ async fn wait_searchable(addr: &str, total: u64) {
 fn raw_tantivy_index(dir: &std::path::Path, items: &[pb::Feedback]) -> f64 {
     let (schema, fields) = verbatim::index::schema::build_schema();
     let index = tantivy::Index::create_in_dir(dir, schema).unwrap();
-    index.tokenizers().register(verbatim::index::schema::TEXT_TOKENIZER, verbatim::index::schema::text_analyzer());
-    let docs: Vec<_> = items.iter().enumerate().map(|(seq, item)| stored(item, seq as u64)).collect();
+    index.tokenizers().register(
+        verbatim::index::schema::TEXT_TOKENIZER,
+        verbatim::index::schema::text_analyzer(),
+    );
+    let docs: Vec<_> = items
+        .iter()
+        .enumerate()
+        .map(|(seq, item)| stored(item, seq as u64))
+        .collect();
     let started = Instant::now();
     let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(2, 256 << 20).unwrap();
     for doc in &docs {
-        writer.add_document(verbatim::index::schema::to_document(&fields, doc)).unwrap();
+        writer
+            .add_document(verbatim::index::schema::to_document(&fields, doc))
+            .unwrap();
     }
     writer.commit().unwrap();
     started.elapsed().as_secs_f64()
@@ -200,7 +247,9 @@ fn stored(item: &pb::Feedback, seq: u64) -> verbatim::domain::StoredFeedback {
         journey_stage: Some(stage),
         product: item.product.clone(),
         customer_id: item.customer_id.clone(),
-        created_at: item.created_at.map(|t| verbatim::domain::UnixMicros(t.seconds * 1_000_000)),
+        created_at: item
+            .created_at
+            .map(|t| verbatim::domain::UnixMicros(t.seconds * 1_000_000)),
         language: item.language.clone(),
         nps: item.nps.map(i64::from),
         tags: item.tags.clone(),
@@ -231,10 +280,22 @@ async fn bench_ingest(n: usize) {
     let raw_dir = tempfile::tempdir().unwrap();
     let raw_s = raw_tantivy_index(raw_dir.path(), &items);
     println!("ingest {n} items via IngestStream (1,000 per message):");
-    println!("  durable (last ack):   {:>8.0} items/s ({durable_s:.2} s)", n as f64 / durable_s);
-    println!("  searchable:           {:>8.0} items/s ({searchable_s:.2} s)", n as f64 / searchable_s);
-    println!("  raw tantivy index+commit, same docs, 2 threads: {:>8.0} docs/s ({raw_s:.2} s)", n as f64 / raw_s);
-    println!("  service / raw tantivy (searchable): {:.2}", (n as f64 / searchable_s) / (n as f64 / raw_s));
+    println!(
+        "  durable (last ack):   {:>8.0} items/s ({durable_s:.2} s)",
+        n as f64 / durable_s
+    );
+    println!(
+        "  searchable:           {:>8.0} items/s ({searchable_s:.2} s)",
+        n as f64 / searchable_s
+    );
+    println!(
+        "  raw tantivy index+commit, same docs, 2 threads: {:>8.0} docs/s ({raw_s:.2} s)",
+        n as f64 / raw_s
+    );
+    println!(
+        "  service / raw tantivy (searchable): {:.2}",
+        (n as f64 / searchable_s) / (n as f64 / raw_s)
+    );
 }
 
 struct BenchQuery {
@@ -245,21 +306,34 @@ struct BenchQuery {
 }
 
 fn queries() -> Vec<BenchQuery> {
-    let review = pb::Filter { channels: vec![pb::Channel::Review as i32], ..Default::default() };
+    let review = pb::Filter {
+        channels: vec![pb::Channel::Review as i32],
+        ..Default::default()
+    };
     vec![
         BenchQuery {
             name: "term + channel filter (\"delivery\", channel=review)",
-            request: pb::SearchRequest { query: "delivery".into(), filter: Some(review.clone()), ..Default::default() },
+            request: pb::SearchRequest {
+                query: "delivery".into(),
+                filter: Some(review.clone()),
+                ..Default::default()
+            },
             raw: "delivery AND channel:review",
         },
         BenchQuery {
             name: "rare term (\"invoice\")",
-            request: pb::SearchRequest { query: "invoice".into(), ..Default::default() },
+            request: pb::SearchRequest {
+                query: "invoice".into(),
+                ..Default::default()
+            },
             raw: "invoice",
         },
         BenchQuery {
             name: "phrase (\"late delivery\")",
-            request: pb::SearchRequest { query: "\"late delivery\"".into(), ..Default::default() },
+            request: pb::SearchRequest {
+                query: "\"late delivery\"".into(),
+                ..Default::default()
+            },
             raw: "\"late delivery\"",
         },
         BenchQuery {
@@ -267,7 +341,10 @@ fn queries() -> Vec<BenchQuery> {
             request: pb::SearchRequest {
                 filter: Some(pb::Filter {
                     products: vec!["Router".into()],
-                    nps: Some(pb::IntRange { min: Some(0), max: Some(6) }),
+                    nps: Some(pb::IntRange {
+                        min: Some(0),
+                        max: Some(6),
+                    }),
                     ..Default::default()
                 }),
                 sort: pb::SortOrder::Newest as i32,
@@ -288,13 +365,19 @@ async fn bench_search(n: usize, secs: u64) {
     let load_started = Instant::now();
     stream_ingest(&server.addr, items).await;
     wait_searchable(&server.addr, n as u64).await;
-    println!("loaded {n} items in {:.1} s", load_started.elapsed().as_secs_f64());
+    println!(
+        "loaded {n} items in {:.1} s",
+        load_started.elapsed().as_secs_f64()
+    );
 
     // Expected totals from raw tantivy on the server's own index.
     let index_dir = server.data_dir.path().join("index/v1");
     let (expected, raw_results) = {
         let index = tantivy::Index::open_in_dir(&index_dir).unwrap();
-        index.tokenizers().register(verbatim::index::schema::TEXT_TOKENIZER, verbatim::index::schema::text_analyzer());
+        index.tokenizers().register(
+            verbatim::index::schema::TEXT_TOKENIZER,
+            verbatim::index::schema::text_analyzer(),
+        );
         let fields = verbatim::index::schema::build_schema().1;
         let reader = index.reader().unwrap();
         let mut parser = QueryParser::for_index(&index, vec![fields.text]);
@@ -303,7 +386,8 @@ async fn bench_search(n: usize, secs: u64) {
         let mut expected = Vec::new();
         let mut raw_results = Vec::new();
         for q in queries() {
-            let query: Arc<dyn tantivy::query::Query> = Arc::from(parser.parse_query(q.raw).unwrap());
+            let query: Arc<dyn tantivy::query::Query> =
+                Arc::from(parser.parse_query(q.raw).unwrap());
             let count = reader.searcher().search(&*query, &Count).unwrap() as u64;
             expected.push(count);
             // raw tantivy: 2 threads back to back for `secs`
@@ -316,21 +400,34 @@ async fn bench_search(n: usize, secs: u64) {
                     let mut latencies = Vec::new();
                     while Instant::now() < deadline {
                         let t = Instant::now();
-                        let (_top, total) = reader.searcher().search(&*query, &(TopDocs::with_limit(10).order_by_score(), Count)).unwrap();
+                        let (_top, total) = reader
+                            .searcher()
+                            .search(&*query, &(TopDocs::with_limit(10).order_by_score(), Count))
+                            .unwrap();
                         assert_eq!(total as u64, count);
                         latencies.push(t.elapsed().as_secs_f64() * 1e3);
                     }
                     latencies
                 }));
             }
-            let mut latencies: Vec<f64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+            let mut latencies: Vec<f64> = handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
             latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            raw_results.push((percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.len() as f64 / secs as f64));
+            raw_results.push((
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99),
+                latencies.len() as f64 / secs as f64,
+            ));
         }
         (expected, raw_results)
     };
 
-    let clients: usize = std::env::var("BENCH_CLIENTS").ok().and_then(|c| c.parse().ok()).unwrap_or(50);
+    let clients: usize = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(50);
     println!("search at {n} items, {clients} concurrent gRPC clients, {secs} s per query; raw tantivy: 2 threads, same index");
     println!("| query | hits | service p50 ms | p99 ms | qps | raw p50 ms | raw p99 ms | raw qps | p99 ratio |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -357,7 +454,11 @@ async fn bench_search(n: usize, secs: u64) {
             latencies.extend(t.await.unwrap());
         }
         latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let (p50, p99, qps) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.len() as f64 / secs as f64);
+        let (p50, p99, qps) = (
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.len() as f64 / secs as f64,
+        );
         let (rp50, rp99, rqps) = raw_results[i];
         println!(
             "| {} | {} | {p50:.2} | {p99:.2} | {qps:.0} | {rp50:.3} | {rp99:.3} | {rqps:.0} | {:.1} |",
@@ -368,16 +469,28 @@ async fn bench_search(n: usize, secs: u64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     match args.first().map(String::as_str) {
-        Some("ingest") => runtime.block_on(bench_ingest(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000))),
+        Some("ingest") => runtime.block_on(bench_ingest(
+            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000),
+        )),
         Some("search") => runtime.block_on(bench_search(
-            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000),
+            args.get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1_000_000),
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10),
         )),
         _ => {
-            eprintln!("usage: cargo bench --bench search_load -- ingest [ITEMS] | search [ITEMS] [SECS]");
+            eprintln!(
+                "usage: cargo bench --bench search_load -- ingest [ITEMS] | search [ITEMS] [SECS]"
+            );
             std::process::exit(2);
         }
     }

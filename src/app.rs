@@ -76,11 +76,9 @@ impl App {
             Ok::<_, std::io::Error>(stream)
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = self
-            .router
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            });
+        let serve = self.router.serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        });
         tokio::pin!(serve);
         tokio::select! {
             result = &mut serve => result.context("gRPC server failed")?,

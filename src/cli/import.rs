@@ -24,13 +24,8 @@ pub enum FileFormat {
 pub struct ImportArgs {
     /// CSV (with a header row) or JSON Lines file.
     pub file: PathBuf,
-    /// Server address.
-    #[arg(
-        long,
-        env = "VERBATIM_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub server: String,
+    #[command(flatten)]
+    pub server: crate::cli::ServerArg,
     /// File format [default: from the extension: .csv, else JSON Lines].
     #[arg(long)]
     pub format: Option<FileFormat>,
@@ -153,7 +148,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             state = saved;
         }
     }
-    let mut client = crate::cli::connect(&args.server).await?;
+    let mut client = crate::cli::connect(&args.server.address).await?;
 
     let (produced_tx, mut produced_rx) = mpsc::channel::<Produced>(4);
     let reader = {
@@ -400,8 +395,14 @@ fn produce(
             let mut record = csv::StringRecord::new();
             loop {
                 let read = reader.read_record(&mut record);
-                if matches!(read, Ok(false)) {
-                    break;
+                match &read {
+                    Ok(false) => break,
+                    // A row that is not valid CSV is reported and skipped; an
+                    // I/O error ends the import.
+                    Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
+                        anyhow::bail!("cannot read {}: {e}", file.display())
+                    }
+                    _ => {}
                 }
                 row_number += 1;
                 let row = read

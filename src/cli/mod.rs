@@ -10,6 +10,18 @@ use crate::grpc::pb::feedback_service_client::FeedbackServiceClient;
 use anyhow::Context;
 use tonic::transport::Channel;
 
+/// The `--server` flag shared by the client commands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArg {
+    /// Server address.
+    #[arg(
+        long = "server",
+        env = "VERBATIM_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub address: String,
+}
+
 /// Connects to a server such as `http://127.0.0.1:50051` (the scheme may be omitted).
 pub async fn connect(server: &str) -> anyhow::Result<FeedbackServiceClient<Channel>> {
     let url = if server.contains("://") {

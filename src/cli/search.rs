@@ -19,13 +19,8 @@ pub struct SearchArgs {
     /// Query, e.g. 'refund OR "late delivery" -spam'; empty matches everything.
     #[arg(default_value = "")]
     pub query: String,
-    /// Server address.
-    #[arg(
-        long,
-        env = "VERBATIM_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub server: String,
+    #[command(flatten)]
+    pub server: crate::cli::ServerArg,
     /// Only these channels (repeatable): survey review support_ticket chat email social call_transcript other.
     #[arg(long)]
     pub channel: Vec<String>,
@@ -161,7 +156,7 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
 
 pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     let request = build_request(&args)?;
-    let mut client = crate::cli::connect(&args.server).await?;
+    let mut client = crate::cli::connect(&args.server.address).await?;
     let response = client
         .search(request)
         .await

@@ -204,6 +204,23 @@ fn int_range(field: &str, range: Option<pb::IntRange>) -> Result<IntRange, Error
     })
 }
 
+/// Wire enum values of a filter list; UNSPECIFIED entries are ignored.
+fn enum_values<T>(
+    field: &str,
+    values: &[i32],
+    from_pb: fn(i32) -> Result<Option<T>, String>,
+) -> Result<Vec<T>, Error> {
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            from_pb(*v)
+                .map_err(|r| Error::invalid(format!("{field}[{i}]"), r))
+                .transpose()
+        })
+        .collect()
+}
+
 fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
     check_count("filter.channels", raw.channels.len())?;
     check_count("filter.journey_stages", raw.journey_stages.len())?;
@@ -211,26 +228,8 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
     check_count("filter.languages", raw.languages.len())?;
     check_count("filter.tags", raw.tags.len())?;
     check_count("filter.attributes", raw.attributes.len())?;
-    let channels = raw
-        .channels
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| {
-            channel_from_pb(*v)
-                .map_err(|r| Error::invalid(format!("filter.channels[{i}]"), r))
-                .transpose()
-        })
-        .collect::<Result<_, _>>()?;
-    let journey_stages = raw
-        .journey_stages
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| {
-            stage_from_pb(*v)
-                .map_err(|r| Error::invalid(format!("filter.journey_stages[{i}]"), r))
-                .transpose()
-        })
-        .collect::<Result<_, _>>()?;
+    let channels = enum_values("filter.channels", &raw.channels, channel_from_pb)?;
+    let journey_stages = enum_values("filter.journey_stages", &raw.journey_stages, stage_from_pb)?;
     let created = |field: &str, ts: Option<Timestamp>| {
         ts.as_ref()
             .map(timestamp_to_micros)

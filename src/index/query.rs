@@ -92,7 +92,10 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<Box<dyn Que
         0 => {}
         1 => clauses.push(term(field, &values[0])),
         _ => clauses.push(Box::new(BooleanQuery::new(
-            values.iter().map(|v| (Occur::Should, term(field, v))).collect(),
+            values
+                .iter()
+                .map(|v| (Occur::Should, term(field, v)))
+                .collect(),
         ))),
     };
     any_of(

@@ -27,13 +27,27 @@ async fn import_the_sample_then_search_it() {
         "{stdout}"
     );
     let mut client = server.client().await;
-    search_until(&mut client, search_request(""), |r| r.total_hits == lines as u64).await;
+    search_until(&mut client, search_request(""), |r| {
+        r.total_hits == lines as u64
+    })
+    .await;
 
-    let (ok, stdout, stderr) = run(&["search", "refund", "--server", &addr, "--limit", "3", "--facet", "channel"]);
+    let (ok, stdout, stderr) = run(&[
+        "search", "refund", "--server", &addr, "--limit", "3", "--facet", "channel",
+    ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("hits"), "{stdout}");
     assert!(stdout.contains("channel:"), "{stdout}");
-    let (ok, stdout, _) = run(&["search", "--server", &addr, "--channel", "review", "--nps", "0..6", "--json"]);
+    let (ok, stdout, _) = run(&[
+        "search",
+        "--server",
+        &addr,
+        "--channel",
+        "review",
+        "--nps",
+        "0..6",
+        "--json",
+    ]);
     assert!(ok);
     let json: serde_json::Value = serde_json::from_str(&stdout).expect("--json prints JSON");
     for hit in json["hits"].as_array().unwrap() {
@@ -41,7 +55,10 @@ async fn import_the_sample_then_search_it() {
     }
     let (ok, _, stderr) = run(&["search", "refund AND (", "--server", &addr]);
     assert!(!ok);
-    assert!(stderr.contains("InvalidArgument") || stderr.contains("invalid argument"), "{stderr}");
+    assert!(
+        stderr.contains("InvalidArgument") || stderr.contains("invalid argument"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -52,24 +69,57 @@ async fn csv_import_with_column_mapping_reports_rejections_and_resumes() {
     let file = dir.path().join("export.csv");
     let mut csv = String::from("Comment ID,Comment,Score,Where,Region\n");
     for i in 1..=30 {
-        let score = if i == 7 { "42".to_string() } else { (i % 11).to_string() };
-        csv.push_str(&format!("row-{i},\"Comment number {i}, with a comma\",{score},Review,emea\n"));
+        let score = if i == 7 {
+            "42".to_string()
+        } else {
+            (i % 11).to_string()
+        };
+        csv.push_str(&format!(
+            "row-{i},\"Comment number {i}, with a comma\",{score},Review,emea\n"
+        ));
     }
     csv.push_str("row-31,,5,survey,emea\n");
     std::fs::write(&file, csv).unwrap();
     let maps = [
-        "--map", "id=Comment ID", "--map", "text=Comment", "--map", "nps=Score",
-        "--map", "channel=Where", "--map", "attributes.region=Region",
+        "--map",
+        "id=Comment ID",
+        "--map",
+        "text=Comment",
+        "--map",
+        "nps=Score",
+        "--map",
+        "channel=Where",
+        "--map",
+        "attributes.region=Region",
     ];
-    let mut args = vec!["import", file.to_str().unwrap(), "--server", &addr, "--batch-size", "10"];
+    let mut args = vec![
+        "import",
+        file.to_str().unwrap(),
+        "--server",
+        &addr,
+        "--batch-size",
+        "10",
+    ];
     args.extend(maps);
     let (ok, stdout, stderr) = run(&args);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("31 rows, 29 accepted, 2 rejected"), "{stdout}");
-    assert!(stdout.contains("row 7: nps: must be between 0 and 10, got 42"), "{stdout}");
+    assert!(
+        stdout.contains("31 rows, 29 accepted, 2 rejected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("row 7: nps: must be between 0 and 10, got 42"),
+        "{stdout}"
+    );
     assert!(stdout.contains("row 31: text"), "{stdout}");
     let mut client = server.client().await;
-    let got = client.get(pb::GetRequest { ids: vec!["row-3".into()] }).await.unwrap().into_inner();
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["row-3".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let stored = &got.items[0];
     assert_eq!(stored.text, "Comment number 3, with a comma");
     assert_eq!(stored.nps, Some(3));
@@ -79,13 +129,26 @@ async fn csv_import_with_column_mapping_reports_rejections_and_resumes() {
     // Resume: an interrupted run left a state file after row 20.
     let state = dir.path().join("export.csv.import-state.json");
     let bytes = std::fs::metadata(&file).unwrap().len();
-    std::fs::write(&state, format!("{{\"file_bytes\":{bytes},\"rows_done\":20,\"accepted\":19,\"rejected\":1}}")).unwrap();
-    let mut args = vec!["import", file.to_str().unwrap(), "--server", &addr, "--resume"];
+    std::fs::write(
+        &state,
+        format!("{{\"file_bytes\":{bytes},\"rows_done\":20,\"accepted\":19,\"rejected\":1}}"),
+    )
+    .unwrap();
+    let mut args = vec![
+        "import",
+        file.to_str().unwrap(),
+        "--server",
+        &addr,
+        "--resume",
+    ];
     args.extend(maps);
     let (ok, stdout, stderr) = run(&args);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("resuming after row 20"), "{stderr}");
-    assert!(stdout.contains("31 rows, 29 accepted, 2 rejected"), "{stdout}");
+    assert!(
+        stdout.contains("31 rows, 29 accepted, 2 rejected"),
+        "{stdout}"
+    );
     assert!(!state.exists(), "a finished import removes its state file");
 }
 
@@ -93,11 +156,23 @@ async fn csv_import_with_column_mapping_reports_rejections_and_resumes() {
 async fn serve_fails_clearly_on_bad_config() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("verbatim.toml");
-    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nrefresh_intervall_ms = 5\n").unwrap();
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\nrefresh_intervall_ms = 5\n",
+    )
+    .unwrap();
     let (ok, _, stderr) = run(&["serve", "--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains("refresh_intervall_ms"), "{stderr}");
-    let (ok, _, stderr) = run(&["serve", "--listen", "127.0.0.1:0", "--refresh-interval-ms", "1", "--data-dir", dir.path().to_str().unwrap()]);
+    let (ok, _, stderr) = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--refresh-interval-ms",
+        "1",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(!ok);
     assert!(stderr.contains("refresh_interval_ms"), "{stderr}");
 }

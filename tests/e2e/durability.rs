@@ -22,7 +22,12 @@ async fn acknowledged_writes_survive_kill_9_mid_ingest() {
         writers.push(tokio::spawn(async move {
             for batch in 0.. {
                 let items: Vec<pb::Feedback> = (0..200)
-                    .map(|i| item(&format!("k-{w}-{batch}-{i}"), &format!("durable {word} {i}")))
+                    .map(|i| {
+                        item(
+                            &format!("k-{w}-{batch}-{i}"),
+                            &format!("durable {word} {i}"),
+                        )
+                    })
                     .collect();
                 let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
                 match client.ingest(pb::IngestRequest { items }).await {
@@ -46,12 +51,25 @@ async fn acknowledged_writes_survive_kill_9_mid_ingest() {
     server.restart().await;
     let mut client = server.client().await;
     for chunk in acknowledged.chunks(1000) {
-        let got = client.get(pb::GetRequest { ids: chunk.to_vec() }).await.unwrap().into_inner();
-        assert!(got.missing_ids.is_empty(), "acknowledged but lost: {:?}", &got.missing_ids[..got.missing_ids.len().min(5)]);
+        let got = client
+            .get(pb::GetRequest {
+                ids: chunk.to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            got.missing_ids.is_empty(),
+            "acknowledged but lost: {:?}",
+            &got.missing_ids[..got.missing_ids.len().min(5)]
+        );
     }
     // The index replays what it had not committed before the crash.
     let total = acknowledged.len() as u64;
-    search_until(&mut client, search_request(&word), |r| r.total_hits >= total).await;
+    search_until(&mut client, search_request(&word), |r| {
+        r.total_hits >= total
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -59,15 +77,26 @@ async fn sigterm_drains_and_restart_keeps_everything() {
     let mut server = TestServer::spawn().await;
     let mut client = server.client().await;
     let word = unique_word("restart");
-    let items: Vec<pb::Feedback> = (0..300).map(|i| item(&format!("r-{i}"), &format!("kept {word} {i}"))).collect();
+    let items: Vec<pb::Feedback> = (0..300)
+        .map(|i| item(&format!("r-{i}"), &format!("kept {word} {i}")))
+        .collect();
     assert_eq!(ingest(&mut client, items).await.accepted, 300);
     // Stop right away: the index may not have refreshed yet; shutdown commits it.
     server.terminate();
     server.restart().await;
     let mut client = server.client().await;
     let response = search(&mut client, search_request(&word)).await;
-    assert_eq!(response.total_hits, 300, "searchable immediately after a clean restart");
-    let got = client.get(pb::GetRequest { ids: vec!["r-0".into(), "r-299".into()] }).await.unwrap().into_inner();
+    assert_eq!(
+        response.total_hits, 300,
+        "searchable immediately after a clean restart"
+    );
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["r-0".into(), "r-299".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.items.len(), 2);
 }
 
@@ -76,9 +105,16 @@ async fn the_index_is_rebuilt_from_the_store() {
     let mut server = TestServer::spawn().await;
     let mut client = server.client().await;
     let word = unique_word("rebuild");
-    let items: Vec<pb::Feedback> = (0..120).map(|i| item(&format!("x-{i}"), &format!("rebuilt {word} {i}"))).collect();
+    let items: Vec<pb::Feedback> = (0..120)
+        .map(|i| item(&format!("x-{i}"), &format!("rebuilt {word} {i}")))
+        .collect();
     ingest(&mut client, items).await;
-    client.delete(pb::DeleteRequest { ids: vec!["x-0".into()] }).await.unwrap();
+    client
+        .delete(pb::DeleteRequest {
+            ids: vec!["x-0".into()],
+        })
+        .await
+        .unwrap();
     search_until(&mut client, search_request(&word), |r| r.total_hits == 119).await;
     server.terminate();
 
@@ -88,18 +124,28 @@ async fn the_index_is_rebuilt_from_the_store() {
         .arg(&server.data_dir)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("reindexed 119 items"));
     server.restart().await;
     let mut client = server.client().await;
-    assert_eq!(search(&mut client, search_request(&word)).await.total_hits, 119);
+    assert_eq!(
+        search(&mut client, search_request(&word)).await.total_hits,
+        119
+    );
     server.terminate();
 
     // A lost index folder is rebuilt at startup.
     std::fs::remove_dir_all(server.data_dir.join("index")).unwrap();
     server.restart().await;
     let mut client = server.client().await;
-    assert_eq!(search(&mut client, search_request(&word)).await.total_hits, 119);
+    assert_eq!(
+        search(&mut client, search_request(&word)).await.total_hits,
+        119
+    );
 
     // reindex refuses to run beside a live server instead of corrupting it.
     let output = std::process::Command::new(BIN)

@@ -94,7 +94,9 @@ impl TestServer {
             {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
                 if let Ok(response) = health
-                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
                     .await
                 {
                     if response.into_inner().status
@@ -140,10 +142,16 @@ impl TestServer {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Some(status) = child.try_wait().expect("wait") {
-                    assert!(status.success(), "server exited with {status} after SIGTERM");
+                    assert!(
+                        status.success(),
+                        "server exited with {status} after SIGTERM"
+                    );
                     return;
                 }
-                assert!(Instant::now() < deadline, "server did not stop within 30 s of SIGTERM");
+                assert!(
+                    Instant::now() < deadline,
+                    "server did not stop within 30 s of SIGTERM"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -228,7 +236,10 @@ pub fn hit_ids(response: &pb::SearchResponse) -> Vec<String> {
 
 /// A word no other test uses.
 pub fn unique_word(prefix: &str) -> String {
-    format!("{prefix}{}", ulid::Ulid::new().to_string().to_ascii_lowercase())
+    format!(
+        "{prefix}{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    )
 }
 
 pub fn repo_path(relative: &str) -> PathBuf {

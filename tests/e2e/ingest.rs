@@ -13,14 +13,20 @@ fn full_item(id: &str, text: &str) -> pb::Feedback {
         journey_stage: pb::JourneyStage::Onboarding as i32,
         product: "Northwind Router X2".into(),
         customer_id: "cust-1".into(),
-        created_at: Some(prost_types::Timestamp { seconds: 1_767_225_600, nanos: 123_456_000 }),
+        created_at: Some(prost_types::Timestamp {
+            seconds: 1_767_225_600,
+            nanos: 123_456_000,
+        }),
         language: "EN".into(),
         nps: Some(3),
         csat: Some(2),
         ces: Some(6),
         rating: Some(1),
         tags: vec!["vip".into(), "churn-risk".into()],
-        attributes: HashMap::from([("region".into(), "emea".into()), ("plan".into(), "pro".into())]),
+        attributes: HashMap::from([
+            ("region".into(), "emea".into()),
+            ("plan".into(), "pro".into()),
+        ]),
         ingested_at: None,
     }
 }
@@ -39,7 +45,9 @@ async fn ingest_get_search_delete_round_trip() {
     );
 
     let got = client
-        .get(pb::GetRequest { ids: vec!["rt-1".into(), "nope".into()] })
+        .get(pb::GetRequest {
+            ids: vec!["rt-1".into(), "nope".into()],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -55,15 +63,26 @@ async fn ingest_get_search_delete_round_trip() {
     assert_eq!(hit_ids(&found), vec!["rt-1"]);
 
     let deleted = client
-        .delete(pb::DeleteRequest { ids: vec!["rt-1".into(), "never".into()] })
+        .delete(pb::DeleteRequest {
+            ids: vec!["rt-1".into(), "never".into()],
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(deleted.deleted, 1);
     assert_eq!(deleted.missing_ids, vec!["never"]);
-    let got = client.get(pb::GetRequest { ids: vec!["rt-1".into()] }).await.unwrap().into_inner();
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["rt-1".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(got.items.is_empty());
-    search_until(&mut client, search_request(&word), |r| r.total_hits == 0 && r.hits.is_empty()).await;
+    search_until(&mut client, search_request(&word), |r| {
+        r.total_hits == 0 && r.hits.is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -99,11 +118,19 @@ async fn valid_items_are_stored_even_when_others_in_the_batch_are_rejected() {
         assert_eq!(r.index as usize, i);
     }
     let got = client
-        .get(pb::GetRequest { ids: vec!["b-1".into(), "b-2".into(), "b-3".into(), "b-4".into()] })
+        .get(pb::GetRequest {
+            ids: vec!["b-1".into(), "b-2".into(), "b-3".into(), "b-4".into()],
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got.items.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(), vec!["fine one", "fine two"]);
+    assert_eq!(
+        got.items
+            .iter()
+            .map(|i| i.text.as_str())
+            .collect::<Vec<_>>(),
+        vec!["fine one", "fine two"]
+    );
     assert_eq!(got.missing_ids, vec!["b-2", "b-4"]);
 }
 
@@ -112,25 +139,52 @@ async fn re_ingesting_an_id_replaces_the_item_everywhere() {
     let server = TestServer::spawn().await;
     let mut client = server.client().await;
     let word = unique_word("idem");
-    ingest(&mut client, vec![item("same", &format!("first wording {word}"))]).await;
+    ingest(
+        &mut client,
+        vec![item("same", &format!("first wording {word}"))],
+    )
+    .await;
     search_until(&mut client, search_request(&word), |r| r.total_hits == 1).await;
     let mut second = item("same", &format!("second wording {word}"));
     second.customer_id = "cust-moved".into();
     ingest(&mut client, vec![second]).await;
-    search_until(&mut client, search_request(&format!("second {word}")), |r| r.total_hits == 1).await;
-    assert_eq!(search(&mut client, search_request(&word)).await.total_hits, 1);
-    assert_eq!(search(&mut client, search_request(&format!("first {word}"))).await.total_hits, 0);
-    let got = client.get(pb::GetRequest { ids: vec!["same".into()] }).await.unwrap().into_inner();
+    search_until(
+        &mut client,
+        search_request(&format!("second {word}")),
+        |r| r.total_hits == 1,
+    )
+    .await;
+    assert_eq!(
+        search(&mut client, search_request(&word)).await.total_hits,
+        1
+    );
+    assert_eq!(
+        search(&mut client, search_request(&format!("first {word}")))
+            .await
+            .total_hits,
+        0
+    );
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["same".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.items[0].text, format!("second wording {word}"));
     // The customer index follows the new version: erasing the old customer
     // leaves the item alone, erasing the new one removes it.
     let erased = client
-        .delete_customer(pb::DeleteCustomerRequest { customer_id: "".into() })
+        .delete_customer(pb::DeleteCustomerRequest {
+            customer_id: "".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(erased.code(), tonic::Code::InvalidArgument);
     let erased = client
-        .delete_customer(pb::DeleteCustomerRequest { customer_id: "cust-moved".into() })
+        .delete_customer(pb::DeleteCustomerRequest {
+            customer_id: "cust-moved".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -141,7 +195,11 @@ async fn re_ingesting_an_id_replaces_the_item_everywhere() {
 async fn generated_ids_are_ulids() {
     let server = TestServer::spawn().await;
     let mut client = server.client().await;
-    let response = ingest(&mut client, vec![item("", "no id given"), item("", "nor here")]).await;
+    let response = ingest(
+        &mut client,
+        vec![item("", "no id given"), item("", "nor here")],
+    )
+    .await;
     let ids: Vec<String> = response
         .results
         .iter()
@@ -164,20 +222,31 @@ async fn delete_customer_erases_store_index_and_snippets() {
     let word = unique_word("erase");
     let mut items = Vec::new();
     for i in 0..5 {
-        let mut it = item(&format!("c-{i}"), &format!("private complaint {word} number {i}"));
-        it.customer_id = if i < 3 { "subject".into() } else { "other".into() };
+        let mut it = item(
+            &format!("c-{i}"),
+            &format!("private complaint {word} number {i}"),
+        );
+        it.customer_id = if i < 3 {
+            "subject".into()
+        } else {
+            "other".into()
+        };
         items.push(it);
     }
     ingest(&mut client, items).await;
     search_until(&mut client, search_request(&word), |r| r.total_hits == 5).await;
     let erased = client
-        .delete_customer(pb::DeleteCustomerRequest { customer_id: "subject".into() })
+        .delete_customer(pb::DeleteCustomerRequest {
+            customer_id: "subject".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(erased.deleted, 3);
     let got = client
-        .get(pb::GetRequest { ids: (0..5).map(|i| format!("c-{i}")).collect() })
+        .get(pb::GetRequest {
+            ids: (0..5).map(|i| format!("c-{i}")).collect(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -186,12 +255,25 @@ async fn delete_customer_erases_store_index_and_snippets() {
     request.facets = vec!["customer_id".into()];
     let after = search_until(&mut client, request, |r| r.total_hits == 2).await;
     assert_eq!(hit_ids(&after).len(), 2);
-    assert!(after.hits.iter().all(|h| h.item.as_ref().unwrap().customer_id == "other"));
-    assert!(after.hits.iter().all(|h| h.snippet.as_ref().is_some_and(|s| s.html.contains("<b>"))));
-    let customers: Vec<&str> = after.facets[0].counts.iter().map(|c| c.value.as_str()).collect();
+    assert!(after
+        .hits
+        .iter()
+        .all(|h| h.item.as_ref().unwrap().customer_id == "other"));
+    assert!(after
+        .hits
+        .iter()
+        .all(|h| h.snippet.as_ref().is_some_and(|s| s.html.contains("<b>"))));
+    let customers: Vec<&str> = after.facets[0]
+        .counts
+        .iter()
+        .map(|c| c.value.as_str())
+        .collect();
     assert_eq!(customers, vec!["other"]);
     let mut by_customer = search_request("");
-    by_customer.filter = Some(pb::Filter { customer_id: "subject".into(), ..Default::default() });
+    by_customer.filter = Some(pb::Filter {
+        customer_id: "subject".into(),
+        ..Default::default()
+    });
     assert_eq!(search(&mut client, by_customer).await.total_hits, 0);
 }
 
@@ -229,5 +311,8 @@ async fn ingest_stream_acks_every_message_in_order() {
         sequence += 1;
     }
     assert_eq!(sequence, 20);
-    search_until(&mut client, search_request(&word), |r| r.total_hits == 20 * 249).await;
+    search_until(&mut client, search_request(&word), |r| {
+        r.total_hits == 20 * 249
+    })
+    .await;
 }

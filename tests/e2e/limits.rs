@@ -38,8 +38,14 @@ async fn invalid_utf8_is_invalid_argument_and_stores_nothing() {
     grpc.ready().await.unwrap();
     let request = RawIngestRequest {
         items: vec![
-            RawFeedback { id: "utf-ok".into(), text: b"fine".to_vec() },
-            RawFeedback { id: "utf-bad".into(), text: vec![0x66, 0xff, 0xfe, 0x6f] },
+            RawFeedback {
+                id: "utf-ok".into(),
+                text: b"fine".to_vec(),
+            },
+            RawFeedback {
+                id: "utf-bad".into(),
+                text: vec![0x66, 0xff, 0xfe, 0x6f],
+            },
         ],
     };
     let status = grpc
@@ -54,11 +60,16 @@ async fn invalid_utf8_is_invalid_argument_and_stores_nothing() {
     assert!(status.message().contains("text"), "{}", status.message());
     let mut client = server.client().await;
     let got = client
-        .get(pb::GetRequest { ids: vec!["utf-ok".into(), "utf-bad".into()] })
+        .get(pb::GetRequest {
+            ids: vec!["utf-ok".into(), "utf-bad".into()],
+        })
         .await
         .unwrap()
         .into_inner();
-    assert!(got.items.is_empty(), "nothing of a malformed message is stored");
+    assert!(
+        got.items.is_empty(),
+        "nothing of a malformed message is stored"
+    );
 }
 
 #[tokio::test]
@@ -67,48 +78,164 @@ async fn item_rules_are_reported_with_field_paths() {
     let mut client = server.client().await;
     let mut cases: Vec<(pb::Feedback, &str)> = Vec::new();
     let base = || item("", "text");
-    cases.push((pb::Feedback { text: "".into(), ..base() }, "text"));
-    cases.push((pb::Feedback { text: " \n ".into(), ..base() }, "text"));
-    cases.push((pb::Feedback { text: "x".repeat(limits::MAX_TEXT_BYTES + 1), ..base() }, "text"));
-    cases.push((pb::Feedback { text: "nul\u{0}byte".into(), ..base() }, "text"));
-    cases.push((pb::Feedback { id: "x".repeat(limits::MAX_ID_BYTES + 1), ..base() }, "id"));
-    cases.push((pb::Feedback { id: "has space".into(), ..base() }, "id"));
-    cases.push((pb::Feedback { nps: Some(-1), ..base() }, "nps"));
-    cases.push((pb::Feedback { nps: Some(11), ..base() }, "nps"));
-    cases.push((pb::Feedback { csat: Some(0), ..base() }, "csat"));
-    cases.push((pb::Feedback { csat: Some(6), ..base() }, "csat"));
-    cases.push((pb::Feedback { ces: Some(8), ..base() }, "ces"));
-    cases.push((pb::Feedback { rating: Some(0), ..base() }, "rating"));
-    cases.push((pb::Feedback { channel: 42, ..base() }, "channel"));
-    cases.push((pb::Feedback { journey_stage: -1, ..base() }, "journey_stage"));
-    cases.push((pb::Feedback { product: "p".repeat(limits::MAX_NAME_BYTES + 1), ..base() }, "product"));
-    cases.push((pb::Feedback { language: "english please".into(), ..base() }, "language"));
-    cases.push((
-        pb::Feedback { tags: (0..=limits::MAX_TAGS).map(|i| format!("t{i}")).collect(), ..base() },
-        "tags",
-    ));
-    cases.push((pb::Feedback { tags: vec!["ok".into(), "t".repeat(limits::MAX_TAG_BYTES + 1)], ..base() }, "tags[1]"));
     cases.push((
         pb::Feedback {
-            attributes: (0..=limits::MAX_ATTRIBUTES).map(|i| (format!("k{i}"), "v".into())).collect(),
+            text: "".into(),
+            ..base()
+        },
+        "text",
+    ));
+    cases.push((
+        pb::Feedback {
+            text: " \n ".into(),
+            ..base()
+        },
+        "text",
+    ));
+    cases.push((
+        pb::Feedback {
+            text: "x".repeat(limits::MAX_TEXT_BYTES + 1),
+            ..base()
+        },
+        "text",
+    ));
+    cases.push((
+        pb::Feedback {
+            text: "nul\u{0}byte".into(),
+            ..base()
+        },
+        "text",
+    ));
+    cases.push((
+        pb::Feedback {
+            id: "x".repeat(limits::MAX_ID_BYTES + 1),
+            ..base()
+        },
+        "id",
+    ));
+    cases.push((
+        pb::Feedback {
+            id: "has space".into(),
+            ..base()
+        },
+        "id",
+    ));
+    cases.push((
+        pb::Feedback {
+            nps: Some(-1),
+            ..base()
+        },
+        "nps",
+    ));
+    cases.push((
+        pb::Feedback {
+            nps: Some(11),
+            ..base()
+        },
+        "nps",
+    ));
+    cases.push((
+        pb::Feedback {
+            csat: Some(0),
+            ..base()
+        },
+        "csat",
+    ));
+    cases.push((
+        pb::Feedback {
+            csat: Some(6),
+            ..base()
+        },
+        "csat",
+    ));
+    cases.push((
+        pb::Feedback {
+            ces: Some(8),
+            ..base()
+        },
+        "ces",
+    ));
+    cases.push((
+        pb::Feedback {
+            rating: Some(0),
+            ..base()
+        },
+        "rating",
+    ));
+    cases.push((
+        pb::Feedback {
+            channel: 42,
+            ..base()
+        },
+        "channel",
+    ));
+    cases.push((
+        pb::Feedback {
+            journey_stage: -1,
+            ..base()
+        },
+        "journey_stage",
+    ));
+    cases.push((
+        pb::Feedback {
+            product: "p".repeat(limits::MAX_NAME_BYTES + 1),
+            ..base()
+        },
+        "product",
+    ));
+    cases.push((
+        pb::Feedback {
+            language: "english please".into(),
+            ..base()
+        },
+        "language",
+    ));
+    cases.push((
+        pb::Feedback {
+            tags: (0..=limits::MAX_TAGS).map(|i| format!("t{i}")).collect(),
+            ..base()
+        },
+        "tags",
+    ));
+    cases.push((
+        pb::Feedback {
+            tags: vec!["ok".into(), "t".repeat(limits::MAX_TAG_BYTES + 1)],
+            ..base()
+        },
+        "tags[1]",
+    ));
+    cases.push((
+        pb::Feedback {
+            attributes: (0..=limits::MAX_ATTRIBUTES)
+                .map(|i| (format!("k{i}"), "v".into()))
+                .collect(),
             ..base()
         },
         "attributes",
     ));
     cases.push((
-        pb::Feedback { attributes: HashMap::from([("Region".into(), "emea".into())]), ..base() },
+        pb::Feedback {
+            attributes: HashMap::from([("Region".into(), "emea".into())]),
+            ..base()
+        },
         "attributes.Region",
     ));
     cases.push((
         pb::Feedback {
-            created_at: Some(prost_types::Timestamp { seconds: -5, nanos: 0 }),
+            created_at: Some(prost_types::Timestamp {
+                seconds: -5,
+                nanos: 0,
+            }),
             ..base()
         },
         "created_at",
     ));
     cases.push((
         pb::Feedback {
-            created_at: Some(prost_types::Timestamp { seconds: 0, nanos: 2_000_000_000 }),
+            created_at: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: 2_000_000_000,
+            }),
             ..base()
         },
         "created_at",
@@ -140,38 +267,90 @@ async fn item_rules_are_reported_with_field_paths() {
 async fn request_level_limits() {
     let server = TestServer::spawn().await;
     let mut client = server.client().await;
-    let too_many: Vec<pb::Feedback> = (0..=limits::MAX_BATCH_ITEMS).map(|i| item(&format!("m-{i}"), "x")).collect();
-    let status = client.ingest(pb::IngestRequest { items: too_many }).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("items:"), "{}", status.message());
-    let got = client.get(pb::GetRequest { ids: vec!["m-0".into()] }).await.unwrap().into_inner();
-    assert!(got.items.is_empty(), "a refused batch stores nothing");
-
-    let status = client.ingest(pb::IngestRequest { items: vec![] }).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-
+    let too_many: Vec<pb::Feedback> = (0..=limits::MAX_BATCH_ITEMS)
+        .map(|i| item(&format!("m-{i}"), "x"))
+        .collect();
     let status = client
-        .get(pb::GetRequest { ids: (0..=limits::MAX_IDS_PER_REQUEST).map(|i| i.to_string()).collect() })
+        .ingest(pb::IngestRequest { items: too_many })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let status = client.get(pb::GetRequest { ids: vec!["bad id".into()] }).await.unwrap_err();
+    assert!(
+        status.message().starts_with("items:"),
+        "{}",
+        status.message()
+    );
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["m-0".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.items.is_empty(), "a refused batch stores nothing");
+
+    let status = client
+        .ingest(pb::IngestRequest { items: vec![] })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("ids[0]"), "{}", status.message());
-    let status = client.delete(pb::DeleteRequest { ids: vec![] }).await.unwrap_err();
+
+    let status = client
+        .get(pb::GetRequest {
+            ids: (0..=limits::MAX_IDS_PER_REQUEST)
+                .map(|i| i.to_string())
+                .collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = client
+        .get(pb::GetRequest {
+            ids: vec!["bad id".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("ids[0]"),
+        "{}",
+        status.message()
+    );
+    let status = client
+        .delete(pb::DeleteRequest { ids: vec![] })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 
     // One message over 16 MiB: refused by the transport before decoding.
-    let big: Vec<pb::Feedback> = (0..600).map(|i| item(&format!("big-{i}"), &"y".repeat(30_000))).collect();
-    let status = client.ingest(pb::IngestRequest { items: big }).await.unwrap_err();
+    let big: Vec<pb::Feedback> = (0..600)
+        .map(|i| item(&format!("big-{i}"), &"y".repeat(30_000)))
+        .collect();
+    let status = client
+        .ingest(pb::IngestRequest { items: big })
+        .await
+        .unwrap_err();
     assert!(
         matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
         "{status:?}"
     );
-    assert!(client.get(pb::GetRequest { ids: vec!["big-0".into()] }).await.unwrap().into_inner().items.is_empty());
+    assert!(client
+        .get(pb::GetRequest {
+            ids: vec!["big-0".into()]
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
 
     // The server is still healthy and stores the next valid request.
-    assert_eq!(ingest(&mut client, vec![item("after", "still fine")]).await.accepted, 1);
+    assert_eq!(
+        ingest(&mut client, vec![item("after", "still fine")])
+            .await
+            .accepted,
+        1
+    );
 }
 
 #[tokio::test]
@@ -180,41 +359,74 @@ async fn search_request_limits() {
     let mut client = server.client().await;
     let expect_invalid = |status: tonic::Status, needle: &str| {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        assert!(status.message().contains(needle), "{needle:?} not in {:?}", status.message());
+        assert!(
+            status.message().contains(needle),
+            "{needle:?} not in {:?}",
+            status.message()
+        );
     };
-    let status = client.search(search_request(&"a".repeat(limits::MAX_QUERY_BYTES + 1))).await.unwrap_err();
+    let status = client
+        .search(search_request(&"a".repeat(limits::MAX_QUERY_BYTES + 1)))
+        .await
+        .unwrap_err();
     expect_invalid(status, "query");
-    let many: Vec<String> = (0..=limits::MAX_QUERY_CLAUSES).map(|i| format!("w{i}")).collect();
-    let status = client.search(search_request(&many.join(" OR "))).await.unwrap_err();
+    let many: Vec<String> = (0..=limits::MAX_QUERY_CLAUSES)
+        .map(|i| format!("w{i}"))
+        .collect();
+    let status = client
+        .search(search_request(&many.join(" OR ")))
+        .await
+        .unwrap_err();
     expect_invalid(status, "clauses");
-    let status = client.search(search_request("refund AND (late")).await.unwrap_err();
+    let status = client
+        .search(search_request("refund AND (late"))
+        .await
+        .unwrap_err();
     expect_invalid(status, "at byte");
-    let status = client.search(search_request("colour:red")).await.unwrap_err();
+    let status = client
+        .search(search_request("colour:red"))
+        .await
+        .unwrap_err();
     expect_invalid(status, "unknown field `colour`");
     let status = client
-        .search(pb::SearchRequest { limit: 101, ..Default::default() })
+        .search(pb::SearchRequest {
+            limit: 101,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     expect_invalid(status, "limit");
     let status = client
-        .search(pb::SearchRequest { sort: 17, ..Default::default() })
+        .search(pb::SearchRequest {
+            sort: 17,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     expect_invalid(status, "sort");
     let status = client
-        .search(pb::SearchRequest { facets: vec!["colour".into()], ..Default::default() })
+        .search(pb::SearchRequest {
+            facets: vec!["colour".into()],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     expect_invalid(status, "facets");
     let status = client
-        .search(pb::SearchRequest { cursor: "not-a-cursor".into(), ..Default::default() })
+        .search(pb::SearchRequest {
+            cursor: "not-a-cursor".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     expect_invalid(status, "cursor");
     let status = client
         .search(pb::SearchRequest {
             filter: Some(pb::Filter {
-                nps: Some(pb::IntRange { min: Some(9), max: Some(2) }),
+                nps: Some(pb::IntRange {
+                    min: Some(9),
+                    max: Some(2),
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -230,9 +442,13 @@ async fn a_full_write_queue_answers_resource_exhausted_and_loses_nothing_acknowl
     let channel = server.channel().await;
     let mut tasks = Vec::new();
     for t in 0..64 {
-        let mut client = verbatim::grpc::pb::feedback_service_client::FeedbackServiceClient::new(channel.clone());
+        let mut client = verbatim::grpc::pb::feedback_service_client::FeedbackServiceClient::new(
+            channel.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let items: Vec<pb::Feedback> = (0..1000).map(|i| item(&format!("q-{t}-{i}"), "queue pressure")).collect();
+            let items: Vec<pb::Feedback> = (0..1000)
+                .map(|i| item(&format!("q-{t}-{i}"), "queue pressure"))
+                .collect();
             (t, client.ingest(pb::IngestRequest { items }).await)
         }));
     }
@@ -251,12 +467,23 @@ async fn a_full_write_queue_answers_resource_exhausted_and_loses_nothing_acknowl
             }
         }
     }
-    assert!(exhausted > 0, "64 concurrent 1,000-item batches never overflowed a 1-slot queue");
+    assert!(
+        exhausted > 0,
+        "64 concurrent 1,000-item batches never overflowed a 1-slot queue"
+    );
     assert!(!acknowledged.is_empty());
     let mut client = server.client().await;
     for t in acknowledged {
         let ids = (0..1000).map(|i| format!("q-{t}-{i}")).collect();
-        let got = client.get(pb::GetRequest { ids }).await.unwrap().into_inner();
-        assert_eq!(got.items.len(), 1000, "batch {t} was acknowledged but is incomplete");
+        let got = client
+            .get(pb::GetRequest { ids })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            got.items.len(),
+            1000,
+            "batch {t} was acknowledged but is incomplete"
+        );
     }
 }

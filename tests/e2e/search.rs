@@ -12,7 +12,16 @@ fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
 
 /// Ten items with known fields; every query below states its expected hits.
 fn corpus(word: &str) -> Vec<pb::Feedback> {
-    let row = |id: &str, text: &str, channel: pb::Channel, stage: pb::JourneyStage, product: &str, day: i64, nps: Option<i32>, tags: &[&str], region: &str, lang: &str| pb::Feedback {
+    let row = |id: &str,
+               text: &str,
+               channel: pb::Channel,
+               stage: pb::JourneyStage,
+               product: &str,
+               day: i64,
+               nps: Option<i32>,
+               tags: &[&str],
+               region: &str,
+               lang: &str| pb::Feedback {
         id: id.into(),
         text: format!("{text} {word}"),
         channel: channel as i32,
@@ -29,16 +38,126 @@ fn corpus(word: &str) -> Vec<pb::Feedback> {
     use pb::Channel::*;
     use pb::JourneyStage::*;
     vec![
-        row("s1", "They refunded my money quickly", Review, Support, "Router", 1, Some(9), &["vip"], "emea", "en"),
-        row("s2", "Still waiting for a refund after six weeks", SupportTicket, Support, "Router", 2, Some(1), &["churn-risk"], "amer", "en"),
-        row("s3", "Late delivery and the box was damaged", Review, Purchase, "TV Box", 3, Some(4), &[], "emea", "en"),
-        row("s4", "The delivery was late but support was kind", Survey, Purchase, "TV Box", 4, Some(7), &["vip"], "apac", "en"),
-        row("s5", "Setup of the app was easy", Survey, Onboarding, "App", 5, Some(10), &[], "emea", "en"),
-        row("s6", "Login keeps failing on the app", Chat, Usage, "App", 6, Some(2), &["churn-risk", "vip"], "amer", "en"),
-        row("s7", "Lieferung kam zu spät", Email, Purchase, "TV Box", 7, None, &[], "emea", "de"),
-        row("s8", "Billing charged me twice", SupportTicket, Support, "Fiber", 8, Some(0), &[], "amer", "en"),
-        row("s9", "Great speed, fair price", Social, Usage, "Fiber", 9, Some(9), &[], "apac", "en"),
-        row("s10", "Price went up again at renewal", Email, Renewal, "Fiber", 10, Some(5), &["churn-risk"], "emea", "en"),
+        row(
+            "s1",
+            "They refunded my money quickly",
+            Review,
+            Support,
+            "Router",
+            1,
+            Some(9),
+            &["vip"],
+            "emea",
+            "en",
+        ),
+        row(
+            "s2",
+            "Still waiting for a refund after six weeks",
+            SupportTicket,
+            Support,
+            "Router",
+            2,
+            Some(1),
+            &["churn-risk"],
+            "amer",
+            "en",
+        ),
+        row(
+            "s3",
+            "Late delivery and the box was damaged",
+            Review,
+            Purchase,
+            "TV Box",
+            3,
+            Some(4),
+            &[],
+            "emea",
+            "en",
+        ),
+        row(
+            "s4",
+            "The delivery was late but support was kind",
+            Survey,
+            Purchase,
+            "TV Box",
+            4,
+            Some(7),
+            &["vip"],
+            "apac",
+            "en",
+        ),
+        row(
+            "s5",
+            "Setup of the app was easy",
+            Survey,
+            Onboarding,
+            "App",
+            5,
+            Some(10),
+            &[],
+            "emea",
+            "en",
+        ),
+        row(
+            "s6",
+            "Login keeps failing on the app",
+            Chat,
+            Usage,
+            "App",
+            6,
+            Some(2),
+            &["churn-risk", "vip"],
+            "amer",
+            "en",
+        ),
+        row(
+            "s7",
+            "Lieferung kam zu spät",
+            Email,
+            Purchase,
+            "TV Box",
+            7,
+            None,
+            &[],
+            "emea",
+            "de",
+        ),
+        row(
+            "s8",
+            "Billing charged me twice",
+            SupportTicket,
+            Support,
+            "Fiber",
+            8,
+            Some(0),
+            &[],
+            "amer",
+            "en",
+        ),
+        row(
+            "s9",
+            "Great speed, fair price",
+            Social,
+            Usage,
+            "Fiber",
+            9,
+            Some(9),
+            &[],
+            "apac",
+            "en",
+        ),
+        row(
+            "s10",
+            "Price went up again at renewal",
+            Email,
+            Renewal,
+            "Fiber",
+            10,
+            Some(5),
+            &["churn-risk"],
+            "emea",
+            "en",
+        ),
     ]
 }
 
@@ -75,22 +194,52 @@ async fn query_language() {
     let (_server, mut client, word) = seeded().await;
     let none = pb::Filter::default;
     // stemming: "refunds" finds "refunded" and "refund" (s1, s2)
-    assert_eq!(ids_for(&mut client, "refunds", none()).await, ids(&["s1", "s2"]));
+    assert_eq!(
+        ids_for(&mut client, "refunds", none()).await,
+        ids(&["s1", "s2"])
+    );
     // case folding
     assert_eq!(ids_for(&mut client, "BILLING", none()).await, ids(&["s8"]));
     // AND is the default: both words (s3, s4)
-    assert_eq!(ids_for(&mut client, "late delivery", none()).await, ids(&["s3", "s4"]));
+    assert_eq!(
+        ids_for(&mut client, "late delivery", none()).await,
+        ids(&["s3", "s4"])
+    );
     // phrase: only the exact sequence (s3)
-    assert_eq!(ids_for(&mut client, "\"late delivery\"", none()).await, ids(&["s3"]));
+    assert_eq!(
+        ids_for(&mut client, "\"late delivery\"", none()).await,
+        ids(&["s3"])
+    );
     // OR, NOT, grouping
-    assert_eq!(ids_for(&mut client, "login OR billing", none()).await, ids(&["s6", "s8"]));
-    assert_eq!(ids_for(&mut client, "delivery -damaged", none()).await, ids(&["s4"]));
-    assert_eq!(ids_for(&mut client, "(price OR speed) AND renewal", none()).await, ids(&["s10"]));
+    assert_eq!(
+        ids_for(&mut client, "login OR billing", none()).await,
+        ids(&["s6", "s8"])
+    );
+    assert_eq!(
+        ids_for(&mut client, "delivery -damaged", none()).await,
+        ids(&["s4"])
+    );
+    assert_eq!(
+        ids_for(&mut client, "(price OR speed) AND renewal", none()).await,
+        ids(&["s10"])
+    );
     // field:value on keyword fields
-    assert_eq!(ids_for(&mut client, &format!("{word} AND channel:email"), none()).await, ids(&["s7", "s10"]));
-    assert_eq!(ids_for(&mut client, "tags:vip", none()).await, ids(&["s1", "s4", "s6"]));
-    assert_eq!(ids_for(&mut client, "attributes.region:apac", none()).await, ids(&["s4", "s9"]));
-    assert_eq!(ids_for(&mut client, "nps:[0 TO 2]", none()).await, ids(&["s2", "s6", "s8"]));
+    assert_eq!(
+        ids_for(&mut client, &format!("{word} AND channel:email"), none()).await,
+        ids(&["s7", "s10"])
+    );
+    assert_eq!(
+        ids_for(&mut client, "tags:vip", none()).await,
+        ids(&["s1", "s4", "s6"])
+    );
+    assert_eq!(
+        ids_for(&mut client, "attributes.region:apac", none()).await,
+        ids(&["s4", "s9"])
+    );
+    assert_eq!(
+        ids_for(&mut client, "nps:[0 TO 2]", none()).await,
+        ids(&["s2", "s6", "s8"])
+    );
     // Unicode words with accent folding: "spat" finds "spät"
     assert_eq!(ids_for(&mut client, "spät", none()).await, ids(&["s7"]));
     assert_eq!(ids_for(&mut client, "spat", none()).await, ids(&["s7"]));
@@ -102,24 +251,111 @@ async fn filters_on_every_structured_field() {
     let f = pb::Filter::default;
     let all = |filter| (word.clone(), filter);
     let cases: Vec<((String, pb::Filter), Vec<String>)> = vec![
-        (all(pb::Filter { channels: vec![pb::Channel::Review as i32, pb::Channel::Chat as i32], ..f() }), ids(&["s1", "s3", "s6"])),
-        (all(pb::Filter { journey_stages: vec![pb::JourneyStage::Support as i32], ..f() }), ids(&["s1", "s2", "s8"])),
-        (all(pb::Filter { products: vec!["Fiber".into()], ..f() }), ids(&["s8", "s9", "s10"])),
-        (all(pb::Filter { languages: vec!["DE".into()], ..f() }), ids(&["s7"])),
-        (all(pb::Filter { tags: vec!["churn-risk".into(), "vip".into()], ..f() }), ids(&["s1", "s2", "s4", "s6", "s10"])),
-        (all(pb::Filter { attributes: HashMap::from([("region".into(), "amer".into())]), ..f() }), ids(&["s2", "s6", "s8"])),
-        (all(pb::Filter { customer_id: "cust-s5".into(), ..f() }), ids(&["s5"])),
+        (
+            all(pb::Filter {
+                channels: vec![pb::Channel::Review as i32, pb::Channel::Chat as i32],
+                ..f()
+            }),
+            ids(&["s1", "s3", "s6"]),
+        ),
+        (
+            all(pb::Filter {
+                journey_stages: vec![pb::JourneyStage::Support as i32],
+                ..f()
+            }),
+            ids(&["s1", "s2", "s8"]),
+        ),
+        (
+            all(pb::Filter {
+                products: vec!["Fiber".into()],
+                ..f()
+            }),
+            ids(&["s8", "s9", "s10"]),
+        ),
+        (
+            all(pb::Filter {
+                languages: vec!["DE".into()],
+                ..f()
+            }),
+            ids(&["s7"]),
+        ),
+        (
+            all(pb::Filter {
+                tags: vec!["churn-risk".into(), "vip".into()],
+                ..f()
+            }),
+            ids(&["s1", "s2", "s4", "s6", "s10"]),
+        ),
+        (
+            all(pb::Filter {
+                attributes: HashMap::from([("region".into(), "amer".into())]),
+                ..f()
+            }),
+            ids(&["s2", "s6", "s8"]),
+        ),
+        (
+            all(pb::Filter {
+                customer_id: "cust-s5".into(),
+                ..f()
+            }),
+            ids(&["s5"]),
+        ),
         // day 3 inclusive .. day 5 exclusive
-        (all(pb::Filter { created_after: ts(1_767_225_600 + 3 * 86_400), created_before: ts(1_767_225_600 + 5 * 86_400), ..f() }), ids(&["s3", "s4"])),
+        (
+            all(pb::Filter {
+                created_after: ts(1_767_225_600 + 3 * 86_400),
+                created_before: ts(1_767_225_600 + 5 * 86_400),
+                ..f()
+            }),
+            ids(&["s3", "s4"]),
+        ),
         // detractors: NPS 0-6 (s7 has no NPS and never matches a range)
-        (all(pb::Filter { nps: Some(pb::IntRange { min: None, max: Some(6) }), ..f() }), ids(&["s2", "s3", "s6", "s8", "s10"])),
-        (all(pb::Filter { nps: Some(pb::IntRange { min: Some(9), max: None }), ..f() }), ids(&["s1", "s5", "s9"])),
+        (
+            all(pb::Filter {
+                nps: Some(pb::IntRange {
+                    min: None,
+                    max: Some(6),
+                }),
+                ..f()
+            }),
+            ids(&["s2", "s3", "s6", "s8", "s10"]),
+        ),
+        (
+            all(pb::Filter {
+                nps: Some(pb::IntRange {
+                    min: Some(9),
+                    max: None,
+                }),
+                ..f()
+            }),
+            ids(&["s1", "s5", "s9"]),
+        ),
         // fields combine with AND
-        (all(pb::Filter { products: vec!["TV Box".into()], channels: vec![pb::Channel::Review as i32], ..f() }), ids(&["s3"])),
-        (("refund".into(), pb::Filter { tags: vec!["vip".into()], ..f() }), ids(&["s1"])),
+        (
+            all(pb::Filter {
+                products: vec!["TV Box".into()],
+                channels: vec![pb::Channel::Review as i32],
+                ..f()
+            }),
+            ids(&["s3"]),
+        ),
+        (
+            (
+                "refund".into(),
+                pb::Filter {
+                    tags: vec!["vip".into()],
+                    ..f()
+                },
+            ),
+            ids(&["s1"]),
+        ),
     ];
     for (i, ((query, filter), expected)) in cases.into_iter().enumerate() {
-        assert_eq!(ids_for(&mut client, &query, filter).await, expected, "case {i}");
+        assert_eq!(
+            ids_for(&mut client, &query, filter).await,
+            expected,
+            "case {i}"
+        );
     }
 }
 
@@ -127,7 +363,12 @@ async fn filters_on_every_structured_field() {
 async fn facets_sorts_and_snippets() {
     let (_server, mut client, word) = seeded().await;
     let mut request = search_request(&word);
-    request.facets = vec!["channel".into(), "tags".into(), "attributes.region".into(), "product".into()];
+    request.facets = vec![
+        "channel".into(),
+        "tags".into(),
+        "attributes.region".into(),
+        "product".into(),
+    ];
     let response = search(&mut client, request).await;
     let facet = |field: &str| -> HashMap<String, u64> {
         response
@@ -150,15 +391,25 @@ async fn facets_sorts_and_snippets() {
     let mut newest = search_request(&word);
     newest.sort = pb::SortOrder::Newest as i32;
     newest.limit = 3;
-    assert_eq!(hit_ids(&search(&mut client, newest).await), vec!["s10", "s9", "s8"]);
+    assert_eq!(
+        hit_ids(&search(&mut client, newest).await),
+        vec!["s10", "s9", "s8"]
+    );
     let mut oldest = search_request("");
     oldest.sort = pb::SortOrder::Oldest as i32;
     oldest.limit = 2;
-    assert_eq!(hit_ids(&search(&mut client, oldest).await), vec!["s1", "s2"]);
+    assert_eq!(
+        hit_ids(&search(&mut client, oldest).await),
+        vec!["s1", "s2"]
+    );
 
     let response = search(&mut client, search_request("\"late delivery\"")).await;
     let snippet = response.hits[0].snippet.as_ref().expect("snippet");
-    assert!(snippet.html.contains("<b>Late</b> <b>delivery</b>"), "{}", snippet.html);
+    assert!(
+        snippet.html.contains("<b>Late</b> <b>delivery</b>"),
+        "{}",
+        snippet.html
+    );
     for range in &snippet.highlights {
         let highlighted = &snippet.fragment[range.start as usize..range.end as usize];
         assert!(["Late", "delivery"].contains(&highlighted), "{highlighted}");
@@ -180,7 +431,11 @@ async fn cursor_pages_are_stable_while_items_arrive() {
         .collect();
     ingest(&mut client, items).await;
     search_until(&mut client, search_request(&word), |r| r.total_hits == 45).await;
-    for sort in [pb::SortOrder::Newest, pb::SortOrder::Oldest, pb::SortOrder::Relevance] {
+    for sort in [
+        pb::SortOrder::Newest,
+        pb::SortOrder::Oldest,
+        pb::SortOrder::Relevance,
+    ] {
         let mut seen = Vec::new();
         let mut request = search_request(&word);
         request.sort = sort as i32;
@@ -208,7 +463,11 @@ async fn cursor_pages_are_stable_while_items_arrive() {
         }
         assert_eq!(pages, 5, "{sort:?}");
         assert_eq!(seen.len(), 45, "{sort:?}: every item exactly once");
-        assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 45, "{sort:?}: no duplicates");
+        assert_eq!(
+            seen.iter().collect::<HashSet<_>>().len(),
+            45,
+            "{sort:?}: no duplicates"
+        );
         if sort == pb::SortOrder::Oldest {
             let mut expected = seen.clone();
             expected.sort();
