@@ -11,9 +11,10 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
-use crate::config::Config;
+use crate::config::{Config, Switch};
 use crate::engine::Engine;
 use crate::index::{IndexSettings, SearchIndex};
+use crate::nlp::{AnalysisPool, ModelPaths};
 use crate::store::Store;
 
 pub struct App {
@@ -40,7 +41,22 @@ impl App {
         })
         .await?
         .context("cannot open the index")?;
-        let engine = Engine::new(store, index.clone());
+        let analysis = match config.analysis {
+            Switch::Off => {
+                tracing::info!("analysis is off (--analysis off)");
+                None
+            }
+            Switch::On => {
+                let paths = ModelPaths::new(&config.models_dir);
+                let (threads, queue) = (config.analysis_threads, config.analysis_queue);
+                Some(
+                    tokio::task::spawn_blocking(move || AnalysisPool::start(&paths, threads, queue))
+                        .await?
+                        .context("cannot start the analysis engine (run with --analysis off to serve without it)")?,
+                )
+            }
+        };
+        let engine = Engine::new(store, index.clone(), analysis);
         let stats = engine.stats().await?;
         tracing::info!(
             items = stats.items,

@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
@@ -37,6 +44,14 @@ pub struct Config {
     pub index_memory_mb: usize,
     /// After SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_grace_ms: u64,
+    /// Transformer analysis (Analyze RPCs); `off` serves store and search only.
+    pub analysis: Switch,
+    /// Folder prepared by `python3 models/prepare.py`.
+    pub models_dir: PathBuf,
+    /// Cores one inference pass uses.
+    pub analysis_threads: usize,
+    /// Analysis requests that may wait for the inference thread.
+    pub analysis_queue: usize,
 }
 
 impl Default for Config {
@@ -51,6 +66,10 @@ impl Default for Config {
             index_threads: 2,
             index_memory_mb: 256,
             shutdown_grace_ms: 2_000,
+            analysis: Switch::On,
+            models_dir: PathBuf::from("models/cache"),
+            analysis_threads: 2,
+            analysis_queue: 256,
         }
     }
 }
@@ -89,6 +108,18 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish after SIGTERM/SIGINT, in ms [default: 2000].
     #[arg(long, env = "VERBATIM_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// Transformer analysis on or off [default: on]; off needs no model files.
+    #[arg(long, env = "VERBATIM_ANALYSIS")]
+    pub analysis: Option<Switch>,
+    /// Folder of the prepared models [default: models/cache] (python3 models/prepare.py).
+    #[arg(long, env = "VERBATIM_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Cores one inference pass uses [default: 2].
+    #[arg(long, env = "VERBATIM_ANALYSIS_THREADS")]
+    pub analysis_threads: Option<usize>,
+    /// Analysis requests that may wait [default: 256]; beyond that RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VERBATIM_ANALYSIS_QUEUE")]
+    pub analysis_queue: Option<usize>,
 }
 
 impl ServeArgs {
@@ -107,6 +138,10 @@ impl ServeArgs {
             index_threads: self.index_threads.unwrap_or(base.index_threads),
             index_memory_mb: self.index_memory_mb.unwrap_or(base.index_memory_mb),
             shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(base.shutdown_grace_ms),
+            analysis: self.analysis.unwrap_or(base.analysis),
+            models_dir: self.models_dir.unwrap_or(base.models_dir),
+            analysis_threads: self.analysis_threads.unwrap_or(base.analysis_threads),
+            analysis_queue: self.analysis_queue.unwrap_or(base.analysis_queue),
         };
         config.validate()?;
         Ok(config)
@@ -131,6 +166,14 @@ impl Config {
         anyhow::ensure!(
             (1..=64).contains(&self.index_threads),
             "index_threads must be 1..=64"
+        );
+        anyhow::ensure!(
+            (1..=64).contains(&self.analysis_threads),
+            "analysis_threads must be 1..=64"
+        );
+        anyhow::ensure!(
+            self.analysis_queue >= 1,
+            "analysis_queue must be at least 1"
         );
         anyhow::ensure!(
             self.index_memory_mb >= 16,

@@ -6,11 +6,12 @@ use std::future::Future;
 
 use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST};
 use crate::domain::{
-    Feedback, FeedbackDraft, FeedbackId, Rejection, SearchHit, SearchPage, SearchQuery,
+    Analysis, Feedback, FeedbackDraft, FeedbackId, Rejection, SearchHit, SearchPage, SearchQuery,
     StoredFeedback, UnixMicros,
 };
 use crate::error::{Error, Result};
 use crate::index::SearchIndex;
+use crate::nlp::{AnalysisPool, NlpError};
 use crate::store::{Store, StoreStats, WriteOp, WriteOutcome};
 
 /// The outcome for one item of an ingest batch.
@@ -33,14 +34,30 @@ pub enum QueueMode {
 pub struct Engine {
     store: Store,
     index: SearchIndex,
+    analysis: Option<AnalysisPool>,
 }
 
 /// An item as it arrived: already converted (or rejected) by the transport.
 pub type IncomingItem = std::result::Result<FeedbackDraft, Rejection>;
 
 impl Engine {
-    pub fn new(store: Store, index: SearchIndex) -> Self {
-        Engine { store, index }
+    pub fn new(store: Store, index: SearchIndex, analysis: Option<AnalysisPool>) -> Self {
+        Engine {
+            store,
+            index,
+            analysis,
+        }
+    }
+
+    /// Analyses texts without storing them; per-text rejections in order.
+    pub async fn analyze(
+        &self,
+        texts: Vec<String>,
+        include_embeddings: bool,
+    ) -> Result<Vec<std::result::Result<Analysis, Rejection>>> {
+        check_batch_size("texts", texts.len(), MAX_BATCH_ITEMS)?;
+        let pool = self.analysis.as_ref().ok_or(NlpError::Disabled)?;
+        Ok(pool.analyze(&texts, include_embeddings).await?)
     }
 
     pub fn index(&self) -> &SearchIndex {

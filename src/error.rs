@@ -10,6 +10,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Nlp(#[from] crate::nlp::NlpError),
     /// A request that breaks a documented limit or rule, with the field path.
     #[error("{field}: {reason}")]
     InvalidArgument { field: String, reason: String },

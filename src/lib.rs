@@ -9,5 +9,6 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod index;
+pub mod nlp;
 pub mod store;
 pub mod telemetry;

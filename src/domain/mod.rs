@@ -3,11 +3,13 @@
 //! storage or index library (serde is used only to give stored records a
 //! stable, forward-compatible encoding).
 
+mod analysis;
 mod feedback;
 pub mod limits;
 mod search;
 mod validate;
 
+pub use analysis::{Analysis, Keyphrase, SentenceAnalysis, Sentiment, SentimentLabel};
 pub use feedback::{
     Channel, Feedback, FeedbackId, JourneyStage, Scores, StoredFeedback, UnixMicros,
 };

@@ -9,8 +9,9 @@ use crate::domain::limits::{
     DEFAULT_SEARCH_LIMIT, MAX_FACET_FIELDS, MAX_FILTER_VALUES, MAX_SEARCH_LIMIT,
 };
 use crate::domain::{
-    Channel, FacetCounts, FeedbackDraft, FeedbackId, IntRange, JourneyStage, Rejection,
-    SearchFilter, SearchHit, SearchPage, SearchQuery, SortOrder, StoredFeedback, UnixMicros,
+    Analysis, Channel, FacetCounts, FeedbackDraft, FeedbackId, IntRange, JourneyStage, Rejection,
+    SearchFilter, SearchHit, SearchPage, SearchQuery, Sentiment, SentimentLabel, SortOrder,
+    StoredFeedback, UnixMicros,
 };
 use crate::engine::{IncomingItem, ItemOutcome};
 use crate::error::Error;
@@ -339,6 +340,69 @@ impl From<SearchPage> for pb::SearchResponse {
             next_cursor: page.next_cursor.unwrap_or_default(),
             facets: page.facets.into_iter().map(facet_to_pb).collect(),
         }
+    }
+}
+
+fn sentiment_to_pb(s: &Sentiment) -> pb::Sentiment {
+    pb::Sentiment {
+        label: match s.label {
+            SentimentLabel::Negative => pb::SentimentLabel::Negative,
+            SentimentLabel::Neutral => pb::SentimentLabel::Neutral,
+            SentimentLabel::Positive => pb::SentimentLabel::Positive,
+            SentimentLabel::Mixed => pb::SentimentLabel::Mixed,
+        } as i32,
+        score: s.score,
+        negative: s.negative,
+        neutral: s.neutral,
+        positive: s.positive,
+    }
+}
+
+impl From<Analysis> for pb::Analysis {
+    fn from(a: Analysis) -> Self {
+        pb::Analysis {
+            language: a.language,
+            language_confidence: a.language_confidence,
+            sentiment: Some(sentiment_to_pb(&a.sentiment)),
+            sentences: a
+                .sentences
+                .iter()
+                .map(|s| pb::SentenceAnalysis {
+                    start: s.start as u32,
+                    end: s.end as u32,
+                    sentiment: Some(sentiment_to_pb(&s.sentiment)),
+                })
+                .collect(),
+            keyphrases: a
+                .keyphrases
+                .into_iter()
+                .map(|k| pb::Keyphrase {
+                    text: k.text,
+                    score: k.score,
+                })
+                .collect(),
+            embedding: a.embedding,
+            model: a.model,
+        }
+    }
+}
+
+pub fn analyze_response(results: Vec<Result<Analysis, Rejection>>) -> pb::AnalyzeResponse {
+    pb::AnalyzeResponse {
+        results: results
+            .into_iter()
+            .enumerate()
+            .map(|(index, result)| pb::TextResult {
+                index: index as u32,
+                outcome: Some(match result {
+                    Ok(analysis) => pb::text_result::Outcome::Analysis(analysis.into()),
+                    Err(r) => pb::text_result::Outcome::Rejection(pb::Rejection {
+                        field: r.field,
+                        reason: r.reason,
+                    }),
+                }),
+            })
+            .collect(),
     }
 }
 

@@ -147,6 +147,56 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         }))
     }
 
+    #[tracing::instrument(name = "Analyze", skip_all, fields(texts))]
+    async fn analyze(
+        &self,
+        request: Request<pb::AnalyzeRequest>,
+    ) -> Result<Response<pb::AnalyzeResponse>, Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("texts", request.texts.len());
+        let results = self
+            .engine
+            .analyze(request.texts, request.include_embeddings)
+            .await?;
+        Ok(Response::new(convert::analyze_response(results)))
+    }
+
+    type AnalyzeStreamStream =
+        Pin<Box<dyn futures::Stream<Item = Result<pb::AnalyzeResponse, Status>> + Send>>;
+
+    #[tracing::instrument(name = "AnalyzeStream", skip_all)]
+    async fn analyze_stream(
+        &self,
+        request: Request<Streaming<pb::AnalyzeRequest>>,
+    ) -> Result<Response<Self::AnalyzeStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let engine = self.engine.clone();
+        let (responses, stream) = mpsc::channel(2);
+        let task = async move {
+            // One message at a time: the next is read only after this one is
+            // answered, so a fast producer is held back by flow control.
+            while let Some(message) = inbound.message().await.transpose() {
+                let result = match message {
+                    Ok(request) => engine
+                        .analyze(request.texts, request.include_embeddings)
+                        .await
+                        .map(convert::analyze_response)
+                        .map_err(Status::from),
+                    Err(status) => {
+                        tracing::debug!(%status, "analyze stream ended by the client");
+                        return;
+                    }
+                };
+                let failed = result.is_err();
+                if responses.send(result).await.is_err() || failed {
+                    return;
+                }
+            }
+        };
+        tokio::spawn(task.instrument(tracing::Span::current()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
     #[tracing::instrument(name = "Search", skip_all, fields(query_bytes))]
     async fn search(
         &self,

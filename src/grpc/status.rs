@@ -7,6 +7,7 @@ use tonic::Status;
 
 use crate::error::Error;
 use crate::index::IndexError;
+use crate::nlp::NlpError;
 use crate::store::StoreError;
 
 impl From<Error> for Status {
@@ -14,6 +15,7 @@ impl From<Error> for Status {
         match error {
             Error::Store(e) => store_status(e),
             Error::Index(e) => index_status(e),
+            Error::Nlp(e) => nlp_status(e),
             Error::InvalidArgument { field, reason } => {
                 Status::invalid_argument(format!("{field}: {reason}"))
             }
@@ -46,6 +48,23 @@ fn index_status(error: IndexError) -> Status {
         e @ IndexError::InvalidFacet(_) => Status::invalid_argument(format!("facets: {e}")),
         IndexError::Store(e) => store_status(e),
         e @ (IndexError::Tantivy(_) | IndexError::Io { .. }) => internal(&e),
+    }
+}
+
+fn nlp_status(error: NlpError) -> Status {
+    match error {
+        NlpError::InvalidText { field, reason } => {
+            Status::invalid_argument(format!("{field}: {reason}"))
+        }
+        e @ NlpError::Overloaded { .. } => {
+            Status::resource_exhausted(format!("{e}; retry with backoff"))
+        }
+        e @ NlpError::Disabled => Status::failed_precondition(e.to_string()),
+        NlpError::Closed => Status::unavailable("the server is shutting down"),
+        e @ (NlpError::ModelMissing { .. }
+        | NlpError::ModelCorrupt { .. }
+        | NlpError::Load { .. }
+        | NlpError::Inference(_)) => internal(&e),
     }
 }
 

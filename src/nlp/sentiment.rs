@@ -1,0 +1,165 @@
+//! The sentimentai logistic head: softmax(coef . e + intercept) over the
+//! L2-normalised e5 embedding (with the `query: ` prefix); classes -1/0/+1.
+
+use std::path::Path;
+
+use super::NlpError;
+use crate::domain::{SentenceAnalysis, Sentiment, SentimentLabel};
+
+pub struct SentimentHead {
+    /// Rows in class order negative, neutral, positive.
+    coef: [Vec<f32>; 3],
+    intercept: [f32; 3],
+    temperature: f32,
+}
+
+#[derive(serde::Deserialize)]
+struct HeadFile {
+    dim: usize,
+    #[serde(rename = "T")]
+    temperature: f32,
+    coef: Vec<Vec<f32>>,
+    intercept: Vec<f32>,
+    classes: Vec<i32>,
+}
+
+impl SentimentHead {
+    pub fn load(path: &Path, dim: usize) -> Result<Self, NlpError> {
+        let text = std::fs::read_to_string(path).map_err(|_| NlpError::ModelMissing {
+            path: path.display().to_string(),
+        })?;
+        let file: HeadFile = serde_json::from_str(&text).map_err(|e| NlpError::Load {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let bad = |reason: String| NlpError::Load {
+            what: path.display().to_string(),
+            reason,
+        };
+        if file.dim != dim
+            || file.coef.len() != 3
+            || file.coef.iter().any(|row| row.len() != dim)
+            || file.intercept.len() != 3
+        {
+            return Err(bad(format!(
+                "expected a 3 x {dim} head, found {} x {}",
+                file.coef.len(),
+                file.dim
+            )));
+        }
+        let mut coef: [Vec<f32>; 3] = Default::default();
+        let mut intercept = [0.0; 3];
+        for (row, class) in file.classes.iter().enumerate() {
+            let slot = match class {
+                -1 => 0,
+                0 => 1,
+                1 => 2,
+                other => return Err(bad(format!("unknown class {other}"))),
+            };
+            coef[slot] = file.coef[row].clone();
+            intercept[slot] = file.intercept[row];
+        }
+        Ok(SentimentHead {
+            coef,
+            intercept,
+            temperature: if file.temperature > 0.0 {
+                file.temperature
+            } else {
+                1.0
+            },
+        })
+    }
+
+    pub fn probabilities(&self, embedding: &[f32]) -> [f32; 3] {
+        let mut logits = [0f32; 3];
+        for c in 0..3 {
+            let dot: f32 = self.coef[c].iter().zip(embedding).map(|(w, x)| w * x).sum();
+            logits[c] = (dot + self.intercept[c]) / self.temperature;
+        }
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f32 = exp.iter().sum();
+        [exp[0] / sum, exp[1] / sum, exp[2] / sum]
+    }
+
+    pub fn classify(&self, embedding: &[f32]) -> Sentiment {
+        from_probabilities(self.probabilities(embedding))
+    }
+}
+
+pub fn from_probabilities(p: [f32; 3]) -> Sentiment {
+    let label = if p[0] >= p[1] && p[0] >= p[2] {
+        SentimentLabel::Negative
+    } else if p[2] >= p[1] {
+        SentimentLabel::Positive
+    } else {
+        SentimentLabel::Neutral
+    };
+    Sentiment {
+        label,
+        score: p[2] - p[0],
+        negative: p[0],
+        neutral: p[1],
+        positive: p[2],
+    }
+}
+
+/// Probability above which a sentence counts as confidently positive or negative.
+const MIXED_CONFIDENCE: f32 = 0.6;
+
+/// The document's sentiment: its own classification, relabelled `Mixed` when
+/// one sentence is confidently positive and another confidently negative.
+pub fn document_label(document: Sentiment, sentences: &[SentenceAnalysis]) -> Sentiment {
+    let confident_positive = sentences
+        .iter()
+        .any(|s| s.sentiment.positive >= MIXED_CONFIDENCE);
+    let confident_negative = sentences
+        .iter()
+        .any(|s| s.sentiment.negative >= MIXED_CONFIDENCE);
+    if confident_positive && confident_negative {
+        Sentiment {
+            label: SentimentLabel::Mixed,
+            ..document
+        }
+    } else {
+        document
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentence(p: [f32; 3]) -> SentenceAnalysis {
+        SentenceAnalysis {
+            start: 0,
+            end: 1,
+            sentiment: from_probabilities(p),
+        }
+    }
+
+    #[test]
+    fn labels_and_scores() {
+        let s = from_probabilities([0.7, 0.2, 0.1]);
+        assert_eq!(s.label, SentimentLabel::Negative);
+        assert!((s.score + 0.6).abs() < 1e-6);
+        assert_eq!(
+            from_probabilities([0.1, 0.3, 0.6]).label,
+            SentimentLabel::Positive
+        );
+        assert_eq!(
+            from_probabilities([0.2, 0.5, 0.3]).label,
+            SentimentLabel::Neutral
+        );
+    }
+
+    #[test]
+    fn strong_disagreement_is_mixed() {
+        let doc = from_probabilities([0.4, 0.2, 0.4]);
+        let mixed = document_label(doc, &[sentence([0.8, 0.1, 0.1]), sentence([0.1, 0.1, 0.8])]);
+        assert_eq!(mixed.label, SentimentLabel::Mixed);
+        assert_eq!(mixed.score, doc.score);
+        let calm = document_label(doc, &[sentence([0.5, 0.1, 0.4]), sentence([0.1, 0.1, 0.8])]);
+        assert_ne!(calm.label, SentimentLabel::Mixed);
+    }
+}

@@ -1,0 +1,358 @@
+//! The NLP engine through the API: Analyze / AnalyzeStream, faithfulness to
+//! the reference engine, bad input, overload, and the startup checks.
+
+use std::process::Command;
+
+use tonic::Code;
+
+use crate::helpers::*;
+use verbatim::grpc::pb;
+
+async fn analyze(
+    client: &mut Client,
+    texts: &[&str],
+    embeddings: bool,
+) -> Vec<pb::text_result::Outcome> {
+    client
+        .analyze(pb::AnalyzeRequest {
+            texts: texts.iter().map(|t| t.to_string()).collect(),
+            include_embeddings: embeddings,
+        })
+        .await
+        .expect("Analyze")
+        .into_inner()
+        .results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            assert_eq!(r.index as usize, i);
+            r.outcome.expect("outcome")
+        })
+        .collect()
+}
+
+fn analysis(outcome: &pb::text_result::Outcome) -> &pb::Analysis {
+    match outcome {
+        pb::text_result::Outcome::Analysis(a) => a,
+        other => panic!("not analysed: {other:?}"),
+    }
+}
+
+fn label(a: &pb::Analysis) -> pb::SentimentLabel {
+    pb::SentimentLabel::try_from(a.sentiment.as_ref().unwrap().label).unwrap()
+}
+
+#[tokio::test]
+async fn analyze_gives_sentiment_sentences_language_and_keyphrases() {
+    let server = TestServer::spawn_with_analysis(&[]).await;
+    let mut client = server.client().await;
+    let texts = [
+        "Absolutely love this router, setup took two minutes and the speed is fantastic.",
+        "Terrible experience. The package arrived broken and nobody answers the phone.",
+        "The delivery was late and the driver was rude. But the product itself is fantastic!",
+        "La livraison est arrivée avec trois jours de retard, très déçu.",
+        "Die App stürzt ständig ab, unbrauchbar.",
+    ];
+    let results = analyze(&mut client, &texts, false).await;
+    let all: Vec<&pb::Analysis> = results.iter().map(analysis).collect();
+    assert_eq!(label(all[0]), pb::SentimentLabel::Positive);
+    assert!(all[0].sentiment.as_ref().unwrap().score > 0.5);
+    assert_eq!(label(all[1]), pb::SentimentLabel::Negative);
+    assert_eq!(label(all[2]), pb::SentimentLabel::Mixed);
+    assert_eq!(label(all[3]), pb::SentimentLabel::Negative);
+    assert_eq!(label(all[4]), pb::SentimentLabel::Negative);
+    assert_eq!(
+        all.iter().map(|a| a.language.as_str()).collect::<Vec<_>>(),
+        vec!["en", "en", "en", "fr", "de"]
+    );
+    // Sentences: spans in code points that slice the text back.
+    let mixed = all[2];
+    assert_eq!(mixed.sentences.len(), 2);
+    let chars: Vec<char> = texts[2].chars().collect();
+    let slice = |s: &pb::SentenceAnalysis| {
+        chars[s.start as usize..s.end as usize]
+            .iter()
+            .collect::<String>()
+    };
+    assert_eq!(
+        slice(&mixed.sentences[0]),
+        "The delivery was late and the driver was rude."
+    );
+    assert_eq!(
+        slice(&mixed.sentences[1]),
+        "But the product itself is fantastic!"
+    );
+    assert_eq!(
+        pb::SentimentLabel::try_from(mixed.sentences[0].sentiment.as_ref().unwrap().label).unwrap(),
+        pb::SentimentLabel::Negative
+    );
+    assert_eq!(
+        pb::SentimentLabel::try_from(mixed.sentences[1].sentiment.as_ref().unwrap().label).unwrap(),
+        pb::SentimentLabel::Positive
+    );
+    let french = all[3];
+    let fchars: Vec<char> = texts[3].chars().collect();
+    assert_eq!(
+        french.sentences[0].end as usize,
+        fchars.len(),
+        "code points, not bytes"
+    );
+    // Probabilities are distributions; scores consistent with them.
+    for a in &all {
+        let s = a.sentiment.as_ref().unwrap();
+        assert!((s.negative + s.neutral + s.positive - 1.0).abs() < 1e-4);
+        assert!((s.score - (s.positive - s.negative)).abs() < 1e-5);
+        assert!(!a.keyphrases.is_empty() && a.keyphrases[0].score == 1.0);
+        assert!(a.embedding.is_empty(), "embeddings only on request");
+    }
+    assert!(
+        all[1]
+            .keyphrases
+            .iter()
+            .any(|k| k.text.contains("package") || k.text.contains("phone")),
+        "{:?}",
+        all[1].keyphrases
+    );
+}
+
+#[tokio::test]
+async fn embeddings_match_the_reference_engine() {
+    let server = TestServer::spawn_with_analysis(&[]).await;
+    let mut client = server.client().await;
+    let texts = [
+        "The delivery was late and the box was damaged.",
+        "Great speed, fair price, friendly staff!",
+        "Die Lieferung kam zu spät.",
+        "La aplicación se cierra cada vez que la abro.",
+        "送货太慢了，客服也不回复。",
+        "配達が遅すぎます。",
+        "Доставка задержалась на неделю.",
+        "التطبيق لا يعمل بعد التحديث",
+        "Love it 😍😍 but the battery 🔋 dies fast",
+        "ok",
+        "Mixed scripts: Lieferung 很慢 delivery lenta",
+    ];
+    let ours: Vec<Vec<f32>> = analyze(&mut client, &texts, true)
+        .await
+        .iter()
+        .map(|o| analysis(o).embedding.clone())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("texts.txt");
+    std::fs::write(&file, texts.join("\n") + "\n").unwrap();
+    let reference = repo_path("../shared/tools/reference-e5");
+    let output = Command::new("bash")
+        .arg(&reference)
+        .args(["embed", "1"])
+        .env("OMP_NUM_THREADS", "2")
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("run ../shared/tools/reference-e5");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reference: Vec<Vec<f32>> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(reference.len(), texts.len());
+    for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+        assert_eq!(a.len(), 384);
+        let cosine: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
+            / (a.iter().map(|x| x * x).sum::<f32>().sqrt()
+                * b.iter().map(|x| x * x).sum::<f32>().sqrt());
+        assert!(cosine >= 0.99, "text {i} {:?}: cosine {cosine}", texts[i]);
+    }
+}
+
+#[tokio::test]
+async fn bad_and_odd_input_has_a_defined_answer() {
+    let server = TestServer::spawn_with_analysis(&[]).await;
+    let mut client = server.client().await;
+    let megabyte = "a".repeat(1 << 20);
+    let long_review =
+        "The router keeps dropping the connection every evening and support never calls back. "
+            .repeat(60);
+    let texts: Vec<&str> = vec![
+        "",
+        "   \n ",
+        &megabyte,
+        "bell\u{7}",
+        "😡😡😡",
+        "!!!",
+        "qxv zzkt wrrp",
+        &long_review,
+        "ok",
+    ];
+    let results = analyze(&mut client, &texts, true).await;
+    let rejected = |i: usize| match &results[i] {
+        pb::text_result::Outcome::Rejection(r) => r.field == "text",
+        _ => false,
+    };
+    assert!(rejected(0) && rejected(1) && rejected(2) && rejected(3));
+    let emoji = analysis(&results[4]);
+    assert_eq!(emoji.language, "und");
+    assert_eq!(emoji.sentences.len(), 1);
+    assert_eq!(
+        label(emoji),
+        pb::SentimentLabel::Negative,
+        "angry emoji read as negative"
+    );
+    assert_eq!(analysis(&results[5]).sentences.len(), 1);
+    assert_eq!(
+        analysis(&results[6]).embedding.len(),
+        384,
+        "gibberish still gets a full analysis"
+    );
+    // 60 sentences, ~1,000 tokens: windowed, every sentence analysed, nothing truncated.
+    let long = analysis(&results[7]);
+    assert_eq!(long.sentences.len(), 60);
+    assert_eq!(label(long), pb::SentimentLabel::Negative);
+    assert_eq!(
+        long.sentences.last().unwrap().end as usize,
+        long_review.trim_end().chars().count()
+    );
+    assert_eq!(analysis(&results[8]).sentences.len(), 1);
+
+    let too_many: Vec<String> = (0..1001).map(|i| format!("text {i}")).collect();
+    let status = client
+        .analyze(pb::AnalyzeRequest {
+            texts: too_many,
+            include_embeddings: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("texts:"),
+        "{}",
+        status.message()
+    );
+    let status = client
+        .analyze(pb::AnalyzeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn analyze_stream_answers_in_order() {
+    let server = TestServer::spawn_with_analysis(&[]).await;
+    let mut client = server.client().await;
+    let messages: Vec<pb::AnalyzeRequest> = (0..5)
+        .map(|m| pb::AnalyzeRequest {
+            texts: vec![
+                format!("Message {m}: the service was excellent."),
+                format!("Message {m}: awful, never again."),
+            ],
+            include_embeddings: false,
+        })
+        .collect();
+    let mut responses = client
+        .analyze_stream(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut count = 0;
+    while let Some(response) = responses.message().await.unwrap() {
+        assert_eq!(response.results.len(), 2);
+        let first = match response.results[0].outcome.as_ref().unwrap() {
+            pb::text_result::Outcome::Analysis(a) => a,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(label(first), pb::SentimentLabel::Positive);
+        count += 1;
+    }
+    assert_eq!(count, 5);
+}
+
+#[tokio::test]
+async fn a_full_analysis_queue_answers_resource_exhausted() {
+    let server = TestServer::spawn_with_analysis(&["--analysis-queue", "1"]).await;
+    let channel = server.channel().await;
+    let mut tasks = Vec::new();
+    for t in 0..24 {
+        let mut client = pb::feedback_service_client::FeedbackServiceClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let texts = (0..40)
+                .map(|i| format!("Request {t} text {i}: the app is slow and crashes on login."))
+                .collect();
+            client
+                .analyze(pb::AnalyzeRequest {
+                    texts,
+                    include_embeddings: false,
+                })
+                .await
+        }));
+    }
+    let mut exhausted = 0;
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(response) => {
+                assert_eq!(response.into_inner().results.len(), 40);
+                ok += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                exhausted += 1;
+            }
+        }
+    }
+    assert!(exhausted > 0 && ok > 0, "ok {ok}, exhausted {exhausted}");
+}
+
+#[tokio::test]
+async fn analysis_off_and_missing_models() {
+    let server = TestServer::spawn().await; // --analysis off
+    let mut client = server.client().await;
+    let status = client
+        .analyze(pb::AnalyzeRequest {
+            texts: vec!["hello".into()],
+            include_embeddings: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--models-dir")
+        .arg(dir.path().join("no-models"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("models/prepare.py"), "{stderr}");
+
+    // A corrupted model file is caught by its pinned hash before it is loaded.
+    let fake = dir.path().join("fake-models");
+    for sub in ["onnxruntime", "e5-small", "sentiment"] {
+        std::fs::create_dir_all(fake.join(sub)).unwrap();
+    }
+    let real = repo_path("models/cache");
+    std::fs::copy(
+        real.join("onnxruntime/libonnxruntime.so.1.32.0"),
+        fake.join("onnxruntime/libonnxruntime.so.1.32.0"),
+    )
+    .unwrap();
+    std::fs::write(fake.join("e5-small/model.onnx"), b"not a model").unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .arg("--models-dir")
+        .arg(&fake)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not match its pinned sha256"),
+        "{stderr}"
+    );
+}
