@@ -21,6 +21,8 @@ enum Command {
     Import(cli::import::ImportArgs),
     /// Search a running server and print the hits.
     Search(cli::search::SearchArgs),
+    /// Analyse texts with a running server: sentiment per sentence, language, keyphrases.
+    Analyze(cli::analyze::AnalyzeArgs),
     /// Rebuild the search index from the store (stop the server first).
     Reindex(cli::reindex::ReindexArgs),
 }
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Import(args) => cli::import::run(args).await,
             Command::Search(args) => cli::search::run(args).await,
+            Command::Analyze(args) => cli::analyze::run(args).await,
             Command::Reindex(args) => cli::reindex::run(args).await,
         }
     });

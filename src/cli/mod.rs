@@ -2,6 +2,7 @@
 //! maintenance (reindex). They talk to the server only through the public
 //! API, like any other client.
 
+pub mod analyze;
 pub mod import;
 pub mod reindex;
 pub mod search;

@@ -239,6 +239,50 @@ async fn bad_and_odd_input_has_a_defined_answer() {
 }
 
 #[tokio::test]
+async fn the_cli_prints_a_breakdown() {
+    let server = TestServer::spawn_with_analysis(&[]).await;
+    let output = Command::new(BIN)
+        .args([
+            "analyze",
+            "--server",
+            &server.addr.to_string(),
+            "Great staff. But the wait was awful and nobody called back.",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("positive") && stdout.contains("Great staff."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("negative")
+            && stdout.contains("But the wait was awful and nobody called back."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("language en"), "{stdout}");
+    let output = Command::new(BIN)
+        .args([
+            "analyze",
+            "--json",
+            "--server",
+            &server.addr.to_string(),
+            "",
+            "fine",
+        ])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(json[0]["rejection"]["field"], "text");
+    assert_eq!(json[1]["sentences"][0]["text"], "fine");
+}
+
+#[tokio::test]
 async fn analyze_stream_answers_in_order() {
     let server = TestServer::spawn_with_analysis(&[]).await;
     let mut client = server.client().await;

