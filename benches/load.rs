@@ -191,6 +191,7 @@ async fn stream_ingest(addr: &str, items: Vec<pb::Feedback>) -> f64 {
     let messages: Vec<pb::IngestRequest> = items
         .chunks(1000)
         .map(|chunk| pb::IngestRequest {
+            wait_for_analysis: false,
             items: chunk.to_vec(),
         })
         .collect();
@@ -269,6 +270,7 @@ fn stored(item: &pb::Feedback, seq: u64) -> verbatim::domain::StoredFeedback {
         feedback: draft.validate(verbatim::domain::UnixMicros(0)).unwrap(),
         ingested_at: verbatim::domain::UnixMicros(0),
         seq,
+        analysis: verbatim::domain::AnalysisState::Pending,
     }
 }
 

@@ -56,6 +56,9 @@ impl App {
                 )
             }
         };
+        if let Some(pool) = &analysis {
+            crate::enrichment::spawn(store.clone(), pool.clone());
+        }
         let engine = Engine::new(store, index.clone(), analysis);
         let stats = engine.stats().await?;
         tracing::info!(

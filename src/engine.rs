@@ -6,13 +6,13 @@ use std::future::Future;
 
 use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST};
 use crate::domain::{
-    Analysis, Feedback, FeedbackDraft, FeedbackId, Rejection, SearchHit, SearchPage, SearchQuery,
-    StoredFeedback, UnixMicros,
+    Analysis, AnalysisState, Feedback, FeedbackDraft, FeedbackId, Rejection, SearchHit, SearchPage,
+    SearchQuery, StoredFeedback, UnixMicros,
 };
 use crate::error::{Error, Result};
 use crate::index::SearchIndex;
 use crate::nlp::{AnalysisPool, NlpError};
-use crate::store::{Store, StoreStats, WriteOp, WriteOutcome};
+use crate::store::{AnalysisUpdate, Store, StoreStats, WriteOp, WriteOutcome};
 
 /// The outcome for one item of an ingest batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +114,68 @@ impl Engine {
         mode: QueueMode,
     ) -> Result<Vec<ItemOutcome>> {
         self.submit_ingest(items, mode).await?.await
+    }
+
+    pub fn analysis_enabled(&self) -> bool {
+        self.analysis.is_some()
+    }
+
+    /// Ingests, then analyses the accepted items before returning (the
+    /// `wait_for_analysis` mode): each stored item's analysis comes back with
+    /// its outcome and is saved like the background analysis would.
+    pub async fn ingest_and_analyze(
+        &self,
+        items: Vec<IncomingItem>,
+    ) -> Result<Vec<(ItemOutcome, Option<Analysis>)>> {
+        let pool = self.analysis.clone().ok_or(NlpError::Disabled)?;
+        let outcomes = self.ingest(items, QueueMode::FailFast).await?;
+        let ids: Vec<FeedbackId> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                ItemOutcome::Stored(id) => Some(id.clone()),
+                ItemOutcome::Rejected(_) => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(outcomes.into_iter().map(|o| (o, None)).collect());
+        }
+        let (versions, _) = self.get(ids).await?;
+        let texts: Vec<String> = versions.iter().map(|v| v.feedback.text.clone()).collect();
+        let analyses = pool.analyze(&texts, true).await?;
+        let mut by_id: HashMap<FeedbackId, Analysis> = HashMap::new();
+        let mut updates = Vec::new();
+        for (version, analysis) in versions.into_iter().zip(analyses) {
+            let (state, embedding) = match analysis {
+                Ok(mut analysis) => {
+                    let embedding = std::mem::take(&mut analysis.embedding);
+                    by_id.insert(version.feedback.id.clone(), analysis.clone());
+                    (AnalysisState::Done(analysis), embedding)
+                }
+                Err(rejection) => (
+                    AnalysisState::Failed {
+                        reason: rejection.to_string(),
+                    },
+                    Vec::new(),
+                ),
+            };
+            updates.push(AnalysisUpdate {
+                id: version.feedback.id,
+                version_seq: version.seq,
+                state,
+                embedding,
+            });
+        }
+        self.store.try_write(WriteOp::SetAnalysis(updates)).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                let analysis = match &o {
+                    ItemOutcome::Stored(id) => by_id.remove(id),
+                    ItemOutcome::Rejected(_) => None,
+                };
+                (o, analysis)
+            })
+            .collect())
     }
 
     /// Items by id, in request order, and the ids that were not found.

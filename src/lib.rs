@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod enrichment;
 pub mod error;
 pub mod grpc;
 pub mod index;

@@ -554,7 +554,7 @@ fn row_to_item(
         rating: score("rating")?,
         tags,
         attributes,
-        ingested_at: None,
+        ..Default::default()
     })
 }
 

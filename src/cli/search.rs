@@ -12,6 +12,8 @@ pub enum SortArg {
     Relevance,
     Newest,
     Oldest,
+    MostNegative,
+    MostPositive,
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +59,9 @@ pub struct SearchArgs {
     /// Rating range MIN..MAX.
     #[arg(long)]
     pub rating: Option<String>,
+    /// Only analysed items with this document sentiment (repeatable): negative neutral positive mixed.
+    #[arg(long)]
+    pub sentiment: Vec<String>,
     #[arg(long, value_enum)]
     pub sort: Option<SortArg>,
     /// Hits per page (1..=100).
@@ -110,6 +115,19 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
                 .ok_or_else(|| anyhow::anyhow!("--stage: unknown journey stage {s:?}"))
         })
         .collect::<anyhow::Result<_>>()?;
+    let sentiments = args
+        .sentiment
+        .iter()
+        .map(|s| match s.to_ascii_lowercase().as_str() {
+            "negative" => Ok(pb::SentimentLabel::Negative as i32),
+            "neutral" => Ok(pb::SentimentLabel::Neutral as i32),
+            "positive" => Ok(pb::SentimentLabel::Positive as i32),
+            "mixed" => Ok(pb::SentimentLabel::Mixed as i32),
+            other => Err(anyhow::anyhow!(
+                "--sentiment: expected negative, neutral, positive or mixed, got {other:?}"
+            )),
+        })
+        .collect::<anyhow::Result<_>>()?;
     let attributes = args
         .attributes
         .iter()
@@ -141,12 +159,16 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
             csat: range(&args.csat, "csat")?,
             ces: None,
             rating: range(&args.rating, "rating")?,
+            sentiments,
+            sentiment_score: None,
         }),
         sort: match args.sort {
             None => pb::SortOrder::Unspecified,
             Some(SortArg::Relevance) => pb::SortOrder::Relevance,
             Some(SortArg::Newest) => pb::SortOrder::Newest,
             Some(SortArg::Oldest) => pb::SortOrder::Oldest,
+            Some(SortArg::MostNegative) => pb::SortOrder::MostNegative,
+            Some(SortArg::MostPositive) => pb::SortOrder::MostPositive,
         } as i32,
         limit: args.limit,
         cursor: args.cursor.clone().unwrap_or_default(),

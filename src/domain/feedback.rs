@@ -167,4 +167,21 @@ pub struct StoredFeedback {
     /// Position of this version in the store's change log; unique per write,
     /// increasing. Used as the index's tie-breaker and recovery watermark.
     pub seq: u64,
+    /// The NLP analysis of `feedback.text`; records written before analysis
+    /// existed decode as pending.
+    #[serde(default)]
+    pub analysis: AnalysisState,
+}
+
+/// Where an item's analysis stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisState {
+    /// Queued for the background analysis (or the server runs with analysis off).
+    #[default]
+    Pending,
+    Done(super::Analysis),
+    Failed {
+        reason: String,
+    },
 }

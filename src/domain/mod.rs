@@ -11,9 +11,10 @@ mod validate;
 
 pub use analysis::{Analysis, Keyphrase, SentenceAnalysis, Sentiment, SentimentLabel};
 pub use feedback::{
-    Channel, Feedback, FeedbackId, JourneyStage, Scores, StoredFeedback, UnixMicros,
+    AnalysisState, Channel, Feedback, FeedbackId, JourneyStage, Scores, StoredFeedback, UnixMicros,
 };
 pub use search::{
-    FacetCounts, IntRange, SearchFilter, SearchHit, SearchPage, SearchQuery, Snippet, SortOrder,
+    FacetCounts, IntRange, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery, Snippet,
+    SortOrder,
 };
 pub use validate::{FeedbackDraft, Rejection};

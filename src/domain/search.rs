@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use super::{Channel, JourneyStage, StoredFeedback, UnixMicros};
+use super::{Channel, JourneyStage, SentimentLabel, StoredFeedback, UnixMicros};
 
 /// Order of search hits. Ties are broken by ingest order (`StoredFeedback::seq`),
 /// so every order is total and cursors are stable.
@@ -9,6 +9,26 @@ pub enum SortOrder {
     Relevance,
     Newest,
     Oldest,
+    /// Sentiment score ascending; items without analysis last.
+    MostNegative,
+    /// Sentiment score descending; items without analysis last.
+    MostPositive,
+}
+
+/// An inclusive range over a sentiment score in [-1, 1]; either end may be open.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ScoreRange {
+    pub min: Option<f32>,
+    pub max: Option<f32>,
+}
+
+impl Eq for ScoreRange {}
+
+impl std::hash::Hash for ScoreRange {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.min.map(f32::to_bits).hash(state);
+        self.max.map(f32::to_bits).hash(state);
+    }
 }
 
 /// An inclusive range over a score; either end may be open.
@@ -42,6 +62,8 @@ pub struct SearchFilter {
     pub csat: IntRange,
     pub ces: IntRange,
     pub rating: IntRange,
+    pub sentiments: Vec<SentimentLabel>,
+    pub sentiment_score: ScoreRange,
 }
 
 /// One search request, already checked for size limits.

@@ -9,9 +9,9 @@ use crate::domain::limits::{
     DEFAULT_SEARCH_LIMIT, MAX_FACET_FIELDS, MAX_FILTER_VALUES, MAX_SEARCH_LIMIT,
 };
 use crate::domain::{
-    Analysis, Channel, FacetCounts, FeedbackDraft, FeedbackId, IntRange, JourneyStage, Rejection,
-    SearchFilter, SearchHit, SearchPage, SearchQuery, Sentiment, SentimentLabel, SortOrder,
-    StoredFeedback, UnixMicros,
+    Analysis, AnalysisState, Channel, FacetCounts, FeedbackDraft, FeedbackId, IntRange,
+    JourneyStage, Rejection, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery,
+    Sentiment, SentimentLabel, SortOrder, StoredFeedback, UnixMicros,
 };
 use crate::engine::{IncomingItem, ItemOutcome};
 use crate::error::Error;
@@ -139,18 +139,34 @@ impl From<StoredFeedback> for pb::Feedback {
             tags: item.tags,
             attributes: item.attributes.into_iter().collect(),
             ingested_at: Some(micros_to_timestamp(stored.ingested_at)),
+            analysis_status: match &stored.analysis {
+                AnalysisState::Pending => pb::AnalysisStatus::Pending,
+                AnalysisState::Done(_) => pb::AnalysisStatus::Done,
+                AnalysisState::Failed { .. } => pb::AnalysisStatus::Failed,
+            } as i32,
+            analysis_error: match &stored.analysis {
+                AnalysisState::Failed { reason } => reason.clone(),
+                _ => String::new(),
+            },
+            analysis: match stored.analysis {
+                AnalysisState::Done(analysis) => Some(analysis.into()),
+                _ => None,
+            },
         }
     }
 }
 
-pub fn item_results(outcomes: Vec<ItemOutcome>) -> (Vec<pb::ItemResult>, u32, u32) {
+pub fn item_results(
+    outcomes: Vec<(ItemOutcome, Option<Analysis>)>,
+) -> (Vec<pb::ItemResult>, u32, u32) {
     let mut accepted = 0;
     let mut rejected = 0;
     let results = outcomes
         .into_iter()
         .enumerate()
-        .map(|(index, outcome)| pb::ItemResult {
+        .map(|(index, (outcome, analysis))| pb::ItemResult {
             index: index as u32,
+            analysis: analysis.map(Into::into),
             outcome: Some(match outcome {
                 ItemOutcome::Stored(id) => {
                     accepted += 1;
@@ -205,6 +221,17 @@ fn int_range(field: &str, range: Option<pb::IntRange>) -> Result<IntRange, Error
     })
 }
 
+fn sentiment_label_from_pb(value: i32) -> Result<Option<SentimentLabel>, String> {
+    Ok(Some(match pb::SentimentLabel::try_from(value) {
+        Ok(pb::SentimentLabel::Unspecified) => return Ok(None),
+        Ok(pb::SentimentLabel::Negative) => SentimentLabel::Negative,
+        Ok(pb::SentimentLabel::Neutral) => SentimentLabel::Neutral,
+        Ok(pb::SentimentLabel::Positive) => SentimentLabel::Positive,
+        Ok(pb::SentimentLabel::Mixed) => SentimentLabel::Mixed,
+        Err(_) => return Err(format!("unknown enum value {value}")),
+    }))
+}
+
 /// Wire enum values of a filter list; UNSPECIFIED entries are ignored.
 fn enum_values<T>(
     field: &str,
@@ -251,6 +278,28 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
         csat: int_range("filter.csat", raw.csat)?,
         ces: int_range("filter.ces", raw.ces)?,
         rating: int_range("filter.rating", raw.rating)?,
+        sentiments: enum_values(
+            "filter.sentiments",
+            &raw.sentiments,
+            sentiment_label_from_pb,
+        )?,
+        sentiment_score: match raw.sentiment_score {
+            None => ScoreRange::default(),
+            Some(range) => {
+                for v in [range.min, range.max].into_iter().flatten() {
+                    if !(-1.0..=1.0).contains(&v) {
+                        return Err(Error::invalid(
+                            "filter.sentiment_score",
+                            format!("must lie in [-1, 1], got {v}"),
+                        ));
+                    }
+                }
+                ScoreRange {
+                    min: range.min,
+                    max: range.max,
+                }
+            }
+        },
     })
 }
 
@@ -284,6 +333,8 @@ impl TryFrom<pb::SearchRequest> for SearchQuery {
             Ok(pb::SortOrder::Relevance) => SortOrder::Relevance,
             Ok(pb::SortOrder::Newest) => SortOrder::Newest,
             Ok(pb::SortOrder::Oldest) => SortOrder::Oldest,
+            Ok(pb::SortOrder::MostNegative) => SortOrder::MostNegative,
+            Ok(pb::SortOrder::MostPositive) => SortOrder::MostPositive,
             Err(_) => {
                 return Err(Error::invalid(
                     "sort",

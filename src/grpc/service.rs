@@ -14,6 +14,12 @@ use crate::engine::{Engine, QueueMode};
 /// Batches of one IngestStream that may wait for durability at once.
 const STREAM_BATCHES_IN_FLIGHT: usize = 8;
 
+fn without_analysis(
+    outcomes: Vec<crate::engine::ItemOutcome>,
+) -> Vec<(crate::engine::ItemOutcome, Option<crate::domain::Analysis>)> {
+    outcomes.into_iter().map(|o| (o, None)).collect()
+}
+
 pub struct FeedbackApi {
     engine: Engine,
 }
@@ -33,10 +39,14 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::IngestRequest>,
     ) -> Result<Response<pb::IngestResponse>, Status> {
-        let items = request.into_inner().items;
-        tracing::Span::current().record("items", items.len());
-        let incoming = items.into_iter().map(incoming_item).collect();
-        let outcomes = self.engine.ingest(incoming, QueueMode::FailFast).await?;
+        let request = request.into_inner();
+        tracing::Span::current().record("items", request.items.len());
+        let incoming = request.items.into_iter().map(incoming_item).collect();
+        let outcomes = if request.wait_for_analysis {
+            self.engine.ingest_and_analyze(incoming).await?
+        } else {
+            without_analysis(self.engine.ingest(incoming, QueueMode::FailFast).await?)
+        };
         let (results, accepted, rejected) = item_results(outcomes);
         Ok(Response::new(pb::IngestResponse {
             results,
@@ -64,7 +74,7 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
                     Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                         let (sequence, outcome): (u64, crate::error::Result<_>) = done;
                         let ack = outcome.map_err(Status::from).map(|outcomes| {
-                            let (results, accepted, rejected) = item_results(outcomes);
+                            let (results, accepted, rejected) = item_results(without_analysis(outcomes));
                             pb::IngestAck { sequence, results, accepted, rejected }
                         });
                         let failed = ack.is_err();
@@ -195,6 +205,22 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         };
         tokio::spawn(task.instrument(tracing::Span::current()));
         Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
+    #[tracing::instrument(name = "Stats", skip_all)]
+    async fn stats(
+        &self,
+        _request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let stats = self.engine.stats().await?;
+        Ok(Response::new(pb::StatsResponse {
+            items: stats.items,
+            analysis_backlog: stats.analysis_backlog,
+            index_lag: stats
+                .last_seq
+                .saturating_sub(self.engine.index().indexed_seq()),
+            analysis_enabled: self.engine.analysis_enabled(),
+        }))
     }
 
     #[tracing::instrument(name = "Search", skip_all, fields(query_bytes))]

@@ -24,8 +24,27 @@ impl SortKey {
         secondary: 0,
     };
 
-    pub fn new(sort: SortOrder, score: f32, created_at_micros: i64, seq: u64) -> Self {
+    pub fn new(
+        sort: SortOrder,
+        score: f32,
+        created_at_micros: i64,
+        seq: u64,
+        sentiment: Option<f64>,
+    ) -> Self {
+        // Unanalysed items sort after every analysed one, above EXHAUSTED.
+        let sentiment_key = |sign: f64| match sentiment {
+            Some(s) => (sign * s.clamp(-1.0, 1.0) * 1e12) as i64,
+            None => i64::MIN + 1,
+        };
         match sort {
+            SortOrder::MostNegative => SortKey {
+                primary: sentiment_key(-1.0),
+                secondary: u64::MAX - seq,
+            },
+            SortOrder::MostPositive => SortKey {
+                primary: sentiment_key(1.0),
+                secondary: u64::MAX - seq,
+            },
             // BM25 scores are >= 0, and the bits of a non-negative f32 order
             // like the float itself. Ties: earlier ingest first.
             SortOrder::Relevance => SortKey {
@@ -47,7 +66,10 @@ impl SortKey {
     pub fn score(&self, sort: SortOrder) -> f32 {
         match sort {
             SortOrder::Relevance => f32::from_bits(self.primary as u32),
-            SortOrder::Newest | SortOrder::Oldest => 0.0,
+            SortOrder::Newest
+            | SortOrder::Oldest
+            | SortOrder::MostNegative
+            | SortOrder::MostPositive => 0.0,
         }
     }
 }
@@ -104,28 +126,34 @@ mod tests {
 
     #[test]
     fn keys_order_as_the_sort_promises() {
-        let newer = SortKey::new(SortOrder::Newest, 0.0, 200, 1);
-        let older = SortKey::new(SortOrder::Newest, 0.0, 100, 2);
+        let newer = SortKey::new(SortOrder::Newest, 0.0, 200, 1, None);
+        let older = SortKey::new(SortOrder::Newest, 0.0, 100, 2, None);
         assert!(newer > older);
-        let older_first = SortKey::new(SortOrder::Oldest, 0.0, 100, 2);
-        assert!(older_first > SortKey::new(SortOrder::Oldest, 0.0, 200, 1));
-        let better = SortKey::new(SortOrder::Relevance, 2.5, 0, 9);
-        assert!(better > SortKey::new(SortOrder::Relevance, 1.5, 0, 1));
+        let older_first = SortKey::new(SortOrder::Oldest, 0.0, 100, 2, None);
+        assert!(older_first > SortKey::new(SortOrder::Oldest, 0.0, 200, 1, None));
+        let better = SortKey::new(SortOrder::Relevance, 2.5, 0, 9, None);
+        assert!(better > SortKey::new(SortOrder::Relevance, 1.5, 0, 1, None));
         // Ties on score: the earlier ingest comes first.
         assert!(
-            SortKey::new(SortOrder::Relevance, 1.0, 0, 1)
-                > SortKey::new(SortOrder::Relevance, 1.0, 0, 2)
+            SortKey::new(SortOrder::Relevance, 1.0, 0, 1, None)
+                > SortKey::new(SortOrder::Relevance, 1.0, 0, 2, None)
         );
         assert!(
             SortKey::EXHAUSTED
-                < SortKey::new(SortOrder::Oldest, 0.0, 7_258_118_400_000_000, u64::MAX)
+                < SortKey::new(
+                    SortOrder::Oldest,
+                    0.0,
+                    7_258_118_400_000_000,
+                    u64::MAX,
+                    None
+                )
         );
         assert_eq!(better.score(SortOrder::Relevance), 2.5);
     }
 
     #[test]
     fn cursors_round_trip_and_are_bound_to_their_query() {
-        let key = SortKey::new(SortOrder::Newest, 0.0, 123, 45);
+        let key = SortKey::new(SortOrder::Newest, 0.0, 123, 45, None);
         let text = Cursor { key }.encode(7);
         assert_eq!(Cursor::decode(&text, 7).unwrap().key, key);
         assert!(Cursor::decode(&text, 8).is_err());

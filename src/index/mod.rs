@@ -32,7 +32,7 @@ use tantivy::{
 };
 
 use crate::domain::limits::FACET_VALUES_PER_FIELD;
-use crate::domain::{FacetCounts, FeedbackId, SearchQuery, Snippet};
+use crate::domain::{FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
 use crate::store::{OfflineStore, Store, StoreError};
 use cursor::{Cursor, SortKey};
 use schema::{build_schema, to_document, Fields, SCHEMA_VERSION, TEXT_TOKENIZER};
@@ -254,12 +254,16 @@ impl SearchIndex {
                     .date("created_at")
                     .expect("created_at is a fast field")
                     .first_or_default_col(tantivy::DateTime::MIN);
+                let sentiment = matches!(sort, SortOrder::MostNegative | SortOrder::MostPositive)
+                    .then(|| segment.fast_fields().f64("sentiment_score").ok())
+                    .flatten();
                 move |doc: tantivy::DocId, score: tantivy::Score| {
                     let key = SortKey::new(
                         sort,
                         score,
                         created.get_val(doc).into_timestamp_micros(),
                         seq.get_val(doc),
+                        sentiment.as_ref().and_then(|column| column.first(doc)),
                     );
                     match after_key {
                         Some(after) if key >= after => SortKey::EXHAUSTED,

@@ -69,7 +69,8 @@ fn parser_error(text: &str, error: QueryParserError) -> IndexError {
             Some(field.clone()),
             format!(
                 "unknown field `{field}`; fields are text, channel, journey_stage, product, \
-                 language, tags, customer_id, attributes.KEY, created_at, nps, csat, ces, rating"
+                 language, tags, customer_id, attributes.KEY, created_at, nps, csat, ces, rating, \
+                 sentiment, sentiment_score, analysis_status"
             ),
         ),
         QueryParserError::ExpectedInt(_)
@@ -124,6 +125,15 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<Box<dyn Que
             .collect(),
     );
     any_of(fields.tags, filter.tags.clone());
+    any_of(
+        fields.sentiment,
+        filter
+            .sentiments
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
+    );
+
     if let Some(customer) = &filter.customer_id {
         clauses.push(term(fields.customer_id, customer));
     }
@@ -150,6 +160,17 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<Box<dyn Que
         clauses.push(Box::new(RangeQuery::new(
             bound(filter.created_after, true),
             bound(filter.created_before, false),
+        )));
+    }
+    let score = filter.sentiment_score;
+    if score.min.is_some() || score.max.is_some() {
+        let bound = |v: Option<f32>| match v {
+            Some(v) => Bound::Included(Term::from_field_f64(fields.sentiment_score, f64::from(v))),
+            None => Bound::Unbounded,
+        };
+        clauses.push(Box::new(RangeQuery::new(
+            bound(score.min),
+            bound(score.max),
         )));
     }
     for (field, range) in [

@@ -14,9 +14,9 @@ use tantivy::tokenizer::{
 };
 use tantivy::{DateTime, TantivyDocument};
 
-use crate::domain::StoredFeedback;
+use crate::domain::{AnalysisState, StoredFeedback};
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Tokenizer of `text`: Unicode word split, lower-case, accent folding,
 /// English stemming. Language-specific analyzers can be registered beside it
@@ -31,6 +31,8 @@ pub const KEYWORD_FIELDS: &[&str] = &[
     "language",
     "tags",
     "customer_id",
+    "sentiment",
+    "analysis_status",
 ];
 
 #[derive(Clone)]
@@ -50,6 +52,9 @@ pub struct Fields {
     pub ces: Field,
     pub rating: Field,
     pub seq: Field,
+    pub sentiment: Field,
+    pub sentiment_score: Field,
+    pub analysis_status: Field,
 }
 
 pub fn build_schema() -> (Schema, Fields) {
@@ -92,6 +97,12 @@ pub fn build_schema() -> (Schema, Fields) {
         ces: builder.add_i64_field("ces", score.clone()),
         rating: builder.add_i64_field("rating", score),
         seq: builder.add_u64_field("seq", FAST),
+        sentiment: builder.add_text_field("sentiment", STRING | FAST),
+        sentiment_score: builder.add_f64_field(
+            "sentiment_score",
+            NumericOptions::default().set_indexed().set_fast(),
+        ),
+        analysis_status: builder.add_text_field("analysis_status", STRING | FAST),
     };
     (builder.build(), fields)
 }
@@ -115,8 +126,26 @@ pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument 
     if !item.product.is_empty() {
         doc.add_text(fields.product, &item.product);
     }
-    if !item.language.is_empty() {
-        doc.add_text(fields.language, &item.language);
+    let detected = match &stored.analysis {
+        AnalysisState::Done(analysis) if analysis.language != "und" => analysis.language.as_str(),
+        _ => "",
+    };
+    let language = if item.language.is_empty() {
+        detected
+    } else {
+        item.language.as_str()
+    };
+    if !language.is_empty() {
+        doc.add_text(fields.language, language);
+    }
+    match &stored.analysis {
+        AnalysisState::Pending => doc.add_text(fields.analysis_status, "pending"),
+        AnalysisState::Failed { .. } => doc.add_text(fields.analysis_status, "failed"),
+        AnalysisState::Done(analysis) => {
+            doc.add_text(fields.analysis_status, "done");
+            doc.add_text(fields.sentiment, analysis.sentiment.label.as_str());
+            doc.add_f64(fields.sentiment_score, f64::from(analysis.sentiment.score));
+        }
     }
     for tag in &item.tags {
         doc.add_text(fields.tags, tag);

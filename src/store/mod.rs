@@ -24,13 +24,19 @@ use redb::{
 
 use crate::domain::{Feedback, FeedbackId, StoredFeedback};
 
-pub use writer::{WriteOp, WriteOutcome};
+pub use writer::{AnalysisUpdate, WriteOp, WriteOutcome};
 
 pub(crate) const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
 pub(crate) const CUSTOMER_ITEMS: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("customer_items");
 pub(crate) const CHANGES: TableDefinition<u64, &str> = TableDefinition::new("changes");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Document embeddings (little-endian f32) by id, kept beside the item so
+/// item records stay small.
+pub(crate) const EMBEDDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("embeddings");
+/// Versions waiting for the background analysis: seq of the version -> id.
+pub(crate) const ANALYSIS_QUEUE: TableDefinition<u64, &str> =
+    TableDefinition::new("analysis_queue");
 pub(crate) const META_LAST_SEQ: &str = "last_seq";
 
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +240,46 @@ impl Store {
         Ok(())
     }
 
+    /// Up to `max` versions waiting for analysis, oldest first: (version seq, item).
+    /// Entries whose item is gone or newer are returned with `None`, so the
+    /// caller can clear them.
+    pub fn analysis_backlog(
+        &self,
+        max: usize,
+    ) -> Result<Vec<(u64, FeedbackId, Option<StoredFeedback>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let queue = txn.open_table(ANALYSIS_QUEUE)?;
+        let items = txn.open_table(ITEMS)?;
+        let mut out = Vec::new();
+        for entry in queue.iter()?.take(max) {
+            let (seq, id) = entry?;
+            let (seq, raw_id) = (seq.value(), id.value().to_string());
+            let current = items
+                .get(raw_id.as_str())?
+                .map(|bytes| decode(&raw_id, bytes.value()))
+                .transpose()?
+                .filter(|item| item.seq == seq);
+            let id = FeedbackId::parse(&raw_id).map_err(|reason| {
+                StoreError::WriteFailed(format!("queued id {raw_id:?}: {reason}"))
+            })?;
+            out.push((seq, id, current));
+        }
+        Ok(out)
+    }
+
+    /// The stored document embedding of an item, if it has been analysed.
+    pub fn embedding(&self, id: &FeedbackId) -> Result<Option<Vec<f32>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EMBEDDINGS)?;
+        Ok(table.get(id.as_str())?.map(|bytes| {
+            bytes
+                .value()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }))
+    }
+
     /// Number of stored items and of change-log entries not yet trimmed.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         stats(&self.db)
@@ -245,6 +291,8 @@ pub struct StoreStats {
     pub items: u64,
     pub pending_changes: u64,
     pub last_seq: u64,
+    /// Item versions waiting for the background analysis.
+    pub analysis_backlog: u64,
 }
 
 /// The store opened by an offline command such as `verbatim reindex`.
@@ -291,6 +339,8 @@ fn open_database(dir: &Path) -> Result<Database, StoreError> {
         txn.open_multimap_table(CUSTOMER_ITEMS)?;
         txn.open_table(CHANGES)?;
         txn.open_table(META)?;
+        txn.open_table(ANALYSIS_QUEUE)?;
+        txn.open_table(EMBEDDINGS)?;
     }
     txn.commit()?;
     Ok(db)
@@ -314,6 +364,7 @@ fn stats(db: &Database) -> Result<StoreStats, StoreError> {
         items: txn.open_table(ITEMS)?.len()?,
         pending_changes: txn.open_table(CHANGES)?.len()?,
         last_seq: read_last_seq(&txn)?,
+        analysis_backlog: txn.open_table(ANALYSIS_QUEUE)?.len()?,
     })
 }
 
@@ -334,5 +385,6 @@ pub(crate) fn new_version(feedback: Feedback, seq: u64) -> StoredFeedback {
         feedback,
         ingested_at: crate::domain::UnixMicros::now(),
         seq,
+        analysis: crate::domain::AnalysisState::Pending,
     }
 }

@@ -8,10 +8,10 @@ use redb::{Database, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    decode, encode, new_version, CommitSignal, StoreError, CHANGES, CUSTOMER_ITEMS, ITEMS, META,
-    META_LAST_SEQ,
+    decode, encode, new_version, CommitSignal, StoreError, ANALYSIS_QUEUE, CHANGES, CUSTOMER_ITEMS,
+    EMBEDDINGS, ITEMS, META, META_LAST_SEQ,
 };
-use crate::domain::{Feedback, FeedbackId};
+use crate::domain::{AnalysisState, Feedback, FeedbackId};
 
 /// Items grouped into one transaction at most (more requests wait for the next).
 const MAX_GROUP_ITEMS: usize = 20_000;
@@ -25,6 +25,19 @@ pub enum WriteOp {
     Delete(Vec<FeedbackId>),
     /// Delete every item of this customer id.
     DeleteCustomer(String),
+    /// Attach analyses to the item versions they were computed for.
+    SetAnalysis(Vec<AnalysisUpdate>),
+}
+
+/// The analysis of one item version (`version_seq` is the `seq` the text was
+/// read at: if the item changed since, the update is dropped as stale).
+#[derive(Debug)]
+pub struct AnalysisUpdate {
+    pub id: FeedbackId,
+    pub version_seq: u64,
+    pub state: AnalysisState,
+    /// The document embedding, stored in its own table (empty: none).
+    pub embedding: Vec<f32>,
 }
 
 impl WriteOp {
@@ -33,6 +46,7 @@ impl WriteOp {
             WriteOp::Upsert(items) => items.len(),
             WriteOp::Delete(ids) => ids.len(),
             WriteOp::DeleteCustomer(_) => 1,
+            WriteOp::SetAnalysis(updates) => updates.len(),
         }
     }
 }
@@ -49,6 +63,12 @@ pub enum WriteOutcome {
     },
     CustomerErased {
         deleted: Vec<FeedbackId>,
+    },
+    /// Versions updated (id, new seq), and updates dropped because the item
+    /// changed or went.
+    AnalysisSaved {
+        saved: Vec<(FeedbackId, u64)>,
+        stale: usize,
     },
 }
 
@@ -159,6 +179,8 @@ fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u
         let mut customers = txn.open_multimap_table(CUSTOMER_ITEMS)?;
         let mut changes = txn.open_table(CHANGES)?;
         let mut meta = txn.open_table(META)?;
+        let mut analysis_queue = txn.open_table(ANALYSIS_QUEUE)?;
+        let mut embeddings = txn.open_table(EMBEDDINGS)?;
         let mut seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
         for op in ops {
             let outcome = match op {
@@ -174,6 +196,7 @@ fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u
                             .map(|old| decode(&id, old.value()))
                             .transpose()?;
                         if let Some(previous) = previous {
+                            embeddings.remove(id.as_str())?;
                             let old_customer = &previous.feedback.customer_id;
                             if !old_customer.is_empty() && *old_customer != customer {
                                 customers.remove(old_customer.as_str(), id.as_str())?;
@@ -183,6 +206,7 @@ fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u
                             customers.insert(customer.as_str(), id.as_str())?;
                         }
                         changes.insert(seq, id.as_str())?;
+                        analysis_queue.insert(seq, id.as_str())?;
                     }
                     WriteOutcome::Upserted { count }
                 }
@@ -196,6 +220,7 @@ fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u
                             .transpose()?;
                         match previous {
                             Some(previous) => {
+                                embeddings.remove(id.as_str())?;
                                 let customer = &previous.feedback.customer_id;
                                 if !customer.is_empty() {
                                     customers.remove(customer.as_str(), id.as_str())?;
@@ -216,6 +241,7 @@ fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u
                         .collect::<Result<_, _>>()?;
                     let mut deleted = Vec::with_capacity(ids.len());
                     for id in ids {
+                        embeddings.remove(id.as_str())?;
                         if items.remove(id.as_str())?.is_some() {
                             seq += 1;
                             changes.insert(seq, id.as_str())?;
@@ -227,6 +253,38 @@ fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u
                         }
                     }
                     WriteOutcome::CustomerErased { deleted }
+                }
+                WriteOp::SetAnalysis(updates) => {
+                    let mut saved = Vec::new();
+                    let mut stale = 0;
+                    for update in updates {
+                        analysis_queue.remove(update.version_seq)?;
+                        let id = update.id.as_str().to_string();
+                        let current = items
+                            .get(id.as_str())?
+                            .map(|bytes| decode(&id, bytes.value()))
+                            .transpose()?;
+                        match current {
+                            Some(mut item) if item.seq == update.version_seq => {
+                                seq += 1;
+                                item.seq = seq;
+                                item.analysis = update.state;
+                                items.insert(id.as_str(), encode(&item)?.as_slice())?;
+                                changes.insert(seq, id.as_str())?;
+                                if !update.embedding.is_empty() {
+                                    let bytes: Vec<u8> = update
+                                        .embedding
+                                        .iter()
+                                        .flat_map(|v| v.to_le_bytes())
+                                        .collect();
+                                    embeddings.insert(id.as_str(), bytes.as_slice())?;
+                                }
+                                saved.push((update.id, seq));
+                            }
+                            _ => stale += 1,
+                        }
+                    }
+                    WriteOutcome::AnalysisSaved { saved, stale }
                 }
             };
             outcomes.push(outcome);

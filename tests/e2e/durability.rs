@@ -30,7 +30,13 @@ async fn acknowledged_writes_survive_kill_9_mid_ingest() {
                     })
                     .collect();
                 let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-                match client.ingest(pb::IngestRequest { items }).await {
+                match client
+                    .ingest(pb::IngestRequest {
+                        items,
+                        ..Default::default()
+                    })
+                    .await
+                {
                     Ok(_) => acknowledged.lock().unwrap().extend(ids),
                     Err(_) => return, // the server died mid-request: not acknowledged
                 }

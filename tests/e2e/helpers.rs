@@ -170,6 +170,12 @@ impl TestServer {
         }
     }
 
+    /// Starts the server again on the same data dir with other flags.
+    pub async fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.restart().await;
+    }
+
     /// Starts the server again on the same data dir (after `kill9` or `terminate`).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server before restarting it");
@@ -199,7 +205,10 @@ pub fn item(id: &str, text: &str) -> pb::Feedback {
 
 pub async fn ingest(client: &mut Client, items: Vec<pb::Feedback>) -> pb::IngestResponse {
     client
-        .ingest(pb::IngestRequest { items })
+        .ingest(pb::IngestRequest {
+            items,
+            ..Default::default()
+        })
         .await
         .expect("Ingest")
         .into_inner()

@@ -27,7 +27,7 @@ fn full_item(id: &str, text: &str) -> pb::Feedback {
             ("region".into(), "emea".into()),
             ("plan".into(), "pro".into()),
         ]),
-        ingested_at: None,
+        ..Default::default()
     }
 }
 
@@ -57,6 +57,7 @@ async fn ingest_get_search_delete_round_trip() {
     let mut expected = sent.clone();
     expected.language = "en".into(); // stored lower-cased
     expected.ingested_at = stored.ingested_at;
+    expected.analysis_status = pb::AnalysisStatus::Pending as i32; // analysis is off in this test
     assert_eq!(stored, &expected);
 
     let found = search_until(&mut client, search_request(&word), |r| r.total_hits == 1).await;
@@ -284,6 +285,7 @@ async fn ingest_stream_acks_every_message_in_order() {
     let word = unique_word("stream");
     let messages: Vec<pb::IngestRequest> = (0..20)
         .map(|m| pb::IngestRequest {
+            wait_for_analysis: false,
             items: (0..250)
                 .map(|i| {
                     let mut it = item(&format!("s-{m}-{i}"), &format!("streamed {word} item {i}"));

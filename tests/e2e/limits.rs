@@ -271,7 +271,10 @@ async fn request_level_limits() {
         .map(|i| item(&format!("m-{i}"), "x"))
         .collect();
     let status = client
-        .ingest(pb::IngestRequest { items: too_many })
+        .ingest(pb::IngestRequest {
+            items: too_many,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -290,7 +293,10 @@ async fn request_level_limits() {
     assert!(got.items.is_empty(), "a refused batch stores nothing");
 
     let status = client
-        .ingest(pb::IngestRequest { items: vec![] })
+        .ingest(pb::IngestRequest {
+            items: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -327,7 +333,10 @@ async fn request_level_limits() {
         .map(|i| item(&format!("big-{i}"), &"y".repeat(30_000)))
         .collect();
     let status = client
-        .ingest(pb::IngestRequest { items: big })
+        .ingest(pb::IngestRequest {
+            items: big,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(
@@ -449,7 +458,15 @@ async fn a_full_write_queue_answers_resource_exhausted_and_loses_nothing_acknowl
             let items: Vec<pb::Feedback> = (0..1000)
                 .map(|i| item(&format!("q-{t}-{i}"), "queue pressure"))
                 .collect();
-            (t, client.ingest(pb::IngestRequest { items }).await)
+            (
+                t,
+                client
+                    .ingest(pb::IngestRequest {
+                        items,
+                        ..Default::default()
+                    })
+                    .await,
+            )
         }));
     }
     let mut exhausted = 0;

@@ -400,3 +400,254 @@ async fn analysis_off_and_missing_models() {
         "{stderr}"
     );
 }
+
+fn status(item: &pb::Feedback) -> pb::AnalysisStatus {
+    pb::AnalysisStatus::try_from(item.analysis_status).unwrap()
+}
+
+async fn wait_analysed(client: &mut Client, ids: &[&str]) -> Vec<pb::Feedback> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = client
+            .get(pb::GetRequest {
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if got.items.len() == ids.len()
+            && got
+                .items
+                .iter()
+                .all(|i| status(i) != pb::AnalysisStatus::Pending)
+        {
+            return got.items;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "items still pending after 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn stored_items_are_analysed_in_the_background_and_searchable_by_sentiment() {
+    let server = TestServer::spawn_with_analysis(&[]).await;
+    let mut client = server.client().await;
+    let word = unique_word("senti");
+    let texts = [
+        (
+            "bg-pos",
+            format!(
+                "{word} Wonderful service, the technician was friendly and fixed everything fast."
+            ),
+        ),
+        (
+            "bg-neg",
+            format!("{word} Horrible. The router died after two days and support hung up on me."),
+        ),
+        (
+            "bg-neu",
+            format!("{word} I changed my billing address last week."),
+        ),
+    ];
+    let items: Vec<pb::Feedback> = texts.iter().map(|(id, text)| item(id, text)).collect();
+    let response = ingest(&mut client, items).await;
+    assert_eq!(response.accepted, 3);
+    assert!(
+        response.results.iter().all(|r| r.analysis.is_none()),
+        "no analysis unless asked to wait"
+    );
+    let analysed = wait_analysed(&mut client, &["bg-pos", "bg-neg", "bg-neu"]).await;
+    for item in &analysed {
+        assert_eq!(
+            status(item),
+            pb::AnalysisStatus::Done,
+            "{:?}",
+            item.analysis_error
+        );
+        let analysis = item.analysis.as_ref().unwrap();
+        assert!(
+            analysis.embedding.is_empty(),
+            "Get leaves the embedding out"
+        );
+    }
+    // The random word makes short texts hard to place: "und" is allowed, never another language.
+    assert_eq!(analysed[0].analysis.as_ref().unwrap().language, "en");
+    assert_eq!(analysed[1].analysis.as_ref().unwrap().language, "en");
+    assert!(["en", "und"].contains(&analysed[2].analysis.as_ref().unwrap().language.as_str()));
+    assert_eq!(
+        label(analysed[0].analysis.as_ref().unwrap()),
+        pb::SentimentLabel::Positive
+    );
+    assert_eq!(
+        label(analysed[1].analysis.as_ref().unwrap()),
+        pb::SentimentLabel::Negative
+    );
+
+    let stats = client
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stats.analysis_enabled);
+    assert_eq!(stats.analysis_backlog, 0);
+
+    // Filter, facet and sort by sentiment once the index has the analyses.
+    let mut negative = search_request(&word);
+    negative.filter = Some(pb::Filter {
+        sentiments: vec![pb::SentimentLabel::Negative as i32],
+        ..Default::default()
+    });
+    // The index agrees with the stored analyses (whatever the model made of the neutral text).
+    let mut expected: Vec<String> = analysed
+        .iter()
+        .filter(|i| label(i.analysis.as_ref().unwrap()) == pb::SentimentLabel::Negative)
+        .map(|i| i.id.clone())
+        .collect();
+    expected.sort();
+    assert!(expected.contains(&"bg-neg".to_string()));
+    let want = expected.len() as u64;
+    let found = search_until(&mut client, negative, |r| r.total_hits == want).await;
+    let mut ids = hit_ids(&found);
+    ids.sort();
+    assert_eq!(ids, expected);
+    let mut by_score = search_request(&word);
+    by_score.filter = Some(pb::Filter {
+        sentiment_score: Some(pb::FloatRange {
+            min: Some(0.5),
+            max: None,
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        hit_ids(&search(&mut client, by_score).await),
+        vec!["bg-pos"]
+    );
+    let mut worst_first = search_request(&word);
+    worst_first.sort = pb::SortOrder::MostNegative as i32;
+    worst_first.facets = vec![
+        "sentiment".into(),
+        "language".into(),
+        "analysis_status".into(),
+    ];
+    let sorted = search(&mut client, worst_first).await;
+    assert_eq!(hit_ids(&sorted)[0], "bg-neg");
+    assert_eq!(hit_ids(&sorted)[2], "bg-pos");
+    let facet_values = |field: &str| -> Vec<String> {
+        sorted
+            .facets
+            .iter()
+            .find(|f| f.field == field)
+            .unwrap()
+            .counts
+            .iter()
+            .map(|c| c.value.clone())
+            .collect()
+    };
+    assert!(facet_values("sentiment").contains(&"negative".to_string()));
+    assert_eq!(
+        facet_values("language"),
+        vec!["en"],
+        "detected language is indexed for items without one"
+    );
+    assert_eq!(facet_values("analysis_status"), vec!["done"]);
+    let status = client
+        .search(pb::SearchRequest {
+            filter: Some(pb::Filter {
+                sentiment_score: Some(pb::FloatRange {
+                    min: Some(-2.0),
+                    max: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn ingest_can_wait_for_the_analysis() {
+    let server = TestServer::spawn_with_analysis(&[]).await;
+    let mut client = server.client().await;
+    let mut bad = item("w-bad", "x");
+    bad.nps = Some(12);
+    let response = client
+        .ingest(pb::IngestRequest {
+            items: vec![
+                item("w-1", "The new app update is fantastic, so much faster!"),
+                bad,
+            ],
+            wait_for_analysis: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((response.accepted, response.rejected), (1, 1));
+    let analysis = response.results[0]
+        .analysis
+        .as_ref()
+        .expect("analysis in the response");
+    assert_eq!(label(analysis), pb::SentimentLabel::Positive);
+    assert!(response.results[1].analysis.is_none());
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["w-1".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&got.items[0]), pb::AnalysisStatus::Done);
+
+    let off = TestServer::spawn().await;
+    let mut off_client = off.client().await;
+    let status = off_client
+        .ingest(pb::IngestRequest {
+            items: vec![item("w-2", "hello")],
+            wait_for_analysis: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn the_analysis_backlog_survives_a_crash() {
+    // Ingest with analysis off: everything stays pending, durably queued.
+    let mut server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let ids: Vec<String> = (0..40).map(|i| format!("p-{i}")).collect();
+    let items = ids
+        .iter()
+        .map(|id| item(id, "Checkout failed three times, very frustrating."))
+        .collect();
+    ingest(&mut client, items).await;
+    let stats = client
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.analysis_backlog, 40);
+    assert!(!stats.analysis_enabled);
+    server.kill9();
+    // The same data dir, restarted with analysis on, works the backlog off.
+    let models = repo_path("models/cache");
+    server
+        .restart_with(&["--analysis", "on", "--models-dir", models.to_str().unwrap()])
+        .await;
+    let mut client = server.client().await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let analysed = wait_analysed(&mut client, &refs).await;
+    assert!(analysed
+        .iter()
+        .all(|i| status(i) == pb::AnalysisStatus::Done));
+    let stats = client
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.analysis_backlog, 0);
+}

@@ -1,0 +1,121 @@
+//! Background analysis of stored items. Follows the store's durable
+//! analysis queue (one entry per stored version), analyses the texts through
+//! the shared `AnalysisPool`, and writes the results back through the store's
+//! writer, which re-indexes the item. The queue lives in the store, so a
+//! crash or restart resumes where it stopped: nothing stays pending forever.
+//! Updates for a version that has been replaced or deleted meanwhile are
+//! dropped (the newer version has its own queue entry).
+
+use std::time::Duration;
+
+use crate::domain::{AnalysisState, Rejection};
+use crate::nlp::{AnalysisPool, NlpError};
+use crate::store::{AnalysisUpdate, Store, WriteOp};
+
+/// Items read from the queue per round.
+const ROUND_ITEMS: usize = 64;
+
+pub fn spawn(store: Store, pool: AnalysisPool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut idle_rounds = 0u32;
+        loop {
+            match round(&store, &pool).await {
+                Ok(0) => {
+                    idle_rounds = idle_rounds.saturating_add(1);
+                    tokio::time::sleep(Duration::from_millis(if idle_rounds > 20 {
+                        200
+                    } else {
+                        20
+                    }))
+                    .await;
+                }
+                Ok(_) => idle_rounds = 0,
+                Err(RoundError::Busy) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(RoundError::Stopped) => return,
+                Err(RoundError::Failed(error)) => {
+                    tracing::error!(%error, "background analysis round failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
+}
+
+enum RoundError {
+    /// The analysis queue is full (interactive requests first): retry soon.
+    Busy,
+    Stopped,
+    Failed(String),
+}
+
+/// Analyses one round of queued items; returns how many queue entries it settled.
+async fn round(store: &Store, pool: &AnalysisPool) -> Result<usize, RoundError> {
+    let reader = store.clone();
+    let backlog = tokio::task::spawn_blocking(move || reader.analysis_backlog(ROUND_ITEMS))
+        .await
+        .map_err(|e| RoundError::Failed(e.to_string()))?
+        .map_err(|e| RoundError::Failed(e.to_string()))?;
+    if backlog.is_empty() {
+        return Ok(0);
+    }
+    let live: Vec<usize> = (0..backlog.len())
+        .filter(|&i| backlog[i].2.is_some())
+        .collect();
+    let texts: Vec<String> = live
+        .iter()
+        .map(|&i| backlog[i].2.as_ref().expect("live").feedback.text.clone())
+        .collect();
+    let mut results: Vec<Option<Result<crate::domain::Analysis, Rejection>>> =
+        vec![None; backlog.len()];
+    if !texts.is_empty() {
+        match pool.analyze(&texts, true).await {
+            Ok(analyses) => {
+                for (&i, analysis) in live.iter().zip(analyses) {
+                    results[i] = Some(analysis);
+                }
+            }
+            Err(NlpError::Overloaded { .. }) => return Err(RoundError::Busy),
+            Err(NlpError::Closed) => return Err(RoundError::Stopped),
+            Err(error) => {
+                for &i in &live {
+                    results[i] = Some(Err(Rejection::new(
+                        "text",
+                        format!("analysis failed: {error}"),
+                    )));
+                }
+            }
+        }
+    }
+    let settled = backlog.len();
+    let updates = backlog
+        .into_iter()
+        .zip(results)
+        .map(|((version_seq, id, _), result)| {
+            let (state, embedding) = match result {
+                // Gone or replaced meanwhile: the store drops the update as stale.
+                None => (AnalysisState::Pending, Vec::new()),
+                Some(Ok(mut analysis)) => {
+                    let embedding = std::mem::take(&mut analysis.embedding);
+                    (AnalysisState::Done(analysis), embedding)
+                }
+                Some(Err(rejection)) => (
+                    AnalysisState::Failed {
+                        reason: rejection.to_string(),
+                    },
+                    Vec::new(),
+                ),
+            };
+            AnalysisUpdate {
+                id,
+                version_seq,
+                state,
+                embedding,
+            }
+        })
+        .collect();
+    store
+        .write(WriteOp::SetAnalysis(updates))
+        .await
+        .map_err(|e| RoundError::Failed(e.to_string()))?;
+    Ok(settled)
+}
