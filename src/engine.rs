@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST};
+use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST, MAX_SIMILARITY_CANDIDATES};
 use crate::domain::{
     Analysis, AnalysisState, Feedback, FeedbackDraft, FeedbackId, Rejection, SearchHit, SearchPage,
-    SearchQuery, StoredFeedback, UnixMicros,
+    SearchQuery, SimilarTo, StoredFeedback, UnixMicros,
 };
 use crate::error::{Error, Result};
 use crate::index::SearchIndex;
@@ -230,6 +230,9 @@ impl Engine {
     }
 
     pub async fn search(&self, query: SearchQuery) -> Result<SearchPage> {
+        if let Some(similar_to) = query.similar_to.clone() {
+            return self.search_similar(query, similar_to).await;
+        }
         let index = self.index.clone();
         let store = self.store.clone();
         run_blocking(move || {
@@ -257,6 +260,77 @@ impl Engine {
                 total_hits: page.total_hits,
                 next_cursor: page.next_cursor.clone(),
                 facets: page.facets.clone(),
+            })
+        })
+        .await
+    }
+
+    /// Ranks the newest items matching the query and filter by cosine
+    /// similarity of their document embeddings to an item's or a text's.
+    async fn search_similar(
+        &self,
+        query: SearchQuery,
+        similar_to: SimilarTo,
+    ) -> Result<SearchPage> {
+        let target = match &similar_to {
+            SimilarTo::Item(id) => {
+                let store = self.store.clone();
+                let id = id.clone();
+                run_blocking(move || Ok(store.embedding(&id)?))
+                    .await?
+                    .ok_or_else(|| Error::invalid("similar_to_id", "no analysed item with this id (it may not exist or not be analysed yet)"))?
+            }
+            SimilarTo::Text(text) => {
+                let pool = self.analysis.as_ref().ok_or(NlpError::Disabled)?;
+                crate::nlp::check_text(text)
+                    .map_err(|r| Error::invalid("similar_to_text", r.reason))?;
+                pool.embed(vec![text.clone()])
+                    .await?
+                    .pop()
+                    .unwrap_or_default()
+            }
+        };
+        let index = self.index.clone();
+        let store = self.store.clone();
+        run_blocking(move || {
+            let candidates = SearchQuery {
+                sort: crate::domain::SortOrder::Newest,
+                limit: MAX_SIMILARITY_CANDIDATES,
+                cursor: None,
+                similar_to: None,
+                ..query.clone()
+            };
+            let page = index.search(&candidates)?;
+            let mut scored: Vec<(f32, FeedbackId)> = Vec::new();
+            for (id, _) in page.hits {
+                if matches!(&similar_to, SimilarTo::Item(source) if *source == id) {
+                    continue;
+                }
+                if let Some(embedding) = store.embedding(&id)? {
+                    let cosine: f32 = embedding.iter().zip(&target).map(|(a, b)| a * b).sum();
+                    scored.push((cosine, id));
+                }
+            }
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            scored.truncate(query.limit);
+            let ids: Vec<FeedbackId> = scored.iter().map(|(_, id)| id.clone()).collect();
+            let items = store.get_many(&ids)?;
+            let hits = scored
+                .into_iter()
+                .zip(items)
+                .filter_map(|((score, _), item)| {
+                    Some(SearchHit {
+                        item: item?,
+                        score,
+                        snippet: None,
+                    })
+                })
+                .collect();
+            Ok(SearchPage {
+                hits,
+                total_hits: page.total_hits,
+                next_cursor: None,
+                facets: page.facets,
             })
         })
         .await

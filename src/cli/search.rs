@@ -73,6 +73,12 @@ pub struct SearchArgs {
     /// Count values of a field over all hits (repeatable): channel, product, tags, attributes.region ...
     #[arg(long)]
     pub facet: Vec<String>,
+    /// Rank by similarity to this stored item's embedding.
+    #[arg(long)]
+    pub similar_to: Option<String>,
+    /// Rank by similarity to this text's embedding.
+    #[arg(long)]
+    pub similar_to_text: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -173,6 +179,8 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
         limit: args.limit,
         cursor: args.cursor.clone().unwrap_or_default(),
         facets: args.facet.clone(),
+        similar_to_id: args.similar_to.clone().unwrap_or_default(),
+        similar_to_text: args.similar_to_text.clone().unwrap_or_default(),
     })
 }
 

@@ -35,6 +35,8 @@ pub const DEFAULT_SEARCH_LIMIT: usize = 10;
 pub const MAX_FACET_FIELDS: usize = 10;
 /// Values returned per facet field.
 pub const FACET_VALUES_PER_FIELD: usize = 50;
+/// Candidates a similarity search compares (the newest matching ones).
+pub const MAX_SIMILARITY_CANDIDATES: usize = 10_000;
 /// Values listed in one filter field.
 pub const MAX_FILTER_VALUES: usize = 100;
 /// Size of one gRPC request message.

@@ -14,7 +14,7 @@ pub use feedback::{
     AnalysisState, Channel, Feedback, FeedbackId, JourneyStage, Scores, StoredFeedback, UnixMicros,
 };
 pub use search::{
-    FacetCounts, IntRange, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery, Snippet,
-    SortOrder,
+    FacetCounts, IntRange, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery, SimilarTo,
+    Snippet, SortOrder,
 };
 pub use validate::{FeedbackDraft, Rejection};

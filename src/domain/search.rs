@@ -78,6 +78,15 @@ pub struct SearchQuery {
     pub cursor: Option<String>,
     /// Fields to count values of.
     pub facets: Vec<String>,
+    /// Rank by embedding similarity instead of `sort`.
+    pub similar_to: Option<SimilarTo>,
+}
+
+/// What a similarity search compares against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SimilarTo {
+    Item(super::FeedbackId),
+    Text(String),
 }
 
 /// A fragment of an item's text around the query terms.

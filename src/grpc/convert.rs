@@ -11,7 +11,7 @@ use crate::domain::limits::{
 use crate::domain::{
     Analysis, AnalysisState, Channel, FacetCounts, FeedbackDraft, FeedbackId, IntRange,
     JourneyStage, Rejection, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery,
-    Sentiment, SentimentLabel, SortOrder, StoredFeedback, UnixMicros,
+    Sentiment, SentimentLabel, SimilarTo, SortOrder, StoredFeedback, UnixMicros,
 };
 use crate::engine::{IncomingItem, ItemOutcome};
 use crate::error::Error;
@@ -342,7 +342,28 @@ impl TryFrom<pb::SearchRequest> for SearchQuery {
                 ))
             }
         };
+        let similar_to = match (raw.similar_to_id.is_empty(), raw.similar_to_text.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(SimilarTo::Item(
+                FeedbackId::parse(&raw.similar_to_id)
+                    .map_err(|r| Error::invalid("similar_to_id", r))?,
+            )),
+            (true, false) => Some(SimilarTo::Text(raw.similar_to_text)),
+            (false, false) => {
+                return Err(Error::invalid(
+                    "similar_to_text",
+                    "give similar_to_id or similar_to_text, not both",
+                ))
+            }
+        };
+        if similar_to.is_some() && !raw.cursor.is_empty() {
+            return Err(Error::invalid(
+                "cursor",
+                "not supported with similarity search",
+            ));
+        }
         Ok(SearchQuery {
+            similar_to,
             text: raw.query,
             filter: filter(raw.filter.unwrap_or_default())?,
             sort,

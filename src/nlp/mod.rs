@@ -22,7 +22,7 @@ mod sentiment;
 use std::path::{Path, PathBuf};
 
 pub use encoder::Encoder;
-pub use pool::AnalysisPool;
+pub use pool::{check_text, AnalysisPool};
 pub use segment::split_sentences;
 pub use sentiment::SentimentHead;
 

@@ -570,6 +570,85 @@ async fn stored_items_are_analysed_in_the_background_and_searchable_by_sentiment
 }
 
 #[tokio::test]
+async fn similar_items_by_embedding() {
+    let server = TestServer::spawn_with_analysis(&[]).await;
+    let mut client = server.client().await;
+    let texts = [
+        (
+            "sim-1",
+            "The router keeps dropping the wifi connection every evening.",
+        ),
+        (
+            "sim-2",
+            "My wifi disconnects all the time, the router is unreliable.",
+        ),
+        ("sim-3", "Le routeur perd la connexion wifi tous les soirs."),
+        ("sim-4", "The invoice charged me twice for the same month."),
+        ("sim-5", "Lovely staff at the store, very helpful."),
+    ];
+    let items: Vec<pb::Feedback> = texts.iter().map(|(id, text)| item(id, text)).collect();
+    client
+        .ingest(pb::IngestRequest {
+            items,
+            wait_for_analysis: true,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = texts.iter().map(|(id, _)| *id).collect();
+    search_until(&mut client, search_request(""), |r| r.total_hits == 5).await;
+    let response = search(
+        &mut client,
+        pb::SearchRequest {
+            similar_to_id: "sim-1".into(),
+            limit: 4,
+            ..Default::default()
+        },
+    )
+    .await;
+    let found = hit_ids(&response);
+    assert!(
+        !found.contains(&"sim-1".to_string()),
+        "the item itself is left out"
+    );
+    assert_eq!(found.len(), 4);
+    let top_two: std::collections::HashSet<&str> = found[..2].iter().map(String::as_str).collect();
+    assert_eq!(
+        top_two,
+        ["sim-2", "sim-3"].into_iter().collect(),
+        "{found:?} (multilingual neighbours first)"
+    );
+    assert!(response.hits.windows(2).all(|w| w[0].score >= w[1].score));
+    let response = search(
+        &mut client,
+        pb::SearchRequest {
+            similar_to_text: "double charge on my bill".into(),
+            limit: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(hit_ids(&response), vec!["sim-4"]);
+    let _ = ids;
+    let status = client
+        .search(pb::SearchRequest {
+            similar_to_id: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = client
+        .search(pb::SearchRequest {
+            similar_to_id: "sim-1".into(),
+            cursor: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
 async fn ingest_can_wait_for_the_analysis() {
     let server = TestServer::spawn_with_analysis(&[]).await;
     let mut client = server.client().await;
