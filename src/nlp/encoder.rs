@@ -22,6 +22,17 @@ pub struct ModelInfo {
     pub pad_id: i64,
     pub unk_id: u32,
     pub query_prefix: String,
+    /// SentencePiece files (e5): a fused run of unknown characters becomes one
+    /// `<unk>` per character, as in the reference engine. WordPiece: false.
+    #[serde(default = "default_true")]
+    pub expand_unknown_runs: bool,
+    /// Where the model came from (the source file's sha256).
+    #[serde(default)]
+    pub source_sha256: String,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 pub struct Encoder {
@@ -51,7 +62,7 @@ impl Encoder {
         ] {
             verify_file(paths, &file)?;
         }
-        let info_path = paths.dir.join("e5-small/model_info.json");
+        let info_path = paths.encoder_info();
         let info: ModelInfo =
             serde_json::from_str(&std::fs::read_to_string(&info_path).map_err(|_| {
                 NlpError::ModelMissing {
@@ -100,7 +111,7 @@ impl Encoder {
             .map_err(|e| NlpError::Inference(format!("tokenizer: {e}")))?;
         let mut ids = Vec::with_capacity(encoding.len());
         for (&id, token) in encoding.get_ids().iter().zip(encoding.get_tokens()) {
-            if id == self.info.unk_id {
+            if id == self.info.unk_id && self.info.expand_unknown_runs {
                 ids.extend(std::iter::repeat_n(
                     i64::from(id),
                     token.chars().count().max(1),
@@ -117,6 +128,11 @@ impl Encoder {
             ids.pop();
         }
         Ok(ids)
+    }
+
+    /// Content token ids of `text` for tests and tools (prefix included).
+    pub fn token_ids(&self, text: &str) -> Result<Vec<i64>, NlpError> {
+        self.content_ids(text)
     }
 
     /// L2-normalised embeddings (with the `query: ` prefix), one per text.

@@ -78,22 +78,36 @@ impl NlpError {
 #[derive(Clone, Debug)]
 pub struct ModelPaths {
     pub dir: PathBuf,
+    /// Folder of the encoder: `model.onnx`, `tokenizer.json`, `model_info.json`.
+    pub encoder: PathBuf,
 }
 
 impl ModelPaths {
+    /// The default model set: multilingual-e5-small under `dir/e5-small`.
     pub fn new(dir: &Path) -> Self {
         ModelPaths {
             dir: dir.to_path_buf(),
+            encoder: dir.join("e5-small"),
         }
+    }
+
+    /// Another encoder folder, e.g. one `models/convert_hf.py` made from a
+    /// Hugging Face BERT directory (`models/cache/all-minilm-l6-v2-onnx`).
+    pub fn with_encoder(mut self, encoder: &Path) -> Self {
+        self.encoder = encoder.to_path_buf();
+        self
     }
     pub fn onnxruntime(&self) -> PathBuf {
         self.dir.join("onnxruntime/libonnxruntime.so.1.32.0")
     }
     pub fn encoder_model(&self) -> PathBuf {
-        self.dir.join("e5-small/model.onnx")
+        self.encoder.join("model.onnx")
     }
     pub fn tokenizer(&self) -> PathBuf {
-        self.dir.join("e5-small/tokenizer.json")
+        self.encoder.join("tokenizer.json")
+    }
+    pub fn encoder_info(&self) -> PathBuf {
+        self.encoder.join("model_info.json")
     }
     pub fn sentiment_head(&self) -> PathBuf {
         self.dir.join("sentiment/e5-small-logistic.json")

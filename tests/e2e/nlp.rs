@@ -747,3 +747,84 @@ async fn the_analysis_backlog_survives_a_crash() {
         .into_inner();
     assert_eq!(stats.analysis_backlog, 0);
 }
+
+/// The encoder also loads a standard Hugging Face BERT directory converted by
+/// `models/convert_hf.py` (all-minilm-l6-v2 here): our tokenisation and
+/// inference agree with the Python tokenizers + onnxruntime of the same files.
+#[test]
+fn a_converted_hugging_face_bert_encoder_loads_and_agrees_with_python() {
+    let cache = repo_path("models/cache");
+    let dir = cache.join("all-minilm-l6-v2-onnx");
+    let paths = verbatim::nlp::ModelPaths::new(&cache).with_encoder(&dir);
+    let encoder = verbatim::nlp::Encoder::load(&paths, 2).expect("load the converted MiniLM");
+    assert_eq!(encoder.info.hidden, 384);
+    assert!(!encoder.info.expand_unknown_runs);
+    let texts = [
+        "The delivery was late again.",
+        "Customer service solved it in minutes 👍",
+        "☃ unknown ☃☃ glyphs",
+    ];
+    let ours = encoder.embed(&texts).unwrap();
+    let ids: Vec<Vec<i64>> = texts
+        .iter()
+        .map(|t| encoder.token_ids(t).unwrap())
+        .collect();
+    let script = r#"
+import json, sys
+import numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+d = sys.argv[1]
+texts = json.loads(sys.stdin.read())
+tok = Tokenizer.from_file(d + "/tokenizer.json")
+s = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
+out = []
+for t in texts:
+    ids = tok.encode(t).ids
+    e = s.run(["embedding"], {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)})[0][0]
+    out.append({"ids": ids[1:-1], "embedding": [float(x) for x in e]})
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(cache.join("venv/bin/python"))
+        .args(["-c", script, dir.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("models/cache/venv/bin/python (run models/prepare.py)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&texts).unwrap().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let python: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    for (i, reference) in python.iter().enumerate() {
+        let ref_ids: Vec<i64> = reference["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(ids[i], ref_ids, "token ids of {:?}", texts[i]);
+        let ref_embedding: Vec<f32> = reference["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let cosine: f32 = ours[i].iter().zip(&ref_embedding).map(|(a, b)| a * b).sum();
+        assert!(cosine > 0.9999, "text {i}: cosine {cosine}");
+    }
+    // A paraphrase is closer than an unrelated sentence.
+    let pair = encoder
+        .embed(&[
+            "The parcel arrived late.",
+            "Delivery was delayed.",
+            "I love the colour of the case.",
+        ])
+        .unwrap();
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!(cos(&pair[0], &pair[1]) > cos(&pair[0], &pair[2]) + 0.2);
+}
