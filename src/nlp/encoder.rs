@@ -84,6 +84,9 @@ impl Encoder {
                     .map_err(Into::into)
             })
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+            // Idle intra-op threads must not spin: the gRPC server, the
+            // indexer and often the client share these cores.
+            .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
             .and_then(|mut b| b.commit_from_file(paths.encoder_model()))
             .map_err(|e| load_error("the encoder model")(e.to_string()))?;
         let mut tokenizer = tokenizers::Tokenizer::from_file(paths.tokenizer())
