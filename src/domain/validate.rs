@@ -95,7 +95,8 @@ impl FeedbackDraft {
     }
 }
 
-fn validate_text(text: &str) -> Result<(), Rejection> {
+/// The rules of `Feedback.text` (also applied to texts sent to Analyze).
+pub fn validate_text(text: &str) -> Result<(), Rejection> {
     if text.trim().is_empty() {
         return Err(Rejection::new(
             "text",

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{assemble, split_sentences, Encoder, ModelPaths, NlpError, SentimentHead};
-use crate::domain::limits::MAX_TEXT_BYTES;
 use crate::domain::{Analysis, Rejection};
 
 /// Texts the inference thread gathers from waiting requests into one pass.
@@ -183,28 +182,5 @@ impl AnalysisPool {
     }
 }
 
-/// The documented rules for an analysable text (the same as for stored feedback).
-pub fn check_text(text: &str) -> Result<(), Rejection> {
-    if text.trim().is_empty() {
-        return Err(Rejection::new(
-            "text",
-            "must not be empty or only whitespace",
-        ));
-    }
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(Rejection::new(
-            "text",
-            format!("must be at most {MAX_TEXT_BYTES} bytes, got {}", text.len()),
-        ));
-    }
-    if let Some(c) = text
-        .chars()
-        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-    {
-        return Err(Rejection::new(
-            "text",
-            format!("must not contain control character U+{:04X}", c as u32),
-        ));
-    }
-    Ok(())
-}
+/// The documented rules for an analysable text: the same as for stored feedback.
+pub use crate::domain::validate_text as check_text;
