@@ -176,8 +176,10 @@ impl Config {
             "analysis_queue must be at least 1"
         );
         anyhow::ensure!(
-            self.index_memory_mb >= 16,
-            "index_memory_mb must be at least 16 (tantivy needs 15 MiB per thread)"
+            self.index_memory_mb >= 16 * self.index_threads,
+            "index_memory_mb must be at least 16 per index thread ({} for {} threads): tantivy needs 15 MiB per thread",
+            16 * self.index_threads,
+            self.index_threads
         );
         Ok(())
     }

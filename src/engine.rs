@@ -141,7 +141,15 @@ impl Engine {
         }
         let (versions, _) = self.get(ids).await?;
         let texts: Vec<String> = versions.iter().map(|v| v.feedback.text.clone()).collect();
-        let analyses = pool.analyze(&texts, true).await?;
+        // The items are durable now: an analysis problem must not turn the
+        // answer into an error, they are left to the background analysis.
+        let analyses = match pool.analyze(&texts, true).await {
+            Ok(analyses) => analyses,
+            Err(error) => {
+                tracing::warn!(%error, "analysis while ingesting failed; left to the background analysis");
+                return Ok(outcomes.into_iter().map(|o| (o, None)).collect());
+            }
+        };
         let mut by_id: HashMap<FeedbackId, Analysis> = HashMap::new();
         let mut updates = Vec::new();
         for (version, analysis) in versions.into_iter().zip(analyses) {
@@ -165,7 +173,7 @@ impl Engine {
                 embedding,
             });
         }
-        self.store.try_write(WriteOp::SetAnalysis(updates)).await?;
+        self.store.write(WriteOp::SetAnalysis(updates)).await?;
         Ok(outcomes
             .into_iter()
             .map(|o| {
@@ -213,7 +221,8 @@ impl Engine {
 
     /// Erases every item of a customer; returns how many.
     pub async fn delete_customer(&self, customer_id: String) -> Result<usize> {
-        if customer_id.trim().is_empty() {
+        let customer_id = customer_id.trim().to_string();
+        if customer_id.is_empty() {
             return Err(Error::invalid("customer_id", "must not be empty"));
         }
         match self

@@ -164,8 +164,9 @@ pub struct StoredFeedback {
     pub feedback: Feedback,
     /// When this version was stored.
     pub ingested_at: UnixMicros,
-    /// Position of this version in the store's change log; unique per write,
-    /// increasing. Used as the index's tie-breaker and recovery watermark.
+    /// The store seq at which this version was written: unique per version,
+    /// increasing, and unchanged when the analysis is attached later. The
+    /// index's tie-breaker and the analysis queue's key.
     pub seq: u64,
     /// The NLP analysis of `feedback.text`; records written before analysis
     /// existed decode as pending.

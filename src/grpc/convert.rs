@@ -256,6 +256,7 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
     check_count("filter.languages", raw.languages.len())?;
     check_count("filter.tags", raw.tags.len())?;
     check_count("filter.attributes", raw.attributes.len())?;
+    check_count("filter.sentiments", raw.sentiments.len())?;
     let channels = enum_values("filter.channels", &raw.channels, channel_from_pb)?;
     let journey_stages = enum_values("filter.journey_stages", &raw.journey_stages, stage_from_pb)?;
     let created = |field: &str, ts: Option<Timestamp>| {
@@ -267,11 +268,12 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
     Ok(SearchFilter {
         channels,
         journey_stages,
-        products: raw.products,
-        languages: raw.languages,
-        tags: raw.tags,
+        // Stored values are trimmed on ingest; filter values are compared the same way.
+        products: raw.products.iter().map(|p| p.trim().to_string()).collect(),
+        languages: raw.languages.iter().map(|l| l.trim().to_string()).collect(),
+        tags: raw.tags.iter().map(|t| t.trim().to_string()).collect(),
         attributes: raw.attributes.into_iter().collect(),
-        customer_id: Some(raw.customer_id).filter(|c| !c.is_empty()),
+        customer_id: Some(raw.customer_id.trim().to_string()).filter(|c| !c.is_empty()),
         created_after: created("filter.created_after", raw.created_after)?,
         created_before: created("filter.created_before", raw.created_before)?,
         nps: int_range("filter.nps", raw.nps)?,

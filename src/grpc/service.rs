@@ -69,6 +69,9 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
             let mut in_flight = FuturesOrdered::new();
             let mut sequence: u64 = 0;
             let mut inbound_open = true;
+            // A bad message ends the stream with its status, after the acks of
+            // the batches before it (they are being written and will be durable).
+            let mut final_error: Option<Status> = None;
             loop {
                 tokio::select! {
                     Some(done) = in_flight.next(), if !in_flight.is_empty() => {
@@ -93,21 +96,27 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
                                         in_flight.push_back(async move { (this, pending.await) });
                                     }
                                     Err(error) => {
-                                        let _ = acks.send(Err(Status::from(error))).await;
-                                        return;
+                                        final_error = Some(Status::from(error));
+                                        inbound_open = false;
                                     }
                                 }
                                 sequence += 1;
                             }
                             Ok(None) => inbound_open = false,
                             Err(status) => {
-                                tracing::debug!(%status, "ingest stream ended by the client");
+                                // Undecodable or oversized message (INVALID_ARGUMENT,
+                                // OUT_OF_RANGE), or the client went away.
+                                tracing::debug!(%status, "ingest stream input ended with an error");
+                                final_error = Some(status);
                                 inbound_open = false;
                             }
                         }
                     }
                     else => break,
                 }
+            }
+            if let Some(status) = final_error {
+                let _ = acks.send(Err(status)).await;
             }
             tracing::debug!(messages = sequence, "ingest stream finished");
         };
@@ -193,7 +202,8 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
                         .map(convert::analyze_response)
                         .map_err(Status::from),
                     Err(status) => {
-                        tracing::debug!(%status, "analyze stream ended by the client");
+                        tracing::debug!(%status, "analyze stream input ended with an error");
+                        let _ = responses.send(Err(status)).await;
                         return;
                     }
                 };

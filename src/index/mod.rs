@@ -156,7 +156,8 @@ impl SearchIndex {
             settings.writer_threads.max(1),
             settings.writer_memory_bytes,
         )?;
-        if created {
+        // A new folder, or one whose first rebuild never committed (no payload).
+        if created || index.load_metas()?.payload.is_none() {
             let stats = store.stats()?;
             if stats.items > 0 {
                 tracing::info!(
@@ -438,7 +439,7 @@ fn apply_changes(
     store: &Store,
     after: u64,
 ) -> Result<Option<u64>, IndexError> {
-    const MAX_CHANGES_PER_COMMIT: usize = 100_000;
+    const MAX_CHANGES_PER_COMMIT: usize = 10_000;
     let changes = store.changes_after(after, MAX_CHANGES_PER_COMMIT)?;
     let Some(last) = changes.last().map(|c| c.seq) else {
         return Ok(None);

@@ -146,10 +146,8 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<Box<dyn Que
         let bound = |at: Option<crate::domain::UnixMicros>, inclusive: bool| match at {
             None => Bound::Unbounded,
             Some(at) => {
-                let t = Term::from_field_date_for_search(
-                    fields.created_at,
-                    DateTime::from_timestamp_micros(at.0),
-                );
+                let t =
+                    Term::from_field_date(fields.created_at, DateTime::from_timestamp_micros(at.0));
                 if inclusive {
                     Bound::Included(t)
                 } else {

@@ -113,72 +113,100 @@ impl AnalysisPool {
 
     /// Embeddings of `texts` (fails fast with Overloaded when the queue is full).
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, NlpError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .try_send(Job { texts, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => NlpError::Overloaded {
-                    capacity: self.capacity,
-                },
-                mpsc::error::TrySendError::Closed(_) => NlpError::Closed,
-            })?;
-        answer.await.map_err(|_| NlpError::Closed)?
+        // Large requests go in as several jobs of at most BATCH_TEXTS texts,
+        // so other requests interleave with them on the inference thread. If
+        // one cannot be queued, the receivers already queued are dropped and
+        // the inference thread skips those jobs.
+        let mut answers = Vec::new();
+        for chunk in texts.chunks(BATCH_TEXTS) {
+            let (reply, answer) = oneshot::channel();
+            self.queue
+                .try_send(Job {
+                    texts: chunk.to_vec(),
+                    reply,
+                })
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => NlpError::Overloaded {
+                        capacity: self.capacity,
+                    },
+                    mpsc::error::TrySendError::Closed(_) => NlpError::Closed,
+                })?;
+            answers.push(answer);
+        }
+        let mut embeddings = Vec::with_capacity(texts.len());
+        for answer in answers {
+            embeddings.extend(answer.await.map_err(|_| NlpError::Closed)??);
+        }
+        Ok(embeddings)
     }
 
     /// Analyses each text; a text that cannot be analysed gets a rejection.
+    /// Text checks, sentence splitting and the assembly (head, language,
+    /// keyphrases) run on the blocking pool, inference on the inference thread.
     pub async fn analyze(
         &self,
         texts: &[String],
         include_embeddings: bool,
     ) -> Result<Vec<Result<Analysis, Rejection>>, NlpError> {
-        let mut plans: Vec<Result<Vec<(usize, usize)>, Rejection>> =
-            Vec::with_capacity(texts.len());
-        let mut to_embed: Vec<String> = Vec::new();
-        for text in texts {
-            match check_text(text) {
-                Err(rejection) => plans.push(Err(rejection)),
-                Ok(()) => {
-                    let sentences = split_sentences(text);
-                    to_embed.push(text.clone());
-                    if sentences.len() > 1 {
-                        let chars: Vec<char> = text.chars().collect();
-                        to_embed.extend(
-                            sentences
-                                .iter()
-                                .map(|&(s, e)| chars[s..e].iter().collect::<String>()),
-                        );
+        let owned = texts.to_vec();
+        let (owned, plans, to_embed) = tokio::task::spawn_blocking(move || {
+            let mut plans: Vec<Result<Vec<(usize, usize)>, Rejection>> =
+                Vec::with_capacity(owned.len());
+            let mut to_embed: Vec<String> = Vec::new();
+            for text in &owned {
+                match check_text(text) {
+                    Err(rejection) => plans.push(Err(rejection)),
+                    Ok(()) => {
+                        let sentences = split_sentences(text);
+                        to_embed.push(text.clone());
+                        if sentences.len() > 1 {
+                            let chars: Vec<char> = text.chars().collect();
+                            to_embed.extend(
+                                sentences
+                                    .iter()
+                                    .map(|&(s, e)| chars[s..e].iter().collect::<String>()),
+                            );
+                        }
+                        plans.push(Ok(sentences));
                     }
-                    plans.push(Ok(sentences));
                 }
             }
-        }
-        let mut embeddings = if to_embed.is_empty() {
+            (owned, plans, to_embed)
+        })
+        .await
+        .map_err(|e| NlpError::Inference(e.to_string()))?;
+        let embeddings = if to_embed.is_empty() {
             Vec::new()
         } else {
             self.embed(to_embed).await?
-        }
-        .into_iter();
-        Ok(texts
-            .iter()
-            .zip(plans)
-            .map(|(text, plan)| {
-                let sentences = plan?;
-                let document = embeddings.next().expect("one embedding per document");
-                let sentence_embeddings: Vec<Vec<f32>> = if sentences.len() > 1 {
-                    embeddings.by_ref().take(sentences.len()).collect()
-                } else {
-                    vec![document.clone(); sentences.len()]
-                };
-                Ok(assemble(
-                    text,
-                    &sentences,
-                    document,
-                    &sentence_embeddings,
-                    &self.head,
-                    include_embeddings,
-                ))
-            })
-            .collect())
+        };
+        let head = self.head.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut embeddings = embeddings.into_iter();
+            owned
+                .iter()
+                .zip(plans)
+                .map(|(text, plan)| {
+                    let sentences = plan?;
+                    let document = embeddings.next().expect("one embedding per document");
+                    let sentence_embeddings: Vec<Vec<f32>> = if sentences.len() > 1 {
+                        embeddings.by_ref().take(sentences.len()).collect()
+                    } else {
+                        vec![document.clone(); sentences.len()]
+                    };
+                    Ok(assemble(
+                        text,
+                        &sentences,
+                        document,
+                        &sentence_embeddings,
+                        &head,
+                        include_embeddings,
+                    ))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| NlpError::Inference(e.to_string()))
     }
 }
 

@@ -266,8 +266,9 @@ fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u
                             .transpose()?;
                         match current {
                             Some(mut item) if item.seq == update.version_seq => {
+                                // The item keeps its version seq (the index's
+                                // stable tie-breaker); the change log gets a new one.
                                 seq += 1;
-                                item.seq = seq;
                                 item.analysis = update.state;
                                 items.insert(id.as_str(), encode(&item)?.as_slice())?;
                                 changes.insert(seq, id.as_str())?;

@@ -318,3 +318,37 @@ async fn ingest_stream_acks_every_message_in_order() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_bad_stream_message_ends_the_stream_after_the_acks_before_it() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let good = |m: usize| pb::IngestRequest {
+        items: (0..100)
+            .map(|i| item(&format!("bs-{m}-{i}"), "fine"))
+            .collect(),
+        ..Default::default()
+    };
+    let messages = vec![good(0), good(1), pb::IngestRequest::default(), good(3)];
+    let mut acks = client
+        .ingest_stream(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 0);
+    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 1);
+    let status = acks.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["bs-1-99".into(), "bs-3-0".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        got.missing_ids,
+        vec!["bs-3-0"],
+        "acknowledged batches stored, nothing after the bad one"
+    );
+}

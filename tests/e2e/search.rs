@@ -483,3 +483,39 @@ async fn cursor_pages_are_stable_while_items_arrive() {
     let status = client.search(other).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn date_filters_are_exact_to_the_microsecond() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let at = |nanos: i32| {
+        Some(prost_types::Timestamp {
+            seconds: 1_767_225_600,
+            nanos,
+        })
+    };
+    let items = vec![
+        pb::Feedback {
+            created_at: at(200_000_000),
+            ..item("d-early", "same second early")
+        },
+        pb::Feedback {
+            created_at: at(700_000_000),
+            ..item("d-late", "same second late")
+        },
+    ];
+    ingest(&mut client, items).await;
+    search_until(&mut client, search_request("second"), |r| r.total_hits == 2).await;
+    let mut after = search_request("second");
+    after.filter = Some(pb::Filter {
+        created_after: at(500_000_000),
+        ..Default::default()
+    });
+    assert_eq!(hit_ids(&search(&mut client, after).await), vec!["d-late"]);
+    let mut before = search_request("second");
+    before.filter = Some(pb::Filter {
+        created_before: at(700_000_000),
+        ..Default::default()
+    });
+    assert_eq!(hit_ids(&search(&mut client, before).await), vec!["d-early"]);
+}
