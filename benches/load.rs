@@ -604,7 +604,15 @@ async fn bench_analyze(secs: u64) {
     );
     let reference_before = reference_texts_per_second(&file, n);
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models/cache");
-    let server = Server::start(&["--analysis", "on", "--models-dir", models]);
+    let encoder = std::env::var("BENCH_ENCODER").unwrap_or_else(|_| "e5-small".into());
+    let server = Server::start(&[
+        "--analysis",
+        "on",
+        "--models-dir",
+        models,
+        "--encoder",
+        &encoder,
+    ]);
     let sentences = Arc::new(sentences);
     // Warm-up.
     analyze_phase(&server.addr, &sentences, 1, 8, 1).await;
@@ -638,7 +646,14 @@ async fn bench_analyze(secs: u64) {
             ..Default::default()
         })
         .collect();
-    let server = Server::start(&["--analysis", "on", "--models-dir", models]);
+    let server = Server::start(&[
+        "--analysis",
+        "on",
+        "--models-dir",
+        models,
+        "--encoder",
+        &encoder,
+    ]);
     let started = Instant::now();
     let acked_s = stream_ingest(&server.addr, items).await;
     let mut c = client(&server.addr).await;

