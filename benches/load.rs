@@ -604,7 +604,7 @@ async fn bench_analyze(secs: u64) {
     );
     let reference_before = reference_texts_per_second(&file, n);
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models/cache");
-    let encoder = std::env::var("BENCH_ENCODER").unwrap_or_else(|_| "e5-small".into());
+    let encoder = std::env::var("BENCH_ENCODER").unwrap_or_else(|_| "e5-small-int8".into());
     let server = Server::start(&[
         "--analysis",
         "on",

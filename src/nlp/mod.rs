@@ -39,7 +39,7 @@ pub enum FaultSource {
 pub enum NlpError {
     #[error("{field}: {reason}")]
     InvalidText { field: String, reason: String },
-    #[error("model file {path} is missing: run `python3 models/prepare.py` (or point --models-dir at a prepared folder)")]
+    #[error("model file {path} is missing: run `python3 models/prepare.py --int8` (or point --models-dir at a prepared folder)")]
     ModelMissing { path: String },
     #[error("model file {path} does not match its pinned sha256 (expected {expected}, found {found}): run `python3 models/prepare.py --force`")]
     ModelCorrupt {

@@ -121,8 +121,8 @@ async fn embeddings_match_the_reference_engine() {
 }
 
 #[tokio::test]
-async fn the_int8_encoder_also_matches_the_reference_engine() {
-    embeddings_match_the_reference(&["--encoder", "e5-small-int8"]).await;
+async fn the_4bit_encoder_also_matches_the_reference_engine() {
+    embeddings_match_the_reference(&["--encoder", "e5-small"]).await;
 }
 
 async fn embeddings_match_the_reference(args: &[&str]) {
@@ -400,6 +400,7 @@ async fn analysis_off_and_missing_models() {
         .arg(dir.path().join("data2"))
         .arg("--models-dir")
         .arg(&fake)
+        .args(["--encoder", "e5-small"])
         .output()
         .unwrap();
     assert!(!output.status.success());
