@@ -310,16 +310,21 @@ impl Engine {
                 ..query.clone()
             };
             let page = index.search(&candidates)?;
-            let mut scored: Vec<(f32, FeedbackId)> = Vec::new();
-            for (id, _) in page.hits {
-                if matches!(&similar_to, SimilarTo::Item(source) if *source == id) {
-                    continue;
-                }
-                if let Some(embedding) = store.embedding(&id)? {
-                    let cosine: f32 = embedding.iter().zip(&target).map(|(a, b)| a * b).sum();
-                    scored.push((cosine, id));
-                }
-            }
+            let candidate_ids: Vec<FeedbackId> = page
+                .hits
+                .into_iter()
+                .map(|(id, _)| id)
+                .filter(|id| !matches!(&similar_to, SimilarTo::Item(source) if source == id))
+                .collect();
+            let embeddings = store.embeddings(&candidate_ids)?;
+            let mut scored: Vec<(f32, FeedbackId)> = candidate_ids
+                .into_iter()
+                .zip(embeddings)
+                .filter_map(|(id, embedding)| {
+                    let cosine: f32 = embedding?.iter().zip(&target).map(|(a, b)| a * b).sum();
+                    Some((cosine, id))
+                })
+                .collect();
             scored.sort_by(|a, b| b.0.total_cmp(&a.0));
             scored.truncate(query.limit);
             let ids: Vec<FeedbackId> = scored.iter().map(|(_, id)| id.clone()).collect();

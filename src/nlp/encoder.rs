@@ -133,11 +133,6 @@ impl Encoder {
         Ok(ids)
     }
 
-    /// Content token ids of `text` for tests and tools (prefix included).
-    pub fn token_ids(&self, text: &str) -> Result<Vec<i64>, NlpError> {
-        self.content_ids(text)
-    }
-
     /// L2-normalised embeddings (with the `query: ` prefix), one per text.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, NlpError> {
         let window = self.info.max_positions - 2;

@@ -26,7 +26,7 @@ pub use pool::{check_text, AnalysisPool};
 pub use segment::split_sentences;
 pub use sentiment::SentimentHead;
 
-use crate::domain::{Analysis, SentenceAnalysis, Sentiment};
+use crate::domain::{Analysis, SentenceAnalysis};
 
 /// Who caused a failure (meilisearch's `FaultSource`): the caller's input, or us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,9 +233,4 @@ pub fn assemble(
         },
         model: model.to_string(),
     }
-}
-
-/// A Sentiment from class probabilities [negative, neutral, positive].
-pub fn sentiment_from_probabilities(p: [f32; 3]) -> Sentiment {
-    sentiment::from_probabilities(p)
 }

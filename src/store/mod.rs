@@ -269,15 +269,24 @@ impl Store {
 
     /// The stored document embedding of an item, if it has been analysed.
     pub fn embedding(&self, id: &FeedbackId) -> Result<Option<Vec<f32>>, StoreError> {
+        Ok(self.embeddings(std::slice::from_ref(id))?.pop().flatten())
+    }
+
+    /// Stored document embeddings of many items, in order, in one read transaction.
+    pub fn embeddings(&self, ids: &[FeedbackId]) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(EMBEDDINGS)?;
-        Ok(table.get(id.as_str())?.map(|bytes| {
-            bytes
-                .value()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        }))
+        ids.iter()
+            .map(|id| {
+                Ok(table.get(id.as_str())?.map(|bytes| {
+                    bytes
+                        .value()
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect()
+                }))
+            })
+            .collect()
     }
 
     /// Number of stored items and of change-log entries not yet trimmed.

@@ -793,7 +793,7 @@ fn a_converted_hugging_face_bert_encoder_loads_and_agrees_with_python() {
     let ours = encoder.embed(&texts).unwrap();
     let ids: Vec<Vec<i64>> = texts
         .iter()
-        .map(|t| encoder.token_ids(t).unwrap())
+        .map(|t| encoder.content_ids(t).unwrap())
         .collect();
     let script = r#"
 import json, sys
