@@ -53,7 +53,8 @@ pub struct Config {
     pub encoder: String,
     /// Cores one inference pass uses.
     pub analysis_threads: usize,
-    /// Analysis requests that may wait for the inference thread.
+    /// Interactive analysis requests (Analyze, similar_to_text,
+    /// wait_for_analysis) in progress at once; more get RESOURCE_EXHAUSTED.
     pub analysis_queue: usize,
 }
 
@@ -73,7 +74,7 @@ impl Default for Config {
             models_dir: PathBuf::from("models/cache"),
             encoder: "e5-small-int8".into(),
             analysis_threads: 2,
-            analysis_queue: 256,
+            analysis_queue: 64,
         }
     }
 }
@@ -124,7 +125,7 @@ pub struct ServeArgs {
     /// Cores one inference pass uses [default: 2].
     #[arg(long, env = "VERBATIM_ANALYSIS_THREADS")]
     pub analysis_threads: Option<usize>,
-    /// Analysis requests that may wait [default: 256]; beyond that RESOURCE_EXHAUSTED.
+    /// Interactive analysis requests in progress at once [default: 64]; beyond that RESOURCE_EXHAUSTED.
     #[arg(long, env = "VERBATIM_ANALYSIS_QUEUE")]
     pub analysis_queue: Option<usize>,
 }

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST, MAX_SIMILARITY_CANDIDATES};
+use crate::domain::limits::{
+    MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST, MAX_NAME_BYTES, MAX_SIMILARITY_CANDIDATES,
+};
 use crate::domain::{
     Analysis, AnalysisState, Feedback, FeedbackDraft, FeedbackId, Rejection, SearchHit, SearchPage,
     SearchQuery, SimilarTo, StoredFeedback, UnixMicros,
@@ -57,11 +59,17 @@ impl Engine {
     ) -> Result<Vec<std::result::Result<Analysis, Rejection>>> {
         check_batch_size("texts", texts.len(), MAX_BATCH_ITEMS)?;
         let pool = self.analysis.as_ref().ok_or(NlpError::Disabled)?;
-        Ok(pool.analyze(&texts, include_embeddings).await?)
+        Ok(pool.analyze(texts, include_embeddings).await?)
     }
 
     pub fn index(&self) -> &SearchIndex {
         &self.index
+    }
+
+    /// Whether writes can succeed now (false while the storage is full or
+    /// read-only); health reports NOT_SERVING meanwhile.
+    pub fn writable(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.store.writable()
     }
 
     /// Validates a batch and queues its valid items; the returned future
@@ -143,7 +151,7 @@ impl Engine {
         let texts: Vec<String> = versions.iter().map(|v| v.feedback.text.clone()).collect();
         // The items are durable now: an analysis problem must not turn the
         // answer into an error, they are left to the background analysis.
-        let analyses = match pool.analyze(&texts, true).await {
+        let analyses = match pool.analyze(texts, true).await {
             Ok(analyses) => analyses,
             Err(error) => {
                 tracing::warn!(%error, "analysis while ingesting failed; left to the background analysis");
@@ -225,13 +233,24 @@ impl Engine {
         if customer_id.is_empty() {
             return Err(Error::invalid("customer_id", "must not be empty"));
         }
+        if customer_id.len() > MAX_NAME_BYTES {
+            return Err(Error::invalid(
+                "customer_id",
+                format!(
+                    "must be at most {MAX_NAME_BYTES} bytes, got {}",
+                    customer_id.len()
+                ),
+            ));
+        }
         match self
             .store
             .try_write(WriteOp::DeleteCustomer(customer_id.clone()))
             .await?
         {
             WriteOutcome::CustomerErased { deleted } => {
-                tracing::info!(customer_id, deleted = deleted.len(), "customer erased");
+                // The erased customer's id is a personal identifier: it is
+                // never written to the log.
+                tracing::info!(deleted = deleted.len(), "customer erased");
                 Ok(deleted.len())
             }
             other => Err(Error::Task(format!("unexpected write outcome {other:?}"))),

@@ -12,8 +12,12 @@ use crate::domain::{AnalysisState, Rejection};
 use crate::nlp::{AnalysisPool, NlpError};
 use crate::store::{AnalysisUpdate, Store, WriteOp};
 
-/// Items read from the queue per round.
+/// Items read from the queue per round at most.
 const ROUND_ITEMS: usize = 64;
+/// Embeddings (a document plus its sentences) per round: a round ends at the
+/// item that reaches it (a round has at least one item, of any size: the
+/// pool streams a large text through in jobs).
+const ROUND_EMBEDDINGS: usize = 1_024;
 
 pub fn spawn(store: Store, pool: AnalysisPool) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -30,7 +34,6 @@ pub fn spawn(store: Store, pool: AnalysisPool) -> tokio::task::JoinHandle<()> {
                     .await;
                 }
                 Ok(_) => idle_rounds = 0,
-                Err(RoundError::Busy) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(RoundError::Stopped) => return,
                 Err(RoundError::Failed(error)) => {
                     tracing::error!(%error, "background analysis round failed; retrying");
@@ -42,8 +45,6 @@ pub fn spawn(store: Store, pool: AnalysisPool) -> tokio::task::JoinHandle<()> {
 }
 
 enum RoundError {
-    /// The analysis queue is full (interactive requests first): retry soon.
-    Busy,
     Stopped,
     Failed(String),
 }
@@ -51,8 +52,22 @@ enum RoundError {
 /// Analyses one round of queued items; returns how many queue entries it settled.
 async fn round(store: &Store, pool: &AnalysisPool) -> Result<usize, RoundError> {
     let reader = store.clone();
-    let backlog = tokio::task::spawn_blocking(move || reader.analysis_backlog(ROUND_ITEMS))
-        .await
+    let backlog = tokio::task::spawn_blocking(move || {
+        let mut backlog = reader.analysis_backlog(ROUND_ITEMS)?;
+        let mut embeddings = 0;
+        let keep = backlog
+            .iter()
+            .position(|(_, _, item)| {
+                embeddings += item.as_ref().map_or(0, |item| {
+                    1 + crate::nlp::split_sentences(&item.feedback.text).len()
+                });
+                embeddings >= ROUND_EMBEDDINGS
+            })
+            .map_or(backlog.len(), |i| i + 1);
+        backlog.truncate(keep);
+        Ok::<_, crate::store::StoreError>(backlog)
+    })
+    .await
         .map_err(|e| RoundError::Failed(e.to_string()))?
         .map_err(|e| RoundError::Failed(e.to_string()))?;
     if backlog.is_empty() {
@@ -68,13 +83,12 @@ async fn round(store: &Store, pool: &AnalysisPool) -> Result<usize, RoundError> 
     let mut results: Vec<Option<Result<crate::domain::Analysis, Rejection>>> =
         vec![None; backlog.len()];
     if !texts.is_empty() {
-        match pool.analyze(&texts, true).await {
+        match pool.analyze_background(texts, true).await {
             Ok(analyses) => {
                 for (&i, analysis) in live.iter().zip(analyses) {
                     results[i] = Some(analysis);
                 }
             }
-            Err(NlpError::Overloaded { .. }) => return Err(RoundError::Busy),
             Err(NlpError::Closed) => return Err(RoundError::Stopped),
             Err(error) => {
                 for &i in &live {

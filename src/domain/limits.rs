@@ -27,6 +27,9 @@ pub const MAX_IDS_PER_REQUEST: usize = 1_000;
 pub const MAX_QUERY_BYTES: usize = 1_024;
 /// Terms, phrases and other leaf clauses in one search query.
 pub const MAX_QUERY_CLAUSES: usize = 32;
+/// Nesting depth of parentheses (and chained `NOT`s) in one search query.
+/// Checked before any recursive parse, so no query can exhaust a stack.
+pub const MAX_QUERY_DEPTH: usize = 16;
 /// Hits per search page.
 pub const MAX_SEARCH_LIMIT: usize = 100;
 /// Hits per search page when the request says 0.

@@ -37,6 +37,29 @@ pub async fn router(
     health_reporter
         .set_serving::<pb::feedback_service_server::FeedbackServiceServer<FeedbackApi>>()
         .await;
+    // NOT_SERVING (overall and for the API) while writes cannot succeed
+    // (disk full, read-only): load balancers route around; reads still work.
+    let mut writable = engine.writable();
+    let reporter = health_reporter.clone();
+    tokio::spawn(async move {
+        loop {
+            let status = if *writable.borrow_and_update() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status(
+                    <pb::feedback_service_server::FeedbackServiceServer<FeedbackApi> as tonic::server::NamedService>::NAME,
+                    status,
+                )
+                .await;
+            if writable.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

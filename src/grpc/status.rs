@@ -31,6 +31,9 @@ fn store_status(error: StoreError) -> Status {
             "the write queue is full ({capacity} requests waiting); retry with backoff"
         )),
         StoreError::Closed => Status::unavailable("the server is shutting down"),
+        StoreError::Unavailable(reason) => Status::unavailable(format!(
+            "storage unavailable: {reason}; nothing was written, retry with backoff"
+        )),
         e @ (StoreError::Database(_)
         | StoreError::Open { .. }
         | StoreError::Decode { .. }
@@ -47,7 +50,9 @@ fn index_status(error: IndexError) -> Status {
         IndexError::InvalidCursor(reason) => Status::invalid_argument(format!("cursor: {reason}")),
         e @ IndexError::InvalidFacet(_) => Status::invalid_argument(format!("facets: {e}")),
         IndexError::Store(e) => store_status(e),
-        e @ (IndexError::Tantivy(_) | IndexError::Io { .. }) => internal(&e),
+        e @ (IndexError::Tantivy(_) | IndexError::Io { .. } | IndexError::CountMismatch { .. }) => {
+            internal(&e)
+        }
     }
 }
 

@@ -55,6 +55,8 @@ pub enum IndexError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the index holds {docs} documents where the store holds {items} items")]
+    CountMismatch { docs: u64, items: u64 },
 }
 
 /// Tuning of the indexer.
@@ -141,6 +143,79 @@ fn committed_seq(index: &Index) -> Result<u64, IndexError> {
         .unwrap_or(0))
 }
 
+struct Opened {
+    index: Index,
+    fields: Fields,
+    writer: IndexWriter<TantivyDocument>,
+    reader: IndexReader,
+    needs_rebuild: bool,
+}
+
+/// Opens the index, its writer and a reader: everything that reads the
+/// index files, so damage shows here and not on the first search.
+fn open_for_indexing(dir: &Path, settings: &IndexSettings) -> Result<Opened, IndexError> {
+    let (index, fields, created) = open_index(dir)?;
+    committed_seq(&index)?;
+    let writer = new_writer(&index, settings)?;
+    let reader: IndexReader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    // Touch every segment's term dictionaries and fast fields once.
+    let searcher = reader.searcher();
+    for segment in searcher.segment_readers() {
+        segment.fast_fields().u64("seq")?;
+        segment.inverted_index(fields.id)?;
+        segment.inverted_index(fields.text)?;
+    }
+    Ok(Opened {
+        index,
+        fields,
+        writer,
+        reader,
+        needs_rebuild: created,
+    })
+}
+
+fn new_writer(
+    index: &Index,
+    settings: &IndexSettings,
+) -> Result<IndexWriter<TantivyDocument>, IndexError> {
+    Ok(index.writer_with_num_threads(settings.writer_threads.max(1), settings.writer_memory_bytes)?)
+}
+
+/// Errors that mean the index files are damaged (as opposed to the folder
+/// being unwritable, or held by another process).
+fn is_damage(error: &IndexError) -> bool {
+    match error {
+        IndexError::Tantivy(tantivy::TantivyError::LockFailure(..)) => false,
+        IndexError::Tantivy(_) => true,
+        IndexError::InvalidQuery { .. }
+        | IndexError::InvalidCursor(_)
+        | IndexError::InvalidFacet(_)
+        | IndexError::Io { .. }
+        | IndexError::Store(_)
+        | IndexError::CountMismatch { .. } => false,
+    }
+}
+
+/// Renames a damaged index folder to `vN.damaged` (replacing an older one),
+/// kept for a post-mortem; returns the new path.
+fn quarantine(dir: &Path) -> Result<PathBuf, IndexError> {
+    let mut aside = dir.as_os_str().to_os_string();
+    aside.push(".damaged");
+    let aside = PathBuf::from(aside);
+    let io = |source| IndexError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside).map_err(io)?;
+    }
+    std::fs::rename(dir, &aside).map_err(io)?;
+    Ok(aside)
+}
+
 impl SearchIndex {
     /// Opens the index under `data_dir` and starts the indexer thread that
     /// follows `store`. A new (or new-schema) index is first filled from the
@@ -151,26 +226,45 @@ impl SearchIndex {
         settings: IndexSettings,
     ) -> Result<Self, IndexError> {
         let dir = index_dir(data_dir);
-        let (index, fields, created) = open_index(&dir)?;
-        let mut writer: IndexWriter<TantivyDocument> = index.writer_with_num_threads(
-            settings.writer_threads.max(1),
-            settings.writer_memory_bytes,
-        )?;
+        let opened = match open_for_indexing(&dir, &settings) {
+            Ok(opened) => opened,
+            Err(error) if is_damage(&error) => {
+                // The index is derived data: a damaged one (a missing or
+                // truncated segment file, a garbled meta.json) is moved aside
+                // and rebuilt from the store instead of refusing to start.
+                let aside = quarantine(&dir)?;
+                tracing::error!(
+                    %error,
+                    moved_to = %aside.display(),
+                    "THE INDEX IS DAMAGED: moved it aside; rebuilding it from the store"
+                );
+                open_for_indexing(&dir, &settings)?
+            }
+            Err(error) => return Err(error),
+        };
+        let Opened {
+            index,
+            fields,
+            mut writer,
+            reader,
+            mut needs_rebuild,
+        } = opened;
+        needs_rebuild |= index.load_metas()?.payload.is_none();
         // A new folder, or one whose first rebuild never committed (no payload).
-        if created || index.load_metas()?.payload.is_none() {
+        if needs_rebuild {
             let stats = store.stats()?;
             if stats.items > 0 {
                 tracing::info!(
                     items = stats.items,
                     "index missing: rebuilding it from the store"
                 );
-                rebuild(&store.offline_view(), &fields, &mut writer)?;
+                let last = rebuild(&store.offline_view()?, &fields, &mut writer)?;
+                reader.reload()?;
+                if let Err(error) = store.trim_changes_through(last) {
+                    tracing::warn!(%error, "cannot trim the change log after the rebuild");
+                }
             }
         }
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
         let mut parser = QueryParser::for_index(&index, vec![fields.text]);
         parser.set_conjunction_by_default();
         let shared = Arc::new(Shared {
@@ -186,11 +280,18 @@ impl SearchIndex {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
-            let shared = shared.clone();
+            let indexer = Indexer {
+                applied: shared.indexed_seq.load(Ordering::Acquire),
+                shared: shared.clone(),
+                index,
+                writer: Some(writer),
+                store,
+                settings,
+            };
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("indexer".into())
-                .spawn(move || run_indexer(shared, writer, store, settings, stop))
+                .spawn(move || run_indexer(indexer, stop))
                 .map_err(|source| IndexError::Io {
                     path: "indexer thread".into(),
                     source,
@@ -432,67 +533,166 @@ pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexEr
     Ok(count)
 }
 
-/// Applies up to `max` change-log entries; returns the last applied seq, if any.
-fn apply_changes(
-    shared: &Shared,
-    writer: &mut IndexWriter<TantivyDocument>,
-    store: &Store,
-    after: u64,
-) -> Result<Option<u64>, IndexError> {
-    const MAX_CHANGES_PER_COMMIT: usize = 10_000;
-    let changes = store.changes_after(after, MAX_CHANGES_PER_COMMIT)?;
-    let Some(last) = changes.last().map(|c| c.seq) else {
-        return Ok(None);
-    };
-    for change in &changes {
-        writer.delete_term(Term::from_field_text(shared.fields.id, change.id.as_str()));
-        if let Some(current) = &change.current {
-            // An older change-log entry of an item that was written again
-            // later is applied with the current version; the later entry
-            // then replaces it with the same document.
-            writer.add_document(to_document(&shared.fields, current))?;
-        }
-    }
-    let mut prepared = writer.prepare_commit()?;
-    prepared.set_payload(&last.to_string());
-    prepared.commit()?;
-    shared.reader.reload()?;
-    shared.indexed_seq.store(last, Ordering::Release);
-    store.trim_changes_through(last)?;
-    tracing::debug!(changes = changes.len(), last_seq = last, "index committed");
-    Ok(Some(last))
-}
+/// Change-log entries applied per commit at most.
+const MAX_CHANGES_PER_COMMIT: usize = 10_000;
 
-fn run_indexer(
+/// The indexer thread's state.
+///
+/// The commit payload is the seq through which the index is known complete:
+/// a commit that applied every change up to a store snapshot is checked
+/// against that snapshot's item count before it counts as verified, and the
+/// change log is trimmed only through a verified seq. After any indexing
+/// error the writer is dropped (a tantivy writer whose worker died would
+/// commit later payloads without the documents it lost) and re-created, and
+/// indexing resumes from the payload on disk.
+struct Indexer {
     shared: Arc<Shared>,
-    mut writer: IndexWriter<TantivyDocument>,
+    index: Index,
+    /// None after an error, until a new writer could be opened.
+    writer: Option<IndexWriter<TantivyDocument>>,
     store: Store,
     settings: IndexSettings,
-    stop: Arc<AtomicBool>,
-) {
-    let commits = store.commit_signal();
-    let mut applied = shared.indexed_seq.load(Ordering::Acquire);
-    let mut last_commit = Instant::now() - settings.refresh_interval;
+    /// Last seq applied and committed (searchable).
+    applied: u64,
+}
+
+impl Indexer {
+    fn writer(&mut self) -> Result<&mut IndexWriter<TantivyDocument>, IndexError> {
+        if self.writer.is_none() {
+            self.writer = Some(new_writer(&self.index, &self.settings)?);
+            tracing::info!("index writer re-opened");
+        }
+        Ok(self.writer.as_mut().expect("just set"))
+    }
+
+    /// Applies up to `MAX_CHANGES_PER_COMMIT` change-log entries and commits;
+    /// verifies the result when the batch reached the store's snapshot.
+    /// Returns the last applied seq, if anything was applied.
+    fn apply_changes(&mut self) -> Result<Option<u64>, IndexError> {
+        let batch = self
+            .store
+            .changes_after(self.applied, MAX_CHANGES_PER_COMMIT)?;
+        let last = batch.changes.last().map(|c| c.seq);
+        if let Some(last) = last {
+            let fields = self.shared.fields.clone();
+            let resume_at = if batch.complete { last } else { committed_seq(&self.index)? };
+            let writer = self.writer()?;
+            for change in &batch.changes {
+                writer.delete_term(Term::from_field_text(fields.id, change.id.as_str()));
+                if let Some(current) = &change.current {
+                    // An older change-log entry of an item that was written
+                    // again later is applied with the current version; the
+                    // later entry then replaces it with the same document.
+                    writer.add_document(to_document(&fields, current))?;
+                }
+            }
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&resume_at.to_string());
+            prepared.commit()?;
+            self.shared.reader.reload()?;
+            self.applied = last;
+            self.shared.indexed_seq.store(last, Ordering::Release);
+            tracing::debug!(changes = batch.changes.len(), last_seq = last, "index committed");
+        }
+        if batch.complete {
+            self.shared.reader.reload()?;
+            let docs = self.shared.reader.searcher().num_docs();
+            if docs != batch.snapshot_items {
+                return Err(IndexError::CountMismatch {
+                    docs,
+                    items: batch.snapshot_items,
+                });
+            }
+            if last.is_some() {
+                // Not part of the index's promise: a failed trim only means
+                // entries are applied again, which is idempotent.
+                if let Err(error) = self.store.trim_changes_through(self.applied) {
+                    tracing::warn!(%error, "cannot trim the change log; will retry");
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    /// After an error: drop the writer (and what it had not committed) and
+    /// go back to the last position known complete.
+    fn reset(&mut self) {
+        self.writer = None;
+        match committed_seq(&self.index) {
+            Ok(seq) => {
+                self.applied = seq;
+                self.shared.indexed_seq.store(seq, Ordering::Release);
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the index position"),
+        }
+    }
+
+    /// Rebuilds the whole index from the store.
+    fn rebuild(&mut self) -> Result<(), IndexError> {
+        let fields = self.shared.fields.clone();
+        let view = self.store.offline_view()?;
+        let last = rebuild(&view, &fields, self.writer()?)?;
+        self.shared.reader.reload()?;
+        self.applied = last;
+        self.shared.indexed_seq.store(last, Ordering::Release);
+        if let Err(error) = self.store.trim_changes_through(last) {
+            tracing::warn!(%error, "cannot trim the change log after the rebuild");
+        }
+        Ok(())
+    }
+}
+
+fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
+    let commits = indexer.store.commit_signal();
+    let refresh = indexer.settings.refresh_interval;
+    let mut last_commit = Instant::now() - refresh;
     let mut failures = 0u32;
+    // The first round runs at once, even with nothing new: it checks the
+    // index against the store's item count (and rebuilds on a mismatch).
+    let mut check_now = true;
     loop {
         let stopping = stop.load(Ordering::Acquire);
-        let newest = commits.wait_newer_than(applied, Duration::from_millis(100));
-        if newest > applied || stopping {
+        let newest = if check_now {
+            indexer.applied
+        } else {
+            commits.wait_newer_than(indexer.applied, Duration::from_millis(100))
+        };
+        if newest > indexer.applied || stopping || check_now {
             let since = last_commit.elapsed();
-            if !stopping && since < settings.refresh_interval {
-                std::thread::sleep(settings.refresh_interval - since);
+            if !stopping && !check_now && since < refresh {
+                std::thread::sleep(refresh - since);
             }
-            match apply_changes(&shared, &mut writer, &store, applied) {
-                Ok(Some(last)) => {
-                    applied = last;
+            let result = match indexer.apply_changes() {
+                Err(IndexError::CountMismatch { docs, items }) => {
+                    tracing::error!(
+                        docs,
+                        items,
+                        "the index does not match the store: rebuilding it from the store"
+                    );
+                    indexer.rebuild().map(|()| Some(indexer.applied))
+                }
+                other => other,
+            };
+            match result {
+                Ok(Some(_)) => {
                     last_commit = Instant::now();
                     failures = 0;
+                    check_now = false;
                     continue; // more may be waiting
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    failures = 0;
+                    check_now = false;
+                }
                 Err(error) => {
                     failures += 1;
-                    tracing::error!(%error, failures, "indexing failed; retrying");
+                    tracing::error!(
+                        %error,
+                        failures,
+                        "indexing failed; re-opening the writer and retrying from the last verified position"
+                    );
+                    indexer.reset();
+                    check_now = true;
                     std::thread::sleep(Duration::from_millis(100 * u64::from(failures.min(50))));
                     if stopping && failures > 3 {
                         break;
@@ -505,8 +705,10 @@ fn run_indexer(
             break;
         }
     }
-    if let Err(error) = writer.wait_merging_threads() {
-        tracing::warn!(%error, "index merge threads ended with an error");
+    if let Some(writer) = indexer.writer.take() {
+        if let Err(error) = writer.wait_merging_threads() {
+            tracing::warn!(%error, "index merge threads ended with an error");
+        }
     }
-    tracing::info!(indexed_seq = applied, "indexer stopped");
+    tracing::info!(indexed_seq = indexer.applied, "indexer stopped");
 }

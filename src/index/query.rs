@@ -14,7 +14,7 @@ use tantivy::{DateTime, Term};
 
 use super::schema::Fields;
 use super::IndexError;
-use crate::domain::limits::{MAX_QUERY_BYTES, MAX_QUERY_CLAUSES};
+use crate::domain::limits::{MAX_QUERY_BYTES, MAX_QUERY_CLAUSES, MAX_QUERY_DEPTH};
 use crate::domain::{IntRange, SearchFilter};
 
 /// Parses the query language; empty text matches everything.
@@ -31,6 +31,10 @@ pub fn parse_user_query(parser: &QueryParser, text: &str) -> Result<Box<dyn Quer
     if text.trim().is_empty() {
         return Ok(Box::new(AllQuery));
     }
+    // The grammar (and the AST walks after it) recurse once per `(` and per
+    // `NOT`: bound both before anything recursive sees the text. Without this,
+    // ~730 `(` overflowed a worker thread's stack and aborted the process.
+    check_nesting(text)?;
     let (ast, errors) = parse_query_lenient(text);
     if let Some(first) = errors.first() {
         return Err(IndexError::InvalidQuery {
@@ -50,6 +54,62 @@ pub fn parse_user_query(parser: &QueryParser, text: &str) -> Result<Box<dyn Quer
     parser
         .parse_query(text)
         .map_err(|error| parser_error(text, error))
+}
+
+/// Rejects queries nested deeper than `MAX_QUERY_DEPTH`: open parentheses
+/// outside phrases, plus a run of `NOT`s in front of one clause. Iterative, so
+/// it is safe on any input; the position is the byte that goes too deep.
+fn check_nesting(text: &str) -> Result<(), IndexError> {
+    let too_deep = |position: usize| IndexError::InvalidQuery {
+        position,
+        message: format!("query nests deeper than {MAX_QUERY_DEPTH} levels of parentheses or NOT"),
+    };
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut nots = 0usize; // NOTs since the last clause started
+    let mut in_phrase = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\\' {
+            i += 2; // an escaped character is part of a word
+            continue;
+        }
+        if in_phrase {
+            in_phrase = b != b'"';
+            i += 1;
+            continue;
+        }
+        let word_start = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        match b {
+            b'"' => {
+                in_phrase = true;
+                nots = 0;
+            }
+            b'(' => {
+                depth += 1;
+                if depth + nots > MAX_QUERY_DEPTH {
+                    return Err(too_deep(i));
+                }
+            }
+            b')' => depth = depth.saturating_sub(1),
+            b'N' if word_start
+                && bytes[i..].starts_with(b"NOT")
+                && bytes.get(i + 3).is_none_or(|c| !c.is_ascii_alphanumeric()) =>
+            {
+                nots += 1;
+                if depth + nots > MAX_QUERY_DEPTH {
+                    return Err(too_deep(i));
+                }
+                i += 3;
+                continue;
+            }
+            c if c.is_ascii_whitespace() || c == b'-' || c == b'+' => {}
+            _ => nots = 0,
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 fn count_clauses(ast: &UserInputAst) -> usize {
@@ -265,6 +325,68 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Regression: `verbatim search "$(printf '(%.0s' $(seq 1000))"` aborted
+    /// the server (stack overflow in the recursive query grammar).
+    #[test]
+    fn bounds_nesting_before_parsing() {
+        let parser = parser();
+        for hostile in [
+            "(".repeat(1000),
+            "(".repeat(MAX_QUERY_DEPTH + 1),
+            format!("{}a{}", "(".repeat(500), ")".repeat(500)),
+            "NOT ".repeat(250) + "a",
+            "text:(".repeat(170),
+            "(NOT ".repeat(200),
+        ] {
+            match parse_user_query(&parser, &hostile) {
+                Err(IndexError::InvalidQuery { position, message }) => {
+                    assert!(message.contains("nests deeper"), "{message}");
+                    assert!(position > 0 && position < hostile.len());
+                }
+                other => panic!("{hostile:?}: {other:?}"),
+            }
+        }
+        let deepest = format!(
+            "{}refund{}",
+            "(".repeat(MAX_QUERY_DEPTH),
+            ")".repeat(MAX_QUERY_DEPTH)
+        );
+        parse_user_query(&parser, &deepest).unwrap();
+        // Parentheses inside a phrase are text, not nesting.
+        let phrase = format!("\"{}\"", "(".repeat(100));
+        assert!(!matches!(
+            parse_user_query(&parser, &phrase),
+            Err(IndexError::InvalidQuery { ref message, .. }) if message.contains("nests deeper")
+        ));
+        parse_user_query(&parser, "NOT refund AND NOTE").unwrap();
+    }
+
+    /// Whatever the text, parsing returns (never overflows the stack): random
+    /// mixes of the grammar's recursive tokens on a 2 MiB thread like the
+    /// server's workers.
+    #[test]
+    fn random_nesting_never_overflows() {
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                let parser = parser();
+                let pieces = ["(", ")", "NOT ", "-", "+", "a", " ", "text:(", "\"", "^2", "AND ", "OR "];
+                let mut state = 0x9e37_79b9_7f4a_7c15u64;
+                for _ in 0..300 {
+                    let mut q = String::new();
+                    while q.len() < MAX_QUERY_BYTES - 8 {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        q.push_str(pieces[(state % pieces.len() as u64) as usize]);
+                    }
+                    let _ = parse_user_query(&parser, &q);
+                }
+            })
+            .unwrap();
+        handle.join().expect("parsing stayed within a 2 MiB stack");
     }
 
     #[test]

@@ -44,6 +44,30 @@ pub struct Encoder {
 
 /// Windows run together in one inference call at most.
 const WINDOWS_PER_RUN: usize = 32;
+/// Padded tokens (rows x longest row) in one inference call at most. The
+/// attention scores grow with rows x width^2: 32 windows of 512 tokens took
+/// ~400 MiB per layer, which ONNX Runtime's arena then kept. Short sentences
+/// still run 32 at a time; full windows run 8 at a time.
+const TOKENS_PER_RUN: usize = 4_096;
+
+/// Consecutive runs of `order` (sorted by length, ascending) that respect
+/// both per-run limits.
+fn runs(order: &[usize], len: impl Fn(usize) -> usize) -> Vec<&[usize]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len()
+            && end - start < WINDOWS_PER_RUN
+            && (end - start + 1) * len(order[end]) <= TOKENS_PER_RUN
+        {
+            end += 1;
+        }
+        runs.push(&order[start..end]);
+        start = end;
+    }
+    runs
+}
 
 fn load_error(what: &str) -> impl Fn(String) -> NlpError + '_ {
     move |reason| NlpError::Load {
@@ -159,7 +183,7 @@ impl Encoder {
         let hidden = self.info.hidden;
         let mut sums = vec![vec![0f64; hidden]; texts.len()];
         let mut weights = vec![0f64; texts.len()];
-        for run in order.chunks(WINDOWS_PER_RUN) {
+        for run in runs(&order, |w| windows[w].1.len()) {
             let pooled = self.run(run.iter().map(|&w| windows[w].1.as_slice()).collect())?;
             for (row, &w) in run.iter().enumerate() {
                 let (t, _, len) = &windows[w];

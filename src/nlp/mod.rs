@@ -51,7 +51,7 @@ pub enum NlpError {
     Load { what: String, reason: String },
     #[error("inference failed: {0}")]
     Inference(String),
-    #[error("the analysis queue is full ({capacity} requests waiting)")]
+    #[error("the analysis pool is busy ({capacity} requests in progress)")]
     Overloaded { capacity: usize },
     #[error("analysis is switched off on this server (--analysis off)")]
     Disabled,

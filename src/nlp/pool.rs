@@ -1,37 +1,143 @@
-//! The analysis pool: a bounded queue in front of one inference thread that
-//! batches texts across concurrent requests (dynamic batching). ONNX Runtime
-//! parallelises each batch over `intra_threads` cores.
+//! The analysis pool: one inference thread that batches texts across
+//! concurrent requests (dynamic batching), fed by two lanes.
+//!
+//! - **Interactive** (`Analyze`, `similar_to_text`, `wait_for_analysis`):
+//!   at most `max_requests` requests are in progress; one more is refused at
+//!   once with `Overloaded` (RESOURCE_EXHAUSTED), whatever its size.
+//! - **Background** (the enrichment of stored items): never refused; its
+//!   jobs run only when no interactive job is waiting.
+//!
+//! A request is never queued whole. Its texts are checked and split into
+//! sentences a few at a time, and it keeps at most `JOBS_IN_FLIGHT` jobs of
+//! at most `BATCH_TEXTS` texts queued, sending the next as one returns; each
+//! text is assembled (head, language, keyphrases) as soon as its embeddings
+//! are back, so a request holds the sentence embeddings of a few texts at a
+//! time, never of all. Any request fits, however many sentences it has, and
+//! the queue holds at most `JOBS_IN_FLIGHT` jobs per request. A request whose
+//! caller went away sends nothing more, and its queued jobs are skipped.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{assemble, split_sentences, Encoder, ModelPaths, NlpError, SentimentHead};
 use crate::domain::{Analysis, Rejection};
 
-/// Texts the inference thread gathers from waiting requests into one pass.
+/// Texts the inference thread gathers from waiting jobs into one pass.
 const BATCH_TEXTS: usize = 64;
+/// Jobs one request keeps queued at most.
+const JOBS_IN_FLIGHT: usize = 2;
+/// Texts checked and split into sentences per step of a request.
+const PLAN_TEXTS: usize = 16;
+
+/// Which lane a request's jobs go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Interactive,
+    Background,
+}
+
+type Embeddings = Result<Vec<Vec<f32>>, NlpError>;
 
 struct Job {
     texts: Vec<String>,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, NlpError>>,
+    reply: oneshot::Sender<Embeddings>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    interactive: VecDeque<Job>,
+    background: VecDeque<Job>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Lanes {
+    state: Mutex<LaneState>,
+    ready: Condvar,
+}
+
+impl Lanes {
+    fn push(&self, lane: Lane, job: Job) -> Result<(), NlpError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.closed {
+            return Err(NlpError::Closed);
+        }
+        match lane {
+            Lane::Interactive => state.interactive.push_back(job),
+            Lane::Background => state.background.push_back(job),
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Blocks for the next group: interactive jobs first, topped up with
+    /// background ones, about `BATCH_TEXTS` texts; jobs whose caller went
+    /// away are dropped. None once closed and drained.
+    fn next_group(&self) -> Option<Vec<Job>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let mut group = Vec::new();
+            let mut texts = 0;
+            let LaneState {
+                interactive,
+                background,
+                closed,
+            } = &mut *state;
+            for queue in [interactive, background] {
+                while texts < BATCH_TEXTS {
+                    let Some(job) = queue.pop_front() else { break };
+                    if job.reply.is_closed() {
+                        continue;
+                    }
+                    texts += job.texts.len();
+                    group.push(job);
+                }
+            }
+            if !group.is_empty() {
+                return Some(group);
+            }
+            if *closed {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Closes the lanes when the last pool handle goes.
+struct Closer(Arc<Lanes>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 #[derive(Clone)]
 pub struct AnalysisPool {
-    queue: mpsc::Sender<Job>,
-    capacity: usize,
+    lanes: Arc<Lanes>,
+    _closer: Arc<Closer>,
+    slots: Arc<Semaphore>,
+    max_requests: usize,
     head: Arc<SentimentHead>,
     model: Arc<str>,
 }
 
 impl AnalysisPool {
     /// Loads and checks every model file, runs one self-check inference and
-    /// starts the inference thread.
+    /// starts the inference thread. `max_requests` interactive requests may
+    /// be in progress at once.
     pub fn start(
         paths: &ModelPaths,
         intra_threads: usize,
-        queue_capacity: usize,
+        max_requests: usize,
     ) -> Result<AnalysisPool, NlpError> {
         let encoder = Encoder::load(paths, intra_threads)?;
         if encoder.info.source_sha256 != super::E5_SOURCE_SHA256 {
@@ -61,47 +167,11 @@ impl AnalysisPool {
                 ),
             });
         }
-        let (queue, mut jobs) = mpsc::channel::<Job>(queue_capacity.max(1));
+        let lanes = Arc::new(Lanes::default());
+        let thread_lanes = lanes.clone();
         std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || {
-                while let Some(first) = jobs.blocking_recv() {
-                    let mut group = vec![first];
-                    let mut texts = group[0].texts.len();
-                    while texts < BATCH_TEXTS {
-                        match jobs.try_recv() {
-                            Ok(job) => {
-                                texts += job.texts.len();
-                                group.push(job);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    // Requests whose caller went away are not computed.
-                    group.retain(|job| !job.reply.is_closed());
-                    if group.is_empty() {
-                        continue;
-                    }
-                    let all: Vec<&str> = group
-                        .iter()
-                        .flat_map(|job| job.texts.iter().map(String::as_str))
-                        .collect();
-                    match encoder.embed(&all) {
-                        Ok(mut embeddings) => {
-                            for job in group.into_iter().rev() {
-                                let mine = embeddings.split_off(embeddings.len() - job.texts.len());
-                                let _ = job.reply.send(Ok(mine));
-                            }
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "inference failed");
-                            for job in group {
-                                let _ = job.reply.send(Err(NlpError::Inference(error.to_string())));
-                            }
-                        }
-                    }
-                }
-            })
+            .spawn(move || run_inference(&encoder, &thread_lanes))
             .map_err(|e| NlpError::Load {
                 what: "the inference thread".into(),
                 reason: e.to_string(),
@@ -109,115 +179,272 @@ impl AnalysisPool {
         tracing::info!(
             model = %super::model_name(paths),
             intra_threads,
+            max_requests,
             "analysis models loaded and self-checked"
         );
         Ok(AnalysisPool {
             model: super::model_name(paths).into(),
-            queue,
-            capacity: queue_capacity,
+            _closer: Arc::new(Closer(lanes.clone())),
+            lanes,
+            slots: Arc::new(Semaphore::new(max_requests.max(1))),
+            max_requests: max_requests.max(1),
             head,
         })
     }
 
-    /// Embeddings of `texts` (fails fast with Overloaded when the queue is full).
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, NlpError> {
-        // Large requests go in as several jobs of at most BATCH_TEXTS texts,
-        // so other requests interleave with them on the inference thread. If
-        // one cannot be queued, the receivers already queued are dropped and
-        // the inference thread skips those jobs.
-        let mut answers = Vec::new();
-        for chunk in texts.chunks(BATCH_TEXTS) {
-            let (reply, answer) = oneshot::channel();
-            self.queue
-                .try_send(Job {
-                    texts: chunk.to_vec(),
-                    reply,
-                })
-                .map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => NlpError::Overloaded {
-                        capacity: self.capacity,
-                    },
-                    mpsc::error::TrySendError::Closed(_) => NlpError::Closed,
-                })?;
-            answers.push(answer);
-        }
-        let mut embeddings = Vec::with_capacity(texts.len());
-        for answer in answers {
-            embeddings.extend(answer.await.map_err(|_| NlpError::Closed)??);
-        }
-        Ok(embeddings)
+    /// A slot for one interactive request, or `Overloaded` at once.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, NlpError> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| NlpError::Overloaded {
+                capacity: self.max_requests,
+            })
     }
 
-    /// Analyses each text; a text that cannot be analysed gets a rejection.
-    /// Text checks, sentence splitting and the assembly (head, language,
-    /// keyphrases) run on the blocking pool, inference on the inference thread.
+    /// Embeddings of `texts` (interactive lane).
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, NlpError> {
+        let _slot = self.admit()?;
+        let mut embeddings = Vec::with_capacity(texts.len());
+        let mut flight = InFlight::new(self.lanes.clone(), Lane::Interactive);
+        let mut pending: VecDeque<String> = texts.into();
+        loop {
+            while flight.has_room() && !pending.is_empty() {
+                let take = pending.len().min(BATCH_TEXTS);
+                flight.send(pending.drain(..take).collect())?;
+            }
+            match flight.next().await? {
+                Some(batch) => embeddings.extend(batch),
+                None => return Ok(embeddings),
+            }
+        }
+    }
+
+    /// Analyses each text of an interactive request (refused with
+    /// `Overloaded` when `max_requests` are in progress); a text that cannot
+    /// be analysed gets a rejection.
     pub async fn analyze(
         &self,
-        texts: &[String],
+        texts: Vec<String>,
         include_embeddings: bool,
     ) -> Result<Vec<Result<Analysis, Rejection>>, NlpError> {
-        let owned = texts.to_vec();
-        let (owned, plans, to_embed) = tokio::task::spawn_blocking(move || {
-            let mut plans: Vec<Result<Vec<(usize, usize)>, Rejection>> =
-                Vec::with_capacity(owned.len());
-            let mut to_embed: Vec<String> = Vec::new();
-            for text in &owned {
-                match check_text(text) {
-                    Err(rejection) => plans.push(Err(rejection)),
-                    Ok(()) => {
-                        let sentences = split_sentences(text);
-                        to_embed.push(text.clone());
-                        if sentences.len() > 1 {
-                            let chars: Vec<char> = text.chars().collect();
-                            to_embed.extend(
-                                sentences
-                                    .iter()
-                                    .map(|&(s, e)| chars[s..e].iter().collect::<String>()),
-                            );
+        let _slot = self.admit()?;
+        self.analyze_in(Lane::Interactive, texts, include_embeddings)
+            .await
+    }
+
+    /// Analyses texts on the background lane: never refused, runs when no
+    /// interactive work waits.
+    pub async fn analyze_background(
+        &self,
+        texts: Vec<String>,
+        include_embeddings: bool,
+    ) -> Result<Vec<Result<Analysis, Rejection>>, NlpError> {
+        self.analyze_in(Lane::Background, texts, include_embeddings)
+            .await
+    }
+
+    async fn analyze_in(
+        &self,
+        lane: Lane,
+        texts: Vec<String>,
+        include_embeddings: bool,
+    ) -> Result<Vec<Result<Analysis, Rejection>>, NlpError> {
+        let count = texts.len();
+        let mut results: Vec<Option<Result<Analysis, Rejection>>> = vec![None; count];
+        let mut unplanned: VecDeque<(usize, String)> = texts.into_iter().enumerate().collect();
+        // Texts being embedded, in order, and the pieces not yet sent.
+        let mut open: VecDeque<Plan> = VecDeque::new();
+        let mut unsent: VecDeque<String> = VecDeque::new();
+        let mut flight = InFlight::new(self.lanes.clone(), lane);
+        loop {
+            // Keep the lane fed: plan more texts when fewer than one batch of
+            // pieces is ready, send while the request has room.
+            while flight.has_room() {
+                if unsent.len() < BATCH_TEXTS && !unplanned.is_empty() {
+                    let take = unplanned.len().min(PLAN_TEXTS);
+                    let batch: Vec<(usize, String)> = unplanned.drain(..take).collect();
+                    for plan in plan_texts(batch).await? {
+                        match plan {
+                            Err((index, rejection)) => results[index] = Some(Err(rejection)),
+                            Ok((plan, pieces)) => {
+                                unsent.extend(pieces);
+                                open.push_back(plan);
+                            }
                         }
-                        plans.push(Ok(sentences));
                     }
+                    continue;
+                }
+                if unsent.is_empty() {
+                    break;
+                }
+                let take = unsent.len().min(BATCH_TEXTS);
+                flight.send(unsent.drain(..take).collect())?;
+            }
+            let Some(embeddings) = flight.next().await? else {
+                if unplanned.is_empty() {
+                    break;
+                }
+                continue;
+            };
+            let mut done = Vec::new();
+            let mut embeddings = embeddings.into_iter();
+            while let Some(plan) = open.front_mut() {
+                let wanted = plan.pieces - plan.embeddings.len();
+                plan.embeddings.extend(embeddings.by_ref().take(wanted));
+                if plan.embeddings.len() < plan.pieces {
+                    break;
+                }
+                done.push(open.pop_front().expect("front exists"));
+            }
+            if !done.is_empty() {
+                let head = self.head.clone();
+                let model = self.model.clone();
+                let assembled = tokio::task::spawn_blocking(move || {
+                    done.into_iter()
+                        .map(|plan| (plan.index, plan.assemble(&head, include_embeddings, &model)))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|e| NlpError::Inference(e.to_string()))?;
+                for (index, analysis) in assembled {
+                    results[index] = Some(Ok(analysis));
                 }
             }
-            (owned, plans, to_embed)
-        })
-        .await
-        .map_err(|e| NlpError::Inference(e.to_string()))?;
-        let embeddings = if to_embed.is_empty() {
-            Vec::new()
-        } else {
-            self.embed(to_embed).await?
-        };
-        let head = self.head.clone();
-        let model = self.model.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut embeddings = embeddings.into_iter();
-            owned
-                .iter()
-                .zip(plans)
-                .map(|(text, plan)| {
-                    let sentences = plan?;
-                    let document = embeddings.next().expect("one embedding per document");
-                    let sentence_embeddings: Vec<Vec<f32>> = if sentences.len() > 1 {
-                        embeddings.by_ref().take(sentences.len()).collect()
-                    } else {
-                        vec![document.clone(); sentences.len()]
-                    };
-                    Ok(assemble(
-                        text,
-                        &sentences,
-                        document,
-                        &sentence_embeddings,
-                        &head,
-                        include_embeddings,
-                        &model,
-                    ))
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| NlpError::Inference(e.to_string()))
+        }
+        debug_assert!(open.is_empty() && unsent.is_empty());
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every text analysed or rejected"))
+            .collect())
     }
+}
+
+/// One text on its way: its sentences and the embeddings back so far (the
+/// document's first, then one per sentence when it has several).
+struct Plan {
+    index: usize,
+    text: String,
+    sentences: Vec<(usize, usize)>,
+    pieces: usize,
+    embeddings: Vec<Vec<f32>>,
+}
+
+impl Plan {
+    fn assemble(self, head: &SentimentHead, include_embeddings: bool, model: &str) -> Analysis {
+        let mut embeddings = self.embeddings.into_iter();
+        let document = embeddings.next().expect("one embedding per document");
+        let sentence_embeddings: Vec<Vec<f32>> = if self.sentences.len() > 1 {
+            embeddings.collect()
+        } else {
+            vec![document.clone(); self.sentences.len()]
+        };
+        assemble(
+            &self.text,
+            &self.sentences,
+            document,
+            &sentence_embeddings,
+            head,
+            include_embeddings,
+            model,
+        )
+    }
+}
+
+type Planned = Result<(Plan, Vec<String>), (usize, Rejection)>;
+
+/// Checks and splits texts on the blocking pool: a plan and the pieces to
+/// embed (the document, then each sentence when there are several).
+async fn plan_texts(texts: Vec<(usize, String)>) -> Result<Vec<Planned>, NlpError> {
+    tokio::task::spawn_blocking(move || {
+        texts
+            .into_iter()
+            .map(|(index, text)| {
+                check_text(&text).map_err(|rejection| (index, rejection))?;
+                let sentences = split_sentences(&text);
+                let mut pieces = vec![text.clone()];
+                if sentences.len() > 1 {
+                    let chars: Vec<char> = text.chars().collect();
+                    pieces.extend(
+                        sentences
+                            .iter()
+                            .map(|&(s, e)| chars[s..e].iter().collect::<String>()),
+                    );
+                }
+                let plan = Plan {
+                    index,
+                    text,
+                    pieces: pieces.len(),
+                    sentences,
+                    embeddings: Vec::new(),
+                };
+                Ok((plan, pieces))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| NlpError::Inference(e.to_string()))
+}
+
+/// The jobs one request has queued, answered in order. Dropping it (the
+/// caller went away) closes their replies, so the inference thread skips them.
+struct InFlight {
+    lanes: Arc<Lanes>,
+    lane: Lane,
+    answers: VecDeque<oneshot::Receiver<Embeddings>>,
+}
+
+impl InFlight {
+    fn new(lanes: Arc<Lanes>, lane: Lane) -> Self {
+        InFlight {
+            lanes,
+            lane,
+            answers: VecDeque::new(),
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.answers.len() < JOBS_IN_FLIGHT
+    }
+
+    fn send(&mut self, texts: Vec<String>) -> Result<(), NlpError> {
+        let (reply, answer) = oneshot::channel();
+        self.lanes.push(self.lane, Job { texts, reply })?;
+        self.answers.push_back(answer);
+        Ok(())
+    }
+
+    /// The oldest job's embeddings; None when nothing is in flight.
+    async fn next(&mut self) -> Result<Option<Vec<Vec<f32>>>, NlpError> {
+        match self.answers.pop_front() {
+            None => Ok(None),
+            Some(answer) => Ok(Some(answer.await.map_err(|_| NlpError::Closed)??)),
+        }
+    }
+}
+
+fn run_inference(encoder: &Encoder, lanes: &Lanes) {
+    while let Some(group) = lanes.next_group() {
+        let all: Vec<&str> = group
+            .iter()
+            .flat_map(|job| job.texts.iter().map(String::as_str))
+            .collect();
+        match encoder.embed(&all) {
+            Ok(mut embeddings) => {
+                for job in group.into_iter().rev() {
+                    let mine = embeddings.split_off(embeddings.len() - job.texts.len());
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "inference failed");
+                for job in group {
+                    let _ = job.reply.send(Err(NlpError::Inference(error.to_string())));
+                }
+            }
+        }
+    }
+    tracing::debug!("inference thread stopped");
 }
 
 /// The documented rules for an analysable text: the same as for stored feedback.

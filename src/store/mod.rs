@@ -13,9 +13,9 @@
 
 mod writer;
 
-use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{
     Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -38,6 +38,8 @@ pub(crate) const EMBEDDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new
 pub(crate) const ANALYSIS_QUEUE: TableDefinition<u64, &str> =
     TableDefinition::new("analysis_queue");
 pub(crate) const META_LAST_SEQ: &str = "last_seq";
+/// Written by the recovery probe after a storage error.
+pub(crate) const META_WRITE_PROBE: &str = "write_probe";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -63,6 +65,23 @@ pub enum StoreError {
     Closed,
     #[error("write transaction failed: {0}")]
     WriteFailed(String),
+    /// The storage cannot take writes (disk full, read-only, permission
+    /// denied) or is being re-opened after such an error: retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// An error of the storage itself (the disk or the file), as opposed to a
+    /// bad record or a full queue: the database must be re-opened after it.
+    pub fn is_storage_failure(&self) -> bool {
+        match self {
+            StoreError::Database(redb::Error::Io(_) | redb::Error::PreviousIo) => true,
+            StoreError::Database(redb::Error::DatabaseClosed) => true,
+            StoreError::Unavailable(_) => true,
+            _ => false,
+        }
+    }
 }
 
 macro_rules! from_redb {
@@ -87,6 +106,20 @@ pub struct Change {
     pub seq: u64,
     pub id: FeedbackId,
     pub current: Option<StoredFeedback>,
+}
+
+/// Change-log entries read in one snapshot of the store.
+#[derive(Debug)]
+pub struct ChangeBatch {
+    pub changes: Vec<Change>,
+    /// Items stored in that snapshot.
+    pub snapshot_items: u64,
+    /// The snapshot's last seq.
+    pub snapshot_last_seq: u64,
+    /// Every entry up to `snapshot_last_seq` is in `changes` (not cut at
+    /// `max`): once they are applied, the index must hold exactly
+    /// `snapshot_items` documents.
+    pub complete: bool,
 }
 
 /// Wakes the index when the store committed something new.
@@ -117,10 +150,92 @@ impl CommitSignal {
     }
 }
 
+/// The open database, replaced as a whole when a storage error forces a
+/// re-open (redb refuses every transaction after an I/O error until then).
+pub(crate) struct DbSlot {
+    dir: PathBuf,
+    current: RwLock<Option<Arc<Database>>>,
+    /// Why writes cannot succeed now; `None` while they can.
+    unwritable: Mutex<Option<String>>,
+    writable_tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl DbSlot {
+    fn new(dir: &Path, db: Database) -> DbSlot {
+        DbSlot {
+            dir: dir.to_path_buf(),
+            current: RwLock::new(Some(Arc::new(db))),
+            unwritable: Mutex::new(None),
+            writable_tx: tokio::sync::watch::channel(true).0,
+        }
+    }
+
+    /// The database for one transaction (do not keep it: a re-open waits for it).
+    pub(crate) fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                StoreError::Unavailable("the store is re-opening after a storage error".into())
+            })
+    }
+
+    /// Closes the database and opens it again (redb repairs it if needed).
+    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
+        let old = self.current.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut old) = old {
+            // Readers hold the database for one transaction at most: wait for
+            // them, so that the file lock is released before the re-open.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        if let Err(error) = db.close() {
+                            tracing::debug!(%error, "closing the failed database");
+                        }
+                        break;
+                    }
+                    Err(shared) if Instant::now() < deadline => {
+                        old = shared;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(shared) => {
+                        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(shared);
+                        return Err(StoreError::Unavailable(
+                            "the store is busy with long reads; cannot re-open it yet".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let db = open_database(&self.dir)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
+        Ok(())
+    }
+
+    pub(crate) fn set_unwritable(&self, reason: Option<String>) {
+        let writable = reason.is_none();
+        *self.unwritable.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        self.writable_tx.send_if_modified(|current| {
+            let changed = *current != writable;
+            *current = writable;
+            changed
+        });
+    }
+
+    pub(crate) fn unwritable_reason(&self) -> Option<String> {
+        self.unwritable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     writer: writer::WriterHandle,
     commits: Arc<CommitSignal>,
 }
@@ -129,9 +244,10 @@ impl Store {
     /// Opens (or creates) the store in `dir` and starts its writer thread with
     /// a queue of `queue_capacity` write requests.
     pub fn open(dir: &Path, queue_capacity: usize) -> Result<Store, StoreError> {
-        let db = Arc::new(open_database(dir)?);
+        let db = open_database(dir)?;
         let commits = Arc::new(CommitSignal::default());
         commits.publish(last_seq(&db)?);
+        let db = Arc::new(DbSlot::new(dir, db));
         let writer = writer::spawn(db.clone(), commits.clone(), queue_capacity);
         Ok(Store {
             db,
@@ -148,10 +264,14 @@ impl Store {
     }
 
     /// A read-only view for bulk scans (index rebuild) of an open store.
-    pub fn offline_view(&self) -> OfflineStore {
-        OfflineStore {
-            db: self.db.clone(),
-        }
+    pub fn offline_view(&self) -> Result<OfflineStore, StoreError> {
+        Ok(OfflineStore { db: self.db.get()? })
+    }
+
+    /// Whether writes can succeed now: false from a storage error (disk full,
+    /// read-only, permission denied) until a re-open and a probe write succeed.
+    pub fn writable(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.db.writable_tx.subscribe()
     }
 
     pub fn commit_signal(&self) -> Arc<CommitSignal> {
@@ -180,7 +300,7 @@ impl Store {
 
     /// Reads items by id (blocking; call from a blocking context).
     pub fn get_many(&self, ids: &[FeedbackId]) -> Result<Vec<Option<StoredFeedback>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let items = match txn.open_table(ITEMS) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; ids.len()]),
@@ -197,15 +317,13 @@ impl Store {
     }
 
     /// Up to `max` change-log entries after `after_seq`, with the items'
-    /// current versions (blocking).
-    pub fn changes_after(&self, after_seq: u64, max: usize) -> Result<Vec<Change>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let (changes, items) = match (txn.open_table(CHANGES), txn.open_table(ITEMS)) {
-            (Ok(c), Ok(i)) => (c, i),
-            (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
-            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
-        };
+    /// current versions, read in one snapshot together with that snapshot's
+    /// item count and last seq (blocking).
+    pub fn changes_after(&self, after_seq: u64, max: usize) -> Result<ChangeBatch, StoreError> {
+        let txn = self.db.get()?.begin_read()?;
+        let last_seq = read_last_seq(&txn)?;
+        let changes = txn.open_table(CHANGES)?;
+        let items = txn.open_table(ITEMS)?;
         let mut out = Vec::new();
         for entry in changes.range(after_seq.saturating_add(1)..)?.take(max) {
             let (seq, id) = entry?;
@@ -223,20 +341,21 @@ impl Store {
                 current,
             });
         }
-        Ok(out)
+        let complete = out.len() < max;
+        Ok(ChangeBatch {
+            changes: out,
+            snapshot_items: items.len()?,
+            snapshot_last_seq: last_seq,
+            complete,
+        })
     }
 
-    /// Drops change-log entries up to `seq` once the index has committed them.
-    /// Not fsynced on its own: losing it only means replaying entries the
-    /// index already has, which is idempotent.
+    /// Drops change-log entries up to `seq` once the index has committed
+    /// them, through the writer thread (blocking: call it from a plain
+    /// thread). Losing a trim only means replaying entries the index already
+    /// has, which is idempotent.
     pub fn trim_changes_through(&self, seq: u64) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(redb::Durability::None)?;
-        {
-            let mut changes = txn.open_table(CHANGES)?;
-            changes.retain_in(..=seq, |_, _| false)?;
-        }
-        txn.commit()?;
+        self.writer.blocking_write(WriteOp::TrimChanges(seq))?;
         Ok(())
     }
 
@@ -247,7 +366,7 @@ impl Store {
         &self,
         max: usize,
     ) -> Result<Vec<(u64, FeedbackId, Option<StoredFeedback>)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let queue = txn.open_table(ANALYSIS_QUEUE)?;
         let items = txn.open_table(ITEMS)?;
         let mut out = Vec::new();
@@ -274,7 +393,7 @@ impl Store {
 
     /// Stored document embeddings of many items, in order, in one read transaction.
     pub fn embeddings(&self, ids: &[FeedbackId]) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let table = txn.open_table(EMBEDDINGS)?;
         ids.iter()
             .map(|id| {
@@ -291,7 +410,7 @@ impl Store {
 
     /// Number of stored items and of change-log entries not yet trimmed.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        stats(&self.db)
+        stats(&*self.db.get()?)
     }
 }
 
@@ -341,17 +460,30 @@ fn open_database(dir: &Path) -> Result<Database, StoreError> {
         path: path.display().to_string(),
         source,
     })?;
-    // Create the tables up front so readers never see them missing.
-    let txn = db.begin_write()?;
-    {
-        txn.open_table(ITEMS)?;
-        txn.open_multimap_table(CUSTOMER_ITEMS)?;
-        txn.open_table(CHANGES)?;
-        txn.open_table(META)?;
-        txn.open_table(ANALYSIS_QUEUE)?;
-        txn.open_table(EMBEDDINGS)?;
+    // Create the tables up front so readers never see them missing. An
+    // existing store is not written to here: a re-open on a full disk must
+    // still serve reads.
+    let complete = {
+        let txn = db.begin_read()?;
+        txn.open_table(ITEMS).is_ok()
+            && txn.open_multimap_table(CUSTOMER_ITEMS).is_ok()
+            && txn.open_table(CHANGES).is_ok()
+            && txn.open_table(META).is_ok()
+            && txn.open_table(ANALYSIS_QUEUE).is_ok()
+            && txn.open_table(EMBEDDINGS).is_ok()
+    };
+    if !complete {
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(ITEMS)?;
+            txn.open_multimap_table(CUSTOMER_ITEMS)?;
+            txn.open_table(CHANGES)?;
+            txn.open_table(META)?;
+            txn.open_table(ANALYSIS_QUEUE)?;
+            txn.open_table(EMBEDDINGS)?;
+        }
+        txn.commit()?;
     }
-    txn.commit()?;
     Ok(db)
 }
 

@@ -3,13 +3,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{Database, ReadableTable};
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    decode, encode, new_version, CommitSignal, StoreError, ANALYSIS_QUEUE, CHANGES, CUSTOMER_ITEMS,
-    EMBEDDINGS, ITEMS, META, META_LAST_SEQ,
+    decode, encode, new_version, CommitSignal, DbSlot, StoreError, ANALYSIS_QUEUE, CHANGES,
+    CUSTOMER_ITEMS, EMBEDDINGS, ITEMS, META, META_LAST_SEQ, META_WRITE_PROBE,
 };
 use crate::domain::{AnalysisState, Feedback, FeedbackId};
 
@@ -27,6 +29,8 @@ pub enum WriteOp {
     DeleteCustomer(String),
     /// Attach analyses to the item versions they were computed for.
     SetAnalysis(Vec<AnalysisUpdate>),
+    /// Drop change-log entries through this seq (the index has them).
+    TrimChanges(u64),
 }
 
 /// The analysis of one item version (`version_seq` is the `seq` the text was
@@ -47,6 +51,7 @@ impl WriteOp {
             WriteOp::Delete(ids) => ids.len(),
             WriteOp::DeleteCustomer(_) => 1,
             WriteOp::SetAnalysis(updates) => updates.len(),
+            WriteOp::TrimChanges(_) => 1,
         }
     }
 }
@@ -70,6 +75,7 @@ pub enum WriteOutcome {
         saved: Vec<(FeedbackId, u64)>,
         stale: usize,
     },
+    Trimmed,
 }
 
 struct Request {
@@ -106,6 +112,15 @@ impl WriterHandle {
         Ok(await_reply(rx))
     }
 
+    /// Writes from a plain (non-async) thread, waiting for the outcome.
+    pub(super) fn blocking_write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.queue
+            .blocking_send(Request { op, reply })
+            .map_err(|_| StoreError::Closed)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
     pub(super) async fn submit(
         &self,
         op: WriteOp,
@@ -119,55 +134,142 @@ impl WriterHandle {
     }
 }
 
-pub(super) fn spawn(
-    db: Arc<Database>,
-    commits: Arc<CommitSignal>,
-    capacity: usize,
-) -> WriterHandle {
-    let (queue, mut requests) = mpsc::channel::<Request>(capacity.max(1));
+pub(super) fn spawn(slot: Arc<DbSlot>, commits: Arc<CommitSignal>, capacity: usize) -> WriterHandle {
+    let (queue, requests) = mpsc::channel::<Request>(capacity.max(1));
     std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || {
-            while let Some(first) = requests.blocking_recv() {
-                let mut group_items = first.op.weight();
-                let mut group = vec![first];
-                while group_items < MAX_GROUP_ITEMS {
-                    match requests.try_recv() {
-                        Ok(next) => {
-                            group_items += next.op.weight();
-                            group.push(next);
-                        }
-                        Err(_) => break,
-                    }
+        .spawn(move || run_writer(&slot, &commits, requests))
+        .expect("spawn store writer thread");
+    WriterHandle { queue, capacity }
+}
+
+/// Backoff between recovery attempts while the storage cannot take writes.
+const RECOVERY_MIN: Duration = Duration::from_millis(100);
+const RECOVERY_MAX: Duration = Duration::from_secs(2);
+
+fn run_writer(slot: &DbSlot, commits: &CommitSignal, mut requests: mpsc::Receiver<Request>) {
+    let mut backoff = RECOVERY_MIN;
+    loop {
+        // Degraded: the last write hit a storage error. Requests are refused
+        // at once (UNAVAILABLE) while the writer re-opens the database and
+        // probes with a small write, with backoff; reads go on meanwhile.
+        let first = if let Some(reason) = slot.unwritable_reason() {
+            match recover(slot) {
+                Ok(()) => {
+                    tracing::warn!(was = %reason, "storage writable again; writes resume");
+                    slot.set_unwritable(None);
+                    backoff = RECOVERY_MIN;
+                    continue;
                 }
-                let (ops, replies): (Vec<WriteOp>, Vec<_>) =
-                    group.into_iter().map(|r| (r.op, r.reply)).unzip();
-                let started = std::time::Instant::now();
-                match apply_group(&db, ops) {
-                    Ok((outcomes, last_seq)) => {
-                        tracing::debug!(
-                            requests = replies.len(),
-                            items = group_items,
-                            elapsed_us = started.elapsed().as_micros() as u64,
-                            "store group committed"
-                        );
-                        commits.publish(last_seq);
-                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                            let _ = reply.send(Ok(outcome));
+                Err(error) => {
+                    let reason = error.to_string();
+                    tracing::debug!(%reason, "storage still not writable");
+                    slot.set_unwritable(Some(reason.clone()));
+                    match requests.try_recv() {
+                        Ok(request) => {
+                            let _ = request.reply.send(Err(StoreError::Unavailable(reason)));
+                            continue;
                         }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, requests = replies.len(), "store write failed");
-                        for reply in replies {
-                            let _ = reply.send(Err(StoreError::WriteFailed(error.to_string())));
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(RECOVERY_MAX);
+                            continue;
                         }
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
                     }
                 }
             }
-            tracing::debug!("store writer stopped");
-        })
-        .expect("spawn store writer thread");
-    WriterHandle { queue, capacity }
+        } else {
+            match requests.blocking_recv() {
+                Some(request) => request,
+                None => break,
+            }
+        };
+        let mut group_items = first.op.weight();
+        let mut group = vec![first];
+        while group_items < MAX_GROUP_ITEMS {
+            match requests.try_recv() {
+                Ok(next) => {
+                    group_items += next.op.weight();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let (ops, replies): (Vec<WriteOp>, Vec<_>) =
+            group.into_iter().map(|r| (r.op, r.reply)).unzip();
+        let started = std::time::Instant::now();
+        let result = slot.get().and_then(|db| apply_group(&db, ops));
+        match result {
+            Ok((outcomes, last_seq)) => {
+                tracing::debug!(
+                    requests = replies.len(),
+                    items = group_items,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "store group committed"
+                );
+                commits.publish(last_seq);
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error) if error.is_storage_failure() => {
+                let reason = storage_reason(&error);
+                tracing::error!(
+                    %error,
+                    requests = replies.len(),
+                    "storage write failed: refusing writes until the storage recovers"
+                );
+                slot.set_unwritable(Some(reason.clone()));
+                backoff = RECOVERY_MIN;
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Unavailable(reason.clone())));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, requests = replies.len(), "store write failed");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::WriteFailed(error.to_string())));
+                }
+            }
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+/// A short, actionable description of a storage error for clients.
+fn storage_reason(error: &StoreError) -> String {
+    match error {
+        StoreError::Database(redb::Error::Io(io)) => match io.raw_os_error() {
+            Some(28) => format!("the disk is full ({io})"),
+            Some(30) => format!("the file system is read-only ({io})"),
+            Some(13) | Some(1) => format!("permission denied on the data dir ({io})"),
+            _ => format!("I/O error ({io})"),
+        },
+        StoreError::Unavailable(reason) => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Re-opens the database after a storage error and proves that a durable
+/// write goes through (a probe record in `meta`).
+fn recover(slot: &DbSlot) -> Result<(), StoreError> {
+    slot.reopen().map_err(|e| StoreError::Unavailable(storage_reason(&e)))?;
+    let probe = || -> Result<(), StoreError> {
+        let db = slot.get()?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            meta.insert(META_WRITE_PROBE, now)?;
+        }
+        txn.commit()?;
+        Ok(())
+    };
+    probe().map_err(|e| StoreError::Unavailable(storage_reason(&e)))
 }
 
 fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u64), StoreError> {
@@ -286,6 +388,10 @@ fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u
                         }
                     }
                     WriteOutcome::AnalysisSaved { saved, stale }
+                }
+                WriteOp::TrimChanges(through) => {
+                    changes.retain_in(..=through, |_, _| false)?;
+                    WriteOutcome::Trimmed
                 }
             };
             outcomes.push(outcome);

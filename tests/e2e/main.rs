@@ -3,6 +3,7 @@
 mod helpers;
 
 mod cli;
+mod defects;
 mod durability;
 mod ingest;
 mod limits;
