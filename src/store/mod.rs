@@ -38,8 +38,8 @@ pub(crate) const EMBEDDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new
 pub(crate) const ANALYSIS_QUEUE: TableDefinition<u64, &str> =
     TableDefinition::new("analysis_queue");
 pub(crate) const META_LAST_SEQ: &str = "last_seq";
-/// Written by the recovery probe after a storage error.
-pub(crate) const META_WRITE_PROBE: &str = "write_probe";
+/// Scratch space of the recovery probe after a storage error (empty otherwise).
+pub(crate) const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     decode, encode, new_version, CommitSignal, DbSlot, StoreError, ANALYSIS_QUEUE, CHANGES,
-    CUSTOMER_ITEMS, EMBEDDINGS, ITEMS, META, META_LAST_SEQ, META_WRITE_PROBE,
+    CUSTOMER_ITEMS, EMBEDDINGS, ITEMS, META, META_LAST_SEQ, PROBE,
 };
 use crate::domain::{AnalysisState, Feedback, FeedbackId};
 
@@ -144,8 +144,8 @@ pub(super) fn spawn(slot: Arc<DbSlot>, commits: Arc<CommitSignal>, capacity: usi
 }
 
 /// Backoff between recovery attempts while the storage cannot take writes.
-const RECOVERY_MIN: Duration = Duration::from_millis(100);
-const RECOVERY_MAX: Duration = Duration::from_secs(2);
+const RECOVERY_MIN: Duration = Duration::from_millis(500);
+const RECOVERY_MAX: Duration = Duration::from_secs(5);
 
 fn run_writer(slot: &DbSlot, commits: &CommitSignal, mut requests: mpsc::Receiver<Request>) {
     let mut backoff = RECOVERY_MIN;
@@ -225,6 +225,7 @@ fn run_writer(slot: &DbSlot, commits: &CommitSignal, mut requests: mpsc::Receive
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::Unavailable(reason.clone())));
                 }
+                std::thread::sleep(backoff);
             }
             Err(error) => {
                 tracing::error!(%error, requests = replies.len(), "store write failed");
@@ -251,20 +252,28 @@ fn storage_reason(error: &StoreError) -> String {
     }
 }
 
+/// Room a recovery probe must find before writes resume: it writes a blob of
+/// this size durably, then removes it. A probe of a few bytes would fit in
+/// the file's free pages on a disk that is still full, and health would flap.
+const PROBE_BYTES: usize = 1024 * 1024;
+
 /// Re-opens the database after a storage error and proves that a durable
-/// write goes through (a probe record in `meta`).
+/// write of `PROBE_BYTES` goes through.
 fn recover(slot: &DbSlot) -> Result<(), StoreError> {
     slot.reopen().map_err(|e| StoreError::Unavailable(storage_reason(&e)))?;
     let probe = || -> Result<(), StoreError> {
         let db = slot.get()?;
         let txn = db.begin_write()?;
         {
-            let mut meta = txn.open_table(META)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            meta.insert(META_WRITE_PROBE, now)?;
+            let mut scratch = txn.open_table(PROBE)?;
+            scratch.insert("probe", vec![0u8; PROBE_BYTES].as_slice())?;
+        }
+        txn.commit()?;
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        {
+            let mut scratch = txn.open_table(PROBE)?;
+            scratch.remove("probe")?;
         }
         txn.commit()?;
         Ok(())

@@ -2,6 +2,7 @@
 //! 10). Each test keeps the reproduction that failed before the fix.
 
 use tonic::Code;
+use verbatim::grpc::pb;
 
 use crate::helpers::*;
 
@@ -41,4 +42,243 @@ async fn deeply_nested_queries_are_refused_and_the_server_lives_on() {
     let deepest = format!("{}refund{}", "(".repeat(16), ")".repeat(16));
     let found = search_until(&mut client, search_request(&deepest), |r| r.total_hits == 1).await;
     assert_eq!(hit_ids(&found), ["n1"]);
+}
+
+/// Reproduction (defects 2 and 4): ingest, delete some items so the store
+/// has free pages, fill the disk, ingest more. Before the fix the store acked
+/// items while every index commit failed; a later commit stored the change-log
+/// position without those documents (the tantivy writer had lost its worker),
+/// the change log was trimmed, and after freeing the disk and restarting
+/// Search missed them for good. Writes answered INTERNAL, Health stayed
+/// SERVING, and after space was freed redb refused every transaction until a
+/// restart.
+#[tokio::test]
+async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(disk) = Tmpfs::mount(24) else { return };
+    let data_dir = disk.path().join("data");
+    let mut server = TestServer::spawn_in(&data_dir, &["--index-memory-mb", "16", "--index-threads", "1"]).await;
+    let mut client = server.client().await;
+    let word = unique_word("disk");
+    let text = |i: usize| format!("{word} item {i} {}", "lorem ipsum dolor sit amet ".repeat(20));
+    let mut acked: Vec<String> = Vec::new();
+    for batch in 0..6 {
+        let items: Vec<_> = (0..100)
+            .map(|i| item(&format!("d-{}", batch * 100 + i), &text(batch * 100 + i)))
+            .collect();
+        ingest(&mut client, items).await;
+        acked.extend((0..100).map(|i| format!("d-{}", batch * 100 + i)));
+    }
+    let deleted: Vec<String> = acked.drain(..200).collect();
+    client
+        .delete(pb::DeleteRequest { ids: deleted })
+        .await
+        .expect("Delete");
+    search_until(&mut client, search_request(&word), |r| r.total_hits == 400).await;
+
+    let filler = disk.fill();
+    // Ingest until the store itself refuses: every ack must stay good.
+    let mut refusal = None;
+    for n in 0..400 {
+        let items: Vec<_> = (0..10)
+            .map(|i| item(&format!("f-{n}-{i}"), &text(n * 10 + i)))
+            .collect();
+        match client
+            .ingest(pb::IngestRequest {
+                items,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => acked.extend((0..10).map(|i| format!("f-{n}-{i}"))),
+            Err(status) => {
+                refusal = Some(status);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("a full disk refuses writes");
+    assert_eq!(refusal.code(), Code::Unavailable, "{refusal:?}");
+    assert!(refusal.message().contains("disk is full"), "{}", refusal.message());
+    assert_eq!(server.health().await, ServingStatus::NotServing);
+    // Reads keep working while writes cannot.
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec![acked[0].clone()],
+        })
+        .await
+        .expect("Get on a full disk")
+        .into_inner();
+    assert_eq!(got.items.len(), 1);
+    search(&mut client, search_request(&word)).await;
+
+    // Space returns: writes resume without a restart, and every acked item
+    // becomes searchable.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.health().await != ServingStatus::Serving {
+        assert!(std::time::Instant::now() < deadline, "not SERVING again within 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ingest(&mut client, vec![item("after", &text(9999))]).await;
+    acked.push("after".into());
+    let total = acked.len() as u64;
+    let wait = pb::SearchRequest {
+        query: word.clone(),
+        ..Default::default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let found = search(&mut client, wait.clone()).await.total_hits;
+        if found == total {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "search finds {found} of {total} acked items after the disk was freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(stats(&mut client).await.index_lag, 0);
+
+    // And after a crash, nothing acked is missing either.
+    server.kill9();
+    server.restart().await;
+    let mut client = server.client().await;
+    let found = search_until(&mut client, search_request(&word), |r| r.total_hits == total).await;
+    assert_eq!(found.total_hits, total);
+    assert_eq!(stats(&mut client).await.items, total);
+}
+
+/// Reproduction (defect 2), with only the index on a full disk so that the
+/// store keeps acknowledging: before the fix, the failed index commits killed
+/// the tantivy writer's worker, a later commit recorded the change-log
+/// position without the documents, the change log was trimmed, and the items
+/// were missing from Search for good (even after a restart) while
+/// `Stats.index_lag` said 0.
+#[tokio::test]
+async fn index_write_failures_lose_no_acknowledged_item() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    std::fs::create_dir_all(data_dir.join("index")).unwrap();
+    let Some(disk) = Tmpfs::mount_at(&data_dir.join("index"), 6) else { return };
+    let mut server = TestServer::spawn_in(
+        &data_dir,
+        &["--index-memory-mb", "16", "--index-threads", "1"],
+    )
+    .await;
+    let mut client = server.client().await;
+    let word = unique_word("idx");
+    let text = |i: usize| format!("{word} item {i} {}", "consectetur adipiscing elit ".repeat(30));
+    for batch in 0..3 {
+        let items: Vec<_> = (0..100)
+            .map(|i| item(&format!("a-{}", batch * 100 + i), &text(batch * 100 + i)))
+            .collect();
+        ingest(&mut client, items).await;
+    }
+    search_until(&mut client, search_request(&word), |r| r.total_hits == 300).await;
+
+    let filler = disk.fill();
+    for batch in 0..5 {
+        let items: Vec<_> = (0..10)
+            .map(|i| item(&format!("b-{batch}-{i}"), &text(1000 + batch * 10 + i)))
+            .collect();
+        ingest(&mut client, items).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // The index cannot take them: the lag says so honestly.
+    assert!(stats(&mut client).await.index_lag > 0);
+    assert_eq!(search(&mut client, search_request(&word)).await.total_hits, 300);
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let found = search(&mut client, search_request(&word)).await.total_hits;
+        if found == 350 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "search finds {found} of 350 acked items after the index disk was freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(stats(&mut client).await.index_lag, 0);
+    server.kill9();
+    server.restart().await;
+    let mut client = server.client().await;
+    search_until(&mut client, search_request(&word), |r| r.total_hits == 350).await;
+}
+
+/// Reproduction (defect 8): one missing or truncated segment file, or a
+/// garbled `meta.json`, stopped the server from starting with a raw tantivy
+/// error, while `verbatim reindex` repairs it in under a second. Now the
+/// damaged index is moved aside (`index/v2.damaged`) and rebuilt at startup.
+#[tokio::test]
+async fn a_damaged_index_is_moved_aside_and_rebuilt_at_startup() {
+    let mut server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let word = unique_word("damage");
+    let items: Vec<_> = (0..200)
+        .map(|i| item(&format!("m-{i}"), &format!("{word} number {i}")))
+        .collect();
+    ingest(&mut client, items).await;
+    search_until(&mut client, search_request(&word), |r| r.total_hits == 200).await;
+    server.terminate();
+
+    let index = std::fs::read_dir(server.data_dir.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir() && !p.to_string_lossy().contains("damaged"))
+        .expect("an index folder");
+    let segment_file = |suffix: &str| {
+        std::fs::read_dir(&index)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap_or_else(|| panic!("a {suffix} file in {}", index.display()))
+    };
+    type Damage = Box<dyn Fn()>;
+    let damages: Vec<(&str, Damage)> = vec![
+        ("a missing segment file", {
+            let f = segment_file(".idx");
+            Box::new(move || std::fs::remove_file(&f).unwrap())
+        }),
+        ("a truncated segment file", {
+            let suffix = ".term";
+            let index = index.clone();
+            Box::new(move || {
+                let f = std::fs::read_dir(&index)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.to_string_lossy().ends_with(suffix))
+                    .unwrap();
+                let len = std::fs::metadata(&f).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&f)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap();
+            })
+        }),
+        ("a garbled meta.json", {
+            let meta = index.join("meta.json");
+            Box::new(move || std::fs::write(&meta, b"{\"segments\": [garbage").unwrap())
+        }),
+    ];
+    for (what, damage) in damages {
+        damage();
+        server.restart().await;
+        let mut client = server.client().await;
+        let found = search(&mut client, search_request(&word)).await.total_hits;
+        assert_eq!(found, 200, "after {what}");
+        let mut aside = index.as_os_str().to_os_string();
+        aside.push(".damaged");
+        assert!(
+            std::path::Path::new(&aside).is_dir(),
+            "after {what}: the damaged index is kept aside"
+        );
+        server.terminate();
+    }
 }

@@ -50,6 +50,11 @@ impl TestServer {
         server
     }
 
+    /// On a data dir the test owns (e.g. on a small tmpfs).
+    pub async fn spawn_in(data_dir: &Path, args: &[&str]) -> TestServer {
+        Self::start(data_dir, args.iter().map(|a| a.to_string()).collect()).await
+    }
+
     async fn start(data_dir: &Path, args: Vec<String>) -> TestServer {
         let mut child = Command::new(BIN)
             .arg("serve")
@@ -95,6 +100,20 @@ impl TestServer {
         };
         server.wait_serving().await;
         server
+    }
+
+    /// The overall health status (grpc.health.v1, service "").
+    pub async fn health(&self) -> tonic_health::pb::health_check_response::ServingStatus {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        tonic_health::pb::health_check_response::ServingStatus::try_from(status).expect("a status")
     }
 
     async fn wait_serving(&self) {
@@ -266,4 +285,75 @@ pub fn unique_word(prefix: &str) -> String {
 
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+pub async fn stats(client: &mut Client) -> pb::StatsResponse {
+    client
+        .stats(pb::StatsRequest {})
+        .await
+        .expect("Stats")
+        .into_inner()
+}
+
+/// A tmpfs of a few MiB mounted for one test (unmounted on drop). None where
+/// mounting is not permitted (not root): the caller then skips, loudly.
+pub struct Tmpfs {
+    _temp: Option<TempDir>,
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(size_mib: u32) -> Option<Tmpfs> {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut mounted = Self::mount_at(temp.path(), size_mib)?;
+        mounted._temp = Some(temp);
+        Some(mounted)
+    }
+
+    /// Mounts over an existing (empty) folder.
+    pub fn mount_at(path: &Path, size_mib: u32) -> Option<Tmpfs> {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(Tmpfs {
+                _temp: None,
+                path: path.to_path_buf(),
+            }),
+            _ => {
+                eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a file of zeros until the file system is full; returns its path.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).expect("create filler");
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            if file.write_all(&block).is_err() {
+                break;
+            }
+        }
+        // The last partial blocks too.
+        let small = [0u8; 512];
+        while file.write_all(&small).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }
