@@ -19,7 +19,7 @@ use crate::store::Store;
 
 pub struct App {
     listener: TcpListener,
-    router: tonic::transport::server::Router,
+    router: crate::grpc::ApiRouter,
     index: SearchIndex,
     shutdown_grace: Duration,
 }
@@ -67,7 +67,11 @@ impl App {
             pending_index_changes = stats.pending_changes,
             "store opened"
         );
-        let (router, _health) = crate::grpc::router(engine).await?;
+        let limits = crate::grpc::TransportLimits {
+            max_inflight_request_bytes: config.max_inflight_request_mb * 1024 * 1024,
+            max_concurrent_streams: config.max_concurrent_streams,
+        };
+        let (router, _health) = crate::grpc::router(engine, limits).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -56,6 +56,11 @@ pub struct Config {
     /// Interactive analysis requests (Analyze, similar_to_text,
     /// wait_for_analysis) in progress at once; more get RESOURCE_EXHAUSTED.
     pub analysis_queue: usize,
+    /// Request bytes received and not yet answered, over all connections, in
+    /// MiB; a request that would go over gets RESOURCE_EXHAUSTED.
+    pub max_inflight_request_mb: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Config {
@@ -75,6 +80,8 @@ impl Default for Config {
             encoder: "e5-small-int8".into(),
             analysis_threads: 2,
             analysis_queue: 64,
+            max_inflight_request_mb: 256,
+            max_concurrent_streams: 64,
         }
     }
 }
@@ -128,6 +135,12 @@ pub struct ServeArgs {
     /// Interactive analysis requests in progress at once [default: 64]; beyond that RESOURCE_EXHAUSTED.
     #[arg(long, env = "VERBATIM_ANALYSIS_QUEUE")]
     pub analysis_queue: Option<usize>,
+    /// Request bytes in flight over all connections, in MiB [default: 256]; beyond that RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VERBATIM_MAX_INFLIGHT_REQUEST_MB")]
+    pub max_inflight_request_mb: Option<usize>,
+    /// Concurrent calls (HTTP/2 streams) per connection [default: 64].
+    #[arg(long, env = "VERBATIM_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
 }
 
 impl ServeArgs {
@@ -151,6 +164,12 @@ impl ServeArgs {
             encoder: self.encoder.unwrap_or(base.encoder),
             analysis_threads: self.analysis_threads.unwrap_or(base.analysis_threads),
             analysis_queue: self.analysis_queue.unwrap_or(base.analysis_queue),
+            max_inflight_request_mb: self
+                .max_inflight_request_mb
+                .unwrap_or(base.max_inflight_request_mb),
+            max_concurrent_streams: self
+                .max_concurrent_streams
+                .unwrap_or(base.max_concurrent_streams),
         };
         config.validate()?;
         Ok(config)
@@ -183,6 +202,16 @@ impl Config {
         anyhow::ensure!(
             self.analysis_queue >= 1,
             "analysis_queue must be at least 1"
+        );
+        // One request of the largest size must always fit.
+        anyhow::ensure!(
+            self.max_inflight_request_mb >= 17,
+            "max_inflight_request_mb must be at least 17 (one 16 MiB message must fit), got {}",
+            self.max_inflight_request_mb
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.max_concurrent_streams),
+            "max_concurrent_streams must be 1..=10000"
         );
         anyhow::ensure!(
             self.index_memory_mb >= 16 * self.index_threads,

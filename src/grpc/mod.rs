@@ -2,13 +2,27 @@
 //! Handlers convert, call the engine, convert back; errors become statuses in
 //! `status.rs`.
 
+mod budget;
 pub mod codec;
 mod convert;
 mod service;
 mod status;
 
 pub use convert::{channel_to_pb, stage_to_pb};
+pub use budget::ByteBudget;
 pub use service::FeedbackApi;
+
+/// The router with the request byte budget in front of every service.
+pub type ApiRouter = tonic::transport::server::Router<
+    tower_layer::Stack<budget::RequestBudgetLayer, tower_layer::Identity>,
+>;
+
+/// Transport limits of the server (see `Config`).
+#[derive(Clone, Copy, Debug)]
+pub struct TransportLimits {
+    pub max_inflight_request_bytes: usize,
+    pub max_concurrent_streams: u32,
+}
 
 /// Types and clients generated from `proto/verbatim/v1/*.proto`.
 pub mod pb {
@@ -29,10 +43,8 @@ use crate::engine::Engine;
 /// (v1 and v1alpha). Returns the router and the health reporter.
 pub async fn router(
     engine: Engine,
-) -> anyhow::Result<(
-    tonic::transport::server::Router,
-    tonic_health::server::HealthReporter,
-)> {
+    limits: TransportLimits,
+) -> anyhow::Result<(ApiRouter, tonic_health::server::HealthReporter)> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::feedback_service_server::FeedbackServiceServer<FeedbackApi>>()
@@ -73,6 +85,10 @@ pub async fn router(
         .max_encoding_message_size(64 * 1024 * 1024);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .layer(budget::RequestBudgetLayer::new(ByteBudget::new(
+            limits.max_inflight_request_bytes,
+        )))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -45,10 +45,12 @@ pub struct Encoder {
 /// Windows run together in one inference call at most.
 const WINDOWS_PER_RUN: usize = 32;
 /// Padded tokens (rows x longest row) in one inference call at most. The
-/// attention scores grow with rows x width^2: 32 windows of 512 tokens took
-/// ~400 MiB per layer, which ONNX Runtime's arena then kept. Short sentences
-/// still run 32 at a time; full windows run 8 at a time.
-const TOKENS_PER_RUN: usize = 4_096;
+/// attention scores grow with rows x width^2, and ONNX Runtime's arena keeps
+/// the largest allocation it made: 32 full windows in one call multiply it.
+/// Short sentences still run 32 at a time; full windows run 4 at a time,
+/// which also bounds how long a batch whose callers went away keeps the
+/// inference thread (one call).
+const TOKENS_PER_RUN: usize = 2_048;
 
 /// Consecutive runs of `order` (sorted by length, ascending) that respect
 /// both per-run limits.
@@ -159,6 +161,18 @@ impl Encoder {
 
     /// L2-normalised embeddings (with the `query: ` prefix), one per text.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, NlpError> {
+        Ok(self
+            .embed_unless(texts, || false)?
+            .expect("never abandoned"))
+    }
+
+    /// Like `embed`, but checks `abandoned` before each inference call and
+    /// stops (None) once it says so: the callers of a batch went away.
+    pub fn embed_unless(
+        &self,
+        texts: &[&str],
+        abandoned: impl Fn() -> bool,
+    ) -> Result<Option<Vec<Vec<f32>>>, NlpError> {
         let window = self.info.max_positions - 2;
         // (text index, window ids with <s> </s>, content length)
         let mut windows: Vec<(usize, Vec<i64>, usize)> = Vec::new();
@@ -184,6 +198,9 @@ impl Encoder {
         let mut sums = vec![vec![0f64; hidden]; texts.len()];
         let mut weights = vec![0f64; texts.len()];
         for run in runs(&order, |w| windows[w].1.len()) {
+            if abandoned() {
+                return Ok(None);
+            }
             let pooled = self.run(run.iter().map(|&w| windows[w].1.as_slice()).collect())?;
             for (row, &w) in run.iter().enumerate() {
                 let (t, _, len) = &windows[w];
@@ -197,15 +214,16 @@ impl Encoder {
                 weights[*t] += weight;
             }
         }
-        Ok(sums
-            .into_iter()
-            .zip(weights)
-            .map(|(sum, weight)| {
-                let mean: Vec<f64> = sum.iter().map(|v| v / weight.max(1.0)).collect();
-                let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-6);
-                mean.iter().map(|v| (v / norm) as f32).collect()
-            })
-            .collect())
+        Ok(Some(
+            sums.into_iter()
+                .zip(weights)
+                .map(|(sum, weight)| {
+                    let mean: Vec<f64> = sum.iter().map(|v| v / weight.max(1.0)).collect();
+                    let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-6);
+                    mean.iter().map(|v| (v / norm) as f32).collect()
+                })
+                .collect(),
+        ))
     }
 
     /// One padded batch through the graph; returns the `pooled` output rows.

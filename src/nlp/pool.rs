@@ -429,8 +429,12 @@ fn run_inference(encoder: &Encoder, lanes: &Lanes) {
             .iter()
             .flat_map(|job| job.texts.iter().map(String::as_str))
             .collect();
-        match encoder.embed(&all) {
-            Ok(mut embeddings) => {
+        // Checked between inference calls: a group whose callers all went
+        // away is dropped mid-way.
+        let abandoned = || group.iter().all(|job| job.reply.is_closed());
+        match encoder.embed_unless(&all, abandoned) {
+            Ok(None) => tracing::debug!("batch dropped: its callers went away"),
+            Ok(Some(mut embeddings)) => {
                 for job in group.into_iter().rev() {
                     let mine = embeddings.split_off(embeddings.len() - job.texts.len());
                     let _ = job.reply.send(Ok(mine));

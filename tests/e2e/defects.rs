@@ -282,3 +282,141 @@ async fn a_damaged_index_is_moved_aside_and_rebuilt_at_startup() {
         server.terminate();
     }
 }
+
+fn text_analysis(result: &pb::TextResult) -> &pb::Analysis {
+    match result.outcome.as_ref().expect("outcome") {
+        pb::text_result::Outcome::Analysis(a) => a,
+        other => panic!("not analysed: {other:?}"),
+    }
+}
+
+/// Reproduction (defect 3): ingest two texts of `'a\n' * 16384` (within the
+/// 32 KiB limit) and one normal item. The analysis queue counted jobs of 64
+/// embeddings and each sentence is one, so a background round needing more
+/// than ~16,400 embeddings could never be queued: it was retried every 50 ms
+/// forever (one core at 100%), the normal item stayed PENDING across
+/// restarts, and an interactive Analyze on the idle server was answered
+/// "queue full". Scaled down here with `--analysis-queue 2` (the old queue
+/// then held 128 embeddings; each item below needs 2,001), so the test runs
+/// in seconds instead of minutes.
+#[tokio::test]
+async fn huge_texts_never_stall_the_analysis() {
+    let server = TestServer::spawn_with_analysis(&["--analysis-queue", "2"]).await;
+    let mut client = server.client().await;
+    let huge = "a\n".repeat(2_000);
+    ingest(
+        &mut client,
+        vec![
+            item("huge-1", &huge),
+            item("huge-2", &huge),
+            item("normal", "The delivery was late and the driver was rude."),
+        ],
+    )
+    .await;
+    // Interactive work has its own lane: answered while the background
+    // analysis works through the huge items.
+    let started = std::time::Instant::now();
+    let answer = client
+        .analyze(pb::AnalyzeRequest {
+            texts: vec!["Great service, thank you!".into()],
+            include_embeddings: false,
+        })
+        .await
+        .expect("Analyze while the background analysis is busy")
+        .into_inner();
+    assert_eq!(answer.results.len(), 1);
+    eprintln!("interactive answer after {:?}", started.elapsed());
+    // And one interactive request of the same size is answered too.
+    let big = client
+        .analyze(pb::AnalyzeRequest {
+            texts: vec![huge.clone()],
+            include_embeddings: false,
+        })
+        .await
+        .expect("Analyze of a text with 2,000 sentences")
+        .into_inner();
+    assert_eq!(text_analysis(&big.results[0]).sentences.len(), 2_000);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let got = client
+            .get(pb::GetRequest {
+                ids: vec!["huge-1".into(), "huge-2".into(), "normal".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let pending = got
+            .items
+            .iter()
+            .filter(|i| i.analysis_status == pb::AnalysisStatus::Pending as i32)
+            .count();
+        if pending == 0 {
+            for i in &got.items {
+                assert_eq!(i.analysis_status, pb::AnalysisStatus::Done as i32, "{}", i.id);
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pending} items still pending after 240 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(stats(&mut client).await.analysis_backlog, 0);
+}
+
+/// Reproduction (defect 5): 40 concurrent 15 MB Analyze calls took peak
+/// memory from 0.43 to 2.4 GB and kept it; the jobs of calls whose clients
+/// had gone were still computed, so a one-text Analyze was refused for
+/// ~10 s afterwards. Now request bytes in flight are bounded before decoding
+/// (RESOURCE_EXHAUSTED beyond), a call keeps two jobs queued at most, and the
+/// jobs of cancelled calls are dropped.
+#[tokio::test]
+async fn concurrent_large_requests_are_bounded_and_cancelled_ones_stop() {
+    let server = TestServer::spawn_with_analysis(&["--max-inflight-request-mb", "64"]).await;
+    let channel = server.channel().await;
+    let text = "The checkout page froze twice and support never answered my emails. ".repeat(470);
+    let texts: Vec<String> = (0..240).map(|i| format!("{i} {text}")).collect(); // ~7.7 MB
+    let mut calls = Vec::new();
+    for _ in 0..24 {
+        let mut client = pb::feedback_service_client::FeedbackServiceClient::new(channel.clone())
+            .max_encoding_message_size(64 << 20);
+        let texts = texts.clone();
+        calls.push(tokio::spawn(async move {
+            let mut request = tonic::Request::new(pb::AnalyzeRequest {
+                texts,
+                include_embeddings: false,
+            });
+            request.set_timeout(std::time::Duration::from_secs(3));
+            client.analyze(request).await.map(|_| ())
+        }));
+    }
+    let mut exhausted = 0;
+    for call in calls {
+        let status = call.await.unwrap().expect_err("too much work for 3 s");
+        match status.code() {
+            Code::ResourceExhausted => exhausted += 1,
+            Code::DeadlineExceeded | Code::Cancelled => {}
+            other => panic!("unexpected {other:?}: {}", status.message()),
+        }
+    }
+    assert!(exhausted > 0, "the byte budget refused some of 24 x 7.7 MB");
+    // The cancelled calls' jobs are not computed: a small call is answered
+    // promptly (before the fix it was refused for ~10 s).
+    let mut client = server.client().await;
+    let started = std::time::Instant::now();
+    let answer = client
+        .analyze(pb::AnalyzeRequest {
+            texts: vec!["Works fine.".into()],
+            include_embeddings: false,
+        })
+        .await
+        .expect("a small Analyze right after the cancelled ones");
+    assert_eq!(answer.into_inner().results.len(), 1);
+    let waited = started.elapsed();
+    let peak = server.peak_rss_mib();
+    eprintln!("small call answered after {waited:?}; server peak RSS {peak} MiB");
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    assert!(peak < 1_500, "peak RSS {peak} MiB");
+}

@@ -155,6 +155,18 @@ impl TestServer {
         FeedbackServiceClient::new(self.channel().await).max_decoding_message_size(64 << 20)
     }
 
+    /// The server's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM")
+            / 1024
+    }
+
     /// SIGKILL: no chance to flush or commit anything.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

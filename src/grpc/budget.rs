@@ -1,0 +1,292 @@
+//! The request byte budget: request bytes received and not yet answered,
+//! across every connection, bounded *before* tonic buffers and decodes a
+//! message. A request that would go over it is answered RESOURCE_EXHAUSTED at
+//! once; nothing waits, so partly received requests can never deadlock each
+//! other. Bytes stay counted until the response is ready (unary) or, for a
+//! stream, until `STREAM_WINDOW` newer messages have arrived (a stream holds
+//! a bounded window of messages in flight, not all it ever sent).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::Frame;
+use tonic::body::Body;
+use tonic::Status;
+
+/// Messages of one stream that stay counted (IngestStream keeps up to 8
+/// batches in flight).
+const STREAM_WINDOW: usize = 8;
+/// A gRPC message starts with a flag byte and a 4-byte big-endian length.
+const GRPC_HEADER: usize = 5;
+
+/// Bytes in use against a fixed limit.
+pub struct ByteBudget {
+    limit: usize,
+    in_use: AtomicUsize,
+}
+
+impl ByteBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(ByteBudget {
+            limit,
+            in_use: AtomicUsize::new(0),
+        })
+    }
+
+    fn try_reserve(&self, bytes: usize) -> bool {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.in_use.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes counted now.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Acquire)
+    }
+}
+
+/// What one request holds of the budget; released in full when dropped.
+struct Reservation {
+    budget: Arc<ByteBudget>,
+    state: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    total: usize,
+    /// Sizes of the latest complete messages, oldest first.
+    window: VecDeque<usize>,
+    /// Bytes of the message being received.
+    partial: usize,
+    /// Where the gRPC framing stands: header bytes seen, body bytes left.
+    header: [u8; GRPC_HEADER],
+    header_seen: usize,
+    body_left: usize,
+}
+
+impl Held {
+    /// Follows the gRPC framing over `chunk`; returns the sizes of the
+    /// messages it completed.
+    fn advance(&mut self, mut chunk: &[u8]) -> Vec<usize> {
+        let mut completed = Vec::new();
+        while !chunk.is_empty() {
+            if self.header_seen < GRPC_HEADER {
+                let take = (GRPC_HEADER - self.header_seen).min(chunk.len());
+                self.header[self.header_seen..self.header_seen + take]
+                    .copy_from_slice(&chunk[..take]);
+                self.header_seen += take;
+                self.partial += take;
+                chunk = &chunk[take..];
+                if self.header_seen == GRPC_HEADER {
+                    let len = [self.header[1], self.header[2], self.header[3], self.header[4]];
+                    self.body_left = u32::from_be_bytes(len) as usize;
+                }
+            } else {
+                let take = self.body_left.min(chunk.len());
+                self.body_left -= take;
+                self.partial += take;
+                chunk = &chunk[take..];
+            }
+            if self.header_seen == GRPC_HEADER && self.body_left == 0 {
+                completed.push(std::mem::take(&mut self.partial));
+                self.header_seen = 0;
+            }
+        }
+        completed
+    }
+}
+
+impl Reservation {
+    fn new(budget: Arc<ByteBudget>) -> Self {
+        Reservation {
+            budget,
+            state: Mutex::new(Held::default()),
+        }
+    }
+
+    /// Counts a received chunk; false when the budget cannot take it.
+    fn add(&self, chunk: &[u8]) -> bool {
+        if !self.budget.try_reserve(chunk.len()) {
+            return false;
+        }
+        let mut held = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        held.total += chunk.len();
+        let completed = held.advance(chunk);
+        held.window.extend(completed);
+        while held.window.len() > STREAM_WINDOW {
+            let old = held.window.pop_front().expect("non-empty");
+            held.total -= old;
+            self.budget.release(old);
+        }
+        true
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let held = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.budget.release(held.total);
+    }
+}
+
+/// A request body that counts its bytes against the budget.
+struct Metered {
+    inner: Body,
+    reservation: Arc<Reservation>,
+}
+
+impl http_body::Body for Metered {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                if !self.reservation.add(data) {
+                    let limit = self.reservation.budget.limit / (1024 * 1024);
+                    return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                        "the server is holding {limit} MiB of requests in flight \
+                         (--max-inflight-request-mb); retry with backoff"
+                    )))));
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Tower layer that meters every request body against one budget.
+#[derive(Clone)]
+pub struct RequestBudgetLayer {
+    budget: Arc<ByteBudget>,
+}
+
+impl RequestBudgetLayer {
+    pub fn new(budget: Arc<ByteBudget>) -> Self {
+        RequestBudgetLayer { budget }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for RequestBudgetLayer {
+    type Service = RequestBudget<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestBudget {
+            inner,
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestBudget<S> {
+    inner: S,
+    budget: Arc<ByteBudget>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, ResBody> tower_service::Service<http::Request<Body>> for RequestBudget<S>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let reservation = Arc::new(Reservation::new(self.budget.clone()));
+        let metered = reservation.clone();
+        let request = request.map(move |inner| {
+            Body::new(Metered {
+                inner,
+                reservation: metered,
+            })
+        });
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let out = response.await;
+            drop(reservation);
+            out
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8];
+        bytes.extend_from_slice(&(len as u32).to_be_bytes());
+        bytes.extend(std::iter::repeat_n(7u8, len));
+        bytes
+    }
+
+    #[test]
+    fn framing_is_followed_across_chunks() {
+        let mut held = Held::default();
+        let mut stream = message(3);
+        stream.extend(message(0));
+        stream.extend(message(10));
+        let mut completed = Vec::new();
+        for chunk in stream.chunks(4) {
+            completed.extend(held.advance(chunk));
+        }
+        assert_eq!(completed, vec![8, 5, 15]);
+        assert_eq!(held.partial, 0);
+    }
+
+    #[test]
+    fn over_budget_is_refused_and_everything_is_released_on_drop() {
+        let budget = ByteBudget::new(100);
+        let first = Reservation::new(budget.clone());
+        assert!(first.add(&message(60)));
+        let second = Reservation::new(budget.clone());
+        assert!(!second.add(&message(60)), "65 + 65 > 100");
+        assert!(second.add(&message(20)));
+        drop(first);
+        drop(second);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn a_stream_keeps_only_its_latest_messages_counted() {
+        let budget = ByteBudget::new(10_000);
+        let stream = Reservation::new(budget.clone());
+        for _ in 0..100 {
+            assert!(stream.add(&message(95)));
+        }
+        assert_eq!(budget.in_use(), STREAM_WINDOW * 100);
+        drop(stream);
+        assert_eq!(budget.in_use(), 0);
+    }
+}
