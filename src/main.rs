@@ -53,7 +53,10 @@ fn main() -> ExitCode {
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "fatal");
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            match error.downcast_ref::<cli::import::RowsRejected>() {
+                Some(_) => ExitCode::from(cli::import::EXIT_ROWS_REJECTED),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

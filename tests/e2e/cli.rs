@@ -1,17 +1,35 @@
 //! The CLI as a user runs it: import the shipped sample, search it, resume.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::helpers::*;
 use verbatim::grpc::pb;
 
 fn run(args: &[&str]) -> (bool, String, String) {
+    let (code, stdout, stderr) = run_code(args);
+    (code == Some(0), stdout, stderr)
+}
+
+/// The exit code (None: killed by a signal), stdout and stderr.
+fn run_code(args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(BIN).args(args).output().expect("run verbatim");
     (
-        output.status.success(),
+        output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Items in the server's store.
+async fn stored_items(server: &TestServer) -> u64 {
+    let mut client = server.client().await;
+    client
+        .stats(pb::StatsRequest {})
+        .await
+        .expect("Stats")
+        .into_inner()
+        .items
 }
 
 #[tokio::test]
@@ -101,8 +119,10 @@ async fn csv_import_with_column_mapping_reports_rejections_and_resumes() {
         "10",
     ];
     args.extend(maps);
-    let (ok, stdout, stderr) = run(&args);
-    assert!(ok, "{stderr}");
+    // Rows were rejected: exit status 3 (defect 10: it was 0).
+    let (code, stdout, stderr) = run_code(&args);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("rows rejected: 2"), "{stderr}");
     assert!(
         stdout.contains("31 rows, 29 accepted, 2 rejected"),
         "{stdout}"
@@ -140,6 +160,7 @@ async fn csv_import_with_column_mapping_reports_rejections_and_resumes() {
         "--server",
         &addr,
         "--resume",
+        "--allow-rejections",
     ];
     args.extend(maps);
     let (ok, stdout, stderr) = run(&args);
@@ -150,6 +171,183 @@ async fn csv_import_with_column_mapping_reports_rejections_and_resumes() {
         "{stdout}"
     );
     assert!(!state.exists(), "a finished import removes its state file");
+}
+
+/// A JSON Lines file of `rows` rows without ids.
+fn id_less_file(dir: &std::path::Path, rows: u64) -> std::path::PathBuf {
+    let file = dir.join("no-ids.jsonl");
+    let lines: String = (1..=rows)
+        .map(|i| format!("{{\"text\":\"comment number {i}\"}}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    file
+}
+
+/// Defect 6: rows without an id got a new id from the server on every run,
+/// so `--resume` after a kill stored the rows in flight twice (+4,000 to
+/// +5,500 items for 300,000 rows killed after 1 s) while the summary said
+/// every row was accepted, and importing the file again doubled it.
+/// Defect 7: the kill could leave an empty state file.
+#[tokio::test]
+async fn id_less_rows_are_stored_once_however_often_they_are_imported() {
+    const ROWS: u64 = 40_000;
+    let server = TestServer::spawn().await;
+    let addr = server.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = id_less_file(dir.path(), ROWS);
+    let path = file.to_str().unwrap();
+    let state = dir.path().join("no-ids.jsonl.import-state.json");
+    let all_accepted = format!("{ROWS} rows, {ROWS} accepted, 0 rejected");
+
+    // kill -9 the import once it has saved its state, then resume it.
+    let mut import = Command::new(BIN)
+        .args(["import", path, "--server", &addr, "--batch-size", "100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run verbatim");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !state.exists() && import.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no state file within 60 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = import.kill();
+    import.wait().unwrap();
+    if let Ok(saved) = std::fs::read(&state) {
+        serde_json::from_slice::<serde_json::Value>(&saved).expect("a whole state file");
+    }
+    let (ok, stdout, stderr) = run(&["import", path, "--server", &addr, "--resume"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&all_accepted), "{stdout}");
+    assert_eq!(stored_items(&server).await, ROWS);
+
+    // Again from the first row: the same ids, so the rows are replaced.
+    let (ok, stdout, stderr) = run(&["import", path, "--server", &addr]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&all_accepted), "{stdout}");
+    assert_eq!(stored_items(&server).await, ROWS);
+}
+
+/// Defect 7: an empty state file (which a kill -9 during the old
+/// truncate-then-write left) made `--resume` fail with a JSON error.
+#[tokio::test]
+async fn an_empty_state_file_resumes_from_the_first_row() {
+    let server = TestServer::spawn().await;
+    let addr = server.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = id_less_file(dir.path(), 50);
+    let state = dir.path().join("no-ids.jsonl.import-state.json");
+    std::fs::write(&state, "").unwrap();
+    let (ok, stdout, stderr) = run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--server",
+        &addr,
+        "--resume",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("ignoring the damaged"), "{stderr}");
+    assert!(stderr.contains("importing from the first row"), "{stderr}");
+    assert!(
+        stdout.contains("50 rows, 50 accepted, 0 rejected"),
+        "{stdout}"
+    );
+    assert_eq!(stored_items(&server).await, 50);
+    assert!(!state.exists());
+}
+
+/// Defect 9: one 20 MB row failed the whole stream with an opaque transport
+/// error ("encoded message length too large") and nothing was imported.
+#[tokio::test]
+async fn an_oversized_row_is_rejected_by_number_and_the_rest_imported() {
+    let server = TestServer::spawn().await;
+    let addr = server.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.jsonl");
+    let lines: String = (1..=10)
+        .map(|i| match i {
+            4 => format!("{{\"text\":\"{}\"}}\n", "x".repeat(20_000_000)),
+            _ => format!("{{\"id\":\"r-{i}\",\"text\":\"row {i}\"}}\n"),
+        })
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let (code, stdout, stderr) = run_code(&["import", file.to_str().unwrap(), "--server", &addr]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stdout.contains("10 rows, 9 accepted, 1 rejected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 4: text: must be at most 32768 bytes, got 20000000"),
+        "{stdout}"
+    );
+    assert_eq!(stored_items(&server).await, 9);
+}
+
+/// Defect 10: a `--map` column missing from the CSV header went unnoticed:
+/// every row was rejected and the import exited 0.
+#[tokio::test]
+async fn a_mapped_column_missing_from_the_header_fails_before_sending() {
+    let server = TestServer::spawn().await;
+    let addr = server.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.csv");
+    std::fs::write(&file, "Comment ID,Comment\nr-1,hello\n").unwrap();
+    let (code, _, stderr) = run_code(&[
+        "import",
+        file.to_str().unwrap(),
+        "--server",
+        &addr,
+        "--map",
+        "id=Comment ID",
+        "--map",
+        "text=Coment",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "no column \"Coment\" (--map text=Coment); its columns: \"Comment ID\", \"Comment\""
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stored_items(&server).await, 0);
+}
+
+/// Defect 11: one non-UTF-8 byte ended a JSONL import without a line
+/// number, and a UTF-8 BOM lost the first row.
+#[tokio::test]
+async fn jsonl_with_a_bom_and_a_bad_byte_imports_every_other_line() {
+    let server = TestServer::spawn().await;
+    let addr = server.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(
+        &file,
+        b"\xEF\xBB\xBF{\"id\":\"first\",\"text\":\"one\"}\n{\"text\":\"bad \xFF\"}\n{\"id\":\"third\",\"text\":\"three\"}\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--server",
+        &addr,
+        "--allow-rejections",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("3 rows, 2 accepted, 1 rejected"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("line 2: not valid UTF-8"), "{stdout}");
+    let mut client = server.client().await;
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["first".into(), "third".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.missing_ids.is_empty(), "{:?}", got.missing_ids);
 }
 
 #[tokio::test]
