@@ -5,6 +5,11 @@
 //! other. Bytes stay counted until the response is ready (unary) or, for a
 //! stream, until `STREAM_WINDOW` newer messages have arrived (a stream holds
 //! a bounded window of messages in flight, not all it ever sent).
+//!
+//! Following the gRPC framing also lets the edge answer framing faults as
+//! the client's (INVALID_ARGUMENT) where tonic would say INTERNAL: a message
+//! flagged compressed in a request without `grpc-encoding`, a flag byte other
+//! than 0 or 1, and a request that ends inside a message.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -73,12 +78,14 @@ struct Held {
     header: [u8; GRPC_HEADER],
     header_seen: usize,
     body_left: usize,
+    /// Whether the request declared a `grpc-encoding` (compression).
+    encoding_declared: bool,
 }
 
 impl Held {
     /// Follows the gRPC framing over `chunk`; returns the sizes of the
     /// messages it completed.
-    fn advance(&mut self, mut chunk: &[u8]) -> Vec<usize> {
+    fn advance(&mut self, mut chunk: &[u8]) -> Result<Vec<usize>, Status> {
         let mut completed = Vec::new();
         while !chunk.is_empty() {
             if self.header_seen < GRPC_HEADER {
@@ -89,6 +96,21 @@ impl Held {
                 self.partial += take;
                 chunk = &chunk[take..];
                 if self.header_seen == GRPC_HEADER {
+                    match self.header[0] {
+                        0 => {}
+                        1 if self.encoding_declared => {}
+                        1 => {
+                            return Err(Status::invalid_argument(
+                                "a message is flagged compressed but the request has no \
+                                 grpc-encoding header",
+                            ))
+                        }
+                        flag => {
+                            return Err(Status::invalid_argument(format!(
+                                "invalid gRPC message flag {flag} (0 or 1 allowed)"
+                            )))
+                        }
+                    }
                     let len = [self.header[1], self.header[2], self.header[3], self.header[4]];
                     self.body_left = u32::from_be_bytes(len) as usize;
                 }
@@ -103,33 +125,61 @@ impl Held {
                 self.header_seen = 0;
             }
         }
-        completed
+        Ok(completed)
+    }
+
+    /// At the end of the request: a message cut short is the client's fault.
+    fn finish(&self) -> Result<(), Status> {
+        match (self.header_seen, self.body_left) {
+            (0, _) => Ok(()),
+            (GRPC_HEADER, left) => Err(Status::invalid_argument(format!(
+                "the request ended inside a gRPC message ({left} bytes of it missing)"
+            ))),
+            (seen, _) => Err(Status::invalid_argument(format!(
+                "the request ended inside a gRPC message header ({seen} of 5 bytes)"
+            ))),
+        }
     }
 }
 
 impl Reservation {
-    fn new(budget: Arc<ByteBudget>) -> Self {
+    fn new(budget: Arc<ByteBudget>, encoding_declared: bool) -> Self {
         Reservation {
             budget,
-            state: Mutex::new(Held::default()),
+            state: Mutex::new(Held {
+                encoding_declared,
+                ..Held::default()
+            }),
         }
     }
 
-    /// Counts a received chunk; false when the budget cannot take it.
-    fn add(&self, chunk: &[u8]) -> bool {
+    /// Counts a received chunk; refused when the budget cannot take it or the
+    /// framing is broken.
+    fn add(&self, chunk: &[u8]) -> Result<(), Status> {
         if !self.budget.try_reserve(chunk.len()) {
-            return false;
+            let limit = self.budget.limit / (1024 * 1024);
+            return Err(Status::resource_exhausted(format!(
+                "the server is holding {limit} MiB of requests in flight \
+                 (--max-inflight-request-mb); retry with backoff"
+            )));
         }
         let mut held = self.state.lock().unwrap_or_else(|e| e.into_inner());
         held.total += chunk.len();
-        let completed = held.advance(chunk);
+        let completed = held.advance(chunk)?;
         held.window.extend(completed);
         while held.window.len() > STREAM_WINDOW {
             let old = held.window.pop_front().expect("non-empty");
             held.total -= old;
             self.budget.release(old);
         }
-        true
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), Status> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish()
     }
 }
 
@@ -155,16 +205,20 @@ impl http_body::Body for Metered {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                if !self.reservation.add(data) {
-                    let limit = self.reservation.budget.limit / (1024 * 1024);
-                    return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
-                        "the server is holding {limit} MiB of requests in flight \
-                         (--max-inflight-request-mb); retry with backoff"
-                    )))));
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if let Err(status) = self.reservation.add(data) {
+                        return Poll::Ready(Some(Err(status)));
+                    }
                 }
             }
+            Poll::Ready(None) => {
+                if let Err(status) = self.reservation.finish() {
+                    return Poll::Ready(Some(Err(status)));
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         polled
     }
@@ -223,7 +277,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let reservation = Arc::new(Reservation::new(self.budget.clone()));
+        let encoding_declared = request.headers().contains_key("grpc-encoding");
+        let reservation = Arc::new(Reservation::new(self.budget.clone(), encoding_declared));
         let metered = reservation.clone();
         let request = request.map(move |inner| {
             Body::new(Metered {
@@ -259,20 +314,45 @@ mod tests {
         stream.extend(message(10));
         let mut completed = Vec::new();
         for chunk in stream.chunks(4) {
-            completed.extend(held.advance(chunk));
+            completed.extend(held.advance(chunk).unwrap());
         }
         assert_eq!(completed, vec![8, 5, 15]);
         assert_eq!(held.partial, 0);
+        assert!(held.finish().is_ok());
+    }
+
+    #[test]
+    fn framing_faults_are_the_clients() {
+        let mut cut = message(10);
+        cut.truncate(9);
+        let mut held = Held::default();
+        held.advance(&cut).unwrap();
+        let status = held.finish().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("6 bytes of it missing"), "{status:?}");
+
+        let mut compressed = message(3);
+        compressed[0] = 1;
+        let status = Held::default().advance(&compressed).unwrap_err();
+        assert!(status.message().contains("grpc-encoding"), "{status:?}");
+        let declared = Held {
+            encoding_declared: true,
+            ..Held::default()
+        };
+        assert!({ declared }.advance(&compressed).is_ok());
+        compressed[0] = 7;
+        assert!(Held::default().advance(&compressed).is_err());
     }
 
     #[test]
     fn over_budget_is_refused_and_everything_is_released_on_drop() {
         let budget = ByteBudget::new(100);
-        let first = Reservation::new(budget.clone());
-        assert!(first.add(&message(60)));
-        let second = Reservation::new(budget.clone());
-        assert!(!second.add(&message(60)), "65 + 65 > 100");
-        assert!(second.add(&message(20)));
+        let first = Reservation::new(budget.clone(), false);
+        assert!(first.add(&message(60)).is_ok());
+        let second = Reservation::new(budget.clone(), false);
+        let refused = second.add(&message(60)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "65 + 65 > 100");
+        assert!(second.add(&message(20)).is_ok());
         drop(first);
         drop(second);
         assert_eq!(budget.in_use(), 0);
@@ -281,9 +361,9 @@ mod tests {
     #[test]
     fn a_stream_keeps_only_its_latest_messages_counted() {
         let budget = ByteBudget::new(10_000);
-        let stream = Reservation::new(budget.clone());
+        let stream = Reservation::new(budget.clone(), false);
         for _ in 0..100 {
-            assert!(stream.add(&message(95)));
+            assert!(stream.add(&message(95)).is_ok());
         }
         assert_eq!(budget.in_use(), STREAM_WINDOW * 100);
         drop(stream);

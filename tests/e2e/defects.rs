@@ -420,3 +420,109 @@ async fn concurrent_large_requests_are_bounded_and_cancelled_ones_stop() {
     assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
     assert!(peak < 1_500, "peak RSS {peak} MiB");
 }
+
+/// A request body of raw bytes, to send frames no gRPC client would.
+struct RawBody(Option<bytes::Bytes>);
+
+impl http_body::Body for RawBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// Sends `frames` as the body of a Search call; returns grpc-status and
+/// grpc-message (from the headers of a trailers-only answer, or the trailers).
+async fn raw_search(server: &TestServer, frames: Vec<u8>, encoding: Option<&str>) -> (i32, String) {
+    use tower_service::Service;
+    let mut channel = server.channel().await;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/verbatim.v1.FeedbackService/Search", server.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(encoding) = encoding {
+        request = request.header("grpc-encoding", encoding);
+    }
+    let request = request
+        .body(tonic::body::Body::new(RawBody(Some(frames.into()))))
+        .unwrap();
+    std::future::poll_fn(|cx| channel.poll_ready(cx)).await.unwrap();
+    let response = channel.call(request).await.expect("an HTTP/2 answer");
+    let mut headers = response.headers().clone();
+    let mut body = response.into_body();
+    while let Some(frame) = std::future::poll_fn(|cx| {
+        http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+    })
+    .await
+    {
+        if let Ok(trailers) = frame.expect("body frame").into_trailers() {
+            headers.extend(trailers);
+        }
+    }
+    let status = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("grpc-status");
+    let message = headers
+        .get("grpc-message")
+        .map(|v| percent_decode(v.to_str().unwrap()))
+        .unwrap_or_default();
+    (status, message)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reproduction (defect 14): a message flagged compressed without
+/// `grpc-encoding`, or a frame shorter than its length prefix, was answered
+/// INTERNAL (the server's fault) although the client sent it.
+#[tokio::test]
+async fn transport_framing_faults_are_invalid_argument() {
+    let server = TestServer::spawn().await;
+    let search = {
+        use prost::Message;
+        search_request("refund").encode_to_vec()
+    };
+    let frame = |flag: u8, declared_len: usize, body: &[u8]| {
+        let mut f = vec![flag];
+        f.extend_from_slice(&(declared_len as u32).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    };
+    // A well-formed call through the same path answers OK.
+    let (status, message) = raw_search(&server, frame(0, search.len(), &search), None).await;
+    assert_eq!(status, 0, "{message}");
+
+    let (status, message) = raw_search(&server, frame(1, search.len(), &search), None).await;
+    assert_eq!(status, Code::InvalidArgument as i32, "{message}");
+    assert!(message.contains("grpc-encoding"), "{message}");
+
+    let (status, message) = raw_search(&server, frame(0, search.len() + 50, &search), None).await;
+    assert_eq!(status, Code::InvalidArgument as i32, "{message}");
+    assert!(message.contains("ended inside a gRPC message"), "{message}");
+
+    let (status, message) = raw_search(&server, vec![0, 0, 0], None).await;
+    assert_eq!(status, Code::InvalidArgument as i32, "{message}");
+}
