@@ -18,7 +18,7 @@
 //!   cargo bench --bench load -- analyze [SECS]                 (default 15 s per phase)
 //!
 //! `analyze` takes ~40-token English review sentences from the shipped
-//! sample, times the reference C engine (../shared/tools/reference-e5,
+//! sample, times the reference C engine (models/reference-e5,
 //! OMP_NUM_THREADS=2) on them, then the service through Analyze: batch
 //! requests of 32 sentences from 4 clients, single sentences from 16 clients
 //! (dynamic batching), and single sentences one at a time (latency); it
@@ -508,7 +508,7 @@ fn reference_texts_per_second(file: &std::path::Path, n: usize) -> f64 {
     let output = Command::new("bash")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/tools/reference-e5"
+            "/models/reference-e5"
         ))
         .arg("bench")
         .arg(file)

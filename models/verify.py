@@ -34,7 +34,7 @@ from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_CACHE = MODELS_DIR / "cache"
-DEFAULT_REFERENCE = Path("/work/shared/tools/reference-e5")
+DEFAULT_REFERENCE = Path(__file__).resolve().parent / "reference-e5"
 COSINE_MIN = 0.99
 BATCH_COSINE_INT8 = 0.995  # padded batch vs one at a time, dynamic int8 graphs only
 
@@ -282,7 +282,7 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--reference", type=Path,
                         default=Path(os.environ.get("REFERENCE_E5", DEFAULT_REFERENCE)),
-                        help="reference-e5 script (default /work/shared/tools/reference-e5)")
+                        help="reference-e5 script (default models/reference-e5)")
     parser.add_argument("--model", type=Path, default=None,
                         help="package folder to check (default: CACHE/e5-small)")
     parser.add_argument("--threads", type=int, default=2)

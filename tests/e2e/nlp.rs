@@ -149,14 +149,14 @@ async fn embeddings_match_the_reference(args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("texts.txt");
     std::fs::write(&file, texts.join("\n") + "\n").unwrap();
-    let reference = repo_path("../shared/tools/reference-e5");
+    let reference = repo_path("models/reference-e5");
     let output = Command::new("bash")
         .arg(&reference)
         .args(["embed", "1"])
         .env("OMP_NUM_THREADS", "2")
         .stdin(std::fs::File::open(&file).unwrap())
         .output()
-        .expect("run ../shared/tools/reference-e5");
+        .expect("run models/reference-e5");
     assert!(
         output.status.success(),
         "{}",
