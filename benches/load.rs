@@ -24,6 +24,15 @@
 //! (dynamic batching), and single sentences one at a time (latency); it
 //! reports the server's peak resident memory (VmHWM).
 //!
+//!   cargo bench --bench load -- flood [CALLS] [BUDGET_MB]  (default 40 calls, 256 MiB)
+//!
+//! `flood` sends CALLS concurrent Analyze calls of ~15 MB each (470 texts of
+//! 32 KB) with a 5 s deadline to a server with analysis on and
+//! `--max-inflight-request-mb BUDGET_MB`, and reports how they ended, the
+//! server's peak memory (VmHWM), its resident memory 5 s later (VmRSS), and
+//! how long a one-text Analyze then takes (the abandoned work must be gone).
+//! BUDGET_MB 0 passes no budget flag (to measure a binary from before it).
+//!
 //! Client and server share the machine's cores; figures go to BENCHMARKS.md.
 
 use std::io::{BufRead, BufReader};
@@ -694,6 +703,79 @@ async fn bench_analyze(secs: u64) {
     );
 }
 
+fn rss_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+async fn bench_flood(calls: usize, budget_mb: usize) {
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models/cache");
+    let budget = budget_mb.to_string();
+    let mut args = vec!["--analysis", "on", "--models-dir", models];
+    // BUDGET_MB 0: no flag, for a binary that predates it (the reference run).
+    if budget_mb > 0 {
+        args.extend(["--max-inflight-request-mb", budget.as_str()]);
+    }
+    let server = Server::start(&args);
+    let pid = server.child.id();
+    let idle = rss_mib(pid, "VmRSS:");
+    let sentence = "The checkout page froze twice and support never answered my emails. ";
+    let text = sentence.repeat(32_000 / sentence.len());
+    let texts: Vec<String> = (0..470).map(|i| format!("{i} {text}")).collect();
+    let bytes: usize = texts.iter().map(String::len).sum();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..calls {
+        // One connection per call, as separate clients would.
+        let mut c = client(&server.addr).await.max_encoding_message_size(64 << 20);
+        let texts = texts.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut request = tonic::Request::new(pb::AnalyzeRequest {
+                texts,
+                include_embeddings: false,
+            });
+            request.set_timeout(Duration::from_secs(5));
+            match c.analyze(request).await {
+                Ok(_) => "ok".to_string(),
+                Err(status) => format!("{:?}", status.code()),
+            }
+        }));
+    }
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for t in tasks {
+        *outcomes.entry(t.await.unwrap()).or_default() += 1;
+    }
+    let flood_secs = started.elapsed().as_secs_f64();
+    let peak = rss_mib(pid, "VmHWM:");
+    let mut c = client(&server.addr).await;
+    let t = Instant::now();
+    let small = c
+        .analyze(pb::AnalyzeRequest {
+            texts: vec!["Works fine.".into()],
+            include_embeddings: false,
+        })
+        .await;
+    let small = match small {
+        Ok(_) => format!("answered in {:.0} ms", t.elapsed().as_secs_f64() * 1e3),
+        Err(status) => format!("refused with {:?}", status.code()),
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = rss_mib(pid, "VmRSS:");
+    println!(
+        "flood: {calls} calls x {:.1} MB, budget {budget_mb} MiB: outcomes {outcomes:?} in {flood_secs:.1} s",
+        bytes as f64 / 1e6
+    );
+    println!(
+        "  server memory: idle {idle:.0} MiB, peak {peak:.0} MiB, 5 s after {after:.0} MiB; one-text Analyze after the flood: {small}"
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -710,6 +792,10 @@ fn main() {
         Some("analyze") => runtime.block_on(bench_analyze(
             args.get(1).and_then(|s| s.parse().ok()).unwrap_or(15),
         )),
+        Some("flood") => runtime.block_on(bench_flood(
+            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(40),
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256),
+        )),
         Some("search") => runtime.block_on(bench_search(
             args.get(1)
                 .and_then(|s| s.parse().ok())
@@ -717,7 +803,9 @@ fn main() {
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10),
         )),
         _ => {
-            eprintln!("usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS]");
+            eprintln!(
+                "usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS] | analyze [SECS] | flood [CALLS] [BUDGET_MB]"
+            );
             std::process::exit(2);
         }
     }
