@@ -515,10 +515,7 @@ fn review_sentences() -> Vec<String> {
 
 fn reference_texts_per_second(file: &std::path::Path, n: usize) -> f64 {
     let output = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/models/reference-e5"
-        ))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/models/reference-e5"))
         .arg("bench")
         .arg(file)
         .arg(n.to_string())
@@ -733,7 +730,9 @@ async fn bench_flood(calls: usize, budget_mb: usize) {
     let mut tasks = Vec::new();
     for _ in 0..calls {
         // One connection per call, as separate clients would.
-        let mut c = client(&server.addr).await.max_encoding_message_size(64 << 20);
+        let mut c = client(&server.addr)
+            .await
+            .max_encoding_message_size(64 << 20);
         let texts = texts.clone();
         tasks.push(tokio::spawn(async move {
             let mut request = tonic::Request::new(pb::AnalyzeRequest {

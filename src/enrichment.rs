@@ -68,8 +68,8 @@ async fn round(store: &Store, pool: &AnalysisPool) -> Result<usize, RoundError> 
         Ok::<_, crate::store::StoreError>(backlog)
     })
     .await
-        .map_err(|e| RoundError::Failed(e.to_string()))?
-        .map_err(|e| RoundError::Failed(e.to_string()))?;
+    .map_err(|e| RoundError::Failed(e.to_string()))?
+    .map_err(|e| RoundError::Failed(e.to_string()))?;
     if backlog.is_empty() {
         return Ok(0);
     }

@@ -111,7 +111,12 @@ impl Held {
                             )))
                         }
                     }
-                    let len = [self.header[1], self.header[2], self.header[3], self.header[4]];
+                    let len = [
+                        self.header[1],
+                        self.header[2],
+                        self.header[3],
+                        self.header[4],
+                    ];
                     self.body_left = u32::from_be_bytes(len) as usize;
                 }
             } else {
@@ -329,7 +334,10 @@ mod tests {
         held.advance(&cut).unwrap();
         let status = held.finish().unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().contains("6 bytes of it missing"), "{status:?}");
+        assert!(
+            status.message().contains("6 bytes of it missing"),
+            "{status:?}"
+        );
 
         let mut compressed = message(3);
         compressed[0] = 1;
@@ -351,7 +359,11 @@ mod tests {
         assert!(first.add(&message(60)).is_ok());
         let second = Reservation::new(budget.clone(), false);
         let refused = second.add(&message(60)).unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "65 + 65 > 100");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "65 + 65 > 100"
+        );
         assert!(second.add(&message(20)).is_ok());
         drop(first);
         drop(second);

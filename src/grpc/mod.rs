@@ -8,8 +8,8 @@ mod convert;
 mod service;
 mod status;
 
-pub use convert::{channel_to_pb, stage_to_pb};
 pub use budget::ByteBudget;
+pub use convert::{channel_to_pb, stage_to_pb};
 pub use service::FeedbackApi;
 
 /// The router with the request byte budget in front of every service.

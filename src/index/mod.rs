@@ -181,7 +181,8 @@ fn new_writer(
     index: &Index,
     settings: &IndexSettings,
 ) -> Result<IndexWriter<TantivyDocument>, IndexError> {
-    Ok(index.writer_with_num_threads(settings.writer_threads.max(1), settings.writer_memory_bytes)?)
+    Ok(index
+        .writer_with_num_threads(settings.writer_threads.max(1), settings.writer_memory_bytes)?)
 }
 
 /// Errors that mean the index files are damaged (as opposed to the folder
@@ -575,7 +576,11 @@ impl Indexer {
         let last = batch.changes.last().map(|c| c.seq);
         if let Some(last) = last {
             let fields = self.shared.fields.clone();
-            let resume_at = if batch.complete { last } else { committed_seq(&self.index)? };
+            let resume_at = if batch.complete {
+                last
+            } else {
+                committed_seq(&self.index)?
+            };
             let writer = self.writer()?;
             for change in &batch.changes {
                 writer.delete_term(Term::from_field_text(fields.id, change.id.as_str()));
@@ -592,7 +597,11 @@ impl Indexer {
             self.shared.reader.reload()?;
             self.applied = last;
             self.shared.indexed_seq.store(last, Ordering::Release);
-            tracing::debug!(changes = batch.changes.len(), last_seq = last, "index committed");
+            tracing::debug!(
+                changes = batch.changes.len(),
+                last_seq = last,
+                "index committed"
+            );
         }
         if batch.complete {
             self.shared.reader.reload()?;

@@ -372,7 +372,9 @@ mod tests {
             .stack_size(2 * 1024 * 1024)
             .spawn(|| {
                 let parser = parser();
-                let pieces = ["(", ")", "NOT ", "-", "+", "a", " ", "text:(", "\"", "^2", "AND ", "OR "];
+                let pieces = [
+                    "(", ")", "NOT ", "-", "+", "a", " ", "text:(", "\"", "^2", "AND ", "OR ",
+                ];
                 let mut state = 0x9e37_79b9_7f4a_7c15u64;
                 for _ in 0..300 {
                     let mut q = String::new();

@@ -183,7 +183,11 @@ impl DbSlot {
 
     /// Closes the database and opens it again (redb repairs it if needed).
     pub(crate) fn reopen(&self) -> Result<(), StoreError> {
-        let old = self.current.write().unwrap_or_else(|e| e.into_inner()).take();
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(mut old) = old {
             // Readers hold the database for one transaction at most: wait for
             // them, so that the file lock is released before the re-open.

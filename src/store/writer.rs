@@ -134,7 +134,11 @@ impl WriterHandle {
     }
 }
 
-pub(super) fn spawn(slot: Arc<DbSlot>, commits: Arc<CommitSignal>, capacity: usize) -> WriterHandle {
+pub(super) fn spawn(
+    slot: Arc<DbSlot>,
+    commits: Arc<CommitSignal>,
+    capacity: usize,
+) -> WriterHandle {
     let (queue, requests) = mpsc::channel::<Request>(capacity.max(1));
     std::thread::Builder::new()
         .name("store-writer".into())
@@ -260,7 +264,8 @@ const PROBE_BYTES: usize = 1024 * 1024;
 /// Re-opens the database after a storage error and proves that a durable
 /// write of `PROBE_BYTES` goes through.
 fn recover(slot: &DbSlot) -> Result<(), StoreError> {
-    slot.reopen().map_err(|e| StoreError::Unavailable(storage_reason(&e)))?;
+    slot.reopen()
+        .map_err(|e| StoreError::Unavailable(storage_reason(&e)))?;
     let probe = || -> Result<(), StoreError> {
         let db = slot.get()?;
         let txn = db.begin_write()?;

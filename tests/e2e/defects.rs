@@ -25,7 +25,11 @@ async fn deeply_nested_queries_are_refused_and_the_server_lives_on() {
             .await
             .expect_err("a query nested too deep is refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        assert!(status.message().contains("nests deeper"), "{}", status.message());
+        assert!(
+            status.message().contains("nests deeper"),
+            "{}",
+            status.message()
+        );
         assert!(status.message().contains("at byte"), "{}", status.message());
     }
     // Many at once, from several connections: the process is still there.
@@ -33,11 +37,16 @@ async fn deeply_nested_queries_are_refused_and_the_server_lives_on() {
     for _ in 0..8 {
         let mut c = server.client().await;
         calls.push(tokio::spawn(async move {
-            c.search(search_request(&"(".repeat(1000))).await.map(|_| ())
+            c.search(search_request(&"(".repeat(1000)))
+                .await
+                .map(|_| ())
         }));
     }
     for call in calls {
-        assert_eq!(call.await.unwrap().unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            call.await.unwrap().unwrap_err().code(),
+            Code::InvalidArgument
+        );
     }
     let deepest = format!("{}refund{}", "(".repeat(16), ")".repeat(16));
     let found = search_until(&mut client, search_request(&deepest), |r| r.total_hits == 1).await;
@@ -57,10 +66,19 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let Some(disk) = Tmpfs::mount(24) else { return };
     let data_dir = disk.path().join("data");
-    let mut server = TestServer::spawn_in(&data_dir, &["--index-memory-mb", "16", "--index-threads", "1"]).await;
+    let mut server = TestServer::spawn_in(
+        &data_dir,
+        &["--index-memory-mb", "16", "--index-threads", "1"],
+    )
+    .await;
     let mut client = server.client().await;
     let word = unique_word("disk");
-    let text = |i: usize| format!("{word} item {i} {}", "lorem ipsum dolor sit amet ".repeat(20));
+    let text = |i: usize| {
+        format!(
+            "{word} item {i} {}",
+            "lorem ipsum dolor sit amet ".repeat(20)
+        )
+    };
     let mut acked: Vec<String> = Vec::new();
     for batch in 0..6 {
         let items: Vec<_> = (0..100)
@@ -99,7 +117,11 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
     }
     let refusal = refusal.expect("a full disk refuses writes");
     assert_eq!(refusal.code(), Code::Unavailable, "{refusal:?}");
-    assert!(refusal.message().contains("disk is full"), "{}", refusal.message());
+    assert!(
+        refusal.message().contains("disk is full"),
+        "{}",
+        refusal.message()
+    );
     assert_eq!(server.health().await, ServingStatus::NotServing);
     // Reads keep working while writes cannot.
     let got = client
@@ -117,7 +139,10 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
     std::fs::remove_file(&filler).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while server.health().await != ServingStatus::Serving {
-        assert!(std::time::Instant::now() < deadline, "not SERVING again within 20 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not SERVING again within 20 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     ingest(&mut client, vec![item("after", &text(9999))]).await;
@@ -145,7 +170,10 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
     server.kill9();
     server.restart().await;
     let mut client = server.client().await;
-    let found = search_until(&mut client, search_request(&word), |r| r.total_hits == total).await;
+    let found = search_until(&mut client, search_request(&word), |r| {
+        r.total_hits == total
+    })
+    .await;
     assert_eq!(found.total_hits, total);
     assert_eq!(stats(&mut client).await.items, total);
 }
@@ -161,7 +189,9 @@ async fn index_write_failures_lose_no_acknowledged_item() {
     let temp = tempfile::tempdir().unwrap();
     let data_dir = temp.path().join("data");
     std::fs::create_dir_all(data_dir.join("index")).unwrap();
-    let Some(disk) = Tmpfs::mount_at(&data_dir.join("index"), 6) else { return };
+    let Some(disk) = Tmpfs::mount_at(&data_dir.join("index"), 6) else {
+        return;
+    };
     let mut server = TestServer::spawn_in(
         &data_dir,
         &["--index-memory-mb", "16", "--index-threads", "1"],
@@ -169,7 +199,12 @@ async fn index_write_failures_lose_no_acknowledged_item() {
     .await;
     let mut client = server.client().await;
     let word = unique_word("idx");
-    let text = |i: usize| format!("{word} item {i} {}", "consectetur adipiscing elit ".repeat(30));
+    let text = |i: usize| {
+        format!(
+            "{word} item {i} {}",
+            "consectetur adipiscing elit ".repeat(30)
+        )
+    };
     for batch in 0..3 {
         let items: Vec<_> = (0..100)
             .map(|i| item(&format!("a-{}", batch * 100 + i), &text(batch * 100 + i)))
@@ -188,7 +223,10 @@ async fn index_write_failures_lose_no_acknowledged_item() {
     }
     // The index cannot take them: the lag says so honestly.
     assert!(stats(&mut client).await.index_lag > 0);
-    assert_eq!(search(&mut client, search_request(&word)).await.total_hits, 300);
+    assert_eq!(
+        search(&mut client, search_request(&word)).await.total_hits,
+        300
+    );
 
     std::fs::remove_file(&filler).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -353,7 +391,12 @@ async fn huge_texts_never_stall_the_analysis() {
             .count();
         if pending == 0 {
             for i in &got.items {
-                assert_eq!(i.analysis_status, pb::AnalysisStatus::Done as i32, "{}", i.id);
+                assert_eq!(
+                    i.analysis_status,
+                    pb::AnalysisStatus::Done as i32,
+                    "{}",
+                    i.id
+                );
             }
             break;
         }
@@ -443,7 +486,10 @@ async fn raw_search(server: &TestServer, frames: Vec<u8>, encoding: Option<&str>
     let mut channel = server.channel().await;
     let mut request = http::Request::builder()
         .method("POST")
-        .uri(format!("http://{}/verbatim.v1.FeedbackService/Search", server.addr))
+        .uri(format!(
+            "http://{}/verbatim.v1.FeedbackService/Search",
+            server.addr
+        ))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     if let Some(encoding) = encoding {
@@ -452,14 +498,15 @@ async fn raw_search(server: &TestServer, frames: Vec<u8>, encoding: Option<&str>
     let request = request
         .body(tonic::body::Body::new(RawBody(Some(frames.into()))))
         .unwrap();
-    std::future::poll_fn(|cx| channel.poll_ready(cx)).await.unwrap();
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .unwrap();
     let response = channel.call(request).await.expect("an HTTP/2 answer");
     let mut headers = response.headers().clone();
     let mut body = response.into_body();
-    while let Some(frame) = std::future::poll_fn(|cx| {
-        http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
-    })
-    .await
+    while let Some(frame) =
+        std::future::poll_fn(|cx| http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx))
+            .await
     {
         if let Ok(trailers) = frame.expect("body frame").into_trailers() {
             headers.extend(trailers);
@@ -525,4 +572,47 @@ async fn transport_framing_faults_are_invalid_argument() {
 
     let (status, message) = raw_search(&server, vec![0, 0, 0], None).await;
     assert_eq!(status, Code::InvalidArgument as i32, "{message}");
+}
+
+/// Reproduction (defect 13): `DeleteCustomer` accepted a 1 MB customer id,
+/// and logged the erased customer's id at INFO: a personal identifier
+/// written to the logs at the moment of an erasure.
+#[tokio::test]
+async fn delete_customer_checks_the_id_and_never_logs_it() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let status = client
+        .delete_customer(pb::DeleteCustomerRequest {
+            customer_id: "c".repeat(1 << 20),
+        })
+        .await
+        .expect_err("a 1 MB customer id is refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("customer_id:"),
+        "{}",
+        status.message()
+    );
+    let secret = unique_word("customer");
+    let mut with_customer = item("erase-1", "Please delete my data");
+    with_customer.customer_id = secret.clone();
+    ingest(&mut client, vec![with_customer]).await;
+    let erased = client
+        .delete_customer(pb::DeleteCustomerRequest {
+            customer_id: secret.clone(),
+        })
+        .await
+        .expect("DeleteCustomer")
+        .into_inner();
+    assert_eq!(erased.deleted, 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !server.log_text().contains("customer erased") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the erasure is logged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let logs = server.log_text();
+    assert!(!logs.contains(&secret), "the customer id is in the log");
 }

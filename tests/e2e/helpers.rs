@@ -23,6 +23,7 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     args: Vec<String>,
     temp: Option<TempDir>,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl TestServer {
@@ -72,12 +73,15 @@ impl TestServer {
         let stderr = child.stderr.take().expect("stderr piped");
         let (addr_tx, addr_rx) = mpsc::channel();
         let show = std::env::var_os("TEST_LOG").is_some();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
         std::thread::spawn(move || {
             let mut addr_tx = Some(addr_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if show {
                     eprintln!("[server] {line}");
                 }
+                sink.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening addr=").nth(1) {
                     let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
                     if let Some(tx) = addr_tx.take() {
@@ -97,9 +101,15 @@ impl TestServer {
             data_dir: data_dir.to_path_buf(),
             args,
             temp: None,
+            logs,
         };
         server.wait_serving().await;
         server
+    }
+
+    /// Everything the server has logged so far (all of its runs).
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
     }
 
     /// The overall health status (grpc.health.v1, service "").
@@ -213,6 +223,9 @@ impl TestServer {
         let mut next = Self::start(&self.data_dir, self.args.clone()).await;
         self.child = next.child.take();
         self.addr = next.addr;
+        let earlier = std::mem::take(&mut *next.logs.lock().unwrap());
+        self.logs.lock().unwrap().extend(earlier);
+        self.logs = next.logs.clone();
     }
 }
 
