@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use crate::domain::limits::{
-    MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST, MAX_NAME_BYTES, MAX_SIMILARITY_CANDIDATES,
-};
+use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST, MAX_SIMILARITY_CANDIDATES};
+use crate::domain::validate_customer_id;
 use crate::domain::{
     Analysis, AnalysisState, Feedback, FeedbackDraft, FeedbackId, Rejection, SearchHit, SearchPage,
     SearchQuery, SimilarTo, StoredFeedback, UnixMicros,
@@ -229,18 +228,11 @@ impl Engine {
 
     /// Erases every item of a customer; returns how many.
     pub async fn delete_customer(&self, customer_id: String) -> Result<usize> {
-        let customer_id = customer_id.trim().to_string();
+        // The same rule as an item's customer_id, and not empty.
+        let customer_id =
+            validate_customer_id(customer_id).map_err(|r| Error::invalid(r.field, r.reason))?;
         if customer_id.is_empty() {
             return Err(Error::invalid("customer_id", "must not be empty"));
-        }
-        if customer_id.len() > MAX_NAME_BYTES {
-            return Err(Error::invalid(
-                "customer_id",
-                format!(
-                    "must be at most {MAX_NAME_BYTES} bytes, got {}",
-                    customer_id.len()
-                ),
-            ));
         }
         match self
             .store

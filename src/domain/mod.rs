@@ -17,4 +17,4 @@ pub use search::{
     FacetCounts, IntRange, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery, SimilarTo,
     Snippet, SortOrder,
 };
-pub use validate::{validate_text, FeedbackDraft, Rejection};
+pub use validate::{validate_customer_id, validate_text, FeedbackDraft, Rejection};

@@ -124,6 +124,12 @@ pub fn validate_text(text: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The customer_id rule (trimmed; at most `MAX_NAME_BYTES`, no control
+/// characters), for requests that name a customer outside an item.
+pub fn validate_customer_id(value: String) -> Result<String, Rejection> {
+    validate_name("customer_id", value, MAX_NAME_BYTES)
+}
+
 fn validate_name(field: &str, value: String, max_bytes: usize) -> Result<String, Rejection> {
     let value = value.trim().to_string();
     if value.len() > max_bytes {

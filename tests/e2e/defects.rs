@@ -53,6 +53,22 @@ async fn deeply_nested_queries_are_refused_and_the_server_lives_on() {
     assert_eq!(hit_ids(&found), ["n1"]);
 }
 
+/// Waits up to 30 s (recovery includes backoff) until `word` has `total` hits.
+async fn wait_for_hits(client: &mut Client, word: &str, total: u64, when: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let found = search(client, search_request(word)).await.total_hits;
+        if found == total {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "search finds {found} of {total} acked items {when}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Reproduction (defects 2 and 4): ingest, delete some items so the store
 /// has free pages, fill the disk, ingest more. Before the fix the store acked
 /// items while every index commit failed; a later commit stored the change-log
@@ -148,22 +164,7 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
     ingest(&mut client, vec![item("after", &text(9999))]).await;
     acked.push("after".into());
     let total = acked.len() as u64;
-    let wait = pb::SearchRequest {
-        query: word.clone(),
-        ..Default::default()
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let found = search(&mut client, wait.clone()).await.total_hits;
-        if found == total {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "search finds {found} of {total} acked items after the disk was freed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_for_hits(&mut client, &word, total, "after the disk was freed").await;
     assert_eq!(stats(&mut client).await.index_lag, 0);
 
     // And after a crash, nothing acked is missing either.
@@ -229,18 +230,7 @@ async fn index_write_failures_lose_no_acknowledged_item() {
     );
 
     std::fs::remove_file(&filler).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let found = search(&mut client, search_request(&word)).await.total_hits;
-        if found == 350 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "search finds {found} of 350 acked items after the index disk was freed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_for_hits(&mut client, &word, 350, "after the index disk was freed").await;
     assert_eq!(stats(&mut client).await.index_lag, 0);
     server.kill9();
     server.restart().await;
