@@ -87,6 +87,7 @@ struct Request {
 pub(super) struct WriterHandle {
     queue: mpsc::Sender<Request>,
     capacity: usize,
+    slot: Arc<DbSlot>,
 }
 
 type Reply = oneshot::Receiver<Result<WriteOutcome, StoreError>>;
@@ -96,10 +97,20 @@ async fn await_reply(reply: Reply) -> Result<WriteOutcome, StoreError> {
 }
 
 impl WriterHandle {
+    /// While the storage cannot take writes, a write is refused before it
+    /// queues (the writer thread is busy re-opening with backoff).
+    fn check_writable(&self) -> Result<(), StoreError> {
+        match self.slot.unwritable_reason() {
+            Some(reason) => Err(StoreError::Unavailable(reason)),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn try_submit(
         &self,
         op: WriteOp,
     ) -> Result<impl Future<Output = Result<WriteOutcome, StoreError>>, StoreError> {
+        self.check_writable()?;
         let (reply, rx) = oneshot::channel();
         self.queue
             .try_send(Request { op, reply })
@@ -114,6 +125,7 @@ impl WriterHandle {
 
     /// Writes from a plain (non-async) thread, waiting for the outcome.
     pub(super) fn blocking_write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        self.check_writable()?;
         let (reply, rx) = oneshot::channel();
         self.queue
             .blocking_send(Request { op, reply })
@@ -125,6 +137,7 @@ impl WriterHandle {
         &self,
         op: WriteOp,
     ) -> Result<impl Future<Output = Result<WriteOutcome, StoreError>>, StoreError> {
+        self.check_writable()?;
         let (reply, rx) = oneshot::channel();
         self.queue
             .send(Request { op, reply })
@@ -142,9 +155,16 @@ pub(super) fn spawn(
     let (queue, requests) = mpsc::channel::<Request>(capacity.max(1));
     std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run_writer(&slot, &commits, requests))
+        .spawn({
+            let slot = slot.clone();
+            move || run_writer(&slot, &commits, requests)
+        })
         .expect("spawn store writer thread");
-    WriterHandle { queue, capacity }
+    WriterHandle {
+        queue,
+        capacity,
+        slot,
+    }
 }
 
 /// Backoff between recovery attempts while the storage cannot take writes.

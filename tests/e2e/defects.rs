@@ -139,6 +139,16 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
         refusal.message()
     );
     assert_eq!(server.health().await, ServingStatus::NotServing);
+    // Later writes are refused at once, not queued behind the recovery.
+    for _ in 0..3 {
+        let mut request = tonic::Request::new(pb::IngestRequest {
+            items: vec![item("refused", "while the disk is full")],
+            ..Default::default()
+        });
+        request.set_timeout(std::time::Duration::from_secs(2));
+        let status = client.ingest(request).await.expect_err("still full");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
     // Reads keep working while writes cannot.
     let got = client
         .get(pb::GetRequest {
