@@ -160,25 +160,11 @@ impl Engine {
         let mut by_id: HashMap<FeedbackId, Analysis> = HashMap::new();
         let mut updates = Vec::new();
         for (version, analysis) in versions.into_iter().zip(analyses) {
-            let (state, embedding) = match analysis {
-                Ok(mut analysis) => {
-                    let embedding = std::mem::take(&mut analysis.embedding);
-                    by_id.insert(version.feedback.id.clone(), analysis.clone());
-                    (AnalysisState::Done(analysis), embedding)
-                }
-                Err(rejection) => (
-                    AnalysisState::Failed {
-                        reason: rejection.to_string(),
-                    },
-                    Vec::new(),
-                ),
-            };
-            updates.push(AnalysisUpdate {
-                id: version.feedback.id,
-                version_seq: version.seq,
-                state,
-                embedding,
-            });
+            let update = AnalysisUpdate::from_result(version.feedback.id, version.seq, analysis);
+            if let AnalysisState::Done(analysis) = &update.state {
+                by_id.insert(update.id.clone(), analysis.clone());
+            }
+            updates.push(update);
         }
         self.store.write(WriteOp::SetAnalysis(updates)).await?;
         Ok(outcomes

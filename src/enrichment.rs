@@ -104,27 +104,15 @@ async fn round(store: &Store, pool: &AnalysisPool) -> Result<usize, RoundError> 
     let updates = backlog
         .into_iter()
         .zip(results)
-        .map(|((version_seq, id, _), result)| {
-            let (state, embedding) = match result {
-                // Gone or replaced meanwhile: the store drops the update as stale.
-                None => (AnalysisState::Pending, Vec::new()),
-                Some(Ok(mut analysis)) => {
-                    let embedding = std::mem::take(&mut analysis.embedding);
-                    (AnalysisState::Done(analysis), embedding)
-                }
-                Some(Err(rejection)) => (
-                    AnalysisState::Failed {
-                        reason: rejection.to_string(),
-                    },
-                    Vec::new(),
-                ),
-            };
-            AnalysisUpdate {
+        .map(|((version_seq, id, _), result)| match result {
+            // Gone or replaced meanwhile: the store drops the update as stale.
+            None => AnalysisUpdate {
                 id,
                 version_seq,
-                state,
-                embedding,
-            }
+                state: AnalysisState::Pending,
+                embedding: Vec::new(),
+            },
+            Some(result) => AnalysisUpdate::from_result(id, version_seq, result),
         })
         .collect();
     store

@@ -13,7 +13,7 @@ use super::{
     decode, encode, new_version, CommitSignal, DbSlot, StoreError, ANALYSIS_QUEUE, CHANGES,
     CUSTOMER_ITEMS, EMBEDDINGS, ITEMS, META, META_LAST_SEQ, PROBE,
 };
-use crate::domain::{AnalysisState, Feedback, FeedbackId};
+use crate::domain::{Analysis, AnalysisState, Feedback, FeedbackId, Rejection};
 
 /// Items grouped into one transaction at most (more requests wait for the next).
 const MAX_GROUP_ITEMS: usize = 20_000;
@@ -42,6 +42,35 @@ pub struct AnalysisUpdate {
     pub state: AnalysisState,
     /// The document embedding, stored in its own table (empty: none).
     pub embedding: Vec<f32>,
+}
+
+impl AnalysisUpdate {
+    /// The update for one analysed version: a rejection becomes FAILED with
+    /// its reason; the document embedding moves to its own table.
+    pub fn from_result(
+        id: FeedbackId,
+        version_seq: u64,
+        result: Result<Analysis, Rejection>,
+    ) -> Self {
+        let (state, embedding) = match result {
+            Ok(mut analysis) => {
+                let embedding = std::mem::take(&mut analysis.embedding);
+                (AnalysisState::Done(analysis), embedding)
+            }
+            Err(rejection) => (
+                AnalysisState::Failed {
+                    reason: rejection.to_string(),
+                },
+                Vec::new(),
+            ),
+        };
+        AnalysisUpdate {
+            id,
+            version_seq,
+            state,
+            embedding,
+        }
+    }
 }
 
 impl WriteOp {
