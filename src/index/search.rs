@@ -1,0 +1,146 @@
+//! One page of a search: the user query AND the filters, a total sort key
+//! per hit (search-after cursors), the total, facets and snippets.
+
+use tantivy::collector::{Count, TopDocs};
+use tantivy::schema::Value;
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{DocAddress, Searcher, TantivyDocument};
+
+use super::cursor::{self, Cursor, SortKey};
+use super::schema::Fields;
+use super::{aggregations, query, IndexError, SearchIndex};
+use crate::domain::{FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
+
+/// Ids (with scores) of one page of hits, before the items are fetched.
+pub struct IndexPage {
+    pub hits: Vec<(FeedbackId, f32)>,
+    pub total_hits: u64,
+    pub next_cursor: Option<String>,
+    pub facets: Vec<FacetCounts>,
+    snippets: Option<SnippetGenerator>,
+}
+
+impl IndexPage {
+    /// A snippet of `text` around the query's terms, if any occur in it.
+    pub fn snippet(&self, text: &str) -> Option<Snippet> {
+        let generator = self.snippets.as_ref()?;
+        let snippet = generator.snippet(text);
+        if snippet.highlighted().is_empty() {
+            return None;
+        }
+        Some(Snippet {
+            fragment: snippet.fragment().to_string(),
+            highlights: snippet
+                .highlighted()
+                .iter()
+                .map(|r| (r.start, r.end))
+                .collect(),
+            html: snippet.to_html(),
+        })
+    }
+}
+
+impl SearchIndex {
+    /// Runs a search (blocking).
+    pub fn search(&self, query: &SearchQuery) -> Result<IndexPage, IndexError> {
+        let shared = &self.shared;
+        let fields = &shared.fields;
+        let fingerprint = cursor::fingerprint(query);
+        let after = query
+            .cursor
+            .as_deref()
+            .map(|c| Cursor::decode(c, fingerprint))
+            .transpose()?;
+        let facet_aggs = aggregations::facet_request(&query.facets)?;
+
+        let user_query = query::parse_user_query(&shared.parser, &query.text)?;
+        let snippets_wanted = !query.text.trim().is_empty();
+        let full_query = query::combine(
+            user_query.box_clone(),
+            query::filter_clauses(fields, &query.filter),
+        );
+        let searcher = shared.reader.searcher();
+        let sort = query.sort;
+        let after_key = after.map(|c| c.key);
+        let top = TopDocs::with_limit(query.limit + 1).tweak_score(
+            move |segment: &tantivy::SegmentReader| {
+                let seq = segment
+                    .fast_fields()
+                    .u64("seq")
+                    .expect("seq is a fast field")
+                    .first_or_default_col(0);
+                let created = segment
+                    .fast_fields()
+                    .date("created_at")
+                    .expect("created_at is a fast field")
+                    .first_or_default_col(tantivy::DateTime::MIN);
+                let sentiment = matches!(sort, SortOrder::MostNegative | SortOrder::MostPositive)
+                    .then(|| segment.fast_fields().f64("sentiment_score").ok())
+                    .flatten();
+                move |doc: tantivy::DocId, score: tantivy::Score| {
+                    let key = SortKey::new(
+                        sort,
+                        score,
+                        created.get_val(doc).into_timestamp_micros(),
+                        seq.get_val(doc),
+                        sentiment.as_ref().and_then(|column| column.first(doc)),
+                    );
+                    match after_key {
+                        Some(after) if key >= after => SortKey::EXHAUSTED,
+                        _ => key,
+                    }
+                }
+            },
+        );
+        let (mut top_docs, total_hits) = searcher.search(&full_query, &(top, Count))?;
+        top_docs.retain(|(key, _)| *key != SortKey::EXHAUSTED);
+        let has_more = top_docs.len() > query.limit;
+        top_docs.truncate(query.limit);
+        let next_cursor = match (has_more, top_docs.last()) {
+            (true, Some((key, _))) => Some(Cursor { key: *key }.encode(fingerprint)),
+            _ => None,
+        };
+        let hits = top_docs
+            .iter()
+            .map(|(key, address)| Ok((doc_id(&searcher, fields, *address)?, key.score(sort))))
+            .collect::<Result<Vec<_>, IndexError>>()?;
+
+        let facets = match facet_aggs {
+            Some((names, aggs)) => {
+                aggregations::collect_facets(&searcher, &full_query, names, aggs)?
+            }
+            None => Vec::new(),
+        };
+        let snippets = if snippets_wanted {
+            let mut generator = SnippetGenerator::create(&searcher, &*user_query, fields.text)?;
+            generator.set_max_num_chars(200);
+            Some(generator)
+        } else {
+            None
+        };
+        Ok(IndexPage {
+            hits,
+            total_hits: total_hits as u64,
+            next_cursor,
+            facets,
+            snippets,
+        })
+    }
+}
+
+fn doc_id(
+    searcher: &Searcher,
+    fields: &Fields,
+    address: DocAddress,
+) -> Result<FeedbackId, IndexError> {
+    let doc: TantivyDocument = searcher.doc(address)?;
+    let raw = doc
+        .get_first(fields.id)
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    FeedbackId::parse(&raw).map_err(|reason| {
+        IndexError::Tantivy(tantivy::TantivyError::InternalError(format!(
+            "indexed document has an invalid id {raw:?}: {reason}"
+        )))
+    })
+}
