@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::domain::limits::{MAX_MESSAGE_BYTES, MAX_TEXT_BYTES};
+use crate::domain::limits::MAX_MESSAGE_BYTES;
 use crate::grpc::pb;
 use crate::grpc::pb::feedback_service_client::FeedbackServiceClient;
 
@@ -261,12 +261,7 @@ fn item_bytes(item: &pb::Feedback) -> usize {
 /// it would waste the bandwidth, or fail the whole stream when it alone
 /// exceeds a message.
 fn check_size(item: &pb::Feedback) -> Result<(), String> {
-    if item.text.len() > MAX_TEXT_BYTES {
-        return Err(format!(
-            "text: must be at most {MAX_TEXT_BYTES} bytes, got {}",
-            item.text.len()
-        ));
-    }
+    crate::domain::validate_text(&item.text).map_err(|rejection| rejection.to_string())?;
     let bytes = item_bytes(item);
     if bytes > MAX_MESSAGE_BYTES {
         return Err(format!(
@@ -940,6 +935,7 @@ fn row_to_item(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::limits::MAX_TEXT_BYTES;
 
     fn row(json: &str) -> Row {
         serde_json::from_str(json).unwrap()

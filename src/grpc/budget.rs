@@ -56,7 +56,8 @@ impl ByteBudget {
     }
 
     /// Bytes counted now.
-    pub fn in_use(&self) -> usize {
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Acquire)
     }
 }

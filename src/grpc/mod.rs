@@ -8,7 +8,7 @@ mod convert;
 mod service;
 mod status;
 
-pub use budget::ByteBudget;
+use budget::ByteBudget;
 pub use convert::{channel_to_pb, stage_to_pb};
 pub use service::FeedbackApi;
 

@@ -128,7 +128,11 @@ impl Indexer {
             );
         }
         if batch.complete {
-            self.shared.reader.reload()?;
+            if last.is_none() {
+                // Nothing committed now: the reader may predate a commit
+                // whose reload failed.
+                self.shared.reader.reload()?;
+            }
             let docs = self.shared.reader.searcher().num_docs();
             if docs != batch.snapshot_items {
                 return Err(IndexError::CountMismatch {
@@ -161,7 +165,7 @@ impl Indexer {
     }
 
     /// Rebuilds the whole index from the store.
-    fn rebuild(&mut self) -> Result<(), IndexError> {
+    pub(super) fn rebuild(&mut self) -> Result<(), IndexError> {
         let fields = self.shared.fields.clone();
         let view = self.store.offline_view()?;
         let last = rebuild(&view, &fields, self.writer()?)?;

@@ -223,26 +223,13 @@ impl SearchIndex {
         let Opened {
             index,
             fields,
-            mut writer,
+            writer,
             reader,
-            mut needs_rebuild,
+            needs_rebuild,
         } = opened;
-        needs_rebuild |= index.load_metas()?.payload.is_none();
         // A new folder, or one whose first rebuild never committed (no payload).
-        if needs_rebuild {
-            let stats = store.stats()?;
-            if stats.items > 0 {
-                tracing::info!(
-                    items = stats.items,
-                    "index missing: rebuilding it from the store"
-                );
-                let last = rebuild(&store.offline_view()?, &fields, &mut writer)?;
-                reader.reload()?;
-                if let Err(error) = store.trim_changes_through(last) {
-                    tracing::warn!(%error, "cannot trim the change log after the rebuild");
-                }
-            }
-        }
+        let needs_rebuild = needs_rebuild || index.load_metas()?.payload.is_none();
+        let items = store.stats()?.items;
         let mut parser = QueryParser::for_index(&index, vec![fields.text]);
         parser.set_conjunction_by_default();
         let shared = Arc::new(Shared {
@@ -251,6 +238,11 @@ impl SearchIndex {
             reader,
             parser,
         });
+        let mut indexer = Indexer::new(shared.clone(), index, writer, store, settings);
+        if needs_rebuild && items > 0 {
+            tracing::info!(items, "index missing: rebuilding it from the store");
+            indexer.rebuild()?;
+        }
         tracing::info!(
             dir = %dir.display(),
             indexed_seq = shared.indexed_seq.load(Ordering::Relaxed),
@@ -258,7 +250,6 @@ impl SearchIndex {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
-            let indexer = Indexer::new(shared.clone(), index, writer, store, settings);
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("indexer".into())
@@ -300,8 +291,7 @@ pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexEr
     let store = Store::open_offline(data_dir)?;
     let dir = index_dir(data_dir);
     let (index, fields, _) = open_index(&dir)?;
-    let mut writer: IndexWriter<TantivyDocument> = index
-        .writer_with_num_threads(settings.writer_threads.max(1), settings.writer_memory_bytes)?;
+    let mut writer = new_writer(&index, settings)?;
     let count = rebuild(&store, &fields, &mut writer)?;
     writer.wait_merging_threads()?;
     Ok(count)

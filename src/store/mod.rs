@@ -76,9 +76,10 @@ impl StoreError {
     /// bad record or a full queue: the database must be re-opened after it.
     pub fn is_storage_failure(&self) -> bool {
         match self {
-            StoreError::Database(redb::Error::Io(_) | redb::Error::PreviousIo) => true,
-            StoreError::Database(redb::Error::DatabaseClosed) => true,
-            StoreError::Unavailable(_) => true,
+            StoreError::Database(
+                redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed,
+            )
+            | StoreError::Unavailable(_) => true,
             _ => false,
         }
     }
@@ -114,10 +115,8 @@ pub struct ChangeBatch {
     pub changes: Vec<Change>,
     /// Items stored in that snapshot.
     pub snapshot_items: u64,
-    /// The snapshot's last seq.
-    pub snapshot_last_seq: u64,
-    /// Every entry up to `snapshot_last_seq` is in `changes` (not cut at
-    /// `max`): once they are applied, the index must hold exactly
+    /// Every entry of the snapshot after `after_seq` is in `changes` (not cut
+    /// at `max`): once they are applied, the index must hold exactly
     /// `snapshot_items` documents.
     pub complete: bool,
 }
@@ -325,7 +324,6 @@ impl Store {
     /// item count and last seq (blocking).
     pub fn changes_after(&self, after_seq: u64, max: usize) -> Result<ChangeBatch, StoreError> {
         let txn = self.db.get()?.begin_read()?;
-        let last_seq = read_last_seq(&txn)?;
         let changes = txn.open_table(CHANGES)?;
         let items = txn.open_table(ITEMS)?;
         let mut out = Vec::new();
@@ -349,7 +347,6 @@ impl Store {
         Ok(ChangeBatch {
             changes: out,
             snapshot_items: items.len()?,
-            snapshot_last_seq: last_seq,
             complete,
         })
     }
