@@ -177,6 +177,27 @@ fn is_damage(error: &IndexError) -> bool {
     }
 }
 
+/// Opens with `open`. The index is derived data: a damaged one (a missing or
+/// truncated segment file, a garbled meta.json) is moved aside and opened
+/// anew (empty, to be rebuilt from the store) instead of failing.
+fn open_or_set_aside<T>(
+    dir: &Path,
+    open: impl Fn() -> Result<T, IndexError>,
+) -> Result<T, IndexError> {
+    match open() {
+        Err(error) if is_damage(&error) => {
+            let aside = quarantine(dir)?;
+            tracing::error!(
+                %error,
+                moved_to = %aside.display(),
+                "THE INDEX IS DAMAGED: moved it aside; rebuilding it from the store"
+            );
+            open()
+        }
+        other => other,
+    }
+}
+
 /// Renames a damaged index folder to `vN.damaged` (replacing an older one),
 /// kept for a post-mortem; returns the new path.
 fn quarantine(dir: &Path) -> Result<PathBuf, IndexError> {
@@ -204,22 +225,7 @@ impl SearchIndex {
         settings: IndexSettings,
     ) -> Result<Self, IndexError> {
         let dir = index_dir(data_dir);
-        let opened = match open_for_indexing(&dir, &settings) {
-            Ok(opened) => opened,
-            Err(error) if is_damage(&error) => {
-                // The index is derived data: a damaged one (a missing or
-                // truncated segment file, a garbled meta.json) is moved aside
-                // and rebuilt from the store instead of refusing to start.
-                let aside = quarantine(&dir)?;
-                tracing::error!(
-                    %error,
-                    moved_to = %aside.display(),
-                    "THE INDEX IS DAMAGED: moved it aside; rebuilding it from the store"
-                );
-                open_for_indexing(&dir, &settings)?
-            }
-            Err(error) => return Err(error),
-        };
+        let opened = open_or_set_aside(&dir, || open_for_indexing(&dir, &settings))?;
         let Opened {
             index,
             fields,
@@ -290,8 +296,10 @@ impl SearchIndex {
 pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexError> {
     let store = Store::open_offline(data_dir)?;
     let dir = index_dir(data_dir);
-    let (index, fields, _) = open_index(&dir)?;
-    let mut writer = new_writer(&index, settings)?;
+    let (fields, mut writer) = open_or_set_aside(&dir, || {
+        let (index, fields, _) = open_index(&dir)?;
+        Ok((fields, new_writer(&index, settings)?))
+    })?;
     let count = rebuild(&store, &fields, &mut writer)?;
     writer.wait_merging_threads()?;
     Ok(count)
