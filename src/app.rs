@@ -12,7 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
 use crate::config::{Config, Switch};
-use crate::engine::Engine;
+use crate::engine::{Engine, RequestContext};
 use crate::index::{IndexSettings, SearchIndex};
 use crate::nlp::{AnalysisPool, ModelPaths};
 use crate::store::Store;
@@ -61,7 +61,7 @@ impl App {
             crate::enrichment::spawn(store.clone(), pool.clone());
         }
         let engine = Engine::new(store, index.clone(), analysis);
-        let stats = engine.stats().await?;
+        let stats = engine.stats(&RequestContext::internal()).await?;
         tracing::info!(
             items = stats.items,
             pending_index_changes = stats.pending_changes,

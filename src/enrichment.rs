@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::domain::{AnalysisState, Rejection};
 use crate::nlp::{AnalysisPool, NlpError};
-use crate::store::{AnalysisUpdate, Store, WriteOp};
+use crate::store::{AnalysisUpdate, Store};
 
 /// Items read from the queue per round at most.
 const ROUND_ITEMS: usize = 64;
@@ -116,7 +116,7 @@ async fn round(store: &Store, pool: &AnalysisPool) -> Result<usize, RoundError> 
         })
         .collect();
     store
-        .write(WriteOp::SetAnalysis(updates))
+        .set_analysis(updates)
         .await
         .map_err(|e| RoundError::Failed(e.to_string()))?;
     Ok(settled)

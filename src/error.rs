@@ -17,6 +17,9 @@ pub enum Error {
     InvalidArgument { field: String, reason: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// The caller's deadline passed before the work started.
+    #[error("deadline exceeded before the work started")]
+    DeadlineExceeded,
     /// A blocking task died (panic) or the runtime is shutting down.
     #[error("background task failed: {0}")]
     Task(String),

@@ -4,6 +4,7 @@
 
 mod budget;
 pub mod codec;
+mod context;
 mod convert;
 mod service;
 mod status;

@@ -6,6 +6,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::context::request_context;
 use super::convert::{self, incoming_item, item_results};
 use super::pb;
 use crate::domain::SearchQuery;
@@ -39,13 +40,18 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::IngestRequest>,
     ) -> Result<Response<pb::IngestResponse>, Status> {
+        let ctx = request_context(&request);
         let request = request.into_inner();
         tracing::Span::current().record("items", request.items.len());
         let incoming = request.items.into_iter().map(incoming_item).collect();
         let outcomes = if request.wait_for_analysis {
-            self.engine.ingest_and_analyze(incoming).await?
+            self.engine.ingest_and_analyze(&ctx, incoming).await?
         } else {
-            without_analysis(self.engine.ingest(incoming, QueueMode::FailFast).await?)
+            without_analysis(
+                self.engine
+                    .ingest(&ctx, incoming, QueueMode::FailFast)
+                    .await?,
+            )
         };
         let (results, accepted, rejected) = item_results(outcomes);
         Ok(Response::new(pb::IngestResponse {
@@ -62,6 +68,7 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         &self,
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
+        let ctx = request_context(&request);
         let mut inbound = request.into_inner();
         let engine = self.engine.clone();
         let (acks, ack_stream) = mpsc::channel(STREAM_BATCHES_IN_FLIGHT);
@@ -90,7 +97,7 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
                             Ok(Some(request)) => {
                                 let incoming = request.items.into_iter().map(incoming_item).collect();
                                 // Waits for room in the write queue: this wait is the backpressure.
-                                match engine.submit_ingest(incoming, QueueMode::Wait).await {
+                                match engine.submit_ingest(&ctx, incoming, QueueMode::Wait).await {
                                     Ok(pending) => {
                                         let this = sequence;
                                         in_flight.push_back(async move { (this, pending.await) });
@@ -129,9 +136,10 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let ctx = request_context(&request);
         let ids = convert::ids(request.into_inner().ids)?;
         tracing::Span::current().record("ids", ids.len());
-        let (items, missing) = self.engine.get(ids).await?;
+        let (items, missing) = self.engine.get(&ctx, ids).await?;
         Ok(Response::new(pb::GetResponse {
             items: items.into_iter().map(Into::into).collect(),
             missing_ids: missing.into_iter().map(|id| id.to_string()).collect(),
@@ -143,9 +151,10 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let ctx = request_context(&request);
         let ids = convert::ids(request.into_inner().ids)?;
         tracing::Span::current().record("ids", ids.len());
-        let (deleted, missing) = self.engine.delete(ids).await?;
+        let (deleted, missing) = self.engine.delete(&ctx, ids).await?;
         Ok(Response::new(pb::DeleteResponse {
             deleted: deleted as u32,
             missing_ids: missing.into_iter().map(|id| id.to_string()).collect(),
@@ -157,9 +166,10 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::DeleteCustomerRequest>,
     ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
+        let ctx = request_context(&request);
         let deleted = self
             .engine
-            .delete_customer(request.into_inner().customer_id)
+            .delete_customer(&ctx, request.into_inner().customer_id)
             .await?;
         Ok(Response::new(pb::DeleteCustomerResponse {
             deleted: deleted as u32,
@@ -171,11 +181,12 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::AnalyzeRequest>,
     ) -> Result<Response<pb::AnalyzeResponse>, Status> {
+        let ctx = request_context(&request);
         let request = request.into_inner();
         tracing::Span::current().record("texts", request.texts.len());
         let results = self
             .engine
-            .analyze(request.texts, request.include_embeddings)
+            .analyze(&ctx, request.texts, request.include_embeddings)
             .await?;
         Ok(Response::new(convert::analyze_response(results)))
     }
@@ -188,6 +199,7 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         &self,
         request: Request<Streaming<pb::AnalyzeRequest>>,
     ) -> Result<Response<Self::AnalyzeStreamStream>, Status> {
+        let ctx = request_context(&request);
         let mut inbound = request.into_inner();
         let engine = self.engine.clone();
         let (responses, stream) = mpsc::channel(2);
@@ -197,7 +209,7 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
             while let Some(message) = inbound.message().await.transpose() {
                 let result = match message {
                     Ok(request) => engine
-                        .analyze(request.texts, request.include_embeddings)
+                        .analyze(&ctx, request.texts, request.include_embeddings)
                         .await
                         .map(convert::analyze_response)
                         .map_err(Status::from),
@@ -220,9 +232,9 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
     #[tracing::instrument(name = "Stats", skip_all)]
     async fn stats(
         &self,
-        _request: Request<pb::StatsRequest>,
+        request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
-        let stats = self.engine.stats().await?;
+        let stats = self.engine.stats(&request_context(&request)).await?;
         Ok(Response::new(pb::StatsResponse {
             items: stats.items,
             analysis_backlog: stats.analysis_backlog,
@@ -238,9 +250,10 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
+        let ctx = request_context(&request);
         let query = SearchQuery::try_from(request.into_inner())?;
         tracing::Span::current().record("query_bytes", query.text.len());
-        let page = self.engine.search(query).await?;
+        let page = self.engine.search(&ctx, query).await?;
         Ok(Response::new(page.into()))
     }
 }

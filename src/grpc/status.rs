@@ -1,6 +1,6 @@
 //! The one place where errors become gRPC statuses. Every variant is listed:
 //! client faults are INVALID_ARGUMENT / NOT_FOUND, overload is
-//! RESOURCE_EXHAUSTED, and internal faults are logged with their cause and
+//! RESOURCE_EXHAUSTED, a passed deadline DEADLINE_EXCEEDED, and internal faults are logged with their cause and
 //! answered INTERNAL without internals.
 
 use tonic::Status;
@@ -20,6 +20,9 @@ impl From<Error> for Status {
                 Status::invalid_argument(format!("{field}: {reason}"))
             }
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
+            Error::DeadlineExceeded => {
+                Status::deadline_exceeded("the deadline passed before the work started")
+            }
             Error::Task(cause) => internal(&cause),
         }
     }

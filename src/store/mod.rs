@@ -11,6 +11,7 @@
 //!   applied `seq` in its commit, so after a crash it replays what it missed.
 //!   The index can always be rebuilt from `ITEMS` alone (`verbatim reindex`).
 
+mod operations;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,18 @@ use redb::{
 
 use crate::domain::{Feedback, FeedbackId, StoredFeedback};
 
-pub use writer::{AnalysisUpdate, WriteOp, WriteOutcome};
+pub use operations::{AnalysisSaved, AnalysisUpdate, Deleted, Upserted};
+pub use writer::PendingWrite;
+
+/// How a write waits for room in the bounded write queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueMode {
+    /// Fail at once with `QueueFull` (RESOURCE_EXHAUSTED) when the queue is
+    /// full (unary calls).
+    FailFast,
+    /// Wait for room (streams and background work: the wait is the backpressure).
+    Wait,
+}
 
 pub(crate) const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
 pub(crate) const CUSTOMER_ITEMS: MultimapTableDefinition<&str, &str> =
@@ -281,24 +293,67 @@ impl Store {
         self.commits.clone()
     }
 
-    /// Queues a write, failing fast with `QueueFull` when the queue is full.
-    pub async fn try_write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        self.writer.try_submit(op)?.await
-    }
-
-    /// Queues a write, waiting for room in the queue (backpressure).
-    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        self.writer.submit(op).await?.await
-    }
-
-    /// Reserves a queue slot now and returns a future of the outcome: used by
-    /// streams to keep several batches in flight, in order.
-    pub async fn enqueue(
+    /// Queues a typed write in the given mode; the queue slot is taken
+    /// before this returns.
+    async fn submit<W: writer::WriteOperation>(
         &self,
-        op: WriteOp,
-    ) -> Result<impl std::future::Future<Output = Result<WriteOutcome, StoreError>>, StoreError>
-    {
-        self.writer.submit(op).await
+        op: W,
+        mode: QueueMode,
+    ) -> Result<PendingWrite<W::Output>, StoreError> {
+        match mode {
+            QueueMode::FailFast => self.writer.try_submit(op),
+            QueueMode::Wait => self.writer.submit(op).await,
+        }
+    }
+
+    /// Queues the insertion or replacement of validated, id-unique items and
+    /// returns the pending result: the slot is reserved before this returns,
+    /// so streams keep several batches in flight, in order.
+    pub async fn submit_upsert(
+        &self,
+        items: Vec<Feedback>,
+        mode: QueueMode,
+    ) -> Result<PendingWrite<Upserted>, StoreError> {
+        self.submit(operations::Upsert(items), mode).await
+    }
+
+    /// Inserts or replaces validated, id-unique items; returns once durable.
+    pub async fn upsert(
+        &self,
+        items: Vec<Feedback>,
+        mode: QueueMode,
+    ) -> Result<Upserted, StoreError> {
+        self.submit_upsert(items, mode).await?.await
+    }
+
+    /// Deletes items by id (failing fast when the queue is full).
+    pub async fn delete(&self, ids: Vec<FeedbackId>) -> Result<Deleted, StoreError> {
+        self.submit(operations::Delete(ids), QueueMode::FailFast)
+            .await?
+            .await
+    }
+
+    /// Deletes every item of a customer in one transaction (failing fast
+    /// when the queue is full); returns the erased ids.
+    pub async fn delete_customer(
+        &self,
+        customer_id: String,
+    ) -> Result<Vec<FeedbackId>, StoreError> {
+        self.submit(operations::DeleteCustomer(customer_id), QueueMode::FailFast)
+            .await?
+            .await
+    }
+
+    /// Attaches analyses to the versions they were computed for, waiting for
+    /// room in the queue; updates for replaced or deleted versions are
+    /// dropped as stale.
+    pub async fn set_analysis(
+        &self,
+        updates: Vec<AnalysisUpdate>,
+    ) -> Result<AnalysisSaved, StoreError> {
+        self.submit(operations::SetAnalysis(updates), QueueMode::Wait)
+            .await?
+            .await
     }
 
     /// Reads items by id (blocking; call from a blocking context).
@@ -356,8 +411,7 @@ impl Store {
     /// thread). Losing a trim only means replaying entries the index already
     /// has, which is idempotent.
     pub fn trim_changes_through(&self, seq: u64) -> Result<(), StoreError> {
-        self.writer.blocking_write(WriteOp::TrimChanges(seq))?;
-        Ok(())
+        self.writer.blocking_write(operations::TrimChanges(seq))
     }
 
     /// Up to `max` versions waiting for analysis, oldest first: (version seq, item).

@@ -1,128 +1,134 @@
 //! The single writer thread: drains the bounded queue, applies every waiting
-//! request in one redb transaction, fsyncs once, then answers them all.
+//! request in one redb transaction, fsyncs once, then answers them all. The
+//! queue carries type-erased `Operation`s; the typed writes themselves are in
+//! `operations.rs`.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use redb::{Database, ReadableTable};
+use redb::{Database, MultimapTable, ReadableTable, Table};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    decode, encode, new_version, CommitSignal, DbSlot, StoreError, ANALYSIS_QUEUE, CHANGES,
-    CUSTOMER_ITEMS, EMBEDDINGS, ITEMS, META, META_LAST_SEQ, PROBE,
+    CommitSignal, DbSlot, StoreError, ANALYSIS_QUEUE, CHANGES, CUSTOMER_ITEMS, EMBEDDINGS, ITEMS,
+    META, META_LAST_SEQ, PROBE,
 };
-use crate::domain::{Analysis, AnalysisState, Feedback, FeedbackId, Rejection};
 
 /// Items grouped into one transaction at most (more requests wait for the next).
 const MAX_GROUP_ITEMS: usize = 20_000;
 
-/// A write request.
-#[derive(Debug)]
-pub enum WriteOp {
-    /// Insert or replace these (validated, id-unique) items.
-    Upsert(Vec<Feedback>),
-    /// Delete these ids.
-    Delete(Vec<FeedbackId>),
-    /// Delete every item of this customer id.
-    DeleteCustomer(String),
-    /// Attach analyses to the item versions they were computed for.
-    SetAnalysis(Vec<AnalysisUpdate>),
-    /// Drop change-log entries through this seq (the index has them).
-    TrimChanges(u64),
+/// A typed write: its inputs, applied inside a group's transaction, and the
+/// result its caller gets once the group is durable. Adding a write means one
+/// struct implementing this (`operations.rs`) and one `Store` method.
+pub(super) trait WriteOperation: Send + 'static {
+    type Output: Send + 'static;
+    /// How much it counts against `MAX_GROUP_ITEMS` (items it touches).
+    fn weight(&self) -> usize;
+    /// Applies the write; an error aborts the whole group's transaction.
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<Self::Output, StoreError>;
 }
 
-/// The analysis of one item version (`version_seq` is the `seq` the text was
-/// read at: if the item changed since, the update is dropped as stale).
-#[derive(Debug)]
-pub struct AnalysisUpdate {
-    pub id: FeedbackId,
-    pub version_seq: u64,
-    pub state: AnalysisState,
-    /// The document embedding, stored in its own table (empty: none).
-    pub embedding: Vec<f32>,
+/// The tables of one group's write transaction, and the seq counter every
+/// write of the group draws from.
+pub(super) struct TxnContext<'txn> {
+    pub(super) items: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) customers: MultimapTable<'txn, &'static str, &'static str>,
+    pub(super) changes: Table<'txn, u64, &'static str>,
+    pub(super) analysis_queue: Table<'txn, u64, &'static str>,
+    pub(super) embeddings: Table<'txn, &'static str, &'static [u8]>,
+    seq: u64,
 }
 
-impl AnalysisUpdate {
-    /// The update for one analysed version: a rejection becomes FAILED with
-    /// its reason; the document embedding moves to its own table.
-    pub fn from_result(
-        id: FeedbackId,
-        version_seq: u64,
-        result: Result<Analysis, Rejection>,
-    ) -> Self {
-        let (state, embedding) = match result {
-            Ok(mut analysis) => {
-                let embedding = std::mem::take(&mut analysis.embedding);
-                (AnalysisState::Done(analysis), embedding)
-            }
-            Err(rejection) => (
-                AnalysisState::Failed {
-                    reason: rejection.to_string(),
-                },
-                Vec::new(),
-            ),
-        };
-        AnalysisUpdate {
-            id,
-            version_seq,
-            state,
-            embedding,
-        }
+impl TxnContext<'_> {
+    /// A new seq, greater than every seq committed before.
+    pub(super) fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Appends `seq -> id` to the change log under a new seq; returns it.
+    pub(super) fn log_change(&mut self, id: &str) -> Result<u64, StoreError> {
+        let seq = self.next_seq();
+        self.changes.insert(seq, id)?;
+        Ok(seq)
     }
 }
 
-impl WriteOp {
+/// What the writer thread queues and groups: a write with its reply channel,
+/// its result type erased.
+trait Operation: Send {
+    fn weight(&self) -> usize;
+    fn apply(&mut self, tx: &mut TxnContext<'_>) -> Result<(), StoreError>;
+    /// Answers the caller: `Ok` once the group committed durably.
+    fn finish(self: Box<Self>, result: Result<(), StoreError>);
+}
+
+/// A typed write waiting in the queue; after `apply` it holds its output
+/// until the commit decides whether the caller gets it.
+struct Queued<W: WriteOperation> {
+    weight: usize,
+    op: Option<W>,
+    output: Option<W::Output>,
+    reply: oneshot::Sender<Result<W::Output, StoreError>>,
+}
+
+impl<W: WriteOperation> Operation for Queued<W> {
     fn weight(&self) -> usize {
-        match self {
-            WriteOp::Upsert(items) => items.len(),
-            WriteOp::Delete(ids) => ids.len(),
-            WriteOp::DeleteCustomer(_) => 1,
-            WriteOp::SetAnalysis(updates) => updates.len(),
-            WriteOp::TrimChanges(_) => 1,
-        }
+        self.weight
+    }
+
+    fn apply(&mut self, tx: &mut TxnContext<'_>) -> Result<(), StoreError> {
+        let op = self
+            .op
+            .take()
+            .ok_or_else(|| StoreError::WriteFailed("a write was applied twice".into()))?;
+        self.output = Some(op.apply(tx)?);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, result: Result<(), StoreError>) {
+        let Queued { output, reply, .. } = *self;
+        let result = result.and_then(|()| {
+            output.ok_or_else(|| StoreError::WriteFailed("a write committed unapplied".into()))
+        });
+        let _ = reply.send(result);
     }
 }
 
-/// What a durable write did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum WriteOutcome {
-    Upserted {
-        count: usize,
-    },
-    Deleted {
-        deleted: Vec<FeedbackId>,
-        missing: Vec<FeedbackId>,
-    },
-    CustomerErased {
-        deleted: Vec<FeedbackId>,
-    },
-    /// Versions updated (id, new seq), and updates dropped because the item
-    /// changed or went.
-    AnalysisSaved {
-        saved: Vec<(FeedbackId, u64)>,
-        stale: usize,
-    },
-    Trimmed,
+fn queued<W: WriteOperation>(op: W) -> (Box<dyn Operation>, PendingWrite<W::Output>) {
+    let (reply, rx) = oneshot::channel();
+    let queued = Queued {
+        weight: op.weight(),
+        op: Some(op),
+        output: None,
+        reply,
+    };
+    (Box::new(queued), PendingWrite(rx))
 }
 
-struct Request {
-    op: WriteOp,
-    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+/// The result of a queued write: resolves once its group is durable (or
+/// failed). Holding it does not hold the queue slot.
+pub struct PendingWrite<T>(oneshot::Receiver<Result<T, StoreError>>);
+
+impl<T> Future for PendingWrite<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|reply| reply.unwrap_or(Err(StoreError::Closed)))
+    }
 }
 
 #[derive(Clone)]
 pub(super) struct WriterHandle {
-    queue: mpsc::Sender<Request>,
+    queue: mpsc::Sender<Box<dyn Operation>>,
     capacity: usize,
     slot: Arc<DbSlot>,
-}
-
-type Reply = oneshot::Receiver<Result<WriteOutcome, StoreError>>;
-
-async fn await_reply(reply: Reply) -> Result<WriteOutcome, StoreError> {
-    reply.await.map_err(|_| StoreError::Closed)?
 }
 
 impl WriterHandle {
@@ -135,44 +141,44 @@ impl WriterHandle {
         }
     }
 
-    pub(super) fn try_submit(
+    /// Queues a write, failing at once with `QueueFull` when the queue is full.
+    pub(super) fn try_submit<W: WriteOperation>(
         &self,
-        op: WriteOp,
-    ) -> Result<impl Future<Output = Result<WriteOutcome, StoreError>>, StoreError> {
+        op: W,
+    ) -> Result<PendingWrite<W::Output>, StoreError> {
         self.check_writable()?;
-        let (reply, rx) = oneshot::channel();
+        let (op, pending) = queued(op);
+        self.queue.try_send(op).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::QueueFull {
+                capacity: self.capacity,
+            },
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        Ok(pending)
+    }
+
+    /// Queues a write, waiting for room in the queue (backpressure).
+    pub(super) async fn submit<W: WriteOperation>(
+        &self,
+        op: W,
+    ) -> Result<PendingWrite<W::Output>, StoreError> {
+        self.check_writable()?;
+        let (op, pending) = queued(op);
         self.queue
-            .try_send(Request { op, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::QueueFull {
-                    capacity: self.capacity,
-                },
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
-        Ok(await_reply(rx))
+            .send(op)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(pending)
     }
 
     /// Writes from a plain (non-async) thread, waiting for the outcome.
-    pub(super) fn blocking_write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+    pub(super) fn blocking_write<W: WriteOperation>(&self, op: W) -> Result<W::Output, StoreError> {
         self.check_writable()?;
-        let (reply, rx) = oneshot::channel();
+        let (op, pending) = queued(op);
         self.queue
-            .blocking_send(Request { op, reply })
+            .blocking_send(op)
             .map_err(|_| StoreError::Closed)?;
-        rx.blocking_recv().map_err(|_| StoreError::Closed)?
-    }
-
-    pub(super) async fn submit(
-        &self,
-        op: WriteOp,
-    ) -> Result<impl Future<Output = Result<WriteOutcome, StoreError>>, StoreError> {
-        self.check_writable()?;
-        let (reply, rx) = oneshot::channel();
-        self.queue
-            .send(Request { op, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        Ok(await_reply(rx))
+        pending.0.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -181,7 +187,7 @@ pub(super) fn spawn(
     commits: Arc<CommitSignal>,
     capacity: usize,
 ) -> WriterHandle {
-    let (queue, requests) = mpsc::channel::<Request>(capacity.max(1));
+    let (queue, requests) = mpsc::channel::<Box<dyn Operation>>(capacity.max(1));
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn({
@@ -200,7 +206,11 @@ pub(super) fn spawn(
 const RECOVERY_MIN: Duration = Duration::from_millis(500);
 const RECOVERY_MAX: Duration = Duration::from_secs(5);
 
-fn run_writer(slot: &DbSlot, commits: &CommitSignal, mut requests: mpsc::Receiver<Request>) {
+fn run_writer(
+    slot: &DbSlot,
+    commits: &CommitSignal,
+    mut requests: mpsc::Receiver<Box<dyn Operation>>,
+) {
     let mut backoff = RECOVERY_MIN;
     loop {
         // Degraded: the last write hit a storage error. Requests are refused
@@ -219,8 +229,8 @@ fn run_writer(slot: &DbSlot, commits: &CommitSignal, mut requests: mpsc::Receive
                     tracing::debug!(%reason, "storage still not writable");
                     slot.set_unwritable(Some(reason.clone()));
                     match requests.try_recv() {
-                        Ok(request) => {
-                            let _ = request.reply.send(Err(StoreError::Unavailable(reason)));
+                        Ok(op) => {
+                            op.finish(Err(StoreError::Unavailable(reason)));
                             continue;
                         }
                         Err(mpsc::error::TryRecvError::Empty) => {
@@ -234,56 +244,54 @@ fn run_writer(slot: &DbSlot, commits: &CommitSignal, mut requests: mpsc::Receive
             }
         } else {
             match requests.blocking_recv() {
-                Some(request) => request,
+                Some(op) => op,
                 None => break,
             }
         };
-        let mut group_items = first.op.weight();
+        let mut group_items = first.weight();
         let mut group = vec![first];
         while group_items < MAX_GROUP_ITEMS {
             match requests.try_recv() {
                 Ok(next) => {
-                    group_items += next.op.weight();
+                    group_items += next.weight();
                     group.push(next);
                 }
                 Err(_) => break,
             }
         }
-        let (ops, replies): (Vec<WriteOp>, Vec<_>) =
-            group.into_iter().map(|r| (r.op, r.reply)).unzip();
         let started = std::time::Instant::now();
-        let result = slot.get().and_then(|db| apply_group(&db, ops));
+        let result = slot.get().and_then(|db| apply_group(&db, &mut group));
         match result {
-            Ok((outcomes, last_seq)) => {
+            Ok(last_seq) => {
                 tracing::debug!(
-                    requests = replies.len(),
+                    requests = group.len(),
                     items = group_items,
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "store group committed"
                 );
                 commits.publish(last_seq);
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                for op in group {
+                    op.finish(Ok(()));
                 }
             }
             Err(error) if error.is_storage_failure() => {
                 let reason = storage_reason(&error);
                 tracing::error!(
                     %error,
-                    requests = replies.len(),
+                    requests = group.len(),
                     "storage write failed: refusing writes until the storage recovers"
                 );
                 slot.set_unwritable(Some(reason.clone()));
                 backoff = RECOVERY_MIN;
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Unavailable(reason.clone())));
+                for op in group {
+                    op.finish(Err(StoreError::Unavailable(reason.clone())));
                 }
                 std::thread::sleep(backoff);
             }
             Err(error) => {
-                tracing::error!(%error, requests = replies.len(), "store write failed");
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::WriteFailed(error.to_string())));
+                tracing::error!(%error, requests = group.len(), "store write failed");
+                for op in group {
+                    op.finish(Err(StoreError::WriteFailed(error.to_string())));
                 }
             }
         }
@@ -335,133 +343,28 @@ fn recover(slot: &DbSlot) -> Result<(), StoreError> {
     probe().map_err(|e| StoreError::Unavailable(storage_reason(&e)))
 }
 
-fn apply_group(db: &Database, ops: Vec<WriteOp>) -> Result<(Vec<WriteOutcome>, u64), StoreError> {
+/// Applies a group of writes in one transaction and commits it durably;
+/// returns the last seq. Any error aborts the whole group.
+fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<u64, StoreError> {
     let txn = db.begin_write()?;
-    let mut outcomes = Vec::with_capacity(ops.len());
     let last_seq;
     {
-        let mut items = txn.open_table(ITEMS)?;
-        let mut customers = txn.open_multimap_table(CUSTOMER_ITEMS)?;
-        let mut changes = txn.open_table(CHANGES)?;
         let mut meta = txn.open_table(META)?;
-        let mut analysis_queue = txn.open_table(ANALYSIS_QUEUE)?;
-        let mut embeddings = txn.open_table(EMBEDDINGS)?;
-        let mut seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
-        for op in ops {
-            let outcome = match op {
-                WriteOp::Upsert(list) => {
-                    let count = list.len();
-                    for feedback in list {
-                        seq += 1;
-                        let id = feedback.id.as_str().to_string();
-                        let customer = feedback.customer_id.clone();
-                        let bytes = encode(&new_version(feedback, seq))?;
-                        let previous = items
-                            .insert(id.as_str(), bytes.as_slice())?
-                            .map(|old| decode(&id, old.value()))
-                            .transpose()?;
-                        if let Some(previous) = previous {
-                            embeddings.remove(id.as_str())?;
-                            let old_customer = &previous.feedback.customer_id;
-                            if !old_customer.is_empty() && *old_customer != customer {
-                                customers.remove(old_customer.as_str(), id.as_str())?;
-                            }
-                        }
-                        if !customer.is_empty() {
-                            customers.insert(customer.as_str(), id.as_str())?;
-                        }
-                        changes.insert(seq, id.as_str())?;
-                        analysis_queue.insert(seq, id.as_str())?;
-                    }
-                    WriteOutcome::Upserted { count }
-                }
-                WriteOp::Delete(ids) => {
-                    let mut deleted = Vec::new();
-                    let mut missing = Vec::new();
-                    for id in ids {
-                        let previous = items
-                            .remove(id.as_str())?
-                            .map(|old| decode(id.as_str(), old.value()))
-                            .transpose()?;
-                        match previous {
-                            Some(previous) => {
-                                embeddings.remove(id.as_str())?;
-                                let customer = &previous.feedback.customer_id;
-                                if !customer.is_empty() {
-                                    customers.remove(customer.as_str(), id.as_str())?;
-                                }
-                                seq += 1;
-                                changes.insert(seq, id.as_str())?;
-                                deleted.push(id);
-                            }
-                            None => missing.push(id),
-                        }
-                    }
-                    WriteOutcome::Deleted { deleted, missing }
-                }
-                WriteOp::DeleteCustomer(customer) => {
-                    let ids: Vec<String> = customers
-                        .remove_all(customer.as_str())?
-                        .map(|id| id.map(|id| id.value().to_string()))
-                        .collect::<Result<_, _>>()?;
-                    let mut deleted = Vec::with_capacity(ids.len());
-                    for id in ids {
-                        embeddings.remove(id.as_str())?;
-                        if items.remove(id.as_str())?.is_some() {
-                            seq += 1;
-                            changes.insert(seq, id.as_str())?;
-                            deleted.push(FeedbackId::parse(&id).map_err(|reason| {
-                                StoreError::WriteFailed(format!(
-                                    "stored id {id:?} is invalid: {reason}"
-                                ))
-                            })?);
-                        }
-                    }
-                    WriteOutcome::CustomerErased { deleted }
-                }
-                WriteOp::SetAnalysis(updates) => {
-                    let mut saved = Vec::new();
-                    let mut stale = 0;
-                    for update in updates {
-                        analysis_queue.remove(update.version_seq)?;
-                        let id = update.id.as_str().to_string();
-                        let current = items
-                            .get(id.as_str())?
-                            .map(|bytes| decode(&id, bytes.value()))
-                            .transpose()?;
-                        match current {
-                            Some(mut item) if item.seq == update.version_seq => {
-                                // The item keeps its version seq (the index's
-                                // stable tie-breaker); the change log gets a new one.
-                                seq += 1;
-                                item.analysis = update.state;
-                                items.insert(id.as_str(), encode(&item)?.as_slice())?;
-                                changes.insert(seq, id.as_str())?;
-                                if !update.embedding.is_empty() {
-                                    let bytes: Vec<u8> = update
-                                        .embedding
-                                        .iter()
-                                        .flat_map(|v| v.to_le_bytes())
-                                        .collect();
-                                    embeddings.insert(id.as_str(), bytes.as_slice())?;
-                                }
-                                saved.push((update.id, seq));
-                            }
-                            _ => stale += 1,
-                        }
-                    }
-                    WriteOutcome::AnalysisSaved { saved, stale }
-                }
-                WriteOp::TrimChanges(through) => {
-                    changes.retain_in(..=through, |_, _| false)?;
-                    WriteOutcome::Trimmed
-                }
-            };
-            outcomes.push(outcome);
+        let seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+        let mut tx = TxnContext {
+            items: txn.open_table(ITEMS)?,
+            customers: txn.open_multimap_table(CUSTOMER_ITEMS)?,
+            changes: txn.open_table(CHANGES)?,
+            analysis_queue: txn.open_table(ANALYSIS_QUEUE)?,
+            embeddings: txn.open_table(EMBEDDINGS)?,
+            seq,
+        };
+        for op in group.iter_mut() {
+            op.apply(&mut tx)?;
         }
-        meta.insert(META_LAST_SEQ, seq)?;
-        last_seq = seq;
+        meta.insert(META_LAST_SEQ, tx.seq)?;
+        last_seq = tx.seq;
     }
     txn.commit()?;
-    Ok((outcomes, last_seq))
+    Ok(last_seq)
 }

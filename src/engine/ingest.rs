@@ -1,0 +1,222 @@
+//! Writes: validating and storing batches (unary, streams, with or without
+//! waiting for the analysis), deleting by id, erasing a customer.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use super::{check_batch_size, Engine, QueueMode, RequestContext};
+use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST};
+use crate::domain::validate_customer_id;
+use crate::domain::{
+    Analysis, AnalysisState, Feedback, FeedbackDraft, FeedbackId, Rejection, UnixMicros,
+};
+use crate::error::{Error, Result};
+use crate::nlp::NlpError;
+use crate::store::{AnalysisUpdate, Deleted};
+
+/// The outcome for one item of an ingest batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemOutcome {
+    Stored(FeedbackId),
+    Rejected(Rejection),
+}
+
+/// An item as it arrived: already converted (or rejected) by the transport.
+pub type IncomingItem = std::result::Result<FeedbackDraft, Rejection>;
+
+impl Engine {
+    /// Validates a batch and queues its valid items; the returned future
+    /// resolves once they are durable. Queueing happens before this returns,
+    /// so callers can keep several batches in flight in order.
+    pub async fn submit_ingest(
+        &self,
+        ctx: &RequestContext,
+        items: Vec<IncomingItem>,
+        mode: QueueMode,
+    ) -> Result<impl Future<Output = Result<Vec<ItemOutcome>>> + use<>> {
+        check_batch_size("items", items.len(), MAX_BATCH_ITEMS)?;
+        ctx.check_deadline()?;
+        let (mut outcomes, accepted) = validate_batch(items, UnixMicros::now());
+        let ids: Vec<(usize, FeedbackId)> =
+            accepted.iter().map(|(i, f)| (*i, f.id.clone())).collect();
+        let pending = if accepted.is_empty() {
+            None
+        } else {
+            let items = accepted.into_iter().map(|(_, f)| f).collect();
+            Some(self.store.submit_upsert(items, mode).await?)
+        };
+        Ok(async move {
+            if let Some(pending) = pending {
+                pending.await?;
+                for (index, id) in ids {
+                    outcomes[index] = Some(ItemOutcome::Stored(id));
+                }
+            }
+            Ok(outcomes
+                .into_iter()
+                .map(|o| o.expect("every item has an outcome"))
+                .collect())
+        })
+    }
+
+    /// Validates and stores a batch; returns once the accepted items are durable.
+    pub async fn ingest(
+        &self,
+        ctx: &RequestContext,
+        items: Vec<IncomingItem>,
+        mode: QueueMode,
+    ) -> Result<Vec<ItemOutcome>> {
+        self.submit_ingest(ctx, items, mode).await?.await
+    }
+
+    /// Ingests, then analyses the accepted items before returning (the
+    /// `wait_for_analysis` mode): each stored item's analysis comes back with
+    /// its outcome and is saved like the background analysis would.
+    pub async fn ingest_and_analyze(
+        &self,
+        ctx: &RequestContext,
+        items: Vec<IncomingItem>,
+    ) -> Result<Vec<(ItemOutcome, Option<Analysis>)>> {
+        let pool = self.analysis.clone().ok_or(NlpError::Disabled)?;
+        let outcomes = self.ingest(ctx, items, QueueMode::FailFast).await?;
+        let ids: Vec<FeedbackId> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                ItemOutcome::Stored(id) => Some(id.clone()),
+                ItemOutcome::Rejected(_) => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(outcomes.into_iter().map(|o| (o, None)).collect());
+        }
+        // The items are durable now: neither the deadline nor an analysis
+        // problem may turn the answer into an error; what is not analysed
+        // here is left to the background analysis.
+        if ctx.check_deadline().is_err() {
+            return Ok(outcomes.into_iter().map(|o| (o, None)).collect());
+        }
+        let after_write = RequestContext {
+            deadline: None,
+            ..ctx.clone()
+        };
+        let (versions, _) = self.get(&after_write, ids).await?;
+        let texts: Vec<String> = versions.iter().map(|v| v.feedback.text.clone()).collect();
+        let analyses = match pool.analyze(texts, true).await {
+            Ok(analyses) => analyses,
+            Err(error) => {
+                tracing::warn!(%error, "analysis while ingesting failed; left to the background analysis");
+                return Ok(outcomes.into_iter().map(|o| (o, None)).collect());
+            }
+        };
+        let mut by_id: HashMap<FeedbackId, Analysis> = HashMap::new();
+        let mut updates = Vec::new();
+        for (version, analysis) in versions.into_iter().zip(analyses) {
+            let update = AnalysisUpdate::from_result(version.feedback.id, version.seq, analysis);
+            if let AnalysisState::Done(analysis) = &update.state {
+                by_id.insert(update.id.clone(), analysis.clone());
+            }
+            updates.push(update);
+        }
+        self.store.set_analysis(updates).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                let analysis = match &o {
+                    ItemOutcome::Stored(id) => by_id.remove(id),
+                    ItemOutcome::Rejected(_) => None,
+                };
+                (o, analysis)
+            })
+            .collect())
+    }
+
+    /// Deletes by id; returns (deleted count, missing ids).
+    pub async fn delete(
+        &self,
+        ctx: &RequestContext,
+        ids: Vec<FeedbackId>,
+    ) -> Result<(usize, Vec<FeedbackId>)> {
+        check_batch_size("ids", ids.len(), MAX_IDS_PER_REQUEST)?;
+        ctx.check_deadline()?;
+        let Deleted { deleted, missing } = self.store.delete(ids).await?;
+        Ok((deleted.len(), missing))
+    }
+
+    /// Erases every item of a customer; returns how many.
+    pub async fn delete_customer(&self, ctx: &RequestContext, customer_id: String) -> Result<usize> {
+        // The same rule as an item's customer_id, and not empty.
+        let customer_id =
+            validate_customer_id(customer_id).map_err(|r| Error::invalid(r.field, r.reason))?;
+        if customer_id.is_empty() {
+            return Err(Error::invalid("customer_id", "must not be empty"));
+        }
+        ctx.check_deadline()?;
+        let deleted = self.store.delete_customer(customer_id).await?;
+        // The erased customer's id is a personal identifier: it is never
+        // written to the log.
+        tracing::info!(deleted = deleted.len(), "customer erased");
+        Ok(deleted.len())
+    }
+}
+
+/// Validates every item; rejects the later of two items with the same id.
+/// Returns per-position outcomes (None: accepted, filled in after the write)
+/// and the accepted items with their positions.
+fn validate_batch(
+    items: Vec<IncomingItem>,
+    now: UnixMicros,
+) -> (Vec<Option<ItemOutcome>>, Vec<(usize, Feedback)>) {
+    let mut outcomes = vec![None; items.len()];
+    let mut accepted = Vec::with_capacity(items.len());
+    let mut first_position: HashMap<FeedbackId, usize> = HashMap::new();
+    for (position, item) in items.into_iter().enumerate() {
+        match item.and_then(|draft| draft.validate(now)) {
+            Ok(feedback) => {
+                if let Some(first) = first_position.get(&feedback.id) {
+                    outcomes[position] = Some(ItemOutcome::Rejected(Rejection::new(
+                        "id",
+                        format!("duplicate of item {first} in this batch"),
+                    )));
+                } else {
+                    first_position.insert(feedback.id.clone(), position);
+                    accepted.push((position, feedback));
+                }
+            }
+            Err(rejection) => outcomes[position] = Some(ItemOutcome::Rejected(rejection)),
+        }
+    }
+    (outcomes, accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(id: &str) -> IncomingItem {
+        Ok(FeedbackDraft {
+            id: id.into(),
+            text: "fine".into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn batch_validation_keeps_order_and_rejects_duplicates() {
+        let items = vec![
+            draft("a"),
+            Err(Rejection::new("channel", "unknown value 99")),
+            draft("b"),
+            draft("a"),
+        ];
+        let (outcomes, accepted) = validate_batch(items, UnixMicros(0));
+        assert_eq!(
+            accepted.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        assert!(outcomes[0].is_none() && outcomes[2].is_none());
+        assert!(matches!(&outcomes[1], Some(ItemOutcome::Rejected(r)) if r.field == "channel"));
+        assert!(
+            matches!(&outcomes[3], Some(ItemOutcome::Rejected(r)) if r.field == "id" && r.reason.contains("item 0"))
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! The application core behind every transport: batch validation, writes
+//! through the store, reads, searches and analyses. Knows nothing of gRPC.
+//!
+//! One file per use case, all on the one `Engine` handle: `ingest.rs`
+//! (ingest, delete, erasure), `search.rs` (search, similarity, get),
+//! `analysis.rs` (analyze, stats). Every operation takes the
+//! `RequestContext` (`context.rs`) first and checks its deadline before it
+//! starts blocking work.
+
+mod analysis;
+mod context;
+mod ingest;
+mod search;
+
+pub use self::context::{Caller, RequestContext};
+pub use self::ingest::{IncomingItem, ItemOutcome};
+pub use crate::store::QueueMode;
+
+use crate::error::{Error, Result};
+use crate::index::SearchIndex;
+use crate::nlp::AnalysisPool;
+use crate::store::Store;
+
+/// The handle every transport calls: the store, the index and the optional
+/// analysis pool, shared by the use cases. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    index: SearchIndex,
+    analysis: Option<AnalysisPool>,
+}
+
+impl Engine {
+    pub fn new(store: Store, index: SearchIndex, analysis: Option<AnalysisPool>) -> Self {
+        Engine {
+            store,
+            index,
+            analysis,
+        }
+    }
+
+    pub fn index(&self) -> &SearchIndex {
+        &self.index
+    }
+
+    /// Whether writes can succeed now (false while the storage is full or
+    /// read-only); health reports NOT_SERVING meanwhile.
+    pub fn writable(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.store.writable()
+    }
+
+    pub fn analysis_enabled(&self) -> bool {
+        self.analysis.is_some()
+    }
+}
+
+/// A request-size rule: 1 to `max` entries.
+fn check_batch_size(field: &str, len: usize, max: usize) -> Result<()> {
+    if len == 0 || len > max {
+        return Err(Error::invalid(
+            field,
+            format!("must hold 1 to {max} entries, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs store reads and searches on the blocking pool, never on the async
+/// executor; refuses to start once the request's deadline has passed.
+async fn run_blocking<T: Send + 'static>(
+    ctx: &RequestContext,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    ctx.check_deadline()?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}

@@ -1,0 +1,241 @@
+//! The typed writes. Each is a struct holding its inputs, applied by the
+//! writer thread inside its group's transaction, with its own result type
+//! that the caller gets once the group is durable. Adding a write means one
+//! struct implementing `WriteOperation` here and one method on `Store`.
+//!
+//! Every write that changes an item appends to the change log (`log_change`)
+//! in the same transaction, so the index follows it.
+
+use redb::ReadableTable;
+
+use super::writer::{TxnContext, WriteOperation};
+use super::{decode, encode, new_version, StoreError};
+use crate::domain::{Analysis, AnalysisState, Feedback, FeedbackId, Rejection};
+
+/// Insert or replace these (validated, id-unique) items.
+pub(super) struct Upsert(pub(super) Vec<Feedback>);
+
+/// What an upsert stored.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Upserted {
+    pub count: usize,
+}
+
+impl WriteOperation for Upsert {
+    type Output = Upserted;
+
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<Upserted, StoreError> {
+        let count = self.0.len();
+        for feedback in self.0 {
+            let seq = tx.next_seq();
+            let id = feedback.id.as_str().to_string();
+            let customer = feedback.customer_id.clone();
+            let bytes = encode(&new_version(feedback, seq))?;
+            let previous = tx
+                .items
+                .insert(id.as_str(), bytes.as_slice())?
+                .map(|old| decode(&id, old.value()))
+                .transpose()?;
+            if let Some(previous) = previous {
+                tx.embeddings.remove(id.as_str())?;
+                let old_customer = &previous.feedback.customer_id;
+                if !old_customer.is_empty() && *old_customer != customer {
+                    tx.customers.remove(old_customer.as_str(), id.as_str())?;
+                }
+            }
+            if !customer.is_empty() {
+                tx.customers.insert(customer.as_str(), id.as_str())?;
+            }
+            tx.changes.insert(seq, id.as_str())?;
+            tx.analysis_queue.insert(seq, id.as_str())?;
+        }
+        Ok(Upserted { count })
+    }
+}
+
+/// Delete these ids.
+pub(super) struct Delete(pub(super) Vec<FeedbackId>);
+
+/// What a delete removed, and the ids it did not find.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Deleted {
+    pub deleted: Vec<FeedbackId>,
+    pub missing: Vec<FeedbackId>,
+}
+
+impl WriteOperation for Delete {
+    type Output = Deleted;
+
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<Deleted, StoreError> {
+        let mut deleted = Vec::new();
+        let mut missing = Vec::new();
+        for id in self.0 {
+            let previous = tx
+                .items
+                .remove(id.as_str())?
+                .map(|old| decode(id.as_str(), old.value()))
+                .transpose()?;
+            match previous {
+                Some(previous) => {
+                    tx.embeddings.remove(id.as_str())?;
+                    let customer = &previous.feedback.customer_id;
+                    if !customer.is_empty() {
+                        tx.customers.remove(customer.as_str(), id.as_str())?;
+                    }
+                    tx.log_change(id.as_str())?;
+                    deleted.push(id);
+                }
+                None => missing.push(id),
+            }
+        }
+        Ok(Deleted { deleted, missing })
+    }
+}
+
+/// Delete every item of this customer id; the output is the erased ids.
+pub(super) struct DeleteCustomer(pub(super) String);
+
+impl WriteOperation for DeleteCustomer {
+    type Output = Vec<FeedbackId>;
+
+    fn weight(&self) -> usize {
+        1
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<Vec<FeedbackId>, StoreError> {
+        let ids: Vec<String> = tx
+            .customers
+            .remove_all(self.0.as_str())?
+            .map(|id| id.map(|id| id.value().to_string()))
+            .collect::<Result<_, _>>()?;
+        let mut deleted = Vec::with_capacity(ids.len());
+        for id in ids {
+            tx.embeddings.remove(id.as_str())?;
+            if tx.items.remove(id.as_str())?.is_some() {
+                tx.log_change(id.as_str())?;
+                deleted.push(FeedbackId::parse(&id).map_err(|reason| {
+                    StoreError::WriteFailed(format!("stored id {id:?} is invalid: {reason}"))
+                })?);
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// The analysis of one item version (`version_seq` is the `seq` the text was
+/// read at: if the item changed since, the update is dropped as stale).
+#[derive(Debug)]
+pub struct AnalysisUpdate {
+    pub id: FeedbackId,
+    pub version_seq: u64,
+    pub state: AnalysisState,
+    /// The document embedding, stored in its own table (empty: none).
+    pub embedding: Vec<f32>,
+}
+
+impl AnalysisUpdate {
+    /// The update for one analysed version: a rejection becomes FAILED with
+    /// its reason; the document embedding moves to its own table.
+    pub fn from_result(
+        id: FeedbackId,
+        version_seq: u64,
+        result: Result<Analysis, Rejection>,
+    ) -> Self {
+        let (state, embedding) = match result {
+            Ok(mut analysis) => {
+                let embedding = std::mem::take(&mut analysis.embedding);
+                (AnalysisState::Done(analysis), embedding)
+            }
+            Err(rejection) => (
+                AnalysisState::Failed {
+                    reason: rejection.to_string(),
+                },
+                Vec::new(),
+            ),
+        };
+        AnalysisUpdate {
+            id,
+            version_seq,
+            state,
+            embedding,
+        }
+    }
+}
+
+/// Attach analyses to the item versions they were computed for (and clear
+/// their analysis-queue entries).
+pub(super) struct SetAnalysis(pub(super) Vec<AnalysisUpdate>);
+
+/// Versions updated (id, change-log seq), and updates dropped because the
+/// item changed or went.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AnalysisSaved {
+    pub saved: Vec<(FeedbackId, u64)>,
+    pub stale: usize,
+}
+
+impl WriteOperation for SetAnalysis {
+    type Output = AnalysisSaved;
+
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<AnalysisSaved, StoreError> {
+        let mut saved = Vec::new();
+        let mut stale = 0;
+        for update in self.0 {
+            tx.analysis_queue.remove(update.version_seq)?;
+            let id = update.id.as_str().to_string();
+            let current = tx
+                .items
+                .get(id.as_str())?
+                .map(|bytes| decode(&id, bytes.value()))
+                .transpose()?;
+            match current {
+                Some(mut item) if item.seq == update.version_seq => {
+                    // The item keeps its version seq (the index's stable
+                    // tie-breaker); the change log gets a new one.
+                    item.analysis = update.state;
+                    tx.items.insert(id.as_str(), encode(&item)?.as_slice())?;
+                    let seq = tx.log_change(id.as_str())?;
+                    if !update.embedding.is_empty() {
+                        let bytes: Vec<u8> = update
+                            .embedding
+                            .iter()
+                            .flat_map(|v| v.to_le_bytes())
+                            .collect();
+                        tx.embeddings.insert(id.as_str(), bytes.as_slice())?;
+                    }
+                    saved.push((update.id, seq));
+                }
+                _ => stale += 1,
+            }
+        }
+        Ok(AnalysisSaved { saved, stale })
+    }
+}
+
+/// Drop change-log entries through this seq (the index has them).
+pub(super) struct TrimChanges(pub(super) u64);
+
+impl WriteOperation for TrimChanges {
+    type Output = ();
+
+    fn weight(&self) -> usize {
+        1
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<(), StoreError> {
+        tx.changes.retain_in(..=self.0, |_, _| false)?;
+        Ok(())
+    }
+}
