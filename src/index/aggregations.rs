@@ -1,6 +1,8 @@
 //! Facets: terms aggregations over the keyword fields, in the same query.
 
-use tantivy::aggregation::agg_req::Aggregations;
+use tantivy::aggregation::agg_req::{Aggregation, AggregationVariants, Aggregations};
+use tantivy::aggregation::agg_result::{AggregationResult, AggregationResults, BucketResult};
+use tantivy::aggregation::bucket::TermsAggregation;
 use tantivy::aggregation::{AggContextParams, AggregationCollector, AggregationLimitsGuard};
 use tantivy::Searcher;
 
@@ -9,16 +11,17 @@ use crate::domain::limits::FACET_VALUES_PER_FIELD;
 use crate::domain::FacetCounts;
 
 /// Facet field names -> (names, aggregation request); None when no facets.
+/// The aggregation of the i-th facet is named `f{i}`.
 pub(super) fn facet_request(
     facets: &[String],
 ) -> Result<Option<(Vec<String>, Aggregations)>, IndexError> {
     if facets.is_empty() {
         return Ok(None);
     }
-    let mut request = serde_json::Map::new();
+    let mut aggs = Aggregations::default();
     for (i, field) in facets.iter().enumerate() {
         let valid = schema::KEYWORD_FIELDS.contains(&field.as_str())
-            || field.strip_prefix("attributes.").is_some_and(|key| {
+            || schema::attribute_key(field).is_some_and(|key| {
                 !key.is_empty()
                     && key
                         .chars()
@@ -27,14 +30,24 @@ pub(super) fn facet_request(
         if !valid {
             return Err(IndexError::InvalidFacet(field.clone()));
         }
-        request.insert(
-            format!("f{i}"),
-            serde_json::json!({"terms": {"field": field, "size": FACET_VALUES_PER_FIELD}}),
+        let terms = TermsAggregation {
+            field: field.clone(),
+            size: Some(FACET_VALUES_PER_FIELD as u32),
+            ..TermsAggregation::default()
+        };
+        aggs.insert(
+            facet_name(i),
+            Aggregation {
+                agg: AggregationVariants::Terms(terms),
+                sub_aggregation: Aggregations::default(),
+            },
         );
     }
-    let aggs: Aggregations = serde_json::from_value(serde_json::Value::Object(request))
-        .map_err(|e| IndexError::InvalidFacet(e.to_string()))?;
     Ok(Some((facets.to_vec(), aggs)))
+}
+
+fn facet_name(position: usize) -> String {
+    format!("f{position}")
 }
 
 pub(super) fn collect_facets(
@@ -50,30 +63,22 @@ pub(super) fn collect_facets(
             searcher.index().tokenizers().clone(),
         ),
     );
-    let results = searcher.search(query, &collector)?;
-    let json = serde_json::to_value(&results)
-        .map_err(|e| tantivy::TantivyError::InternalError(format!("aggregation result: {e}")))?;
+    let AggregationResults(mut results) = searcher.search(query, &collector)?;
     Ok(names
         .into_iter()
         .enumerate()
         .map(|(i, field)| {
-            let counts = json
-                .get(format!("f{i}"))
-                .and_then(|agg| agg.get("buckets"))
-                .and_then(|b| b.as_array())
-                .map(|buckets| {
+            let counts = match results.remove(&facet_name(i)) {
+                Some(AggregationResult::BucketResult(BucketResult::Terms { buckets, .. })) => {
                     buckets
-                        .iter()
-                        .filter_map(|b| {
-                            let key = match b.get("key")? {
-                                serde_json::Value::String(s) => s.clone(),
-                                other => other.to_string(),
-                            };
-                            Some((key, b.get("doc_count")?.as_u64()?))
-                        })
+                        .into_iter()
+                        .map(|bucket| (bucket.key.to_string(), bucket.doc_count))
                         .collect()
-                })
-                .unwrap_or_default();
+                }
+                // A terms request answers with terms buckets; anything else
+                // (none) reads as no values, as an empty field does.
+                _ => Vec::new(),
+            };
             FacetCounts { field, counts }
         })
         .collect())

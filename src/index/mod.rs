@@ -49,7 +49,11 @@ pub enum IndexError {
     InvalidQuery { position: usize, message: String },
     #[error("invalid cursor: {0}")]
     InvalidCursor(String),
-    #[error("invalid facet field `{0}`: use channel, journey_stage, product, language, tags, customer_id or attributes.KEY")]
+    #[error(
+        "invalid facet field `{0}`: use {keywords} or {attributes}.KEY",
+        keywords = schema::KEYWORD_FIELDS.join(", "),
+        attributes = schema::field::ATTRIBUTES
+    )]
     InvalidFacet(String),
     #[error("search engine error: {0}")]
     Tantivy(#[from] tantivy::TantivyError),
@@ -141,7 +145,7 @@ fn open_for_indexing(dir: &Path, settings: &IndexSettings) -> Result<Opened, Ind
     // Touch every segment's term dictionaries and fast fields once.
     let searcher = reader.searcher();
     for segment in searcher.segment_readers() {
-        segment.fast_fields().u64("seq")?;
+        segment.fast_fields().u64(schema::field::SEQ)?;
         segment.inverted_index(fields.id)?;
         segment.inverted_index(fields.text)?;
     }

@@ -12,7 +12,7 @@ use tantivy::query_grammar::{parse_query_lenient, UserInputAst, UserInputLeaf};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DateTime, Term};
 
-use super::schema::Fields;
+use super::schema::{field, Fields, QUERY_FIELDS};
 use super::IndexError;
 use crate::domain::limits::{MAX_QUERY_BYTES, MAX_QUERY_CLAUSES, MAX_QUERY_DEPTH};
 use crate::domain::{IntRange, SearchFilter};
@@ -123,15 +123,23 @@ fn count_clauses(ast: &UserInputAst) -> usize {
     }
 }
 
+/// The fields a query may name, for messages.
+fn query_fields() -> String {
+    QUERY_FIELDS
+        .iter()
+        .map(|name| match *name {
+            field::ATTRIBUTES => format!("{name}.KEY"),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn parser_error(text: &str, error: QueryParserError) -> IndexError {
     let (needle, message) = match &error {
         QueryParserError::FieldDoesNotExist(field) => (
             Some(field.clone()),
-            format!(
-                "unknown field `{field}`; fields are text, channel, journey_stage, product, \
-                 language, tags, customer_id, attributes.KEY, created_at, nps, csat, ces, rating, \
-                 sentiment, sentiment_score, analysis_status"
-            ),
+            format!("unknown field `{field}`; fields are {}", query_fields()),
         ),
         QueryParserError::ExpectedInt(_)
         | QueryParserError::ExpectedFloat(_)

@@ -23,17 +23,69 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// and chosen per item language (a new schema version).
 pub const TEXT_TOKENIZER: &str = "feedback_en";
 
+/// The name of every index field: the one catalogue that the schema, the
+/// query language, filters, facets and sort keys use (a field's name is
+/// written nowhere else in `index/`).
+pub mod field {
+    pub const ID: &str = "id";
+    pub const TEXT: &str = "text";
+    pub const CHANNEL: &str = "channel";
+    pub const JOURNEY_STAGE: &str = "journey_stage";
+    pub const PRODUCT: &str = "product";
+    pub const LANGUAGE: &str = "language";
+    pub const TAGS: &str = "tags";
+    pub const CUSTOMER_ID: &str = "customer_id";
+    /// A JSON field: queries and facets name `attributes.KEY`.
+    pub const ATTRIBUTES: &str = "attributes";
+    pub const CREATED_AT: &str = "created_at";
+    pub const NPS: &str = "nps";
+    pub const CSAT: &str = "csat";
+    pub const CES: &str = "ces";
+    pub const RATING: &str = "rating";
+    /// The version's store seq: the total tie-breaker of every sort.
+    pub const SEQ: &str = "seq";
+    pub const SENTIMENT: &str = "sentiment";
+    pub const SENTIMENT_SCORE: &str = "sentiment_score";
+    pub const ANALYSIS_STATUS: &str = "analysis_status";
+}
+
 /// Fields the query language and facets may name, besides `text`.
 pub const KEYWORD_FIELDS: &[&str] = &[
-    "channel",
-    "journey_stage",
-    "product",
-    "language",
-    "tags",
-    "customer_id",
-    "sentiment",
-    "analysis_status",
+    field::CHANNEL,
+    field::JOURNEY_STAGE,
+    field::PRODUCT,
+    field::LANGUAGE,
+    field::TAGS,
+    field::CUSTOMER_ID,
+    field::SENTIMENT,
+    field::ANALYSIS_STATUS,
 ];
+
+/// Fields the query language may name, in the order messages list them
+/// (`attributes` is named as `attributes.KEY`).
+pub const QUERY_FIELDS: &[&str] = &[
+    field::TEXT,
+    field::CHANNEL,
+    field::JOURNEY_STAGE,
+    field::PRODUCT,
+    field::LANGUAGE,
+    field::TAGS,
+    field::CUSTOMER_ID,
+    field::ATTRIBUTES,
+    field::CREATED_AT,
+    field::NPS,
+    field::CSAT,
+    field::CES,
+    field::RATING,
+    field::SENTIMENT,
+    field::SENTIMENT_SCORE,
+    field::ANALYSIS_STATUS,
+];
+
+/// The key of an `attributes.KEY` name, if `name` is one (the key may be empty).
+pub fn attribute_key(name: &str) -> Option<&str> {
+    name.strip_prefix(field::ATTRIBUTES)?.strip_prefix('.')
+}
 
 #[derive(Clone)]
 pub struct Fields {
@@ -67,16 +119,16 @@ pub fn build_schema() -> (Schema, Fields) {
     let keyword = STRING | FAST;
     let score = NumericOptions::default().set_indexed().set_fast();
     let fields = Fields {
-        id: builder.add_text_field("id", STRING | STORED),
-        text: builder.add_text_field("text", text_options),
-        channel: builder.add_text_field("channel", keyword.clone()),
-        journey_stage: builder.add_text_field("journey_stage", keyword.clone()),
-        product: builder.add_text_field("product", keyword.clone()),
-        language: builder.add_text_field("language", keyword.clone()),
-        tags: builder.add_text_field("tags", keyword.clone()),
-        customer_id: builder.add_text_field("customer_id", keyword),
+        id: builder.add_text_field(field::ID, STRING | STORED),
+        text: builder.add_text_field(field::TEXT, text_options),
+        channel: builder.add_text_field(field::CHANNEL, keyword.clone()),
+        journey_stage: builder.add_text_field(field::JOURNEY_STAGE, keyword.clone()),
+        product: builder.add_text_field(field::PRODUCT, keyword.clone()),
+        language: builder.add_text_field(field::LANGUAGE, keyword.clone()),
+        tags: builder.add_text_field(field::TAGS, keyword.clone()),
+        customer_id: builder.add_text_field(field::CUSTOMER_ID, keyword),
         attributes: builder.add_json_field(
-            "attributes",
+            field::ATTRIBUTES,
             JsonObjectOptions::default()
                 .set_indexing_options(
                     TextFieldIndexing::default()
@@ -86,23 +138,23 @@ pub fn build_schema() -> (Schema, Fields) {
                 .set_fast("raw"),
         ),
         created_at: builder.add_date_field(
-            "created_at",
+            field::CREATED_AT,
             DateOptions::default()
                 .set_indexed()
                 .set_fast()
                 .set_precision(DateTimePrecision::Microseconds),
         ),
-        nps: builder.add_i64_field("nps", score.clone()),
-        csat: builder.add_i64_field("csat", score.clone()),
-        ces: builder.add_i64_field("ces", score.clone()),
-        rating: builder.add_i64_field("rating", score),
-        seq: builder.add_u64_field("seq", FAST),
-        sentiment: builder.add_text_field("sentiment", STRING | FAST),
+        nps: builder.add_i64_field(field::NPS, score.clone()),
+        csat: builder.add_i64_field(field::CSAT, score.clone()),
+        ces: builder.add_i64_field(field::CES, score.clone()),
+        rating: builder.add_i64_field(field::RATING, score),
+        seq: builder.add_u64_field(field::SEQ, FAST),
+        sentiment: builder.add_text_field(field::SENTIMENT, STRING | FAST),
         sentiment_score: builder.add_f64_field(
-            "sentiment_score",
+            field::SENTIMENT_SCORE,
             NumericOptions::default().set_indexed().set_fast(),
         ),
-        analysis_status: builder.add_text_field("analysis_status", STRING | FAST),
+        analysis_status: builder.add_text_field(field::ANALYSIS_STATUS, STRING | FAST),
     };
     (builder.build(), fields)
 }

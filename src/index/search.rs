@@ -7,7 +7,7 @@ use tantivy::snippet::SnippetGenerator;
 use tantivy::{DocAddress, Searcher, TantivyDocument};
 
 use super::cursor::{self, Cursor, SortKey};
-use super::schema::Fields;
+use super::schema::{field, Fields};
 use super::{aggregations, query, IndexError, SearchIndex};
 use crate::domain::{FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
 
@@ -66,16 +66,16 @@ impl SearchIndex {
             move |segment: &tantivy::SegmentReader| {
                 let seq = segment
                     .fast_fields()
-                    .u64("seq")
+                    .u64(field::SEQ)
                     .expect("seq is a fast field")
                     .first_or_default_col(0);
                 let created = segment
                     .fast_fields()
-                    .date("created_at")
+                    .date(field::CREATED_AT)
                     .expect("created_at is a fast field")
                     .first_or_default_col(tantivy::DateTime::MIN);
                 let sentiment = matches!(sort, SortOrder::MostNegative | SortOrder::MostPositive)
-                    .then(|| segment.fast_fields().f64("sentiment_score").ok())
+                    .then(|| segment.fast_fields().f64(field::SENTIMENT_SCORE).ok())
                     .flatten();
                 move |doc: tantivy::DocId, score: tantivy::Score| {
                     let key = SortKey::new(
