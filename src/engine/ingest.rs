@@ -143,7 +143,11 @@ impl Engine {
     }
 
     /// Erases every item of a customer; returns how many.
-    pub async fn delete_customer(&self, ctx: &RequestContext, customer_id: String) -> Result<usize> {
+    pub async fn delete_customer(
+        &self,
+        ctx: &RequestContext,
+        customer_id: String,
+    ) -> Result<usize> {
         // The same rule as an item's customer_id, and not empty.
         let customer_id =
             validate_customer_id(customer_id).map_err(|r| Error::invalid(r.field, r.reason))?;

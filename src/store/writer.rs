@@ -164,10 +164,7 @@ impl WriterHandle {
     ) -> Result<PendingWrite<W::Output>, StoreError> {
         self.check_writable()?;
         let (op, pending) = queued(op);
-        self.queue
-            .send(op)
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.queue.send(op).await.map_err(|_| StoreError::Closed)?;
         Ok(pending)
     }
 
