@@ -57,14 +57,19 @@ impl App {
                 )
             }
         };
+        let engine = Engine::new(store.clone(), index.clone(), analysis.clone());
+        engine
+            .start_themes()
+            .await
+            .context("cannot load the theme taxonomy")?;
         if let Some(pool) = &analysis {
-            crate::enrichment::spawn(store.clone(), pool.clone());
+            crate::enrichment::spawn(store, pool.clone(), engine.theme_state());
         }
-        let engine = Engine::new(store, index.clone(), analysis);
         let stats = engine.stats(&RequestContext::internal()).await?;
         tracing::info!(
-            items = stats.items,
-            pending_index_changes = stats.pending_changes,
+            items = stats.store.items,
+            pending_index_changes = stats.store.pending_changes,
+            taxonomy_version = stats.taxonomy_version,
             "store opened"
         );
         let limits = crate::grpc::TransportLimits {

@@ -6,9 +6,11 @@
 //! Updates for a version that has been replaced or deleted meanwhile are
 //! dropped (the newer version has its own queue entry).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{AnalysisState, Rejection};
+use crate::engine::ThemeState;
 use crate::nlp::{AnalysisPool, NlpError};
 use crate::store::{AnalysisUpdate, Store};
 
@@ -19,11 +21,15 @@ const ROUND_ITEMS: usize = 64;
 /// pool streams a large text through in jobs).
 const ROUND_EMBEDDINGS: usize = 1_024;
 
-pub fn spawn(store: Store, pool: AnalysisPool) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(
+    store: Store,
+    pool: AnalysisPool,
+    themes: Arc<ThemeState>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut idle_rounds = 0u32;
         loop {
-            match round(&store, &pool).await {
+            match round(&store, &pool, &themes).await {
                 Ok(0) => {
                     idle_rounds = idle_rounds.saturating_add(1);
                     tokio::time::sleep(Duration::from_millis(if idle_rounds > 20 {
@@ -50,7 +56,11 @@ enum RoundError {
 }
 
 /// Analyses one round of queued items; returns how many queue entries it settled.
-async fn round(store: &Store, pool: &AnalysisPool) -> Result<usize, RoundError> {
+async fn round(
+    store: &Store,
+    pool: &AnalysisPool,
+    themes: &ThemeState,
+) -> Result<usize, RoundError> {
     let reader = store.clone();
     let backlog = tokio::task::spawn_blocking(move || {
         let mut backlog = reader.analysis_backlog(ROUND_ITEMS)?;
@@ -85,7 +95,10 @@ async fn round(store: &Store, pool: &AnalysisPool) -> Result<usize, RoundError> 
     if !texts.is_empty() {
         match pool.analyze_background(texts, true).await {
             Ok(analyses) => {
-                for (&i, analysis) in live.iter().zip(analyses) {
+                for (&i, mut analysis) in live.iter().zip(analyses) {
+                    if let Ok(analysis) = &mut analysis {
+                        themes.tag(analysis);
+                    }
                     results[i] = Some(analysis);
                 }
             }
@@ -111,6 +124,7 @@ async fn round(store: &Store, pool: &AnalysisPool) -> Result<usize, RoundError> 
                 version_seq,
                 state: AnalysisState::Pending,
                 embedding: Vec::new(),
+                units: Vec::new(),
             },
             Some(result) => AnalysisUpdate::from_result(id, version_seq, result),
         })

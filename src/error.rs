@@ -17,6 +17,10 @@ pub enum Error {
     InvalidArgument { field: String, reason: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// The request is valid but the current state refuses it (for example
+    /// deleting a theme that has sub-themes without `cascade`).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The caller's deadline passed before the work started.
     #[error("deadline exceeded before the work started")]
     DeadlineExceeded,

@@ -13,3 +13,4 @@ pub mod index;
 pub mod nlp;
 pub mod store;
 pub mod telemetry;
+pub mod themes;

@@ -62,6 +62,14 @@ pub struct SearchArgs {
     /// Only analysed items with this document sentiment (repeatable): negative neutral positive mixed.
     #[arg(long)]
     pub sentiment: Vec<String>,
+    /// Only items carrying this theme id (repeatable; a parent matches its
+    /// sub-themes' items). `verbatim` lists ids with ListThemes.
+    #[arg(long)]
+    pub theme: Vec<String>,
+    /// Only items where a theme carries a sentiment, as THEME_ID=LABEL
+    /// (repeatable, all must hold), e.g. delivery=negative.
+    #[arg(long = "theme-sentiment", value_name = "THEME_ID=LABEL")]
+    pub theme_sentiment: Vec<String>,
     #[arg(long, value_enum)]
     pub sort: Option<SortArg>,
     /// Hits per page (1..=100).
@@ -121,17 +129,31 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
                 .ok_or_else(|| anyhow::anyhow!("--stage: unknown journey stage {s:?}"))
         })
         .collect::<anyhow::Result<_>>()?;
+    let label = |flag: &str, s: &str| match s.to_ascii_lowercase().as_str() {
+        "negative" => Ok(pb::SentimentLabel::Negative as i32),
+        "neutral" => Ok(pb::SentimentLabel::Neutral as i32),
+        "positive" => Ok(pb::SentimentLabel::Positive as i32),
+        "mixed" => Ok(pb::SentimentLabel::Mixed as i32),
+        other => Err(anyhow::anyhow!(
+            "--{flag}: expected negative, neutral, positive or mixed, got {other:?}"
+        )),
+    };
     let sentiments = args
         .sentiment
         .iter()
-        .map(|s| match s.to_ascii_lowercase().as_str() {
-            "negative" => Ok(pb::SentimentLabel::Negative as i32),
-            "neutral" => Ok(pb::SentimentLabel::Neutral as i32),
-            "positive" => Ok(pb::SentimentLabel::Positive as i32),
-            "mixed" => Ok(pb::SentimentLabel::Mixed as i32),
-            other => Err(anyhow::anyhow!(
-                "--sentiment: expected negative, neutral, positive or mixed, got {other:?}"
-            )),
+        .map(|s| label("sentiment", s))
+        .collect::<anyhow::Result<_>>()?;
+    let theme_sentiments = args
+        .theme_sentiment
+        .iter()
+        .map(|raw| {
+            let (theme, sentiment) = raw.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("--theme-sentiment: expected THEME_ID=LABEL, got {raw:?}")
+            })?;
+            Ok(pb::ThemeSentimentFilter {
+                theme_id: theme.to_string(),
+                sentiments: vec![label("theme-sentiment", sentiment)?],
+            })
         })
         .collect::<anyhow::Result<_>>()?;
     let attributes = args
@@ -167,6 +189,8 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
             rating: range(&args.rating, "rating")?,
             sentiments,
             sentiment_score: None,
+            themes: args.theme.clone(),
+            theme_sentiments,
         }),
         sort: match args.sort {
             None => pb::SortOrder::Unspecified,

@@ -48,3 +48,20 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const MIN_CREATED_AT_MICROS: i64 = 0;
 /// Latest accepted `created_at` (exclusive): 2200-01-01T00:00:00Z.
 pub const MAX_CREATED_AT_MICROS: i64 = 7_258_118_400_000_000;
+/// Themes in the taxonomy.
+pub const MAX_THEMES: usize = 500;
+/// Bytes in a theme id (`[a-z0-9_-]`).
+pub const MAX_THEME_ID_BYTES: usize = 64;
+/// Bytes in a theme name.
+pub const MAX_THEME_NAME_BYTES: usize = 100;
+/// Bytes in a theme description.
+pub const MAX_THEME_DESCRIPTION_BYTES: usize = 1_000;
+/// Examples (and, separately, counter-examples) of one theme.
+pub const MAX_THEME_EXAMPLES: usize = 50;
+/// Bytes in one example or counter-example sentence.
+pub const MAX_THEME_EXAMPLE_BYTES: usize = 500;
+/// Analysed sentences one DiscoverThemes call looks at (a deterministic
+/// sample of the slice beyond this).
+pub const MAX_DISCOVERY_SENTENCES: usize = 20_000;
+/// Candidates one DiscoverThemes call returns at most.
+pub const MAX_DISCOVERY_CANDIDATES: usize = 50;

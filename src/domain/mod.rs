@@ -7,14 +7,18 @@ mod analysis;
 mod feedback;
 pub mod limits;
 mod search;
+mod theme;
 mod validate;
 
-pub use analysis::{Analysis, Keyphrase, SentenceAnalysis, Sentiment, SentimentLabel};
+pub use analysis::{Analysis, Keyphrase, SentenceAnalysis, Sentiment, SentimentLabel, TextUnit};
 pub use feedback::{
     AnalysisState, Channel, Feedback, FeedbackId, JourneyStage, Scores, StoredFeedback, UnixMicros,
 };
 pub use search::{
     FacetCounts, IntRange, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery, SimilarTo,
     Snippet, SortOrder,
+};
+pub use theme::{
+    check_id as check_theme_id, DeleteRefusal, Span, Taxonomy, Theme, ThemeDraft, ThemeMention,
 };
 pub use validate::{validate_customer_id, validate_text, FeedbackDraft, Rejection};

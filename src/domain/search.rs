@@ -64,6 +64,27 @@ pub struct SearchFilter {
     pub rating: IntRange,
     pub sentiments: Vec<SentimentLabel>,
     pub sentiment_score: ScoreRange,
+    /// Items carrying one of these themes (a parent also matches its
+    /// sub-themes' items).
+    pub themes: Vec<String>,
+    /// Per entry: items where the theme carries one of the labels.
+    pub theme_sentiments: Vec<(String, Vec<SentimentLabel>)>,
+}
+
+impl SearchFilter {
+    /// Whether the filter names themes (and so depends on the taxonomy version).
+    pub fn uses_themes(&self) -> bool {
+        !self.themes.is_empty() || !self.theme_sentiments.is_empty()
+    }
+
+    /// The same filter without its theme parts.
+    pub fn without_themes(&self) -> SearchFilter {
+        SearchFilter {
+            themes: Vec::new(),
+            theme_sentiments: Vec::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// One search request, already checked for size limits.
@@ -80,6 +101,23 @@ pub struct SearchQuery {
     pub facets: Vec<String>,
     /// Rank by embedding similarity instead of `sort`.
     pub similar_to: Option<SimilarTo>,
+    /// The taxonomy version theme filters and facets count (set by the
+    /// engine: items tagged with another version are left out).
+    pub taxonomy_version: u64,
+}
+
+impl SearchQuery {
+    /// Whether theme filters, theme facets or theme names in the query text
+    /// make the result depend on the taxonomy version.
+    pub fn uses_themes(&self) -> bool {
+        self.filter.uses_themes()
+            || self
+                .facets
+                .iter()
+                .any(|f| f == "theme" || f == "theme_sentiment")
+            || self.text.contains("theme:")
+            || self.text.contains("theme_sentiment:")
+    }
 }
 
 /// What a similarity search compares against.
@@ -117,4 +155,9 @@ pub struct SearchPage {
     pub total_hits: u64,
     pub next_cursor: Option<String>,
     pub facets: Vec<FacetCounts>,
+    /// The taxonomy version theme filters and facets counted.
+    pub taxonomy_version: u64,
+    /// With themes in the query: matching items whose themes still come from
+    /// an older taxonomy version (not counted by the theme parts).
+    pub retag_pending: u64,
 }

@@ -17,14 +17,41 @@ impl Engine {
     ) -> Result<Vec<std::result::Result<Analysis, Rejection>>> {
         check_batch_size("texts", texts.len(), MAX_BATCH_ITEMS)?;
         let pool = self.analysis.as_ref().ok_or(NlpError::Disabled)?;
+        self.themes_ready(ctx).await?;
         ctx.check_deadline()?;
-        Ok(pool.analyze(texts, include_embeddings).await?)
+        let mut results = pool.analyze(texts, include_embeddings).await?;
+        self.tag_all(&mut results);
+        Ok(results)
     }
 
-    /// Stored items, change-log entries not yet indexed, the last seq and
-    /// the analysis backlog.
-    pub async fn stats(&self, ctx: &RequestContext) -> Result<StoreStats> {
-        let store = self.store.clone();
-        run_blocking(ctx, move || Ok(store.stats()?)).await
+    /// Tags every analysis of `results` with the current theme model.
+    pub(super) fn tag_all(&self, results: &mut [std::result::Result<Analysis, Rejection>]) {
+        let model = self.themes.current();
+        for analysis in results.iter_mut().flatten() {
+            super::themes::tag_with(&model, analysis);
+        }
     }
+
+    /// The store's figures, the taxonomy version and the re-tag backlog.
+    pub async fn stats(&self, ctx: &RequestContext) -> Result<ServiceStats> {
+        let store = self.store.clone();
+        let engine = self.clone();
+        run_blocking(ctx, move || {
+            let (taxonomy_version, retag_backlog) = engine.retag_backlog()?;
+            Ok(ServiceStats {
+                store: store.stats()?,
+                taxonomy_version,
+                retag_backlog,
+            })
+        })
+        .await
+    }
+}
+
+/// What `Stats` reports.
+pub struct ServiceStats {
+    pub store: StoreStats,
+    pub taxonomy_version: u64,
+    /// Analysed items tagged with an older taxonomy version (as indexed).
+    pub retag_backlog: u64,
 }

@@ -102,7 +102,10 @@ impl Engine {
         let (versions, _) = self.get(&after_write, ids).await?;
         let texts: Vec<String> = versions.iter().map(|v| v.feedback.text.clone()).collect();
         let analyses = match pool.analyze(texts, true).await {
-            Ok(analyses) => analyses,
+            Ok(mut analyses) => {
+                self.tag_all(&mut analyses);
+                analyses
+            }
             Err(error) => {
                 tracing::warn!(%error, "analysis while ingesting failed; left to the background analysis");
                 return Ok(outcomes.into_iter().map(|o| (o, None)).collect());

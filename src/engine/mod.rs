@@ -3,7 +3,9 @@
 //!
 //! One file per use case, all on the one `Engine` handle: `ingest.rs`
 //! (ingest, delete, erasure), `search.rs` (search, similarity, get),
-//! `analysis.rs` (analyze, stats). Every operation takes the
+//! `analysis.rs` (analyze, stats), `themes.rs` (taxonomy edits, the compiled
+//! theme model every analysis is tagged with, the background re-tag,
+//! discovery). Every operation takes the
 //! `RequestContext` (`context.rs`) first and checks its deadline before it
 //! starts blocking work.
 
@@ -11,9 +13,13 @@ mod analysis;
 mod context;
 mod ingest;
 mod search;
+mod themes;
 
+pub use self::analysis::ServiceStats;
 pub use self::context::{Caller, RequestContext};
 pub use self::ingest::{IncomingItem, ItemOutcome};
+pub(crate) use self::themes::ThemeState;
+pub use self::themes::{CandidateReport, DiscoveryReport, ThemeEdit};
 pub use crate::store::QueueMode;
 
 use crate::error::{Error, Result};
@@ -28,6 +34,7 @@ pub struct Engine {
     store: Store,
     index: SearchIndex,
     analysis: Option<AnalysisPool>,
+    themes: std::sync::Arc<ThemeState>,
 }
 
 impl Engine {
@@ -36,7 +43,13 @@ impl Engine {
             store,
             index,
             analysis,
+            themes: ThemeState::new(),
         }
+    }
+
+    /// The theme state the background analysis tags stored items with.
+    pub(crate) fn theme_state(&self) -> std::sync::Arc<ThemeState> {
+        self.themes.clone()
     }
 
     pub fn index(&self) -> &SearchIndex {

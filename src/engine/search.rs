@@ -11,7 +11,8 @@ use crate::nlp::NlpError;
 impl Engine {
     /// A page of items matching the query, filters and sort (or, with
     /// `similar_to`, ranked by similarity), with facets and snippets.
-    pub async fn search(&self, ctx: &RequestContext, query: SearchQuery) -> Result<SearchPage> {
+    pub async fn search(&self, ctx: &RequestContext, mut query: SearchQuery) -> Result<SearchPage> {
+        query.taxonomy_version = self.themes.version();
         if let Some(similar_to) = query.similar_to.clone() {
             return self.search_similar(ctx, query, similar_to).await;
         }
@@ -42,6 +43,8 @@ impl Engine {
                 total_hits: page.total_hits,
                 next_cursor: page.next_cursor.clone(),
                 facets: page.facets.clone(),
+                taxonomy_version: query.taxonomy_version,
+                retag_pending: page.retag_pending,
             })
         })
         .await
@@ -120,6 +123,8 @@ impl Engine {
                 total_hits: page.total_hits,
                 next_cursor: None,
                 facets: page.facets,
+                taxonomy_version: query.taxonomy_version,
+                retag_pending: page.retag_pending,
             })
         })
         .await

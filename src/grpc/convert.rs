@@ -9,11 +9,12 @@ use crate::domain::limits::{
     DEFAULT_SEARCH_LIMIT, MAX_FACET_FIELDS, MAX_FILTER_VALUES, MAX_SEARCH_LIMIT,
 };
 use crate::domain::{
-    Analysis, AnalysisState, Channel, FacetCounts, FeedbackDraft, FeedbackId, IntRange,
-    JourneyStage, Rejection, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery,
-    Sentiment, SentimentLabel, SimilarTo, SortOrder, StoredFeedback, UnixMicros,
+    check_theme_id, Analysis, AnalysisState, Channel, FacetCounts, FeedbackDraft, FeedbackId,
+    IntRange, JourneyStage, Rejection, ScoreRange, SearchFilter, SearchHit, SearchPage,
+    SearchQuery, Sentiment, SentimentLabel, SimilarTo, SortOrder, StoredFeedback, Taxonomy, Theme,
+    ThemeDraft, ThemeMention, UnixMicros,
 };
-use crate::engine::{IncomingItem, ItemOutcome};
+use crate::engine::{DiscoveryReport, IncomingItem, ItemOutcome};
 use crate::error::Error;
 
 pub fn channel_from_pb(value: i32) -> Result<Option<Channel>, String> {
@@ -257,6 +258,31 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
     check_count("filter.tags", raw.tags.len())?;
     check_count("filter.attributes", raw.attributes.len())?;
     check_count("filter.sentiments", raw.sentiments.len())?;
+    check_count("filter.themes", raw.themes.len())?;
+    check_count("filter.theme_sentiments", raw.theme_sentiments.len())?;
+    for (i, id) in raw.themes.iter().enumerate() {
+        check_theme_id(&format!("filter.themes[{i}]"), id)
+            .map_err(|r| Error::invalid(r.field, r.reason))?;
+    }
+    let mut theme_sentiments = Vec::with_capacity(raw.theme_sentiments.len());
+    for (i, entry) in raw.theme_sentiments.into_iter().enumerate() {
+        let field = format!("filter.theme_sentiments[{i}]");
+        check_theme_id(&format!("{field}.theme_id"), &entry.theme_id)
+            .map_err(|r| Error::invalid(r.field, r.reason))?;
+        check_count(&format!("{field}.sentiments"), entry.sentiments.len())?;
+        let labels = enum_values(
+            &format!("{field}.sentiments"),
+            &entry.sentiments,
+            sentiment_label_from_pb,
+        )?;
+        if labels.is_empty() {
+            return Err(Error::invalid(
+                format!("{field}.sentiments"),
+                "name at least one sentiment",
+            ));
+        }
+        theme_sentiments.push((entry.theme_id, labels));
+    }
     let channels = enum_values("filter.channels", &raw.channels, channel_from_pb)?;
     let journey_stages = enum_values("filter.journey_stages", &raw.journey_stages, stage_from_pb)?;
     let created = |field: &str, ts: Option<Timestamp>| {
@@ -302,6 +328,8 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
                 }
             }
         },
+        themes: raw.themes,
+        theme_sentiments,
     })
 }
 
@@ -372,6 +400,7 @@ impl TryFrom<pb::SearchRequest> for SearchQuery {
             limit,
             cursor: Some(raw.cursor).filter(|c| !c.is_empty()),
             facets: raw.facets,
+            taxonomy_version: 0,
         })
     }
 }
@@ -413,6 +442,8 @@ impl From<SearchPage> for pb::SearchResponse {
             total_hits: page.total_hits,
             next_cursor: page.next_cursor.unwrap_or_default(),
             facets: page.facets.into_iter().map(facet_to_pb).collect(),
+            taxonomy_version: page.taxonomy_version,
+            retag_pending: page.retag_pending,
         }
     }
 }
@@ -457,6 +488,99 @@ impl From<Analysis> for pb::Analysis {
                 .collect(),
             embedding: a.embedding,
             model: a.model,
+            themes: a.themes.iter().map(mention_to_pb).collect(),
+            taxonomy_version: a.taxonomy_version,
+        }
+    }
+}
+
+fn mention_to_pb(m: &ThemeMention) -> pb::ThemeMention {
+    pb::ThemeMention {
+        theme_id: m.theme_id.clone(),
+        theme_name: m.theme_name.clone(),
+        parent_id: m.parent_id.clone(),
+        score: m.score,
+        sentences: m.sentences.iter().map(|&s| s as u32).collect(),
+        spans: m
+            .spans
+            .iter()
+            .map(|s| pb::Span {
+                start: s.start as u32,
+                end: s.end as u32,
+            })
+            .collect(),
+        sentiment: Some(sentiment_to_pb(&m.sentiment)),
+    }
+}
+
+impl From<pb::Theme> for ThemeDraft {
+    fn from(t: pb::Theme) -> Self {
+        ThemeDraft {
+            id: t.id,
+            name: t.name,
+            description: t.description,
+            examples: t.examples,
+            counter_examples: t.counter_examples,
+            parent_id: t.parent_id,
+        }
+    }
+}
+
+impl From<Theme> for pb::Theme {
+    fn from(t: Theme) -> Self {
+        pb::Theme {
+            id: t.id,
+            name: t.name,
+            description: t.description,
+            examples: t.examples,
+            counter_examples: t.counter_examples,
+            parent_id: t.parent_id,
+            version: t.version,
+        }
+    }
+}
+
+pub fn list_themes_response(taxonomy: Taxonomy, threshold: f32) -> pb::ListThemesResponse {
+    pb::ListThemesResponse {
+        themes: taxonomy
+            .ordered()
+            .into_iter()
+            .cloned()
+            .map(Into::into)
+            .collect(),
+        taxonomy_version: taxonomy.version,
+        threshold,
+    }
+}
+
+pub fn discovery_request(raw: pb::DiscoverThemesRequest) -> Result<SearchQuery, Error> {
+    SearchQuery::try_from(pb::SearchRequest {
+        query: raw.query,
+        filter: raw.filter,
+        ..Default::default()
+    })
+}
+
+impl From<DiscoveryReport> for pb::DiscoverThemesResponse {
+    fn from(r: DiscoveryReport) -> Self {
+        pb::DiscoverThemesResponse {
+            candidates: r
+                .candidates
+                .into_iter()
+                .map(|c| pb::ThemeCandidate {
+                    name: c.name,
+                    keyphrases: c.keyphrases,
+                    size: c.size,
+                    share: c.share,
+                    sentiment: Some(sentiment_to_pb(&c.sentiment)),
+                    representatives: c.representatives,
+                    item_ids: c.item_ids,
+                })
+                .collect(),
+            sentences: r.sentences,
+            uncovered: r.uncovered,
+            outliers: r.outliers,
+            taxonomy_version: r.taxonomy_version,
         }
     }
 }

@@ -236,13 +236,79 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
     ) -> Result<Response<pb::StatsResponse>, Status> {
         let stats = self.engine.stats(&request_context(&request)).await?;
         Ok(Response::new(pb::StatsResponse {
-            items: stats.items,
-            analysis_backlog: stats.analysis_backlog,
+            items: stats.store.items,
+            analysis_backlog: stats.store.analysis_backlog,
             index_lag: stats
+                .store
                 .last_seq
                 .saturating_sub(self.engine.index().indexed_seq()),
             analysis_enabled: self.engine.analysis_enabled(),
+            taxonomy_version: stats.taxonomy_version,
+            retag_backlog: stats.retag_backlog,
         }))
+    }
+
+    #[tracing::instrument(name = "UpsertTheme", skip_all, fields(theme_id))]
+    async fn upsert_theme(
+        &self,
+        request: Request<pb::UpsertThemeRequest>,
+    ) -> Result<Response<pb::UpsertThemeResponse>, Status> {
+        let ctx = request_context(&request);
+        let theme = request
+            .into_inner()
+            .theme
+            .ok_or_else(|| Status::invalid_argument("theme: required"))?;
+        let edit = self.engine.upsert_theme(&ctx, theme.into()).await?;
+        tracing::Span::current().record("theme_id", edit.theme.id.as_str());
+        Ok(Response::new(pb::UpsertThemeResponse {
+            theme: Some(edit.theme.into()),
+            taxonomy_version: edit.taxonomy_version,
+        }))
+    }
+
+    #[tracing::instrument(name = "ListThemes", skip_all)]
+    async fn list_themes(
+        &self,
+        request: Request<pb::ListThemesRequest>,
+    ) -> Result<Response<pb::ListThemesResponse>, Status> {
+        let taxonomy = self.engine.list_themes(&request_context(&request)).await?;
+        Ok(Response::new(convert::list_themes_response(
+            taxonomy,
+            crate::themes::THRESHOLD,
+        )))
+    }
+
+    #[tracing::instrument(name = "DeleteTheme", skip_all)]
+    async fn delete_theme(
+        &self,
+        request: Request<pb::DeleteThemeRequest>,
+    ) -> Result<Response<pb::DeleteThemeResponse>, Status> {
+        let ctx = request_context(&request);
+        let request = request.into_inner();
+        let (deleted_ids, taxonomy_version) = self
+            .engine
+            .delete_theme(&ctx, request.id, request.cascade)
+            .await?;
+        Ok(Response::new(pb::DeleteThemeResponse {
+            deleted_ids,
+            taxonomy_version,
+        }))
+    }
+
+    #[tracing::instrument(name = "DiscoverThemes", skip_all)]
+    async fn discover_themes(
+        &self,
+        request: Request<pb::DiscoverThemesRequest>,
+    ) -> Result<Response<pb::DiscoverThemesResponse>, Status> {
+        let ctx = request_context(&request);
+        let request = request.into_inner();
+        let (limit, min_size) = (request.limit as usize, request.min_size as usize);
+        let query = convert::discovery_request(request)?;
+        let report = self
+            .engine
+            .discover_themes(&ctx, query, limit, min_size)
+            .await?;
+        Ok(Response::new(report.into()))
     }
 
     #[tracing::instrument(name = "Search", skip_all, fields(query_bytes))]

@@ -20,6 +20,7 @@ impl From<Error> for Status {
                 Status::invalid_argument(format!("{field}: {reason}"))
             }
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
+            Error::FailedPrecondition(why) => Status::failed_precondition(why),
             Error::DeadlineExceeded => {
                 Status::deadline_exceeded("the deadline passed before the work started")
             }

@@ -12,7 +12,7 @@ use tantivy::query_grammar::{parse_query_lenient, UserInputAst, UserInputLeaf};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DateTime, Term};
 
-use super::schema::{field, Fields, QUERY_FIELDS};
+use super::schema::{field, theme_sentiment_value, Fields, QUERY_FIELDS};
 use super::IndexError;
 use crate::domain::limits::{MAX_QUERY_BYTES, MAX_QUERY_CLAUSES, MAX_QUERY_DEPTH};
 use crate::domain::{IntRange, SearchFilter};
@@ -202,6 +202,17 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<Box<dyn Que
             .collect(),
     );
 
+    any_of(fields.theme, filter.themes.clone());
+    for (theme, labels) in &filter.theme_sentiments {
+        any_of(
+            fields.theme_sentiment,
+            labels
+                .iter()
+                .map(|l| theme_sentiment_value(theme, l.as_str()))
+                .collect(),
+        );
+    }
+
     if let Some(customer) = &filter.customer_id {
         clauses.push(term(fields.customer_id, customer));
     }
@@ -250,6 +261,19 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<Box<dyn Que
         }
     }
     clauses
+}
+
+/// Items tagged with this taxonomy version.
+pub fn taxonomy_version(fields: &Fields, version: u64) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        Term::from_field_u64(fields.taxonomy_version, version),
+        IndexRecordOption::Basic,
+    ))
+}
+
+/// Analysed items (whatever their taxonomy version).
+pub fn analysed(fields: &Fields) -> Box<dyn Query> {
+    term(fields.analysis_status, "done")
 }
 
 fn term(field: Field, value: &str) -> Box<dyn Query> {

@@ -16,7 +16,7 @@ use tantivy::{DateTime, TantivyDocument};
 
 use crate::domain::{AnalysisState, StoredFeedback};
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Tokenizer of `text`: Unicode word split, lower-case, accent folding,
 /// English stemming. Language-specific analyzers can be registered beside it
@@ -47,6 +47,17 @@ pub mod field {
     pub const SENTIMENT: &str = "sentiment";
     pub const SENTIMENT_SCORE: &str = "sentiment_score";
     pub const ANALYSIS_STATUS: &str = "analysis_status";
+    /// Theme ids of the item; a sub-theme's parent id too.
+    pub const THEME: &str = "theme";
+    /// `THEME_ID.LABEL` per theme the item carries (sub-theme and parent).
+    pub const THEME_SENTIMENT: &str = "theme_sentiment";
+    /// The taxonomy version the item's themes come from (analysed items).
+    pub const TAXONOMY_VERSION: &str = "taxonomy_version";
+}
+
+/// The `theme_sentiment` value of a theme and a label.
+pub fn theme_sentiment_value(theme_id: &str, label: &str) -> String {
+    format!("{theme_id}.{label}")
 }
 
 /// Fields the query language and facets may name, besides `text`.
@@ -59,6 +70,8 @@ pub const KEYWORD_FIELDS: &[&str] = &[
     field::CUSTOMER_ID,
     field::SENTIMENT,
     field::ANALYSIS_STATUS,
+    field::THEME,
+    field::THEME_SENTIMENT,
 ];
 
 /// Fields the query language may name, in the order messages list them
@@ -80,6 +93,8 @@ pub const QUERY_FIELDS: &[&str] = &[
     field::SENTIMENT,
     field::SENTIMENT_SCORE,
     field::ANALYSIS_STATUS,
+    field::THEME,
+    field::THEME_SENTIMENT,
 ];
 
 /// The key of an `attributes.KEY` name, if `name` is one (the key may be empty).
@@ -107,6 +122,9 @@ pub struct Fields {
     pub sentiment: Field,
     pub sentiment_score: Field,
     pub analysis_status: Field,
+    pub theme: Field,
+    pub theme_sentiment: Field,
+    pub taxonomy_version: Field,
 }
 
 pub fn build_schema() -> (Schema, Fields) {
@@ -155,6 +173,12 @@ pub fn build_schema() -> (Schema, Fields) {
             NumericOptions::default().set_indexed().set_fast(),
         ),
         analysis_status: builder.add_text_field(field::ANALYSIS_STATUS, STRING | FAST),
+        theme: builder.add_text_field(field::THEME, STRING | FAST),
+        theme_sentiment: builder.add_text_field(field::THEME_SENTIMENT, STRING | FAST),
+        taxonomy_version: builder.add_u64_field(
+            field::TAXONOMY_VERSION,
+            NumericOptions::default().set_indexed().set_fast(),
+        ),
     };
     (builder.build(), fields)
 }
@@ -197,6 +221,24 @@ pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument 
             doc.add_text(fields.analysis_status, "done");
             doc.add_text(fields.sentiment, analysis.sentiment.label.as_str());
             doc.add_f64(fields.sentiment_score, f64::from(analysis.sentiment.score));
+            doc.add_u64(fields.taxonomy_version, analysis.taxonomy_version);
+            let mut themes = std::collections::BTreeSet::new();
+            let mut theme_sentiments = std::collections::BTreeSet::new();
+            for mention in &analysis.themes {
+                let label = mention.sentiment.label.as_str();
+                for id in [mention.theme_id.as_str(), mention.parent_id.as_str()] {
+                    if !id.is_empty() {
+                        themes.insert(id);
+                        theme_sentiments.insert(theme_sentiment_value(id, label));
+                    }
+                }
+            }
+            for id in themes {
+                doc.add_text(fields.theme, id);
+            }
+            for value in &theme_sentiments {
+                doc.add_text(fields.theme_sentiment, value);
+            }
         }
     }
     for tag in &item.tags {

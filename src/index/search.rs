@@ -17,6 +17,9 @@ pub struct IndexPage {
     pub total_hits: u64,
     pub next_cursor: Option<String>,
     pub facets: Vec<FacetCounts>,
+    /// With themes in the query: analysed matches tagged with another
+    /// taxonomy version (left out of the result).
+    pub retag_pending: u64,
     snippets: Option<SnippetGenerator>,
 }
 
@@ -55,11 +58,27 @@ impl SearchIndex {
 
         let user_query = query::parse_user_query(&shared.parser, &query.text)?;
         let snippets_wanted = !query.text.trim().is_empty();
-        let full_query = query::combine(
-            user_query.box_clone(),
-            query::filter_clauses(fields, &query.filter),
-        );
+        let mut filters = query::filter_clauses(fields, &query.filter);
         let searcher = shared.reader.searcher();
+        // Theme filters and facets count only items tagged with the current
+        // taxonomy version; the others are counted, not mixed in.
+        let mut retag_pending = 0;
+        if query.uses_themes() {
+            filters.push(query::taxonomy_version(fields, query.taxonomy_version));
+            let mut others = query::filter_clauses(fields, &query.filter.without_themes());
+            others.push(query::analysed(fields));
+            let base = query::combine(
+                query::parse_user_query(&shared.parser, &query.text)?,
+                others,
+            );
+            let tagged = query::combine(
+                base.box_clone(),
+                vec![query::taxonomy_version(fields, query.taxonomy_version)],
+            );
+            retag_pending = (searcher.search(&*base, &Count)? as u64)
+                .saturating_sub(searcher.search(&*tagged, &Count)? as u64);
+        }
+        let full_query = query::combine(user_query.box_clone(), filters);
         let sort = query.sort;
         let after_key = after.map(|c| c.key);
         let top = TopDocs::with_limit(query.limit + 1).tweak_score(
@@ -123,8 +142,46 @@ impl SearchIndex {
             total_hits: total_hits as u64,
             next_cursor,
             facets,
+            retag_pending,
             snippets,
         })
+    }
+
+    /// Ids of the newest items matching the query and filter, at most `max`
+    /// (blocking).
+    pub fn matching_ids(
+        &self,
+        query: &SearchQuery,
+        max: usize,
+    ) -> Result<Vec<FeedbackId>, IndexError> {
+        let all = SearchQuery {
+            sort: SortOrder::Newest,
+            limit: max,
+            cursor: None,
+            facets: Vec::new(),
+            similar_to: None,
+            ..query.clone()
+        };
+        Ok(self
+            .search(&all)?
+            .hits
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Analysed items whose themes come from another taxonomy version than
+    /// `version` (blocking): the re-tag's backlog as the index sees it.
+    pub fn count_retag_pending(&self, version: u64) -> Result<u64, IndexError> {
+        let fields = &self.shared.fields;
+        let searcher = self.shared.reader.searcher();
+        let analysed = query::analysed(fields);
+        let current = query::combine(
+            query::analysed(fields),
+            vec![query::taxonomy_version(fields, version)],
+        );
+        Ok((searcher.search(&*analysed, &Count)? as u64)
+            .saturating_sub(searcher.search(&*current, &Count)? as u64))
     }
 }
 

@@ -12,6 +12,7 @@
 //!   first request.
 //! - nlp never touches the store or the index.
 
+mod clause;
 mod encoder;
 mod keyphrases;
 mod language;
@@ -21,12 +22,13 @@ mod sentiment;
 
 use std::path::{Path, PathBuf};
 
+pub use clause::split_clauses;
 pub use encoder::Encoder;
 pub use pool::{check_text, AnalysisPool};
 pub use segment::split_sentences;
 pub use sentiment::SentimentHead;
 
-use crate::domain::{Analysis, SentenceAnalysis};
+use crate::domain::{Analysis, SentenceAnalysis, TextUnit};
 
 /// Who caused a failure (meilisearch's `FaultSource`): the caller's input, or us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,27 +198,53 @@ pub fn verify_file(paths: &ModelPaths, path: &Path) -> Result<(), NlpError> {
     Ok(())
 }
 
-/// The whole analysis of one text, given the embeddings of the document and
-/// of each sentence (in `sentences` order).
+/// The whole analysis of one text, given the embeddings of the document, of
+/// each sentence (in `sentences` order) and of the clauses of sentences that
+/// join several (sentence index, span, embedding). The units themes are
+/// assigned to are every sentence and every such clause.
+#[allow(clippy::too_many_arguments)]
 pub fn assemble(
     text: &str,
     sentences: &[(usize, usize)],
     document_embedding: Vec<f32>,
-    sentence_embeddings: &[Vec<f32>],
+    sentence_embeddings: Vec<Vec<f32>>,
+    clauses: Vec<(usize, (usize, usize), Vec<f32>)>,
     head: &SentimentHead,
     include_embedding: bool,
     model: &str,
 ) -> Analysis {
     let document = head.classify(&document_embedding);
-    let sentence_results: Vec<SentenceAnalysis> = sentences
+    let mut units: Vec<TextUnit> = sentences
         .iter()
         .zip(sentence_embeddings)
-        .map(|(&(start, end), embedding)| SentenceAnalysis {
+        .enumerate()
+        .map(|(i, (&(start, end), embedding))| TextUnit {
+            sentence: i,
             start,
             end,
-            sentiment: head.classify(embedding),
+            sentiment: head.classify(&embedding),
+            embedding,
         })
         .collect();
+    let sentence_results: Vec<SentenceAnalysis> = units
+        .iter()
+        .map(|u| SentenceAnalysis {
+            start: u.start,
+            end: u.end,
+            sentiment: u.sentiment,
+        })
+        .collect();
+    units.extend(
+        clauses
+            .into_iter()
+            .map(|(sentence, (start, end), embedding)| TextUnit {
+                sentence,
+                start,
+                end,
+                sentiment: head.classify(&embedding),
+                embedding,
+            }),
+    );
     let sentiment = sentiment::document_label(document, &sentence_results);
     let (language, language_confidence) = language::detect(text);
     let keyphrases = keyphrases::extract(text, &language, 5);
@@ -232,5 +260,8 @@ pub fn assemble(
             Vec::new()
         },
         model: model.to_string(),
+        themes: Vec::new(),
+        taxonomy_version: 0,
+        units,
     }
 }

@@ -21,7 +21,9 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::{assemble, split_sentences, Encoder, ModelPaths, NlpError, SentimentHead};
+use super::{
+    assemble, split_clauses, split_sentences, Encoder, ModelPaths, NlpError, SentimentHead,
+};
 use crate::domain::{Analysis, Rejection};
 
 /// Texts the inference thread gathers from waiting jobs into one pass.
@@ -205,8 +207,17 @@ impl AnalysisPool {
     /// Embeddings of `texts` (interactive lane).
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, NlpError> {
         let _slot = self.admit()?;
+        self.embed_in(Lane::Interactive, texts).await
+    }
+
+    /// Embeddings of `texts` on the background lane (never refused).
+    pub async fn embed_background(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, NlpError> {
+        self.embed_in(Lane::Background, texts).await
+    }
+
+    async fn embed_in(&self, lane: Lane, texts: Vec<String>) -> Result<Vec<Vec<f32>>, NlpError> {
         let mut embeddings = Vec::with_capacity(texts.len());
-        let mut flight = InFlight::new(self.lanes.clone(), Lane::Interactive);
+        let mut flight = InFlight::new(self.lanes.clone(), lane);
         let mut pending: VecDeque<String> = texts.into();
         loop {
             while flight.has_room() && !pending.is_empty() {
@@ -320,12 +331,15 @@ impl AnalysisPool {
     }
 }
 
-/// One text on its way: its sentences and the embeddings back so far (the
-/// document's first, then one per sentence when it has several).
+/// One text on its way: its sentences, the clauses of the sentences that
+/// join several, and the embeddings back so far (the document's first, then
+/// one per sentence when it has several, then one per clause).
 struct Plan {
     index: usize,
     text: String,
     sentences: Vec<(usize, usize)>,
+    /// (sentence index, span) of every clause of a sentence that splits.
+    clauses: Vec<(usize, (usize, usize))>,
     pieces: usize,
     embeddings: Vec<Vec<f32>>,
 }
@@ -335,15 +349,22 @@ impl Plan {
         let mut embeddings = self.embeddings.into_iter();
         let document = embeddings.next().expect("one embedding per document");
         let sentence_embeddings: Vec<Vec<f32>> = if self.sentences.len() > 1 {
-            embeddings.collect()
+            embeddings.by_ref().take(self.sentences.len()).collect()
         } else {
             vec![document.clone(); self.sentences.len()]
         };
+        let clauses: Vec<(usize, (usize, usize), Vec<f32>)> = self
+            .clauses
+            .into_iter()
+            .zip(embeddings)
+            .map(|((sentence, span), embedding)| (sentence, span, embedding))
+            .collect();
         assemble(
             &self.text,
             &self.sentences,
             document,
-            &sentence_embeddings,
+            sentence_embeddings,
+            clauses,
             head,
             include_embeddings,
             model,
@@ -354,7 +375,8 @@ impl Plan {
 type Planned = Result<(Plan, Vec<String>), (usize, Rejection)>;
 
 /// Checks and splits texts on the blocking pool: a plan and the pieces to
-/// embed (the document, then each sentence when there are several).
+/// embed (the document, then each sentence when there are several, then the
+/// clauses of sentences that join several).
 async fn plan_texts(texts: Vec<(usize, String)>) -> Result<Vec<Planned>, NlpError> {
     tokio::task::spawn_blocking(move || {
         texts
@@ -362,20 +384,26 @@ async fn plan_texts(texts: Vec<(usize, String)>) -> Result<Vec<Planned>, NlpErro
             .map(|(index, text)| {
                 check_text(&text).map_err(|rejection| (index, rejection))?;
                 let sentences = split_sentences(&text);
+                let chars: Vec<char> = text.chars().collect();
+                let piece = |(s, e): (usize, usize)| chars[s..e].iter().collect::<String>();
                 let mut pieces = vec![text.clone()];
                 if sentences.len() > 1 {
-                    let chars: Vec<char> = text.chars().collect();
-                    pieces.extend(
-                        sentences
-                            .iter()
-                            .map(|&(s, e)| chars[s..e].iter().collect::<String>()),
-                    );
+                    pieces.extend(sentences.iter().map(|&span| piece(span)));
                 }
+                let mut clauses = Vec::new();
+                for (i, &span) in sentences.iter().enumerate() {
+                    let parts = split_clauses(&chars, span);
+                    if parts.len() > 1 {
+                        clauses.extend(parts.into_iter().map(|part| (i, part)));
+                    }
+                }
+                pieces.extend(clauses.iter().map(|&(_, span)| piece(span)));
                 let plan = Plan {
                     index,
                     text,
                     pieces: pieces.len(),
                     sentences,
+                    clauses,
                     embeddings: Vec::new(),
                 };
                 Ok((plan, pieces))

@@ -88,20 +88,7 @@ impl SentimentHead {
 }
 
 pub fn from_probabilities(p: [f32; 3]) -> Sentiment {
-    let label = if p[0] >= p[1] && p[0] >= p[2] {
-        SentimentLabel::Negative
-    } else if p[2] >= p[1] {
-        SentimentLabel::Positive
-    } else {
-        SentimentLabel::Neutral
-    };
-    Sentiment {
-        label,
-        score: p[2] - p[0],
-        negative: p[0],
-        neutral: p[1],
-        positive: p[2],
-    }
+    Sentiment::from_probabilities(p)
 }
 
 /// Probability above which a sentence counts as confidently positive or negative.

@@ -12,6 +12,7 @@
 //!   The index can always be rebuilt from `ITEMS` alone (`verbatim reindex`).
 
 mod operations;
+mod themes;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -23,9 +24,10 @@ use redb::{
     TableDefinition,
 };
 
-use crate::domain::{Feedback, FeedbackId, StoredFeedback};
+use crate::domain::{Feedback, FeedbackId, StoredFeedback, Theme};
 
-pub use operations::{AnalysisSaved, AnalysisUpdate, Deleted, Upserted};
+pub use operations::{AnalysisSaved, AnalysisUpdate, Deleted, ThemeUpdate, Upserted};
+pub use themes::UnitsPage;
 pub use writer::PendingWrite;
 
 /// How a write waits for room in the bounded write queue.
@@ -356,6 +358,48 @@ impl Store {
             .await
     }
 
+    /// Replaces the themes of analysed item versions (the re-tag), waiting
+    /// for room in the queue; returns how many were re-tagged.
+    pub async fn set_themes(&self, updates: Vec<ThemeUpdate>) -> Result<usize, StoreError> {
+        self.submit(operations::SetThemes(updates), QueueMode::Wait)
+            .await?
+            .await
+    }
+
+    /// Creates or replaces a theme checked against the committed taxonomy
+    /// (the caller serialises edits); the stored theme carries the new
+    /// taxonomy version.
+    pub async fn put_theme(&self, theme: Theme) -> Result<Theme, StoreError> {
+        self.submit(operations::PutTheme(theme), QueueMode::FailFast)
+            .await?
+            .await
+    }
+
+    /// Deletes themes; returns the new taxonomy version.
+    pub async fn delete_themes(&self, ids: Vec<String>) -> Result<u64, StoreError> {
+        self.submit(operations::DeleteThemes(ids), QueueMode::FailFast)
+            .await?
+            .await
+    }
+
+    /// Installs the built-in taxonomy unless this store ever had it; returns
+    /// the taxonomy version.
+    pub async fn install_taxonomy(&self, themes: Vec<Theme>) -> Result<u64, StoreError> {
+        self.submit(operations::InstallTaxonomy(themes), QueueMode::Wait)
+            .await?
+            .await
+    }
+
+    /// Caches embeddings of theme texts.
+    pub async fn cache_text_embeddings(
+        &self,
+        pairs: Vec<(String, Vec<f32>)>,
+    ) -> Result<(), StoreError> {
+        self.submit(operations::CacheTextEmbeddings(pairs), QueueMode::Wait)
+            .await?
+            .await
+    }
+
     /// Reads items by id (blocking; call from a blocking context).
     pub fn get_many(&self, ids: &[FeedbackId]) -> Result<Vec<Option<StoredFeedback>>, StoreError> {
         let txn = self.db.get()?.begin_read()?;
@@ -526,6 +570,9 @@ fn open_database(dir: &Path) -> Result<Database, StoreError> {
             && txn.open_table(META).is_ok()
             && txn.open_table(ANALYSIS_QUEUE).is_ok()
             && txn.open_table(EMBEDDINGS).is_ok()
+            && txn.open_table(themes::UNITS).is_ok()
+            && txn.open_table(themes::THEMES).is_ok()
+            && txn.open_table(themes::TEXT_EMBEDDINGS).is_ok()
     };
     if !complete {
         let txn = db.begin_write()?;
@@ -536,6 +583,9 @@ fn open_database(dir: &Path) -> Result<Database, StoreError> {
             txn.open_table(META)?;
             txn.open_table(ANALYSIS_QUEUE)?;
             txn.open_table(EMBEDDINGS)?;
+            txn.open_table(themes::UNITS)?;
+            txn.open_table(themes::THEMES)?;
+            txn.open_table(themes::TEXT_EMBEDDINGS)?;
         }
         txn.commit()?;
     }

@@ -8,9 +8,12 @@
 
 use redb::ReadableTable;
 
+use super::themes::{f32_bytes, META_TAXONOMY_INSTALLED, META_TAXONOMY_VERSION};
 use super::writer::{TxnContext, WriteOperation};
 use super::{decode, encode, new_version, StoreError};
-use crate::domain::{Analysis, AnalysisState, Feedback, FeedbackId, Rejection};
+use crate::domain::{
+    Analysis, AnalysisState, Feedback, FeedbackId, Rejection, Theme, ThemeMention,
+};
 
 /// Insert or replace these (validated, id-unique) items.
 pub(super) struct Upsert(pub(super) Vec<Feedback>);
@@ -42,6 +45,7 @@ impl WriteOperation for Upsert {
                 .transpose()?;
             if let Some(previous) = previous {
                 tx.embeddings.remove(id.as_str())?;
+                tx.units.remove(id.as_str())?;
                 let old_customer = &previous.feedback.customer_id;
                 if !old_customer.is_empty() && *old_customer != customer {
                     tx.customers.remove(old_customer.as_str(), id.as_str())?;
@@ -86,6 +90,7 @@ impl WriteOperation for Delete {
             match previous {
                 Some(previous) => {
                     tx.embeddings.remove(id.as_str())?;
+                    tx.units.remove(id.as_str())?;
                     let customer = &previous.feedback.customer_id;
                     if !customer.is_empty() {
                         tx.customers.remove(customer.as_str(), id.as_str())?;
@@ -119,6 +124,7 @@ impl WriteOperation for DeleteCustomer {
         let mut deleted = Vec::with_capacity(ids.len());
         for id in ids {
             tx.embeddings.remove(id.as_str())?;
+            tx.units.remove(id.as_str())?;
             if tx.items.remove(id.as_str())?.is_some() {
                 tx.log_change(id.as_str())?;
                 deleted.push(FeedbackId::parse(&id).map_err(|reason| {
@@ -139,6 +145,9 @@ pub struct AnalysisUpdate {
     pub state: AnalysisState,
     /// The document embedding, stored in its own table (empty: none).
     pub embedding: Vec<f32>,
+    /// The units themes are assigned to (`themes::units` layout), stored in
+    /// their own table so a theme edit re-tags without the encoder (empty: none).
+    pub units: Vec<u8>,
 }
 
 impl AnalysisUpdate {
@@ -149,15 +158,17 @@ impl AnalysisUpdate {
         version_seq: u64,
         result: Result<Analysis, Rejection>,
     ) -> Self {
-        let (state, embedding) = match result {
+        let (state, embedding, units) = match result {
             Ok(mut analysis) => {
                 let embedding = std::mem::take(&mut analysis.embedding);
-                (AnalysisState::Done(analysis), embedding)
+                let units = crate::themes::units::encode(&std::mem::take(&mut analysis.units));
+                (AnalysisState::Done(analysis), embedding, units)
             }
             Err(rejection) => (
                 AnalysisState::Failed {
                     reason: rejection.to_string(),
                 },
+                Vec::new(),
                 Vec::new(),
             ),
         };
@@ -166,6 +177,7 @@ impl AnalysisUpdate {
             version_seq,
             state,
             embedding,
+            units,
         }
     }
 }
@@ -215,6 +227,9 @@ impl WriteOperation for SetAnalysis {
                             .collect();
                         tx.embeddings.insert(id.as_str(), bytes.as_slice())?;
                     }
+                    if !update.units.is_empty() {
+                        tx.units.insert(id.as_str(), update.units.as_slice())?;
+                    }
                     saved.push((update.id, seq));
                 }
                 _ => stale += 1,
@@ -236,6 +251,145 @@ impl WriteOperation for TrimChanges {
 
     fn apply(self, tx: &mut TxnContext<'_>) -> Result<(), StoreError> {
         tx.changes.retain_in(..=self.0, |_, _| false)?;
+        Ok(())
+    }
+}
+
+/// New themes of one analysed item version, from a re-tag.
+#[derive(Debug)]
+pub struct ThemeUpdate {
+    pub id: FeedbackId,
+    /// The `seq` of the version the units were read with (stale otherwise).
+    pub version_seq: u64,
+    pub themes: Vec<ThemeMention>,
+    pub taxonomy_version: u64,
+}
+
+/// Replace the themes of analysed item versions (the re-tag after an edit).
+pub(super) struct SetThemes(pub(super) Vec<ThemeUpdate>);
+
+impl WriteOperation for SetThemes {
+    /// Items re-tagged (the others changed or went meanwhile).
+    type Output = usize;
+
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<usize, StoreError> {
+        let mut saved = 0;
+        for update in self.0 {
+            let id = update.id.as_str();
+            let current = tx
+                .items
+                .get(id)?
+                .map(|bytes| decode(id, bytes.value()))
+                .transpose()?;
+            let Some(mut item) = current.filter(|item| item.seq == update.version_seq) else {
+                continue;
+            };
+            let AnalysisState::Done(analysis) = &mut item.analysis else {
+                continue;
+            };
+            analysis.themes = update.themes;
+            analysis.taxonomy_version = update.taxonomy_version;
+            tx.items.insert(id, encode(&item)?.as_slice())?;
+            tx.log_change(id)?;
+            saved += 1;
+        }
+        Ok(saved)
+    }
+}
+
+/// Bumps the taxonomy version; returns the new one.
+fn bump_taxonomy(tx: &mut TxnContext<'_>) -> Result<u64, StoreError> {
+    let version = tx.meta.get(META_TAXONOMY_VERSION)?.map_or(0, |v| v.value()) + 1;
+    tx.meta.insert(META_TAXONOMY_VERSION, version)?;
+    Ok(version)
+}
+
+fn put_theme(tx: &mut TxnContext<'_>, theme: &Theme) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(theme).map_err(StoreError::Encode)?;
+    tx.themes.insert(theme.id.as_str(), bytes.as_slice())?;
+    Ok(())
+}
+
+/// Create or replace one theme (already checked against the taxonomy).
+pub(super) struct PutTheme(pub(super) Theme);
+
+impl WriteOperation for PutTheme {
+    /// The theme as stored, with the new taxonomy version.
+    type Output = Theme;
+
+    fn weight(&self) -> usize {
+        1
+    }
+
+    fn apply(mut self, tx: &mut TxnContext<'_>) -> Result<Theme, StoreError> {
+        self.0.version = bump_taxonomy(tx)?;
+        put_theme(tx, &self.0)?;
+        Ok(self.0)
+    }
+}
+
+/// Delete themes by id; the output is the new taxonomy version.
+pub(super) struct DeleteThemes(pub(super) Vec<String>);
+
+impl WriteOperation for DeleteThemes {
+    type Output = u64;
+
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<u64, StoreError> {
+        for id in &self.0 {
+            tx.themes.remove(id.as_str())?;
+        }
+        bump_taxonomy(tx)
+    }
+}
+
+/// Install the built-in taxonomy once per store; the output is the taxonomy
+/// version (unchanged when it was installed before).
+pub(super) struct InstallTaxonomy(pub(super) Vec<Theme>);
+
+impl WriteOperation for InstallTaxonomy {
+    type Output = u64;
+
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<u64, StoreError> {
+        if tx.meta.get(META_TAXONOMY_INSTALLED)?.is_some() {
+            return Ok(tx.meta.get(META_TAXONOMY_VERSION)?.map_or(0, |v| v.value()));
+        }
+        let version = bump_taxonomy(tx)?;
+        for mut theme in self.0 {
+            theme.version = version;
+            put_theme(tx, &theme)?;
+        }
+        tx.meta.insert(META_TAXONOMY_INSTALLED, 1)?;
+        Ok(version)
+    }
+}
+
+/// Cache embeddings of theme texts (examples, labels, the background).
+pub(super) struct CacheTextEmbeddings(pub(super) Vec<(String, Vec<f32>)>);
+
+impl WriteOperation for CacheTextEmbeddings {
+    type Output = ();
+
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<(), StoreError> {
+        for (text, embedding) in self.0 {
+            tx.text_embeddings
+                .insert(text.as_str(), f32_bytes(&embedding).as_slice())?;
+        }
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use redb::{Database, MultimapTable, ReadableTable, Table};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::themes::{TEXT_EMBEDDINGS, THEMES, UNITS};
 use super::{
     CommitSignal, DbSlot, StoreError, ANALYSIS_QUEUE, CHANGES, CUSTOMER_ITEMS, EMBEDDINGS, ITEMS,
     META, META_LAST_SEQ, PROBE,
@@ -40,6 +41,10 @@ pub(super) struct TxnContext<'txn> {
     pub(super) changes: Table<'txn, u64, &'static str>,
     pub(super) analysis_queue: Table<'txn, u64, &'static str>,
     pub(super) embeddings: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) units: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) themes: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) text_embeddings: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) meta: Table<'txn, &'static str, u64>,
     seq: u64,
 }
 
@@ -346,7 +351,7 @@ fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<u64, S
     let txn = db.begin_write()?;
     let last_seq;
     {
-        let mut meta = txn.open_table(META)?;
+        let meta = txn.open_table(META)?;
         let seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
         let mut tx = TxnContext {
             items: txn.open_table(ITEMS)?,
@@ -354,13 +359,18 @@ fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<u64, S
             changes: txn.open_table(CHANGES)?,
             analysis_queue: txn.open_table(ANALYSIS_QUEUE)?,
             embeddings: txn.open_table(EMBEDDINGS)?,
+            units: txn.open_table(UNITS)?,
+            themes: txn.open_table(THEMES)?,
+            text_embeddings: txn.open_table(TEXT_EMBEDDINGS)?,
+            meta,
             seq,
         };
         for op in group.iter_mut() {
             op.apply(&mut tx)?;
         }
-        meta.insert(META_LAST_SEQ, tx.seq)?;
-        last_seq = tx.seq;
+        let seq = tx.seq;
+        tx.meta.insert(META_LAST_SEQ, seq)?;
+        last_seq = seq;
     }
     txn.commit()?;
     Ok(last_seq)

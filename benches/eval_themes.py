@@ -1,0 +1,704 @@
+#!/usr/bin/env python3
+"""Accuracy evaluation of Verbatim's theme assignment and discovery against labelled public data.
+
+usage: .venv/bin/python benches/eval_themes.py target/release/verbatim [--quick]
+           [--datasets builtin,multilingual,banking77,clinc150,mams,discovery,cost] [--ks 0,5,10]
+
+Needs the venv made by tests/blackbox/run.sh (grpcio + grpcio-tools 1.85.1) and the prepared
+models (python3 models/prepare.py -> models/cache/). Talks to the REAL binary through the public
+gRPC API only (UpsertTheme, ListThemes, DeleteTheme, Analyze, Ingest, DiscoverThemes).
+
+Data (in the repository, nothing is read from outside it): benches/data/themes/*.tsv (public
+data sets, sources and licences in benches/data/themes/README.md), descriptions.tsv (our theme
+name + one-line description per category, written from the category names only) and
+benches/data/feedback_themes.tsv (our labelled multilingual feedback for the built-in taxonomy).
+
+Protocol (fixed seeds; the splits never seen by the tuning are the ones reported here):
+  * banking77: folds by sha256(text)[0] (even = A, odd = B); seeds from fold A, report fold B.
+  * clinc150: seeds from train (oos excluded), report on val (100 oos queries included).
+  * mams: seeds from train, preferring sentences whose only non-`miscellaneous` aspect is the
+    category; report on val; `miscellaneous` is not a theme.
+  For each data set and k in --ks: every theme is deleted (ListThemes + DeleteTheme cascade),
+  one theme per category is created with UpsertTheme (name + description + k seed examples),
+  the held-out texts go through Analyze (64 per request, sequential) and Analysis.themes is read.
+  * builtin: a FRESH data directory (the built-in taxonomy as installed), every row of
+    feedback_themes.tsv through Analyze; runs first, before anything deletes a theme.
+  * multilingual: for each built-in theme with >= 8 non-English rows, a taxonomy holding only a
+    user-defined copy of it (its name + description + its first 3 examples, which are English),
+    and the non-English rows of feedback_themes.tsv through Analyze: does it find its sentences
+    in other languages (precision / recall of that one theme)?
+  * discovery: the held-out texts are ingested (Ingest, wait_for_analysis, product = data set
+    name), all themes deleted, DiscoverThemes over that product. The API returns candidates with
+    representative sentences and their item ids, not the membership of every item, so NMI is
+    computed over the representatives' items (cluster = candidate, class = gold label); the
+    outlier share is outliers / uncovered as reported by the server.
+  * cost: Analyze throughput on the same texts with no theme and with 150 themes (k = 10).
+
+Metrics: per-theme and micro precision / recall / F1 over (text, theme) pairs; top-1 accuracy
+(banking77: the first ThemeMention, best score first, equals the gold category; a text with no
+theme counts as wrong); clinc150: in-scope recall (gold theme among the text's themes), top-1,
+and the share of oos queries given any theme; mams: micro-F1 over (sentence, aspect) pairs and
+aspect-sentiment accuracy (argmax of the mention's negative/neutral/positive probabilities vs the
+gold polarity, over correctly found pairs).
+
+Prints a Markdown report to stdout (progress on stderr). Exit 0 whatever the scores; 1 on an
+error (server start, RPC failure, missing data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import math
+import os
+import platform
+import random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "benches" / "data" / "themes"
+FEEDBACK_THEMES = REPO / "benches" / "data" / "feedback_themes.tsv"
+MODELS_DIR = REPO / "models" / "cache"
+
+BATCH = 64
+DEADLINE_S = 300.0
+SEED = 20261130
+KS = (0, 5, 10)
+QUICK_N = 300
+MAMS_CATS = ("food", "service", "staff", "price", "ambience", "menu", "place")
+POLARITIES = ("negative", "neutral", "positive")
+ALL_SETS = ("builtin", "multilingual", "banking77", "clinc150", "mams", "discovery", "cost")
+
+
+class EvalError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[eval-themes] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def read_tsv(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise EvalError(f"missing data file {path}")
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def fold_of(text: str) -> str:
+    return "A" if hashlib.sha256(text.encode("utf-8")).digest()[0] % 2 == 0 else "B"
+
+
+def sample_k(pool: list[int], k: int, key: str) -> list[int]:
+    """Fixed-seed sample of k indices (sorted) from pool (sorted), seeded per category."""
+    if k <= 0:
+        return []
+    rnd = random.Random(f"{SEED}:{key}")
+    return sorted(rnd.sample(sorted(pool), min(k, len(pool))))
+
+
+def subsample(n: int, limit: int | None, key: str) -> list[int]:
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(random.Random(f"{SEED}:sub:{key}").sample(range(n), limit))
+
+
+def load_descriptions() -> dict[tuple[str, str], tuple[str, str]]:
+    return {(r["dataset"], r["category"]): (r["name"], r["description"])
+            for r in read_tsv(DATA / "descriptions.tsv")}
+
+
+def parse_mams(cats: str) -> dict[str, str]:
+    out = {}
+    for tok in cats.split():
+        c, p = tok.rsplit(":", 1)
+        out[c] = p
+    return out
+
+
+class Dataset:
+    """Categories, seed pools and held-out rows of one data set.
+
+    single-label sets: gold[i] = set with one category ({} for oos); mams: gold[i] = {cat: pol}."""
+
+    def __init__(self, name: str, cats: list[str], seed_texts: list[str], seed_gold: list,
+                 test_texts: list[str], test_gold: list):
+        self.name, self.cats = name, cats
+        self.seed_texts, self.seed_gold = seed_texts, seed_gold
+        self.test_texts, self.test_gold = test_texts, test_gold
+
+    def seeds(self, k: int) -> dict[str, list[str]]:
+        out = {}
+        for c in self.cats:
+            if self.name == "mams":
+                single = [i for i, g in enumerate(self.seed_gold)
+                          if set(g) - {"miscellaneous"} == {c}]
+                pool = single if len(single) >= k else [i for i, g in enumerate(self.seed_gold) if c in g]
+            else:
+                pool = [i for i, g in enumerate(self.seed_gold) if c in g]
+            out[c] = [self.seed_texts[i] for i in sample_k(pool, k, c)]
+        return out
+
+
+def load_dataset(name: str, limit: int | None) -> Dataset:
+    if name == "banking77":
+        rows = read_tsv(DATA / "banking77-train.tsv")
+        a = [r for r in rows if fold_of(r["text"]) == "A"]
+        b = [r for r in rows if fold_of(r["text"]) == "B"]
+        cats = sorted({r["category"] for r in rows})
+        sel = subsample(len(b), limit, name)
+        return Dataset(name, cats, [r["text"] for r in a], [{r["category"]} for r in a],
+                       [b[i]["text"] for i in sel], [{b[i]["category"]} for i in sel])
+    if name == "clinc150":
+        tr = read_tsv(DATA / "clinc150-train.tsv")
+        va = read_tsv(DATA / "clinc150-val.tsv")
+        cats = sorted({r["category"] for r in tr} - {"oos"})
+        tr = [r for r in tr if r["category"] != "oos"]
+        # keep every oos query in a quick run: it is what the oos share is about
+        ins = [i for i, r in enumerate(va) if r["category"] != "oos"]
+        oos = [i for i, r in enumerate(va) if r["category"] == "oos"]
+        sel = sorted([ins[i] for i in subsample(len(ins), limit, name)] + oos)
+        return Dataset(name, cats, [r["text"] for r in tr], [{r["category"]} for r in tr],
+                       [va[i]["text"] for i in sel],
+                       [set() if va[i]["category"] == "oos" else {va[i]["category"]} for i in sel])
+    if name == "mams":
+        tr = read_tsv(DATA / "mams-acsa-train.tsv")
+        va = read_tsv(DATA / "mams-acsa-val.tsv")
+        sel = subsample(len(va), limit, name)
+        return Dataset(name, list(MAMS_CATS), [r["text"] for r in tr],
+                       [parse_mams(r["categories"]) for r in tr],
+                       [va[i]["text"] for i in sel],
+                       [{c: p for c, p in parse_mams(va[i]["categories"]).items()
+                         if c != "miscellaneous"} for i in sel])
+    raise EvalError(f"unknown data set {name}")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+def multilabel_scores(gold: list[set], pred: list[set], cats) -> tuple[dict, tuple]:
+    """per-category (p, r, f1, support, predicted) and micro (p, r, f1, tp, fp, fn)."""
+    per = {}
+    TP = FP = FN = 0
+    for c in cats:
+        tp = sum(1 for g, p in zip(gold, pred) if c in g and c in p)
+        fp = sum(1 for g, p in zip(gold, pred) if c not in g and c in p)
+        fn = sum(1 for g, p in zip(gold, pred) if c in g and c not in p)
+        TP, FP, FN = TP + tp, FP + fp, FN + fn
+        per[c] = (*prf(tp, fp, fn), tp + fn, tp + fp)
+    return per, (*prf(TP, FP, FN), TP, FP, FN)
+
+
+def nmi(clusters: list, classes: list) -> float:
+    """Normalised mutual information (arithmetic mean normalisation, as sklearn's default)."""
+    n = len(clusters)
+    if n == 0:
+        return float("nan")
+    cu, cl = Counter(clusters), Counter(classes)
+    joint = Counter(zip(clusters, classes))
+    mi = sum(nij / n * math.log(n * nij / (cu[u] * cl[v])) for (u, v), nij in joint.items())
+    hu = -sum(x / n * math.log(x / n) for x in cu.values())
+    hv = -sum(x / n * math.log(x / n) for x in cl.values())
+    if hu == 0 and hv == 0:
+        return 1.0
+    denom = (hu + hv) / 2
+    return mi / denom if denom > 0 else 0.0
+
+
+def argmax_polarity(s) -> str:
+    p = (s.negative, s.neutral, s.positive)
+    return POLARITIES[max(range(3), key=lambda i: p[i])]
+
+
+def pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}"
+
+
+# --------------------------------------------------------------------------- server
+
+
+def generate_stubs(out: Path) -> None:
+    import grpc_tools
+    from grpc_tools import protoc
+
+    wkt = Path(grpc_tools.__file__).parent / "_proto"
+    proto_root = REPO / "proto"
+    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
+    if not protos:
+        raise EvalError(f"no .proto files under {proto_root}")
+    rc = protoc.main(["grpc_tools.protoc", f"-I{proto_root}", f"-I{wkt}",
+                      f"--python_out={out}", f"--grpc_python_out={out}", *protos])
+    if rc != 0:
+        raise EvalError(f"grpc_tools.protoc failed ({rc}) on {protos}")
+    sys.path.insert(0, str(out))
+
+
+ADDR_RE = re.compile(r'listening.*addr="?([0-9.]+:[0-9]+)')
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class Server:
+    def __init__(self, binary: Path, work: Path, name: str):
+        self.data = work / f"data-{name}"
+        self.data.mkdir()
+        self.log_path = work / f"server-{name}.log"
+        self.cmd = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data),
+                    "--analysis", "on", "--models-dir", str(MODELS_DIR)]
+        self.proc: subprocess.Popen | None = None
+        self.addr = ""
+
+    def start(self, timeout: float = 180.0) -> str:
+        log("starting " + " ".join(shlex.quote(c) for c in self.cmd))
+        self.log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.log_file,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = ANSI_RE.sub("", self.log_path.read_text("utf-8", "replace"))
+            m = ADDR_RE.search(text)
+            if m:
+                self.addr = m.group(1)
+                return self.addr
+            if self.proc.poll() is not None:
+                raise EvalError(f"server exited with status {self.proc.returncode} before logging "
+                                f"'listening addr=...'\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise EvalError(f"server did not log 'listening addr=...' within {timeout:.0f} s\n"
+                                f"{self.tail()}")
+            time.sleep(0.1)
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            lines = self.log_path.read_text("utf-8", "replace").splitlines()
+        except OSError:
+            return "(no server log)"
+        return "----- server log (last lines) -----\n" + "\n".join(lines[-n:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                log("server did not stop within 15 s of SIGTERM, sending SIGKILL")
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "log_file", None):
+            self.log_file.close()
+
+
+class Client:
+    def __init__(self, addr: str):
+        import grpc
+        from verbatim.v1 import feedback_pb2 as pb
+        from verbatim.v1 import feedback_pb2_grpc as pbg
+
+        self.grpc, self.pb = grpc, pb
+        self.channel = grpc.insecure_channel(addr, options=[
+            ("grpc.max_receive_message_length", 256 << 20),
+            ("grpc.max_send_message_length", 64 << 20)])
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        self.stub = pbg.FeedbackServiceStub(self.channel)
+
+    def call(self, method: str, req, what: str):
+        grpc = self.grpc
+        for attempt in range(6):
+            try:
+                return getattr(self.stub, method)(req, timeout=DEADLINE_S)
+            except grpc.RpcError as e:
+                if e.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE) \
+                        and attempt < 5:
+                    time.sleep(0.5 * 2 ** attempt)
+                    continue
+                raise EvalError(f"{method} ({what}) failed: {e.code().name}: {e.details()}") from None
+
+    # -- taxonomy
+    def list_themes(self):
+        return self.call("ListThemes", self.pb.ListThemesRequest(), "list")
+
+    def delete_all_themes(self) -> int:
+        resp = self.list_themes()
+        n = 0
+        for t in resp.themes:
+            if t.parent_id:
+                continue  # deleted with its parent (cascade)
+            r = self.call("DeleteTheme", self.pb.DeleteThemeRequest(id=t.id, cascade=True), t.id)
+            n += len(r.deleted_ids)
+        left = self.list_themes().themes
+        if left:
+            raise EvalError(f"{len(left)} theme(s) left after deleting all: "
+                            f"{[t.id for t in left][:5]}")
+        return n
+
+    def upsert(self, name: str, description: str, examples: list[str], parent_id: str = ""):
+        theme = self.pb.Theme(name=name, description=description, examples=examples,
+                              parent_id=parent_id)
+        return self.call("UpsertTheme", self.pb.UpsertThemeRequest(theme=theme), name).theme
+
+    # -- analysis
+    def analyze(self, texts: list[str], what: str) -> tuple[list, float]:
+        """-> per text Analysis (None when rejected), seconds spent in the RPCs."""
+        out: list = [None] * len(texts)
+        spent = 0.0
+        for start in range(0, len(texts), BATCH):
+            chunk = texts[start:start + BATCH]
+            t0 = time.perf_counter()
+            resp = self.call("Analyze", self.pb.AnalyzeRequest(texts=chunk), what)
+            spent += time.perf_counter() - t0
+            if len(resp.results) != len(chunk):
+                raise EvalError(f"Analyze returned {len(resp.results)} results for {len(chunk)}")
+            for pos, r in enumerate(resp.results):
+                if r.WhichOneof("outcome") == "analysis":
+                    out[start + pos] = r.analysis
+            done = start + len(chunk)
+            if (start // BATCH) % 10 == 0 or done == len(texts):
+                log(f"{what}: {done}/{len(texts)} ({done / max(spent, 1e-9):.1f} texts/s)")
+        return out, spent
+
+    def ingest(self, texts: list[str], ids: list[str], product: str) -> None:
+        for start in range(0, len(texts), BATCH):
+            items = [self.pb.Feedback(id=i, text=t, product=product)
+                     for i, t in zip(ids[start:start + BATCH], texts[start:start + BATCH])]
+            resp = self.call("Ingest", self.pb.IngestRequest(items=items, wait_for_analysis=True),
+                             f"ingest {product}")
+            if resp.rejected:
+                log(f"ingest {product}: {resp.rejected} item(s) rejected")
+            log(f"ingest {product}: {min(start + BATCH, len(texts))}/{len(texts)}")
+
+
+# ----------------------------------------------------------------------- evaluations
+
+
+def build_taxonomy(cl: Client, ds: Dataset, k: int, desc) -> dict[str, str]:
+    """Deletes every theme, creates one per category; returns theme id -> category."""
+    cl.delete_all_themes()
+    seeds = ds.seeds(k)
+    id_to_cat = {}
+    for c in ds.cats:
+        name, description = desc[(ds.name, c)]
+        theme = cl.upsert(name, description, seeds[c])
+        id_to_cat[theme.id] = c
+    listed = cl.list_themes()
+    if len(listed.themes) != len(ds.cats):
+        raise EvalError(f"{ds.name}: {len(listed.themes)} themes listed, {len(ds.cats)} created")
+    return id_to_cat
+
+
+def eval_assignment(cl: Client, ds: Dataset, ks, desc) -> list[str]:
+    out = [f"### {ds.name}", ""]
+    n_test = len(ds.test_texts)
+    out.append(f"- held-out texts: {n_test}; categories (themes): {len(ds.cats)}; seeds per theme: "
+               f"k in {list(ks)}")
+    summary = ["", "| k | micro P % | micro R % | micro F1 % | "
+               + {"banking77": "top-1 acc %", "clinc150": "in-scope recall % | top-1 % | oos given a theme %",
+                  "mams": "aspect-sentiment acc % | texts with no theme %"}[ds.name]
+               + " | no theme % | Analyze texts/s |"]
+    summary.append("|" + "---|" * (summary[-1].count("|") - 1))
+    details = []
+    for k in ks:
+        id_to_cat = build_taxonomy(cl, ds, k, desc)
+        thr = cl.list_themes().threshold
+        analyses, secs = cl.analyze(ds.test_texts, f"{ds.name} k={k}")
+        keep = [i for i, a in enumerate(analyses) if a is not None]
+        gold = [set(ds.test_gold[i]) for i in keep]
+        preds, firsts = [], []
+        sent_ok = sent_n = 0
+        for i in keep:
+            a = analyses[i]
+            cats = [id_to_cat.get(m.theme_id, f"?{m.theme_id}") for m in a.themes]
+            preds.append(set(cats))
+            firsts.append(cats[0] if cats else None)
+            if ds.name == "mams":
+                for m in a.themes:
+                    c = id_to_cat.get(m.theme_id)
+                    if c in ds.test_gold[i]:
+                        sent_n += 1
+                        sent_ok += argmax_polarity(m.sentiment) == ds.test_gold[i][c]
+        per, micro = multilabel_scores(gold, preds, ds.cats)
+        none_share = sum(1 for p in preds if not p) / max(len(preds), 1)
+        row = f"| {k} | {pct(micro[0])} | {pct(micro[1])} | **{pct(micro[2])}** | "
+        if ds.name == "banking77":
+            top1 = sum(1 for g, f in zip(gold, firsts) if f is not None and f in g) / max(len(gold), 1)
+            row += f"**{pct(top1)}** | "
+        elif ds.name == "clinc150":
+            ins = [j for j, g in enumerate(gold) if g]
+            oos = [j for j, g in enumerate(gold) if not g]
+            rec = sum(1 for j in ins if gold[j] & preds[j]) / max(len(ins), 1)
+            top1 = sum(1 for j in ins if firsts[j] in gold[j]) / max(len(ins), 1)
+            oos_any = sum(1 for j in oos if preds[j]) / max(len(oos), 1)
+            row += f"**{pct(rec)}** | {pct(top1)} | **{pct(oos_any)}** ({len(oos)} oos) | "
+        else:
+            row += f"**{pct(sent_ok / max(sent_n, 1))}** ({sent_n} pairs) | {pct(none_share)} | "
+        row += f"{pct(none_share)} | {len(ds.test_texts) / max(secs, 1e-9):.1f} |"
+        summary.append(row)
+        rejected = n_test - len(keep)
+        if rejected:
+            out.append(f"- k={k}: {rejected} text(s) rejected by the server (excluded)")
+        details += ["", f"Per theme, k={k} (threshold {thr:g}; support = gold texts, predicted = "
+                        "texts given the theme):", "",
+                    "| theme | support | predicted | P % | R % | F1 % |", "|---|---|---|---|---|---|"]
+        for c in ds.cats:
+            p, r, f, sup, npred = per[c]
+            details.append(f"| {c} | {sup} | {npred} | {pct(p)} | {pct(r)} | {pct(f)} |")
+    out += summary
+    if len(ds.cats) > 20:
+        # 77 / 150 rows per k: keep the report readable, show the 10 worst themes of the last k
+        worst = sorted(((r[2], c) for c, r in per.items() if r[3]), key=lambda x: x[0])[:10]
+        out += ["", f"Worst 10 themes by F1 at k={ks[-1]}: "
+                + ", ".join(f"{c} {pct(f)}" for f, c in worst)]
+    else:
+        out += details
+    out.append("")
+    return out
+
+
+def eval_builtin(cl: Client) -> list[str]:
+    rows = read_tsv(FEEDBACK_THEMES)
+    listed = cl.list_themes()
+    themes = {t.id: t for t in listed.themes}
+    parent = {t.id: t.parent_id for t in listed.themes}
+    top = lambda tid: parent.get(tid) or tid  # noqa: E731
+    texts = [r["text"] for r in rows]
+    gold = []
+    for r in rows:
+        g = {}
+        for tok in r["labels"].split():
+            if tok == "-":
+                continue
+            c, p = tok.rsplit(":", 1)
+            g[c] = p
+        gold.append(g)
+    unknown = sorted({c for g in gold for c in g} - set(themes))
+    analyses, secs = cl.analyze(texts, "builtin")
+    keep = [i for i, a in enumerate(analyses) if a is not None]
+    cats = sorted(themes)
+    g_sets = [set(gold[i]) for i in keep]
+    p_sets = [{m.theme_id for m in analyses[i].themes} for i in keep]
+    per, micro = multilabel_scores(g_sets, p_sets, cats)
+    # lenient: a theme and its parent count as the same (top-level) theme
+    g_top = [{top(c) for c in s} for s in g_sets]
+    p_top = [{top(c) for c in s} for s in p_sets]
+    _, micro_top = multilabel_scores(g_top, p_top, sorted({top(c) for c in cats}))
+    none_rows = [j for j, i in enumerate(keep) if not gold[i]]
+    none_given = sum(1 for j in none_rows if p_sets[j]) / max(len(none_rows), 1)
+    s_ok = s_n = 0
+    for j, i in enumerate(keep):
+        for m in analyses[i].themes:
+            if m.theme_id in gold[i]:
+                s_n += 1
+                s_ok += argmax_polarity(m.sentiment) == gold[i][m.theme_id]
+    langs = sorted({r["language"] for r in rows})
+    out = ["### Built-in taxonomy on benches/data/feedback_themes.tsv", "",
+           f"- {len(rows)} labelled texts ({', '.join(langs)}), {len(themes)} built-in themes "
+           f"(taxonomy version {listed.taxonomy_version}, threshold {listed.threshold:g}); "
+           f"{len(rows) - len(keep)} rejected"]
+    if unknown:
+        out.append(f"- gold labels that are not built-in theme ids (always missed): {unknown}")
+    out += ["", "| view | P % | R % | F1 % |", "|---|---|---|---|",
+            f"| exact theme | {pct(micro[0])} | {pct(micro[1])} | **{pct(micro[2])}** |",
+            f"| sub-theme = its parent | {pct(micro_top[0])} | {pct(micro_top[1])} | "
+            f"{pct(micro_top[2])} |", "",
+            f"- texts labelled `-` (no theme) given a theme: **{pct(none_given)}** of {len(none_rows)}",
+            f"- theme sentiment accuracy over found (text, theme) pairs: **{pct(s_ok / max(s_n, 1))}** "
+            f"({s_n} pairs)"]
+    by_lang = []
+    for lang in langs:
+        idx = [j for j, i in enumerate(keep) if rows[i]["language"] == lang]
+        _, m = multilabel_scores([g_sets[j] for j in idx], [p_sets[j] for j in idx], cats)
+        by_lang.append(f"{lang} {pct(m[2])}")
+    out.append("- micro-F1 by language: " + ", ".join(by_lang))
+    out += ["", "| theme | support | predicted | P % | R % | F1 % |", "|---|---|---|---|---|---|"]
+    for c in cats:
+        p, r, f, sup, npred = per[c]
+        out.append(f"| {c} | {sup} | {npred} | {pct(p)} | {pct(r)} | {pct(f)} |")
+    out.append("")
+    return out, {t.id: (t.name, t.description, list(t.examples)) for t in listed.themes}
+
+
+def eval_multilingual(cl: Client, builtin: dict) -> list[str]:
+    rows = read_tsv(FEEDBACK_THEMES)
+    rows = [r for r in rows if r["language"] != "en"]
+    texts = [r["text"] for r in rows]
+    gold = [{tok.rsplit(":", 1)[0] for tok in r["labels"].split() if tok != "-"} for r in rows]
+    out = ["### A user-defined theme across languages", "",
+           "Each built-in theme with >= 8 non-English rows is re-created alone (taxonomy of one "
+           "theme: its name, description and first 3 examples, which are English) and the "
+           f"{len(rows)} non-English rows of feedback_themes.tsv go through Analyze.", "",
+           "| theme | gold rows | given | P % | R % |", "|---|---|---|---|---|"]
+    TP = FP = FN = 0
+    for tid, (name, description, examples) in sorted(builtin.items()):
+        support = sum(1 for g in gold if tid in g)
+        if support < 8:
+            continue
+        cl.delete_all_themes()
+        theme = cl.upsert(name, description, examples[:3])
+        analyses, _ = cl.analyze(texts, f"multilingual {tid}")
+        pred = [a is not None and any(m.theme_id == theme.id for m in a.themes) for a in analyses]
+        tp = sum(1 for g, p in zip(gold, pred) if p and tid in g)
+        fp = sum(1 for g, p in zip(gold, pred) if p and tid not in g)
+        fn = support - tp
+        TP, FP, FN = TP + tp, FP + fp, FN + fn
+        p, r, _ = prf(tp, fp, fn)
+        out.append(f"| {tid} | {support} | {tp + fp} | {pct(p)} | {pct(r)} |")
+    p, r, f = prf(TP, FP, FN)
+    out += [f"| **micro** | {TP + FN} | {TP + FP} | **{pct(p)}** | **{pct(r)}** |", ""]
+    return out
+
+
+def eval_discovery(cl: Client, sets: list[Dataset]) -> list[str]:
+    out = ["### Discovery (DiscoverThemes)", "",
+           "Held-out texts ingested (product = data set), every theme deleted, DiscoverThemes "
+           "(limit 50, min_size 5) over the product. NMI is over the representatives' items only "
+           "(the API does not return every item's cluster): cluster = candidate, class = gold.", "",
+           "| data set | items | sentences | uncovered | outliers % | candidates | rep. items | "
+           "NMI | purity % |", "|---|---|---|---|---|---|---|---|---|"]
+    cl.delete_all_themes()
+    for ds in sets:
+        ids = [f"{ds.name}-{i}" for i in range(len(ds.test_texts))]
+        label = {}
+        for i, g in zip(ids, ds.test_gold):
+            label[i] = "+".join(sorted(g)) if g else "oos"
+        cl.ingest(ds.test_texts, ids, ds.name)
+    cl.delete_all_themes()
+    for ds in sets:
+        req = cl.pb.DiscoverThemesRequest(query="", filter=cl.pb.Filter(products=[ds.name]),
+                                          limit=50, min_size=5)
+        resp = cl.call("DiscoverThemes", req, ds.name)
+        clusters, classes = [], []
+        pure = 0
+        for ci, cand in enumerate(resp.candidates):
+            labs = [label.get(i) for i in cand.item_ids if i in label]
+            clusters += [ci] * len(labs)
+            classes += labs
+            if labs:
+                pure += Counter(labs).most_common(1)[0][1]
+        outl = resp.outliers / resp.uncovered if resp.uncovered else float("nan")
+        out.append(f"| {ds.name} | {len(ds.test_texts)} | {resp.sentences} | {resp.uncovered} | "
+                   f"{pct(outl)} | {len(resp.candidates)} | {len(classes)} | "
+                   f"{nmi(clusters, classes):.3f} | {pct(pure / max(len(classes), 1))} |")
+        for cand in resp.candidates[:5]:
+            labs = Counter(label.get(i) for i in cand.item_ids if i in label)
+            out.append(f"|  ↳ `{cand.name}` | size {cand.size} | share {cand.share:.2f} | | | | "
+                       f"{dict(labs.most_common(3))} | | |")
+    out.append("")
+    return out
+
+
+def eval_cost(cl: Client, ds: Dataset, desc) -> list[str]:
+    texts = ds.test_texts[:1000]
+    cl.delete_all_themes()
+    cl.analyze(texts[:64], "warm-up")
+    _, t0 = cl.analyze(texts, "cost: no theme")
+    build_taxonomy(cl, ds, 10, desc)
+    _, t1 = cl.analyze(texts, f"cost: {len(ds.cats)} themes")
+    cl.delete_all_themes()
+    _, t2 = cl.analyze(texts, "cost: no theme (again)")
+    base = (t0 + t2) / 2
+    return ["### Cost of assignment", "",
+            f"- {len(texts)} {ds.name} texts through Analyze, sequential requests of {BATCH}: "
+            f"no theme {len(texts) / t0:.1f} and {len(texts) / t2:.1f} texts/s; "
+            f"{len(ds.cats)} themes (k = 10) {len(texts) / t1:.1f} texts/s: "
+            f"**{100 * (t1 - base) / base:+.1f}%** time (noise on a shared machine is a few %)", ""]
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("binary", type=Path)
+    ap.add_argument("--quick", action="store_true",
+                    help=f"subsample the held-out texts to {QUICK_N} per data set (all clinc oos kept)")
+    ap.add_argument("--datasets", default=",".join(ALL_SETS),
+                    help="comma-separated subset of " + ",".join(ALL_SETS))
+    ap.add_argument("--ks", default=",".join(map(str, KS)), help="seed examples per theme")
+    args = ap.parse_args()
+    wanted = [s.strip() for s in args.datasets.split(",") if s.strip()]
+    bad = [s for s in wanted if s not in ALL_SETS]
+    if bad:
+        ap.error(f"unknown data set(s) {bad}; choose from {ALL_SETS}")
+    ks = tuple(int(x) for x in args.ks.split(","))
+    limit = QUICK_N if args.quick else None
+    if not args.binary.is_file():
+        raise EvalError(f"no binary at {args.binary}")
+
+    desc = load_descriptions()
+    sets = {name: load_dataset(name, limit) for name in ("banking77", "clinc150", "mams")
+            if name in wanted or (name in ("banking77", "clinc150") and "discovery" in wanted)
+            or (name == "clinc150" and "cost" in wanted)}
+
+    report = ["# Theme assignment and discovery: evaluation", "",
+              f"- binary: `{args.binary}`; {'quick run (subsampled), ' if args.quick else ''}"
+              f"data sets: {', '.join(wanted)}; k in {list(ks)}",
+              f"- host: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+              "- data: benches/data/themes (Banking77 CC-BY-4.0, CLINC150 CC-BY-3.0, MAMS-ACSA "
+              "Apache-2.0; sources in its README.md) and benches/data/feedback_themes.tsv", ""]
+    t_start = time.time()
+    with tempfile.TemporaryDirectory(prefix="verbatim-eval-themes-") as tmp:
+        work = Path(tmp)
+        stubs = work / "stubs"
+        stubs.mkdir()
+        generate_stubs(stubs)
+        servers = []
+        try:
+            builtin = None
+            if "builtin" in wanted or "multilingual" in wanted:
+                # a fresh data directory: the built-in taxonomy exactly as installed
+                srv = Server(args.binary, work, "builtin")
+                servers.append(srv)
+                cl = Client(srv.start())
+                lines, builtin = eval_builtin(cl)
+                if "builtin" in wanted:
+                    report += lines
+                if "multilingual" in wanted:
+                    report += eval_multilingual(cl, builtin)
+                srv.stop()
+            srv = Server(args.binary, work, "datasets")
+            servers.append(srv)
+            cl = Client(srv.start())
+            for name in ("banking77", "clinc150", "mams"):
+                if name in wanted:
+                    report += eval_assignment(cl, sets[name], ks, desc)
+            if "cost" in wanted:
+                report += eval_cost(cl, sets["clinc150"], desc)
+            if "discovery" in wanted:
+                report += eval_discovery(cl, [sets["banking77"], sets["clinc150"]])
+        except EvalError:
+            for s in servers:
+                if s.proc is not None:
+                    log(s.tail())
+            raise
+        finally:
+            for s in servers:
+                s.stop()
+    report.append(f"_Total run time {time.time() - t_start:.0f} s._")
+    print("\n".join(report))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except EvalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

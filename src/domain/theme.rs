@@ -1,0 +1,429 @@
+//! Themes: what a customer talks about. A `Taxonomy` is the user-owned,
+//! versioned set of themes (at most two levels); `ThemeMention` is one theme
+//! found in one text. Every taxonomy rule lives in `Taxonomy::check_upsert` /
+//! `Taxonomy::check_delete`, so the store applies only edits that passed them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::analysis::Sentiment;
+use super::limits::{
+    MAX_THEMES, MAX_THEME_DESCRIPTION_BYTES, MAX_THEME_EXAMPLES, MAX_THEME_EXAMPLE_BYTES,
+    MAX_THEME_ID_BYTES, MAX_THEME_NAME_BYTES,
+};
+use super::validate::Rejection;
+
+/// A theme as stored: `id` is stable forever once created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Theme {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub examples: Vec<String>,
+    #[serde(default)]
+    pub counter_examples: Vec<String>,
+    /// Empty: a top-level theme.
+    #[serde(default)]
+    pub parent_id: String,
+    /// The taxonomy version of this theme's last change.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// A theme as a client sent it (`id` empty: derive one from the name).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThemeDraft {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub examples: Vec<String>,
+    pub counter_examples: Vec<String>,
+    pub parent_id: String,
+}
+
+/// Why a delete cannot happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteRefusal {
+    NotFound,
+    HasChildren(Vec<String>),
+}
+
+/// The whole taxonomy at one version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Taxonomy {
+    pub version: u64,
+    /// By id; `ordered()` gives parents before children.
+    pub themes: BTreeMap<String, Theme>,
+}
+
+impl Taxonomy {
+    /// Parents first (by name), each followed by its children (by name).
+    pub fn ordered(&self) -> Vec<&Theme> {
+        let mut parents: Vec<&Theme> = self
+            .themes
+            .values()
+            .filter(|t| t.parent_id.is_empty())
+            .collect();
+        parents.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let mut out = Vec::with_capacity(self.themes.len());
+        for parent in parents {
+            out.push(parent);
+            let mut children: Vec<&Theme> = self
+                .themes
+                .values()
+                .filter(|t| t.parent_id == parent.id)
+                .collect();
+            children.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+            out.extend(children);
+        }
+        out
+    }
+
+    pub fn children_of(&self, id: &str) -> Vec<String> {
+        self.themes
+            .values()
+            .filter(|t| t.parent_id == id)
+            .map(|t| t.id.clone())
+            .collect()
+    }
+
+    /// Applies every rule to a create or replace; the theme to store (with
+    /// its id, version not yet set) or the first violation with its field
+    /// path under `theme.`.
+    pub fn check_upsert(&self, draft: ThemeDraft) -> Result<Theme, Rejection> {
+        let name = draft.name.trim().to_string();
+        if name.is_empty() {
+            return Err(Rejection::new("theme.name", "must not be empty"));
+        }
+        check_len("theme.name", &name, MAX_THEME_NAME_BYTES)?;
+        check_printable("theme.name", &name)?;
+        let description = draft.description.trim().to_string();
+        check_len(
+            "theme.description",
+            &description,
+            MAX_THEME_DESCRIPTION_BYTES,
+        )?;
+        check_printable("theme.description", &description)?;
+        let examples = check_sentences("theme.examples", draft.examples)?;
+        let counter_examples = check_sentences("theme.counter_examples", draft.counter_examples)?;
+
+        let existing = if draft.id.is_empty() {
+            None
+        } else {
+            check_id("theme.id", &draft.id)?;
+            self.themes.get(&draft.id)
+        };
+        let id = match existing {
+            Some(theme) => theme.id.clone(),
+            None if draft.id.is_empty() => self.derive_id(&name),
+            None => draft.id.clone(),
+        };
+        if existing.is_none() && self.themes.len() >= MAX_THEMES {
+            return Err(Rejection::new(
+                "theme",
+                format!("the taxonomy holds the maximum of {MAX_THEMES} themes"),
+            ));
+        }
+        let parent_id = draft.parent_id.trim().to_string();
+        if !parent_id.is_empty() {
+            if parent_id == id {
+                return Err(Rejection::new(
+                    "theme.parent_id",
+                    "a theme cannot be its own parent",
+                ));
+            }
+            let Some(parent) = self.themes.get(&parent_id) else {
+                return Err(Rejection::new(
+                    "theme.parent_id",
+                    format!("no theme with id {parent_id:?}"),
+                ));
+            };
+            if !parent.parent_id.is_empty() {
+                return Err(Rejection::new(
+                    "theme.parent_id",
+                    format!("{parent_id:?} is a sub-theme; themes have at most two levels"),
+                ));
+            }
+            if !self.children_of(&id).is_empty() {
+                return Err(Rejection::new(
+                    "theme.parent_id",
+                    "this theme has sub-themes, so it cannot become one (at most two levels)",
+                ));
+            }
+        }
+        let folded = name.to_lowercase();
+        if let Some(sibling) = self
+            .themes
+            .values()
+            .find(|t| t.id != id && t.parent_id == parent_id && t.name.to_lowercase() == folded)
+        {
+            return Err(Rejection::new(
+                "theme.name",
+                format!(
+                    "{name:?} is already the name of theme {:?} under the same parent",
+                    sibling.id
+                ),
+            ));
+        }
+        Ok(Theme {
+            id,
+            name,
+            description,
+            examples,
+            counter_examples,
+            parent_id,
+            version: 0,
+        })
+    }
+
+    /// The ids a delete removes (the theme, then its children with `cascade`).
+    pub fn check_delete(&self, id: &str, cascade: bool) -> Result<Vec<String>, DeleteRefusal> {
+        if !self.themes.contains_key(id) {
+            return Err(DeleteRefusal::NotFound);
+        }
+        let children = self.children_of(id);
+        if !children.is_empty() && !cascade {
+            return Err(DeleteRefusal::HasChildren(children));
+        }
+        let mut ids = vec![id.to_string()];
+        ids.extend(children);
+        Ok(ids)
+    }
+
+    /// A stable id from a name: lower-cased ASCII letters and digits, runs of
+    /// anything else as `_`, a numeric suffix when taken.
+    fn derive_id(&self, name: &str) -> String {
+        let mut base = String::new();
+        for c in name.chars().flat_map(char::to_lowercase) {
+            let c = fold_accent(c);
+            if c.is_ascii_alphanumeric() {
+                base.push(c);
+            } else if !base.ends_with('_') {
+                base.push('_');
+            }
+        }
+        let mut base = base.trim_matches('_').to_string();
+        if base.is_empty() {
+            base = "theme".into();
+        }
+        base.truncate(MAX_THEME_ID_BYTES - 4);
+        let base = base.trim_end_matches('_').to_string();
+        if !self.themes.contains_key(&base) {
+            return base;
+        }
+        (2..)
+            .map(|n| format!("{base}_{n}"))
+            .find(|id| !self.themes.contains_key(id))
+            .expect("a free suffix exists")
+    }
+}
+
+fn fold_accent(c: char) -> char {
+    match c {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
+        'ç' => 'c',
+        'è' | 'é' | 'ê' | 'ë' => 'e',
+        'ì' | 'í' | 'î' | 'ï' => 'i',
+        'ñ' => 'n',
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' => 'o',
+        'ù' | 'ú' | 'û' | 'ü' => 'u',
+        'ß' => 's',
+        other => other,
+    }
+}
+
+/// Theme ids: 1..=64 bytes of `[a-z0-9_-]`.
+pub fn check_id(field: &str, id: &str) -> Result<(), Rejection> {
+    if id.is_empty() || id.len() > MAX_THEME_ID_BYTES {
+        return Err(Rejection::new(
+            field,
+            format!("must be 1 to {MAX_THEME_ID_BYTES} bytes, got {}", id.len()),
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+    {
+        return Err(Rejection::new(
+            field,
+            format!("may hold only a-z, 0-9, '_' and '-', found {bad:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_len(field: &str, text: &str, max: usize) -> Result<(), Rejection> {
+    if text.len() > max {
+        return Err(Rejection::new(
+            field,
+            format!("must be at most {max} bytes, got {}", text.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_printable(field: &str, text: &str) -> Result<(), Rejection> {
+    if text.chars().any(|c| c.is_control()) {
+        return Err(Rejection::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_sentences(field: &str, sentences: Vec<String>) -> Result<Vec<String>, Rejection> {
+    if sentences.len() > MAX_THEME_EXAMPLES {
+        return Err(Rejection::new(
+            field,
+            format!(
+                "at most {MAX_THEME_EXAMPLES} entries, got {}",
+                sentences.len()
+            ),
+        ));
+    }
+    sentences
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let path = format!("{field}[{i}]");
+            let s = s.trim().to_string();
+            if s.is_empty() {
+                return Err(Rejection::new(path, "must not be empty"));
+            }
+            check_len(&path, &s, MAX_THEME_EXAMPLE_BYTES)?;
+            check_printable(&path, &s)?;
+            Ok(s)
+        })
+        .collect()
+}
+
+/// A code-point range `[start, end)` of a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// One theme found in a text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThemeMention {
+    pub theme_id: String,
+    pub theme_name: String,
+    /// The theme's parent when it is a sub-theme (empty otherwise).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent_id: String,
+    /// Calibrated score of the best carrying unit, 0..1.
+    pub score: f32,
+    /// Indexes into `Analysis::sentences`.
+    pub sentences: Vec<usize>,
+    /// The sentences or clauses that carry the theme.
+    pub spans: Vec<Span>,
+    /// The carrying spans' sentiment (aspect sentiment).
+    pub sentiment: Sentiment,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(name: &str, parent: &str) -> ThemeDraft {
+        ThemeDraft {
+            name: name.into(),
+            parent_id: parent.into(),
+            ..Default::default()
+        }
+    }
+
+    fn insert(tax: &mut Taxonomy, theme: Theme) {
+        tax.themes.insert(theme.id.clone(), theme);
+    }
+
+    #[test]
+    fn ids_are_derived_stable_and_unique() {
+        let mut tax = Taxonomy::default();
+        let t = tax.check_upsert(draft("Price & Value", "")).unwrap();
+        assert_eq!(t.id, "price_value");
+        insert(&mut tax, t);
+        let t = tax.check_upsert(draft("Livraison rapide", "")).unwrap();
+        assert_eq!(t.id, "livraison_rapide");
+        let t2 = tax.check_upsert(draft("Price-Value", "")).unwrap();
+        assert_eq!(t2.id, "price_value_2");
+        assert_eq!(tax.check_upsert(draft("¿?", "")).unwrap().id, "theme");
+    }
+
+    #[test]
+    fn rules_name_the_field() {
+        let mut tax = Taxonomy::default();
+        let parent = tax.check_upsert(draft("Delivery", "")).unwrap();
+        insert(&mut tax, parent);
+        let child = tax.check_upsert(draft("Late", "delivery")).unwrap();
+        insert(&mut tax, child);
+        let field = |d: ThemeDraft| tax.check_upsert(d).unwrap_err().field;
+        assert_eq!(field(draft("  ", "")), "theme.name");
+        assert_eq!(field(draft(&"x".repeat(101), "")), "theme.name");
+        assert_eq!(field(draft("delivery", "")), "theme.name"); // sibling name, any case
+        assert_eq!(field(draft("Other", "nope")), "theme.parent_id");
+        assert_eq!(field(draft("Third level", "late")), "theme.parent_id");
+        // A parent with children cannot move under another theme.
+        let mut d = draft("Delivery", "late");
+        d.id = "delivery".into();
+        assert_eq!(field(d), "theme.parent_id");
+        let mut d = draft("Self", "delivery");
+        d.id = "delivery".into();
+        assert_eq!(field(d), "theme.parent_id");
+        let mut d = draft("Bad id", "");
+        d.id = "Bad Id".into();
+        assert_eq!(field(d), "theme.id");
+        let mut d = draft("Many", "");
+        d.examples = vec!["e".into(); MAX_THEME_EXAMPLES + 1];
+        assert_eq!(field(d), "theme.examples");
+        let mut d = draft("Empty example", "");
+        d.examples = vec!["ok".into(), " ".into()];
+        assert_eq!(field(d), "theme.examples[1]");
+        // The same name under another parent is fine.
+        assert!(tax.check_upsert(draft("Late", "")).is_ok());
+    }
+
+    #[test]
+    fn theme_count_is_bounded() {
+        let mut tax = Taxonomy::default();
+        for i in 0..MAX_THEMES {
+            let t = tax.check_upsert(draft(&format!("t{i}"), "")).unwrap();
+            insert(&mut tax, t);
+        }
+        assert_eq!(
+            tax.check_upsert(draft("one more", "")).unwrap_err().field,
+            "theme"
+        );
+        // Replacing an existing theme is still allowed.
+        let mut d = draft("renamed", "");
+        d.id = "t0".into();
+        assert!(tax.check_upsert(d).is_ok());
+    }
+
+    #[test]
+    fn delete_refuses_parents_unless_cascading() {
+        let mut tax = Taxonomy::default();
+        let p = tax.check_upsert(draft("Delivery", "")).unwrap();
+        insert(&mut tax, p);
+        let c = tax.check_upsert(draft("Late", "delivery")).unwrap();
+        insert(&mut tax, c);
+        assert_eq!(
+            tax.check_delete("delivery", false),
+            Err(DeleteRefusal::HasChildren(vec!["late".into()]))
+        );
+        assert_eq!(
+            tax.check_delete("delivery", true).unwrap(),
+            vec!["delivery".to_string(), "late".to_string()]
+        );
+        assert_eq!(tax.check_delete("nope", true), Err(DeleteRefusal::NotFound));
+        assert_eq!(
+            tax.ordered()
+                .iter()
+                .map(|t| t.id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["delivery", "late"]
+        );
+    }
+}

@@ -1,0 +1,675 @@
+//! Themes: taxonomy edits, the compiled model every analysis is tagged with,
+//! the background re-tag after an edit, and discovery.
+//!
+//! Invariants:
+//! - Taxonomy edits run one at a time (`edits` lock): each reads the
+//!   committed taxonomy, checks the edit against it (`Taxonomy::check_*`),
+//!   embeds the new texts *before* writing (so an edit that cannot be
+//!   compiled is refused, not half-applied), commits, then swaps the model.
+//! - Every analysis is tagged with exactly one model version, recorded in
+//!   `Analysis::taxonomy_version`; the re-tag brings stored items to the
+//!   current version from their stored units, without the encoder.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{run_blocking, Engine, RequestContext};
+use crate::domain::limits::{MAX_DISCOVERY_CANDIDATES, MAX_DISCOVERY_SENTENCES};
+use crate::domain::{
+    Analysis, AnalysisState, DeleteRefusal, SearchQuery, SentenceAnalysis, Sentiment, Taxonomy,
+    Theme, ThemeDraft,
+};
+use crate::error::{Error, Result};
+use crate::nlp::{AnalysisPool, NlpError};
+use crate::store::{Store, ThemeUpdate};
+use crate::themes::{self, discover, units, ThemeModel, UnitRef};
+
+/// Embedding dimension of the encoder (e5-small).
+const DIM: usize = 384;
+/// Items the re-tag reads per step.
+const RETAG_PAGE: usize = 512;
+/// How often the re-tag looks for items tagged with an older version that
+/// an analysis in flight during an edit may have written.
+const RETAG_RECHECK: Duration = Duration::from_secs(5);
+
+/// The compiled model and what it took to build it.
+pub(crate) struct ThemeState {
+    model: RwLock<Arc<ThemeModel>>,
+    /// Embeddings of theme texts and the background, by text.
+    cache: Mutex<HashMap<String, Arc<[f32]>>>,
+    background: Mutex<Option<Arc<Vec<Vec<f32>>>>>,
+    /// Taxonomy edits, one at a time.
+    edits: tokio::sync::Mutex<()>,
+    /// The version of the model in use (0 until the first compile); the
+    /// re-tag and `Analyze` wait on it.
+    compiled: watch::Sender<Option<u64>>,
+    /// The taxonomy version searches refer to: the model's, or with
+    /// analysis off the store's.
+    version: AtomicU64,
+}
+
+impl ThemeState {
+    pub(crate) fn new() -> Arc<ThemeState> {
+        Arc::new(ThemeState {
+            model: RwLock::new(Arc::new(ThemeModel::empty(0))),
+            cache: Mutex::new(HashMap::new()),
+            background: Mutex::new(None),
+            edits: tokio::sync::Mutex::new(()),
+            compiled: watch::channel(None).0,
+            version: AtomicU64::new(0),
+        })
+    }
+
+    /// The taxonomy version items are tagged with now.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn current(&self) -> Arc<ThemeModel> {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Tags an analysis with the current model.
+    pub(crate) fn tag(&self, analysis: &mut Analysis) {
+        let model = self.current();
+        tag_with(&model, analysis);
+    }
+
+    /// Waits (up to `limit`) for the first compiled model.
+    pub(crate) async fn ready(&self, limit: Duration) -> bool {
+        let mut rx = self.compiled.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|v| v.is_some()))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Embeds what the taxonomy needs (memory cache, then the store's cache,
+    /// then the encoder) and compiles it; the model is not swapped in.
+    async fn build(
+        &self,
+        store: &Store,
+        pool: &AnalysisPool,
+        taxonomy: &Taxonomy,
+        interactive: bool,
+    ) -> Result<Arc<ThemeModel>> {
+        let background = self.background(store, pool).await?;
+        let texts = themes::texts_needed(taxonomy);
+        self.ensure_embedded(store, pool, texts, interactive)
+            .await?;
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let taxonomy = taxonomy.clone();
+        run_blocking(&RequestContext::internal(), move || {
+            Ok(Arc::new(ThemeModel::compile(
+                &taxonomy,
+                |t| cache.get(t).map(|v| &v[..]),
+                &background,
+            )))
+        })
+        .await
+    }
+
+    fn swap(&self, model: Arc<ThemeModel>) {
+        let version = model.version;
+        *self.model.write().unwrap_or_else(|e| e.into_inner()) = model;
+        self.version.store(version, Ordering::Release);
+        self.compiled.send_replace(Some(version));
+    }
+
+    async fn background(&self, store: &Store, pool: &AnalysisPool) -> Result<Arc<Vec<Vec<f32>>>> {
+        if let Some(background) = self
+            .background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(background);
+        }
+        let texts: Vec<String> = themes::background_sentences()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        self.ensure_embedded(store, pool, texts.clone(), false)
+            .await?;
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let background: Arc<Vec<Vec<f32>>> = Arc::new(
+            texts
+                .iter()
+                .filter_map(|t| cache.get(t).map(|v| v.to_vec()))
+                .collect(),
+        );
+        drop(cache);
+        *self.background.lock().unwrap_or_else(|e| e.into_inner()) = Some(background.clone());
+        Ok(background)
+    }
+
+    async fn ensure_embedded(
+        &self,
+        store: &Store,
+        pool: &AnalysisPool,
+        texts: Vec<String>,
+        interactive: bool,
+    ) -> Result<()> {
+        let missing: Vec<String> = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            texts
+                .into_iter()
+                .filter(|t| !cache.contains_key(t))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let reader = store.clone();
+        let lookup = missing.clone();
+        let stored = run_blocking(&RequestContext::internal(), move || {
+            Ok(reader.text_embeddings(&lookup)?)
+        })
+        .await?;
+        let mut to_embed = Vec::new();
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            for (text, vector) in missing.into_iter().zip(stored) {
+                match vector {
+                    Some(v) if v.len() == DIM => {
+                        cache.insert(text, v.into());
+                    }
+                    _ => to_embed.push(text),
+                }
+            }
+        }
+        if to_embed.is_empty() {
+            return Ok(());
+        }
+        let vectors = if interactive {
+            pool.embed(to_embed.clone()).await?
+        } else {
+            pool.embed_background(to_embed.clone()).await?
+        };
+        let pairs: Vec<(String, Vec<f32>)> = to_embed.into_iter().zip(vectors).collect();
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            for (text, vector) in &pairs {
+                cache.insert(text.clone(), vector.clone().into());
+            }
+        }
+        // A lost cache write only costs a re-embedding after a restart.
+        if let Err(error) = store.cache_text_embeddings(pairs).await {
+            tracing::warn!(%error, "theme text embeddings not cached");
+        }
+        Ok(())
+    }
+}
+
+/// Tags `analysis` from its units with `model`.
+pub(crate) fn tag_with(model: &ThemeModel, analysis: &mut Analysis) {
+    let refs: Vec<UnitRef<'_>> = analysis
+        .units
+        .iter()
+        .map(|u| UnitRef {
+            sentence: u.sentence,
+            start: u.start,
+            end: u.end,
+            sentiment: u.sentiment,
+            embedding: &u.embedding,
+            whole: is_whole(&analysis.sentences, u.sentence, u.start, u.end),
+        })
+        .collect();
+    analysis.themes = model.assign(&refs);
+    analysis.taxonomy_version = model.version;
+}
+
+/// Whether a unit spans its whole sentence (not one of its clauses).
+fn is_whole(sentences: &[SentenceAnalysis], sentence: usize, start: usize, end: usize) -> bool {
+    sentences
+        .get(sentence)
+        .is_some_and(|s| s.start == start && s.end == end)
+}
+
+/// Stored units decoded, with their embeddings as floats.
+struct DecodedUnits {
+    units: Vec<units::StoredUnit>,
+    vectors: Vec<Vec<f32>>,
+}
+
+impl DecodedUnits {
+    fn new(bytes: &[u8]) -> Option<DecodedUnits> {
+        let units = units::decode(bytes, DIM)?;
+        let vectors = units.iter().map(|u| u.embedding()).collect();
+        Some(DecodedUnits { units, vectors })
+    }
+
+    fn refs<'a>(&'a self, sentences: &[SentenceAnalysis]) -> Vec<UnitRef<'a>> {
+        self.units
+            .iter()
+            .zip(&self.vectors)
+            .map(|(u, e)| UnitRef {
+                sentence: u.sentence,
+                start: u.start,
+                end: u.end,
+                sentiment: u.sentiment,
+                embedding: e,
+                whole: is_whole(sentences, u.sentence, u.start, u.end),
+            })
+            .collect()
+    }
+}
+
+/// A theme as committed, and the taxonomy version after the edit.
+pub struct ThemeEdit {
+    pub theme: Theme,
+    pub taxonomy_version: u64,
+}
+
+impl Engine {
+    /// Installs the built-in taxonomy in a store that never had one, then
+    /// compiles the taxonomy in the background and starts the re-tag task.
+    pub async fn start_themes(&self) -> Result<()> {
+        let store = self.store.clone();
+        let internal = RequestContext::internal();
+        let installed = run_blocking(&internal, move || Ok(store.taxonomy_installed()?)).await?;
+        if !installed {
+            let mut taxonomy = Taxonomy::default();
+            let mut builtin = Vec::new();
+            for draft in themes::builtin_taxonomy() {
+                let theme = taxonomy
+                    .check_upsert(draft)
+                    .map_err(|r| Error::Task(format!("built-in taxonomy: {r}")))?;
+                taxonomy.themes.insert(theme.id.clone(), theme.clone());
+                builtin.push(theme);
+            }
+            let version = self.store.install_taxonomy(builtin).await?;
+            tracing::info!(version, "built-in taxonomy installed");
+        }
+        let Some(pool) = self.analysis.clone() else {
+            let store = self.store.clone();
+            let taxonomy = run_blocking(&internal, move || Ok(store.taxonomy()?)).await?;
+            self.themes
+                .swap(Arc::new(ThemeModel::empty(taxonomy.version)));
+            return Ok(());
+        };
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match engine.recompile(&pool, false).await {
+                    Ok(version) => {
+                        tracing::info!(version, "theme model compiled");
+                        break;
+                    }
+                    Err(Error::Nlp(NlpError::Closed)) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, "theme model not compiled; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            engine.retag_loop().await;
+        });
+        Ok(())
+    }
+
+    /// Compiles the committed taxonomy and swaps it in; its version.
+    async fn recompile(&self, pool: &AnalysisPool, interactive: bool) -> Result<u64> {
+        let store = self.store.clone();
+        let taxonomy =
+            run_blocking(&RequestContext::internal(), move || Ok(store.taxonomy()?)).await?;
+        let model = self
+            .themes
+            .build(&self.store, pool, &taxonomy, interactive)
+            .await?;
+        let version = model.version;
+        self.themes.swap(model);
+        Ok(version)
+    }
+
+    /// Creates or replaces a theme.
+    pub async fn upsert_theme(&self, ctx: &RequestContext, draft: ThemeDraft) -> Result<ThemeEdit> {
+        ctx.check_deadline()?;
+        let _edit = self.themes.edits.lock().await;
+        let store = self.store.clone();
+        let taxonomy = run_blocking(ctx, move || Ok(store.taxonomy()?)).await?;
+        let theme = taxonomy
+            .check_upsert(draft)
+            .map_err(|r| Error::invalid(r.field, r.reason))?;
+        let mut next = taxonomy.clone();
+        next.themes.insert(theme.id.clone(), theme.clone());
+        if let Some(pool) = &self.analysis {
+            // Embed first: an edit the server cannot compile is not written.
+            let texts = themes::texts_needed(&next);
+            self.themes
+                .ensure_embedded(&self.store, pool, texts, true)
+                .await?;
+        }
+        let theme = self.store.put_theme(theme).await?;
+        let version = theme.version;
+        self.after_edit(version).await;
+        Ok(ThemeEdit {
+            theme,
+            taxonomy_version: version,
+        })
+    }
+
+    /// Deletes a theme (and its sub-themes with `cascade`); the deleted ids
+    /// and the new taxonomy version.
+    pub async fn delete_theme(
+        &self,
+        ctx: &RequestContext,
+        id: String,
+        cascade: bool,
+    ) -> Result<(Vec<String>, u64)> {
+        ctx.check_deadline()?;
+        crate::domain::check_theme_id("id", &id).map_err(|r| Error::invalid(r.field, r.reason))?;
+        let _edit = self.themes.edits.lock().await;
+        let store = self.store.clone();
+        let taxonomy = run_blocking(ctx, move || Ok(store.taxonomy()?)).await?;
+        let ids = taxonomy
+            .check_delete(&id, cascade)
+            .map_err(|refusal| match refusal {
+                DeleteRefusal::NotFound => Error::NotFound(format!("theme {id:?}")),
+                DeleteRefusal::HasChildren(children) => Error::FailedPrecondition(format!(
+                    "theme {id:?} has sub-themes ({}); delete them first or set cascade",
+                    children.join(", ")
+                )),
+            })?;
+        let version = self.store.delete_themes(ids.clone()).await?;
+        self.after_edit(version).await;
+        Ok((ids, version))
+    }
+
+    /// Recompiles after a committed edit; a failure leaves the previous model
+    /// in use and is retried by the re-tag loop's periodic check.
+    async fn after_edit(&self, version: u64) {
+        match &self.analysis {
+            Some(pool) => {
+                if let Err(error) = self.recompile(pool, true).await {
+                    tracing::warn!(%error, "theme model not recompiled after an edit");
+                }
+            }
+            None => self.themes.swap(Arc::new(ThemeModel::empty(version))),
+        }
+    }
+
+    /// The taxonomy, parents first.
+    pub async fn list_themes(&self, ctx: &RequestContext) -> Result<Taxonomy> {
+        let store = self.store.clone();
+        run_blocking(ctx, move || Ok(store.taxonomy()?)).await
+    }
+
+    /// Waits for the first theme model (a fresh server compiles it in the
+    /// background) so `Analyze` never answers without themes silently.
+    pub(super) async fn themes_ready(&self, ctx: &RequestContext) -> Result<()> {
+        let limit = ctx
+            .deadline
+            .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or(Duration::from_secs(60));
+        if self.themes.ready(limit).await {
+            Ok(())
+        } else {
+            Err(Error::Nlp(NlpError::Overloaded { capacity: 0 }))
+        }
+    }
+
+    /// Brings every analysed item to the current taxonomy version, then
+    /// checks again after each edit and every `RETAG_RECHECK`.
+    async fn retag_loop(&self) {
+        let mut changes = self.themes.compiled.subscribe();
+        let mut done: Option<u64> = None;
+        loop {
+            let model = self.themes.current();
+            let stale = match self.index.count_retag_pending(model.version) {
+                Ok(n) => n,
+                Err(error) => {
+                    tracing::warn!(%error, "re-tag check failed");
+                    1
+                }
+            };
+            if done != Some(model.version) || stale > 0 {
+                match self.retag_pass(&model).await {
+                    Ok(tagged) => {
+                        if tagged > 0 {
+                            tracing::info!(tagged, version = model.version, "items re-tagged");
+                        }
+                        done = Some(model.version);
+                    }
+                    Err(error) => tracing::warn!(%error, "re-tag pass failed; retrying"),
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(RETAG_RECHECK) => {}
+            }
+        }
+    }
+
+    /// One walk over the stored units; stops early when the model changes.
+    async fn retag_pass(&self, model: &Arc<ThemeModel>) -> Result<usize> {
+        let mut after: Option<String> = None;
+        let mut tagged = 0;
+        loop {
+            if self.themes.current().version != model.version {
+                return Ok(tagged);
+            }
+            let store = self.store.clone();
+            let model = model.clone();
+            let cursor = after.clone();
+            let (updates, last) = run_blocking(&RequestContext::internal(), move || {
+                let page = store.units_after(cursor.as_deref(), RETAG_PAGE)?;
+                let updates: Vec<ThemeUpdate> = page
+                    .items
+                    .into_iter()
+                    .filter_map(|(item, bytes)| {
+                        let AnalysisState::Done(analysis) = &item.analysis else {
+                            return None;
+                        };
+                        if analysis.taxonomy_version == model.version {
+                            return None;
+                        }
+                        let decoded = DecodedUnits::new(&bytes)?;
+                        Some(ThemeUpdate {
+                            themes: model.assign(&decoded.refs(&analysis.sentences)),
+                            id: item.feedback.id,
+                            version_seq: item.seq,
+                            taxonomy_version: model.version,
+                        })
+                    })
+                    .collect();
+                Ok((updates, page.last))
+            })
+            .await?;
+            if !updates.is_empty() {
+                tagged += updates.len();
+                self.store.set_themes(updates).await?;
+            }
+            match last {
+                Some(last) => after = Some(last),
+                None => return Ok(tagged),
+            }
+        }
+    }
+
+    /// Analysed items still tagged with an older taxonomy version (as the
+    /// index sees them).
+    pub fn retag_backlog(&self) -> Result<(u64, u64)> {
+        let version = self.themes.version();
+        Ok((version, self.index.count_retag_pending(version)?))
+    }
+}
+
+/// What `DiscoverThemes` found.
+pub struct DiscoveryReport {
+    pub candidates: Vec<CandidateReport>,
+    pub sentences: u64,
+    pub uncovered: u64,
+    pub outliers: u64,
+    pub taxonomy_version: u64,
+}
+
+pub struct CandidateReport {
+    pub name: String,
+    pub keyphrases: Vec<String>,
+    pub size: u32,
+    pub share: f32,
+    pub sentiment: Sentiment,
+    pub representatives: Vec<String>,
+    pub item_ids: Vec<String>,
+}
+
+impl Engine {
+    /// Clusters the analysed sentences of the slice that the current
+    /// taxonomy does not cover. Coverage is computed with the current model
+    /// from the stored units (not the stored tags), so a candidate promoted a
+    /// moment ago is already covered.
+    pub async fn discover_themes(
+        &self,
+        ctx: &RequestContext,
+        query: SearchQuery,
+        limit: usize,
+        min_size: usize,
+    ) -> Result<DiscoveryReport> {
+        ctx.check_deadline()?;
+        let limit = match limit {
+            0 => 10,
+            n if n > MAX_DISCOVERY_CANDIDATES => {
+                return Err(Error::invalid(
+                    "limit",
+                    format!("must be at most {MAX_DISCOVERY_CANDIDATES}, got {n}"),
+                ))
+            }
+            n => n,
+        };
+        let min_size = if min_size == 0 { 5 } else { min_size };
+        if self.analysis.is_none() {
+            return Err(NlpError::Disabled.into());
+        }
+        self.themes_ready(ctx).await?;
+        let model = self.themes.current();
+        let index = self.index.clone();
+        let store = self.store.clone();
+        let ctx = ctx.clone();
+        let outer = ctx.clone();
+        run_blocking(&outer, move || {
+            // The newest matching items, up to one sentence each at least.
+            let ids = index.matching_ids(&query, MAX_DISCOVERY_SENTENCES)?;
+            ctx.check_deadline()?;
+            let items = store.get_many(&ids)?;
+            let stored_units = store.units(&ids)?;
+            // (text, embedding, sentiment, item position)
+            let mut texts: Vec<String> = Vec::new();
+            let mut embeddings: Vec<Vec<f32>> = Vec::new();
+            let mut sentiments: Vec<[f32; 3]> = Vec::new();
+            let mut owners: Vec<u32> = Vec::new();
+            let mut total = 0u64;
+            'items: for (position, (item, bytes)) in items.iter().zip(&stored_units).enumerate() {
+                let (Some(item), Some(bytes)) = (item, bytes) else {
+                    continue;
+                };
+                let AnalysisState::Done(analysis) = &item.analysis else {
+                    continue;
+                };
+                let Some(decoded) = DecodedUnits::new(bytes) else {
+                    continue;
+                };
+                let covered: std::collections::BTreeSet<usize> = model
+                    .assign(&decoded.refs(&analysis.sentences))
+                    .into_iter()
+                    .flat_map(|m| m.sentences)
+                    .collect();
+                let chars: Vec<char> = item.feedback.text.chars().collect();
+                for (unit, vector) in decoded.units.iter().zip(decoded.vectors) {
+                    if !is_whole(&analysis.sentences, unit.sentence, unit.start, unit.end) {
+                        continue;
+                    }
+                    total += 1;
+                    if total as usize > MAX_DISCOVERY_SENTENCES {
+                        break 'items;
+                    }
+                    if covered.contains(&unit.sentence) {
+                        continue;
+                    }
+                    texts.push(
+                        chars[unit.start..unit.end.min(chars.len())]
+                            .iter()
+                            .collect(),
+                    );
+                    embeddings.push(vector);
+                    sentiments.push(unit.sentiment.probabilities());
+                    owners.push(position as u32);
+                }
+            }
+            let total = total.min(MAX_DISCOVERY_SENTENCES as u64);
+            ctx.check_deadline()?;
+            let sentences: Vec<discover::Sentence<'_>> = texts
+                .iter()
+                .zip(&embeddings)
+                .zip(sentiments.iter().zip(&owners))
+                .map(
+                    |((text, embedding), (sentiment, &item))| discover::Sentence {
+                        text,
+                        embedding,
+                        sentiment: sentiment[2] - sentiment[0],
+                        item,
+                    },
+                )
+                .collect();
+            let params = discover::Params {
+                max_candidates: limit,
+                min_size,
+                ..Default::default()
+            };
+            let found = discover::discover(&sentences, &params);
+            let uncovered = sentences.len() as u64;
+            let candidates = found
+                .candidates
+                .into_iter()
+                .map(|c| CandidateReport {
+                    size: c.members.len() as u32,
+                    share: if uncovered == 0 {
+                        0.0
+                    } else {
+                        c.members.len() as f32 / uncovered as f32
+                    },
+                    sentiment: mean_sentiment(c.members.iter().map(|&i| sentiments[i])),
+                    representatives: c
+                        .representatives
+                        .iter()
+                        .map(|&i| texts[i].clone())
+                        .collect(),
+                    item_ids: c
+                        .representatives
+                        .iter()
+                        .map(|&i| ids[owners[i] as usize].to_string())
+                        .collect(),
+                    name: c.name,
+                    keyphrases: c.keyphrases,
+                })
+                .collect();
+            Ok(DiscoveryReport {
+                candidates,
+                sentences: total,
+                uncovered,
+                outliers: found.outliers.len() as u64,
+                taxonomy_version: model.version,
+            })
+        })
+        .await
+    }
+}
+
+/// The sentiment of the mean class probabilities.
+fn mean_sentiment(probabilities: impl Iterator<Item = [f32; 3]>) -> Sentiment {
+    let mut sum = [0f32; 3];
+    let mut n = 0f32;
+    for p in probabilities {
+        sum.iter_mut().zip(p).for_each(|(s, x)| *s += x);
+        n += 1.0;
+    }
+    if n > 0.0 {
+        sum.iter_mut().for_each(|s| *s /= n);
+    }
+    Sentiment::from_probabilities(sum)
+}
