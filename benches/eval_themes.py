@@ -23,10 +23,14 @@ Protocol (fixed seeds; the splits never seen by the tuning are the ones reported
   the held-out texts go through Analyze (64 per request, sequential) and Analysis.themes is read.
   * builtin: a FRESH data directory (the built-in taxonomy as installed), every row of
     feedback_themes.tsv through Analyze; runs first, before anything deletes a theme.
-  * multilingual: for each built-in theme with >= 8 non-English rows, a taxonomy holding only a
-    user-defined copy of it (its name + description + its first 3 examples, which are English),
-    and the non-English rows of feedback_themes.tsv through Analyze: does it find its sentences
-    in other languages (precision / recall of that one theme)?
+  * multilingual: for each built-in theme with >= 8 non-English rows, a user-defined copy of it
+    (its name + description + its first 3 examples, which are English; no counter-examples), and
+    the non-English rows of feedback_themes.tsv through Analyze: does it find its sentences in
+    other languages (precision / recall of that one theme, micro-averaged over the themes)?
+    Two taxonomies: (a) "alone": the copy is the only theme; (b) "in the built-in taxonomy": the
+    built-in taxonomy as installed with that one theme replaced by the copy (UpsertTheme on the
+    same id, same parent, so its sub-themes stay), restored before the next theme. The built-in
+    theme itself on the same rows is shown beside, from the builtin pass.
   * discovery: the held-out texts are ingested (Ingest, wait_for_analysis, product = data set
     name), all themes deleted, DiscoverThemes over that product. The API returns candidates with
     representative sentences and their item ids, not the membership of every item, so NMI is
@@ -224,6 +228,20 @@ def nmi(clusters: list, classes: list) -> float:
     return mi / denom if denom > 0 else 0.0
 
 
+def nmi_shuffled(clusters: list, classes: list, rounds: int = 20) -> float:
+    """NMI of the same cluster sizes with the classes shuffled (fixed seed): what chance scores.
+    Many small clusters over many classes score a high NMI by themselves."""
+    if not clusters:
+        return float("nan")
+    rnd = random.Random(f"{SEED}:nmi")
+    total = 0.0
+    for _ in range(rounds):
+        shuffled = list(classes)
+        rnd.shuffle(shuffled)
+        total += nmi(clusters, shuffled)
+    return total / rounds
+
+
 def argmax_polarity(s) -> str:
     p = (s.negative, s.neutral, s.positive)
     return POLARITIES[max(range(3), key=lambda i: p[i])]
@@ -314,11 +332,17 @@ class Client:
         from verbatim.v1 import feedback_pb2_grpc as pbg
 
         self.grpc, self.pb = grpc, pb
+        self.edit_times: list[float] = []  # seconds per UpsertTheme
         self.channel = grpc.insecure_channel(addr, options=[
             ("grpc.max_receive_message_length", 256 << 20),
             ("grpc.max_send_message_length", 64 << 20)])
         grpc.channel_ready_future(self.channel).result(timeout=30)
         self.stub = pbg.FeedbackServiceStub(self.channel)
+        # A fresh server compiles the built-in taxonomy in the background and Analyze waits for
+        # it: wait here, so that no measured request pays for the startup.
+        t0 = time.perf_counter()
+        self.call("Analyze", pb.AnalyzeRequest(texts=["warm-up"]), "warm-up")
+        log(f"server ready (first Analyze after {time.perf_counter() - t0:.1f} s)")
 
     def call(self, method: str, req, what: str):
         grpc = self.grpc
@@ -350,10 +374,14 @@ class Client:
                             f"{[t.id for t in left][:5]}")
         return n
 
-    def upsert(self, name: str, description: str, examples: list[str], parent_id: str = ""):
-        theme = self.pb.Theme(name=name, description=description, examples=examples,
-                              parent_id=parent_id)
-        return self.call("UpsertTheme", self.pb.UpsertThemeRequest(theme=theme), name).theme
+    def upsert(self, name: str, description: str, examples: list[str], parent_id: str = "",
+               theme_id: str = "", counter_examples: list[str] = ()):
+        theme = self.pb.Theme(id=theme_id, name=name, description=description, examples=examples,
+                              counter_examples=list(counter_examples), parent_id=parent_id)
+        t0 = time.perf_counter()
+        out = self.call("UpsertTheme", self.pb.UpsertThemeRequest(theme=theme), name).theme
+        self.edit_times.append(time.perf_counter() - t0)
+        return out
 
     # -- analysis
     def analyze(self, texts: list[str], what: str) -> tuple[list, float]:
@@ -394,6 +422,7 @@ def build_taxonomy(cl: Client, ds: Dataset, k: int, desc) -> dict[str, str]:
     cl.delete_all_themes()
     seeds = ds.seeds(k)
     id_to_cat = {}
+    cl.edit_times = []
     for c in ds.cats:
         name, description = desc[(ds.name, c)]
         theme = cl.upsert(name, description, seeds[c])
@@ -411,12 +440,17 @@ def eval_assignment(cl: Client, ds: Dataset, ks, desc) -> list[str]:
                f"k in {list(ks)}")
     summary = ["", "| k | micro P % | micro R % | micro F1 % | "
                + {"banking77": "top-1 acc %", "clinc150": "in-scope recall % | top-1 % | oos given a theme %",
-                  "mams": "aspect-sentiment acc % | texts with no theme %"}[ds.name]
+                  "mams": "aspect-sentiment acc %"}[ds.name]
                + " | no theme % | Analyze texts/s |"]
     summary.append("|" + "---|" * (summary[-1].count("|") - 1))
     details = []
     for k in ks:
+        t_build = time.perf_counter()
         id_to_cat = build_taxonomy(cl, ds, k, desc)
+        t_build = time.perf_counter() - t_build
+        et = cl.edit_times
+        out.append(f"- k={k}: taxonomy rebuilt in {t_build:.1f} s ({len(et)} UpsertTheme, "
+                   f"mean {1000 * sum(et) / max(len(et), 1):.0f} ms, max {1000 * max(et, default=0):.0f} ms)")
         thr = cl.list_themes().threshold
         analyses, secs = cl.analyze(ds.test_texts, f"{ds.name} k={k}")
         keep = [i for i, a in enumerate(analyses) if a is not None]
@@ -448,7 +482,7 @@ def eval_assignment(cl: Client, ds: Dataset, ks, desc) -> list[str]:
             oos_any = sum(1 for j in oos if preds[j]) / max(len(oos), 1)
             row += f"**{pct(rec)}** | {pct(top1)} | **{pct(oos_any)}** ({len(oos)} oos) | "
         else:
-            row += f"**{pct(sent_ok / max(sent_n, 1))}** ({sent_n} pairs) | {pct(none_share)} | "
+            row += f"**{pct(sent_ok / max(sent_n, 1))}** ({sent_n} pairs) | "
         row += f"{pct(none_share)} | {len(ds.test_texts) / max(secs, 1e-9):.1f} |"
         summary.append(row)
         rejected = n_test - len(keep)
@@ -472,7 +506,9 @@ def eval_assignment(cl: Client, ds: Dataset, ks, desc) -> list[str]:
     return out
 
 
-def eval_builtin(cl: Client) -> list[str]:
+def eval_builtin(cl: Client) -> tuple[list[str], list, list]:
+    """-> report lines, the taxonomy as listed (Theme messages), and per row of
+    feedback_themes.tsv the set of theme ids Analyze gave it (None when rejected)."""
     rows = read_tsv(FEEDBACK_THEMES)
     listed = cl.list_themes()
     themes = {t.id: t for t in listed.themes}
@@ -532,36 +568,101 @@ def eval_builtin(cl: Client) -> list[str]:
         p, r, f, sup, npred = per[c]
         out.append(f"| {c} | {sup} | {npred} | {pct(p)} | {pct(r)} | {pct(f)} |")
     out.append("")
-    return out, {t.id: (t.name, t.description, list(t.examples)) for t in listed.themes}
+    given = [None if a is None else {m.theme_id for m in a.themes} for a in analyses]
+    return out, list(listed.themes), given
 
 
-def eval_multilingual(cl: Client, builtin: dict) -> list[str]:
+def theme_fields(t) -> tuple:
+    return (t.name, t.description, tuple(t.examples), tuple(t.counter_examples), t.parent_id)
+
+
+def eval_multilingual(cl: Client, installed: list, builtin_given: list) -> list[str]:
+    """installed: the built-in taxonomy as listed on a fresh data directory (parents first);
+    builtin_given: eval_builtin's theme ids per row of feedback_themes.tsv."""
     rows = read_tsv(FEEDBACK_THEMES)
+    builtin_given = [g for r, g in zip(rows, builtin_given) if r["language"] != "en"]
     rows = [r for r in rows if r["language"] != "en"]
     texts = [r["text"] for r in rows]
     gold = [{tok.rsplit(":", 1)[0] for tok in r["labels"].split() if tok != "-"} for r in rows]
-    out = ["### A user-defined theme across languages", "",
-           "Each built-in theme with >= 8 non-English rows is re-created alone (taxonomy of one "
-           "theme: its name, description and first 3 examples, which are English) and the "
-           f"{len(rows)} non-English rows of feedback_themes.tsv go through Analyze.", "",
-           "| theme | gold rows | given | P % | R % |", "|---|---|---|---|---|"]
-    TP = FP = FN = 0
-    for tid, (name, description, examples) in sorted(builtin.items()):
-        support = sum(1 for g in gold if tid in g)
-        if support < 8:
-            continue
-        cl.delete_all_themes()
-        theme = cl.upsert(name, description, examples[:3])
-        analyses, _ = cl.analyze(texts, f"multilingual {tid}")
-        pred = [a is not None and any(m.theme_id == theme.id for m in a.themes) for a in analyses]
+    tested = [t for t in installed if sum(1 for g in gold if t.id in g) >= 8]
+    parents = {t.parent_id for t in installed if t.parent_id}
+    original = {t.id: theme_fields(t) for t in installed}
+
+    def counts(tid: str, support: int, pred: list[bool]) -> tuple[int, int, int]:
         tp = sum(1 for g, p in zip(gold, pred) if p and tid in g)
         fp = sum(1 for g, p in zip(gold, pred) if p and tid not in g)
-        fn = support - tp
-        TP, FP, FN = TP + tp, FP + fp, FN + fn
+        return tp, fp, support - tp
+
+    def given_by(analyses, theme_id: str) -> list[bool]:
+        return [a is not None and any(m.theme_id == theme_id for m in a.themes) for a in analyses]
+
+    def copy_of(t, keep_id: bool):
+        # name + description + the first 3 examples (English in the built-in file), nothing else
+        return dict(name=t.name, description=t.description, examples=list(t.examples[:3]),
+                    parent_id=t.parent_id if keep_id else "", theme_id=t.id if keep_id else "")
+
+    results = {}  # tid -> {variant: (tp, fp, fn)}
+    # (b) first, while the taxonomy is the installed one: replace one theme, measure, restore.
+    listed = {t.id: theme_fields(t) for t in cl.list_themes().themes}
+    if listed != original:
+        raise EvalError("multilingual: the taxonomy is not the built-in one as installed")
+    for t in tested:
+        support = sum(1 for g in gold if t.id in g)
+        builtin_pred = [g is not None and t.id in g for g in builtin_given]
+        results[t.id] = {"support": support, "builtin": counts(t.id, support, builtin_pred)}
+        copy = cl.upsert(**copy_of(t, keep_id=True))
+        analyses, _ = cl.analyze(texts, f"multilingual (b) {t.id}")
+        results[t.id]["b"] = counts(t.id, support, given_by(analyses, copy.id))
+        cl.upsert(t.name, t.description, list(t.examples), parent_id=t.parent_id, theme_id=t.id,
+                  counter_examples=list(t.counter_examples))
+        listed = {x.id: theme_fields(x) for x in cl.list_themes().themes}
+        if listed != original:
+            raise EvalError(f"multilingual: restoring {t.id} did not give the installed taxonomy back")
+    # (a): the copy alone.
+    for t in tested:
+        cl.delete_all_themes()
+        copy = cl.upsert(**copy_of(t, keep_id=False))
+        analyses, _ = cl.analyze(texts, f"multilingual (a) {t.id}")
+        results[t.id]["a"] = counts(t.id, results[t.id]["support"], given_by(analyses, copy.id))
+
+    out = ["### A user-defined theme across languages", "",
+           f"Each built-in theme with >= 8 non-English rows ({len(tested)} themes) is re-created by "
+           "a user as a copy: its name, description and first 3 examples (English), no "
+           f"counter-examples; the {len(rows)} non-English rows of feedback_themes.tsv "
+           f"({', '.join(sorted({r['language'] for r in rows}))}) go through Analyze.",
+           "- **(a) alone**: a taxonomy holding only the copy.",
+           "- **(b) in the built-in taxonomy**: the built-in taxonomy as installed, with that one "
+           "theme replaced by the copy (UpsertTheme on the same id and parent; its sub-themes "
+           "stay), restored after each theme.",
+           "- *built-in*: the installed theme itself (16-18 examples in 6 languages, "
+           "counter-examples) on the same rows, from the builtin pass, for comparison.",
+           "- exact theme ids: a row given a sub-theme of the copy does not count for the copy "
+           "(and in (a) a parent's copy given a row labelled with one of its sub-themes is a "
+           "false positive)" + (f"; parents tested: {', '.join(sorted(parents & {t.id for t in tested}))}"
+                                if parents & {t.id for t in tested} else "") + ".", "",
+           "| theme | gold rows | (a) given | (a) P % | (a) R % | (b) given | (b) P % | (b) R % | "
+           "built-in given | built-in P % | built-in R % |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    tot = {v: [0, 0, 0] for v in ("a", "b", "builtin")}
+    for t in tested:
+        res = results[t.id]
+        cells = [t.id, str(res["support"])]
+        for v in ("a", "b", "builtin"):
+            tp, fp, fn = res[v]
+            tot[v] = [x + y for x, y in zip(tot[v], (tp, fp, fn))]
+            p, r, _ = prf(tp, fp, fn)
+            cells += [str(tp + fp), pct(p), pct(r)]
+        out.append("| " + " | ".join(cells) + " |")
+    cells = ["**micro**", str(tot["a"][0] + tot["a"][2])]
+    for v in ("a", "b", "builtin"):
+        tp, fp, fn = tot[v]
         p, r, _ = prf(tp, fp, fn)
-        out.append(f"| {tid} | {support} | {tp + fp} | {pct(p)} | {pct(r)} |")
-    p, r, f = prf(TP, FP, FN)
-    out += [f"| **micro** | {TP + FN} | {TP + FP} | **{pct(p)}** | **{pct(r)}** |", ""]
+        cells += [str(tp + fp), f"**{pct(p)}**", f"**{pct(r)}**"]
+    out += ["| " + " | ".join(cells) + " |", ""]
+    for v, what in (("a", "(a) alone"), ("b", "(b) in the built-in taxonomy"), ("builtin", "built-in theme")):
+        p, r, f = prf(*tot[v])
+        out.append(f"- {what}: micro P {pct(p)} %, R {pct(r)} %, F1 {pct(f)} %")
+    out.append("")
     return out
 
 
@@ -569,21 +670,28 @@ def eval_discovery(cl: Client, sets: list[Dataset]) -> list[str]:
     out = ["### Discovery (DiscoverThemes)", "",
            "Held-out texts ingested (product = data set), every theme deleted, DiscoverThemes "
            "(limit 50, min_size 5) over the product. NMI is over the representatives' items only "
-           "(the API does not return every item's cluster): cluster = candidate, class = gold.", "",
-           "| data set | items | sentences | uncovered | outliers % | candidates | rep. items | "
-           "NMI | purity % |", "|---|---|---|---|---|---|---|---|---|"]
+           "(the API does not return every item's cluster): cluster = candidate, class = gold.", ""]
+    table = ["| data set | items | sentences | uncovered | outliers % | candidates | rep. items | "
+             "NMI | NMI, classes shuffled | purity % | time s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     cl.delete_all_themes()
+    label = {}
     for ds in sets:
         ids = [f"{ds.name}-{i}" for i in range(len(ds.test_texts))]
-        label = {}
         for i, g in zip(ids, ds.test_gold):
             label[i] = "+".join(sorted(g)) if g else "oos"
+        t0 = time.perf_counter()
         cl.ingest(ds.test_texts, ids, ds.name)
+        out.append(f"- {ds.name}: {len(ids)} items ingested with wait_for_analysis in "
+                   f"{time.perf_counter() - t0:.1f} s")
     cl.delete_all_themes()
+    out.append("")
+    out += table
     for ds in sets:
         req = cl.pb.DiscoverThemesRequest(query="", filter=cl.pb.Filter(products=[ds.name]),
                                           limit=50, min_size=5)
+        t0 = time.perf_counter()
         resp = cl.call("DiscoverThemes", req, ds.name)
+        secs = time.perf_counter() - t0
         clusters, classes = [], []
         pure = 0
         for ci, cand in enumerate(resp.candidates):
@@ -595,11 +703,12 @@ def eval_discovery(cl: Client, sets: list[Dataset]) -> list[str]:
         outl = resp.outliers / resp.uncovered if resp.uncovered else float("nan")
         out.append(f"| {ds.name} | {len(ds.test_texts)} | {resp.sentences} | {resp.uncovered} | "
                    f"{pct(outl)} | {len(resp.candidates)} | {len(classes)} | "
-                   f"{nmi(clusters, classes):.3f} | {pct(pure / max(len(classes), 1))} |")
+                   f"{nmi(clusters, classes):.3f} | {nmi_shuffled(clusters, classes):.3f} | "
+                   f"{pct(pure / max(len(classes), 1))} | {secs:.1f} |")
         for cand in resp.candidates[:5]:
             labs = Counter(label.get(i) for i in cand.item_ids if i in label)
             out.append(f"|  ↳ `{cand.name}` | size {cand.size} | share {cand.share:.2f} | | | | "
-                       f"{dict(labs.most_common(3))} | | |")
+                       f"{dict(labs.most_common(3))} | | | | |")
     out.append("")
     return out
 
@@ -648,6 +757,7 @@ def main() -> int:
             or (name == "clinc150" and "cost" in wanted)}
 
     report = ["# Theme assignment and discovery: evaluation", "",
+              f"- command: `{shlex.join([sys.executable, *sys.argv])}`",
               f"- binary: `{args.binary}`; {'quick run (subsampled), ' if args.quick else ''}"
               f"data sets: {', '.join(wanted)}; k in {list(ks)}",
               f"- host: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
@@ -667,22 +777,23 @@ def main() -> int:
                 srv = Server(args.binary, work, "builtin")
                 servers.append(srv)
                 cl = Client(srv.start())
-                lines, builtin = eval_builtin(cl)
+                lines, installed, given = eval_builtin(cl)
                 if "builtin" in wanted:
                     report += lines
                 if "multilingual" in wanted:
-                    report += eval_multilingual(cl, builtin)
+                    report += eval_multilingual(cl, installed, given)
                 srv.stop()
-            srv = Server(args.binary, work, "datasets")
-            servers.append(srv)
-            cl = Client(srv.start())
-            for name in ("banking77", "clinc150", "mams"):
-                if name in wanted:
-                    report += eval_assignment(cl, sets[name], ks, desc)
-            if "cost" in wanted:
-                report += eval_cost(cl, sets["clinc150"], desc)
-            if "discovery" in wanted:
-                report += eval_discovery(cl, [sets["banking77"], sets["clinc150"]])
+            if set(wanted) - {"builtin", "multilingual"}:
+                srv = Server(args.binary, work, "datasets")
+                servers.append(srv)
+                cl = Client(srv.start())
+                for name in ("banking77", "clinc150", "mams"):
+                    if name in wanted:
+                        report += eval_assignment(cl, sets[name], ks, desc)
+                if "cost" in wanted:
+                    report += eval_cost(cl, sets["clinc150"], desc)
+                if "discovery" in wanted:
+                    report += eval_discovery(cl, [sets["banking77"], sets["clinc150"]])
         except EvalError:
             for s in servers:
                 if s.proc is not None:

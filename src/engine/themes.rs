@@ -215,7 +215,6 @@ pub(crate) fn tag_with(model: &ThemeModel, analysis: &mut Analysis) {
             end: u.end,
             sentiment: u.sentiment,
             embedding: &u.embedding,
-            whole: is_whole(&analysis.sentences, u.sentence, u.start, u.end),
         })
         .collect();
     analysis.themes = model.assign(&refs);
@@ -242,7 +241,7 @@ impl DecodedUnits {
         Some(DecodedUnits { units, vectors })
     }
 
-    fn refs<'a>(&'a self, sentences: &[SentenceAnalysis]) -> Vec<UnitRef<'a>> {
+    fn refs(&self) -> Vec<UnitRef<'_>> {
         self.units
             .iter()
             .zip(&self.vectors)
@@ -252,7 +251,6 @@ impl DecodedUnits {
                 end: u.end,
                 sentiment: u.sentiment,
                 embedding: e,
-                whole: is_whole(sentences, u.sentence, u.start, u.end),
             })
             .collect()
     }
@@ -471,7 +469,7 @@ impl Engine {
                         }
                         let decoded = DecodedUnits::new(&bytes)?;
                         Some(ThemeUpdate {
-                            themes: model.assign(&decoded.refs(&analysis.sentences)),
+                            themes: model.assign(&decoded.refs()),
                             id: item.feedback.id,
                             version_seq: item.seq,
                             taxonomy_version: model.version,
@@ -575,7 +573,7 @@ impl Engine {
                     continue;
                 };
                 let covered: std::collections::BTreeSet<usize> = model
-                    .assign(&decoded.refs(&analysis.sentences))
+                    .assign(&decoded.refs())
                     .into_iter()
                     .flat_map(|m| m.sentences)
                     .collect();

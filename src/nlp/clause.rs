@@ -82,19 +82,31 @@ const CONNECTORS: &[&str] = &[
     "invece",
     "purtroppo",
     "tranne",
-    // "and" in each language: joins two clauses often enough ("the waiter was
-    // nice and the pasta was cold"); both sides still need three words.
-    "and",
-    "und",
-    "et",
-    "y",
-    "e",
-    "ed",
 ];
+
+/// "and" in each language: joins two clauses often enough ("the waiter was
+/// nice and the pasta was cold"). Tried only inside the pieces the contrast
+/// connectors left, so "lovely and helpful, but ..." is cut at "but".
+const AND_CONNECTORS: &[&str] = &["and", "und", "et", "y", "e", "ed"];
 
 /// The clause spans (code points, absolute) of the sentence `span` of
 /// `chars`; one span (the sentence) when it has no usable cut.
 pub fn split_clauses(chars: &[char], span: (usize, usize)) -> Vec<(usize, usize)> {
+    split_at(chars, span, CONNECTORS, true)
+        .into_iter()
+        .flat_map(|piece| split_at(chars, piece, AND_CONNECTORS, false))
+        .collect()
+}
+
+/// Cuts `span` before `connectors` (and, with `punctuation`, at "; " and
+/// spaced dashes), greedily left to right, keeping `MIN_CLAUSE_WORDS` words
+/// each side.
+fn split_at(
+    chars: &[char],
+    span: (usize, usize),
+    connectors: &[&str],
+    punctuation: bool,
+) -> Vec<(usize, usize)> {
     let (start, end) = span;
     // Word starts and ends, in code points.
     let mut words: Vec<(usize, usize)> = Vec::new();
@@ -123,14 +135,9 @@ pub fn split_clauses(chars: &[char], span: (usize, usize)) -> Vec<(usize, usize)
         if w - last_cut < MIN_CLAUSE_WORDS {
             continue;
         }
-        let at_semicolon = chars[words[w - 1].1..words[w].0]
-            .iter()
-            .any(|c| matches!(c, ';' | '—' | '–'))
-            || chars[words[w - 1].1..words[w].0]
-                .iter()
-                .collect::<String>()
-                .contains(" - ");
-        let connector = CONNECTORS.iter().find(|c| {
+        let gap: String = chars[words[w - 1].1..words[w].0].iter().collect();
+        let at_semicolon = punctuation && (gap.contains([';', '—', '–']) || gap.contains(" - "));
+        let connector = connectors.iter().find(|c| {
             let parts: Vec<&str> = c.split(' ').collect();
             parts.len() + w <= words.len()
                 && parts.iter().enumerate().all(|(k, p)| lower[w + k] == *p)
@@ -210,6 +217,19 @@ mod tests {
         assert_eq!(
             clauses("O produto é bom, no entanto a entrega atrasou muito"),
             vec!["O produto é bom", "no entanto a entrega atrasou muito"]
+        );
+    }
+
+    #[test]
+    fn contrast_wins_over_and() {
+        assert_eq!(
+            clauses(
+                "The staff were lovely and helpful, but the parcel arrived crushed and leaking."
+            ),
+            vec![
+                "The staff were lovely and helpful",
+                "but the parcel arrived crushed and leaking."
+            ]
         );
     }
 

@@ -9,3 +9,4 @@ mod ingest;
 mod limits;
 mod nlp;
 mod search;
+mod themes;
