@@ -58,6 +58,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,9 +180,9 @@ def load_tweets(n_train: int):
     return pick(train_idx), pick(test_idx), len(rows), len(rest)
 
 
-def load_mams() -> list[str]:
+def load_mams() -> tuple[list[str], list[list[str]]]:
     rows = list(csv.reader(open(MAMS_VAL, encoding="utf-8", newline=""), delimiter="\t"))[1:]
-    return [r[0] for r in rows]
+    return [r[0] for r in rows], [[c.split(":")[1] for c in r[1].split()] for r in rows]
 
 
 # --------------------------------------------------------------------------- server
@@ -464,7 +465,7 @@ def main() -> int:
     drug_tr_t, drug_tr_y = load_drugreview("Train")
     drug_te_t, drug_te_y = load_drugreview("Test")
     (tw_tr_t, tw_tr_y), (tw_te_t, tw_te_y), tw_total, tw_pool = load_tweets(args.train_tweets)
-    mams = load_mams()
+    mams, mams_pols = load_mams()
     log(f"drug train {len(drug_tr_t)}, drug test {len(drug_te_t)}, tweets train {len(tw_tr_t)} "
         f"(of {tw_pool} outside the held-out sample), tweets test {len(tw_te_t)}, MAMS val {len(mams)}")
 
@@ -490,6 +491,7 @@ def main() -> int:
         E_check, _, _ = emb.embed(SELF_CHECK, "self-check")
     finally:
         emb.stop()
+        shutil.rmtree(work, ignore_errors=True)
     sent_owner = np.asarray(sent_owner)
 
     # ---------------------------------------------------------------- train / validation
@@ -610,6 +612,47 @@ def main() -> int:
              f"choice): sentences predicted neutral current "
              f"{100 * (argmax_label(old.proba(Xm)) == 1).mean():.1f}%, new "
              f"{100 * (argmax_label(new.proba(Xm)) == 1).mean():.1f}% (gold: 41% of aspect pairs are neutral).")
+    L.append("")
+    # Descriptive proxy: a sentence whose aspects are all neutral or of one sign should carry
+    # that sign (all neutral: neutral); sentences with both signs are left out.
+    L.append("MAMS-ACSA val, sentence-level proxy from the gold aspect polarities (descriptive only): "
+             "aspects {positive, neutral} -> positive, {negative, neutral} -> negative, all neutral -> "
+             "neutral; sentences with both signs left out.")
+    L.append("")
+    L.append("| proxy class | n | current: predicted neg / neu / pos | new: predicted neg / neu / pos |")
+    L.append("|---|---|---|---|")
+    po, pn = argmax_label(old.proba(Xm)), argmax_label(new.proba(Xm))
+    proxy = []
+    for pols in mams_pols:
+        ps = set(pols)
+        if "positive" in ps and "negative" in ps:
+            proxy.append(-1)
+        else:
+            proxy.append(2 if "positive" in ps else 0 if "negative" in ps else 1)
+    proxy = np.array(proxy)[ok_mams]
+    for c in range(3):
+        m = proxy == c
+        if m.sum():
+            fo = " / ".join(f"{100 * (po[m] == k).mean():.0f}%" for k in range(3))
+            fn = " / ".join(f"{100 * (pn[m] == k).mean():.0f}%" for k in range(3))
+            L.append(f"| {CLASSES[c]} | {m.sum()} | {fo} | {fn} |")
+    m = proxy >= 0
+    L.append(f"| agreement | {m.sum()} | {100 * (po[m] == proxy[m]).mean():.1f}% | "
+             f"{100 * (pn[m] == proxy[m]).mean():.1f}% |")
+    L.append("")
+    L.append("Drug reviews test, share labelled MIXED if the rule's confidence threshold were "
+             "(descriptive; the rule lives in src/nlp/sentiment.rs):")
+    L.append("")
+    L.append("| head | " + " | ".join(f">= {th}" for th in (0.6, 0.7, 0.8, 0.9)) + " |")
+    L.append("|---|---|---|---|---|")
+    for hn, h in (("current", old), ("new", new)):
+        Ps = h.proba(E_sent[ok_sent])
+        owners = sent_owner[ok_sent]
+        cells = []
+        for th in (0.6, 0.7, 0.8, 0.9):
+            both = {int(o) for o in owners[Ps[:, 2] >= th]} & {int(o) for o in owners[Ps[:, 0] >= th]}
+            cells.append(f"{100 * len(both) / len(idx):.1f}%")
+        L.append(f"| {hn} | " + " | ".join(cells) + " |")
     L.append("")
     Pc_old, Pc_new = old.proba(E_check), new.proba(E_check)
     L.append("Server self-check sentences (src/nlp/pool.rs; needs score < 0, then > 0): current "

@@ -11,7 +11,8 @@
 //!   current version from their stored units, without the encoder.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ pub(crate) struct ThemeState {
     /// Embeddings of theme texts and the background, by text.
     cache: Mutex<HashMap<String, Arc<[f32]>>>,
     background: Mutex<Option<Arc<Vec<Vec<f32>>>>>,
+    /// Whether the shared cache of fixed texts was read.
+    shared_loaded: AtomicBool,
     /// Taxonomy edits, one at a time.
     edits: tokio::sync::Mutex<()>,
     /// The version of the model in use (0 until the first compile); the
@@ -58,6 +61,7 @@ impl ThemeState {
             model: RwLock::new(Arc::new(ThemeModel::empty(0))),
             cache: Mutex::new(HashMap::new()),
             background: Mutex::new(None),
+            shared_loaded: AtomicBool::new(false),
             edits: tokio::sync::Mutex::new(()),
             compiled: watch::channel(None).0,
             version: AtomicU64::new(0),
@@ -163,6 +167,14 @@ impl ThemeState {
         if missing.is_empty() {
             return Ok(());
         }
+        self.load_shared(pool);
+        let missing: Vec<String> = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            missing.into_iter().filter(|t| !cache.contains_key(t)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
         let reader = store.clone();
         let lookup = missing.clone();
         let stored = run_blocking(&RequestContext::internal(), move || {
@@ -196,12 +208,57 @@ impl ThemeState {
                 cache.insert(text.clone(), vector.clone().into());
             }
         }
+        let fixed = fixed_texts();
+        if pairs.iter().any(|(text, _)| fixed.contains(text.as_str())) {
+            self.save_shared(pool, &fixed);
+        }
         // A lost cache write only costs a re-embedding after a restart.
         if let Err(error) = store.cache_text_embeddings(pairs).await {
             tracing::warn!(%error, "theme text embeddings not cached");
         }
         Ok(())
     }
+
+    /// Loads the shared cache of the server's fixed texts once.
+    fn load_shared(&self, pool: &AnalysisPool) {
+        if self.shared_loaded.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let loaded = crate::nlp::text_cache::load(pool.shared_cache_path());
+        let fixed = fixed_texts();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        for (text, vector) in loaded {
+            if vector.len() == DIM && fixed.contains(text.as_str()) {
+                cache.entry(text).or_insert_with(|| vector.into());
+            }
+        }
+    }
+
+    /// Writes the fixed texts known so far to the shared cache (best effort:
+    /// a read-only models directory only means a slower first start).
+    fn save_shared(&self, pool: &AnalysisPool, fixed: &HashSet<String>) {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = cache
+            .iter()
+            .filter(|(text, _)| fixed.contains(text.as_str()))
+            .map(|(text, vector)| (text.as_str(), &vector[..]));
+        if let Err(error) = crate::nlp::text_cache::store(pool.shared_cache_path(), entries) {
+            tracing::debug!(%error, "shared text-embedding cache not written");
+        }
+    }
+}
+
+/// The server's own fixed texts: the built-in taxonomy's and the background.
+fn fixed_texts() -> HashSet<String> {
+    let mut taxonomy = Taxonomy::default();
+    for draft in themes::builtin_taxonomy() {
+        if let Ok(theme) = taxonomy.check_upsert(draft) {
+            taxonomy.themes.insert(theme.id.clone(), theme);
+        }
+    }
+    let mut fixed: HashSet<String> = themes::texts_needed(&taxonomy).into_iter().collect();
+    fixed.extend(themes::background_sentences().into_iter().map(String::from));
+    fixed
 }
 
 /// Tags `analysis` from its units with `model`.

@@ -19,6 +19,7 @@ mod language;
 mod pool;
 mod segment;
 mod sentiment;
+pub mod text_cache;
 
 use std::path::{Path, PathBuf};
 

@@ -130,6 +130,10 @@ pub struct AnalysisPool {
     max_requests: usize,
     head: Arc<SentimentHead>,
     model: Arc<str>,
+    /// Where embeddings of the server's own fixed texts (the built-in
+    /// taxonomy, the calibration background) are kept across data
+    /// directories: beside the pinned model files, named after the encoder.
+    shared_cache: Arc<std::path::PathBuf>,
 }
 
 impl AnalysisPool {
@@ -186,12 +190,27 @@ impl AnalysisPool {
         );
         Ok(AnalysisPool {
             model: super::model_name(paths).into(),
+            shared_cache: Arc::new(paths.dir.join("text-embeddings").join(format!(
+                "{}-{}.bin",
+                paths
+                    .encoder
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                &super::E5_SOURCE_SHA256[..16]
+            ))),
             _closer: Arc::new(Closer(lanes.clone())),
             lanes,
             slots: Arc::new(Semaphore::new(max_requests.max(1))),
             max_requests: max_requests.max(1),
             head,
         })
+    }
+
+    /// The file that keeps embeddings of the server's fixed texts across
+    /// data directories (see `nlp::text_cache`).
+    pub fn shared_cache_path(&self) -> &std::path::Path {
+        &self.shared_cache
     }
 
     /// A slot for one interactive request, or `Overloaded` at once.
