@@ -33,6 +33,16 @@
 //! how long a one-text Analyze then takes (the abandoned work must be gone).
 //! BUDGET_MB 0 passes no budget flag (to measure a binary from before it).
 //!
+//!   cargo bench --bench load -- themes [UNITS]        (default 1000000)
+//!
+//! `themes` times the theme layer without the encoder: a taxonomy of 21 and
+//! of 150 themes (10 examples each, fixed-seed random unit vectors: the cost
+//! does not depend on the values) is compiled, then UNITS stored units
+//! (int8, `themes::units` layout) are decoded and assigned, on 1 and on 2
+//! threads (the re-tag's compute). It also counts how many extra encoder
+//! inputs clause splitting adds on the shipped sample's review sentences
+//! (the other cost themes add to analysis).
+//!
 //! Client and server share the machine's cores; figures go to BENCHMARKS.md.
 
 use std::io::{BufRead, BufReader};
@@ -775,6 +785,138 @@ async fn bench_flood(calls: usize, budget_mb: usize) {
     );
 }
 
+fn random_unit(rng: &mut Rng, dim: usize) -> Vec<f32> {
+    let v: Vec<f32> = (0..dim)
+        .map(|_| (rng.next() % 20_001) as f32 / 10_000.0 - 1.0)
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+fn bench_themes(units_total: usize) {
+    use verbatim::domain::{Sentiment, Taxonomy, TextUnit, Theme};
+    use verbatim::themes::{units, ThemeModel, UnitRef};
+    const DIM: usize = 384;
+    let mut rng = Rng(7);
+    let sentences = review_sentences();
+    let mut pieces = 0usize;
+    for s in &sentences {
+        let chars: Vec<char> = s.chars().collect();
+        pieces += verbatim::nlp::split_clauses(&chars, (0, chars.len())).len();
+    }
+    let split = sentences
+        .iter()
+        .filter(|s| {
+            let chars: Vec<char> = s.chars().collect();
+            verbatim::nlp::split_clauses(&chars, (0, chars.len())).len() > 1
+        })
+        .count();
+    println!(
+        "clause splitting on {} review sentences: {} split ({:.1}%), {} clause inputs added to {} sentence inputs (+{:.1}% encoder inputs)",
+        sentences.len(),
+        split,
+        100.0 * split as f64 / sentences.len() as f64,
+        pieces - sentences.len() + split,
+        sentences.len(),
+        100.0 * (pieces - sentences.len() + split) as f64 / sentences.len() as f64
+    );
+    // One chunk of stored units, decoded and assigned over and over.
+    let chunk: Vec<TextUnit> = (0..10_000)
+        .map(|i| TextUnit {
+            sentence: i % 4,
+            start: 0,
+            end: 40,
+            sentiment: Sentiment::from_probabilities([0.2, 0.3, 0.5]),
+            embedding: random_unit(&mut rng, DIM),
+        })
+        .collect();
+    let items: Vec<Vec<u8>> = chunk.chunks(4).map(units::encode).collect();
+    let background: Vec<Vec<f32>> = (0..400).map(|_| random_unit(&mut rng, DIM)).collect();
+    for themes in [21usize, 150] {
+        let mut taxonomy = Taxonomy {
+            version: 1,
+            ..Default::default()
+        };
+        let mut vectors = std::collections::HashMap::new();
+        for t in 0..themes {
+            let examples: Vec<String> = (0..10).map(|e| format!("t{t} e{e}")).collect();
+            for text in examples
+                .iter()
+                .chain(std::iter::once(&format!("theme {t}")))
+            {
+                vectors.insert(text.clone(), random_unit(&mut rng, DIM));
+            }
+            taxonomy.themes.insert(
+                format!("t{t}"),
+                Theme {
+                    id: format!("t{t}"),
+                    name: format!("theme {t}"),
+                    description: String::new(),
+                    examples,
+                    counter_examples: Vec::new(),
+                    parent_id: String::new(),
+                    version: 1,
+                },
+            );
+        }
+        let started = Instant::now();
+        let model = ThemeModel::compile(
+            &taxonomy,
+            |t| vectors.get(t).map(Vec::as_slice),
+            &background,
+        );
+        let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+        let assign = |items: &[Vec<u8>]| {
+            let mut found = 0usize;
+            for bytes in items {
+                let stored = units::decode(bytes, DIM).unwrap();
+                let floats: Vec<Vec<f32>> = stored.iter().map(|u| u.embedding()).collect();
+                let refs: Vec<UnitRef<'_>> = stored
+                    .iter()
+                    .zip(&floats)
+                    .map(|(u, e)| UnitRef {
+                        sentence: u.sentence,
+                        start: u.start,
+                        end: u.end,
+                        sentiment: u.sentiment,
+                        embedding: e,
+                    })
+                    .collect();
+                found += model.assign(&refs).len();
+            }
+            found
+        };
+        let rounds = units_total.div_ceil(chunk.len());
+        for threads in [1usize, 2] {
+            let started = Instant::now();
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let assign = &assign;
+                        let items = &items;
+                        scope.spawn(move || {
+                            (t..rounds)
+                                .step_by(threads)
+                                .map(|_| assign(items))
+                                .sum::<usize>()
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().unwrap();
+                }
+            });
+            let secs = started.elapsed().as_secs_f64();
+            let n = rounds * chunk.len();
+            println!(
+                "{themes} themes: compile {compile_ms:.0} ms; {n} units decoded + assigned on {threads} thread(s) in {secs:.2} s ({:.0} units/s, {:.1} us/unit)",
+                n as f64 / secs,
+                secs * 1e6 / n as f64 * threads as f64
+            );
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -795,6 +937,11 @@ fn main() {
             args.get(1).and_then(|s| s.parse().ok()).unwrap_or(40),
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256),
         )),
+        Some("themes") => bench_themes(
+            args.get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1_000_000),
+        ),
         Some("search") => runtime.block_on(bench_search(
             args.get(1)
                 .and_then(|s| s.parse().ok())
@@ -803,7 +950,7 @@ fn main() {
         )),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS] | analyze [SECS] | flood [CALLS] [BUDGET_MB]"
+                "usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS]"
             );
             std::process::exit(2);
         }

@@ -170,7 +170,10 @@ impl ThemeState {
         self.load_shared(pool);
         let missing: Vec<String> = {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            missing.into_iter().filter(|t| !cache.contains_key(t)).collect()
+            missing
+                .into_iter()
+                .filter(|t| !cache.contains_key(t))
+                .collect()
         };
         if missing.is_empty() {
             return Ok(());

@@ -28,7 +28,9 @@ fn parse(bytes: &[u8]) -> Option<HashMap<String, Vec<f32>>> {
     };
     while at < bytes.len() {
         let len = u32_at(&mut at)?;
-        let text = std::str::from_utf8(bytes.get(at..at + len)?).ok()?.to_string();
+        let text = std::str::from_utf8(bytes.get(at..at + len)?)
+            .ok()?
+            .to_string();
         at += len;
         let dim = u32_at(&mut at)?;
         let floats = bytes.get(at..at + dim * 4)?;
@@ -75,7 +77,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/cache.bin");
         let a = vec![0.5f32, -1.0];
-        store(&path, [("héllo", a.as_slice()), ("x", &[2.0][..])].into_iter()).unwrap();
+        store(
+            &path,
+            [("héllo", a.as_slice()), ("x", &[2.0][..])].into_iter(),
+        )
+        .unwrap();
         let back = load(&path);
         assert_eq!(back.len(), 2);
         assert_eq!(back["héllo"], a);
