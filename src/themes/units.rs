@@ -7,6 +7,7 @@
 //! then `DIM` `i8` values (value = i8 * scale). 412 bytes per unit for
 //! e5-small (DIM = 384): the disk cost is about 412 MB per million units.
 
+use super::UnitRef;
 use crate::domain::{Sentiment, TextUnit};
 
 const HEADER: usize = 4 * 3 + 4 * 3 + 4;
@@ -26,6 +27,35 @@ impl StoredUnit {
     /// The embedding back as floats (within one quantisation step).
     pub fn embedding(&self) -> Vec<f32> {
         self.values.iter().map(|&v| v as f32 * self.scale).collect()
+    }
+}
+
+/// An item's stored units decoded, with their embeddings as floats.
+pub struct DecodedUnits {
+    pub units: Vec<StoredUnit>,
+    pub vectors: Vec<Vec<f32>>,
+}
+
+impl DecodedUnits {
+    pub fn new(bytes: &[u8], dim: usize) -> Option<DecodedUnits> {
+        let units = decode(bytes, dim)?;
+        let vectors = units.iter().map(StoredUnit::embedding).collect();
+        Some(DecodedUnits { units, vectors })
+    }
+
+    /// The units as the model takes them.
+    pub fn refs(&self) -> Vec<UnitRef<'_>> {
+        self.units
+            .iter()
+            .zip(&self.vectors)
+            .map(|(u, e)| UnitRef {
+                sentence: u.sentence,
+                start: u.start,
+                end: u.end,
+                sentiment: u.sentiment,
+                embedding: e,
+            })
+            .collect()
     }
 }
 
