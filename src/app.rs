@@ -143,25 +143,37 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled: call it before binding, so a
+/// signal that arrives while the server starts is a clean shutdown, not the
+/// default kill.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for {name}");
+                        std::future::pending::<()>().await
+                    }
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt, "SIGINT") => tracing::info!("SIGINT received; shutting down"),
+                _ = wait(terminate, "SIGTERM") => tracing::info!("SIGTERM received; shutting down"),
             }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => tracing::info!("SIGINT received; shutting down"),
-        _ = terminate => tracing::info!("SIGTERM received; shutting down"),
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupt received; shutting down");
     }
 }

@@ -70,6 +70,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::io::stderr,
     ));
     tracing::info!(config = ?config, version = env!("CARGO_PKG_VERSION"), "starting");
+    // Before anything binds: a SIGTERM during startup is a clean shutdown.
+    let shutdown = verbatim::app::shutdown_signal();
     let app = verbatim::app::App::build(&config).await?;
-    app.run_until(verbatim::app::shutdown_signal()).await
+    app.run_until(shutdown).await
 }

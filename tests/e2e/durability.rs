@@ -161,3 +161,36 @@ async fn the_index_is_rebuilt_from_the_store() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+/// A SIGTERM that arrives while the server is still starting (before it
+/// binds) is a clean shutdown: the handler is installed first. It used to
+/// be installed only once serving began, so such a signal killed the
+/// process (exit by signal 15, seen as a flaky test).
+#[test]
+fn sigterm_during_startup_is_a_clean_shutdown() {
+    for delay_ms in [0u64, 20, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--analysis",
+                "off",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms.max(5)));
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "after {delay_ms} ms: {status:?}");
+    }
+}
