@@ -33,8 +33,10 @@ pub struct Theme {
     pub version: u64,
 }
 
-/// A theme as a client sent it (`id` empty: derive one from the name).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A theme as a client sent it (`id` empty: derive one from the name); the
+/// built-in taxonomy's JSON holds these too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct ThemeDraft {
     pub id: String,
     pub name: String,

@@ -213,7 +213,7 @@ impl ThemeState {
         }
         let fixed = fixed_texts();
         if pairs.iter().any(|(text, _)| fixed.contains(text.as_str())) {
-            self.save_shared(pool, &fixed);
+            self.save_shared(pool, fixed);
         }
         // A lost cache write only costs a re-embedding after a restart.
         if let Err(error) = store.cache_text_embeddings(pairs).await {
@@ -251,17 +251,29 @@ impl ThemeState {
     }
 }
 
-/// The server's own fixed texts: the built-in taxonomy's and the background.
-fn fixed_texts() -> HashSet<String> {
+/// The built-in taxonomy, checked by the same rules as any edit.
+fn builtin() -> std::result::Result<Taxonomy, crate::domain::Rejection> {
     let mut taxonomy = Taxonomy::default();
     for draft in themes::builtin_taxonomy() {
-        if let Ok(theme) = taxonomy.check_upsert(draft) {
-            taxonomy.themes.insert(theme.id.clone(), theme);
-        }
+        let theme = taxonomy.check_upsert(draft)?;
+        taxonomy.themes.insert(theme.id.clone(), theme);
     }
-    let mut fixed: HashSet<String> = themes::texts_needed(&taxonomy).into_iter().collect();
-    fixed.extend(themes::background_sentences().into_iter().map(String::from));
-    fixed
+    Ok(taxonomy)
+}
+
+/// The server's own fixed texts: the built-in taxonomy's and the background
+/// (computed once).
+fn fixed_texts() -> &'static HashSet<String> {
+    static FIXED: std::sync::OnceLock<HashSet<String>> = std::sync::OnceLock::new();
+    FIXED.get_or_init(|| {
+        let mut fixed: HashSet<String> = builtin()
+            .map(|taxonomy| themes::texts_needed(&taxonomy))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        fixed.extend(themes::background_sentences().into_iter().map(String::from));
+        fixed
+    })
 }
 
 /// Tags `analysis` from its units with `model`.
@@ -302,16 +314,11 @@ impl Engine {
         let internal = RequestContext::internal();
         let installed = run_blocking(&internal, move || Ok(store.taxonomy_installed()?)).await?;
         if !installed {
-            let mut taxonomy = Taxonomy::default();
-            let mut builtin = Vec::new();
-            for draft in themes::builtin_taxonomy() {
-                let theme = taxonomy
-                    .check_upsert(draft)
-                    .map_err(|r| Error::Task(format!("built-in taxonomy: {r}")))?;
-                taxonomy.themes.insert(theme.id.clone(), theme.clone());
-                builtin.push(theme);
-            }
-            let version = self.store.install_taxonomy(builtin).await?;
+            let taxonomy = builtin().map_err(|r| Error::Task(format!("built-in taxonomy: {r}")))?;
+            let version = self
+                .store
+                .install_taxonomy(taxonomy.themes.into_values().collect())
+                .await?;
             tracing::info!(version, "built-in taxonomy installed");
         }
         let Some(pool) = self.analysis.clone() else {

@@ -66,6 +66,7 @@
 //!   sum is taken sequentially in index order, so the result does not
 //!   depend on the thread count.
 
+use super::{dot, normalize};
 use crate::domain::fold_accent;
 use std::collections::{HashMap, HashSet};
 
@@ -528,25 +529,6 @@ fn dedup_key(text: &str) -> String {
 // ---------------------------------------------------------------------------
 // Vectors
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for ((s, x), y) in acc.iter_mut().zip(xa).zip(xb) {
-            *s += x * y;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// Dot products of `p` with the four consecutive rows in `c4` (one pass
 /// over `p`, four accumulators: about twice the throughput of four `dot`s).
 #[inline]
@@ -580,15 +562,6 @@ fn row(m: &[f32], dim: usize, i: usize) -> &[f32] {
 fn add_into(acc: &mut [f32], v: &[f32]) {
     for (a, x) in acc.iter_mut().zip(v) {
         *a += x;
-    }
-}
-
-fn normalize(v: &mut [f32]) {
-    let n = dot(v, v).sqrt();
-    if n > 1e-12 {
-        for x in v.iter_mut() {
-            *x /= n;
-        }
     }
 }
 

@@ -46,6 +46,7 @@
 
 use std::collections::BTreeMap;
 
+use super::{dot, normalize};
 use crate::domain::{Sentiment, Span, Taxonomy, ThemeMention};
 
 /// Calibrated score from which a unit carries a theme.
@@ -128,29 +129,8 @@ pub fn texts_needed(taxonomy: &Taxonomy) -> Vec<String> {
     texts
 }
 
-/// Dot product in eight independent lanes (the compiler vectorises it).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
 fn normalised(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = dot(&v, &v).sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
+    normalize(&mut v);
     v
 }
 

@@ -321,17 +321,7 @@ async fn a_damaged_index_is_moved_aside_and_rebuilt_at_startup() {
     }
     // `verbatim reindex` repairs the same way, offline.
     std::fs::write(index.join("meta.json"), b"not json").unwrap();
-    let output = std::process::Command::new(BIN)
-        .args(["reindex", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("reindexed 200 items"));
+    assert!(reindex_offline(&server.data_dir).contains("reindexed 200 items"));
 }
 
 fn text_analysis(result: &pb::TextResult) -> &pb::Analysis {

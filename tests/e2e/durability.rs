@@ -125,17 +125,7 @@ async fn the_index_is_rebuilt_from_the_store() {
     server.terminate();
 
     // `verbatim reindex` on the stopped server.
-    let output = std::process::Command::new(BIN)
-        .args(["reindex", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("reindexed 119 items"));
+    assert!(reindex_offline(&server.data_dir).contains("reindexed 119 items"));
     server.restart().await;
     let mut client = server.client().await;
     assert_eq!(

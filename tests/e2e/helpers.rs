@@ -292,6 +292,22 @@ pub async fn search_until(
     }
 }
 
+/// Runs `verbatim reindex` on a data dir no server is using; asserts that it
+/// succeeded and returns its standard output.
+pub fn reindex_offline(data_dir: &Path) -> String {
+    let output = Command::new(BIN)
+        .args(["reindex", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 pub fn hit_ids(response: &pb::SearchResponse) -> Vec<String> {
     response
         .hits
