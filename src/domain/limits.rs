@@ -65,3 +65,19 @@ pub const MAX_THEME_EXAMPLE_BYTES: usize = 500;
 pub const MAX_DISCOVERY_SENTENCES: usize = 20_000;
 /// Candidates one DiscoverThemes call returns at most.
 pub const MAX_DISCOVERY_CANDIDATES: usize = 50;
+/// Trend buckets one report may produce (a year of days fits).
+pub const MAX_REPORT_BUCKETS: usize = 400;
+/// Segment values (matrix columns) one report lists: the most frequent ones.
+pub const MAX_REPORT_SEGMENT_VALUES: usize = 12;
+/// Top themes whose share each trend bucket lists.
+pub const REPORT_TREND_THEMES: usize = 8;
+/// Themes (by impact) that get representative verbatims.
+pub const REPORT_VERBATIM_THEMES: usize = 8;
+/// Verbatims per theme, and per significant theme x segment cell.
+pub const REPORT_VERBATIMS_PER_GROUP: usize = 3;
+/// Significant cells that get verbatims.
+pub const REPORT_VERBATIM_CELLS: usize = 6;
+/// Minimum mentions in the period before a theme can be called emerging.
+pub const EMERGING_MIN_MENTIONS: u64 = 10;
+/// Family-wise false-positive rate of the emerging-theme alarms (Holm).
+pub const EMERGING_ALPHA: f64 = 0.05;

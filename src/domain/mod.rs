@@ -6,6 +6,7 @@
 mod analysis;
 mod feedback;
 pub mod limits;
+mod report;
 mod search;
 mod theme;
 mod validate;
@@ -13,6 +14,11 @@ mod validate;
 pub use analysis::{Analysis, Keyphrase, SentenceAnalysis, Sentiment, SentimentLabel, TextUnit};
 pub use feedback::{
     AnalysisState, Channel, Feedback, FeedbackId, JourneyStage, Scores, StoredFeedback, UnixMicros,
+};
+pub use report::{
+    BucketSize, Change, DayTally, EmergingTheme, Interval, MatrixCell, Period, Report, ReportRequest,
+    Score, SegmentColumn, SegmentField, SegmentMatrix, SegmentTally, SliceCounts, Tally, ThemeRow,
+    ThemeShare, ThemeTally, TrendBucket, Verbatim, VerbatimGroup, SENTIMENT_ORDER,
 };
 pub use search::{
     FacetCounts, IntRange, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery, SimilarTo,
