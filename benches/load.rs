@@ -43,6 +43,18 @@
 //! inputs clause splitting adds on the shipped sample's review sentences
 //! (the other cost themes add to analysis).
 //!
+//!   cargo bench --bench load -- report [ITEMS]        (default 1000000)
+//!
+//! `report` builds a data dir of ITEMS analysed items (the built-in
+//! taxonomy's 21 themes, 0-3 per item with one theme rising over the year,
+//! document and aspect sentiment, NPS on 30%, CSAT on 20%, CES on 10%, dates
+//! over one year, 8 channels) written through the store API, lets the server
+//! rebuild its index from it, then times a full Report (one year, weekly
+//! buckets, segment = channel, every section) over gRPC, the HTML form
+//! through the CLI, and, as the reference, the same counts as tantivy's own
+//! aggregations (terms theme x channel, weekly date histogram x theme, terms
+//! sentiment, NPS/CSAT/CES histograms) on the same index.
+//!
 //! Client and server share the machine's cores; figures go to BENCHMARKS.md.
 
 use std::io::{BufRead, BufReader};
@@ -149,6 +161,11 @@ impl Server {
         let data_dir =
             tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| "/tmp".into()))
                 .unwrap();
+        Server::start_in(data_dir, args)
+    }
+
+    /// On a data dir the caller made (kept across restarts).
+    fn start_in(data_dir: tempfile::TempDir, args: &[&str]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
@@ -906,6 +923,283 @@ fn bench_themes(units_total: usize) {
     }
 }
 
+/// One synthetic analysed item of the report bench: `themes` are
+/// (id, parent id) of the taxonomy; theme 0's rate rises over the year.
+fn report_item(
+    rng: &mut Rng,
+    i: usize,
+    year_start: i64,
+    themes: &[(String, String)],
+    version: u64,
+) -> verbatim::domain::StoredFeedback {
+    use verbatim::domain::*;
+    let day = rng.below(365) as i64;
+    let created_at = UnixMicros((year_start + day * 86_400 + rng.below(86_400) as i64) * 1_000_000);
+    let label = |rng: &mut Rng, bias: usize| match (rng.below(10) + bias) % 10 {
+        0..=3 => SentimentLabel::Negative,
+        4..=5 => SentimentLabel::Neutral,
+        6..=8 => SentimentLabel::Positive,
+        _ => SentimentLabel::Mixed,
+    };
+    let sentiment = |label: SentimentLabel| {
+        let [negative, neutral, positive] = match label {
+            SentimentLabel::Negative => [0.8, 0.15, 0.05],
+            SentimentLabel::Positive => [0.05, 0.15, 0.8],
+            _ => [0.3, 0.4, 0.3],
+        };
+        Sentiment {
+            label,
+            score: positive - negative,
+            negative,
+            neutral,
+            positive,
+        }
+    };
+    let text = format!("synthetic comment {i} about the service and the product");
+    let chars = text.chars().count();
+    let mut mentions = Vec::new();
+    let count = rng.below(4);
+    for k in 0..count {
+        // Theme 0 rises from 2% to 8% of items over the year.
+        let t = if k == 0 && rng.below(1000) < 20 + (60 * day as usize) / 365 {
+            0
+        } else {
+            1 + rng.below(themes.len() - 1)
+        };
+        if mentions.iter().any(|m: &ThemeMention| m.theme_id == themes[t].0) {
+            continue;
+        }
+        let l = label(rng, t % 3);
+        mentions.push(ThemeMention {
+            theme_id: themes[t].0.clone(),
+            theme_name: themes[t].0.clone(),
+            parent_id: themes[t].1.clone(),
+            score: 0.5 + rng.below(50) as f32 / 100.0,
+            sentences: vec![0],
+            spans: vec![Span { start: 0, end: chars }],
+            sentiment: sentiment(l),
+        });
+    }
+    let doc_label = label(rng, 0);
+    let nps_bias = if mentions.iter().any(|m| m.sentiment.label == SentimentLabel::Negative) {
+        4
+    } else {
+        0
+    };
+    let feedback = Feedback {
+        id: FeedbackId::parse(&format!("r{i:08}")).unwrap(),
+        text,
+        channel: Channel::ALL[rng.below(8)],
+        journey_stage: JourneyStage::ALL[rng.below(8)],
+        product: PRODUCTS[rng.below(PRODUCTS.len())].into(),
+        customer_id: format!("c{}", rng.below(200_000)),
+        created_at,
+        language: "en".into(),
+        scores: Scores {
+            nps: (rng.below(10) < 3).then(|| (rng.below(11) as i64 - nps_bias as i64).clamp(0, 10) as u8),
+            csat: (rng.below(10) < 2).then(|| 1 + rng.below(5) as u8),
+            ces: (rng.below(10) < 1).then(|| 1 + rng.below(7) as u8),
+            rating: None,
+        },
+        tags: Vec::new(),
+        attributes: Default::default(),
+    };
+    StoredFeedback {
+        feedback,
+        ingested_at: created_at,
+        seq: 0,
+        analysis: AnalysisState::Done(Analysis {
+            language: "en".into(),
+            language_confidence: 1.0,
+            sentiment: sentiment(doc_label),
+            sentences: vec![SentenceAnalysis {
+                start: 0,
+                end: chars,
+                sentiment: sentiment(doc_label),
+            }],
+            keyphrases: Vec::new(),
+            embedding: Vec::new(),
+            model: "synthetic".into(),
+            themes: mentions,
+            taxonomy_version: version,
+            units: Vec::new(),
+        }),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn bench_report(n: usize) {
+    use verbatim::store::{AnalysisUpdate, QueueMode, Store};
+    // 1. A fresh server installs the built-in taxonomy.
+    let data_dir =
+        tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| "/tmp".into())).unwrap();
+    let data_path = data_dir.path().to_path_buf();
+    let mut server = Server::start_in(data_dir, &["--analysis", "off"]);
+    let taxonomy = client(&server.addr)
+        .await
+        .list_themes(pb::ListThemesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    server.stop();
+    let Server { data_dir, .. } = server;
+    let themes: Vec<(String, String)> = taxonomy
+        .themes
+        .iter()
+        .map(|t| (t.id.clone(), t.parent_id.clone()))
+        .collect();
+    let version = taxonomy.taxonomy_version;
+
+    // 2. ITEMS analysed items through the store API.
+    let started = Instant::now();
+    let year_start = 1_735_689_600; // 2025-01-01
+    {
+        let store = Store::open(&data_path, 64).unwrap();
+        let mut rng = Rng(7);
+        let mut seq_base = store.stats().unwrap().last_seq;
+        for chunk_start in (0..n).step_by(1000) {
+            let items: Vec<_> = (chunk_start..(chunk_start + 1000).min(n))
+                .map(|i| report_item(&mut rng, i, year_start, &themes, version))
+                .collect();
+            let feedback = items.iter().map(|s| s.feedback.clone()).collect();
+            store.upsert(feedback, QueueMode::Wait).await.unwrap();
+            let updates = items
+                .into_iter()
+                .enumerate()
+                .map(|(k, s)| AnalysisUpdate {
+                    id: s.feedback.id.clone(),
+                    version_seq: seq_base + 1 + k as u64,
+                    state: s.analysis,
+                    embedding: Vec::new(),
+                    units: Vec::new(),
+                })
+                .collect::<Vec<_>>();
+            let saved = store.set_analysis(updates).await.unwrap();
+            assert_eq!(saved.saved.len(), (n - chunk_start).min(1000), "every analysis saved");
+            seq_base = store.stats().unwrap().last_seq;
+        }
+    }
+    eprintln!("{n} analysed items written in {:.1} s", started.elapsed().as_secs_f64());
+
+    // 3. The server rebuilds its index from the store.
+    let started = Instant::now();
+    let server = Server::start_in(data_dir, &["--analysis", "off"]);
+    wait_searchable(&server.addr, n as u64).await;
+    eprintln!("index rebuilt in {:.1} s", started.elapsed().as_secs_f64());
+
+    let ts = |s: i64| prost_types::Timestamp { seconds: s, nanos: 0 };
+    let request = pb::ReportRequest {
+        filter: Some(pb::Filter {
+            created_after: Some(ts(year_start)),
+            created_before: Some(ts(year_start + 365 * 86_400)),
+            ..Default::default()
+        }),
+        bucket: pb::ReportBucket::Week as i32,
+        segment: "channel".into(),
+        ..Default::default()
+    };
+    let mut c = client(&server.addr).await;
+    let mut rpc = Vec::new();
+    let mut last = None;
+    for _ in 0..7 {
+        let t = Instant::now();
+        let r = c.report(request.clone()).await.unwrap().into_inner();
+        rpc.push(t.elapsed().as_secs_f64());
+        last = Some(r);
+    }
+    let r = last.unwrap();
+    assert_eq!(r.items, n as u64, "every item reported");
+    println!(
+        "Report RPC, {n} items, {} themes, {} weekly buckets, segment channel ({} cells), {} emerging, {} verbatim groups: median {:.3} s (min {:.3}, max {:.3}, 7 runs)",
+        r.themes.len(),
+        r.trends.len(),
+        r.matrix.as_ref().map_or(0, |m| m.cells.len()),
+        r.emerging.len(),
+        r.verbatims.len(),
+        median(rpc.clone()),
+        rpc.iter().cloned().fold(f64::MAX, f64::min),
+        rpc.iter().cloned().fold(0.0, f64::max),
+    );
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut html = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let status = Command::new(BIN)
+            .args(["report", "--server", &server.addr, "--after", "2025-01-01", "--before", "2026-01-01"])
+            .args(["--bucket", "week", "--segment", "channel", "--format", "html", "--out"])
+            .arg(out.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        html.push(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "verbatim report --format html (CLI process, RPC, render, write {} KB): median {:.3} s (3 runs)",
+        std::fs::metadata(out.path()).unwrap().len() / 1024,
+        median(html)
+    );
+
+    // 4. Reference: the same counts as tantivy aggregations on the same index.
+    let index = tantivy::Index::open_in_dir(data_path.join("index").join("v3")).unwrap();
+    let reader = index.reader().unwrap();
+    let searcher = reader.searcher();
+    let start = year_start * 1_000_000;
+    let end = (year_start + 365 * 86_400) * 1_000_000;
+    let aggs: tantivy::aggregation::agg_req::Aggregations = serde_json::from_value(serde_json::json!({
+        "themes": { "terms": { "field": "theme", "size": 500 }, "aggs": {
+            "channel": { "terms": { "field": "channel", "size": 12 } },
+            "theme_sentiment": { "terms": { "field": "theme_sentiment", "size": 2000 } },
+            "nps": { "histogram": { "field": "nps", "interval": 1 } },
+            "csat": { "histogram": { "field": "csat", "interval": 1 } }
+        }},
+        "weeks": { "date_histogram": { "field": "created_at", "fixed_interval": "7d" }, "aggs": {
+            "themes": { "terms": { "field": "theme", "size": 500 } },
+            "sentiment": { "terms": { "field": "sentiment" } },
+            "nps": { "histogram": { "field": "nps", "interval": 1 } }
+        }},
+        "channel": { "terms": { "field": "channel", "size": 12 }, "aggs": {
+            "sentiment": { "terms": { "field": "sentiment" } }
+        }},
+        "sentiment": { "terms": { "field": "sentiment" } },
+        "nps": { "histogram": { "field": "nps", "interval": 1 } },
+        "csat": { "histogram": { "field": "csat", "interval": 1 } },
+        "ces": { "stats": { "field": "ces" } }
+    }))
+    .unwrap();
+    let (_, created_at) = index.schema().find_field("created_at").map(|(f, _)| (0, f)).unwrap();
+    let query = tantivy::query::RangeQuery::new(
+        std::ops::Bound::Included(tantivy::Term::from_field_date(
+            created_at,
+            tantivy::DateTime::from_timestamp_micros(start),
+        )),
+        std::ops::Bound::Excluded(tantivy::Term::from_field_date(
+            created_at,
+            tantivy::DateTime::from_timestamp_micros(end),
+        )),
+    );
+    let mut raw = Vec::new();
+    for _ in 0..7 {
+        let collector = tantivy::aggregation::AggregationCollector::from_aggs(
+            aggs.clone(),
+            tantivy::aggregation::AggContextParams::new(
+                tantivy::aggregation::AggregationLimitsGuard::new(Some(1 << 30), Some(1_000_000)),
+                index.tokenizers().clone(),
+            ),
+        );
+        let t = Instant::now();
+        let _ = searcher.search(&query, &collector).unwrap();
+        raw.push(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "tantivy aggregations (the same counts, one pass, same index, in-process): median {:.3} s (7 runs)",
+        median(raw)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -931,6 +1225,11 @@ fn main() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(1_000_000),
         ),
+        Some("report") => runtime.block_on(bench_report(
+            args.get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1_000_000),
+        )),
         Some("search") => runtime.block_on(bench_search(
             args.get(1)
                 .and_then(|s| s.parse().ok())
@@ -939,7 +1238,7 @@ fn main() {
         )),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS]"
+                "usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS]"
             );
             std::process::exit(2);
         }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod index;
 pub mod nlp;
+pub mod report;
 pub mod store;
 pub mod telemetry;
 pub mod themes;

@@ -21,6 +21,8 @@ enum Command {
     Import(cli::import::ImportArgs),
     /// Search a running server and print the hits.
     Search(cli::search::SearchArgs),
+    /// A voice-of-customer report of a running server (table, JSON, CSV or HTML).
+    Report(cli::report::ReportArgs),
     /// Analyse texts with a running server: sentiment per sentence, language, keyphrases.
     Analyze(cli::analyze::AnalyzeArgs),
     /// Rebuild the search index from the store (stop the server first).
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Import(args) => cli::import::run(args).await,
             Command::Search(args) => cli::search::run(args).await,
+            Command::Report(args) => cli::report::run(args).await,
             Command::Analyze(args) => cli::analyze::run(args).await,
             Command::Reindex(args) => cli::reindex::run(args).await,
         }

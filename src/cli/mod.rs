@@ -1,10 +1,11 @@
-//! Command-line clients of the gRPC API (import, search) and offline
+//! Command-line clients of the gRPC API (import, search, report) and offline
 //! maintenance (reindex). They talk to the server only through the public
 //! API, like any other client.
 
 pub mod analyze;
 pub mod import;
 pub mod reindex;
+pub mod report;
 pub mod search;
 
 use crate::grpc::pb::feedback_service_client::FeedbackServiceClient;

@@ -16,13 +16,9 @@ pub enum SortArg {
     MostPositive,
 }
 
-#[derive(Args, Debug)]
-pub struct SearchArgs {
-    /// Query, e.g. 'refund OR "late delivery" -spam'; empty matches everything.
-    #[arg(default_value = "")]
-    pub query: String,
-    #[command(flatten)]
-    pub server: crate::cli::ServerArg,
+/// The filter flags shared by `search` and `report`.
+#[derive(Args, Debug, Default)]
+pub struct FilterArgs {
     /// Only these channels (repeatable): survey review support_ticket chat email social call_transcript other.
     #[arg(long)]
     pub channel: Vec<String>,
@@ -56,6 +52,9 @@ pub struct SearchArgs {
     /// CSAT range MIN..MAX.
     #[arg(long)]
     pub csat: Option<String>,
+    /// CES range MIN..MAX.
+    #[arg(long)]
+    pub ces: Option<String>,
     /// Rating range MIN..MAX.
     #[arg(long)]
     pub rating: Option<String>,
@@ -70,6 +69,17 @@ pub struct SearchArgs {
     /// (repeatable, all must hold), e.g. delivery=negative.
     #[arg(long = "theme-sentiment", value_name = "THEME_ID=LABEL")]
     pub theme_sentiment: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Query, e.g. 'refund OR "late delivery" -spam'; empty matches everything.
+    #[arg(default_value = "")]
+    pub query: String,
+    #[command(flatten)]
+    pub server: crate::cli::ServerArg,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     #[arg(long, value_enum)]
     pub sort: Option<SortArg>,
     /// Hits per page (1..=100).
@@ -110,7 +120,8 @@ fn range(raw: &Option<String>, name: &str) -> anyhow::Result<Option<pb::IntRange
     }))
 }
 
-pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
+/// The filter the flags describe.
+pub fn build_filter(args: &FilterArgs) -> anyhow::Result<pb::Filter> {
     let channels = args
         .channel
         .iter()
@@ -171,9 +182,7 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
                 .map(|t| crate::cli::parse_time(t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
                 .transpose()
         };
-    Ok(pb::SearchRequest {
-        query: args.query.clone(),
-        filter: Some(pb::Filter {
+    Ok(pb::Filter {
             channels,
             journey_stages,
             products: args.product.clone(),
@@ -185,13 +194,19 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
             created_before: time(&args.before, "before")?,
             nps: range(&args.nps, "nps")?,
             csat: range(&args.csat, "csat")?,
-            ces: None,
+            ces: range(&args.ces, "ces")?,
             rating: range(&args.rating, "rating")?,
             sentiments,
             sentiment_score: None,
             themes: args.theme.clone(),
             theme_sentiments,
-        }),
+    })
+}
+
+pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
+    Ok(pb::SearchRequest {
+        query: args.query.clone(),
+        filter: Some(build_filter(&args.filter)?),
         sort: match args.sort {
             None => pb::SortOrder::Unspecified,
             Some(SortArg::Relevance) => pb::SortOrder::Relevance,

@@ -349,8 +349,9 @@ pub struct EmergingTheme {
     pub share: f64,
     pub previous_mentions: u64,
     pub previous_share: f64,
-    /// One-sided two-proportion test p-value, and Holm-adjusted over the
-    /// themes tested.
+    /// Two-sided two-proportion test p-value (two-sided although only rises
+    /// are tested, which keeps the family-wise false-alarm rate at 5%), and
+    /// Holm-adjusted over the themes tested.
     pub p_value: f64,
     pub adjusted_p_value: f64,
 }

@@ -3,7 +3,7 @@
 //!
 //! One file per use case, all on the one `Engine` handle: `ingest.rs`
 //! (ingest, delete, erasure), `search.rs` (search, similarity, get),
-//! `analysis.rs` (analyze, stats), `themes.rs` (taxonomy edits, the compiled
+//! `analysis.rs` (analyze, stats), `report.rs` (reports), `themes.rs` (taxonomy edits, the compiled
 //! theme model every analysis is tagged with, the background re-tag,
 //! discovery). Every operation takes the
 //! `RequestContext` (`context.rs`) first and checks its deadline before it
@@ -12,6 +12,7 @@
 mod analysis;
 mod context;
 mod ingest;
+mod report;
 mod search;
 mod themes;
 

@@ -222,7 +222,7 @@ fn int_range(field: &str, range: Option<pb::IntRange>) -> Result<IntRange, Error
     })
 }
 
-fn sentiment_label_from_pb(value: i32) -> Result<Option<SentimentLabel>, String> {
+pub(super) fn sentiment_label_from_pb(value: i32) -> Result<Option<SentimentLabel>, String> {
     Ok(Some(match pb::SentimentLabel::try_from(value) {
         Ok(pb::SentimentLabel::Unspecified) => return Ok(None),
         Ok(pb::SentimentLabel::Negative) => SentimentLabel::Negative,

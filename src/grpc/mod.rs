@@ -6,11 +6,13 @@ mod budget;
 pub mod codec;
 mod context;
 mod convert;
+mod report;
 mod service;
 mod status;
 
 use budget::ByteBudget;
 pub use convert::{channel_to_pb, stage_to_pb};
+pub use report::report_from_pb;
 pub use service::FeedbackApi;
 
 /// The router with the request byte budget in front of every service.

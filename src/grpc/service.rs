@@ -9,7 +9,7 @@ use tracing::Instrument;
 use super::context::request_context;
 use super::convert::{self, incoming_item, item_results};
 use super::pb;
-use crate::domain::SearchQuery;
+use crate::domain::{ReportRequest, SearchQuery};
 use crate::engine::{Engine, QueueMode};
 
 /// Batches of one IngestStream that may wait for durability at once.
@@ -308,6 +308,19 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
             .engine
             .discover_themes(&ctx, query, limit, min_size)
             .await?;
+        Ok(Response::new(report.into()))
+    }
+
+    #[tracing::instrument(name = "Report", skip_all, fields(query_bytes, items))]
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        let ctx = request_context(&request);
+        let report_request = ReportRequest::try_from(request.into_inner())?;
+        tracing::Span::current().record("query_bytes", report_request.query.text.len());
+        let report = self.engine.report(&ctx, report_request).await?;
+        tracing::Span::current().record("items", report.items);
         Ok(Response::new(report.into()))
     }
 

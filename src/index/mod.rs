@@ -7,6 +7,7 @@
 //!   the rebuild from the store;
 //! - `search.rs`: a search page (query, filters, sort keys, cursor, snippets);
 //! - `aggregations.rs`: facets;
+//! - `report.rs`: a report's counts in one pass over fast fields;
 //! - `query.rs`, `cursor.rs`, `schema.rs`: the query language, search-after
 //!   cursors, the field catalogue.
 //!
@@ -26,6 +27,7 @@ mod aggregations;
 mod cursor;
 mod indexer;
 mod query;
+mod report;
 pub mod schema;
 mod search;
 
@@ -41,6 +43,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
 use crate::store::{Store, StoreError};
 use indexer::{rebuild, run_indexer, Indexer};
 use schema::{build_schema, Fields, SCHEMA_VERSION, TEXT_TOKENIZER};
+pub use report::ReportPlan;
 pub use search::IndexPage;
 
 #[derive(Debug, thiserror::Error)]

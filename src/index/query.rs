@@ -222,22 +222,11 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<Box<dyn Que
         clauses.push(Box::new(TermQuery::new(t, IndexRecordOption::Basic)));
     }
     if filter.created_after.is_some() || filter.created_before.is_some() {
-        let bound = |at: Option<crate::domain::UnixMicros>, inclusive: bool| match at {
-            None => Bound::Unbounded,
-            Some(at) => {
-                let t =
-                    Term::from_field_date(fields.created_at, DateTime::from_timestamp_micros(at.0));
-                if inclusive {
-                    Bound::Included(t)
-                } else {
-                    Bound::Excluded(t)
-                }
-            }
-        };
-        clauses.push(Box::new(RangeQuery::new(
-            bound(filter.created_after, true),
-            bound(filter.created_before, false),
-        )));
+        clauses.push(created_range(
+            fields,
+            filter.created_after.map(|at| at.0),
+            filter.created_before.map(|at| at.0),
+        ));
     }
     let score = filter.sentiment_score;
     if score.min.is_some() || score.max.is_some() {
@@ -261,6 +250,27 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<Box<dyn Que
         }
     }
     clauses
+}
+
+/// Items created in `[after, before)`; `None` leaves a side open.
+fn created_range(fields: &Fields, after: Option<i64>, before: Option<i64>) -> Box<dyn Query> {
+    let bound = |at: Option<i64>, inclusive: bool| match at {
+        None => Bound::Unbounded,
+        Some(at) => {
+            let t = Term::from_field_date(fields.created_at, DateTime::from_timestamp_micros(at));
+            if inclusive {
+                Bound::Included(t)
+            } else {
+                Bound::Excluded(t)
+            }
+        }
+    };
+    Box::new(RangeQuery::new(bound(after, true), bound(before, false)))
+}
+
+/// Items created in `[start, end)`.
+pub fn created_between(fields: &Fields, start: i64, end: i64) -> Box<dyn Query> {
+    created_range(fields, Some(start), Some(end))
 }
 
 /// Items tagged with this taxonomy version.

@@ -58,27 +58,8 @@ impl SearchIndex {
 
         let user_query = query::parse_user_query(&shared.parser, &query.text)?;
         let snippets_wanted = !query.text.trim().is_empty();
-        let mut filters = query::filter_clauses(fields, &query.filter);
         let searcher = shared.reader.searcher();
-        // Theme filters and facets count only items tagged with the current
-        // taxonomy version; the others are counted, not mixed in.
-        let mut retag_pending = 0;
-        if query.uses_themes() {
-            filters.push(query::taxonomy_version(fields, query.taxonomy_version));
-            let mut others = query::filter_clauses(fields, &query.filter.without_themes());
-            others.push(query::analysed(fields));
-            let base = query::combine(
-                query::parse_user_query(&shared.parser, &query.text)?,
-                others,
-            );
-            let tagged = query::combine(
-                base.box_clone(),
-                vec![query::taxonomy_version(fields, query.taxonomy_version)],
-            );
-            retag_pending = (searcher.search(&*base, &Count)? as u64)
-                .saturating_sub(searcher.search(&*tagged, &Count)? as u64);
-        }
-        let full_query = query::combine(user_query.box_clone(), filters);
+        let (full_query, retag_pending) = self.slice_query(&searcher, query)?;
         let sort = query.sort;
         let after_key = after.map(|c| c.key);
         let top = TopDocs::with_limit(query.limit + 1).tweak_score(
@@ -145,6 +126,35 @@ impl SearchIndex {
             retag_pending,
             snippets,
         })
+    }
+
+    /// The user query AND the filters (blocking). Theme filters and facets
+    /// count only items tagged with the current taxonomy version; with
+    /// themes in the query the second value counts the matches tagged with
+    /// another version (left out), else it is 0.
+    pub(super) fn slice_query(
+        &self,
+        searcher: &Searcher,
+        query: &SearchQuery,
+    ) -> Result<(Box<dyn tantivy::query::Query>, u64), IndexError> {
+        let shared = &self.shared;
+        let fields = &shared.fields;
+        let user_query = query::parse_user_query(&shared.parser, &query.text)?;
+        let mut filters = query::filter_clauses(fields, &query.filter);
+        let mut retag_pending = 0;
+        if query.uses_themes() {
+            filters.push(query::taxonomy_version(fields, query.taxonomy_version));
+            let mut others = query::filter_clauses(fields, &query.filter.without_themes());
+            others.push(query::analysed(fields));
+            let base = query::combine(user_query.box_clone(), others);
+            let tagged = query::combine(
+                base.box_clone(),
+                vec![query::taxonomy_version(fields, query.taxonomy_version)],
+            );
+            retag_pending = (searcher.search(&*base, &Count)? as u64)
+                .saturating_sub(searcher.search(&*tagged, &Count)? as u64);
+        }
+        Ok((query::combine(user_query, filters), retag_pending))
     }
 
     /// Ids of the newest items matching the query and filter, at most `max`
