@@ -1,5 +1,6 @@
 //! End-to-end tests: the real binary, a real gRPC client, a real socket.
 
+mod browser;
 mod helpers;
 
 mod cli;
@@ -8,5 +9,6 @@ mod durability;
 mod ingest;
 mod limits;
 mod nlp;
+mod report;
 mod search;
 mod themes;

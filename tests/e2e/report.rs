@@ -13,6 +13,7 @@ use tonic::Code;
 use crate::browser::check_report_html;
 use crate::helpers::*;
 use verbatim::grpc::pb;
+use verbatim::report::render::{example_report, html};
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(BIN).args(args).output().expect("run verbatim");
@@ -391,4 +392,142 @@ async fn report_bad_input_names_the_field_and_an_empty_slice_is_not_an_error() {
     assert_eq!(period.end.unwrap(), timestamp("2026-03-29T00:00:00Z"));
     let comparison = all.comparison.unwrap();
     assert_eq!(comparison.start, comparison.end, "no comparison period");
+}
+
+/// The start tags in `dom` that carry every one of `attrs`.
+fn tags_with<'a>(dom: &'a str, attrs: &[&str]) -> Vec<&'a str> {
+    dom.match_indices('<')
+        .filter_map(|(at, _)| dom[at..].find('>').map(|end| &dom[at..at + end + 1]))
+        .filter(|tag| attrs.iter().all(|a| tag.contains(a)))
+        .collect()
+}
+
+/// The `<svg …>…</svg>` elements of `dom` whose start tag has `data-chart="ID"`.
+fn charts<'a>(dom: &'a str, id: &str) -> Vec<&'a str> {
+    let needle = format!("data-chart=\"{id}\"");
+    dom.match_indices("<svg")
+        .filter_map(|(at, _)| dom[at..].find("</svg>").map(|end| &dom[at..at + end]))
+        .filter(|svg| svg[..svg.find('>').unwrap_or(svg.len())].contains(&needle))
+        .collect()
+}
+
+#[test]
+fn report_html_renders_in_chromium() {
+    let report = example_report();
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report-example.html");
+    std::fs::write(&page, html(&report, "Example")).unwrap();
+    // Left behind for a human (and CI artifacts) to look at.
+    let screenshot = std::env::temp_dir().join("report-example.png");
+
+    let check = check_report_html(&page, &screenshot);
+
+    assert!(
+        check.console_errors.is_empty(),
+        "console: {:#?}",
+        check.console_errors
+    );
+    assert!(
+        check.screenshot_written,
+        "no screenshot at {}",
+        screenshot.display()
+    );
+    let dom = &check.dom;
+    assert!(dom.contains("</html>"), "no DOM dumped: {dom:.200}");
+    assert!(!dom.to_ascii_lowercase().contains("<script"));
+    assert!(dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+
+    for id in [
+        "kpis",
+        "nps-trend",
+        "sentiment-trend",
+        "theme-impact",
+        "heatmap",
+        "emerging",
+        "verbatims",
+        "themes",
+    ] {
+        assert_eq!(
+            tags_with(dom, &["<section", &format!("id=\"{id}\"")]).len(),
+            1,
+            "section {id}"
+        );
+    }
+    for id in [
+        "nps-trend",
+        "sentiment-trend",
+        "theme-impact",
+        "heatmap",
+        "segment-matrix",
+    ] {
+        let found = charts(dom, id);
+        assert_eq!(found.len(), 1, "chart {id}");
+        let svg = found[0];
+        assert!(
+            svg.contains("role=\"img\"") && svg.contains("aria-label="),
+            "{id}"
+        );
+        let shapes = [
+            "<rect",
+            "<path",
+            "<circle",
+            "<line",
+            "<polygon",
+            "<polyline",
+        ]
+        .iter()
+        .map(|s| svg.matches(s).count())
+        .sum::<usize>();
+        assert!(shapes > 0, "chart {id} has no shape");
+    }
+
+    // The KPI values the RPC returned, as the page states them.
+    let kpis = [
+        ("items", Some(report.items.to_string())),
+        (
+            "net_sentiment",
+            report
+                .net_sentiment
+                .estimate
+                .map(|e| format!("{:.1}", e.value)),
+        ),
+        (
+            "nps",
+            report.nps.estimate.map(|e| format!("{:.1}", e.value)),
+        ),
+        (
+            "csat",
+            report.csat.estimate.map(|e| format!("{:.1}", e.value)),
+        ),
+        (
+            "ces",
+            report.ces.estimate.map(|e| format!("{:.1}", e.value)),
+        ),
+    ];
+    for (metric, value) in kpis {
+        let value = value.expect("the example has every KPI");
+        let tags = tags_with(
+            dom,
+            &["data-section=\"kpi\"", &format!("data-metric=\"{metric}\"")],
+        );
+        assert!(!tags.is_empty(), "KPI {metric} missing");
+        for tag in tags {
+            assert!(
+                tag.contains(&format!("data-value=\"{value}\"")),
+                "KPI {metric}: {tag} (expected {value})"
+            );
+        }
+    }
+    let nps = report.nps.estimate.unwrap();
+    assert!(!tags_with(
+        dom,
+        &[
+            "data-section=\"kpi\"",
+            "data-metric=\"nps\"",
+            &format!("data-low=\"{:.1}\"", nps.low),
+            &format!("data-high=\"{:.1}\"", nps.high),
+            &format!("data-n=\"{}\"", report.nps.n),
+        ],
+    )
+    .is_empty());
 }
