@@ -45,7 +45,8 @@
 //!
 //!   cargo bench --bench load -- report [ITEMS]        (default 1000000)
 //!
-//! `report` builds a data dir of ITEMS analysed items (the built-in
+//! `report` builds a data dir of ITEMS analysed items in one year and ITEMS/4
+//! in the year before (the comparison period; the built-in
 //! taxonomy's 21 themes, 0-3 per item with one theme rising over the year,
 //! document and aspect sentiment, NPS on 30%, CSAT on 20%, CES on 10%, dates
 //! over one year, 8 channels) written through the store API, lets the server
@@ -923,17 +924,19 @@ fn bench_themes(units_total: usize) {
     }
 }
 
-/// One synthetic analysed item of the report bench: `themes` are
-/// (id, parent id) of the taxonomy; theme 0's rate rises over the year.
+/// One synthetic analysed item of the report bench, created on `day` (days
+/// from `year_start`, negative: the year before): `themes` are (id, parent
+/// id) of the taxonomy; theme 0's rate is 2% the year before and rises from
+/// 2% to 8% over the year.
 fn report_item(
     rng: &mut Rng,
     i: usize,
+    day: i64,
     year_start: i64,
     themes: &[(String, String)],
     version: u64,
 ) -> verbatim::domain::StoredFeedback {
     use verbatim::domain::*;
-    let day = rng.below(365) as i64;
     let created_at = UnixMicros((year_start + day * 86_400 + rng.below(86_400) as i64) * 1_000_000);
     let label = |rng: &mut Rng, bias: usize| match (rng.below(10) + bias) % 10 {
         0..=3 => SentimentLabel::Negative,
@@ -961,12 +964,15 @@ fn report_item(
     let count = rng.below(4);
     for k in 0..count {
         // Theme 0 rises from 2% to 8% of items over the year.
-        let t = if k == 0 && rng.below(1000) < 20 + (60 * day as usize) / 365 {
+        let t = if k == 0 && rng.below(1000) < 20 + (60 * day.max(0) as usize) / 365 {
             0
         } else {
             1 + rng.below(themes.len() - 1)
         };
-        if mentions.iter().any(|m: &ThemeMention| m.theme_id == themes[t].0) {
+        if mentions
+            .iter()
+            .any(|m: &ThemeMention| m.theme_id == themes[t].0)
+        {
             continue;
         }
         let l = label(rng, t % 3);
@@ -976,12 +982,18 @@ fn report_item(
             parent_id: themes[t].1.clone(),
             score: 0.5 + rng.below(50) as f32 / 100.0,
             sentences: vec![0],
-            spans: vec![Span { start: 0, end: chars }],
+            spans: vec![Span {
+                start: 0,
+                end: chars,
+            }],
             sentiment: sentiment(l),
         });
     }
     let doc_label = label(rng, 0);
-    let nps_bias = if mentions.iter().any(|m| m.sentiment.label == SentimentLabel::Negative) {
+    let nps_bias = if mentions
+        .iter()
+        .any(|m| m.sentiment.label == SentimentLabel::Negative)
+    {
         4
     } else {
         0
@@ -996,7 +1008,8 @@ fn report_item(
         created_at,
         language: "en".into(),
         scores: Scores {
-            nps: (rng.below(10) < 3).then(|| (rng.below(11) as i64 - nps_bias as i64).clamp(0, 10) as u8),
+            nps: (rng.below(10) < 3)
+                .then(|| (rng.below(11) as i64 - nps_bias as i64).clamp(0, 10) as u8),
             csat: (rng.below(10) < 2).then(|| 1 + rng.below(5) as u8),
             ces: (rng.below(10) < 1).then(|| 1 + rng.below(7) as u8),
             rating: None,
@@ -1046,7 +1059,8 @@ async fn bench_report(n: usize) {
         .unwrap()
         .into_inner();
     server.stop();
-    let Server { data_dir, .. } = server;
+    let data_dir = std::mem::replace(&mut server.data_dir, tempfile::tempdir().unwrap());
+    drop(server);
     let themes: Vec<(String, String)> = taxonomy
         .themes
         .iter()
@@ -1054,16 +1068,25 @@ async fn bench_report(n: usize) {
         .collect();
     let version = taxonomy.taxonomy_version;
 
-    // 2. ITEMS analysed items through the store API.
+    // 2. ITEMS analysed items in the report's year and ITEMS / 4 in the
+    // year before (the comparison period) through the store API.
     let started = Instant::now();
     let year_start = 1_735_689_600; // 2025-01-01
+    let total = n + n / 4;
     {
         let store = Store::open(&data_path, 64).unwrap();
         let mut rng = Rng(7);
         let mut seq_base = store.stats().unwrap().last_seq;
-        for chunk_start in (0..n).step_by(1000) {
-            let items: Vec<_> = (chunk_start..(chunk_start + 1000).min(n))
-                .map(|i| report_item(&mut rng, i, year_start, &themes, version))
+        for chunk_start in (0..total).step_by(1000) {
+            let items: Vec<_> = (chunk_start..(chunk_start + 1000).min(total))
+                .map(|i| {
+                    let day = if i < n {
+                        rng.below(365) as i64
+                    } else {
+                        -1 - rng.below(365) as i64
+                    };
+                    report_item(&mut rng, i, day, year_start, &themes, version)
+                })
                 .collect();
             let feedback = items.iter().map(|s| s.feedback.clone()).collect();
             store.upsert(feedback, QueueMode::Wait).await.unwrap();
@@ -1079,19 +1102,29 @@ async fn bench_report(n: usize) {
                 })
                 .collect::<Vec<_>>();
             let saved = store.set_analysis(updates).await.unwrap();
-            assert_eq!(saved.saved.len(), (n - chunk_start).min(1000), "every analysis saved");
+            assert_eq!(
+                saved.saved.len(),
+                (total - chunk_start).min(1000),
+                "every analysis saved"
+            );
             seq_base = store.stats().unwrap().last_seq;
         }
     }
-    eprintln!("{n} analysed items written in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{total} analysed items written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // 3. The server rebuilds its index from the store.
     let started = Instant::now();
     let server = Server::start_in(data_dir, &["--analysis", "off"]);
-    wait_searchable(&server.addr, n as u64).await;
+    wait_searchable(&server.addr, total as u64).await;
     eprintln!("index rebuilt in {:.1} s", started.elapsed().as_secs_f64());
 
-    let ts = |s: i64| prost_types::Timestamp { seconds: s, nanos: 0 };
+    let ts = |s: i64| prost_types::Timestamp {
+        seconds: s,
+        nanos: 0,
+    };
     let request = pb::ReportRequest {
         filter: Some(pb::Filter {
             created_after: Some(ts(year_start)),
@@ -1112,9 +1145,11 @@ async fn bench_report(n: usize) {
         last = Some(r);
     }
     let r = last.unwrap();
-    assert_eq!(r.items, n as u64, "every item reported");
+    assert_eq!(r.items, n as u64, "every item of the year reported");
+    assert_eq!(r.previous_items, (n / 4) as u64, "the year before compared");
     println!(
-        "Report RPC, {n} items, {} themes, {} weekly buckets, segment channel ({} cells), {} emerging, {} verbatim groups: median {:.3} s (min {:.3}, max {:.3}, 7 runs)",
+        "Report RPC, {n} items (+{} in the comparison year), {} themes, {} weekly buckets, segment channel ({} cells), {} emerging, {} verbatim groups: median {:.3} s (min {:.3}, max {:.3}, 7 runs)",
+        n / 4,
         r.themes.len(),
         r.trends.len(),
         r.matrix.as_ref().map_or(0, |m| m.cells.len()),
@@ -1129,8 +1164,24 @@ async fn bench_report(n: usize) {
     for _ in 0..3 {
         let t = Instant::now();
         let status = Command::new(BIN)
-            .args(["report", "--server", &server.addr, "--after", "2025-01-01", "--before", "2026-01-01"])
-            .args(["--bucket", "week", "--segment", "channel", "--format", "html", "--out"])
+            .args([
+                "report",
+                "--server",
+                &server.addr,
+                "--after",
+                "2025-01-01",
+                "--before",
+                "2026-01-01",
+            ])
+            .args([
+                "--bucket",
+                "week",
+                "--segment",
+                "channel",
+                "--format",
+                "html",
+                "--out",
+            ])
             .arg(out.path())
             .status()
             .unwrap();
@@ -1147,7 +1198,8 @@ async fn bench_report(n: usize) {
     let index = tantivy::Index::open_in_dir(data_path.join("index").join("v3")).unwrap();
     let reader = index.reader().unwrap();
     let searcher = reader.searcher();
-    let start = year_start * 1_000_000;
+    // Both years: the report counts the comparison year in the same pass.
+    let start = (year_start - 365 * 86_400) * 1_000_000;
     let end = (year_start + 365 * 86_400) * 1_000_000;
     let aggs: tantivy::aggregation::agg_req::Aggregations = serde_json::from_value(serde_json::json!({
         "themes": { "terms": { "field": "theme", "size": 500 }, "aggs": {
@@ -1170,7 +1222,7 @@ async fn bench_report(n: usize) {
         "ces": { "stats": { "field": "ces" } }
     }))
     .unwrap();
-    let (_, created_at) = index.schema().find_field("created_at").map(|(f, _)| (0, f)).unwrap();
+    let created_at = index.schema().get_field("created_at").unwrap();
     let query = tantivy::query::RangeQuery::new(
         std::ops::Bound::Included(tantivy::Term::from_field_date(
             created_at,

@@ -11,7 +11,8 @@ use crate::domain::limits::{
 };
 use crate::domain::{
     AnalysisState, BucketSize, Channel, JourneyStage, Period, Report, ReportRequest, SearchFilter,
-    SearchQuery, SegmentField, SliceCounts, SortOrder, SENTIMENT_ORDER, UnixMicros, Verbatim, VerbatimGroup,
+    SearchQuery, SegmentField, SliceCounts, SortOrder, UnixMicros, Verbatim, VerbatimGroup,
+    SENTIMENT_ORDER,
 };
 use crate::error::{Error, Result};
 use crate::index::{ReportPlan, SearchIndex};
@@ -155,10 +156,12 @@ fn reported_period(filter: &SearchFilter, counts: &SliceCounts, now: UnixMicros)
     let start = match (filter.created_after, counts.first_at) {
         (Some(start), _) => start.0,
         (None, Some(first)) => floor_day(first),
-        (None, None) => return Period {
-            start: filter.created_before.unwrap_or(now),
-            end: filter.created_before.unwrap_or(now),
-        },
+        (None, None) => {
+            return Period {
+                start: filter.created_before.unwrap_or(now),
+                end: filter.created_before.unwrap_or(now),
+            }
+        }
     };
     let end = match (filter.created_before, filter.created_after, counts.last_at) {
         (Some(end), _, _) => end.0,

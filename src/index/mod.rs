@@ -42,8 +42,8 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
 
 use crate::store::{Store, StoreError};
 use indexer::{rebuild, run_indexer, Indexer};
-use schema::{build_schema, Fields, SCHEMA_VERSION, TEXT_TOKENIZER};
 pub use report::ReportPlan;
+use schema::{build_schema, Fields, SCHEMA_VERSION, TEXT_TOKENIZER};
 pub use search::IndexPage;
 
 #[derive(Debug, thiserror::Error)]

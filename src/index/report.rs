@@ -71,7 +71,11 @@ impl SearchIndex {
         } else {
             retag_pending = counts.retag_pending;
         }
-        tracing::debug!(items = counts.current.items, retag_pending, "report counted");
+        tracing::debug!(
+            items = counts.current.items,
+            retag_pending,
+            "report counted"
+        );
         Ok(counts)
     }
 }
@@ -168,6 +172,10 @@ struct ValueAcc {
     themes: HashMap<u32, (u64, [u64; 4])>,
 }
 
+/// A `theme_sentiment` value as (theme term ordinal, label index); None for
+/// a value whose theme or label is unknown.
+type ThemeLabel = Option<(u32, u8)>;
+
 struct SegmentReport {
     current: Period,
     comparison: Period,
@@ -182,7 +190,7 @@ struct SegmentReport {
     sentiment: Option<(StrColumn, Vec<Option<u8>>)>,
     theme: Option<StrColumn>,
     /// theme_sentiment term ordinal -> (theme term ordinal, label index).
-    theme_sentiment: Option<(StrColumn, Vec<Option<(u32, u8)>>)>,
+    theme_sentiment: Option<(StrColumn, Vec<ThemeLabel>)>,
     segment: Option<StrColumn>,
     segment_wanted: bool,
     // Counters.

@@ -27,7 +27,10 @@ fn date_of_day(day: i64) -> Option<Date> {
 }
 
 fn day_of_date(date: Date) -> i64 {
-    date.midnight().assume_utc().unix_timestamp().div_euclid(86_400)
+    date.midnight()
+        .assume_utc()
+        .unix_timestamp()
+        .div_euclid(86_400)
 }
 
 /// The first day (days since the epoch) of the bucket holding `day`.
@@ -37,10 +40,7 @@ fn bucket_start(size: BucketSize, day: i64) -> i64 {
         // 1970-01-01 was a Thursday: Monday-based weeks start 3 days later.
         BucketSize::Week => day - (day - 4).rem_euclid(7),
         BucketSize::Month => match date_of_day(day) {
-            Some(date) => date
-                .replace_day(1)
-                .map(day_of_date)
-                .unwrap_or(day),
+            Some(date) => date.replace_day(1).map(day_of_date).unwrap_or(day),
             None => day,
         },
     }
@@ -142,8 +142,12 @@ mod tests {
                 micros(date!(2026 - 02 - 01)),
             ]
         );
-        let days = buckets(BucketSize::Day, &period(date!(2024 - 02 - 27), date!(2024 - 03 - 02)), 100)
-            .unwrap();
+        let days = buckets(
+            BucketSize::Day,
+            &period(date!(2024 - 02 - 27), date!(2024 - 03 - 02)),
+            100,
+        )
+        .unwrap();
         assert_eq!(days.len(), 4, "leap day included");
     }
 
@@ -162,8 +166,15 @@ mod tests {
             auto_size(&period(date!(2020 - 01 - 01), date!(2026 - 01 - 01))),
             BucketSize::Month
         );
-        assert!(buckets(BucketSize::Week, &Period { start: UnixMicros(5), end: UnixMicros(5) }, 10)
-            .unwrap()
-            .is_empty());
+        assert!(buckets(
+            BucketSize::Week,
+            &Period {
+                start: UnixMicros(5),
+                end: UnixMicros(5)
+            },
+            10
+        )
+        .unwrap()
+        .is_empty());
     }
 }

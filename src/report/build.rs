@@ -69,8 +69,16 @@ fn csat_score(current: &Tally, previous: &Tally) -> Score {
 }
 
 fn ces_score(current: &Tally, previous: &Tally) -> Score {
-    let c = (current.ces_answers, current.ces_sum, current.ces_sum_squares);
-    let p = (previous.ces_answers, previous.ces_sum, previous.ces_sum_squares);
+    let c = (
+        current.ces_answers,
+        current.ces_sum,
+        current.ces_sum_squares,
+    );
+    let p = (
+        previous.ces_answers,
+        previous.ces_sum,
+        previous.ces_sum_squares,
+    );
     score(
         c.0,
         p.0,
@@ -107,7 +115,11 @@ pub fn build(counts: &SliceCounts, shape: ReportShape<'_>) -> Report {
         .as_ref()
         .map(|field| segment_matrix(counts, field, &themes));
     let mut by_mentions: Vec<&ThemeRow> = themes.iter().filter(|t| t.mentions > 0).collect();
-    by_mentions.sort_by(|a, b| b.mentions.cmp(&a.mentions).then(a.theme_id.cmp(&b.theme_id)));
+    by_mentions.sort_by(|a, b| {
+        b.mentions
+            .cmp(&a.mentions)
+            .then(a.theme_id.cmp(&b.theme_id))
+    });
     let trend_themes: Vec<String> = by_mentions
         .iter()
         .take(REPORT_TREND_THEMES)
@@ -168,16 +180,18 @@ fn theme_rows(counts: &SliceCounts, taxonomy: &Taxonomy) -> Vec<ThemeRow> {
             }
         })
         .collect();
-    rows.sort_by(|a, b| match (a.nps_impact, b.nps_impact) {
-        (Some(x), Some(y)) => x
-            .value
-            .total_cmp(&y.value)
-            .then(b.mentions.cmp(&a.mentions)),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => b.mentions.cmp(&a.mentions),
-    }
-    .then(a.theme_id.cmp(&b.theme_id)));
+    rows.sort_by(|a, b| {
+        match (a.nps_impact, b.nps_impact) {
+            (Some(x), Some(y)) => x
+                .value
+                .total_cmp(&y.value)
+                .then(b.mentions.cmp(&a.mentions)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => b.mentions.cmp(&a.mentions),
+        }
+        .then(a.theme_id.cmp(&b.theme_id))
+    });
     rows
 }
 
@@ -195,7 +209,11 @@ fn segment_matrix(counts: &SliceCounts, field: &str, themes: &[ThemeRow]) -> Seg
         .collect();
     let total_items = counts.current.items;
     let mut rows: Vec<&ThemeRow> = themes.iter().filter(|t| t.mentions > 0).collect();
-    rows.sort_by(|a, b| b.mentions.cmp(&a.mentions).then(a.theme_id.cmp(&b.theme_id)));
+    rows.sort_by(|a, b| {
+        b.mentions
+            .cmp(&a.mentions)
+            .then(a.theme_id.cmp(&b.theme_id))
+    });
     rows.truncate(MATRIX_THEMES);
     // Keep the theme table's order among the rows shown.
     let shown: Vec<&ThemeRow> = themes

@@ -59,8 +59,7 @@ async fn analysed_sample() -> TestServer {
     let start = Instant::now();
     loop {
         let s = stats(&mut client).await;
-        if s.items == total && s.analysis_backlog == 0 && s.index_lag == 0 && s.retag_backlog == 0
-        {
+        if s.items == total && s.analysis_backlog == 0 && s.index_lag == 0 && s.retag_backlog == 0 {
             break;
         }
         assert!(
@@ -119,7 +118,8 @@ async fn report_on_the_sample_matches_a_reference_and_the_cli_renders_it() {
         let at = micros(row["created_at"].as_str().unwrap());
         from <= at && at < to
     };
-    let current: Vec<&serde_json::Value> = rows.iter().filter(|r| in_period(r, start, end)).collect();
+    let current: Vec<&serde_json::Value> =
+        rows.iter().filter(|r| in_period(r, start, end)).collect();
     let previous: Vec<&serde_json::Value> = rows
         .iter()
         .filter(|r| in_period(r, start - length, start))
@@ -131,13 +131,15 @@ async fn report_on_the_sample_matches_a_reference_and_the_cli_renders_it() {
         rows.iter().filter_map(|r| r[field].as_i64()).collect()
     };
     let nps = answers(&current, "nps");
-    let nps_score = r.nps.clone().unwrap();
+    let nps_score = r.nps.unwrap();
     assert_eq!(nps_score.n, nps.len() as u64);
     assert!((value(&r.nps) - reference_nps(&nps)).abs() < 1e-9);
-    assert!(nps_score.ci_low.unwrap() < value(&r.nps) && value(&r.nps) < nps_score.ci_high.unwrap());
+    assert!(
+        nps_score.ci_low.unwrap() < value(&r.nps) && value(&r.nps) < nps_score.ci_high.unwrap()
+    );
     let previous_nps = answers(&previous, "nps");
     assert!((nps_score.previous_value.unwrap() - reference_nps(&previous_nps)).abs() < 1e-9);
-    let change = nps_score.change.clone().expect("both periods have NPS");
+    let change = nps_score.change.expect("both periods have NPS");
     assert!((change.delta - (reference_nps(&nps) - reference_nps(&previous_nps))).abs() < 1e-9);
     let csat = answers(&current, "csat");
     let satisfied = csat.iter().filter(|&&c| c >= 4).count() as f64;
@@ -147,14 +149,18 @@ async fn report_on_the_sample_matches_a_reference_and_the_cli_renders_it() {
     assert!((value(&r.ces) - mean).abs() < 1e-9);
 
     // Sentiment counts add up; the trend buckets partition the items.
-    let sentiment = r.sentiment.clone().unwrap();
+    let sentiment = r.sentiment.unwrap();
     assert_eq!(
         sentiment.negative + sentiment.neutral + sentiment.positive + sentiment.mixed,
         r.analysed
     );
     assert_eq!(r.bucket, pb::ReportBucket::Week as i32, "4 months: weekly");
     assert_eq!(r.trends.iter().map(|b| b.items).sum::<u64>(), r.items);
-    assert!(r.trends.len() >= 17 && r.trends.len() <= 19, "{}", r.trends.len());
+    assert!(
+        r.trends.len() >= 17 && r.trends.len() <= 19,
+        "{}",
+        r.trends.len()
+    );
     for bucket in &r.trends {
         assert_eq!(bucket.themes.len(), r.trend_themes.len());
     }
@@ -180,7 +186,10 @@ async fn report_on_the_sample_matches_a_reference_and_the_cli_renders_it() {
         themes: vec![top.theme_id.clone()],
         ..Default::default()
     });
-    assert_eq!(crate::helpers::search(&mut client, search).await.total_hits, top.mentions);
+    assert_eq!(
+        crate::helpers::search(&mut client, search).await.total_hits,
+        top.mentions
+    );
 
     // The matrix: one cell per shown theme and column; values by channel.
     let matrix = r.matrix.clone().expect("segment given");
@@ -197,17 +206,32 @@ async fn report_on_the_sample_matches_a_reference_and_the_cli_renders_it() {
     let mut customers = std::collections::HashSet::new();
     for group in &r.verbatims {
         for v in &group.verbatims {
-            assert!(customers.insert(v.customer_id.clone()), "customer twice: {}", v.customer_id);
+            assert!(
+                customers.insert(v.customer_id.clone()),
+                "customer twice: {}",
+                v.customer_id
+            );
             let chars = v.text.chars().count() as u32;
             assert!(!v.highlights.is_empty());
-            assert!(v.highlights.iter().all(|h| h.start < h.end && h.end <= chars));
+            assert!(v
+                .highlights
+                .iter()
+                .all(|h| h.start < h.end && h.end <= chars));
         }
     }
 
     // The CLI: the table fits 80 columns; the HTML shows the RPC's numbers
     // and renders in Chromium with every chart.
     let (ok, table, stderr) = run(&[
-        "report", "--server", &addr, "--after", AFTER, "--before", BEFORE, "--segment", "channel",
+        "report",
+        "--server",
+        &addr,
+        "--after",
+        AFTER,
+        "--before",
+        BEFORE,
+        "--segment",
+        "channel",
     ]);
     assert!(ok, "{stderr}");
     for line in table.lines() {
@@ -233,31 +257,62 @@ async fn report_on_the_sample_matches_a_reference_and_the_cli_renders_it() {
     ]);
     assert!(ok, "{stderr}");
     let html = std::fs::read_to_string(&page).unwrap();
+    // Every KPI in the page equals the RPC's (with its interval and n).
     for (metric, score) in [
         ("nps", &r.nps),
         ("csat", &r.csat),
         ("ces", &r.ces),
         ("net_sentiment", &r.net_sentiment),
     ] {
-        let wanted = format!(
-            "data-metric=\"{metric}\" data-value=\"{:.1}\"",
-            value(score)
+        let s = score.as_ref().unwrap();
+        let tags = tags_with(
+            &html,
+            &["data-section=\"kpi\"", &format!("data-metric=\"{metric}\"")],
         );
-        assert!(html.contains(&wanted), "page lacks {wanted}");
+        let wanted = [
+            format!("data-value=\"{:.1}\"", s.value.unwrap()),
+            format!("data-low=\"{:.1}\"", s.ci_low.unwrap()),
+            format!("data-high=\"{:.1}\"", s.ci_high.unwrap()),
+            format!("data-n=\"{}\"", s.n),
+        ];
+        assert!(
+            tags.iter()
+                .any(|t| wanted.iter().all(|w| t.contains(w.as_str()))),
+            "no KPI tag for {metric} with {wanted:?}: {tags:?}"
+        );
     }
-    let wanted = format!(
-        "data-theme=\"{}\" data-metric=\"mentions\" data-value=\"{}\"",
-        top.theme_id, top.mentions
-    );
-    assert!(html.contains(&wanted), "page lacks {wanted}");
+    for theme in &r.themes {
+        let tags = tags_with(
+            &html,
+            &[
+                "data-section=\"theme\"",
+                &format!("data-theme=\"{}\"", theme.theme_id),
+                "data-metric=\"mentions\"",
+            ],
+        );
+        assert!(
+            tags.iter()
+                .any(|t| t.contains(&format!("data-value=\"{}\"", theme.mentions))),
+            "theme {} mentions {} not in the page: {tags:?}",
+            theme.theme_id,
+            theme.mentions
+        );
+    }
     let screenshot = std::env::temp_dir().join("verbatim-sample-report.png");
     let check = check_report_html(&page, &screenshot);
-    assert!(check.console_errors.is_empty(), "{:?}", check.console_errors);
-    for chart in ["nps-trend", "sentiment-trend", "theme-impact", "heatmap"] {
-        assert!(
-            check.dom.contains(&format!("data-chart=\"{chart}\"")),
-            "chart {chart} missing from the rendered page"
-        );
+    assert!(
+        check.console_errors.is_empty(),
+        "{:?}",
+        check.console_errors
+    );
+    for chart in [
+        "nps-trend",
+        "sentiment-trend",
+        "theme-impact",
+        "heatmap",
+        "segment-matrix",
+    ] {
+        assert_eq!(charts(&check.dom, chart).len(), 1, "chart {chart} missing");
     }
     assert!(check.screenshot_written);
 
@@ -333,7 +388,10 @@ async fn report_bad_input_names_the_field_and_an_empty_slice_is_not_an_error() {
     let mut days = request("2020-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "");
     days.bucket = pb::ReportBucket::Day as i32;
     let message = refused(days).await;
-    assert!(message.starts_with("bucket:") && message.contains("400"), "{message}");
+    assert!(
+        message.starts_with("bucket:") && message.contains("400"),
+        "{message}"
+    );
     let mut overlap = request("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", "");
     overlap.compare_after = Some(timestamp("2026-02-15T00:00:00Z"));
     overlap.compare_before = Some(timestamp("2026-03-15T00:00:00Z"));
@@ -364,7 +422,11 @@ async fn report_bad_input_names_the_field_and_an_empty_slice_is_not_an_error() {
     .await;
     assert_eq!(r.items, 30);
     assert_eq!(r.nps.as_ref().unwrap().n, 30);
-    assert_eq!(r.net_sentiment.as_ref().unwrap().value, None, "nothing analysed");
+    assert_eq!(
+        r.net_sentiment.as_ref().unwrap().value,
+        None,
+        "nothing analysed"
+    );
     assert_eq!(r.bucket, pb::ReportBucket::Day as i32, "a month: daily");
     assert_eq!(r.trends.len(), 31);
 

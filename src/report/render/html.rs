@@ -406,7 +406,7 @@ fn emerging(out: &mut String, report: &Report) {
         out,
         "emerging",
         "Emerging themes",
-        "Themes whose share of items rose significantly against the comparison period (one-sided two-proportion test, Holm-adjusted over the themes tested).",
+        "Themes whose share of items rose significantly against the comparison period (two-proportion test with a two-sided p, at least 10 mentions, Holm-adjusted over the themes tested).",
     );
     if report.emerging.is_empty() {
         out.push_str(&svg::empty(
