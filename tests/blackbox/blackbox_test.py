@@ -423,6 +423,31 @@ def check_delete_customer(c):
     expect(cust not in values, "erased customer_id still in facets", values)
 
 
+def check_report(c):
+    tag = uid("rep")
+    items = [fb(f"report check {tag} item {i}", nps=i % 11, csat=1 + i % 5, tags=[tag])
+             for i in range(22)]
+    c.ingest_ok(items)
+    c.poll_search(lambda r: r.total_hits == 22, "report items searchable",
+                  filter=pb.Filter(tags=[tag]))
+    r = c.stub.Report(pb.ReportRequest(filter=pb.Filter(tags=[tag]), segment="channel"),
+                      timeout=TIMEOUT)
+    expect_eq(r.items, 22, "Report.items")
+    answers = [i % 11 for i in range(22)]
+    promoters = sum(a >= 9 for a in answers)
+    detractors = sum(a <= 6 for a in answers)
+    want = 100.0 * (promoters - detractors) / 22
+    expect(r.nps.HasField("value") and abs(r.nps.value - want) < 1e-9,
+           f"Report.nps.value should be {want}", r.nps)
+    expect(r.nps.ci_low < r.nps.value < r.nps.ci_high and r.nps.n == 22,
+           "Report.nps interval and n", r.nps)
+    expect(not r.ces.HasField("value") and r.ces.n == 0,
+           "Report.ces without answers has no value", r.ces)
+    e = rpc_error(c.stub.Report, pb.ReportRequest(segment="colour"))
+    expect(e.code() == grpc.StatusCode.INVALID_ARGUMENT and e.details().startswith("segment:"),
+           "Report with an unknown segment: INVALID_ARGUMENT naming `segment`", e.code(), e.details())
+
+
 CHECKS = [v for k, v in list(globals().items()) if k.startswith("check_") and callable(v)]
 
 

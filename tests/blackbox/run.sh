@@ -221,6 +221,11 @@ check_grpcurl "Ingest via JSON" "\"id\": *\"$BB_ID\"" -- \
 check_grpcurl "Get via JSON returns the ingested item" '"channel": *"CHANNEL_REVIEW"' -- \
   -plaintext -d "{\"ids\":[\"$BB_ID\"]}" "$ADDR" verbatim.v1.FeedbackService/Get
 
+check_grpcurl "describe shows Report" 'rpc Report \(.*ReportRequest.*\) returns \(.*ReportResponse.*\)' -- \
+  -plaintext "$ADDR" describe verbatim.v1.FeedbackService
+check_grpcurl "Report via JSON: the NPS answer above gets an interval" '"ciLow": ' -- \
+  -plaintext -d '{"segment":"channel"}' "$ADDR" verbatim.v1.FeedbackService/Report
+
 # ------------------------------------------------------------ python checks
 RESULT="$WORK/python-result.txt"
 rc=0
