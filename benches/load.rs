@@ -409,7 +409,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn bench_search(n: usize, secs: u64) {
     let items = corpus(n);
-    let mut server = Server::start(&[]);
+    // No background analysis fighting the searches for the cores.
+    let mut server = Server::start(&["--analysis", "off"]);
     let load_started = Instant::now();
     stream_ingest(&server.addr, items).await;
     wait_searchable(&server.addr, n as u64).await;
@@ -419,7 +420,11 @@ async fn bench_search(n: usize, secs: u64) {
     );
 
     // Expected totals from raw tantivy on the server's own index.
-    let index_dir = server.data_dir.path().join("index/v1");
+    let index_dir = server
+        .data_dir
+        .path()
+        .join("index")
+        .join(format!("v{}", verbatim::index::schema::SCHEMA_VERSION));
     let (expected, raw_results) = {
         let index = tantivy::Index::open_in_dir(&index_dir).unwrap();
         index.tokenizers().register(
@@ -1195,7 +1200,12 @@ async fn bench_report(n: usize) {
     );
 
     // 4. Reference: the same counts as tantivy aggregations on the same index.
-    let index = tantivy::Index::open_in_dir(data_path.join("index").join("v3")).unwrap();
+    let index = tantivy::Index::open_in_dir(
+        data_path
+            .join("index")
+            .join(format!("v{}", verbatim::index::schema::SCHEMA_VERSION)),
+    )
+    .unwrap();
     let reader = index.reader().unwrap();
     let searcher = reader.searcher();
     // Both years: the report counts the comparison year in the same pass.
