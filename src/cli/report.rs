@@ -17,6 +17,7 @@ pub enum BucketArg {
     Day,
     Week,
     Month,
+    Year,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -36,7 +37,7 @@ pub struct ReportArgs {
     pub server: crate::cli::ServerArg,
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// Width of the trend buckets (auto: days up to 2 months, weeks up to 2 years, months beyond).
+    /// Width of the trend buckets (auto: days up to 2 months, weeks up to 2 years, months up to 400 months, years beyond).
     #[arg(long, value_enum, default_value_t = BucketArg::Auto)]
     pub bucket: BucketArg,
     /// Break themes down by channel, journey_stage, product, language or attributes.KEY.
@@ -72,6 +73,7 @@ pub fn build_request(args: &ReportArgs) -> anyhow::Result<pb::ReportRequest> {
             BucketArg::Day => pb::ReportBucket::Day,
             BucketArg::Week => pb::ReportBucket::Week,
             BucketArg::Month => pb::ReportBucket::Month,
+            BucketArg::Year => pb::ReportBucket::Year,
         } as i32,
         segment: args.segment.clone().unwrap_or_default(),
         compare_after: time(&args.compare_after, "compare-after")?,

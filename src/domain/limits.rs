@@ -69,6 +69,9 @@ pub const MAX_DISCOVERY_CANDIDATES: usize = 50;
 pub const MAX_REPORT_BUCKETS: usize = 400;
 /// Segment values (matrix columns) one report lists: the most frequent ones.
 pub const MAX_REPORT_SEGMENT_VALUES: usize = 12;
+/// Distinct values a report's segment field may have (per index segment):
+/// bounds the counting pass's per-value counters.
+pub const MAX_REPORT_SEGMENT_CARDINALITY: usize = 10_000;
 /// Top themes whose share each trend bucket lists.
 pub const REPORT_TREND_THEMES: usize = 8;
 /// Themes (by impact) that get representative verbatims.

@@ -24,6 +24,7 @@ pub enum BucketSize {
     Day,
     Week,
     Month,
+    Year,
 }
 
 impl BucketSize {
@@ -32,6 +33,7 @@ impl BucketSize {
             BucketSize::Day => "day",
             BucketSize::Week => "week",
             BucketSize::Month => "month",
+            BucketSize::Year => "year",
         }
     }
 }
@@ -126,6 +128,9 @@ pub struct Tally {
     pub items: u64,
     /// Analysed items (the denominator of sentiment figures).
     pub analysed: u64,
+    /// Analysed items tagged with the current taxonomy version (the
+    /// denominator of theme shares: only they can carry a counted theme).
+    pub tagged: u64,
     /// Document sentiment counts, in `SENTIMENT_ORDER`.
     pub sentiment: [u64; 4],
     /// NPS answers: detractors (0-6), passives (7-8), promoters (9-10).
@@ -143,6 +148,7 @@ impl Tally {
     pub fn add(&mut self, other: &Tally) {
         self.items += other.items;
         self.analysed += other.analysed;
+        self.tagged += other.tagged;
         for i in 0..4 {
             self.sentiment[i] += other.sentiment[i];
         }
@@ -161,6 +167,7 @@ impl Tally {
         let mut out = *self;
         out.items -= other.items.min(out.items);
         out.analysed -= other.analysed.min(out.analysed);
+        out.tagged -= other.tagged.min(out.tagged);
         for i in 0..4 {
             out.sentiment[i] -= other.sentiment[i].min(out.sentiment[i]);
         }
@@ -182,8 +189,9 @@ pub struct ThemeTally {
     /// The items carrying the theme (their document sentiment and scores).
     pub current: Tally,
     pub previous: Tally,
-    /// The theme's own (aspect) sentiment labels in the current period, in
-    /// `SENTIMENT_ORDER`.
+    /// The theme's own (aspect) sentiment in the current period, one label
+    /// per item (an item whose mentions of the theme disagree counts as
+    /// mixed), in `SENTIMENT_ORDER`.
     pub theme_sentiment: [u64; 4],
 }
 
@@ -267,11 +275,13 @@ pub struct ThemeRow {
     pub parent_id: String,
     /// Items carrying the theme in the period.
     pub mentions: u64,
-    /// mentions / items in the period (0..1).
+    /// mentions / items in the period tagged with the current taxonomy
+    /// version (0..1; all analysed items once the re-tag is done).
     pub share: f64,
     pub previous_mentions: u64,
     pub previous_share: f64,
-    /// Aspect sentiment counts, in `SENTIMENT_ORDER`.
+    /// Aspect sentiment counts, one per item carrying the theme (items whose
+    /// mentions disagree count as mixed), in `SENTIMENT_ORDER`.
     pub sentiment: [u64; 4],
     /// Net aspect sentiment (-100..100) with its interval.
     pub net_sentiment: Score,
@@ -299,7 +309,7 @@ pub struct MatrixCell {
     pub segment_value: String,
     /// Items of the segment value carrying the theme.
     pub mentions: u64,
-    /// mentions / items of the segment value.
+    /// mentions / tagged items of the segment value.
     pub share: f64,
     /// Net aspect sentiment of the theme in this segment value.
     pub net_sentiment: Option<f64>,

@@ -29,11 +29,9 @@ impl Engine {
         query.taxonomy_version = self.themes.version();
         let now = UnixMicros::now();
         let plan = plan(&query, &request.segment, request.comparison, now)?;
-        if let (Some(bucket), Some(_), Some(_)) = (
-            request.bucket,
-            query.filter.created_after,
-            query.filter.created_before,
-        ) {
+        // A bucket that cannot fit is refused before the pass (an open start
+        // is known only after it).
+        if let (Some(bucket), Some(_)) = (request.bucket, query.filter.created_after) {
             check_buckets(bucket, &plan.current)?;
         }
         let index = self.index.clone();
@@ -85,10 +83,12 @@ fn check_buckets(bucket: BucketSize, period: &Period) -> Result<Vec<Period>> {
     })
 }
 
-/// The pass's periods. The current period is the filter's time range (open
-/// sides reach the first and last possible time); the comparison is the
-/// request's, else the period of equal length just before (none when the
-/// range has no start: all time has no previous period).
+/// The pass's periods. The current period is the filter's time range (an
+/// open start reaches the first possible time, an open end is now); the
+/// comparison is the request's, else the period of equal length just before
+/// (none when the range has no start: all time has no previous period).
+/// Bounds arrive clamped to the range items can have, so no arithmetic here
+/// can overflow.
 fn plan(
     query: &SearchQuery,
     segment: &Option<SegmentField>,
@@ -100,9 +100,9 @@ fn plan(
         start: filter
             .created_after
             .unwrap_or(UnixMicros(MIN_CREATED_AT_MICROS)),
-        end: filter
-            .created_before
-            .unwrap_or(UnixMicros(MAX_CREATED_AT_MICROS)),
+        end: filter.created_before.unwrap_or(UnixMicros(
+            now.0.clamp(MIN_CREATED_AT_MICROS, MAX_CREATED_AT_MICROS),
+        )),
     };
     if current.is_empty() {
         return Err(Error::invalid(
@@ -128,8 +128,7 @@ fn plan(
         }
         None => match filter.created_after {
             Some(start) => {
-                let end = filter.created_before.unwrap_or(now).0.max(start.0);
-                let length = end - start.0;
+                let length = current.end.0 - start.0;
                 Period {
                     start: UnixMicros((start.0 - length).max(MIN_CREATED_AT_MICROS)),
                     end: start,
@@ -149,8 +148,8 @@ fn plan(
     })
 }
 
-/// The period the report states: the filter's bounds, open sides closed by
-/// the data (whole UTC days), or by now for an open end after a given start.
+/// The period the report states: the filter's bounds, an open end is now,
+/// an open start the first item's UTC day.
 fn reported_period(filter: &SearchFilter, counts: &SliceCounts, now: UnixMicros) -> Period {
     let floor_day = |at: i64| at.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
     let start = match (filter.created_after, counts.first_at) {
@@ -165,8 +164,8 @@ fn reported_period(filter: &SearchFilter, counts: &SliceCounts, now: UnixMicros)
     };
     let end = match (filter.created_before, filter.created_after, counts.last_at) {
         (Some(end), _, _) => end.0,
-        (None, Some(_), last) => now.0.max(last.map_or(0, |l| l + 1)),
-        (None, None, Some(last)) => floor_day(last) + MICROS_PER_DAY,
+        (None, Some(_), _) => now.0,
+        (None, None, Some(last)) => (floor_day(last) + MICROS_PER_DAY).min(now.0.max(last + 1)),
         (None, None, None) => start,
     };
     Period {
@@ -215,12 +214,15 @@ fn pick_verbatims(
         .map(|t| (t.theme_id.clone(), String::new(), base.clone()))
         .collect();
     if let (Some(matrix), Some(field)) = (&report.matrix, segment) {
-        let mut cells: Vec<_> = matrix.cells.iter().filter(|c| c.significant).collect();
-        cells.sort_by(|a, b| a.p_value.total_cmp(&b.p_value));
-        for cell in cells.into_iter().take(REPORT_VERBATIM_CELLS) {
-            if let Some(filter) = with_segment(&base, field, &cell.segment_value) {
-                wanted.push((cell.theme_id.clone(), cell.segment_value.clone(), filter));
-            }
+        let mut cells: Vec<_> = matrix
+            .cells
+            .iter()
+            .filter(|c| c.significant)
+            .filter_map(|c| Some((c, with_segment(&base, field, &c.segment_value)?)))
+            .collect();
+        cells.sort_by(|a, b| a.0.p_value.total_cmp(&b.0.p_value));
+        for (cell, filter) in cells.into_iter().take(REPORT_VERBATIM_CELLS) {
+            wanted.push((cell.theme_id.clone(), cell.segment_value.clone(), filter));
         }
     }
     let negative = |theme_id: &str| {

@@ -6,7 +6,8 @@ use prost_types::Timestamp;
 
 use super::pb;
 use crate::domain::limits::{
-    DEFAULT_SEARCH_LIMIT, MAX_FACET_FIELDS, MAX_FILTER_VALUES, MAX_SEARCH_LIMIT,
+    DEFAULT_SEARCH_LIMIT, MAX_CREATED_AT_MICROS, MAX_FACET_FIELDS, MAX_FILTER_VALUES,
+    MAX_SEARCH_LIMIT, MIN_CREATED_AT_MICROS,
 };
 use crate::domain::{
     check_theme_id, Analysis, AnalysisState, Channel, FacetCounts, FeedbackDraft, FeedbackId,
@@ -82,6 +83,11 @@ pub fn timestamp_to_micros(ts: &Timestamp) -> Result<UnixMicros, String> {
         .and_then(|us| us.checked_add(i64::from(ts.nanos / 1_000)))
         .map(UnixMicros)
         .ok_or_else(|| format!("seconds out of range: {}", ts.seconds))
+}
+
+/// A time bound moved into the range items can have.
+pub(super) fn clamp_created(at: UnixMicros) -> UnixMicros {
+    UnixMicros(at.0.clamp(MIN_CREATED_AT_MICROS, MAX_CREATED_AT_MICROS))
 }
 
 pub fn micros_to_timestamp(at: UnixMicros) -> Timestamp {
@@ -285,9 +291,12 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
     }
     let channels = enum_values("filter.channels", &raw.channels, channel_from_pb)?;
     let journey_stages = enum_values("filter.journey_stages", &raw.journey_stages, stage_from_pb)?;
+    // Items exist only in [MIN_CREATED_AT, MAX_CREATED_AT): a bound beyond
+    // means the same as the nearest end (and keeps every later computation
+    // on times, in the index and in reports, far from overflow).
     let created = |field: &str, ts: Option<Timestamp>| {
         ts.as_ref()
-            .map(timestamp_to_micros)
+            .map(|ts| timestamp_to_micros(ts).map(clamp_created))
             .transpose()
             .map_err(|r| Error::invalid(field, r))
     };

@@ -2,7 +2,7 @@
 //! the report both ways (the CLI renders what the server answered).
 
 use super::convert::{
-    channel_from_pb, channel_to_pb, micros_to_timestamp, sentiment_label_from_pb,
+    channel_from_pb, channel_to_pb, clamp_created, micros_to_timestamp, sentiment_label_from_pb,
     timestamp_to_micros,
 };
 use super::pb;
@@ -27,6 +27,7 @@ impl TryFrom<pb::ReportRequest> for ReportRequest {
             Ok(pb::ReportBucket::Day) => Some(BucketSize::Day),
             Ok(pb::ReportBucket::Week) => Some(BucketSize::Week),
             Ok(pb::ReportBucket::Month) => Some(BucketSize::Month),
+            Ok(pb::ReportBucket::Year) => Some(BucketSize::Year),
             Err(_) => {
                 return Err(Error::invalid(
                     "bucket",
@@ -40,7 +41,11 @@ impl TryFrom<pb::ReportRequest> for ReportRequest {
         };
         let time = |field: &str, ts: &Option<prost_types::Timestamp>| {
             ts.as_ref()
-                .map(|ts| timestamp_to_micros(ts).map_err(|r| Error::invalid(field, r)))
+                .map(|ts| {
+                    timestamp_to_micros(ts)
+                        .map(clamp_created)
+                        .map_err(|r| Error::invalid(field, r))
+                })
                 .transpose()
         };
         let comparison = match (
@@ -76,6 +81,7 @@ fn bucket_to_pb(bucket: BucketSize) -> pb::ReportBucket {
         BucketSize::Day => pb::ReportBucket::Day,
         BucketSize::Week => pb::ReportBucket::Week,
         BucketSize::Month => pb::ReportBucket::Month,
+        BucketSize::Year => pb::ReportBucket::Year,
     }
 }
 
@@ -326,6 +332,7 @@ pub fn report_from_pb(r: pb::ReportResponse) -> Report {
         bucket: match pb::ReportBucket::try_from(r.bucket) {
             Ok(pb::ReportBucket::Day) => BucketSize::Day,
             Ok(pb::ReportBucket::Month) => BucketSize::Month,
+            Ok(pb::ReportBucket::Year) => BucketSize::Year,
             _ => BucketSize::Week,
         },
         taxonomy_version: r.taxonomy_version,

@@ -53,6 +53,9 @@ fn index_status(error: IndexError) -> Status {
         )),
         IndexError::InvalidCursor(reason) => Status::invalid_argument(format!("cursor: {reason}")),
         e @ IndexError::InvalidFacet(_) => Status::invalid_argument(format!("facets: {e}")),
+        IndexError::InvalidSegment(reason) => {
+            Status::invalid_argument(format!("segment: {reason}"))
+        }
         IndexError::Store(e) => store_status(e),
         e @ (IndexError::Tantivy(_) | IndexError::Io { .. } | IndexError::CountMismatch { .. }) => {
             internal(&e)

@@ -58,6 +58,9 @@ pub enum IndexError {
         attributes = schema::field::ATTRIBUTES
     )]
     InvalidFacet(String),
+    /// A report's segment field that cannot be used (unknown, too many values).
+    #[error("{0}")]
+    InvalidSegment(String),
     #[error("search engine error: {0}")]
     Tantivy(#[from] tantivy::TantivyError),
     #[error("cannot prepare the index folder {path}: {source}")]
@@ -178,6 +181,7 @@ fn is_damage(error: &IndexError) -> bool {
         IndexError::InvalidQuery { .. }
         | IndexError::InvalidCursor(_)
         | IndexError::InvalidFacet(_)
+        | IndexError::InvalidSegment(_)
         | IndexError::Io { .. }
         | IndexError::Store(_)
         | IndexError::CountMismatch { .. } => false,

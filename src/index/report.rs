@@ -12,6 +12,7 @@ use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
 
 use super::schema::field;
 use super::{query, IndexError, SearchIndex};
+use crate::domain::limits::MAX_REPORT_SEGMENT_CARDINALITY;
 use crate::domain::{
     DayTally, Period, SearchQuery, SegmentTally, SliceCounts, Tally, ThemeTally, SENTIMENT_ORDER,
 };
@@ -37,6 +38,9 @@ impl SearchIndex {
         let shared = &self.shared;
         let fields = &shared.fields;
         let searcher = shared.reader.searcher();
+        if let Some(name) = &plan.segment {
+            check_segment(&searcher, name)?;
+        }
         let mut filter = plan.query.filter.clone();
         filter.created_after = None;
         filter.created_before = None;
@@ -44,7 +48,16 @@ impl SearchIndex {
             filter,
             ..plan.query.clone()
         };
-        let (base, mut retag_pending) = self.slice_query(&searcher, &slice)?;
+        let (base, _) = self.slice_query(&searcher, &slice)?;
+        // With themes in the query, the matches tagged with another version
+        // are left out of the pass: count those of the current period.
+        let mut retag_pending = 0;
+        if slice.uses_themes() {
+            let mut current = plan.query.clone();
+            current.filter.created_after = Some(plan.current.start);
+            current.filter.created_before = Some(plan.current.end);
+            retag_pending = self.slice_query(&searcher, &current)?.1;
+        }
         let mut periods: Vec<(Occur, Box<dyn Query>)> = vec![(
             Occur::Should,
             query::created_between(fields, plan.current.start.0, plan.current.end.0),
@@ -78,6 +91,30 @@ impl SearchIndex {
         );
         Ok(counts)
     }
+}
+
+/// A segment field must exist (an attribute some item has, when there are
+/// items) and have at most `MAX_REPORT_SEGMENT_CARDINALITY` values in any
+/// index segment, which bounds the pass's per-value counters.
+fn check_segment(searcher: &tantivy::Searcher, name: &str) -> Result<(), IndexError> {
+    let mut found = false;
+    for segment in searcher.segment_readers() {
+        if let Some(column) = segment.fast_fields().str(name)? {
+            found = true;
+            if column.num_terms() > MAX_REPORT_SEGMENT_CARDINALITY {
+                return Err(IndexError::InvalidSegment(format!(
+                    "`{name}` has more than {MAX_REPORT_SEGMENT_CARDINALITY} distinct values; break down by a field with fewer"
+                )));
+            }
+        }
+    }
+    let is_attribute = super::schema::attribute_key(name).is_some();
+    if !found && is_attribute && !searcher.segment_readers().is_empty() {
+        return Err(IndexError::InvalidSegment(format!(
+            "no item has the attribute `{name}`"
+        )));
+    }
+    Ok(())
 }
 
 struct ReportCollector {
@@ -159,18 +196,44 @@ fn add4(into: &mut [u64; 4], from: &[u64; 4]) {
     }
 }
 
-/// Per-day counters of one segment.
-struct DayAcc {
-    tally: Tally,
-    themes: Vec<u64>,
-}
-
 /// Per-segment-value counters of one index segment.
 #[derive(Default)]
 struct ValueAcc {
     tally: Tally,
-    themes: HashMap<u32, (u64, [u64; 4])>,
+    themes: FastMap<u32, (u64, [u64; 4])>,
 }
+
+/// A multiplicative hasher for the pass's small integer keys (std's SipHash,
+/// made for untrusted keys, doubled the pass's time; these keys are term
+/// ordinals and day numbers from the index, not client input).
+#[derive(Default, Clone, Copy)]
+struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IntHasher>>;
 
 /// A `theme_sentiment` value as (theme term ordinal, label index); None for
 /// a value whose theme or label is unknown.
@@ -199,7 +262,10 @@ struct SegmentReport {
     themes_cur: Vec<Tally>,
     themes_prev: Vec<Tally>,
     themes_sentiment: Vec<[u64; 4]>,
-    days: HashMap<i64, DayAcc>,
+    days: FastMap<i64, Tally>,
+    /// (day, theme term ordinal) -> items: sparse, so a pass over data
+    /// spread across decades costs memory by what it finds, not by span.
+    day_themes: FastMap<(i64, u32), u64>,
     /// Indexed by segment term ordinal + 1 (0: no value).
     values: Vec<ValueAcc>,
     first_at: Option<i64>,
@@ -208,6 +274,25 @@ struct SegmentReport {
     // Scratch buffers.
     doc_themes: Vec<u32>,
     doc_theme_labels: Vec<(u32, u8)>,
+}
+
+/// Sorted (theme, label) pairs reduced to one label per theme: mentions of
+/// one theme in one item that disagree count once, as mixed.
+fn one_label_per_theme(labels: &mut Vec<(u32, u8)>) {
+    const MIXED: u8 = 3;
+    debug_assert_eq!(SENTIMENT_ORDER[MIXED as usize].as_str(), "mixed");
+    labels.sort_unstable();
+    labels.dedup();
+    let mut kept = 0;
+    for i in 0..labels.len() {
+        if kept > 0 && labels[kept - 1].0 == labels[i].0 {
+            labels[kept - 1].1 = MIXED;
+        } else {
+            labels[kept] = labels[i];
+            kept += 1;
+        }
+    }
+    labels.truncate(kept);
 }
 
 fn label_index(label: &str) -> Option<u8> {
@@ -287,7 +372,8 @@ impl SegmentReport {
             themes_cur: vec![Tally::default(); themes],
             themes_prev: vec![Tally::default(); themes],
             themes_sentiment: vec![[0; 4]; themes],
-            days: HashMap::new(),
+            days: FastMap::default(),
+            day_themes: FastMap::default(),
             values: (0..values).map(|_| ValueAcc::default()).collect(),
             first_at: None,
             last_at: None,
@@ -348,13 +434,14 @@ impl SegmentCollector for SegmentReport {
         if !in_current && !self.comparison.contains(at) {
             return;
         }
-        let tally = self.doc_tally(doc);
+        let mut tally = self.doc_tally(doc);
         // Themes count only when tagged with the current taxonomy version.
         self.doc_themes.clear();
         self.doc_theme_labels.clear();
         if tally.analysed == 1 {
             let version = self.version.first(doc);
             if version == Some(self.taxonomy_version) {
+                tally.tagged = 1;
                 if let Some(column) = &self.theme {
                     self.doc_themes
                         .extend(column.term_ords(doc).map(|o| o as u32));
@@ -363,6 +450,7 @@ impl SegmentCollector for SegmentReport {
                     if let Some((column, map)) = &self.theme_sentiment {
                         self.doc_theme_labels
                             .extend(column.term_ords(doc).filter_map(|o| map[o as usize]));
+                        one_label_per_theme(&mut self.doc_theme_labels);
                     }
                 }
             } else if self.count_retag && in_current {
@@ -385,17 +473,10 @@ impl SegmentCollector for SegmentReport {
         for &(theme, label) in &self.doc_theme_labels {
             self.themes_sentiment[theme as usize][label as usize] += 1;
         }
-        let themes = self.themes_cur.len();
-        let day = self
-            .days
-            .entry(at.div_euclid(MICROS_PER_DAY))
-            .or_insert_with(|| DayAcc {
-                tally: Tally::default(),
-                themes: vec![0; themes],
-            });
-        day.tally.add(&tally);
+        let day = at.div_euclid(MICROS_PER_DAY);
+        self.days.entry(day).or_default().add(&tally);
         for &theme in &self.doc_themes {
-            day.themes[theme as usize] += 1;
+            *self.day_themes.entry((day, theme)).or_default() += 1;
         }
         if self.segment_wanted {
             let value = self
@@ -442,21 +523,19 @@ impl SegmentCollector for SegmentReport {
                 },
             );
         }
-        for (day, acc) in self.days {
-            let themes = acc
-                .themes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n > 0)
-                .map(|(ord, n)| (name(ord), *n))
-                .collect();
+        for (day, tally) in self.days {
             out.days.insert(
                 day,
                 DayTally {
-                    tally: acc.tally,
-                    themes,
+                    tally,
+                    themes: Default::default(),
                 },
             );
+        }
+        for ((day, theme), n) in self.day_themes {
+            if let Some(entry) = out.days.get_mut(&day) {
+                entry.themes.insert(name(theme as usize), n);
+            }
         }
         let values = match &self.segment {
             Some(column) => term_strings(column).unwrap_or_default(),
@@ -485,5 +564,21 @@ impl SegmentCollector for SegmentReport {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_label_per_theme;
+
+    #[test]
+    fn disagreeing_mentions_of_a_theme_count_once_as_mixed() {
+        // theme 1: negative (0) twice; theme 2: negative and positive; theme 3: neutral.
+        let mut labels = vec![(2, 2), (1, 0), (3, 1), (2, 0), (1, 0)];
+        one_label_per_theme(&mut labels);
+        assert_eq!(labels, vec![(1, 0), (2, 3), (3, 1)]);
+        let mut none: Vec<(u32, u8)> = Vec::new();
+        one_label_per_theme(&mut none);
+        assert!(none.is_empty());
     }
 }

@@ -8,15 +8,18 @@ use crate::domain::{BucketSize, Period, UnixMicros};
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// The width a period gets when the request leaves it open: days up to two
-/// months, weeks up to two years, months beyond.
+/// months, weeks up to two years, months up to 400 months, years beyond
+/// (items span at most 230 years, so the automatic width always fits).
 pub fn auto_size(period: &Period) -> BucketSize {
-    let days = (period.end.0 - period.start.0).max(0) / MICROS_PER_DAY;
+    let days = period.end.0.saturating_sub(period.start.0).max(0) / MICROS_PER_DAY;
     if days <= 62 {
         BucketSize::Day
     } else if days <= 731 {
         BucketSize::Week
-    } else {
+    } else if days <= 12_150 {
         BucketSize::Month
+    } else {
+        BucketSize::Year
     }
 }
 
@@ -43,6 +46,12 @@ fn bucket_start(size: BucketSize, day: i64) -> i64 {
             Some(date) => date.replace_day(1).map(day_of_date).unwrap_or(day),
             None => day,
         },
+        BucketSize::Year => match date_of_day(day) {
+            Some(date) => Date::from_calendar_date(date.year(), Month::January, 1)
+                .map(day_of_date)
+                .unwrap_or(day),
+            None => day,
+        },
     }
 }
 
@@ -62,6 +71,12 @@ fn next_start(size: BucketSize, start: i64) -> i64 {
                     .unwrap_or(start + 31)
             }
             None => start + 31,
+        },
+        BucketSize::Year => match date_of_day(start) {
+            Some(date) => Date::from_calendar_date(date.year() + 1, Month::January, 1)
+                .map(day_of_date)
+                .unwrap_or(start + 366),
+            None => start + 366,
         },
     }
 }
@@ -95,11 +110,12 @@ pub fn buckets(size: BucketSize, period: &Period, max: usize) -> Option<Vec<Peri
 
 /// The number of buckets `period` would need (for the error message).
 pub fn count(size: BucketSize, period: &Period) -> u64 {
-    let days = (period.end.0 - period.start.0).max(0) as f64 / MICROS_PER_DAY as f64;
+    let days = period.end.0.saturating_sub(period.start.0).max(0) as f64 / MICROS_PER_DAY as f64;
     match size {
         BucketSize::Day => days.ceil() as u64,
         BucketSize::Week => (days / 7.0).ceil() as u64,
         BucketSize::Month => (days / 30.44).ceil() as u64,
+        BucketSize::Year => (days / 365.25).ceil() as u64,
     }
 }
 
@@ -166,6 +182,12 @@ mod tests {
             auto_size(&period(date!(2020 - 01 - 01), date!(2026 - 01 - 01))),
             BucketSize::Month
         );
+        // The widest span items can have still fits in years.
+        let all = period(date!(1970 - 01 - 01), date!(2200 - 01 - 01));
+        assert_eq!(auto_size(&all), BucketSize::Year);
+        let years = buckets(BucketSize::Year, &all, 400).unwrap();
+        assert_eq!(years.len(), 230);
+        assert_eq!(years[1].start.0, micros(date!(1971 - 01 - 01)));
         assert!(buckets(
             BucketSize::Week,
             &Period {

@@ -165,9 +165,9 @@ fn theme_rows(counts: &SliceCounts, taxonomy: &Taxonomy) -> Vec<ThemeRow> {
                 name: theme.map_or_else(|| id.clone(), |t| t.name.clone()),
                 parent_id: theme.map(|t| t.parent_id.clone()).unwrap_or_default(),
                 mentions: c.items,
-                share: ratio(c.items, all.items),
+                share: ratio(c.items, all.tagged),
                 previous_mentions: p.items,
-                previous_share: ratio(p.items, counts.previous.items),
+                previous_share: ratio(p.items, counts.previous.tagged),
                 sentiment: tally.theme_sentiment,
                 net_sentiment: sentiment_score(tally.theme_sentiment, [0; 4]),
                 nps: nps_score(c, p),
@@ -207,7 +207,8 @@ fn segment_matrix(counts: &SliceCounts, field: &str, themes: &[ThemeRow]) -> Seg
             net_sentiment: stats::net_sentiment(segment.tally.sentiment).map(|i| i.value),
         })
         .collect();
-    let total_items = counts.current.items;
+    // Shares are over the items that can carry a counted theme.
+    let total_items = counts.current.tagged;
     let mut rows: Vec<&ThemeRow> = themes.iter().filter(|t| t.mentions > 0).collect();
     rows.sort_by(|a, b| {
         b.mentions
@@ -229,7 +230,7 @@ fn segment_matrix(counts: &SliceCounts, field: &str, themes: &[ThemeRow]) -> Seg
                 .get(&row.theme_id)
                 .copied()
                 .unwrap_or((0, [0; 4]));
-            let items = segment.tally.items;
+            let items = segment.tally.tagged;
             let rest_mentions = row.mentions.saturating_sub(mentions);
             let rest_items = total_items.saturating_sub(items);
             let p = stats::two_proportion_p(mentions, items, rest_mentions, rest_items, false);
@@ -303,7 +304,7 @@ fn trend_buckets(
                     ThemeShare {
                         theme_id: id.clone(),
                         mentions,
-                        share: ratio(mentions, tally.items),
+                        share: ratio(mentions, tally.tagged),
                     }
                 })
                 .collect(),
@@ -312,17 +313,19 @@ fn trend_buckets(
 }
 
 fn emerging_themes(counts: &SliceCounts, themes: &[ThemeRow]) -> Vec<EmergingTheme> {
-    if counts.previous.items == 0 {
+    if counts.previous.tagged == 0 {
         return Vec::new();
     }
+    // Denominators are the tagged items of each period, so a comparison
+    // period whose re-tag is still under way raises no false alarm.
     let input: Vec<(u64, u64, u64, u64)> = themes
         .iter()
         .map(|t| {
             (
                 t.mentions,
-                counts.current.items,
+                counts.current.tagged,
                 t.previous_mentions,
-                counts.previous.items,
+                counts.previous.tagged,
             )
         })
         .collect();

@@ -385,6 +385,12 @@ async fn report_bad_input_names_the_field_and_an_empty_slice_is_not_an_error() {
     assert!(refused(bad.clone()).await.starts_with("segment:"));
     bad.segment = "attributes.Not-Valid".into();
     assert!(refused(bad.clone()).await.starts_with("segment:"));
+    bad.segment = "attributes.nothing_has_this".into();
+    let message = refused(bad.clone()).await;
+    assert!(
+        message.starts_with("segment:") && message.contains("no item has"),
+        "{message}"
+    );
     let mut days = request("2020-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "");
     days.bucket = pb::ReportBucket::Day as i32;
     let message = refused(days).await;
@@ -429,6 +435,17 @@ async fn report_bad_input_names_the_field_and_an_empty_slice_is_not_an_error() {
     );
     assert_eq!(r.bucket, pb::ReportBucket::Day as i32, "a month: daily");
     assert_eq!(r.trends.len(), 31);
+
+    // Bounds beyond the range items can have mean its ends; the automatic
+    // bucket never refuses (230 years: yearly).
+    let wide = report(
+        &mut client,
+        request("1000-01-01T00:00:00Z", "3000-01-01T00:00:00Z", ""),
+    )
+    .await;
+    assert_eq!(wide.items, 30);
+    assert_eq!(wide.bucket, pb::ReportBucket::Year as i32);
+    assert_eq!(wide.trends.len(), 230);
 
     // An empty slice: zero counts and no values or intervals.
     let empty = report(

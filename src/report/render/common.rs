@@ -241,6 +241,7 @@ pub(super) fn bucket_adjective(bucket: BucketSize) -> &'static str {
         BucketSize::Day => "daily",
         BucketSize::Week => "weekly",
         BucketSize::Month => "monthly",
+        BucketSize::Year => "yearly",
     }
 }
 

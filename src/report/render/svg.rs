@@ -146,7 +146,11 @@ fn x_labels(
         let _ = writeln!(
             out,
             "<line class=\"axis\" x1=\"{x}\" y1=\"{y0}\" x2=\"{x}\" y2=\"{y1}\"/><text class=\"tick\" x=\"{x}\" y=\"{ty}\" text-anchor=\"middle\">{}</text>",
-            escape(&axis_date(b.start, bucket == BucketSize::Month, with_year)),
+            escape(&axis_date(
+                b.start,
+                matches!(bucket, BucketSize::Month | BucketSize::Year),
+                with_year,
+            )),
             x = c(x),
             y0 = c(y),
             y1 = c(y + 4.0),
