@@ -49,6 +49,9 @@ pub struct ReportArgs {
     /// End (exclusive) of the comparison period.
     #[arg(long)]
     pub compare_before: Option<String>,
+    /// Also test discovery candidates (topics no theme covers) as emerging (adds a discovery, ~1-3 s).
+    #[arg(long)]
+    pub candidates: bool,
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     pub format: FormatArg,
     /// Write to this file instead of standard output.
@@ -78,6 +81,7 @@ pub fn build_request(args: &ReportArgs) -> anyhow::Result<pb::ReportRequest> {
         segment: args.segment.clone().unwrap_or_default(),
         compare_after: time(&args.compare_after, "compare-after")?,
         compare_before: time(&args.compare_before, "compare-before")?,
+        include_candidates: args.candidates,
     })
 }
 

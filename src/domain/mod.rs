@@ -16,9 +16,10 @@ pub use feedback::{
     AnalysisState, Channel, Feedback, FeedbackId, JourneyStage, Scores, StoredFeedback, UnixMicros,
 };
 pub use report::{
-    BucketSize, Change, DayTally, EmergingTheme, Interval, MatrixCell, Period, Report,
-    ReportRequest, Score, SegmentColumn, SegmentField, SegmentMatrix, SegmentTally, SliceCounts,
-    Tally, ThemeRow, ThemeShare, ThemeTally, TrendBucket, Verbatim, VerbatimGroup, SENTIMENT_ORDER,
+    BucketSize, CandidateCount, Change, DayTally, EmergingTheme, Interval, MatrixCell, Period,
+    Report, ReportRequest, Score, SegmentColumn, SegmentField, SegmentMatrix, SegmentTally,
+    SliceCounts, Tally, ThemeRow, ThemeShare, ThemeTally, TrendBucket, Verbatim, VerbatimGroup,
+    SENTIMENT_ORDER,
 };
 pub use search::{
     FacetCounts, IntRange, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery, SimilarTo,

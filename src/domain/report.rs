@@ -120,6 +120,22 @@ pub struct ReportRequest {
     pub segment: Option<SegmentField>,
     /// The comparison period; `None`: the period of equal length just before.
     pub comparison: Option<Period>,
+    /// Also test discovery candidates (clusters of the sentences no theme
+    /// covers) as emerging topics.
+    pub include_candidates: bool,
+}
+
+/// A discovery candidate's counts in both periods, for the emerging test.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CandidateCount {
+    pub name: String,
+    pub representatives: Vec<String>,
+    /// Items of the period with a sentence in the candidate, and the items
+    /// whose sentences discovery looked at.
+    pub mentions: u64,
+    pub looked_at: u64,
+    pub previous_mentions: u64,
+    pub previous_looked_at: u64,
 }
 
 /// Counts over one set of items: everything the scores need.
@@ -364,6 +380,12 @@ pub struct EmergingTheme {
     /// Holm-adjusted over the themes tested.
     pub p_value: f64,
     pub adjusted_p_value: f64,
+    /// A discovery candidate (no theme yet): `theme_id` is `candidate-N`,
+    /// `name` the proposed name, shares are over the items discovery looked
+    /// at in each period.
+    pub candidate: bool,
+    /// A candidate's most central sentences (empty for a theme).
+    pub representatives: Vec<String>,
 }
 
 /// A representative comment.

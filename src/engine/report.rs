@@ -6,18 +6,20 @@ use std::collections::HashSet;
 
 use super::{run_blocking, Engine, RequestContext};
 use crate::domain::limits::{
-    MAX_CREATED_AT_MICROS, MAX_REPORT_BUCKETS, MIN_CREATED_AT_MICROS, REPORT_VERBATIMS_PER_GROUP,
-    REPORT_VERBATIM_CELLS, REPORT_VERBATIM_THEMES,
+    EMERGING_MIN_MENTIONS, MAX_CREATED_AT_MICROS, MAX_DISCOVERY_SENTENCES, MAX_REPORT_BUCKETS,
+    MIN_CREATED_AT_MICROS, REPORT_VERBATIMS_PER_GROUP, REPORT_VERBATIM_CELLS,
+    REPORT_VERBATIM_THEMES,
 };
 use crate::domain::{
-    AnalysisState, BucketSize, Channel, JourneyStage, Period, Report, ReportRequest, SearchFilter,
-    SearchQuery, SegmentField, SliceCounts, SortOrder, UnixMicros, Verbatim, VerbatimGroup,
-    SENTIMENT_ORDER,
+    AnalysisState, BucketSize, CandidateCount, Channel, JourneyStage, Period, Report,
+    ReportRequest, SearchFilter, SearchQuery, SegmentField, SliceCounts, SortOrder, UnixMicros,
+    Verbatim, VerbatimGroup, SENTIMENT_ORDER,
 };
 use crate::error::{Error, Result};
 use crate::index::{ReportPlan, SearchIndex};
 use crate::report::buckets::{self, MICROS_PER_DAY};
 use crate::store::Store;
+use crate::themes::discover;
 
 /// Candidates looked at per verbatim group (the strongest-sentiment ones).
 const VERBATIM_CANDIDATES: usize = 40;
@@ -37,6 +39,7 @@ impl Engine {
         let index = self.index.clone();
         let store = self.store.clone();
         let bucket = request.bucket;
+        let candidates_model = request.include_candidates.then(|| self.themes.current());
         run_blocking(ctx, move || {
             let mut taxonomy = store.taxonomy()?;
             taxonomy.version = query.taxonomy_version;
@@ -64,6 +67,10 @@ impl Engine {
                 },
             );
             report.verbatims = pick_verbatims(&index, &store, &plan, &request.segment, &report)?;
+            if let Some(model) = candidates_model {
+                let candidates = candidate_counts(&index, &store, &plan, &model)?;
+                report.emerging = crate::report::emerging(&counts, &report.themes, &candidates);
+            }
             Ok(report)
         })
         .await
@@ -172,6 +179,81 @@ fn reported_period(filter: &SearchFilter, counts: &SliceCounts, now: UnixMicros)
         start: UnixMicros(start),
         end: UnixMicros(end.max(start)),
     }
+}
+
+/// Discovery over the uncovered sentences of up to half the discovery limit
+/// of each period's newest items, and each candidate's items per period
+/// (over the items discovery looked at).
+fn candidate_counts(
+    index: &SearchIndex,
+    store: &Store,
+    plan: &ReportPlan,
+    model: &crate::themes::ThemeModel,
+) -> Result<Vec<CandidateCount>> {
+    if plan.comparison.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids = Vec::new();
+    let mut period_of = Vec::new();
+    for (which, period) in [(0u8, plan.current), (1u8, plan.comparison)] {
+        let mut query = plan.query.clone();
+        query.filter.created_after = Some(period.start);
+        query.filter.created_before = Some(period.end);
+        let found = index.matching_ids(&query, MAX_DISCOVERY_SENTENCES / 2)?;
+        period_of.extend(std::iter::repeat_n(which, found.len()));
+        ids.extend(found);
+    }
+    let items = store.get_many(&ids)?;
+    let units = store.units(&ids)?;
+    let uncovered = super::themes::uncovered_sentences(model, &items, &units);
+    let mut looked_at = [0u64; 2];
+    for (position, looked) in uncovered.looked_at.iter().enumerate() {
+        if *looked {
+            looked_at[period_of[position] as usize] += 1;
+        }
+    }
+    let sentences: Vec<discover::Sentence<'_>> = uncovered
+        .texts
+        .iter()
+        .zip(&uncovered.embeddings)
+        .zip(uncovered.sentiments.iter().zip(&uncovered.owners))
+        .map(|((text, embedding), (p, &item))| discover::Sentence {
+            text,
+            embedding,
+            sentiment: p[2] - p[0],
+            item,
+        })
+        .collect();
+    let found = discover::discover(
+        &sentences,
+        &discover::Params {
+            min_size: EMERGING_MIN_MENTIONS as usize,
+            ..Default::default()
+        },
+    );
+    Ok(found
+        .candidates
+        .into_iter()
+        .map(|c| {
+            let mut items = [HashSet::new(), HashSet::new()];
+            for &member in &c.members {
+                let owner = uncovered.owners[member] as usize;
+                items[period_of[owner] as usize].insert(owner);
+            }
+            CandidateCount {
+                name: c.name,
+                representatives: c
+                    .representatives
+                    .iter()
+                    .map(|&i| uncovered.texts[i].clone())
+                    .collect(),
+                mentions: items[0].len() as u64,
+                looked_at: looked_at[0],
+                previous_mentions: items[1].len() as u64,
+                previous_looked_at: looked_at[1],
+            }
+        })
+        .collect())
 }
 
 /// The filter narrowed to one segment value (None for an item without one).

@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use super::{run_blocking, Engine, RequestContext};
 use crate::domain::limits::{MAX_DISCOVERY_CANDIDATES, MAX_DISCOVERY_SENTENCES};
 use crate::domain::{
-    Analysis, AnalysisState, DeleteRefusal, SearchQuery, SentenceAnalysis, Sentiment, Taxonomy,
-    Theme, ThemeDraft,
+    Analysis, AnalysisState, DeleteRefusal, SearchQuery, SentenceAnalysis, Sentiment,
+    StoredFeedback, Taxonomy, Theme, ThemeDraft,
 };
 use crate::error::{Error, Result};
 use crate::nlp::{AnalysisPool, NlpError};
@@ -294,6 +294,78 @@ pub(crate) fn tag_with(model: &ThemeModel, analysis: &mut Analysis) {
 }
 
 /// Whether a unit spans its whole sentence (not one of its clauses).
+/// The analysed sentences of some items that the theme model leaves
+/// uncovered (at most `MAX_DISCOVERY_SENTENCES` sentences looked at).
+pub(super) struct Uncovered {
+    pub texts: Vec<String>,
+    pub embeddings: Vec<Vec<f32>>,
+    /// Class probabilities of each sentence.
+    pub sentiments: Vec<[f32; 3]>,
+    /// Each sentence's item, as a position in the input.
+    pub owners: Vec<u32>,
+    /// Whole sentences looked at (covered or not).
+    pub total: u64,
+    /// Per input position: whether the item's sentences were looked at.
+    pub looked_at: Vec<bool>,
+}
+
+/// Reads the stored units of `items` (same order as `units`) and keeps the
+/// whole sentences the model assigns no theme.
+pub(super) fn uncovered_sentences(
+    model: &ThemeModel,
+    items: &[Option<StoredFeedback>],
+    units: &[Option<Vec<u8>>],
+) -> Uncovered {
+    let mut out = Uncovered {
+        texts: Vec::new(),
+        embeddings: Vec::new(),
+        sentiments: Vec::new(),
+        owners: Vec::new(),
+        total: 0,
+        looked_at: vec![false; items.len()],
+    };
+    'items: for (position, (item, bytes)) in items.iter().zip(units).enumerate() {
+        let (Some(item), Some(bytes)) = (item, bytes) else {
+            continue;
+        };
+        let AnalysisState::Done(analysis) = &item.analysis else {
+            continue;
+        };
+        let Some(decoded) = DecodedUnits::new(bytes, DIM) else {
+            continue;
+        };
+        let covered: std::collections::BTreeSet<usize> = model
+            .assign(&decoded.refs())
+            .into_iter()
+            .flat_map(|m| m.sentences)
+            .collect();
+        let chars: Vec<char> = item.feedback.text.chars().collect();
+        for (unit, vector) in decoded.units.iter().zip(decoded.vectors) {
+            if !is_whole(&analysis.sentences, unit.sentence, unit.start, unit.end) {
+                continue;
+            }
+            out.total += 1;
+            if out.total as usize > MAX_DISCOVERY_SENTENCES {
+                out.total -= 1;
+                break 'items;
+            }
+            out.looked_at[position] = true;
+            if covered.contains(&unit.sentence) {
+                continue;
+            }
+            out.texts.push(
+                chars[unit.start..unit.end.min(chars.len())]
+                    .iter()
+                    .collect(),
+            );
+            out.embeddings.push(vector);
+            out.sentiments.push(unit.sentiment.probabilities());
+            out.owners.push(position as u32);
+        }
+    }
+    out
+}
+
 fn is_whole(sentences: &[SentenceAnalysis], sentence: usize, start: usize, end: usize) -> bool {
     sentences
         .get(sentence)
@@ -595,49 +667,14 @@ impl Engine {
             ctx.check_deadline()?;
             let items = store.get_many(&ids)?;
             let stored_units = store.units(&ids)?;
-            // (text, embedding, sentiment, item position)
-            let mut texts: Vec<String> = Vec::new();
-            let mut embeddings: Vec<Vec<f32>> = Vec::new();
-            let mut sentiments: Vec<[f32; 3]> = Vec::new();
-            let mut owners: Vec<u32> = Vec::new();
-            let mut total = 0u64;
-            'items: for (position, (item, bytes)) in items.iter().zip(&stored_units).enumerate() {
-                let (Some(item), Some(bytes)) = (item, bytes) else {
-                    continue;
-                };
-                let AnalysisState::Done(analysis) = &item.analysis else {
-                    continue;
-                };
-                let Some(decoded) = DecodedUnits::new(bytes, DIM) else {
-                    continue;
-                };
-                let covered: std::collections::BTreeSet<usize> = model
-                    .assign(&decoded.refs())
-                    .into_iter()
-                    .flat_map(|m| m.sentences)
-                    .collect();
-                let chars: Vec<char> = item.feedback.text.chars().collect();
-                for (unit, vector) in decoded.units.iter().zip(decoded.vectors) {
-                    if !is_whole(&analysis.sentences, unit.sentence, unit.start, unit.end) {
-                        continue;
-                    }
-                    total += 1;
-                    if total as usize > MAX_DISCOVERY_SENTENCES {
-                        break 'items;
-                    }
-                    if covered.contains(&unit.sentence) {
-                        continue;
-                    }
-                    texts.push(
-                        chars[unit.start..unit.end.min(chars.len())]
-                            .iter()
-                            .collect(),
-                    );
-                    embeddings.push(vector);
-                    sentiments.push(unit.sentiment.probabilities());
-                    owners.push(position as u32);
-                }
-            }
+            let Uncovered {
+                texts,
+                embeddings,
+                sentiments,
+                owners,
+                total,
+                ..
+            } = uncovered_sentences(&model, &items, &stored_units);
             let total = total.min(MAX_DISCOVERY_SENTENCES as u64);
             ctx.check_deadline()?;
             let sentences: Vec<discover::Sentence<'_>> = texts

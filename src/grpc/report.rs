@@ -72,6 +72,7 @@ impl TryFrom<pb::ReportRequest> for ReportRequest {
             bucket,
             segment,
             comparison,
+            include_candidates: raw.include_candidates,
         })
     }
 }
@@ -233,6 +234,8 @@ impl From<Report> for pb::ReportResponse {
                     previous_share: e.previous_share,
                     p_value: e.p_value,
                     adjusted_p_value: e.adjusted_p_value,
+                    candidate: e.candidate,
+                    representatives: e.representatives,
                 })
                 .collect(),
             verbatims: r
@@ -426,6 +429,8 @@ pub fn report_from_pb(r: pb::ReportResponse) -> Report {
                 previous_share: e.previous_share,
                 p_value: e.p_value,
                 adjusted_p_value: e.adjusted_p_value,
+                candidate: e.candidate,
+                representatives: e.representatives,
             })
             .collect(),
         verbatims: r

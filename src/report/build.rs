@@ -10,8 +10,8 @@ use crate::domain::limits::{
     EMERGING_ALPHA, EMERGING_MIN_MENTIONS, MAX_REPORT_SEGMENT_VALUES, REPORT_TREND_THEMES,
 };
 use crate::domain::{
-    BucketSize, Change, EmergingTheme, Interval, MatrixCell, Period, Report, Score, SegmentColumn,
-    SegmentMatrix, SliceCounts, Tally, Taxonomy, ThemeRow, ThemeShare, TrendBucket,
+    BucketSize, CandidateCount, Change, EmergingTheme, Interval, MatrixCell, Period, Report, Score,
+    SegmentColumn, SegmentMatrix, SliceCounts, Tally, Taxonomy, ThemeRow, ThemeShare, TrendBucket,
 };
 
 /// Themes (by mentions) that get matrix rows.
@@ -126,7 +126,7 @@ pub fn build(counts: &SliceCounts, shape: ReportShape<'_>) -> Report {
         .map(|t| t.theme_id.clone())
         .collect();
     let trends = trend_buckets(counts, &shape.buckets, &trend_themes);
-    let emerging = emerging_themes(counts, &themes);
+    let emerging = emerging(counts, &themes, &[]);
     Report {
         period: shape.period,
         comparison: shape.comparison,
@@ -312,7 +312,13 @@ fn trend_buckets(
         .collect()
 }
 
-fn emerging_themes(counts: &SliceCounts, themes: &[ThemeRow]) -> Vec<EmergingTheme> {
+/// Themes (and discovery candidates) whose share rose significantly, Holm
+/// over everything tested together.
+pub fn emerging(
+    counts: &SliceCounts,
+    themes: &[ThemeRow],
+    candidates: &[CandidateCount],
+) -> Vec<EmergingTheme> {
     if counts.previous.tagged == 0 {
         return Vec::new();
     }
@@ -328,22 +334,48 @@ fn emerging_themes(counts: &SliceCounts, themes: &[ThemeRow]) -> Vec<EmergingThe
                 counts.previous.tagged,
             )
         })
+        .chain(candidates.iter().map(|c| {
+            (
+                c.mentions,
+                c.looked_at,
+                c.previous_mentions,
+                c.previous_looked_at,
+            )
+        }))
         .collect();
-    let mut out: Vec<EmergingTheme> = themes
+    let rows = themes
         .iter()
+        .map(|t| EmergingTheme {
+            theme_id: t.theme_id.clone(),
+            name: t.name.clone(),
+            mentions: t.mentions,
+            share: t.share,
+            previous_mentions: t.previous_mentions,
+            previous_share: t.previous_share,
+            p_value: 1.0,
+            adjusted_p_value: 1.0,
+            candidate: false,
+            representatives: Vec::new(),
+        })
+        .chain(candidates.iter().enumerate().map(|(i, c)| EmergingTheme {
+            theme_id: format!("candidate-{}", i + 1),
+            name: c.name.clone(),
+            mentions: c.mentions,
+            share: ratio(c.mentions, c.looked_at),
+            previous_mentions: c.previous_mentions,
+            previous_share: ratio(c.previous_mentions, c.previous_looked_at),
+            p_value: 1.0,
+            adjusted_p_value: 1.0,
+            candidate: true,
+            representatives: c.representatives.clone(),
+        }));
+    let mut out: Vec<EmergingTheme> = rows
         .zip(stats::emerging(&input, EMERGING_MIN_MENTIONS))
-        .filter_map(|(t, tested)| {
+        .filter_map(|(mut row, tested)| {
             let (p, adjusted) = tested?;
-            (adjusted < EMERGING_ALPHA).then(|| EmergingTheme {
-                theme_id: t.theme_id.clone(),
-                name: t.name.clone(),
-                mentions: t.mentions,
-                share: t.share,
-                previous_mentions: t.previous_mentions,
-                previous_share: t.previous_share,
-                p_value: p,
-                adjusted_p_value: adjusted,
-            })
+            row.p_value = p;
+            row.adjusted_p_value = adjusted;
+            (adjusted < EMERGING_ALPHA).then_some(row)
         })
         .collect();
     out.sort_by(|a, b| {

@@ -15,4 +15,4 @@ mod build;
 pub mod render;
 pub mod stats;
 
-pub use build::{build, ReportShape, MATRIX_THEMES};
+pub use build::{build, emerging, ReportShape, MATRIX_THEMES};

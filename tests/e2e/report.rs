@@ -220,6 +220,27 @@ async fn report_on_the_sample_matches_a_reference_and_the_cli_renders_it() {
         }
     }
 
+    // Discovery candidates tested with the themes (one Holm family).
+    let mut with_candidates = request(AFTER, BEFORE, "");
+    with_candidates.include_candidates = true;
+    let rc = report(&mut client, with_candidates).await;
+    assert_eq!(rc.items, r.items);
+    for e in &rc.emerging {
+        eprintln!(
+            "emerging: {} {:?} {}/{} was {}/{} p {:.2e}",
+            e.theme_id,
+            e.name,
+            e.mentions,
+            e.share,
+            e.previous_mentions,
+            e.previous_share,
+            e.adjusted_p_value
+        );
+        assert_eq!(e.candidate, e.theme_id.starts_with("candidate-"));
+        assert!(e.adjusted_p_value < 0.05 && e.share > e.previous_share);
+        assert_eq!(e.candidate, !e.representatives.is_empty());
+    }
+
     // The CLI: the table fits 80 columns; the HTML shows the RPC's numbers
     // and renders in Chromium with every chart.
     let (ok, table, stderr) = run(&[

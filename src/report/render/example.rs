@@ -466,6 +466,8 @@ pub(super) fn report() -> Report {
             previous_share: 190.0 / PREVIOUS_ITEMS as f64,
             p_value: 2.1e-14,
             adjusted_p_value: 1.7e-13,
+            candidate: false,
+            representatives: Vec::new(),
         },
         EmergingTheme {
             theme_id: "billing_and_payment".into(),
@@ -476,6 +478,23 @@ pub(super) fn report() -> Report {
             previous_share: 88.0 / PREVIOUS_ITEMS as f64,
             p_value: 6.0e-11,
             adjusted_p_value: 4.2e-10,
+            candidate: false,
+            representatives: Vec::new(),
+        },
+        EmergingTheme {
+            theme_id: "candidate-1".into(),
+            name: "parking / car park".into(),
+            mentions: 41,
+            share: 41.0 / 2_000.0,
+            previous_mentions: 9,
+            previous_share: 9.0 / 2_000.0,
+            p_value: 1.1e-6,
+            adjusted_p_value: 2.0e-5,
+            candidate: true,
+            representatives: vec![
+                "The car park was full again, we drove around for 20 minutes.".into(),
+                "No parking anywhere near the store.".into(),
+            ],
         },
     ];
 

@@ -422,7 +422,15 @@ fn emerging(out: &mut String, report: &Report) {
             out,
             "<tr data-theme=\"{}\"><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             escape(id),
-            theme_cell(report, id),
+            if theme.candidate {
+                format!(
+                    "<span style=\"color:#57606a\">new topic:</span> {}<br><span style=\"color:#57606a\">“{}”</span>",
+                    escape(&theme.name),
+                    escape(theme.representatives.first().map_or("", String::as_str))
+                )
+            } else {
+                theme_cell(report, id)
+            },
             Fig::count("emerging", "mentions", theme.mentions).theme(id).span(),
             Fig::new("emerging", "share", Kind::Share, theme.share).theme(id).span(),
             Fig::count("emerging", "previous_mentions", theme.previous_mentions)

@@ -251,7 +251,14 @@ fn emerging(out: &mut String, report: &Report) {
             out,
             &format!(
                 "{}{}{}{}  {} ({})",
-                pad_right(&theme_label(report, &theme.theme_id, 29), 30),
+                pad_right(
+                    &if theme.candidate {
+                        fit(&format!("new: {}", theme.name), 29)
+                    } else {
+                        theme_label(report, &theme.theme_id, 29)
+                    },
+                    30
+                ),
                 pad_left(&human(Kind::Count, theme.mentions as f64), 9),
                 pad_left(&human(Kind::Share, theme.share), 8),
                 pad_left(&human(Kind::Share, theme.previous_share), 8),
