@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::limits::*;
+use super::text::normalize_text;
 use super::{Channel, Feedback, FeedbackId, JourneyStage, Scores, UnixMicros};
 
 /// Why one item was not accepted: the path of the offending field inside the
@@ -95,14 +96,13 @@ impl FeedbackDraft {
     }
 }
 
-/// The rules of `Feedback.text` (also applied to texts sent to Analyze).
+/// The rules of `Feedback.text` (also applied to texts sent to Analyze and
+/// similarity search): at most `MAX_TEXT_BYTES`, nothing that cannot be text
+/// (U+0000, the non-characters U+FFFE and U+FFFF), and not empty once
+/// normalised (`normalize_text`: control characters other than tab, LF and
+/// CR read as spaces, C1 characters as cp1252). Control characters are
+/// otherwise accepted: the text is stored as sent.
 pub fn validate_text(text: &str) -> Result<(), Rejection> {
-    if text.trim().is_empty() {
-        return Err(Rejection::new(
-            "text",
-            "must not be empty or only whitespace",
-        ));
-    }
     if text.len() > MAX_TEXT_BYTES {
         return Err(Rejection::new(
             "text",
@@ -111,14 +111,20 @@ pub fn validate_text(text: &str) -> Result<(), Rejection> {
     }
     if let Some((at, c)) = text
         .char_indices()
-        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        .find(|(_, c)| matches!(c, '\u{0}' | '\u{FFFE}' | '\u{FFFF}'))
     {
         return Err(Rejection::new(
             "text",
             format!(
-                "must not contain control character U+{:04X} (at byte {at})",
+                "must not contain U+{:04X}, which is not text (at byte {at})",
                 c as u32
             ),
+        ));
+    }
+    if normalize_text(text).trim().is_empty() {
+        return Err(Rejection::new(
+            "text",
+            "must not be empty or only whitespace and control characters",
         ));
     }
     Ok(())
@@ -289,10 +295,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_text() {
-        for (text, needle) in [("", "empty"), (" \n\t ", "empty"), ("bell\u{7}", "U+0007")] {
+        for (text, needle) in [
+            ("", "empty"),
+            (" \n\t ", "empty"),
+            ("\u{7}\u{1B} \u{81}", "empty"),
+            ("a\u{0}b", "U+0000, which is not text (at byte 1)"),
+            ("caf\u{e9}\u{FFFE}", "U+FFFE, which is not text (at byte 5)"),
+            ("\u{FFFF}", "U+FFFF"),
+        ] {
             let err = draft(text).validate(UnixMicros(0)).unwrap_err();
             assert_eq!(err.field, "text");
-            assert!(err.reason.contains(needle), "{err}");
+            assert!(err.reason.contains(needle), "{text:?}: {err}");
         }
         let long = "x".repeat(MAX_TEXT_BYTES + 1);
         assert_eq!(
@@ -301,6 +314,23 @@ mod tests {
         );
         let ok = "x".repeat(MAX_TEXT_BYTES);
         assert!(draft(&ok).validate(UnixMicros(0)).is_ok());
+    }
+
+    /// cp1252 mojibake and stray control characters are text: accepted and
+    /// stored exactly as sent.
+    #[test]
+    fn accepts_c1_and_other_control_characters_and_keeps_the_text() {
+        for text in [
+            "Price \u{96} too high",
+            "don\u{92}t \u{85}",
+            "bell\u{7}",
+            "\u{85}",
+            "e\u{301}",
+        ] {
+            assert!(validate_text(text).is_ok(), "{text:?}");
+            let item = draft(text).validate(UnixMicros(0)).unwrap();
+            assert_eq!(item.text, text);
+        }
     }
 
     #[test]
