@@ -4,7 +4,9 @@
 
 use super::{check_batch_size, run_blocking, Engine, RequestContext};
 use crate::domain::limits::{MAX_IDS_PER_REQUEST, MAX_SIMILARITY_CANDIDATES};
-use crate::domain::{FeedbackId, SearchHit, SearchPage, SearchQuery, SimilarTo, StoredFeedback};
+use crate::domain::{
+    normalize_text, FeedbackId, SearchHit, SearchPage, SearchQuery, SimilarTo, StoredFeedback,
+};
 use crate::error::{Error, Result};
 use crate::nlp::NlpError;
 
@@ -71,7 +73,7 @@ impl Engine {
                 crate::nlp::check_text(text)
                     .map_err(|r| Error::invalid("similar_to_text", r.reason))?;
                 ctx.check_deadline()?;
-                pool.embed(vec![text.clone()])
+                pool.embed(vec![normalize_text(text).into_owned()])
                     .await?
                     .pop()
                     .unwrap_or_default()

@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use super::{run_blocking, Engine, RequestContext};
 use crate::domain::limits::{MAX_DISCOVERY_CANDIDATES, MAX_DISCOVERY_SENTENCES};
 use crate::domain::{
-    Analysis, AnalysisState, DeleteRefusal, SearchQuery, SentenceAnalysis, Sentiment,
-    StoredFeedback, Taxonomy, Theme, ThemeDraft,
+    normalize_text, Analysis, AnalysisState, DeleteRefusal, SearchQuery, SentenceAnalysis,
+    Sentiment, StoredFeedback, Taxonomy, Theme, ThemeDraft,
 };
 use crate::error::{Error, Result};
 use crate::nlp::{AnalysisPool, NlpError};
@@ -353,11 +353,10 @@ pub(super) fn uncovered_sentences(
             if covered.contains(&unit.sentence) {
                 continue;
             }
-            out.texts.push(
-                chars[unit.start..unit.end.min(chars.len())]
-                    .iter()
-                    .collect(),
-            );
+            let sentence: String = chars[unit.start..unit.end.min(chars.len())]
+                .iter()
+                .collect();
+            out.texts.push(normalize_text(&sentence).into_owned());
             out.embeddings.push(vector);
             out.sentiments.push(unit.sentiment.probabilities());
             out.owners.push(position as u32);

@@ -14,7 +14,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::{DateTime, TantivyDocument};
 
-use crate::domain::{AnalysisState, StoredFeedback};
+use crate::domain::{normalize_text, AnalysisState, StoredFeedback};
 
 pub const SCHEMA_VERSION: u32 = 3;
 
@@ -196,7 +196,8 @@ pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument 
     let item = &stored.feedback;
     let mut doc = TantivyDocument::new();
     doc.add_text(fields.id, item.id.as_str());
-    doc.add_text(fields.text, &item.text);
+    // Indexed in its normalised form; the store keeps the text as sent.
+    doc.add_text(fields.text, &*normalize_text(&item.text));
     doc.add_text(fields.channel, item.channel.as_str());
     doc.add_text(fields.journey_stage, item.journey_stage.as_str());
     if !item.product.is_empty() {

@@ -9,7 +9,7 @@ use tantivy::{DocAddress, Searcher, TantivyDocument};
 use super::cursor::{self, Cursor, SortKey};
 use super::schema::{field, Fields};
 use super::{aggregations, query, IndexError, SearchIndex};
-use crate::domain::{FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
+use crate::domain::{normalize_text, FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
 
 /// Ids (with scores) of one page of hits, before the items are fetched.
 pub struct IndexPage {
@@ -24,10 +24,12 @@ pub struct IndexPage {
 }
 
 impl IndexPage {
-    /// A snippet of `text` around the query's terms, if any occur in it.
+    /// A snippet around the query's terms, if any occur in the text: cut
+    /// from the normalised text (`normalize_text` of the stored `text`), the
+    /// one the index saw.
     pub fn snippet(&self, text: &str) -> Option<Snippet> {
         let generator = self.snippets.as_ref()?;
-        let snippet = generator.snippet(text);
+        let snippet = generator.snippet(&normalize_text(text));
         if snippet.highlighted().is_empty() {
             return None;
         }

@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use super::{
     assemble, split_clauses, split_sentences, Encoder, ModelPaths, NlpError, SentimentHead,
 };
-use crate::domain::{Analysis, Rejection};
+use crate::domain::{Analysis, NormalizedText, Rejection};
 
 /// Texts the inference thread gathers from waiting jobs into one pass.
 const BATCH_TEXTS: usize = 64;
@@ -348,10 +348,12 @@ impl AnalysisPool {
 
 /// One text on its way: its sentences, the clauses of the sentences that
 /// join several, and the embeddings back so far (the document's first, then
-/// one per sentence when it has several, then one per clause).
+/// one per sentence when it has several, then one per clause). Everything is
+/// read from the normalised text; spans are in its code points until
+/// `assemble` maps them back to the original's.
 struct Plan {
     index: usize,
-    text: String,
+    text: NormalizedText<'static>,
     sentences: Vec<(usize, usize)>,
     /// (sentence index, span) of every clause of a sentence that splits.
     clauses: Vec<(usize, (usize, usize))>,
@@ -374,8 +376,8 @@ impl Plan {
             .zip(embeddings)
             .map(|((sentence, span), embedding)| (sentence, span, embedding))
             .collect();
-        assemble(
-            &self.text,
+        let mut analysis = assemble(
+            self.text.as_str(),
             &self.sentences,
             document,
             sentence_embeddings,
@@ -383,25 +385,38 @@ impl Plan {
             head,
             include_embeddings,
             model,
-        )
+        );
+        // Spans refer to the text the client sent, not to its normalised form.
+        let text = &self.text;
+        for sentence in &mut analysis.sentences {
+            (sentence.start, sentence.end) = (
+                text.to_original(sentence.start),
+                text.to_original(sentence.end),
+            );
+        }
+        for unit in &mut analysis.units {
+            (unit.start, unit.end) = (text.to_original(unit.start), text.to_original(unit.end));
+        }
+        analysis
     }
 }
 
 type Planned = Result<(Plan, Vec<String>), (usize, Rejection)>;
 
-/// Checks and splits texts on the blocking pool: a plan and the pieces to
-/// embed (the document, then each sentence when there are several, then the
-/// clauses of sentences that join several).
+/// Checks, normalises (`normalize_text`) and splits texts on the blocking
+/// pool: a plan and the pieces to embed (the document, then each sentence
+/// when there are several, then the clauses of sentences that join several).
 async fn plan_texts(texts: Vec<(usize, String)>) -> Result<Vec<Planned>, NlpError> {
     tokio::task::spawn_blocking(move || {
         texts
             .into_iter()
             .map(|(index, text)| {
                 check_text(&text).map_err(|rejection| (index, rejection))?;
-                let sentences = split_sentences(&text);
-                let chars: Vec<char> = text.chars().collect();
+                let text = NormalizedText::new(&text).into_owned();
+                let sentences = split_sentences(text.as_str());
+                let chars: Vec<char> = text.as_str().chars().collect();
                 let piece = |(s, e): (usize, usize)| chars[s..e].iter().collect::<String>();
-                let mut pieces = vec![text.clone()];
+                let mut pieces = vec![text.as_str().to_string()];
                 if sentences.len() > 1 {
                     pieces.extend(sentences.iter().map(|&span| piece(span)));
                 }
