@@ -16,7 +16,9 @@ use tantivy::{DateTime, TantivyDocument};
 
 use crate::domain::{normalize_text, AnalysisState, StoredFeedback};
 
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: `text` holds the normalised text (`normalize_text`): items stored before
+/// in decomposed form (e + U+0301) are re-indexed composed.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Tokenizer of `text`: Unicode word split, lower-case, accent folding,
 /// English stemming. Language-specific analyzers can be registered beside it
