@@ -11,4 +11,5 @@ mod limits;
 mod nlp;
 mod report;
 mod search;
+mod text;
 mod themes;

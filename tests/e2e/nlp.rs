@@ -189,7 +189,7 @@ async fn bad_and_odd_input_has_a_defined_answer() {
         "",
         "   \n ",
         &megabyte,
-        "bell\u{7}",
+        "nul\u{0}byte",
         "😡😡😡",
         "!!!",
         "qxv zzkt wrrp",

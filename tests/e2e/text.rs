@@ -1,0 +1,196 @@
+//! Real-world text: cp1252 mojibake (C1 control characters such as U+0096),
+//! stray control characters and decomposed accents are accepted, stored as
+//! sent, and searched and analysed in their normalised form; only what cannot
+//! be text (NUL) is refused.
+
+use verbatim::grpc::pb;
+
+use crate::helpers::*;
+
+/// The code points `[start, end)` of `text`.
+fn slice(text: &str, start: u32, end: u32) -> String {
+    text.chars()
+        .skip(start as usize)
+        .take((end - start) as usize)
+        .collect()
+}
+
+fn rejection(result: &pb::ItemResult) -> Option<&pb::Rejection> {
+    match &result.outcome {
+        Some(pb::item_result::Outcome::Rejection(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// Reproduction: 8 of 3,000 public review sentences carry U+0096 / U+0092
+/// from a cp1252 file read as latin-1, and every one was refused with
+/// "must not contain control character".
+#[tokio::test]
+async fn mojibake_is_stored_as_sent_and_searched_in_normalised_form() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let mojibake = "Price went up \u{96} don\u{92}t buy the \u{8A}koda trim";
+    let decomposed = "A nai\u{308}ve setup wizard\u{7}";
+    let response = ingest(
+        &mut client,
+        vec![
+            item("mojibake", mojibake),
+            item("decomposed", decomposed),
+            item("nul", "nul\u{0}byte"),
+            item("only-controls", "\u{7}\u{1B}\u{81}"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (response.accepted, response.rejected),
+        (2, 2),
+        "{response:?}"
+    );
+    let nul = rejection(&response.results[2]).expect("NUL is refused");
+    assert_eq!(nul.field, "text");
+    assert!(
+        nul.reason.contains("U+0000") && nul.reason.contains("at byte 3"),
+        "{nul:?}"
+    );
+    let empty = rejection(&response.results[3]).expect("only controls: empty");
+    assert_eq!(empty.field, "text");
+    assert!(empty.reason.contains("empty"), "{empty:?}");
+
+    // Get returns the text byte for byte as it was sent.
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["mojibake".into(), "decomposed".into()],
+        })
+        .await
+        .expect("Get")
+        .into_inner();
+    assert_eq!(got.items[0].text.as_bytes(), mojibake.as_bytes());
+    assert_eq!(got.items[1].text.as_bytes(), decomposed.as_bytes());
+
+    // The index saw "Škoda" (U+008A read as cp1252) and "naïve" (composed):
+    // before, neither word was a token ("koda", "nai" + "ve").
+    for (query, id) in [
+        ("skoda", "mojibake"),
+        ("Škoda", "mojibake"),
+        ("naive", "decomposed"),
+    ] {
+        let found = search_until(&mut client, search_request(query), |r| r.total_hits == 1).await;
+        assert_eq!(hit_ids(&found), [id], "{query}");
+    }
+    // The snippet is cut from the normalised text.
+    let found = search(&mut client, search_request("skoda")).await;
+    let snippet = found.hits[0].snippet.as_ref().expect("a snippet");
+    assert!(
+        snippet.fragment.contains("up – don’t buy the Škoda"),
+        "{:?}",
+        snippet.fragment
+    );
+    assert!(!snippet.fragment.chars().any(char::is_control));
+    let highlighted = &snippet.highlights[0];
+    assert_eq!(
+        &snippet.fragment[highlighted.start as usize..highlighted.end as usize],
+        "Škoda"
+    );
+}
+
+/// Sentence and theme spans count code points of the text as sent, whether
+/// normalising kept every position (C1 and controls map one for one) or NFC
+/// merged code points (the spans are mapped back).
+#[tokio::test]
+async fn analysis_spans_index_into_the_text_as_sent() {
+    let server = TestServer::spawn_with_analysis(&[]).await;
+    let mut client = server.client().await;
+    // U+0085 reads as "…", which ends a sentence.
+    let one_for_one = "Delivery was late \u{96} again\u{85} The driver didn\u{92}t even knock. Support was helpful though!";
+    let one_for_one_sentences = [
+        "Delivery was late \u{96} again\u{85}",
+        "The driver didn\u{92}t even knock.",
+        "Support was helpful though!",
+    ];
+    let merged = "The cafe\u{301} was cold \u{96} awful. Tre\u{300}s bien, the staff were lovely\u{1}! Would come back.";
+    let merged_sentences = [
+        "The cafe\u{301} was cold \u{96} awful.",
+        "Tre\u{300}s bien, the staff were lovely\u{1}!",
+        "Would come back.",
+    ];
+    let response = client
+        .ingest(pb::IngestRequest {
+            items: vec![item("one-for-one", one_for_one), item("merged", merged)],
+            wait_for_analysis: true,
+        })
+        .await
+        .expect("Ingest")
+        .into_inner();
+    assert_eq!(response.accepted, 2, "{response:?}");
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["one-for-one".into(), "merged".into()],
+        })
+        .await
+        .expect("Get")
+        .into_inner();
+    for (stored, (text, sentences)) in got.items.iter().zip([
+        (one_for_one, &one_for_one_sentences),
+        (merged, &merged_sentences),
+    ]) {
+        assert_eq!(stored.text, text);
+        let analysis = stored.analysis.as_ref().expect("analysed");
+        let found: Vec<String> = analysis
+            .sentences
+            .iter()
+            .map(|s| slice(text, s.start, s.end))
+            .collect();
+        assert_eq!(found, sentences, "{text:?}");
+        let length = text.chars().count() as u32;
+        for mention in &analysis.themes {
+            for span in &mention.spans {
+                assert!(span.start < span.end && span.end <= length, "{mention:?}");
+                let carried = slice(text, span.start, span.end);
+                assert!(
+                    sentences.iter().any(|s| s.contains(carried.trim())),
+                    "theme span {carried:?} is not inside a sentence"
+                );
+            }
+        }
+    }
+
+    // Analyze: the same spans for the same texts, and NUL refused.
+    let results = client
+        .analyze(pb::AnalyzeRequest {
+            texts: vec![one_for_one.into(), merged.into(), "nul\u{0}byte".into()],
+            include_embeddings: false,
+        })
+        .await
+        .expect("Analyze")
+        .into_inner()
+        .results;
+    for (result, (text, sentences)) in results.iter().zip([
+        (one_for_one, &one_for_one_sentences),
+        (merged, &merged_sentences),
+    ]) {
+        let Some(pb::text_result::Outcome::Analysis(analysis)) = &result.outcome else {
+            panic!("not analysed: {result:?}");
+        };
+        let found: Vec<String> = analysis
+            .sentences
+            .iter()
+            .map(|s| slice(text, s.start, s.end))
+            .collect();
+        assert_eq!(found, sentences, "{text:?}");
+        assert!(
+            analysis
+                .keyphrases
+                .iter()
+                .all(|k| !k.text.chars().any(char::is_control)),
+            "{:?}",
+            analysis.keyphrases
+        );
+    }
+    match &results[2].outcome {
+        Some(pb::text_result::Outcome::Rejection(r)) => {
+            assert_eq!(r.field, "text");
+            assert!(r.reason.contains("U+0000"), "{r:?}");
+        }
+        other => panic!("NUL was not refused: {other:?}"),
+    }
+}
