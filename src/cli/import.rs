@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::encoding::{self, Encoding, EncodingArg};
 use crate::domain::limits::MAX_MESSAGE_BYTES;
 use crate::grpc::pb;
 use crate::grpc::pb::feedback_service_client::FeedbackServiceClient;
@@ -24,8 +26,6 @@ pub const EXIT_ROWS_REJECTED: u8 = 3;
 
 /// Bytes of the file's start that go into its identity.
 const IDENTITY_HEAD_BYTES: u64 = 64 * 1024;
-
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FileFormat {
@@ -51,6 +51,24 @@ impl FileFormat {
     }
 }
 
+/// Where a row is: its number (CSV records after the header, JSONL lines)
+/// and the line of the file it starts on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RowAt {
+    row: u64,
+    line: u64,
+}
+
+impl RowAt {
+    /// "line 4" (JSONL), "row 3 (line 4)" (CSV).
+    fn label(self, format: FileFormat) -> String {
+        match format {
+            FileFormat::Jsonl => format!("line {}", self.row),
+            FileFormat::Csv => format!("row {} (line {})", self.row, self.line),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// CSV (with a header row) or JSON Lines file.
@@ -60,6 +78,13 @@ pub struct ImportArgs {
     /// File format [default: from the extension: .csv, else JSON Lines].
     #[arg(long)]
     pub format: Option<FileFormat>,
+    /// Character encoding of the file. auto: UTF-8, or cp1252 when the file
+    /// is not UTF-8 (said on stderr). latin-1 keeps bytes 0x80-0x9F as the
+    /// C1 characters U+0080-U+009F (the server reads them as cp1252 for
+    /// analysis and search); cp1252 decodes them as Windows does (0x96 '–').
+    /// A UTF-8 byte order mark is skipped.
+    #[arg(long, value_enum, default_value_t = EncodingArg::Auto)]
+    pub encoding: EncodingArg,
     /// Read FIELD from COLUMN: --map text=comment --map nps="Likelihood to recommend".
     /// Fields: id text channel journey_stage product customer_id created_at language
     /// nps csat ces rating tags attributes.KEY. Unmapped fields are read from
@@ -278,8 +303,8 @@ type Row = serde_json::Map<String, Value>;
 #[derive(Default)]
 struct Batch {
     request: pb::IngestRequest,
-    /// Row number of each item.
-    rows: Vec<u64>,
+    /// Where each item's row is.
+    rows: Vec<RowAt>,
     /// Every row up to this one is done once the batch is acknowledged.
     last_row: u64,
 }
@@ -288,7 +313,7 @@ enum Produced {
     Batch(Batch),
     /// A row the client could not turn into an item.
     Unreadable {
-        row: u64,
+        at: RowAt,
         reason: String,
     },
     /// Bytes of the file read so far.
@@ -304,7 +329,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .len();
     let format = args.format.unwrap_or_else(|| FileFormat::of(&args.file));
     let mappings: BTreeMap<String, String> = args.mappings.iter().cloned().collect();
-    let input = open_input(&args.file, format, &mappings)?;
+    let encoding = encoding::choose(&args.file, args.encoding)?;
+    let input = open_input(&args.file, format, encoding, &mappings)?;
     let mut state_file = StateFile::new(&args.file);
     let state = start_state(&args, format, &state_file, file_bytes)?;
     let (produced_tx, produced_rx) = mpsc::channel::<Produced>(4);
@@ -452,10 +478,10 @@ struct Tally {
     state: ImportState,
     /// Rows of each message sent and not acknowledged yet, and the last row
     /// it covers.
-    pending: VecDeque<(Vec<u64>, u64)>,
+    pending: VecDeque<(Vec<RowAt>, u64)>,
     /// Rows the client rejected that no acknowledged message covers yet.
     client_rejected: VecDeque<u64>,
-    rejections: Vec<(u64, String)>,
+    rejections: Vec<(RowAt, String)>,
     /// The last row of the file, once it is read.
     last_row: u64,
 }
@@ -464,11 +490,14 @@ impl Tally {
     fn record(&mut self, event: Produced, progress: &indicatif::ProgressBar) {
         match event {
             Produced::Batch(batch) => self.pending.push_back((batch.rows, batch.last_row)),
-            Produced::Unreadable { row, reason } => {
-                self.client_rejected.push_back(row);
-                self.rejections.push((row, reason));
+            Produced::Unreadable { at, reason } => {
+                self.client_rejected.push_back(at.row);
+                self.rejections.push((at, reason));
             }
-            Produced::Progress(bytes) => progress.set_position(bytes),
+            // Bytes of UTF-8 read: more than the file's when it is decoded.
+            Produced::Progress(bytes) => {
+                progress.set_position(bytes.min(progress.length().unwrap_or(u64::MAX)))
+            }
             Produced::Done { last_row } => self.last_row = last_row,
         }
     }
@@ -481,9 +510,9 @@ impl Tally {
             .context("the server acknowledged a message that was not sent")?;
         for result in &ack.results {
             if let Some(pb::item_result::Outcome::Rejection(r)) = &result.outcome {
-                let row = rows.get(result.index as usize).copied().unwrap_or(0);
+                let at = rows.get(result.index as usize).copied().unwrap_or_default();
                 self.rejections
-                    .push((row, format!("{}: {}", r.field, r.reason)));
+                    .push((at, format!("{}: {}", r.field, r.reason)));
             }
         }
         self.state.accepted += u64::from(ack.accepted);
@@ -531,14 +560,14 @@ fn print_summary(args: &ImportArgs, format: FileFormat, tally: &mut Tally) {
         state.rejected
     );
     let rejections = &mut tally.rejections;
-    rejections.sort_by_key(|(row, _)| *row);
+    rejections.sort_by_key(|(at, _)| at.row);
     let shown = if args.all_rejections {
         rejections.len()
     } else {
         20
     };
-    for (row, reason) in rejections.iter().take(shown) {
-        println!("  {} {row}: {reason}", format.row_label());
+    for (at, reason) in rejections.iter().take(shown) {
+        println!("  {}: {reason}", at.label(format));
     }
     if rejections.len() > shown {
         println!(
@@ -548,26 +577,95 @@ fn print_summary(args: &ImportArgs, format: FileFormat, tally: &mut Tally) {
     }
 }
 
+/// The file as UTF-8 (decoded as it streams, a BOM skipped).
+type Decoded = Box<dyn Read + Send>;
+
 /// The opened input, its CSV header checked.
 enum Input {
-    Jsonl(BufReader<File>),
+    Jsonl(BufReader<Decoded>),
     Csv {
-        reader: csv::Reader<File>,
+        reader: csv::Reader<LineCounting<Decoded>>,
+        lines: Lines,
         columns: Vec<String>,
     },
+}
+
+/// The line breaks of what the CSV reader has consumed, so that the byte
+/// offset where a record's read starts gives the line its first cell is on.
+/// (The csv crate's own line numbers are one short after a CRLF, whose LF it
+/// counts with the next record, and after skipped blank lines.) Keeps the
+/// bytes from the current record on: what the reader has read ahead.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<LinesRead>>);
+
+#[derive(Default)]
+struct LinesRead {
+    /// Chunks read, from the one holding the current record's start.
+    chunks: VecDeque<Vec<u8>>,
+    /// Byte offset of the first chunk, and the line breaks before it.
+    first_offset: u64,
+    breaks_before: u64,
+}
+
+impl Lines {
+    /// The line (from 1) of the first byte at or after `offset` that is not
+    /// a line break. Offsets must not decrease from one call to the next.
+    fn line_at(&self, offset: u64) -> u64 {
+        let mut read = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while read
+            .chunks
+            .front()
+            .is_some_and(|c| read.first_offset + c.len() as u64 <= offset)
+        {
+            let chunk = read.chunks.pop_front().expect("front exists");
+            read.first_offset += chunk.len() as u64;
+            read.breaks_before += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        let skip = offset.saturating_sub(read.first_offset) as usize;
+        let mut bytes = read.chunks.iter().flatten().copied();
+        let before = bytes.by_ref().take(skip).filter(|&b| b == b'\n').count() as u64;
+        let leading = bytes
+            .take_while(|&b| b == b'\r' || b == b'\n')
+            .filter(|&b| b == b'\n')
+            .count() as u64;
+        1 + read.breaks_before + before + leading
+    }
+}
+
+/// A reader that hands what it reads to `Lines`.
+struct LineCounting<R> {
+    inner: R,
+    lines: Lines,
+}
+
+impl<R: Read> Read for LineCounting<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(out)?;
+        if read > 0 {
+            let mut lines = self.lines.0.lock().unwrap_or_else(|e| e.into_inner());
+            lines.chunks.push_back(out[..read].to_vec());
+        }
+        Ok(read)
+    }
 }
 
 fn open_input(
     file: &Path,
     format: FileFormat,
+    encoding: Encoding,
     mappings: &BTreeMap<String, String>,
 ) -> anyhow::Result<Input> {
-    let handle = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let decoded = encoding::open(file, encoding)?;
     Ok(match format {
-        FileFormat::Jsonl => Input::Jsonl(BufReader::new(handle)),
+        FileFormat::Jsonl => Input::Jsonl(BufReader::new(decoded)),
         FileFormat::Csv => {
-            // The csv crate skips a leading UTF-8 BOM.
-            let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(handle);
+            let lines = Lines::default();
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(LineCounting {
+                    inner: decoded,
+                    lines: lines.clone(),
+                });
             let columns: Vec<String> = reader
                 .headers()
                 .context("cannot read the CSV header row")?
@@ -575,7 +673,11 @@ fn open_input(
                 .map(|h| h.trim().to_string())
                 .collect();
             check_columns(&columns, mappings)?;
-            Input::Csv { reader, columns }
+            Input::Csv {
+                reader,
+                lines,
+                columns,
+            }
         }
     })
 }
@@ -634,23 +736,23 @@ impl Batcher {
 
     /// Adds an item, sending the batch first when the item would take it
     /// over MAX_MESSAGE_BYTES. False once the importer stopped listening.
-    fn push(&mut self, row: u64, item: pb::Feedback) -> bool {
+    fn push(&mut self, at: RowAt, item: pb::Feedback) -> bool {
         let size = item_bytes(&item);
         if self.bytes + size > MAX_MESSAGE_BYTES && !self.flush() {
             return false;
         }
         self.bytes += size;
         self.batch.request.items.push(item);
-        self.batch.rows.push(row);
-        self.batch.last_row = row;
+        self.batch.rows.push(at);
+        self.batch.last_row = at.row;
         self.batch.request.items.len() < self.max_items || self.flush()
     }
 
     /// Reports a row the client could not turn into an item.
-    fn reject(&mut self, row: u64, reason: String) -> bool {
-        self.batch.last_row = row;
+    fn reject(&mut self, at: RowAt, reason: String) -> bool {
+        self.batch.last_row = at.row;
         self.out
-            .blocking_send(Produced::Unreadable { row, reason })
+            .blocking_send(Produced::Unreadable { at, reason })
             .is_ok()
     }
 
@@ -694,17 +796,17 @@ struct RowSink {
 }
 
 impl RowSink {
-    /// Takes row number `row`, read by `fields`, unless an interrupted run
+    /// Takes the row at `at`, read by `fields`, unless an interrupted run
     /// had finished it; `read` is the bytes of the file read so far. False
     /// once the importer stopped listening.
-    fn emit(&mut self, row: u64, read: u64, fields: impl FnOnce() -> Result<Row, String>) -> bool {
+    fn emit(&mut self, at: RowAt, read: u64, fields: impl FnOnce() -> Result<Row, String>) -> bool {
         self.batcher.read = read;
-        if row <= self.skip_rows {
+        if at.row <= self.skip_rows {
             return true;
         }
-        match fields().and_then(|fields| self.item(row, &fields)) {
-            Ok(item) => self.batcher.push(row, item),
-            Err(reason) => self.batcher.reject(row, reason),
+        match fields().and_then(|fields| self.item(at.row, &fields)) {
+            Ok(item) => self.batcher.push(at, item),
+            Err(reason) => self.batcher.reject(at, reason),
         }
     }
 
@@ -722,9 +824,11 @@ impl RowSink {
 fn produce(file: &Path, input: Input, mut sink: RowSink) -> anyhow::Result<()> {
     let last_row = match input {
         Input::Jsonl(reader) => read_jsonl(reader, &mut sink).map_err(anyhow::Error::from),
-        Input::Csv { reader, columns } => {
-            read_csv(reader, &columns, &mut sink).map_err(anyhow::Error::from)
-        }
+        Input::Csv {
+            reader,
+            lines,
+            columns,
+        } => read_csv(reader, &lines, &columns, &mut sink).map_err(anyhow::Error::from),
     }
     .with_context(|| format!("cannot read {}", file.display()))?;
     if let Some(last_row) = last_row {
@@ -734,9 +838,9 @@ fn produce(file: &Path, input: Input, mut sink: RowSink) -> anyhow::Result<()> {
 }
 
 /// Reads JSON Lines as bytes, numbering rows by line: a line that is not
-/// UTF-8 or not a JSON object is a rejected row, blank lines and a leading
-/// UTF-8 BOM are skipped. The last line number, or None when the importer
-/// stopped listening.
+/// UTF-8 or not a JSON object is a rejected row, blank lines are skipped
+/// (a BOM is gone already: `encoding::open`). The last line number, or None
+/// when the importer stopped listening.
 fn read_jsonl(mut reader: impl BufRead, sink: &mut RowSink) -> std::io::Result<Option<u64>> {
     let mut line = Vec::new();
     let (mut number, mut read) = (0u64, 0u64);
@@ -748,14 +852,14 @@ fn read_jsonl(mut reader: impl BufRead, sink: &mut RowSink) -> std::io::Result<O
         }
         number += 1;
         read += len as u64;
-        let content = match number {
-            1 => line.strip_prefix(UTF8_BOM).unwrap_or(&line),
-            _ => &line,
-        };
-        if content.trim_ascii().is_empty() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        if !sink.emit(number, read, || parse_json_line(content)) {
+        let at = RowAt {
+            row: number,
+            line: number,
+        };
+        if !sink.emit(at, read, || parse_json_line(&line)) {
             return Ok(None);
         }
     }
@@ -771,23 +875,30 @@ fn parse_json_line(line: &[u8]) -> Result<Row, String> {
     }
 }
 
-/// Reads CSV records, numbered from 1 after the header: a record that is not
+/// Reads CSV records, numbered from 1 after the header, with the line each
+/// starts on (a quoted cell may hold line breaks): a record that is not
 /// valid CSV is a rejected row, an I/O error ends the import. The last row
 /// number, or None when the importer stopped listening.
 fn read_csv(
-    mut reader: csv::Reader<File>,
+    mut reader: csv::Reader<impl Read>,
+    lines: &Lines,
     columns: &[String],
     sink: &mut RowSink,
 ) -> Result<Option<u64>, csv::Error> {
     let mut record = csv::StringRecord::new();
     let mut number = 0u64;
     loop {
+        let start = reader.position().byte();
         let read = match reader.read_record(&mut record) {
             Ok(false) => return Ok(Some(number)),
             Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => return Err(e),
             other => other,
         };
         number += 1;
+        let at = RowAt {
+            row: number,
+            line: lines.line_at(start),
+        };
         let fields = || {
             read.map(|_| {
                 columns
@@ -798,7 +909,7 @@ fn read_csv(
             })
             .map_err(|e| format!("invalid CSV: {e}"))
         };
-        if !sink.emit(number, reader.position().byte(), fields) {
+        if !sink.emit(at, reader.position().byte(), fields) {
             return Ok(None);
         }
     }
@@ -943,11 +1054,12 @@ mod tests {
 
     /// What the reader makes of `contents`: the batches, and the rows the
     /// client rejected. Rows without an id get ids from the identity "test".
-    fn produce_file(contents: &[u8], format: FileFormat) -> (Vec<Batch>, Vec<(u64, String)>) {
+    fn produce_file(contents: &[u8], format: FileFormat) -> (Vec<Batch>, Vec<(RowAt, String)>) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("input");
         std::fs::write(&file, contents).unwrap();
-        let input = open_input(&file, format, &BTreeMap::new()).unwrap();
+        let encoding = encoding::choose(&file, EncodingArg::Auto).unwrap();
+        let input = open_input(&file, format, encoding, &BTreeMap::new()).unwrap();
         let (tx, mut rx) = mpsc::channel(4);
         let sink = RowSink {
             skip_rows: 0,
@@ -961,7 +1073,7 @@ mod tests {
         while let Some(event) = rx.blocking_recv() {
             match event {
                 Produced::Batch(batch) => batches.push(batch),
-                Produced::Unreadable { row, reason } => rejected.push((row, reason)),
+                Produced::Unreadable { at, reason } => rejected.push((at, reason)),
                 Produced::Progress(_) | Produced::Done { .. } => {}
             }
         }
@@ -970,7 +1082,10 @@ mod tests {
     }
 
     fn item_rows(batches: &[Batch]) -> Vec<u64> {
-        batches.iter().flat_map(|b| b.rows.clone()).collect()
+        batches
+            .iter()
+            .flat_map(|b| b.rows.iter().map(|at| at.row))
+            .collect()
     }
 
     #[test]
@@ -1107,12 +1222,12 @@ mod tests {
         let (batches, rejected) = produce_file(contents.as_bytes(), FileFormat::Jsonl);
         assert_eq!(item_rows(&batches), [1, 4]);
         assert_eq!(rejected.len(), 2);
-        assert_eq!(rejected[0].0, 2);
+        assert_eq!(rejected[0].0.row, 2);
         assert_eq!(
             rejected[0].1,
             "text: must be at most 32768 bytes, got 32769"
         );
-        assert_eq!(rejected[1].0, 3);
+        assert_eq!(rejected[1].0.row, 3);
         assert!(
             rejected[1].1.contains("more than one message may hold"),
             "{}",
@@ -1158,7 +1273,10 @@ mod tests {
         assert_eq!(batches[0].request.items[0].text, "first");
         assert_eq!(
             rejected,
-            [(2, "not valid UTF-8 (byte 14 of the line)".to_string())]
+            [(
+                RowAt { row: 2, line: 2 },
+                "not valid UTF-8 (byte 14 of the line)".to_string()
+            )]
         );
     }
 
@@ -1169,5 +1287,66 @@ mod tests {
             produce_file(b"\xEF\xBB\xBFid,text\nr-1,hello\n", FileFormat::Csv);
         assert!(rejected.is_empty());
         assert_eq!(batches[0].request.items[0].id, "r-1");
+    }
+
+    /// A cp1252 CSV file with CRLF line endings and a quoted cell over two
+    /// lines: decoded as it streams, every row knows the line it starts on,
+    /// and a bad row is reported with it while the rest goes in.
+    #[test]
+    fn a_cp1252_csv_with_crlf_is_decoded_and_rows_know_their_lines() {
+        let contents = b"id,text,nps\r\nr-1,caf\xE9 \x96 tr\xE8s bien,9\r\nr-2,\"two\r\nlines\",8\r\nr-3,bad,high\r\n\r\nr-4,na\xEFve \x93quote\x94,7\r\n";
+        let (batches, rejected) = produce_file(contents, FileFormat::Csv);
+        let items = &batches[0].request.items;
+        let texts: Vec<&str> = items.iter().map(|i| i.text.as_str()).collect();
+        assert_eq!(texts, ["café – très bien", "two\r\nlines", "naïve “quote”"]);
+        let rows: Vec<(u64, u64)> = batches[0].rows.iter().map(|at| (at.row, at.line)).collect();
+        assert_eq!(rows, [(1, 2), (2, 3), (4, 7)], "a blank line before row 4");
+        assert_eq!(
+            rejected,
+            [(
+                RowAt { row: 3, line: 5 },
+                "nps: expected a whole number, got \"high\"".to_string()
+            )]
+        );
+        assert_eq!(rejected[0].0.label(FileFormat::Csv), "row 3 (line 5)");
+
+        let (batches, _) =
+            produce_file(b"id,text\nr-1,a\n\nr-2,\"x\ny\"\nr-3,b\n", FileFormat::Csv);
+        let lines: Vec<u64> = batches[0].rows.iter().map(|at| at.line).collect();
+        assert_eq!(lines, [2, 4, 6], "LF line endings");
+    }
+
+    /// JSON Lines with CRLF line endings, in cp1252.
+    #[test]
+    fn a_cp1252_jsonl_file_with_crlf_is_decoded() {
+        let contents =
+            b"{\"text\":\"caf\xE9 \x96 ok\"}\r\n\r\nnot json\r\n{\"text\":\"don\x92t\"}\r\n";
+        let (batches, rejected) = produce_file(contents, FileFormat::Jsonl);
+        let texts: Vec<&str> = batches[0]
+            .request
+            .items
+            .iter()
+            .map(|i| i.text.as_str())
+            .collect();
+        assert_eq!(texts, ["café – ok", "don’t"]);
+        assert_eq!(item_rows(&batches), [1, 4]);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].0.label(FileFormat::Jsonl), "line 3");
+    }
+
+    /// Line numbers stay right across the reader's chunks.
+    #[test]
+    fn csv_lines_are_counted_across_read_chunks() {
+        let mut contents = String::from("id,text\r\n");
+        for i in 1..=3000 {
+            contents.push_str(&format!("r-{i},\"cell {i}\r\nover two lines\"\r\n"));
+        }
+        let (batches, rejected) = produce_file(contents.as_bytes(), FileFormat::Csv);
+        assert!(rejected.is_empty());
+        let rows: Vec<RowAt> = batches.iter().flat_map(|b| b.rows.clone()).collect();
+        assert_eq!(rows.len(), 3000);
+        for at in rows {
+            assert_eq!(at.line, 2 * at.row, "{at:?}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! API, like any other client.
 
 pub mod analyze;
+mod encoding;
 pub mod import;
 pub mod reindex;
 pub mod report;

@@ -128,10 +128,10 @@ async fn csv_import_with_column_mapping_reports_rejections_and_resumes() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("row 7: nps: must be between 0 and 10, got 42"),
+        stdout.contains("row 7 (line 8): nps: must be between 0 and 10, got 42"),
         "{stdout}"
     );
-    assert!(stdout.contains("row 31: text"), "{stdout}");
+    assert!(stdout.contains("row 31 (line 32): text"), "{stdout}");
     let mut client = server.client().await;
     let got = client
         .get(pb::GetRequest {
@@ -311,6 +311,83 @@ async fn a_mapped_column_missing_from_the_header_fails_before_sending() {
         "{stderr}"
     );
     assert_eq!(stored_items(&server).await, 0);
+}
+
+/// Survey exports from Excel on Windows are cp1252 with CRLF line endings:
+/// read as UTF-8 every row with an accent was rejected. Detected, decoded,
+/// stored as correct UTF-8; a bad row is reported with its line.
+#[tokio::test]
+async fn a_cp1252_csv_with_crlf_is_detected_and_imported() {
+    let server = TestServer::spawn().await;
+    let addr = server.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("survey.csv");
+    std::fs::write(
+        &file,
+        b"id,text,nps\r\n\
+          cp-1,caf\xE9 \x96 tr\xE8s bien,9\r\n\
+          cp-2,\"na\xEFve \x93wizard\x94\r\nover two lines\",7\r\n\
+          cp-3,\xE9chec,high\r\n\
+          cp-4,don\x92t \x80 50 too much,2\r\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_code(&["import", file.to_str().unwrap(), "--server", &addr]);
+    assert_eq!(code, Some(3), "one row rejected: {stderr}");
+    assert!(
+        stderr.contains("not UTF-8: read as cp1252; pass --encoding to choose"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("4 rows, 3 accepted, 1 rejected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("row 3 (line 5): nps: expected a whole number, got \"high\""),
+        "{stdout}"
+    );
+    let mut client = server.client().await;
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["cp-1".into(), "cp-2".into(), "cp-4".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let texts: Vec<&str> = got.items.iter().map(|i| i.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "café – très bien",
+            "naïve “wizard”\r\nover two lines",
+            "don’t € 50 too much"
+        ]
+    );
+
+    // Told latin-1, bytes 0x80-0x9F stay C1 characters: stored as decoded
+    // (the server reads them as cp1252 for analysis and search).
+    let (code, _, stderr) = run_code(&[
+        "import",
+        file.to_str().unwrap(),
+        "--server",
+        &addr,
+        "--encoding",
+        "latin-1",
+    ]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(!stderr.contains("not UTF-8"), "{stderr}");
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["cp-1".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.items[0].text, "café \u{96} très bien");
+    let found = search_until(&mut client, search_request("\"café – très\""), |r| {
+        r.total_hits == 1
+    })
+    .await;
+    assert_eq!(hit_ids(&found), ["cp-1"]);
 }
 
 /// Defect 11: one non-UTF-8 byte ended a JSONL import without a line

@@ -1,0 +1,302 @@
+//! The character encoding of an import file: UTF-8, latin-1 or cp1252,
+//! chosen with `--encoding` or detected, and a reader that turns the file
+//! into UTF-8 as it streams (nothing is read whole).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use anyhow::Context;
+use clap::ValueEnum;
+
+use crate::domain::decode_cp1252_byte;
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Bytes read from the file at a time.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// `--encoding`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EncodingArg {
+    /// UTF-8, or cp1252 when the file is not UTF-8 (said on stderr).
+    Auto,
+    #[value(name = "utf-8", alias = "utf8")]
+    Utf8,
+    /// ISO-8859-1: each byte is the code point of the same number.
+    #[value(name = "latin-1", alias = "latin1", alias = "iso-8859-1")]
+    Latin1,
+    /// Windows-1252: latin-1 with printable characters at 0x80..=0x9F.
+    #[value(name = "cp1252", alias = "windows-1252")]
+    Cp1252,
+}
+
+/// How the file's bytes are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    Latin1,
+    Cp1252,
+}
+
+impl Encoding {
+    fn decode(self, byte: u8) -> char {
+        match self {
+            Encoding::Utf8 | Encoding::Latin1 => char::from(byte),
+            Encoding::Cp1252 => decode_cp1252_byte(byte),
+        }
+    }
+}
+
+/// What a pass over the file found: invalid UTF-8 sequences, and
+/// characters outside ASCII that were valid UTF-8.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Utf8Scan {
+    invalid: u64,
+    non_ascii: u64,
+}
+
+impl Utf8Scan {
+    fn count_valid(&mut self, valid: &[u8]) {
+        self.non_ascii += valid.iter().filter(|&&b| b >= 0xC0).count() as u64;
+    }
+}
+
+/// Counts, in one streaming pass, the invalid UTF-8 sequences and the valid
+/// non-ASCII characters of `reader`.
+fn scan_utf8(mut reader: impl Read) -> io::Result<Utf8Scan> {
+    let mut scan = Utf8Scan::default();
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    // Bytes of a sequence cut by the end of the previous chunk.
+    let mut carried = 0;
+    loop {
+        let read = match reader.read(&mut buffer[carried..]) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let end = carried + read;
+        let mut rest = &buffer[..end];
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    scan.count_valid(valid.as_bytes());
+                    rest = &[];
+                    break;
+                }
+                Err(error) => {
+                    let (valid, after) = rest.split_at(error.valid_up_to());
+                    scan.count_valid(valid);
+                    match error.error_len() {
+                        Some(len) => {
+                            scan.invalid += 1;
+                            rest = &after[len..];
+                        }
+                        // Cut by the end of the chunk: carried to the next.
+                        None => {
+                            rest = after;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if read == 0 {
+            // A sequence cut by the end of the file.
+            scan.invalid += u64::from(!rest.is_empty());
+            return Ok(scan);
+        }
+        carried = rest.len();
+        buffer.copy_within(end - carried..end, 0);
+    }
+}
+
+/// The encoding to read `file` with. `Auto`: a file with a UTF-8 BOM is
+/// UTF-8; otherwise one pass over the file decides: valid UTF-8, or mostly
+/// valid UTF-8 with a few broken sequences (those rows are rejected), is
+/// UTF-8, anything else cp1252. Says on stderr when it is not UTF-8.
+pub fn choose(file: &Path, wanted: EncodingArg) -> anyhow::Result<Encoding> {
+    let context = || format!("cannot read {}", file.display());
+    let encoding = match wanted {
+        EncodingArg::Utf8 => Encoding::Utf8,
+        EncodingArg::Latin1 => Encoding::Latin1,
+        EncodingArg::Cp1252 => Encoding::Cp1252,
+        EncodingArg::Auto => {
+            let mut reader = BufReader::new(File::open(file).with_context(context)?);
+            let head = reader.fill_buf().with_context(context)?;
+            anyhow::ensure!(
+                !(head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF")),
+                "{} is UTF-16 (it starts with a UTF-16 byte order mark): save it as UTF-8",
+                file.display()
+            );
+            if head.starts_with(UTF8_BOM) {
+                return Ok(Encoding::Utf8);
+            }
+            let scan = scan_utf8(reader).with_context(context)?;
+            if scan.invalid == 0 {
+                Encoding::Utf8
+            } else if scan.non_ascii >= scan.invalid {
+                eprintln!(
+                    "warning: {} invalid UTF-8 sequences in a UTF-8 file: their rows are rejected; pass --encoding cp1252 to read the file as cp1252",
+                    scan.invalid
+                );
+                Encoding::Utf8
+            } else {
+                eprintln!("not UTF-8: read as cp1252; pass --encoding to choose");
+                Encoding::Cp1252
+            }
+        }
+    };
+    Ok(encoding)
+}
+
+/// The file as UTF-8, a leading UTF-8 BOM skipped (whatever the encoding:
+/// a BOM is never text).
+pub fn open(file: &Path, encoding: Encoding) -> anyhow::Result<Box<dyn Read + Send>> {
+    let context = || format!("cannot open {}", file.display());
+    let mut reader = BufReader::with_capacity(CHUNK_BYTES, File::open(file).with_context(context)?);
+    if reader
+        .fill_buf()
+        .with_context(context)?
+        .starts_with(UTF8_BOM)
+    {
+        reader.consume(UTF8_BOM.len());
+    }
+    Ok(match encoding {
+        Encoding::Utf8 => Box::new(reader),
+        Encoding::Latin1 | Encoding::Cp1252 => Box::new(SingleByteDecoder {
+            inner: reader,
+            encoding,
+            decoded: Vec::with_capacity(2 * CHUNK_BYTES),
+            at: 0,
+        }),
+    })
+}
+
+/// Reads a single-byte encoding as UTF-8, a chunk at a time.
+struct SingleByteDecoder<R> {
+    inner: R,
+    encoding: Encoding,
+    /// UTF-8 of the last chunk, and how much of it was handed out.
+    decoded: Vec<u8>,
+    at: usize,
+}
+
+impl<R: BufRead> Read for SingleByteDecoder<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.decoded.len() {
+            self.decoded.clear();
+            self.at = 0;
+            let chunk = self.inner.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(0);
+            }
+            let mut utf8 = [0u8; 4];
+            for &byte in chunk {
+                if byte.is_ascii() {
+                    self.decoded.push(byte);
+                } else {
+                    let c = self.encoding.decode(byte);
+                    self.decoded
+                        .extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                }
+            }
+            let len = chunk.len();
+            self.inner.consume(len);
+        }
+        let take = out.len().min(self.decoded.len() - self.at);
+        out[..take].copy_from_slice(&self.decoded[self.at..self.at + take]);
+        self.at += take;
+        Ok(take)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_as(contents: &[u8], wanted: EncodingArg) -> (Encoding, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("input");
+        std::fs::write(&file, contents).unwrap();
+        let encoding = choose(&file, wanted).unwrap();
+        let mut bytes = Vec::new();
+        open(&file, encoding)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        (encoding, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[test]
+    fn auto_reads_utf8_as_utf8_and_anything_else_as_cp1252() {
+        assert_eq!(
+            read_as("café – très bien\r\n".as_bytes(), EncodingArg::Auto),
+            (Encoding::Utf8, "café – très bien\r\n".into())
+        );
+        assert_eq!(
+            read_as(b"caf\xE9 \x96 tr\xE8s bien\r\n", EncodingArg::Auto),
+            (Encoding::Cp1252, "café – très bien\r\n".into())
+        );
+        // A BOM says UTF-8 and is skipped.
+        assert_eq!(
+            read_as(b"\xEF\xBB\xBFcaf\xC3\xA9", EncodingArg::Auto),
+            (Encoding::Utf8, "café".into())
+        );
+        // Mostly UTF-8 with one broken byte: UTF-8 (that row is rejected).
+        let mut mostly_utf8 = "é è à ".as_bytes().to_vec();
+        mostly_utf8.push(0xFF);
+        assert_eq!(read_as(&mostly_utf8, EncodingArg::Auto).0, Encoding::Utf8);
+    }
+
+    #[test]
+    fn a_utf16_file_is_refused_in_auto_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("input");
+        std::fs::write(&file, b"\xFF\xFEt\0e\0x\0t\0").unwrap();
+        let error = choose(&file, EncodingArg::Auto).unwrap_err().to_string();
+        assert!(error.contains("UTF-16"), "{error}");
+    }
+
+    #[test]
+    fn latin1_and_cp1252_differ_only_at_0x80_to_0x9f() {
+        let bytes = b"\xEF\xBB\xBFna\xEFve \x96 \x80 \x81 \xFF";
+        assert_eq!(read_as(bytes, EncodingArg::Cp1252).1, "naïve – € \u{81} ÿ");
+        assert_eq!(
+            read_as(bytes, EncodingArg::Latin1).1,
+            "naïve \u{96} \u{80} \u{81} ÿ"
+        );
+    }
+
+    /// Sequences cut by the scan's chunk boundaries still count once.
+    #[test]
+    fn the_scan_counts_across_chunk_boundaries() {
+        let mut bytes = vec![b'a'; CHUNK_BYTES - 1];
+        bytes.extend("é".as_bytes()); // cut after its first byte
+        bytes.extend([0xE9, b' ', 0xC3]); // cp1252 é, then a sequence the end cuts
+        assert_eq!(
+            scan_utf8(bytes.as_slice()).unwrap(),
+            Utf8Scan {
+                invalid: 2,
+                non_ascii: 1
+            }
+        );
+        let big: Vec<u8> = "€".repeat(CHUNK_BYTES).into_bytes();
+        assert_eq!(
+            scan_utf8(big.as_slice()).unwrap(),
+            Utf8Scan {
+                invalid: 0,
+                non_ascii: CHUNK_BYTES as u64
+            }
+        );
+    }
+
+    #[test]
+    fn the_decoder_streams_large_files() {
+        let bytes = b"\xE9".repeat(3 * CHUNK_BYTES + 7);
+        let (encoding, text) = read_as(&bytes, EncodingArg::Auto);
+        assert_eq!(encoding, Encoding::Cp1252);
+        assert_eq!(text.chars().count(), bytes.len());
+        assert!(text.chars().all(|c| c == 'é'));
+    }
+}
