@@ -600,35 +600,46 @@ struct Lines(Arc<Mutex<LinesRead>>);
 
 #[derive(Default)]
 struct LinesRead {
-    /// Chunks read, from the one holding the current record's start.
+    /// Chunks read and not yet passed, the first from byte `cursor` on.
     chunks: VecDeque<Vec<u8>>,
-    /// Byte offset of the first chunk, and the line breaks before it.
-    first_offset: u64,
-    breaks_before: u64,
+    cursor: usize,
+    /// Bytes passed, and the line breaks among them.
+    passed: u64,
+    breaks: u64,
 }
 
 impl Lines {
     /// The line (from 1) of the first byte at or after `offset` that is not
-    /// a line break. Offsets must not decrease from one call to the next.
+    /// a line break. Offsets must not decrease from one call to the next:
+    /// each byte is counted once.
     fn line_at(&self, offset: u64) -> u64 {
-        let mut read = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        while read
-            .chunks
-            .front()
-            .is_some_and(|c| read.first_offset + c.len() as u64 <= offset)
-        {
-            let chunk = read.chunks.pop_front().expect("front exists");
-            read.first_offset += chunk.len() as u64;
-            read.breaks_before += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let read = &mut *guard;
+        while read.passed < offset {
+            let Some(chunk) = read.chunks.front() else {
+                break;
+            };
+            let left = (chunk.len() - read.cursor) as u64;
+            let take = left.min(offset - read.passed) as usize;
+            let counted = &chunk[read.cursor..read.cursor + take];
+            read.breaks += counted.iter().filter(|&&b| b == b'\n').count() as u64;
+            read.passed += take as u64;
+            read.cursor += take;
+            if read.cursor == chunk.len() {
+                read.chunks.pop_front();
+                read.cursor = 0;
+            }
         }
-        let skip = offset.saturating_sub(read.first_offset) as usize;
-        let mut bytes = read.chunks.iter().flatten().copied();
-        let before = bytes.by_ref().take(skip).filter(|&b| b == b'\n').count() as u64;
-        let leading = bytes
-            .take_while(|&b| b == b'\r' || b == b'\n')
-            .filter(|&b| b == b'\n')
+        let cursor = read.cursor;
+        let leading = read
+            .chunks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, chunk)| &chunk[if i == 0 { cursor } else { 0 }..])
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .filter(|&&b| b == b'\n')
             .count() as u64;
-        1 + read.breaks_before + before + leading
+        1 + read.breaks + leading
     }
 }
 
