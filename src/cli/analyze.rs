@@ -127,7 +127,8 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 "  {on}{:+.2} {:<8} {}{off}",
                 s.score,
                 label_name(s.label),
-                slice(sentence)
+                // Control characters of the text must not reach the terminal.
+                crate::domain::normalize_text(&slice(sentence))
             );
         }
         if !analysis.keyphrases.is_empty() {

@@ -375,7 +375,9 @@ fn print_table(response: &pb::SearchResponse, ansi: bool) {
         };
         let text = match &hit.snippet {
             Some(snippet) => snippet_text(&snippet.html, ansi),
-            None => shorten(&item.text, 100),
+            // Normalised: a stored text may hold control characters (an
+            // escape sequence must not reach the terminal).
+            None => shorten(&crate::domain::normalize_text(&item.text), 100),
         };
         println!(
             "{:<14} {:<10} {:<15} {:<24} {:>5}  {}",

@@ -30,7 +30,7 @@ async fn mojibake_is_stored_as_sent_and_searched_in_normalised_form() {
     let server = TestServer::spawn().await;
     let mut client = server.client().await;
     let mojibake = "Price went up \u{96} don\u{92}t buy the \u{8A}koda trim";
-    let decomposed = "A nai\u{308}ve setup wizard\u{7}";
+    let decomposed = "A nai\u{308}ve setup wizard\u{1B}[2J\u{7}";
     let response = ingest(
         &mut client,
         vec![
@@ -90,6 +90,20 @@ async fn mojibake_is_stored_as_sent_and_searched_in_normalised_form() {
     assert_eq!(
         &snippet.fragment[highlighted.start as usize..highlighted.end as usize],
         "Škoda"
+    );
+
+    // The CLI prints texts normalised: no escape sequence reaches a terminal.
+    let output = std::process::Command::new(BIN)
+        .args(["search", "--server", &server.addr.to_string()])
+        .output()
+        .expect("run verbatim search");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("don’t buy the Škoda"), "{stdout}");
+    assert!(stdout.contains("A naïve setup wizard [2J"), "{stdout}");
+    assert!(
+        !stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{stdout:?}"
     );
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::domain::{Report, Score};
+use crate::domain::{normalize_text, Report, Score};
 
 use super::common::{bucket_adjective, bucket_noun};
 use super::common::{
@@ -495,6 +495,8 @@ fn verbatims(out: &mut String, report: &Report) {
                 escape(&verbatim.item_id)
             );
             for (piece, highlighted) in highlight_runs(&verbatim.text, &verbatim.highlights) {
+                // Shown in its normalised form: mojibake such as U+0096 as "–".
+                let piece = &*normalize_text(piece);
                 if highlighted {
                     let _ = write!(out, "<mark>{}</mark>", escape(piece));
                 } else {

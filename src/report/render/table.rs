@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::domain::{Change, Interval, Report, Score};
+use crate::domain::{normalize_text, Change, Interval, Report, Score};
 
 use super::common::{
     bucket_adjective, date, fit, highlight_runs, human, instant_key, pad_left, pad_right,
@@ -442,6 +442,8 @@ fn verbatims(out: &mut String, report: &Report) {
             line(out, &fit(&format!("  {}", meta.join(" · ")), WIDTH));
             let mut marked = String::new();
             for (piece, highlighted) in highlight_runs(&verbatim.text, &verbatim.highlights) {
+                // Shown in its normalised form: mojibake such as U+0096 as "–".
+                let piece = &*normalize_text(piece);
                 if highlighted {
                     // Keep the marks on the words: spaces at a run's edges
                     // go outside them.

@@ -476,6 +476,40 @@ fn highlights_are_code_point_ranges() {
     assert!(table.contains("Café «日本» «très» bien «😡» ok"), "{table}");
 }
 
+/// Verbatims are stored as sent; pages show them normalised (cp1252
+/// mojibake read as cp1252, decomposed accents composed), the highlights
+/// still on the spans of the text as sent.
+#[test]
+fn verbatims_are_shown_normalised_with_their_highlights() {
+    // Code points: "Cafe\u{301}" 0..5, " " 5, "cold" 6..10, ...
+    let text = "Cafe\u{301} cold \u{96} don\u{92}t go\u{1B}[2J";
+    let mut report = example_report();
+    report.verbatims = vec![VerbatimGroup {
+        theme_id: "delivery".into(),
+        segment_value: String::new(),
+        verbatims: vec![Verbatim {
+            item_id: "x".into(),
+            customer_id: String::new(),
+            created_at: UnixMicros(0),
+            channel: "chat".into(),
+            text: text.into(),
+            highlights: vec![Span { start: 6, end: 10 }, Span { start: 13, end: 18 }],
+            sentiment: "negative".into(),
+            nps: None,
+        }],
+    }];
+    let html = html(&report, "Mojibake");
+    assert!(
+        html.contains(
+            "<blockquote>Café <mark>cold</mark> – <mark>don’t</mark> go [2J</blockquote>"
+        ),
+        "{html}"
+    );
+    let table = super::table(&report);
+    assert!(table.contains("Café «cold» – «don’t» go [2J"), "{table}");
+    assert!(!table.contains('\u{1B}') && !html.contains('\u{1B}'));
+}
+
 #[test]
 fn the_example_highlights_land_on_their_sentences() {
     let html = html(&example_report(), "Example");
