@@ -72,9 +72,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::io::stderr().is_terminal(),
         std::io::stderr,
     ));
-    tracing::info!(config = ?config, version = env!("CARGO_PKG_VERSION"), "starting");
-    // Before anything binds: a SIGTERM during startup is a clean shutdown.
+    // Before the first log line and before anything binds: from the moment
+    // the server says "starting", a SIGTERM is a clean shutdown.
     let shutdown = verbatim::app::shutdown_signal();
+    tracing::info!(config = ?config, version = env!("CARGO_PKG_VERSION"), "starting");
     let app = verbatim::app::App::build(&config).await?;
     app.run_until(shutdown).await
 }

@@ -60,6 +60,16 @@ pub fn parse_stage(raw: &str) -> Option<crate::domain::JourneyStage> {
     crate::domain::JourneyStage::parse(&normalise_enum_name(raw, "journey_stage_"))
 }
 
+/// The value of a time flag (`--after 2026-03-14`), its errors naming the flag.
+pub fn time_flag(
+    raw: &Option<String>,
+    flag: &str,
+) -> anyhow::Result<Option<prost_types::Timestamp>> {
+    raw.as_deref()
+        .map(|t| parse_time(t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+        .transpose()
+}
+
 /// Parses "2026-03-14T09:21:05Z", "2026-03-14" or unix seconds.
 pub fn parse_time(raw: &str) -> Result<prost_types::Timestamp, String> {
     let raw = raw.trim();

@@ -63,11 +63,7 @@ pub struct ReportArgs {
 }
 
 pub fn build_request(args: &ReportArgs) -> anyhow::Result<pb::ReportRequest> {
-    let time = |raw: &Option<String>, flag: &str| {
-        raw.as_deref()
-            .map(|t| crate::cli::parse_time(t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
-            .transpose()
-    };
+    let time = crate::cli::time_flag;
     Ok(pb::ReportRequest {
         query: args.query.clone(),
         filter: Some(build_filter(&args.filter)?),

@@ -176,12 +176,7 @@ pub fn build_filter(args: &FilterArgs) -> anyhow::Result<pb::Filter> {
                 .ok_or_else(|| anyhow::anyhow!("--attr: expected KEY=VALUE, got {kv:?}"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let time =
-        |raw: &Option<String>, flag: &str| -> anyhow::Result<Option<prost_types::Timestamp>> {
-            raw.as_deref()
-                .map(|t| crate::cli::parse_time(t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
-                .transpose()
-        };
+    let time = crate::cli::time_flag;
     Ok(pb::Filter {
         channels,
         journey_stages,
