@@ -7,6 +7,7 @@ pub mod codec;
 mod context;
 mod convert;
 mod report;
+mod request_id;
 mod service;
 mod status;
 
@@ -17,7 +18,10 @@ pub use service::FeedbackApi;
 
 /// The router with the request byte budget in front of every service.
 pub type ApiRouter = tonic::transport::server::Router<
-    tower_layer::Stack<budget::RequestBudgetLayer, tower_layer::Identity>,
+    tower_layer::Stack<
+        budget::RequestBudgetLayer,
+        tower_layer::Stack<request_id::RequestIdLayer, tower_layer::Identity>,
+    >,
 >;
 
 /// Transport limits of the server (see `Config`).
@@ -89,6 +93,7 @@ pub async fn router(
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .layer(request_id::RequestIdLayer)
         .layer(budget::RequestBudgetLayer::new(ByteBudget::new(
             limits.max_inflight_request_bytes,
         )))

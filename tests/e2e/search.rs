@@ -519,3 +519,74 @@ async fn date_filters_are_exact_to_the_microsecond() {
     });
     assert_eq!(hit_ids(&search(&mut client, before).await), vec!["d-early"]);
 }
+
+/// Every call answers with a request id (the client's `x-request-id`, or a
+/// new ULID, errors included) and the server's log lines of that call
+/// carry it.
+#[tokio::test]
+async fn every_call_has_a_request_id_in_its_answer_and_its_logs() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+
+    let mut request = tonic::Request::new(search_request(""));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "e2e-search-1".parse().unwrap());
+    let response = client.search(request).await.expect("Search");
+    assert_eq!(
+        response.metadata().get("x-request-id").unwrap(),
+        "e2e-search-1"
+    );
+
+    let status = client
+        .search(search_request("(unclosed"))
+        .await
+        .expect_err("malformed query");
+    let generated = status
+        .metadata()
+        .get("x-request-id")
+        .expect("an id on an error answer too")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generated.len(), 26, "a ULID: {generated}");
+    assert!(ulid::Ulid::from_string(&generated).is_ok());
+
+    // An unusable client id (a space) is replaced, not echoed.
+    let mut request = tonic::Request::new(search_request(""));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "two words".parse().unwrap());
+    let response = client.search(request).await.expect("Search");
+    assert_ne!(
+        response.metadata().get("x-request-id").unwrap(),
+        "two words"
+    );
+
+    // A call that logs: the erasure's log line carries its request id.
+    let mut request = tonic::Request::new(pb::DeleteCustomerRequest {
+        customer_id: "cust-request-id".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "e2e-erasure-7".parse().unwrap());
+    client
+        .delete_customer(request)
+        .await
+        .expect("DeleteCustomer");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = server.log_text();
+        if log
+            .lines()
+            .any(|l| l.contains("e2e-erasure-7") && l.contains("DeleteCustomer"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line with the request id:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,98 @@
+//! A request id per call: the client's `x-request-id` (1 to 128 printable
+//! ASCII characters) or a new ULID. Every log line of the call carries it
+//! (a `request` span around the handler, whose RPC span is its child) and
+//! the response returns it in the same header (initial metadata, on errors
+//! too), so a client can quote it and an operator can find the call's logs.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::HeaderValue;
+use tracing::Instrument;
+
+pub const HEADER: &str = "x-request-id";
+const MAX_LEN: usize = 128;
+
+/// Tower layer that gives every request an id.
+#[derive(Clone, Copy, Default)]
+pub struct RequestIdLayer;
+
+impl<S> tower_layer::Layer<S> for RequestIdLayer {
+    type Service = RequestId<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestId { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestId<S> {
+    inner: S,
+}
+
+/// The client's id when it is usable as a header value and a log field.
+fn client_id(value: &HeaderValue) -> Option<&str> {
+    let id = value.to_str().ok()?;
+    let usable = !id.is_empty() && id.len() <= MAX_LEN && id.bytes().all(|b| b.is_ascii_graphic());
+    usable.then_some(id)
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B, ResBody> tower_service::Service<http::Request<B>> for RequestId<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let id = request
+            .headers()
+            .get(HEADER)
+            .and_then(client_id)
+            .map(str::to_string)
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let value = HeaderValue::from_str(&id).expect("checked printable ASCII");
+        request.headers_mut().insert(HEADER, value.clone());
+        let span = tracing::info_span!("request", id = %id, path = %request.uri().path());
+        let response = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Box::pin(
+            async move {
+                let mut response = response.await?;
+                response.headers_mut().insert(HEADER, value);
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_id;
+    use http::HeaderValue;
+
+    #[test]
+    fn only_printable_bounded_client_ids_are_kept() {
+        let ok = HeaderValue::from_static("batch-7/run-42");
+        assert_eq!(client_id(&ok), Some("batch-7/run-42"));
+        for bad in ["", "has space", &"x".repeat(129)] {
+            assert_eq!(
+                client_id(&HeaderValue::from_str(bad).unwrap()),
+                None,
+                "{bad:?}"
+            );
+        }
+    }
+}
