@@ -43,7 +43,7 @@ fn colour(label: i32, ansi: bool) -> (&'static str, &'static str) {
 }
 
 fn sentiment_json(s: &Option<pb::Sentiment>) -> serde_json::Value {
-    let s = s.clone().unwrap_or_default();
+    let s = (*s).unwrap_or_default();
     json!({"label": label_name(s.label), "score": s.score, "negative": s.negative, "neutral": s.neutral, "positive": s.positive})
 }
 
@@ -111,7 +111,7 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             }));
             continue;
         }
-        let document = analysis.sentiment.clone().unwrap_or_default();
+        let document = analysis.sentiment.unwrap_or_default();
         let (on, off) = colour(document.label, ansi);
         println!(
             "{on}{}{off} ({:+.2})  language {} ({:.2})",
@@ -121,7 +121,7 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             analysis.language_confidence
         );
         for sentence in &analysis.sentences {
-            let s = sentence.sentiment.clone().unwrap_or_default();
+            let s = sentence.sentiment.unwrap_or_default();
             let (on, off) = colour(s.label, ansi);
             println!(
                 "  {on}{:+.2} {:<8} {}{off}",

@@ -113,8 +113,8 @@ fn open_index(dir: &Path) -> Result<(Index, Fields, bool), IndexError> {
         source,
     })?;
     let directory =
-        tantivy::directory::MmapDirectory::open(dir).map_err(|e| tantivy::TantivyError::from(e))?;
-    let created = !Index::exists(&directory).map_err(|e| tantivy::TantivyError::from(e))?;
+        tantivy::directory::MmapDirectory::open(dir).map_err(tantivy::TantivyError::from)?;
+    let created = !Index::exists(&directory).map_err(tantivy::TantivyError::from)?;
     let index = Index::open_or_create(directory, schema)?;
     index
         .tokenizers()
