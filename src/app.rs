@@ -57,7 +57,8 @@ impl App {
                 )
             }
         };
-        let engine = Engine::new(store.clone(), index.clone(), analysis.clone());
+        let engine = Engine::new(store.clone(), index.clone(), analysis.clone())
+            .with_read_pool(config.search_threads, config.search_queue);
         engine
             .start_themes()
             .await

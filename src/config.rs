@@ -56,6 +56,10 @@ pub struct Config {
     /// Interactive analysis requests (Analyze, similar_to_text,
     /// wait_for_analysis) in progress at once; more get RESOURCE_EXHAUSTED.
     pub analysis_queue: usize,
+    /// Searches and reports running at once (blocking threads).
+    pub search_threads: usize,
+    /// Searches and reports waiting for a thread; more get RESOURCE_EXHAUSTED.
+    pub search_queue: usize,
     /// Request bytes received and not yet answered, over all connections, in
     /// MiB; a request that would go over gets RESOURCE_EXHAUSTED.
     pub max_inflight_request_mb: usize,
@@ -80,6 +84,8 @@ impl Default for Config {
             encoder: "e5-small-int8".into(),
             analysis_threads: 2,
             analysis_queue: 64,
+            search_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            search_queue: 64,
             max_inflight_request_mb: 256,
             max_concurrent_streams: 64,
         }
@@ -135,6 +141,12 @@ pub struct ServeArgs {
     /// Interactive analysis requests in progress at once [default: 64]; beyond that RESOURCE_EXHAUSTED.
     #[arg(long, env = "VERBATIM_ANALYSIS_QUEUE")]
     pub analysis_queue: Option<usize>,
+    /// Searches and reports running at once [default: the number of cores].
+    #[arg(long, env = "VERBATIM_SEARCH_THREADS")]
+    pub search_threads: Option<usize>,
+    /// Searches and reports waiting for a thread [default: 64]; beyond that RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VERBATIM_SEARCH_QUEUE")]
+    pub search_queue: Option<usize>,
     /// Request bytes in flight over all connections, in MiB [default: 256]; beyond that RESOURCE_EXHAUSTED.
     #[arg(long, env = "VERBATIM_MAX_INFLIGHT_REQUEST_MB")]
     pub max_inflight_request_mb: Option<usize>,
@@ -164,6 +176,8 @@ impl ServeArgs {
             encoder: self.encoder.unwrap_or(base.encoder),
             analysis_threads: self.analysis_threads.unwrap_or(base.analysis_threads),
             analysis_queue: self.analysis_queue.unwrap_or(base.analysis_queue),
+            search_threads: self.search_threads.unwrap_or(base.search_threads),
+            search_queue: self.search_queue.unwrap_or(base.search_queue),
             max_inflight_request_mb: self
                 .max_inflight_request_mb
                 .unwrap_or(base.max_inflight_request_mb),
@@ -202,6 +216,10 @@ impl Config {
         anyhow::ensure!(
             self.analysis_queue >= 1,
             "analysis_queue must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&self.search_threads),
+            "search_threads must be 1..=256"
         );
         // One request of the largest size must always fit.
         anyhow::ensure!(

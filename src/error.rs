@@ -21,6 +21,9 @@ pub enum Error {
     /// deleting a theme that has sub-themes without `cascade`).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A bounded pool is full; the caller should retry with backoff.
+    #[error("{0}")]
+    Busy(String),
     /// The caller's deadline passed before the work started.
     #[error("deadline exceeded before the work started")]
     DeadlineExceeded,

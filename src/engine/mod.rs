@@ -12,6 +12,7 @@
 mod analysis;
 mod context;
 mod ingest;
+mod reads;
 mod report;
 mod search;
 mod themes;
@@ -36,6 +37,7 @@ pub struct Engine {
     index: SearchIndex,
     analysis: Option<AnalysisPool>,
     themes: std::sync::Arc<ThemeState>,
+    reads: std::sync::Arc<reads::ReadPool>,
 }
 
 impl Engine {
@@ -45,7 +47,18 @@ impl Engine {
             index,
             analysis,
             themes: ThemeState::new(),
+            reads: std::sync::Arc::new(reads::ReadPool::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+                64,
+            )),
         }
+    }
+
+    /// Searches and reports run on at most `threads` threads; `queue` more
+    /// calls wait, the next is RESOURCE_EXHAUSTED (`reads.rs`).
+    pub fn with_read_pool(mut self, threads: usize, queue: usize) -> Self {
+        self.reads = std::sync::Arc::new(reads::ReadPool::new(threads, queue));
+        self
     }
 
     /// The theme state the background analysis tags stored items with.

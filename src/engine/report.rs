@@ -40,7 +40,9 @@ impl Engine {
         let store = self.store.clone();
         let bucket = request.bucket;
         let candidates_model = request.include_candidates.then(|| self.themes.current());
+        let slot = self.reads.enter(ctx).await?;
         run_blocking(ctx, move || {
+            let _slot = slot;
             let mut taxonomy = store.taxonomy()?;
             taxonomy.version = query.taxonomy_version;
             let counts = index.report_counts(&plan)?;

@@ -20,7 +20,9 @@ impl Engine {
         }
         let index = self.index.clone();
         let store = self.store.clone();
+        let slot = self.reads.enter(ctx).await?;
         run_blocking(ctx, move || {
+            let _slot = slot;
             let page = index.search(&query)?;
             let ids: Vec<FeedbackId> = page.hits.iter().map(|(id, _)| id.clone()).collect();
             let items = store.get_many(&ids)?;
@@ -81,7 +83,9 @@ impl Engine {
         };
         let index = self.index.clone();
         let store = self.store.clone();
+        let slot = self.reads.enter(ctx).await?;
         run_blocking(ctx, move || {
+            let _slot = slot;
             let candidates = SearchQuery {
                 sort: crate::domain::SortOrder::Newest,
                 limit: MAX_SIMILARITY_CANDIDATES,

@@ -25,6 +25,7 @@ impl From<Error> for Status {
                 Status::deadline_exceeded("the deadline passed before the work started")
             }
             Error::Task(cause) => internal(&cause),
+            Error::Busy(why) => Status::resource_exhausted(why),
         }
     }
 }

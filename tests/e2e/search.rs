@@ -590,3 +590,59 @@ async fn every_call_has_a_request_id_in_its_answer_and_its_logs() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Searches and reports run on a bounded pool: with one thread and one
+/// waiting slot, a burst of concurrent reports gets answers and
+/// RESOURCE_EXHAUSTED refusals naming the flags, nothing else.
+#[tokio::test]
+async fn a_full_read_pool_refuses_at_once_with_resource_exhausted() {
+    let server = TestServer::spawn_with(&["--search-threads", "1", "--search-queue", "1"]).await;
+    let mut client = server.client().await;
+    for batch in 0..20 {
+        let items = (0..1000)
+            .map(|i| {
+                let mut it = item(&format!("pool-{batch}-{i}"), "the pool test comment");
+                it.nps = Some(i % 11);
+                it.tags = vec![format!("t{}", i % 50)];
+                it
+            })
+            .collect();
+        ingest(&mut client, items).await;
+    }
+    search_until(&mut client, search_request(""), |r| r.total_hits == 20_000).await;
+    let calls = (0..24).map(|_| {
+        let mut client = client.clone();
+        async move {
+            client
+                .report(pb::ReportRequest {
+                    segment: "channel".into(),
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut answered = 0;
+    let mut refused = 0;
+    for result in results {
+        match result {
+            Ok(r) => {
+                assert_eq!(r.into_inner().items, 20_000);
+                answered += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("--search-queue"), "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        answered >= 2,
+        "the running and the waiting call are answered"
+    );
+    assert!(
+        refused >= 1,
+        "a burst of 24 beyond 1 thread + 1 waiting is refused"
+    );
+}

@@ -1,0 +1,106 @@
+//! The read pool: searches and reports (CPU-bound work over the index) run
+//! on at most `threads` blocking threads at once, first come first served
+//! (a fair semaphore); at most `queue` more calls wait, and a call beyond
+//! that is refused at once (RESOURCE_EXHAUSTED) instead of piling threads
+//! onto the cores. A waiting call whose deadline passes leaves the queue
+//! (DEADLINE_EXCEEDED); one whose client goes away is dropped with its
+//! future.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::RequestContext;
+use crate::error::{Error, Result};
+
+pub struct ReadPool {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    threads: usize,
+    queue: usize,
+}
+
+/// Counts a waiting call for as long as it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ReadPool {
+    pub fn new(threads: usize, queue: usize) -> Self {
+        ReadPool {
+            permits: Arc::new(Semaphore::new(threads.max(1))),
+            waiting: AtomicUsize::new(0),
+            threads: threads.max(1),
+            queue,
+        }
+    }
+
+    /// A slot to run one read in; held until the work is done.
+    pub async fn enter(&self, ctx: &RequestContext) -> Result<OwnedSemaphorePermit> {
+        ctx.check_deadline()?;
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.waiting);
+        if before >= self.queue {
+            return Err(Error::Busy(format!(
+                "all {} search threads are busy and {} calls wait (--search-threads, --search-queue); retry with backoff",
+                self.threads, self.queue
+            )));
+        }
+        let acquire = self.permits.clone().acquire_owned();
+        let permit = match ctx.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), acquire)
+                .await
+                .map_err(|_| Error::DeadlineExceeded)?,
+            None => acquire.await,
+        };
+        permit.map_err(|e| Error::Task(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn waits_in_order_then_refuses_beyond_the_queue() {
+        let pool = ReadPool::new(1, 1);
+        let ctx = RequestContext::internal();
+        let held = pool.enter(&ctx).await.unwrap();
+        // One call may wait; the next is refused at once.
+        let waiter = {
+            let pool = &pool;
+            let ctx = ctx.clone();
+            async move { pool.enter(&ctx).await }
+        };
+        let refused = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let r = pool.enter(&ctx).await;
+            drop(held);
+            r
+        };
+        let (waited, refused) = tokio::join!(waiter, refused);
+        assert!(matches!(refused, Err(Error::Busy(_))));
+        drop(waited.expect("the waiting call gets the slot"));
+
+        // A deadline that passes while waiting ends the wait.
+        let _busy = pool.enter(&ctx).await.unwrap();
+        let short = RequestContext {
+            deadline: Some(Instant::now() + Duration::from_millis(30)),
+            ..RequestContext::internal()
+        };
+        assert!(matches!(
+            pool.enter(&short).await,
+            Err(Error::DeadlineExceeded)
+        ));
+        assert_eq!(pool.waiting.load(Ordering::Acquire), 0);
+    }
+}
