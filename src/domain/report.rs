@@ -59,13 +59,7 @@ impl SegmentField {
             "product" => Ok(SegmentField::Product),
             "language" => Ok(SegmentField::Language),
             other => match other.strip_prefix("attributes.") {
-                Some(key)
-                    if !key.is_empty()
-                        && key.len() <= super::limits::MAX_ATTRIBUTE_KEY_BYTES
-                        && key
-                            .chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') =>
-                {
+                Some(key) if super::validate::is_attribute_key(key) => {
                     Ok(SegmentField::Attribute(key.to_string()))
                 }
                 _ => Err(format!(

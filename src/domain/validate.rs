@@ -239,10 +239,7 @@ fn validate_attributes(
                 format!("key must be 1 to {MAX_ATTRIBUTE_KEY_BYTES} bytes"),
             ));
         }
-        if !key
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
+        if !is_attribute_key(key) {
             return Err(Rejection::new(field, "key must use only [a-z0-9_]"));
         }
         if value.len() > MAX_ATTRIBUTE_VALUE_BYTES {
@@ -397,4 +394,13 @@ mod tests {
         assert_eq!(item.language, "pt-br");
         assert_eq!(item.tags, vec!["vip", "b2b"]);
     }
+}
+
+/// The attribute key rule: 1 to `MAX_ATTRIBUTE_KEY_BYTES` bytes of `[a-z0-9_]`.
+pub fn is_attribute_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_ATTRIBUTE_KEY_BYTES
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
