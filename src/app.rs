@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,8 +12,10 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
+use crate::auth::{AuthMode, Authenticator, KeysFile};
 use crate::config::{Config, Switch};
-use crate::engine::{Engine, RequestContext};
+use crate::domain::TenantId;
+use crate::engine::{tenant_dir, tenants_on_disk, Engine, RequestContext, Tenants};
 use crate::index::{IndexSettings, SearchIndex};
 use crate::nlp::{AnalysisPool, ModelPaths};
 use crate::store::Store;
@@ -20,27 +23,77 @@ use crate::store::Store;
 pub struct App {
     listener: TcpListener,
     router: crate::grpc::ApiRouter,
-    index: SearchIndex,
+    tenants: Arc<Tenants>,
     shutdown_grace: Duration,
 }
 
-impl App {
-    pub async fn build(config: &Config) -> anyhow::Result<App> {
-        prepare_data_dir(&config.data_dir)?;
-        let store =
-            Store::open(&config.data_dir, config.write_queue).context("cannot open the store")?;
+/// What every tenant's engine shares, and how to open one.
+#[derive(Clone)]
+struct TenantOpener {
+    config: Arc<Config>,
+    analysis: Option<AnalysisPool>,
+}
+
+impl TenantOpener {
+    /// Opens the store, the index, the taxonomy and the background analysis
+    /// of one tenant (its folder is created if missing).
+    async fn open(&self, tenant: &TenantId) -> anyhow::Result<Engine> {
+        let config = &self.config;
+        let dir = tenant_dir(&config.data_dir, tenant);
+        prepare_data_dir(&dir)?;
+        let store = Store::open(&dir, config.write_queue)
+            .with_context(|| format!("cannot open the store of tenant {tenant}"))?;
         let settings = IndexSettings {
             refresh_interval: Duration::from_millis(config.refresh_interval_ms),
             writer_threads: config.index_threads,
             writer_memory_bytes: config.index_memory_mb * 1024 * 1024,
         };
-        let data_dir = config.data_dir.clone();
         let index_store = store.clone();
-        let index = tokio::task::spawn_blocking(move || {
-            SearchIndex::open(&data_dir, index_store, settings)
-        })
-        .await?
-        .context("cannot open the index")?;
+        let index =
+            tokio::task::spawn_blocking(move || SearchIndex::open(&dir, index_store, settings))
+                .await?
+                .with_context(|| format!("cannot open the index of tenant {tenant}"))?;
+        let engine = Engine::new(store.clone(), index, self.analysis.clone())
+            .with_read_pool(config.search_threads, config.search_queue);
+        engine
+            .start_themes()
+            .await
+            .with_context(|| format!("cannot load the theme taxonomy of tenant {tenant}"))?;
+        if let Some(pool) = &self.analysis {
+            crate::enrichment::spawn(store, pool.clone(), engine.theme_state());
+        }
+        let stats = engine.stats(&RequestContext::internal()).await?;
+        tracing::info!(
+            %tenant,
+            items = stats.store.items,
+            pending_index_changes = stats.store.pending_changes,
+            taxonomy_version = stats.taxonomy_version,
+            "store opened"
+        );
+        Ok(engine)
+    }
+}
+
+impl App {
+    pub async fn build(config: &Config) -> anyhow::Result<App> {
+        prepare_data_dir(&config.data_dir)?;
+        let keys_path = config.keys_path();
+        let keys = KeysFile::load(&keys_path)?;
+        let mode = AuthMode::resolve(config.auth, &keys, &keys_path, config.listen)?;
+        let auth = Arc::new(Authenticator::open(mode, &keys_path)?);
+        match mode {
+            AuthMode::Required => tracing::info!(
+                keys_file = %keys_path.display(),
+                active_keys = keys.active_keys(),
+                "API keys required"
+            ),
+            AuthMode::Off => tracing::warn!(
+                listen = %config.listen,
+                "AUTHENTICATION IS OFF: anyone who can reach this address can read, change and \
+                 erase all data (one tenant, every role). For local use only; create keys with \
+                 `verbatim keys add` and serve with --auth required"
+            ),
+        }
         let analysis = match config.analysis {
             Switch::Off => {
                 tracing::info!("analysis is off (--analysis off)");
@@ -57,34 +110,39 @@ impl App {
                 )
             }
         };
-        let engine = Engine::new(store.clone(), index.clone(), analysis.clone())
-            .with_read_pool(config.search_threads, config.search_queue);
-        engine
-            .start_themes()
-            .await
-            .context("cannot load the theme taxonomy")?;
-        if let Some(pool) = &analysis {
-            crate::enrichment::spawn(store, pool.clone(), engine.theme_state());
+        let opener = TenantOpener {
+            config: Arc::new(config.clone()),
+            analysis,
+        };
+        let default = TenantId::default_tenant();
+        let default_engine = opener.open(&default).await?;
+        let writable = default_engine.writable();
+        let shared = default_engine.clone();
+        let open_tenant = opener.clone();
+        let tenants = Tenants::new(Box::new(move |tenant: TenantId| {
+            let opener = open_tenant.clone();
+            let shared = shared.clone();
+            Box::pin(async move { Ok(opener.open(&tenant).await?.with_read_pool_of(&shared)) })
+        }));
+        tenants.insert(default, default_engine);
+        // Tenants with data open now, so their analysis backlog drains
+        // without waiting for a call.
+        for tenant in tenants_on_disk(&config.data_dir) {
+            tenants.get(&tenant).await?;
         }
-        let stats = engine.stats(&RequestContext::internal()).await?;
-        tracing::info!(
-            items = stats.store.items,
-            pending_index_changes = stats.store.pending_changes,
-            taxonomy_version = stats.taxonomy_version,
-            "store opened"
-        );
         let limits = crate::grpc::TransportLimits {
             max_inflight_request_bytes: config.max_inflight_request_mb * 1024 * 1024,
             max_concurrent_streams: config.max_concurrent_streams,
         };
-        let (router, _health) = crate::grpc::router(engine, limits).await?;
+        let (router, _health) =
+            crate::grpc::router(tenants.clone(), auth, writable, limits).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(App {
             listener,
             router,
-            index,
+            tenants,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         })
     }
@@ -127,8 +185,11 @@ impl App {
             }
         }
         tracing::info!("requests drained; committing the index");
-        let index = self.index.clone();
-        tokio::task::spawn_blocking(move || index.shutdown()).await?;
+        for (tenant, engine) in self.tenants.open_tenants() {
+            let index = engine.index().clone();
+            tokio::task::spawn_blocking(move || index.shutdown()).await?;
+            tracing::debug!(%tenant, "index committed");
+        }
         tracing::info!("shut down cleanly");
         Ok(())
     }

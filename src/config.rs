@@ -65,6 +65,11 @@ pub struct Config {
     pub max_inflight_request_mb: usize,
     /// Concurrent HTTP/2 streams (calls) per connection.
     pub max_concurrent_streams: u32,
+    /// `required` or `off`; unset: required when the keys file holds a key,
+    /// else off on a loopback address and refused on any other.
+    pub auth: Option<crate::auth::AuthMode>,
+    /// The API keys and tenant settings; unset: `DATA_DIR/keys.toml`.
+    pub keys_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -88,6 +93,8 @@ impl Default for Config {
             search_queue: 64,
             max_inflight_request_mb: 256,
             max_concurrent_streams: 64,
+            auth: None,
+            keys_file: None,
         }
     }
 }
@@ -153,6 +160,12 @@ pub struct ServeArgs {
     /// Concurrent calls (HTTP/2 streams) per connection [default: 64].
     #[arg(long, env = "VERBATIM_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
+    /// API keys: `required` (every call but health and reflection needs `authorization: Bearer <token>`) or `off` (anonymous, default tenant, every role; local use only) [default: required when the keys file holds a key; with none, off on a loopback address and refused on any other].
+    #[arg(long, env = "VERBATIM_AUTH")]
+    pub auth: Option<crate::auth::AuthMode>,
+    /// The keys file (`verbatim keys` edits it; re-read on change) [default: DATA_DIR/keys.toml].
+    #[arg(long, env = "VERBATIM_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -184,6 +197,8 @@ impl ServeArgs {
             max_concurrent_streams: self
                 .max_concurrent_streams
                 .unwrap_or(base.max_concurrent_streams),
+            auth: self.auth.or(base.auth),
+            keys_file: self.keys_file.or(base.keys_file),
         };
         config.validate()?;
         Ok(config)
@@ -198,6 +213,13 @@ fn read_file(path: &Path) -> anyhow::Result<Config> {
 }
 
 impl Config {
+    /// The keys file: `--keys-file`, else `DATA_DIR/keys.toml`.
+    pub fn keys_path(&self) -> PathBuf {
+        self.keys_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys.toml"))
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             (10..=60_000).contains(&self.refresh_interval_ms),

@@ -27,6 +27,11 @@ pub enum Error {
     /// The caller's deadline passed before the work started.
     #[error("deadline exceeded before the work started")]
     DeadlineExceeded,
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// A tenant's data cannot be opened (disk, permissions).
+    #[error("{0}")]
+    TenantUnavailable(String),
     /// A blocking task died (panic) or the runtime is shutting down.
     #[error("background task failed: {0}")]
     Task(String),

@@ -25,6 +25,8 @@ enum Command {
     Report(cli::report::ReportArgs),
     /// Analyse texts with a running server: sentiment per sentence, language, keyphrases.
     Analyze(cli::analyze::AnalyzeArgs),
+    /// Create, list, revoke and rotate API keys (edits the keys file; no restart needed).
+    Keys(cli::keys::KeysArgs),
     /// Rebuild the search index from the store (stop the server first).
     Reindex(cli::reindex::ReindexArgs),
 }
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
             Command::Report(args) => cli::report::run(args).await,
             Command::Analyze(args) => cli::analyze::run(args).await,
             Command::Reindex(args) => cli::reindex::run(args).await,
+            Command::Keys(args) => cli::keys::run(args).await,
         }
     });
     match result {

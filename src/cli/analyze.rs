@@ -63,7 +63,7 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         !texts.is_empty(),
         "nothing to analyse: give texts as arguments or on standard input"
     );
-    let mut client = crate::cli::connect(&args.server.address).await?;
+    let mut client = crate::cli::connect(&args.server).await?;
     let mut outputs = Vec::new();
     for chunk in texts.chunks(crate::domain::limits::MAX_BATCH_ITEMS) {
         let response = client

@@ -19,7 +19,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::encoding::{self, Encoding, EncodingArg};
 use crate::domain::limits::MAX_MESSAGE_BYTES;
 use crate::grpc::pb;
-use crate::grpc::pb::feedback_service_client::FeedbackServiceClient;
 
 /// Exit status of an import that finished with rejected rows.
 pub const EXIT_ROWS_REJECTED: u8 = 3;
@@ -341,7 +340,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         tag_separator: args.tag_separator.clone(),
         batcher: Batcher::new(produced_tx, args.batch_size as usize),
     };
-    let client = crate::cli::connect(&args.server.address).await?;
+    let client = crate::cli::connect(&args.server).await?;
     let reader = {
         let file = args.file.clone();
         std::thread::spawn(move || produce(&file, input, sink))
@@ -396,7 +395,7 @@ fn start_state(
 /// Sends the reader's batches through IngestStream and counts the acks
 /// until the server ends the stream.
 async fn stream(
-    mut client: FeedbackServiceClient<tonic::transport::Channel>,
+    mut client: crate::cli::Client,
     produced: mpsc::Receiver<Produced>,
     mut tally: Tally,
     state_file: &mut StateFile,

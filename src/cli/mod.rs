@@ -5,6 +5,7 @@
 pub mod analyze;
 mod encoding;
 pub mod import;
+pub mod keys;
 pub mod reindex;
 pub mod report;
 pub mod search;
@@ -13,7 +14,7 @@ use crate::grpc::pb::feedback_service_client::FeedbackServiceClient;
 use anyhow::Context;
 use tonic::transport::Channel;
 
-/// The `--server` flag shared by the client commands.
+/// The `--server` and `--token` flags shared by the client commands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerArg {
     /// Server address.
@@ -23,23 +24,60 @@ pub struct ServerArg {
         default_value = "http://127.0.0.1:50051"
     )]
     pub address: String,
+    /// API key sent as `authorization: Bearer <token>` (`verbatim keys add` prints one).
+    #[arg(long, env = "VERBATIM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
+/// Adds the API key to every call.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The API client of the CLI commands.
+pub type Client =
+    FeedbackServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
+
 /// Connects to a server such as `http://127.0.0.1:50051` (the scheme may be omitted).
-pub async fn connect(server: &str) -> anyhow::Result<FeedbackServiceClient<Channel>> {
-    let url = if server.contains("://") {
-        server.to_string()
+pub async fn connect(server: &ServerArg) -> anyhow::Result<Client> {
+    let url = if server.address.contains("://") {
+        server.address.clone()
     } else {
-        format!("http://{server}")
+        format!("http://{}", server.address)
     };
-    let client = FeedbackServiceClient::connect(url.clone())
+    let token = match &server.token {
+        Some(token) => Some(
+            format!("Bearer {}", token.trim())
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--token: not a valid header value"))?,
+        ),
+        None => None,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .with_context(|| format!("--server: invalid address {url}"))?
+        .connect()
         .await
         .with_context(|| {
             format!("cannot connect to the server at {url} (is `verbatim serve` running?)")
         })?;
-    Ok(client
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(crate::domain::limits::MAX_MESSAGE_BYTES))
+    Ok(
+        FeedbackServiceClient::with_interceptor(channel, BearerToken(token))
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(crate::domain::limits::MAX_MESSAGE_BYTES),
+    )
 }
 
 /// Reads a channel name as written in files and flags: "review",

@@ -220,7 +220,7 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
 
 pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     let request = build_request(&args)?;
-    let mut client = crate::cli::connect(&args.server.address).await?;
+    let mut client = crate::cli::connect(&args.server).await?;
     let response = client
         .search(request)
         .await

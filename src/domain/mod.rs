@@ -8,6 +8,7 @@ mod feedback;
 pub mod limits;
 mod report;
 mod search;
+mod tenant;
 mod text;
 mod theme;
 mod validate;
@@ -26,6 +27,7 @@ pub use search::{
     FacetCounts, IntRange, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery, SimilarTo,
     Snippet, SortOrder,
 };
+pub use tenant::{TenantId, MAX_TENANT_BYTES};
 pub use text::{decode_cp1252_byte, normalize_text, NormalizedText};
 pub use theme::{
     check_id as check_theme_id, fold_accent, DeleteRefusal, Span, Taxonomy, Theme, ThemeDraft,

@@ -261,6 +261,15 @@ fn validate_attributes(
     Ok(attributes)
 }
 
+/// The attribute key rule: 1 to `MAX_ATTRIBUTE_KEY_BYTES` bytes of `[a-z0-9_]`.
+pub fn is_attribute_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_ATTRIBUTE_KEY_BYTES
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,13 +403,4 @@ mod tests {
         assert_eq!(item.language, "pt-br");
         assert_eq!(item.tags, vec!["vip", "b2b"]);
     }
-}
-
-/// The attribute key rule: 1 to `MAX_ATTRIBUTE_KEY_BYTES` bytes of `[a-z0-9_]`.
-pub fn is_attribute_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= MAX_ATTRIBUTE_KEY_BYTES
-        && key
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }

@@ -4,12 +4,12 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 
-/// Who is calling. Every caller is anonymous today; this is where tenants
-/// and API keys will arrive (a tenant then scopes store keys and becomes a
-/// mandatory search filter).
+/// Who is calling: anonymous (`--auth off`, internal work) or an API key
+/// (by id). The tenant is not here: each tenant has its own `Engine`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
     Anonymous,
+    Key(String),
 }
 
 /// The context of one request, built by the transport (`grpc`) from the

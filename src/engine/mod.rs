@@ -15,11 +15,13 @@ mod ingest;
 mod reads;
 mod report;
 mod search;
+mod tenants;
 mod themes;
 
 pub use self::analysis::ServiceStats;
 pub use self::context::{Caller, RequestContext};
 pub use self::ingest::{IncomingItem, ItemOutcome};
+pub use self::tenants::{tenant_dir, tenants_on_disk, OpenTenant, Tenants};
 pub(crate) use self::themes::ThemeState;
 pub use self::themes::{CandidateReport, DiscoveryReport, ThemeEdit};
 pub use crate::store::QueueMode;
@@ -58,6 +60,13 @@ impl Engine {
     /// calls wait, the next is RESOURCE_EXHAUSTED (`reads.rs`).
     pub fn with_read_pool(mut self, threads: usize, queue: usize) -> Self {
         self.reads = std::sync::Arc::new(reads::ReadPool::new(threads, queue));
+        self
+    }
+
+    /// Shares `other`'s read pool: one pool bounds the searches and reports
+    /// of every tenant together.
+    pub fn with_read_pool_of(mut self, other: &Engine) -> Self {
+        self.reads = other.reads.clone();
         self
     }
 

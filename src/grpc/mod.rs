@@ -44,12 +44,14 @@ pub mod pb {
 use std::time::Duration;
 
 use crate::domain::limits::MAX_MESSAGE_BYTES;
-use crate::engine::Engine;
+use crate::engine::Tenants;
 
 /// Builds the router with every service: the API, health and reflection
 /// (v1 and v1alpha). Returns the router and the health reporter.
 pub async fn router(
-    engine: Engine,
+    tenants: std::sync::Arc<Tenants>,
+    auth: std::sync::Arc<crate::auth::Authenticator>,
+    mut writable: tokio::sync::watch::Receiver<bool>,
     limits: TransportLimits,
 ) -> anyhow::Result<(ApiRouter, tonic_health::server::HealthReporter)> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -58,7 +60,6 @@ pub async fn router(
         .await;
     // NOT_SERVING (overall and for the API) while writes cannot succeed
     // (disk full, read-only): load balancers route around; reads still work.
-    let mut writable = engine.writable();
     let reporter = health_reporter.clone();
     tokio::spawn(async move {
         loop {
@@ -87,9 +88,10 @@ pub async fn router(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let api = pb::feedback_service_server::FeedbackServiceServer::new(FeedbackApi::new(engine))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(64 * 1024 * 1024);
+    let api =
+        pb::feedback_service_server::FeedbackServiceServer::new(FeedbackApi::new(tenants, auth))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(64 * 1024 * 1024);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(Some(limits.max_concurrent_streams))

@@ -10,7 +10,10 @@ use super::context::request_context;
 use super::convert::{self, incoming_item, item_results};
 use super::pb;
 use crate::domain::{ReportRequest, SearchQuery};
-use crate::engine::{Engine, QueueMode};
+use std::sync::Arc;
+
+use crate::auth::{Authenticator, Need, Role};
+use crate::engine::{Caller, Engine, QueueMode, RequestContext, Tenants};
 
 /// Batches of one IngestStream that may wait for durability at once.
 const STREAM_BATCHES_IN_FLIGHT: usize = 8;
@@ -22,12 +25,40 @@ fn without_analysis(
 }
 
 pub struct FeedbackApi {
-    engine: Engine,
+    tenants: Arc<Tenants>,
+    auth: Arc<Authenticator>,
 }
 
 impl FeedbackApi {
-    pub fn new(engine: Engine) -> Self {
-        FeedbackApi { engine }
+    pub fn new(tenants: Arc<Tenants>, auth: Arc<Authenticator>) -> Self {
+        FeedbackApi { tenants, auth }
+    }
+
+    /// Authenticates the call (the `authorization` metadata), checks that
+    /// the key may do what the call needs, and returns the engine of the
+    /// caller's tenant with the call's context. The tenant goes on the
+    /// call's span.
+    async fn enter<T>(
+        &self,
+        request: &Request<T>,
+        need: Need,
+    ) -> Result<(Engine, RequestContext), Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|value| value.to_str().unwrap_or(""));
+        let principal = self
+            .auth
+            .authenticate(header)
+            .map_err(crate::error::Error::from)?;
+        tracing::Span::current().record("tenant", principal.tenant.as_str());
+        principal.require(need).map_err(crate::error::Error::from)?;
+        let mut ctx = request_context(request);
+        if let Some(key) = &principal.key_id {
+            ctx.caller = Caller::Key(key.clone());
+        }
+        let engine = self.tenants.get(&principal.tenant).await?;
+        Ok((engine, ctx))
     }
 }
 
@@ -35,23 +66,19 @@ type AckStream = Pin<Box<dyn futures::Stream<Item = Result<pb::IngestAck, Status
 
 #[tonic::async_trait]
 impl pb::feedback_service_server::FeedbackService for FeedbackApi {
-    #[tracing::instrument(name = "Ingest", skip_all, fields(items))]
+    #[tracing::instrument(name = "Ingest", skip_all, fields(tenant, items))]
     async fn ingest(
         &self,
         request: Request<pb::IngestRequest>,
     ) -> Result<Response<pb::IngestResponse>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Ingest)).await?;
         let request = request.into_inner();
         tracing::Span::current().record("items", request.items.len());
         let incoming = request.items.into_iter().map(incoming_item).collect();
         let outcomes = if request.wait_for_analysis {
-            self.engine.ingest_and_analyze(&ctx, incoming).await?
+            engine.ingest_and_analyze(&ctx, incoming).await?
         } else {
-            without_analysis(
-                self.engine
-                    .ingest(&ctx, incoming, QueueMode::FailFast)
-                    .await?,
-            )
+            without_analysis(engine.ingest(&ctx, incoming, QueueMode::FailFast).await?)
         };
         let (results, accepted, rejected) = item_results(outcomes);
         Ok(Response::new(pb::IngestResponse {
@@ -63,14 +90,13 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
 
     type IngestStreamStream = AckStream;
 
-    #[tracing::instrument(name = "IngestStream", skip_all)]
+    #[tracing::instrument(name = "IngestStream", skip_all, fields(tenant))]
     async fn ingest_stream(
         &self,
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Ingest)).await?;
         let mut inbound = request.into_inner();
-        let engine = self.engine.clone();
         let (acks, ack_stream) = mpsc::channel(STREAM_BATCHES_IN_FLIGHT);
         let task = async move {
             let mut in_flight = FuturesOrdered::new();
@@ -131,44 +157,43 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(ack_stream))))
     }
 
-    #[tracing::instrument(name = "Get", skip_all, fields(ids))]
+    #[tracing::instrument(name = "Get", skip_all, fields(tenant, ids))]
     async fn get(
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Read)).await?;
         let ids = convert::ids(request.into_inner().ids)?;
         tracing::Span::current().record("ids", ids.len());
-        let (items, missing) = self.engine.get(&ctx, ids).await?;
+        let (items, missing) = engine.get(&ctx, ids).await?;
         Ok(Response::new(pb::GetResponse {
             items: items.into_iter().map(Into::into).collect(),
             missing_ids: missing.into_iter().map(|id| id.to_string()).collect(),
         }))
     }
 
-    #[tracing::instrument(name = "Delete", skip_all, fields(ids))]
+    #[tracing::instrument(name = "Delete", skip_all, fields(tenant, ids))]
     async fn delete(
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Admin)).await?;
         let ids = convert::ids(request.into_inner().ids)?;
         tracing::Span::current().record("ids", ids.len());
-        let (deleted, missing) = self.engine.delete(&ctx, ids).await?;
+        let (deleted, missing) = engine.delete(&ctx, ids).await?;
         Ok(Response::new(pb::DeleteResponse {
             deleted: deleted as u32,
             missing_ids: missing.into_iter().map(|id| id.to_string()).collect(),
         }))
     }
 
-    #[tracing::instrument(name = "DeleteCustomer", skip_all)]
+    #[tracing::instrument(name = "DeleteCustomer", skip_all, fields(tenant))]
     async fn delete_customer(
         &self,
         request: Request<pb::DeleteCustomerRequest>,
     ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
-        let ctx = request_context(&request);
-        let deleted = self
-            .engine
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Admin)).await?;
+        let deleted = engine
             .delete_customer(&ctx, request.into_inner().customer_id)
             .await?;
         Ok(Response::new(pb::DeleteCustomerResponse {
@@ -176,16 +201,15 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         }))
     }
 
-    #[tracing::instrument(name = "Analyze", skip_all, fields(texts))]
+    #[tracing::instrument(name = "Analyze", skip_all, fields(tenant, texts))]
     async fn analyze(
         &self,
         request: Request<pb::AnalyzeRequest>,
     ) -> Result<Response<pb::AnalyzeResponse>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::AnyRole).await?;
         let request = request.into_inner();
         tracing::Span::current().record("texts", request.texts.len());
-        let results = self
-            .engine
+        let results = engine
             .analyze(&ctx, request.texts, request.include_embeddings)
             .await?;
         Ok(Response::new(convert::analyze_response(results)))
@@ -194,14 +218,13 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
     type AnalyzeStreamStream =
         Pin<Box<dyn futures::Stream<Item = Result<pb::AnalyzeResponse, Status>> + Send>>;
 
-    #[tracing::instrument(name = "AnalyzeStream", skip_all)]
+    #[tracing::instrument(name = "AnalyzeStream", skip_all, fields(tenant))]
     async fn analyze_stream(
         &self,
         request: Request<Streaming<pb::AnalyzeRequest>>,
     ) -> Result<Response<Self::AnalyzeStreamStream>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::AnyRole).await?;
         let mut inbound = request.into_inner();
-        let engine = self.engine.clone();
         let (responses, stream) = mpsc::channel(2);
         let task = async move {
             // One message at a time: the next is read only after this one is
@@ -229,36 +252,37 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
     }
 
-    #[tracing::instrument(name = "Stats", skip_all)]
+    #[tracing::instrument(name = "Stats", skip_all, fields(tenant))]
     async fn stats(
         &self,
         request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
-        let stats = self.engine.stats(&request_context(&request)).await?;
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Read)).await?;
+        let stats = engine.stats(&ctx).await?;
         Ok(Response::new(pb::StatsResponse {
             items: stats.store.items,
             analysis_backlog: stats.store.analysis_backlog,
             index_lag: stats
                 .store
                 .last_seq
-                .saturating_sub(self.engine.index().indexed_seq()),
-            analysis_enabled: self.engine.analysis_enabled(),
+                .saturating_sub(engine.index().indexed_seq()),
+            analysis_enabled: engine.analysis_enabled(),
             taxonomy_version: stats.taxonomy_version,
             retag_backlog: stats.retag_backlog,
         }))
     }
 
-    #[tracing::instrument(name = "UpsertTheme", skip_all, fields(theme_id))]
+    #[tracing::instrument(name = "UpsertTheme", skip_all, fields(tenant, theme_id))]
     async fn upsert_theme(
         &self,
         request: Request<pb::UpsertThemeRequest>,
     ) -> Result<Response<pb::UpsertThemeResponse>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Admin)).await?;
         let theme = request
             .into_inner()
             .theme
             .ok_or_else(|| Status::invalid_argument("theme: required"))?;
-        let edit = self.engine.upsert_theme(&ctx, theme.into()).await?;
+        let edit = engine.upsert_theme(&ctx, theme.into()).await?;
         tracing::Span::current().record("theme_id", edit.theme.id.as_str());
         Ok(Response::new(pb::UpsertThemeResponse {
             theme: Some(edit.theme.into()),
@@ -266,27 +290,27 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         }))
     }
 
-    #[tracing::instrument(name = "ListThemes", skip_all)]
+    #[tracing::instrument(name = "ListThemes", skip_all, fields(tenant))]
     async fn list_themes(
         &self,
         request: Request<pb::ListThemesRequest>,
     ) -> Result<Response<pb::ListThemesResponse>, Status> {
-        let taxonomy = self.engine.list_themes(&request_context(&request)).await?;
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Read)).await?;
+        let taxonomy = engine.list_themes(&ctx).await?;
         Ok(Response::new(convert::list_themes_response(
             taxonomy,
             crate::themes::THRESHOLD,
         )))
     }
 
-    #[tracing::instrument(name = "DeleteTheme", skip_all)]
+    #[tracing::instrument(name = "DeleteTheme", skip_all, fields(tenant))]
     async fn delete_theme(
         &self,
         request: Request<pb::DeleteThemeRequest>,
     ) -> Result<Response<pb::DeleteThemeResponse>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Admin)).await?;
         let request = request.into_inner();
-        let (deleted_ids, taxonomy_version) = self
-            .engine
+        let (deleted_ids, taxonomy_version) = engine
             .delete_theme(&ctx, request.id, request.cascade)
             .await?;
         Ok(Response::new(pb::DeleteThemeResponse {
@@ -295,44 +319,41 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         }))
     }
 
-    #[tracing::instrument(name = "DiscoverThemes", skip_all)]
+    #[tracing::instrument(name = "DiscoverThemes", skip_all, fields(tenant))]
     async fn discover_themes(
         &self,
         request: Request<pb::DiscoverThemesRequest>,
     ) -> Result<Response<pb::DiscoverThemesResponse>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Read)).await?;
         let request = request.into_inner();
         let (limit, min_size) = (request.limit as usize, request.min_size as usize);
         let query = convert::discovery_request(request)?;
-        let report = self
-            .engine
-            .discover_themes(&ctx, query, limit, min_size)
-            .await?;
+        let report = engine.discover_themes(&ctx, query, limit, min_size).await?;
         Ok(Response::new(report.into()))
     }
 
-    #[tracing::instrument(name = "Report", skip_all, fields(query_bytes, items))]
+    #[tracing::instrument(name = "Report", skip_all, fields(tenant, query_bytes, items))]
     async fn report(
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Read)).await?;
         let report_request = ReportRequest::try_from(request.into_inner())?;
         tracing::Span::current().record("query_bytes", report_request.query.text.len());
-        let report = self.engine.report(&ctx, report_request).await?;
+        let report = engine.report(&ctx, report_request).await?;
         tracing::Span::current().record("items", report.items);
         Ok(Response::new(report.into()))
     }
 
-    #[tracing::instrument(name = "Search", skip_all, fields(query_bytes))]
+    #[tracing::instrument(name = "Search", skip_all, fields(tenant, query_bytes))]
     async fn search(
         &self,
         request: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        let ctx = request_context(&request);
+        let (engine, ctx) = self.enter(&request, Need::Role(Role::Read)).await?;
         let query = SearchQuery::try_from(request.into_inner())?;
         tracing::Span::current().record("query_bytes", query.text.len());
-        let page = self.engine.search(&ctx, query).await?;
+        let page = engine.search(&ctx, query).await?;
         Ok(Response::new(page.into()))
     }
 }

@@ -5,6 +5,7 @@
 
 use tonic::Status;
 
+use crate::auth::AuthError;
 use crate::error::Error;
 use crate::index::IndexError;
 use crate::nlp::NlpError;
@@ -26,7 +27,19 @@ impl From<Error> for Status {
             }
             Error::Task(cause) => internal(&cause),
             Error::Busy(why) => Status::resource_exhausted(why),
+            Error::Auth(e) => auth_status(e),
+            Error::TenantUnavailable(why) => Status::unavailable(why),
         }
+    }
+}
+
+fn auth_status(error: AuthError) -> Status {
+    match error {
+        e @ (AuthError::MissingToken | AuthError::UnknownKey | AuthError::Revoked(_)) => {
+            Status::unauthenticated(e.to_string())
+        }
+        e @ AuthError::PermissionDenied { .. } => Status::permission_denied(e.to_string()),
+        e @ AuthError::KeysFile(_) => internal(&e),
     }
 }
 

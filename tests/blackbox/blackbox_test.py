@@ -14,6 +14,7 @@ each other's items (and reruns against the same data dir don't either).
 """
 
 import argparse
+import collections
 import random
 import re
 import string
@@ -72,17 +73,52 @@ def rpc_error(fn, *args, **kwargs):
     raise CheckFailed(f"expected an error status, got a response: {resp!r}"[:2000])
 
 
+class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                  grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer TOKEN` to every call."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def _details(self, details):
+        metadata = list(details.metadata or []) + [("authorization", f"Bearer {self.token}")]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(
+            details.method, details.timeout, metadata, details.credentials,
+            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+class _Details(collections.namedtuple("_Details", ("method", "timeout", "metadata", "credentials",
+                                                  "wait_for_ready", "compression")),
+               grpc.ClientCallDetails):
+    pass
+
+
 class Ctx:
-    def __init__(self, addr):
+    def __init__(self, addr, token=None):
         self.addr = addr
-        self.channel = grpc.insecure_channel(
+        self.token = token
+        self.raw_channel = grpc.insecure_channel(
             addr,
             options=[
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ],
         )
-        grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT)
+        grpc.channel_ready_future(self.raw_channel).result(timeout=TIMEOUT)
+        self.channel = (grpc.intercept_channel(self.raw_channel, BearerToken(token))
+                        if token else self.raw_channel)
         self.stub = pb_grpc.FeedbackServiceStub(self.channel)
 
     # ---- helpers -------------------------------------------------------
@@ -124,6 +160,21 @@ def fb(text, **kw):
 
 
 # ---- checks ----------------------------------------------------------------
+
+
+def check_api_keys(c):
+    """Without the key the API answers UNAUTHENTICATED; health stays open."""
+    if not c.token:
+        return
+    bare = pb_grpc.FeedbackServiceStub(c.raw_channel)
+    err = rpc_error(bare.Search, pb.SearchRequest())
+    expect_eq(err.code(), grpc.StatusCode.UNAUTHENTICATED, "Search without a key")
+    err = rpc_error(bare.Get, pb.GetRequest(ids=["x"]),
+                    metadata=[("authorization", "Bearer vb_0123456789ab_nope")])
+    expect_eq(err.code(), grpc.StatusCode.UNAUTHENTICATED, "Get with a wrong key")
+    stub = health_pb2_grpc.HealthStub(c.raw_channel)
+    resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT)
+    expect_eq(resp.status, health_pb2.HealthCheckResponse.SERVING, "health without a key")
 
 
 def check_health_serving(c):
@@ -454,6 +505,7 @@ CHECKS = [v for k, v in list(globals().items()) if k.startswith("check_") and ca
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--addr", required=True, help="HOST:PORT of a running verbatim server")
+    ap.add_argument("--token", help="API key sent as `authorization: Bearer TOKEN`")
     ap.add_argument("--result-file", help='write "PASSED FAILED" here')
     ap.add_argument("--only", nargs="*", help="run only checks whose name contains one of these")
     args = ap.parse_args()
@@ -464,7 +516,7 @@ def main():
 
     passed = failed = 0
     try:
-        ctx = Ctx(args.addr)
+        ctx = Ctx(args.addr, args.token)
     except Exception as e:  # noqa: BLE001
         print(f"FAIL connect to {args.addr}: {e!r}")
         ctx = None

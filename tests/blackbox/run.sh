@@ -162,6 +162,10 @@ mkdir -p "$DATA"
 # Analysis on when the models are prepared (scripts/test runs models/prepare.py first).
 MODELS_ARGS=(--analysis off)
 [[ -f "$REPO/models/cache/e5-small/model.onnx" ]] && MODELS_ARGS=(--analysis on --models-dir "$REPO/models/cache")
+# API keys on, as in production: an admin key of the default tenant.
+TOKEN="$("$BIN" keys add --data-dir "$DATA" --tenant default --role admin --label blackbox | tail -n1)"
+[[ "$TOKEN" == vb_* ]] || fatal "verbatim keys add printed no token"
+AUTH=(-H "authorization: Bearer $TOKEN")
 echo "blackbox: starting $BIN serve --listen 127.0.0.1:0 --data-dir $DATA ${MODELS_ARGS[*]}"
 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" "${MODELS_ARGS[@]}" </dev/null >"$LOG" 2>&1 &
 SERVER_PID=$!
@@ -216,20 +220,40 @@ check_grpcurl "health Check is SERVING" '"status": *"SERVING"' -- \
   -plaintext -d '{"service":""}' "$ADDR" grpc.health.v1.Health/Check
 BB_ID="bb-1-$RANDOM$RANDOM"
 check_grpcurl "Ingest via JSON" "\"id\": *\"$BB_ID\"" -- \
-  -plaintext -d "{\"items\":[{\"id\":\"$BB_ID\",\"text\":\"grpcurl black-box smoke test, great product\",\"channel\":\"CHANNEL_REVIEW\",\"nps\":9}]}" \
+  -plaintext "${AUTH[@]}" -d "{\"items\":[{\"id\":\"$BB_ID\",\"text\":\"grpcurl black-box smoke test, great product\",\"channel\":\"CHANNEL_REVIEW\",\"nps\":9}]}" \
   "$ADDR" verbatim.v1.FeedbackService/Ingest
 check_grpcurl "Get via JSON returns the ingested item" '"channel": *"CHANNEL_REVIEW"' -- \
-  -plaintext -d "{\"ids\":[\"$BB_ID\"]}" "$ADDR" verbatim.v1.FeedbackService/Get
+  -plaintext "${AUTH[@]}" -d "{\"ids\":[\"$BB_ID\"]}" "$ADDR" verbatim.v1.FeedbackService/Get
 
 check_grpcurl "describe shows Report" 'rpc Report \(.*ReportRequest.*\) returns \(.*ReportResponse.*\)' -- \
   -plaintext "$ADDR" describe verbatim.v1.FeedbackService
 check_grpcurl "Report via JSON: the NPS answer above gets an interval" '"ciLow": ' -- \
-  -plaintext -d '{"segment":"channel"}' "$ADDR" verbatim.v1.FeedbackService/Report
+  -plaintext "${AUTH[@]}" -d '{"segment":"channel"}' "$ADDR" verbatim.v1.FeedbackService/Report
+
+# check_grpcurl_fails NAME EXPECTED_REGEX -- grpcurl args...: the call must fail with that output.
+check_grpcurl_fails() {
+  local name="$1" expect="$2"
+  shift 3
+  local out rc=0
+  out="$("$GRPCURL" -max-time 10 "$@" 2>&1)" || rc=$?
+  if [[ $rc -ne 0 ]] && grep -qE -- "$expect" <<<"$out"; then
+    PASSED=$((PASSED + 1))
+    echo "ok   grpcurl: $name"
+  else
+    FAILED=$((FAILED + 1))
+    echo "FAIL grpcurl: $name (exit $rc, expected a failure matching /$expect/)"
+    sed 's/^/  | /' <<<"$out"
+  fi
+}
+check_grpcurl_fails "Search without a key is Unauthenticated" 'Code: Unauthenticated' -- \
+  -plaintext -d '{}' "$ADDR" verbatim.v1.FeedbackService/Search
+check_grpcurl_fails "Search with a wrong key is Unauthenticated" 'Code: Unauthenticated' -- \
+  -plaintext -H "authorization: Bearer vb_0123456789ab_wrong" -d '{}' "$ADDR" verbatim.v1.FeedbackService/Search
 
 # ------------------------------------------------------------ python checks
 RESULT="$WORK/python-result.txt"
 rc=0
-PYTHONPATH="$STUBS" "$PY" "$SCRIPT_DIR/blackbox_test.py" --addr "$ADDR" --result-file "$RESULT" || rc=$?
+PYTHONPATH="$STUBS" "$PY" "$SCRIPT_DIR/blackbox_test.py" --addr "$ADDR" --token "$TOKEN" --result-file "$RESULT" || rc=$?
 if [[ -f "$RESULT" ]]; then
   read -r py_passed py_failed <"$RESULT"
   PASSED=$((PASSED + py_passed))

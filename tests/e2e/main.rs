@@ -3,6 +3,7 @@
 mod browser;
 mod helpers;
 
+mod auth;
 mod cli;
 mod defects;
 mod durability;

@@ -1,0 +1,563 @@
+//! API keys, roles and tenants through the real binary: every RPC with no
+//! key, a wrong key, a revoked key, a key without the role; tenants that
+//! never see each other's items; keys added and revoked while serving.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tonic::{Code, Request};
+use verbatim::grpc::pb;
+
+use crate::helpers::{item, TestServer, BIN};
+
+/// `verbatim keys add`; returns the token (the last line of its output).
+fn add_key(data_dir: &Path, tenant: &str, roles: &[&str]) -> String {
+    let mut command = Command::new(BIN);
+    command
+        .args(["keys", "add", "--data-dir"])
+        .arg(data_dir)
+        .args(["--tenant", tenant]);
+    for role in roles {
+        command.args(["--role", role]);
+    }
+    let output = command.output().expect("run verbatim keys add");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let token = stdout.lines().last().expect("a token line").to_string();
+    assert!(token.starts_with("vb_"), "{stdout}");
+    token
+}
+
+fn keys(data_dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(BIN)
+        .arg("keys")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run verbatim keys");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn key_id(token: &str) -> String {
+    token[3..15].to_string()
+}
+
+fn authed<T>(message: T, token: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+const RPCS: [&str; 14] = [
+    "Ingest",
+    "IngestStream",
+    "Get",
+    "Delete",
+    "DeleteCustomer",
+    "Search",
+    "Report",
+    "Stats",
+    "Analyze",
+    "AnalyzeStream",
+    "UpsertTheme",
+    "ListThemes",
+    "DeleteTheme",
+    "DiscoverThemes",
+];
+
+/// The role each RPC needs (None: any valid key).
+fn needs(rpc: &str) -> Option<&'static str> {
+    match rpc {
+        "Ingest" | "IngestStream" => Some("ingest"),
+        "Get" | "Search" | "Report" | "Stats" | "ListThemes" | "DiscoverThemes" => Some("read"),
+        "Delete" | "DeleteCustomer" | "UpsertTheme" | "DeleteTheme" => Some("admin"),
+        "Analyze" | "AnalyzeStream" => None,
+        other => panic!("unknown rpc {other}"),
+    }
+}
+
+/// Calls `rpc` with an empty request: the key is checked before the
+/// request's content, so the code tells whether the key was let in.
+async fn call(server: &TestServer, rpc: &str, token: Option<&str>) -> Code {
+    let mut client = server.client().await;
+    let result: Result<(), tonic::Status> = match rpc {
+        "Ingest" => client
+            .ingest(authed(pb::IngestRequest::default(), token))
+            .await
+            .map(drop),
+        "IngestStream" => match client
+            .ingest_stream(authed(
+                tokio_stream::iter(vec![pb::IngestRequest::default()]),
+                token,
+            ))
+            .await
+        {
+            Ok(response) => response.into_inner().message().await.map(drop),
+            Err(status) => Err(status),
+        },
+        "Get" => client
+            .get(authed(pb::GetRequest::default(), token))
+            .await
+            .map(drop),
+        "Delete" => client
+            .delete(authed(pb::DeleteRequest::default(), token))
+            .await
+            .map(drop),
+        "DeleteCustomer" => client
+            .delete_customer(authed(pb::DeleteCustomerRequest::default(), token))
+            .await
+            .map(drop),
+        "Search" => client
+            .search(authed(pb::SearchRequest::default(), token))
+            .await
+            .map(drop),
+        "Report" => client
+            .report(authed(pb::ReportRequest::default(), token))
+            .await
+            .map(drop),
+        "Stats" => client
+            .stats(authed(pb::StatsRequest::default(), token))
+            .await
+            .map(drop),
+        "Analyze" => client
+            .analyze(authed(pb::AnalyzeRequest::default(), token))
+            .await
+            .map(drop),
+        "AnalyzeStream" => match client
+            .analyze_stream(authed(
+                tokio_stream::iter(vec![pb::AnalyzeRequest::default()]),
+                token,
+            ))
+            .await
+        {
+            Ok(response) => response.into_inner().message().await.map(drop),
+            Err(status) => Err(status),
+        },
+        "UpsertTheme" => client
+            .upsert_theme(authed(pb::UpsertThemeRequest::default(), token))
+            .await
+            .map(drop),
+        "ListThemes" => client
+            .list_themes(authed(pb::ListThemesRequest::default(), token))
+            .await
+            .map(drop),
+        "DeleteTheme" => client
+            .delete_theme(authed(pb::DeleteThemeRequest::default(), token))
+            .await
+            .map(drop),
+        "DiscoverThemes" => client
+            .discover_themes(authed(pb::DiscoverThemesRequest::default(), token))
+            .await
+            .map(drop),
+        other => panic!("unknown rpc {other}"),
+    };
+    match result {
+        Ok(()) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+fn let_in(code: Code) -> bool {
+    !matches!(code, Code::Unauthenticated | Code::PermissionDenied)
+}
+
+#[tokio::test]
+async fn every_rpc_checks_the_key_and_its_role() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let ingest = add_key(&data, "acme", &["ingest"]);
+    let read = add_key(&data, "acme", &["read"]);
+    let admin = add_key(&data, "acme", &["admin"]);
+    let revoked = add_key(&data, "acme", &["admin"]);
+    keys(&data, &["revoke", &key_id(&revoked)]);
+    let server = TestServer::spawn_in(&data, &[]).await;
+    assert!(server.log_text().contains("API keys required"));
+
+    let unknown = format!("vb_{}_AAAA", "0123456789ab");
+    let mut forged = admin.clone();
+    forged.pop();
+    forged.push(if admin.ends_with('A') { 'B' } else { 'A' });
+    for rpc in RPCS {
+        for (what, token) in [
+            ("no key", None),
+            ("garbage", Some("hello")),
+            ("unknown key", Some(unknown.as_str())),
+            ("forged secret", Some(forged.as_str())),
+            ("revoked key", Some(revoked.as_str())),
+        ] {
+            assert_eq!(
+                call(&server, rpc, token).await,
+                Code::Unauthenticated,
+                "{rpc} with {what}"
+            );
+        }
+        for (role, token) in [("ingest", &ingest), ("read", &read), ("admin", &admin)] {
+            let code = call(&server, rpc, Some(token)).await;
+            let allowed = match needs(rpc) {
+                None => true,
+                Some(need) => need == role || role == "admin",
+            };
+            if allowed {
+                assert!(let_in(code), "{rpc} with a {role} key: {code:?}");
+            } else {
+                assert_eq!(code, Code::PermissionDenied, "{rpc} with a {role} key");
+            }
+        }
+    }
+    // Health stays open.
+    assert_eq!(
+        server.health().await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    // The message says what to do, and never echoes the token.
+    let status = server
+        .client()
+        .await
+        .search(authed(pb::SearchRequest::default(), None))
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("authorization: Bearer"),
+        "{status:?}"
+    );
+    let status = server
+        .client()
+        .await
+        .search(authed(pb::SearchRequest::default(), Some(&ingest)))
+        .await
+        .unwrap_err();
+    assert!(status.message().contains("read role"), "{status:?}");
+    assert!(
+        !server.log_text().contains(&admin[15..]),
+        "a token in the log"
+    );
+}
+
+async fn ingest_as(
+    server: &TestServer,
+    token: &str,
+    items: Vec<pb::Feedback>,
+) -> pb::IngestResponse {
+    server
+        .client()
+        .await
+        .ingest(authed(
+            pb::IngestRequest {
+                items,
+                ..Default::default()
+            },
+            Some(token),
+        ))
+        .await
+        .expect("Ingest")
+        .into_inner()
+}
+
+async fn search_as(server: &TestServer, token: &str, query: &str) -> pb::SearchResponse {
+    server
+        .client()
+        .await
+        .search(authed(
+            pb::SearchRequest {
+                query: query.into(),
+                ..Default::default()
+            },
+            Some(token),
+        ))
+        .await
+        .expect("Search")
+        .into_inner()
+}
+
+async fn search_until_as(
+    server: &TestServer,
+    token: &str,
+    query: &str,
+    hits: u64,
+) -> pb::SearchResponse {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = search_as(server, token, query).await;
+        if response.total_hits == hits || Instant::now() > deadline {
+            return response;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_other() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let acme = add_key(&data, "acme", &["admin"]);
+    let globex = add_key(&data, "globex", &["admin"]);
+    let mut server = TestServer::spawn_in(&data, &[]).await;
+
+    let mut a = item("shared-id", "acme parcel arrived crushed");
+    a.customer_id = "cust-1".into();
+    let mut g = item("shared-id", "globex invoice was wrong");
+    g.customer_id = "cust-1".into();
+    assert_eq!(ingest_as(&server, &acme, vec![a]).await.accepted, 1);
+    assert_eq!(ingest_as(&server, &globex, vec![g]).await.accepted, 1);
+    assert_eq!(
+        search_until_as(&server, &acme, "crushed", 1)
+            .await
+            .total_hits,
+        1
+    );
+    assert_eq!(
+        search_until_as(&server, &globex, "invoice", 1)
+            .await
+            .total_hits,
+        1
+    );
+    // The same id holds each tenant's own item; searches see only their own.
+    assert_eq!(search_as(&server, &globex, "crushed").await.total_hits, 0);
+    assert_eq!(search_as(&server, &acme, "invoice").await.total_hits, 0);
+    let got = server
+        .client()
+        .await
+        .get(authed(
+            pb::GetRequest {
+                ids: vec!["shared-id".into()],
+            },
+            Some(&globex),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.items[0].text, "globex invoice was wrong");
+    // Stats and reports count only the caller's items.
+    let stats = server
+        .client()
+        .await
+        .stats(authed(pb::StatsRequest::default(), Some(&acme)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.items, 1);
+    // A foreign id is NOT_FOUND-shaped: missing, as if it never existed.
+    let mut only_acme = item("acme-only", "acme only item");
+    only_acme.customer_id = "cust-2".into();
+    ingest_as(&server, &acme, vec![only_acme]).await;
+    let got = server
+        .client()
+        .await
+        .get(authed(
+            pb::GetRequest {
+                ids: vec!["acme-only".into()],
+            },
+            Some(&globex),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.items.is_empty());
+    assert_eq!(got.missing_ids, ["acme-only"]);
+    let deleted = server
+        .client()
+        .await
+        .delete(authed(
+            pb::DeleteRequest {
+                ids: vec!["acme-only".into()],
+            },
+            Some(&globex),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.deleted, 0);
+    // Erasure in one tenant leaves the other's customer of the same id alone.
+    let erased = server
+        .client()
+        .await
+        .delete_customer(authed(
+            pb::DeleteCustomerRequest {
+                customer_id: "cust-1".into(),
+            },
+            Some(&globex),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(erased.deleted, 1);
+    assert_eq!(
+        search_until_as(&server, &globex, "invoice", 0)
+            .await
+            .total_hits,
+        0
+    );
+    assert_eq!(search_as(&server, &acme, "crushed").await.total_hits, 1);
+    // Per-tenant taxonomies: a theme created in one is absent in the other.
+    server
+        .client()
+        .await
+        .upsert_theme(authed(
+            pb::UpsertThemeRequest {
+                theme: Some(pb::Theme {
+                    id: "packaging".into(),
+                    name: "Packaging".into(),
+                    description: "Boxes and packaging.".into(),
+                    examples: vec!["the box arrived crushed".into()],
+                    ..Default::default()
+                }),
+            },
+            Some(&acme),
+        ))
+        .await
+        .expect("UpsertTheme");
+    let themes = |token: String| {
+        let server = &server;
+        async move {
+            server
+                .client()
+                .await
+                .list_themes(authed(pb::ListThemesRequest {}, Some(&token)))
+                .await
+                .unwrap()
+                .into_inner()
+                .themes
+                .into_iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(themes(acme.clone())
+        .await
+        .contains(&"packaging".to_string()));
+    assert!(!themes(globex.clone())
+        .await
+        .contains(&"packaging".to_string()));
+    // The data of each tenant lives in its own folder and comes back after a crash.
+    assert!(data.join("tenants/acme").is_dir() && data.join("tenants/globex").is_dir());
+    server.kill9();
+    server.restart().await;
+    assert_eq!(
+        search_until_as(&server, &acme, "crushed", 1)
+            .await
+            .total_hits,
+        1
+    );
+    assert_eq!(search_as(&server, &globex, "crushed").await.total_hits, 0);
+}
+
+#[tokio::test]
+async fn keys_change_without_a_restart() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let first = add_key(&data, "default", &["read"]);
+    let server = TestServer::spawn_in(&data, &[]).await;
+    let status = |token: String| {
+        let server = &server;
+        async move { call(server, "Stats", Some(&token)).await }
+    };
+    assert_eq!(status(first.clone()).await, Code::Ok);
+
+    let until = |want: Code, token: String| {
+        let status = &status;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let code = status(token.clone()).await;
+                if code == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "still {code:?}, want {want:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let second = add_key(&data, "default", &["read"]);
+    until(Code::Ok, second.clone()).await;
+    keys(&data, &["revoke", &key_id(&first)]);
+    until(Code::Unauthenticated, first.clone()).await;
+    // Rotation: a new token with the same tenant and roles, the old one revoked.
+    let output = keys(&data, &["rotate", &key_id(&second)]);
+    let third = output.lines().last().unwrap().to_string();
+    assert!(output.contains(&format!("revoked the key it replaces: {}", key_id(&second))));
+    until(Code::Ok, third.clone()).await;
+    until(Code::Unauthenticated, second.clone()).await;
+    // `keys list` shows ids, tenants, roles and status, never a token.
+    let list = keys(&data, &["list"]);
+    for token in [&first, &second, &third] {
+        assert!(list.contains(&key_id(token)), "{list}");
+        assert!(!list.contains(&token[16..]), "a token in `keys list`");
+    }
+    assert_eq!(list.matches("revoked").count(), 2, "{list}");
+    let file = std::fs::read_to_string(data.join("keys.toml")).unwrap();
+    assert!(!file.contains(&third[16..]));
+}
+
+#[tokio::test]
+async fn cli_sends_the_token_and_explains_a_refusal() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let token = add_key(&data, "default", &["read"]);
+    let server = TestServer::spawn_in(&data, &[]).await;
+    let addr = format!("http://{}", server.addr);
+    let run = |token: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command.args(["search", "--server", &addr, "anything"]);
+        command.env_remove("VERBATIM_TOKEN");
+        if let Some(token) = token {
+            command.env("VERBATIM_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let ok = run(Some(&token));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = run(None);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("missing API key"), "{stderr}");
+}
+
+#[test]
+fn no_keys_on_a_public_address_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--analysis",
+            "off",
+            "--data-dir",
+        ])
+        .arg(temp.path().join("data"))
+        .env_remove("VERBATIM_AUTH")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no API keys") && stderr.contains("--auth off"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn anonymous_local_use_says_so_loudly() {
+    let server = TestServer::spawn().await;
+    assert!(server.log_text().contains("AUTHENTICATION IS OFF"));
+    assert_eq!(call(&server, "Stats", None).await, Code::Ok);
+}
