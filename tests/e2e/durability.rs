@@ -209,3 +209,176 @@ fn sigterm_during_startup_is_a_clean_shutdown() {
         );
     }
 }
+
+/// Repeated `kill -9` at random moments while three clients stream items in
+/// and the background analysis runs: every acknowledged item is present
+/// exactly once, the index holds exactly what the store holds, and the
+/// analysis backlog drains. `VERBATIM_TORTURE_ROUNDS` (default 4) and
+/// `VERBATIM_TORTURE_SEED` (printed on every run) reproduce a run.
+#[tokio::test]
+async fn repeated_kill_9_during_streaming_ingest_and_analysis() {
+    use std::collections::{HashMap, HashSet};
+    use std::time::Instant;
+    let rounds: usize = std::env::var("VERBATIM_TORTURE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("VERBATIM_TORTURE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+                | 1
+        });
+    eprintln!("torture: {rounds} rounds, VERBATIM_TORTURE_SEED={seed}");
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    const TEXTS: [&str; 4] = [
+        "The parcel came late and the box was crushed.",
+        "Support solved my billing problem in minutes, great team!",
+        "App keeps logging me out after the update. Annoying.",
+        "Fair price, decent quality; delivery could be faster.",
+    ];
+    let mut server = TestServer::spawn_with_analysis(&[]).await;
+    let word = unique_word("torture");
+    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    for round in 0..rounds {
+        let channel = server.channel().await;
+        let mut writers = Vec::new();
+        for writer in 0..3 {
+            let mut client = pb::feedback_service_client::FeedbackServiceClient::new(channel.clone());
+            let (tx, rx) = tokio::sync::mpsc::channel::<pb::IngestRequest>(4);
+            let batches: Arc<Mutex<HashMap<u64, Vec<String>>>> = Arc::default();
+            let (sent, acked, word) = (sent.clone(), acked.clone(), word.clone());
+            let sender_batches = batches.clone();
+            let sender = tokio::spawn(async move {
+                for batch in 0u64.. {
+                    let items: Vec<pb::Feedback> = (0..8)
+                        .map(|i| {
+                            item(
+                                &format!("t-{round}-{writer}-{batch}-{i}"),
+                                &format!("{} {word} r{round}", TEXTS[(batch as usize + i) % 4]),
+                            )
+                        })
+                        .collect();
+                    let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+                    sent.lock().unwrap().extend(ids.iter().cloned());
+                    sender_batches.lock().unwrap().insert(batch, ids);
+                    let request = pb::IngestRequest {
+                        items,
+                        ..Default::default()
+                    };
+                    if tx.send(request).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+            });
+            let reader = tokio::spawn(async move {
+                let Ok(response) = client
+                    .ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                else {
+                    return;
+                };
+                let mut acks = response.into_inner();
+                while let Ok(Some(ack)) = acks.message().await {
+                    let ids = batches.lock().unwrap().remove(&ack.sequence).unwrap_or_default();
+                    assert_eq!(ack.accepted as usize, ids.len(), "every item is valid");
+                    acked.lock().unwrap().extend(ids);
+                }
+            });
+            writers.push((sender, reader));
+        }
+        let wait = 300 + next() % 1_500;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        server.kill9();
+        for (sender, reader) in writers {
+            reader.await.unwrap();
+            sender.abort();
+        }
+        eprintln!(
+            "torture: round {round} killed after {wait} ms; {} acknowledged of {} sent",
+            acked.lock().unwrap().len(),
+            sent.lock().unwrap().len()
+        );
+        server.restart().await;
+    }
+    let sent = sent.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    let mut client = server.client().await;
+
+    // The analysis backlog drains and the index catches up.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let stats = stats(&mut client).await;
+        if stats.analysis_backlog == 0 && stats.index_lag == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backlog did not drain: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every acknowledged item is stored, and analysed.
+    let mut stored = HashSet::new();
+    for chunk in sent.chunks(1000) {
+        let got = client
+            .get(pb::GetRequest { ids: chunk.to_vec() })
+            .await
+            .unwrap()
+            .into_inner();
+        for item in got.items {
+            assert_eq!(
+                item.analysis_status,
+                pb::AnalysisStatus::Done as i32,
+                "{} not analysed",
+                item.id
+            );
+            stored.insert(item.id);
+        }
+    }
+    let lost: Vec<&String> = acked.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {:?}", &lost[..lost.len().min(5)]);
+    // The index holds each stored item exactly once, and nothing else.
+    let mut indexed = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = search(
+            &mut client,
+            pb::SearchRequest {
+                query: word.clone(),
+                limit: 100,
+                sort: pb::SortOrder::Newest as i32,
+                cursor: cursor.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        indexed.extend(hit_ids(&page));
+        if page.next_cursor.is_empty() || page.hits.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    let unique: HashSet<String> = indexed.iter().cloned().collect();
+    assert_eq!(unique.len(), indexed.len(), "an item is in the index twice");
+    assert_eq!(unique, stored, "the index and the store disagree");
+    eprintln!(
+        "torture: {} sent, {} acknowledged, {} stored and indexed once each",
+        sent.len(),
+        acked.len(),
+        stored.len()
+    );
+}
