@@ -89,13 +89,12 @@ impl StoreError {
     /// An error of the storage itself (the disk or the file), as opposed to a
     /// bad record or a full queue: the database must be re-opened after it.
     pub fn is_storage_failure(&self) -> bool {
-        match self {
+        matches!(
+            self,
             StoreError::Database(
                 redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed,
-            )
-            | StoreError::Unavailable(_) => true,
-            _ => false,
-        }
+            ) | StoreError::Unavailable(_)
+        )
     }
 }
 
