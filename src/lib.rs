@@ -11,6 +11,7 @@ pub mod enrichment;
 pub mod error;
 pub mod grpc;
 pub mod index;
+pub mod metrics;
 pub mod nlp;
 pub mod report;
 pub mod store;
