@@ -25,6 +25,9 @@ pub struct App {
     router: crate::grpc::ApiRouter,
     tenants: Arc<Tenants>,
     shutdown_grace: Duration,
+    /// The Prometheus endpoint's listener (`--metrics-listen`) and the hook
+    /// that refreshes the store and index gauges when it is scraped.
+    metrics: Option<(TcpListener, crate::metrics::ScrapeHook)>,
 }
 
 /// What every tenant's engine shares, and how to open one.
@@ -139,12 +142,29 @@ impl App {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let metrics = match config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen for metrics on {addr} (--metrics-listen)")
+                })?;
+                Some((listener, scrape_tenants(tenants.clone())))
+            }
+        };
         Ok(App {
             listener,
             router,
             tenants,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+            metrics,
         })
+    }
+
+    /// The bound address of the Prometheus endpoint, if it is on.
+    pub fn metrics_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.metrics
+            .as_ref()
+            .map(|(listener, _)| listener.local_addr())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -154,6 +174,20 @@ impl App {
     /// Serves until `shutdown` resolves, then drains and commits.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
+        // The endpoint stops when `metrics_stop` is dropped: after the
+        // drain below, or on any early return.
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = match self.metrics {
+            None => None,
+            Some((listener, hook)) => {
+                let metrics_addr = listener.local_addr()?;
+                tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
+                let server = crate::metrics::http::serve(listener, async {
+                    let _ = metrics_stopped.await;
+                });
+                Some((tokio::spawn(server), hook))
+            }
+        };
         tracing::info!(%addr, "listening");
         // Accepted sockets come from our own listener, so tonic cannot set
         // TCP_NODELAY on them: without it small responses wait ~40 ms for
@@ -184,6 +218,11 @@ impl App {
                 }
             }
         }
+        if let Some((server, hook)) = metrics {
+            drop(metrics_stop);
+            let _ = server.await;
+            drop(hook);
+        }
         tracing::info!("requests drained; committing the index");
         for (tenant, engine) in self.tenants.open_tenants() {
             let index = engine.index().clone();
@@ -193,6 +232,28 @@ impl App {
         tracing::info!("shut down cleanly");
         Ok(())
     }
+}
+
+/// Keeps the gauges read at scrape time up to date, for every open tenant:
+/// the index's documents and size, the analysis backlog, and the store
+/// writers' queues (summed).
+fn scrape_tenants(tenants: Arc<Tenants>) -> crate::metrics::ScrapeHook {
+    use crate::metrics::pool;
+    crate::metrics::on_scrape(move || {
+        let mut write_queue = 0;
+        for (tenant, engine) in tenants.open_tenants() {
+            let index = engine.index();
+            crate::metrics::set_index_stats(tenant.as_str(), index.documents(), index.size_bytes());
+            write_queue += engine.store().write_queue_depth();
+            match engine.store().stats() {
+                Ok(stats) => {
+                    crate::metrics::set_analysis_backlog(tenant.as_str(), stats.analysis_backlog)
+                }
+                Err(error) => tracing::debug!(%error, %tenant, "metrics: cannot read the store's stats"),
+            }
+        }
+        crate::metrics::set_queue_depth(pool::WRITE, write_queue);
+    })
 }
 
 fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -70,6 +70,9 @@ pub struct Config {
     pub auth: Option<crate::auth::AuthMode>,
     /// The API keys and tenant settings; unset: `DATA_DIR/keys.toml`.
     pub keys_file: Option<PathBuf>,
+    /// Address of the Prometheus endpoint (`GET /metrics`); None: off.
+    /// Unauthenticated: bind it to loopback or a private network.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -95,6 +98,7 @@ impl Default for Config {
             max_concurrent_streams: 64,
             auth: None,
             keys_file: None,
+            metrics_listen: None,
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct ServeArgs {
     /// The keys file (`verbatim keys` edits it; re-read on change) [default: DATA_DIR/keys.toml].
     #[arg(long, env = "VERBATIM_KEYS_FILE")]
     pub keys_file: Option<PathBuf>,
+    /// Address of the Prometheus endpoint, GET /metrics, e.g. 127.0.0.1:9464 [default: off]; no authentication: keep it on loopback or a private network; port 0 picks a free port (logged as metrics_addr=...).
+    #[arg(long, env = "VERBATIM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -199,6 +206,7 @@ impl ServeArgs {
                 .unwrap_or(base.max_concurrent_streams),
             auth: self.auth.or(base.auth),
             keys_file: self.keys_file.or(base.keys_file),
+            metrics_listen: self.metrics_listen.or(base.metrics_listen),
         };
         config.validate()?;
         Ok(config)
@@ -299,5 +307,31 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(error.to_string().contains("listen_addr"), "{error}");
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        assert_eq!(ServeArgs::default().resolve().unwrap().metrics_listen, None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("verbatim.toml");
+        std::fs::write(&file, "metrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            from_file.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let flag = ServeArgs {
+            config: Some(file),
+            metrics_listen: Some("0.0.0.0:9999".parse().unwrap()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(flag.metrics_listen, Some("0.0.0.0:9999".parse().unwrap()));
     }
 }

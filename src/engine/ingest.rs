@@ -36,6 +36,8 @@ impl Engine {
     ) -> Result<impl Future<Output = Result<Vec<ItemOutcome>>> + use<>> {
         check_batch_size("items", items.len(), MAX_BATCH_ITEMS)?;
         ctx.check_deadline()?;
+        crate::metrics::observe_batch_size(crate::metrics::pool::INGEST, items.len());
+        let queued = crate::metrics::queue_depth(crate::metrics::pool::INGEST).track();
         let (mut outcomes, accepted) = validate_batch(items, UnixMicros::now());
         let ids: Vec<(usize, FeedbackId)> =
             accepted.iter().map(|(i, f)| (*i, f.id.clone())).collect();
@@ -46,6 +48,7 @@ impl Engine {
             Some(self.store.submit_upsert(items, mode).await?)
         };
         Ok(async move {
+            let _queued = queued;
             if let Some(pending) = pending {
                 pending.await?;
                 for (index, id) in ids {

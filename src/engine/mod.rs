@@ -75,6 +75,10 @@ impl Engine {
         self.themes.clone()
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn index(&self) -> &SearchIndex {
         &self.index
     }

@@ -48,6 +48,7 @@ impl ReadPool {
         }
         let before = self.waiting.fetch_add(1, Ordering::AcqRel);
         let _waiting = Waiting(&self.waiting);
+        let _queued = crate::metrics::queue_depth(crate::metrics::pool::SEARCH).track();
         if before >= self.queue {
             return Err(Error::Busy(format!(
                 "all {} search threads are busy and {} calls wait (--search-threads, --search-queue); retry with backoff",

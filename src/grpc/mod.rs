@@ -6,6 +6,7 @@ mod budget;
 pub mod codec;
 mod context;
 mod convert;
+mod metrics;
 mod report;
 mod request_id;
 mod service;
@@ -13,14 +14,19 @@ mod status;
 
 use budget::ByteBudget;
 pub use convert::{channel_to_pb, stage_to_pb};
+pub use metrics::TenantSlot;
 pub use report::report_from_pb;
 pub use service::FeedbackApi;
 
-/// The router with the request byte budget in front of every service.
+/// The router with its layers in front of every service, outermost first:
+/// RPC metrics, the request id, the request byte budget.
 pub type ApiRouter = tonic::transport::server::Router<
     tower_layer::Stack<
         budget::RequestBudgetLayer,
-        tower_layer::Stack<request_id::RequestIdLayer, tower_layer::Identity>,
+        tower_layer::Stack<
+            request_id::RequestIdLayer,
+            tower_layer::Stack<metrics::RpcMetricsLayer, tower_layer::Identity>,
+        >,
     >,
 >;
 
@@ -95,6 +101,7 @@ pub async fn router(
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .layer(metrics::RpcMetricsLayer)
         .layer(request_id::RequestIdLayer)
         .layer(budget::RequestBudgetLayer::new(ByteBudget::new(
             limits.max_inflight_request_bytes,

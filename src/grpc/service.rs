@@ -52,6 +52,9 @@ impl FeedbackApi {
             .authenticate(header)
             .map_err(crate::error::Error::from)?;
         tracing::Span::current().record("tenant", principal.tenant.as_str());
+        if let Some(slot) = request.extensions().get::<Arc<super::TenantSlot>>() {
+            slot.set(principal.tenant.as_str());
+        }
         principal.require(need).map_err(crate::error::Error::from)?;
         let mut ctx = request_context(request);
         if let Some(key) = &principal.key_id {

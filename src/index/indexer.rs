@@ -115,10 +115,13 @@ impl Indexer {
                     writer.add_document(to_document(&fields, current))?;
                 }
             }
+            let committing = Instant::now();
             let mut prepared = writer.prepare_commit()?;
             prepared.set_payload(&resume_at.to_string());
             prepared.commit()?;
+            crate::metrics::observe_index_commit(committing.elapsed());
             self.shared.reader.reload()?;
+            observe_freshness(&batch.changes);
             self.applied = last;
             self.shared.indexed_seq.store(last, Ordering::Release);
             tracing::debug!(
@@ -176,6 +179,20 @@ impl Indexer {
             tracing::warn!(%error, "cannot trim the change log after the rebuild");
         }
         Ok(())
+    }
+}
+
+/// Ingest-to-searchable time of the item versions this commit made
+/// searchable: the change a version was stored with has the version's own
+/// seq (later entries of the same version, e.g. its analysis, do not count).
+fn observe_freshness(changes: &[crate::store::Change]) {
+    let now = crate::domain::UnixMicros::now().0;
+    for item in changes
+        .iter()
+        .filter_map(|c| c.current.as_ref().filter(|item| item.seq == c.seq))
+    {
+        let micros = u64::try_from(now - item.ingested_at.0).unwrap_or(0);
+        crate::metrics::observe_ingest_to_searchable(Duration::from_micros(micros));
     }
 }
 

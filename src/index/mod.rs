@@ -84,6 +84,8 @@ pub struct IndexSettings {
 }
 
 struct Shared {
+    /// The index folder (`index/vN`).
+    dir: PathBuf,
     fields: Fields,
     reader: IndexReader,
     parser: QueryParser,
@@ -250,6 +252,7 @@ impl SearchIndex {
         let mut parser = QueryParser::for_index(&index, vec![fields.text]);
         parser.set_conjunction_by_default();
         let shared = Arc::new(Shared {
+            dir: dir.clone(),
             indexed_seq: AtomicU64::new(committed_seq(&index)?),
             fields,
             reader,
@@ -285,6 +288,25 @@ impl SearchIndex {
     /// The last store `seq` that is searchable.
     pub fn indexed_seq(&self) -> u64 {
         self.shared.indexed_seq.load(Ordering::Acquire)
+    }
+
+    /// Documents in the searchable (last reloaded) index.
+    pub fn documents(&self) -> u64 {
+        self.shared.reader.searcher().num_docs()
+    }
+
+    /// Bytes of the index folder's files (segments, metadata); 0 when it
+    /// cannot be listed.
+    pub fn size_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.shared.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok()?.metadata().ok())
+                    .filter(|meta| meta.is_file())
+                    .map(|meta| meta.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Applies what is left of the change log, commits and stops the indexer.

@@ -70,6 +70,8 @@ impl Lanes {
             Lane::Interactive => state.interactive.push_back(job),
             Lane::Background => state.background.push_back(job),
         }
+        let depth = state.interactive.len() + state.background.len();
+        crate::metrics::set_queue_depth(crate::metrics::pool::ANALYSIS, depth);
         self.ready.notify_one();
         Ok(())
     }
@@ -87,7 +89,7 @@ impl Lanes {
                 background,
                 closed,
             } = &mut *state;
-            for queue in [interactive, background] {
+            for queue in [&mut *interactive, &mut *background] {
                 while texts < BATCH_TEXTS {
                     let Some(job) = queue.pop_front() else { break };
                     if job.reply.is_closed() {
@@ -97,6 +99,8 @@ impl Lanes {
                     group.push(job);
                 }
             }
+            let depth = interactive.len() + background.len();
+            crate::metrics::set_queue_depth(crate::metrics::pool::ANALYSIS, depth);
             if !group.is_empty() {
                 return Some(group);
             }
@@ -171,9 +175,14 @@ impl AnalysisPool {
         }
         let lanes = Arc::new(Lanes::default());
         let thread_lanes = lanes.clone();
+        // The encoder folder (`e5-small-int8`): the metrics' model label.
+        let model_label = paths
+            .encoder
+            .file_name()
+            .map_or_else(|| "encoder".into(), |n| n.to_string_lossy().into_owned());
         std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || run_inference(&encoder, &thread_lanes))
+            .spawn(move || run_inference(&encoder, &thread_lanes, &model_label))
             .map_err(|e| NlpError::Load {
                 what: "the inference thread".into(),
                 reason: e.to_string(),
@@ -481,7 +490,7 @@ impl InFlight {
     }
 }
 
-fn run_inference(encoder: &Encoder, lanes: &Lanes) {
+fn run_inference(encoder: &Encoder, lanes: &Lanes, model: &str) {
     while let Some(group) = lanes.next_group() {
         let all: Vec<&str> = group
             .iter()
@@ -490,9 +499,12 @@ fn run_inference(encoder: &Encoder, lanes: &Lanes) {
         // Checked between inference calls: a group whose callers all went
         // away is dropped mid-way.
         let abandoned = || group.iter().all(|job| job.reply.is_closed());
+        crate::metrics::observe_batch_size(crate::metrics::pool::ANALYSIS, all.len());
+        let started = std::time::Instant::now();
         match encoder.embed_unless(&all, abandoned) {
             Ok(None) => tracing::debug!("batch dropped: its callers went away"),
             Ok(Some(mut embeddings)) => {
+                crate::metrics::observe_inference(model, started.elapsed());
                 for job in group.into_iter().rev() {
                     let mine = embeddings.split_off(embeddings.len() - job.texts.len());
                     let _ = job.reply.send(Ok(mine));

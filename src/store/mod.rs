@@ -510,6 +510,11 @@ impl Store {
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         stats(&*self.db.get()?)
     }
+
+    /// Write requests waiting in the writer's queue now.
+    pub fn write_queue_depth(&self) -> usize {
+        self.writer.queued()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -146,6 +146,11 @@ impl WriterHandle {
         }
     }
 
+    /// Writes waiting in the queue now.
+    pub(super) fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
     /// Queues a write, failing at once with `QueueFull` when the queue is full.
     pub(super) fn try_submit<W: WriteOperation>(
         &self,
@@ -261,6 +266,7 @@ fn run_writer(
                 Err(_) => break,
             }
         }
+        crate::metrics::observe_batch_size(crate::metrics::pool::WRITE, group_items);
         let started = std::time::Instant::now();
         let result = slot.get().and_then(|db| apply_group(&db, &mut group));
         match result {

@@ -9,6 +9,7 @@ mod defects;
 mod durability;
 mod ingest;
 mod limits;
+mod metrics;
 mod nlp;
 mod report;
 mod search;

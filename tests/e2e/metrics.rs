@@ -1,0 +1,148 @@
+//! The Prometheus endpoint (`--metrics-listen`): RPCs are counted by method
+//! and code, timed, and the scrape-time gauges are there.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::Code;
+
+use crate::helpers::*;
+
+/// The endpoint's address, as the server logs it (`metrics_addr=...`).
+fn metrics_addr(server: &TestServer) -> SocketAddr {
+    let log = server.log_text();
+    let rest = log
+        .split("metrics_addr=")
+        .nth(1)
+        .expect("the server logs metrics_addr=");
+    rest.chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect::<String>()
+        .parse()
+        .expect("a socket address")
+}
+
+/// One raw HTTP/1.1 exchange; returns the head and the body.
+async fn get(addr: SocketAddr, target: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to metrics");
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the endpoint answers and closes")
+        .unwrap();
+    let answer = String::from_utf8(answer).expect("utf-8");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    (head.to_string(), body.to_string())
+}
+
+/// The value of the sample line that starts with `series` (name and labels).
+fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().expect("a number"))
+}
+
+#[tokio::test]
+async fn rpcs_are_counted_timed_and_served_on_the_metrics_endpoint() {
+    let server = TestServer::spawn_with(&["--metrics-listen", "127.0.0.1:0"]).await;
+    let addr = metrics_addr(&server);
+    let mut client = server.client().await;
+
+    let word = unique_word("metrics");
+    let response = ingest(&mut client, vec![item("m-1", &format!("a {word} item"))]).await;
+    assert_eq!(response.accepted, 1);
+    search(&mut client, search_request(&word)).await;
+    let bad = client
+        .search(search_request("(unclosed"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+
+    let requests = |method: &str, code: &str| {
+        format!("verbatim_rpc_requests_total{{method=\"{method}\",tenant=\"-\",code=\"{code}\"}}")
+    };
+    let expected = [
+        (requests("Ingest", "OK"), 1.0),
+        (requests("Search", "OK"), 1.0),
+        (requests("Search", "INVALID_ARGUMENT"), 1.0),
+        (
+            "verbatim_rpc_duration_seconds_count{method=\"Search\",tenant=\"-\"}".to_string(),
+            2.0,
+        ),
+        (
+            "verbatim_rpc_duration_seconds_bucket{method=\"Search\",tenant=\"-\",le=\"+Inf\"}"
+                .to_string(),
+            2.0,
+        ),
+        ("verbatim_rpc_in_flight{method=\"Search\"}".to_string(), 0.0),
+        (
+            "verbatim_index_documents{tenant=\"default\"}".to_string(),
+            1.0,
+        ),
+    ];
+    // A call is recorded before its client sees the end, and the document
+    // is searchable within the refresh interval: retry briefly all the same.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (head, body) = loop {
+        let (head, body) = get(addr, "/metrics").await;
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(series, want)| value(&body, series) != Some(*want))
+            .collect();
+        if missing.is_empty() {
+            break (head, body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not as expected: {missing:?}\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    // The test's own health checks (TestServer waits for SERVING).
+    assert!(
+        value(
+            &body,
+            "verbatim_rpc_requests_total{method=\"grpc.health.v1.Health/Check\",tenant=\"-\",code=\"OK\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+    // The Search histogram has every bucket, the slowest one included.
+    assert!(body.contains(
+        "verbatim_rpc_duration_seconds_bucket{method=\"Search\",tenant=\"-\",le=\"30\"} 2\n"
+    ));
+    for family in [
+        "verbatim_pool_queue_depth",
+        "verbatim_pool_batch_size",
+        "verbatim_index_commit_seconds",
+        "verbatim_index_size_bytes",
+        "verbatim_ingest_to_searchable_seconds",
+        "verbatim_analysis_backlog",
+    ] {
+        assert!(body.contains(&format!("# TYPE {family} ")), "{family}");
+    }
+    assert!(value(&body, "verbatim_index_size_bytes{tenant=\"default\"}").is_some_and(|n| n > 0.0));
+    assert!(
+        value(&body, "verbatim_ingest_to_searchable_seconds_count").is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+    assert!(value(&body, "verbatim_pool_batch_size_count{pool=\"ingest\"}") == Some(1.0));
+
+    let (missing, _) = get(addr, "/").await;
+    assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+}
+
+#[tokio::test]
+async fn metrics_are_off_by_default() {
+    let server = TestServer::spawn().await;
+    assert!(!server.log_text().contains("metrics_addr="));
+}
