@@ -249,7 +249,9 @@ fn scrape_tenants(tenants: Arc<Tenants>) -> crate::metrics::ScrapeHook {
                 Ok(stats) => {
                     crate::metrics::set_analysis_backlog(tenant.as_str(), stats.analysis_backlog)
                 }
-                Err(error) => tracing::debug!(%error, %tenant, "metrics: cannot read the store's stats"),
+                Err(error) => {
+                    tracing::debug!(%error, %tenant, "metrics: cannot read the store's stats")
+                }
             }
         }
         crate::metrics::set_queue_depth(pool::WRITE, write_queue);

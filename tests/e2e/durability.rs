@@ -255,7 +255,8 @@ async fn repeated_kill_9_during_streaming_ingest_and_analysis() {
         let channel = server.channel().await;
         let mut writers = Vec::new();
         for writer in 0..3 {
-            let mut client = pb::feedback_service_client::FeedbackServiceClient::new(channel.clone());
+            let mut client =
+                pb::feedback_service_client::FeedbackServiceClient::new(channel.clone());
             let (tx, rx) = tokio::sync::mpsc::channel::<pb::IngestRequest>(4);
             let batches: Arc<Mutex<HashMap<u64, Vec<String>>>> = Arc::default();
             let (sent, acked, word) = (sent.clone(), acked.clone(), word.clone());
@@ -292,7 +293,11 @@ async fn repeated_kill_9_during_streaming_ingest_and_analysis() {
                 };
                 let mut acks = response.into_inner();
                 while let Ok(Some(ack)) = acks.message().await {
-                    let ids = batches.lock().unwrap().remove(&ack.sequence).unwrap_or_default();
+                    let ids = batches
+                        .lock()
+                        .unwrap()
+                        .remove(&ack.sequence)
+                        .unwrap_or_default();
                     assert_eq!(ack.accepted as usize, ids.len(), "every item is valid");
                     acked.lock().unwrap().extend(ids);
                 }
@@ -335,7 +340,9 @@ async fn repeated_kill_9_during_streaming_ingest_and_analysis() {
     let mut stored = HashSet::new();
     for chunk in sent.chunks(1000) {
         let got = client
-            .get(pb::GetRequest { ids: chunk.to_vec() })
+            .get(pb::GetRequest {
+                ids: chunk.to_vec(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -350,7 +357,11 @@ async fn repeated_kill_9_during_streaming_ingest_and_analysis() {
         }
     }
     let lost: Vec<&String> = acked.difference(&stored).collect();
-    assert!(lost.is_empty(), "acknowledged but lost: {:?}", &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost: {:?}",
+        &lost[..lost.len().min(5)]
+    );
     // The index holds each stored item exactly once, and nothing else.
     let mut indexed = Vec::new();
     let mut cursor = String::new();

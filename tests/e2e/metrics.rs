@@ -63,18 +63,20 @@ async fn rpcs_are_counted_timed_and_served_on_the_metrics_endpoint() {
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
 
     let requests = |method: &str, code: &str| {
-        format!("verbatim_rpc_requests_total{{method=\"{method}\",tenant=\"-\",code=\"{code}\"}}")
+        format!(
+            "verbatim_rpc_requests_total{{method=\"{method}\",tenant=\"default\",code=\"{code}\"}}"
+        )
     };
     let expected = [
         (requests("Ingest", "OK"), 1.0),
         (requests("Search", "OK"), 1.0),
         (requests("Search", "INVALID_ARGUMENT"), 1.0),
         (
-            "verbatim_rpc_duration_seconds_count{method=\"Search\",tenant=\"-\"}".to_string(),
+            "verbatim_rpc_duration_seconds_count{method=\"Search\",tenant=\"default\"}".to_string(),
             2.0,
         ),
         (
-            "verbatim_rpc_duration_seconds_bucket{method=\"Search\",tenant=\"-\",le=\"+Inf\"}"
+            "verbatim_rpc_duration_seconds_bucket{method=\"Search\",tenant=\"default\",le=\"+Inf\"}"
                 .to_string(),
             2.0,
         ),
@@ -118,7 +120,7 @@ async fn rpcs_are_counted_timed_and_served_on_the_metrics_endpoint() {
     );
     // The Search histogram has every bucket, the slowest one included.
     assert!(body.contains(
-        "verbatim_rpc_duration_seconds_bucket{method=\"Search\",tenant=\"-\",le=\"30\"} 2\n"
+        "verbatim_rpc_duration_seconds_bucket{method=\"Search\",tenant=\"default\",le=\"30\"} 2\n"
     ));
     for family in [
         "verbatim_pool_queue_depth",
