@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod index;
 pub mod metrics;
 pub mod nlp;
+pub mod redact;
 pub mod report;
 pub mod store;
 pub mod telemetry;
