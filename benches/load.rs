@@ -1021,6 +1021,7 @@ fn report_item(
         },
         tags: Vec::new(),
         attributes: Default::default(),
+        original_text: None,
     };
     StoredFeedback {
         feedback,

@@ -15,9 +15,13 @@ use tokio_stream::StreamExt;
 use crate::auth::{AuthMode, Authenticator, KeysFile};
 use crate::config::{Config, Switch};
 use crate::domain::TenantId;
-use crate::engine::{tenant_dir, tenants_on_disk, Engine, RequestContext, Tenants};
+use crate::engine::{
+    tenant_dir, tenants_on_disk, Engine, RedactionSettings, RedactionSource, RequestContext,
+    Tenants,
+};
 use crate::index::{IndexSettings, SearchIndex};
 use crate::nlp::{AnalysisPool, ModelPaths};
+use crate::redact::RedactionPolicy;
 use crate::store::Store;
 
 pub struct App {
@@ -35,9 +39,36 @@ pub struct App {
 struct TenantOpener {
     config: Arc<Config>,
     analysis: Option<AnalysisPool>,
+    auth: Arc<Authenticator>,
 }
 
 impl TenantOpener {
+    /// A tenant's redaction settings: for the default tenant `--redact`
+    /// when given, else the keys file's `[tenants.NAME]` (re-read when the
+    /// file changes).
+    fn redaction(&self, tenant: &TenantId) -> RedactionSource {
+        let flag = match (&self.config.redact, tenant.is_default()) {
+            (Some(list), true) => Some(RedactionSettings {
+                policy: RedactionPolicy::parse_list(list).unwrap_or_default(),
+                keep_original: self.config.redact_keep_original,
+            }),
+            _ => None,
+        };
+        let auth = self.auth.clone();
+        let tenant = tenant.clone();
+        Arc::new(move || {
+            if let Some(settings) = &flag {
+                return settings.clone();
+            }
+            let settings = auth.tenant_settings(&tenant);
+            RedactionSettings {
+                // Validated when the keys file was loaded.
+                policy: RedactionPolicy::parse_list(&settings.redact.join(",")).unwrap_or_default(),
+                keep_original: settings.keep_original,
+            }
+        })
+    }
+
     /// Opens the store, the index, the taxonomy and the background analysis
     /// of one tenant (its folder is created if missing).
     async fn open(&self, tenant: &TenantId) -> anyhow::Result<Engine> {
@@ -57,7 +88,8 @@ impl TenantOpener {
                 .await?
                 .with_context(|| format!("cannot open the index of tenant {tenant}"))?;
         let engine = Engine::new(store.clone(), index, self.analysis.clone())
-            .with_read_pool(config.search_threads, config.search_queue);
+            .with_read_pool(config.search_threads, config.search_queue)
+            .with_redaction(self.redaction(tenant));
         engine
             .start_themes()
             .await
@@ -116,6 +148,7 @@ impl App {
         let opener = TenantOpener {
             config: Arc::new(config.clone()),
             analysis,
+            auth: auth.clone(),
         };
         let default = TenantId::default_tenant();
         let default_engine = opener.open(&default).await?;

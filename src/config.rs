@@ -70,6 +70,11 @@ pub struct Config {
     pub auth: Option<crate::auth::AuthMode>,
     /// The API keys and tenant settings; unset: `DATA_DIR/keys.toml`.
     pub keys_file: Option<PathBuf>,
+    /// PII the default tenant redacts before storing: "email,phone,card,iban",
+    /// "all" or "none"; unset: the keys file's `[tenants.default]`, else none.
+    pub redact: Option<String>,
+    /// With `redact`: keep the original text for admins (default false).
+    pub redact_keep_original: bool,
     /// Address of the Prometheus endpoint (`GET /metrics`); None: off.
     /// Unauthenticated: bind it to loopback or a private network.
     pub metrics_listen: Option<SocketAddr>,
@@ -98,6 +103,8 @@ impl Default for Config {
             max_concurrent_streams: 64,
             auth: None,
             keys_file: None,
+            redact: None,
+            redact_keep_original: false,
             metrics_listen: None,
         }
     }
@@ -170,6 +177,12 @@ pub struct ServeArgs {
     /// The keys file (`verbatim keys` edits it; re-read on change) [default: DATA_DIR/keys.toml].
     #[arg(long, env = "VERBATIM_KEYS_FILE")]
     pub keys_file: Option<PathBuf>,
+    /// PII the default tenant replaces by [EMAIL], [PHONE], [CARD], [IBAN] before anything is stored or indexed: a list of email, phone, card, iban, or all / none [default: the keys file's [tenants.default] redact, else none]. Other tenants: `redact` in the keys file.
+    #[arg(long, env = "VERBATIM_REDACT")]
+    pub redact: Option<String>,
+    /// With --redact: also keep each original text, readable only by an admin key with Get's include_original [default: false].
+    #[arg(long, env = "VERBATIM_REDACT_KEEP_ORIGINAL")]
+    pub redact_keep_original: Option<bool>,
     /// Address of the Prometheus endpoint, GET /metrics, e.g. 127.0.0.1:9464 [default: off]; no authentication: keep it on loopback or a private network; port 0 picks a free port (logged as metrics_addr=...).
     #[arg(long, env = "VERBATIM_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -206,6 +219,10 @@ impl ServeArgs {
                 .unwrap_or(base.max_concurrent_streams),
             auth: self.auth.or(base.auth),
             keys_file: self.keys_file.or(base.keys_file),
+            redact: self.redact.or(base.redact),
+            redact_keep_original: self
+                .redact_keep_original
+                .unwrap_or(base.redact_keep_original),
             metrics_listen: self.metrics_listen.or(base.metrics_listen),
         };
         config.validate()?;
@@ -229,6 +246,10 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(list) = &self.redact {
+            crate::redact::RedactionPolicy::parse_list(list)
+                .map_err(|e| anyhow::anyhow!("redact: {e}"))?;
+        }
         anyhow::ensure!(
             (10..=60_000).contains(&self.refresh_interval_ms),
             "refresh_interval_ms must be 10..=60000, got {}",

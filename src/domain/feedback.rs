@@ -154,6 +154,11 @@ pub struct Feedback {
     pub tags: Vec<String>,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// The text as sent, kept only when the tenant redacts PII and keeps
+    /// originals (`text` then holds the redacted text). Read back only by
+    /// an admin key that asks for it; erasure removes it with the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_text: Option<String>,
 }
 
 /// A feedback item as the store keeps it: the item plus what the server

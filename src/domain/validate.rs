@@ -92,6 +92,7 @@ impl FeedbackDraft {
             scores,
             tags,
             attributes,
+            original_text: None,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use super::{check_batch_size, Engine, QueueMode, RequestContext};
 use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST};
@@ -12,6 +13,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::nlp::NlpError;
+use crate::redact::RedactionPolicy;
 use crate::store::{AnalysisUpdate, Deleted};
 
 /// The outcome for one item of an ingest batch.
@@ -23,6 +25,33 @@ pub enum ItemOutcome {
 
 /// An item as it arrived: already converted (or rejected) by the transport.
 pub type IncomingItem = std::result::Result<FeedbackDraft, Rejection>;
+
+/// What a tenant redacts before anything is stored (`crate::redact`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedactionSettings {
+    pub policy: RedactionPolicy,
+    /// Keep the text as sent in `Feedback::original_text`.
+    pub keep_original: bool,
+}
+
+/// Read for every batch, so a change of the tenant's settings applies to
+/// the next write without a restart.
+pub type RedactionSource = Arc<dyn Fn() -> RedactionSettings + Send + Sync>;
+
+/// Replaces the PII the policy names in each item's text, before it is
+/// stored, so the index, the analysis, snippets, reports and every read see
+/// only the redacted text.
+fn redact_items(items: &mut [(usize, Feedback)], settings: &RedactionSettings) {
+    for (_, item) in items {
+        let redacted = crate::redact::redact(&item.text, &settings.policy);
+        if redacted.changed() {
+            let original = std::mem::replace(&mut item.text, redacted.text);
+            if settings.keep_original {
+                item.original_text = Some(original);
+            }
+        }
+    }
+}
 
 impl Engine {
     /// Validates a batch and queues its valid items; the returned future
@@ -38,7 +67,17 @@ impl Engine {
         ctx.check_deadline()?;
         crate::metrics::observe_batch_size(crate::metrics::pool::INGEST, items.len());
         let queued = crate::metrics::queue_depth(crate::metrics::pool::INGEST).track();
-        let (mut outcomes, accepted) = validate_batch(items, UnixMicros::now());
+        let (mut outcomes, mut accepted) = validate_batch(items, UnixMicros::now());
+        let redaction = (self.redaction)();
+        if !redaction.policy.is_empty() && !accepted.is_empty() {
+            // Regular expressions over up to 32 MiB: off the async executor.
+            accepted = tokio::task::spawn_blocking(move || {
+                redact_items(&mut accepted, &redaction);
+                accepted
+            })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
+        }
         let ids: Vec<(usize, FeedbackId)> =
             accepted.iter().map(|(i, f)| (*i, f.id.clone())).collect();
         let pending = if accepted.is_empty() {

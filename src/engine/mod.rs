@@ -20,7 +20,7 @@ mod themes;
 
 pub use self::analysis::ServiceStats;
 pub use self::context::{Caller, RequestContext};
-pub use self::ingest::{IncomingItem, ItemOutcome};
+pub use self::ingest::{IncomingItem, ItemOutcome, RedactionSettings, RedactionSource};
 pub use self::tenants::{tenant_dir, tenants_on_disk, OpenTenant, Tenants};
 pub(crate) use self::themes::ThemeState;
 pub use self::themes::{CandidateReport, DiscoveryReport, ThemeEdit};
@@ -40,6 +40,7 @@ pub struct Engine {
     analysis: Option<AnalysisPool>,
     themes: std::sync::Arc<ThemeState>,
     reads: std::sync::Arc<reads::ReadPool>,
+    redaction: RedactionSource,
 }
 
 impl Engine {
@@ -53,7 +54,14 @@ impl Engine {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
                 64,
             )),
+            redaction: std::sync::Arc::new(RedactionSettings::default),
         }
+    }
+
+    /// Where this tenant's PII redaction settings come from (none by default).
+    pub fn with_redaction(mut self, source: RedactionSource) -> Self {
+        self.redaction = source;
+        self
     }
 
     /// Searches and reports run on at most `threads` threads; `queue` more

@@ -159,6 +159,8 @@ impl From<StoredFeedback> for pb::Feedback {
                 AnalysisState::Done(analysis) => Some(analysis.into()),
                 _ => None,
             },
+            // Never by default: only Get with include_original, for admins.
+            original_text: String::new(),
         }
     }
 }

@@ -165,12 +165,28 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let (engine, ctx) = self.enter(&request, Need::Role(Role::Read)).await?;
-        let ids = convert::ids(request.into_inner().ids)?;
+        let need = if request.get_ref().include_original {
+            Need::Role(Role::Admin)
+        } else {
+            Need::Role(Role::Read)
+        };
+        let (engine, ctx) = self.enter(&request, need).await?;
+        let request = request.into_inner();
+        let ids = convert::ids(request.ids)?;
         tracing::Span::current().record("ids", ids.len());
         let (items, missing) = engine.get(&ctx, ids).await?;
         Ok(Response::new(pb::GetResponse {
-            items: items.into_iter().map(Into::into).collect(),
+            items: items
+                .into_iter()
+                .map(|item| {
+                    let original = item.feedback.original_text.clone();
+                    let mut item = pb::Feedback::from(item);
+                    if request.include_original {
+                        item.original_text = original.unwrap_or_default();
+                    }
+                    item
+                })
+                .collect(),
             missing_ids: missing.into_iter().map(|id| id.to_string()).collect(),
         }))
     }

@@ -335,6 +335,7 @@ async fn tenants_never_see_each_other() {
         .get(authed(
             pb::GetRequest {
                 ids: vec!["shared-id".into()],
+                ..Default::default()
             },
             Some(&globex),
         ))
@@ -361,6 +362,7 @@ async fn tenants_never_see_each_other() {
         .get(authed(
             pb::GetRequest {
                 ids: vec!["acme-only".into()],
+                ..Default::default()
             },
             Some(&globex),
         ))

@@ -136,6 +136,7 @@ async fn csv_import_with_column_mapping_reports_rejections_and_resumes() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["row-3".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -349,6 +350,7 @@ async fn a_cp1252_csv_with_crlf_is_detected_and_imported() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["cp-1".into(), "cp-2".into(), "cp-4".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -378,6 +380,7 @@ async fn a_cp1252_csv_with_crlf_is_detected_and_imported() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["cp-1".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -420,6 +423,7 @@ async fn jsonl_with_a_bom_and_a_bad_byte_imports_every_other_line() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["first".into(), "third".into()],
+            ..Default::default()
         })
         .await
         .unwrap()

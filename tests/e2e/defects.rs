@@ -153,6 +153,7 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
     let got = client
         .get(pb::GetRequest {
             ids: vec![acked[0].clone()],
+            ..Default::default()
         })
         .await
         .expect("Get on a full disk")
@@ -383,6 +384,7 @@ async fn huge_texts_never_stall_the_analysis() {
         let got = client
             .get(pb::GetRequest {
                 ids: vec!["huge-1".into(), "huge-2".into(), "normal".into()],
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -60,6 +60,7 @@ async fn acknowledged_writes_survive_kill_9_mid_ingest() {
         let got = client
             .get(pb::GetRequest {
                 ids: chunk.to_vec(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -99,6 +100,7 @@ async fn sigterm_drains_and_restart_keeps_everything() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["r-0".into(), "r-299".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -342,6 +344,7 @@ async fn repeated_kill_9_during_streaming_ingest_and_analysis() {
         let got = client
             .get(pb::GetRequest {
                 ids: chunk.to_vec(),
+                ..Default::default()
             })
             .await
             .unwrap()

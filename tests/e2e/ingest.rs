@@ -47,6 +47,7 @@ async fn ingest_get_search_delete_round_trip() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["rt-1".into(), "nope".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -75,6 +76,7 @@ async fn ingest_get_search_delete_round_trip() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["rt-1".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -121,6 +123,7 @@ async fn valid_items_are_stored_even_when_others_in_the_batch_are_rejected() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["b-1".into(), "b-2".into(), "b-3".into(), "b-4".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -168,6 +171,7 @@ async fn re_ingesting_an_id_replaces_the_item_everywhere() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["same".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -247,6 +251,7 @@ async fn delete_customer_erases_store_index_and_snippets() {
     let got = client
         .get(pb::GetRequest {
             ids: (0..5).map(|i| format!("c-{i}")).collect(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -342,6 +347,7 @@ async fn a_bad_stream_message_ends_the_stream_after_the_acks_before_it() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["bs-1-99".into(), "bs-3-0".into()],
+            ..Default::default()
         })
         .await
         .unwrap()

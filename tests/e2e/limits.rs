@@ -62,6 +62,7 @@ async fn invalid_utf8_is_invalid_argument_and_stores_nothing() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["utf-ok".into(), "utf-bad".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -286,6 +287,7 @@ async fn request_level_limits() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["m-0".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -306,6 +308,7 @@ async fn request_level_limits() {
             ids: (0..=limits::MAX_IDS_PER_REQUEST)
                 .map(|i| i.to_string())
                 .collect(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -313,6 +316,7 @@ async fn request_level_limits() {
     let status = client
         .get(pb::GetRequest {
             ids: vec!["bad id".into()],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -345,7 +349,8 @@ async fn request_level_limits() {
     );
     assert!(client
         .get(pb::GetRequest {
-            ids: vec!["big-0".into()]
+            ids: vec!["big-0".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -493,7 +498,10 @@ async fn a_full_write_queue_answers_resource_exhausted_and_loses_nothing_acknowl
     for t in acknowledged {
         let ids = (0..1000).map(|i| format!("q-{t}-{i}")).collect();
         let got = client
-            .get(pb::GetRequest { ids })
+            .get(pb::GetRequest {
+                ids,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();

@@ -11,6 +11,7 @@ mod ingest;
 mod limits;
 mod metrics;
 mod nlp;
+mod pii;
 mod report;
 mod search;
 mod text;

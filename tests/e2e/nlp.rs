@@ -454,6 +454,7 @@ async fn wait_analysed(client: &mut Client, ids: &[&str]) -> Vec<pb::Feedback> {
         let got = client
             .get(pb::GetRequest {
                 ids: ids.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -724,6 +725,7 @@ async fn ingest_can_wait_for_the_analysis() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["w-1".into()],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -60,6 +60,7 @@ async fn mojibake_is_stored_as_sent_and_searched_in_normalised_form() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["mojibake".into(), "decomposed".into()],
+            ..Default::default()
         })
         .await
         .expect("Get")
@@ -139,6 +140,7 @@ async fn analysis_spans_index_into_the_text_as_sent() {
     let got = client
         .get(pb::GetRequest {
             ids: vec!["one-for-one".into(), "merged".into()],
+            ..Default::default()
         })
         .await
         .expect("Get")

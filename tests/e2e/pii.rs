@@ -1,0 +1,279 @@
+//! PII redaction through the real binary: what a tenant redacts never
+//! reaches the store's text, the index, snippets or reads; originals only
+//! where kept, only for admins who ask; false positives left alone.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tonic::{Code, Request};
+use verbatim::grpc::pb;
+
+use crate::helpers::*;
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn add_key(data_dir: &Path, tenant: &str, role: &str) -> String {
+    let output = Command::new(BIN)
+        .args([
+            "keys",
+            "add",
+            "--tenant",
+            tenant,
+            "--role",
+            role,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string()
+}
+
+const WITH_PII: [(&str, &str, &str); 5] = [
+    (
+        "p-en",
+        "Charged twice on card 4111 1111 1111 1111, email me at jane.doe+billing@example.com",
+        "Charged twice on card [CARD], email me at [EMAIL]",
+    ),
+    (
+        "p-de",
+        "Ruf mich bitte an unter +49 170 1234567, Lieferung kam nie an.",
+        "Ruf mich bitte an unter [PHONE], Lieferung kam nie an.",
+    ),
+    (
+        "p-fr",
+        "Écrivez-moi à jean.dupont@exemple.fr ou au 06 12 34 56 78 svp",
+        "Écrivez-moi à [EMAIL] ou au [PHONE] svp",
+    ),
+    (
+        "p-es",
+        "Devolución a mi IBAN ES91 2100 0418 4502 0005 1332 por favor",
+        "Devolución a mi IBAN [IBAN] por favor",
+    ),
+    (
+        "p-us",
+        "Call me back at +1 (415) 555-2671 about the refund",
+        "Call me back at [PHONE] about the refund",
+    ),
+];
+
+/// Order numbers, dates, versions, prices, tracking codes: not PII.
+const NOT_PII: [&str; 4] = [
+    "Order 4711-2231-99 placed on 30.11.2026 arrived 2026-12-03 at 14:30.",
+    "App version 4.2.1 (build 10.0.19045) crashes; paid €1,299.00 and $1 234,50.",
+    "Tracking 1Z999AA10123456784, invoice #20231130123, ISBN 978-3-16-148410-0.",
+    "Ticket 20231130123: 3 of 5 stars, 45% off, postcode 10115.",
+];
+
+#[tokio::test]
+async fn redaction_before_storage_with_originals_for_admins() {
+    let mut server = TestServer::spawn_with(&[
+        "--redact",
+        "email,phone,card,iban",
+        "--redact-keep-original",
+        "true",
+    ])
+    .await;
+    let mut client = server.client().await;
+    let word = unique_word("pii");
+    let mut items: Vec<pb::Feedback> = WITH_PII
+        .iter()
+        .map(|(id, text, _)| {
+            let mut item = item(id, &format!("{text} {word}"));
+            item.customer_id = "cust-pii".into();
+            item
+        })
+        .collect();
+    for (i, text) in NOT_PII.iter().enumerate() {
+        items.push(item(&format!("n-{i}"), &format!("{text} {word}")));
+    }
+    assert_eq!(ingest(&mut client, items).await.accepted, 9);
+
+    let ids: Vec<String> = WITH_PII
+        .iter()
+        .map(|(id, _, _)| id.to_string())
+        .chain((0..NOT_PII.len()).map(|i| format!("n-{i}")))
+        .collect();
+    let got = client
+        .get(pb::GetRequest {
+            ids: ids.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for ((_, _, redacted), item) in WITH_PII.iter().zip(&got.items) {
+        assert_eq!(item.text, format!("{redacted} {word}"));
+        assert!(item.original_text.is_empty(), "originals only when asked");
+    }
+    for (text, item) in NOT_PII.iter().zip(&got.items[WITH_PII.len()..]) {
+        assert_eq!(item.text, format!("{text} {word}"), "a false positive");
+    }
+    // An admin who asks reads the originals back.
+    let originals = client
+        .get(pb::GetRequest {
+            ids: ids.clone(),
+            include_original: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for ((_, text, _), item) in WITH_PII.iter().zip(&originals.items) {
+        assert_eq!(item.original_text, format!("{text} {word}"));
+    }
+    // Neither the index nor snippets know the PII.
+    let all = search_until(&mut client, search_request(&word), |r| r.total_hits == 9).await;
+    for hit in &all.hits {
+        let snippet = hit.snippet.as_ref().expect("a snippet");
+        assert!(!snippet.fragment.contains('@'), "{snippet:?}");
+        assert!(!hit.item.as_ref().unwrap().text.contains('@'));
+    }
+    for secret in ["jane.doe", "dupont", "1234567", "4111", "0418", "555-2671"] {
+        let hits = search(&mut client, search_request(&format!("\"{secret}\""))).await;
+        assert_eq!(hits.total_hits, 0, "{secret} is searchable");
+    }
+    let placeholders = search(&mut client, search_request(&format!("{word} AND email"))).await;
+    assert_eq!(
+        placeholders.total_hits, 2,
+        "the [EMAIL] placeholders are indexed"
+    );
+    // Erasure removes the kept originals with the items, also after a crash.
+    client
+        .delete_customer(pb::DeleteCustomerRequest {
+            customer_id: "cust-pii".into(),
+        })
+        .await
+        .unwrap();
+    server.kill9();
+    server.restart().await;
+    let mut client = server.client().await;
+    let after = client
+        .get(pb::GetRequest {
+            ids: ids[..WITH_PII.len()].to_vec(),
+            include_original: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(after.items.is_empty());
+}
+
+#[tokio::test]
+async fn per_tenant_policies_from_the_keys_file_apply_without_restart() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let acme_admin = add_key(&data, "acme", "admin");
+    let acme_reader = add_key(&data, "acme", "read");
+    let globex = add_key(&data, "globex", "admin");
+    let keys = data.join("keys.toml");
+    let mut file = std::fs::read_to_string(&keys).unwrap();
+    file.push_str("\n[tenants.acme]\nredact = [\"email\"]\nkeep_original = false\n");
+    std::fs::write(&keys, &file).unwrap();
+    let server = TestServer::spawn_in(&data, &[]).await;
+    let text = "Mail ops@acme-corp.example or call +44 20 7946 0958";
+    let ingest_get = |token: String, id: &'static str| {
+        let server = &server;
+        async move {
+            let mut client = server.client().await;
+            client
+                .ingest(authed(
+                    pb::IngestRequest {
+                        items: vec![item(id, text)],
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .unwrap();
+            client
+                .get(authed(
+                    pb::GetRequest {
+                        ids: vec![id.into()],
+                        include_original: true,
+                    },
+                    &token,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .items
+                .remove(0)
+        }
+    };
+    let acme = ingest_get(acme_admin.clone(), "x1").await;
+    assert_eq!(acme.text, "Mail [EMAIL] or call +44 20 7946 0958");
+    assert_eq!(acme.original_text, "", "acme keeps no originals");
+    let other = ingest_get(globex.clone(), "x1").await;
+    assert_eq!(other.text, text, "globex redacts nothing");
+    // Originals need an admin key.
+    let denied = server
+        .client()
+        .await
+        .get(authed(
+            pb::GetRequest {
+                ids: vec!["x1".into()],
+                include_original: true,
+            },
+            &acme_reader,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    // A policy change in the keys file applies to the next write.
+    std::fs::write(
+        &keys,
+        file.replace("redact = [\"email\"]", "redact = [\"email\", \"phone\"]"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let acme = ingest_get(acme_admin.clone(), "x2").await;
+        if acme.text == "Mail [EMAIL] or call [PHONE]" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "policy change not applied: {}",
+            acme.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn an_unknown_pii_kind_is_refused_at_startup() {
+    let temp = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--analysis",
+            "off",
+            "--redact",
+            "email,ssn",
+            "--data-dir",
+        ])
+        .arg(temp.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("redact") && stderr.contains("ssn"),
+        "{stderr}"
+    );
+}
