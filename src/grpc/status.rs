@@ -54,6 +54,7 @@ fn store_status(error: StoreError) -> Status {
         )),
         e @ (StoreError::Database(_)
         | StoreError::Open { .. }
+        | StoreError::InUse { .. }
         | StoreError::Decode { .. }
         | StoreError::Encode(_)
         | StoreError::WriteFailed(_)) => internal(&e),

@@ -59,6 +59,8 @@ pub(crate) const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("pro
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] redb::Error),
+    #[error("the data dir {dir} is in use by another verbatim process (one server or offline command per data dir: stop it, or pick another --data-dir)")]
+    InUse { dir: String },
     #[error("cannot open the store at {path}: {source}")]
     Open {
         path: String,
@@ -559,9 +561,14 @@ impl OfflineStore {
 
 fn open_database(dir: &Path) -> Result<Database, StoreError> {
     let path = dir.join("store.redb");
-    let db = Database::create(&path).map_err(|source| StoreError::Open {
-        path: path.display().to_string(),
-        source,
+    let db = Database::create(&path).map_err(|source| match source {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+            dir: dir.display().to_string(),
+        },
+        source => StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        },
     })?;
     // Create the tables up front so readers never see them missing. An
     // existing store is not written to here: a re-open on a full disk must

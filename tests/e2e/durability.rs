@@ -396,3 +396,23 @@ async fn repeated_kill_9_during_streaming_ingest_and_analysis() {
         stored.len()
     );
 }
+
+/// One server per data dir: a second one is refused at startup with a
+/// message that says why, and the first keeps serving.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    let server = TestServer::spawn().await;
+    let output = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--analysis", "off", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is in use by another verbatim process"),
+        "{stderr}"
+    );
+    let mut client = server.client().await;
+    stats(&mut client).await;
+}
