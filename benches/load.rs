@@ -56,6 +56,13 @@
 //! aggregations (terms theme x channel, weekly date histogram x theme, terms
 //! sentiment, NPS/CSAT/CES histograms) on the same index.
 //!
+//!   cargo bench --bench load -- mixed [SECS]          (default 300)
+//!
+//! `mixed`: SECS of mixed load from 50 clients across 3 tenants with API
+//! keys and analysis on (paced streaming ingest, closed-loop search, reports,
+//! Analyze); p50/p99 per method, RESOURCE_EXHAUSTED and other errors, the
+//! server's memory, and every acknowledged item checked afterwards.
+//!
 //! Client and server share the machine's cores; figures go to BENCHMARKS.md.
 
 use std::io::{BufRead, BufReader};
@@ -404,6 +411,9 @@ fn queries() -> Vec<BenchQuery> {
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
@@ -1263,6 +1273,285 @@ async fn bench_report(n: usize) {
     );
 }
 
+/// Adds a tenant's API key to every call.
+#[derive(Clone)]
+struct Token(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type TenantClient = FeedbackServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Token>,
+>;
+
+async fn tenant_client(addr: &str, token: &str) -> TenantClient {
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    FeedbackServiceClient::with_interceptor(channel, Token(format!("Bearer {token}").parse().unwrap()))
+        .max_decoding_message_size(64 << 20)
+}
+
+/// Per method: latencies of successful calls (ms), RESOURCE_EXHAUSTED count,
+/// other errors (code and message).
+#[derive(Default)]
+struct MethodStats {
+    ok_ms: Vec<f64>,
+    exhausted: usize,
+    errors: Vec<String>,
+}
+
+type Tally = Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, MethodStats>>>;
+
+fn record(tally: &Tally, method: &'static str, started: Instant, result: Result<(), tonic::Status>) {
+    let mut tally = tally.lock().unwrap();
+    let stats = tally.entry(method).or_default();
+    match result {
+        Ok(()) => stats.ok_ms.push(started.elapsed().as_secs_f64() * 1e3),
+        Err(status) if status.code() == tonic::Code::ResourceExhausted => stats.exhausted += 1,
+        Err(status) => stats.errors.push(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+/// `mixed`: SECS seconds of mixed load from 50 clients across 3 tenants
+/// (API keys on, analysis on): 6 paced IngestStream clients (5 items every
+/// 500 ms each, so ~60 items/s reach the background analysis), 30
+/// closed-loop Search clients (random terms x filters x sort orders), 6
+/// Report clients (1 s pause between reports), 8 Analyze clients (1-4
+/// sentences). Reports p50/p99 per method, RESOURCE_EXHAUSTED and other
+/// errors, the server's resident memory every 5 s and its peak, and checks
+/// afterwards that every acknowledged item is present in its tenant.
+async fn bench_mixed(secs: u64) {
+    let data_dir =
+        tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| "/tmp".into())).unwrap();
+    let tenants = ["north", "south", "east"];
+    let tokens: Vec<String> = tenants
+        .iter()
+        .map(|tenant| {
+            let output = Command::new(BIN)
+                .args(["keys", "add", "--tenant", tenant, "--role", "ingest", "--role", "read", "--data-dir"])
+                .arg(data_dir.path())
+                .output()
+                .unwrap();
+            assert!(output.status.success());
+            String::from_utf8(output.stdout).unwrap().lines().last().unwrap().to_string()
+        })
+        .collect();
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models/cache");
+    let server = Server::start_in(data_dir, &["--analysis", "on", "--models-dir", models]);
+    let pid = server.child.id();
+    let vocab = Arc::new(vocabulary());
+    let sentences = Arc::new(review_sentences());
+
+    // Each tenant starts with 2,000 items (their analysis runs during the load).
+    for (t, token) in tokens.iter().enumerate() {
+        let mut client = tenant_client(&server.addr, token).await;
+        let mut rng = Rng(t as u64 + 1);
+        let items: Vec<pb::Feedback> = (0..2_000)
+            .map(|i| {
+                let mut item = corpus_item(&mut rng, &vocab, i);
+                item.id = format!("pre-{i}");
+                item
+            })
+            .collect();
+        let mut acks = client
+            .ingest_stream(tokio_stream::iter(
+                items.chunks(500).map(|c| pb::IngestRequest { items: c.to_vec(), ..Default::default() }).collect::<Vec<_>>(),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        while acks.message().await.unwrap().is_some() {}
+    }
+    eprintln!("mixed: 3 tenants x 2,000 items loaded; {secs} s of load from 50 clients");
+
+    let tally: Tally = Arc::default();
+    let acked: Arc<std::sync::Mutex<Vec<(usize, String)>>> = Arc::default();
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..50usize {
+        let t = c % 3;
+        let mut client = tenant_client(&server.addr, &tokens[t]).await;
+        let (tally, acked, vocab, sentences) = (tally.clone(), acked.clone(), vocab.clone(), sentences.clone());
+        let kind = match c {
+            0..6 => "ingest",
+            6..36 => "search",
+            36..42 => "report",
+            _ => "analyze",
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(1_000 + c as u64);
+            match kind {
+                "ingest" => {
+                    let (tx, rx) = tokio::sync::mpsc::channel::<pb::IngestRequest>(8);
+                    let batches: Arc<std::sync::Mutex<std::collections::HashMap<u64, (Instant, Vec<String>)>>> = Arc::default();
+                    let sent = batches.clone();
+                    let feeder_vocab = vocab.clone();
+                    let feeder = tokio::spawn(async move {
+                        let mut rng = Rng(5_000 + c as u64);
+                        for batch in 0u64.. {
+                            if Instant::now() >= stop {
+                                return;
+                            }
+                            let items: Vec<pb::Feedback> = (0..5)
+                                .map(|i| {
+                                    let mut item = corpus_item(&mut rng, &feeder_vocab, i);
+                                    item.id = format!("live-{c}-{batch}-{i}");
+                                    item
+                                })
+                                .collect();
+                            let ids = items.iter().map(|i| i.id.clone()).collect();
+                            sent.lock().unwrap().insert(batch, (Instant::now(), ids));
+                            if tx.send(pb::IngestRequest { items, ..Default::default() }).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    });
+                    let started = Instant::now();
+                    match client.ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+                        Ok(response) => {
+                            let mut acks = response.into_inner();
+                            loop {
+                                match acks.message().await {
+                                    Ok(Some(ack)) => {
+                                        let (sent_at, ids) = batches.lock().unwrap().remove(&ack.sequence).unwrap();
+                                        assert_eq!(ack.accepted as usize, ids.len());
+                                        record(&tally, "IngestStream (per batch)", sent_at, Ok(()));
+                                        acked.lock().unwrap().extend(ids.into_iter().map(|id| (t, id)));
+                                    }
+                                    Ok(None) => break,
+                                    Err(status) => {
+                                        record(&tally, "IngestStream (per batch)", started, Err(status));
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        Err(status) => record(&tally, "IngestStream (per batch)", started, Err(status)),
+                    }
+                    let _ = feeder.await;
+                }
+                "search" => {
+                    while Instant::now() < stop {
+                        let word = &vocab[rng.below(200)];
+                        let mut request = pb::SearchRequest {
+                            query: match rng.below(4) {
+                                0 => String::new(),
+                                1 => format!("\"{word} {}\"", vocab[rng.below(50)]),
+                                _ => word.clone(),
+                            },
+                            limit: 10,
+                            sort: rng.below(5) as i32 + 1,
+                            ..Default::default()
+                        };
+                        if rng.below(2) == 0 {
+                            request.filter = Some(pb::Filter {
+                                channels: vec![1 + rng.below(8) as i32],
+                                ..Default::default()
+                            });
+                        }
+                        if rng.below(4) == 0 {
+                            request.facets = vec!["channel".into(), "product".into()];
+                        }
+                        let started = Instant::now();
+                        let result = client.search(request).await.map(drop);
+                        record(&tally, "Search", started, result);
+                    }
+                }
+                "report" => {
+                    while Instant::now() < stop {
+                        let request = pb::ReportRequest {
+                            segment: "channel".into(),
+                            ..Default::default()
+                        };
+                        let started = Instant::now();
+                        let result = client.report(request).await.map(drop);
+                        record(&tally, "Report", started, result);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                _ => {
+                    while Instant::now() < stop {
+                        let n = 1 + rng.below(4);
+                        let texts = (0..n).map(|_| sentences[rng.below(sentences.len())].clone()).collect();
+                        let started = Instant::now();
+                        let result = client
+                            .analyze(pb::AnalyzeRequest { texts, ..Default::default() })
+                            .await
+                            .map(drop);
+                        record(&tally, "Analyze", started, result);
+                    }
+                }
+            }
+        }));
+    }
+    let mut rss_samples = Vec::new();
+    while Instant::now() < stop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        rss_samples.push(rss_mib(pid, "VmRSS:"));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let peak = rss_mib(pid, "VmHWM:");
+
+    // Every acknowledged item is present in its own tenant.
+    let acked = acked.lock().unwrap().clone();
+    let mut missing = 0;
+    for (t, token) in tokens.iter().enumerate() {
+        let mut client = tenant_client(&server.addr, token).await;
+        let ids: Vec<String> = acked.iter().filter(|(at, _)| *at == t).map(|(_, id)| id.clone()).collect();
+        for chunk in ids.chunks(1_000) {
+            let got = client
+                .get(pb::GetRequest { ids: chunk.to_vec(), ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner();
+            missing += got.missing_ids.len();
+        }
+    }
+
+    println!("mixed load: {secs} s, 50 clients, 3 tenants, API keys on, analysis on");
+    println!("{:<26} {:>8} {:>8} {:>10} {:>8} {:>9} {:>9}", "method", "ok", "ok/s", "exhausted", "errors", "p50 ms", "p99 ms");
+    let mut errors = 0;
+    for (method, stats) in tally.lock().unwrap().iter_mut() {
+        stats.ok_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        errors += stats.errors.len();
+        println!(
+            "{:<26} {:>8} {:>8.1} {:>10} {:>8} {:>9.1} {:>9.1}",
+            method,
+            stats.ok_ms.len(),
+            stats.ok_ms.len() as f64 / secs as f64,
+            stats.exhausted,
+            stats.errors.len(),
+            percentile(&stats.ok_ms, 0.50),
+            percentile(&stats.ok_ms, 0.99),
+        );
+        for error in stats.errors.iter().take(5) {
+            println!("    error: {error}");
+        }
+    }
+    rss_samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "server memory: peak (VmHWM) {peak:.0} MiB; resident every 5 s: min {:.0}, median {:.0}, max {:.0} MiB",
+        rss_samples.first().copied().unwrap_or(0.0),
+        percentile(&rss_samples, 0.5),
+        rss_samples.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "acknowledged live items: {}; missing afterwards: {missing}; errors other than RESOURCE_EXHAUSTED: {errors}",
+        acked.len()
+    );
+    assert_eq!(missing, 0, "acknowledged items missing");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -1293,6 +1582,9 @@ fn main() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(1_000_000),
         )),
+        Some("mixed") => runtime.block_on(bench_mixed(
+            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(300),
+        )),
         Some("search") => runtime.block_on(bench_search(
             args.get(1)
                 .and_then(|s| s.parse().ok())
@@ -1301,7 +1593,7 @@ fn main() {
         )),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS]"
+                "usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS] | mixed [SECS]"
             );
             std::process::exit(2);
         }
