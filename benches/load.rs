@@ -1278,8 +1278,13 @@ async fn bench_report(n: usize) {
 struct Token(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -1294,8 +1299,11 @@ async fn tenant_client(addr: &str, token: &str) -> TenantClient {
         .connect()
         .await
         .unwrap();
-    FeedbackServiceClient::with_interceptor(channel, Token(format!("Bearer {token}").parse().unwrap()))
-        .max_decoding_message_size(64 << 20)
+    FeedbackServiceClient::with_interceptor(
+        channel,
+        Token(format!("Bearer {token}").parse().unwrap()),
+    )
+    .max_decoding_message_size(64 << 20)
 }
 
 /// Per method: latencies of successful calls (ms), RESOURCE_EXHAUSTED count,
@@ -1307,15 +1315,25 @@ struct MethodStats {
     errors: Vec<String>,
 }
 
+/// Batches sent on a stream and not yet acknowledged: sequence -> (sent at, ids).
+type Batches = Arc<std::sync::Mutex<std::collections::HashMap<u64, (Instant, Vec<String>)>>>;
+
 type Tally = Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, MethodStats>>>;
 
-fn record(tally: &Tally, method: &'static str, started: Instant, result: Result<(), tonic::Status>) {
+fn record(
+    tally: &Tally,
+    method: &'static str,
+    started: Instant,
+    result: Result<(), tonic::Status>,
+) {
     let mut tally = tally.lock().unwrap();
     let stats = tally.entry(method).or_default();
     match result {
         Ok(()) => stats.ok_ms.push(started.elapsed().as_secs_f64() * 1e3),
         Err(status) if status.code() == tonic::Code::ResourceExhausted => stats.exhausted += 1,
-        Err(status) => stats.errors.push(format!("{:?}: {}", status.code(), status.message())),
+        Err(status) => stats
+            .errors
+            .push(format!("{:?}: {}", status.code(), status.message())),
     }
 }
 
@@ -1335,12 +1353,27 @@ async fn bench_mixed(secs: u64) {
         .iter()
         .map(|tenant| {
             let output = Command::new(BIN)
-                .args(["keys", "add", "--tenant", tenant, "--role", "ingest", "--role", "read", "--data-dir"])
+                .args([
+                    "keys",
+                    "add",
+                    "--tenant",
+                    tenant,
+                    "--role",
+                    "ingest",
+                    "--role",
+                    "read",
+                    "--data-dir",
+                ])
                 .arg(data_dir.path())
                 .output()
                 .unwrap();
             assert!(output.status.success());
-            String::from_utf8(output.stdout).unwrap().lines().last().unwrap().to_string()
+            String::from_utf8(output.stdout)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap()
+                .to_string()
         })
         .collect();
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models/cache");
@@ -1362,7 +1395,13 @@ async fn bench_mixed(secs: u64) {
             .collect();
         let mut acks = client
             .ingest_stream(tokio_stream::iter(
-                items.chunks(500).map(|c| pb::IngestRequest { items: c.to_vec(), ..Default::default() }).collect::<Vec<_>>(),
+                items
+                    .chunks(500)
+                    .map(|c| pb::IngestRequest {
+                        items: c.to_vec(),
+                        ..Default::default()
+                    })
+                    .collect::<Vec<_>>(),
             ))
             .await
             .unwrap()
@@ -1378,7 +1417,12 @@ async fn bench_mixed(secs: u64) {
     for c in 0..50usize {
         let t = c % 3;
         let mut client = tenant_client(&server.addr, &tokens[t]).await;
-        let (tally, acked, vocab, sentences) = (tally.clone(), acked.clone(), vocab.clone(), sentences.clone());
+        let (tally, acked, vocab, sentences) = (
+            tally.clone(),
+            acked.clone(),
+            vocab.clone(),
+            sentences.clone(),
+        );
         let kind = match c {
             0..6 => "ingest",
             6..36 => "search",
@@ -1390,7 +1434,7 @@ async fn bench_mixed(secs: u64) {
             match kind {
                 "ingest" => {
                     let (tx, rx) = tokio::sync::mpsc::channel::<pb::IngestRequest>(8);
-                    let batches: Arc<std::sync::Mutex<std::collections::HashMap<u64, (Instant, Vec<String>)>>> = Arc::default();
+                    let batches: Batches = Arc::default();
                     let sent = batches.clone();
                     let feeder_vocab = vocab.clone();
                     let feeder = tokio::spawn(async move {
@@ -1408,33 +1452,54 @@ async fn bench_mixed(secs: u64) {
                                 .collect();
                             let ids = items.iter().map(|i| i.id.clone()).collect();
                             sent.lock().unwrap().insert(batch, (Instant::now(), ids));
-                            if tx.send(pb::IngestRequest { items, ..Default::default() }).await.is_err() {
+                            if tx
+                                .send(pb::IngestRequest {
+                                    items,
+                                    ..Default::default()
+                                })
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                     });
                     let started = Instant::now();
-                    match client.ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+                    match client
+                        .ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await
+                    {
                         Ok(response) => {
                             let mut acks = response.into_inner();
                             loop {
                                 match acks.message().await {
                                     Ok(Some(ack)) => {
-                                        let (sent_at, ids) = batches.lock().unwrap().remove(&ack.sequence).unwrap();
+                                        let (sent_at, ids) =
+                                            batches.lock().unwrap().remove(&ack.sequence).unwrap();
                                         assert_eq!(ack.accepted as usize, ids.len());
                                         record(&tally, "IngestStream (per batch)", sent_at, Ok(()));
-                                        acked.lock().unwrap().extend(ids.into_iter().map(|id| (t, id)));
+                                        acked
+                                            .lock()
+                                            .unwrap()
+                                            .extend(ids.into_iter().map(|id| (t, id)));
                                     }
                                     Ok(None) => break,
                                     Err(status) => {
-                                        record(&tally, "IngestStream (per batch)", started, Err(status));
+                                        record(
+                                            &tally,
+                                            "IngestStream (per batch)",
+                                            started,
+                                            Err(status),
+                                        );
                                         break;
                                     }
                                 }
                             }
                         }
-                        Err(status) => record(&tally, "IngestStream (per batch)", started, Err(status)),
+                        Err(status) => {
+                            record(&tally, "IngestStream (per batch)", started, Err(status))
+                        }
                     }
                     let _ = feeder.await;
                 }
@@ -1480,10 +1545,15 @@ async fn bench_mixed(secs: u64) {
                 _ => {
                     while Instant::now() < stop {
                         let n = 1 + rng.below(4);
-                        let texts = (0..n).map(|_| sentences[rng.below(sentences.len())].clone()).collect();
+                        let texts = (0..n)
+                            .map(|_| sentences[rng.below(sentences.len())].clone())
+                            .collect();
                         let started = Instant::now();
                         let result = client
-                            .analyze(pb::AnalyzeRequest { texts, ..Default::default() })
+                            .analyze(pb::AnalyzeRequest {
+                                texts,
+                                ..Default::default()
+                            })
                             .await
                             .map(drop);
                         record(&tally, "Analyze", started, result);
@@ -1507,10 +1577,17 @@ async fn bench_mixed(secs: u64) {
     let mut missing = 0;
     for (t, token) in tokens.iter().enumerate() {
         let mut client = tenant_client(&server.addr, token).await;
-        let ids: Vec<String> = acked.iter().filter(|(at, _)| *at == t).map(|(_, id)| id.clone()).collect();
+        let ids: Vec<String> = acked
+            .iter()
+            .filter(|(at, _)| *at == t)
+            .map(|(_, id)| id.clone())
+            .collect();
         for chunk in ids.chunks(1_000) {
             let got = client
-                .get(pb::GetRequest { ids: chunk.to_vec(), ..Default::default() })
+                .get(pb::GetRequest {
+                    ids: chunk.to_vec(),
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -1519,7 +1596,10 @@ async fn bench_mixed(secs: u64) {
     }
 
     println!("mixed load: {secs} s, 50 clients, 3 tenants, API keys on, analysis on");
-    println!("{:<26} {:>8} {:>8} {:>10} {:>8} {:>9} {:>9}", "method", "ok", "ok/s", "exhausted", "errors", "p50 ms", "p99 ms");
+    println!(
+        "{:<26} {:>8} {:>8} {:>10} {:>8} {:>9} {:>9}",
+        "method", "ok", "ok/s", "exhausted", "errors", "p50 ms", "p99 ms"
+    );
     let mut errors = 0;
     for (method, stats) in tally.lock().unwrap().iter_mut() {
         stats.ok_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());

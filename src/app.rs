@@ -29,6 +29,8 @@ pub struct App {
     router: crate::grpc::ApiRouter,
     tenants: Arc<Tenants>,
     shutdown_grace: Duration,
+    /// `--tls-cert`: TLS on the gRPC listener.
+    tls: Option<Arc<crate::grpc::tls::TlsReloader>>,
     /// The Prometheus endpoint's listener (`--metrics-listen`) and the hook
     /// that refreshes the store and index gauges when it is scraped.
     metrics: Option<(TcpListener, crate::metrics::ScrapeHook)>,
@@ -184,9 +186,20 @@ impl App {
                 Some((listener, scrape_tenants(tenants.clone())))
             }
         };
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(crate::grpc::tls::TlsReloader::load(
+                crate::grpc::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: config.tls_client_ca.clone(),
+                },
+            )?)),
+            _ => None,
+        };
         Ok(App {
             listener,
             router,
+            tls,
             tenants,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
             metrics,
@@ -221,20 +234,34 @@ impl App {
                 Some((tokio::spawn(server), hook))
             }
         };
-        tracing::info!(%addr, "listening");
-        // Accepted sockets come from our own listener, so tonic cannot set
-        // TCP_NODELAY on them: without it small responses wait ~40 ms for
-        // delayed ACKs (Nagle).
-        let incoming = TcpListenerStream::new(self.listener).map(|stream| {
-            let stream = stream?;
-            stream.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(stream)
-        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = self.router.serve_with_incoming_shutdown(incoming, async {
+        let stop = async {
             let _ = stop_rx.await;
-        });
-        tokio::pin!(serve);
+        };
+        type Serving<'a> = std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send + 'a>,
+        >;
+        let mut serve: Serving = match self.tls {
+            Some(tls) => {
+                tracing::info!(%addr, tls = true, "listening");
+                Box::pin(self.router.serve_with_incoming_shutdown(
+                    crate::grpc::tls::incoming(self.listener, tls),
+                    stop,
+                ))
+            }
+            None => {
+                tracing::info!(%addr, "listening");
+                // Accepted sockets come from our own listener, so tonic cannot set
+                // TCP_NODELAY on them: without it small responses wait ~40 ms for
+                // delayed ACKs (Nagle).
+                let incoming = TcpListenerStream::new(self.listener).map(|stream| {
+                    let stream = stream?;
+                    stream.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(stream)
+                });
+                Box::pin(self.router.serve_with_incoming_shutdown(incoming, stop))
+            }
+        };
         tokio::select! {
             result = &mut serve => result.context("gRPC server failed")?,
             () = shutdown => {

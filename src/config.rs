@@ -75,6 +75,12 @@ pub struct Config {
     pub redact: Option<String>,
     /// With `redact`: keep the original text for admins (default false).
     pub redact_keep_original: bool,
+    /// PEM certificate chain: TLS on the gRPC listener (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate signed by one.
+    pub tls_client_ca: Option<PathBuf>,
     /// Address of the Prometheus endpoint (`GET /metrics`); None: off.
     /// Unauthenticated: bind it to loopback or a private network.
     pub metrics_listen: Option<SocketAddr>,
@@ -105,6 +111,9 @@ impl Default for Config {
             keys_file: None,
             redact: None,
             redact_keep_original: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             metrics_listen: None,
         }
     }
@@ -183,6 +192,15 @@ pub struct ServeArgs {
     /// With --redact: also keep each original text, readable only by an admin key with Get's include_original [default: false].
     #[arg(long, env = "VERBATIM_REDACT_KEEP_ORIGINAL")]
     pub redact_keep_original: Option<bool>,
+    /// PEM certificate chain: serve gRPC over TLS (needs --tls-key); re-read when the file changes [default: plaintext].
+    #[arg(long, env = "VERBATIM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (re-read when it changes).
+    #[arg(long, env = "VERBATIM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: require client certificates signed by one of them (mutual TLS) [default: none required].
+    #[arg(long, env = "VERBATIM_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Address of the Prometheus endpoint, GET /metrics, e.g. 127.0.0.1:9464 [default: off]; no authentication: keep it on loopback or a private network; port 0 picks a free port (logged as metrics_addr=...).
     #[arg(long, env = "VERBATIM_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -223,6 +241,9 @@ impl ServeArgs {
             redact_keep_original: self
                 .redact_keep_original
                 .unwrap_or(base.redact_keep_original),
+            tls_cert: self.tls_cert.or(base.tls_cert),
+            tls_key: self.tls_key.or(base.tls_key),
+            tls_client_ca: self.tls_client_ca.or(base.tls_client_ca),
             metrics_listen: self.metrics_listen.or(base.metrics_listen),
         };
         config.validate()?;
@@ -246,6 +267,14 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "tls_cert and tls_key go together (--tls-cert and --tls-key)"
+        );
+        anyhow::ensure!(
+            self.tls_client_ca.is_none() || self.tls_cert.is_some(),
+            "tls_client_ca needs tls_cert and tls_key"
+        );
         if let Some(list) = &self.redact {
             crate::redact::RedactionPolicy::parse_list(list)
                 .map_err(|e| anyhow::anyhow!("redact: {e}"))?;

@@ -27,6 +27,15 @@ pub struct ServerArg {
     /// API key sent as `authorization: Bearer <token>` (`verbatim keys add` prints one).
     #[arg(long, env = "VERBATIM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA certificate to trust for an `https://` server (besides the system's roots).
+    #[arg(long, env = "VERBATIM_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a server that requires one (with --client-key).
+    #[arg(long, env = "VERBATIM_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "VERBATIM_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 /// Adds the API key to every call.
@@ -66,13 +75,26 @@ pub async fn connect(server: &ServerArg) -> anyhow::Result<Client> {
         ),
         None => None,
     };
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
-        .with_context(|| format!("--server: invalid address {url}"))?
-        .connect()
-        .await
-        .with_context(|| {
-            format!("cannot connect to the server at {url} (is `verbatim serve` running?)")
-        })?;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .with_context(|| format!("--server: invalid address {url}"))?;
+    if url.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = &server.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("--ca-cert {}", ca.display()))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&server.client_cert, &server.client_key) {
+            let cert =
+                std::fs::read(cert).with_context(|| format!("--client-cert {}", cert.display()))?;
+            let key =
+                std::fs::read(key).with_context(|| format!("--client-key {}", key.display()))?;
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(tls).context("--server: TLS settings")?;
+    }
+    let channel = endpoint.connect().await.with_context(|| {
+        format!("cannot connect to the server at {url} (is `verbatim serve` running?)")
+    })?;
     Ok(
         FeedbackServiceClient::with_interceptor(channel, BearerToken(token))
             .max_decoding_message_size(64 * 1024 * 1024)

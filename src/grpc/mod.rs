@@ -11,6 +11,7 @@ mod report;
 mod request_id;
 mod service;
 mod status;
+pub mod tls;
 
 use budget::ByteBudget;
 pub use convert::{channel_to_pb, stage_to_pb};

@@ -403,7 +403,14 @@ async fn repeated_kill_9_during_streaming_ingest_and_analysis() {
 async fn a_second_server_on_the_same_data_dir_is_refused() {
     let server = TestServer::spawn().await;
     let output = std::process::Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--analysis", "off", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--analysis",
+            "off",
+            "--data-dir",
+        ])
         .arg(&server.data_dir)
         .output()
         .unwrap();

@@ -129,11 +129,7 @@ impl TestServer {
     async fn wait_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
-                .unwrap()
-                .connect()
-                .await
-            {
+            if let Ok(channel) = self.endpoint().connect().await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
                 if let Ok(response) = health
                     .check(tonic_health::pb::HealthCheckRequest {
@@ -153,12 +149,32 @@ impl TestServer {
         }
     }
 
-    pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
+    /// The server's endpoint: plaintext, or TLS trusting the test CA (and
+    /// presenting the test client certificate) when the server was started
+    /// with `--tls-cert` (and `--tls-client-ca`).
+    pub fn endpoint(&self) -> tonic::transport::Endpoint {
+        if !self.args.iter().any(|a| a == "--tls-cert") {
+            return Channel::from_shared(format!("http://{}", self.addr)).unwrap();
+        }
+        let read =
+            |name: &str| std::fs::read(repo_path(&format!("tests/data/tls/{name}"))).unwrap();
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.pem")))
+            .domain_name("localhost");
+        if self.args.iter().any(|a| a == "--tls-client-ca") {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read("client.pem"),
+                read("client.key"),
+            ));
+        }
+        Channel::from_shared(format!("https://{}", self.addr))
             .unwrap()
-            .connect()
-            .await
-            .expect("connect")
+            .tls_config(tls)
+            .unwrap()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        self.endpoint().connect().await.expect("connect")
     }
 
     pub async fn client(&self) -> Client {

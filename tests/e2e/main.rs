@@ -16,3 +16,4 @@ mod report;
 mod search;
 mod text;
 mod themes;
+mod tls;
