@@ -9,6 +9,8 @@ pub mod domain;
 pub mod engine;
 pub mod enrichment;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod grpc;
 pub mod index;
 pub mod metrics;

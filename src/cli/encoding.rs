@@ -300,3 +300,189 @@ mod tests {
         assert!(text.chars().all(|c| c == 'é'));
     }
 }
+
+/// Fuzz targets of the encoding layer (`cargo test --lib fuzz`): any bytes
+/// are read as UTF-8 without a panic, a valid UTF-8 file unchanged, and the
+/// streaming scan and decoder agree with whole-file answers whatever the
+/// sizes of the reads.
+#[cfg(test)]
+pub(super) mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzz::{long_string, nasty_string};
+
+    /// Hands out its bytes in reads of the given sizes (in turn), like a pipe.
+    struct Chunked<'a> {
+        bytes: &'a [u8],
+        sizes: Vec<usize>,
+        turn: usize,
+    }
+
+    impl Read for Chunked<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let size = self.sizes[self.turn % self.sizes.len()]
+                .min(out.len())
+                .min(self.bytes.len());
+            self.turn += 1;
+            out[..size].copy_from_slice(&self.bytes[..size]);
+            self.bytes = &self.bytes[size..];
+            Ok(size)
+        }
+    }
+
+    /// Bytes of all kinds: random, UTF-8 (some broken), cp1252 text, with
+    /// or without a byte order mark, now and then past a read chunk.
+    pub(crate) fn file_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let single_byte = prop::collection::vec(
+            prop_oneof![4 => 0x20u8..0x7f, 2 => 0x80u8..=0xff, 1 => Just(b'\n'), 1 => Just(b'\r')],
+            0..200,
+        );
+        let broken_utf8 = (
+            nasty_string(80),
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        )
+            .prop_map(|(text, edits)| {
+                let mut bytes = text.into_bytes();
+                for (at, byte) in edits {
+                    if !bytes.is_empty() {
+                        let at = at.index(bytes.len());
+                        bytes[at] = byte;
+                    }
+                }
+                bytes
+            });
+        let body = prop_oneof![
+            2 => prop::collection::vec(any::<u8>(), 0..200),
+            3 => nasty_string(120).prop_map(String::into_bytes),
+            2 => broken_utf8,
+            2 => single_byte,
+            1 => (0usize..8, prop::collection::vec(any::<u8>(), 0..8)).prop_map(|(short, tail)| {
+                let mut bytes = "\u{e9}".repeat((CHUNK_BYTES - short) / 2).into_bytes();
+                bytes.extend(tail);
+                bytes
+            }),
+        ];
+        let bom: &[&[u8]] = &[
+            b"",
+            b"",
+            b"",
+            UTF8_BOM,
+            b"\xFF\xFE",
+            b"\xFE\xFF",
+            b"\xEF\xBB",
+        ];
+        (prop::sample::select(bom), body).prop_map(|(bom, body)| [bom, &body[..]].concat())
+    }
+
+    fn read_sizes() -> impl Strategy<Value = Vec<usize>> {
+        prop_oneof![
+            prop::collection::vec(1usize..8, 1..5),
+            Just(vec![CHUNK_BYTES]),
+            Just(vec![1]),
+        ]
+    }
+
+    fn write(contents: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let file = dir.path().join("input");
+        std::fs::write(&file, contents).expect("written");
+        (dir, file)
+    }
+
+    fn without_bom(bytes: &[u8]) -> &[u8] {
+        bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes)
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_the_scan_counts_as_the_standard_library(
+            bytes in file_bytes(),
+            sizes in read_sizes(),
+        ) {
+            let mut expected = Utf8Scan::default();
+            for chunk in bytes.utf8_chunks() {
+                expected.non_ascii += chunk.valid().chars().filter(|c| !c.is_ascii()).count() as u64;
+                expected.invalid += u64::from(!chunk.invalid().is_empty());
+            }
+            let scan = scan_utf8(Chunked { bytes: &bytes, sizes, turn: 0 }).unwrap();
+            prop_assert_eq!(scan, expected);
+        }
+
+        #[test]
+        fn fuzz_auto_reads_valid_utf8_unchanged(
+            text in prop_oneof![4 => nasty_string(200), 1 => long_string(CHUNK_BYTES - 4, CHUNK_BYTES + 4)],
+            bom in any::<bool>(),
+        ) {
+            let contents = if bom { format!("\u{feff}{text}") } else { text.clone() };
+            let (_dir, file) = write(contents.as_bytes());
+            prop_assert_eq!(choose(&file, EncodingArg::Auto).unwrap(), Encoding::Utf8);
+            let mut read = Vec::new();
+            open(&file, Encoding::Utf8).unwrap().read_to_end(&mut read).unwrap();
+            prop_assert_eq!(read, without_bom(contents.as_bytes()));
+        }
+
+        #[test]
+        fn fuzz_any_file_reads_as_utf8(
+            bytes in file_bytes(),
+            wanted in prop::sample::select(vec![
+                EncodingArg::Auto,
+                EncodingArg::Utf8,
+                EncodingArg::Latin1,
+                EncodingArg::Cp1252,
+            ]),
+        ) {
+            let (_dir, file) = write(&bytes);
+            let encoding = match choose(&file, wanted) {
+                Ok(encoding) => encoding,
+                Err(error) => {
+                    prop_assert!(wanted == EncodingArg::Auto, "{error}");
+                    prop_assert!(bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF"));
+                    prop_assert!(error.to_string().contains("UTF-16"));
+                    return Ok(());
+                }
+            };
+            if wanted == EncodingArg::Auto && std::str::from_utf8(&bytes).is_ok() {
+                prop_assert_eq!(encoding, Encoding::Utf8);
+            }
+            let mut read = Vec::new();
+            open(&file, encoding).unwrap().read_to_end(&mut read).unwrap();
+            let body = without_bom(&bytes);
+            match encoding {
+                Encoding::Utf8 => prop_assert_eq!(&read[..], body),
+                Encoding::Latin1 | Encoding::Cp1252 => {
+                    let text = String::from_utf8(read).expect("decoded to UTF-8");
+                    let expected: String = body.iter().map(|&b| encoding.decode(b)).collect();
+                    prop_assert_eq!(text, expected);
+                }
+            }
+        }
+
+        #[test]
+        fn fuzz_the_decoder_streams_like_the_whole_file(
+            bytes in file_bytes(),
+            capacity in 1usize..16,
+            out_sizes in prop::collection::vec(1usize..9, 1..4),
+            cp1252 in any::<bool>(),
+        ) {
+            let encoding = if cp1252 { Encoding::Cp1252 } else { Encoding::Latin1 };
+            let mut decoder = SingleByteDecoder {
+                inner: BufReader::with_capacity(capacity, &bytes[..]),
+                encoding,
+                decoded: Vec::new(),
+                at: 0,
+            };
+            let mut read = Vec::new();
+            let mut buffer = [0u8; 8];
+            for turn in 0.. {
+                let size = out_sizes[turn % out_sizes.len()];
+                match decoder.read(&mut buffer[..size]).unwrap() {
+                    0 => break,
+                    n => read.extend_from_slice(&buffer[..n]),
+                }
+            }
+            let expected: String = bytes.iter().map(|&b| encoding.decode(b)).collect();
+            prop_assert_eq!(String::from_utf8(read).expect("UTF-8"), expected);
+        }
+    }
+}

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::encoding::{self, Encoding, EncodingArg};
-use crate::domain::limits::MAX_MESSAGE_BYTES;
+use crate::domain::limits::{MAX_ATTRIBUTE_KEY_BYTES, MAX_MESSAGE_BYTES};
 use crate::grpc::pb;
 
 /// Exit status of an import that finished with rejected rows.
@@ -95,7 +95,7 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub batch_size: u32,
     /// Separator of several tags in one CSV cell.
-    #[arg(long, default_value = ";")]
+    #[arg(long, default_value = ";", value_parser = parse_tag_separator)]
     pub tag_separator: String,
     /// Skip the rows an earlier, interrupted run of the same file had acknowledged.
     #[arg(long)]
@@ -143,13 +143,31 @@ fn parse_mapping(raw: &str) -> Result<(String, String), String> {
         "rating",
         "tags",
     ];
-    if !FIELDS.contains(&field) && !field.starts_with("attributes.") {
-        return Err(format!(
-            "unknown field {field:?}; fields: {} attributes.KEY",
-            FIELDS.join(" ")
-        ));
+    match field.strip_prefix("attributes.") {
+        // The server rejects any other key: every row would be rejected.
+        Some(key) if !crate::domain::is_attribute_key(key) => {
+            return Err(format!(
+                "attribute key {key:?} in {field:?}: keys are 1 to {MAX_ATTRIBUTE_KEY_BYTES} bytes of [a-z0-9_]"
+            ))
+        }
+        Some(_) => {}
+        None if FIELDS.contains(&field) => {}
+        None => {
+            return Err(format!(
+                "unknown field {field:?}; fields: {} attributes.KEY",
+                FIELDS.join(" ")
+            ))
+        }
     }
     Ok((field.to_string(), column.to_string()))
+}
+
+/// `--tag-separator`: splitting on nothing would make each character a tag.
+fn parse_tag_separator(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(raw.to_string())
 }
 
 /// Where an interrupted import resumes.
@@ -961,26 +979,25 @@ fn row_to_item(
     };
     let channel = match get("channel") {
         None => pb::Channel::Unspecified,
-        Some(v) => {
-            let raw = v.as_str().unwrap_or_default();
-            crate::cli::parse_channel(raw)
-                .map(crate::grpc::channel_to_pb)
-                .ok_or_else(|| format!("channel: unknown value {raw:?}"))?
-        }
+        Some(Value::String(raw)) => crate::cli::parse_channel(raw)
+            .map(crate::grpc::channel_to_pb)
+            .ok_or_else(|| format!("channel: unknown value {raw:?}"))?,
+        Some(other) => return Err(format!("channel: expected a name, got {other}")),
     };
     let journey_stage = match get("journey_stage") {
         None => pb::JourneyStage::Unspecified,
-        Some(v) => {
-            let raw = v.as_str().unwrap_or_default();
-            crate::cli::parse_stage(raw)
-                .map(crate::grpc::stage_to_pb)
-                .ok_or_else(|| format!("journey_stage: unknown value {raw:?}"))?
-        }
+        Some(Value::String(raw)) => crate::cli::parse_stage(raw)
+            .map(crate::grpc::stage_to_pb)
+            .ok_or_else(|| format!("journey_stage: unknown value {raw:?}"))?,
+        Some(other) => return Err(format!("journey_stage: expected a name, got {other}")),
     };
     let created_at = match get("created_at") {
         None => None,
+        // Whole seconds only: 1.7e9 or 1700000000.5 used to become 1970.
         Some(Value::Number(n)) => Some(prost_types::Timestamp {
-            seconds: n.as_i64().unwrap_or(0),
+            seconds: n.as_i64().ok_or_else(|| {
+                format!("created_at: expected whole seconds since 1970-01-01, got {n}")
+            })?,
             nanos: 0,
         }),
         Some(Value::String(s)) => {
@@ -1006,14 +1023,24 @@ fn row_to_item(
             .collect(),
         Some(other) => return Err(format!("tags: expected a list or a string, got {other}")),
     };
+    // An attribute value as text: strings as they are, other values as JSON.
+    let attribute_value = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     let mut attributes = std::collections::HashMap::new();
-    if let Some(Value::Object(map)) = get("attributes") {
-        for (k, v) in map {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            attributes.insert(k.clone(), v);
+    match get("attributes") {
+        None => {}
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                attributes.insert(k.clone(), attribute_value(v));
+            }
+        }
+        // It used to be dropped without a word.
+        Some(other) => {
+            return Err(format!(
+                "attributes: expected an object {{\"KEY\": value}} (or attributes.KEY columns), got {other}"
+            ))
         }
     }
     let attribute_columns = row
@@ -1027,10 +1054,13 @@ fn row_to_item(
                 .strip_prefix("attributes.")
                 .map(|key| (key.to_string(), column.clone()))
         }));
+    // Values as in `attributes` (a number used to be dropped without a word).
     for (key, column) in attribute_columns {
-        if let Some(Value::String(v)) = row.get(&column) {
-            if !v.is_empty() {
-                attributes.insert(key, v.clone());
+        match row.get(&column) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(v)) if v.is_empty() => {}
+            Some(v) => {
+                attributes.insert(key, attribute_value(v));
             }
         }
     }
@@ -1136,6 +1166,53 @@ mod tests {
                 .unwrap_err()
                 .starts_with("channel")
         );
+    }
+
+    /// Found by the fuzz targets: a `--map` to an attribute key the server
+    /// refuses got every row rejected; an empty `--tag-separator` made each
+    /// character a tag.
+    #[test]
+    fn flags_that_would_spoil_every_row_are_refused() {
+        let error = parse_mapping("attributes.Region=Region").unwrap_err();
+        assert!(error.contains("[a-z0-9_]"), "{error}");
+        assert!(parse_mapping("attributes.=x").is_err());
+        assert_eq!(
+            parse_mapping("attributes.region=Region").unwrap(),
+            ("attributes.region".to_string(), "Region".to_string())
+        );
+        assert!(parse_tag_separator("").is_err());
+        assert_eq!(parse_tag_separator(" | ").unwrap(), " | ");
+    }
+
+    /// Found by the fuzz target: values dropped or changed without a word:
+    /// `attributes` that is not an object, `attributes.KEY` that is not a
+    /// string, `created_at` in fractional or huge seconds (read as 1970).
+    #[test]
+    fn values_are_kept_or_the_row_is_rejected() {
+        let none = BTreeMap::new();
+        for (json, field) in [
+            (r#"{"text":"x","attributes":"region=emea"}"#, "attributes"),
+            (r#"{"text":"x","attributes":false}"#, "attributes"),
+            (r#"{"text":"x","created_at":1700000000.5}"#, "created_at"),
+            (r#"{"text":"x","created_at":1e30}"#, "created_at"),
+            (
+                r#"{"text":"x","created_at":18446744073709551615}"#,
+                "created_at",
+            ),
+            (r#"{"text":"x","channel":3}"#, "channel"),
+        ] {
+            let error = row_to_item(&row(json), &none, ";").unwrap_err();
+            assert!(error.starts_with(&format!("{field}: ")), "{json}: {error}");
+        }
+        let item = row_to_item(
+            &row(r#"{"text":"x","attributes.floor":3,"attributes.vip":true,"created_at":1700000000}"#),
+            &none,
+            ";",
+        )
+        .unwrap();
+        assert_eq!(item.attributes["floor"], "3");
+        assert_eq!(item.attributes["vip"], "true");
+        assert_eq!(item.created_at.unwrap().seconds, 1_700_000_000);
     }
 
     /// Defect 6: rows without an id were sent with an empty id, so the
@@ -1357,6 +1434,470 @@ mod tests {
         assert_eq!(rows.len(), 3000);
         for at in rows {
             assert_eq!(at.line, 2 * at.row, "{at:?}");
+        }
+    }
+}
+
+/// Fuzz targets of the import readers (`cargo test --lib fuzz`): any bytes,
+/// as CSV or JSON Lines, in any encoding, with any `--map`: the reader never
+/// panics, and every row of the file becomes an item or a rejection that
+/// carries its row number; what becomes an item says what the row said.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzz::{edgy_f64, edgy_i64, field_string, nasty_string};
+
+    /// What the reader made of a file.
+    #[derive(Debug)]
+    struct Outcome {
+        encoding: Encoding,
+        items: Vec<(RowAt, pb::Feedback)>,
+        rejected: Vec<(RowAt, String)>,
+        last_row: Option<u64>,
+    }
+
+    fn read_file(
+        contents: &[u8],
+        format: FileFormat,
+        wanted: EncodingArg,
+        mappings: &BTreeMap<String, String>,
+        tag_separator: &str,
+    ) -> anyhow::Result<Outcome> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("input");
+        std::fs::write(&file, contents)?;
+        let encoding = encoding::choose(&file, wanted)?;
+        let input = open_input(&file, format, encoding, mappings)?;
+        let (tx, mut rx) = mpsc::channel(4);
+        let sink = RowSink {
+            skip_rows: 0,
+            file_identity: "fuzz".into(),
+            mappings: mappings.clone(),
+            tag_separator: tag_separator.to_string(),
+            batcher: Batcher::new(tx, 7),
+        };
+        let reader = std::thread::spawn(move || produce(&file, input, sink));
+        let mut outcome = Outcome {
+            encoding,
+            items: Vec::new(),
+            rejected: Vec::new(),
+            last_row: None,
+        };
+        while let Some(event) = rx.blocking_recv() {
+            match event {
+                Produced::Batch(batch) => {
+                    assert!(batch.request.items.len() <= 7);
+                    assert!(batch.request.encoded_len() <= MAX_MESSAGE_BYTES);
+                    assert_eq!(batch.rows.len(), batch.request.items.len());
+                    outcome
+                        .items
+                        .extend(batch.rows.into_iter().zip(batch.request.items));
+                }
+                Produced::Unreadable { at, reason } => outcome.rejected.push((at, reason)),
+                Produced::Progress(_) => {}
+                Produced::Done { last_row } => outcome.last_row = Some(last_row),
+            }
+        }
+        reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        Ok(outcome)
+    }
+
+    /// The file as the reader sees it: UTF-8, without a byte order mark.
+    fn decoded(contents: &[u8], encoding: Encoding) -> Vec<u8> {
+        let body = contents.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(contents);
+        match encoding {
+            Encoding::Utf8 => body.to_vec(),
+            Encoding::Latin1 => body
+                .iter()
+                .map(|&b| char::from(b))
+                .collect::<String>()
+                .into(),
+            Encoding::Cp1252 => body
+                .iter()
+                .map(|&b| crate::domain::decode_cp1252_byte(b))
+                .collect::<String>()
+                .into(),
+        }
+    }
+
+    /// Every row once, in order, as an item or a rejection with a reason;
+    /// every item one the server may take.
+    fn check_rows(outcome: &Outcome, expected_rows: &[u64]) -> Result<(), TestCaseError> {
+        let mut rows: Vec<u64> = outcome
+            .items
+            .iter()
+            .map(|(at, _)| at.row)
+            .chain(outcome.rejected.iter().map(|(at, _)| at.row))
+            .collect();
+        rows.sort_unstable();
+        prop_assert_eq!(&rows[..], expected_rows);
+        for (at, reason) in &outcome.rejected {
+            prop_assert!(
+                at.row >= 1 && !reason.trim().is_empty(),
+                "{at:?}: {reason:?}"
+            );
+        }
+        for (at, item) in &outcome.items {
+            prop_assert!(at.row >= 1 && !item.id.is_empty());
+            prop_assert!(check_size(item).is_ok());
+        }
+        Ok(())
+    }
+
+    fn encoding_arg() -> impl Strategy<Value = EncodingArg> {
+        prop::sample::select(vec![
+            EncodingArg::Auto,
+            EncodingArg::Auto,
+            EncodingArg::Utf8,
+            EncodingArg::Latin1,
+            EncodingArg::Cp1252,
+        ])
+    }
+
+    const FIELDS: &[&str] = &[
+        "id",
+        "text",
+        "channel",
+        "journey_stage",
+        "product",
+        "customer_id",
+        "created_at",
+        "language",
+        "nps",
+        "csat",
+        "ces",
+        "rating",
+        "tags",
+        "attributes",
+        "attributes.region",
+        "attributes.Region",
+        "attributes.",
+    ];
+
+    /// Column (or JSON key) names: the fields', and others.
+    fn column() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(FIELDS).prop_map(String::from),
+            1 => prop::sample::select(vec!["comment", "Comment", " text ", "NPS", ""]).prop_map(String::from),
+            1 => nasty_string(8),
+        ]
+    }
+
+    /// `--map` values, as typed.
+    fn map_spec() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (prop::sample::select(FIELDS), column()).prop_map(|(f, c)| format!("{f}={c}")),
+            1 => "attributes\\.[A-Za-z0-9_.-]{0,8}=[a-z]{0,5}",
+            1 => nasty_string(12),
+        ]
+    }
+
+    fn mappings() -> impl Strategy<Value = BTreeMap<String, String>> {
+        prop::collection::vec(map_spec(), 0..3).prop_map(|specs| {
+            specs
+                .iter()
+                .filter_map(|spec| parse_mapping(spec).ok())
+                .collect()
+        })
+    }
+
+    /// `--tag-separator` values the flag takes.
+    fn tag_separator() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![";", ",", "|", " ", "; "]).prop_map(String::from),
+            1 => nasty_string(3),
+        ]
+        .prop_filter_map("refused by the flag", |raw| parse_tag_separator(&raw).ok())
+    }
+
+    fn json_scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            1 => Just(Value::Null),
+            1 => any::<bool>().prop_map(Value::Bool),
+            2 => edgy_i64().prop_map(Value::from),
+            1 => any::<u64>().prop_map(Value::from),
+            2 => edgy_f64().prop_filter_map("a JSON number", |f| {
+                serde_json::Number::from_f64(f).map(Value::Number)
+            }),
+            4 => field_string(60).prop_map(Value::String),
+            2 => "-?[0-9]{1,11}( )?".prop_map(Value::String),
+            1 => prop::sample::select(vec![
+                "2026-03-14T09:21:05Z", "2026-03-14", "1970-01-01", "review", "Support Ticket",
+                "CHANNEL_CHAT", "onboarding", "vip; b2b", "a,b",
+            ])
+            .prop_map(|s| Value::String(s.to_string())),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            6 => json_scalar(),
+            1 => prop::collection::vec(json_scalar(), 0..3).prop_map(Value::Array),
+            1 => prop::collection::btree_map(column(), json_scalar(), 0..3)
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    }
+
+    fn row() -> impl Strategy<Value = Row> {
+        prop::collection::btree_map(column(), json_value(), 0..8)
+            .prop_map(|map| map.into_iter().collect())
+    }
+
+    /// One JSON Lines line, without its line break.
+    fn json_line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            6 => row().prop_map(|row| serde_json::to_vec(&row).unwrap()),
+            1 => Just(Vec::new()),
+            1 => prop::sample::select(vec![" \t", "not json", "[1,2]", "null", "{", "{\"text\":\"a\"} x"])
+                .prop_map(|s| s.as_bytes().to_vec()),
+            1 => prop::collection::vec(any::<u8>(), 0..30)
+                .prop_map(|bytes| bytes.into_iter().filter(|&b| b != b'\n').collect()),
+            1 => Just(b"{\"text\":\"caf\xE9 \x96 ok\"}".to_vec()),
+        ]
+    }
+
+    /// A CSV cell as written: plain, quoted (quotes doubled), or raw bytes.
+    fn cell() -> impl Strategy<Value = Vec<u8>> {
+        let text = prop_oneof![
+            3 => field_string(40),
+            1 => "-?[0-9]{1,3}",
+            1 => prop::sample::select(vec!["review", "2026-03-14", "vip;b2b", "\"", "a,b", "x\r\ny"])
+                .prop_map(String::from),
+        ];
+        prop_oneof![
+            3 => text.clone().prop_map(|t| t.replace([',', '"', '\n', '\r'], " ").into_bytes()),
+            2 => text.prop_map(|t| format!("\"{}\"", t.replace('"', "\"\"")).into_bytes()),
+            1 => prop::collection::vec(any::<u8>(), 0..6),
+        ]
+    }
+
+    fn csv_file() -> impl Strategy<Value = Vec<u8>> {
+        let header = prop::collection::vec(column(), 0..6).prop_map(|mut columns| {
+            columns.push("text".into());
+            columns
+        });
+        let records = prop::collection::vec(prop::collection::vec(cell(), 0..7), 0..12);
+        let ending = prop::sample::select(vec!["\n", "\r\n", "\r", "\n\n"]);
+        (
+            header,
+            any::<bool>(),
+            records,
+            ending,
+            any::<bool>(),
+            1usize..4,
+        )
+            .prop_map(|(mut header, shuffle, records, ending, bom, repeat)| {
+                if shuffle {
+                    header.rotate_left(1);
+                }
+                let mut file = if bom {
+                    b"\xEF\xBB\xBF".to_vec()
+                } else {
+                    Vec::new()
+                };
+                let header: Vec<Vec<u8>> = header
+                    .iter()
+                    .map(|c| format!("\"{}\"", c.replace('"', "\"\"")).into_bytes())
+                    .collect();
+                file.extend(header.join(&b","[..]));
+                file.extend(ending.as_bytes());
+                // Repeated to cross the readers' buffers now and then.
+                for _ in 0..repeat * repeat * repeat {
+                    for record in &records {
+                        file.extend(record.join(&b","[..]));
+                        file.extend(ending.as_bytes());
+                    }
+                }
+                file
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_map_specs_parse_or_are_refused(spec in prop_oneof![map_spec(), nasty_string(20)]) {
+            match parse_mapping(&spec) {
+                Ok((field, column)) => {
+                    prop_assert_eq!(&format!("{field}={column}"), &spec);
+                    match field.strip_prefix("attributes.") {
+                        Some(key) => prop_assert!(
+                            crate::domain::is_attribute_key(key),
+                            "--map {spec:?} accepted: every row would be rejected"
+                        ),
+                        None => prop_assert!(FIELDS[..13].contains(&field.as_str()), "{field}"),
+                    }
+                }
+                Err(message) => prop_assert!(!message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn fuzz_jsonl_rows_become_items_or_rejections(
+            lines in prop::collection::vec(json_line(), 0..12),
+            ending in prop::sample::select(vec!["\n", "\r\n"]),
+            last_ending in any::<bool>(),
+            bom in any::<bool>(),
+            wanted in encoding_arg(),
+            mappings in mappings(),
+            separator in tag_separator(),
+        ) {
+            let mut contents = if bom { b"\xEF\xBB\xBF".to_vec() } else { Vec::new() };
+            contents.extend(lines.join(ending.as_bytes()));
+            if last_ending && !lines.is_empty() {
+                contents.extend(ending.as_bytes());
+            }
+            let outcome = match read_file(&contents, FileFormat::Jsonl, wanted, &mappings, &separator) {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    prop_assert!(
+                        wanted == EncodingArg::Auto
+                            && (contents.starts_with(b"\xFF\xFE") || contents.starts_with(b"\xFE\xFF")),
+                        "{error:#}"
+                    );
+                    return Ok(());
+                }
+            };
+            let text = decoded(&contents, outcome.encoding);
+            let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+            if lines.last().is_some_and(|line| line.is_empty()) {
+                lines.pop();
+            }
+            let expected: Vec<u64> = (1..=lines.len() as u64)
+                .filter(|&n| !lines[n as usize - 1].trim_ascii().is_empty())
+                .collect();
+            check_rows(&outcome, &expected)?;
+            prop_assert_eq!(outcome.last_row, Some(lines.len() as u64));
+            for (at, _) in &outcome.items {
+                prop_assert_eq!(at.line, at.row);
+            }
+            for (at, _) in &outcome.rejected {
+                prop_assert_eq!(at.line, at.row);
+            }
+        }
+
+        #[test]
+        fn fuzz_csv_rows_become_items_or_rejections(
+            contents in prop_oneof![4 => csv_file(), 1 => encoding::fuzz::file_bytes()],
+            wanted in encoding_arg(),
+            mappings in mappings(),
+            separator in tag_separator(),
+        ) {
+            let outcome = match read_file(&contents, FileFormat::Csv, wanted, &mappings, &separator) {
+                Ok(outcome) => outcome,
+                // The header is checked before any row is read: a clear error.
+                Err(error) => {
+                    let message = format!("{error:#}");
+                    prop_assert!(
+                        message.contains("header") || message.contains("UTF-16"),
+                        "{message}"
+                    );
+                    return Ok(());
+                }
+            };
+            // The rows and lines the csv crate sees in the whole text at once.
+            let text = decoded(&contents, outcome.encoding);
+            let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(&text[..]);
+            reader.headers().ok();
+            let mut lines = Vec::new();
+            let mut record = csv::ByteRecord::new();
+            loop {
+                let start = reader.position().byte() as usize;
+                // A record that is not valid CSV is a row too.
+                if let Ok(false) = reader.read_byte_record(&mut record) {
+                    break;
+                }
+                let breaks_before = text[..start].iter().filter(|&&b| b == b'\n').count();
+                let leading = text[start..]
+                    .iter()
+                    .take_while(|&&b| b == b'\r' || b == b'\n')
+                    .filter(|&&b| b == b'\n')
+                    .count();
+                lines.push((1 + breaks_before + leading) as u64);
+            }
+            let expected: Vec<u64> = (1..=lines.len() as u64).collect();
+            check_rows(&outcome, &expected)?;
+            prop_assert_eq!(outcome.last_row, Some(lines.len() as u64));
+            for (at, _) in &outcome.items {
+                prop_assert_eq!(at.line, lines[at.row as usize - 1], "row {}", at.row);
+            }
+            for (at, _) in &outcome.rejected {
+                prop_assert_eq!(at.line, lines[at.row as usize - 1], "row {}", at.row);
+            }
+        }
+
+        /// A row's values arrive in the item as the row gave them, or the
+        /// row is rejected naming the field.
+        #[test]
+        fn fuzz_rows_become_what_they_say_or_are_rejected(
+            row in row(),
+            mappings in mappings(),
+            separator in tag_separator(),
+        ) {
+            let get = |field: &str| {
+                let column = mappings.get(field).map(String::as_str).unwrap_or(field);
+                row.get(column)
+                    .filter(|v| !matches!(v, Value::Null) && v.as_str() != Some(""))
+            };
+            let item = match row_to_item(&row, &mappings, &separator) {
+                Ok(item) => item,
+                Err(reason) => {
+                    let field = reason.split(':').next().unwrap_or_default();
+                    prop_assert!(FIELDS[..14].contains(&field), "{reason}");
+                    return Ok(());
+                }
+            };
+            match get("text") {
+                None => prop_assert_eq!(&item.text, ""),
+                Some(Value::String(s)) => prop_assert_eq!(&item.text, s),
+                Some(Value::Number(n)) => prop_assert_eq!(&item.text, &n.to_string()),
+                Some(other) => prop_assert!(false, "text {other} accepted"),
+            }
+            if let Some(Value::Number(n)) = get("created_at") {
+                let seconds = item.created_at.as_ref().map(|ts| ts.seconds);
+                prop_assert_eq!(
+                    n.as_i64(),
+                    seconds,
+                    "created_at {} read as {:?}", n, item.created_at
+                );
+            }
+            for (field, value) in [("nps", item.nps), ("csat", item.csat), ("ces", item.ces), ("rating", item.rating)] {
+                let expected = match get(field) {
+                    None => None,
+                    Some(Value::Number(n)) => n.as_i64(),
+                    Some(Value::String(s)) => s.trim().parse().ok(),
+                    Some(other) => return Err(TestCaseError::fail(format!("{field} {other} accepted"))),
+                };
+                prop_assert_eq!(value.map(i64::from), expected, "{}", field);
+            }
+            if let Some(value) = get("attributes") {
+                prop_assert!(value.is_object(), "attributes {value} accepted and dropped");
+            }
+            let attribute_columns = row
+                .keys()
+                .filter_map(|k| k.strip_prefix("attributes.").map(|key| (key, k.as_str())))
+                .chain(mappings.iter().filter_map(|(field, column)| {
+                    field.strip_prefix("attributes.").map(|key| (key, column.as_str()))
+                }));
+            for (key, column) in attribute_columns {
+                if row.get(column).is_some_and(|v| !v.is_null() && v.as_str() != Some("")) {
+                    prop_assert!(
+                        item.attributes.contains_key(key),
+                        "{column}: {} accepted and dropped", row[column]
+                    );
+                }
+            }
+            if let Some(Value::String(s)) = get("tags") {
+                let expected: Vec<&str> = s
+                    .split(separator.as_str())
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                prop_assert_eq!(&item.tags, &expected);
+                prop_assert!(!separator.is_empty(), "tags split with an empty separator");
+            }
         }
     }
 }

@@ -33,4 +33,6 @@ pub use theme::{
     check_id as check_theme_id, fold_accent, DeleteRefusal, Span, Taxonomy, Theme, ThemeDraft,
     ThemeMention,
 };
-pub use validate::{validate_customer_id, validate_text, FeedbackDraft, Rejection};
+pub use validate::{
+    is_attribute_key, validate_customer_id, validate_text, FeedbackDraft, Rejection,
+};

@@ -6,12 +6,12 @@ use prost_types::Timestamp;
 
 use super::pb;
 use crate::domain::limits::{
-    DEFAULT_SEARCH_LIMIT, MAX_CREATED_AT_MICROS, MAX_FACET_FIELDS, MAX_FILTER_VALUES,
-    MAX_SEARCH_LIMIT, MIN_CREATED_AT_MICROS,
+    DEFAULT_SEARCH_LIMIT, MAX_ATTRIBUTE_KEY_BYTES, MAX_CREATED_AT_MICROS, MAX_FACET_FIELDS,
+    MAX_FILTER_VALUES, MAX_SEARCH_LIMIT, MIN_CREATED_AT_MICROS,
 };
 use crate::domain::{
-    check_theme_id, Analysis, AnalysisState, Channel, FacetCounts, FeedbackDraft, FeedbackId,
-    IntRange, JourneyStage, Rejection, ScoreRange, SearchFilter, SearchHit, SearchPage,
+    check_theme_id, is_attribute_key, Analysis, AnalysisState, Channel, FacetCounts, FeedbackDraft,
+    FeedbackId, IntRange, JourneyStage, Rejection, ScoreRange, SearchFilter, SearchHit, SearchPage,
     SearchQuery, Sentiment, SentimentLabel, SimilarTo, SortOrder, StoredFeedback, Taxonomy, Theme,
     ThemeDraft, ThemeMention, UnixMicros,
 };
@@ -291,6 +291,14 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
         }
         theme_sentiments.push((entry.theme_id, labels));
     }
+    // Stored keys follow the item rule: a filter on any other key could
+    // never match (as a facet on one is refused).
+    if let Some(key) = raw.attributes.keys().find(|key| !is_attribute_key(key)) {
+        return Err(Error::invalid(
+            format!("filter.attributes.{key}"),
+            format!("key must be 1 to {MAX_ATTRIBUTE_KEY_BYTES} bytes of [a-z0-9_], as item attribute keys are"),
+        ));
+    }
     let channels = enum_values("filter.channels", &raw.channels, channel_from_pb)?;
     let journey_stages = enum_values("filter.journey_stages", &raw.journey_stages, stage_from_pb)?;
     // Items exist only in [MIN_CREATED_AT, MAX_CREATED_AT): a bound beyond
@@ -298,10 +306,22 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
     // on times, in the index and in reports, far from overflow).
     let created = |field: &str, ts: Option<Timestamp>| {
         ts.as_ref()
-            .map(|ts| timestamp_to_micros(ts).map(clamp_created))
+            .map(timestamp_to_micros)
             .transpose()
             .map_err(|r| Error::invalid(field, r))
     };
+    let created_after = created("filter.created_after", raw.created_after)?;
+    let created_before = created("filter.created_before", raw.created_before)?;
+    // Reversed bounds are refused as a reversed score range is (equal ones
+    // are an empty period).
+    if let (Some(after), Some(before)) = (created_after, created_before) {
+        if after > before {
+            return Err(Error::invalid(
+                "filter.created_before",
+                "must not be earlier than filter.created_after",
+            ));
+        }
+    }
     Ok(SearchFilter {
         channels,
         journey_stages,
@@ -311,8 +331,8 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
         tags: raw.tags.iter().map(|t| t.trim().to_string()).collect(),
         attributes: raw.attributes.into_iter().collect(),
         customer_id: Some(raw.customer_id.trim().to_string()).filter(|c| !c.is_empty()),
-        created_after: created("filter.created_after", raw.created_after)?,
-        created_before: created("filter.created_before", raw.created_before)?,
+        created_after: created_after.map(clamp_created),
+        created_before: created_before.map(clamp_created),
         nps: int_range("filter.nps", raw.nps)?,
         csat: int_range("filter.csat", raw.csat)?,
         ces: int_range("filter.ces", raw.ces)?,
@@ -330,6 +350,14 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
                         return Err(Error::invalid(
                             "filter.sentiment_score",
                             format!("must lie in [-1, 1], got {v}"),
+                        ));
+                    }
+                }
+                if let (Some(min), Some(max)) = (range.min, range.max) {
+                    if min > max {
+                        return Err(Error::invalid(
+                            "filter.sentiment_score",
+                            format!("min {min} is greater than max {max}"),
                         ));
                     }
                 }
@@ -687,5 +715,623 @@ mod tests {
             })
         })
         .is_err());
+    }
+
+    /// Found by the fuzz target: filters that can never match were taken
+    /// in silence, where a reversed score range (IntRange) or an attribute
+    /// facet are refused: a reversed sentiment_score or time range, an
+    /// attribute key no item can have.
+    #[test]
+    fn filters_that_can_never_match_are_refused() {
+        let ts = |seconds| Some(Timestamp { seconds, nanos: 0 });
+        let refused = |filter: pb::Filter| match filter_of(filter) {
+            Err(Error::InvalidArgument { field, reason }) => format!("{field}: {reason}"),
+            other => panic!("{other:?}"),
+        };
+        let reversed_score = refused(pb::Filter {
+            sentiment_score: Some(pb::FloatRange {
+                min: Some(0.5),
+                max: Some(-0.5),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            reversed_score,
+            "filter.sentiment_score: min 0.5 is greater than max -0.5"
+        );
+        let reversed_time = refused(pb::Filter {
+            created_after: ts(2_000),
+            created_before: ts(1_000),
+            ..Default::default()
+        });
+        assert!(
+            reversed_time.starts_with("filter.created_before"),
+            "{reversed_time}"
+        );
+        // Reversed before clamping: both beyond the end of item time.
+        let beyond = refused(pb::Filter {
+            created_after: ts(9_000_000_000),
+            created_before: ts(8_000_000_000),
+            ..Default::default()
+        });
+        assert!(beyond.starts_with("filter.created_before"), "{beyond}");
+        let key = refused(pb::Filter {
+            attributes: [("Region".to_string(), "emea".to_string())].into(),
+            ..Default::default()
+        });
+        assert!(
+            key.starts_with("filter.attributes.Region: key must be"),
+            "{key}"
+        );
+
+        // Equal or open bounds, and a valid key, are fine.
+        let fine = filter_of(pb::Filter {
+            sentiment_score: Some(pb::FloatRange {
+                min: Some(0.5),
+                max: Some(0.5),
+            }),
+            created_after: ts(1_000),
+            created_before: ts(1_000),
+            attributes: [("region".to_string(), "emea".to_string())].into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(fine.created_after, fine.created_before);
+    }
+
+    fn filter_of(filter: pb::Filter) -> Result<SearchFilter, Error> {
+        SearchQuery::try_from(pb::SearchRequest {
+            filter: Some(filter),
+            ..Default::default()
+        })
+        .map(|query| query.filter)
+    }
+}
+
+/// Fuzz targets of the request conversions (`cargo test --lib fuzz`): any
+/// field values convert, or are refused with the field's path; what is
+/// accepted keeps every documented rule, and a search with it answers.
+#[cfg(test)]
+pub(super) mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::limits::*;
+    use crate::domain::{normalize_text, AnalysisState, Feedback, SearchFilter};
+    use crate::fuzz::{edgy_f32, edgy_i32, field_string, long_string, nasty_string, timestamp};
+    use crate::index::IndexError;
+
+    /// Mostly a valid value (so conversions get past the first field and
+    /// the rules of accepted requests are checked), now and then anything.
+    fn mostly<T: std::fmt::Debug>(
+        valid: impl Strategy<Value = T> + 'static,
+        anything: impl Strategy<Value = T> + 'static,
+    ) -> BoxedStrategy<T> {
+        prop_oneof![9 => valid, 1 => anything].boxed()
+    }
+
+    fn id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            1 => Just(String::new()),
+            6 => "[!-~]{1,8}",
+            1 => "[!-~]{120,130}",
+            1 => nasty_string(12),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => nasty_string(40),
+            1 => long_string(MAX_TEXT_BYTES - 8, MAX_TEXT_BYTES + 8),
+            1 => prop::sample::select(vec!["", " ", "\u{7}\u{1b} \u{81}", "a\0b", "\u{fffe}", "e\u{301}"])
+                .prop_map(String::from),
+        ]
+    }
+
+    fn name() -> BoxedStrategy<String> {
+        mostly("[A-Za-z0-9 ._-]{0,20}", field_string(200))
+    }
+
+    fn language() -> BoxedStrategy<String> {
+        mostly(
+            "[A-Za-z0-9_-]{0,12}",
+            prop_oneof![
+                "[A-Za-z0-9_-]{30,40}",
+                nasty_string(8),
+                Just(" PT-BR ".to_string())
+            ],
+        )
+    }
+
+    fn attribute_key() -> BoxedStrategy<String> {
+        mostly(
+            "[a-z0-9_]{1,10}",
+            prop_oneof![Just(String::new()), "[a-z0-9_]{60,70}", nasty_string(8)],
+        )
+    }
+
+    fn theme_id() -> BoxedStrategy<String> {
+        mostly(
+            "[a-z0-9_-]{1,12}",
+            prop_oneof![Just(String::new()), "[a-z0-9_-]{60,70}", nasty_string(8)],
+        )
+    }
+
+    fn enum_value(max: i32) -> BoxedStrategy<i32> {
+        mostly(0..=max, edgy_i32())
+    }
+
+    fn score(max: i32) -> impl Strategy<Value = Option<i32>> {
+        prop::option::of(mostly(0..=max, edgy_i32()))
+    }
+
+    /// Item times: mostly in the range items may have.
+    fn item_time() -> BoxedStrategy<prost_types::Timestamp> {
+        mostly(
+            (0i64..7_258_118_400, 0i32..1_000_000_000)
+                .prop_map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+            timestamp(),
+        )
+    }
+
+    /// A list of mostly few values, sometimes more than a request may hold.
+    fn list<S: Strategy + 'static>(values: S, over: usize) -> impl Strategy<Value = Vec<S::Value>>
+    where
+        S::Value: std::fmt::Debug,
+    {
+        let values = std::sync::Arc::new(values);
+        prop_oneof![
+            20 => prop::collection::vec(values.clone(), 0..4),
+            1 => prop::collection::vec(values, over - 3..over + 3),
+        ]
+    }
+
+    pub(crate) fn feedback() -> impl Strategy<Value = pb::Feedback> {
+        let scores = (score(10), score(6), score(8), score(6));
+        let names = (name(), name(), language());
+        let lists = (
+            list(mostly("[a-z ]{1,10}", field_string(80)), MAX_TAGS + 1),
+            prop_oneof![
+                20 => prop::collection::hash_map(attribute_key(), mostly("[a-z ]{0,10}", field_string(300)), 0..4),
+                1 => prop::collection::hash_map("[a-z]{6}", field_string(4), MAX_ATTRIBUTES..MAX_ATTRIBUTES + 3),
+            ],
+        );
+        (
+            id(),
+            text(),
+            enum_value(8),
+            enum_value(8),
+            prop::option::of(item_time()),
+            names,
+            scores,
+            lists,
+        )
+            .prop_map(
+                |(id, text, channel, journey_stage, created_at, names, scores, lists)| {
+                    pb::Feedback {
+                        id,
+                        text,
+                        channel,
+                        journey_stage,
+                        product: names.0,
+                        customer_id: names.1,
+                        created_at,
+                        language: names.2,
+                        nps: scores.0,
+                        csat: scores.1,
+                        ces: scores.2,
+                        rating: scores.3,
+                        tags: lists.0,
+                        attributes: lists.1,
+                        ..Default::default()
+                    }
+                },
+            )
+    }
+
+    fn int_range() -> impl Strategy<Value = Option<pb::IntRange>> {
+        prop::option::of(
+            (prop::option::of(score(10)), prop::option::of(score(10))).prop_map(|(min, max)| {
+                pb::IntRange {
+                    min: min.flatten(),
+                    max: max.flatten(),
+                }
+            }),
+        )
+    }
+
+    fn score_range() -> impl Strategy<Value = Option<pb::FloatRange>> {
+        let bound = || prop::option::of(mostly(-1.0f32..=1.0, edgy_f32()));
+        prop::option::of((bound(), bound()).prop_map(|(min, max)| pb::FloatRange { min, max }))
+    }
+
+    pub(crate) fn filter() -> impl Strategy<Value = pb::Filter> {
+        let enums = (
+            list(enum_value(8), MAX_FILTER_VALUES),
+            list(enum_value(8), MAX_FILTER_VALUES),
+            list(enum_value(4), MAX_FILTER_VALUES),
+        );
+        let strings = (
+            list(name(), MAX_FILTER_VALUES),
+            list(language(), MAX_FILTER_VALUES),
+            list(name(), MAX_FILTER_VALUES),
+            name(),
+            prop::collection::hash_map(attribute_key(), name(), 0..3),
+        );
+        let ranges = (
+            int_range(),
+            int_range(),
+            int_range(),
+            int_range(),
+            score_range(),
+            prop::option::of(item_time()),
+            prop::option::of(item_time()),
+        );
+        let themes = (
+            list(theme_id(), MAX_FILTER_VALUES),
+            list(
+                (theme_id(), list(enum_value(4), MAX_FILTER_VALUES)).prop_map(
+                    |(theme_id, sentiments)| pb::ThemeSentimentFilter {
+                        theme_id,
+                        sentiments,
+                    },
+                ),
+                MAX_FILTER_VALUES,
+            ),
+        );
+        (enums, strings, ranges, themes).prop_map(|(enums, strings, ranges, themes)| pb::Filter {
+            channels: enums.0,
+            journey_stages: enums.1,
+            sentiments: enums.2,
+            products: strings.0,
+            languages: strings.1,
+            tags: strings.2,
+            customer_id: strings.3,
+            attributes: strings.4,
+            nps: ranges.0,
+            csat: ranges.1,
+            ces: ranges.2,
+            rating: ranges.3,
+            sentiment_score: ranges.4,
+            created_after: ranges.5,
+            created_before: ranges.6,
+            themes: themes.0,
+            theme_sentiments: themes.1,
+        })
+    }
+
+    /// Query texts: words, fields, operators.
+    pub(crate) fn query_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "((refund|delivery|late|x|NOT|OR|AND|text:|nps:[0 TO 6]|channel:review|attributes.region:emea|theme:delivery|\"late delivery\"|[()\"*-]) ?){0,6}",
+            1 => nasty_string(20),
+            1 => Just(String::new()),
+        ]
+    }
+
+    fn facet() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(vec![
+                "channel", "journey_stage", "product", "language", "tags", "customer_id",
+                "sentiment", "analysis_status", "theme", "theme_sentiment", "attributes.region",
+                "attributes.", "attributes", "attributes.Region", "text", "nps", "created_at", "",
+            ])
+            .prop_map(String::from),
+            1 => nasty_string(10),
+        ]
+    }
+
+    fn cursor() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => Just(String::new()),
+            1 => nasty_string(40),
+            1 => "[A-Za-z0-9_-]{32}",
+        ]
+    }
+
+    pub(crate) fn search_request() -> impl Strategy<Value = pb::SearchRequest> {
+        let limit = prop_oneof![
+            4 => 0u32..=(MAX_SEARCH_LIMIT as u32 + 2),
+            1 => any::<u32>(),
+        ];
+        (
+            query_text(),
+            prop::option::of(filter()),
+            enum_value(5),
+            limit,
+            cursor(),
+            list(facet(), MAX_FACET_FIELDS + 1),
+            prop_oneof![3 => Just(String::new()), 1 => id()],
+            prop_oneof![3 => Just(String::new()), 1 => text()],
+        )
+            .prop_map(
+                |(query, filter, sort, limit, cursor, facets, similar_to_id, similar_to_text)| {
+                    pb::SearchRequest {
+                        query,
+                        filter,
+                        sort,
+                        limit,
+                        cursor,
+                        facets,
+                        similar_to_id,
+                        similar_to_text,
+                    }
+                },
+            )
+    }
+
+    /// The paths a rejected item may name.
+    fn is_item_field(field: &str) -> bool {
+        const FIELDS: &[&str] = &[
+            "id",
+            "text",
+            "channel",
+            "journey_stage",
+            "product",
+            "customer_id",
+            "created_at",
+            "language",
+            "nps",
+            "csat",
+            "ces",
+            "rating",
+            "tags",
+            "attributes",
+        ];
+        FIELDS.contains(&field)
+            || field
+                .strip_prefix("tags[")
+                .is_some_and(|rest| rest.ends_with(']'))
+            || field.starts_with("attributes.")
+    }
+
+    /// Every documented rule of a stored item.
+    fn check_item(item: &Feedback) -> Result<(), TestCaseError> {
+        let id = item.id.as_str();
+        prop_assert!(!id.is_empty() && id.len() <= MAX_ID_BYTES);
+        prop_assert!(id.bytes().all(|b| b.is_ascii_graphic()), "{id:?}");
+        let text = &item.text;
+        prop_assert!(text.len() <= MAX_TEXT_BYTES);
+        prop_assert!(!text.contains(['\0', '\u{fffe}', '\u{ffff}']), "{text:?}");
+        prop_assert!(!normalize_text(text).trim().is_empty(), "{text:?}");
+        for name in [&item.product, &item.customer_id] {
+            prop_assert!(name.len() <= MAX_NAME_BYTES && name.trim() == name.as_str());
+            prop_assert!(!name.chars().any(char::is_control), "{name:?}");
+        }
+        prop_assert!(item.language.len() <= MAX_LANGUAGE_BYTES);
+        prop_assert!(item
+            .language
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'));
+        prop_assert!((MIN_CREATED_AT_MICROS..MAX_CREATED_AT_MICROS).contains(&item.created_at.0));
+        let scores = item.scores;
+        for (score, min, max) in [
+            (scores.nps, 0, 10),
+            (scores.csat, 1, 5),
+            (scores.ces, 1, 7),
+            (scores.rating, 1, 5),
+        ] {
+            prop_assert!(score.is_none_or(|s| (min..=max).contains(&s)));
+        }
+        prop_assert!(item.tags.len() <= MAX_TAGS);
+        for (i, tag) in item.tags.iter().enumerate() {
+            prop_assert!(!tag.is_empty() && tag.len() <= MAX_TAG_BYTES && tag.trim() == tag);
+            prop_assert!(!tag.chars().any(char::is_control), "{tag:?}");
+            prop_assert!(!item.tags[..i].contains(tag), "duplicate {tag:?}");
+        }
+        prop_assert!(item.attributes.len() <= MAX_ATTRIBUTES);
+        for (key, value) in &item.attributes {
+            prop_assert!(crate::domain::is_attribute_key(key), "{key:?}");
+            prop_assert!(value.len() <= MAX_ATTRIBUTE_VALUE_BYTES);
+            prop_assert!(!value.chars().any(char::is_control), "{value:?}");
+        }
+        Ok(())
+    }
+
+    /// Every documented rule of a search the server runs.
+    fn check_query(raw: &pb::SearchRequest, query: &SearchQuery) -> Result<(), TestCaseError> {
+        prop_assert!((1..=MAX_SEARCH_LIMIT).contains(&query.limit));
+        prop_assert!(query.facets.len() <= MAX_FACET_FIELDS);
+        prop_assert!(!(query.similar_to.is_some() && query.cursor.is_some()));
+        prop_assert!(query.cursor.as_ref().is_none_or(|c| !c.is_empty()));
+        if raw.sort == 0 {
+            let expected = if raw.query.trim().is_empty() {
+                SortOrder::Newest
+            } else {
+                SortOrder::Relevance
+            };
+            prop_assert_eq!(query.sort, expected);
+        }
+        check_filter(&query.filter)
+    }
+
+    pub(crate) fn check_filter(filter: &SearchFilter) -> Result<(), TestCaseError> {
+        let lens = [
+            filter.channels.len(),
+            filter.journey_stages.len(),
+            filter.products.len(),
+            filter.languages.len(),
+            filter.tags.len(),
+            filter.attributes.len(),
+            filter.sentiments.len(),
+            filter.themes.len(),
+            filter.theme_sentiments.len(),
+        ];
+        prop_assert!(lens.iter().all(|&len| len <= MAX_FILTER_VALUES), "{lens:?}");
+        for key in filter.attributes.keys() {
+            prop_assert!(
+                crate::domain::is_attribute_key(key),
+                "filter on attribute key {key:?}, which no item can have"
+            );
+        }
+        for theme in filter
+            .themes
+            .iter()
+            .chain(filter.theme_sentiments.iter().map(|(theme, _)| theme))
+        {
+            prop_assert!(check_theme_id("theme", theme).is_ok(), "{theme:?}");
+        }
+        prop_assert!(filter
+            .theme_sentiments
+            .iter()
+            .all(|(_, labels)| !labels.is_empty() && labels.len() <= MAX_FILTER_VALUES));
+        for range in [filter.nps, filter.csat, filter.ces, filter.rating] {
+            if let (Some(min), Some(max)) = (range.min, range.max) {
+                prop_assert!(min <= max, "{range:?}");
+            }
+        }
+        let score = filter.sentiment_score;
+        for v in [score.min, score.max].into_iter().flatten() {
+            prop_assert!((-1.0..=1.0).contains(&v), "{score:?}");
+        }
+        if let (Some(min), Some(max)) = (score.min, score.max) {
+            prop_assert!(min <= max, "reversed {score:?} accepted");
+        }
+        for at in [filter.created_after, filter.created_before]
+            .into_iter()
+            .flatten()
+        {
+            prop_assert!((MIN_CREATED_AT_MICROS..=MAX_CREATED_AT_MICROS).contains(&at.0));
+        }
+        if let (Some(after), Some(before)) = (filter.created_after, filter.created_before) {
+            prop_assert!(
+                after <= before,
+                "reversed time range {after:?}..{before:?} accepted"
+            );
+        }
+        Ok(())
+    }
+
+    /// A search refused by the index layer must be for the client's input.
+    fn check_search(query: &SearchQuery) -> Result<(), TestCaseError> {
+        let index = crate::index::fuzz_fixture();
+        match index.search(query) {
+            Ok(page) => {
+                if let Some(cursor) = page.next_cursor {
+                    let next = SearchQuery {
+                        cursor: Some(cursor),
+                        ..query.clone()
+                    };
+                    let answer = index.search(&next);
+                    prop_assert!(answer.is_ok(), "next page: {:?}", answer.err());
+                }
+            }
+            Err(
+                IndexError::InvalidQuery { .. }
+                | IndexError::InvalidCursor(_)
+                | IndexError::InvalidFacet(_),
+            ) => {}
+            Err(other) => prop_assert!(false, "{query:?}: {other}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_items_convert_or_are_rejected_with_their_field(raw in feedback()) {
+            let now = UnixMicros(1_700_000_000_000_000);
+            let draft = match incoming_item(raw.clone()) {
+                Ok(draft) => draft,
+                Err(rejection) => {
+                    prop_assert!(
+                        ["channel", "journey_stage", "created_at"].contains(&rejection.field.as_str()),
+                        "{rejection}"
+                    );
+                    prop_assert!(!rejection.reason.is_empty());
+                    return Ok(());
+                }
+            };
+            let item = match draft.validate(now) {
+                Ok(item) => item,
+                Err(rejection) => {
+                    prop_assert!(is_item_field(&rejection.field), "{rejection}");
+                    prop_assert!(!rejection.reason.is_empty());
+                    return Ok(());
+                }
+            };
+            check_item(&item)?;
+            // What the server answers for the item, sent again, is the item.
+            let stored = StoredFeedback {
+                feedback: item.clone(),
+                ingested_at: now,
+                seq: 1,
+                analysis: AnalysisState::Pending,
+            };
+            let (_, fields) = crate::index::schema::build_schema();
+            crate::index::schema::to_document(&fields, &stored);
+            let again = incoming_item(pb::Feedback::from(stored))
+                .map_err(|r| TestCaseError::fail(r.to_string()))?
+                .validate(now)
+                .map_err(|r| TestCaseError::fail(r.to_string()))?;
+            prop_assert_eq!(again, item);
+        }
+
+        #[test]
+        fn fuzz_search_requests_convert_or_name_their_field(raw in search_request()) {
+            match SearchQuery::try_from(raw.clone()) {
+                Ok(query) => {
+                    check_query(&raw, &query)?;
+                    if query.similar_to.is_none() {
+                        check_search(&query)?;
+                    }
+                }
+                Err(Error::InvalidArgument { field, reason }) => {
+                    prop_assert!(!field.is_empty() && !reason.is_empty());
+                }
+                Err(other) => prop_assert!(false, "{other}"),
+            }
+        }
+
+        #[test]
+        fn fuzz_ids_convert_or_name_the_bad_one(raw in prop::collection::vec(id(), 0..6)) {
+            match ids(raw.clone()) {
+                Ok(ids) => {
+                    prop_assert_eq!(ids.len(), raw.len());
+                    for (id, raw) in ids.iter().zip(&raw) {
+                        prop_assert_eq!(id.as_str(), raw.as_str());
+                    }
+                }
+                Err(Error::InvalidArgument { field, .. }) => {
+                    let i: usize = field
+                        .strip_prefix("ids[")
+                        .and_then(|rest| rest.strip_suffix(']'))
+                        .and_then(|i| i.parse().ok())
+                        .ok_or_else(|| TestCaseError::fail(field.clone()))?;
+                    prop_assert!(FeedbackId::parse(&raw[i]).is_err());
+                    prop_assert!(raw[..i].iter().all(|id| FeedbackId::parse(id).is_ok()));
+                }
+                Err(other) => prop_assert!(false, "{other}"),
+            }
+        }
+
+        #[test]
+        fn fuzz_timestamps_convert_exactly_or_are_refused(ts in timestamp()) {
+            match timestamp_to_micros(&ts) {
+                Ok(at) => {
+                    prop_assert!((0..1_000_000_000).contains(&ts.nanos));
+                    let back = micros_to_timestamp(at);
+                    prop_assert_eq!(back.seconds, ts.seconds);
+                    prop_assert_eq!(back.nanos, ts.nanos / 1_000 * 1_000);
+                    let clamped = clamp_created(at);
+                    prop_assert!((MIN_CREATED_AT_MICROS..=MAX_CREATED_AT_MICROS).contains(&clamped.0));
+                }
+                Err(reason) => prop_assert!(!reason.is_empty()),
+            }
+        }
+
+        #[test]
+        fn fuzz_discovery_requests_convert_or_name_their_field(
+            query in query_text(),
+            filter in prop::option::of(filter()),
+        ) {
+            let raw = pb::DiscoverThemesRequest { query, filter, ..Default::default() };
+            match discovery_request(raw) {
+                Ok(query) => check_filter(&query.filter)?,
+                Err(Error::InvalidArgument { field, reason }) => {
+                    prop_assert!(field.starts_with("filter.") && !reason.is_empty(), "{field}");
+                }
+                Err(other) => prop_assert!(false, "{other}"),
+            }
+        }
     }
 }

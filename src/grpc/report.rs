@@ -471,3 +471,377 @@ pub fn report_from_pb(r: pb::ReportResponse) -> Report {
             .collect(),
     }
 }
+
+/// Fuzz targets of the report messages (`cargo test --lib fuzz`): any
+/// request converts or names its field; any answer a server might send
+/// converts and renders (the renderers promise never to panic nor print NaN
+/// or inf).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::super::convert::fuzz::{check_filter, filter, query_text};
+    use super::*;
+    use crate::domain::limits::{MAX_CREATED_AT_MICROS, MIN_CREATED_AT_MICROS};
+    use crate::fuzz::{edgy_f64, edgy_i32, nasty_string, timestamp};
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(vec![
+                "", "channel", "journey_stage", "product", "language", "attributes.region",
+                "attributes.", "attributes", "attributes.Region", "attributes.a.b", "tags", "theme",
+                " channel", "CHANNEL",
+            ])
+            .prop_map(String::from),
+            1 => "attributes\\.[a-z0-9_]{0,70}",
+            1 => nasty_string(12),
+        ]
+    }
+
+    fn report_request() -> impl Strategy<Value = pb::ReportRequest> {
+        (
+            query_text(),
+            prop::option::of(filter()),
+            edgy_i32(),
+            segment(),
+            prop::option::of(timestamp()),
+            prop::option::of(timestamp()),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(query, filter, bucket, segment, compare_after, compare_before, candidates)| {
+                    pb::ReportRequest {
+                        query,
+                        filter,
+                        bucket,
+                        segment,
+                        compare_after,
+                        compare_before,
+                        include_candidates: candidates,
+                    }
+                },
+            )
+    }
+
+    /// Strings without the letters of "NaN" and "inf" (so the renderers'
+    /// promise not to print them can be checked on their output).
+    fn plain(max: usize) -> impl Strategy<Value = String> {
+        nasty_string(max).prop_map(|s| s.replace(['N', 'f'], "x"))
+    }
+
+    fn count() -> impl Strategy<Value = u64> {
+        prop_oneof![4 => 0u64..1000, 1 => any::<u64>()]
+    }
+
+    fn score() -> impl Strategy<Value = Option<pb::ReportScore>> {
+        let change = (
+            edgy_f64(),
+            edgy_f64(),
+            edgy_f64(),
+            edgy_f64(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(delta, ci_low, ci_high, p_value, significant)| pb::ScoreChange {
+                    delta,
+                    ci_low,
+                    ci_high,
+                    p_value,
+                    significant,
+                },
+            );
+        let f = || prop::option::of(edgy_f64());
+        prop::option::of(
+            (
+                f(),
+                f(),
+                f(),
+                count(),
+                f(),
+                count(),
+                prop::option::of(change),
+            )
+                .prop_map(
+                    |(value, ci_low, ci_high, n, previous_value, previous_n, change)| {
+                        pb::ReportScore {
+                            value,
+                            ci_low,
+                            ci_high,
+                            n,
+                            previous_value,
+                            previous_n,
+                            change,
+                        }
+                    },
+                ),
+        )
+    }
+
+    fn counts() -> impl Strategy<Value = Option<pb::SentimentCounts>> {
+        prop::option::of((count(), count(), count(), count()).prop_map(
+            |(negative, neutral, positive, mixed)| pb::SentimentCounts {
+                negative,
+                neutral,
+                positive,
+                mixed,
+            },
+        ))
+    }
+
+    fn interval() -> impl Strategy<Value = Option<pb::Interval>> {
+        prop::option::of((edgy_f64(), edgy_f64(), edgy_f64()).prop_map(
+            |(value, ci_low, ci_high)| pb::Interval {
+                value,
+                ci_low,
+                ci_high,
+            },
+        ))
+    }
+
+    fn period() -> impl Strategy<Value = Option<pb::Period>> {
+        prop::option::of(
+            (prop::option::of(timestamp()), prop::option::of(timestamp()))
+                .prop_map(|(start, end)| pb::Period { start, end }),
+        )
+    }
+
+    fn theme_row() -> impl Strategy<Value = pb::ThemeRow> {
+        (
+            (plain(10), plain(20), plain(10)),
+            (count(), edgy_f64(), count(), edgy_f64()),
+            (counts(), score(), score(), interval(), score(), interval()),
+        )
+            .prop_map(|(names, mentions, figures)| pb::ThemeRow {
+                theme_id: names.0,
+                name: names.1,
+                parent_id: names.2,
+                mentions: mentions.0,
+                share: mentions.1,
+                previous_mentions: mentions.2,
+                previous_share: mentions.3,
+                sentiment: figures.0,
+                net_sentiment: figures.1,
+                nps: figures.2,
+                nps_impact: figures.3,
+                csat: figures.4,
+                csat_impact: figures.5,
+            })
+    }
+
+    fn matrix() -> impl Strategy<Value = Option<pb::SegmentMatrix>> {
+        let column = (plain(10), count(), prop::option::of(edgy_f64())).prop_map(
+            |(value, items, net_sentiment)| pb::SegmentColumn {
+                value,
+                items,
+                net_sentiment,
+            },
+        );
+        let cell = (
+            (plain(10), plain(10), count(), edgy_f64()),
+            (
+                prop::option::of(edgy_f64()),
+                edgy_f64(),
+                any::<bool>(),
+                edgy_i32(),
+            ),
+        )
+            .prop_map(|(a, b)| pb::MatrixCell {
+                theme_id: a.0,
+                segment_value: a.1,
+                mentions: a.2,
+                share: a.3,
+                net_sentiment: b.0,
+                p_value: b.1,
+                significant: b.2,
+                direction: b.3,
+            });
+        prop::option::of(
+            (
+                plain(10),
+                prop::collection::vec(column, 0..4),
+                prop::collection::vec(cell, 0..6),
+            )
+                .prop_map(|(field, columns, cells)| pb::SegmentMatrix {
+                    field,
+                    columns,
+                    cells,
+                }),
+        )
+    }
+
+    fn trend() -> impl Strategy<Value = pb::TrendBucket> {
+        let share = (plain(10), count(), edgy_f64()).prop_map(|(theme_id, mentions, share)| {
+            pb::ThemeShare {
+                theme_id,
+                mentions,
+                share,
+            }
+        });
+        (
+            period(),
+            count(),
+            score(),
+            score(),
+            prop::collection::vec(share, 0..3),
+        )
+            .prop_map(
+                |(period, items, net_sentiment, nps, themes)| pb::TrendBucket {
+                    period,
+                    items,
+                    net_sentiment,
+                    nps,
+                    themes,
+                },
+            )
+    }
+
+    fn emerging() -> impl Strategy<Value = pb::EmergingTheme> {
+        (
+            (plain(10), plain(20), count(), edgy_f64(), count()),
+            (edgy_f64(), edgy_f64(), edgy_f64(), any::<bool>()),
+            prop::collection::vec(plain(30), 0..3),
+        )
+            .prop_map(|(a, b, representatives)| pb::EmergingTheme {
+                theme_id: a.0,
+                name: a.1,
+                mentions: a.2,
+                share: a.3,
+                previous_mentions: a.4,
+                previous_share: b.0,
+                p_value: b.1,
+                adjusted_p_value: b.2,
+                candidate: b.3,
+                representatives,
+            })
+    }
+
+    fn verbatims() -> impl Strategy<Value = pb::VerbatimGroup> {
+        let span = prop_oneof![
+            3 => (0u32..40, 0u32..40),
+            1 => (any::<u32>(), any::<u32>()),
+        ]
+        .prop_map(|(start, end)| pb::Span { start, end });
+        let verbatim = (
+            (
+                plain(10),
+                plain(10),
+                prop::option::of(timestamp()),
+                edgy_i32(),
+            ),
+            (
+                plain(60),
+                prop::collection::vec(span, 0..4),
+                edgy_i32(),
+                prop::option::of(edgy_i32()),
+            ),
+        )
+            .prop_map(|(a, b)| pb::Verbatim {
+                item_id: a.0,
+                customer_id: a.1,
+                created_at: a.2,
+                channel: a.3,
+                text: b.0,
+                highlights: b.1,
+                sentiment: b.2,
+                nps: b.3,
+            });
+        (plain(10), plain(10), prop::collection::vec(verbatim, 0..3)).prop_map(
+            |(theme_id, segment_value, verbatims)| pb::VerbatimGroup {
+                theme_id,
+                segment_value,
+                verbatims,
+            },
+        )
+    }
+
+    fn report_response() -> impl Strategy<Value = pb::ReportResponse> {
+        (
+            (period(), period(), edgy_i32(), count(), count()),
+            (count(), count(), count(), counts()),
+            (score(), score(), score(), score()),
+            (
+                prop::collection::vec(theme_row(), 0..4),
+                matrix(),
+                prop::collection::vec(plain(10), 0..4),
+                prop::collection::vec(trend(), 0..5),
+                prop::collection::vec(emerging(), 0..3),
+                prop::collection::vec(verbatims(), 0..3),
+            ),
+        )
+            .prop_map(|(head, totals, scores, sections)| pb::ReportResponse {
+                period: head.0,
+                comparison: head.1,
+                bucket: head.2,
+                taxonomy_version: head.3,
+                retag_pending: head.4,
+                items: totals.0,
+                previous_items: totals.1,
+                analysed: totals.2,
+                sentiment: totals.3,
+                net_sentiment: scores.0,
+                nps: scores.1,
+                csat: scores.2,
+                ces: scores.3,
+                themes: sections.0,
+                matrix: sections.1,
+                trend_themes: sections.2,
+                trends: sections.3,
+                emerging: sections.4,
+                verbatims: sections.5,
+            })
+    }
+
+    /// Where `word` stands alone in `text` (not inside a longer word).
+    fn find_word(text: &str, word: &str) -> Option<usize> {
+        text.match_indices(word).map(|(at, _)| at).find(|&at| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + word.len()..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_report_requests_convert_or_name_their_field(raw in report_request()) {
+            match ReportRequest::try_from(raw.clone()) {
+                Ok(request) => {
+                    check_filter(&request.query.filter)?;
+                    match &request.segment {
+                        Some(segment) => {
+                            prop_assert_eq!(segment.name(), raw.segment.clone());
+                            prop_assert_eq!(SegmentField::parse(&segment.name()), Ok(segment.clone()));
+                        }
+                        None => prop_assert!(raw.segment.is_empty()),
+                    }
+                    if let Some(period) = request.comparison {
+                        for at in [period.start, period.end] {
+                            prop_assert!((MIN_CREATED_AT_MICROS..=MAX_CREATED_AT_MICROS).contains(&at.0));
+                        }
+                    }
+                }
+                Err(Error::InvalidArgument { field, reason }) => {
+                    prop_assert!(!field.is_empty() && !reason.is_empty());
+                }
+                Err(other) => prop_assert!(false, "{other}"),
+            }
+        }
+
+        #[test]
+        fn fuzz_any_report_answer_converts_and_renders(raw in report_response(), title in plain(20)) {
+            let report = report_from_pb(raw);
+            let pages = [
+                crate::report::render::html(&report, &title),
+                crate::report::render::table(&report),
+                crate::report::render::csv(&report),
+            ];
+            for page in &pages {
+                for word in ["NaN", "inf"] {
+                    if let Some(at) = find_word(page, word) {
+                        let context: String = page[at..].chars().take(60).collect();
+                        prop_assert!(false, "{word} printed: {context:?}");
+                    }
+                }
+            }
+        }
+    }
+}

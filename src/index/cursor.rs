@@ -160,3 +160,118 @@ mod tests {
         assert!(Cursor::decode("garbage!", 7).is_err());
     }
 }
+
+/// Fuzz targets of cursors (`cargo test --lib fuzz`): a cursor is client
+/// input; decoding anything answers a cursor or `InvalidCursor`, and every
+/// cursor the server hands out decodes to its key.
+#[cfg(test)]
+mod fuzz {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::limits::{MAX_CREATED_AT_MICROS, MIN_CREATED_AT_MICROS};
+    use crate::fuzz::{edgy_f32, edgy_f64, nasty_string};
+
+    fn sort_order() -> impl Strategy<Value = SortOrder> {
+        prop::sample::select(vec![
+            SortOrder::Relevance,
+            SortOrder::Newest,
+            SortOrder::Oldest,
+            SortOrder::MostNegative,
+            SortOrder::MostPositive,
+        ])
+    }
+
+    /// A decoded cursor is the one text that encodes it (no second spelling).
+    fn check_decoded(text: &str, fingerprint: u64) -> Result<(), TestCaseError> {
+        match Cursor::decode(text, fingerprint) {
+            Ok(cursor) => prop_assert_eq!(cursor.encode(fingerprint), text),
+            Err(IndexError::InvalidCursor(reason)) => prop_assert!(!reason.is_empty()),
+            Err(other) => prop_assert!(false, "{text:?}: {other}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_any_text_decodes_or_is_refused(
+            text in prop_oneof![
+                nasty_string(48),
+                "[A-Za-z0-9_=+/-]{0,48}",
+                "[A-Za-z0-9_-]{32}",
+                "[A-Za-z0-9_-]{30,34}[=]{0,2}",
+            ],
+            fingerprint in any::<u64>(),
+        ) {
+            check_decoded(&text, fingerprint)?;
+        }
+
+        #[test]
+        fn fuzz_any_bytes_decode_only_as_the_cursor_they_spell(
+            mut bytes in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..48),
+                prop::collection::vec(any::<u8>(), 24),
+            ],
+            fingerprint in any::<u64>(),
+            matching in any::<bool>(),
+            alphabet in 0usize..4,
+        ) {
+            if matching && bytes.len() == 24 {
+                bytes[16..].copy_from_slice(&fingerprint.to_be_bytes());
+            }
+            let engine = [&URL_SAFE_NO_PAD, &URL_SAFE, &STANDARD, &STANDARD_NO_PAD][alphabet];
+            let text = engine.encode(&bytes);
+            check_decoded(&text, fingerprint)?;
+            let canonical = text == URL_SAFE_NO_PAD.encode(&bytes);
+            let expected = canonical
+                && bytes.len() == 24
+                && bytes[16..] == fingerprint.to_be_bytes();
+            match Cursor::decode(&text, fingerprint) {
+                Ok(cursor) => {
+                    prop_assert!(expected, "{text:?} decoded");
+                    let word = |i: usize| <[u8; 8]>::try_from(&bytes[i * 8..i * 8 + 8]).unwrap();
+                    prop_assert_eq!(cursor.key.primary, i64::from_be_bytes(word(0)));
+                    prop_assert_eq!(cursor.key.secondary, u64::from_be_bytes(word(1)));
+                }
+                Err(_) => prop_assert!(!expected, "{text:?} refused"),
+            }
+        }
+
+        #[test]
+        fn fuzz_cursors_round_trip_and_stay_bound_to_their_query(
+            primary in any::<i64>(),
+            secondary in any::<u64>(),
+            fingerprint in any::<u64>(),
+            other in any::<u64>(),
+        ) {
+            let key = SortKey { primary, secondary };
+            let text = Cursor { key }.encode(fingerprint);
+            prop_assert_eq!(text.len(), 32);
+            prop_assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            prop_assert_eq!(Cursor::decode(&text, fingerprint).unwrap().key, key);
+            if other != fingerprint {
+                prop_assert!(Cursor::decode(&text, other).is_err());
+            }
+        }
+
+        /// Every hit's key, whatever its score, time and sentiment, is above
+        /// `EXHAUSTED` (else the hit would be dropped) and survives a cursor.
+        #[test]
+        fn fuzz_hit_keys_are_valid_cursors(
+            sort in sort_order(),
+            score in edgy_f32(),
+            created in MIN_CREATED_AT_MICROS..MAX_CREATED_AT_MICROS,
+            seq in any::<u64>(),
+            sentiment in prop::option::of(edgy_f64()),
+            fingerprint in any::<u64>(),
+        ) {
+            let key = SortKey::new(sort, score, created, seq, sentiment);
+            prop_assert!(key > SortKey::EXHAUSTED, "{key:?}");
+            let shown = key.score(sort);
+            prop_assert!(shown.is_finite() || score.is_infinite(), "{shown}");
+            let text = Cursor { key }.encode(fingerprint);
+            prop_assert_eq!(Cursor::decode(&text, fingerprint).unwrap().key, key);
+        }
+    }
+}

@@ -104,6 +104,13 @@ struct IndexerThread {
     handle: JoinHandle<()>,
 }
 
+/// The parser of the query language: words search `text`, AND by default.
+fn query_parser(index: &Index, fields: &Fields) -> QueryParser {
+    let mut parser = QueryParser::for_index(index, vec![fields.text]);
+    parser.set_conjunction_by_default();
+    parser
+}
+
 fn index_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("index").join(format!("v{SCHEMA_VERSION}"))
 }
@@ -249,8 +256,7 @@ impl SearchIndex {
         // A new folder, or one whose first rebuild never committed (no payload).
         let needs_rebuild = needs_rebuild || index.load_metas()?.payload.is_none();
         let items = store.stats()?.items;
-        let mut parser = QueryParser::for_index(&index, vec![fields.text]);
-        parser.set_conjunction_by_default();
+        let parser = query_parser(&index, &fields);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             indexed_seq: AtomicU64::new(committed_seq(&index)?),
@@ -336,4 +342,196 @@ pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexEr
     let count = rebuild(&store, &fields, &mut writer)?;
     writer.wait_merging_threads()?;
     Ok(count)
+}
+
+#[cfg(test)]
+impl SearchIndex {
+    /// An index in memory holding `items`, without a store or an indexer
+    /// thread: for tests of the read side.
+    pub(crate) fn in_memory(items: &[crate::domain::StoredFeedback]) -> SearchIndex {
+        let (schema, fields) = build_schema();
+        let index = Index::create_in_ram(schema);
+        index
+            .tokenizers()
+            .register(TEXT_TOKENIZER, schema::text_analyzer());
+        let mut writer: IndexWriter<TantivyDocument> = index
+            .writer_with_num_threads(1, 15_000_000)
+            .expect("index writer");
+        for item in items {
+            writer
+                .add_document(schema::to_document(&fields, item))
+                .expect("document");
+        }
+        writer.commit().expect("commit");
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .expect("reader");
+        let parser = query_parser(&index, &fields);
+        SearchIndex {
+            shared: Arc::new(Shared {
+                dir: PathBuf::new(),
+                fields,
+                reader,
+                parser,
+                indexed_seq: AtomicU64::new(items.len() as u64),
+            }),
+            indexer: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+/// A small index whose items fill every field (analysed with themes and
+/// sub-themes, pending, failed), shared by the fuzz targets that search.
+#[cfg(test)]
+pub(crate) fn fuzz_fixture() -> &'static SearchIndex {
+    static INDEX: std::sync::LazyLock<SearchIndex> =
+        std::sync::LazyLock::new(|| SearchIndex::in_memory(&fixture_items()));
+    &INDEX
+}
+
+#[cfg(test)]
+fn fixture_items() -> Vec<crate::domain::StoredFeedback> {
+    use crate::domain::limits::MAX_CREATED_AT_MICROS;
+    use crate::domain::{
+        Analysis, AnalysisState, Channel, FeedbackDraft, JourneyStage, Sentiment, SentimentLabel,
+        StoredFeedback, ThemeMention, UnixMicros,
+    };
+
+    let analysed = |label: SentimentLabel, score: f32, themes: &[(&str, &str)], version: u64| {
+        let sentiment = Sentiment {
+            label,
+            score,
+            negative: (-score).max(0.0),
+            neutral: 1.0 - score.abs(),
+            positive: score.max(0.0),
+        };
+        AnalysisState::Done(Analysis {
+            language: "en".into(),
+            language_confidence: 0.9,
+            sentiment,
+            sentences: Vec::new(),
+            keyphrases: Vec::new(),
+            embedding: Vec::new(),
+            model: "fixture".into(),
+            themes: themes
+                .iter()
+                .map(|(id, parent)| ThemeMention {
+                    theme_id: id.to_string(),
+                    theme_name: id.to_string(),
+                    parent_id: parent.to_string(),
+                    score: 0.8,
+                    sentences: Vec::new(),
+                    spans: Vec::new(),
+                    sentiment,
+                })
+                .collect(),
+            taxonomy_version: version,
+            units: Vec::new(),
+        })
+    };
+    let item = |seq: u64, draft: FeedbackDraft, analysis: AnalysisState| StoredFeedback {
+        feedback: draft.validate(UnixMicros(0)).expect("a valid fixture item"),
+        ingested_at: UnixMicros(1_700_000_000_000_000),
+        seq,
+        analysis,
+    };
+    vec![
+        item(
+            1,
+            FeedbackDraft {
+                id: "fx-1".into(),
+                text: "Refund was late; the delivery driver was rude (again)! \"Never\" again"
+                    .into(),
+                channel: Some(Channel::Review),
+                journey_stage: Some(JourneyStage::Purchase),
+                product: "Acme".into(),
+                customer_id: "c-1".into(),
+                created_at: Some(UnixMicros(1_700_000_000_123_456)),
+                language: "en".into(),
+                nps: Some(3),
+                csat: Some(2),
+                ces: Some(6),
+                rating: Some(1),
+                tags: vec!["vip".into(), "b2b".into()],
+                attributes: [("region", "emea"), ("plan", "pro")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            analysed(
+                SentimentLabel::Negative,
+                -0.8,
+                &[("delivery_delay", "delivery"), ("refund", "")],
+                1,
+            ),
+        ),
+        item(
+            2,
+            FeedbackDraft {
+                id: "fx-2".into(),
+                text: "Great app, caf\u{e9} tr\u{e8}s bien \u{1f600} e\u{301}l\u{e8}ve".into(),
+                channel: Some(Channel::Survey),
+                created_at: Some(UnixMicros(0)),
+                language: "fr".into(),
+                nps: Some(10),
+                tags: vec!["promoter".into()],
+                ..FeedbackDraft::default()
+            },
+            analysed(SentimentLabel::Positive, 1.0, &[("app", "")], 2),
+        ),
+        item(
+            3,
+            FeedbackDraft {
+                id: "fx-3".into(),
+                text: "Price \u{96} too high\r\n\tdon\u{92}t buy".into(),
+                channel: Some(Channel::SupportTicket),
+                journey_stage: Some(JourneyStage::Renewal),
+                created_at: Some(UnixMicros(MAX_CREATED_AT_MICROS - 1)),
+                attributes: [("region".to_string(), "amer".to_string())].into(),
+                ..FeedbackDraft::default()
+            },
+            AnalysisState::Failed {
+                reason: "fixture".into(),
+            },
+        ),
+        item(
+            4,
+            FeedbackDraft {
+                id: "fx-4".into(),
+                text: "x".into(),
+                created_at: Some(UnixMicros(1_700_000_000_123_456)),
+                ..FeedbackDraft::default()
+            },
+            AnalysisState::Pending,
+        ),
+        item(
+            5,
+            FeedbackDraft {
+                id: "fx-5".into(),
+                text: "mixed feelings about delivery and price".into(),
+                channel: Some(Channel::Chat),
+                created_at: Some(UnixMicros(1_600_000_000_000_000)),
+                customer_id: "c-1".into(),
+                ces: Some(1),
+                ..FeedbackDraft::default()
+            },
+            analysed(
+                SentimentLabel::Mixed,
+                0.0,
+                &[("delivery", ""), ("price", "")],
+                1,
+            ),
+        ),
+    ]
+}
+
+/// The texts of the fixture's items (what a search shows snippets of).
+#[cfg(test)]
+pub(crate) fn fixture_texts() -> Vec<String> {
+    fixture_items()
+        .into_iter()
+        .map(|item| item.feedback.text)
+        .collect()
 }

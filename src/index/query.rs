@@ -12,7 +12,7 @@ use tantivy::query_grammar::{parse_query_lenient, UserInputAst, UserInputLeaf};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DateTime, Term};
 
-use super::schema::{field, theme_sentiment_value, Fields, QUERY_FIELDS};
+use super::schema::{field, has_value_column, theme_sentiment_value, Fields, QUERY_FIELDS};
 use super::IndexError;
 use crate::domain::limits::{MAX_QUERY_BYTES, MAX_QUERY_CLAUSES, MAX_QUERY_DEPTH};
 use crate::domain::{IntRange, SearchFilter};
@@ -20,8 +20,14 @@ use crate::domain::{IntRange, SearchFilter};
 /// Parses the query language; empty text matches everything.
 pub fn parse_user_query(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, IndexError> {
     if text.len() > MAX_QUERY_BYTES {
+        // The first character that does not fit (a position inside a
+        // character would not split the text).
+        let mut position = MAX_QUERY_BYTES;
+        while !text.is_char_boundary(position) {
+            position -= 1;
+        }
         return Err(IndexError::InvalidQuery {
-            position: MAX_QUERY_BYTES,
+            position,
             message: format!(
                 "query must be at most {MAX_QUERY_BYTES} bytes, got {}",
                 text.len()
@@ -35,12 +41,67 @@ pub fn parse_user_query(parser: &QueryParser, text: &str) -> Result<Box<dyn Quer
     // `NOT`: bound both before anything recursive sees the text. Without this,
     // ~730 `(` overflowed a worker thread's stack and aborted the process.
     check_nesting(text)?;
+    // `check_nesting` reads the text as the grammar does, except in texts
+    // made to differ: a quote inside a word, or a parenthesis in a range, a
+    // set or a regex, hides the parentheses after it (`a" ((((...` passed
+    // and overflowed the stack again). So the grammar runs where no text
+    // can overflow it: here when the text holds few `(` and `NOT` (each
+    // level of the grammar's recursion takes one), else on a thread with a
+    // stack for the deepest text `MAX_QUERY_BYTES` can spell; and the tree
+    // it builds is checked for depth.
+    let levels = text.matches('(').count() + text.matches("NOT").count();
+    if levels <= INLINE_PARSE_LEVELS {
+        parse_checked(parser, text)
+    } else {
+        on_parser_stack(|| parse_checked(parser, text))?
+    }
+}
+
+/// Levels of the grammar (a `(` or a `NOT` each) parsed on the caller's
+/// stack: a search worker's 2 MiB hold them with room to spare (a level
+/// takes ~3 KB in a release build, ~16 KB in a debug one).
+const INLINE_PARSE_LEVELS: usize = 32;
+
+/// The stack of the parser thread: the deepest text `MAX_QUERY_BYTES` can
+/// spell (1,024 levels) needs ~3 MiB in a release build, ~16 MiB in a
+/// debug one. Reserved, not used: the pages a parse does not touch cost
+/// nothing.
+const PARSER_STACK_BYTES: usize = 32 * 1024 * 1024;
+
+/// The deepest tree of a text within `MAX_QUERY_DEPTH`: a level of
+/// parentheses or a `NOT` adds at most two levels of clauses (a group that
+/// mixes AND and OR holds its AND run as a clause of its own), the root
+/// two more. Only a text `check_nesting` misread reaches this check.
+const MAX_CLAUSE_DEPTH: usize = 2 * (MAX_QUERY_DEPTH + 1);
+
+/// Runs `work` on a thread with `PARSER_STACK_BYTES` of stack.
+fn on_parser_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, IndexError> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("query-parser".into())
+            .stack_size(PARSER_STACK_BYTES)
+            .spawn_scoped(scope, work)
+            .map_err(|source| IndexError::Io {
+                path: "query parser thread".into(),
+                source,
+            })?;
+        Ok(handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
+}
+
+/// The grammar's checks (syntax, depth, clauses, fields), then the query.
+fn parse_checked(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, IndexError> {
     let (ast, errors) = parse_query_lenient(text);
     if let Some(first) = errors.first() {
         return Err(IndexError::InvalidQuery {
             position: first.pos,
             message: first.message.clone(),
         });
+    }
+    if clause_depth(&ast) > MAX_CLAUSE_DEPTH {
+        return Err(too_deep(0));
     }
     let clauses = count_clauses(&ast);
     if clauses > MAX_QUERY_CLAUSES {
@@ -51,19 +112,71 @@ pub fn parse_user_query(parser: &QueryParser, text: &str) -> Result<Box<dyn Quer
             ),
         });
     }
+    check_exists(&ast, text)?;
     parser
         .parse_query(text)
         .map_err(|error| parser_error(text, error))
+}
+
+fn too_deep(position: usize) -> IndexError {
+    IndexError::InvalidQuery {
+        position,
+        message: format!("query nests deeper than {MAX_QUERY_DEPTH} levels of parentheses or NOT"),
+    }
+}
+
+/// Clauses in clauses: 1 for `a b`, 2 for `a (b c)` (a group of one clause
+/// is that clause). Iterative.
+fn clause_depth(ast: &UserInputAst) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(ast, 0)];
+    while let Some((node, depth)) = pending.pop() {
+        match node {
+            UserInputAst::Clause(children) => {
+                deepest = deepest.max(depth + 1);
+                pending.extend(children.iter().map(|(_, child)| (child, depth + 1)));
+            }
+            UserInputAst::Boost(inner, _) => pending.push((inner, depth)),
+            UserInputAst::Leaf(_) => {}
+        }
+    }
+    deepest
+}
+
+/// `FIELD:*` (the field has a value) reads the field's fast column: the
+/// parser takes any name, and an unknown field or one without a column
+/// failed the search (an INTERNAL answer) instead of the query.
+fn check_exists(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
+    let mut pending = vec![ast];
+    while let Some(node) = pending.pop() {
+        match node {
+            UserInputAst::Clause(children) => pending.extend(children.iter().map(|(_, c)| c)),
+            UserInputAst::Boost(inner, _) => pending.push(inner),
+            UserInputAst::Leaf(leaf) => {
+                let UserInputLeaf::Exists { field } = leaf.as_ref() else {
+                    continue;
+                };
+                let message = match has_value_column(field) {
+                    Some(true) => continue,
+                    Some(false) => {
+                        format!("`{field}:*` is not supported: every item has a value there")
+                    }
+                    None => format!("unknown field `{field}`; fields are {}", query_fields()),
+                };
+                return Err(IndexError::InvalidQuery {
+                    position: text.find(field.as_str()).unwrap_or(0),
+                    message,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rejects queries nested deeper than `MAX_QUERY_DEPTH`: open parentheses
 /// outside phrases, plus a run of `NOT`s in front of one clause. Iterative, so
 /// it is safe on any input; the position is the byte that goes too deep.
 fn check_nesting(text: &str) -> Result<(), IndexError> {
-    let too_deep = |position: usize| IndexError::InvalidQuery {
-        position,
-        message: format!("query nests deeper than {MAX_QUERY_DEPTH} levels of parentheses or NOT"),
-    };
     let bytes = text.as_bytes();
     let mut depth = 0usize;
     let mut nots = 0usize; // NOTs since the last clause started
@@ -433,6 +546,104 @@ mod tests {
         handle.join().expect("parsing stayed within a 2 MiB stack");
     }
 
+    /// Found by the fuzz target: a quote inside a word, a range, a regex or
+    /// a single-quoted phrase hid parentheses (and `NOT`s) from
+    /// `check_nesting`: `a" ` + 1,000 `(` overflowed a worker's stack again
+    /// (the process aborted), `a" ` + 250 `NOT ` parsed 250 deep.
+    #[test]
+    fn texts_that_hide_parentheses_from_the_scan_are_refused() {
+        let parens = "(".repeat(1000);
+        let hidden = [
+            format!("a\" {parens}"),
+            format!("x:/\"/ {parens}"),
+            format!("nps:[1 TO \"x {parens}"),
+            format!("nps:>\" {parens}"),
+            format!("a(\" {parens}"),
+            format!("a\" {}x", "NOT ".repeat(250)),
+            format!("{}x{}", "(')' ".repeat(100), ")".repeat(100)),
+            format!("{}x{}", "( /)/ ".repeat(60), ")".repeat(60)),
+        ];
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let parser = parser();
+                hidden
+                    .into_iter()
+                    .map(|text| {
+                        let text = text[..text.len().min(MAX_QUERY_BYTES)].to_string();
+                        let answer = parse_user_query(&parser, &text).map(|_| ());
+                        (text, answer)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        for (text, answer) in handle.join().expect("no stack overflow") {
+            match answer {
+                Err(IndexError::InvalidQuery { message, .. }) => assert!(
+                    !text.contains("NOT") || message.contains("nests deeper"),
+                    "{text:?}: {message}"
+                ),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        // The check of the tree takes what the scan takes: groups that mix
+        // AND and OR (two levels of clauses each), many parentheses in
+        // phrases (parsed on the parser thread).
+        let parser = parser();
+        let deep = format!(
+            "{}a{}",
+            "(a OR b AND ".repeat(MAX_QUERY_DEPTH - 1),
+            ")".repeat(MAX_QUERY_DEPTH - 1)
+        );
+        parse_user_query(&parser, &deep).unwrap();
+        let many = "(\"(late)\") ".repeat(30);
+        parse_user_query(&parser, &many).unwrap();
+    }
+
+    /// Found by the fuzz target: `FIELD:*` on an unknown field or on one
+    /// without a fast column (`text`, `id`) parsed, then failed the search
+    /// (an INTERNAL answer).
+    #[test]
+    fn value_tests_name_fields_that_have_values() {
+        let parser = parser();
+        for (text, needle) in [
+            ("colour:*", "unknown field `colour`"),
+            ("TOtext:*", "unknown field `TOtext`"),
+            ("refund text:*", "`text:*` is not supported"),
+            ("id:*", "`id:*` is not supported"),
+        ] {
+            match parse_user_query(&parser, text) {
+                Err(IndexError::InvalidQuery { message, position }) => {
+                    assert!(message.contains(needle), "{text}: {message}");
+                    assert!(position < text.len());
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for text in [
+            "channel:*",
+            "attributes.region:*",
+            "attributes:*",
+            "nps:* refund",
+        ] {
+            parse_user_query(&parser, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    /// Found by the fuzz target: the byte limit's position could fall inside
+    /// a character (a client slicing the text there fails).
+    #[test]
+    fn the_byte_limit_points_at_a_character() {
+        let parser = parser();
+        let text = format!("{}\u{e9}tail", "a".repeat(MAX_QUERY_BYTES - 1));
+        match parse_user_query(&parser, &text) {
+            Err(IndexError::InvalidQuery { position, .. }) => {
+                assert_eq!(position, MAX_QUERY_BYTES - 1)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn limits_length_and_clause_count() {
         let parser = parser();
@@ -442,5 +653,397 @@ mod tests {
         assert!(parse_user_query(&parser, &many.join(" ")).is_err());
         let ok: Vec<String> = (0..MAX_QUERY_CLAUSES).map(|i| format!("w{i}")).collect();
         assert!(parse_user_query(&parser, &ok.join(" ")).is_ok());
+    }
+}
+
+/// Fuzz targets of the query language (`cargo test --lib fuzz`): whatever
+/// the text, a search answers with hits or with `InvalidQuery` at a position
+/// in the text, on a stack the size of a search worker's, and never nests
+/// deeper than `MAX_QUERY_DEPTH`.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use tantivy::query_grammar::{parse_query_lenient, UserInputAst};
+
+    use super::*;
+    use crate::domain::{SearchFilter, SearchQuery, SortOrder};
+    use crate::fuzz::{long_string, nasty_char, nasty_string};
+    use crate::index::fuzz_fixture;
+
+    /// The stack of the threads searches run on (tokio's blocking pool).
+    const WORKER_STACK_BYTES: usize = 2 * 1024 * 1024;
+
+    /// Pieces of the grammar, and of texts that look like it.
+    const PIECES: &[&str] = &[
+        "(",
+        ")",
+        "((",
+        "))",
+        "\"",
+        "'",
+        "\\",
+        "NOT ",
+        "NOT",
+        "AND ",
+        "OR ",
+        " AND",
+        " OR",
+        "-",
+        "+",
+        "*",
+        "^",
+        "^2",
+        "^0",
+        "^1e9",
+        "^99999999999999999999",
+        "~",
+        "~2",
+        "~4294967296",
+        ":",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r\n",
+        "[",
+        "]",
+        "{",
+        "}",
+        " TO ",
+        "TO",
+        "IN [",
+        "IN",
+        "<",
+        ">",
+        "<=",
+        ">=",
+        "/",
+        "/a.*/",
+        "/[/",
+        "/(a+)+/",
+        "!",
+        "text:",
+        "channel:",
+        "journey_stage:",
+        "product:",
+        "language:",
+        "tags:",
+        "customer_id:",
+        "attributes.region:",
+        "attributes.:",
+        "attributes:",
+        "attributes.Region:",
+        "attributes.a.b:",
+        "created_at:",
+        "nps:",
+        "csat:",
+        "ces:",
+        "rating:",
+        "sentiment:",
+        "sentiment_score:",
+        "analysis_status:",
+        "theme:",
+        "theme_sentiment:",
+        "seq:",
+        "id:",
+        "taxonomy_version:",
+        "colour:",
+        "text :",
+        "refund",
+        "delivery",
+        "late",
+        "caf\u{e9}",
+        "e\u{301}",
+        "\u{1f600}",
+        "emea",
+        "review",
+        "negative",
+        "delivery.negative",
+        "a",
+        "x",
+        "0",
+        "-1",
+        "6",
+        "10",
+        "1.5",
+        "-0.5",
+        "1e400",
+        "NaN",
+        "inf",
+        "-inf",
+        "99999999999999999999",
+        "2026-03-14T09:21:05Z",
+        "2026-03-14",
+        "1970-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "-99999-01-01T00:00:00Z",
+    ];
+
+    /// Up to `max` pieces of the grammar, characters and short strings.
+    fn soup(max: usize) -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            6 => prop::sample::select(PIECES).prop_map(String::from),
+            1 => nasty_char().prop_map(String::from),
+            1 => nasty_string(6),
+        ];
+        prop::collection::vec(piece, 0..=max).prop_map(|pieces| pieces.concat())
+    }
+
+    /// Pieces that change how what follows them is read: phrases, ranges,
+    /// sets, regexes, escapes, words that hold quotes.
+    const OPENERS: &[&str] = &[
+        "\"",
+        "'",
+        "a\" ",
+        "5\" ",
+        "it's ",
+        "don'",
+        "\" ",
+        "' ",
+        "/",
+        "x:/",
+        "/ ",
+        "[",
+        "{",
+        "nps:[1 TO ",
+        "nps:[",
+        "nps:>",
+        "nps:<=",
+        "x:IN [",
+        "IN [\"",
+        "\\",
+        "text:\"",
+        "-\"",
+        "(\"",
+        "*",
+        "^",
+        "~",
+        "a(",
+        "a:",
+        " ",
+    ];
+
+    /// A unit that recurses in the grammar, repeated to about the byte
+    /// limit, after pieces that may open a phrase, a range or a regex
+    /// around it; then no closing parentheses, or as many (give or take).
+    fn deep() -> impl Strategy<Value = String> {
+        let unit = prop_oneof![
+            3 => Just("("),
+            1 => prop::sample::select(vec![
+                "NOT ", "(NOT ", "-(", "+(", "text:(", "((a) ", "(a ", "(')' ", "(\")\" ",
+                "( /)/ ", "(x:/)/ ", "(x:IN [)] ", "(nps:[1 TO )] ", "NOT (", "(a)^2 ", "( ",
+                "(\\) ", "(a\\) ", "(a OR b AND ",
+            ]),
+        ];
+        let prefix = prop_oneof![
+            soup(4),
+            prop::collection::vec(prop::sample::select(OPENERS), 1..4).prop_map(|p| p.concat()),
+        ];
+        let budget = prop_oneof![
+            0usize..MAX_QUERY_BYTES,
+            MAX_QUERY_BYTES - 64..MAX_QUERY_BYTES + 16
+        ];
+        let closing = prop_oneof![Just(None), (-2i64..=2).prop_map(Some)];
+        (prefix, unit, budget, soup(2), closing).prop_map(
+            |(prefix, unit, budget, suffix, closing)| {
+                let opens = unit.matches('(').count();
+                let per_unit = unit.len() + if closing.is_some() { opens } else { 0 };
+                let room = budget.saturating_sub(prefix.len() + suffix.len());
+                let body = unit.repeat(room / per_unit);
+                let closers = closing.map_or(0, |delta| {
+                    (body.matches('(').count() as i64 + delta).max(0) as usize
+                });
+                format!("{prefix}{body}{suffix}{}", ")".repeat(closers))
+            },
+        )
+    }
+
+    fn query(text: &str) -> SearchQuery {
+        SearchQuery {
+            text: text.to_string(),
+            filter: SearchFilter::default(),
+            sort: SortOrder::Relevance,
+            limit: 2,
+            cursor: None,
+            facets: Vec::new(),
+            similar_to: None,
+            taxonomy_version: 1,
+        }
+    }
+
+    /// Runs `work` on a thread with a search worker's stack; its panics are
+    /// the caller's.
+    fn on_worker_stack<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(WORKER_STACK_BYTES)
+            .spawn(work)
+            .expect("a thread")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// A search of `text` the way the server runs one: the page, every
+    /// item's snippet, and the next page.
+    fn search(text: &str) -> Result<(), IndexError> {
+        let index = fuzz_fixture();
+        let first = query(text);
+        let page = index.search(&first)?;
+        for text in crate::index::fixture_texts() {
+            let _ = page.snippet(&text);
+        }
+        if let Some(cursor) = page.next_cursor {
+            index.search(&SearchQuery {
+                cursor: Some(cursor),
+                ..first
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Nesting of the grammar's tree: clauses in clauses (a group of one
+    /// clause is that clause). Iterative, on a stack large enough for any
+    /// 1 KiB text.
+    fn tree_depth(text: &str) -> usize {
+        let text = text.to_string();
+        std::thread::Builder::new()
+            .stack_size(256 * 1024 * 1024)
+            .spawn(move || {
+                let (ast, _) = parse_query_lenient(&text);
+                let mut deepest = 0;
+                let mut pending = vec![(&ast, 0)];
+                while let Some((node, depth)) = pending.pop() {
+                    match node {
+                        UserInputAst::Clause(children) => {
+                            deepest = deepest.max(depth + 1);
+                            pending.extend(children.iter().map(|(_, child)| (child, depth + 1)));
+                        }
+                        UserInputAst::Boost(inner, _) => pending.push((inner, depth)),
+                        UserInputAst::Leaf(_) => {}
+                    }
+                }
+                deepest
+            })
+            .expect("a thread")
+            .join()
+            .expect("the grammar on a large stack")
+    }
+
+    /// The answer to `text`: hits within the limits, or `InvalidQuery` at a
+    /// character boundary of the text; never another error (a search error
+    /// is an INTERNAL answer), a panic or a stack overflow.
+    fn check_answer(text: &str) -> Result<(), TestCaseError> {
+        let owned = text.to_string();
+        match on_worker_stack(move || search(&owned)) {
+            Ok(()) => {
+                prop_assert!(
+                    text.len() <= MAX_QUERY_BYTES,
+                    "{} bytes accepted",
+                    text.len()
+                );
+                // A level of nesting makes at most two levels of clauses.
+                let depth = tree_depth(text);
+                prop_assert!(
+                    depth <= 2 * (MAX_QUERY_DEPTH + 1),
+                    "{text:?} accepted with clauses nested {depth} deep"
+                );
+            }
+            Err(IndexError::InvalidQuery { position, message }) => {
+                prop_assert!(
+                    position <= text.len() && text.is_char_boundary(position),
+                    "{text:?}: position {position}"
+                );
+                prop_assert!(!message.trim().is_empty());
+            }
+            Err(other) => prop_assert!(false, "{text:?}: {other}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        // A stack overflow aborts the process: each property runs in a
+        // child process, so that proptest sees the crash, shrinks it and
+        // saves it.
+        #![proptest_config(ProptestConfig { fork: true, ..ProptestConfig::default() })]
+
+        #[test]
+        fn fuzz_any_text_is_answered(
+            text in prop_oneof![3 => soup(48), 1 => nasty_string(200), 2 => deep()]
+        ) {
+            check_answer(&text)?;
+        }
+
+        #[test]
+        fn fuzz_nesting_past_the_limit_is_refused(
+            unit in prop::sample::select(vec!["(", "NOT ", "(NOT ", "-(", "+(", "text:(", "( "]),
+            extra in 1usize..100_000,
+            tail in soup(3),
+        ) {
+            let text = format!("{}refund{tail}", unit.repeat(MAX_QUERY_DEPTH + extra));
+            let owned = text.clone();
+            match on_worker_stack(move || search(&owned)) {
+                Err(IndexError::InvalidQuery { message, .. }) => prop_assert!(
+                    message.contains("nests deeper") || message.contains("bytes"),
+                    "{message}"
+                ),
+                other => prop_assert!(false, "{} bytes: {other:?}", text.len()),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_nesting_within_the_limit_is_answered(
+            depth in 0..=MAX_QUERY_DEPTH,
+            nots in prop::collection::vec(any::<bool>(), MAX_QUERY_DEPTH),
+            words in prop::collection::vec("[a-z]{1,8}", MAX_QUERY_DEPTH + 1),
+        ) {
+            // depth levels, each a group or a NOT: `(w0 OR NOT (w1 OR ...))`.
+            let mut text = words[depth].clone();
+            for level in (0..depth).rev() {
+                text = if nots[level] {
+                    format!("{} AND NOT {text}", words[level])
+                } else {
+                    format!("({} OR {text})", words[level])
+                };
+            }
+            let owned = text.clone();
+            let answer = on_worker_stack(move || search(&owned));
+            prop_assert!(answer.is_ok(), "{text:?}: {answer:?}");
+        }
+
+        #[test]
+        fn fuzz_text_over_the_byte_limit_is_refused(text in long_string(MAX_QUERY_BYTES + 1, 200_000)) {
+            prop_assume!(text.len() > MAX_QUERY_BYTES);
+            match parse_user_query(&fuzz_fixture().shared.parser, &text) {
+                Err(IndexError::InvalidQuery { position, message }) => {
+                    // The start of the first character that does not fit.
+                    prop_assert!(text.is_char_boundary(position), "{}", position);
+                    prop_assert!(position <= MAX_QUERY_BYTES, "{}", position);
+                    let next = text[position..].chars().next().map_or(0, char::len_utf8);
+                    prop_assert!(position + next > MAX_QUERY_BYTES, "{}", position);
+                    prop_assert!(message.contains("bytes"), "{}", message);
+                }
+                other => prop_assert!(false, "{} bytes: {:?}", text.len(), other.map(|_| ())),
+            }
+        }
+    }
+
+    /// 100,000 `(`: refused, and quickly, not a stack overflow.
+    #[test]
+    fn fuzz_a_hundred_thousand_parentheses_are_refused() {
+        let text = "(".repeat(100_000);
+        let owned = text.clone();
+        assert!(matches!(
+            on_worker_stack(move || search(&owned)),
+            Err(IndexError::InvalidQuery {
+                position: MAX_QUERY_BYTES,
+                ..
+            })
+        ));
+        let within_bytes = "(".repeat(MAX_QUERY_BYTES);
+        assert!(matches!(
+            on_worker_stack(move || search(&within_bytes)),
+            Err(IndexError::InvalidQuery { ref message, .. }) if message.contains("nests deeper")
+        ));
     }
 }

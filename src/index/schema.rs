@@ -99,6 +99,16 @@ pub const QUERY_FIELDS: &[&str] = &[
     field::THEME_SENTIMENT,
 ];
 
+/// For `name:*` (the item has a value there): `None` when there is no such
+/// field (`attributes.KEY` is one), else whether it has the fast column that
+/// query reads.
+pub fn has_value_column(name: &str) -> Option<bool> {
+    static SCHEMA: std::sync::LazyLock<Schema> = std::sync::LazyLock::new(|| build_schema().0);
+    SCHEMA
+        .find_field(name)
+        .map(|(field, _)| SCHEMA.get_field_entry(field).is_fast())
+}
+
 /// The key of an `attributes.KEY` name, if `name` is one (the key may be empty).
 pub fn attribute_key(name: &str) -> Option<&str> {
     name.strip_prefix(field::ATTRIBUTES)?.strip_prefix('.')

@@ -43,7 +43,10 @@ pub(super) fn human(kind: Kind, x: f64) -> String {
     match kind {
         Kind::Count => thousands(x.round() as i64),
         Kind::Score => tidy_zero(format!("{x:.1}")),
-        Kind::Share => tidy_zero(format!("{:.1}%", x * 100.0)),
+        // A share near f64::MAX (an absurd answer) is inf in percent.
+        Kind::Share => {
+            finite(x * 100.0).map_or_else(|| "n/a".into(), |pct| tidy_zero(format!("{pct:.1}%")))
+        }
         Kind::P if x < 0.001 => "<0.001".into(),
         Kind::P => format!("{x:.3}"),
     }

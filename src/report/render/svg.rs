@@ -100,6 +100,11 @@ fn nice(low: f64, high: f64, target: usize) -> (f64, f64, Vec<f64>) {
         .unwrap_or(10.0 * magnitude);
     let start = (low / step).floor() * step;
     let end = (high / step).ceil() * step;
+    // Near the ends of f64 (a server's absurd value) the rounding overflows:
+    // the same fallback as for infinite bounds (values are clamped to it).
+    if !(start.is_finite() && end.is_finite() && step.is_finite() && step > 0.0) {
+        return (0.0, 1.0, vec![0.0, 1.0]);
+    }
     let mut ticks = Vec::new();
     let mut t = start;
     while t <= end + step * 1e-6 && ticks.len() < 50 {

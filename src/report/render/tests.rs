@@ -276,6 +276,36 @@ fn non_finite_values_print_as_n_a() {
     }
 }
 
+/// Found by the report fuzz target: finite but huge values (an absurd
+/// server answer) overflowed to inf on the way to the page: an impact bound
+/// in the chart's axis ticks, a share in percent.
+#[test]
+fn huge_finite_values_print_no_inf() {
+    let mut report = example_report();
+    report.themes[1].share = f64::MAX;
+    report.themes[0].nps_impact = Some(Interval {
+        value: 0.0,
+        low: f64::MAX,
+        high: 0.0,
+    });
+    report.trends[0].nps.estimate = Some(Interval {
+        value: -f64::MAX,
+        low: -f64::MAX,
+        high: f64::MAX,
+    });
+    for (name, text) in [
+        ("html", html(&report, "Check")),
+        ("table", table(&report)),
+        ("csv", csv(&report)),
+    ] {
+        assert!(
+            non_finite_words(&text).is_empty(),
+            "{name}: {:?}",
+            non_finite_words(&text)
+        );
+    }
+}
+
 #[test]
 fn table_lines_fit_80_columns() {
     let mut wide = example_report();
