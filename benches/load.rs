@@ -1575,8 +1575,15 @@ async fn bench_mixed(secs: u64) {
     // Every acknowledged item is present in its own tenant.
     let acked = acked.lock().unwrap().clone();
     let mut missing = 0;
+    let mut backlog = 0;
     for (t, token) in tokens.iter().enumerate() {
         let mut client = tenant_client(&server.addr, token).await;
+        backlog += client
+            .stats(pb::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .analysis_backlog;
         let ids: Vec<String> = acked
             .iter()
             .filter(|(at, _)| *at == t)
@@ -1628,6 +1635,10 @@ async fn bench_mixed(secs: u64) {
     println!(
         "acknowledged live items: {}; missing afterwards: {missing}; errors other than RESOURCE_EXHAUSTED: {errors}",
         acked.len()
+    );
+    println!(
+        "analysis backlog at the end: {backlog} of {} items stored",
+        6_000 + acked.len()
     );
     assert_eq!(missing, 0, "acknowledged items missing");
 }

@@ -5,7 +5,10 @@
 //!   at most `max_requests` requests are in progress; one more is refused at
 //!   once with `Overloaded` (RESOURCE_EXHAUSTED), whatever its size.
 //! - **Background** (the enrichment of stored items): never refused; its
-//!   jobs run only when no interactive job is waiting.
+//!   jobs run when no interactive job is waiting, and in one inference pass
+//!   of every `BACKGROUND_EVERY` while some are. A pass never mixes the
+//!   lanes, so an interactive caller never waits for a background batch in
+//!   its own pass.
 //!
 //! A request is never queued whole. Its texts are checked and split into
 //! sentences a few at a time, and it keeps at most `JOBS_IN_FLIGHT` jobs of
@@ -30,6 +33,9 @@ use crate::domain::{Analysis, NormalizedText, Rejection};
 const BATCH_TEXTS: usize = 64;
 /// Jobs one request keeps queued at most.
 const JOBS_IN_FLIGHT: usize = 2;
+/// Under sustained interactive load, one inference pass in this many serves
+/// the background lane.
+const BACKGROUND_EVERY: u32 = 4;
 /// Texts checked and split into sentences per step of a request.
 const PLAN_TEXTS: usize = 16;
 
@@ -52,6 +58,8 @@ struct LaneState {
     interactive: VecDeque<Job>,
     background: VecDeque<Job>,
     closed: bool,
+    /// Interactive passes in a row (see `BACKGROUND_EVERY`).
+    interactive_passes: u32,
 }
 
 #[derive(Default)]
@@ -76,9 +84,9 @@ impl Lanes {
         Ok(())
     }
 
-    /// Blocks for the next group: interactive jobs first, topped up with
-    /// background ones, about `BATCH_TEXTS` texts; jobs whose caller went
-    /// away are dropped. None once closed and drained.
+    /// Blocks for the next group: the waiting interactive jobs, else
+    /// background ones, about `BATCH_TEXTS` texts either way (never mixed);
+    /// jobs whose caller went away are dropped. None once closed and drained.
     fn next_group(&self) -> Option<Vec<Job>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -88,8 +96,26 @@ impl Lanes {
                 interactive,
                 background,
                 closed,
+                interactive_passes,
             } = &mut *state;
-            for queue in [&mut *interactive, &mut *background] {
+            let interactive_before = interactive.len();
+            // Interactive first, but every `BACKGROUND_EVERY`th pass goes to
+            // waiting background work, so stored items keep being analysed
+            // under sustained interactive load.
+            let background_turn =
+                *interactive_passes >= BACKGROUND_EVERY - 1 && !background.is_empty();
+            let order = if background_turn {
+                [&mut *background, &mut *interactive]
+            } else {
+                [&mut *interactive, &mut *background]
+            };
+            for queue in order {
+                // A pass is never mixed: a background job holds up to
+                // `BATCH_TEXTS` texts, and interactive callers in the same
+                // pass would wait for them too.
+                if !group.is_empty() {
+                    break;
+                }
                 while texts < BATCH_TEXTS {
                     let Some(job) = queue.pop_front() else { break };
                     if job.reply.is_closed() {
@@ -102,6 +128,11 @@ impl Lanes {
             let depth = interactive.len() + background.len();
             crate::metrics::set_queue_depth(crate::metrics::pool::ANALYSIS, depth);
             if !group.is_empty() {
+                if interactive.len() < interactive_before {
+                    *interactive_passes += 1;
+                } else {
+                    *interactive_passes = 0;
+                }
                 return Some(group);
             }
             if *closed {
@@ -523,3 +554,55 @@ fn run_inference(encoder: &Encoder, lanes: &Lanes, model: &str) {
 
 /// The documented rules for an analysable text: the same as for stored feedback.
 pub use crate::domain::validate_text as check_text;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(tag: &str) -> (Job, oneshot::Receiver<Embeddings>) {
+        let (reply, answer) = oneshot::channel();
+        (
+            Job {
+                texts: vec![tag.to_string()],
+                reply,
+            },
+            answer,
+        )
+    }
+
+    fn tags(group: &[Job]) -> Vec<&str> {
+        group.iter().map(|j| j.texts[0].as_str()).collect()
+    }
+
+    #[test]
+    fn lanes_never_mix_and_background_gets_every_fourth_pass() {
+        let lanes = Lanes::default();
+        let mut answers = Vec::new();
+        for i in 0..2 {
+            let (j, a) = job(&format!("b{i}"));
+            lanes.push(Lane::Background, j).unwrap();
+            answers.push(a);
+        }
+        let mut passes = Vec::new();
+        for round in 0..4 {
+            let (j, a) = job(&format!("i{round}"));
+            lanes.push(Lane::Interactive, j).unwrap();
+            answers.push(a);
+            passes.push(tags(&lanes.next_group().unwrap()).join(","));
+        }
+        // Three interactive passes, then the background lane's turn (never
+        // mixed with interactive work), then interactive again.
+        assert_eq!(passes, ["i0", "i1", "i2", "b0,b1"]);
+        assert_eq!(tags(&lanes.next_group().unwrap()), ["i3"]);
+        // Jobs whose caller went away are skipped.
+        let (j, a) = job("gone");
+        lanes.push(Lane::Interactive, j).unwrap();
+        drop(a);
+        let (j, a) = job("b2");
+        lanes.push(Lane::Background, j).unwrap();
+        answers.push(a);
+        assert_eq!(tags(&lanes.next_group().unwrap()), ["b2"]);
+        lanes.close();
+        assert!(lanes.next_group().is_none());
+    }
+}
