@@ -6,32 +6,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tonic::{Code, Request};
+use tonic::Code;
 use verbatim::grpc::pb;
 
-use crate::helpers::{item, TestServer, BIN};
-
-/// `verbatim keys add`; returns the token (the last line of its output).
-fn add_key(data_dir: &Path, tenant: &str, roles: &[&str]) -> String {
-    let mut command = Command::new(BIN);
-    command
-        .args(["keys", "add", "--data-dir"])
-        .arg(data_dir)
-        .args(["--tenant", tenant]);
-    for role in roles {
-        command.args(["--role", role]);
-    }
-    let output = command.output().expect("run verbatim keys add");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let token = stdout.lines().last().expect("a token line").to_string();
-    assert!(token.starts_with("vb_"), "{stdout}");
-    token
-}
+use crate::helpers::{add_key, authed, item, TestServer, BIN};
 
 fn keys(data_dir: &Path, args: &[&str]) -> String {
     let output = Command::new(BIN)
@@ -51,16 +29,6 @@ fn keys(data_dir: &Path, args: &[&str]) -> String {
 
 fn key_id(token: &str) -> String {
     token[3..15].to_string()
-}
-
-fn authed<T>(message: T, token: Option<&str>) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    request
 }
 
 const RPCS: [&str; 14] = [

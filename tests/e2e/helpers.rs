@@ -414,3 +414,36 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+/// `verbatim keys add`; returns the token (the last line of its output).
+pub fn add_key(data_dir: &Path, tenant: &str, roles: &[&str]) -> String {
+    let mut command = Command::new(BIN);
+    command
+        .args(["keys", "add", "--data-dir"])
+        .arg(data_dir)
+        .args(["--tenant", tenant]);
+    for role in roles {
+        command.args(["--role", role]);
+    }
+    let output = command.output().expect("run verbatim keys add");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let token = stdout.lines().last().expect("a token line").to_string();
+    assert!(token.starts_with("vb_"), "{stdout}");
+    token
+}
+
+/// A request with `authorization: Bearer TOKEN` (none with `None`).
+pub fn authed<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
