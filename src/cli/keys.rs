@@ -49,6 +49,17 @@ enum KeysCommand {
     },
     /// Replace a key by a new one with the same tenant, roles and label, and revoke the old one.
     Rotate { key_id: String },
+    /// Show or change a tenant's settings (PII redaction); a running server applies them to the next write.
+    Tenant {
+        /// The tenant (`default` too: `verbatim serve --redact` wins over this for it).
+        tenant: String,
+        /// PII to replace before storing: a list of email, phone, card, iban, or all / none.
+        #[arg(long)]
+        redact: Option<String>,
+        /// Keep each original text next to the redacted one, for admins (true / false).
+        #[arg(long)]
+        keep_original: Option<bool>,
+    },
 }
 
 pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
@@ -91,6 +102,46 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 record.id,
                 record.tenant,
                 path.display()
+            );
+        }
+        KeysCommand::Tenant {
+            tenant,
+            redact,
+            keep_original,
+        } => {
+            let tenant = TenantId::parse(&tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
+            let policy = redact
+                .as_deref()
+                .map(crate::redact::RedactionPolicy::parse_list)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--redact: {e}"))?;
+            let settings = if policy.is_none() && keep_original.is_none() {
+                KeysFile::load(&path)?
+                    .tenants
+                    .get(tenant.as_str())
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                KeysFile::edit(&path, |file| {
+                    let settings = file.tenants.entry(tenant.to_string()).or_default();
+                    if let Some(policy) = &policy {
+                        settings.redact =
+                            policy.kinds.iter().map(|k| k.name().to_string()).collect();
+                    }
+                    if let Some(keep) = keep_original {
+                        settings.keep_original = keep;
+                    }
+                    Ok(settings.clone())
+                })?
+            };
+            println!(
+                "tenant {tenant}: redact {}; keep_original {}",
+                if settings.redact.is_empty() {
+                    "none".to_string()
+                } else {
+                    settings.redact.join(",")
+                },
+                settings.keep_original
             );
         }
         KeysCommand::List { json } => {

@@ -140,16 +140,30 @@ async fn redaction_before_storage_with_originals_for_admins() {
 }
 
 #[tokio::test]
-async fn per_tenant_policies_from_the_keys_file_apply_without_restart() {
+async fn per_tenant_policies_set_with_keys_tenant_apply_without_restart() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
     let acme_admin = add_key(&data, "acme", &["admin"]);
     let acme_reader = add_key(&data, "acme", &["read"]);
     let globex = add_key(&data, "globex", &["admin"]);
-    let keys = data.join("keys.toml");
-    let mut file = std::fs::read_to_string(&keys).unwrap();
-    file.push_str("\n[tenants.acme]\nredact = [\"email\"]\nkeep_original = false\n");
-    std::fs::write(&keys, &file).unwrap();
+    let tenant = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(["keys", "tenant", "acme", "--data-dir"])
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(
+        tenant(&["--redact", "email", "--keep-original", "false"]),
+        "tenant acme: redact email; keep_original false\n"
+    );
     let server = TestServer::spawn_in(&data, &[]).await;
     let text = "Mail ops@acme-corp.example or call +44 20 7946 0958";
     let ingest_get = |token: String, id: &'static str| {
@@ -201,11 +215,14 @@ async fn per_tenant_policies_from_the_keys_file_apply_without_restart() {
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
     // A policy change in the keys file applies to the next write.
-    std::fs::write(
-        &keys,
-        file.replace("redact = [\"email\"]", "redact = [\"email\", \"phone\"]"),
-    )
-    .unwrap();
+    assert_eq!(
+        tenant(&["--redact", "phone,email"]),
+        "tenant acme: redact email,phone; keep_original false\n"
+    );
+    assert_eq!(
+        tenant(&[]),
+        "tenant acme: redact email,phone; keep_original false\n"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let acme = ingest_get(acme_admin.clone(), "x2").await;
