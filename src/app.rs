@@ -64,8 +64,9 @@ impl TenantOpener {
             }
             let settings = auth.tenant_settings(&tenant);
             RedactionSettings {
-                // Validated when the keys file was loaded.
-                policy: RedactionPolicy::parse_list(&settings.redact.join(",")).unwrap_or_default(),
+                policy: RedactionPolicy {
+                    kinds: settings.redact,
+                },
                 keep_original: settings.keep_original,
             }
         })

@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::encoding::{self, Encoding, EncodingArg};
 use crate::domain::limits::{MAX_ATTRIBUTE_KEY_BYTES, MAX_MESSAGE_BYTES};
+use crate::domain::FIELD_NAMES;
 use crate::grpc::pb;
 
 /// Exit status of an import that finished with rejected rows.
@@ -128,21 +129,6 @@ fn parse_mapping(raw: &str) -> Result<(String, String), String> {
     let (field, column) = raw
         .split_once('=')
         .ok_or_else(|| format!("expected FIELD=COLUMN, got {raw:?}"))?;
-    const FIELDS: &[&str] = &[
-        "id",
-        "text",
-        "channel",
-        "journey_stage",
-        "product",
-        "customer_id",
-        "created_at",
-        "language",
-        "nps",
-        "csat",
-        "ces",
-        "rating",
-        "tags",
-    ];
     match field.strip_prefix("attributes.") {
         // The server rejects any other key: every row would be rejected.
         Some(key) if !crate::domain::is_attribute_key(key) => {
@@ -151,11 +137,11 @@ fn parse_mapping(raw: &str) -> Result<(String, String), String> {
             ))
         }
         Some(_) => {}
-        None if FIELDS.contains(&field) => {}
+        None if FIELD_NAMES.contains(&field) => {}
         None => {
             return Err(format!(
                 "unknown field {field:?}; fields: {} attributes.KEY",
-                FIELDS.join(" ")
+                FIELD_NAMES.join(" ")
             ))
         }
     }

@@ -125,8 +125,7 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 KeysFile::edit(&path, |file| {
                     let settings = file.tenants.entry(tenant.to_string()).or_default();
                     if let Some(policy) = &policy {
-                        settings.redact =
-                            policy.kinds.iter().map(|k| k.name().to_string()).collect();
+                        settings.redact = policy.kinds.clone();
                     }
                     if let Some(keep) = keep_original {
                         settings.keep_original = keep;
@@ -136,11 +135,10 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             };
             println!(
                 "tenant {tenant}: redact {}; keep_original {}",
-                if settings.redact.is_empty() {
-                    "none".to_string()
-                } else {
-                    settings.redact.join(",")
-                },
+                crate::redact::RedactionPolicy {
+                    kinds: settings.redact,
+                }
+                .to_list(),
                 settings.keep_original
             );
         }

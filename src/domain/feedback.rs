@@ -161,6 +161,24 @@ pub struct Feedback {
     pub original_text: Option<String>,
 }
 
+/// The item's fields by their API names (also the `--map` targets of
+/// `verbatim import`); `attributes` entries are named `attributes.KEY`.
+pub const FIELD_NAMES: [&str; 13] = [
+    "id",
+    "text",
+    "channel",
+    "journey_stage",
+    "product",
+    "customer_id",
+    "created_at",
+    "language",
+    "nps",
+    "csat",
+    "ces",
+    "rating",
+    "tags",
+];
+
 /// A feedback item as the store keeps it: the item plus what the server
 /// recorded about it. New server-side facts (analysis, themes, tenant) are
 /// added here as optional fields, so older records keep decoding.

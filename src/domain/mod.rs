@@ -16,6 +16,7 @@ mod validate;
 pub use analysis::{Analysis, Keyphrase, SentenceAnalysis, Sentiment, SentimentLabel, TextUnit};
 pub use feedback::{
     AnalysisState, Channel, Feedback, FeedbackId, JourneyStage, Scores, StoredFeedback, UnixMicros,
+    FIELD_NAMES,
 };
 pub use report::{
     BucketSize, CandidateCount, Change, DayTally, EmergingTheme, Interval, MatrixCell, Period,

@@ -1062,23 +1062,8 @@ pub(super) mod fuzz {
 
     /// The paths a rejected item may name.
     fn is_item_field(field: &str) -> bool {
-        const FIELDS: &[&str] = &[
-            "id",
-            "text",
-            "channel",
-            "journey_stage",
-            "product",
-            "customer_id",
-            "created_at",
-            "language",
-            "nps",
-            "csat",
-            "ces",
-            "rating",
-            "tags",
-            "attributes",
-        ];
-        FIELDS.contains(&field)
+        crate::domain::FIELD_NAMES.contains(&field)
+            || field == "attributes"
             || field
                 .strip_prefix("tags[")
                 .is_some_and(|rest| rest.ends_with(']'))
