@@ -1,19 +1,49 @@
 //! Load benchmarks of the real service next to raw tantivy, in one run.
 //!
 //!   cargo bench --bench load -- ingest [ITEMS]          (default 100000)
-//!   cargo bench --bench load -- search [ITEMS] [SECS]   (default 1000000, 10 s per query)
+//!   cargo bench --bench load -- search [ITEMS] [SECS]   (default 1000000, 5 s per class and phase)
+//!   cargo bench --bench load -- search-open [ITEMS] [SECS] [RATE]  (default 1000000, 5 s, 1000 queries/s)
 //!
-//! `ingest` streams ITEMS synthetic feedback items through IngestStream
-//! (messages of 1,000, up to 8 in flight) into a fresh server and reports
-//! items/s to durable (last ack) and to searchable (Search sees them all);
-//! then indexes the same documents with raw tantivy (same schema, 2 threads,
-//! one commit) as the reference.
+//! `search` loads ITEMS items into a server with `--analysis off`, waits
+//! until its index's segment list holds still, and prints the segment and
+//! document count. It then builds seven query classes of up to 300 distinct
+//! queries each (fixed seed, from the corpus vocabulary; phrases from
+//! bigrams that occur in the corpus): (a) term + one filter (channel, two
+//! channels, product or NPS range), relevance; (b) single term, half common,
+//! half rare, relevance; (c) two-word phrase, relevance; (d) filter only (two
+//! of channel / product / NPS), newest; (e) term, newest; (f) term, oldest;
+//! (g) term + facets channel and product, relevance. Each query also exists
+//! as a raw tantivy query built as the server builds it (Must(user query) AND
+//! Must(ConstScoreQuery(filter clause, 0.0)), filters as term queries or
+//! Should-disjunctions of them), and raw tantivy's count is the expected
+//! total. Before timing, every query is sent once and its total (and, for
+//! (g), every facet count against the same terms aggregations) compared.
+//! Per class, each phase SECS long and cycling the class's queries:
+//!   - raw tantivy exhaustive: top 10 in the class's order (score, or the
+//!     created_at fast field) paired with Count (and the aggregation for
+//!     (g)), 2 threads back to back on the server's own index;
+//!   - raw tantivy pruned: top 10 alone (block-WAND for score), then a
+//!     separate `Query::count` (for (g) a Count + aggregation pass);
+//!   - the service from 1 client, then from BENCH_CLIENTS (default 50)
+//!     closed-loop gRPC clients: p50/p99/qps, the ratios to raw tantivy, and
+//!     p99 over the queueing mean (clients / qps, Little's law).
+//! Every response's total_hits must equal raw tantivy's count (a mismatch
+//! fails the bench); RESOURCE_EXHAUSTED and other errors are counted by
+//! code and printed. Output: markdown tables for BENCHMARKS.md.
 //!
-//! `search` loads ITEMS items, then runs each query for SECS seconds from 50
-//! concurrent gRPC clients and reports p50/p99 latency and queries/s; then the
-//! same queries against the same index with raw tantivy (TopDocs 10 + Count,
-//! 2 threads back to back). Every response's total is checked against the
-//! count raw tantivy gives, inside the loop.
+//! BENCH_PERF=SECS records the server with `perf record -F 499 -g` for SECS
+//! seconds during the first BENCH_CLIENTS phase of class (a) (falling back
+//! to `-e cpu-clock` when the default event does not work), and writes
+//! `perf report --no-children --percent-limit 1 --stdio` next to the data
+//! in target/bench-perf/ (call graphs, and a flat top-frames file it prints).
+//!
+//! `search-open` loads and checks as `search`, then sends the whole mix (the
+//! classes in turn) open loop at RATE queries/s for SECS: query i is due at
+//! i / RATE and goes out on its own task over a pool of 64 HTTP/2
+//! connections whatever happened to the earlier ones; latency runs from the
+//! due time (no coordinated omission). Reports the achieved rate, per class
+//! and overall p50/p99/p99.9/max, errors by code, and how late the client
+//! itself started the calls (included in the latencies).
 //!
 //!   cargo bench --bench load -- analyze [SECS]                 (default 15 s per phase)
 //!
@@ -70,10 +100,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::ops::Bound;
+
+use tantivy::aggregation::agg_req::{Aggregation, AggregationVariants, Aggregations};
+use tantivy::aggregation::agg_result::{AggregationResult, AggregationResults, BucketResult};
+use tantivy::aggregation::bucket::TermsAggregation;
+use tantivy::aggregation::{AggContextParams, AggregationCollector, AggregationLimitsGuard};
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::QueryParser;
+use tantivy::query::{
+    AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery,
+};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{DateTime, Order, Searcher, Term};
 use verbatim::grpc::pb;
 use verbatim::grpc::pb::feedback_service_client::FeedbackServiceClient;
+use verbatim::index::schema::field;
 
 const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
 
@@ -353,63 +394,6 @@ async fn bench_ingest(n: usize) {
     );
 }
 
-struct BenchQuery {
-    name: &'static str,
-    request: pb::SearchRequest,
-    /// The same query for raw tantivy (query-language text).
-    raw: &'static str,
-}
-
-fn queries() -> Vec<BenchQuery> {
-    let review = pb::Filter {
-        channels: vec![pb::Channel::Review as i32],
-        ..Default::default()
-    };
-    vec![
-        BenchQuery {
-            name: "term + channel filter (\"delivery\", channel=review)",
-            request: pb::SearchRequest {
-                query: "delivery".into(),
-                filter: Some(review.clone()),
-                ..Default::default()
-            },
-            raw: "delivery AND channel:review",
-        },
-        BenchQuery {
-            name: "rare term (\"invoice\")",
-            request: pb::SearchRequest {
-                query: "invoice".into(),
-                ..Default::default()
-            },
-            raw: "invoice",
-        },
-        BenchQuery {
-            name: "phrase (\"late delivery\")",
-            request: pb::SearchRequest {
-                query: "\"late delivery\"".into(),
-                ..Default::default()
-            },
-            raw: "\"late delivery\"",
-        },
-        BenchQuery {
-            name: "filter only, newest first (product=Router, nps 0-6)",
-            request: pb::SearchRequest {
-                filter: Some(pb::Filter {
-                    products: vec!["Router".into()],
-                    nps: Some(pb::IntRange {
-                        min: Some(0),
-                        max: Some(6),
-                    }),
-                    ..Default::default()
-                }),
-                sort: pb::SortOrder::Newest as i32,
-                ..Default::default()
-            },
-            raw: "product:Router AND nps:[0 TO 6]",
-        },
-    ]
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -417,117 +401,1066 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn bench_search(n: usize, secs: u64) {
+/// A structured filter the bench sends, kept so the raw query can be built
+/// with the very clauses `index::query::filter_clauses` makes for it (one
+/// term, or a Should-disjunction of terms per field; an inclusive range).
+#[derive(Clone, Default)]
+struct FilterSpec {
+    /// pb channel numbers (1-8).
+    channels: Vec<i32>,
+    products: Vec<&'static str>,
+    nps: Option<(i64, i64)>,
+}
+
+impl FilterSpec {
+    fn pb(&self) -> Option<pb::Filter> {
+        Some(pb::Filter {
+            channels: self.channels.clone(),
+            products: self.products.iter().map(|p| p.to_string()).collect(),
+            nps: self.nps.map(|(min, max)| pb::IntRange {
+                min: Some(min as i32),
+                max: Some(max as i32),
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// The clauses in `filter_clauses` order (channels, products, ..., nps).
+    fn clauses(&self, fields: &verbatim::index::schema::Fields) -> Vec<Box<dyn Query>> {
+        fn term(field: tantivy::schema::Field, value: &str) -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        }
+        fn any_of(field: tantivy::schema::Field, values: &[&str]) -> Option<Box<dyn Query>> {
+            match values.len() {
+                0 => None,
+                1 => Some(term(field, values[0])),
+                _ => Some(Box::new(BooleanQuery::new(
+                    values
+                        .iter()
+                        .map(|v| (Occur::Should, term(field, v)))
+                        .collect(),
+                ))),
+            }
+        }
+        let channels: Vec<&str> = self
+            .channels
+            .iter()
+            .map(|c| verbatim::domain::Channel::ALL[(*c - 1) as usize].as_str())
+            .collect();
+        let mut clauses = Vec::new();
+        clauses.extend(any_of(fields.channel, &channels));
+        clauses.extend(any_of(fields.product, &self.products));
+        if let Some((min, max)) = self.nps {
+            clauses.push(Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_i64(fields.nps, min)),
+                Bound::Included(Term::from_field_i64(fields.nps, max)),
+            )) as Box<dyn Query>);
+        }
+        clauses
+    }
+
+    /// A random filter on `kinds` (0 channel, 1 product, 2 nps range):
+    /// sometimes two channels (a disjunction, as the server builds it).
+    fn random(rng: &mut Rng, kinds: &[usize]) -> FilterSpec {
+        let mut spec = FilterSpec::default();
+        for kind in kinds {
+            match kind {
+                0 => {
+                    let first = 1 + rng.below(8) as i32;
+                    spec.channels.push(first);
+                    if rng.below(3) == 0 {
+                        spec.channels.push(1 + (first + rng.below(7) as i32) % 8);
+                    }
+                }
+                1 => spec.products.push(PRODUCTS[rng.below(PRODUCTS.len())]),
+                _ => {
+                    let (min, max) = match rng.below(4) {
+                        0 => (0, 6),
+                        1 => (7, 8),
+                        2 => (9, 10),
+                        _ => {
+                            let a = rng.below(11) as i64;
+                            let b = rng.below(11) as i64;
+                            (a.min(b), a.max(b))
+                        }
+                    };
+                    spec.nps = Some((min, max));
+                }
+            }
+        }
+        spec
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RawSort {
+    Relevance,
+    Newest,
+    Oldest,
+}
+
+/// One query of a class: what the service gets, and the same query for raw
+/// tantivy (built with the server's structure: Must(user query) AND
+/// Must(ConstScoreQuery(filter, 0.0)) per filter clause).
+struct ClassQuery {
+    request: pb::SearchRequest,
+    raw: Box<dyn Query>,
+    /// Raw tantivy's count: every service response must equal it.
+    expected: u64,
+}
+
+struct SearchClass {
+    key: &'static str,
+    name: &'static str,
+    sort: RawSort,
+    facets: Vec<&'static str>,
+    queries: Vec<ClassQuery>,
+}
+
+/// The server's query for a query-language text and filter clauses
+/// (`index::query::parse_user_query` + `combine`: empty text matches all).
+fn server_shaped_query(
+    parser: &QueryParser,
+    text: &str,
+    filters: Vec<Box<dyn Query>>,
+) -> Box<dyn Query> {
+    let user: Box<dyn Query> = if text.trim().is_empty() {
+        Box::new(AllQuery)
+    } else {
+        parser
+            .parse_query(text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+    };
+    if filters.is_empty() {
+        return user;
+    }
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, user)];
+    for filter in filters {
+        clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(filter, 0.0))));
+    }
+    Box::new(BooleanQuery::new(clauses))
+}
+
+/// Queries per class in the mix.
+const QUERIES_PER_CLASS: usize = 300;
+
+/// The seven classes, QUERIES_PER_CLASS distinct queries each (fixed seed),
+/// drawn from the corpus vocabulary; bigrams for phrases are taken from the
+/// corpus texts themselves, so every phrase occurs.
+fn search_classes(
+    items: &[pb::Feedback],
+    searcher: &Searcher,
+    parser: &QueryParser,
+    fields: &verbatim::index::schema::Fields,
+) -> Vec<SearchClass> {
+    let vocab = vocabulary();
+    let mut rng = Rng(0x5EA2C4);
+    // Vocabulary ranks: the corpus draws rank ~ V * u^2, so the head is common.
+    let common = |rng: &mut Rng| vocab[rng.below(200.min(vocab.len()))].clone();
+    let mid = |rng: &mut Rng| vocab[rng.below(400.min(vocab.len()))].clone();
+    let rare =
+        |rng: &mut Rng| vocab[vocab.len() / 2 + rng.below(vocab.len() - vocab.len() / 2)].clone();
+    let mixed = |rng: &mut Rng, i: usize| if i % 2 == 0 { common(rng) } else { rare(rng) };
+    // Bigrams that occur in the corpus (first 20,000 texts), by frequency.
+    let mut bigram_counts = std::collections::HashMap::<(String, String), usize>::new();
+    for item in items.iter().take(20_000) {
+        let words: Vec<&str> = item.text.split_whitespace().collect();
+        for pair in words.windows(2) {
+            *bigram_counts
+                .entry((pair[0].to_string(), pair[1].to_string()))
+                .or_default() += 1;
+        }
+    }
+    let mut bigrams: Vec<((String, String), usize)> = bigram_counts.into_iter().collect();
+    bigrams.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let head = bigrams.len().min(1000);
+
+    let mut classes = Vec::new();
+    let mut add = |key: &'static str,
+                   name: &'static str,
+                   sort: RawSort,
+                   facets: Vec<&'static str>,
+                   draw: &mut dyn FnMut(usize) -> (String, FilterSpec)| {
+        let mut seen = std::collections::HashSet::new();
+        let mut queries = Vec::new();
+        // Distinct queries: draw until QUERIES_PER_CLASS or 20x as many tries.
+        for attempt in 0..20 * QUERIES_PER_CLASS {
+            if queries.len() == QUERIES_PER_CLASS {
+                break;
+            }
+            let (text, filter) = draw(attempt);
+            let has_filter =
+                !filter.channels.is_empty() || !filter.products.is_empty() || filter.nps.is_some();
+            let dedup_key = format!(
+                "{text}|{:?}|{:?}|{:?}",
+                filter.channels, filter.products, filter.nps
+            );
+            if !seen.insert(dedup_key) {
+                continue;
+            }
+            let raw = server_shaped_query(parser, &text, filter.clauses(fields));
+            let expected = raw.count(searcher).unwrap() as u64;
+            queries.push(ClassQuery {
+                request: pb::SearchRequest {
+                    query: text,
+                    filter: if has_filter { filter.pb() } else { None },
+                    sort: match sort {
+                        RawSort::Relevance => pb::SortOrder::Relevance,
+                        RawSort::Newest => pb::SortOrder::Newest,
+                        RawSort::Oldest => pb::SortOrder::Oldest,
+                    } as i32,
+                    limit: 10,
+                    facets: facets.iter().map(|f| f.to_string()).collect(),
+                    ..Default::default()
+                },
+                raw,
+                expected,
+            });
+        }
+        classes.push(SearchClass {
+            key,
+            name,
+            sort,
+            facets,
+            queries,
+        });
+    };
+    add(
+        "a",
+        "term + one filter (channel / product / NPS range), relevance",
+        RawSort::Relevance,
+        vec![],
+        &mut |i| (mid(&mut rng), FilterSpec::random(&mut rng, &[i % 3])),
+    );
+    add(
+        "b",
+        "single term (half common, half rare), relevance",
+        RawSort::Relevance,
+        vec![],
+        &mut |i| (mixed(&mut rng, i), FilterSpec::default()),
+    );
+    add(
+        "c",
+        "two-word phrase (bigrams of the corpus), relevance",
+        RawSort::Relevance,
+        vec![],
+        &mut |i| {
+            let ((a, b), _) = if i == 0 {
+                // the planted phrase (2% of items)
+                (("late".to_string(), "delivery".to_string()), 0)
+            } else if i % 2 == 0 {
+                bigrams[rng.below(head)].clone()
+            } else {
+                bigrams[rng.below(bigrams.len())].clone()
+            };
+            (format!("\"{a} {b}\""), FilterSpec::default())
+        },
+    );
+    add(
+        "d",
+        "filter only (two of channel / product / NPS range), newest",
+        RawSort::Newest,
+        vec![],
+        &mut |i| {
+            let kinds = [[0, 1], [1, 2], [0, 2]][i % 3];
+            (String::new(), FilterSpec::random(&mut rng, &kinds))
+        },
+    );
+    add(
+        "e",
+        "single term, newest",
+        RawSort::Newest,
+        vec![],
+        &mut |i| (mixed(&mut rng, i), FilterSpec::default()),
+    );
+    add(
+        "f",
+        "single term, oldest",
+        RawSort::Oldest,
+        vec![],
+        &mut |i| (mixed(&mut rng, i), FilterSpec::default()),
+    );
+    add(
+        "g",
+        "single term + facets channel, product; relevance",
+        RawSort::Relevance,
+        vec!["channel", "product"],
+        &mut |i| (mixed(&mut rng, i), FilterSpec::default()),
+    );
+    classes
+}
+
+/// The facet aggregations the server runs (`index::aggregations`): terms,
+/// top FACET_VALUES_PER_FIELD, named f0, f1, ...
+fn facet_collector(facets: &[&str], searcher: &Searcher) -> AggregationCollector {
+    let mut aggs = Aggregations::default();
+    for (i, field) in facets.iter().enumerate() {
+        aggs.insert(
+            format!("f{i}"),
+            Aggregation {
+                agg: AggregationVariants::Terms(TermsAggregation {
+                    field: field.to_string(),
+                    size: Some(verbatim::domain::limits::FACET_VALUES_PER_FIELD as u32),
+                    ..TermsAggregation::default()
+                }),
+                sub_aggregation: Aggregations::default(),
+            },
+        );
+    }
+    AggregationCollector::from_aggs(
+        aggs,
+        AggContextParams::new(
+            AggregationLimitsGuard::default(),
+            searcher.index().tokenizers().clone(),
+        ),
+    )
+}
+
+/// Facet counts of an aggregation result, as `field -> value -> count`.
+fn facet_counts(
+    facets: &[&str],
+    results: AggregationResults,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> {
+    let AggregationResults(mut results) = results;
+    facets
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let counts = match results.remove(&format!("f{i}")) {
+                Some(AggregationResult::BucketResult(BucketResult::Terms { buckets, .. })) => {
+                    buckets
+                        .into_iter()
+                        .map(|b| (b.key.to_string(), b.doc_count))
+                        .collect()
+                }
+                _ => Default::default(),
+            };
+            (field.to_string(), counts)
+        })
+        .collect()
+}
+
+/// One raw tantivy search of a class's query: top 10 in the class's sort
+/// order and the count. Exhaustive: one pass with the collectors paired
+/// (and the facet aggregation for a facet class). Pruned: top 10 alone (by
+/// score tantivy runs block-WAND), then `Query::count` (doc_freq for a bare
+/// term), and for a facet class a second pass of Count + the aggregation.
+/// Returns the count.
+fn raw_search(searcher: &Searcher, class: &SearchClass, query: &dyn Query, pruned: bool) -> u64 {
+    let top = TopDocs::with_limit(10);
+    let date_order = match class.sort {
+        RawSort::Relevance => None,
+        RawSort::Newest => Some(Order::Desc),
+        RawSort::Oldest => Some(Order::Asc),
+    };
+    let facets = !class.facets.is_empty();
+    if pruned {
+        let hits = match date_order {
+            None => searcher.search(query, &top.order_by_score()).unwrap().len(),
+            Some(order) => searcher
+                .search(
+                    query,
+                    &top.order_by_fast_field::<DateTime>(field::CREATED_AT, order),
+                )
+                .unwrap()
+                .len(),
+        };
+        std::hint::black_box(hits);
+        if facets {
+            let (count, aggs) = searcher
+                .search(query, &(Count, facet_collector(&class.facets, searcher)))
+                .unwrap();
+            std::hint::black_box(aggs);
+            count as u64
+        } else {
+            query.count(searcher).unwrap() as u64
+        }
+    } else {
+        match (date_order, facets) {
+            (None, false) => {
+                let (top, count) = searcher
+                    .search(query, &(top.order_by_score(), Count))
+                    .unwrap();
+                std::hint::black_box(top);
+                count as u64
+            }
+            (None, true) => {
+                let (top, count, aggs) = searcher
+                    .search(
+                        query,
+                        &(
+                            top.order_by_score(),
+                            Count,
+                            facet_collector(&class.facets, searcher),
+                        ),
+                    )
+                    .unwrap();
+                std::hint::black_box((top, aggs));
+                count as u64
+            }
+            (Some(order), _) => {
+                assert!(!facets, "no date-sorted facet class");
+                let (top, count) = searcher
+                    .search(
+                        query,
+                        &(
+                            top.order_by_fast_field::<DateTime>(field::CREATED_AT, order),
+                            Count,
+                        ),
+                    )
+                    .unwrap();
+                std::hint::black_box(top);
+                count as u64
+            }
+        }
+    }
+}
+
+/// Latencies (ms, sorted) and throughput of one phase.
+#[derive(Default, Clone)]
+struct PhaseStats {
+    ms: Vec<f64>,
+    secs: f64,
+    /// Errors by gRPC code.
+    errors: std::collections::BTreeMap<String, usize>,
+}
+
+impl PhaseStats {
+    fn new(mut ms: Vec<f64>, secs: f64) -> PhaseStats {
+        ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        PhaseStats {
+            ms,
+            secs,
+            errors: Default::default(),
+        }
+    }
+    fn p(&self, p: f64) -> f64 {
+        percentile(&self.ms, p)
+    }
+    fn qps(&self) -> f64 {
+        self.ms.len() as f64 / self.secs
+    }
+    fn max(&self) -> f64 {
+        self.ms.last().copied().unwrap_or(f64::NAN)
+    }
+    fn errors_text(&self) -> String {
+        if self.errors.is_empty() {
+            return "0".into();
+        }
+        self.errors
+            .iter()
+            .map(|(code, n)| format!("{code} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Raw tantivy on 2 threads back to back for `secs`, cycling the class's
+/// queries (the threads start half the list apart); every count checked.
+fn raw_phase(searcher: &Searcher, class: &SearchClass, pruned: bool, secs: f64) -> PhaseStats {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let latencies: Vec<f64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                scope.spawn(move || {
+                    let len = class.queries.len();
+                    let mut k = t * len / 2;
+                    let mut ms = Vec::new();
+                    while Instant::now() < deadline {
+                        let q = &class.queries[k % len];
+                        k += 1;
+                        let at = Instant::now();
+                        let count = raw_search(searcher, class, &*q.raw, pruned);
+                        ms.push(at.elapsed().as_secs_f64() * 1e3);
+                        assert_eq!(count, q.expected, "raw count of {:?}", q.request.query);
+                    }
+                    ms
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    PhaseStats::new(latencies, started.elapsed().as_secs_f64())
+}
+
+type SearchClient = FeedbackServiceClient<tonic::transport::Channel>;
+
+/// Closed loop: each client sends its next query as soon as the previous
+/// answer arrives, cycling the class's queries from its own offset. Every
+/// answer's total_hits must equal raw tantivy's count (checked after the
+/// phase; a mismatch fails the bench); errors are counted by code.
+async fn service_phase(
+    clients: &[SearchClient],
+    work: Arc<Vec<(pb::SearchRequest, u64)>>,
+    secs: f64,
+) -> PhaseStats {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let n = clients.len();
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut c = c.clone();
+            let work = work.clone();
+            tokio::spawn(async move {
+                let mut ms = Vec::new();
+                let mut errors = std::collections::BTreeMap::<String, usize>::new();
+                let mut mismatches = Vec::new();
+                let mut k = i * work.len() / n;
+                while Instant::now() < deadline {
+                    let (request, want) = &work[k % work.len()];
+                    k += 1;
+                    let at = Instant::now();
+                    match c.search(request.clone()).await {
+                        Ok(r) => {
+                            ms.push(at.elapsed().as_secs_f64() * 1e3);
+                            let total = r.into_inner().total_hits;
+                            if total != *want {
+                                mismatches.push(format!(
+                                    "query {:?} filter {:?}: service {total}, raw {want}",
+                                    request.query, request.filter
+                                ));
+                            }
+                        }
+                        Err(status) => {
+                            *errors.entry(format!("{:?}", status.code())).or_default() += 1
+                        }
+                    }
+                }
+                (ms, errors, mismatches)
+            })
+        })
+        .collect();
+    let mut all_ms = Vec::new();
+    let mut errors = std::collections::BTreeMap::<String, usize>::new();
+    let mut mismatches = Vec::new();
+    for t in tasks {
+        let (ms, e, m) = t.await.unwrap();
+        all_ms.extend(ms);
+        for (code, count) in e {
+            *errors.entry(code).or_default() += count;
+        }
+        mismatches.extend(m);
+    }
+    let mut stats = PhaseStats::new(all_ms, started.elapsed().as_secs_f64());
+    stats.errors = errors;
+    assert!(
+        mismatches.is_empty(),
+        "{} responses whose total_hits differ from raw tantivy, e.g. {}",
+        mismatches.len(),
+        mismatches[0]
+    );
+    stats
+}
+
+/// `perf record` of the server during a phase (BENCH_PERF=SECS).
+struct Profile {
+    child: Child,
+    data: std::path::PathBuf,
+}
+
+/// Whether `perf record` with these event arguments works on a child.
+fn perf_works(event: &[&str]) -> bool {
+    let probe =
+        std::env::temp_dir().join(format!("verbatim-perf-probe-{}.data", std::process::id()));
+    let ok = Command::new("perf")
+        .arg("record")
+        .args(event)
+        .args(["-F", "499", "-g", "-o"])
+        .arg(&probe)
+        .args(["--", "sleep", "0.2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+fn start_profile(pid: u32, secs: &str, name: &str) -> Option<Profile> {
+    let event: &[&str] = if perf_works(&[]) {
+        &[]
+    } else if perf_works(&["-e", "cpu-clock"]) {
+        eprintln!("perf: the default event does not work here; using -e cpu-clock");
+        &["-e", "cpu-clock"]
+    } else {
+        eprintln!("perf record does not work here (perf_event_paranoid?); no profile");
+        return None;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-perf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join(format!("{name}.perf.data"));
+    let child = Command::new("perf")
+        .arg("record")
+        .args(event)
+        .args(["-F", "499", "-g", "-p", &pid.to_string(), "-o"])
+        .arg(&data)
+        .args(["--", "sleep", secs])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    Some(Profile { child, data })
+}
+
+/// Waits for the recording and writes `perf report` next to it: the call
+/// graph report (`.report.txt`) and a flat one (`.top.txt`, printed).
+fn finish_profile(mut profile: Profile) {
+    let recorded = profile.child.wait().is_ok_and(|s| s.success());
+    if !recorded {
+        eprintln!("perf record failed; no profile");
+        return;
+    }
+    let report = |extra: &[&str], suffix: &str| {
+        let out = profile.data.with_extension(suffix);
+        let output = Command::new("perf")
+            .args([
+                "report",
+                "--no-children",
+                "--percent-limit",
+                "1",
+                "--stdio",
+                "-i",
+            ])
+            .arg(&profile.data)
+            .args(extra)
+            .stderr(Stdio::null())
+            .output();
+        match output {
+            Ok(o) => {
+                std::fs::write(&out, &o.stdout).unwrap();
+                Some((out, String::from_utf8_lossy(&o.stdout).into_owned()))
+            }
+            Err(e) => {
+                eprintln!("perf report: {e}");
+                None
+            }
+        }
+    };
+    if let Some((path, _)) = report(&[], "report.txt") {
+        println!("perf report (call graphs): {}", path.display());
+    }
+    if let Some((path, text)) = report(&["-g", "none"], "top.txt") {
+        println!("perf report (self time, top frames): {}", path.display());
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .take(25)
+        {
+            println!("    {line}");
+        }
+    }
+    println!("perf data: {}", profile.data.display());
+}
+
+/// The server loaded with the corpus, the raw reader on its own index, and
+/// the query classes with their expected counts.
+struct SearchSetup {
+    server: Server,
+    searcher: Searcher,
+    reader: tantivy::IndexReader,
+    classes: Vec<SearchClass>,
+}
+
+fn segments_and_docs(searcher: &Searcher) -> (usize, u64) {
+    (searcher.segment_readers().len(), searcher.num_docs())
+}
+
+async fn search_setup(n: usize) -> SearchSetup {
     let items = corpus(n);
     // No background analysis fighting the searches for the cores.
-    let mut server = Server::start(&["--analysis", "off"]);
+    let server = Server::start(&["--analysis", "off"]);
     let load_started = Instant::now();
-    stream_ingest(&server.addr, items).await;
+    stream_ingest(&server.addr, items.clone()).await;
     wait_searchable(&server.addr, n as u64).await;
     println!(
         "loaded {n} items in {:.1} s",
         load_started.elapsed().as_secs_f64()
     );
-
-    // Expected totals from raw tantivy on the server's own index.
     let index_dir = server
         .data_dir
         .path()
         .join("index")
         .join(format!("v{}", verbatim::index::schema::SCHEMA_VERSION));
-    let (expected, raw_results) = {
-        let index = tantivy::Index::open_in_dir(&index_dir).unwrap();
-        index.tokenizers().register(
-            verbatim::index::schema::TEXT_TOKENIZER,
-            verbatim::index::schema::text_analyzer(),
-        );
-        let fields = verbatim::index::schema::build_schema().1;
-        let reader = index.reader().unwrap();
-        let mut parser = QueryParser::for_index(&index, vec![fields.text]);
-        parser.set_conjunction_by_default();
-        let reader = Arc::new(reader);
-        let mut expected = Vec::new();
-        let mut raw_results = Vec::new();
-        for q in queries() {
-            let query: Arc<dyn tantivy::query::Query> =
-                Arc::from(parser.parse_query(q.raw).unwrap());
-            let count = reader.searcher().search(&*query, &Count).unwrap() as u64;
-            expected.push(count);
-            // raw tantivy: 2 threads back to back for `secs`
-            let deadline = Instant::now() + Duration::from_secs(secs);
-            let mut handles = Vec::new();
-            for _ in 0..2 {
-                let reader = reader.clone();
-                let query = query.clone();
-                handles.push(std::thread::spawn(move || {
-                    let mut latencies = Vec::new();
-                    while Instant::now() < deadline {
-                        let t = Instant::now();
-                        let (_top, total) = reader
-                            .searcher()
-                            .search(&*query, &(TopDocs::with_limit(10).order_by_score(), Count))
-                            .unwrap();
-                        assert_eq!(total as u64, count);
-                        latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                    latencies
-                }));
-            }
-            let mut latencies: Vec<f64> = handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect();
-            latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            raw_results.push((
-                percentile(&latencies, 0.5),
-                percentile(&latencies, 0.99),
-                latencies.len() as f64 / secs as f64,
-            ));
+    let index = tantivy::Index::open_in_dir(&index_dir).unwrap();
+    index.tokenizers().register(
+        verbatim::index::schema::TEXT_TOKENIZER,
+        verbatim::index::schema::text_analyzer(),
+    );
+    let reader = index
+        .reader_builder()
+        .reload_policy(tantivy::ReloadPolicy::Manual)
+        .try_into()
+        .unwrap();
+    // Background merges may still be rewriting segments after the last
+    // commit: wait (at most 30 s) until the segment list holds still for
+    // 2 s, so raw tantivy and the server search the same segments.
+    let mut last = (usize::MAX, 0);
+    let mut still_since = Instant::now();
+    let waited = Instant::now();
+    loop {
+        reader.reload().unwrap();
+        let now = segments_and_docs(&reader.searcher());
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() >= Duration::from_secs(2)
+            || waited.elapsed() >= Duration::from_secs(30)
+        {
+            break;
         }
-        (expected, raw_results)
-    };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let searcher = reader.searcher();
+    let (segments, docs) = segments_and_docs(&searcher);
+    println!("index after load: {segments} segments, {docs} docs");
+    assert_eq!(docs, n as u64, "every item in the server's index");
+    let fields = verbatim::index::schema::build_schema().1;
+    let mut parser = QueryParser::for_index(&index, vec![fields.text]);
+    parser.set_conjunction_by_default();
+    let classes = search_classes(&items, &searcher, &parser, &fields);
+    SearchSetup {
+        server,
+        searcher,
+        reader,
+        classes,
+    }
+}
 
+/// One call per query before timing: total_hits equal raw tantivy's count,
+/// and for a facet class every facet count equal to raw tantivy's
+/// aggregation (prints the number of queries checked).
+async fn check_answers(setup: &SearchSetup) {
+    let mut c = client(&setup.server.addr).await;
+    let mut checked = 0;
+    for class in &setup.classes {
+        for q in &class.queries {
+            let r = c.search(q.request.clone()).await.unwrap().into_inner();
+            assert_eq!(
+                r.total_hits, q.expected,
+                "class {} query {:?} filter {:?}: service total vs raw",
+                class.key, q.request.query, q.request.filter
+            );
+            if !class.facets.is_empty() {
+                let raw = facet_counts(
+                    &class.facets,
+                    setup
+                        .searcher
+                        .search(&*q.raw, &facet_collector(&class.facets, &setup.searcher))
+                        .unwrap(),
+                );
+                let service: std::collections::BTreeMap<_, std::collections::BTreeMap<_, _>> = r
+                    .facets
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.field.clone(),
+                            f.counts
+                                .iter()
+                                .map(|c| (c.value.clone(), c.count))
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    service, raw,
+                    "class {} query {:?}: facets",
+                    class.key, q.request.query
+                );
+            }
+            checked += 1;
+        }
+    }
+    println!(
+        "checked {checked} queries once each: service totals (and facets) equal raw tantivy's"
+    );
+}
+
+fn print_classes(classes: &[SearchClass]) {
+    println!();
+    println!("| class | sort | distinct queries | hits min | hits median | hits max |");
+    println!("|---|---|---|---|---|---|");
+    for class in classes {
+        let mut hits: Vec<u64> = class.queries.iter().map(|q| q.expected).collect();
+        hits.sort();
+        println!(
+            "| ({}) {} | {:?} | {} | {} | {} | {} |",
+            class.key,
+            class.name,
+            class.sort,
+            hits.len(),
+            hits[0],
+            hits[hits.len() / 2],
+            hits[hits.len() - 1]
+        );
+    }
+}
+
+fn class_work(class: &SearchClass) -> Arc<Vec<(pb::SearchRequest, u64)>> {
+    Arc::new(
+        class
+            .queries
+            .iter()
+            .map(|q| (q.request.clone(), q.expected))
+            .collect(),
+    )
+}
+
+async fn bench_search(n: usize, secs: f64) {
     let clients: usize = std::env::var("BENCH_CLIENTS")
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(50);
-    println!("search at {n} items, {clients} concurrent gRPC clients, {secs} s per query; raw tantivy: 2 threads, same index");
-    println!("| query | hits | service p50 ms | p99 ms | qps | raw p50 ms | raw p99 ms | raw qps | p99 ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (i, q) in queries().into_iter().enumerate() {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut tasks = Vec::new();
-        for _ in 0..clients {
-            let mut c = client(&server.addr).await;
-            let request = q.request.clone();
-            let want = expected[i];
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let r = c.search(request.clone()).await.unwrap().into_inner();
-                    assert_eq!(r.total_hits, want, "total hits");
-                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-                latencies
-            }));
+    let setup = search_setup(n).await;
+    check_answers(&setup).await;
+    print_classes(&setup.classes);
+    let mut pool = Vec::new();
+    for _ in 0..clients {
+        pool.push(client(&setup.server.addr).await);
+    }
+    let perf_secs = std::env::var("BENCH_PERF").ok();
+    // class -> (raw exhaustive, raw pruned, 1 client, N clients)
+    let mut results = Vec::new();
+    for (i, class) in setup.classes.iter().enumerate() {
+        eprintln!("class ({}) {}", class.key, class.name);
+        let exhaustive = raw_phase(&setup.searcher, class, false, secs);
+        let pruned = raw_phase(&setup.searcher, class, true, secs);
+        let work = class_work(class);
+        let one = service_phase(&pool[..1], work.clone(), secs).await;
+        let profile = match (&perf_secs, i) {
+            (Some(s), 0) => start_profile(setup.server.child.id(), s, "search-a-term-filter"),
+            _ => None,
+        };
+        let many = service_phase(&pool, work, secs).await;
+        if let Some(profile) = profile {
+            finish_profile(profile);
         }
-        let mut latencies = Vec::new();
-        for t in tasks {
-            latencies.extend(t.await.unwrap());
-        }
-        latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let (p50, p99, qps) = (
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
-            latencies.len() as f64 / secs as f64,
-        );
-        let (rp50, rp99, rqps) = raw_results[i];
+        results.push((exhaustive, pruned, one, many));
+    }
+    let (segments_end, docs_end) = {
+        let index_dir = setup
+            .server
+            .data_dir
+            .path()
+            .join("index")
+            .join(format!("v{}", verbatim::index::schema::SCHEMA_VERSION));
+        let searcher = tantivy::Index::open_in_dir(&index_dir)
+            .unwrap()
+            .reader()
+            .unwrap()
+            .searcher();
+        segments_and_docs(&searcher)
+    };
+    drop(setup.reader);
+
+    let (segments, docs) = segments_and_docs(&setup.searcher);
+    println!();
+    println!(
+        "search at {n} items ({segments} segments, {docs} docs; at the end {segments_end} segments, {docs_end} docs), {secs} s per class and phase, up to {} distinct queries per class (table above) cycled; raw tantivy: 2 threads back to back on the server's own index",
+        QUERIES_PER_CLASS
+    );
+    println!();
+    println!("Raw tantivy (exhaustive: top 10 in the class's order paired with Count [+ facet aggregation]; pruned: top 10 alone, then a separate count [+ Count and aggregation pass]):");
+    println!();
+    println!("| class | exhaustive p50 ms | p99 ms | qps | pruned p50 ms | p99 ms | qps |");
+    println!("|---|---|---|---|---|---|---|");
+    for (class, (ex, pr, _, _)) in setup.classes.iter().zip(&results) {
         println!(
-            "| {} | {} | {p50:.2} | {p99:.2} | {qps:.0} | {rp50:.3} | {rp99:.3} | {rqps:.0} | {:.1} |",
-            q.name, expected[i], p99 / rp99
+            "| ({}) {} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} |",
+            class.key,
+            class.name,
+            ex.p(0.5),
+            ex.p(0.99),
+            ex.qps(),
+            pr.p(0.5),
+            pr.p(0.99),
+            pr.qps()
         );
     }
+    println!();
+    println!("Service, 1 client (closed loop):");
+    println!();
+    println!("| class | p50 ms | p99 ms | qps | p99 - raw pruned p99 ms | p99 - raw exhaustive p99 ms | errors |");
+    println!("|---|---|---|---|---|---|---|");
+    for (class, (ex, pr, one, _)) in setup.classes.iter().zip(&results) {
+        println!(
+            "| ({}) {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {} |",
+            class.key,
+            class.name,
+            one.p(0.5),
+            one.p(0.99),
+            one.qps(),
+            one.p(0.99) - pr.p(0.99),
+            one.p(0.99) - ex.p(0.99),
+            one.errors_text()
+        );
+    }
+    println!();
+    println!(
+        "Service, {clients} clients (closed loop; queueing mean = clients / qps, Little's law):"
+    );
+    println!();
+    println!("| class | p50 ms | p99 ms | qps | qps / raw exhaustive qps | qps / raw pruned qps | queueing mean ms | p99 / queueing mean | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (class, (ex, pr, _, many)) in setup.classes.iter().zip(&results) {
+        let queueing_ms = clients as f64 / many.qps() * 1e3;
+        println!(
+            "| ({}) {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            class.key,
+            class.name,
+            many.p(0.5),
+            many.p(0.99),
+            many.qps(),
+            many.qps() / ex.qps(),
+            many.qps() / pr.qps(),
+            queueing_ms,
+            many.p(0.99) / queueing_ms,
+            many.errors_text()
+        );
+    }
+    let mut server = setup.server;
+    server.stop();
+}
+
+/// Open loop: the whole mix (classes in turn, each cycling its queries) at a
+/// fixed arrival rate: query i is due at start + i / RATE and sent on its
+/// own task over a pool of 64 HTTP/2 connections whatever the answers to
+/// the earlier ones; latency runs from the due time, so a server (or a
+/// client) that falls behind shows it instead of slowing the senders
+/// (no coordinated omission). Every total is checked as in `search`.
+async fn bench_search_open(n: usize, secs: f64, rate: f64) {
+    const CONNECTIONS: usize = 64;
+    let setup = search_setup(n).await;
+    check_answers(&setup).await;
+    print_classes(&setup.classes);
+    let mut pool = Vec::new();
+    for _ in 0..CONNECTIONS {
+        pool.push(client(&setup.server.addr).await);
+    }
+    let longest = setup.classes.iter().map(|c| c.queries.len()).max().unwrap();
+    let mut mix = Vec::new();
+    for k in 0..longest {
+        for (ci, class) in setup.classes.iter().enumerate() {
+            let q = &class.queries[k % class.queries.len()];
+            mix.push((ci, q.request.clone(), q.expected));
+        }
+    }
+    let mix = Arc::new(mix);
+    let total = (secs * rate).round() as usize;
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut tasks = Vec::with_capacity(total);
+    let mut max_send_lag_ms = 0f64;
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        max_send_lag_ms = max_send_lag_ms.max(due.elapsed().as_secs_f64() * 1e3);
+        let mut c = pool[i % CONNECTIONS].clone();
+        let mix = mix.clone();
+        tasks.push(tokio::spawn(async move {
+            // How late the client itself started the call (timer
+            // granularity, a busy runtime): part of the latency, shown apart.
+            let send_lag_ms = due.elapsed().as_secs_f64() * 1e3;
+            let (class, request, want) = &mix[i % mix.len()];
+            let outcome =
+                tokio::time::timeout(Duration::from_secs(30), c.search(request.clone())).await;
+            let done = Instant::now();
+            let ms = done.saturating_duration_since(due).as_secs_f64() * 1e3;
+            let outcome = match outcome {
+                Err(_) => Err("client timeout 30 s".to_string()),
+                Ok(Err(status)) => Err(format!("{:?}", status.code())),
+                Ok(Ok(r)) => {
+                    let total = r.into_inner().total_hits;
+                    if total != *want {
+                        panic!(
+                            "query {:?} filter {:?}: service total {total}, raw {want}",
+                            request.query, request.filter
+                        );
+                    }
+                    Ok(())
+                }
+            };
+            (*class, ms, send_lag_ms, done, outcome)
+        }));
+    }
+    let mut per_class: Vec<PhaseStats> = vec![PhaseStats::default(); setup.classes.len()];
+    let mut all_ms = Vec::new();
+    let mut errors = std::collections::BTreeMap::<String, usize>::new();
+    let mut last_done = start;
+    let mut send_lags = Vec::with_capacity(total);
+    for t in tasks {
+        let (class, ms, lag, done, outcome) =
+            t.await.expect("total_hits equal raw tantivy's count");
+        last_done = last_done.max(done);
+        send_lags.push(lag);
+        match outcome {
+            Ok(()) => {
+                per_class[class].ms.push(ms);
+                all_ms.push(ms);
+            }
+            Err(code) => {
+                *per_class[class].errors.entry(code.clone()).or_default() += 1;
+                *errors.entry(code).or_default() += 1;
+            }
+        }
+    }
+    let elapsed = last_done.duration_since(start).as_secs_f64();
+    let mut all = PhaseStats::new(all_ms, elapsed);
+    all.errors = errors;
+    let (segments, docs) = segments_and_docs(&setup.searcher);
+    println!();
+    println!(
+        "open loop at {n} items ({segments} segments, {docs} docs): {total} queries of the whole mix ({} classes in turn, up to {} distinct queries per class) due at {rate} queries/s for {secs} s over {CONNECTIONS} HTTP/2 connections; latency from the due time",
+        setup.classes.len(),
+        QUERIES_PER_CLASS
+    );
+    println!();
+    let lags = PhaseStats::new(send_lags, elapsed);
+    println!(
+        "target {rate:.0} q/s; achieved {:.0} q/s answered OK ({} ok of {total} sent, last answer {:.2} s after the first due time); the scheduler was at most {max_send_lag_ms:.2} ms late; calls started after their due time by p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (client side, included in the latencies)",
+        all.ms.len() as f64 / elapsed,
+        all.ms.len(),
+        elapsed,
+        lags.p(0.5),
+        lags.p(0.99),
+        lags.max()
+    );
+    println!();
+    println!("| class | ok | p50 ms | p99 ms | p99.9 ms | max ms | errors |");
+    println!("|---|---|---|---|---|---|---|");
+    for (class, stats) in setup.classes.iter().zip(per_class.iter_mut()) {
+        let ms = std::mem::take(&mut stats.ms);
+        let mut sorted = PhaseStats::new(ms, elapsed);
+        sorted.errors = std::mem::take(&mut stats.errors);
+        println!(
+            "| ({}) {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            class.key,
+            class.name,
+            sorted.ms.len(),
+            sorted.p(0.5),
+            sorted.p(0.99),
+            sorted.p(0.999),
+            sorted.max(),
+            sorted.errors_text()
+        );
+    }
+    println!(
+        "| all | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+        all.ms.len(),
+        all.p(0.5),
+        all.p(0.99),
+        all.p(0.999),
+        all.max(),
+        all.errors_text()
+    );
+    let mut server = setup.server;
     server.stop();
 }
 
@@ -1680,11 +2613,18 @@ fn main() {
             args.get(1)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(1_000_000),
-            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10),
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0),
+        )),
+        Some("search-open") => runtime.block_on(bench_search_open(
+            args.get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1_000_000),
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0),
+            args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000.0),
         )),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS] | mixed [SECS]"
+                "usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS] | mixed [SECS]"
             );
             std::process::exit(2);
         }

@@ -97,6 +97,10 @@ pub struct SearchArgs {
     /// Rank by similarity to this text's embedding.
     #[arg(long)]
     pub similar_to_text: Option<String>,
+    /// Count matches only up to N (faster for broad relevance queries); past
+    /// N the total prints as "N+". 0: exact.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub track_total_hits_up_to: u32,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -215,6 +219,7 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
         facets: args.facet.clone(),
         similar_to_id: args.similar_to.clone().unwrap_or_default(),
         similar_to_text: args.similar_to_text.clone().unwrap_or_default(),
+        track_total_hits_up_to: args.track_total_hits_up_to,
     })
 }
 
@@ -310,6 +315,7 @@ pub fn item_json(item: &pb::Feedback) -> Value {
 fn response_json(response: &pb::SearchResponse) -> Value {
     json!({
         "total_hits": response.total_hits,
+        "total_hits_is_lower_bound": response.total_hits_is_lower_bound,
         "next_cursor": response.next_cursor,
         "hits": response.hits.iter().map(|hit| json!({
             "score": hit.score,
@@ -352,7 +358,12 @@ fn shorten(text: &str, max_chars: usize) -> String {
 }
 
 fn print_table(response: &pb::SearchResponse, ansi: bool) {
-    println!("{} hits", response.total_hits);
+    let plus = if response.total_hits_is_lower_bound {
+        "+"
+    } else {
+        ""
+    };
+    println!("{}{plus} hits", response.total_hits);
     if !response.hits.is_empty() {
         println!();
         println!(

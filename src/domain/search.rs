@@ -104,6 +104,9 @@ pub struct SearchQuery {
     /// The taxonomy version theme filters and facets count (set by the
     /// engine: items tagged with another version are left out).
     pub taxonomy_version: u64,
+    /// Count matches only up to this many (then `total_hits` is a lower
+    /// bound); `None`: exact. Lets a relevance search prune.
+    pub total_hits_up_to: Option<u64>,
 }
 
 impl SearchQuery {
@@ -153,6 +156,8 @@ pub struct FacetCounts {
 pub struct SearchPage {
     pub hits: Vec<SearchHit>,
     pub total_hits: u64,
+    /// `total_hits` stopped at the query's `total_hits_up_to`.
+    pub total_is_lower_bound: bool,
     pub next_cursor: Option<String>,
     pub facets: Vec<FacetCounts>,
     /// The taxonomy version theme filters and facets counted.

@@ -45,6 +45,7 @@ impl Engine {
             Ok(SearchPage {
                 hits,
                 total_hits: page.total_hits,
+                total_is_lower_bound: page.total_is_lower_bound,
                 next_cursor: page.next_cursor.clone(),
                 facets: page.facets.clone(),
                 taxonomy_version: query.taxonomy_version,
@@ -127,6 +128,7 @@ impl Engine {
             Ok(SearchPage {
                 hits,
                 total_hits: page.total_hits,
+                total_is_lower_bound: page.total_is_lower_bound,
                 next_cursor: None,
                 facets: page.facets,
                 taxonomy_version: query.taxonomy_version,

@@ -440,6 +440,10 @@ impl TryFrom<pb::SearchRequest> for SearchQuery {
             cursor: Some(raw.cursor).filter(|c| !c.is_empty()),
             facets: raw.facets,
             taxonomy_version: 0,
+            total_hits_up_to: match raw.track_total_hits_up_to {
+                0 => None,
+                n => Some(u64::from(n)),
+            },
         })
     }
 }
@@ -483,6 +487,7 @@ impl From<SearchPage> for pb::SearchResponse {
             facets: page.facets.into_iter().map(facet_to_pb).collect(),
             taxonomy_version: page.taxonomy_version,
             retag_pending: page.retag_pending,
+            total_hits_is_lower_bound: page.total_is_lower_bound,
         }
     }
 }
@@ -1043,9 +1048,20 @@ pub(super) mod fuzz {
             list(facet(), MAX_FACET_FIELDS + 1),
             prop_oneof![3 => Just(String::new()), 1 => id()],
             prop_oneof![3 => Just(String::new()), 1 => text()],
+            prop_oneof![3 => Just(0u32), 1 => any::<u32>()],
         )
             .prop_map(
-                |(query, filter, sort, limit, cursor, facets, similar_to_id, similar_to_text)| {
+                |(
+                    query,
+                    filter,
+                    sort,
+                    limit,
+                    cursor,
+                    facets,
+                    similar_to_id,
+                    similar_to_text,
+                    track_total_hits_up_to,
+                )| {
                     pb::SearchRequest {
                         query,
                         filter,
@@ -1055,6 +1071,7 @@ pub(super) mod fuzz {
                         facets,
                         similar_to_id,
                         similar_to_text,
+                        track_total_hits_up_to,
                     }
                 },
             )

@@ -50,21 +50,23 @@ fn facet_name(position: usize) -> String {
     format!("f{position}")
 }
 
-pub(super) fn collect_facets(
-    searcher: &Searcher,
-    query: &dyn tantivy::query::Query,
-    names: Vec<String>,
-    aggs: Aggregations,
-) -> Result<Vec<FacetCounts>, IndexError> {
-    let collector = AggregationCollector::from_aggs(
+/// The collector of a facet request, to run in the page's pass.
+pub(super) fn collector(searcher: &Searcher, aggs: Aggregations) -> AggregationCollector {
+    AggregationCollector::from_aggs(
         aggs,
         AggContextParams::new(
             AggregationLimitsGuard::default(),
             searcher.index().tokenizers().clone(),
         ),
-    );
-    let AggregationResults(mut results) = searcher.search(query, &collector)?;
-    Ok(names
+    )
+}
+
+/// Facet counts from the aggregation results, in request order.
+pub(super) fn read_facets(
+    AggregationResults(mut results): AggregationResults,
+    names: Vec<String>,
+) -> Vec<FacetCounts> {
+    names
         .into_iter()
         .enumerate()
         .map(|(i, field)| {
@@ -81,5 +83,5 @@ pub(super) fn collect_facets(
             };
             FacetCounts { field, counts }
         })
-        .collect())
+        .collect()
 }

@@ -18,12 +18,14 @@ pub struct SortKey {
 }
 
 impl SortKey {
-    /// Marks a document at or before the cursor: sorts last and is dropped.
+    /// Below every key a hit can have (tests check that no hit reaches it).
+    #[cfg(test)]
     pub const EXHAUSTED: SortKey = SortKey {
         primary: i64::MIN,
         secondary: 0,
     };
 
+    #[cfg(test)]
     pub fn new(
         sort: SortOrder,
         score: f32,
@@ -31,35 +33,53 @@ impl SortKey {
         seq: u64,
         sentiment: Option<f64>,
     ) -> Self {
+        SortKey::from_primary(
+            sort,
+            SortKey::primary_of(sort, score, created_at_micros, sentiment),
+            seq,
+        )
+    }
+
+    /// The primary part of a key: the sort's value, before ties are broken
+    /// by ingest order. Keys compare on it first, so a document whose
+    /// primary part is below a full page's lowest key cannot enter the page.
+    pub fn primary_of(
+        sort: SortOrder,
+        score: f32,
+        created_at_micros: i64,
+        sentiment: Option<f64>,
+    ) -> i64 {
         // Unanalysed items sort after every analysed one, above EXHAUSTED.
         let sentiment_key = |sign: f64| match sentiment {
             Some(s) => (sign * s.clamp(-1.0, 1.0) * 1e12) as i64,
             None => i64::MIN + 1,
         };
         match sort {
-            SortOrder::MostNegative => SortKey {
-                primary: sentiment_key(-1.0),
-                secondary: u64::MAX - seq,
-            },
-            SortOrder::MostPositive => SortKey {
-                primary: sentiment_key(1.0),
-                secondary: u64::MAX - seq,
-            },
+            SortOrder::MostNegative => sentiment_key(-1.0),
+            SortOrder::MostPositive => sentiment_key(1.0),
             // BM25 scores are >= 0, and the bits of a non-negative f32 order
-            // like the float itself. Ties: earlier ingest first.
-            SortOrder::Relevance => SortKey {
-                primary: i64::from(score.max(0.0).to_bits()),
-                secondary: u64::MAX - seq,
-            },
-            SortOrder::Newest => SortKey {
-                primary: created_at_micros,
-                secondary: seq,
-            },
-            SortOrder::Oldest => SortKey {
-                primary: -created_at_micros,
-                secondary: u64::MAX - seq,
-            },
+            // like the float itself.
+            SortOrder::Relevance => i64::from(score.max(0.0).to_bits()),
+            SortOrder::Newest => created_at_micros,
+            SortOrder::Oldest => -created_at_micros,
         }
+    }
+
+    /// The full key from its primary part and the item's ingest `seq`.
+    /// Ties: the earlier ingest first, except for newest first.
+    pub fn from_primary(sort: SortOrder, primary: i64, seq: u64) -> Self {
+        let secondary = match sort {
+            SortOrder::Newest => seq,
+            SortOrder::Relevance
+            | SortOrder::Oldest
+            | SortOrder::MostNegative
+            | SortOrder::MostPositive => u64::MAX - seq,
+        };
+        SortKey { primary, secondary }
+    }
+
+    pub fn primary(&self) -> i64 {
+        self.primary
     }
 
     /// The relevance score to report for a hit.
@@ -74,9 +94,18 @@ impl SortKey {
     }
 }
 
+/// Where the next page starts, and, with relevance, the BM25 statistics the
+/// first page was scored with: later pages score with the same ones, so a
+/// document's score (and key) does not move while items arrive or leave,
+/// and the pages stay exact.
 pub struct Cursor {
     pub key: SortKey,
+    pub stats: Vec<u64>,
 }
+
+/// At most this many statistics in a cursor (a query has at most 32
+/// clauses; each term asks for 3 values).
+pub const MAX_CURSOR_STATS: usize = 256;
 
 /// Identifies the query, filter and sort a cursor belongs to.
 pub fn fingerprint(query: &SearchQuery) -> u64 {
@@ -89,34 +118,118 @@ pub fn fingerprint(query: &SearchQuery) -> u64 {
 
 impl Cursor {
     pub fn encode(&self, fingerprint: u64) -> String {
-        let mut bytes = Vec::with_capacity(24);
+        let mut bytes = Vec::with_capacity(24 + 8 * self.stats.len());
         bytes.extend_from_slice(&self.key.primary.to_be_bytes());
         bytes.extend_from_slice(&self.key.secondary.to_be_bytes());
         bytes.extend_from_slice(&fingerprint.to_be_bytes());
+        for value in &self.stats {
+            bytes.extend_from_slice(&value.to_be_bytes());
+        }
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
     pub fn decode(text: &str, fingerprint: u64) -> Result<Cursor, IndexError> {
+        let refused = || IndexError::InvalidCursor("not a cursor returned by Search".into());
+        if text.len() > 4 * (24 + 8 * MAX_CURSOR_STATS) / 3 + 4 {
+            return Err(refused());
+        }
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(text)
-            .map_err(|_| IndexError::InvalidCursor("not a cursor returned by Search".into()))?;
-        if bytes.len() != 24 {
-            return Err(IndexError::InvalidCursor(
-                "not a cursor returned by Search".into(),
-            ));
+            .map_err(|_| refused())?;
+        if bytes.len() < 24 || bytes.len() % 8 != 0 {
+            return Err(refused());
         }
-        let word = |i: usize| <[u8; 8]>::try_from(&bytes[i * 8..i * 8 + 8]).expect("8 bytes");
-        if u64::from_be_bytes(word(2)) != fingerprint {
+        let word = |i: usize| {
+            u64::from_be_bytes(<[u8; 8]>::try_from(&bytes[i * 8..i * 8 + 8]).expect("8 bytes"))
+        };
+        if word(2) != fingerprint {
             return Err(IndexError::InvalidCursor(
                 "the cursor belongs to another query, filter or sort".into(),
             ));
         }
+        let stats: Vec<u64> = (3..bytes.len() / 8).map(word).collect();
+        if stats.len() > MAX_CURSOR_STATS {
+            return Err(refused());
+        }
         Ok(Cursor {
             key: SortKey {
-                primary: i64::from_be_bytes(word(0)),
-                secondary: u64::from_be_bytes(word(1)),
+                primary: word(0) as i64,
+                secondary: word(1),
             },
+            stats,
         })
+    }
+}
+
+/// BM25 statistics as the first page of a relevance search asked for them,
+/// in the order asked: recorded from the searcher on the first page,
+/// replayed from the cursor on the next ones. The same query asks for the
+/// same statistics in the same order, so a replay that runs out or has
+/// values left over means the cursor does not fit the query.
+pub struct FrozenStats<'a> {
+    searcher: &'a tantivy::Searcher,
+    replay: Option<Vec<u64>>,
+    asked: std::sync::Mutex<Vec<u64>>,
+}
+
+impl<'a> FrozenStats<'a> {
+    /// Records from `searcher` (`replay` None) or replays `replay`.
+    pub fn new(searcher: &'a tantivy::Searcher, replay: Option<Vec<u64>>) -> Self {
+        FrozenStats {
+            searcher,
+            replay,
+            asked: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn answer(&self, live: impl FnOnce() -> tantivy::Result<u64>) -> tantivy::Result<u64> {
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let value = match &self.replay {
+            Some(values) => match values.get(asked.len()) {
+                Some(value) => *value,
+                None => {
+                    // Marks the overrun for `finish`.
+                    asked.push(u64::MAX);
+                    return Err(tantivy::TantivyError::InvalidArgument(
+                        STALE_CURSOR.to_string(),
+                    ));
+                }
+            },
+            None => live()?,
+        };
+        asked.push(value);
+        Ok(value)
+    }
+
+    /// The statistics to carry in the next cursor; an error if a replay
+    /// did not use exactly the values it had.
+    pub fn finish(self) -> Result<Vec<u64>, IndexError> {
+        let asked = self.asked.into_inner().unwrap_or_else(|e| e.into_inner());
+        if asked.len() > MAX_CURSOR_STATS
+            || self.replay.as_ref().is_some_and(|r| r.len() != asked.len())
+        {
+            return Err(IndexError::InvalidCursor(STALE_CURSOR.into()));
+        }
+        Ok(asked)
+    }
+}
+
+pub const STALE_CURSOR: &str =
+    "the cursor does not fit this query (it may come from another server version); start from the first page";
+
+use tantivy::query::Bm25StatisticsProvider;
+
+impl Bm25StatisticsProvider for FrozenStats<'_> {
+    fn total_num_tokens(&self, field: tantivy::schema::Field) -> tantivy::Result<u64> {
+        self.answer(|| self.searcher.total_num_tokens(field))
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        self.answer(|| self.searcher.total_num_docs())
+    }
+
+    fn doc_freq(&self, term: &tantivy::Term) -> tantivy::Result<u64> {
+        self.answer(|| self.searcher.doc_freq(term))
     }
 }
 
@@ -154,8 +267,13 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_are_bound_to_their_query() {
         let key = SortKey::new(SortOrder::Newest, 0.0, 123, 45, None);
-        let text = Cursor { key }.encode(7);
-        assert_eq!(Cursor::decode(&text, 7).unwrap().key, key);
+        let text = Cursor {
+            key,
+            stats: vec![3, 4],
+        }
+        .encode(7);
+        let decoded = Cursor::decode(&text, 7).unwrap();
+        assert_eq!((decoded.key, decoded.stats), (key, vec![3, 4]));
         assert!(Cursor::decode(&text, 8).is_err());
         assert!(Cursor::decode("garbage!", 7).is_err());
     }
@@ -212,27 +330,30 @@ mod fuzz {
             mut bytes in prop_oneof![
                 prop::collection::vec(any::<u8>(), 0..48),
                 prop::collection::vec(any::<u8>(), 24),
+                (0usize..4).prop_flat_map(|n| prop::collection::vec(any::<u8>(), 24 + 8 * n)),
             ],
             fingerprint in any::<u64>(),
             matching in any::<bool>(),
             alphabet in 0usize..4,
         ) {
-            if matching && bytes.len() == 24 {
-                bytes[16..].copy_from_slice(&fingerprint.to_be_bytes());
+            if matching && bytes.len() >= 24 {
+                bytes[16..24].copy_from_slice(&fingerprint.to_be_bytes());
             }
             let engine = [&URL_SAFE_NO_PAD, &URL_SAFE, &STANDARD, &STANDARD_NO_PAD][alphabet];
             let text = engine.encode(&bytes);
             check_decoded(&text, fingerprint)?;
             let canonical = text == URL_SAFE_NO_PAD.encode(&bytes);
             let expected = canonical
-                && bytes.len() == 24
-                && bytes[16..] == fingerprint.to_be_bytes();
+                && bytes.len() >= 24
+                && bytes.len() % 8 == 0
+                && bytes[16..24] == fingerprint.to_be_bytes();
             match Cursor::decode(&text, fingerprint) {
                 Ok(cursor) => {
                     prop_assert!(expected, "{text:?} decoded");
                     let word = |i: usize| <[u8; 8]>::try_from(&bytes[i * 8..i * 8 + 8]).unwrap();
                     prop_assert_eq!(cursor.key.primary, i64::from_be_bytes(word(0)));
                     prop_assert_eq!(cursor.key.secondary, u64::from_be_bytes(word(1)));
+                    prop_assert_eq!(cursor.stats.len(), bytes.len() / 8 - 3);
                 }
                 Err(_) => prop_assert!(!expected, "{text:?} refused"),
             }
@@ -244,12 +365,14 @@ mod fuzz {
             secondary in any::<u64>(),
             fingerprint in any::<u64>(),
             other in any::<u64>(),
+            stats in prop::collection::vec(any::<u64>(), 0..=MAX_CURSOR_STATS),
         ) {
             let key = SortKey { primary, secondary };
-            let text = Cursor { key }.encode(fingerprint);
-            prop_assert_eq!(text.len(), 32);
+            let text = Cursor { key, stats: stats.clone() }.encode(fingerprint);
             prop_assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-            prop_assert_eq!(Cursor::decode(&text, fingerprint).unwrap().key, key);
+            let decoded = Cursor::decode(&text, fingerprint).unwrap();
+            prop_assert_eq!(decoded.key, key);
+            prop_assert_eq!(decoded.stats, stats);
             if other != fingerprint {
                 prop_assert!(Cursor::decode(&text, other).is_err());
             }
@@ -270,7 +393,7 @@ mod fuzz {
             prop_assert!(key > SortKey::EXHAUSTED, "{key:?}");
             let shown = key.score(sort);
             prop_assert!(shown.is_finite() || score.is_infinite(), "{shown}");
-            let text = Cursor { key }.encode(fingerprint);
+            let text = Cursor { key, stats: Vec::new() }.encode(fingerprint);
             prop_assert_eq!(Cursor::decode(&text, fingerprint).unwrap().key, key);
         }
     }

@@ -24,6 +24,7 @@
 //! - Search never blocks the async executor: callers run it on the blocking pool.
 
 mod aggregations;
+mod collect;
 mod cursor;
 mod indexer;
 mod query;

@@ -1,13 +1,13 @@
 //! One page of a search: the user query AND the filters, a total sort key
 //! per hit (search-after cursors), the total, facets and snippets.
 
-use tantivy::collector::{Count, TopDocs};
-use tantivy::schema::Value;
+use tantivy::collector::Count;
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{DocAddress, Searcher, TantivyDocument};
+use tantivy::{DocAddress, Searcher};
 
-use super::cursor::{self, Cursor, SortKey};
-use super::schema::{field, Fields};
+use super::collect::{self, PageCollector};
+use super::cursor::{self, Cursor, FrozenStats, SortKey};
+use super::schema::field;
 use super::{aggregations, query, IndexError, SearchIndex};
 use crate::domain::{normalize_text, FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
 
@@ -15,6 +15,8 @@ use crate::domain::{normalize_text, FacetCounts, FeedbackId, SearchQuery, Snippe
 pub struct IndexPage {
     pub hits: Vec<(FeedbackId, f32)>,
     pub total_hits: u64,
+    /// `total_hits` stopped at the query's `total_hits_up_to`.
+    pub total_is_lower_bound: bool,
     pub next_cursor: Option<String>,
     pub facets: Vec<FacetCounts>,
     /// With themes in the query: analysed matches tagged with another
@@ -62,57 +64,52 @@ impl SearchIndex {
         let snippets_wanted = !query.text.trim().is_empty();
         let searcher = shared.reader.searcher();
         let (full_query, retag_pending) = self.slice_query(&searcher, query)?;
-        let sort = query.sort;
-        let after_key = after.map(|c| c.key);
-        let top = TopDocs::with_limit(query.limit + 1).tweak_score(
-            move |segment: &tantivy::SegmentReader| {
-                let seq = segment
-                    .fast_fields()
-                    .u64(field::SEQ)
-                    .expect("seq is a fast field")
-                    .first_or_default_col(0);
-                let created = segment
-                    .fast_fields()
-                    .date(field::CREATED_AT)
-                    .expect("created_at is a fast field")
-                    .first_or_default_col(tantivy::DateTime::MIN);
-                let sentiment = matches!(sort, SortOrder::MostNegative | SortOrder::MostPositive)
-                    .then(|| segment.fast_fields().f64(field::SENTIMENT_SCORE).ok())
-                    .flatten();
-                move |doc: tantivy::DocId, score: tantivy::Score| {
-                    let key = SortKey::new(
-                        sort,
-                        score,
-                        created.get_val(doc).into_timestamp_micros(),
-                        seq.get_val(doc),
-                        sentiment.as_ref().and_then(|column| column.first(doc)),
-                    );
-                    match after_key {
-                        Some(after) if key >= after => SortKey::EXHAUSTED,
-                        _ => key,
-                    }
-                }
-            },
-        );
-        let (mut top_docs, total_hits) = searcher.search(&full_query, &(top, Count))?;
-        top_docs.retain(|(key, _)| *key != SortKey::EXHAUSTED);
+        let (after_key, replay) = match after {
+            Some(Cursor { key, stats }) => (Some(key), Some(stats)),
+            None => (None, None),
+        };
+        // Relevance pages score with the first page's BM25 statistics (kept
+        // in the cursor), so keys do not move while items arrive.
+        let stats = FrozenStats::new(&searcher, replay);
+        let page = PageCollector {
+            sort: query.sort,
+            k: query.limit + 1,
+            after: after_key,
+            count_limit: query.total_hits_up_to,
+            prune: collect::prunes_exactly(scoring_terms(&*user_query)),
+        };
+        // Facets share the page's pass (which then visits every match);
+        // without them the page collector may prune.
+        let searched = match facet_aggs {
+            Some((names, aggs)) => {
+                let facets = aggregations::collector(&searcher, aggs);
+                searcher
+                    .search_with_statistics_provider(&*full_query, &(page, facets), &stats)
+                    .map(|(fruit, results)| (fruit, aggregations::read_facets(results, names)))
+            }
+            None => searcher
+                .search_with_statistics_provider(&*full_query, &page, &stats)
+                .map(|fruit| (fruit, Vec::new())),
+        };
+        // A replay that ran out of values fails the search: the cursor is
+        // the cause.
+        let stats = match query.sort {
+            SortOrder::Relevance => stats.finish()?,
+            _ => Vec::new(),
+        };
+        let (fruit, facets) = searched?;
+        let mut top_docs = fruit.top;
         let has_more = top_docs.len() > query.limit;
         top_docs.truncate(query.limit);
         let next_cursor = match (has_more, top_docs.last()) {
-            (true, Some((key, _))) => Some(Cursor { key: *key }.encode(fingerprint)),
+            (true, Some((key, _))) => Some(Cursor { key: *key, stats }.encode(fingerprint)),
             _ => None,
         };
-        let hits = top_docs
-            .iter()
-            .map(|(key, address)| Ok((doc_id(&searcher, fields, *address)?, key.score(sort))))
-            .collect::<Result<Vec<_>, IndexError>>()?;
-
-        let facets = match facet_aggs {
-            Some((names, aggs)) => {
-                aggregations::collect_facets(&searcher, &full_query, names, aggs)?
-            }
-            None => Vec::new(),
-        };
+        let hits = hit_ids(&searcher, &top_docs)?
+            .into_iter()
+            .zip(&top_docs)
+            .map(|(id, (key, _))| (id, key.score(query.sort)))
+            .collect();
         let snippets = if snippets_wanted {
             let mut generator = SnippetGenerator::create(&searcher, &*user_query, fields.text)?;
             generator.set_max_num_chars(200);
@@ -122,7 +119,8 @@ impl SearchIndex {
         };
         Ok(IndexPage {
             hits,
-            total_hits: total_hits as u64,
+            total_hits: fruit.count,
+            total_is_lower_bound: fruit.count_truncated,
             next_cursor,
             facets,
             retag_pending,
@@ -197,19 +195,52 @@ impl SearchIndex {
     }
 }
 
-fn doc_id(
+/// Terms of the query that score (a phrase counts each of its words).
+fn scoring_terms(query: &dyn tantivy::query::Query) -> usize {
+    let mut n = 0;
+    query.query_terms(&mut |_, _| n += 1);
+    n
+}
+
+/// The ids of hits, read from the `id` fast field (no document store read).
+fn hit_ids(
     searcher: &Searcher,
-    fields: &Fields,
-    address: DocAddress,
-) -> Result<FeedbackId, IndexError> {
-    let doc: TantivyDocument = searcher.doc(address)?;
-    let raw = doc
-        .get_first(fields.id)
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    FeedbackId::parse(&raw).map_err(|reason| {
-        IndexError::Tantivy(tantivy::TantivyError::InternalError(format!(
-            "indexed document has an invalid id {raw:?}: {reason}"
-        )))
-    })
+    top: &[(SortKey, DocAddress)],
+) -> Result<Vec<FeedbackId>, IndexError> {
+    let mut columns: Vec<Option<tantivy::columnar::StrColumn>> =
+        vec![None; searcher.segment_readers().len()];
+    let mut raw = String::new();
+    top.iter()
+        .map(|(_, address)| {
+            let slot = &mut columns[address.segment_ord as usize];
+            if slot.is_none() {
+                *slot = searcher
+                    .segment_reader(address.segment_ord)
+                    .fast_fields()
+                    .str(field::ID)?;
+            }
+            raw.clear();
+            let found = match slot {
+                Some(column) => match column.term_ords(address.doc_id).next() {
+                    Some(ord) => column
+                        .ord_to_str(ord, &mut raw)
+                        .map_err(|e| internal(format!("reading a hit's id: {e}")))?,
+                    None => false,
+                },
+                None => false,
+            };
+            if !found {
+                return Err(internal(format!("indexed document {address:?} has no id")));
+            }
+            FeedbackId::parse(&raw).map_err(|reason| {
+                internal(format!(
+                    "indexed document has an invalid id {raw:?}: {reason}"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn internal(message: String) -> IndexError {
+    IndexError::Tantivy(tantivy::TantivyError::InternalError(message))
 }

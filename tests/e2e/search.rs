@@ -422,56 +422,105 @@ async fn cursor_pages_are_stable_while_items_arrive() {
     let server = TestServer::spawn().await;
     let mut client = server.client().await;
     let word = unique_word("page");
-    // 45 items, several sharing a timestamp so ties must be broken consistently.
+    // 45 items, several sharing a timestamp so ties must be broken
+    // consistently; the word repeats 1-3 times, so relevance scores both
+    // differ and tie.
     let items: Vec<pb::Feedback> = (0..45)
         .map(|i| pb::Feedback {
             created_at: ts(1_700_000_000 + (i / 3) as i64),
-            ..item(&format!("p-{i:02}"), &format!("paged {word} entry"))
+            ..item(
+                &format!("p-{i:02}"),
+                &format!("paged {} entry", vec![word.as_str(); 1 + i % 3].join(" ")),
+            )
         })
         .collect();
     ingest(&mut client, items).await;
     search_until(&mut client, search_request(&word), |r| r.total_hits == 45).await;
+    let mut late_batch = 0;
     for sort in [
         pb::SortOrder::Newest,
         pb::SortOrder::Oldest,
         pb::SortOrder::Relevance,
+        pb::SortOrder::MostNegative,
+        pb::SortOrder::MostPositive,
     ] {
-        let mut seen = Vec::new();
-        let mut request = search_request(&word);
-        request.sort = sort as i32;
-        request.limit = 10;
-        let mut pages = 0;
-        loop {
-            let response = search(&mut client, request.clone()).await;
-            assert_eq!(response.total_hits, 45);
-            seen.extend(hit_ids(&response));
-            pages += 1;
-            if pages == 1 && sort == pb::SortOrder::Oldest {
-                // New items arrive between pages; they sort after everything (newest created_at).
-                let late: Vec<pb::Feedback> = (0..5)
-                    .map(|i| pb::Feedback {
-                        created_at: ts(1_800_000_000 + i),
-                        ..item(&format!("late-{i}"), &format!("unrelated {i}"))
+        // Each collector: the page alone (relevance prunes), with facets in
+        // the same pass, and with a bounded count.
+        for variant in ["plain", "facets", "bounded count"] {
+            let mut request = search_request(&word);
+            request.sort = sort as i32;
+            request.limit = 10;
+            let mut expected_total = (45, false);
+            match variant {
+                "facets" => request.facets = vec!["channel".into()],
+                "bounded count" => {
+                    request.track_total_hits_up_to = 20;
+                    expected_total = (20, true);
+                }
+                _ => {}
+            }
+            let mut seen = Vec::new();
+            let mut pages = 0;
+            loop {
+                let response = search(&mut client, request.clone()).await;
+                assert_eq!(
+                    (response.total_hits, response.total_hits_is_lower_bound),
+                    expected_total,
+                    "{sort:?} {variant}"
+                );
+                if variant == "facets" {
+                    assert_eq!(response.facets[0].counts[0].count, 45, "{sort:?}");
+                }
+                seen.extend(hit_ids(&response));
+                pages += 1;
+                if pages == 1 {
+                    // New items arrive between pages; they do not match.
+                    late_batch += 1;
+                    let late: Vec<pb::Feedback> = (0..5)
+                        .map(|i| pb::Feedback {
+                            created_at: ts(1_800_000_000 + i),
+                            ..item(&format!("late-{late_batch}-{i}"), &format!("unrelated {i}"))
+                        })
+                        .collect();
+                    ingest(&mut client, late).await;
+                    // ... and are searchable before the next page: they
+                    // change the BM25 statistics (document count, average
+                    // length), which must not move relevance keys.
+                    search_until(&mut client, search_request("unrelated"), |r| {
+                        r.total_hits == 5 * late_batch
                     })
-                    .collect();
-                ingest(&mut client, late).await;
+                    .await;
+                }
+                if response.next_cursor.is_empty() {
+                    break;
+                }
+                request.cursor = response.next_cursor;
             }
-            if response.next_cursor.is_empty() {
-                break;
+            assert_eq!(pages, 5, "{sort:?} {variant}");
+            assert_eq!(
+                seen.len(),
+                45,
+                "{sort:?} {variant}: every item exactly once"
+            );
+            assert_eq!(
+                seen.iter().collect::<HashSet<_>>().len(),
+                45,
+                "{sort:?} {variant}: no duplicates"
+            );
+            // The pages concatenated are one long page.
+            let mut long = search_request(&word);
+            long.sort = sort as i32;
+            long.limit = 100;
+            assert_eq!(
+                hit_ids(&search(&mut client, long).await),
+                seen,
+                "{sort:?} {variant}: pages = one long page"
+            );
+            if sort == pb::SortOrder::Oldest {
+                let mut expected = seen.clone();
+                expected.sort();
+                assert_eq!(seen, expected, "oldest first, ties in ingest order");
             }
-            request.cursor = response.next_cursor;
-        }
-        assert_eq!(pages, 5, "{sort:?}");
-        assert_eq!(seen.len(), 45, "{sort:?}: every item exactly once");
-        assert_eq!(
-            seen.iter().collect::<HashSet<_>>().len(),
-            45,
-            "{sort:?}: no duplicates"
-        );
-        if sort == pb::SortOrder::Oldest {
-            let mut expected = seen.clone();
-            expected.sort();
-            assert_eq!(seen, expected, "oldest first, ties in ingest order");
         }
     }
     // A cursor is bound to its query.
