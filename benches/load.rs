@@ -116,7 +116,29 @@ use verbatim::grpc::pb;
 use verbatim::grpc::pb::feedback_service_client::FeedbackServiceClient;
 use verbatim::index::schema::field;
 
-const BIN: &str = env!("CARGO_BIN_EXE_verbatim");
+const BUILT_BIN: &str = env!("CARGO_BIN_EXE_verbatim");
+
+/// The server binary: this build's, or `BENCH_BIN` (to measure another
+/// build, e.g. the previous commit's, under the same bench in one session).
+fn bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| BUILT_BIN.to_string())
+}
+
+/// The server's index folder: the highest `index/vN` (another build under
+/// `BENCH_BIN` may use an older schema version).
+fn server_index_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let root = data_dir.join("index");
+    std::fs::read_dir(&root)
+        .expect("the server's index folder")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix('v')?.parse::<u32>().ok()
+        })
+        .max()
+        .map(|v| root.join(format!("v{v}")))
+        .expect("an index/vN folder")
+}
 
 /// splitmix64: a fixed-seed generator so every run sees the same corpus.
 struct Rng(u64);
@@ -215,7 +237,7 @@ impl Server {
 
     /// On a data dir the caller made (kept across restarts).
     fn start_in(data_dir: tempfile::TempDir, args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
             .args(args)
@@ -1085,11 +1107,8 @@ async fn search_setup(n: usize) -> SearchSetup {
         "loaded {n} items in {:.1} s",
         load_started.elapsed().as_secs_f64()
     );
-    let index_dir = server
-        .data_dir
-        .path()
-        .join("index")
-        .join(format!("v{}", verbatim::index::schema::SCHEMA_VERSION));
+    let index_dir = server.data_dir.path().to_path_buf();
+    let index_dir = server_index_dir(&index_dir);
     let index = tantivy::Index::open_in_dir(&index_dir).unwrap();
     index.tokenizers().register(
         verbatim::index::schema::TEXT_TOKENIZER,
@@ -1246,12 +1265,8 @@ async fn bench_search(n: usize, secs: f64) {
         results.push((exhaustive, pruned, one, many));
     }
     let (segments_end, docs_end) = {
-        let index_dir = setup
-            .server
-            .data_dir
-            .path()
-            .join("index")
-            .join(format!("v{}", verbatim::index::schema::SCHEMA_VERSION));
+        let index_dir = setup.server.data_dir.path().to_path_buf();
+        let index_dir = server_index_dir(&index_dir);
         let searcher = tantivy::Index::open_in_dir(&index_dir)
             .unwrap()
             .reader()
@@ -2112,7 +2127,7 @@ async fn bench_report(n: usize) {
     let mut html = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let status = Command::new(BIN)
+        let status = Command::new(bin())
             .args([
                 "report",
                 "--server",
@@ -2285,7 +2300,7 @@ async fn bench_mixed(secs: u64) {
     let tokens: Vec<String> = tenants
         .iter()
         .map(|tenant| {
-            let output = Command::new(BIN)
+            let output = Command::new(bin())
                 .args([
                     "keys",
                     "add",

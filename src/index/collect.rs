@@ -53,6 +53,30 @@ pub fn prunes_exactly(scoring_terms: usize) -> bool {
     scoring_terms <= 2
 }
 
+/// Whether pruning pays for `query`: block-WAND skips postings only for a
+/// term, or a union or intersection of terms, with nothing around them.
+/// Any other shape (a phrase, a filter, an exclusion) visits every match
+/// anyway, and the separate count would be a second pass; there one pass
+/// that scores and counts is cheaper (measured: phrases 18% fewer
+/// queries/s with the second pass). With a count limit the count stops
+/// early, so pruning pays for every shape.
+pub fn pruning_pays(query: &dyn tantivy::query::Query, count_limit: Option<u64>) -> bool {
+    use tantivy::query::{BooleanQuery, Occur, TermQuery};
+    if count_limit.is_some() || query.is::<TermQuery>() {
+        return true;
+    }
+    let Some(boolean) = query.downcast_ref::<BooleanQuery>() else {
+        return false;
+    };
+    let clauses = boolean.clauses();
+    let all = |occur: Occur| {
+        clauses
+            .iter()
+            .all(|(o, q)| *o == occur && q.is::<TermQuery>())
+    };
+    !clauses.is_empty() && (all(Occur::Should) || all(Occur::Must))
+}
+
 /// One segment's (or the merged) page: the keys, best first, and the count.
 pub struct PageFruit {
     pub top: Vec<(SortKey, DocAddress)>,
@@ -502,5 +526,18 @@ mod tests {
             );
             assert_eq!(fruit.top, exact.top);
         }
+    }
+
+    #[test]
+    fn pruning_is_chosen_where_block_wand_can_skip() {
+        let (_, parser) = index();
+        let pays = |text: &str, limit| pruning_pays(&*parser.parse_query(text).unwrap(), limit);
+        assert!(pays("alpha", None));
+        assert!(pays("alpha beta", None));
+        assert!(pays("alpha OR beta", None));
+        assert!(!pays("\"alpha beta\"", None));
+        assert!(!pays("alpha -beta", None));
+        assert!(!pays("alpha OR (beta gamma)", None));
+        assert!(pays("\"alpha beta\"", Some(100)));
     }
 }

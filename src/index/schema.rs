@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, IndexRecordOption, JsonObjectOptions, NumericOptions,
-    OwnedValue, Schema, TextFieldIndexing, TextOptions, FAST, STRING,
+    OwnedValue, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
@@ -18,9 +18,7 @@ use crate::domain::{normalize_text, AnalysisState, StoredFeedback};
 
 /// 4: `text` holds the normalised text (`normalize_text`): items stored before
 /// in decomposed form (e + U+0301) are re-indexed composed.
-/// 5: `id` is a fast field instead of a stored one: a hit's id is read from
-/// its column, not from the compressed document store.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Tokenizer of `text`: Unicode word split, lower-case, accent folding,
 /// English stemming. Language-specific analyzers can be registered beside it
@@ -151,7 +149,7 @@ pub fn build_schema() -> (Schema, Fields) {
     let keyword = STRING | FAST;
     let score = NumericOptions::default().set_indexed().set_fast();
     let fields = Fields {
-        id: builder.add_text_field(field::ID, STRING | FAST),
+        id: builder.add_text_field(field::ID, STRING | STORED),
         text: builder.add_text_field(field::TEXT, text_options),
         channel: builder.add_text_field(field::CHANNEL, keyword.clone()),
         journey_stage: builder.add_text_field(field::JOURNEY_STAGE, keyword.clone()),

@@ -2,12 +2,13 @@
 //! per hit (search-after cursors), the total, facets and snippets.
 
 use tantivy::collector::Count;
+use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{DocAddress, Searcher};
+use tantivy::{DocAddress, Searcher, TantivyDocument};
 
 use super::collect::{self, PageCollector};
 use super::cursor::{self, Cursor, FrozenStats, SortKey};
-use super::schema::field;
+use super::schema::Fields;
 use super::{aggregations, query, IndexError, SearchIndex};
 use crate::domain::{normalize_text, FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
 
@@ -28,23 +29,61 @@ pub struct IndexPage {
 impl IndexPage {
     /// A snippet around the query's terms, if any occur in the text: cut
     /// from the normalised text (`normalize_text` of the stored `text`), the
-    /// one the index saw.
+    /// one the index saw. Bounded work per hit: the text is read in windows
+    /// of `SNIPPET_WINDOW_BYTES` (cut at a space), first to last, and the
+    /// first window holding a match gives the snippet; a match past
+    /// `SNIPPET_WINDOWS` windows gives none.
     pub fn snippet(&self, text: &str) -> Option<Snippet> {
         let generator = self.snippets.as_ref()?;
-        let snippet = generator.snippet(&normalize_text(text));
-        if snippet.highlighted().is_empty() {
+        let text = normalize_text(text);
+        for window in windows(&text).take(SNIPPET_WINDOWS) {
+            let snippet = generator.snippet(window);
+            if snippet.highlighted().is_empty() {
+                continue;
+            }
+            return Some(Snippet {
+                fragment: snippet.fragment().to_string(),
+                highlights: snippet
+                    .highlighted()
+                    .iter()
+                    .map(|r| (r.start, r.end))
+                    .collect(),
+                html: snippet.to_html(),
+            });
+        }
+        None
+    }
+}
+
+/// Bytes of text a snippet reads at a time, and how many such windows.
+pub const SNIPPET_WINDOW_BYTES: usize = 2_048;
+pub const SNIPPET_WINDOWS: usize = 8;
+
+/// Consecutive windows of at most `SNIPPET_WINDOW_BYTES` covering `text`,
+/// each ending at a whitespace where there is one in its second half (so
+/// words are not cut) and on a character boundary.
+fn windows(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= text.len() {
             return None;
         }
-        Some(Snippet {
-            fragment: snippet.fragment().to_string(),
-            highlights: snippet
-                .highlighted()
-                .iter()
-                .map(|r| (r.start, r.end))
-                .collect(),
-            html: snippet.to_html(),
-        })
-    }
+        let mut end = (start + SNIPPET_WINDOW_BYTES).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end < text.len() {
+            let half = start + SNIPPET_WINDOW_BYTES / 2;
+            if let Some(space) = text[start..end].rfind(char::is_whitespace) {
+                if start + space > half {
+                    end = start + space;
+                }
+            }
+        }
+        let window = &text[start..end];
+        start = end;
+        Some(window)
+    })
 }
 
 impl SearchIndex {
@@ -76,7 +115,8 @@ impl SearchIndex {
             k: query.limit + 1,
             after: after_key,
             count_limit: query.total_hits_up_to,
-            prune: collect::prunes_exactly(scoring_terms(&*user_query)),
+            prune: collect::prunes_exactly(scoring_terms(&*user_query))
+                && collect::pruning_pays(&*full_query, query.total_hits_up_to),
         };
         // Facets share the page's pass (which then visits every match);
         // without them the page collector may prune.
@@ -105,7 +145,7 @@ impl SearchIndex {
             (true, Some((key, _))) => Some(Cursor { key: *key, stats }.encode(fingerprint)),
             _ => None,
         };
-        let hits = hit_ids(&searcher, &top_docs)?
+        let hits = hit_ids(&searcher, fields, &top_docs)?
             .into_iter()
             .zip(&top_docs)
             .map(|(id, (key, _))| (id, key.score(query.sort)))
@@ -202,36 +242,23 @@ fn scoring_terms(query: &dyn tantivy::query::Query) -> usize {
     n
 }
 
-/// The ids of hits, read from the `id` fast field (no document store read).
+/// The ids of hits, from the document store (the `id` field is stored).
+/// Measured against an `id` fast field (tantivy's string columns look a
+/// value up by decoding a dictionary block, zstd-compressed past 2 KB): the
+/// document store, with its cache of decompressed blocks, was ~0.2 ms per
+/// page cheaper (BENCHMARKS.md, "Search under load").
 fn hit_ids(
     searcher: &Searcher,
+    fields: &Fields,
     top: &[(SortKey, DocAddress)],
 ) -> Result<Vec<FeedbackId>, IndexError> {
-    let mut columns: Vec<Option<tantivy::columnar::StrColumn>> =
-        vec![None; searcher.segment_readers().len()];
-    let mut raw = String::new();
     top.iter()
         .map(|(_, address)| {
-            let slot = &mut columns[address.segment_ord as usize];
-            if slot.is_none() {
-                *slot = searcher
-                    .segment_reader(address.segment_ord)
-                    .fast_fields()
-                    .str(field::ID)?;
-            }
-            raw.clear();
-            let found = match slot {
-                Some(column) => match column.term_ords(address.doc_id).next() {
-                    Some(ord) => column
-                        .ord_to_str(ord, &mut raw)
-                        .map_err(|e| internal(format!("reading a hit's id: {e}")))?,
-                    None => false,
-                },
-                None => false,
-            };
-            if !found {
-                return Err(internal(format!("indexed document {address:?} has no id")));
-            }
+            let doc: TantivyDocument = searcher.doc(*address)?;
+            let raw = doc
+                .get_first(fields.id)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
             FeedbackId::parse(&raw).map_err(|reason| {
                 internal(format!(
                     "indexed document has an invalid id {raw:?}: {reason}"
@@ -243,4 +270,50 @@ fn hit_ids(
 
 fn internal(message: String) -> IndexError {
     IndexError::Tantivy(tantivy::TantivyError::InternalError(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_the_text_without_cutting_words_or_characters() {
+        let text = "caf\u{e9} word ".repeat(1_000);
+        let parts: Vec<&str> = windows(&text).collect();
+        assert_eq!(parts.concat(), text);
+        assert!(parts.len() > 1);
+        for part in &parts {
+            assert!(part.len() <= SNIPPET_WINDOW_BYTES);
+            assert!(part.starts_with("caf") || part.starts_with(' '), "{part:?}");
+        }
+        assert_eq!(windows("").count(), 0);
+        let unbroken = "\u{e9}".repeat(3_000);
+        assert_eq!(windows(&unbroken).collect::<Vec<_>>().concat(), unbroken);
+    }
+
+    #[test]
+    fn snippets_come_from_the_window_with_the_match_and_stop_after_the_last_window() {
+        let index = crate::index::fuzz_fixture();
+        let query = SearchQuery {
+            text: "refund".into(),
+            filter: crate::domain::SearchFilter::default(),
+            sort: SortOrder::Relevance,
+            limit: 1,
+            cursor: None,
+            facets: Vec::new(),
+            similar_to: None,
+            taxonomy_version: 1,
+            total_hits_up_to: None,
+        };
+        let page = index.search(&query).unwrap();
+        let filler = "nothing to see here ".repeat(SNIPPET_WINDOW_BYTES / 20 * 3);
+        let late = format!("{filler}the refund came late");
+        let snippet = page.snippet(&late).expect("a match in the fourth window");
+        assert!(snippet.html.contains("<b>refund</b>"), "{}", snippet.html);
+        let too_late = format!(
+            "{}the refund came late",
+            "nothing to see here ".repeat(SNIPPET_WINDOW_BYTES / 20 * (SNIPPET_WINDOWS + 1))
+        );
+        assert!(page.snippet(&too_late).is_none());
+    }
 }
