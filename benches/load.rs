@@ -26,13 +26,16 @@
 //!     separate `Query::count` (for (g) a Count + aggregation pass);
 //!   - the service from 1 client, then from BENCH_CLIENTS (default 50)
 //!     closed-loop gRPC clients: p50/p99/qps, the ratios to raw tantivy, and
-//!     p99 over the queueing mean (clients / qps, Little's law).
+//!     p99 over the queueing mean (clients / qps, Little's law), and the CPU
+//!     the server and the bench's own clients used per answered query
+//!     (/proc/PID/stat) beside raw tantivy's (2 busy threads / its qps).
 //! Every response's total_hits must equal raw tantivy's count (a mismatch
 //! fails the bench); RESOURCE_EXHAUSTED and other errors are counted by
 //! code and printed. Output: markdown tables for BENCHMARKS.md.
 //!
 //! BENCH_PERF=SECS records the server with `perf record -F 499 -g` for SECS
-//! seconds during the first BENCH_CLIENTS phase of class (a) (falling back
+//! seconds during the BENCH_CLIENTS phase of class BENCH_PERF_CLASS (default
+//! `a`; the file is target/bench-perf/search-CLASS.perf.*) (falling back
 //! to `-e cpu-clock` when the default event does not work), and writes
 //! `perf report --no-children --percent-limit 1 --stdio` next to the data
 //! in target/bench-perf/ (call graphs, and a flat top-frames file it prints).
@@ -983,6 +986,24 @@ async fn service_phase(
     stats
 }
 
+/// User + system CPU seconds a process has used so far (/proc/PID/stat).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ: 100 on Linux.
+    let hz = 100.0;
+    (ticks(11) + ticks(12)) / hz
+}
+
 /// `perf record` of the server during a phase (BENCH_PERF=SECS).
 struct Profile {
     child: Child,
@@ -1246,23 +1267,35 @@ async fn bench_search(n: usize, secs: f64) {
         pool.push(client(&setup.server.addr).await);
     }
     let perf_secs = std::env::var("BENCH_PERF").ok();
-    // class -> (raw exhaustive, raw pruned, 1 client, N clients)
+    let perf_class = std::env::var("BENCH_PERF_CLASS").unwrap_or_else(|_| "a".into());
+    // class -> (raw exhaustive, raw pruned, 1 client, N clients, CPU seconds
+    // of the server and of this process (the clients) in the N-client phase)
     let mut results = Vec::new();
-    for (i, class) in setup.classes.iter().enumerate() {
+    for class in setup.classes.iter() {
         eprintln!("class ({}) {}", class.key, class.name);
         let exhaustive = raw_phase(&setup.searcher, class, false, secs);
         let pruned = raw_phase(&setup.searcher, class, true, secs);
         let work = class_work(class);
         let one = service_phase(&pool[..1], work.clone(), secs).await;
-        let profile = match (&perf_secs, i) {
-            (Some(s), 0) => start_profile(setup.server.child.id(), s, "search-a-term-filter"),
+        let profile = match &perf_secs {
+            Some(s) if class.key == perf_class => {
+                start_profile(setup.server.child.id(), s, &format!("search-{}", class.key))
+            }
             _ => None,
         };
+        let cpu_before = (
+            cpu_seconds(setup.server.child.id()),
+            cpu_seconds(std::process::id()),
+        );
         let many = service_phase(&pool, work, secs).await;
+        let cpu = (
+            cpu_seconds(setup.server.child.id()) - cpu_before.0,
+            cpu_seconds(std::process::id()) - cpu_before.1,
+        );
         if let Some(profile) = profile {
             finish_profile(profile);
         }
-        results.push((exhaustive, pruned, one, many));
+        results.push((exhaustive, pruned, one, many, cpu));
     }
     let (segments_end, docs_end) = {
         let index_dir = setup.server.data_dir.path().to_path_buf();
@@ -1287,7 +1320,7 @@ async fn bench_search(n: usize, secs: f64) {
     println!();
     println!("| class | exhaustive p50 ms | p99 ms | qps | pruned p50 ms | p99 ms | qps |");
     println!("|---|---|---|---|---|---|---|");
-    for (class, (ex, pr, _, _)) in setup.classes.iter().zip(&results) {
+    for (class, (ex, pr, _, _, _)) in setup.classes.iter().zip(&results) {
         println!(
             "| ({}) {} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} |",
             class.key,
@@ -1305,7 +1338,7 @@ async fn bench_search(n: usize, secs: f64) {
     println!();
     println!("| class | p50 ms | p99 ms | qps | p99 - raw pruned p99 ms | p99 - raw exhaustive p99 ms | errors |");
     println!("|---|---|---|---|---|---|---|");
-    for (class, (ex, pr, one, _)) in setup.classes.iter().zip(&results) {
+    for (class, (ex, pr, one, _, _)) in setup.classes.iter().zip(&results) {
         println!(
             "| ({}) {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {} |",
             class.key,
@@ -1323,12 +1356,13 @@ async fn bench_search(n: usize, secs: f64) {
         "Service, {clients} clients (closed loop; queueing mean = clients / qps, Little's law):"
     );
     println!();
-    println!("| class | p50 ms | p99 ms | qps | qps / raw exhaustive qps | qps / raw pruned qps | queueing mean ms | p99 / queueing mean | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (class, (ex, pr, _, many)) in setup.classes.iter().zip(&results) {
+    println!("| class | p50 ms | p99 ms | qps | qps / raw exhaustive qps | qps / raw pruned qps | queueing mean ms | p99 / queueing mean | server CPU ms / query | clients' CPU ms / query | raw exhaustive CPU ms / query | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (class, (ex, pr, _, many, (server_cpu, client_cpu))) in setup.classes.iter().zip(&results) {
         let queueing_ms = clients as f64 / many.qps() * 1e3;
+        let answered = many.ms.len().max(1) as f64;
         println!(
-            "| ({}) {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| ({}) {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} | {} |",
             class.key,
             class.name,
             many.p(0.5),
@@ -1338,6 +1372,10 @@ async fn bench_search(n: usize, secs: f64) {
             many.qps() / pr.qps(),
             queueing_ms,
             many.p(0.99) / queueing_ms,
+            server_cpu * 1e3 / answered,
+            client_cpu * 1e3 / answered,
+            // 2 raw threads busy for the whole phase
+            2e3 / ex.qps(),
             many.errors_text()
         );
     }
