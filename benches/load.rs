@@ -29,12 +29,14 @@
 //!     p99 over the queueing mean (clients / qps, Little's law), and the CPU
 //!     the server and the bench's own clients used per answered query
 //!     (/proc/PID/stat) beside raw tantivy's (2 busy threads / its qps).
+//!
 //! Every response's total_hits must equal raw tantivy's count (a mismatch
 //! fails the bench); RESOURCE_EXHAUSTED and other errors are counted by
 //! code and printed. Output: markdown tables for BENCHMARKS.md.
 //!
 //! BENCH_PERF=SECS records the server with `perf record -F 499 -g` for SECS
-//! seconds during the BENCH_CLIENTS phase of class BENCH_PERF_CLASS (default
+//! seconds (`BENCH_PERF_CALLGRAPH=dwarf` for full Rust stacks) during the
+//! BENCH_CLIENTS phase of class BENCH_PERF_CLASS (default
 //! `a`; the file is target/bench-perf/search-CLASS.perf.*) (falling back
 //! to `-e cpu-clock` when the default event does not work), and writes
 //! `perf report --no-children --percent-limit 1 --stdio` next to the data
@@ -588,7 +590,13 @@ fn search_classes(
     let mid = |rng: &mut Rng| vocab[rng.below(400.min(vocab.len()))].clone();
     let rare =
         |rng: &mut Rng| vocab[vocab.len() / 2 + rng.below(vocab.len() - vocab.len() / 2)].clone();
-    let mixed = |rng: &mut Rng, i: usize| if i % 2 == 0 { common(rng) } else { rare(rng) };
+    let mixed = |rng: &mut Rng, i: usize| {
+        if i.is_multiple_of(2) {
+            common(rng)
+        } else {
+            rare(rng)
+        }
+    };
     // Bigrams that occur in the corpus (first 20,000 texts), by frequency.
     let mut bigram_counts = std::collections::HashMap::<(String, String), usize>::new();
     for item in items.iter().take(20_000) {
@@ -1044,7 +1052,13 @@ fn start_profile(pid: u32, secs: &str, name: &str) -> Option<Profile> {
     let child = Command::new("perf")
         .arg("record")
         .args(event)
-        .args(["-F", "499", "-g", "-p", &pid.to_string(), "-o"])
+        // BENCH_PERF_CALLGRAPH=dwarf for real Rust stacks (frame pointers
+        // are not kept in release builds, so `-g` stacks are shallow).
+        .args(match std::env::var("BENCH_PERF_CALLGRAPH") {
+            Ok(mode) => vec!["--call-graph".to_string(), mode],
+            Err(_) => vec!["-g".to_string()],
+        })
+        .args(["-F", "499", "-p", &pid.to_string(), "-o"])
         .arg(&data)
         .args(["--", "sleep", secs])
         .stdout(Stdio::null())

@@ -234,7 +234,7 @@ impl Collector for PageCollector {
             count += fruit.count;
             count_truncated |= fruit.count_truncated;
         }
-        top.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        top.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
         top.truncate(self.k);
         if let Some(limit) = self.count_limit {
             if count > limit {
