@@ -10,7 +10,7 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    TextAnalyzer,
+    TextAnalyzer, Token, TokenFilter, TokenStream, Tokenizer,
 };
 use tantivy::{DateTime, TantivyDocument};
 
@@ -202,6 +202,82 @@ pub fn text_analyzer() -> TextAnalyzer {
         .filter(AsciiFoldingFilter)
         .filter(Stemmer::new(Language::English))
         .build()
+}
+
+/// The analyzer snippets cut a hit's text with: `text_analyzer`, except
+/// that a token whose first character starts none of `terms` is blanked
+/// before the stemmer, so only candidates are stemmed (a stem keeps its
+/// word's first character, so a blanked token could never match). Stemming
+/// every word of every hit was a quarter of a search's server CPU (`perf`,
+/// BENCHMARKS.md "Search under load").
+pub fn snippet_analyzer(terms: &[String]) -> TextAnalyzer {
+    let firsts: Vec<char> = terms.iter().filter_map(|t| t.chars().next()).collect();
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(64))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(OnlyCandidates(firsts.into()))
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+/// Blanks tokens whose first character is none of these.
+#[derive(Clone)]
+struct OnlyCandidates(std::sync::Arc<[char]>);
+
+impl TokenFilter for OnlyCandidates {
+    type Tokenizer<T: Tokenizer> = OnlyCandidatesTokenizer<T>;
+
+    fn transform<T: Tokenizer>(self, inner: T) -> OnlyCandidatesTokenizer<T> {
+        OnlyCandidatesTokenizer {
+            firsts: self.0,
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct OnlyCandidatesTokenizer<T> {
+    firsts: std::sync::Arc<[char]>,
+    inner: T,
+}
+
+impl<T: Tokenizer> Tokenizer for OnlyCandidatesTokenizer<T> {
+    type TokenStream<'a> = OnlyCandidatesStream<'a, T::TokenStream<'a>>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
+        OnlyCandidatesStream {
+            firsts: &self.firsts,
+            tail: self.inner.token_stream(text),
+        }
+    }
+}
+
+struct OnlyCandidatesStream<'a, S> {
+    firsts: &'a [char],
+    tail: S,
+}
+
+impl<S: TokenStream> TokenStream for OnlyCandidatesStream<'_, S> {
+    fn advance(&mut self) -> bool {
+        if !self.tail.advance() {
+            return false;
+        }
+        let token = self.tail.token_mut();
+        let first = token.text.chars().next();
+        if !first.is_some_and(|c| self.firsts.contains(&c)) {
+            token.text.clear();
+        }
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.tail.token()
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.tail.token_mut()
+    }
 }
 
 pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument {

@@ -8,7 +8,7 @@ use tantivy::{DocAddress, Searcher, TantivyDocument};
 
 use super::collect::{self, PageCollector};
 use super::cursor::{self, Cursor, FrozenStats, SortKey};
-use super::schema::Fields;
+use super::schema::{self, Fields};
 use super::{aggregations, query, IndexError, SearchIndex};
 use crate::domain::{normalize_text, FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
 
@@ -151,9 +151,7 @@ impl SearchIndex {
             .map(|(id, (key, _))| (id, key.score(query.sort)))
             .collect();
         let snippets = if snippets_wanted {
-            let mut generator = SnippetGenerator::create(&searcher, &*user_query, fields.text)?;
-            generator.set_max_num_chars(200);
-            Some(generator)
+            Some(snippet_generator(&searcher, &*user_query, fields)?)
         } else {
             None
         };
@@ -235,6 +233,41 @@ impl SearchIndex {
     }
 }
 
+/// As `SnippetGenerator::create` (terms of `text` that occur, weighted by
+/// rarity), with `schema::snippet_analyzer`, which stems only candidates.
+fn snippet_generator(
+    searcher: &Searcher,
+    query: &dyn tantivy::query::Query,
+    fields: &Fields,
+) -> Result<SnippetGenerator, IndexError> {
+    let mut terms = std::collections::BTreeSet::new();
+    query.query_terms(&mut |term, _| {
+        if term.field() == fields.text {
+            terms.insert(term.clone());
+        }
+    });
+    let mut weighted = std::collections::BTreeMap::new();
+    for term in terms {
+        let Some(text) = term.value().as_str().map(str::to_string) else {
+            continue;
+        };
+        let doc_freq = searcher.doc_freq(&term)?;
+        if doc_freq > 0 {
+            weighted.insert(text, 1.0 / (1.0 + doc_freq as f32));
+        }
+    }
+    let texts: Vec<String> = weighted.keys().cloned().collect();
+    Ok(SnippetGenerator::new(
+        weighted,
+        schema::snippet_analyzer(&texts),
+        fields.text,
+        SNIPPET_CHARS,
+    ))
+}
+
+/// Characters in a snippet's fragment.
+const SNIPPET_CHARS: usize = 200;
+
 /// Terms of the query that score (a phrase counts each of its words).
 fn scoring_terms(query: &dyn tantivy::query::Query) -> usize {
     let mut n = 0;
@@ -315,5 +348,53 @@ mod tests {
             "nothing to see here ".repeat(SNIPPET_WINDOW_BYTES / 20 * (SNIPPET_WINDOWS + 1))
         );
         assert!(page.snippet(&too_late).is_none());
+    }
+
+    /// The candidates-only analyzer highlights exactly what the full one
+    /// does, including words whose stem changes letters (happy -> happi,
+    /// dying -> die, skies -> sky) and folded accents.
+    #[test]
+    fn snippets_with_candidate_stemming_equal_tantivys() {
+        let field = crate::index::schema::build_schema().1.text;
+        let texts = [
+            "Happy customers were happily dying to get the delivery; deliveries late again",
+            "The driver was gentle, generously refunding; refunds refunded \u{e9}t\u{e9} caf\u{e9}",
+            "Nothing to see here at all",
+            "Skies, skiing, dying lying tying idly gently ugly early only singly news innings",
+        ];
+        let mut highlighted = 0;
+        for words in [
+            "happy",
+            "dying",
+            "refund delivery",
+            "late again",
+            "caf\u{e9} \u{e9}t\u{e9}",
+            "sky die lie gentle ugly early",
+            "innings news generous",
+        ] {
+            // The query's terms as the index analyses them.
+            let mut analyzer = schema::text_analyzer();
+            let mut stream = analyzer.token_stream(words);
+            let mut terms = std::collections::BTreeMap::new();
+            while let Some(token) = stream.next() {
+                terms.insert(token.text.clone(), 1.0);
+            }
+            let texts_of: Vec<String> = terms.keys().cloned().collect();
+            let reference =
+                SnippetGenerator::new(terms.clone(), schema::text_analyzer(), field, SNIPPET_CHARS);
+            let ours = SnippetGenerator::new(
+                terms,
+                schema::snippet_analyzer(&texts_of),
+                field,
+                SNIPPET_CHARS,
+            );
+            for text in texts {
+                let (a, b) = (reference.snippet(text), ours.snippet(text));
+                assert_eq!(a.highlighted(), b.highlighted(), "{words} / {text}");
+                assert_eq!(a.fragment(), b.fragment(), "{words} / {text}");
+                highlighted += a.highlighted().len();
+            }
+        }
+        assert!(highlighted > 20, "{highlighted}");
     }
 }
