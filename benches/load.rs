@@ -34,6 +34,9 @@
 //! fails the bench); RESOURCE_EXHAUSTED and other errors are counted by
 //! code and printed. Output: markdown tables for BENCHMARKS.md.
 //!
+//! BENCH_VIEW=ids|summary|full (default full) sets the hit view of every
+//! service request.
+//!
 //! BENCH_PERF=SECS records the server with `perf record -F 499 -g` for SECS
 //! seconds (`BENCH_PERF_CALLGRAPH=dwarf` for full Rust stacks) during the
 //! BENCH_CLIENTS phase of class BENCH_PERF_CLASS (default
@@ -1258,12 +1261,23 @@ fn print_classes(classes: &[SearchClass]) {
     }
 }
 
+/// The class's requests with their expected totals, in the hit view
+/// BENCH_VIEW asks for (`full`, the default; `summary`; `ids`).
 fn class_work(class: &SearchClass) -> Arc<Vec<(pb::SearchRequest, u64)>> {
+    let view = match std::env::var("BENCH_VIEW").as_deref() {
+        Ok("ids") => pb::HitView::Ids,
+        Ok("summary") => pb::HitView::Summary,
+        _ => pb::HitView::Full,
+    } as i32;
     Arc::new(
         class
             .queries
             .iter()
-            .map(|q| (q.request.clone(), q.expected))
+            .map(|q| {
+                let mut request = q.request.clone();
+                request.view = view;
+                (request, q.expected)
+            })
             .collect(),
     )
 }

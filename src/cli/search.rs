@@ -16,6 +16,16 @@ pub enum SortArg {
     MostPositive,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ViewArg {
+    /// Items with their whole analysis.
+    Full,
+    /// Items without sentences, keyphrases and theme spans.
+    Summary,
+    /// Ids and scores only.
+    Ids,
+}
+
 /// The filter flags shared by `search` and `report`.
 #[derive(Args, Debug, Default)]
 pub struct FilterArgs {
@@ -101,6 +111,9 @@ pub struct SearchArgs {
     /// N the total prints as "N+". 0: exact.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub track_total_hits_up_to: u32,
+    /// How much of each hit to fetch.
+    #[arg(long, value_enum, default_value = "full")]
+    pub view: ViewArg,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -220,6 +233,11 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
         similar_to_id: args.similar_to.clone().unwrap_or_default(),
         similar_to_text: args.similar_to_text.clone().unwrap_or_default(),
         track_total_hits_up_to: args.track_total_hits_up_to,
+        view: match args.view {
+            ViewArg::Full => pb::HitView::Full,
+            ViewArg::Summary => pb::HitView::Summary,
+            ViewArg::Ids => pb::HitView::Ids,
+        } as i32,
     })
 }
 

@@ -25,8 +25,8 @@ pub use report::{
     SENTIMENT_ORDER,
 };
 pub use search::{
-    FacetCounts, IntRange, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery, SimilarTo,
-    Snippet, SortOrder,
+    FacetCounts, HitView, IntRange, ScoreRange, SearchFilter, SearchHit, SearchPage, SearchQuery,
+    SimilarTo, Snippet, SortOrder,
 };
 pub use tenant::{TenantId, MAX_TENANT_BYTES};
 pub use text::{decode_cp1252_byte, normalize_text, NormalizedText};

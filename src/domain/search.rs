@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use super::{Channel, JourneyStage, SentimentLabel, StoredFeedback, UnixMicros};
+use super::{Channel, FeedbackId, JourneyStage, SentimentLabel, StoredFeedback, UnixMicros};
 
 /// Order of search hits. Ties are broken by ingest order (`StoredFeedback::seq`),
 /// so every order is total and cursors are stable.
@@ -107,6 +107,40 @@ pub struct SearchQuery {
     /// Count matches only up to this many (then `total_hits` is a lower
     /// bound); `None`: exact. Lets a relevance search prune.
     pub total_hits_up_to: Option<u64>,
+    /// How much of each hit to return.
+    pub view: HitView,
+}
+
+impl HitView {
+    /// Trims an item to this view (`Summary`: drops sentences, keyphrases
+    /// and the themes' sentence indexes and spans).
+    pub fn trim(self, mut item: StoredFeedback) -> StoredFeedback {
+        if self == HitView::Summary {
+            if let super::AnalysisState::Done(analysis) = &mut item.analysis {
+                analysis.sentences = Vec::new();
+                analysis.keyphrases = Vec::new();
+                for theme in &mut analysis.themes {
+                    theme.sentences = Vec::new();
+                    theme.spans = Vec::new();
+                }
+            }
+        }
+        item
+    }
+}
+
+/// How much of each search hit to return.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HitView {
+    /// The item with its whole analysis, and a snippet.
+    #[default]
+    Full,
+    /// The item's fields, document sentiment and language, and its themes
+    /// without their sentence spans; no sentences, keyphrases or clause
+    /// units; a snippet.
+    Summary,
+    /// Only the id and score: no item read, no snippet.
+    Ids,
 }
 
 impl SearchQuery {
@@ -141,7 +175,9 @@ pub struct Snippet {
 
 #[derive(Clone, Debug)]
 pub struct SearchHit {
-    pub item: StoredFeedback,
+    pub id: FeedbackId,
+    /// `None` with `HitView::Ids`.
+    pub item: Option<StoredFeedback>,
     pub score: f32,
     pub snippet: Option<Snippet>,
 }

@@ -5,7 +5,8 @@
 use super::{check_batch_size, run_blocking, Engine, RequestContext};
 use crate::domain::limits::{MAX_IDS_PER_REQUEST, MAX_SIMILARITY_CANDIDATES};
 use crate::domain::{
-    normalize_text, FeedbackId, SearchHit, SearchPage, SearchQuery, SimilarTo, StoredFeedback,
+    normalize_text, FeedbackId, HitView, SearchHit, SearchPage, SearchQuery, SimilarTo,
+    StoredFeedback,
 };
 use crate::error::{Error, Result};
 use crate::nlp::NlpError;
@@ -25,23 +26,38 @@ impl Engine {
             let _slot = slot;
             let page = index.search(&query)?;
             let ids: Vec<FeedbackId> = page.hits.iter().map(|(id, _)| id.clone()).collect();
-            let items = store.get_many(&ids)?;
             // An id the index still lists but the store no longer has was
             // deleted after the last index refresh: it is skipped.
-            let hits = page
-                .hits
-                .iter()
-                .zip(items)
-                .filter_map(|((_, score), item)| {
-                    let item = item?;
-                    let snippet = page.snippet(&item.feedback.text);
-                    Some(SearchHit {
-                        item,
+            let hits = if query.view == HitView::Ids {
+                let present = store.contains_many(&ids)?;
+                page.hits
+                    .iter()
+                    .zip(present)
+                    .filter(|(_, present)| *present)
+                    .map(|((id, score), _)| SearchHit {
+                        id: id.clone(),
+                        item: None,
                         score: *score,
-                        snippet,
+                        snippet: None,
                     })
-                })
-                .collect();
+                    .collect()
+            } else {
+                let items = store.get_many(&ids)?;
+                page.hits
+                    .iter()
+                    .zip(items)
+                    .filter_map(|((id, score), item)| {
+                        let item = item?;
+                        let snippet = page.snippet(&item.feedback.text);
+                        Some(SearchHit {
+                            id: id.clone(),
+                            item: Some(query.view.trim(item)),
+                            score: *score,
+                            snippet,
+                        })
+                    })
+                    .collect()
+            };
             Ok(SearchPage {
                 hits,
                 total_hits: page.total_hits,
@@ -113,12 +129,24 @@ impl Engine {
             scored.sort_by(|a, b| b.0.total_cmp(&a.0));
             scored.truncate(query.limit);
             let ids: Vec<FeedbackId> = scored.iter().map(|(_, id)| id.clone()).collect();
-            let items = store.get_many(&ids)?;
+            let items = match query.view {
+                HitView::Ids => store
+                    .contains_many(&ids)?
+                    .into_iter()
+                    .map(|present| present.then_some(None))
+                    .collect::<Vec<_>>(),
+                HitView::Full | HitView::Summary => store
+                    .get_many(&ids)?
+                    .into_iter()
+                    .map(|item| item.map(|item| Some(query.view.trim(item))))
+                    .collect(),
+            };
             let hits = scored
                 .into_iter()
                 .zip(items)
-                .filter_map(|((score, _), item)| {
+                .filter_map(|((score, id), item)| {
                     Some(SearchHit {
+                        id,
                         item: item?,
                         score,
                         snippet: None,

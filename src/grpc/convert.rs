@@ -11,9 +11,9 @@ use crate::domain::limits::{
 };
 use crate::domain::{
     check_theme_id, is_attribute_key, Analysis, AnalysisState, Channel, FacetCounts, FeedbackDraft,
-    FeedbackId, IntRange, JourneyStage, Rejection, ScoreRange, SearchFilter, SearchHit, SearchPage,
-    SearchQuery, Sentiment, SentimentLabel, SimilarTo, SortOrder, StoredFeedback, Taxonomy, Theme,
-    ThemeDraft, ThemeMention, UnixMicros,
+    FeedbackId, HitView, IntRange, JourneyStage, Rejection, ScoreRange, SearchFilter, SearchHit,
+    SearchPage, SearchQuery, Sentiment, SentimentLabel, SimilarTo, SortOrder, StoredFeedback,
+    Taxonomy, Theme, ThemeDraft, ThemeMention, UnixMicros,
 };
 use crate::engine::{DiscoveryReport, IncomingItem, ItemOutcome};
 use crate::error::Error;
@@ -444,13 +444,30 @@ impl TryFrom<pb::SearchRequest> for SearchQuery {
                 0 => None,
                 n => Some(u64::from(n)),
             },
+            view: match pb::HitView::try_from(raw.view) {
+                Ok(pb::HitView::Unspecified | pb::HitView::Full) => HitView::Full,
+                Ok(pb::HitView::Summary) => HitView::Summary,
+                Ok(pb::HitView::Ids) => HitView::Ids,
+                Err(_) => {
+                    return Err(Error::invalid(
+                        "view",
+                        format!("unknown enum value {}", raw.view),
+                    ))
+                }
+            },
         })
     }
 }
 
 fn hit_to_pb(hit: SearchHit) -> pb::SearchHit {
     pb::SearchHit {
-        item: Some(hit.item.into()),
+        item: Some(match hit.item {
+            Some(item) => item.into(),
+            None => pb::Feedback {
+                id: hit.id.to_string(),
+                ..Default::default()
+            },
+        }),
         score: hit.score,
         snippet: hit.snippet.map(|s| pb::Snippet {
             fragment: s.fragment,
@@ -1049,6 +1066,7 @@ pub(super) mod fuzz {
             prop_oneof![3 => Just(String::new()), 1 => id()],
             prop_oneof![3 => Just(String::new()), 1 => text()],
             prop_oneof![3 => Just(0u32), 1 => any::<u32>()],
+            enum_value(3),
         )
             .prop_map(
                 |(
@@ -1061,6 +1079,7 @@ pub(super) mod fuzz {
                     similar_to_id,
                     similar_to_text,
                     track_total_hits_up_to,
+                    view,
                 )| {
                     pb::SearchRequest {
                         query,
@@ -1072,6 +1091,7 @@ pub(super) mod fuzz {
                         similar_to_id,
                         similar_to_text,
                         track_total_hits_up_to,
+                        view,
                     }
                 },
             )

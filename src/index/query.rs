@@ -869,6 +869,7 @@ mod fuzz {
             similar_to: None,
             taxonomy_version: 1,
             total_hits_up_to: None,
+            view: crate::domain::HitView::Full,
         }
     }
 

@@ -337,6 +337,7 @@ mod tests {
             similar_to: None,
             taxonomy_version: 1,
             total_hits_up_to: None,
+            view: crate::domain::HitView::Full,
         };
         let page = index.search(&query).unwrap();
         let filler = "nothing to see here ".repeat(SNIPPET_WINDOW_BYTES / 20 * 3);

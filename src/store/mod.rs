@@ -419,6 +419,19 @@ impl Store {
             .collect()
     }
 
+    /// Whether each item exists (no decoding), in one read transaction.
+    pub fn contains_many(&self, ids: &[FeedbackId]) -> Result<Vec<bool>, StoreError> {
+        let txn = self.db.get()?.begin_read()?;
+        let items = match txn.open_table(ITEMS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![false; ids.len()]),
+            Err(e) => return Err(e.into()),
+        };
+        ids.iter()
+            .map(|id| Ok(items.get(id.as_str())?.is_some()))
+            .collect()
+    }
+
     /// Up to `max` change-log entries after `after_seq`, with the items'
     /// current versions, read in one snapshot together with that snapshot's
     /// item count and last seq (blocking).

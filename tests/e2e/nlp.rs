@@ -582,9 +582,39 @@ async fn stored_items_are_analysed_in_the_background_and_searchable_by_sentiment
         "language".into(),
         "analysis_status".into(),
     ];
-    let sorted = search(&mut client, worst_first).await;
+    let sorted = search(&mut client, worst_first.clone()).await;
     assert_eq!(hit_ids(&sorted)[0], "bg-neg");
     assert_eq!(hit_ids(&sorted)[2], "bg-pos");
+    // Views: summary keeps the fields and the document analysis, drops
+    // sentences and keyphrases; ids keeps ids and order only.
+    let full = &sorted.hits[0].item.as_ref().unwrap();
+    let full_analysis = full.analysis.as_ref().unwrap();
+    assert!(!full_analysis.sentences.is_empty());
+    let mut summary = worst_first.clone();
+    summary.view = pb::HitView::Summary as i32;
+    let summary = search(&mut client, summary).await;
+    assert_eq!(hit_ids(&summary), hit_ids(&sorted));
+    let item = summary.hits[0].item.as_ref().unwrap();
+    assert_eq!(item.text, full.text);
+    let analysis = item.analysis.as_ref().unwrap();
+    assert!(analysis.sentences.is_empty() && analysis.keyphrases.is_empty());
+    assert_eq!(analysis.sentiment, full_analysis.sentiment);
+    assert_eq!(analysis.language, full_analysis.language);
+    let mut ids_only = worst_first.clone();
+    ids_only.view = pb::HitView::Ids as i32;
+    let ids_only = search(&mut client, ids_only).await;
+    assert_eq!(hit_ids(&ids_only), hit_ids(&sorted));
+    assert_eq!(ids_only.total_hits, sorted.total_hits);
+    assert_eq!(ids_only.facets, sorted.facets);
+    for hit in &ids_only.hits {
+        let item = hit.item.as_ref().unwrap();
+        assert!(item.text.is_empty() && item.analysis.is_none() && hit.snippet.is_none());
+    }
+    let mut bad_view = worst_first.clone();
+    bad_view.view = 99;
+    let status = client.search(bad_view).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("view"), "{}", status.message());
     let facet_values = |field: &str| -> Vec<String> {
         sorted
             .facets
