@@ -403,32 +403,37 @@ impl Store {
 
     /// Reads items by id (blocking; call from a blocking context).
     pub fn get_many(&self, ids: &[FeedbackId]) -> Result<Vec<Option<StoredFeedback>>, StoreError> {
-        let txn = self.db.get()?.begin_read()?;
-        let items = match txn.open_table(ITEMS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; ids.len()]),
-            Err(e) => return Err(e.into()),
-        };
-        ids.iter()
-            .map(|id| {
-                items
-                    .get(id.as_str())?
-                    .map(|bytes| decode(id.as_str(), bytes.value()))
-                    .transpose()
-            })
-            .collect()
+        self.read_items(ids, |id, bytes| {
+            bytes.map(|bytes| decode(id.as_str(), bytes)).transpose()
+        })
     }
 
     /// Whether each item exists (no decoding), in one read transaction.
     pub fn contains_many(&self, ids: &[FeedbackId]) -> Result<Vec<bool>, StoreError> {
+        self.read_items(ids, |_, bytes| Ok(bytes.is_some()))
+    }
+
+    /// `read` of each id's stored bytes (None: no such item), in one read
+    /// transaction.
+    fn read_items<T>(
+        &self,
+        ids: &[FeedbackId],
+        read: impl Fn(&FeedbackId, Option<&[u8]>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let txn = self.db.get()?.begin_read()?;
         let items = match txn.open_table(ITEMS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![false; ids.len()]),
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(e.into()),
         };
         ids.iter()
-            .map(|id| Ok(items.get(id.as_str())?.is_some()))
+            .map(|id| match &items {
+                Some(items) => {
+                    let bytes = items.get(id.as_str())?;
+                    read(id, bytes.as_ref().map(|b| b.value()))
+                }
+                None => read(id, None),
+            })
             .collect()
     }
 
