@@ -1,11 +1,14 @@
 //! Search-after cursors. Every hit has a total sort key (primary value, then
 //! ingest order), so "continue after the last key seen" is stable while items
 //! are added or removed. A cursor carries a fingerprint of the query, filter
-//! and sort it belongs to and is refused with any other.
+//! and sort it belongs to and is refused with any other; a relevance cursor
+//! also carries the BM25 statistics of its first page (`FrozenStats`), so
+//! scores do not move between pages.
 
 use std::hash::{Hash, Hasher};
 
 use base64::Engine;
+use tantivy::query::Bm25StatisticsProvider;
 
 use super::IndexError;
 use crate::domain::{SearchQuery, SortOrder};
@@ -216,8 +219,6 @@ impl<'a> FrozenStats<'a> {
 
 pub const STALE_CURSOR: &str =
     "the cursor does not fit this query (it may come from another server version); start from the first page";
-
-use tantivy::query::Bm25StatisticsProvider;
 
 impl Bm25StatisticsProvider for FrozenStats<'_> {
     fn total_num_tokens(&self, field: tantivy::schema::Field) -> tantivy::Result<u64> {

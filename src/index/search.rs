@@ -100,7 +100,8 @@ impl SearchIndex {
         let facet_aggs = aggregations::facet_request(&query.facets)?;
 
         let user_query = query::parse_user_query(&shared.parser, &query.text)?;
-        let snippets_wanted = !query.text.trim().is_empty();
+        let snippets_wanted =
+            !query.text.trim().is_empty() && query.view != crate::domain::HitView::Ids;
         let searcher = shared.reader.searcher();
         let (full_query, retag_pending) = self.slice_query(&searcher, query)?;
         let (after_key, replay) = match after {
