@@ -113,6 +113,22 @@ fn check_batch_size(field: &str, len: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// Runs a search that holds a read-pool slot: in place on the async worker
+/// (`block_in_place`, which hands the worker's other tasks to another
+/// thread) on a multi-thread runtime, saving the hop to a blocking thread
+/// and back; on the blocking pool elsewhere. The slot bounds how many
+/// workers are in place at once (`--search-threads`).
+async fn run_search<T: Send + 'static>(
+    ctx: &RequestContext,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    ctx.check_deadline()?;
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => run_blocking(ctx, work).await,
+    }
+}
+
 /// Runs store reads and searches on the blocking pool, never on the async
 /// executor; refuses to start once the request's deadline has passed.
 async fn run_blocking<T: Send + 'static>(

@@ -2,7 +2,7 @@
 //! similarity search over document embeddings, and items by id. Store reads
 //! and searches run on the blocking pool.
 
-use super::{check_batch_size, run_blocking, Engine, RequestContext};
+use super::{check_batch_size, run_blocking, run_search, Engine, RequestContext};
 use crate::domain::limits::{MAX_IDS_PER_REQUEST, MAX_SIMILARITY_CANDIDATES};
 use crate::domain::{
     normalize_text, FeedbackId, HitView, SearchHit, SearchPage, SearchQuery, SimilarTo,
@@ -22,7 +22,7 @@ impl Engine {
         let index = self.index.clone();
         let store = self.store.clone();
         let slot = self.reads.enter(ctx).await?;
-        run_blocking(ctx, move || {
+        run_search(ctx, move || {
             let _slot = slot;
             let page = index.search(&query)?;
             let ids: Vec<FeedbackId> = page.hits.iter().map(|(id, _)| id.clone()).collect();
