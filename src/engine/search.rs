@@ -1,6 +1,7 @@
 //! Reads: search pages (query language, filters, sort, facets, snippets),
-//! similarity search over document embeddings, and items by id. Store reads
-//! and searches run on the blocking pool.
+//! similarity search over document embeddings, and items by id. Search
+//! pages run in place on the async worker holding a read-pool slot
+//! (`run_search`); other store reads and similarity run on the blocking pool.
 
 use super::{check_batch_size, run_blocking, run_search, Engine, RequestContext};
 use crate::domain::limits::{MAX_IDS_PER_REQUEST, MAX_SIMILARITY_CANDIDATES};
