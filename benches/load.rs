@@ -3,6 +3,12 @@
 //!   cargo bench --bench load -- ingest [ITEMS]          (default 100000)
 //!   cargo bench --bench load -- search [ITEMS] [SECS]   (default 1000000, 5 s per class and phase)
 //!   cargo bench --bench load -- search-open [ITEMS] [SECS] [RATE]  (default 1000000, 5 s, 1000 queries/s)
+//!   cargo bench --bench load -- ann [VECTORS] [QUERIES]  (default 1000000, 200)
+//!
+//! `ann` measures the similarity index alone (see `bench_ann`): build time
+//! and memory, latency and recall@10 against exact search with and without
+//! filters, update cost. The vectors are synthetic (`ann_vectors`): the
+//! NLP embeds about 60 items/s here, so 1M real embeddings are out of reach.
 //!
 //! `search` loads ITEMS items into a server with `--analysis off`, waits
 //! until its index's segment list holds still, and prints the segment and
@@ -2657,6 +2663,169 @@ async fn bench_mixed(secs: u64) {
     assert_eq!(missing, 0, "acknowledged items missing");
 }
 
+/// Synthetic document embeddings shaped like e5's: every vector shares a
+/// common direction (e5 cosines between unrelated texts sit around 0.7),
+/// then a topic (one of 2,000) and a sub-topic (one of 20 per topic), and
+/// noise; L2-normalised. Deterministic in `seed`.
+fn ann_vectors(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut state = seed | 1;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let unit = |v: Vec<f32>| {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / norm).collect::<Vec<f32>>()
+    };
+    let common = unit((0..dims).map(|_| uniform()).collect());
+    let topics: Vec<Vec<f32>> = (0..2000)
+        .map(|_| unit((0..dims).map(|_| uniform()).collect()))
+        .collect();
+    let subtopics: Vec<Vec<f32>> = (0..2000 * 20)
+        .map(|_| unit((0..dims).map(|_| uniform()).collect()))
+        .collect();
+    (0..n)
+        .map(|_| {
+            let topic = ((uniform() + 0.5) * 2000.0) as usize % 2000;
+            let sub = topic * 20 + ((uniform() + 0.5) * 20.0) as usize % 20;
+            let noise: Vec<f32> = unit((0..dims).map(|_| uniform()).collect());
+            unit(
+                (0..dims)
+                    .map(|d| {
+                        0.75 * common[d] + 0.45 * topics[topic][d] + 0.3 * subtopics[sub][d]
+                            + 0.35 * noise[d]
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// `ann`: the similarity index (`index::vectors`) alone at N vectors of 384
+/// dimensions (synthetic, `ann_vectors`): startup-build time and memory,
+/// then per query (one thread, candidates re-ranked by exact f32 cosine as
+/// the service does) p50/p99 and recall@10 against exact search, without a
+/// filter and with filters admitting 10% and 1% of the keys, and the cost
+/// of an update (remove + add).
+fn bench_ann(n: usize, queries: usize) {
+    use verbatim::index::vectors::{candidates_for, rerank, KeyBits, KeyFilter, VectorIndex};
+    const DIMS: usize = 384;
+    let rss = || rss_mib(std::process::id(), "VmRSS:");
+    let generated = Instant::now();
+    let data = ann_vectors(n, DIMS, 42);
+    let probes = ann_vectors(queries, DIMS, 4242);
+    println!(
+        "{n} vectors x {DIMS} generated in {:.1} s",
+        generated.elapsed().as_secs_f64()
+    );
+    let id = |i: usize| verbatim::domain::FeedbackId::parse(&format!("a{i}")).unwrap();
+    let before = rss();
+    let index = VectorIndex::new(DIMS, 8).unwrap();
+    let started = Instant::now();
+    for (chunk_no, chunk) in data.chunks(4096).enumerate() {
+        let batch: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let i = chunk_no * 4096 + j;
+                (id(i), i as u64, v.clone())
+            })
+            .collect();
+        index.add_batch(&batch, 2).unwrap();
+    }
+    let build_s = started.elapsed().as_secs_f64();
+    let after = rss();
+    println!(
+        "build (2 threads): {build_s:.1} s = {:.0} vectors/s; usearch memory {} MiB; process RSS +{:.0} MiB ({:.0} bytes per vector, id map included)",
+        n as f64 / build_s,
+        index.memory_bytes() >> 20,
+        after - before,
+        (after - before) * 1048576.0 / n as f64
+    );
+    let exact = |target: &[f32], keep: &dyn Fn(usize) -> bool| -> Vec<u64> {
+        let scored: Vec<(u64, f32)> = std::thread::scope(|scope| {
+            let half = data.len() / 2;
+            let parts: Vec<_> = [(0, half), (half, data.len())]
+                .into_iter()
+                .map(|(from, to)| {
+                    let data = &data;
+                    scope.spawn(move || {
+                        let mut top: Vec<(u64, f32)> = Vec::new();
+                        for i in (from..to).filter(|&i| keep(i)) {
+                            let s: f32 = data[i].iter().zip(target).map(|(a, b)| a * b).sum();
+                            if top.len() < 10 || s > top[top.len() - 1].1 {
+                                top.push((i as u64, s));
+                                top.sort_by(|a, b| b.1.total_cmp(&a.1));
+                                top.truncate(10);
+                            }
+                        }
+                        top
+                    })
+                })
+                .collect();
+            parts.into_iter().flat_map(|p| p.join().unwrap()).collect()
+        });
+        let mut scored = scored;
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scored.into_iter().take(10).map(|(k, _)| k).collect()
+    };
+    println!();
+    println!("| filter | keys admitted | path | p50 ms | p99 ms | recall@10 (vs exact f32) |");
+    println!("|---|---:|---|---:|---:|---:|");
+    let cases: [(&str, usize); 3] = [("none", 1), ("10% of keys", 10), ("1% of keys", 100)];
+    for (name, every) in cases {
+        let mut bits = KeyBits::default();
+        if every > 1 {
+            (0..n as u64).filter(|k| k % every as u64 == 0).for_each(|k| bits.insert(k));
+        }
+        let keep = |i: usize| i % every == 0;
+        let mut latencies = Vec::new();
+        let mut found = 0usize;
+        for target in &probes {
+            let t = Instant::now();
+            let filter = if every > 1 { KeyFilter::Bits(&bits) } else { KeyFilter::All };
+            let candidates = index.search(target, candidates_for(10), filter).unwrap();
+            let ranked = rerank(
+                target,
+                candidates
+                    .into_iter()
+                    .map(|(key, _)| (key, Some(data[key as usize].clone())))
+                    .collect(),
+                10,
+            );
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            let truth = exact(target, &keep);
+            found += ranked.iter().filter(|(k, _)| truth.contains(k)).count();
+        }
+        latencies.sort_by(f64::total_cmp);
+        let path = if every == 1 {
+            "graph"
+        } else if bits.len() <= verbatim::index::vectors::SCAN_MAX_KEYS {
+            "scan of the admitted keys"
+        } else {
+            "graph, filtered"
+        };
+        println!(
+            "| {name} | {} | {path} | {:.2} | {:.2} | {:.3} |",
+            if every == 1 { n } else { bits.len() },
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            found as f64 / (10 * probes.len()) as f64
+        );
+    }
+    let updates = 10_000.min(n);
+    let t = Instant::now();
+    for i in 0..updates {
+        index.upsert(&id(i), (n + i) as u64, &data[(i + 1) % n]).unwrap();
+    }
+    println!(
+        "\nupdates (remove + add, one thread): {:.0} us each over {updates}",
+        t.elapsed().as_secs_f64() * 1e6 / updates as f64
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -2703,9 +2872,15 @@ fn main() {
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0),
             args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000.0),
         )),
+        Some("ann") => bench_ann(
+            args.get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1_000_000),
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200),
+        ),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS] | mixed [SECS]"
+                "usage: cargo bench --bench load -- ann [VECTORS] [QUERIES] | ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS] | mixed [SECS]"
             );
             std::process::exit(2);
         }

@@ -84,6 +84,8 @@ impl TenantOpener {
             refresh_interval: Duration::from_millis(config.refresh_interval_ms),
             writer_threads: config.index_threads,
             writer_memory_bytes: config.index_memory_mb * 1024 * 1024,
+            similarity_index: config.similarity_index == crate::config::Switch::On,
+            similarity_threads: config.search_threads + 4,
         };
         let index_store = store.clone();
         let index =

@@ -58,6 +58,9 @@ pub struct Config {
     pub analysis_queue: usize,
     /// Searches and reports running at once (blocking threads).
     pub search_threads: usize,
+    /// The approximate nearest-neighbour index for `similar_to_*` (about
+    /// 0.9 KB of memory per analysed item); `off` ranks the newest matches.
+    pub similarity_index: Switch,
     /// Searches and reports waiting for a thread; more get RESOURCE_EXHAUSTED.
     pub search_queue: usize,
     /// Request bytes received and not yet answered, over all connections, in
@@ -105,6 +108,7 @@ impl Default for Config {
             analysis_queue: 64,
             search_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             search_queue: 64,
+            similarity_index: Switch::On,
             max_inflight_request_mb: 256,
             max_concurrent_streams: 64,
             auth: None,
@@ -171,6 +175,9 @@ pub struct ServeArgs {
     /// Searches and reports running at once [default: the number of cores].
     #[arg(long, env = "VERBATIM_SEARCH_THREADS")]
     pub search_threads: Option<usize>,
+    /// Approximate nearest-neighbour index for similar_to_id / similar_to_text over the whole corpus, built at startup [default: on]; off ranks the 10,000 newest matches exactly.
+    #[arg(long, env = "VERBATIM_SIMILARITY_INDEX")]
+    pub similarity_index: Option<Switch>,
     /// Searches and reports waiting for a thread [default: 64]; beyond that RESOURCE_EXHAUSTED.
     #[arg(long, env = "VERBATIM_SEARCH_QUEUE")]
     pub search_queue: Option<usize>,
@@ -229,6 +236,7 @@ impl ServeArgs {
             analysis_queue: self.analysis_queue.unwrap_or(base.analysis_queue),
             search_threads: self.search_threads.unwrap_or(base.search_threads),
             search_queue: self.search_queue.unwrap_or(base.search_queue),
+            similarity_index: self.similarity_index.unwrap_or(base.similarity_index),
             max_inflight_request_mb: self
                 .max_inflight_request_mb
                 .unwrap_or(base.max_inflight_request_mb),

@@ -27,6 +27,8 @@ pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
         refresh_interval: Duration::from_millis(250),
         writer_threads: args.index_threads,
         writer_memory_bytes: 256 * 1024 * 1024,
+        similarity_index: false,
+        similarity_threads: 1,
     };
     let data_dir = args.data_dir.clone();
     let count =

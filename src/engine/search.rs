@@ -2,6 +2,8 @@
 //! similarity search over document embeddings, and items by id. Search
 //! pages run in place on the async worker holding a read-pool slot
 //! (`run_search`); other store reads and similarity run on the blocking pool.
+//! Similarity ranks every match through the vector index
+//! (`index::vectors`), re-ranking its candidates by the exact cosine.
 
 use super::{check_batch_size, run_blocking, run_search, Engine, RequestContext};
 use crate::domain::limits::{MAX_IDS_PER_REQUEST, MAX_SIMILARITY_CANDIDATES};
@@ -10,6 +12,9 @@ use crate::domain::{
     StoredFeedback,
 };
 use crate::error::{Error, Result};
+use crate::index::vectors::{self, KeyFilter};
+use crate::index::SearchIndex;
+use crate::store::Store;
 use crate::nlp::NlpError;
 
 impl Engine {
@@ -72,8 +77,10 @@ impl Engine {
         .await
     }
 
-    /// Ranks the newest items matching the query and filter by cosine
-    /// similarity of their document embeddings to an item's or a text's.
+    /// Ranks the items matching the query and filter by cosine similarity
+    /// of their document embeddings to an item's or a text's: over every
+    /// match with the vector index, over the newest matches until it is
+    /// built (or with it off).
     async fn search_similar(
         &self,
         ctx: &RequestContext,
@@ -104,32 +111,16 @@ impl Engine {
         let slot = self.reads.enter(ctx).await?;
         run_blocking(ctx, move || {
             let _slot = slot;
-            let candidates = SearchQuery {
-                sort: crate::domain::SortOrder::Newest,
-                limit: MAX_SIMILARITY_CANDIDATES,
-                cursor: None,
-                similar_to: None,
-                ..query.clone()
+            let source = match &similar_to {
+                SimilarTo::Item(source) => Some(source.clone()),
+                SimilarTo::Text(_) => None,
             };
-            let page = index.search(&candidates)?;
-            let candidate_ids: Vec<FeedbackId> = page
-                .hits
-                .into_iter()
-                .map(|(id, _)| id)
-                .filter(|id| !matches!(&similar_to, SimilarTo::Item(source) if source == id))
-                .collect();
-            let embeddings = store.embeddings(&candidate_ids)?;
-            let mut scored: Vec<(f32, FeedbackId)> = candidate_ids
-                .into_iter()
-                .zip(embeddings)
-                .filter_map(|(id, embedding)| {
-                    let cosine: f32 = embedding?.iter().zip(&target).map(|(a, b)| a * b).sum();
-                    Some((cosine, id))
-                })
-                .collect();
-            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-            scored.truncate(query.limit);
-            let ids: Vec<FeedbackId> = scored.iter().map(|(_, id)| id.clone()).collect();
+            let ranked = if index.vectors_ready() {
+                rank_with_vector_index(&index, &store, &query, &target, source.as_ref())?
+            } else {
+                rank_newest(&index, &store, &query, &target, source.as_ref())?
+            };
+            let ids: Vec<FeedbackId> = ranked.hits.iter().map(|(id, _)| id.clone()).collect();
             let items = match query.view {
                 HitView::Ids => store
                     .contains_many(&ids)?
@@ -142,10 +133,11 @@ impl Engine {
                     .map(|item| item.map(|item| Some(query.view.trim(item))))
                     .collect(),
             };
-            let hits = scored
+            let hits = ranked
+                .hits
                 .into_iter()
                 .zip(items)
-                .filter_map(|((score, id), item)| {
+                .filter_map(|((id, score), item)| {
                     Some(SearchHit {
                         id,
                         item: item?,
@@ -156,12 +148,12 @@ impl Engine {
                 .collect();
             Ok(SearchPage {
                 hits,
-                total_hits: page.total_hits,
-                total_is_lower_bound: page.total_is_lower_bound,
+                total_hits: ranked.total_hits,
+                total_is_lower_bound: ranked.total_is_lower_bound,
                 next_cursor: None,
-                facets: page.facets,
+                facets: ranked.facets,
                 taxonomy_version: query.taxonomy_version,
-                retag_pending: page.retag_pending,
+                retag_pending: ranked.retag_pending,
             })
         })
         .await
@@ -191,4 +183,90 @@ impl Engine {
         }
         Ok((items, missing))
     }
+}
+
+/// A similarity ranking before the items are read.
+struct Ranked {
+    hits: Vec<(FeedbackId, f32)>,
+    total_hits: u64,
+    total_is_lower_bound: bool,
+    facets: Vec<crate::domain::FacetCounts>,
+    retag_pending: u64,
+}
+
+/// Over every match (blocking): candidates from the vector index (the graph,
+/// or a scan of the matches' vectors when a filter leaves few), re-ranked by
+/// the exact cosine of their stored embeddings.
+fn rank_with_vector_index(
+    index: &SearchIndex,
+    store: &Store,
+    query: &SearchQuery,
+    target: &[f32],
+    source: Option<&FeedbackId>,
+) -> Result<Ranked> {
+    let scope = index.similar_scope(query)?;
+    let mut hits = Vec::new();
+    let empty_scope = scope.keys.as_ref().is_some_and(|keys| keys.is_empty());
+    if let (Some(vectors), false) = (index.vectors(), empty_scope) {
+        // One more: the source item itself is left out.
+        let wanted = vectors::candidates_for(query.limit) + usize::from(source.is_some());
+        let filter = match &scope.keys {
+            Some(keys) => KeyFilter::Bits(keys),
+            None => KeyFilter::All,
+        };
+        let keys: Vec<u64> = vectors
+            .search(target, wanted, filter)
+            .map_err(crate::index::IndexError::from)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let ids: Vec<FeedbackId> = index
+            .ids_of_keys(&keys)?
+            .into_iter()
+            .flatten()
+            .filter(|id| Some(id) != source)
+            .collect();
+        let embeddings = store.embeddings(&ids)?;
+        hits = vectors::rerank(target, ids.into_iter().zip(embeddings).collect(), query.limit);
+    }
+    Ok(Ranked {
+        hits,
+        total_hits: scope.total_hits,
+        total_is_lower_bound: false,
+        facets: scope.facets,
+        retag_pending: scope.retag_pending,
+    })
+}
+
+/// Before the vector index is built, or with it off (blocking): the exact
+/// cosine over the newest `MAX_SIMILARITY_CANDIDATES` matches.
+fn rank_newest(
+    index: &SearchIndex,
+    store: &Store,
+    query: &SearchQuery,
+    target: &[f32],
+    source: Option<&FeedbackId>,
+) -> Result<Ranked> {
+    let candidates = SearchQuery {
+        sort: crate::domain::SortOrder::Newest,
+        limit: MAX_SIMILARITY_CANDIDATES,
+        cursor: None,
+        similar_to: None,
+        ..query.clone()
+    };
+    let page = index.search(&candidates)?;
+    let ids: Vec<FeedbackId> = page
+        .hits
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| Some(id) != source)
+        .collect();
+    let embeddings = store.embeddings(&ids)?;
+    Ok(Ranked {
+        hits: vectors::rerank(target, ids.into_iter().zip(embeddings).collect(), query.limit),
+        total_hits: page.total_hits,
+        total_is_lower_bound: page.total_is_lower_bound,
+        facets: page.facets,
+        retag_pending: page.retag_pending,
+    })
 }

@@ -72,9 +72,10 @@ fn index_status(error: IndexError) -> Status {
             Status::invalid_argument(format!("segment: {reason}"))
         }
         IndexError::Store(e) => store_status(e),
-        e @ (IndexError::Tantivy(_) | IndexError::Io { .. } | IndexError::CountMismatch { .. }) => {
-            internal(&e)
-        }
+        e @ (IndexError::Tantivy(_)
+        | IndexError::Io { .. }
+        | IndexError::CountMismatch { .. }
+        | IndexError::Vectors(_)) => internal(&e),
     }
 }
 

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tantivy::{Index, IndexWriter, TantivyDocument, Term};
 
 use super::schema::{to_document, Fields};
+use super::vectors::Current;
+use crate::domain::AnalysisState;
 use super::{committed_seq, new_writer, IndexError, IndexSettings, Shared};
 use crate::store::{OfflineStore, Store, StoreError};
 
@@ -122,6 +124,7 @@ impl Indexer {
             crate::metrics::observe_index_commit(committing.elapsed());
             self.shared.reader.reload()?;
             observe_freshness(&batch.changes);
+            self.sync_vectors(&batch.changes);
             self.applied = last;
             self.shared.indexed_seq.store(last, Ordering::Release);
             tracing::debug!(
@@ -152,6 +155,25 @@ impl Indexer {
             }
         }
         Ok(last)
+    }
+
+    /// Brings the similarity index in step with changes the index just
+    /// made searchable (after the commit, so a key it returns has its
+    /// document). A failure leaves it behind until the next restart's
+    /// build; indexing goes on.
+    fn sync_vectors(&self, changes: &[crate::store::Change]) {
+        let changes = changes
+            .iter()
+            .map(|change| Current {
+                id: change.id.clone(),
+                version: change.current.as_ref().map(|item| {
+                    (item.seq, matches!(item.analysis, AnalysisState::Done(_)))
+                }),
+            })
+            .collect();
+        if let Err(error) = self.shared.vectors.apply(&self.store, changes) {
+            tracing::error!(%error, "cannot update the similarity index; it misses these changes until the next restart");
+        }
     }
 
     /// After an error: drop the writer (and what it had not committed) and

@@ -9,7 +9,10 @@
 //! - `aggregations.rs`: facets;
 //! - `report.rs`: a report's counts in one pass over fast fields;
 //! - `query.rs`, `cursor.rs`, `schema.rs`: the query language, search-after
-//!   cursors, the field catalogue.
+//!   cursors, the field catalogue;
+//! - `vectors.rs`, `similar.rs`: the approximate nearest-neighbour index
+//!   over document embeddings (built at startup, kept in step by the
+//!   indexer) and the index side of similarity search.
 //!
 //! Invariants:
 //! - The index is derived data. It is written only by the indexer thread,
@@ -31,6 +34,8 @@ mod query;
 mod report;
 pub mod schema;
 mod search;
+mod similar;
+pub mod vectors;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,6 +51,8 @@ use indexer::{rebuild, run_indexer, Indexer};
 pub use report::ReportPlan;
 use schema::{build_schema, Fields, SCHEMA_VERSION, TEXT_TOKENIZER};
 pub use search::IndexPage;
+pub use similar::SimilarScope;
+use vectors::Vectors;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -74,6 +81,8 @@ pub enum IndexError {
     Store(#[from] StoreError),
     #[error("the index holds {docs} documents where the store holds {items} items")]
     CountMismatch { docs: u64, items: u64 },
+    #[error(transparent)]
+    Vectors(#[from] vectors::VectorError),
 }
 
 /// Tuning of the indexer.
@@ -82,6 +91,10 @@ pub struct IndexSettings {
     pub refresh_interval: Duration,
     pub writer_threads: usize,
     pub writer_memory_bytes: usize,
+    /// Keep the approximate nearest-neighbour index for similarity search.
+    pub similarity_index: bool,
+    /// Concurrent operations on it (searches + the indexer + the build).
+    pub similarity_threads: usize,
 }
 
 struct Shared {
@@ -91,6 +104,7 @@ struct Shared {
     reader: IndexReader,
     parser: QueryParser,
     indexed_seq: AtomicU64,
+    vectors: Arc<Vectors>,
 }
 
 /// Handle to the index; cheap to clone.
@@ -194,7 +208,8 @@ fn is_damage(error: &IndexError) -> bool {
         | IndexError::InvalidSegment(_)
         | IndexError::Io { .. }
         | IndexError::Store(_)
-        | IndexError::CountMismatch { .. } => false,
+        | IndexError::CountMismatch { .. }
+        | IndexError::Vectors(_) => false,
     }
 }
 
@@ -264,7 +279,12 @@ impl SearchIndex {
             fields,
             reader,
             parser,
+            vectors: Arc::new(Vectors::new(
+                settings.similarity_index,
+                settings.similarity_threads,
+            )),
         });
+        let vector_store = store.clone();
         let mut indexer = Indexer::new(shared.clone(), index, writer, store, settings);
         if needs_rebuild && items > 0 {
             tracing::info!(items, "index missing: rebuilding it from the store");
@@ -275,6 +295,21 @@ impl SearchIndex {
             indexed_seq = shared.indexed_seq.load(Ordering::Relaxed),
             "index opened"
         );
+        if shared.vectors.building() {
+            let vectors = shared.vectors.clone();
+            std::thread::Builder::new()
+                .name("similarity-index".into())
+                .spawn(move || {
+                    if let Err(error) = vectors.build(&vector_store) {
+                        tracing::error!(%error, "cannot build the similarity index: similarity search ranks the newest matches only");
+                        vectors.disable();
+                    }
+                })
+                .map_err(|source| IndexError::Io {
+                    path: "similarity index thread".into(),
+                    source,
+                })?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
             let stop = stop.clone();
@@ -295,6 +330,18 @@ impl SearchIndex {
     /// The last store `seq` that is searchable.
     pub fn indexed_seq(&self) -> u64 {
         self.shared.indexed_seq.load(Ordering::Acquire)
+    }
+
+    /// The similarity index, once built (`None` while it builds, when it is
+    /// off, or when no item has an embedding yet and it is not built).
+    pub fn vectors(&self) -> Option<Arc<vectors::VectorIndex>> {
+        self.shared.vectors.index()
+    }
+
+    /// Whether similarity search can use the vector index (built, possibly
+    /// empty).
+    pub fn vectors_ready(&self) -> bool {
+        self.shared.vectors.is_ready()
     }
 
     /// Documents in the searchable (last reloaded) index.
@@ -377,6 +424,7 @@ impl SearchIndex {
                 reader,
                 parser,
                 indexed_seq: AtomicU64::new(items.len() as u64),
+                vectors: Arc::new(Vectors::new(false, 1)),
             }),
             indexer: Arc::new(Mutex::new(None)),
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, IndexRecordOption, JsonObjectOptions, NumericOptions,
-    OwnedValue, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
+    OwnedValue, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, STRING,
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
@@ -18,7 +18,8 @@ use crate::domain::{normalize_text, AnalysisState, StoredFeedback};
 
 /// 4: `text` holds the normalised text (`normalize_text`): items stored before
 /// in decomposed form (e + U+0301) are re-indexed composed.
-pub const SCHEMA_VERSION: u32 = 4;
+/// 5: `seq` is indexed too: similarity search maps vector keys to documents.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Tokenizer of `text`: Unicode word split, lower-case, accent folding,
 /// English stemming. Language-specific analyzers can be registered beside it
@@ -44,7 +45,8 @@ pub mod field {
     pub const CSAT: &str = "csat";
     pub const CES: &str = "ces";
     pub const RATING: &str = "rating";
-    /// The version's store seq: the total tie-breaker of every sort.
+    /// The version's store seq: the total tie-breaker of every sort, and
+    /// the key of the item's vector in the similarity index.
     pub const SEQ: &str = "seq";
     pub const SENTIMENT: &str = "sentiment";
     pub const SENTIMENT_SCORE: &str = "sentiment_score";
@@ -178,7 +180,7 @@ pub fn build_schema() -> (Schema, Fields) {
         csat: builder.add_i64_field(field::CSAT, score.clone()),
         ces: builder.add_i64_field(field::CES, score.clone()),
         rating: builder.add_i64_field(field::RATING, score),
-        seq: builder.add_u64_field(field::SEQ, FAST),
+        seq: builder.add_u64_field(field::SEQ, FAST | INDEXED),
         sentiment: builder.add_text_field(field::SENTIMENT, STRING | FAST),
         sentiment_score: builder.add_f64_field(
             field::SENTIMENT_SCORE,

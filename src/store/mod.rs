@@ -515,13 +515,9 @@ impl Store {
         let table = txn.open_table(EMBEDDINGS)?;
         ids.iter()
             .map(|id| {
-                Ok(table.get(id.as_str())?.map(|bytes| {
-                    bytes
-                        .value()
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect()
-                }))
+                Ok(table
+                    .get(id.as_str())?
+                    .map(|bytes| themes::bytes_f32(bytes.value())))
             })
             .collect()
     }
@@ -570,6 +566,30 @@ impl OfflineStore {
             visit(decode(id.value(), bytes.value())?)?;
         }
         Ok(last)
+    }
+
+    /// Visits every stored document embedding with its item's id and
+    /// version seq, in one snapshot.
+    pub fn for_each_embedding(
+        &self,
+        mut visit: impl FnMut(FeedbackId, u64, Vec<f32>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let (items, embeddings) = match (txn.open_table(ITEMS), txn.open_table(EMBEDDINGS)) {
+            (Ok(items), Ok(embeddings)) => (items, embeddings),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(()),
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        for entry in embeddings.iter()? {
+            let (id, bytes) = entry?;
+            let Some(item) = items.get(id.value())? else {
+                continue;
+            };
+            let item = decode(id.value(), item.value())?;
+            visit(item.feedback.id, item.seq, themes::bytes_f32(bytes.value()))?;
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> Result<StoreStats, StoreError> {

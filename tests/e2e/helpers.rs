@@ -239,8 +239,10 @@ impl TestServer {
         let mut next = Self::start(&self.data_dir, self.args.clone()).await;
         self.child = next.child.take();
         self.addr = next.addr;
-        let earlier = std::mem::take(&mut *next.logs.lock().unwrap());
-        self.logs.lock().unwrap().extend(earlier);
+        // The new process's lines (its reader threads keep writing to
+        // `next.logs`) follow the earlier processes' ones.
+        let earlier = std::mem::take(&mut *self.logs.lock().unwrap());
+        next.logs.lock().unwrap().splice(0..0, earlier);
         self.logs = next.logs.clone();
     }
 }

@@ -675,14 +675,15 @@ async fn similar_items_by_embedding() {
         .await
         .unwrap();
     let ids: Vec<&str> = texts.iter().map(|(id, _)| *id).collect();
-    search_until(&mut client, search_request(""), |r| r.total_hits == 5).await;
-    let response = search(
+    // Like any search, similarity sees analyses once the index refreshed.
+    let response = search_until(
         &mut client,
         pb::SearchRequest {
             similar_to_id: "sim-1".into(),
             limit: 4,
             ..Default::default()
         },
+        |r| r.hits.len() == 4,
     )
     .await;
     let found = hit_ids(&response);
@@ -726,6 +727,114 @@ async fn similar_items_by_embedding() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+/// The vector index behind similarity search follows updates, deletes and
+/// filters, and is rebuilt from the store on restart.
+#[tokio::test]
+async fn similarity_follows_changes_filters_and_restarts() {
+    let mut server = TestServer::spawn_with_analysis(&[]).await;
+    let mut client = server.client().await;
+    let mut texts = vec![
+        ("v-1", "The router keeps dropping the wifi connection every evening."),
+        ("v-2", "My wifi disconnects all the time, the router is unreliable."),
+        ("v-3", "Le routeur perd la connexion wifi tous les soirs."),
+        ("v-4", "The invoice charged me twice for the same month."),
+        ("v-5", "Lovely staff at the store, very helpful."),
+    ];
+    let mut items: Vec<pb::Feedback> = texts.iter().map(|(id, text)| item(id, text)).collect();
+    items[2].channel = pb::Channel::Social as i32;
+    client
+        .ingest(pb::IngestRequest {
+            items,
+            wait_for_analysis: true,
+        })
+        .await
+        .unwrap();
+    let similar = |limit: u32, filter: Option<pb::Filter>| pb::SearchRequest {
+        similar_to_id: "v-1".into(),
+        limit,
+        filter,
+        ..Default::default()
+    };
+    search_until(&mut client, similar(4, None), |r| r.hits.len() == 4).await;
+    let social = Some(pb::Filter {
+        channels: vec![pb::Channel::Social as i32],
+        ..Default::default()
+    });
+    let filtered = search(&mut client, similar(4, social.clone())).await;
+    assert_eq!(hit_ids(&filtered), vec!["v-3"], "the filter is obeyed");
+    assert_eq!(filtered.total_hits, 1);
+    // A query restricts the candidates too.
+    let mut request = similar(4, None);
+    request.query = "invoice OR staff".into();
+    let queried = search(&mut client, request).await;
+    let mut found = hit_ids(&queried);
+    found.sort();
+    assert_eq!(found, vec!["v-4", "v-5"]);
+
+    // v-2 now talks about billing: it leaves v-1's neighbours and joins v-4's.
+    texts[1].1 = "I was billed two times on this month's invoice.";
+    client
+        .ingest(pb::IngestRequest {
+            items: vec![item("v-2", texts[1].1)],
+            wait_for_analysis: true,
+        })
+        .await
+        .unwrap();
+    let billing = pb::SearchRequest {
+        similar_to_id: "v-4".into(),
+        limit: 1,
+        ..Default::default()
+    };
+    let response = search_until(&mut client, billing.clone(), |r| {
+        hit_ids(r) == vec!["v-2".to_string()]
+    })
+    .await;
+    assert!(response.hits[0].score > 0.8, "exact cosine {}", response.hits[0].score);
+    // Deleted items leave the ranking.
+    client
+        .delete(pb::DeleteRequest {
+            ids: vec!["v-3".into()],
+        })
+        .await
+        .unwrap();
+    let after = search_until(&mut client, similar(4, None), |r| {
+        !hit_ids(r).contains(&"v-3".to_string())
+    })
+    .await;
+    assert_eq!(after.hits.len(), 3, "{:?}", hit_ids(&after));
+
+    // After a restart the index is rebuilt from the stored embeddings and
+    // ranks the same way.
+    server.terminate();
+    server.restart().await;
+    let mut client = server.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let builds = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("similarity index built"))
+            .map(str::to_string)
+            .collect()
+    };
+    while builds(&server.log_text()).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no build logged");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rebuilt = builds(&server.log_text()).pop().unwrap();
+    assert!(
+        rebuilt.contains("vectors=4"),
+        "4 analysed items are rebuilt into the index: {rebuilt}"
+    );
+    let restarted = search(&mut client, similar(4, None)).await;
+    assert_eq!(hit_ids(&restarted), hit_ids(&after));
+    for (a, b) in restarted.hits.iter().zip(&after.hits) {
+        assert_eq!(a.score, b.score, "exact scores survive the restart");
+    }
+    assert_eq!(
+        hit_ids(&search(&mut client, billing).await),
+        vec!["v-2"]
+    );
 }
 
 #[tokio::test]

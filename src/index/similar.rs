@@ -1,0 +1,134 @@
+//! What similarity search needs from the index: the matches of the query
+//! and filter as a set of vector keys (with their count and facets), and
+//! the documents of the keys the vector index returned.
+
+use tantivy::collector::{Collector, Count, SegmentCollector};
+use tantivy::columnar::Column;
+use tantivy::query::TermSetQuery;
+use tantivy::schema::Value;
+use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
+
+use super::vectors::KeyBits;
+use super::{aggregations, query, schema, IndexError, SearchIndex};
+use crate::domain::{FacetCounts, FeedbackId, SearchQuery};
+
+/// The matches a similarity search ranks.
+pub struct SimilarScope {
+    pub total_hits: u64,
+    pub facets: Vec<FacetCounts>,
+    pub retag_pending: u64,
+    /// The matches' keys; `None` when the query and filter match everything.
+    pub keys: Option<KeyBits>,
+}
+
+/// Collects the `seq` (vector key) of every match.
+struct KeyCollector;
+
+struct SegmentKeys {
+    seqs: Column<u64>,
+    keys: Vec<u64>,
+}
+
+impl Collector for KeyCollector {
+    type Fruit = KeyBits;
+    type Child = SegmentKeys;
+
+    fn for_segment(
+        &self,
+        _: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<SegmentKeys> {
+        Ok(SegmentKeys {
+            seqs: segment.fast_fields().u64(schema::field::SEQ)?,
+            keys: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, segments: Vec<Vec<u64>>) -> tantivy::Result<KeyBits> {
+        let mut bits = KeyBits::default();
+        segments.into_iter().flatten().for_each(|key| bits.insert(key));
+        Ok(bits)
+    }
+}
+
+impl SegmentCollector for SegmentKeys {
+    type Fruit = Vec<u64>;
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        if let Some(seq) = self.seqs.first(doc) {
+            self.keys.push(seq);
+        }
+    }
+
+    fn harvest(self) -> Vec<u64> {
+        self.keys
+    }
+}
+
+impl SearchIndex {
+    /// The matches of the query and filter for a similarity search
+    /// (blocking): count, facets and, unless everything matches, their keys.
+    pub fn similar_scope(&self, query: &SearchQuery) -> Result<SimilarScope, IndexError> {
+        let fields = &self.shared.fields;
+        let searcher = self.shared.reader.searcher();
+        let (full_query, retag_pending) = self.slice_query(&searcher, query)?;
+        let everything = query.text.trim().is_empty()
+            && query::filter_clauses(fields, &query.filter).is_empty();
+        let facet_aggs = aggregations::facet_request(&query.facets)?;
+        let keys = (!everything).then_some(KeyCollector);
+        let (total_hits, keys, facets) = match facet_aggs {
+            Some((names, aggs)) => {
+                let facets = aggregations::collector(&searcher, aggs);
+                let (count, keys, facets) = searcher.search(&*full_query, &(Count, keys, facets))?;
+                (count, keys, aggregations::read_facets(facets, names))
+            }
+            None => {
+                let (count, keys) = searcher.search(&*full_query, &(Count, keys))?;
+                (count, keys, Vec::new())
+            }
+        };
+        Ok(SimilarScope {
+            total_hits: total_hits as u64,
+            facets,
+            retag_pending,
+            keys,
+        })
+    }
+
+    /// The ids of the documents holding these keys (`None`: no such
+    /// document, e.g. deleted since), in order (blocking).
+    pub fn ids_of_keys(&self, keys: &[u64]) -> Result<Vec<Option<FeedbackId>>, IndexError> {
+        let fields = &self.shared.fields;
+        let searcher = self.shared.reader.searcher();
+        let terms = keys.iter().map(|&key| Term::from_field_u64(fields.seq, key));
+        let docs: Vec<DocAddress> = searcher.search(
+            &TermSetQuery::new(terms),
+            &tantivy::collector::DocSetCollector,
+        )?
+        .into_iter()
+        .collect();
+        let mut found = std::collections::HashMap::with_capacity(docs.len());
+        for address in docs {
+            let seqs = searcher
+                .segment_reader(address.segment_ord)
+                .fast_fields()
+                .u64(schema::field::SEQ)?;
+            let Some(seq) = seqs.first(address.doc_id) else {
+                continue;
+            };
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let raw = doc
+                .get_first(fields.id)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            if let Ok(id) = FeedbackId::parse(&raw) {
+                found.insert(seq, id);
+            }
+        }
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+    }
+}

@@ -1,0 +1,644 @@
+//! The approximate nearest-neighbour index over document embeddings
+//! (usearch HNSW) that similarity search (`similar_to_*`) ranks with.
+//!
+//! - Keys are item version `seq`s (the index's `seq` field), so a filter's
+//!   matches are a set of keys and a key maps back to its document.
+//! - Vectors are held as int8 with one scale per vector (max |x| -> 127) and
+//!   compared by cosine, which the per-vector scale does not change; the
+//!   candidates are re-ranked by the exact f32 cosine of the stored
+//!   embeddings (`rerank`), so the scores given out are exact.
+//! - Derived data, in memory: built from the store's embeddings at startup
+//!   (a background thread; similarity falls back to the exact ranking of the
+//!   newest matches until it is ready) and kept in step by the indexer
+//!   thread with every change it applies.
+//!
+//! Invariants:
+//! - At most one key per item id (`keys`): a new version's vector replaces
+//!   the old one; a delete or an unanalysed new version removes it.
+//! - The mutex on `keys` is held across the remove + add of one id, so two
+//!   writers (the indexer and the startup replay) cannot leave two keys.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::domain::FeedbackId;
+use crate::store::Store;
+
+/// Graph degree (edges per node and layer; 2x on the base layer).
+const CONNECTIVITY: usize = 16;
+/// Beam width while inserting.
+const EXPANSION_ADD: usize = 128;
+/// Beam width while searching.
+const EXPANSION_SEARCH: usize = 64;
+/// Candidates taken from the graph per result asked for, re-ranked exactly.
+pub const RERANK_FACTOR: usize = 4;
+/// Candidates taken from the graph at least.
+pub const MIN_CANDIDATES: usize = 40;
+/// With a filter matching at most this many keys, the candidates are ranked
+/// by scanning those keys' vectors instead of walking the graph (a walk
+/// that must skip most nodes loses recall and time).
+pub const SCAN_MAX_KEYS: usize = 20_000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("vector index: {0}")]
+pub struct VectorError(String);
+
+impl From<cxx::Exception> for VectorError {
+    fn from(e: cxx::Exception) -> Self {
+        VectorError(e.what().to_string())
+    }
+}
+
+/// Which keys a search may return.
+pub enum KeyFilter<'a> {
+    All,
+    /// Keys whose bit is set (bit = key).
+    Bits(&'a KeyBits),
+}
+
+/// A set of keys as a bitmap over `0..=max key`.
+#[derive(Default)]
+pub struct KeyBits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl KeyBits {
+    pub fn insert(&mut self, key: u64) {
+        let word = (key / 64) as usize;
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        let bit = 1u64 << (key % 64);
+        if self.words[word] & bit == 0 {
+            self.words[word] |= bit;
+            self.len += 1;
+        }
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        self.words
+            .get((key / 64) as usize)
+            .is_some_and(|w| w & (1u64 << (key % 64)) != 0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &word)| {
+            let mut word = word;
+            std::iter::from_fn(move || {
+                if word == 0 {
+                    return None;
+                }
+                let bit = word.trailing_zeros() as u64;
+                word &= word - 1;
+                Some(i as u64 * 64 + bit)
+            })
+        })
+    }
+}
+
+/// Int8 with one scale per vector (max |x| -> 127); cosine ignores the scale.
+pub fn quantize(vector: &[f32]) -> Vec<i8> {
+    let max = vector.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let scale = if max > 0.0 { 127.0 / max } else { 1.0 };
+    vector
+        .iter()
+        .map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8)
+        .collect()
+}
+
+/// The HNSW graph and the id -> key map.
+pub struct VectorIndex {
+    ann: Index,
+    dimensions: usize,
+    keys: Mutex<HashMap<FeedbackId, u64>>,
+    /// Concurrent operations the graph has thread slots for.
+    threads: usize,
+}
+
+impl VectorIndex {
+    /// An empty index for vectors of `dimensions`, for up to `threads`
+    /// concurrent operations.
+    pub fn new(dimensions: usize, threads: usize) -> Result<Self, VectorError> {
+        let ann = Index::new(&IndexOptions {
+            dimensions,
+            metric: MetricKind::Cos,
+            quantization: ScalarKind::I8,
+            connectivity: CONNECTIVITY,
+            expansion_add: EXPANSION_ADD,
+            expansion_search: EXPANSION_SEARCH,
+            multi: false,
+        })?;
+        let threads = threads.max(1);
+        ann.reserve_capacity_and_threads(1024, threads)?;
+        Ok(VectorIndex {
+            ann,
+            dimensions,
+            keys: Mutex::new(HashMap::new()),
+            threads,
+        })
+    }
+
+    pub fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    /// Vectors held.
+    pub fn len(&self) -> usize {
+        self.ann.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of the graph and vectors (usearch's count; the id map adds
+    /// about 60 bytes per item).
+    pub fn memory_bytes(&self) -> usize {
+        self.ann.memory_usage()
+    }
+
+    /// Grows the capacity ahead of `additional` inserts (doubling).
+    pub fn reserve(&self, additional: usize) -> Result<(), VectorError> {
+        let needed = self.ann.size() + additional;
+        if needed > self.ann.capacity() {
+            let capacity = needed.max(self.ann.capacity() * 2);
+            self.ann
+                .reserve_capacity_and_threads(capacity, self.threads)?;
+        }
+        Ok(())
+    }
+
+    /// The key an id's vector is held under, if any.
+    pub fn key_of(&self, id: &FeedbackId) -> Option<u64> {
+        self.lock().get(id).copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FeedbackId, u64>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds `vector` for `id` under `key`, replacing its previous one.
+    /// Vectors of another dimension are refused.
+    pub fn upsert(&self, id: &FeedbackId, key: u64, vector: &[f32]) -> Result<(), VectorError> {
+        if vector.len() != self.dimensions {
+            return Err(VectorError(format!(
+                "embedding of {id} has {} dimensions, the index {}",
+                vector.len(),
+                self.dimensions
+            )));
+        }
+        let quantized = quantize(vector);
+        let mut keys = self.lock();
+        if let Some(old) = keys.remove(id) {
+            self.ann.remove(old)?;
+        }
+        if self.ann.size() + 1 > self.ann.capacity() {
+            self.reserve(1)?;
+        }
+        self.ann.add(key, &quantized)?;
+        keys.insert(id.clone(), key);
+        Ok(())
+    }
+
+    /// Adds many vectors of ids not held yet, on `threads` threads (the
+    /// startup build).
+    pub fn add_batch(
+        &self,
+        batch: &[(FeedbackId, u64, Vec<f32>)],
+        threads: usize,
+    ) -> Result<(), VectorError> {
+        self.reserve(batch.len())?;
+        let chunk = batch.len().div_ceil(threads.clamp(1, self.threads)).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = batch
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || -> Result<(), VectorError> {
+                    for (id, key, vector) in part {
+                        if vector.len() != self.dimensions {
+                            tracing::warn!(%id, dims = vector.len(), "embedding of another dimension left out of the vector index");
+                            continue;
+                        }
+                        self.ann.add(*key, &quantize(vector))?;
+                    }
+                    Ok(())
+                }))
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().unwrap_or_else(|_| Err(VectorError("insert thread panicked".into()))))
+        })?;
+        let mut keys = self.lock();
+        for (id, key, vector) in batch {
+            if vector.len() == self.dimensions {
+                keys.insert(id.clone(), *key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the vector of `id`, if held.
+    pub fn remove(&self, id: &FeedbackId) -> Result<(), VectorError> {
+        let mut keys = self.lock();
+        if let Some(old) = keys.remove(id) {
+            self.ann.remove(old)?;
+        }
+        Ok(())
+    }
+
+    /// The `count` keys nearest to `target` by (int8) cosine among those
+    /// `filter` admits, nearest first, with their approximate cosine.
+    pub fn search(
+        &self,
+        target: &[f32],
+        count: usize,
+        filter: KeyFilter<'_>,
+    ) -> Result<Vec<(u64, f32)>, VectorError> {
+        if target.len() != self.dimensions || count == 0 {
+            return Ok(Vec::new());
+        }
+        let query = quantize(target);
+        let matches = match filter {
+            KeyFilter::All => self.ann.search(&query, count)?,
+            KeyFilter::Bits(bits) if bits.len() <= SCAN_MAX_KEYS => {
+                return self.scan(&query, count, bits)
+            }
+            KeyFilter::Bits(bits) => self
+                .ann
+                .filtered_search(&query, count, |key| bits.contains(key))?,
+        };
+        Ok(matches
+            .keys
+            .into_iter()
+            .zip(matches.distances)
+            .map(|(key, distance)| (key, 1.0 - distance))
+            .collect())
+    }
+
+    /// Exact int8 cosine over the given keys' vectors.
+    fn scan(&self, query: &[i8], count: usize, bits: &KeyBits) -> Result<Vec<(u64, f32)>, VectorError> {
+        let norm = |v: &[i8]| v.iter().map(|&x| i32::from(x) * i32::from(x)).sum::<i32>() as f32;
+        let query_norm = norm(query).sqrt();
+        let mut buffer = vec![0i8; self.dimensions];
+        let mut scored = Vec::with_capacity(bits.len());
+        for key in bits.iter() {
+            if self.ann.get(key, &mut buffer)? == 0 {
+                continue;
+            }
+            let dot: i32 = buffer
+                .iter()
+                .zip(query)
+                .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                .sum();
+            let denominator = norm(&buffer).sqrt() * query_norm;
+            let cosine = if denominator > 0.0 { dot as f32 / denominator } else { 0.0 };
+            scored.push((key, cosine));
+        }
+        let keep = count.min(scored.len());
+        if keep < scored.len() {
+            scored.select_nth_unstable_by(keep, |a, b| b.1.total_cmp(&a.1));
+            scored.truncate(keep);
+        }
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(scored)
+    }
+}
+
+/// The similarity index's state, shared by the indexer (which keeps it in
+/// step), the startup build and searches.
+pub struct Vectors {
+    state: std::sync::RwLock<State>,
+    threads: usize,
+}
+
+enum State {
+    /// `--similarity-index off`.
+    Off,
+    /// The startup build runs; ids the indexer changed meanwhile, replayed
+    /// when it is done.
+    Building(Vec<FeedbackId>),
+    /// Ready; `None` until the first embedding gives the dimensions.
+    Ready(Option<Arc<VectorIndex>>),
+}
+
+/// One change the indexer applied: the item's current version, if any.
+pub struct Current {
+    pub id: FeedbackId,
+    /// (version seq, analysed) of the current version; `None`: deleted.
+    pub version: Option<(u64, bool)>,
+}
+
+impl Vectors {
+    pub fn new(enabled: bool, threads: usize) -> Self {
+        Vectors {
+            state: std::sync::RwLock::new(if enabled {
+                State::Building(Vec::new())
+            } else {
+                State::Off
+            }),
+            threads: threads.max(1),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the startup build is still running.
+    pub fn building(&self) -> bool {
+        matches!(*self.read(), State::Building(_))
+    }
+
+    /// After a failed build: searches fall back to the exact ranking.
+    pub fn disable(&self) {
+        *self.write() = State::Off;
+    }
+
+    /// Whether searches may use the index (built, or built empty).
+    pub fn is_ready(&self) -> bool {
+        matches!(*self.read(), State::Ready(_))
+    }
+
+    /// The index, once built and holding vectors.
+    pub fn index(&self) -> Option<Arc<VectorIndex>> {
+        match &*self.read() {
+            State::Ready(index) => index.clone(),
+            _ => None,
+        }
+    }
+
+    /// Applies the indexer's changes (or records them during the build).
+    pub fn apply(&self, store: &Store, changes: Vec<Current>) -> Result<(), VectorError> {
+        {
+            let mut state = self.write();
+            match &mut *state {
+                State::Off => return Ok(()),
+                State::Building(touched) => {
+                    touched.extend(changes.into_iter().map(|c| c.id));
+                    return Ok(());
+                }
+                State::Ready(_) => {}
+            }
+        }
+        let mut wanted = Vec::new();
+        for change in changes {
+            match change.version {
+                Some((seq, true)) => wanted.push((change.id, seq)),
+                _ => {
+                    if let Some(index) = self.index() {
+                        index.remove(&change.id)?;
+                    }
+                }
+            }
+        }
+        // Re-tags and other changes that keep the version keep the vector.
+        if let Some(index) = self.index() {
+            wanted.retain(|(id, seq)| index.key_of(id) != Some(*seq));
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<FeedbackId> = wanted.iter().map(|(id, _)| id.clone()).collect();
+        let embeddings = store
+            .embeddings(&ids)
+            .map_err(|e| VectorError(format!("reading embeddings: {e}")))?;
+        for ((id, seq), embedding) in wanted.into_iter().zip(embeddings) {
+            match (embedding, self.index()) {
+                (Some(vector), Some(index)) => index.upsert(&id, seq, &vector)?,
+                (Some(vector), None) => {
+                    let mut state = self.write();
+                    let index = match &mut *state {
+                        State::Ready(slot) => slot
+                            .get_or_insert(Arc::new(VectorIndex::new(vector.len(), self.threads)?))
+                            .clone(),
+                        _ => return Ok(()),
+                    };
+                    drop(state);
+                    index.upsert(&id, seq, &vector)?;
+                }
+                (None, Some(index)) => index.remove(&id)?,
+                (None, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the index from the store's embeddings (the startup build, on
+    /// its own thread), then replays what the indexer changed meanwhile.
+    pub fn build(&self, store: &Store) -> Result<(), VectorError> {
+        let started = std::time::Instant::now();
+        let view = store
+            .offline_view()
+            .map_err(|e| VectorError(format!("opening the store: {e}")))?;
+        let mut index: Option<VectorIndex> = None;
+        let mut batch = Vec::with_capacity(BUILD_BATCH);
+        let flush = |batch: &mut Vec<(FeedbackId, u64, Vec<f32>)>,
+                         index: &mut Option<VectorIndex>|
+         -> Result<(), VectorError> {
+            if let Some(first) = batch.first() {
+                if index.is_none() {
+                    *index = Some(VectorIndex::new(first.2.len(), self.threads)?);
+                }
+                let index = index.as_ref().expect("just set");
+                index.add_batch(batch, 2)?;
+                batch.clear();
+            }
+            Ok(())
+        };
+        let mut failed = None;
+        view.for_each_embedding(|id, seq, vector| {
+            batch.push((id, seq, vector));
+            if batch.len() == BUILD_BATCH {
+                if let Err(error) = flush(&mut batch, &mut index) {
+                    failed = Some(error);
+                    return Err(crate::store::StoreError::Closed);
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| failed.take().unwrap_or_else(|| VectorError(format!("reading embeddings: {e}"))))?;
+        flush(&mut batch, &mut index)?;
+        drop(view);
+        let built = index.as_ref().map_or(0, VectorIndex::len);
+        let touched = {
+            let mut state = self.write();
+            let touched = match &mut *state {
+                State::Building(touched) => std::mem::take(touched),
+                _ => Vec::new(),
+            };
+            *state = State::Ready(index.map(Arc::new));
+            touched
+        };
+        let replayed = touched.len();
+        let mut touched = touched;
+        touched.sort();
+        touched.dedup();
+        for ids in touched.chunks(1024) {
+            let items = store
+                .get_many(ids)
+                .map_err(|e| VectorError(format!("reading items: {e}")))?;
+            let changes = ids
+                .iter()
+                .zip(items)
+                .map(|(id, item)| Current {
+                    id: id.clone(),
+                    version: item.map(|item| (item.seq, matches!(item.analysis, crate::domain::AnalysisState::Done(_)))),
+                })
+                .collect();
+            self.apply(store, changes)?;
+        }
+        tracing::info!(
+            vectors = built,
+            replayed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            memory_mb = self.index().map_or(0, |i| i.memory_bytes() >> 20),
+            "similarity index built"
+        );
+        Ok(())
+    }
+}
+
+/// Vectors inserted per parallel batch by the startup build.
+const BUILD_BATCH: usize = 4096;
+
+/// Candidates to take from the graph for `limit` results.
+pub fn candidates_for(limit: usize) -> usize {
+    (limit * RERANK_FACTOR).max(MIN_CANDIDATES)
+}
+
+/// Exact cosine of each candidate's f32 embedding (`None`: gone), best
+/// first, ties by key; at most `limit`.
+pub fn rerank<T>(target: &[f32], candidates: Vec<(T, Option<Vec<f32>>)>, limit: usize) -> Vec<(T, f32)> {
+    let mut scored: Vec<(T, f32)> = candidates
+        .into_iter()
+        .filter_map(|(item, embedding)| {
+            let embedding = embedding?;
+            Some((item, embedding.iter().zip(target).map(|(a, b)| a * b).sum()))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    scored.truncate(limit);
+    scored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vectors(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let centres: Vec<Vec<f32>> = (0..20).map(|_| (0..dims).map(|_| next()).collect()).collect();
+        (0..n)
+            .map(|i| {
+                let mut v: Vec<f32> = centres[i % 20].iter().map(|c| c + 0.4 * next()).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                v
+            })
+            .collect()
+    }
+
+    fn id(i: usize) -> FeedbackId {
+        FeedbackId::parse(&format!("item-{i}")).unwrap()
+    }
+
+    fn exact(data: &[Vec<f32>], target: &[f32], keep: impl Fn(usize) -> bool, k: usize) -> Vec<u64> {
+        let candidates = (0..data.len())
+            .filter(|&i| keep(i))
+            .map(|i| (i as u64, Some(data[i].clone())))
+            .collect();
+        rerank(target, candidates, k).into_iter().map(|(key, _)| key).collect()
+    }
+
+    fn reranked(index: &VectorIndex, data: &[Vec<f32>], target: &[f32], filter: KeyFilter<'_>, k: usize) -> Vec<u64> {
+        let candidates = index
+            .search(target, candidates_for(k), filter)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| (key, Some(data[key as usize].clone())))
+            .collect();
+        rerank(target, candidates, k).into_iter().map(|(key, _)| key).collect()
+    }
+
+    #[test]
+    fn finds_the_exact_neighbours_with_and_without_filters() {
+        let data = vectors(3000, 32, 7);
+        let index = VectorIndex::new(32, 2).unwrap();
+        let batch: Vec<_> = data.iter().enumerate().map(|(i, v)| (id(i), i as u64, v.clone())).collect();
+        index.add_batch(&batch, 2).unwrap();
+        assert_eq!(index.len(), 3000);
+        let mut every_third = KeyBits::default();
+        (0..3000u64).filter(|k| k % 3 == 0).for_each(|k| every_third.insert(k));
+        assert_eq!(every_third.len(), 1000);
+        let (mut found, mut found_filtered, mut total) = (0, 0, 0);
+        for q in (0..3000).step_by(97) {
+            let truth = exact(&data, &data[q], |_| true, 10);
+            let got = reranked(&index, &data, &data[q], KeyFilter::All, 10);
+            found += got.iter().filter(|k| truth.contains(k)).count();
+            let truth = exact(&data, &data[q], |i| i % 3 == 0, 10);
+            let got = reranked(&index, &data, &data[q], KeyFilter::Bits(&every_third), 10);
+            assert!(got.iter().all(|k| k % 3 == 0), "the filter is obeyed");
+            found_filtered += got.iter().filter(|k| truth.contains(k)).count();
+            total += 10;
+        }
+        let recall = found as f64 / total as f64;
+        let recall_filtered = found_filtered as f64 / total as f64;
+        assert!(recall >= 0.95, "recall@10 {recall}");
+        // Under SCAN_MAX_KEYS: a scan of int8 vectors, re-ranked exactly.
+        assert!(recall_filtered >= 0.99, "filtered recall@10 {recall_filtered}");
+    }
+
+    #[test]
+    fn an_id_has_one_vector_and_removal_takes_it_out() {
+        let data = vectors(200, 16, 3);
+        let index = VectorIndex::new(16, 2).unwrap();
+        for (i, v) in data.iter().enumerate() {
+            index.upsert(&id(i), i as u64, v).unwrap();
+        }
+        // A new version of item 0 with item 199's vector, under a new key.
+        index.upsert(&id(0), 1000, &data[199]).unwrap();
+        assert_eq!(index.len(), 200);
+        assert_eq!(index.key_of(&id(0)), Some(1000));
+        let nearest = index.search(&data[0], 200, KeyFilter::All).unwrap();
+        assert!(nearest.iter().all(|(key, _)| *key != 0), "the old version's key is gone");
+        let top: Vec<u64> = index.search(&data[199], 2, KeyFilter::All).unwrap().into_iter().map(|(k, _)| k).collect();
+        assert!(top.contains(&1000) && top.contains(&199), "{top:?}");
+        index.remove(&id(199)).unwrap();
+        index.remove(&id(199)).unwrap();
+        assert_eq!(index.len(), 199);
+        assert_eq!(index.key_of(&id(199)), None);
+        assert!(index.upsert(&id(5), 5, &[0.5; 3]).is_err(), "wrong dimensions are refused");
+        assert_eq!(index.search(&[0.5; 3], 5, KeyFilter::All).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn key_bits_round_trip() {
+        let mut bits = KeyBits::default();
+        for key in [0, 63, 64, 1000, 5, 1000] {
+            bits.insert(key);
+        }
+        assert_eq!(bits.len(), 5);
+        assert_eq!(bits.iter().collect::<Vec<_>>(), vec![0, 5, 63, 64, 1000]);
+        assert!(bits.contains(64) && !bits.contains(65) && !bits.contains(1_000_000));
+    }
+}
