@@ -59,7 +59,8 @@ pub struct Config {
     /// Searches and reports running at once (blocking threads).
     pub search_threads: usize,
     /// The approximate nearest-neighbour index for `similar_to_*` (about
-    /// 0.9 KB of memory per analysed item); `off` ranks the newest matches.
+    /// 0.7 KB of memory per analysed item, saved under DATA_DIR/index/vectors);
+    /// `off` ranks the newest matches.
     pub similarity_index: Switch,
     /// Searches and reports waiting for a thread; more get RESOURCE_EXHAUSTED.
     pub search_queue: usize,
@@ -175,7 +176,7 @@ pub struct ServeArgs {
     /// Searches and reports running at once [default: the number of cores].
     #[arg(long, env = "VERBATIM_SEARCH_THREADS")]
     pub search_threads: Option<usize>,
-    /// Approximate nearest-neighbour index for similar_to_id / similar_to_text over the whole corpus, built at startup [default: on]; off ranks the 10,000 newest matches exactly.
+    /// Approximate nearest-neighbour index for similar_to_id / similar_to_text over the whole corpus (~0.7 KB of memory per analysed item; saved at shutdown, loaded or built at startup) [default: on]; off ranks the 10,000 newest matches exactly.
     #[arg(long, env = "VERBATIM_SIMILARITY_INDEX")]
     pub similarity_index: Option<Switch>,
     /// Searches and reports waiting for a thread [default: 64]; beyond that RESOURCE_EXHAUSTED.

@@ -282,6 +282,7 @@ impl SearchIndex {
             vectors: Arc::new(Vectors::new(
                 settings.similarity_index,
                 settings.similarity_threads,
+                Some(data_dir.join("index").join("vectors")),
             )),
         });
         let vector_store = store.clone();
@@ -300,8 +301,8 @@ impl SearchIndex {
             std::thread::Builder::new()
                 .name("similarity-index".into())
                 .spawn(move || {
-                    if let Err(error) = vectors.build(&vector_store) {
-                        tracing::error!(%error, "cannot build the similarity index: similarity search ranks the newest matches only");
+                    if let Err(error) = vectors.start(&vector_store) {
+                        tracing::error!(%error, "cannot load or build the similarity index: similarity search ranks the newest matches only");
                         vectors.disable();
                     }
                 })
@@ -363,7 +364,8 @@ impl SearchIndex {
             .unwrap_or(0)
     }
 
-    /// Applies what is left of the change log, commits and stops the indexer.
+    /// Applies what is left of the change log, commits and stops the
+    /// indexer, then saves the similarity index if it changed.
     pub fn shutdown(&self) {
         let thread = self
             .indexer
@@ -375,6 +377,8 @@ impl SearchIndex {
             if thread.handle.join().is_err() {
                 tracing::error!("indexer thread panicked");
             }
+            // After the indexer's last changes; skipped when nothing changed.
+            self.shared.vectors.save();
         }
     }
 }
@@ -424,7 +428,7 @@ impl SearchIndex {
                 reader,
                 parser,
                 indexed_seq: AtomicU64::new(items.len() as u64),
-                vectors: Arc::new(Vectors::new(false, 1)),
+                vectors: Arc::new(Vectors::new(false, 1, None)),
             }),
             indexer: Arc::new(Mutex::new(None)),
         }

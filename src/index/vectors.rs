@@ -7,18 +7,25 @@
 //!   compared by cosine, which the per-vector scale does not change; the
 //!   candidates are re-ranked by the exact f32 cosine of the stored
 //!   embeddings (`rerank`), so the scores given out are exact.
-//! - Derived data, in memory: built from the store's embeddings at startup
-//!   (a background thread; similarity falls back to the exact ranking of the
-//!   newest matches until it is ready) and kept in step by the indexer
-//!   thread with every change it applies.
+//! - Derived data, in memory, kept in step by the indexer thread with every
+//!   change it applies. Saved to `DATA_DIR/index/vectors/` after a build and
+//!   at shutdown; at startup (a background thread; similarity falls back to
+//!   the exact ranking of the newest matches until it is ready) the save is
+//!   loaded and corrected against every stored item, or, when missing or
+//!   damaged, the index is built from the store's embeddings.
 //!
 //! Invariants:
 //! - At most one key per item id (`keys`): a new version's vector replaces
 //!   the old one; a delete or an unanalysed new version removes it.
 //! - The mutex on `keys` is held across the remove + add of one id, so two
 //!   writers (the indexer and the startup replay) cannot leave two keys.
+//! - usearch gives each concurrent operation a thread slot and fails one
+//!   that finds none: `threads` must exceed the searches the read pool
+//!   admits plus the writers (the indexer, the build's 2 threads, its replay).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -29,9 +36,9 @@ use crate::store::Store;
 /// Graph degree (edges per node and layer; 2x on the base layer).
 const CONNECTIVITY: usize = 16;
 /// Beam width while inserting.
-const EXPANSION_ADD: usize = 128;
+const EXPANSION_ADD: usize = 64;
 /// Beam width while searching.
-const EXPANSION_SEARCH: usize = 64;
+pub const EXPANSION_SEARCH: usize = 64;
 /// Candidates taken from the graph per result asked for, re-ranked exactly.
 pub const RERANK_FACTOR: usize = 4;
 /// Candidates taken from the graph at least.
@@ -107,6 +114,38 @@ impl KeyBits {
     }
 }
 
+/// Files of a saved index.
+const GRAPH_FILE: &str = "graph.usearch";
+const KEYS_FILE: &str = "keys.bin";
+/// The id map's format: magic, dimensions (u64), count (u64), per id its
+/// key (u64), length (u32) and bytes; then an FNV-1a 64 of all that.
+const KEYS_MAGIC: &[u8; 8] = b"VBVKEYS1";
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.as_os_str().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn path_str(path: &Path) -> Result<&str, VectorError> {
+    path.to_str()
+        .ok_or_else(|| VectorError(format!("path {} is not UTF-8", path.display())))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Int8 with one scale per vector (max |x| -> 127); cosine ignores the scale.
 pub fn quantize(vector: &[f32]) -> Vec<i8> {
     let max = vector.iter().fold(0f32, |m, x| m.max(x.abs()));
@@ -119,7 +158,9 @@ pub fn quantize(vector: &[f32]) -> Vec<i8> {
 
 /// The HNSW graph and the id -> key map.
 pub struct VectorIndex {
-    ann: Index,
+    /// Write-locked only to grow the capacity (usearch's reserve must not
+    /// run beside searches or inserts, which are safe among themselves).
+    ann: std::sync::RwLock<Index>,
     dimensions: usize,
     keys: Mutex<HashMap<FeedbackId, u64>>,
     /// Concurrent operations the graph has thread slots for.
@@ -142,7 +183,7 @@ impl VectorIndex {
         let threads = threads.max(1);
         ann.reserve_capacity_and_threads(1024, threads)?;
         Ok(VectorIndex {
-            ann,
+            ann: std::sync::RwLock::new(ann),
             dimensions,
             keys: Mutex::new(HashMap::new()),
             threads,
@@ -153,9 +194,13 @@ impl VectorIndex {
         self.dimensions
     }
 
+    fn ann(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.ann.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Vectors held.
     pub fn len(&self) -> usize {
-        self.ann.size()
+        self.ann().size()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -165,18 +210,126 @@ impl VectorIndex {
     /// Bytes of the graph and vectors (usearch's count; the id map adds
     /// about 60 bytes per item).
     pub fn memory_bytes(&self) -> usize {
-        self.ann.memory_usage()
+        self.ann().memory_usage()
     }
 
     /// Grows the capacity ahead of `additional` inserts (doubling).
     pub fn reserve(&self, additional: usize) -> Result<(), VectorError> {
-        let needed = self.ann.size() + additional;
-        if needed > self.ann.capacity() {
-            let capacity = needed.max(self.ann.capacity() * 2);
-            self.ann
-                .reserve_capacity_and_threads(capacity, self.threads)?;
+        let ann = self.ann.write().unwrap_or_else(|e| e.into_inner());
+        let needed = ann.size() + additional;
+        if needed > ann.capacity() {
+            let capacity = needed.max(ann.capacity() * 2);
+            ann.reserve_capacity_and_threads(capacity, self.threads)?;
         }
         Ok(())
+    }
+
+    /// Writes the graph and the id map into `dir`, replacing it as a whole
+    /// (written beside it as `.new`, then renamed). Writers wait meanwhile,
+    /// so both files describe the same state; searches go on.
+    pub fn save(&self, dir: &Path) -> Result<(), VectorError> {
+        let io = |what: &str, e: std::io::Error| VectorError(format!("{what}: {e}"));
+        let new = sibling(dir, "new");
+        let old = sibling(dir, "old");
+        match std::fs::remove_dir_all(&new) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("clearing", e)),
+            _ => {}
+        }
+        std::fs::create_dir_all(&new).map_err(|e| io("creating the folder", e))?;
+        let result = (|| {
+            let keys = self.lock();
+            let ann = self.ann();
+            let graph = new.join(GRAPH_FILE);
+            ann.save(path_str(&graph)?)?;
+            let mut bytes = Vec::with_capacity(32 + keys.len() * 40);
+            bytes.extend_from_slice(KEYS_MAGIC);
+            bytes.extend_from_slice(&(self.dimensions as u64).to_le_bytes());
+            bytes.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+            for (id, key) in keys.iter() {
+                bytes.extend_from_slice(&key.to_le_bytes());
+                bytes.extend_from_slice(&(id.as_str().len() as u32).to_le_bytes());
+                bytes.extend_from_slice(id.as_str().as_bytes());
+            }
+            drop((keys, ann));
+            let checksum = fnv1a(&bytes);
+            bytes.extend_from_slice(&checksum.to_le_bytes());
+            write_synced(&new.join(KEYS_FILE), &bytes).map_err(|e| io("writing the id map", e))?;
+            std::fs::File::open(&graph)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("syncing the graph", e))?;
+            if dir.exists() {
+                let _ = std::fs::remove_dir_all(&old);
+                std::fs::rename(dir, &old).map_err(|e| io("moving the previous save", e))?;
+            }
+            std::fs::rename(&new, dir).map_err(|e| io("renaming the save", e))?;
+            let _ = std::fs::remove_dir_all(&old);
+            if let Some(parent) = dir.parent() {
+                std::fs::File::open(parent)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| io("syncing the folder", e))?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&new);
+        }
+        result
+    }
+
+    /// Loads what `save` wrote into `dir` (or, after a crash between its
+    /// renames, into `dir.old`).
+    pub fn load(dir: &Path, threads: usize) -> Result<Self, VectorError> {
+        let old = sibling(dir, "old");
+        let dir = if dir.exists() { dir } else { old.as_path() };
+        let bytes = std::fs::read(dir.join(KEYS_FILE))
+            .map_err(|e| VectorError(format!("reading the id map: {e}")))?;
+        let corrupt = |what: &str| VectorError(format!("the id map is damaged ({what})"));
+        if bytes.len() < 32 || &bytes[..8] != KEYS_MAGIC {
+            return Err(corrupt("header"));
+        }
+        let (body, tail) = bytes.split_at(bytes.len() - 8);
+        if fnv1a(body).to_le_bytes() != tail {
+            return Err(corrupt("checksum"));
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        let dimensions = u64_at(8) as usize;
+        let count = u64_at(16) as usize;
+        let mut keys = HashMap::with_capacity(count.min(body.len() / 12));
+        let mut at = 24;
+        for _ in 0..count {
+            if at + 12 > body.len() {
+                return Err(corrupt("length"));
+            }
+            let key = u64_at(at);
+            let len = u32::from_le_bytes(body[at + 8..at + 12].try_into().expect("4 bytes")) as usize;
+            let raw = body
+                .get(at + 12..at + 12 + len)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or_else(|| corrupt("id"))?;
+            keys.insert(FeedbackId::parse(raw).map_err(|_| corrupt("id"))?, key);
+            at += 12 + len;
+        }
+        let index = VectorIndex::new(dimensions, threads)?;
+        {
+            let ann = index.ann.write().unwrap_or_else(|e| e.into_inner());
+            ann.load(path_str(&dir.join(GRAPH_FILE))?)?;
+            if ann.size() != keys.len() || ann.dimensions() != dimensions {
+                return Err(VectorError(format!(
+                    "the graph holds {} vectors of {} dimensions, the id map {} of {dimensions}",
+                    ann.size(),
+                    ann.dimensions(),
+                    keys.len()
+                )));
+            }
+            ann.reserve_capacity_and_threads(ann.size() + 1024, index.threads)?;
+        }
+        *index.lock() = keys;
+        Ok(index)
+    }
+
+    /// The beam width of searches (default `EXPANSION_SEARCH`).
+    pub fn set_expansion_search(&self, width: usize) {
+        self.ann().change_expansion_search(width);
     }
 
     /// The key an id's vector is held under, if any.
@@ -201,12 +354,16 @@ impl VectorIndex {
         let quantized = quantize(vector);
         let mut keys = self.lock();
         if let Some(old) = keys.remove(id) {
-            self.ann.remove(old)?;
+            self.ann().remove(old)?;
         }
-        if self.ann.size() + 1 > self.ann.capacity() {
+        let full = {
+            let ann = self.ann();
+            ann.size() + 1 > ann.capacity()
+        };
+        if full {
             self.reserve(1)?;
         }
-        self.ann.add(key, &quantized)?;
+        self.ann().add(key, &quantized)?;
         keys.insert(id.clone(), key);
         Ok(())
     }
@@ -229,7 +386,7 @@ impl VectorIndex {
                             tracing::warn!(%id, dims = vector.len(), "embedding of another dimension left out of the vector index");
                             continue;
                         }
-                        self.ann.add(*key, &quantize(vector))?;
+                        self.ann().add(*key, &quantize(vector))?;
                     }
                     Ok(())
                 }))
@@ -251,7 +408,7 @@ impl VectorIndex {
     pub fn remove(&self, id: &FeedbackId) -> Result<(), VectorError> {
         let mut keys = self.lock();
         if let Some(old) = keys.remove(id) {
-            self.ann.remove(old)?;
+            self.ann().remove(old)?;
         }
         Ok(())
     }
@@ -269,12 +426,12 @@ impl VectorIndex {
         }
         let query = quantize(target);
         let matches = match filter {
-            KeyFilter::All => self.ann.search(&query, count)?,
+            KeyFilter::All => self.ann().search(&query, count)?,
             KeyFilter::Bits(bits) if bits.len() <= SCAN_MAX_KEYS => {
                 return self.scan(&query, count, bits)
             }
             KeyFilter::Bits(bits) => self
-                .ann
+                .ann()
                 .filtered_search(&query, count, |key| bits.contains(key))?,
         };
         Ok(matches
@@ -287,20 +444,20 @@ impl VectorIndex {
 
     /// Exact int8 cosine over the given keys' vectors.
     fn scan(&self, query: &[i8], count: usize, bits: &KeyBits) -> Result<Vec<(u64, f32)>, VectorError> {
-        let norm = |v: &[i8]| v.iter().map(|&x| i32::from(x) * i32::from(x)).sum::<i32>() as f32;
-        let query_norm = norm(query).sqrt();
+        let query_norm = (query.iter().map(|&x| i32::from(x) * i32::from(x)).sum::<i32>() as f32).sqrt();
         let mut buffer = vec![0i8; self.dimensions];
         let mut scored = Vec::with_capacity(bits.len());
+        let ann = self.ann();
         for key in bits.iter() {
-            if self.ann.get(key, &mut buffer)? == 0 {
+            if ann.get(key, &mut buffer)? == 0 {
                 continue;
             }
-            let dot: i32 = buffer
-                .iter()
-                .zip(query)
-                .map(|(&a, &b)| i32::from(a) * i32::from(b))
-                .sum();
-            let denominator = norm(&buffer).sqrt() * query_norm;
+            // One pass: dot product and the vector's own norm.
+            let (dot, norm) = buffer.iter().zip(query).fold((0i32, 0i32), |(dot, norm), (&a, &b)| {
+                let a = i32::from(a);
+                (dot + a * i32::from(b), norm + a * a)
+            });
+            let denominator = (norm as f32).sqrt() * query_norm;
             let cosine = if denominator > 0.0 { dot as f32 / denominator } else { 0.0 };
             scored.push((key, cosine));
         }
@@ -315,17 +472,22 @@ impl VectorIndex {
 }
 
 /// The similarity index's state, shared by the indexer (which keeps it in
-/// step), the startup build and searches.
+/// step), the startup thread and searches.
 pub struct Vectors {
     state: std::sync::RwLock<State>,
     threads: usize,
+    /// Where the index is saved (after the startup build, and at shutdown
+    /// when it changed); `None`: never saved.
+    dir: Option<PathBuf>,
+    /// Changed since it was last saved or loaded.
+    dirty: AtomicBool,
 }
 
 enum State {
     /// `--similarity-index off`.
     Off,
-    /// The startup build runs; ids the indexer changed meanwhile, replayed
-    /// when it is done.
+    /// The startup load or build runs; ids the indexer changed meanwhile,
+    /// replayed when it is done.
     Building(Vec<FeedbackId>),
     /// Ready; `None` until the first embedding gives the dimensions.
     Ready(Option<Arc<VectorIndex>>),
@@ -338,8 +500,42 @@ pub struct Current {
     pub version: Option<(u64, bool)>,
 }
 
+/// Brings `index` in step with the items' current versions; returns how
+/// many vectors were added, replaced or removed.
+fn update(index: &VectorIndex, store: &Store, changes: Vec<Current>) -> Result<usize, VectorError> {
+    let mut changed = 0;
+    let mut wanted = Vec::new();
+    for change in changes {
+        match change.version {
+            // Re-tags and other changes that keep the version keep the vector.
+            Some((seq, true)) if index.key_of(&change.id) == Some(seq) => {}
+            Some((seq, true)) => wanted.push((change.id, seq)),
+            _ => {
+                if index.key_of(&change.id).is_some() {
+                    index.remove(&change.id)?;
+                    changed += 1;
+                }
+            }
+        }
+    }
+    for part in wanted.chunks(1024) {
+        let ids: Vec<FeedbackId> = part.iter().map(|(id, _)| id.clone()).collect();
+        let embeddings = store
+            .embeddings(&ids)
+            .map_err(|e| VectorError(format!("reading embeddings: {e}")))?;
+        for ((id, seq), embedding) in part.iter().zip(embeddings) {
+            match embedding {
+                Some(vector) => index.upsert(id, *seq, &vector)?,
+                None => index.remove(id)?,
+            }
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
 impl Vectors {
-    pub fn new(enabled: bool, threads: usize) -> Self {
+    pub fn new(enabled: bool, threads: usize, dir: Option<PathBuf>) -> Self {
         Vectors {
             state: std::sync::RwLock::new(if enabled {
                 State::Building(Vec::new())
@@ -347,6 +543,8 @@ impl Vectors {
                 State::Off
             }),
             threads: threads.max(1),
+            dir,
+            dirty: AtomicBool::new(false),
         }
     }
 
@@ -358,12 +556,12 @@ impl Vectors {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the startup build is still running.
+    /// Whether the startup load or build is still running.
     pub fn building(&self) -> bool {
         matches!(*self.read(), State::Building(_))
     }
 
-    /// After a failed build: searches fall back to the exact ranking.
+    /// After a failed start: searches fall back to the exact ranking.
     pub fn disable(&self) {
         *self.write() = State::Off;
     }
@@ -381,9 +579,9 @@ impl Vectors {
         }
     }
 
-    /// Applies the indexer's changes (or records them during the build).
+    /// Applies the indexer's changes (or records them during the start).
     pub fn apply(&self, store: &Store, changes: Vec<Current>) -> Result<(), VectorError> {
-        {
+        let index = {
             let mut state = self.write();
             match &mut *state {
                 State::Off => return Ok(()),
@@ -391,63 +589,143 @@ impl Vectors {
                     touched.extend(changes.into_iter().map(|c| c.id));
                     return Ok(());
                 }
-                State::Ready(_) => {}
-            }
-        }
-        let mut wanted = Vec::new();
-        for change in changes {
-            match change.version {
-                Some((seq, true)) => wanted.push((change.id, seq)),
-                _ => {
-                    if let Some(index) = self.index() {
-                        index.remove(&change.id)?;
-                    }
-                }
-            }
-        }
-        // Re-tags and other changes that keep the version keep the vector.
-        if let Some(index) = self.index() {
-            wanted.retain(|(id, seq)| index.key_of(id) != Some(*seq));
-        }
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<FeedbackId> = wanted.iter().map(|(id, _)| id.clone()).collect();
-        let embeddings = store
-            .embeddings(&ids)
-            .map_err(|e| VectorError(format!("reading embeddings: {e}")))?;
-        for ((id, seq), embedding) in wanted.into_iter().zip(embeddings) {
-            match (embedding, self.index()) {
-                (Some(vector), Some(index)) => index.upsert(&id, seq, &vector)?,
-                (Some(vector), None) => {
-                    let mut state = self.write();
-                    let index = match &mut *state {
-                        State::Ready(slot) => slot
-                            .get_or_insert(Arc::new(VectorIndex::new(vector.len(), self.threads)?))
-                            .clone(),
-                        _ => return Ok(()),
+                State::Ready(Some(index)) => index.clone(),
+                State::Ready(slot @ None) => {
+                    // The first embedding gives the dimensions.
+                    let first = changes
+                        .iter()
+                        .filter(|c| matches!(c.version, Some((_, true))))
+                        .map(|c| c.id.clone())
+                        .collect::<Vec<_>>();
+                    let dimensions = store
+                        .embeddings(&first)
+                        .map_err(|e| VectorError(format!("reading embeddings: {e}")))?
+                        .into_iter()
+                        .flatten()
+                        .map(|v| v.len())
+                        .next();
+                    let Some(dimensions) = dimensions else {
+                        return Ok(());
                     };
-                    drop(state);
-                    index.upsert(&id, seq, &vector)?;
+                    slot.insert(Arc::new(VectorIndex::new(dimensions, self.threads)?))
+                        .clone()
                 }
-                (None, Some(index)) => index.remove(&id)?,
-                (None, None) => {}
             }
+        };
+        if update(&index, store, changes)? > 0 {
+            self.dirty.store(true, Ordering::Release);
         }
         Ok(())
     }
 
-    /// Builds the index from the store's embeddings (the startup build, on
-    /// its own thread), then replays what the indexer changed meanwhile.
-    pub fn build(&self, store: &Store) -> Result<(), VectorError> {
+    /// The startup work, on its own thread: loads the saved index and
+    /// brings it in step with the store, or builds it from the store's
+    /// embeddings; then replays what the indexer changed meanwhile, and
+    /// saves a built index.
+    pub fn start(&self, store: &Store) -> Result<(), VectorError> {
         let started = std::time::Instant::now();
+        let loaded = self.dir.as_deref().and_then(|dir| {
+            match VectorIndex::load(dir, self.threads) {
+                Ok(index) => Some(index),
+                Err(error) => {
+                    if dir.exists() {
+                        tracing::warn!(%error, "the saved similarity index cannot be used: rebuilding it from the store");
+                    }
+                    None
+                }
+            }
+        });
+        let (index, how, corrected) = match loaded {
+            Some(index) => {
+                let corrected = self.reconcile(&index, store)?;
+                (Some(index), "loaded", corrected)
+            }
+            None => (self.build(store)?, "built", 0),
+        };
+        let vectors = index.as_ref().map_or(0, VectorIndex::len);
+        let touched = {
+            let mut state = self.write();
+            let touched = match &mut *state {
+                State::Building(touched) => std::mem::take(touched),
+                _ => Vec::new(),
+            };
+            *state = State::Ready(index.map(Arc::new));
+            touched
+        };
+        let replayed = touched.len();
+        self.replay(store, touched)?;
+        tracing::info!(
+            how,
+            vectors,
+            corrected,
+            replayed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            memory_mb = self.index().map_or(0, |i| i.memory_bytes() >> 20),
+            "similarity index ready"
+        );
+        if how == "built" || corrected > 0 {
+            self.dirty.store(true, Ordering::Release);
+            self.save();
+        }
+        Ok(())
+    }
+
+    /// Applies the current versions of these ids.
+    fn replay(&self, store: &Store, mut ids: Vec<FeedbackId>) -> Result<(), VectorError> {
+        ids.sort();
+        ids.dedup();
+        for ids in ids.chunks(1024) {
+            let items = store
+                .get_many(ids)
+                .map_err(|e| VectorError(format!("reading items: {e}")))?;
+            let changes = ids
+                .iter()
+                .zip(items)
+                .map(|(id, item)| Current {
+                    id: id.clone(),
+                    version: item.map(|item| (item.seq, matches!(item.analysis, crate::domain::AnalysisState::Done(_)))),
+                })
+                .collect();
+            self.apply(store, changes)?;
+        }
+        Ok(())
+    }
+
+    /// Brings a loaded index in step with every stored item (it may have
+    /// been saved long before a crash); returns the corrections.
+    fn reconcile(&self, index: &VectorIndex, store: &Store) -> Result<usize, VectorError> {
+        let view = store
+            .offline_view()
+            .map_err(|e| VectorError(format!("opening the store: {e}")))?;
+        let mut unseen: std::collections::HashSet<FeedbackId> = index.lock().keys().cloned().collect();
+        let mut changes = Vec::new();
+        view.for_each_item(|item| {
+            let id = item.feedback.id;
+            unseen.remove(&id);
+            let analysed = matches!(item.analysis, crate::domain::AnalysisState::Done(_));
+            if (analysed && index.key_of(&id) != Some(item.seq)) || (!analysed && index.key_of(&id).is_some()) {
+                changes.push(Current {
+                    id,
+                    version: Some((item.seq, analysed)),
+                });
+            }
+            Ok(())
+        })
+        .map_err(|e| VectorError(format!("reading items: {e}")))?;
+        drop(view);
+        changes.extend(unseen.into_iter().map(|id| Current { id, version: None }));
+        update(index, store, changes)
+    }
+
+    /// Builds an index from the store's embeddings (`None`: there are none).
+    fn build(&self, store: &Store) -> Result<Option<VectorIndex>, VectorError> {
         let view = store
             .offline_view()
             .map_err(|e| VectorError(format!("opening the store: {e}")))?;
         let mut index: Option<VectorIndex> = None;
         let mut batch = Vec::with_capacity(BUILD_BATCH);
         let flush = |batch: &mut Vec<(FeedbackId, u64, Vec<f32>)>,
-                         index: &mut Option<VectorIndex>|
+                     index: &mut Option<VectorIndex>|
          -> Result<(), VectorError> {
             if let Some(first) = batch.first() {
                 if index.is_none() {
@@ -472,43 +750,32 @@ impl Vectors {
         })
         .map_err(|e| failed.take().unwrap_or_else(|| VectorError(format!("reading embeddings: {e}"))))?;
         flush(&mut batch, &mut index)?;
-        drop(view);
-        let built = index.as_ref().map_or(0, VectorIndex::len);
-        let touched = {
-            let mut state = self.write();
-            let touched = match &mut *state {
-                State::Building(touched) => std::mem::take(touched),
-                _ => Vec::new(),
-            };
-            *state = State::Ready(index.map(Arc::new));
-            touched
+        Ok(index)
+    }
+
+    /// Saves the index if it changed since it was loaded or saved (at
+    /// shutdown, and after the startup build). A failure is logged: the
+    /// next start rebuilds what it cannot load.
+    pub fn save(&self) {
+        let (Some(dir), Some(index)) = (self.dir.as_deref(), self.index()) else {
+            return;
         };
-        let replayed = touched.len();
-        let mut touched = touched;
-        touched.sort();
-        touched.dedup();
-        for ids in touched.chunks(1024) {
-            let items = store
-                .get_many(ids)
-                .map_err(|e| VectorError(format!("reading items: {e}")))?;
-            let changes = ids
-                .iter()
-                .zip(items)
-                .map(|(id, item)| Current {
-                    id: id.clone(),
-                    version: item.map(|item| (item.seq, matches!(item.analysis, crate::domain::AnalysisState::Done(_)))),
-                })
-                .collect();
-            self.apply(store, changes)?;
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return;
         }
-        tracing::info!(
-            vectors = built,
-            replayed,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            memory_mb = self.index().map_or(0, |i| i.memory_bytes() >> 20),
-            "similarity index built"
-        );
-        Ok(())
+        let started = std::time::Instant::now();
+        match index.save(dir) {
+            Ok(()) => tracing::info!(
+                vectors = index.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                dir = %dir.display(),
+                "similarity index saved"
+            ),
+            Err(error) => {
+                self.dirty.store(true, Ordering::Release);
+                tracing::warn!(%error, "cannot save the similarity index; the next start rebuilds it")
+            }
+        }
     }
 }
 

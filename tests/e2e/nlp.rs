@@ -805,36 +805,77 @@ async fn similarity_follows_changes_filters_and_restarts() {
     .await;
     assert_eq!(after.hits.len(), 3, "{:?}", hit_ids(&after));
 
-    // After a restart the index is rebuilt from the stored embeddings and
-    // ranks the same way.
+    // A clean stop saves the index; the next start loads it.
     server.terminate();
     server.restart().await;
     let mut client = server.client().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let builds = |log: &str| -> Vec<String> {
-        log.lines()
-            .filter(|l| l.contains("similarity index built"))
-            .map(str::to_string)
-            .collect()
-    };
-    while builds(&server.log_text()).len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "no build logged");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let rebuilt = builds(&server.log_text()).pop().unwrap();
+    let started = wait_for_similarity_index(&server, 2).await;
     assert!(
-        rebuilt.contains("vectors=4"),
-        "4 analysed items are rebuilt into the index: {rebuilt}"
+        started.contains("loaded") && started.contains("vectors=4") && started.contains("corrected=0"),
+        "{started}"
     );
     let restarted = search(&mut client, similar(4, None)).await;
     assert_eq!(hit_ids(&restarted), hit_ids(&after));
     for (a, b) in restarted.hits.iter().zip(&after.hits) {
         assert_eq!(a.score, b.score, "exact scores survive the restart");
     }
-    assert_eq!(
-        hit_ids(&search(&mut client, billing).await),
-        vec!["v-2"]
+    assert_eq!(hit_ids(&search(&mut client, billing.clone()).await), vec!["v-2"]);
+
+    // After a crash the saved index is older than the store: the start
+    // corrects it from the stored items.
+    client
+        .delete(pb::DeleteRequest {
+            ids: vec!["v-5".into()],
+        })
+        .await
+        .unwrap();
+    search_until(&mut client, similar(4, None), |r| r.hits.len() == 2).await;
+    server.kill9();
+    server.restart().await;
+    let mut client = server.client().await;
+    let started = wait_for_similarity_index(&server, 3).await;
+    assert!(
+        started.contains("loaded") && started.contains("vectors=3") && started.contains("corrected=1"),
+        "{started}"
     );
+    let response = search(&mut client, similar(4, None)).await;
+    assert!(!hit_ids(&response).contains(&"v-5".to_string()));
+    assert_eq!(response.hits.len(), 2);
+
+    // A damaged save is set aside: the index is built from the store.
+    server.terminate();
+    let keys = server.data_dir.join("index/vectors/keys.bin");
+    let mut bytes = std::fs::read(&keys).expect("the index was saved");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&keys, bytes).unwrap();
+    server.restart().await;
+    let mut client = server.client().await;
+    let started = wait_for_similarity_index(&server, 4).await;
+    assert!(started.contains("built") && started.contains("vectors=3"), "{started}");
+    assert!(server.log_text().contains("the saved similarity index cannot be used"));
+    let rebuilt = search(&mut client, similar(4, None)).await;
+    assert_eq!(hit_ids(&rebuilt), hit_ids(&response));
+    assert_eq!(hit_ids(&search(&mut client, billing).await), vec!["v-2"]);
+}
+
+/// Waits until the server logged its `n`th "similarity index ready" (one
+/// per start) and returns that line.
+async fn wait_for_similarity_index(server: &TestServer, n: usize) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let lines: Vec<String> = server
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("similarity index ready"))
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= n {
+            return lines[n - 1].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "start {n} of the similarity index not logged");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
