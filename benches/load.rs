@@ -4,11 +4,14 @@
 //!   cargo bench --bench load -- search [ITEMS] [SECS]   (default 1000000, 5 s per class and phase)
 //!   cargo bench --bench load -- search-open [ITEMS] [SECS] [RATE]  (default 1000000, 5 s, 1000 queries/s)
 //!   cargo bench --bench load -- ann [VECTORS] [QUERIES]  (default 1000000, 200)
+//!   cargo bench --bench load -- similar   (needs the models: python3 models/prepare.py --int8)
 //!
 //! `ann` measures the similarity index alone (see `bench_ann`): build time
 //! and memory, latency and recall@10 against exact search with and without
 //! filters, update cost. The vectors are synthetic (`ann_vectors`): the
 //! NLP embeds about 60 items/s here, so 1M real embeddings are out of reach.
+//! `similar` runs similarity through the service on the shipped sample's 600
+//! real embeddings, against a server ranking exactly (see `bench_similar`).
 //!
 //! `search` loads ITEMS items into a server with `--analysis off`, waits
 //! until its index's segment list holds still, and prints the segment and
@@ -2816,17 +2819,22 @@ fn bench_ann(n: usize, queries: usize) {
             "graph, filtered"
         };
         // Without a filter, the beam width is the knob: try a few.
-        let widths: &[usize] = if every == 1 { &[64, 128, 256, 512] } else { &[0] };
-        for &width in widths {
+        let widths: &[(usize, usize)] = if every == 1 {
+            &[(64, 40), (128, 40), (256, 40), (512, 40)]
+        } else {
+            &[(0, 0)]
+        };
+        for &(width, wanted) in widths {
             if width > 0 {
-                index.set_expansion_search(width);
+                index.set_unfiltered_beam(width);
             }
             let mut latencies = Vec::new();
             let mut found = 0usize;
             for (target, truth) in probes.iter().zip(&truths) {
                 let t = Instant::now();
                 let filter = if every > 1 { KeyFilter::Bits(&bits) } else { KeyFilter::All };
-                let candidates = index.search(target, candidates_for(10), filter).unwrap();
+                let wanted = if wanted > 0 { wanted } else { candidates_for(10) };
+                let candidates = index.search(target, wanted, filter).unwrap();
                 let ranked = rerank(
                     target,
                     candidates
@@ -2839,7 +2847,12 @@ fn bench_ann(n: usize, queries: usize) {
                 found += ranked.iter().filter(|(k, _)| truth.contains(k)).count();
             }
             latencies.sort_by(f64::total_cmp);
-            let path = if width > 0 { format!("{path}, beam {width}") } else { path.to_string() };
+            let path = if width > 0 {
+                let default = if width == verbatim::index::vectors::UNFILTERED_BEAM { " (default)" } else { "" };
+                format!("{path}, beam {width}{default}, {wanted} candidates")
+            } else {
+                path.to_string()
+            };
             println!(
                 "| {name} | {} | {path} | {:.2} | {:.2} | {:.3} |",
                 if every == 1 { n } else { bits.len() },
@@ -2848,7 +2861,7 @@ fn bench_ann(n: usize, queries: usize) {
                 found as f64 / (10 * probes.len()) as f64
             );
         }
-        index.set_expansion_search(verbatim::index::vectors::EXPANSION_SEARCH);
+        index.set_unfiltered_beam(verbatim::index::vectors::UNFILTERED_BEAM);
     }
     let updates = 10_000.min(n);
     let t = Instant::now();
@@ -2858,6 +2871,92 @@ fn bench_ann(n: usize, queries: usize) {
     println!(
         "\nupdates (remove + add, one thread): {:.0} us each over {updates}",
         t.elapsed().as_secs_f64() * 1e6 / updates as f64
+    );
+}
+
+/// `similar`: similarity search through the service on the shipped sample
+/// (600 items, real embeddings): one server ranks through the vector index,
+/// one with `--similarity-index off` ranks exactly (all 600 are within the
+/// 10,000 newest); both get the same items, analysed. Each item is asked
+/// for its 10 nearest from one client: p50/p99 on each server and the
+/// share of the exact top 10 the index path returned.
+async fn bench_similar() {
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/sample-feedback.jsonl"
+    ))
+    .unwrap();
+    let items: Vec<pb::Feedback> = sample
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            pb::Feedback {
+                id: value["id"].as_str().unwrap().into(),
+                text: value["text"].as_str().unwrap().into(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let mut answers: Vec<Vec<Vec<String>>> = Vec::new();
+    for switch in ["on", "off"] {
+        let server = Server::start(&["--similarity-index", switch]);
+        let mut c = client(&server.addr).await;
+        let started = Instant::now();
+        for chunk in items.chunks(100) {
+            c.ingest(pb::IngestRequest {
+                items: chunk.to_vec(),
+                wait_for_analysis: true,
+            })
+            .await
+            .unwrap();
+        }
+        println!(
+            "--similarity-index {switch}: {} items analysed in {:.1} s",
+            items.len(),
+            started.elapsed().as_secs_f64()
+        );
+        let request = |id: &str| pb::SearchRequest {
+            similar_to_id: id.into(),
+            limit: 10,
+            view: pb::HitView::Ids as i32,
+            ..Default::default()
+        };
+        // Analyses become visible with the index refresh.
+        let last = &items[items.len() - 1].id;
+        loop {
+            let hits = c.search(request(last)).await.unwrap().into_inner().hits;
+            if hits.len() == 10 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut latencies = Vec::new();
+        let mut found = Vec::new();
+        for item in &items {
+            let t = Instant::now();
+            let response = c.search(request(&item.id)).await.unwrap().into_inner();
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            found.push(response.hits.into_iter().map(|h| h.item.expect("hit item").id).collect::<Vec<_>>());
+        }
+        latencies.sort_by(f64::total_cmp);
+        println!(
+            "--similarity-index {switch}: similar_to_id, 10 hits, IDS view, 1 client: p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99)
+        );
+        answers.push(found);
+    }
+    let (index, exact) = (&answers[0], &answers[1]);
+    let shared: usize = index
+        .iter()
+        .zip(exact)
+        .map(|(a, b)| a.iter().filter(|id| b.contains(id)).count())
+        .sum();
+    let total: usize = exact.iter().map(Vec::len).sum();
+    println!(
+        "index path vs exact: recall@10 {:.3} over {} queries",
+        shared as f64 / total as f64,
+        exact.len()
     );
 }
 
@@ -2907,6 +3006,7 @@ fn main() {
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0),
             args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000.0),
         )),
+        Some("similar") => runtime.block_on(bench_similar()),
         Some("ann") => bench_ann(
             args.get(1)
                 .and_then(|s| s.parse().ok())
@@ -2915,7 +3015,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- ann [VECTORS] [QUERIES] | ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS] | mixed [SECS]"
+                "usage: cargo bench --bench load -- ann [VECTORS] [QUERIES] | similar | ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS] | mixed [SECS]"
             );
             std::process::exit(2);
         }
