@@ -2697,7 +2697,9 @@ fn ann_vectors(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
             unit(
                 (0..dims)
                     .map(|d| {
-                        0.75 * common[d] + 0.45 * topics[topic][d] + 0.3 * subtopics[sub][d]
+                        0.75 * common[d]
+                            + 0.45 * topics[topic][d]
+                            + 0.3 * subtopics[sub][d]
                             + 0.35 * noise[d]
                     })
                     .collect(),
@@ -2807,9 +2809,11 @@ fn bench_ann(n: usize, queries: usize) {
     for (name, every) in cases {
         let mut bits = KeyBits::default();
         if every > 1 {
-            (0..n as u64).filter(|k| k % every as u64 == 0).for_each(|k| bits.insert(k));
+            (0..n as u64)
+                .filter(|k| k % every as u64 == 0)
+                .for_each(|k| bits.insert(k));
         }
-        let keep = |i: usize| i % every == 0;
+        let keep = |i: usize| i.is_multiple_of(every);
         let truths: Vec<Vec<u64>> = probes.iter().map(|target| exact(target, &keep)).collect();
         let path = if every == 1 {
             "graph"
@@ -2832,8 +2836,16 @@ fn bench_ann(n: usize, queries: usize) {
             let mut found = 0usize;
             for (target, truth) in probes.iter().zip(&truths) {
                 let t = Instant::now();
-                let filter = if every > 1 { KeyFilter::Bits(&bits) } else { KeyFilter::All };
-                let wanted = if wanted > 0 { wanted } else { candidates_for(10) };
+                let filter = if every > 1 {
+                    KeyFilter::Bits(&bits)
+                } else {
+                    KeyFilter::All
+                };
+                let wanted = if wanted > 0 {
+                    wanted
+                } else {
+                    candidates_for(10)
+                };
                 let candidates = index.search(target, wanted, filter).unwrap();
                 let ranked = rerank(
                     target,
@@ -2848,7 +2860,11 @@ fn bench_ann(n: usize, queries: usize) {
             }
             latencies.sort_by(f64::total_cmp);
             let path = if width > 0 {
-                let default = if width == verbatim::index::vectors::UNFILTERED_BEAM { " (default)" } else { "" };
+                let default = if width == verbatim::index::vectors::UNFILTERED_BEAM {
+                    " (default)"
+                } else {
+                    ""
+                };
                 format!("{path}, beam {width}{default}, {wanted} candidates")
             } else {
                 path.to_string()
@@ -2866,7 +2882,9 @@ fn bench_ann(n: usize, queries: usize) {
     let updates = 10_000.min(n);
     let t = Instant::now();
     for i in 0..updates {
-        index.upsert(&id(i), (n + i) as u64, &data[(i + 1) % n]).unwrap();
+        index
+            .upsert(&id(i), (n + i) as u64, &data[(i + 1) % n])
+            .unwrap();
     }
     println!(
         "\nupdates (remove + add, one thread): {:.0} us each over {updates}",
@@ -2936,7 +2954,13 @@ async fn bench_similar() {
             let t = Instant::now();
             let response = c.search(request(&item.id)).await.unwrap().into_inner();
             latencies.push(t.elapsed().as_secs_f64() * 1e3);
-            found.push(response.hits.into_iter().map(|h| h.item.expect("hit item").id).collect::<Vec<_>>());
+            found.push(
+                response
+                    .hits
+                    .into_iter()
+                    .map(|h| h.item.expect("hit item").id)
+                    .collect::<Vec<_>>(),
+            );
         }
         latencies.sort_by(f64::total_cmp);
         println!(

@@ -14,8 +14,8 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::index::vectors::{self, KeyFilter};
 use crate::index::SearchIndex;
-use crate::store::Store;
 use crate::nlp::NlpError;
+use crate::store::Store;
 
 impl Engine {
     /// A page of items matching the query, filters and sort (or, with
@@ -227,7 +227,11 @@ fn rank_with_vector_index(
             .filter(|id| Some(id) != source)
             .collect();
         let embeddings = store.embeddings(&ids)?;
-        hits = vectors::rerank(target, ids.into_iter().zip(embeddings).collect(), query.limit);
+        hits = vectors::rerank(
+            target,
+            ids.into_iter().zip(embeddings).collect(),
+            query.limit,
+        );
     }
     Ok(Ranked {
         hits,
@@ -263,7 +267,11 @@ fn rank_newest(
         .collect();
     let embeddings = store.embeddings(&ids)?;
     Ok(Ranked {
-        hits: vectors::rerank(target, ids.into_iter().zip(embeddings).collect(), query.limit),
+        hits: vectors::rerank(
+            target,
+            ids.into_iter().zip(embeddings).collect(),
+            query.limit,
+        ),
         total_hits: page.total_hits,
         total_is_lower_bound: page.total_is_lower_bound,
         facets: page.facets,

@@ -11,8 +11,8 @@ use tantivy::{Index, IndexWriter, TantivyDocument, Term};
 
 use super::schema::{to_document, Fields};
 use super::vectors::Current;
-use crate::domain::AnalysisState;
 use super::{committed_seq, new_writer, IndexError, IndexSettings, Shared};
+use crate::domain::AnalysisState;
 use crate::store::{OfflineStore, Store, StoreError};
 
 pub(super) fn rebuild(
@@ -166,9 +166,10 @@ impl Indexer {
             .iter()
             .map(|change| Current {
                 id: change.id.clone(),
-                version: change.current.as_ref().map(|item| {
-                    (item.seq, matches!(item.analysis, AnalysisState::Done(_)))
-                }),
+                version: change
+                    .current
+                    .as_ref()
+                    .map(|item| (item.seq, matches!(item.analysis, AnalysisState::Done(_)))),
             })
             .collect();
         if let Err(error) = self.shared.vectors.apply(&self.store, changes) {

@@ -50,7 +50,10 @@ impl Collector for KeyCollector {
 
     fn merge_fruits(&self, segments: Vec<Vec<u64>>) -> tantivy::Result<KeyBits> {
         let mut bits = KeyBits::default();
-        segments.into_iter().flatten().for_each(|key| bits.insert(key));
+        segments
+            .into_iter()
+            .flatten()
+            .for_each(|key| bits.insert(key));
         Ok(bits)
     }
 }
@@ -76,14 +79,15 @@ impl SearchIndex {
         let fields = &self.shared.fields;
         let searcher = self.shared.reader.searcher();
         let (full_query, retag_pending) = self.slice_query(&searcher, query)?;
-        let everything = query.text.trim().is_empty()
-            && query::filter_clauses(fields, &query.filter).is_empty();
+        let everything =
+            query.text.trim().is_empty() && query::filter_clauses(fields, &query.filter).is_empty();
         let facet_aggs = aggregations::facet_request(&query.facets)?;
         let keys = (!everything).then_some(KeyCollector);
         let (total_hits, keys, facets) = match facet_aggs {
             Some((names, aggs)) => {
                 let facets = aggregations::collector(&searcher, aggs);
-                let (count, keys, facets) = searcher.search(&*full_query, &(Count, keys, facets))?;
+                let (count, keys, facets) =
+                    searcher.search(&*full_query, &(Count, keys, facets))?;
                 (count, keys, aggregations::read_facets(facets, names))
             }
             None => {
@@ -104,13 +108,16 @@ impl SearchIndex {
     pub fn ids_of_keys(&self, keys: &[u64]) -> Result<Vec<Option<FeedbackId>>, IndexError> {
         let fields = &self.shared.fields;
         let searcher = self.shared.reader.searcher();
-        let terms = keys.iter().map(|&key| Term::from_field_u64(fields.seq, key));
-        let docs: Vec<DocAddress> = searcher.search(
-            &TermSetQuery::new(terms),
-            &tantivy::collector::DocSetCollector,
-        )?
-        .into_iter()
-        .collect();
+        let terms = keys
+            .iter()
+            .map(|&key| Term::from_field_u64(fields.seq, key));
+        let docs: Vec<DocAddress> = searcher
+            .search(
+                &TermSetQuery::new(terms),
+                &tantivy::collector::DocSetCollector,
+            )?
+            .into_iter()
+            .collect();
         let mut found = std::collections::HashMap::with_capacity(docs.len());
         for address in docs {
             let seqs = searcher

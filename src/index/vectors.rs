@@ -308,7 +308,8 @@ impl VectorIndex {
                 return Err(corrupt("length"));
             }
             let key = u64_at(at);
-            let len = u32::from_le_bytes(body[at + 8..at + 12].try_into().expect("4 bytes")) as usize;
+            let len =
+                u32::from_le_bytes(body[at + 8..at + 12].try_into().expect("4 bytes")) as usize;
             let raw = body
                 .get(at + 12..at + 12 + len)
                 .and_then(|b| std::str::from_utf8(b).ok())
@@ -398,9 +399,10 @@ impl VectorIndex {
                     Ok(())
                 }))
                 .collect();
-            workers
-                .into_iter()
-                .try_for_each(|w| w.join().unwrap_or_else(|_| Err(VectorError("insert thread panicked".into()))))
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(VectorError("insert thread panicked".into())))
+            })
         })?;
         let mut keys = self.lock();
         for (id, key, vector) in batch {
@@ -459,8 +461,17 @@ impl VectorIndex {
     }
 
     /// Exact int8 cosine over the given keys' vectors.
-    fn scan(&self, query: &[i8], count: usize, bits: &KeyBits) -> Result<Vec<(u64, f32)>, VectorError> {
-        let query_norm = (query.iter().map(|&x| i32::from(x) * i32::from(x)).sum::<i32>() as f32).sqrt();
+    fn scan(
+        &self,
+        query: &[i8],
+        count: usize,
+        bits: &KeyBits,
+    ) -> Result<Vec<(u64, f32)>, VectorError> {
+        let query_norm = (query
+            .iter()
+            .map(|&x| i32::from(x) * i32::from(x))
+            .sum::<i32>() as f32)
+            .sqrt();
         let mut buffer = vec![0i8; self.dimensions];
         let mut scored = Vec::with_capacity(bits.len());
         let ann = self.ann();
@@ -469,12 +480,20 @@ impl VectorIndex {
                 continue;
             }
             // One pass: dot product and the vector's own norm.
-            let (dot, norm) = buffer.iter().zip(query).fold((0i32, 0i32), |(dot, norm), (&a, &b)| {
-                let a = i32::from(a);
-                (dot + a * i32::from(b), norm + a * a)
-            });
+            let (dot, norm) =
+                buffer
+                    .iter()
+                    .zip(query)
+                    .fold((0i32, 0i32), |(dot, norm), (&a, &b)| {
+                        let a = i32::from(a);
+                        (dot + a * i32::from(b), norm + a * a)
+                    });
             let denominator = (norm as f32).sqrt() * query_norm;
-            let cosine = if denominator > 0.0 { dot as f32 / denominator } else { 0.0 };
+            let cosine = if denominator > 0.0 {
+                dot as f32 / denominator
+            } else {
+                0.0
+            };
             scored.push((key, cosine));
         }
         let keep = count.min(scored.len());
@@ -702,7 +721,12 @@ impl Vectors {
                 .zip(items)
                 .map(|(id, item)| Current {
                     id: id.clone(),
-                    version: item.map(|item| (item.seq, matches!(item.analysis, crate::domain::AnalysisState::Done(_)))),
+                    version: item.map(|item| {
+                        (
+                            item.seq,
+                            matches!(item.analysis, crate::domain::AnalysisState::Done(_)),
+                        )
+                    }),
                 })
                 .collect();
             self.apply(store, changes)?;
@@ -716,13 +740,16 @@ impl Vectors {
         let view = store
             .offline_view()
             .map_err(|e| VectorError(format!("opening the store: {e}")))?;
-        let mut unseen: std::collections::HashSet<FeedbackId> = index.lock().keys().cloned().collect();
+        let mut unseen: std::collections::HashSet<FeedbackId> =
+            index.lock().keys().cloned().collect();
         let mut changes = Vec::new();
         view.for_each_item(|item| {
             let id = item.feedback.id;
             unseen.remove(&id);
             let analysed = matches!(item.analysis, crate::domain::AnalysisState::Done(_));
-            if (analysed && index.key_of(&id) != Some(item.seq)) || (!analysed && index.key_of(&id).is_some()) {
+            if (analysed && index.key_of(&id) != Some(item.seq))
+                || (!analysed && index.key_of(&id).is_some())
+            {
                 changes.push(Current {
                     id,
                     version: Some((item.seq, analysed)),
@@ -767,7 +794,11 @@ impl Vectors {
             }
             Ok(())
         })
-        .map_err(|e| failed.take().unwrap_or_else(|| VectorError(format!("reading embeddings: {e}"))))?;
+        .map_err(|e| {
+            failed
+                .take()
+                .unwrap_or_else(|| VectorError(format!("reading embeddings: {e}")))
+        })?;
         flush(&mut batch, &mut index)?;
         Ok(index)
     }
@@ -809,7 +840,11 @@ pub fn candidates_for(limit: usize) -> usize {
 
 /// Exact cosine of each candidate's f32 embedding (`None`: gone), best
 /// first, ties by key; at most `limit`.
-pub fn rerank<T>(target: &[f32], candidates: Vec<(T, Option<Vec<f32>>)>, limit: usize) -> Vec<(T, f32)> {
+pub fn rerank<T>(
+    target: &[f32],
+    candidates: Vec<(T, Option<Vec<f32>>)>,
+    limit: usize,
+) -> Vec<(T, f32)> {
     let mut scored: Vec<(T, f32)> = candidates
         .into_iter()
         .filter_map(|(item, embedding)| {
@@ -834,7 +869,9 @@ mod tests {
             state ^= state << 17;
             (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
         };
-        let centres: Vec<Vec<f32>> = (0..20).map(|_| (0..dims).map(|_| next()).collect()).collect();
+        let centres: Vec<Vec<f32>> = (0..20)
+            .map(|_| (0..dims).map(|_| next()).collect())
+            .collect();
         (0..n)
             .map(|i| {
                 let mut v: Vec<f32> = centres[i % 20].iter().map(|c| c + 0.4 * next()).collect();
@@ -849,33 +886,56 @@ mod tests {
         FeedbackId::parse(&format!("item-{i}")).unwrap()
     }
 
-    fn exact(data: &[Vec<f32>], target: &[f32], keep: impl Fn(usize) -> bool, k: usize) -> Vec<u64> {
+    fn exact(
+        data: &[Vec<f32>],
+        target: &[f32],
+        keep: impl Fn(usize) -> bool,
+        k: usize,
+    ) -> Vec<u64> {
         let candidates = (0..data.len())
             .filter(|&i| keep(i))
             .map(|i| (i as u64, Some(data[i].clone())))
             .collect();
-        rerank(target, candidates, k).into_iter().map(|(key, _)| key).collect()
+        rerank(target, candidates, k)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
     }
 
-    fn reranked(index: &VectorIndex, data: &[Vec<f32>], target: &[f32], filter: KeyFilter<'_>, k: usize) -> Vec<u64> {
+    fn reranked(
+        index: &VectorIndex,
+        data: &[Vec<f32>],
+        target: &[f32],
+        filter: KeyFilter<'_>,
+        k: usize,
+    ) -> Vec<u64> {
         let candidates = index
             .search(target, candidates_for(k), filter)
             .unwrap()
             .into_iter()
             .map(|(key, _)| (key, Some(data[key as usize].clone())))
             .collect();
-        rerank(target, candidates, k).into_iter().map(|(key, _)| key).collect()
+        rerank(target, candidates, k)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
     }
 
     #[test]
     fn finds_the_exact_neighbours_with_and_without_filters() {
         let data = vectors(3000, 32, 7);
         let index = VectorIndex::new(32, 2).unwrap();
-        let batch: Vec<_> = data.iter().enumerate().map(|(i, v)| (id(i), i as u64, v.clone())).collect();
+        let batch: Vec<_> = data
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (id(i), i as u64, v.clone()))
+            .collect();
         index.add_batch(&batch, 2).unwrap();
         assert_eq!(index.len(), 3000);
         let mut every_third = KeyBits::default();
-        (0..3000u64).filter(|k| k % 3 == 0).for_each(|k| every_third.insert(k));
+        (0..3000u64)
+            .filter(|k| k % 3 == 0)
+            .for_each(|k| every_third.insert(k));
         assert_eq!(every_third.len(), 1000);
         let (mut found, mut found_filtered, mut total) = (0, 0, 0);
         for q in (0..3000).step_by(97) {
@@ -892,7 +952,10 @@ mod tests {
         let recall_filtered = found_filtered as f64 / total as f64;
         assert!(recall >= 0.95, "recall@10 {recall}");
         // Under SCAN_MAX_KEYS: a scan of int8 vectors, re-ranked exactly.
-        assert!(recall_filtered >= 0.99, "filtered recall@10 {recall_filtered}");
+        assert!(
+            recall_filtered >= 0.99,
+            "filtered recall@10 {recall_filtered}"
+        );
     }
 
     #[test]
@@ -907,15 +970,29 @@ mod tests {
         assert_eq!(index.len(), 200);
         assert_eq!(index.key_of(&id(0)), Some(1000));
         let nearest = index.search(&data[0], 200, KeyFilter::All).unwrap();
-        assert!(nearest.iter().all(|(key, _)| *key != 0), "the old version's key is gone");
-        let top: Vec<u64> = index.search(&data[199], 2, KeyFilter::All).unwrap().into_iter().map(|(k, _)| k).collect();
+        assert!(
+            nearest.iter().all(|(key, _)| *key != 0),
+            "the old version's key is gone"
+        );
+        let top: Vec<u64> = index
+            .search(&data[199], 2, KeyFilter::All)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert!(top.contains(&1000) && top.contains(&199), "{top:?}");
         index.remove(&id(199)).unwrap();
         index.remove(&id(199)).unwrap();
         assert_eq!(index.len(), 199);
         assert_eq!(index.key_of(&id(199)), None);
-        assert!(index.upsert(&id(5), 5, &[0.5; 3]).is_err(), "wrong dimensions are refused");
-        assert_eq!(index.search(&[0.5; 3], 5, KeyFilter::All).unwrap(), Vec::new());
+        assert!(
+            index.upsert(&id(5), 5, &[0.5; 3]).is_err(),
+            "wrong dimensions are refused"
+        );
+        assert_eq!(
+            index.search(&[0.5; 3], 5, KeyFilter::All).unwrap(),
+            Vec::new()
+        );
     }
 
     #[test]
@@ -940,7 +1017,10 @@ mod tests {
         );
         // It takes updates after loading.
         loaded.upsert(&id(3), 5000, &data[3]).unwrap();
-        assert_eq!(loaded.search(&data[3], 1, KeyFilter::All).unwrap()[0].0, 5000);
+        assert_eq!(
+            loaded.search(&data[3], 1, KeyFilter::All).unwrap()[0].0,
+            5000
+        );
         // A crash between the renames leaves only `vectors.old`.
         std::fs::rename(&path, sibling(&path, "old")).unwrap();
         assert_eq!(VectorIndex::load(&path, 2).unwrap().len(), 499);
@@ -949,7 +1029,9 @@ mod tests {
         let mut bytes = std::fs::read(&keys).unwrap();
         bytes[40] ^= 1;
         std::fs::write(&keys, &bytes).unwrap();
-        let error = VectorIndex::load(&path, 2).err().expect("damage is refused");
+        let error = VectorIndex::load(&path, 2)
+            .err()
+            .expect("damage is refused");
         assert!(error.to_string().contains("checksum"), "{error}");
         bytes.truncate(20);
         std::fs::write(&keys, &bytes).unwrap();

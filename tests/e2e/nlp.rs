@@ -735,9 +735,15 @@ async fn similar_items_by_embedding() {
 async fn similarity_follows_changes_filters_and_restarts() {
     let mut server = TestServer::spawn_with_analysis(&[]).await;
     let mut client = server.client().await;
-    let mut texts = vec![
-        ("v-1", "The router keeps dropping the wifi connection every evening."),
-        ("v-2", "My wifi disconnects all the time, the router is unreliable."),
+    let mut texts = [
+        (
+            "v-1",
+            "The router keeps dropping the wifi connection every evening.",
+        ),
+        (
+            "v-2",
+            "My wifi disconnects all the time, the router is unreliable.",
+        ),
         ("v-3", "Le routeur perd la connexion wifi tous les soirs."),
         ("v-4", "The invoice charged me twice for the same month."),
         ("v-5", "Lovely staff at the store, very helpful."),
@@ -791,7 +797,11 @@ async fn similarity_follows_changes_filters_and_restarts() {
         hit_ids(r) == vec!["v-2".to_string()]
     })
     .await;
-    assert!(response.hits[0].score > 0.8, "exact cosine {}", response.hits[0].score);
+    assert!(
+        response.hits[0].score > 0.8,
+        "exact cosine {}",
+        response.hits[0].score
+    );
     // Deleted items leave the ranking.
     client
         .delete(pb::DeleteRequest {
@@ -811,7 +821,9 @@ async fn similarity_follows_changes_filters_and_restarts() {
     let mut client = server.client().await;
     let started = wait_for_similarity_index(&server, 2).await;
     assert!(
-        started.contains("loaded") && started.contains("vectors=4") && started.contains("corrected=0"),
+        started.contains("loaded")
+            && started.contains("vectors=4")
+            && started.contains("corrected=0"),
         "{started}"
     );
     let restarted = search(&mut client, similar(4, None)).await;
@@ -819,7 +831,10 @@ async fn similarity_follows_changes_filters_and_restarts() {
     for (a, b) in restarted.hits.iter().zip(&after.hits) {
         assert_eq!(a.score, b.score, "exact scores survive the restart");
     }
-    assert_eq!(hit_ids(&search(&mut client, billing.clone()).await), vec!["v-2"]);
+    assert_eq!(
+        hit_ids(&search(&mut client, billing.clone()).await),
+        vec!["v-2"]
+    );
 
     // After a crash the saved index is older than the store: the start
     // corrects it from the stored items.
@@ -835,7 +850,9 @@ async fn similarity_follows_changes_filters_and_restarts() {
     let mut client = server.client().await;
     let started = wait_for_similarity_index(&server, 3).await;
     assert!(
-        started.contains("loaded") && started.contains("vectors=3") && started.contains("corrected=1"),
+        started.contains("loaded")
+            && started.contains("vectors=3")
+            && started.contains("corrected=1"),
         "{started}"
     );
     let response = search(&mut client, similar(4, None)).await;
@@ -852,8 +869,13 @@ async fn similarity_follows_changes_filters_and_restarts() {
     server.restart().await;
     let mut client = server.client().await;
     let started = wait_for_similarity_index(&server, 4).await;
-    assert!(started.contains("built") && started.contains("vectors=3"), "{started}");
-    assert!(server.log_text().contains("the saved similarity index cannot be used"));
+    assert!(
+        started.contains("built") && started.contains("vectors=3"),
+        "{started}"
+    );
+    assert!(server
+        .log_text()
+        .contains("the saved similarity index cannot be used"));
     let rebuilt = search(&mut client, similar(4, None)).await;
     assert_eq!(hit_ids(&rebuilt), hit_ids(&response));
     assert_eq!(hit_ids(&search(&mut client, billing).await), vec!["v-2"]);
@@ -873,7 +895,10 @@ async fn wait_for_similarity_index(server: &TestServer, n: usize) -> String {
         if lines.len() >= n {
             return lines[n - 1].clone();
         }
-        assert!(std::time::Instant::now() < deadline, "start {n} of the similarity index not logged");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "start {n} of the similarity index not logged"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
