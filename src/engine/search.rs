@@ -220,18 +220,8 @@ fn rank_with_vector_index(
             .into_iter()
             .map(|(key, _)| key)
             .collect();
-        let ids: Vec<FeedbackId> = index
-            .ids_of_keys(&keys)?
-            .into_iter()
-            .flatten()
-            .filter(|id| Some(id) != source)
-            .collect();
-        let embeddings = store.embeddings(&ids)?;
-        hits = vectors::rerank(
-            target,
-            ids.into_iter().zip(embeddings).collect(),
-            query.limit,
-        );
+        let ids = index.ids_of_keys(&keys)?.into_iter().flatten();
+        hits = rerank(store, target, ids, source, query.limit)?;
     }
     Ok(Ranked {
         hits,
@@ -259,22 +249,30 @@ fn rank_newest(
         ..query.clone()
     };
     let page = index.search(&candidates)?;
-    let ids: Vec<FeedbackId> = page
-        .hits
-        .into_iter()
-        .map(|(id, _)| id)
-        .filter(|id| Some(id) != source)
-        .collect();
-    let embeddings = store.embeddings(&ids)?;
+    let ids = page.hits.into_iter().map(|(id, _)| id);
     Ok(Ranked {
-        hits: vectors::rerank(
-            target,
-            ids.into_iter().zip(embeddings).collect(),
-            query.limit,
-        ),
+        hits: rerank(store, target, ids, source, query.limit)?,
         total_hits: page.total_hits,
         total_is_lower_bound: page.total_is_lower_bound,
         facets: page.facets,
         retag_pending: page.retag_pending,
     })
+}
+
+/// The `limit` candidates most similar to `target` by the exact cosine of
+/// their stored embeddings, the source item left out.
+fn rerank(
+    store: &Store,
+    target: &[f32],
+    candidates: impl Iterator<Item = FeedbackId>,
+    source: Option<&FeedbackId>,
+    limit: usize,
+) -> Result<Vec<(FeedbackId, f32)>> {
+    let ids: Vec<FeedbackId> = candidates.filter(|id| Some(id) != source).collect();
+    let embeddings = store.embeddings(&ids)?;
+    Ok(vectors::rerank(
+        target,
+        ids.into_iter().zip(embeddings).collect(),
+        limit,
+    ))
 }

@@ -103,7 +103,8 @@ impl SearchIndex {
         let snippets_wanted =
             !query.text.trim().is_empty() && query.view != crate::domain::HitView::Ids;
         let searcher = shared.reader.searcher();
-        let (full_query, retag_pending) = self.slice_query(&searcher, query)?;
+        let (full_query, retag_pending) =
+            self.slice_parsed_query(&searcher, query, user_query.box_clone())?;
         let (after_key, replay) = match after {
             Some(Cursor { key, stats }) => (Some(key), Some(stats)),
             None => (None, None),
@@ -176,9 +177,18 @@ impl SearchIndex {
         searcher: &Searcher,
         query: &SearchQuery,
     ) -> Result<(Box<dyn tantivy::query::Query>, u64), IndexError> {
-        let shared = &self.shared;
-        let fields = &shared.fields;
-        let user_query = query::parse_user_query(&shared.parser, &query.text)?;
+        let user_query = query::parse_user_query(&self.shared.parser, &query.text)?;
+        self.slice_parsed_query(searcher, query, user_query)
+    }
+
+    /// As `slice_query`, with the user query already parsed from `query.text`.
+    fn slice_parsed_query(
+        &self,
+        searcher: &Searcher,
+        query: &SearchQuery,
+        user_query: Box<dyn tantivy::query::Query>,
+    ) -> Result<(Box<dyn tantivy::query::Query>, u64), IndexError> {
+        let fields = &self.shared.fields;
         let mut filters = query::filter_clauses(fields, &query.filter);
         let mut retag_pending = 0;
         if query.uses_themes() {

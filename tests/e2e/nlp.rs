@@ -817,15 +817,8 @@ async fn similarity_follows_changes_filters_and_restarts() {
 
     // A clean stop saves the index; the next start loads it.
     server.terminate();
-    server.restart().await;
-    let mut client = server.client().await;
-    let started = wait_for_similarity_index(&server, 2).await;
-    assert!(
-        started.contains("loaded")
-            && started.contains("vectors=4")
-            && started.contains("corrected=0"),
-        "{started}"
-    );
+    let mut client =
+        restart_expecting(&mut server, 2, &["loaded", "vectors=4", "corrected=0"]).await;
     let restarted = search(&mut client, similar(4, None)).await;
     assert_eq!(hit_ids(&restarted), hit_ids(&after));
     for (a, b) in restarted.hits.iter().zip(&after.hits) {
@@ -846,15 +839,8 @@ async fn similarity_follows_changes_filters_and_restarts() {
         .unwrap();
     search_until(&mut client, similar(4, None), |r| r.hits.len() == 2).await;
     server.kill9();
-    server.restart().await;
-    let mut client = server.client().await;
-    let started = wait_for_similarity_index(&server, 3).await;
-    assert!(
-        started.contains("loaded")
-            && started.contains("vectors=3")
-            && started.contains("corrected=1"),
-        "{started}"
-    );
+    let mut client =
+        restart_expecting(&mut server, 3, &["loaded", "vectors=3", "corrected=1"]).await;
     let response = search(&mut client, similar(4, None)).await;
     assert!(!hit_ids(&response).contains(&"v-5".to_string()));
     assert_eq!(response.hits.len(), 2);
@@ -866,19 +852,25 @@ async fn similarity_follows_changes_filters_and_restarts() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&keys, bytes).unwrap();
-    server.restart().await;
-    let mut client = server.client().await;
-    let started = wait_for_similarity_index(&server, 4).await;
-    assert!(
-        started.contains("built") && started.contains("vectors=3"),
-        "{started}"
-    );
+    let mut client = restart_expecting(&mut server, 4, &["built", "vectors=3"]).await;
     assert!(server
         .log_text()
         .contains("the saved similarity index cannot be used"));
     let rebuilt = search(&mut client, similar(4, None)).await;
     assert_eq!(hit_ids(&rebuilt), hit_ids(&response));
     assert_eq!(hit_ids(&search(&mut client, billing).await), vec!["v-2"]);
+}
+
+/// Restarts the stopped server, waits for its similarity index (the `n`th
+/// start) and checks that start's log line holds each of `expected`.
+async fn restart_expecting(server: &mut TestServer, n: usize, expected: &[&str]) -> Client {
+    server.restart().await;
+    let started = wait_for_similarity_index(server, n).await;
+    assert!(
+        expected.iter().all(|e| started.contains(e)),
+        "{expected:?} in {started}"
+    );
+    server.client().await
 }
 
 /// Waits until the server logged its `n`th "similarity index ready" (one
