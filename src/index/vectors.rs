@@ -824,7 +824,7 @@ impl Vectors {
             ),
             Err(error) => {
                 self.dirty.store(true, Ordering::Release);
-                tracing::warn!(%error, "cannot save the similarity index; the next start rebuilds it")
+                tracing::warn!(%error, "cannot save the similarity index; the next start corrects the previous save, or rebuilds it")
             }
         }
     }
