@@ -79,8 +79,11 @@ impl SearchIndex {
         let fields = &self.shared.fields;
         let searcher = self.shared.reader.searcher();
         let (full_query, retag_pending) = self.slice_query(&searcher, query)?;
-        let everything =
-            query.text.trim().is_empty() && query::filter_clauses(fields, &query.filter).is_empty();
+        // Theme facets restrict the matches to the current taxonomy version
+        // (as in `slice_query`), so they need the keys too.
+        let everything = query.text.trim().is_empty()
+            && query::filter_clauses(fields, &query.filter).is_empty()
+            && !query.uses_themes();
         let facet_aggs = aggregations::facet_request(&query.facets)?;
         let keys = (!everything).then_some(KeyCollector);
         let (total_hits, keys, facets) = match facet_aggs {
@@ -137,5 +140,63 @@ impl SearchIndex {
             }
         }
         Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::{HitView, SearchFilter, SearchQuery, SortOrder};
+
+    fn query(text: &str, facets: &[&str]) -> SearchQuery {
+        SearchQuery {
+            text: text.into(),
+            filter: SearchFilter::default(),
+            sort: SortOrder::Relevance,
+            limit: 10,
+            cursor: None,
+            facets: facets.iter().map(|f| f.to_string()).collect(),
+            similar_to: None,
+            taxonomy_version: 1,
+            total_hits_up_to: None,
+            view: HitView::Full,
+        }
+    }
+
+    #[test]
+    fn keys_are_the_matches_and_map_back_to_their_ids() {
+        let index = crate::index::fuzz_fixture();
+        let all = index.similar_scope(&query("", &[])).unwrap();
+        assert!(all.keys.is_none(), "everything matches: no keys");
+        assert_eq!(all.total_hits, index.documents());
+        // A theme facet counts only the current taxonomy's items, and so
+        // restricts the candidates like a filter.
+        for restricted in [query("refund", &[]), query("", &["theme"])] {
+            let scope = index.similar_scope(&restricted).unwrap();
+            let keys = scope.keys.expect("restricted: keys");
+            assert_eq!(keys.len() as u64, scope.total_hits, "{:?}", restricted.text);
+            assert!(scope.total_hits < all.total_hits);
+            let wanted: Vec<u64> = keys.iter().chain([u64::MAX]).collect();
+            let ids = index.ids_of_keys(&wanted).unwrap();
+            assert_eq!(ids.last(), Some(&None), "an unknown key has no id");
+            let page = index
+                .search(&SearchQuery {
+                    limit: 1000,
+                    ..restricted.clone()
+                })
+                .unwrap();
+            let mut found: Vec<String> = ids
+                .into_iter()
+                .flatten()
+                .map(|id| id.as_str().to_string())
+                .collect();
+            let mut expected: Vec<String> = page
+                .hits
+                .into_iter()
+                .map(|(id, _)| id.as_str().to_string())
+                .collect();
+            found.sort();
+            expected.sort();
+            assert_eq!(found, expected);
+        }
     }
 }
