@@ -297,19 +297,26 @@ fn hit_ids(
     top: &[(SortKey, DocAddress)],
 ) -> Result<Vec<FeedbackId>, IndexError> {
     top.iter()
-        .map(|(_, address)| {
-            let doc: TantivyDocument = searcher.doc(*address)?;
-            let raw = doc
-                .get_first(fields.id)
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            FeedbackId::parse(&raw).map_err(|reason| {
-                internal(format!(
-                    "indexed document has an invalid id {raw:?}: {reason}"
-                ))
-            })
-        })
+        .map(|(_, address)| doc_id(searcher, fields, *address))
         .collect()
+}
+
+/// The item id of an indexed document, read from the document store.
+pub(super) fn doc_id(
+    searcher: &Searcher,
+    fields: &Fields,
+    address: DocAddress,
+) -> Result<FeedbackId, IndexError> {
+    let doc: TantivyDocument = searcher.doc(address)?;
+    let raw = doc
+        .get_first(fields.id)
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    FeedbackId::parse(&raw).map_err(|reason| {
+        internal(format!(
+            "indexed document has an invalid id {raw:?}: {reason}"
+        ))
+    })
 }
 
 fn internal(message: String) -> IndexError {

@@ -5,9 +5,9 @@
 use tantivy::collector::{Collector, Count, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::query::TermSetQuery;
-use tantivy::schema::Value;
-use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
+use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, Term};
 
+use super::search::doc_id;
 use super::vectors::KeyBits;
 use super::{aggregations, query, schema, IndexError, SearchIndex};
 use crate::domain::{FacetCounts, FeedbackId, SearchQuery};
@@ -122,20 +122,22 @@ impl SearchIndex {
             .into_iter()
             .collect();
         let mut found = std::collections::HashMap::with_capacity(docs.len());
+        let mut columns: std::collections::HashMap<SegmentOrdinal, Column<u64>> =
+            std::collections::HashMap::new();
         for address in docs {
-            let seqs = searcher
-                .segment_reader(address.segment_ord)
-                .fast_fields()
-                .u64(schema::field::SEQ)?;
+            let seqs = match columns.entry(address.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(column) => column.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => slot.insert(
+                    searcher
+                        .segment_reader(address.segment_ord)
+                        .fast_fields()
+                        .u64(schema::field::SEQ)?,
+                ),
+            };
             let Some(seq) = seqs.first(address.doc_id) else {
                 continue;
             };
-            let doc: TantivyDocument = searcher.doc(address)?;
-            let raw = doc
-                .get_first(fields.id)
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            if let Ok(id) = FeedbackId::parse(&raw) {
+            if let Ok(id) = doc_id(&searcher, fields, address) {
                 found.insert(seq, id);
             }
         }
