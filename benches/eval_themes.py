@@ -3,6 +3,13 @@
 
 usage: .venv/bin/python benches/eval_themes.py target/release/verbatim [--quick]
            [--datasets builtin,multilingual,banking77,clinc150,mams,discovery,cost] [--ks 0,5,10]
+           [--split heldout|tune] [--limit N] [--dump DIR]
+
+--split tune scores banking77 / clinc150 / mams on the rows of their SEED splits that no k uses
+as a seed (Banking77 fold A, CLINC150 train with its 100 oos queries, MAMS-ACSA train): the split
+for design choices and constants. Figures from it are never reported as held out. --limit N
+subsamples the scored texts (2000 is what the design notes in src/themes/model.rs quote);
+--dump DIR writes every scored text's themes, spans and sentiments as JSON lines.
 
 Needs the venv made by tests/blackbox/run.sh (grpcio + grpcio-tools 1.85.1) and the prepared
 models (python3 models/prepare.py -> models/cache/). Talks to the REAL binary through the public
@@ -144,6 +151,29 @@ class Dataset:
                 pool = [i for i, g in enumerate(self.seed_gold) if c in g]
             out[c] = [self.seed_texts[i] for i in sample_k(pool, k, c)]
         return out
+
+
+def tuning_split(ds: Dataset, ks, limit: int | None) -> Dataset:
+    """The same data set with its held-out rows replaced by the seed split's rows that no k in
+    `ks` uses as a seed (oos rows of CLINC150 train kept): for choosing designs and constants
+    without looking at the reported split."""
+    used = set()
+    for k in ks:
+        for texts in ds.seeds(k).values():
+            used.update(texts)
+    rest = [i for i, t in enumerate(ds.seed_texts) if t not in used]
+    texts, gold = [ds.seed_texts[i] for i in rest], [ds.seed_gold[i] for i in rest]
+    if ds.name == "clinc150":
+        oos = [r["text"] for r in read_tsv(DATA / "clinc150-train.tsv") if r["category"] == "oos"]
+        sel = subsample(len(texts), limit, "tune:" + ds.name)
+        texts = [texts[i] for i in sel] + oos
+        gold = [gold[i] for i in sel] + [set() for _ in oos]
+    else:
+        sel = subsample(len(texts), limit, "tune:" + ds.name)
+        texts, gold = [texts[i] for i in sel], [gold[i] for i in sel]
+    if ds.name == "mams":
+        gold = [{c: p for c, p in g.items() if c != "miscellaneous"} for g in gold]
+    return Dataset(ds.name, ds.cats, ds.seed_texts, ds.seed_gold, texts, gold)
 
 
 def load_dataset(name: str, limit: int | None) -> Dataset:
@@ -353,6 +383,8 @@ def eval_assignment(cl: Client, ds: Dataset, ks, desc) -> list[str]:
                     if c in ds.test_gold[i]:
                         sent_n += 1
                         sent_ok += argmax_polarity(m.sentiment) == ds.test_gold[i][c]
+        if DUMP is not None:
+            dump_analyses(DUMP / f"{ds.name}-k{k}.jsonl", ds, keep, analyses, id_to_cat)
         per, micro = multilabel_scores(gold, preds, ds.cats)
         none_share = sum(1 for p in preds if not p) / max(len(preds), 1)
         row = f"| {k} | {pct(micro[0])} | {pct(micro[1])} | **{pct(micro[2])}** | "
@@ -389,6 +421,32 @@ def eval_assignment(cl: Client, ds: Dataset, ks, desc) -> list[str]:
         out += details
     out.append("")
     return out
+
+
+DUMP: Path | None = None  # --dump DIR
+
+
+def dump_analyses(path: Path, ds: Dataset, keep, analyses, id_to_cat) -> None:
+    """One JSON line per scored text: text, gold, sentences and themes as returned."""
+    import json
+
+    def sent(s):
+        return [round(s.negative, 4), round(s.neutral, 4), round(s.positive, 4)]
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in keep:
+            a, g = analyses[i], ds.test_gold[i]
+            f.write(json.dumps({
+                "text": ds.test_texts[i],
+                "gold": g if isinstance(g, dict) else sorted(g),
+                "sentiment": sent(a.sentiment),
+                "sentences": [[x.start, x.end, sent(x.sentiment)] for x in a.sentences],
+                "themes": [{"cat": id_to_cat.get(m.theme_id), "score": round(m.score, 4),
+                            "sentences": list(m.sentences),
+                            "spans": [[x.start, x.end] for x in m.spans],
+                            "sentiment": sent(m.sentiment)} for m in a.themes],
+            }, ensure_ascii=False) + "\n")
 
 
 def eval_builtin(cl: Client) -> tuple[list[str], list, list]:
@@ -626,13 +684,23 @@ def main() -> int:
     ap.add_argument("--datasets", default=",".join(ALL_SETS),
                     help="comma-separated subset of " + ",".join(ALL_SETS))
     ap.add_argument("--ks", default=",".join(map(str, KS)), help="seed examples per theme")
+    ap.add_argument("--split", choices=("heldout", "tune"), default="heldout",
+                    help="tune: score banking77 / clinc150 / mams on their seed splits' rows "
+                         "that are not seeds (for design choices; never report these as held out)")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="subsample the scored texts of each data set to this many")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="write each scored text's analysis (themes, spans, sentiments) as JSON "
+                         "lines under this directory, one file per data set and k")
     args = ap.parse_args()
+    global DUMP
+    DUMP = args.dump
     wanted = [s.strip() for s in args.datasets.split(",") if s.strip()]
     bad = [s for s in wanted if s not in ALL_SETS]
     if bad:
         ap.error(f"unknown data set(s) {bad}; choose from {ALL_SETS}")
     ks = tuple(int(x) for x in args.ks.split(","))
-    limit = QUICK_N if args.quick else None
+    limit = QUICK_N if args.quick else args.limit
     if not args.binary.is_file():
         raise EvalError(f"no binary at {args.binary}")
 
@@ -640,11 +708,13 @@ def main() -> int:
     sets = {name: load_dataset(name, limit) for name in ("banking77", "clinc150", "mams")
             if name in wanted or (name in ("banking77", "clinc150") and "discovery" in wanted)
             or (name == "clinc150" and "cost" in wanted)}
+    if args.split == "tune":
+        sets = {name: tuning_split(ds, ks, limit) for name, ds in sets.items()}
 
     report = ["# Theme assignment and discovery: evaluation", "",
               f"- command: `{shlex.join([sys.executable, *sys.argv])}`",
               f"- binary: `{args.binary}`; {'quick run (subsampled), ' if args.quick else ''}"
-              f"data sets: {', '.join(wanted)}; k in {list(ks)}",
+              f"data sets: {', '.join(wanted)}; k in {list(ks)}; split: {args.split}",
               f"- host: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
               "- data: benches/data/themes (Banking77 CC-BY-4.0, CLINC150 CC-BY-3.0, MAMS-ACSA "
               "Apache-2.0; sources in its README.md) and benches/data/feedback_themes.tsv", ""]

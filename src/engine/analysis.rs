@@ -19,8 +19,15 @@ impl Engine {
         let pool = self.analysis.as_ref().ok_or(NlpError::Disabled)?;
         self.themes_ready(ctx).await?;
         ctx.check_deadline()?;
-        let mut results = pool.analyze(texts, include_embeddings).await?;
+        // The document embedding orders the themes (the text's own theme
+        // first): always computed, returned only when asked for.
+        let mut results = pool.analyze(texts, true).await?;
         self.tag_all(&mut results);
+        if !include_embeddings {
+            for analysis in results.iter_mut().flatten() {
+                analysis.embedding = Vec::new();
+            }
+        }
         Ok(results)
     }
 

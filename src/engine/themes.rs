@@ -289,7 +289,8 @@ pub(crate) fn tag_with(model: &ThemeModel, analysis: &mut Analysis) {
             embedding: &u.embedding,
         })
         .collect();
-    analysis.themes = model.assign(&refs);
+    let text = (!analysis.embedding.is_empty()).then_some(analysis.embedding.as_slice());
+    analysis.themes = model.assign(&refs, text);
     analysis.taxonomy_version = model.version;
 }
 
@@ -335,7 +336,7 @@ pub(super) fn uncovered_sentences(
             continue;
         };
         let covered: std::collections::BTreeSet<usize> = model
-            .assign(&decoded.refs())
+            .assign(&decoded.refs(), None)
             .into_iter()
             .flat_map(|m| m.sentences)
             .collect();
@@ -570,7 +571,8 @@ impl Engine {
                 let updates: Vec<ThemeUpdate> = page
                     .items
                     .into_iter()
-                    .filter_map(|(item, bytes)| {
+                    .filter_map(|entry| {
+                        let (item, bytes) = (entry.item, entry.units);
                         let AnalysisState::Done(analysis) = &item.analysis else {
                             return None;
                         };
@@ -579,7 +581,7 @@ impl Engine {
                         }
                         let decoded = DecodedUnits::new(&bytes, DIM)?;
                         Some(ThemeUpdate {
-                            themes: model.assign(&decoded.refs()),
+                            themes: model.assign(&decoded.refs(), entry.document.as_deref()),
                             id: item.feedback.id,
                             version_seq: item.seq,
                             taxonomy_version: model.version,

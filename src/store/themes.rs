@@ -102,6 +102,7 @@ impl Store {
         let txn = self.db.get()?.begin_read()?;
         let units = open_or_empty!(txn, UNITS, UnitsPage::default());
         let items = open_or_empty!(txn, super::ITEMS, UnitsPage::default());
+        let embeddings = open_or_empty!(txn, super::EMBEDDINGS, UnitsPage::default());
         let range = match after {
             Some(after) => units
                 .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
@@ -112,19 +113,32 @@ impl Store {
             let (id, bytes) = entry?;
             page.last = Some(id.value().to_string());
             if let Some(item) = items.get(id.value())? {
-                page.items.push((
-                    super::decode(id.value(), item.value())?,
-                    bytes.value().to_vec(),
-                ));
+                let document = embeddings
+                    .get(id.value())?
+                    .map(|bytes| bytes_f32(bytes.value()));
+                page.items.push(UnitsOfItem {
+                    item: super::decode(id.value(), item.value())?,
+                    units: bytes.value().to_vec(),
+                    document,
+                });
             }
         }
         Ok(page)
     }
 }
 
+/// One item with its stored units and its document embedding.
+#[derive(Debug)]
+pub struct UnitsOfItem {
+    pub item: StoredFeedback,
+    /// The encoded units (`themes::units` layout).
+    pub units: Vec<u8>,
+    pub document: Option<Vec<f32>>,
+}
+
 #[derive(Debug, Default)]
 pub struct UnitsPage {
-    pub items: Vec<(StoredFeedback, Vec<u8>)>,
+    pub items: Vec<UnitsOfItem>,
     /// The last unit record read; None when there were none left.
     pub last: Option<String>,
 }
