@@ -388,13 +388,19 @@ impl AnalysisPool {
 
 /// One text on its way: its sentences, the clauses of the sentences that
 /// join several, and the embeddings back so far (the document's first, then
-/// one per sentence when it has several, then one per clause). Everything is
-/// read from the normalised text; spans are in its code points until
-/// `assemble` maps them back to the original's.
+/// one per sentence of a text of several that does not split, then one per
+/// clause). A split sentence of a text of several sentences is not embedded
+/// on its own: its embedding is the length-weighted mean of its clauses'
+/// (the encoder reads its words once, not twice). A text of one sentence is
+/// embedded whole (that is the document) and its clauses besides.
+/// Everything is read from the normalised text; spans are in its code points
+/// until `assemble` maps them back to the original's.
 struct Plan {
     index: usize,
     text: NormalizedText<'static>,
     sentences: Vec<(usize, usize)>,
+    /// Per sentence: whether its embedding comes from its clauses.
+    derived: Vec<bool>,
     /// (sentence index, span) of every clause of a sentence that splits.
     clauses: Vec<(usize, (usize, usize))>,
     pieces: usize,
@@ -405,8 +411,17 @@ impl Plan {
     fn assemble(self, head: &SentimentHead, include_embeddings: bool, model: &str) -> Analysis {
         let mut embeddings = self.embeddings.into_iter();
         let document = embeddings.next().expect("one embedding per document");
-        let sentence_embeddings: Vec<Vec<f32>> = if self.sentences.len() > 1 {
-            embeddings.by_ref().take(self.sentences.len()).collect()
+        let mut sentence_embeddings: Vec<Vec<f32>> = if self.sentences.len() > 1 {
+            self.derived
+                .iter()
+                .map(|&derived| {
+                    if derived {
+                        Vec::new() // from its clauses, below
+                    } else {
+                        embeddings.next().expect("one embedding per whole sentence")
+                    }
+                })
+                .collect()
         } else {
             vec![document.clone(); self.sentences.len()]
         };
@@ -416,6 +431,11 @@ impl Plan {
             .zip(embeddings)
             .map(|((sentence, span), embedding)| (sentence, span, embedding))
             .collect();
+        for (i, embedding) in sentence_embeddings.iter_mut().enumerate() {
+            if embedding.is_empty() {
+                *embedding = clause_mean(i, &clauses, document.len());
+            }
+        }
         let mut analysis = assemble(
             self.text.as_str(),
             &self.sentences,
@@ -450,38 +470,73 @@ async fn plan_texts(texts: Vec<(usize, String)>) -> Result<Vec<Planned>, NlpErro
     tokio::task::spawn_blocking(move || {
         texts
             .into_iter()
-            .map(|(index, text)| {
-                check_text(&text).map_err(|rejection| (index, rejection))?;
-                let text = NormalizedText::new(&text).into_owned();
-                let sentences = split_sentences(text.as_str());
-                let chars: Vec<char> = text.as_str().chars().collect();
-                let piece = |(s, e): (usize, usize)| chars[s..e].iter().collect::<String>();
-                let mut pieces = vec![text.as_str().to_string()];
-                if sentences.len() > 1 {
-                    pieces.extend(sentences.iter().map(|&span| piece(span)));
-                }
-                let mut clauses = Vec::new();
-                for (i, &span) in sentences.iter().enumerate() {
-                    let parts = split_clauses(&chars, span);
-                    if parts.len() > 1 {
-                        clauses.extend(parts.into_iter().map(|part| (i, part)));
-                    }
-                }
-                pieces.extend(clauses.iter().map(|&(_, span)| piece(span)));
-                let plan = Plan {
-                    index,
-                    text,
-                    pieces: pieces.len(),
-                    sentences,
-                    clauses,
-                    embeddings: Vec::new(),
-                };
-                Ok((plan, pieces))
-            })
+            .map(|(index, text)| plan_one(index, &text))
             .collect()
     })
     .await
     .map_err(|e| NlpError::Inference(e.to_string()))
+}
+
+/// The plan of one text and the pieces to embed, in the order `Plan` reads
+/// their embeddings back.
+fn plan_one(index: usize, text: &str) -> Planned {
+    check_text(text).map_err(|rejection| (index, rejection))?;
+    let text = NormalizedText::new(text).into_owned();
+    let sentences = split_sentences(text.as_str());
+    let chars: Vec<char> = text.as_str().chars().collect();
+    let piece = |(s, e): (usize, usize)| chars[s..e].iter().collect::<String>();
+    let mut pieces = vec![text.as_str().to_string()];
+    let mut clauses = Vec::new();
+    let mut derived = vec![false; sentences.len()];
+    for (i, &span) in sentences.iter().enumerate() {
+        let parts = split_clauses(&chars, span);
+        if parts.len() > 1 {
+            clauses.extend(parts.into_iter().map(|part| (i, part)));
+            derived[i] = sentences.len() > 1;
+        }
+    }
+    if sentences.len() > 1 {
+        pieces.extend(
+            sentences
+                .iter()
+                .zip(&derived)
+                .filter(|(_, &derived)| !derived)
+                .map(|(&span, _)| piece(span)),
+        );
+    }
+    pieces.extend(clauses.iter().map(|&(_, span)| piece(span)));
+    let plan = Plan {
+        index,
+        text,
+        pieces: pieces.len(),
+        sentences,
+        derived,
+        clauses,
+        embeddings: Vec::new(),
+    };
+    Ok((plan, pieces))
+}
+
+/// The embedding of sentence `sentence` from its clauses: their mean
+/// weighted by length (code points, a stand-in for the tokens the encoder
+/// mean-pools), normalised.
+fn clause_mean(
+    sentence: usize,
+    clauses: &[(usize, (usize, usize), Vec<f32>)],
+    dim: usize,
+) -> Vec<f32> {
+    let mut sum = vec![0f32; dim];
+    for (_, (start, end), embedding) in clauses.iter().filter(|c| c.0 == sentence) {
+        let weight = (end - start) as f32;
+        sum.iter_mut()
+            .zip(embedding)
+            .for_each(|(s, x)| *s += weight * x);
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 1e-12 {
+        sum.iter_mut().for_each(|x| *x /= norm);
+    }
+    sum
 }
 
 /// The jobs one request has queued, answered in order. Dropping it (the
@@ -572,6 +627,67 @@ mod tests {
 
     fn tags(group: &[Job]) -> Vec<&str> {
         group.iter().map(|j| j.texts[0].as_str()).collect()
+    }
+
+    #[test]
+    fn split_sentences_of_longer_texts_come_from_their_clauses() {
+        let dim = 384;
+        let basis = |i: usize| {
+            let mut v = vec![0f32; dim];
+            v[i] = 1.0;
+            v
+        };
+        let head = SentimentHead::trained(dim).unwrap();
+        let text = "The room was clean and quiet. The food was great but the waiter ignored us.";
+        let (mut plan, pieces) = plan_one(0, text).unwrap();
+        // The document, the first sentence, the second's two clauses: the
+        // second sentence is not read a second time.
+        assert_eq!(
+            pieces,
+            [
+                text,
+                "The room was clean and quiet.",
+                "The food was great",
+                "but the waiter ignored us."
+            ]
+        );
+        plan.embeddings = (0..pieces.len()).map(basis).collect();
+        let analysis = plan.assemble(&head, true, "test");
+        assert_eq!(analysis.sentences.len(), 2);
+        let whole = |sentence: usize| {
+            analysis
+                .units
+                .iter()
+                .filter(|u| u.sentence == sentence)
+                .max_by_key(|u| u.end - u.start)
+                .unwrap()
+        };
+        assert_eq!(whole(0).embedding, basis(1));
+        // Length-weighted mean of the clauses (18 and 26 code points), unit length.
+        let second = &whole(1).embedding;
+        let norm = (18f32 * 18.0 + 26.0 * 26.0).sqrt();
+        assert!((second[2] - 18.0 / norm).abs() < 1e-6, "{:?}", &second[..4]);
+        assert!((second[3] - 26.0 / norm).abs() < 1e-6);
+        assert_eq!(second[0] + second[1], 0.0);
+        assert_eq!(analysis.units.len(), 4);
+        assert_eq!(analysis.embedding, basis(0));
+
+        // A text of one sentence: the document is the sentence, its clauses
+        // come besides.
+        let text = "The food was great but the waiter ignored us.";
+        let (mut plan, pieces) = plan_one(0, text).unwrap();
+        assert_eq!(
+            pieces,
+            [text, "The food was great", "but the waiter ignored us."]
+        );
+        plan.embeddings = (0..pieces.len()).map(basis).collect();
+        let analysis = plan.assemble(&head, true, "test");
+        let sentence = analysis
+            .units
+            .iter()
+            .find(|u| u.end - u.start == text.chars().count())
+            .unwrap();
+        assert_eq!(sentence.embedding, basis(0));
     }
 
     #[test]
