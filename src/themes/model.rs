@@ -494,7 +494,8 @@ impl ThemeModel {
     /// The themes of one unit: (theme position, calibrated score), by rank;
     /// empty unless the best-ranked theme passes the gate. Only the next
     /// `SECONDARY_CANDIDATES` ranked themes are tried for a second theme, so
-    /// a unit costs one dot product per theme plus a few gates.
+    /// a unit costs one dot product per theme, one per row of the
+    /// `RANK_CANDIDATES` best themes, and a few gates.
     fn sentence_themes(&self, embedding: &[f32]) -> Vec<(usize, f32)> {
         // The best by LDA score, then re-ranked with the nearest rows.
         let mut top: Vec<(usize, f32)> = Vec::with_capacity(RANK_CANDIDATES + 1);
