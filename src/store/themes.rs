@@ -102,7 +102,12 @@ impl Store {
         let txn = self.db.get()?.begin_read()?;
         let units = open_or_empty!(txn, UNITS, UnitsPage::default());
         let items = open_or_empty!(txn, super::ITEMS, UnitsPage::default());
-        let embeddings = open_or_empty!(txn, super::EMBEDDINGS, UnitsPage::default());
+        // Without a document embedding the model falls back to the units.
+        let embeddings = match txn.open_table(super::EMBEDDINGS) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
         let range = match after {
             Some(after) => units
                 .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
@@ -113,9 +118,10 @@ impl Store {
             let (id, bytes) = entry?;
             page.last = Some(id.value().to_string());
             if let Some(item) = items.get(id.value())? {
-                let document = embeddings
-                    .get(id.value())?
-                    .map(|bytes| bytes_f32(bytes.value()));
+                let document = match &embeddings {
+                    Some(table) => table.get(id.value())?.map(|bytes| bytes_f32(bytes.value())),
+                    None => None,
+                };
                 page.items.push(UnitsOfItem {
                     item: super::decode(id.value(), item.value())?,
                     units: bytes.value().to_vec(),
