@@ -47,8 +47,9 @@
 //!   top-1 was 0.57 and is 0.70. Without the document (a stored item that
 //!   has none) the normalised sum of the sentences stands in for it.
 //!
-//! Chosen on tuning splits only (Banking77 fold A, CLINC150 train, the
-//! en/de/fr half of benches/data/feedback_themes.tsv; BENCHMARKS.md): the
+//! Chosen on tuning splits only (Banking77 fold A, CLINC150 train, MAMS-ACSA
+//! train, the en/de/fr half of benches/data/feedback_themes.tsv;
+//! `benches/eval_themes.py --split tune`; BENCHMARKS.md): the
 //! label-plus-examples gate ranked better than the centroid, the max of
 //! centroid and label, or the nearest example; the LDA head raised Banking77
 //! top-1 from 0.758 to 0.806; z alone at 3 left half the built-in taxonomy's
