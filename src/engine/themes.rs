@@ -289,8 +289,9 @@ pub(crate) fn tag_with(model: &ThemeModel, analysis: &mut Analysis) {
             embedding: &u.embedding,
         })
         .collect();
-    let text = (!analysis.embedding.is_empty()).then_some(analysis.embedding.as_slice());
-    analysis.themes = model.assign(&refs, text);
+    // An analysis without its document embedding has it empty: `assign`
+    // ignores a vector of the wrong size.
+    analysis.themes = model.assign(&refs, Some(&analysis.embedding));
     analysis.taxonomy_version = model.version;
 }
 

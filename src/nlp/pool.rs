@@ -432,7 +432,7 @@ impl Plan {
             .map(|((sentence, span), embedding)| (sentence, span, embedding))
             .collect();
         for (i, embedding) in sentence_embeddings.iter_mut().enumerate() {
-            if embedding.is_empty() {
+            if self.derived[i] {
                 *embedding = clause_mean(i, &clauses, document.len());
             }
         }

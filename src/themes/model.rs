@@ -552,16 +552,18 @@ impl ThemeModel {
         let text = text.filter(|t| t.len() == dim);
         // theme -> sentence -> (best calibrated score, units that carry it).
         let mut found: BTreeMap<usize, BTreeMap<usize, (f32, Vec<usize>)>> = BTreeMap::new();
+        let mut carry = |theme: usize, sentence: usize, score: f32, unit: usize| {
+            let slot = found
+                .entry(theme)
+                .or_default()
+                .entry(sentence)
+                .or_insert((0.0, Vec::new()));
+            slot.0 = slot.0.max(score);
+            slot.1.push(unit);
+        };
         for (u, unit) in units.iter().enumerate() {
-            let themes = self.sentence_themes(unit.embedding);
-            for (theme, score) in themes {
-                let slot = found
-                    .entry(theme)
-                    .or_default()
-                    .entry(unit.sentence)
-                    .or_insert((0.0, Vec::new()));
-                slot.0 = slot.0.max(score);
-                slot.1.push(u);
+            for (theme, score) in self.sentence_themes(unit.embedding) {
+                carry(theme, unit.sentence, score, u);
             }
         }
         // A text of several sentences proposes its own themes too, each
@@ -570,20 +572,12 @@ impl ThemeModel {
         let whole = whole_units(units);
         if let (Some(text), true) = (text, whole.len() > 1) {
             for (theme, score) in self.sentence_themes(text) {
-                let &(sentence, u) = whole
+                let (_, sentence, u) = whole
                     .iter()
-                    .max_by(|a, b| {
-                        self.rank(theme, units[a.1].embedding)
-                            .total_cmp(&self.rank(theme, units[b.1].embedding))
-                    })
+                    .map(|&(sentence, u)| (self.rank(theme, units[u].embedding), sentence, u))
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
                     .expect("several sentences");
-                let slot = found
-                    .entry(theme)
-                    .or_default()
-                    .entry(sentence)
-                    .or_insert((0.0, Vec::new()));
-                slot.0 = slot.0.max(score);
-                slot.1.push(u);
+                carry(theme, sentence, score, u);
             }
         }
         // A sub-theme hides its parent in the same sentence.
@@ -616,9 +610,13 @@ impl ThemeModel {
                 (theme, carried)
             })
             .collect();
+        let fallback;
         let text = match text {
-            Some(text) => text.to_vec(),
-            None => text_vector(units, &whole),
+            Some(text) => text,
+            None => {
+                fallback = text_vector(units, &whole);
+                &fallback
+            }
         };
         let mut mentions: Vec<(f32, ThemeMention)> = found
             .into_iter()
@@ -651,7 +649,7 @@ impl ThemeModel {
                     spans,
                     sentiment: Sentiment::from_probabilities(probabilities),
                 };
-                (self.rank(theme, &text), mention)
+                (self.rank(theme, text), mention)
             })
             .collect();
         // The theme the text as a whole ranks highest first (the calibrated
