@@ -25,7 +25,7 @@ use crate::domain::{
     Sentiment, StoredFeedback, Taxonomy, Theme, ThemeDraft,
 };
 use crate::error::{Error, Result};
-use crate::nlp::{AnalysisPool, NlpError};
+use crate::nlp::{AnalysisPool, NlpError, SentimentHead};
 use crate::store::{Store, ThemeUpdate};
 use crate::themes::{self, discover, units::DecodedUnits, ThemeModel, UnitRef};
 
@@ -53,6 +53,8 @@ pub(crate) struct ThemeState {
     /// The taxonomy version searches refer to: the model's, or with
     /// analysis off the store's.
     version: AtomicU64,
+    /// The aspect-sentiment head every compiled model uses.
+    aspect: Option<Arc<SentimentHead>>,
 }
 
 impl ThemeState {
@@ -65,6 +67,13 @@ impl ThemeState {
             edits: tokio::sync::Mutex::new(()),
             compiled: watch::channel(None).0,
             version: AtomicU64::new(0),
+            aspect: match SentimentHead::aspect(DIM) {
+                Ok(head) => Some(Arc::new(head)),
+                Err(error) => {
+                    tracing::error!(%error, "aspect head not loaded; themes take their unit's sentiment");
+                    None
+                }
+            },
         })
     }
 
@@ -106,12 +115,12 @@ impl ThemeState {
             .await?;
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let taxonomy = taxonomy.clone();
+        let aspect = self.aspect.clone();
         run_blocking(&RequestContext::internal(), move || {
-            Ok(Arc::new(ThemeModel::compile(
-                &taxonomy,
-                |t| cache.get(t).map(|v| &v[..]),
-                &background,
-            )))
+            Ok(Arc::new(
+                ThemeModel::compile(&taxonomy, |t| cache.get(t).map(|v| &v[..]), &background)
+                    .with_aspect_head(aspect),
+            ))
         })
         .await
     }

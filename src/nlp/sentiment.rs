@@ -7,6 +7,11 @@
 //! figures against sentimentai's head are in BENCHMARKS.md. sentimentai's
 //! head (the pinned package) stays the reference that `models/verify.py`
 //! checks the embeddings against.
+//!
+//! The same form also reads a theme in the unit that carries it (aspect
+//! sentiment): `models/heads/e5-small-aspect.json`, over the features
+//! [u, u * a] of the unit embedding u and the theme label's embedding a,
+//! trained by `models/train_aspect_head.py`; used by `themes::ThemeModel`.
 
 use std::path::Path;
 
@@ -34,6 +39,11 @@ struct HeadFile {
 pub const TRAINED_HEAD: &str = include_str!("../../models/heads/e5-small-verbatim.json");
 /// Its name in `Analysis::model`.
 pub const TRAINED_HEAD_NAME: &str = "verbatim head 1 (models/train_sentiment_head.py)";
+/// The aspect-sentiment head: the same form over the features [u, u * a]
+/// of a unit embedding u and a theme label embedding a (twice the encoder's
+/// dimension), trained by `models/train_aspect_head.py`; the themes use it
+/// for the sentiment of a theme in the unit that carries it.
+pub const ASPECT_HEAD: &str = include_str!("../../models/heads/e5-small-aspect.json");
 
 impl SentimentHead {
     pub fn load(path: &Path, dim: usize) -> Result<Self, NlpError> {
@@ -48,7 +58,41 @@ impl SentimentHead {
         Self::parse(TRAINED_HEAD, "models/heads/e5-small-verbatim.json", dim)
     }
 
-    fn parse(text: &str, what: &str, dim: usize) -> Result<Self, NlpError> {
+    /// The compiled-in aspect head for units of `dim` dimensions (its
+    /// features have `2 * dim`).
+    pub fn aspect(dim: usize) -> Result<Self, NlpError> {
+        Self::parse(ASPECT_HEAD, "models/heads/e5-small-aspect.json", 2 * dim)
+    }
+
+    /// The number of features the head reads.
+    pub fn dim(&self) -> usize {
+        self.coef[0].len()
+    }
+
+    /// An aspect head (features [u, u * a]) with its label `a` folded in:
+    /// a head over u alone whose weights are w_u + w_p * a, the same logits
+    /// at a third of the cost. None unless the head reads `2 * a.len()`
+    /// features.
+    pub fn folded(&self, label: &[f32]) -> Option<SentimentHead> {
+        let d = label.len();
+        if self.dim() != 2 * d {
+            return None;
+        }
+        let coef = self.coef.clone().map(|row| {
+            let (unit, product) = row.split_at(d);
+            unit.iter()
+                .zip(product.iter().zip(label))
+                .map(|(u, (p, a))| u + p * a)
+                .collect()
+        });
+        Some(SentimentHead {
+            coef,
+            intercept: self.intercept,
+            temperature: self.temperature,
+        })
+    }
+
+    pub(crate) fn parse(text: &str, what: &str, dim: usize) -> Result<Self, NlpError> {
         let file: HeadFile = serde_json::from_str(text).map_err(|e| NlpError::Load {
             what: what.to_string(),
             reason: e.to_string(),
@@ -144,6 +188,31 @@ mod tests {
             end: 1,
             sentiment: from_probabilities(p),
         }
+    }
+
+    #[test]
+    fn the_compiled_in_heads_load() {
+        assert_eq!(SentimentHead::trained(384).unwrap().dim(), 384);
+        assert_eq!(SentimentHead::aspect(384).unwrap().dim(), 768);
+    }
+
+    #[test]
+    fn a_folded_aspect_head_reads_what_the_full_one_reads() {
+        let head = SentimentHead::aspect(384).unwrap();
+        let unit: Vec<f32> = (0..384)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 40.0)
+            .collect();
+        let label: Vec<f32> = (0..384)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 35.0)
+            .collect();
+        let mut features = unit.clone();
+        features.extend(unit.iter().zip(&label).map(|(u, a)| u * a));
+        let full = head.probabilities(&features);
+        let folded = head.folded(&label).unwrap().probabilities(&unit);
+        for (a, b) in full.iter().zip(folded) {
+            assert!((a - b).abs() < 1e-5, "{full:?} vs {folded:?}");
+        }
+        assert!(head.folded(&label[..100]).is_none());
     }
 
     #[test]

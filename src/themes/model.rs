@@ -36,8 +36,13 @@
 //! - every unit decides: a sentence and each of its clauses (a sentence
 //!   that joins topics is cut at "but", "aber", "mais", ";" ...) propose
 //!   their themes, the sentence carries the union, and each theme takes its
-//!   span and sentiment from the narrowest unit that carries it (aspect
-//!   sentiment); a sub-theme hides its parent in the same sentence.
+//!   span from the narrowest unit that carries it; a sub-theme hides its
+//!   parent in the same sentence.
+//! - aspect sentiment: the theme's sentiment in that unit, from the aspect
+//!   head (`with_aspect_head`) over [u, u * label] (u the unit's embedding,
+//!   label the theme label's), so a theme mentioned in passing inside an
+//!   opinionated sentence can be neutral; without a head, the unit's own
+//!   sentence-head sentiment.
 //! - the whole text decides too: a text of several sentences proposes the
 //!   themes of its document embedding, each carried by the sentence that
 //!   ranks it highest, and the text's themes are ordered by the document's
@@ -61,9 +66,11 @@
 //! nearest one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{dot, normalize};
 use crate::domain::{Sentiment, Span, Taxonomy, ThemeMention};
+use crate::nlp::SentimentHead;
 
 /// Calibrated score from which a unit carries a theme.
 pub const THRESHOLD: f32 = 0.5;
@@ -122,6 +129,8 @@ struct CompiledTheme {
     bias: f32,
     /// The label and example embeddings (nearest-row similarity).
     rows: Vec<Vec<f32>>,
+    /// The aspect head with this theme's label folded in.
+    aspect: Option<SentimentHead>,
 }
 
 /// The taxonomy compiled for scoring at one version.
@@ -423,6 +432,7 @@ impl ThemeModel {
                 rank: Vec::new(),
                 bias: 0.0,
                 rows: theme_rows.iter().map(|r| r.to_vec()).collect(),
+                aspect: None,
             });
             rows.push(ThemeRows { rows: theme_rows });
         }
@@ -478,6 +488,26 @@ impl ThemeModel {
             themes,
             rank_scale,
             nn_weight,
+        }
+    }
+
+    /// The model with `head` (an aspect head over [unit, unit * label])
+    /// giving each theme's sentiment in the unit that carries it (see
+    /// `models/train_aspect_head.py`); each theme keeps the head with its
+    /// label folded in. Without a head, or for a head of another dimension,
+    /// a theme takes its unit's own sentiment.
+    pub fn with_aspect_head(mut self, head: Option<Arc<SentimentHead>>) -> ThemeModel {
+        for theme in &mut self.themes {
+            theme.aspect = head.as_ref().and_then(|h| h.folded(&theme.rows[0]));
+        }
+        self
+    }
+
+    /// Sentiment probabilities of `theme` in `unit`.
+    fn aspect_probabilities(&self, theme: usize, unit: &UnitRef<'_>) -> [f32; 3] {
+        match &self.themes[theme].aspect {
+            Some(head) if head.dim() == unit.embedding.len() => head.probabilities(unit.embedding),
+            _ => unit.sentiment.probabilities(),
         }
     }
 
@@ -630,7 +660,10 @@ impl ThemeModel {
                         start: unit.start,
                         end: unit.end,
                     });
-                    for (acc, p) in probabilities.iter_mut().zip(unit.sentiment.probabilities()) {
+                    for (acc, p) in probabilities
+                        .iter_mut()
+                        .zip(self.aspect_probabilities(theme, unit))
+                    {
                         *acc += p;
                     }
                     score = score.max(s);
@@ -864,6 +897,63 @@ mod tests {
         assert_eq!(ids(&toward_price)[0], "price");
         // A wrong-sized text vector is ignored, not trusted.
         assert_eq!(model.assign(&units, Some(&[1.0, 0.0])).len(), 2);
+    }
+
+    #[test]
+    fn the_aspect_head_reads_the_unit_and_the_theme_label() {
+        let (tax, vectors, background) = fixture();
+        // Over [u, u * label] (8 + 8): negative reads the product on the
+        // `late` axis (1), positive on the `price` axis (2), neutral a bias.
+        let mut coef = vec![vec![0f32; 16]; 3];
+        coef[0][8 + 1] = 20.0;
+        coef[2][8 + 2] = 20.0;
+        let file = serde_json::json!({
+            "dim": 16, "T": 1.0, "coef": coef, "intercept": [0.0, 2.0, 0.0],
+            "classes": [-1, 0, 1],
+        });
+        let head = SentimentHead::parse(&file.to_string(), "test head", 16).unwrap();
+        let plain = ThemeModel::compile(&tax, |t| vectors.get(t).map(Vec::as_slice), &background);
+        let with_head =
+            ThemeModel::compile(&tax, |t| vectors.get(t).map(Vec::as_slice), &background)
+                .with_aspect_head(Some(Arc::new(head)));
+        let late = axis(1, 0.15);
+        let price = axis(2, 0.2);
+        let both = normalised(late.iter().zip(&price).map(|(a, b)| a + b).collect());
+        let neutral = [0.1, 0.8, 0.1];
+        let units = [
+            unit(0, &both, neutral),
+            clause(0, 0, &late, neutral),
+            clause(0, 5, &price, neutral),
+        ];
+        let label = |model: &ThemeModel, id: &str| {
+            let mentions = model.assign(&units, None);
+            mentions
+                .iter()
+                .find(|m| m.theme_id == id)
+                .unwrap()
+                .sentiment
+                .label
+        };
+        // Without the head a theme takes its unit's sentiment.
+        assert_eq!(label(&plain, "late"), SentimentLabel::Neutral);
+        assert_eq!(label(&plain, "price"), SentimentLabel::Neutral);
+        // With it, each theme's own label decides through u * label.
+        assert_eq!(label(&with_head, "late"), SentimentLabel::Negative);
+        assert_eq!(label(&with_head, "price"), SentimentLabel::Positive);
+        // A head of another dimension is ignored.
+        let wrong = SentimentHead::parse(
+            &serde_json::json!({
+                "dim": 4, "T": 1.0, "coef": vec![vec![1f32; 4]; 3],
+                "intercept": [5.0, 0.0, 0.0], "classes": [-1, 0, 1],
+            })
+            .to_string(),
+            "wrong head",
+            4,
+        )
+        .unwrap();
+        let ignored = ThemeModel::compile(&tax, |t| vectors.get(t).map(Vec::as_slice), &background)
+            .with_aspect_head(Some(Arc::new(wrong)));
+        assert_eq!(label(&ignored, "late"), SentimentLabel::Neutral);
     }
 
     #[test]
