@@ -1918,15 +1918,14 @@ fn bench_themes(units_total: usize) {
         }
         let started = Instant::now();
         // With the service's aspect head (each found theme's sentiment).
-        let aspect = verbatim::nlp::SentimentHead::aspect(DIM)
-            .expect("the compiled-in aspect head")
-            .into();
+        let aspect =
+            verbatim::nlp::SentimentHead::aspect(DIM).expect("the compiled-in aspect head");
         let model = ThemeModel::compile(
             &taxonomy,
             |t| vectors.get(t).map(Vec::as_slice),
             &background,
         )
-        .with_aspect_head(Some(aspect));
+        .with_aspect_head(Some(&aspect));
         let compile_ms = started.elapsed().as_secs_f64() * 1e3;
         let assign = |items: &[Vec<u8>]| {
             let mut found = 0usize;

@@ -119,7 +119,7 @@ impl ThemeState {
         run_blocking(&RequestContext::internal(), move || {
             Ok(Arc::new(
                 ThemeModel::compile(&taxonomy, |t| cache.get(t).map(|v| &v[..]), &background)
-                    .with_aspect_head(aspect),
+                    .with_aspect_head(aspect.as_deref()),
             ))
         })
         .await

@@ -66,7 +66,6 @@
 //! nearest one.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use super::{dot, normalize};
 use crate::domain::{Sentiment, Span, Taxonomy, ThemeMention};
@@ -496,9 +495,9 @@ impl ThemeModel {
     /// `models/train_aspect_head.py`); each theme keeps the head with its
     /// label folded in. Without a head, or for a head of another dimension,
     /// a theme takes its unit's own sentiment.
-    pub fn with_aspect_head(mut self, head: Option<Arc<SentimentHead>>) -> ThemeModel {
+    pub fn with_aspect_head(mut self, head: Option<&SentimentHead>) -> ThemeModel {
         for theme in &mut self.themes {
-            theme.aspect = head.as_ref().and_then(|h| h.folded(&theme.rows[0]));
+            theme.aspect = head.and_then(|h| h.folded(&theme.rows[0]));
         }
         self
     }
@@ -915,7 +914,7 @@ mod tests {
         let plain = ThemeModel::compile(&tax, |t| vectors.get(t).map(Vec::as_slice), &background);
         let with_head =
             ThemeModel::compile(&tax, |t| vectors.get(t).map(Vec::as_slice), &background)
-                .with_aspect_head(Some(Arc::new(head)));
+                .with_aspect_head(Some(&head));
         let late = axis(1, 0.15);
         let price = axis(2, 0.2);
         let both = normalised(late.iter().zip(&price).map(|(a, b)| a + b).collect());
@@ -952,7 +951,7 @@ mod tests {
         )
         .unwrap();
         let ignored = ThemeModel::compile(&tax, |t| vectors.get(t).map(Vec::as_slice), &background)
-            .with_aspect_head(Some(Arc::new(wrong)));
+            .with_aspect_head(Some(&wrong));
         assert_eq!(label(&ignored, "late"), SentimentLabel::Neutral);
     }
 
