@@ -22,8 +22,8 @@ models/requirements.txt: `.venv/bin/pip install numpy==2.3.5`). Deterministic; ~
    (models/train_sentiment_head.py's fit_logistic) trained IN-DOMAIN on the MAMS train pairs
    (the train rows that are not seeds), its L2 strength and features (the span alone, or with
    span * aspect-label embedding) chosen by 5-fold cross-validation on train only, then scored
-   once on the val pairs. Beside it the service's answer (the sentence head on the carrying
-   unit) on the same val pairs, and the MAMS head's transfer to another domain: the built-in
+   once on the val pairs. Beside it the service's answer (ThemeMention.sentiment: the sentence
+   head on the carrying unit before 52e4b27, the aspect head since) on the same val pairs, and the MAMS head's transfer to another domain: the built-in
    taxonomy's labelled (row, theme) pairs of feedback_themes.tsv (whole-row embeddings, six
    languages) against the service's sentence head on the same rows.
 
