@@ -242,6 +242,8 @@ struct Server {
     child: Child,
     addr: String,
     data_dir: tempfile::TempDir,
+    /// The server's "similarity index ready" log lines.
+    similarity_ready: std::sync::mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -263,23 +265,37 @@ impl Server {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, similarity_ready) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            let mut before = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening addr=").nth(1) {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                        let _ =
+                            tx.send(Ok(rest.split_whitespace().next().unwrap_or("").to_string()));
                     }
+                } else if tx.is_some() {
+                    before.push(line.clone());
+                }
+                if line.contains("similarity index ready") {
+                    let _ = ready_tx.send(line);
                 }
             }
+            if let Some(tx) = tx {
+                let _ = tx.send(Err(before.join("\n")));
+            }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server address");
+        let addr = match rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(log)) => panic!("the server exited before listening:\n{log}"),
+            Err(error) => panic!("no server address: {error}"),
+        };
         Server {
             child,
             addr: format!("http://{addr}"),
             data_dir,
+            similarity_ready,
         }
     }
 
@@ -2092,12 +2108,26 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn bench_report(n: usize) {
-    use verbatim::store::{AnalysisUpdate, QueueMode, Store};
-    // 1. A fresh server installs the built-in taxonomy.
+/// Waits until a dropped `Store`'s writer thread has let go of the data
+/// dir (the server refuses a data dir in use).
+fn wait_store_closed(dir: &std::path::Path) {
+    let started = Instant::now();
+    loop {
+        match verbatim::store::Store::open_offline(dir) {
+            Ok(_) => return,
+            Err(error) if started.elapsed() > Duration::from_secs(120) => {
+                panic!("the store is still open: {error}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A data dir where a fresh server installed the built-in taxonomy (server
+/// stopped): the dir, the themes as (id, parent id), the taxonomy version.
+async fn installed_taxonomy() -> (tempfile::TempDir, Vec<(String, String)>, u64) {
     let data_dir =
         tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| "/tmp".into())).unwrap();
-    let data_path = data_dir.path().to_path_buf();
     let mut server = Server::start_in(data_dir, &["--analysis", "off"]);
     let taxonomy = client(&server.addr)
         .await
@@ -2113,7 +2143,14 @@ async fn bench_report(n: usize) {
         .iter()
         .map(|t| (t.id.clone(), t.parent_id.clone()))
         .collect();
-    let version = taxonomy.taxonomy_version;
+    (data_dir, themes, taxonomy.taxonomy_version)
+}
+
+async fn bench_report(n: usize) {
+    use verbatim::store::{AnalysisUpdate, QueueMode, Store};
+    // 1. A fresh server installs the built-in taxonomy.
+    let (data_dir, themes, version) = installed_taxonomy().await;
+    let data_path = data_dir.path().to_path_buf();
 
     // 2. ITEMS analysed items in the report's year and ITEMS / 4 in the
     // year before (the comparison period) through the store API.
@@ -2157,6 +2194,7 @@ async fn bench_report(n: usize) {
             seq_base = store.stats().unwrap().last_seq;
         }
     }
+    wait_store_closed(&data_path);
     eprintln!(
         "{total} analysed items written in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -2992,6 +3030,263 @@ async fn bench_similar() {
     );
 }
 
+/// `similar-store`: similarity through the service at N stored items. N
+/// analysed items (`report_item`) with synthetic 384-d document embeddings
+/// (`ann_vectors`, the `ann` bench's distribution) are written through the
+/// store API; the server (`--analysis off`) rebuilds its search index and
+/// builds its similarity index from the store; then QUERIES stored items
+/// are each asked for their 10 nearest (`similar_to_id`, `IDS` view, one
+/// client) under four filters, timed, and compared with an exact f32 brute
+/// force over the same items and filter (the item itself left out, as the
+/// service does).
+async fn bench_similar_store(n: usize, queries: usize) {
+    use verbatim::domain::{Channel, JourneyStage};
+    use verbatim::store::{AnalysisUpdate, QueueMode, Store};
+    let (data_dir, themes, version) = installed_taxonomy().await;
+    let data_path = data_dir.path().to_path_buf();
+    let started = Instant::now();
+    let vectors = ann_vectors(n, 384, 11);
+    eprintln!(
+        "{n} synthetic vectors in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Per item: (channel, journey stage, product) as indexes.
+    let mut facets: Vec<(usize, usize, usize)> = Vec::with_capacity(n);
+    let started = Instant::now();
+    {
+        let store = Store::open(&data_path, 64).unwrap();
+        let mut rng = Rng(13);
+        let mut seq_base = store.stats().unwrap().last_seq;
+        for chunk_start in (0..n).step_by(1000) {
+            let items: Vec<_> = (chunk_start..(chunk_start + 1000).min(n))
+                .map(|i| {
+                    let day = rng.below(365) as i64;
+                    let item = report_item(&mut rng, i, day, 1_735_689_600, &themes, version);
+                    let f = &item.feedback;
+                    facets.push((
+                        Channel::ALL.iter().position(|c| *c == f.channel).unwrap(),
+                        JourneyStage::ALL
+                            .iter()
+                            .position(|j| *j == f.journey_stage)
+                            .unwrap(),
+                        PRODUCTS.iter().position(|p| *p == f.product).unwrap(),
+                    ));
+                    item
+                })
+                .collect();
+            let feedback = items.iter().map(|s| s.feedback.clone()).collect();
+            store.upsert(feedback, QueueMode::Wait).await.unwrap();
+            let updates = items
+                .into_iter()
+                .enumerate()
+                .map(|(k, s)| AnalysisUpdate {
+                    id: s.feedback.id.clone(),
+                    version_seq: seq_base + 1 + k as u64,
+                    embedding: vectors[chunk_start + k].clone(),
+                    state: s.analysis,
+                    units: Vec::new(),
+                })
+                .collect::<Vec<_>>();
+            let saved = store.set_analysis(updates).await.unwrap();
+            assert_eq!(saved.saved.len(), (n - chunk_start).min(1000));
+            seq_base = store.stats().unwrap().last_seq;
+        }
+    }
+    wait_store_closed(&data_path);
+    println!(
+        "{n} analysed items with embeddings written through the store API in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let server = Server::start_in(data_dir, &["--analysis", "off"]);
+    let pid = server.child.id();
+    let rss_before = rss_mib(pid, "VmRSS:");
+    wait_searchable(&server.addr, n as u64).await;
+    println!(
+        "search index rebuilt from the store in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let ready = server
+        .similarity_ready
+        .recv_timeout(Duration::from_secs(7200))
+        .expect("similarity index ready");
+    println!(
+        "similarity index ready {:.1} s after the start: {}",
+        started.elapsed().as_secs_f64(),
+        ready
+            .split("similarity index ready")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+    );
+    println!(
+        "server RSS: {:.0} MiB after the start, {:.0} MiB with the similarity index (VmHWM {:.0} MiB)",
+        rss_before,
+        rss_mib(pid, "VmRSS:"),
+        rss_mib(pid, "VmHWM:")
+    );
+
+    let mut rng = Rng(17);
+    let picks: Vec<usize> = (0..queries).map(|_| rng.below(n)).collect();
+    let corpus = SimilarCorpus {
+        vectors: &vectors,
+        facets: &facets,
+        picks: &picks,
+    };
+    similar_store_table(&server.addr, &corpus).await;
+    println!(
+        "\n{queries} queries per filter, one client, back to back (the exact answers are computed after the timed queries), `similar_to_id`, limit 10, IDS view; server RSS at the end {:.0} MiB (anonymous {:.0}, file-backed {:.0})",
+        rss_mib(pid, "VmRSS:"),
+        rss_mib(pid, "RssAnon:"),
+        rss_mib(pid, "RssFile:")
+    );
+    // BENCH_PERF=SECS: a profile of the server while one client asks the
+    // unfiltered queries back to back.
+    if let Ok(secs) = std::env::var("BENCH_PERF") {
+        if let Some(profile) = start_profile(pid, &secs, "similar-store") {
+            let mut c = client(&server.addr).await;
+            let until = Instant::now() + Duration::from_secs_f64(secs.parse().unwrap_or(3.0));
+            let mut asked = 0usize;
+            while Instant::now() < until {
+                let request = pb::SearchRequest {
+                    similar_to_id: similar_id(picks[asked % picks.len()]),
+                    limit: 10,
+                    view: pb::HitView::Ids as i32,
+                    ..Default::default()
+                };
+                c.search(request).await.unwrap();
+                asked += 1;
+            }
+            println!("profiled {asked} unfiltered queries");
+            finish_profile(profile);
+        }
+    }
+    // BENCH_BIN_BEFORE=PATH: the same queries against another build on the
+    // same data dir (it loads the saved similarity index).
+    if let Ok(before) = std::env::var("BENCH_BIN_BEFORE") {
+        let mut server = server;
+        server.stop();
+        let data_dir = std::mem::replace(&mut server.data_dir, tempfile::tempdir().unwrap());
+        drop(server);
+        std::env::set_var("BENCH_BIN", &before);
+        let started = Instant::now();
+        let server = Server::start_in(data_dir, &["--analysis", "off"]);
+        wait_searchable(&server.addr, n as u64).await;
+        let ready = server
+            .similarity_ready
+            .recv_timeout(Duration::from_secs(7200))
+            .expect("similarity index ready");
+        println!(
+            "\n{before}: a restart on the same data dir, similarity index ready {:.1} s after the start: {}",
+            started.elapsed().as_secs_f64(),
+            ready.split("similarity index ready").nth(1).unwrap_or("").trim()
+        );
+        similar_store_table(&server.addr, &corpus).await;
+    }
+}
+
+/// What `similar_store_table` asks and checks against.
+struct SimilarCorpus<'a> {
+    vectors: &'a [Vec<f32>],
+    /// Per item: (channel, journey stage, product) as indexes.
+    facets: &'a [(usize, usize, usize)],
+    /// The items asked for their nearest neighbours.
+    picks: &'a [usize],
+}
+
+/// A filter of `similar_store_table`: (name, channel?, product?, journey
+/// stage?), as indexes.
+type SimilarFilter = (&'static str, Option<usize>, Option<usize>, Option<usize>);
+
+fn similar_id(i: usize) -> String {
+    format!("r{i:08}")
+}
+
+/// One client asks every pick's 10 nearest under four filters, back to
+/// back, then the answers are compared with an exact f32 brute force.
+async fn similar_store_table(addr: &str, corpus: &SimilarCorpus<'_>) {
+    let mut c = client(addr).await;
+    let n = corpus.vectors.len();
+    let filters: [SimilarFilter; 4] = [
+        ("none", None, None, None),
+        ("channel (1/8)", Some(2), None, None),
+        ("channel + product (1/40)", Some(2), Some(1), None),
+        (
+            "channel + product + stage (1/320)",
+            Some(2),
+            Some(1),
+            Some(3),
+        ),
+    ];
+    println!();
+    println!("| filter | items admitted | p50 ms | p99 ms | max ms | recall@10 vs exact f32 |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, channel, product, stage) in filters {
+        let admits = |i: usize| {
+            let (c, j, p) = corpus.facets[i];
+            channel.is_none_or(|x| x == c)
+                && product.is_none_or(|x| x == p)
+                && stage.is_none_or(|x| x == j)
+        };
+        let admitted = (0..n).filter(|&i| admits(i)).count();
+        let filter = pb::Filter {
+            channels: channel.map(|c| vec![c as i32 + 1]).unwrap_or_default(),
+            products: product
+                .map(|p| vec![PRODUCTS[p].to_string()])
+                .unwrap_or_default(),
+            journey_stages: stage.map(|j| vec![j as i32 + 1]).unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut latencies = Vec::new();
+        let mut answers = Vec::new();
+        for &q in corpus.picks {
+            let request = pb::SearchRequest {
+                similar_to_id: similar_id(q),
+                limit: 10,
+                view: pb::HitView::Ids as i32,
+                filter: Some(filter.clone()),
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let hits = c.search(request).await.unwrap().into_inner().hits;
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            let got: Vec<String> = hits
+                .into_iter()
+                .map(|h| h.item.expect("hit item").id)
+                .collect();
+            answers.push(got);
+        }
+        let (mut shared, mut expected) = (0usize, 0usize);
+        for (&q, got) in corpus.picks.iter().zip(&answers) {
+            let mut exact: Vec<(f32, usize)> = (0..n)
+                .filter(|&i| i != q && admits(i))
+                .map(|i| (dot384(&corpus.vectors[q], &corpus.vectors[i]), i))
+                .collect();
+            let k = exact.len().min(10);
+            if k > 0 {
+                exact.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+            }
+            let exact: Vec<String> = exact[..k].iter().map(|&(_, i)| similar_id(i)).collect();
+            shared += got.iter().filter(|g| exact.contains(g)).count();
+            expected += exact.len();
+        }
+        latencies.sort_by(f64::total_cmp);
+        println!(
+            "| {name} | {admitted} | {:.2} | {:.2} | {:.2} | {:.3} |",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.last().copied().unwrap_or(0.0),
+            shared as f64 / expected.max(1) as f64
+        );
+    }
+}
+
+fn dot384(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -3039,6 +3334,12 @@ fn main() {
             args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000.0),
         )),
         Some("similar") => runtime.block_on(bench_similar()),
+        Some("similar-store") => runtime.block_on(bench_similar_store(
+            args.get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1_000_000),
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200),
+        )),
         Some("ann") => bench_ann(
             args.get(1)
                 .and_then(|s| s.parse().ok())
@@ -3047,7 +3348,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- ann [VECTORS] [QUERIES] | similar | ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS] | mixed [SECS]"
+                "usage: cargo bench --bench load -- ann [VECTORS] [QUERIES] | similar | similar-store [ITEMS] [QUERIES] | ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS] | mixed [SECS]"
             );
             std::process::exit(2);
         }
