@@ -2123,6 +2123,47 @@ fn wait_store_closed(dir: &std::path::Path) {
     }
 }
 
+/// Writes `total` analysed items through the store API, 1,000 per write
+/// (item i and its document embedding from `make(i)`; an empty embedding
+/// stores none), then waits until the store has let go of the data dir.
+async fn write_analysed(
+    data_path: &std::path::Path,
+    total: usize,
+    mut make: impl FnMut(usize) -> (verbatim::domain::StoredFeedback, Vec<f32>),
+) {
+    use verbatim::store::{AnalysisUpdate, QueueMode, Store};
+    {
+        let store = Store::open(data_path, 64).unwrap();
+        let mut seq_base = store.stats().unwrap().last_seq;
+        for chunk_start in (0..total).step_by(1000) {
+            let items: Vec<_> = (chunk_start..(chunk_start + 1000).min(total))
+                .map(&mut make)
+                .collect();
+            let feedback = items.iter().map(|(s, _)| s.feedback.clone()).collect();
+            store.upsert(feedback, QueueMode::Wait).await.unwrap();
+            let updates = items
+                .into_iter()
+                .enumerate()
+                .map(|(k, (s, embedding))| AnalysisUpdate {
+                    id: s.feedback.id.clone(),
+                    version_seq: seq_base + 1 + k as u64,
+                    state: s.analysis,
+                    embedding,
+                    units: Vec::new(),
+                })
+                .collect::<Vec<_>>();
+            let saved = store.set_analysis(updates).await.unwrap();
+            assert_eq!(
+                saved.saved.len(),
+                (total - chunk_start).min(1000),
+                "every analysis saved"
+            );
+            seq_base = store.stats().unwrap().last_seq;
+        }
+    }
+    wait_store_closed(data_path);
+}
+
 /// A data dir where a fresh server installed the built-in taxonomy (server
 /// stopped): the dir, the themes as (id, parent id), the taxonomy version.
 async fn installed_taxonomy() -> (tempfile::TempDir, Vec<(String, String)>, u64) {
@@ -2147,7 +2188,6 @@ async fn installed_taxonomy() -> (tempfile::TempDir, Vec<(String, String)>, u64)
 }
 
 async fn bench_report(n: usize) {
-    use verbatim::store::{AnalysisUpdate, QueueMode, Store};
     // 1. A fresh server installs the built-in taxonomy.
     let (data_dir, themes, version) = installed_taxonomy().await;
     let data_path = data_dir.path().to_path_buf();
@@ -2157,44 +2197,19 @@ async fn bench_report(n: usize) {
     let started = Instant::now();
     let year_start = 1_735_689_600; // 2025-01-01
     let total = n + n / 4;
-    {
-        let store = Store::open(&data_path, 64).unwrap();
-        let mut rng = Rng(7);
-        let mut seq_base = store.stats().unwrap().last_seq;
-        for chunk_start in (0..total).step_by(1000) {
-            let items: Vec<_> = (chunk_start..(chunk_start + 1000).min(total))
-                .map(|i| {
-                    let day = if i < n {
-                        rng.below(365) as i64
-                    } else {
-                        -1 - rng.below(365) as i64
-                    };
-                    report_item(&mut rng, i, day, year_start, &themes, version)
-                })
-                .collect();
-            let feedback = items.iter().map(|s| s.feedback.clone()).collect();
-            store.upsert(feedback, QueueMode::Wait).await.unwrap();
-            let updates = items
-                .into_iter()
-                .enumerate()
-                .map(|(k, s)| AnalysisUpdate {
-                    id: s.feedback.id.clone(),
-                    version_seq: seq_base + 1 + k as u64,
-                    state: s.analysis,
-                    embedding: Vec::new(),
-                    units: Vec::new(),
-                })
-                .collect::<Vec<_>>();
-            let saved = store.set_analysis(updates).await.unwrap();
-            assert_eq!(
-                saved.saved.len(),
-                (total - chunk_start).min(1000),
-                "every analysis saved"
-            );
-            seq_base = store.stats().unwrap().last_seq;
-        }
-    }
-    wait_store_closed(&data_path);
+    let mut rng = Rng(7);
+    write_analysed(&data_path, total, |i| {
+        let day = if i < n {
+            rng.below(365) as i64
+        } else {
+            -1 - rng.below(365) as i64
+        };
+        (
+            report_item(&mut rng, i, day, year_start, &themes, version),
+            Vec::new(),
+        )
+    })
+    .await;
     eprintln!(
         "{total} analysed items written in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -3041,7 +3056,6 @@ async fn bench_similar() {
 /// service does).
 async fn bench_similar_store(n: usize, queries: usize) {
     use verbatim::domain::{Channel, JourneyStage};
-    use verbatim::store::{AnalysisUpdate, QueueMode, Store};
     let (data_dir, themes, version) = installed_taxonomy().await;
     let data_path = data_dir.path().to_path_buf();
     let started = Instant::now();
@@ -3054,46 +3068,22 @@ async fn bench_similar_store(n: usize, queries: usize) {
     // Per item: (channel, journey stage, product) as indexes.
     let mut facets: Vec<(usize, usize, usize)> = Vec::with_capacity(n);
     let started = Instant::now();
-    {
-        let store = Store::open(&data_path, 64).unwrap();
-        let mut rng = Rng(13);
-        let mut seq_base = store.stats().unwrap().last_seq;
-        for chunk_start in (0..n).step_by(1000) {
-            let items: Vec<_> = (chunk_start..(chunk_start + 1000).min(n))
-                .map(|i| {
-                    let day = rng.below(365) as i64;
-                    let item = report_item(&mut rng, i, day, 1_735_689_600, &themes, version);
-                    let f = &item.feedback;
-                    facets.push((
-                        Channel::ALL.iter().position(|c| *c == f.channel).unwrap(),
-                        JourneyStage::ALL
-                            .iter()
-                            .position(|j| *j == f.journey_stage)
-                            .unwrap(),
-                        PRODUCTS.iter().position(|p| *p == f.product).unwrap(),
-                    ));
-                    item
-                })
-                .collect();
-            let feedback = items.iter().map(|s| s.feedback.clone()).collect();
-            store.upsert(feedback, QueueMode::Wait).await.unwrap();
-            let updates = items
-                .into_iter()
-                .enumerate()
-                .map(|(k, s)| AnalysisUpdate {
-                    id: s.feedback.id.clone(),
-                    version_seq: seq_base + 1 + k as u64,
-                    embedding: vectors[chunk_start + k].clone(),
-                    state: s.analysis,
-                    units: Vec::new(),
-                })
-                .collect::<Vec<_>>();
-            let saved = store.set_analysis(updates).await.unwrap();
-            assert_eq!(saved.saved.len(), (n - chunk_start).min(1000));
-            seq_base = store.stats().unwrap().last_seq;
-        }
-    }
-    wait_store_closed(&data_path);
+    let mut rng = Rng(13);
+    write_analysed(&data_path, n, |i| {
+        let day = rng.below(365) as i64;
+        let item = report_item(&mut rng, i, day, 1_735_689_600, &themes, version);
+        let f = &item.feedback;
+        facets.push((
+            Channel::ALL.iter().position(|c| *c == f.channel).unwrap(),
+            JourneyStage::ALL
+                .iter()
+                .position(|j| *j == f.journey_stage)
+                .unwrap(),
+            PRODUCTS.iter().position(|p| *p == f.product).unwrap(),
+        ));
+        (item, vectors[i].clone())
+    })
+    .await;
     println!(
         "{n} analysed items with embeddings written through the store API in {:.1} s",
         started.elapsed().as_secs_f64()
