@@ -78,8 +78,12 @@ impl TenantOpener {
         let config = &self.config;
         let dir = tenant_dir(&config.data_dir, tenant);
         prepare_data_dir(&dir)?;
-        let store = Store::open(&dir, config.write_queue)
-            .with_context(|| format!("cannot open the store of tenant {tenant}"))?;
+        let store = Store::open_with_cache(
+            &dir,
+            config.write_queue,
+            config.store_cache_mb * 1024 * 1024,
+        )
+        .with_context(|| format!("cannot open the store of tenant {tenant}"))?;
         let settings = IndexSettings {
             refresh_interval: Duration::from_millis(config.refresh_interval_ms),
             writer_threads: config.index_threads,

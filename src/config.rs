@@ -42,6 +42,8 @@ pub struct Config {
     pub index_threads: usize,
     /// Memory budget of the index writer, in MiB.
     pub index_memory_mb: usize,
+    /// Page cache of the store (redb) per tenant, in MiB.
+    pub store_cache_mb: usize,
     /// After SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_grace_ms: u64,
     /// Transformer analysis (Analyze RPCs); `off` serves store and search only.
@@ -101,6 +103,7 @@ impl Default for Config {
             write_queue: 64,
             index_threads: 2,
             index_memory_mb: 256,
+            store_cache_mb: 1024,
             shutdown_grace_ms: 2_000,
             analysis: Switch::On,
             models_dir: PathBuf::from("models/cache"),
@@ -155,6 +158,9 @@ pub struct ServeArgs {
     /// Index writer memory budget in MiB [default: 256].
     #[arg(long, env = "VERBATIM_INDEX_MEMORY_MB")]
     pub index_memory_mb: Option<usize>,
+    /// Store page cache per tenant in MiB [default: 1024]: filled by reads, up to this, and kept.
+    #[arg(long, env = "VERBATIM_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<usize>,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT, in ms [default: 2000].
     #[arg(long, env = "VERBATIM_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -229,6 +235,7 @@ impl ServeArgs {
             write_queue: self.write_queue.unwrap_or(base.write_queue),
             index_threads: self.index_threads.unwrap_or(base.index_threads),
             index_memory_mb: self.index_memory_mb.unwrap_or(base.index_memory_mb),
+            store_cache_mb: self.store_cache_mb.unwrap_or(base.store_cache_mb),
             shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(base.shutdown_grace_ms),
             analysis: self.analysis.unwrap_or(base.analysis),
             models_dir: self.models_dir.unwrap_or(base.models_dir),
@@ -321,6 +328,11 @@ impl Config {
             "max_concurrent_streams must be 1..=10000"
         );
         anyhow::ensure!(
+            (1..=1024 * 1024).contains(&self.store_cache_mb),
+            "store_cache_mb must be 1..=1048576, got {}",
+            self.store_cache_mb
+        );
+        anyhow::ensure!(
             self.index_memory_mb >= 16 * self.index_threads,
             "index_memory_mb must be at least 16 per index thread ({} for {} threads): tantivy needs 15 MiB per thread",
             16 * self.index_threads,
@@ -352,6 +364,28 @@ mod tests {
             config.refresh_interval_ms,
             Config::default().refresh_interval_ms
         );
+    }
+
+    #[test]
+    fn the_store_cache_is_bounded_and_read_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("verbatim.toml");
+        std::fs::write(&file, "store_cache_mb = 64\n").unwrap();
+        let config = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.store_cache_mb, 64);
+        assert_eq!(Config::default().store_cache_mb, 1024, "redb's own default");
+        let error = ServeArgs {
+            store_cache_mb: Some(0),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.to_string().contains("store_cache_mb"), "{error}");
     }
 
     #[test]

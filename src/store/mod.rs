@@ -168,6 +168,8 @@ impl CommitSignal {
 /// re-open (redb refuses every transaction after an I/O error until then).
 pub(crate) struct DbSlot {
     dir: PathBuf,
+    /// redb's page cache limit, in bytes (kept for re-opens).
+    cache_bytes: usize,
     current: RwLock<Option<Arc<Database>>>,
     /// Why writes cannot succeed now; `None` while they can.
     unwritable: Mutex<Option<String>>,
@@ -175,9 +177,10 @@ pub(crate) struct DbSlot {
 }
 
 impl DbSlot {
-    fn new(dir: &Path, db: Database) -> DbSlot {
+    fn new(dir: &Path, db: Database, cache_bytes: usize) -> DbSlot {
         DbSlot {
             dir: dir.to_path_buf(),
+            cache_bytes,
             current: RwLock::new(Some(Arc::new(db))),
             unwritable: Mutex::new(None),
             writable_tx: tokio::sync::watch::channel(true).0,
@@ -227,7 +230,7 @@ impl DbSlot {
                 }
             }
         }
-        let db = open_database(&self.dir)?;
+        let db = open_database(&self.dir, self.cache_bytes)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
         Ok(())
     }
@@ -262,10 +265,20 @@ impl Store {
     /// Opens (or creates) the store in `dir` and starts its writer thread with
     /// a queue of `queue_capacity` write requests.
     pub fn open(dir: &Path, queue_capacity: usize) -> Result<Store, StoreError> {
-        let db = open_database(dir)?;
+        Store::open_with_cache(dir, queue_capacity, DEFAULT_CACHE_BYTES)
+    }
+
+    /// As `open`, with redb's page cache limited to `cache_bytes` (it fills
+    /// as the store is read, up to this limit, and stays).
+    pub fn open_with_cache(
+        dir: &Path,
+        queue_capacity: usize,
+        cache_bytes: usize,
+    ) -> Result<Store, StoreError> {
+        let db = open_database(dir, cache_bytes)?;
         let commits = Arc::new(CommitSignal::default());
         commits.publish(last_seq(&db)?);
-        let db = Arc::new(DbSlot::new(dir, db));
+        let db = Arc::new(DbSlot::new(dir, db, cache_bytes));
         let writer = writer::spawn(db.clone(), commits.clone(), queue_capacity);
         Ok(Store {
             db,
@@ -277,7 +290,7 @@ impl Store {
     /// Opens the store for an offline command (no writer thread).
     pub fn open_offline(dir: &Path) -> Result<OfflineStore, StoreError> {
         Ok(OfflineStore {
-            db: Arc::new(open_database(dir)?),
+            db: Arc::new(open_database(dir, DEFAULT_CACHE_BYTES)?),
         })
     }
 
@@ -597,17 +610,23 @@ impl OfflineStore {
     }
 }
 
-fn open_database(dir: &Path) -> Result<Database, StoreError> {
+/// redb's own default page cache limit (1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+
+fn open_database(dir: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
     let path = dir.join("store.redb");
-    let db = Database::create(&path).map_err(|source| match source {
-        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
-            dir: dir.display().to_string(),
-        },
-        source => StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        },
-    })?;
+    let db = redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(&path)
+        .map_err(|source| match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                dir: dir.display().to_string(),
+            },
+            source => StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            },
+        })?;
     // Create the tables up front so readers never see them missing. An
     // existing store is not written to here: a re-open on a full disk must
     // still serve reads.
