@@ -103,7 +103,7 @@ impl Default for Config {
             write_queue: 64,
             index_threads: 2,
             index_memory_mb: 256,
-            store_cache_mb: 1024,
+            store_cache_mb: crate::store::DEFAULT_CACHE_BYTES >> 20,
             shutdown_grace_ms: 2_000,
             analysis: Switch::On,
             models_dir: PathBuf::from("models/cache"),
