@@ -21,7 +21,10 @@
 //! channels, product or NPS range), relevance; (b) single term, half common,
 //! half rare, relevance; (c) two-word phrase, relevance; (d) filter only (two
 //! of channel / product / NPS), newest; (e) term, newest; (f) term, oldest;
-//! (g) term + facets channel and product, relevance. Each query also exists
+//! (g) term + facets channel and product, relevance; and (z) a term that
+//! matches nothing, relevance: the server's fixed cost per search (not part
+//! of the open-loop mix). BENCH_CLASSES=a,b,z keeps those classes only.
+//! Each query also exists
 //! as a raw tantivy query built as the server builds it (Must(user query) AND
 //! Must(ConstScoreQuery(filter clause, 0.0)), filters as term queries or
 //! Should-disjunctions of them), and raw tantivy's count is the expected
@@ -38,6 +41,11 @@
 //!     p99 over the queueing mean (clients / qps, Little's law), and the CPU
 //!     the server and the bench's own clients used per answered query
 //!     (/proc/PID/stat) beside raw tantivy's (2 busy threads / its qps).
+//!
+//! During each BENCH_CLIENTS phase one more connection sends a
+//! grpc.health.v1 Check every 5 ms (how long a call that does no work waits
+//! on a server busy with searches); after the classes, Check alone from 1
+//! and BENCH_CLIENTS closed-loop clients gives the transport's floor.
 //!
 //! Every response's total_hits must equal raw tantivy's count (a mismatch
 //! fails the bench); RESOURCE_EXHAUSTED and other errors are counted by
@@ -751,6 +759,21 @@ fn search_classes(
         vec!["channel", "product"],
         &mut |i| (mixed(&mut rng, i), FilterSpec::default()),
     );
+    // The floor: the whole search path around a query that matches nothing
+    // (raw tantivy answers it in microseconds), so the server's CPU per
+    // query is the fixed cost alone. Not part of the open-loop mix.
+    add(
+        "z",
+        "term matching nothing (the fixed cost), relevance",
+        RawSort::Relevance,
+        vec![],
+        &mut |i| (format!("zqxnothing{i}"), FilterSpec::default()),
+    );
+    // BENCH_CLASSES=a,b,z keeps those classes only.
+    if let Ok(keep) = std::env::var("BENCH_CLASSES") {
+        let keep: Vec<&str> = keep.split(',').map(str::trim).collect();
+        classes.retain(|c| keep.contains(&c.key));
+    }
     classes
 }
 
@@ -1324,6 +1347,7 @@ async fn bench_search(n: usize, secs: f64) {
     // class -> (raw exhaustive, raw pruned, 1 client, N clients, CPU seconds
     // of the server and of this process (the clients) in the N-client phase)
     let mut results = Vec::new();
+    let mut probes = Vec::new();
     for class in setup.classes.iter() {
         eprintln!("class ({}) {}", class.key, class.name);
         let exhaustive = raw_phase(&setup.searcher, class, false, secs);
@@ -1340,14 +1364,20 @@ async fn bench_search(n: usize, secs: f64) {
             cpu_seconds(setup.server.child.id()),
             cpu_seconds(std::process::id()),
         );
+        // Beside the load, one more connection asks grpc.health.v1 Check
+        // every 5 ms: how long any other call waits on a server busy with
+        // searches.
+        let probe = tokio::spawn(health_probe(setup.server.addr.clone(), secs));
         let many = service_phase(&pool, work, secs).await;
         let cpu = (
             cpu_seconds(setup.server.child.id()) - cpu_before.0,
             cpu_seconds(std::process::id()) - cpu_before.1,
         );
+        let probe = probe.await.unwrap();
         if let Some(profile) = profile {
             finish_profile(profile);
         }
+        probes.push(probe);
         results.push((exhaustive, pruned, one, many, cpu));
     }
     let (segments_end, docs_end) = {
@@ -1432,8 +1462,113 @@ async fn bench_search(n: usize, secs: f64) {
             many.errors_text()
         );
     }
+    println!();
+    println!("A health check every 5 ms on its own connection during the {clients}-client phase (latency of a call that does no work on a server busy with searches):");
+    println!();
+    println!("| class | checks | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    for (class, probe) in setup.classes.iter().zip(&probes) {
+        println!(
+            "| ({}) {} | {} | {:.2} | {:.2} | {:.2} |",
+            class.key,
+            class.name,
+            probe.ms.len(),
+            probe.p(0.5),
+            probe.p(0.99),
+            probe.max()
+        );
+    }
+    // The transport's floor: grpc.health.v1 Check (no engine work) from 1
+    // and N closed-loop clients, with the server's CPU per call.
+    let one = health_phase(&setup.server.addr, 1, secs).await;
+    let cpu_before = cpu_seconds(setup.server.child.id());
+    let many = health_phase(&setup.server.addr, clients, secs).await;
+    let server_cpu = cpu_seconds(setup.server.child.id()) - cpu_before;
+    println!();
+    println!("gRPC floor (grpc.health.v1 Check, same server):");
+    println!();
+    println!("| clients | p50 ms | p99 ms | qps | server CPU ms / call |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| 1 | {:.3} | {:.3} | {:.0} | |",
+        one.p(0.5),
+        one.p(0.99),
+        one.qps()
+    );
+    println!(
+        "| {clients} | {:.3} | {:.3} | {:.0} | {:.3} |",
+        many.p(0.5),
+        many.p(0.99),
+        many.qps(),
+        server_cpu * 1e3 / many.ms.len().max(1) as f64
+    );
     let mut server = setup.server;
     server.stop();
+}
+
+/// grpc.health.v1 Check every 5 ms on one connection for `secs`.
+async fn health_probe(addr: String, secs: f64) -> PhaseStats {
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Endpoint::from_shared(addr)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = HealthClient::new(channel);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let mut ms = Vec::new();
+    while Instant::now() < deadline {
+        let at = Instant::now();
+        c.check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check");
+        ms.push(at.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    PhaseStats::new(ms, started.elapsed().as_secs_f64())
+}
+
+/// Closed loop of grpc.health.v1 Check calls from `clients` HTTP/2
+/// connections for `secs`: the cost of an RPC that does no work.
+async fn health_phase(addr: &str, clients: usize, secs: f64) -> PhaseStats {
+    use tonic_health::pb::health_client::HealthClient;
+    let mut pool = Vec::new();
+    for _ in 0..clients {
+        let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        pool.push(HealthClient::new(channel));
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = pool
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut ms = Vec::new();
+                while Instant::now() < deadline {
+                    let at = Instant::now();
+                    c.check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .expect("health check");
+                    ms.push(at.elapsed().as_secs_f64() * 1e3);
+                }
+                ms
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    PhaseStats::new(all, started.elapsed().as_secs_f64())
 }
 
 /// Open loop: the whole mix (classes in turn, each cycling its queries) at a
@@ -1455,6 +1590,9 @@ async fn bench_search_open(n: usize, secs: f64, rate: f64) {
     let mut mix = Vec::new();
     for k in 0..longest {
         for (ci, class) in setup.classes.iter().enumerate() {
+            if class.key == "z" {
+                continue; // the floor class is no part of the mix
+            }
             let q = &class.queries[k % class.queries.len()];
             mix.push((ci, q.request.clone(), q.expected));
         }

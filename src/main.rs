@@ -33,7 +33,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One async worker per core and one more: searches run directly on at
+    // most all but one of them (`engine::run_search`), so one always stays
+    // free for every other call without handing a worker over per search.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores + 1)
         .enable_all()
         .build()
     {

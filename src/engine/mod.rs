@@ -113,18 +113,27 @@ fn check_batch_size(field: &str, len: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs a search that holds a read-pool slot: in place on the async worker
-/// (`block_in_place`, which hands the worker's other tasks to another
-/// thread) on a multi-thread runtime, saving the hop to a blocking thread
-/// and back; on the blocking pool elsewhere. The slot bounds how many
-/// workers are in place at once (`--search-threads`).
+/// Runs a search that holds a read-pool slot on the async worker that
+/// polled it, on a multi-thread runtime: directly while at least one other
+/// worker stays free for everything else (`ReadPool::try_inline`), else
+/// with `block_in_place` (which hands the worker's other tasks to another
+/// thread, a thread wake and switch per search); on the blocking pool
+/// elsewhere. The slot bounds how many run at once (`--search-threads`).
 async fn run_search<T: Send + 'static>(
+    reads: &reads::ReadPool,
     ctx: &RequestContext,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     ctx.check_deadline()?;
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+    let handle = tokio::runtime::Handle::try_current();
+    match handle.as_ref().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            let workers = handle.map_or(1, |h| h.metrics().num_workers());
+            match reads.try_inline(workers) {
+                Some(_inline) => work(),
+                None => tokio::task::block_in_place(work),
+            }
+        }
         _ => run_blocking(ctx, work).await,
     }
 }

@@ -1,10 +1,14 @@
 //! The read pool: searches and reports (CPU-bound work over the index) run
-//! on at most `threads` blocking threads at once, first come first served
-//! (a fair semaphore); at most `queue` more calls wait, and a call beyond
-//! that is refused at once (RESOURCE_EXHAUSTED) instead of piling threads
-//! onto the cores. A waiting call whose deadline passes leaves the queue
-//! (DEADLINE_EXCEEDED); one whose client goes away is dropped with its
-//! future.
+//! at most `threads` at once, first come first served (a fair semaphore);
+//! at most `queue` more calls wait, and a call beyond that is refused at
+//! once (RESOURCE_EXHAUSTED) instead of piling threads onto the cores. A
+//! waiting call whose deadline passes leaves the queue (DEADLINE_EXCEEDED);
+//! one whose client goes away is dropped with its future.
+//!
+//! A search holding a slot runs directly on the async worker that polls it
+//! while all but one worker are free to (`try_inline`; the server starts
+//! one worker per core and one more), else in place with `block_in_place`;
+//! reports and similarity run on the blocking pool.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +23,17 @@ pub struct ReadPool {
     waiting: AtomicUsize,
     threads: usize,
     queue: usize,
+    /// Searches running directly on an async worker (`try_inline`).
+    inline: AtomicUsize,
+}
+
+/// A search running directly on an async worker; counted until dropped.
+pub struct Inline<'a>(&'a AtomicUsize);
+
+impl Drop for Inline<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Counts a waiting call for as long as it waits.
@@ -37,7 +52,19 @@ impl ReadPool {
             waiting: AtomicUsize::new(0),
             threads: threads.max(1),
             queue,
+            inline: AtomicUsize::new(0),
         }
+    }
+
+    /// Leave to run a search directly on the async worker polling it
+    /// (no hand-off of the worker to another thread) while fewer than
+    /// `workers - 1` searches do: one worker always stays free to serve
+    /// every other call, so a long search never stalls the runtime.
+    pub fn try_inline(&self, workers: usize) -> Option<Inline<'_>> {
+        let most = workers.saturating_sub(1);
+        let before = self.inline.fetch_add(1, Ordering::AcqRel);
+        let inline = Inline(&self.inline);
+        (before < most).then_some(inline)
     }
 
     /// A slot to run one read in; held until the work is done.
@@ -103,5 +130,21 @@ mod tests {
             Err(Error::DeadlineExceeded)
         ));
         assert_eq!(pool.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn runs_inline_on_all_workers_but_one() {
+        let pool = ReadPool::new(4, 0);
+        // One worker: never inline (it would stall the runtime).
+        assert!(pool.try_inline(1).is_none());
+        let first = pool.try_inline(3).expect("first of 3 workers");
+        let second = pool.try_inline(3).expect("second of 3 workers");
+        assert!(pool.try_inline(3).is_none(), "the third stays free");
+        drop(first);
+        let again = pool
+            .try_inline(3)
+            .expect("a slot left by a finished search");
+        drop((second, again));
+        assert_eq!(pool.inline.load(Ordering::Acquire), 0);
     }
 }

@@ -28,7 +28,7 @@ impl Engine {
         let index = self.index.clone();
         let store = self.store.clone();
         let slot = self.reads.enter(ctx).await?;
-        run_search(ctx, move || {
+        run_search(&self.reads, ctx, move || {
             let _slot = slot;
             let page = index.search(&query)?;
             let ids: Vec<FeedbackId> = page.hits.iter().map(|(id, _)| id.clone()).collect();

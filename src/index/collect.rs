@@ -13,16 +13,20 @@
 //!   on a segment without deletes reads it from the term's document
 //!   frequency), or, with a count limit, from counting up to that limit;
 //! - with facets the page, the count and the aggregations share one pass
-//!   (the caller pairs this collector with the aggregation collector).
+//!   (the caller pairs this collector with the aggregation collector);
+//! - the fast-field columns it reads are opened once per segment and kept
+//!   (`ColumnCache`): opening them parses the segment's column directory,
+//!   which cost more than the search itself for a query matching little.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::Arc;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, ColumnValues};
+use tantivy::index::SegmentId;
 use tantivy::query::Weight;
-use tantivy::{DocAddress, DocId, DocSet, Score, SegmentReader, TERMINATED};
+use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINATED};
 
 use super::cursor::SortKey;
 use super::schema::field;
@@ -40,6 +44,70 @@ pub struct PageCollector {
     /// Relevance may prune: only when every document's score comes out the
     /// same whichever way the query visits it (see `prunes_exactly`).
     pub prune: bool,
+    /// The segments' columns, opened once (shared by every search).
+    pub columns: Arc<ColumnCache>,
+}
+
+/// The columns a page reads from one segment. A segment never changes
+/// (deletes only add a bitset), so its columns stay valid as long as it
+/// exists.
+#[derive(Clone)]
+struct SegmentColumns {
+    seq: Arc<dyn ColumnValues<u64>>,
+    /// `None` when the segment has no such column (date sorts then fail
+    /// as they would opening it).
+    created: Option<Arc<dyn ColumnValues<tantivy::DateTime>>>,
+    sentiment: Option<Column<f64>>,
+}
+
+impl SegmentColumns {
+    fn open(segment: &SegmentReader) -> tantivy::Result<SegmentColumns> {
+        let fast = segment.fast_fields();
+        Ok(SegmentColumns {
+            seq: fast.u64(field::SEQ)?.first_or_default_col(0),
+            created: fast
+                .date(field::CREATED_AT)
+                .ok()
+                .map(|c| c.first_or_default_col(tantivy::DateTime::MIN)),
+            sentiment: fast.f64(field::SENTIMENT_SCORE).ok(),
+        })
+    }
+}
+
+/// Each live segment's columns, by segment id. Segments merged away are
+/// dropped by `retain_live`, which every search calls with its searcher.
+#[derive(Default)]
+pub struct ColumnCache {
+    segments: Mutex<HashMap<SegmentId, SegmentColumns>>,
+}
+
+impl ColumnCache {
+    fn get(&self, segment: &SegmentReader) -> tantivy::Result<SegmentColumns> {
+        let id = segment.segment_id();
+        if let Some(columns) = self.lock().get(&id) {
+            return Ok(columns.clone());
+        }
+        // Opened outside the lock; two searches racing open it twice and
+        // keep one.
+        let columns = SegmentColumns::open(segment)?;
+        self.lock().insert(id, columns.clone());
+        Ok(columns)
+    }
+
+    /// Forgets the segments `searcher` no longer has (merged or deleted
+    /// away), once the cache holds more segments than the searcher.
+    pub fn retain_live(&self, searcher: &Searcher) {
+        let live = searcher.segment_readers();
+        let mut segments = self.lock();
+        if segments.len() > live.len() {
+            segments.retain(|id, _| live.iter().any(|s| s.segment_id() == *id));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SegmentId, SegmentColumns>> {
+        // The map holds no invariant a panicking holder could break.
+        self.segments.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Whether pruning keeps relevance keys exact for a query with
@@ -193,21 +261,25 @@ impl Collector for PageCollector {
         segment_ord: u32,
         segment: &SegmentReader,
     ) -> tantivy::Result<PageSegmentCollector> {
-        let fast = segment.fast_fields();
-        let seq = fast.u64(field::SEQ)?.first_or_default_col(0);
+        let columns = self.columns.get(segment)?;
         let created = match self.sort {
-            SortOrder::Newest | SortOrder::Oldest => Some(
-                fast.date(field::CREATED_AT)?
-                    .first_or_default_col(tantivy::DateTime::MIN),
-            ),
+            SortOrder::Newest | SortOrder::Oldest => match columns.created {
+                Some(created) => Some(created),
+                // Fails as opening it does.
+                None => Some(
+                    segment
+                        .fast_fields()
+                        .date(field::CREATED_AT)?
+                        .first_or_default_col(tantivy::DateTime::MIN),
+                ),
+            },
             _ => None,
         };
         let sentiment = match self.sort {
-            SortOrder::MostNegative | SortOrder::MostPositive => {
-                fast.f64(field::SENTIMENT_SCORE).ok()
-            }
+            SortOrder::MostNegative | SortOrder::MostPositive => columns.sentiment,
             _ => None,
         };
+        let seq = columns.seq;
         Ok(PageSegmentCollector {
             sort: self.sort,
             k: self.k.max(1),
@@ -434,6 +506,8 @@ mod tests {
         let (index, parser) = index();
         let searcher = index.reader().unwrap().searcher();
         assert!(searcher.segment_readers().len() >= 6);
+        // One cache for every search, as the server keeps it.
+        let columns = Arc::new(ColumnCache::default());
         for text in [
             "alpha",
             "alpha beta",
@@ -459,6 +533,7 @@ mod tests {
                         after: None,
                         count_limit: None,
                         prune,
+                        columns: columns.clone(),
                     };
                     run(&searcher, &*query, page, exhaustive)
                 };
@@ -479,6 +554,7 @@ mod tests {
                             after,
                             count_limit: None,
                             prune,
+                            columns: columns.clone(),
                         };
                         let fruit = run(&searcher, &*query, page, exhaustive);
                         assert_eq!(fruit.count, expected_count, "{text} {sort:?}");
@@ -509,6 +585,7 @@ mod tests {
                 after: None,
                 count_limit: Some(50),
                 prune,
+                columns: columns.clone(),
             };
             let fruit = run(&searcher, &*query, limited, false);
             assert_eq!((fruit.count, fruit.count_truncated), (50, true), "{text}");
@@ -518,6 +595,7 @@ mod tests {
                 after: None,
                 count_limit: Some(expected_count + 1),
                 prune,
+                columns: columns.clone(),
             };
             let exact = run(&searcher, &*query, exact, false);
             assert_eq!(

@@ -105,6 +105,8 @@ struct Shared {
     parser: QueryParser,
     indexed_seq: AtomicU64,
     vectors: Arc<Vectors>,
+    /// The page collector's fast-field columns per segment.
+    columns: Arc<collect::ColumnCache>,
 }
 
 /// Handle to the index; cheap to clone.
@@ -279,6 +281,7 @@ impl SearchIndex {
             fields,
             reader,
             parser,
+            columns: Arc::default(),
             vectors: Arc::new(Vectors::new(
                 settings.similarity_index,
                 settings.similarity_threads,
@@ -429,6 +432,7 @@ impl SearchIndex {
                 parser,
                 indexed_seq: AtomicU64::new(items.len() as u64),
                 vectors: Arc::new(Vectors::new(false, 1, None)),
+                columns: Arc::default(),
             }),
             indexer: Arc::new(Mutex::new(None)),
         }

@@ -119,7 +119,9 @@ impl SearchIndex {
             count_limit: query.total_hits_up_to,
             prune: collect::prunes_exactly(scoring_terms(&*user_query))
                 && collect::pruning_pays(&*full_query, query.total_hits_up_to),
+            columns: shared.columns.clone(),
         };
+        shared.columns.retain_live(&searcher);
         // Facets share the page's pass (which then visits every match);
         // without them the page collector may prune.
         let searched = match facet_aggs {
