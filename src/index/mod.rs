@@ -35,6 +35,7 @@ mod report;
 pub mod schema;
 mod search;
 mod similar;
+mod snippet;
 pub mod vectors;
 
 use std::path::{Path, PathBuf};
