@@ -113,15 +113,18 @@ fn check_batch_size(field: &str, len: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs a search that holds a read-pool slot on the async worker that
-/// polled it, on a multi-thread runtime: directly while at least one other
-/// worker stays free for everything else (`ReadPool::try_inline`), else
-/// with `block_in_place` (which hands the worker's other tasks to another
-/// thread, a thread wake and switch per search); on the blocking pool
-/// elsewhere. The slot bounds how many run at once (`--search-threads`).
+/// Runs a search that holds a read-pool slot (`slot`) on the async worker
+/// that polled it, on a multi-thread runtime: directly while at least one
+/// other worker stays free for everything else (`ReadPool::try_inline`),
+/// else with `block_in_place` (which hands the worker's other tasks to
+/// another thread, a thread wake and switch per search); on the blocking
+/// pool elsewhere. The slot bounds how many run at once
+/// (`--search-threads`); it is released only after the search has left its
+/// worker, so the next search finds the worker counted free again.
 async fn run_search<T: Send + 'static>(
     reads: &reads::ReadPool,
     ctx: &RequestContext,
+    slot: tokio::sync::OwnedSemaphorePermit,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     ctx.check_deadline()?;
@@ -129,12 +132,20 @@ async fn run_search<T: Send + 'static>(
     match handle.as_ref().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
             let workers = handle.map_or(1, |h| h.metrics().num_workers());
-            match reads.try_inline(workers) {
+            let result = match reads.try_inline(workers) {
                 Some(_inline) => work(),
                 None => tokio::task::block_in_place(work),
-            }
+            };
+            drop(slot);
+            result
         }
-        _ => run_blocking(ctx, work).await,
+        _ => {
+            run_blocking(ctx, move || {
+                let _slot = slot;
+                work()
+            })
+            .await
+        }
     }
 }
 

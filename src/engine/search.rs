@@ -28,8 +28,7 @@ impl Engine {
         let index = self.index.clone();
         let store = self.store.clone();
         let slot = self.reads.enter(ctx).await?;
-        run_search(&self.reads, ctx, move || {
-            let _slot = slot;
+        run_search(&self.reads, ctx, slot, move || {
             let page = index.search(&query)?;
             let ids: Vec<FeedbackId> = page.hits.iter().map(|(id, _)| id.clone()).collect();
             // An id the index still lists but the store no longer has was
