@@ -15,7 +15,7 @@
 //!
 //! `search` loads ITEMS items into a server with `--analysis off`, waits
 //! until its index's segment list holds still, and prints the segment and
-//! document count. It then builds seven query classes of up to 300 distinct
+//! document count. It then builds eight query classes of up to 300 distinct
 //! queries each (fixed seed, from the corpus vocabulary; phrases from
 //! bigrams that occur in the corpus): (a) term + one filter (channel, two
 //! channels, product or NPS range), relevance; (b) single term, half common,

@@ -1,7 +1,6 @@
 //! One page of a search: the user query AND the filters, a total sort key
 //! per hit (search-after cursors), the total, facets and snippets.
 
-use super::snippet::SnippetCutter;
 use tantivy::collector::Count;
 use tantivy::schema::Value;
 use tantivy::{DocAddress, Searcher, TantivyDocument};
@@ -9,6 +8,7 @@ use tantivy::{DocAddress, Searcher, TantivyDocument};
 use super::collect::{self, PageCollector};
 use super::cursor::{self, Cursor, FrozenStats, SortKey};
 use super::schema::{self, Fields};
+use super::snippet::SnippetCutter;
 use super::{aggregations, query, IndexError, SearchIndex};
 use crate::domain::{normalize_text, FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
 
