@@ -211,28 +211,47 @@ pub fn text_analyzer() -> TextAnalyzer {
 /// before the stemmer, so only candidates are stemmed (a stem keeps its
 /// word's first character, so a blanked token could never match). Stemming
 /// every word of every hit was a quarter of a search's server CPU (`perf`,
-/// BENCHMARKS.md "Search under load").
+/// BENCHMARKS.md "Search under load"). A token starting with an ASCII
+/// character is blanked before lower-casing and folding too (those leave
+/// an ASCII first character as its ASCII lower case), so most words of a
+/// hit are only split, never copied or folded.
 pub fn snippet_analyzer(terms: &[String]) -> TextAnalyzer {
-    let firsts: Vec<char> = terms.iter().filter_map(|t| t.chars().next()).collect();
+    let firsts: std::sync::Arc<[char]> = terms
+        .iter()
+        .filter_map(|t| t.chars().next())
+        .collect::<Vec<_>>()
+        .into();
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(64))
+        .filter(OnlyCandidates {
+            firsts: firsts.clone(),
+            ascii_only: true,
+        })
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
-        .filter(OnlyCandidates(firsts.into()))
+        .filter(OnlyCandidates {
+            firsts,
+            ascii_only: false,
+        })
         .filter(Stemmer::new(Language::English))
         .build()
 }
 
-/// Blanks tokens whose first character is none of these.
+/// Blanks tokens whose first character is none of `firsts`; with
+/// `ascii_only` (before lower-casing and folding), only tokens whose first
+/// character is ASCII, compared in lower case.
 #[derive(Clone)]
-struct OnlyCandidates(std::sync::Arc<[char]>);
+struct OnlyCandidates {
+    firsts: std::sync::Arc<[char]>,
+    ascii_only: bool,
+}
 
 impl TokenFilter for OnlyCandidates {
     type Tokenizer<T: Tokenizer> = OnlyCandidatesTokenizer<T>;
 
     fn transform<T: Tokenizer>(self, inner: T) -> OnlyCandidatesTokenizer<T> {
         OnlyCandidatesTokenizer {
-            firsts: self.0,
+            filter: self,
             inner,
         }
     }
@@ -240,7 +259,7 @@ impl TokenFilter for OnlyCandidates {
 
 #[derive(Clone)]
 struct OnlyCandidatesTokenizer<T> {
-    firsts: std::sync::Arc<[char]>,
+    filter: OnlyCandidates,
     inner: T,
 }
 
@@ -249,14 +268,14 @@ impl<T: Tokenizer> Tokenizer for OnlyCandidatesTokenizer<T> {
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
         OnlyCandidatesStream {
-            firsts: &self.firsts,
+            filter: &self.filter,
             tail: self.inner.token_stream(text),
         }
     }
 }
 
 struct OnlyCandidatesStream<'a, S> {
-    firsts: &'a [char],
+    filter: &'a OnlyCandidates,
     tail: S,
 }
 
@@ -266,8 +285,14 @@ impl<S: TokenStream> TokenStream for OnlyCandidatesStream<'_, S> {
             return false;
         }
         let token = self.tail.token_mut();
-        let first = token.text.chars().next();
-        if !first.is_some_and(|c| self.firsts.contains(&c)) {
+        let blank = match token.text.chars().next() {
+            None => false,
+            Some(c) if self.filter.ascii_only => {
+                c.is_ascii() && !self.filter.firsts.contains(&c.to_ascii_lowercase())
+            }
+            Some(c) => !self.filter.firsts.contains(&c),
+        };
+        if blank {
             token.text.clear();
         }
         true
