@@ -1508,32 +1508,19 @@ async fn bench_search(n: usize, secs: f64) {
 
 /// grpc.health.v1 Check every 5 ms on one connection for `secs`.
 async fn health_probe(addr: String, secs: f64) -> PhaseStats {
-    use tonic_health::pb::health_client::HealthClient;
-    let channel = tonic::transport::Endpoint::from_shared(addr)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut c = HealthClient::new(channel);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(secs);
-    let mut ms = Vec::new();
-    while Instant::now() < deadline {
-        let at = Instant::now();
-        c.check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("health check");
-        ms.push(at.elapsed().as_secs_f64() * 1e3);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    PhaseStats::new(ms, started.elapsed().as_secs_f64())
+    health_loop(&addr, 1, secs, Some(Duration::from_millis(5))).await
 }
 
 /// Closed loop of grpc.health.v1 Check calls from `clients` HTTP/2
 /// connections for `secs`: the cost of an RPC that does no work.
 async fn health_phase(addr: &str, clients: usize, secs: f64) -> PhaseStats {
+    health_loop(addr, clients, secs, None).await
+}
+
+/// grpc.health.v1 Check calls from `clients` HTTP/2 connections for
+/// `secs`, each client sending its next call when the answer arrives (and
+/// `pause` later, if given).
+async fn health_loop(addr: &str, clients: usize, secs: f64, pause: Option<Duration>) -> PhaseStats {
     use tonic_health::pb::health_client::HealthClient;
     let mut pool = Vec::new();
     for _ in 0..clients {
@@ -1559,6 +1546,9 @@ async fn health_phase(addr: &str, clients: usize, secs: f64) -> PhaseStats {
                     .await
                     .expect("health check");
                     ms.push(at.elapsed().as_secs_f64() * 1e3);
+                    if let Some(pause) = pause {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
                 ms
             })
