@@ -607,6 +607,10 @@ fn server_shaped_query(
     Box::new(BooleanQuery::new(clauses))
 }
 
+/// The class of queries matching nothing: the fixed cost, no part of the
+/// open-loop mix.
+const FLOOR_CLASS: &str = "z";
+
 /// Queries per class in the mix.
 const QUERIES_PER_CLASS: usize = 300;
 
@@ -763,7 +767,7 @@ fn search_classes(
     // (raw tantivy answers it in microseconds), so the server's CPU per
     // query is the fixed cost alone. Not part of the open-loop mix.
     add(
-        "z",
+        FLOOR_CLASS,
         "term matching nothing (the fixed cost), relevance",
         RawSort::Relevance,
         vec![],
@@ -1580,7 +1584,7 @@ async fn bench_search_open(n: usize, secs: f64, rate: f64) {
     let mut mix = Vec::new();
     for k in 0..longest {
         for (ci, class) in setup.classes.iter().enumerate() {
-            if class.key == "z" {
+            if class.key == FLOOR_CLASS {
                 continue; // the floor class is no part of the mix
             }
             let q = &class.queries[k % class.queries.len()];
@@ -1652,7 +1656,7 @@ async fn bench_search_open(n: usize, secs: f64, rate: f64) {
     println!();
     println!(
         "open loop at {n} items ({segments} segments, {docs} docs): {total} queries of the whole mix ({} classes in turn, up to {} distinct queries per class) due at {rate} queries/s for {secs} s over {CONNECTIONS} HTTP/2 connections; latency from the due time",
-        setup.classes.iter().filter(|c| c.key != "z").count(),
+        setup.classes.iter().filter(|c| c.key != FLOOR_CLASS).count(),
         QUERIES_PER_CLASS
     );
     println!();
@@ -1670,7 +1674,7 @@ async fn bench_search_open(n: usize, secs: f64, rate: f64) {
     println!("| class | ok | p50 ms | p99 ms | p99.9 ms | max ms | errors |");
     println!("|---|---|---|---|---|---|---|");
     for (class, stats) in setup.classes.iter().zip(per_class.iter_mut()) {
-        if class.key == "z" {
+        if class.key == FLOOR_CLASS {
             continue; // not part of the mix
         }
         let ms = std::mem::take(&mut stats.ms);

@@ -346,11 +346,27 @@ impl Config {
 mod tests {
     use super::*;
 
-    #[test]
-    fn flags_override_the_file_which_overrides_defaults() {
+    /// A config file holding `contents` (kept while the dir lives).
+    fn config_file(contents: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("verbatim.toml");
-        std::fs::write(&file, "data_dir = \"/srv/v\"\nwrite_queue = 7\n").unwrap();
+        std::fs::write(&file, contents).unwrap();
+        (dir, file)
+    }
+
+    /// The config from a file holding `contents` and no flags.
+    fn resolve_file(contents: &str) -> anyhow::Result<Config> {
+        let (_dir, file) = config_file(contents);
+        ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let (_dir, file) = config_file("data_dir = \"/srv/v\"\nwrite_queue = 7\n");
         let config = ServeArgs {
             config: Some(file),
             write_queue: Some(9),
@@ -368,15 +384,7 @@ mod tests {
 
     #[test]
     fn the_store_cache_is_bounded_and_read_from_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("verbatim.toml");
-        std::fs::write(&file, "store_cache_mb = 64\n").unwrap();
-        let config = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
+        let config = resolve_file("store_cache_mb = 64\n").unwrap();
         assert_eq!(config.store_cache_mb, 64);
         assert_eq!(Config::default().store_cache_mb, 1024, "redb's own default");
         let error = ServeArgs {
@@ -390,24 +398,14 @@ mod tests {
 
     #[test]
     fn unknown_file_keys_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("verbatim.toml");
-        std::fs::write(&file, "listen_addr = \"x\"\n").unwrap();
-        let error = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err();
+        let error = resolve_file("listen_addr = \"x\"\n").unwrap_err();
         assert!(error.to_string().contains("listen_addr"), "{error}");
     }
 
     #[test]
     fn metrics_are_off_unless_an_address_is_given() {
         assert_eq!(ServeArgs::default().resolve().unwrap().metrics_listen, None);
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("verbatim.toml");
-        std::fs::write(&file, "metrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+        let (_dir, file) = config_file("metrics_listen = \"127.0.0.1:9464\"\n");
         let from_file = ServeArgs {
             config: Some(file.clone()),
             ..Default::default()

@@ -6,8 +6,8 @@
 //! not looked up, a lower-case token is looked up as it is, and the HTML is
 //! escaped slice by slice. The output is the same: fragments of at most
 //! `max_bytes` bytes from the first token to the last one in them, the
-//! highest score winning (ties to the earliest), highlights merged where
-//! they overlap (a unit test compares with tantivy's own generator).
+//! highest score winning (ties to the earliest) (a unit test compares with
+//! tantivy's own generator).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -111,22 +111,13 @@ impl SnippetCutter {
 }
 
 impl Cut {
-    /// The fragment as HTML: escaped (`& < > " '`), highlights in `<b>`,
-    /// overlapping or duplicate highlights merged (adjacent ones not).
+    /// The fragment as HTML: escaped (`& < > " '`), highlights in `<b>`.
+    /// The highlights are tokens of one stream, in order and apart, so
+    /// tantivy's sorting and merging of overlapping ranges has nothing to do.
     pub fn html(&self) -> String {
-        let mut ranges = self.highlighted.clone();
-        ranges.sort_by_key(|r| (r.start, r.end));
-        ranges.dedup();
-        let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
-        for range in ranges {
-            match merged.last_mut() {
-                Some(last) if last.end > range.start => last.end = last.end.max(range.end),
-                _ => merged.push(range),
-            }
-        }
-        let mut html = String::with_capacity(self.fragment.len() + 7 * merged.len() + 16);
+        let mut html = String::with_capacity(self.fragment.len() + 7 * self.highlighted.len() + 16);
         let mut from = 0;
-        for range in merged {
+        for range in &self.highlighted {
             escape_into(&mut html, &self.fragment[from..range.start]);
             html.push_str("<b>");
             escape_into(&mut html, &self.fragment[range.clone()]);
