@@ -29,6 +29,7 @@
 mod aggregations;
 mod collect;
 mod cursor;
+mod filters;
 mod indexer;
 mod query;
 mod report;
@@ -108,6 +109,8 @@ struct Shared {
     vectors: Arc<Vectors>,
     /// The page collector's fast-field columns per segment.
     columns: Arc<collect::ColumnCache>,
+    /// Filter clauses' bits per segment.
+    filters: Arc<filters::FilterCache>,
 }
 
 /// Handle to the index; cheap to clone.
@@ -283,6 +286,7 @@ impl SearchIndex {
             reader,
             parser,
             columns: Arc::default(),
+            filters: Arc::default(),
             vectors: Arc::new(Vectors::new(
                 settings.similarity_index,
                 settings.similarity_threads,
@@ -434,6 +438,7 @@ impl SearchIndex {
                 indexed_seq: AtomicU64::new(items.len() as u64),
                 vectors: Arc::new(Vectors::new(false, 1, None)),
                 columns: Arc::default(),
+                filters: Arc::default(),
             }),
             indexer: Arc::new(Mutex::new(None)),
         }

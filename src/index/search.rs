@@ -183,21 +183,35 @@ impl SearchIndex {
         user_query: Box<dyn tantivy::query::Query>,
     ) -> Result<(Box<dyn tantivy::query::Query>, u64), IndexError> {
         let fields = &self.shared.fields;
+        let cache = &self.shared.filters;
+        cache.retain_live(searcher);
         let mut filters = query::filter_clauses(fields, &query.filter);
         let mut retag_pending = 0;
         if query.uses_themes() {
-            filters.push(query::taxonomy_version(fields, query.taxonomy_version));
+            filters.push(query::taxonomy_version_clause(
+                fields,
+                query.taxonomy_version,
+            ));
             let mut others = query::filter_clauses(fields, &query.filter.without_themes());
-            others.push(query::analysed(fields));
-            let base = query::combine(user_query.box_clone(), others);
+            others.push(query::analysed_clause(fields));
+            let base = query::combine(user_query.box_clone(), query::filter_queries(others, cache));
             let tagged = query::combine(
                 base.box_clone(),
-                vec![query::taxonomy_version(fields, query.taxonomy_version)],
+                query::filter_queries(
+                    vec![query::taxonomy_version_clause(
+                        fields,
+                        query.taxonomy_version,
+                    )],
+                    cache,
+                ),
             );
             retag_pending = (searcher.search(&*base, &Count)? as u64)
                 .saturating_sub(searcher.search(&*tagged, &Count)? as u64);
         }
-        Ok((query::combine(user_query, filters), retag_pending))
+        Ok((
+            query::combine(user_query, query::filter_queries(filters, cache)),
+            retag_pending,
+        ))
     }
 
     /// Ids of the newest items matching the query and filter, at most `max`

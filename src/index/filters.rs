@@ -1,0 +1,562 @@
+//! Filter clauses on few-valued fields (channel, product, journey stage,
+//! language, sentiment, tags, themes, rating ranges, ...) cached as one bit
+//! per document per segment, so a dashboard's repeated filters cost a
+//! word-wise AND instead of walking postings or scanning a fast-field
+//! column on every query.
+//!
+//! Invariants:
+//! - A segment's documents never change, so a clause's bits are valid for
+//!   the segment's whole life; deletes are not in the bits (the collectors
+//!   check the alive bitset, as they do for every other query).
+//! - The cache holds at most `FILTER_CACHE_BYTES` of bits (least recently
+//!   used evicted first); a search drops the entries of segments its
+//!   searcher no longer has (`retain_live`).
+//! - On a miss the clause runs once over the segment as tantivy would run
+//!   it (its own weight, scoring off); two searches racing compute it twice
+//!   and keep one.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tantivy::index::SegmentId;
+use tantivy::query::{ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::{
+    DocId, DocSet, Score, Searcher, SegmentReader, Term, COLLECT_BLOCK_BUFFER_LEN, TERMINATED,
+};
+
+/// Bytes of cached bits at most: 64 MiB, about 500 clauses over 1M items
+/// (125 KB each), 50 over 10M.
+pub const FILTER_CACHE_BYTES: usize = 64 << 20;
+
+/// One segment's matches of a clause (or of several, ANDed): a bit per
+/// document, and how many bits are set.
+pub struct DocBits {
+    words: Box<[u64]>,
+    len: u32,
+}
+
+impl DocBits {
+    fn empty(max_doc: DocId) -> Self {
+        DocBits {
+            words: vec![0; (max_doc as usize).div_ceil(64)].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    /// Every document of the segment `weight` matches (deleted ones too).
+    fn of_weight(weight: &dyn Weight, reader: &SegmentReader) -> tantivy::Result<Self> {
+        let mut bits = DocBits::empty(reader.max_doc());
+        weight.for_each_no_score(reader, &mut |docs| {
+            for &doc in docs {
+                bits.words[(doc / 64) as usize] |= 1 << (doc % 64);
+            }
+        })?;
+        bits.recount();
+        Ok(bits)
+    }
+
+    fn recount(&mut self) {
+        self.len = self.words.iter().map(|w| w.count_ones()).sum();
+    }
+
+    fn and(&self, other: &DocBits) -> DocBits {
+        let mut words = self.words.clone();
+        for (w, o) in words.iter_mut().zip(other.words.iter()) {
+            *w &= o;
+        }
+        let mut bits = DocBits { words, len: 0 };
+        bits.recount();
+        bits
+    }
+
+    pub fn contains(&self, doc: DocId) -> bool {
+        self.words
+            .get((doc / 64) as usize)
+            .is_some_and(|w| w & (1 << (doc % 64)) != 0)
+    }
+
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+}
+
+/// The documents of a `DocBits`, in order.
+struct BitsDocSet {
+    bits: Arc<DocBits>,
+    /// The word holding `doc`.
+    word: usize,
+    /// That word's bits above `doc`.
+    rest: u64,
+    doc: DocId,
+}
+
+impl BitsDocSet {
+    fn new(bits: Arc<DocBits>) -> Self {
+        let rest = bits.words.first().copied().unwrap_or(0);
+        let mut set = BitsDocSet {
+            bits,
+            word: 0,
+            rest,
+            doc: 0,
+        };
+        set.next_from_rest();
+        set
+    }
+
+    /// Moves to the lowest bit of `rest`, or of the words after `word`.
+    #[inline]
+    fn next_from_rest(&mut self) -> DocId {
+        while self.rest == 0 {
+            self.word += 1;
+            match self.bits.words.get(self.word) {
+                Some(&w) => self.rest = w,
+                None => {
+                    self.doc = TERMINATED;
+                    return TERMINATED;
+                }
+            }
+        }
+        let bit = self.rest.trailing_zeros();
+        self.rest &= self.rest - 1;
+        self.doc = self.word as u32 * 64 + bit;
+        self.doc
+    }
+}
+
+impl DocSet for BitsDocSet {
+    #[inline]
+    fn advance(&mut self) -> DocId {
+        if self.doc == TERMINATED {
+            return TERMINATED;
+        }
+        self.next_from_rest()
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        if self.doc >= target {
+            return self.doc;
+        }
+        let word = (target / 64) as usize;
+        let Some(&w) = self.bits.words.get(word) else {
+            self.doc = TERMINATED;
+            return TERMINATED;
+        };
+        self.word = word;
+        self.rest = w & (u64::MAX << (target % 64));
+        self.next_from_rest()
+    }
+
+    fn fill_buffer(&mut self, buffer: &mut [DocId; COLLECT_BLOCK_BUFFER_LEN]) -> usize {
+        let mut n = 0;
+        while n < buffer.len() && self.doc != TERMINATED {
+            buffer[n] = self.doc;
+            n += 1;
+            self.next_from_rest();
+        }
+        n
+    }
+
+    fn doc(&self) -> DocId {
+        self.doc
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.bits.len
+    }
+
+    fn count_including_deleted(&mut self) -> u32 {
+        if self.doc == TERMINATED {
+            return 0;
+        }
+        let after: u32 = self.bits.words[self.word + 1..]
+            .iter()
+            .map(|w| w.count_ones())
+            .sum();
+        let count = 1 + self.rest.count_ones() + after;
+        self.doc = TERMINATED;
+        count
+    }
+}
+
+/// Bits per (segment, clause key), least recently used evicted first.
+pub struct FilterCache {
+    max_bytes: usize,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    segments: HashMap<SegmentId, HashMap<String, Entry>>,
+    bytes: usize,
+    clock: u64,
+}
+
+struct Entry {
+    bits: Arc<DocBits>,
+    used: u64,
+}
+
+impl Default for FilterCache {
+    fn default() -> Self {
+        FilterCache::new(FILTER_CACHE_BYTES)
+    }
+}
+
+impl FilterCache {
+    pub fn new(max_bytes: usize) -> Self {
+        FilterCache {
+            max_bytes,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// The clause's bits for this segment, computed by `weight` on a miss.
+    fn bits(
+        &self,
+        reader: &SegmentReader,
+        key: &str,
+        weight: &dyn Weight,
+    ) -> tantivy::Result<Arc<DocBits>> {
+        let segment = reader.segment_id();
+        {
+            let mut inner = self.lock();
+            inner.clock += 1;
+            let now = inner.clock;
+            if let Some(entry) = inner
+                .segments
+                .get_mut(&segment)
+                .and_then(|clauses| clauses.get_mut(key))
+            {
+                entry.used = now;
+                return Ok(entry.bits.clone());
+            }
+        }
+        // Computed outside the lock.
+        let bits = Arc::new(DocBits::of_weight(weight, reader)?);
+        self.insert(segment, key, bits.clone());
+        Ok(bits)
+    }
+
+    fn insert(&self, segment: SegmentId, key: &str, bits: Arc<DocBits>) {
+        let size = bits.bytes();
+        if size > self.max_bytes {
+            return;
+        }
+        let mut inner = self.lock();
+        while inner.bytes + size > self.max_bytes {
+            let oldest = inner
+                .segments
+                .iter()
+                .flat_map(|(s, clauses)| clauses.iter().map(move |(k, e)| (e.used, *s, k)))
+                .min_by_key(|(used, _, _)| *used)
+                .map(|(_, s, k)| (s, k.clone()));
+            let Some((s, k)) = oldest else { break };
+            inner.remove(s, &k);
+        }
+        inner.clock += 1;
+        let used = inner.clock;
+        let previous = inner
+            .segments
+            .entry(segment)
+            .or_default()
+            .insert(key.to_string(), Entry { bits, used });
+        inner.bytes += size;
+        if let Some(previous) = previous {
+            inner.bytes -= previous.bits.bytes();
+        }
+    }
+
+    /// Drops the entries of segments `searcher` no longer has.
+    pub fn retain_live(&self, searcher: &Searcher) {
+        let live = searcher.segment_readers();
+        let mut inner = self.lock();
+        let dead: Vec<SegmentId> = inner
+            .segments
+            .keys()
+            .filter(|id| !live.iter().any(|s| s.segment_id() == **id))
+            .copied()
+            .collect();
+        for id in dead {
+            if let Some(clauses) = inner.segments.remove(&id) {
+                inner.bytes -= clauses.values().map(|e| e.bits.bytes()).sum::<usize>();
+            }
+        }
+    }
+
+    /// Bytes of bits held now.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CacheInner> {
+        // Every update leaves the map and its byte count consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl CacheInner {
+    fn remove(&mut self, segment: SegmentId, key: &str) {
+        let Some(clauses) = self.segments.get_mut(&segment) else {
+            return;
+        };
+        if let Some(entry) = clauses.remove(key) {
+            self.bytes -= entry.bits.bytes();
+        }
+        if clauses.is_empty() {
+            self.segments.remove(&segment);
+        }
+    }
+}
+
+/// The AND of clauses, each identified by a key naming its field and
+/// values, matched through the cache. Scores `boost` (it is a filter).
+pub struct CachedFilter {
+    clauses: Vec<(String, Box<dyn Query>)>,
+    cache: Arc<FilterCache>,
+}
+
+impl CachedFilter {
+    pub fn new(clauses: Vec<(String, Box<dyn Query>)>, cache: Arc<FilterCache>) -> Self {
+        CachedFilter { clauses, cache }
+    }
+}
+
+impl Clone for CachedFilter {
+    fn clone(&self) -> Self {
+        CachedFilter {
+            clauses: self
+                .clauses
+                .iter()
+                .map(|(k, q)| (k.clone(), q.box_clone()))
+                .collect(),
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for CachedFilter {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<&str> = self.clauses.iter().map(|(k, _)| k.as_str()).collect();
+        write!(f, "CachedFilter({keys:?})")
+    }
+}
+
+impl Query for CachedFilter {
+    fn weight(&self, enable_scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        let off = EnableScoring::disabled_from_schema(enable_scoring.schema());
+        let clauses = self
+            .clauses
+            .iter()
+            .map(|(key, query)| Ok((key.clone(), query.weight(off)?)))
+            .collect::<tantivy::Result<_>>()?;
+        Ok(Box::new(CachedFilterWeight {
+            clauses,
+            cache: self.cache.clone(),
+        }))
+    }
+
+    fn query_terms<'a>(&'a self, visitor: &mut dyn FnMut(&'a Term, bool)) {
+        for (_, query) in &self.clauses {
+            query.query_terms(visitor);
+        }
+    }
+}
+
+struct CachedFilterWeight {
+    clauses: Vec<(String, Box<dyn Weight>)>,
+    cache: Arc<FilterCache>,
+}
+
+impl CachedFilterWeight {
+    /// The AND of the clauses' bits for this segment.
+    fn bits(&self, reader: &SegmentReader) -> tantivy::Result<Arc<DocBits>> {
+        let mut each = self
+            .clauses
+            .iter()
+            .map(|(key, weight)| self.cache.bits(reader, key, weight.as_ref()))
+            .collect::<tantivy::Result<Vec<_>>>()?;
+        each.sort_by_key(|bits| bits.len());
+        let mut each = each.into_iter();
+        let Some(first) = each.next() else {
+            // No clause: nothing filtered out.
+            let mut all = DocBits::empty(reader.max_doc());
+            for doc in 0..reader.max_doc() {
+                all.words[(doc / 64) as usize] |= 1 << (doc % 64);
+            }
+            all.recount();
+            return Ok(Arc::new(all));
+        };
+        Ok(each.fold(first, |acc, bits| Arc::new(acc.and(&bits))))
+    }
+}
+
+impl Weight for CachedFilterWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        Ok(Box::new(ConstScorer::new(
+            BitsDocSet::new(self.bits(reader)?),
+            boost,
+        )))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        if self.bits(reader)?.contains(doc) {
+            Ok(Explanation::new("CachedFilter", 1.0))
+        } else {
+            Err(tantivy::TantivyError::InvalidArgument(format!(
+                "document #({doc}) does not match the filter"
+            )))
+        }
+    }
+
+    fn count(&self, reader: &SegmentReader) -> tantivy::Result<u32> {
+        let bits = self.bits(reader)?;
+        Ok(match reader.alive_bitset() {
+            None => bits.len(),
+            Some(alive) => BitsDocSet::new(bits).count(alive),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tantivy::collector::{Count, DocSetCollector};
+    use tantivy::query::{BooleanQuery, Occur, RangeQuery, TermQuery};
+    use tantivy::schema::{IndexRecordOption, Schema, FAST, INDEXED, STRING};
+    use tantivy::{doc, Index, IndexWriter};
+
+    use super::*;
+
+    fn collect(set: &mut BitsDocSet) -> Vec<DocId> {
+        let mut docs = Vec::new();
+        while set.doc() != TERMINATED {
+            docs.push(set.doc());
+            set.advance();
+        }
+        docs
+    }
+
+    fn bits_of(docs: &[DocId], max_doc: DocId) -> Arc<DocBits> {
+        let mut bits = DocBits::empty(max_doc);
+        for &d in docs {
+            bits.words[(d / 64) as usize] |= 1 << (d % 64);
+        }
+        bits.recount();
+        Arc::new(bits)
+    }
+
+    #[test]
+    fn docset_advances_seeks_fills_and_counts_like_a_sorted_list() {
+        let docs: Vec<DocId> = vec![0, 1, 63, 64, 65, 127, 128, 300, 511, 512, 999];
+        let bits = bits_of(&docs, 1000);
+        assert_eq!(collect(&mut BitsDocSet::new(bits.clone())), docs);
+        assert_eq!(bits.len(), docs.len() as u32);
+        for target in 0..1001 {
+            let mut set = BitsDocSet::new(bits.clone());
+            let expected = docs
+                .iter()
+                .copied()
+                .find(|&d| d >= target)
+                .unwrap_or(TERMINATED);
+            assert_eq!(set.seek(target), expected, "seek {target}");
+            // Seeking behind the current doc stays put.
+            assert_eq!(set.seek(target.saturating_sub(1)), expected);
+            let left = docs.iter().filter(|&&d| d >= target).count() as u32;
+            assert_eq!(set.count_including_deleted(), left, "count from {target}");
+        }
+        let mut set = BitsDocSet::new(bits);
+        let mut buffer = [0; COLLECT_BLOCK_BUFFER_LEN];
+        let mut filled = Vec::new();
+        loop {
+            let n = set.fill_buffer(&mut buffer);
+            if n == 0 {
+                break;
+            }
+            filled.extend_from_slice(&buffer[..n]);
+        }
+        assert_eq!(filled, docs);
+        assert_eq!(
+            collect(&mut BitsDocSet::new(bits_of(&[], 10))),
+            Vec::<DocId>::new()
+        );
+    }
+
+    /// 5,000 documents over several segments, some deleted: every filter
+    /// matches what the uncached query matches, before and after eviction.
+    #[test]
+    fn cached_filters_match_the_uncached_queries() {
+        // A cache that holds about one segment's clause: evictions happen.
+        for cache in [FilterCache::default(), FilterCache::new(200)] {
+            let cache = Arc::new(cache);
+            let mut schema = Schema::builder();
+            let channel = schema.add_text_field("channel", STRING);
+            let nps = schema.add_i64_field("nps", INDEXED | FAST);
+            let index = Index::create_in_ram(schema.build());
+            let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+            for i in 0..5_000i64 {
+                let c = ["survey", "review", "chat"][(i % 3) as usize];
+                writer
+                    .add_document(doc!(channel => c, nps => i % 11))
+                    .unwrap();
+                if i % 1_000 == 999 {
+                    writer.commit().unwrap();
+                }
+            }
+            writer.delete_term(Term::from_field_i64(nps, 4));
+            writer.commit().unwrap();
+            let reader = index.reader().unwrap();
+            let searcher = reader.searcher();
+            assert!(searcher.segment_readers().len() > 1);
+
+            let term = |c: &str| -> Box<dyn Query> {
+                Box::new(TermQuery::new(
+                    Term::from_field_text(channel, c),
+                    IndexRecordOption::Basic,
+                ))
+            };
+            let range = |lo: i64, hi: i64| -> Box<dyn Query> {
+                Box::new(RangeQuery::new(
+                    std::ops::Bound::Included(Term::from_field_i64(nps, lo)),
+                    std::ops::Bound::Included(Term::from_field_i64(nps, hi)),
+                ))
+            };
+            for round in 0..2 {
+                for (c, lo, hi) in [("survey", 0, 6), ("chat", 9, 10), ("review", 3, 5)] {
+                    let cached = CachedFilter::new(
+                        vec![
+                            (format!("c{c}"), term(c)),
+                            (format!("n{lo}-{hi}"), range(lo, hi)),
+                        ],
+                        cache.clone(),
+                    );
+                    let plain = BooleanQuery::new(vec![
+                        (Occur::Must, term(c)),
+                        (Occur::Must, range(lo, hi)),
+                    ]);
+                    let got = searcher.search(&cached, &DocSetCollector).unwrap();
+                    let want = searcher.search(&plain, &DocSetCollector).unwrap();
+                    assert_eq!(got, want, "{c} {lo}..{hi} round {round}");
+                    assert!(!want.is_empty());
+                    assert_eq!(
+                        searcher.search(&cached, &Count).unwrap(),
+                        want.len(),
+                        "count {c} {lo}..{hi}"
+                    );
+                }
+                assert!(cache.bytes() <= cache.max_bytes);
+            }
+            assert!(cache.bytes() > 0);
+            // After a merge the old segments' entries go.
+            let ids = index.searchable_segment_ids().unwrap();
+            writer.merge(&ids).wait().unwrap();
+            reader.reload().unwrap();
+            cache.retain_live(&reader.searcher());
+            assert_eq!(cache.bytes(), 0);
+        }
+    }
+}
