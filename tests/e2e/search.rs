@@ -359,6 +359,57 @@ async fn filters_on_every_structured_field() {
     }
 }
 
+/// Filters on few-valued fields are cached as bits per index segment: the
+/// same filter asked again must follow every write (an item moved out of
+/// the filter by an update, a delete, a new item) and agree with the query
+/// language's own form of it, which is not cached.
+#[tokio::test]
+async fn a_repeated_filter_follows_updates_deletes_and_new_items() {
+    let (_server, mut client, word) = seeded().await;
+    let filter = || pb::Filter {
+        channels: vec![pb::Channel::Review as i32],
+        nps: Some(pb::IntRange {
+            min: None,
+            max: Some(9),
+        }),
+        ..Default::default()
+    };
+    let unfiltered = format!("{word} AND channel:review AND nps:[0 TO 9]");
+    assert_eq!(
+        ids_for(&mut client, &word, filter()).await,
+        ids(&["s1", "s3"])
+    );
+    assert_eq!(ids_for(&mut client, "", filter()).await, ids(&["s1", "s3"]));
+
+    // s1 leaves the filter (now a chat), s3 is deleted, s12 joins it.
+    let mut rows = corpus(&word);
+    let mut moved = rows.remove(0);
+    moved.channel = pb::Channel::Chat as i32;
+    let mut joined = rows[1].clone();
+    joined.id = "s12".into();
+    joined.channel = pb::Channel::Review as i32;
+    assert_eq!(ingest(&mut client, vec![moved, joined]).await.accepted, 2);
+    client
+        .delete(pb::DeleteRequest {
+            ids: vec!["s3".into()],
+        })
+        .await
+        .expect("Delete");
+    let mut request = search_request(&word);
+    request.filter = Some(filter());
+    request.limit = 100;
+    let response = search_until(&mut client, request, |r| {
+        sorted(hit_ids(r)) == ids(&["s12"])
+    })
+    .await;
+    assert_eq!(response.total_hits, 1);
+    assert_eq!(ids_for(&mut client, "", filter()).await, ids(&["s12"]));
+    assert_eq!(
+        ids_for(&mut client, &unfiltered, pb::Filter::default()).await,
+        ids(&["s12"])
+    );
+}
+
 #[tokio::test]
 async fn facets_sorts_and_snippets() {
     let (_server, mut client, word) = seeded().await;
