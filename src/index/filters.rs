@@ -25,6 +25,8 @@ use tantivy::{
     DocId, DocSet, Score, Searcher, SegmentReader, Term, COLLECT_BLOCK_BUFFER_LEN, TERMINATED,
 };
 
+use crate::metrics::{self, Counter, Gauge};
+
 /// Bytes of cached bits at most: 64 MiB, about 500 clauses over 1M items
 /// (125 KB each), 50 over 10M.
 pub const FILTER_CACHE_BYTES: usize = 64 << 20;
@@ -187,6 +189,10 @@ impl DocSet for BitsDocSet {
 pub struct FilterCache {
     max_bytes: usize,
     inner: Mutex<CacheInner>,
+    hits: Arc<Counter>,
+    misses: Arc<Counter>,
+    /// The exported bytes gauge, which every cache adds its bytes to.
+    bytes_gauge: Arc<Gauge>,
 }
 
 #[derive(Default)]
@@ -209,9 +215,13 @@ impl Default for FilterCache {
 
 impl FilterCache {
     pub fn new(max_bytes: usize) -> Self {
+        let (hits, misses, bytes_gauge) = metrics::filter_cache();
         FilterCache {
             max_bytes,
             inner: Mutex::default(),
+            hits,
+            misses,
+            bytes_gauge,
         }
     }
 
@@ -233,9 +243,11 @@ impl FilterCache {
                 .and_then(|clauses| clauses.get_mut(key))
             {
                 entry.used = now;
+                self.hits.inc();
                 return Ok(entry.bits.clone());
             }
         }
+        self.misses.inc();
         // Computed outside the lock.
         let bits = Arc::new(DocBits::of_weight(weight, reader)?);
         self.insert(segment, key, bits.clone());
@@ -248,6 +260,7 @@ impl FilterCache {
             return;
         }
         let mut inner = self.lock();
+        let before = inner.bytes;
         while inner.bytes + size > self.max_bytes {
             let oldest = inner
                 .segments
@@ -269,12 +282,14 @@ impl FilterCache {
         if let Some(previous) = previous {
             inner.bytes -= previous.bits.bytes();
         }
+        self.bytes_gauge.add(inner.bytes as i64 - before as i64);
     }
 
     /// Drops the entries of segments `searcher` no longer has.
     pub fn retain_live(&self, searcher: &Searcher) {
         let live = searcher.segment_readers();
         let mut inner = self.lock();
+        let before = inner.bytes;
         let dead: Vec<SegmentId> = inner
             .segments
             .keys()
@@ -286,6 +301,7 @@ impl FilterCache {
                 inner.bytes -= clauses.values().map(|e| e.bits.bytes()).sum::<usize>();
             }
         }
+        self.bytes_gauge.add(inner.bytes as i64 - before as i64);
     }
 
     /// Bytes of bits held now.
@@ -297,6 +313,13 @@ impl FilterCache {
     fn lock(&self) -> MutexGuard<'_, CacheInner> {
         // Every update leaves the map and its byte count consistent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for FilterCache {
+    fn drop(&mut self) {
+        let bytes = self.lock().bytes;
+        self.bytes_gauge.add(-(bytes as i64));
     }
 }
 
@@ -551,6 +574,7 @@ mod tests {
                 assert!(cache.bytes() <= cache.max_bytes);
             }
             assert!(cache.bytes() > 0);
+            assert!(cache.hits.get() > 0 && cache.misses.get() > 0);
             // After a merge the old segments' entries go.
             let ids = index.searchable_segment_ids().unwrap();
             writer.merge(&ids).wait().unwrap();

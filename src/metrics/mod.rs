@@ -380,6 +380,8 @@ pub struct Metrics {
     pub index_size_bytes: Family<Gauge>,
     pub ingest_to_searchable: Family<Histogram>,
     pub analysis_backlog: Family<Gauge>,
+    pub filter_cache_lookups: Family<Counter>,
+    pub filter_cache_bytes: Family<Gauge>,
     hooks: Mutex<Vec<(u64, Hook)>>,
     next_hook: AtomicU64,
 }
@@ -459,6 +461,18 @@ impl Metrics {
                 &["tenant"],
                 &[],
             ),
+            filter_cache_lookups: Family::new(
+                "verbatim_filter_cache_lookups_total",
+                "Lookups of a filter clause's cached bits for one index segment, by result: hit, or miss (the clause matched afresh and its bits kept).",
+                &["result"],
+                &[],
+            ),
+            filter_cache_bytes: Family::new(
+                "verbatim_filter_cache_bytes",
+                "Bytes of filter clauses' bits held in the filter cache.",
+                &[],
+                &[],
+            ),
             hooks: Mutex::new(Vec::new()),
             next_hook: AtomicU64::new(0),
         }
@@ -507,6 +521,8 @@ impl Metrics {
         self.index_size_bytes.render(&mut out);
         self.ingest_to_searchable.render(&mut out);
         self.analysis_backlog.render(&mut out);
+        self.filter_cache_lookups.render(&mut out);
+        self.filter_cache_bytes.render(&mut out);
         out
     }
 }
@@ -588,6 +604,16 @@ pub fn set_index_stats(tenant: &str, documents: u64, size_bytes: u64) {
         .index_size_bytes
         .with(&[tenant])
         .set_count(size_bytes);
+}
+
+/// The filter cache's hit and miss counters and its bytes gauge (every
+/// cache adds its own bytes to the one gauge).
+pub fn filter_cache() -> (Arc<Counter>, Arc<Counter>, Arc<Gauge>) {
+    (
+        METRICS.filter_cache_lookups.with(&["hit"]),
+        METRICS.filter_cache_lookups.with(&["miss"]),
+        METRICS.filter_cache_bytes.with(&[]),
+    )
 }
 
 pub fn set_analysis_backlog(tenant: &str, items: u64) {
@@ -711,6 +737,7 @@ mod tests {
         metrics.rpc_requests.with(&["Search", "-", "OK"]).add(3);
         metrics.rpc_duration.with(&["Search", "-"]).observe(0.003);
         metrics.pool_queue_depth.with(&[pool::WRITE]).set(4);
+        metrics.filter_cache_lookups.with(&["hit"]).inc();
         let text = metrics.render();
         let samples = parse(&text);
         for family in [
@@ -725,6 +752,8 @@ mod tests {
             "verbatim_index_size_bytes",
             "verbatim_ingest_to_searchable_seconds",
             "verbatim_analysis_backlog",
+            "verbatim_filter_cache_lookups_total",
+            "verbatim_filter_cache_bytes",
         ] {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
             assert!(text.contains(&format!("# HELP {family} ")), "{family}");

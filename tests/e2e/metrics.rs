@@ -129,6 +129,8 @@ async fn rpcs_are_counted_timed_and_served_on_the_metrics_endpoint() {
         "verbatim_index_size_bytes",
         "verbatim_ingest_to_searchable_seconds",
         "verbatim_analysis_backlog",
+        "verbatim_filter_cache_lookups_total",
+        "verbatim_filter_cache_bytes",
     ] {
         assert!(body.contains(&format!("# TYPE {family} ")), "{family}");
     }
