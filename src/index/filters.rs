@@ -25,71 +25,27 @@ use tantivy::{
     DocId, DocSet, Score, Searcher, SegmentReader, Term, COLLECT_BLOCK_BUFFER_LEN, TERMINATED,
 };
 
+use super::vectors::KeyBits;
 use crate::metrics::{self, Counter, Gauge};
 
 /// Bytes of cached bits at most: 64 MiB, about 500 clauses over 1M items
 /// (125 KB each), 50 over 10M.
 pub const FILTER_CACHE_BYTES: usize = 64 << 20;
 
-/// One segment's matches of a clause (or of several, ANDed): a bit per
-/// document, and how many bits are set.
-pub struct DocBits {
-    words: Box<[u64]>,
-    len: u32,
+/// Every document of the segment `weight` matches (deleted ones too).
+fn bits_of_weight(weight: &dyn Weight, reader: &SegmentReader) -> tantivy::Result<KeyBits> {
+    let mut bits = KeyBits::default();
+    weight.for_each_no_score(reader, &mut |docs| {
+        for &doc in docs {
+            bits.insert(u64::from(doc));
+        }
+    })?;
+    Ok(bits)
 }
 
-impl DocBits {
-    fn empty(max_doc: DocId) -> Self {
-        DocBits {
-            words: vec![0; (max_doc as usize).div_ceil(64)].into_boxed_slice(),
-            len: 0,
-        }
-    }
-
-    /// Every document of the segment `weight` matches (deleted ones too).
-    fn of_weight(weight: &dyn Weight, reader: &SegmentReader) -> tantivy::Result<Self> {
-        let mut bits = DocBits::empty(reader.max_doc());
-        weight.for_each_no_score(reader, &mut |docs| {
-            for &doc in docs {
-                bits.words[(doc / 64) as usize] |= 1 << (doc % 64);
-            }
-        })?;
-        bits.recount();
-        Ok(bits)
-    }
-
-    fn recount(&mut self) {
-        self.len = self.words.iter().map(|w| w.count_ones()).sum();
-    }
-
-    fn and(&self, other: &DocBits) -> DocBits {
-        let mut words = self.words.clone();
-        for (w, o) in words.iter_mut().zip(other.words.iter()) {
-            *w &= o;
-        }
-        let mut bits = DocBits { words, len: 0 };
-        bits.recount();
-        bits
-    }
-
-    pub fn contains(&self, doc: DocId) -> bool {
-        self.words
-            .get((doc / 64) as usize)
-            .is_some_and(|w| w & (1 << (doc % 64)) != 0)
-    }
-
-    pub fn len(&self) -> u32 {
-        self.len
-    }
-
-    fn bytes(&self) -> usize {
-        self.words.len() * 8
-    }
-}
-
-/// The documents of a `DocBits`, in order.
+/// The documents of a clause's (or several clauses' ANDed) bits, in order.
 struct BitsDocSet {
-    bits: Arc<DocBits>,
+    bits: Arc<KeyBits>,
     /// The word holding `doc`.
     word: usize,
     /// That word's bits above `doc`.
@@ -98,8 +54,8 @@ struct BitsDocSet {
 }
 
 impl BitsDocSet {
-    fn new(bits: Arc<DocBits>) -> Self {
-        let rest = bits.words.first().copied().unwrap_or(0);
+    fn new(bits: Arc<KeyBits>) -> Self {
+        let rest = bits.words().first().copied().unwrap_or(0);
         let mut set = BitsDocSet {
             bits,
             word: 0,
@@ -115,7 +71,7 @@ impl BitsDocSet {
     fn next_from_rest(&mut self) -> DocId {
         while self.rest == 0 {
             self.word += 1;
-            match self.bits.words.get(self.word) {
+            match self.bits.words().get(self.word) {
                 Some(&w) => self.rest = w,
                 None => {
                     self.doc = TERMINATED;
@@ -144,7 +100,7 @@ impl DocSet for BitsDocSet {
             return self.doc;
         }
         let word = (target / 64) as usize;
-        let Some(&w) = self.bits.words.get(word) else {
+        let Some(&w) = self.bits.words().get(word) else {
             self.doc = TERMINATED;
             return TERMINATED;
         };
@@ -168,14 +124,14 @@ impl DocSet for BitsDocSet {
     }
 
     fn size_hint(&self) -> u32 {
-        self.bits.len
+        self.bits.len() as u32
     }
 
     fn count_including_deleted(&mut self) -> u32 {
         if self.doc == TERMINATED {
             return 0;
         }
-        let after: u32 = self.bits.words[self.word + 1..]
+        let after: u32 = self.bits.words()[self.word + 1..]
             .iter()
             .map(|w| w.count_ones())
             .sum();
@@ -203,7 +159,7 @@ struct CacheInner {
 }
 
 struct Entry {
-    bits: Arc<DocBits>,
+    bits: Arc<KeyBits>,
     used: u64,
 }
 
@@ -231,7 +187,7 @@ impl FilterCache {
         reader: &SegmentReader,
         key: &str,
         weight: &dyn Weight,
-    ) -> tantivy::Result<Arc<DocBits>> {
+    ) -> tantivy::Result<Arc<KeyBits>> {
         let segment = reader.segment_id();
         {
             let mut inner = self.lock();
@@ -249,12 +205,12 @@ impl FilterCache {
         }
         self.misses.inc();
         // Computed outside the lock.
-        let bits = Arc::new(DocBits::of_weight(weight, reader)?);
+        let bits = Arc::new(bits_of_weight(weight, reader)?);
         self.insert(segment, key, bits.clone());
         Ok(bits)
     }
 
-    fn insert(&self, segment: SegmentId, key: &str, bits: Arc<DocBits>) {
+    fn insert(&self, segment: SegmentId, key: &str, bits: Arc<KeyBits>) {
         let size = bits.bytes();
         if size > self.max_bytes {
             return;
@@ -398,7 +354,7 @@ struct CachedFilterWeight {
 
 impl CachedFilterWeight {
     /// The AND of the clauses' bits for this segment.
-    fn bits(&self, reader: &SegmentReader) -> tantivy::Result<Arc<DocBits>> {
+    fn bits(&self, reader: &SegmentReader) -> tantivy::Result<Arc<KeyBits>> {
         let mut each = self
             .clauses
             .iter()
@@ -406,15 +362,10 @@ impl CachedFilterWeight {
             .collect::<tantivy::Result<Vec<_>>>()?;
         each.sort_by_key(|bits| bits.len());
         let mut each = each.into_iter();
-        let Some(first) = each.next() else {
-            // No clause: nothing filtered out.
-            let mut all = DocBits::empty(reader.max_doc());
-            for doc in 0..reader.max_doc() {
-                all.words[(doc / 64) as usize] |= 1 << (doc % 64);
-            }
-            all.recount();
-            return Ok(Arc::new(all));
-        };
+        // `filter_queries` makes a `CachedFilter` only of one clause or more.
+        let first = each.next().ok_or_else(|| {
+            tantivy::TantivyError::InvalidArgument("a cached filter without clauses".into())
+        })?;
         Ok(each.fold(first, |acc, bits| Arc::new(acc.and(&bits))))
     }
 }
@@ -428,7 +379,7 @@ impl Weight for CachedFilterWeight {
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        if self.bits(reader)?.contains(doc) {
+        if self.bits(reader)?.contains(u64::from(doc)) {
             Ok(Explanation::new("CachedFilter", 1.0))
         } else {
             Err(tantivy::TantivyError::InvalidArgument(format!(
@@ -440,7 +391,7 @@ impl Weight for CachedFilterWeight {
     fn count(&self, reader: &SegmentReader) -> tantivy::Result<u32> {
         let bits = self.bits(reader)?;
         Ok(match reader.alive_bitset() {
-            None => bits.len(),
+            None => bits.len() as u32,
             Some(alive) => BitsDocSet::new(bits).count(alive),
         })
     }
@@ -464,21 +415,20 @@ mod tests {
         docs
     }
 
-    fn bits_of(docs: &[DocId], max_doc: DocId) -> Arc<DocBits> {
-        let mut bits = DocBits::empty(max_doc);
+    fn bits_of(docs: &[DocId]) -> Arc<KeyBits> {
+        let mut bits = KeyBits::default();
         for &d in docs {
-            bits.words[(d / 64) as usize] |= 1 << (d % 64);
+            bits.insert(u64::from(d));
         }
-        bits.recount();
         Arc::new(bits)
     }
 
     #[test]
     fn docset_advances_seeks_fills_and_counts_like_a_sorted_list() {
         let docs: Vec<DocId> = vec![0, 1, 63, 64, 65, 127, 128, 300, 511, 512, 999];
-        let bits = bits_of(&docs, 1000);
+        let bits = bits_of(&docs);
         assert_eq!(collect(&mut BitsDocSet::new(bits.clone())), docs);
-        assert_eq!(bits.len(), docs.len() as u32);
+        assert_eq!(bits.len(), docs.len());
         for target in 0..1001 {
             let mut set = BitsDocSet::new(bits.clone());
             let expected = docs
@@ -504,7 +454,7 @@ mod tests {
         }
         assert_eq!(filled, docs);
         assert_eq!(
-            collect(&mut BitsDocSet::new(bits_of(&[], 10))),
+            collect(&mut BitsDocSet::new(bits_of(&[]))),
             Vec::<DocId>::new()
         );
     }

@@ -382,12 +382,7 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<FilterClaus
             None => Bound::Unbounded,
         };
         clauses.push(FilterClause::cached(
-            format!(
-                "{}={:?}..{:?}",
-                fields.sentiment_score.field_id(),
-                score.min,
-                score.max
-            ),
+            range_key(fields.sentiment_score, score.min, score.max),
             Box::new(RangeQuery::new(bound(score.min), bound(score.max))),
         ));
     }
@@ -398,11 +393,18 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<FilterClaus
         (fields.rating, filter.rating),
     ] {
         if let Some(query) = int_range(field, range) {
-            let key = format!("{}={:?}..{:?}", field.field_id(), range.min, range.max);
-            clauses.push(FilterClause::cached(key, query));
+            clauses.push(FilterClause::cached(
+                range_key(field, range.min, range.max),
+                query,
+            ));
         }
     }
     clauses
+}
+
+/// The cache key of a range filter on `field`.
+fn range_key<T: std::fmt::Debug>(field: Field, min: Option<T>, max: Option<T>) -> String {
+    format!("{}={min:?}..{max:?}", field.field_id())
 }
 
 /// The clauses as queries for `combine`: the cached ones ANDed into one

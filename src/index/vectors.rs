@@ -103,6 +103,28 @@ impl KeyBits {
         self.len == 0
     }
 
+    /// The keys in both sets.
+    pub fn and(&self, other: &KeyBits) -> KeyBits {
+        let words: Vec<u64> = self
+            .words
+            .iter()
+            .zip(&other.words)
+            .map(|(a, b)| a & b)
+            .collect();
+        let len = words.iter().map(|w| w.count_ones() as usize).sum();
+        KeyBits { words, len }
+    }
+
+    /// The words, bit `key % 64` of word `key / 64` for each key.
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// Bytes of the words.
+    pub fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.words.iter().enumerate().flat_map(|(i, &word)| {
             let mut word = word;
