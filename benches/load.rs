@@ -98,6 +98,15 @@
 //! inputs clause splitting adds on the shipped sample's review sentences
 //! (the other cost themes add to analysis).
 //!
+//!   cargo bench --bench load -- retag-store [ITEMS]   (default 1000000)
+//!
+//! `retag-store` times a theme edit's re-tag end to end through the real
+//! server (analysis on) over ITEMS stored items made of the 375 labelled
+//! feedback sentences (real embeddings from `Analyze`): the first re-tag at
+//! start, an example added to a built-in theme, a new theme; each until
+//! `Stats` shows no re-tag backlog and no index lag, with how many items
+//! were confirmed (same indexed themes) and how many rewritten.
+//!
 //!   cargo bench --bench load -- report [ITEMS]        (default 1000000)
 //!
 //! `report` builds a data dir of ITEMS analysed items in one year and ITEMS/4
@@ -252,6 +261,8 @@ struct Server {
     data_dir: tempfile::TempDir,
     /// The server's "similarity index ready" log lines.
     similarity_ready: std::sync::mpsc::Receiver<String>,
+    /// The server's "items re-tagged" log lines.
+    retagged: std::sync::mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -274,6 +285,7 @@ impl Server {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let (ready_tx, similarity_ready) = std::sync::mpsc::channel();
+        let (retag_tx, retagged) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             let mut before = Vec::new();
@@ -288,6 +300,8 @@ impl Server {
                 }
                 if line.contains("similarity index ready") {
                     let _ = ready_tx.send(line);
+                } else if line.contains("items re-tagged") {
+                    let _ = retag_tx.send(line);
                 }
             }
             if let Some(tx) = tx {
@@ -304,6 +318,7 @@ impl Server {
             addr: format!("http://{addr}"),
             data_dir,
             similarity_ready,
+            retagged,
         }
     }
 
@@ -2266,6 +2281,20 @@ async fn write_analysed(
     total: usize,
     mut make: impl FnMut(usize) -> (verbatim::domain::StoredFeedback, Vec<f32>),
 ) {
+    write_analysed_units(data_path, total, |i| {
+        let (item, embedding) = make(i);
+        (item, embedding, Vec::new())
+    })
+    .await
+}
+
+/// As `write_analysed`, with each item's encoded units (`themes::units`)
+/// too (empty: none).
+async fn write_analysed_units(
+    data_path: &std::path::Path,
+    total: usize,
+    mut make: impl FnMut(usize) -> (verbatim::domain::StoredFeedback, Vec<f32>, Vec<u8>),
+) {
     use verbatim::store::{AnalysisUpdate, QueueMode, Store};
     {
         let store = Store::open(data_path, 64).unwrap();
@@ -2274,17 +2303,17 @@ async fn write_analysed(
             let items: Vec<_> = (chunk_start..(chunk_start + 1000).min(total))
                 .map(&mut make)
                 .collect();
-            let feedback = items.iter().map(|(s, _)| s.feedback.clone()).collect();
+            let feedback = items.iter().map(|(s, _, _)| s.feedback.clone()).collect();
             store.upsert(feedback, QueueMode::Wait).await.unwrap();
             let updates = items
                 .into_iter()
                 .enumerate()
-                .map(|(k, (s, embedding))| AnalysisUpdate {
+                .map(|(k, (s, embedding, units))| AnalysisUpdate {
                     id: s.feedback.id.clone(),
                     version_seq: seq_base + 1 + k as u64,
                     state: s.analysis,
                     embedding,
-                    units: Vec::new(),
+                    units,
                 })
                 .collect::<Vec<_>>();
             let saved = store.set_analysis(updates).await.unwrap();
@@ -3408,6 +3437,214 @@ async fn similar_store_table(addr: &str, corpus: &SimilarCorpus<'_>) {
     }
 }
 
+/// A theme edit's re-tag over `n` stored items, end to end through the
+/// real server: from the `UpsertTheme` answer until `Stats` says every
+/// analysed item carries the new taxonomy version and the index has every
+/// change (`retag_backlog` = 0, `index_lag` = 0).
+///
+/// The items are the labelled feedback sentences of
+/// `benches/data/feedback_themes.tsv` (375 sentences, six languages)
+/// repeated: a first server (analysis on) analyses them once through
+/// `Analyze` (document embeddings included); each item stores that
+/// analysis and one unit, the sentence with its document embedding
+/// (int8 in the store, as the service keeps units), written through the
+/// store API tagged with the taxonomy version before the current one, so
+/// the server's first re-tag brings every item to the current version
+/// (phase 1: every item with a theme rewritten, the others confirmed).
+/// Then two edits, each timed: an example added to a built-in theme
+/// (phase 2) and a new theme (phase 3).
+async fn bench_retag_store(n: usize) {
+    use verbatim::domain::{Analysis, AnalysisState, SentenceAnalysis, Sentiment, TextUnit};
+    let data_dir =
+        tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| "/tmp".into())).unwrap();
+    let tsv = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/data/feedback_themes.tsv"
+    ))
+    .unwrap();
+    let texts: Vec<String> = tsv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .map(str::to_string)
+        .collect();
+
+    // 1. Analyse the sentences once with the real models.
+    let mut server = Server::start_in(data_dir, &[]);
+    let mut c = client(&server.addr).await;
+    let version = c
+        .list_themes(pb::ListThemesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .taxonomy_version;
+    let mut analysed: Vec<(String, pb::Analysis)> = Vec::new();
+    for chunk in texts.chunks(32) {
+        let response = c
+            .analyze(pb::AnalyzeRequest {
+                texts: chunk.to_vec(),
+                include_embeddings: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for (text, result) in chunk.iter().zip(response.results) {
+            if let Some(pb::text_result::Outcome::Analysis(a)) = result.outcome {
+                if a.embedding.len() == 384 {
+                    analysed.push((text.clone(), a));
+                }
+            }
+        }
+    }
+    let with_themes = analysed
+        .iter()
+        .filter(|(_, a)| !a.themes.is_empty())
+        .count();
+    println!(
+        "{} sentences analysed ({with_themes} with a theme), taxonomy version {version}",
+        analysed.len()
+    );
+    server.stop();
+    let data_dir = std::mem::replace(&mut server.data_dir, tempfile::tempdir().unwrap());
+    drop(server);
+    wait_store_closed(data_dir.path());
+
+    // 2. N items through the store API, tagged with the version before.
+    let sentiment = |s: &Option<pb::Sentiment>| {
+        let s = (*s).unwrap_or_default();
+        Sentiment::from_probabilities([s.negative, s.neutral, s.positive])
+    };
+    let started = Instant::now();
+    let vocab = vocabulary();
+    let mut rng = Rng(17);
+    write_analysed_units(data_dir.path(), n, |i| {
+        let (text, a) = &analysed[i % analysed.len()];
+        let mut item = corpus_item(&mut rng, &vocab, i);
+        item.text = text.clone();
+        item.language = a.language.clone();
+        let mut stored = stored(&item, 0);
+        let chars = text.chars().count();
+        let sentiment = sentiment(&a.sentiment);
+        stored.analysis = AnalysisState::Done(Analysis {
+            language: a.language.clone(),
+            language_confidence: a.language_confidence,
+            sentiment,
+            sentences: vec![SentenceAnalysis {
+                start: 0,
+                end: chars,
+                sentiment,
+            }],
+            keyphrases: Vec::new(),
+            embedding: Vec::new(),
+            model: "bench".into(),
+            themes: Vec::new(),
+            taxonomy_version: version - 1,
+            units: Vec::new(),
+        });
+        let units = verbatim::themes::units::encode(&[TextUnit {
+            sentence: 0,
+            start: 0,
+            end: chars,
+            sentiment,
+            embedding: a.embedding.clone(),
+        }]);
+        (stored, Vec::new(), units)
+    })
+    .await;
+    println!(
+        "{n} analysed items with units written through the store API in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // 3. The server re-tags them at start, then after each edit.
+    let started = Instant::now();
+    let server = Server::start_in(data_dir, &[]);
+    let mut c = client(&server.addr).await;
+    let settled = |c: &mut FeedbackServiceClient<tonic::transport::Channel>, version: u64| {
+        let mut c = c.clone();
+        async move {
+            loop {
+                let s = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+                if s.taxonomy_version >= version && s.retag_backlog == 0 && s.index_lag == 0 {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let stats = settled(&mut c, version).await;
+    println!(
+        "phase 1, start + first re-tag of {} items: settled {:.1} s after the start",
+        stats.items,
+        started.elapsed().as_secs_f64()
+    );
+    let drain = |server: &Server| -> (u64, u64) {
+        let (mut confirmed, mut rewritten) = (0, 0);
+        while let Ok(line) = server.retagged.try_recv() {
+            let field = |name: &str| -> u64 {
+                line.split(&format!("{name}="))
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            confirmed += field("confirmed");
+            rewritten += field("rewritten");
+        }
+        (confirmed, rewritten)
+    };
+    let (confirmed, rewritten) = drain(&server);
+    println!("  {confirmed} confirmed, {rewritten} rewritten");
+    let taxonomy = c
+        .list_themes(pb::ListThemesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut delivery = taxonomy
+        .themes
+        .iter()
+        .find(|t| t.id == "delivery_delay")
+        .or_else(|| taxonomy.themes.first())
+        .unwrap()
+        .clone();
+    delivery
+        .examples
+        .push("The courier only turned up a week after the promised date.".into());
+    let new_theme = pb::Theme {
+        name: "Ferry crossings".into(),
+        description: "Boat and ferry trips: schedules, delays, cancellations and comfort on board."
+            .into(),
+        examples: vec![
+            "The ferry left forty minutes late.".into(),
+            "Our boat trip to the island was cancelled.".into(),
+            "Die Fähre war pünktlich und sauber.".into(),
+        ],
+        ..Default::default()
+    };
+    for (phase, what, theme) in [
+        (2, "an example added to a built-in theme", delivery),
+        (3, "a new theme", new_theme),
+    ] {
+        let started = Instant::now();
+        let edit = c
+            .upsert_theme(pb::UpsertThemeRequest { theme: Some(theme) })
+            .await
+            .unwrap()
+            .into_inner();
+        let answered = started.elapsed().as_secs_f64();
+        settled(&mut c, edit.taxonomy_version).await;
+        let secs = started.elapsed().as_secs_f64();
+        // The last pass's log line comes just after the backlog clears.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (confirmed, rewritten) = drain(&server);
+        println!(
+            "phase {phase}, {what}: answered in {answered:.2} s; {n} items re-tagged and searchable {secs:.1} s after the edit ({:.1} us per item); {confirmed} confirmed, {rewritten} rewritten",
+            secs * 1e6 / n as f64
+        );
+    }
+    println!("server RSS {:.0} MiB", rss_mib(server.child.id(), "VmRSS:"));
+}
+
 fn dot384(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -3465,6 +3702,11 @@ fn main() {
                 .unwrap_or(1_000_000),
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200),
         )),
+        Some("retag-store") => runtime.block_on(bench_retag_store(
+            args.get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1_000_000),
+        )),
         Some("ann") => bench_ann(
             args.get(1)
                 .and_then(|s| s.parse().ok())
@@ -3473,7 +3715,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- ann [VECTORS] [QUERIES] | similar | similar-store [ITEMS] [QUERIES] | ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | report [ITEMS] | mixed [SECS]"
+                "usage: cargo bench --bench load -- ann [VECTORS] [QUERIES] | similar | similar-store [ITEMS] [QUERIES] | ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | retag-store [ITEMS] | report [ITEMS] | mixed [SECS]"
             );
             std::process::exit(2);
         }

@@ -31,8 +31,8 @@ pub use search::{
 pub use tenant::{TenantId, MAX_TENANT_BYTES};
 pub use text::{decode_cp1252_byte, normalize_text, NormalizedText};
 pub use theme::{
-    check_id as check_theme_id, fold_accent, DeleteRefusal, Span, Taxonomy, Theme, ThemeDraft,
-    ThemeMention,
+    check_id as check_theme_id, fold_accent, theme_terms, theme_terms_digest, DeleteRefusal, Span,
+    Taxonomy, Theme, ThemeDraft, ThemeMention,
 };
 pub use validate::{
     is_attribute_key, validate_customer_id, validate_text, FeedbackDraft, Rejection,

@@ -3,7 +3,7 @@
 //! found in one text. Every taxonomy rule lives in `Taxonomy::check_upsert` /
 //! `Taxonomy::check_delete`, so the store applies only edits that passed them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -327,6 +327,46 @@ pub struct ThemeMention {
     pub sentiment: Sentiment,
 }
 
+/// The (theme id, sentiment label) pairs an item's mentions put in the
+/// search index: each mention's theme and its parent, with the mention's
+/// sentiment label; sorted, without repeats. Two taggings with the same
+/// terms are indexed alike (`index::schema` builds the theme fields from
+/// these).
+pub fn theme_terms(mentions: &[ThemeMention]) -> BTreeSet<(&str, &'static str)> {
+    let mut terms = BTreeSet::new();
+    for mention in mentions {
+        let label = mention.sentiment.label.as_str();
+        for id in [mention.theme_id.as_str(), mention.parent_id.as_str()] {
+            if !id.is_empty() {
+                terms.insert((id, label));
+            }
+        }
+    }
+    terms
+}
+
+/// A stable 64-bit digest (FNV-1a) of an item's `theme_terms`: a re-tag
+/// whose mentions keep the digest changes nothing the index holds, so the
+/// item is confirmed under the new taxonomy version (`Store::confirm_themes`)
+/// instead of being re-indexed. Stable across builds and platforms (no std
+/// hasher).
+pub fn theme_terms_digest(mentions: &[ThemeMention]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (id, label) in theme_terms(mentions) {
+        eat(&(id.len() as u64).to_le_bytes());
+        eat(id.as_bytes());
+        eat(&(label.len() as u64).to_le_bytes());
+        eat(label.as_bytes());
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,5 +469,47 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["delivery", "late"]
         );
+    }
+
+    #[test]
+    fn the_terms_digest_sees_themes_parents_and_labels_not_scores_or_spans() {
+        use crate::domain::{Sentiment, SentimentLabel};
+        let mention = |id: &str, parent: &str, p: [f32; 3], score: f32| ThemeMention {
+            theme_id: id.into(),
+            theme_name: id.into(),
+            parent_id: parent.into(),
+            score,
+            sentences: vec![0],
+            spans: vec![Span { start: 0, end: 10 }],
+            sentiment: Sentiment::from_probabilities(p),
+        };
+        let negative = [0.8, 0.1, 0.1];
+        let base = vec![mention("late", "delivery", negative, 0.9)];
+        // New scores, probabilities and spans with the same label: same terms.
+        let mut moved = vec![mention("late", "delivery", [0.7, 0.2, 0.1], 0.8)];
+        moved[0].spans = vec![Span { start: 2, end: 9 }];
+        assert_eq!(theme_terms_digest(&base), theme_terms_digest(&moved));
+        assert_eq!(
+            theme_terms(&base).into_iter().collect::<Vec<_>>(),
+            vec![("delivery", "negative"), ("late", "negative")]
+        );
+        // Another label, theme, parent, or one more theme: other terms.
+        for other in [
+            vec![mention("late", "delivery", [0.1, 0.1, 0.8], 0.9)],
+            vec![mention("lost", "delivery", negative, 0.9)],
+            vec![mention("late", "", negative, 0.9)],
+            vec![
+                mention("late", "delivery", negative, 0.9),
+                mention("price", "", negative, 0.6),
+            ],
+            Vec::new(),
+        ] {
+            assert_ne!(
+                theme_terms_digest(&base),
+                theme_terms_digest(&other),
+                "{other:?}"
+            );
+        }
+        assert_eq!(base[0].sentiment.label, SentimentLabel::Negative);
     }
 }

@@ -21,18 +21,21 @@ use tokio::sync::watch;
 use super::{run_blocking, Engine, RequestContext};
 use crate::domain::limits::{MAX_DISCOVERY_CANDIDATES, MAX_DISCOVERY_SENTENCES};
 use crate::domain::{
-    normalize_text, Analysis, AnalysisState, DeleteRefusal, SearchQuery, SentenceAnalysis,
-    Sentiment, StoredFeedback, Taxonomy, Theme, ThemeDraft,
+    normalize_text, theme_terms_digest, Analysis, AnalysisState, DeleteRefusal, SearchQuery,
+    SentenceAnalysis, Sentiment, StoredFeedback, Taxonomy, Theme, ThemeDraft, ThemeMention,
 };
 use crate::error::{Error, Result};
 use crate::nlp::{AnalysisPool, NlpError, SentimentHead};
-use crate::store::{Store, ThemeUpdate};
+use crate::store::{Store, ThemeConfirm, ThemeUpdate, UnitsOfItem};
 use crate::themes::{self, discover, units::DecodedUnits, ThemeModel, UnitRef};
 
 /// Embedding dimension of the encoder (e5-small).
 const DIM: usize = 384;
-/// Items the re-tag reads per step.
-const RETAG_PAGE: usize = 512;
+/// Items the re-tag reads per step (one read snapshot, one or two writes:
+/// ~8 MB of units and document embeddings).
+const RETAG_PAGE: usize = 4096;
+/// Threads a re-tag page is scored on at most (each scores a slice of it).
+const RETAG_THREADS: usize = 4;
 /// How often the re-tag looks for items tagged with an older version that
 /// an analysis in flight during an edit may have written.
 const RETAG_RECHECK: Duration = Duration::from_secs(5);
@@ -389,8 +392,8 @@ pub struct ThemeEdit {
 }
 
 impl Engine {
-    /// Installs the built-in taxonomy in a store that never had one, then
-    /// compiles the taxonomy in the background and starts the re-tag task.
+    /// Installs the built-in taxonomy in a store that never had one, loads
+    /// the taxonomy versions earlier re-tags confirmed, then compiles the taxonomy in the background and starts the re-tag task.
     pub async fn start_themes(&self) -> Result<()> {
         let store = self.store.clone();
         let internal = RequestContext::internal();
@@ -402,6 +405,13 @@ impl Engine {
                 .install_taxonomy(taxonomy.themes.into_values().collect())
                 .await?;
             tracing::info!(version, "built-in taxonomy installed");
+        }
+        // Versions earlier re-tags confirmed without re-indexing.
+        let store = self.store.clone();
+        let confirmed = run_blocking(&internal, move || Ok(store.confirmed_tags()?)).await?;
+        self.index.confirm_tags(&confirmed);
+        if !confirmed.is_empty() {
+            tracing::info!(items = confirmed.len(), "confirmed theme tags loaded");
         }
         let Some(pool) = self.analysis.clone() else {
             let store = self.store.clone();
@@ -549,9 +559,14 @@ impl Engine {
             };
             if done != Some(model.version) || stale > 0 {
                 match self.retag_pass(&model).await {
-                    Ok(tagged) => {
-                        if tagged > 0 {
-                            tracing::info!(tagged, version = model.version, "items re-tagged");
+                    Ok((confirmed, rewritten)) => {
+                        if confirmed + rewritten > 0 {
+                            tracing::info!(
+                                confirmed,
+                                rewritten,
+                                version = model.version,
+                                "items re-tagged"
+                            );
                         }
                         done = Some(model.version);
                     }
@@ -566,50 +581,59 @@ impl Engine {
     }
 
     /// One walk over the stored units; stops early when the model changes.
-    async fn retag_pass(&self, model: &Arc<ThemeModel>) -> Result<usize> {
+    /// Items whose mentions come out the same are confirmed under the new
+    /// version (32 bytes in the store, nothing re-indexed); the others are
+    /// rewritten and re-indexed.
+    /// Returns how many items it confirmed and how many it rewrote.
+    async fn retag_pass(&self, model: &Arc<ThemeModel>) -> Result<(usize, usize)> {
         let mut after: Option<String> = None;
-        let mut tagged = 0;
+        let mut tagged = (0, 0);
+        // One page's writes run while the next page is read and scored.
+        let mut writing: Option<tokio::task::JoinHandle<Result<(usize, usize)>>> = None;
+        let mut finish = |done: Result<Result<(usize, usize)>, tokio::task::JoinError>| {
+            let (confirmed, rewritten) = done.map_err(|e| Error::Task(e.to_string()))??;
+            crate::metrics::retag_items(confirmed, rewritten);
+            tagged.0 += confirmed;
+            tagged.1 += rewritten;
+            Ok::<_, Error>(())
+        };
         loop {
             if self.themes.current().version != model.version {
-                return Ok(tagged);
+                break;
             }
             let store = self.store.clone();
-            let model = model.clone();
+            let page_model = model.clone();
             let cursor = after.clone();
-            let (updates, last) = run_blocking(&RequestContext::internal(), move || {
+            let (retag, last) = run_blocking(&RequestContext::internal(), move || {
                 let page = store.units_after(cursor.as_deref(), RETAG_PAGE)?;
-                let updates: Vec<ThemeUpdate> = page
-                    .items
-                    .into_iter()
-                    .filter_map(|entry| {
-                        let (item, bytes) = (entry.item, entry.units);
-                        let AnalysisState::Done(analysis) = &item.analysis else {
-                            return None;
-                        };
-                        if analysis.taxonomy_version == model.version {
-                            return None;
-                        }
-                        let decoded = DecodedUnits::new(&bytes, DIM)?;
-                        Some(ThemeUpdate {
-                            themes: model.assign(&decoded.refs(), entry.document.as_deref()),
-                            id: item.feedback.id,
-                            version_seq: item.seq,
-                            taxonomy_version: model.version,
-                        })
-                    })
-                    .collect();
-                Ok((updates, page.last))
+                Ok((retag_page(&page_model, &page.items), page.last))
             })
             .await?;
-            if !updates.is_empty() {
-                tagged += updates.len();
-                self.store.set_themes(updates).await?;
+            if let Some(previous) = writing.take() {
+                finish(previous.await)?;
             }
+            let (store, index) = (self.store.clone(), self.index.clone());
+            writing = Some(tokio::spawn(async move {
+                let (mut confirmed, mut rewritten) = (0, 0);
+                if !retag.rewrites.is_empty() {
+                    rewritten = store.set_themes(retag.rewrites).await?;
+                }
+                if !retag.confirms.is_empty() {
+                    let applied = store.confirm_themes(retag.confirms).await?;
+                    index.confirm_tags(&applied);
+                    confirmed = applied.len();
+                }
+                Ok((confirmed, rewritten))
+            }));
             match last {
                 Some(last) => after = Some(last),
-                None => return Ok(tagged),
+                None => break,
             }
         }
+        if let Some(previous) = writing.take() {
+            finish(previous.await)?;
+        }
+        Ok(tagged)
     }
 
     /// Analysed items still tagged with an older taxonomy version (as the
@@ -618,6 +642,74 @@ impl Engine {
         let version = self.themes.version();
         Ok((version, self.index.count_retag_pending(version)?))
     }
+}
+
+/// What one page of the re-tag writes.
+#[derive(Default)]
+struct RetagPage {
+    /// Items whose mentions changed: rewritten and re-indexed.
+    rewrites: Vec<ThemeUpdate>,
+    /// Items whose mentions stay: their tag takes the new version.
+    confirms: Vec<ThemeConfirm>,
+}
+
+/// Scores the page's items tagged with another version than the model's,
+/// on up to `RETAG_THREADS` threads (the page is split in order, so the
+/// outcome does not depend on the thread count).
+fn retag_page(model: &ThemeModel, items: &[UnitsOfItem]) -> RetagPage {
+    let stale: Vec<&UnitsOfItem> = items
+        .iter()
+        .filter(|entry| entry.taxonomy_version != model.version)
+        .collect();
+    let assign = |entries: &[&UnitsOfItem]| -> Vec<Option<Vec<ThemeMention>>> {
+        entries
+            .iter()
+            .map(|entry| {
+                let decoded = DecodedUnits::new(&entry.units, DIM)?;
+                Some(model.assign(&decoded.refs(), entry.document.as_deref()))
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, RETAG_THREADS);
+    let themes: Vec<Option<Vec<ThemeMention>>> = if threads == 1 || stale.len() < 64 {
+        assign(&stale)
+    } else {
+        let chunk = stale.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = stale
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || assign(part)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a re-tag scoring thread panicked"))
+                .collect()
+        })
+    };
+    let mut page = RetagPage::default();
+    for (entry, themes) in stale.into_iter().zip(themes) {
+        let Some(themes) = themes else { continue };
+        let digest = theme_terms_digest(&themes);
+        if entry.digest == Some(digest) {
+            page.confirms.push(ThemeConfirm {
+                id: entry.id.clone(),
+                version_seq: entry.seq,
+                digest,
+                taxonomy_version: model.version,
+                themes,
+            });
+        } else {
+            page.rewrites.push(ThemeUpdate {
+                themes,
+                id: entry.id.clone(),
+                version_seq: entry.seq,
+                taxonomy_version: model.version,
+            });
+        }
+    }
+    page
 }
 
 /// What `DiscoverThemes` found.

@@ -56,6 +56,7 @@ fn store_status(error: StoreError) -> Status {
         | StoreError::Open { .. }
         | StoreError::InUse { .. }
         | StoreError::Decode { .. }
+        | StoreError::Malformed { .. }
         | StoreError::Encode(_)
         | StoreError::WriteFailed(_)) => internal(&e),
     }

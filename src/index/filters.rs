@@ -44,7 +44,7 @@ fn bits_of_weight(weight: &dyn Weight, reader: &SegmentReader) -> tantivy::Resul
 }
 
 /// The documents of a clause's (or several clauses' ANDed) bits, in order.
-struct BitsDocSet {
+pub(super) struct BitsDocSet {
     bits: Arc<KeyBits>,
     /// The word holding `doc`.
     word: usize,
@@ -54,7 +54,7 @@ struct BitsDocSet {
 }
 
 impl BitsDocSet {
-    fn new(bits: Arc<KeyBits>) -> Self {
+    pub(super) fn new(bits: Arc<KeyBits>) -> Self {
         let rest = bits.words().first().copied().unwrap_or(0);
         let mut set = BitsDocSet {
             bits,

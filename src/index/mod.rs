@@ -37,6 +37,7 @@ pub mod schema;
 mod search;
 mod similar;
 mod snippet;
+mod tags;
 pub mod vectors;
 
 use std::path::{Path, PathBuf};
@@ -111,6 +112,8 @@ struct Shared {
     columns: Arc<collect::ColumnCache>,
     /// Filter clauses' bits per segment.
     filters: Arc<filters::FilterCache>,
+    /// Taxonomy versions a re-tag confirmed without re-indexing.
+    tags: Arc<tags::ConfirmedTags>,
 }
 
 /// Handle to the index; cheap to clone.
@@ -287,6 +290,7 @@ impl SearchIndex {
             parser,
             columns: Arc::default(),
             filters: Arc::default(),
+            tags: Arc::default(),
             vectors: Arc::new(Vectors::new(
                 settings.similarity_index,
                 settings.similarity_threads,
@@ -439,6 +443,7 @@ impl SearchIndex {
                 vectors: Arc::new(Vectors::new(false, 1, None)),
                 columns: Arc::default(),
                 filters: Arc::default(),
+                tags: Arc::default(),
             }),
             indexer: Arc::new(Mutex::new(None)),
         }

@@ -15,6 +15,7 @@ use tantivy::{DateTime, Term};
 
 use super::filters::{CachedFilter, FilterCache};
 use super::schema::{field, has_value_column, theme_sentiment_value, Fields, QUERY_FIELDS};
+use super::tags::{ConfirmedTags, TaggedVersionQuery};
 use super::IndexError;
 use crate::domain::limits::{MAX_QUERY_BYTES, MAX_QUERY_CLAUSES, MAX_QUERY_DEPTH};
 use crate::domain::{IntRange, SearchFilter};
@@ -424,11 +425,20 @@ pub fn filter_queries(clauses: Vec<FilterClause>, cache: &Arc<FilterCache>) -> V
     queries
 }
 
-/// `taxonomy_version` as a cached filter clause.
-pub fn taxonomy_version_clause(fields: &Fields, version: u64) -> FilterClause {
+/// Tagged with `version` (indexed or confirmed since) as a cached filter
+/// clause; the key carries the confirmations' generation.
+pub fn taxonomy_version_clause(
+    fields: &Fields,
+    tags: &Arc<ConfirmedTags>,
+    version: u64,
+) -> FilterClause {
     FilterClause::cached(
-        format!("{}={version}", fields.taxonomy_version.field_id()),
-        taxonomy_version(fields, version),
+        format!(
+            "{}={version}@{}",
+            fields.taxonomy_version.field_id(),
+            tags.generation()
+        ),
+        taxonomy_version(fields, tags, version),
     )
 }
 
@@ -461,11 +471,17 @@ pub fn created_between(fields: &Fields, start: i64, end: i64) -> Box<dyn Query> 
     created_range(fields, Some(start), Some(end))
 }
 
-/// Items tagged with this taxonomy version.
-pub fn taxonomy_version(fields: &Fields, version: u64) -> Box<dyn Query> {
-    Box::new(TermQuery::new(
-        Term::from_field_u64(fields.taxonomy_version, version),
-        IndexRecordOption::Basic,
+/// Items tagged with this taxonomy version: indexed with it, or confirmed
+/// with it since (`tags`).
+pub fn taxonomy_version(
+    fields: &Fields,
+    tags: &Arc<ConfirmedTags>,
+    version: u64,
+) -> Box<dyn Query> {
+    Box::new(TaggedVersionQuery::new(
+        fields.taxonomy_version,
+        version,
+        tags.clone(),
     ))
 }
 

@@ -4,6 +4,7 @@
 //! and names them (theme ids, segment values) once per segment at harvest.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
@@ -74,6 +75,7 @@ impl SearchIndex {
             comparison: plan.comparison,
             segment: plan.segment.clone(),
             taxonomy_version: plan.query.taxonomy_version,
+            tags: self.shared.tags.clone(),
             // With themes in the query, other versions are already left out
             // (and counted by `slice_query`).
             count_retag: !slice.uses_themes(),
@@ -122,6 +124,7 @@ struct ReportCollector {
     comparison: Period,
     segment: Option<String>,
     taxonomy_version: u64,
+    tags: Arc<super::tags::ConfirmedTags>,
     count_retag: bool,
 }
 
@@ -243,6 +246,8 @@ struct SegmentReport {
     current: Period,
     comparison: Period,
     taxonomy_version: u64,
+    /// Versions confirmed since the documents were indexed (None: none).
+    confirmed: Option<Arc<super::tags::SegmentVersions>>,
     count_retag: bool,
     created: Column<tantivy::DateTime>,
     nps: Column<i64>,
@@ -356,6 +361,7 @@ impl SegmentReport {
             current: plan.current,
             comparison: plan.comparison,
             taxonomy_version: plan.taxonomy_version,
+            confirmed: plan.tags.segment(segment)?,
             count_retag: plan.count_retag,
             created: fast.date(field::CREATED_AT)?,
             nps: fast.i64(field::NPS)?,
@@ -439,7 +445,10 @@ impl SegmentCollector for SegmentReport {
         self.doc_themes.clear();
         self.doc_theme_labels.clear();
         if tally.analysed == 1 {
-            let version = self.version.first(doc);
+            let mut version = self.version.first(doc);
+            if let Some(confirmed) = &self.confirmed {
+                version = confirmed.effective(doc, version);
+            }
             if version == Some(self.taxonomy_version) {
                 tally.tagged = 1;
                 if let Some(column) = &self.theme {

@@ -338,22 +338,16 @@ pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument 
             doc.add_text(fields.sentiment, analysis.sentiment.label.as_str());
             doc.add_f64(fields.sentiment_score, f64::from(analysis.sentiment.score));
             doc.add_u64(fields.taxonomy_version, analysis.taxonomy_version);
+            // The themes and theme sentiments come from `theme_terms` alone:
+            // a re-tag that keeps an item's terms does not re-index it.
+            let terms = crate::domain::theme_terms(&analysis.themes);
             let mut themes = std::collections::BTreeSet::new();
-            let mut theme_sentiments = std::collections::BTreeSet::new();
-            for mention in &analysis.themes {
-                let label = mention.sentiment.label.as_str();
-                for id in [mention.theme_id.as_str(), mention.parent_id.as_str()] {
-                    if !id.is_empty() {
-                        themes.insert(id);
-                        theme_sentiments.insert(theme_sentiment_value(id, label));
-                    }
-                }
+            for &(id, label) in &terms {
+                themes.insert(id);
+                doc.add_text(fields.theme_sentiment, theme_sentiment_value(id, label));
             }
             for id in themes {
                 doc.add_text(fields.theme, id);
-            }
-            for value in &theme_sentiments {
-                doc.add_text(fields.theme_sentiment, value);
             }
         }
     }

@@ -184,12 +184,15 @@ impl SearchIndex {
     ) -> Result<(Box<dyn tantivy::query::Query>, u64), IndexError> {
         let fields = &self.shared.fields;
         let cache = &self.shared.filters;
+        let tags = &self.shared.tags;
         cache.retain_live(searcher);
+        tags.retain_live(searcher);
         let mut filters = query::filter_clauses(fields, &query.filter);
         let mut retag_pending = 0;
         if query.uses_themes() {
             filters.push(query::taxonomy_version_clause(
                 fields,
+                tags,
                 query.taxonomy_version,
             ));
             let mut others = query::filter_clauses(fields, &query.filter.without_themes());
@@ -200,6 +203,7 @@ impl SearchIndex {
                 query::filter_queries(
                     vec![query::taxonomy_version_clause(
                         fields,
+                        tags,
                         query.taxonomy_version,
                     )],
                     cache,
@@ -237,6 +241,17 @@ impl SearchIndex {
             .collect())
     }
 
+    /// Records taxonomy versions a re-tag confirmed for item versions
+    /// (seq, version) without re-indexing them (`Store::confirm_themes`).
+    pub fn confirm_tags(&self, pairs: &[(u64, u64)]) {
+        self.shared.tags.confirm(pairs);
+    }
+
+    /// Confirmed taxonomy versions held (memory: ~32 bytes each).
+    pub fn confirmed_tags(&self) -> usize {
+        self.shared.tags.len()
+    }
+
     /// Analysed items whose themes come from another taxonomy version than
     /// `version` (blocking): the re-tag's backlog as the index sees it.
     pub fn count_retag_pending(&self, version: u64) -> Result<u64, IndexError> {
@@ -245,7 +260,7 @@ impl SearchIndex {
         let analysed = query::analysed(fields);
         let current = query::combine(
             query::analysed(fields),
-            vec![query::taxonomy_version(fields, version)],
+            vec![query::taxonomy_version(fields, &self.shared.tags, version)],
         );
         Ok((searcher.search(&*analysed, &Count)? as u64)
             .saturating_sub(searcher.search(&*current, &Count)? as u64))

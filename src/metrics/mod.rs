@@ -382,6 +382,7 @@ pub struct Metrics {
     pub analysis_backlog: Family<Gauge>,
     pub filter_cache_lookups: Family<Counter>,
     pub filter_cache_bytes: Family<Gauge>,
+    pub retag_items: Family<Counter>,
     hooks: Mutex<Vec<(u64, Hook)>>,
     next_hook: AtomicU64,
 }
@@ -473,6 +474,12 @@ impl Metrics {
                 &[],
                 &[],
             ),
+            retag_items: Family::new(
+                "verbatim_retag_items_total",
+                "Stored items a re-tag after a theme edit brought to the new taxonomy version, by outcome: confirmed (same mentions: the version recorded, nothing rewritten or re-indexed) or rewritten (new mentions: the item rewritten and re-indexed).",
+                &["outcome"],
+                &[],
+            ),
             hooks: Mutex::new(Vec::new()),
             next_hook: AtomicU64::new(0),
         }
@@ -523,6 +530,7 @@ impl Metrics {
         self.analysis_backlog.render(&mut out);
         self.filter_cache_lookups.render(&mut out);
         self.filter_cache_bytes.render(&mut out);
+        self.retag_items.render(&mut out);
         out
     }
 }
@@ -614,6 +622,18 @@ pub fn filter_cache() -> (Arc<Counter>, Arc<Counter>, Arc<Gauge>) {
         METRICS.filter_cache_lookups.with(&["miss"]),
         METRICS.filter_cache_bytes.with(&[]),
     )
+}
+
+/// Items a re-tag confirmed (same mentions) or rewrote.
+pub fn retag_items(confirmed: usize, rewritten: usize) {
+    METRICS
+        .retag_items
+        .with(&["confirmed"])
+        .add(confirmed as u64);
+    METRICS
+        .retag_items
+        .with(&["rewritten"])
+        .add(rewritten as u64);
 }
 
 pub fn set_analysis_backlog(tenant: &str, items: u64) {
@@ -738,6 +758,7 @@ mod tests {
         metrics.rpc_duration.with(&["Search", "-"]).observe(0.003);
         metrics.pool_queue_depth.with(&[pool::WRITE]).set(4);
         metrics.filter_cache_lookups.with(&["hit"]).inc();
+        metrics.retag_items.with(&["confirmed"]).add(2);
         let text = metrics.render();
         let samples = parse(&text);
         for family in [
@@ -754,6 +775,7 @@ mod tests {
             "verbatim_analysis_backlog",
             "verbatim_filter_cache_lookups_total",
             "verbatim_filter_cache_bytes",
+            "verbatim_retag_items_total",
         ] {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
             assert!(text.contains(&format!("# HELP {family} ")), "{family}");

@@ -24,10 +24,10 @@ use redb::{
     TableDefinition,
 };
 
-use crate::domain::{Feedback, FeedbackId, StoredFeedback, Theme};
+use crate::domain::{AnalysisState, Feedback, FeedbackId, StoredFeedback, Theme};
 
-pub use operations::{AnalysisSaved, AnalysisUpdate, Deleted, ThemeUpdate, Upserted};
-pub use themes::UnitsPage;
+pub use operations::{AnalysisSaved, AnalysisUpdate, Deleted, ThemeConfirm, ThemeUpdate, Upserted};
+pub use themes::{ThemeTag, UnitsOfItem, UnitsPage};
 pub use writer::PendingWrite;
 
 /// How a write waits for room in the bounded write queue.
@@ -73,6 +73,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("stored record {id} is malformed: {reason}")]
+    Malformed { id: String, reason: String },
     #[error("record cannot be encoded: {0}")]
     Encode(#[source] serde_json::Error),
     #[error("the write queue is full ({capacity} requests waiting)")]
@@ -380,6 +382,18 @@ impl Store {
             .await
     }
 
+    /// Records that analysed item versions keep their mentions under a newer
+    /// taxonomy version (the re-tag found the same), waiting for room in the
+    /// queue; returns (item version seq, taxonomy version) of each applied.
+    pub async fn confirm_themes(
+        &self,
+        confirms: Vec<ThemeConfirm>,
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        self.submit(operations::ConfirmThemes(confirms), QueueMode::Wait)
+            .await?
+            .await
+    }
+
     /// Creates or replaces a theme checked against the committed taxonomy
     /// (the caller serialises edits); the stored theme carries the new
     /// taxonomy version.
@@ -415,10 +429,33 @@ impl Store {
     }
 
     /// Reads items by id (blocking; call from a blocking context).
+    /// An item a re-tag confirmed under a newer taxonomy version comes with
+    /// that version and its mentions (`themes::with_confirmed_tag`).
     pub fn get_many(&self, ids: &[FeedbackId]) -> Result<Vec<Option<StoredFeedback>>, StoreError> {
-        self.read_items(ids, |id, bytes| {
-            bytes.map(|bytes| decode(id.as_str(), bytes)).transpose()
-        })
+        let txn = self.db.get()?.begin_read()?;
+        let items = match txn.open_table(ITEMS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; ids.len()]),
+            Err(e) => return Err(e.into()),
+        };
+        let tags = match txn.open_table(themes::TAGS) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        ids.iter()
+            .map(|id| {
+                let Some(bytes) = items.get(id.as_str())? else {
+                    return Ok(None);
+                };
+                let mut item = decode(id.as_str(), bytes.value())?;
+                if let (Some(tags), AnalysisState::Done(_)) = (&tags, &item.analysis) {
+                    let tag = tags.get(id.as_str())?;
+                    themes::with_confirmed_tag(&mut item, tag.as_ref().map(|t| t.value()))?;
+                }
+                Ok(Some(item))
+            })
+            .collect()
     }
 
     /// Whether each item exists (no decoding), in one read transaction.

@@ -8,11 +8,12 @@
 
 use redb::ReadableTable;
 
-use super::themes::{f32_bytes, META_TAXONOMY_INSTALLED, META_TAXONOMY_VERSION};
+use super::themes::{f32_bytes, ThemeTag, META_TAXONOMY_INSTALLED, META_TAXONOMY_VERSION};
 use super::writer::{TxnContext, WriteOperation};
 use super::{decode, encode, new_version, StoreError};
 use crate::domain::{
-    Analysis, AnalysisState, Feedback, FeedbackId, Rejection, Theme, ThemeMention,
+    theme_terms_digest, Analysis, AnalysisState, Feedback, FeedbackId, Rejection, Theme,
+    ThemeMention,
 };
 
 /// Insert or replace these (validated, id-unique) items.
@@ -46,6 +47,7 @@ impl WriteOperation for Upsert {
             if let Some(previous) = previous {
                 tx.embeddings.remove(id.as_str())?;
                 tx.units.remove(id.as_str())?;
+                tx.tags.remove(id.as_str())?;
                 let old_customer = &previous.feedback.customer_id;
                 if !old_customer.is_empty() && *old_customer != customer {
                     tx.customers.remove(old_customer.as_str(), id.as_str())?;
@@ -91,6 +93,7 @@ impl WriteOperation for Delete {
                 Some(previous) => {
                     tx.embeddings.remove(id.as_str())?;
                     tx.units.remove(id.as_str())?;
+                    tx.tags.remove(id.as_str())?;
                     let customer = &previous.feedback.customer_id;
                     if !customer.is_empty() {
                         tx.customers.remove(customer.as_str(), id.as_str())?;
@@ -125,6 +128,7 @@ impl WriteOperation for DeleteCustomer {
         for id in ids {
             tx.embeddings.remove(id.as_str())?;
             tx.units.remove(id.as_str())?;
+            tx.tags.remove(id.as_str())?;
             if tx.items.remove(id.as_str())?.is_some() {
                 tx.log_change(id.as_str())?;
                 deleted.push(FeedbackId::parse(&id).map_err(|reason| {
@@ -217,6 +221,12 @@ impl WriteOperation for SetAnalysis {
                     // The item keeps its version seq (the index's stable
                     // tie-breaker); the change log gets a new one.
                     item.analysis = update.state;
+                    match &item.analysis {
+                        AnalysisState::Done(analysis) => put_tag(tx, &id, item.seq, analysis)?,
+                        _ => {
+                            tx.tags.remove(id.as_str())?;
+                        }
+                    }
                     tx.items.insert(id.as_str(), encode(&item)?.as_slice())?;
                     let seq = tx.log_change(id.as_str())?;
                     if !update.embedding.is_empty() {
@@ -293,11 +303,85 @@ impl WriteOperation for SetThemes {
             };
             analysis.themes = update.themes;
             analysis.taxonomy_version = update.taxonomy_version;
+            put_tag(tx, id, item.seq, analysis)?;
             tx.items.insert(id, encode(&item)?.as_slice())?;
             tx.log_change(id)?;
             saved += 1;
         }
         Ok(saved)
+    }
+}
+
+/// The tag of an item version as written in its record.
+fn put_tag(
+    tx: &mut TxnContext<'_>,
+    id: &str,
+    seq: u64,
+    analysis: &Analysis,
+) -> Result<(), StoreError> {
+    let tag = ThemeTag {
+        seq,
+        version: analysis.taxonomy_version,
+        record_version: analysis.taxonomy_version,
+        digest: theme_terms_digest(&analysis.themes),
+    };
+    tx.tags.insert(id, tag.to_bytes().as_slice())?;
+    Ok(())
+}
+
+/// A re-tag found mentions with the same `theme_terms` under a newer
+/// taxonomy version.
+#[derive(Debug)]
+pub struct ThemeConfirm {
+    pub id: FeedbackId,
+    /// The item version and the digest its units were read with: the
+    /// confirmation is dropped if either changed since.
+    pub version_seq: u64,
+    pub digest: u64,
+    pub taxonomy_version: u64,
+    /// The new version's mentions (scores and spans may differ).
+    pub themes: Vec<ThemeMention>,
+}
+
+/// Record that items keep their indexed themes under a newer taxonomy
+/// version: the tag alone changes (the header and the new mentions); the
+/// item record, the change log and the index do not (the index learns the
+/// version from the output, `SearchIndex::confirm_tags`).
+pub(super) struct ConfirmThemes(pub(super) Vec<ThemeConfirm>);
+
+impl WriteOperation for ConfirmThemes {
+    /// (item version seq, taxonomy version) of each confirmation applied.
+    type Output = Vec<(u64, u64)>;
+
+    fn weight(&self) -> usize {
+        // A tag and a few mentions each, against a whole item record.
+        self.0.len().div_ceil(4)
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut applied = Vec::with_capacity(self.0.len());
+        for confirm in self.0 {
+            let id = confirm.id.as_str();
+            let Some(mut tag) = tx
+                .tags
+                .get(id)?
+                .map(|b| ThemeTag::from_bytes(id, b.value()))
+                .transpose()?
+            else {
+                continue;
+            };
+            if tag.seq != confirm.version_seq
+                || tag.digest != confirm.digest
+                || tag.version >= confirm.taxonomy_version
+            {
+                continue;
+            }
+            tag.version = confirm.taxonomy_version;
+            tx.tags
+                .insert(id, tag.confirmed_bytes(&confirm.themes)?.as_slice())?;
+            applied.push((tag.seq, tag.version));
+        }
+        Ok(applied)
     }
 }
 

@@ -7,12 +7,18 @@
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Store, StoreError, META};
-use crate::domain::{FeedbackId, StoredFeedback, Taxonomy, Theme};
+use crate::domain::{AnalysisState, FeedbackId, StoredFeedback, Taxonomy, Theme, ThemeMention};
 
 /// Theme id -> JSON `Theme`.
 pub(crate) const THEMES: TableDefinition<&str, &[u8]> = TableDefinition::new("themes");
 /// Item id -> its units (`themes::units` layout).
 pub(crate) const UNITS: TableDefinition<&str, &[u8]> = TableDefinition::new("units");
+/// Item id -> its `ThemeTag` (32 bytes), then, for a confirmed tag, the
+/// JSON mentions of the confirming version: which version's themes the item
+/// carries, kept beside the item so a re-tag reads neither the item nor its
+/// JSON, and can record "same indexed themes under the new version" without
+/// rewriting or re-indexing the item.
+pub(crate) const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("theme_tags");
 /// Theme text -> embedding (little-endian f32) under the model in
 /// `META_EMBEDDING_MODEL`.
 pub(crate) const TEXT_EMBEDDINGS: TableDefinition<&str, &[u8]> =
@@ -31,6 +37,100 @@ pub(crate) fn bytes_f32(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// The theme tagging of one analysed item version.
+///
+/// Invariants: written with the item's analysis (`SetAnalysis`) and by a
+/// re-tag rewrite (`SetThemes`), both with `version == record_version` and
+/// nothing after the 32 bytes; raised by `ConfirmThemes` alone, which
+/// appends the new version's mentions (`version > record_version`: the
+/// stored item, and so the index built from it, still says
+/// `record_version` with the same `theme_terms`; readers take the mentions
+/// and the version from the tag, `Store::get_many`); removed whenever the
+/// item gets a new version, fails analysis or goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThemeTag {
+    /// The item version (`StoredFeedback::seq`) tagged.
+    pub seq: u64,
+    /// The taxonomy version the item's mentions are current for.
+    pub version: u64,
+    /// The taxonomy version written in the item record (and its index doc).
+    pub record_version: u64,
+    /// `domain::mentions_digest` of the item's mentions.
+    pub digest: u64,
+}
+
+impl ThemeTag {
+    pub(crate) fn to_bytes(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, v) in [self.seq, self.version, self.record_version, self.digest]
+            .into_iter()
+            .enumerate()
+        {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// The header of a stored tag value.
+    pub(crate) fn from_bytes(id: &str, b: &[u8]) -> Result<ThemeTag, StoreError> {
+        if b.len() < 32 {
+            return Err(StoreError::Malformed {
+                id: id.to_string(),
+                reason: format!("a theme tag of {} bytes, under 32", b.len()),
+            });
+        }
+        let at = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        Ok(ThemeTag {
+            seq: at(0),
+            version: at(1),
+            record_version: at(2),
+            digest: at(3),
+        })
+    }
+
+    /// A confirmed tag's value: the header, then the confirming version's
+    /// mentions.
+    pub(crate) fn confirmed_bytes(self, mentions: &[ThemeMention]) -> Result<Vec<u8>, StoreError> {
+        let mut out = self.to_bytes().to_vec();
+        serde_json::to_writer(&mut out, mentions).map_err(StoreError::Encode)?;
+        Ok(out)
+    }
+
+    /// The mentions a confirmed tag's value carries (None: not confirmed).
+    pub(crate) fn mentions(id: &str, b: &[u8]) -> Result<Option<Vec<ThemeMention>>, StoreError> {
+        if b.len() <= 32 {
+            return Ok(None);
+        }
+        serde_json::from_slice(&b[32..])
+            .map(Some)
+            .map_err(|source| StoreError::Decode {
+                id: id.to_string(),
+                source,
+            })
+    }
+}
+
+/// The item as its readers see it: with the mentions and the taxonomy
+/// version of a tag confirmed since its record was written.
+pub(crate) fn with_confirmed_tag(
+    item: &mut StoredFeedback,
+    tag: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let (Some(bytes), AnalysisState::Done(analysis)) = (tag, &mut item.analysis) else {
+        return Ok(());
+    };
+    let id = item.feedback.id.as_str();
+    let header = ThemeTag::from_bytes(id, bytes)?;
+    if header.seq != item.seq || header.version <= analysis.taxonomy_version {
+        return Ok(());
+    }
+    if let Some(mentions) = ThemeTag::mentions(id, bytes)? {
+        analysis.themes = mentions;
+        analysis.taxonomy_version = header.version;
+    }
+    Ok(())
 }
 
 macro_rules! open_or_empty {
@@ -96,12 +196,19 @@ impl Store {
     }
 
     /// The analysed items among the next `max` unit records after `after`
-    /// (in id order), with their units, read in one snapshot, and the last
-    /// id looked at (None: the end): the re-tag walks the store with it.
+    /// (in id order), with their units and their tags, read in one
+    /// snapshot, and the last id looked at (None: the end): the re-tag walks
+    /// the store with it. An item with a tag is not read at all; one
+    /// without (analysed before tags existed) is decoded for its version.
     pub fn units_after(&self, after: Option<&str>, max: usize) -> Result<UnitsPage, StoreError> {
         let txn = self.db.get()?.begin_read()?;
         let units = open_or_empty!(txn, UNITS, UnitsPage::default());
         let items = open_or_empty!(txn, super::ITEMS, UnitsPage::default());
+        let tags = match txn.open_table(TAGS) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
         // Without a document embedding the model falls back to the units.
         let embeddings = match txn.open_table(super::EMBEDDINGS) {
             Ok(table) => Some(table),
@@ -116,27 +223,77 @@ impl Store {
         let mut page = UnitsPage::default();
         for entry in range.take(max) {
             let (id, bytes) = entry?;
-            page.last = Some(id.value().to_string());
-            if let Some(item) = items.get(id.value())? {
-                let document = match &embeddings {
-                    Some(table) => table.get(id.value())?.map(|bytes| bytes_f32(bytes.value())),
-                    None => None,
-                };
-                page.items.push(UnitsOfItem {
-                    item: super::decode(id.value(), item.value())?,
-                    units: bytes.value().to_vec(),
-                    document,
-                });
-            }
+            let id = id.value();
+            page.last = Some(id.to_string());
+            let tag = match &tags {
+                Some(table) => table
+                    .get(id)?
+                    .map(|b| ThemeTag::from_bytes(id, b.value()))
+                    .transpose()?,
+                None => None,
+            };
+            let (seq, taxonomy_version, digest) = match tag {
+                Some(tag) => (tag.seq, tag.version, Some(tag.digest)),
+                None => {
+                    let Some(item) = items.get(id)? else {
+                        continue;
+                    };
+                    let item = super::decode(id, item.value())?;
+                    let AnalysisState::Done(analysis) = &item.analysis else {
+                        continue;
+                    };
+                    (item.seq, analysis.taxonomy_version, None)
+                }
+            };
+            let document = match &embeddings {
+                Some(table) => table.get(id)?.map(|bytes| bytes_f32(bytes.value())),
+                None => None,
+            };
+            page.items.push(UnitsOfItem {
+                id: FeedbackId::parse(id).map_err(|reason| StoreError::Malformed {
+                    id: id.to_string(),
+                    reason: reason.to_string(),
+                })?,
+                seq,
+                taxonomy_version,
+                digest,
+                units: bytes.value().to_vec(),
+                document,
+            });
         }
         Ok(page)
     }
+
+    /// (item version seq, taxonomy version) of every item whose mentions a
+    /// re-tag confirmed under a newer version than its record says: what the
+    /// index adds to its documents' versions (`Index::confirm_tags`).
+    pub fn confirmed_tags(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        let txn = self.db.get()?.begin_read()?;
+        let tags = open_or_empty!(txn, TAGS, Vec::new());
+        let mut out = Vec::new();
+        for entry in tags.iter()? {
+            let (id, bytes) = entry?;
+            let tag = ThemeTag::from_bytes(id.value(), bytes.value())?;
+            if tag.version > tag.record_version {
+                out.push((tag.seq, tag.version));
+            }
+        }
+        Ok(out)
+    }
 }
 
-/// One item with its stored units and its document embedding.
+/// One analysed item version with its stored units and its document
+/// embedding.
 #[derive(Debug)]
 pub struct UnitsOfItem {
-    pub item: StoredFeedback,
+    pub id: FeedbackId,
+    /// The item version (`StoredFeedback::seq`).
+    pub seq: u64,
+    /// The taxonomy version its mentions are current for.
+    pub taxonomy_version: u64,
+    /// Its tag's mention digest; None for an item analysed before tags
+    /// existed (a re-tag rewrites it, which writes the tag).
+    pub digest: Option<u64>,
     /// The encoded units (`themes::units` layout).
     pub units: Vec<u8>,
     pub document: Option<Vec<f32>>,

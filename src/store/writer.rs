@@ -13,7 +13,7 @@ use redb::{Database, MultimapTable, ReadableTable, Table};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::themes::{TEXT_EMBEDDINGS, THEMES, UNITS};
+use super::themes::{TAGS, TEXT_EMBEDDINGS, THEMES, UNITS};
 use super::{
     CommitSignal, DbSlot, StoreError, ANALYSIS_QUEUE, CHANGES, CUSTOMER_ITEMS, EMBEDDINGS, ITEMS,
     META, META_LAST_SEQ, PROBE,
@@ -42,6 +42,7 @@ pub(super) struct TxnContext<'txn> {
     pub(super) analysis_queue: Table<'txn, u64, &'static str>,
     pub(super) embeddings: Table<'txn, &'static str, &'static [u8]>,
     pub(super) units: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) tags: Table<'txn, &'static str, &'static [u8]>,
     pub(super) themes: Table<'txn, &'static str, &'static [u8]>,
     pub(super) text_embeddings: Table<'txn, &'static str, &'static [u8]>,
     pub(super) meta: Table<'txn, &'static str, u64>,
@@ -366,6 +367,7 @@ fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<u64, S
             analysis_queue: txn.open_table(ANALYSIS_QUEUE)?,
             embeddings: txn.open_table(EMBEDDINGS)?,
             units: txn.open_table(UNITS)?,
+            tags: txn.open_table(TAGS)?,
             themes: txn.open_table(THEMES)?,
             text_embeddings: txn.open_table(TEXT_EMBEDDINGS)?,
             meta,

@@ -566,3 +566,152 @@ async fn discovery_proposes_what_no_theme_covers_and_promotion_covers_it() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().starts_with("limit"));
 }
+
+/// The Prometheus text of a server started with `--metrics-listen`.
+async fn metrics_text(server: &TestServer) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let log = server.log_text();
+    let addr: std::net::SocketAddr = log
+        .split("metrics_addr=")
+        .nth(1)
+        .expect("the server logs metrics_addr=")
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect::<String>()
+        .parse()
+        .expect("a socket address");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
+fn counter(metrics: &str, sample: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(sample))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+async fn get_one(client: &mut Client, id: &str) -> pb::Feedback {
+    client
+        .get(pb::GetRequest {
+            ids: vec![id.into()],
+            ..Default::default()
+        })
+        .await
+        .expect("Get")
+        .into_inner()
+        .items
+        .remove(0)
+}
+
+/// An edit that leaves an item's mentions as they were confirms the item
+/// under the new taxonomy version (no rewrite): Get, search by theme,
+/// Stats and reports all see it as current, and so they do after kill -9.
+#[tokio::test]
+async fn an_edit_that_leaves_an_item_unchanged_confirms_it_and_a_crash_keeps_that() {
+    let mut server = TestServer::spawn_with_analysis(&["--metrics-listen", "127.0.0.1:0"]).await;
+    let mut client = server.client().await;
+    let texts = [
+        (
+            "o1",
+            "The delivery was two weeks late and the parcel arrived damaged.",
+        ),
+        ("o2", "The price is far too high for what you get."),
+        (
+            "p1",
+            "Our ferry crossing was delayed by three hours and nobody told us why.",
+        ),
+    ];
+    ingest(
+        &mut client,
+        texts.iter().map(|(id, text)| item(id, text)).collect(),
+    )
+    .await;
+    settled(&mut client).await;
+    let before = get_one(&mut client, "o1").await;
+    let before_analysis = before.analysis.clone().expect("analysed");
+    let o1_themes = before_analysis.themes.clone();
+    assert!(!o1_themes.is_empty(), "o1 carries a built-in theme");
+    let o1_theme = o1_themes[0].theme_id.clone();
+
+    let created = upsert(
+        &mut client,
+        theme(
+            "Ferry crossings",
+            "Boat and ferry trips: schedules, delays, cancellations and comfort on board.",
+            &[
+                "The ferry left forty minutes late.",
+                "Our boat trip to the island was cancelled.",
+            ],
+            "",
+        ),
+    )
+    .await
+    .expect("create");
+    let version = created.taxonomy_version;
+    assert!(version > before_analysis.taxonomy_version);
+    let after = settled(&mut client).await;
+    assert_eq!(after.taxonomy_version, version);
+    let metrics = metrics_text(&server).await;
+    assert!(
+        counter(
+            &metrics,
+            "verbatim_retag_items_total{outcome=\"confirmed\"}"
+        ) >= 1.0,
+        "o1 and o2 keep their mentions: confirmed, not rewritten\n{metrics}"
+    );
+    assert!(
+        counter(
+            &metrics,
+            "verbatim_retag_items_total{outcome=\"rewritten\"}"
+        ) >= 1.0,
+        "p1 gains the new theme: rewritten\n{metrics}"
+    );
+
+    for round in ["running", "after kill -9"] {
+        let o1 = get_one(&mut client, "o1").await;
+        let analysis = o1.analysis.expect("analysed");
+        assert_eq!(analysis.taxonomy_version, version, "{round}");
+        // The same themes and labels (what the index holds); the scores are
+        // the new version's.
+        let terms = |m: &[pb::ThemeMention]| -> Vec<(String, String, i32)> {
+            m.iter()
+                .map(|m| {
+                    let label = m.sentiment.as_ref().map_or(-1, |s| s.label);
+                    (m.theme_id.clone(), m.parent_id.clone(), label)
+                })
+                .collect()
+        };
+        assert_eq!(terms(&analysis.themes), terms(&o1_themes), "{round}");
+        let mut request = search_request("");
+        request.filter = Some(pb::Filter {
+            themes: vec![o1_theme.clone()],
+            ..Default::default()
+        });
+        let found = search(&mut client, request).await;
+        assert_eq!(found.taxonomy_version, version, "{round}");
+        assert_eq!(found.retag_pending, 0, "{round}");
+        assert!(hit_ids(&found).contains(&"o1".to_string()), "{round}");
+        let mut request = search_request("");
+        request.filter = Some(pb::Filter {
+            themes: vec!["ferry_crossings".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            hit_ids(&search(&mut client, request).await),
+            vec!["p1"],
+            "{round}"
+        );
+        if round == "running" {
+            server.kill9();
+            server.restart().await;
+            client = server.client().await;
+            let stats = settled(&mut client).await;
+            assert_eq!(stats.taxonomy_version, version);
+        }
+    }
+}
