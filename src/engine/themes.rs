@@ -392,8 +392,8 @@ pub struct ThemeEdit {
 }
 
 impl Engine {
-    /// Installs the built-in taxonomy in a store that never had one, loads
-    /// the taxonomy versions earlier re-tags confirmed, then compiles the taxonomy in the background and starts the re-tag task.
+    /// Installs the built-in taxonomy in a store that never had one, then
+    /// compiles the taxonomy in the background and starts the re-tag task.
     pub async fn start_themes(&self) -> Result<()> {
         let store = self.store.clone();
         let internal = RequestContext::internal();
@@ -405,13 +405,6 @@ impl Engine {
                 .install_taxonomy(taxonomy.themes.into_values().collect())
                 .await?;
             tracing::info!(version, "built-in taxonomy installed");
-        }
-        // Versions earlier re-tags confirmed without re-indexing.
-        let store = self.store.clone();
-        let confirmed = run_blocking(&internal, move || Ok(store.confirmed_tags()?)).await?;
-        self.index.confirm_tags(&confirmed);
-        if !confirmed.is_empty() {
-            tracing::info!(items = confirmed.len(), "confirmed theme tags loaded");
         }
         let Some(pool) = self.analysis.clone() else {
             let store = self.store.clone();
@@ -612,16 +605,14 @@ impl Engine {
             if let Some(previous) = writing.take() {
                 finish(previous.await)?;
             }
-            let (store, index) = (self.store.clone(), self.index.clone());
+            let store = self.store.clone();
             writing = Some(tokio::spawn(async move {
                 let (mut confirmed, mut rewritten) = (0, 0);
                 if !retag.rewrites.is_empty() {
                     rewritten = store.set_themes(retag.rewrites).await?;
                 }
                 if !retag.confirms.is_empty() {
-                    let applied = store.confirm_themes(retag.confirms).await?;
-                    index.confirm_tags(&applied);
-                    confirmed = applied.len();
+                    confirmed = store.confirm_themes(retag.confirms).await?;
                 }
                 Ok((confirmed, rewritten))
             }));

@@ -97,11 +97,7 @@ impl ColumnCache {
     /// Forgets the segments `searcher` no longer has (merged or deleted
     /// away), once the cache holds more segments than the searcher.
     pub fn retain_live(&self, searcher: &Searcher) {
-        let live = searcher.segment_readers();
-        let mut segments = self.lock();
-        if segments.len() > live.len() {
-            segments.retain(|id, _| live.iter().any(|s| s.segment_id() == *id));
-        }
+        super::retain_live_segments(&mut self.lock(), searcher);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SegmentId, SegmentColumns>> {

@@ -40,14 +40,16 @@ mod snippet;
 mod tags;
 pub mod vectors;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tantivy::index::SegmentId;
 use tantivy::query::QueryParser;
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
 
 use crate::store::{Store, StoreError};
 use indexer::{rebuild, run_indexer, Indexer};
@@ -126,6 +128,15 @@ pub struct SearchIndex {
 struct IndexerThread {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<()>,
+}
+
+/// Drops the entries of segments the searcher no longer has (the caches
+/// keyed by segment: columns, confirmed versions).
+fn retain_live_segments<V>(segments: &mut HashMap<SegmentId, V>, searcher: &Searcher) {
+    let live = searcher.segment_readers();
+    if segments.len() > live.len() {
+        segments.retain(|id, _| live.iter().any(|s| s.segment_id() == *id));
+    }
 }
 
 /// The parser of the query language: words search `text`, AND by default.
@@ -290,7 +301,7 @@ impl SearchIndex {
             parser,
             columns: Arc::default(),
             filters: Arc::default(),
-            tags: Arc::default(),
+            tags: Arc::new(tags::ConfirmedTags::new(store.confirmed_versions())),
             vectors: Arc::new(Vectors::new(
                 settings.similarity_index,
                 settings.similarity_threads,
@@ -443,7 +454,7 @@ impl SearchIndex {
                 vectors: Arc::new(Vectors::new(false, 1, None)),
                 columns: Arc::default(),
                 filters: Arc::default(),
-                tags: Arc::default(),
+                tags: Arc::new(tags::ConfirmedTags::new(Arc::default())),
             }),
             indexer: Arc::new(Mutex::new(None)),
         }

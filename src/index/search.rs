@@ -241,17 +241,6 @@ impl SearchIndex {
             .collect())
     }
 
-    /// Records taxonomy versions a re-tag confirmed for item versions
-    /// (seq, version) without re-indexing them (`Store::confirm_themes`).
-    pub fn confirm_tags(&self, pairs: &[(u64, u64)]) {
-        self.shared.tags.confirm(pairs);
-    }
-
-    /// Confirmed taxonomy versions held (memory: ~32 bytes each).
-    pub fn confirmed_tags(&self) -> usize {
-        self.shared.tags.len()
-    }
-
     /// Analysed items whose themes come from another taxonomy version than
     /// `version` (blocking): the re-tag's backlog as the index sees it.
     pub fn count_retag_pending(&self, version: u64) -> Result<u64, IndexError> {

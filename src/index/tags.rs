@@ -1,28 +1,25 @@
 //! Taxonomy versions confirmed by a re-tag without re-indexing.
 //!
-//! A theme edit re-tags every stored item. Most items keep exactly the same
-//! mentions under the new taxonomy version; for those the store records the
-//! new version in the item's 32-byte tag (`Store::confirm_themes`) and the
-//! index learns it here, instead of the item being rewritten and re-indexed
-//! (~100 us each). A document's taxonomy version is then the larger of its
-//! indexed `taxonomy_version` and its `seq`'s confirmed version.
+//! A theme edit re-tags every stored item. Most items keep the same themes
+//! and labels (what the index holds) under the new taxonomy version; for
+//! those the store records the new version in the item's tag
+//! (`Store::confirm_themes`) and in memory (`store::ConfirmedVersions`,
+//! loaded when the store opens), instead of the item being rewritten and
+//! re-indexed (~100 us each). A document's taxonomy version is then the
+//! larger of its indexed `taxonomy_version` and its `seq`'s confirmed
+//! version.
 //!
 //! Invariants:
-//! - Versions only rise: a confirmation is recorded for a seq only above
-//!   what the store had for it, and taxonomy versions never go down, so
-//!   `max(indexed, confirmed)` is the item's version whichever arrived last.
-//! - The map holds what the store's tags say (`Store::confirmed_tags` at
-//!   start, then each applied `confirm_themes`); a seq whose item changed
-//!   keeps a stale entry that no live document has (harmless; gone at the
-//!   next start).
-//! - Every change bumps `generation`; per-segment versions are cached per
-//!   (segment, generation), and filter clauses that read them are keyed
-//!   with the generation, so nothing cached outlives a confirmation.
+//! - Versions only rise (a confirmation is recorded only above what the
+//!   store had, and taxonomy versions never go down), so
+//!   `max(indexed, confirmed)` is the item's version whichever came last.
+//! - Per-segment views are cached per (segment, generation of the
+//!   confirmations), and filter clauses that read them are keyed with the
+//!   generation, so nothing cached outlives a confirmation.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use tantivy::index::SegmentId;
 use tantivy::query::{ConstScorer, EnableScoring, Explanation, Query, Scorer, TermQuery, Weight};
@@ -32,13 +29,11 @@ use tantivy::{DocId, Score, Searcher, SegmentReader, Term};
 use super::filters::BitsDocSet;
 use super::schema::field;
 use super::vectors::KeyBits;
+use crate::store::ConfirmedVersions;
 
-/// The confirmed taxonomy version of item versions (by `seq`), with
-/// per-segment views cached.
-#[derive(Default)]
+/// The store's confirmed versions, with per-segment views cached.
 pub struct ConfirmedTags {
-    by_seq: RwLock<HashMap<u64, u64>>,
-    generation: AtomicU64,
+    versions: Arc<ConfirmedVersions>,
     segments: Mutex<HashMap<SegmentId, (u64, Arc<SegmentVersions>)>>,
 }
 
@@ -56,75 +51,48 @@ impl SegmentVersions {
     }
 }
 
-impl fmt::Debug for ConfirmedTags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConfirmedTags")
-            .field("generation", &self.generation())
-            .finish_non_exhaustive()
-    }
-}
-
 impl ConfirmedTags {
-    /// Records (seq, version) pairs; a lower version never replaces a higher.
-    pub fn confirm(&self, pairs: &[(u64, u64)]) {
-        if pairs.is_empty() {
-            return;
+    pub fn new(versions: Arc<ConfirmedVersions>) -> Self {
+        ConfirmedTags {
+            versions,
+            segments: Mutex::default(),
         }
-        let mut map = self.by_seq.write().unwrap_or_else(|e| e.into_inner());
-        for &(seq, version) in pairs {
-            let slot = map.entry(seq).or_insert(0);
-            *slot = (*slot).max(version);
-        }
-        // Under the lock: a reader sees the new entries with the new generation.
-        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Confirmations recorded so far.
-    pub fn len(&self) -> usize {
-        self.by_seq.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Bumped by every `confirm`.
+    /// Bumped by every confirmation.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.versions.generation()
     }
 
     /// The segment's confirmed versions; None while nothing is confirmed
     /// (every document's version is its indexed one).
     pub fn segment(&self, reader: &SegmentReader) -> tantivy::Result<Option<Arc<SegmentVersions>>> {
-        let map = self.by_seq.read().unwrap_or_else(|e| e.into_inner());
-        if map.is_empty() {
-            return Ok(None);
-        }
-        // Read under the map's lock: the view matches this generation.
-        let generation = self.generation();
-        let id = reader.segment_id();
-        if let Some((at, view)) = self.lock_segments().get(&id) {
-            if *at == generation {
-                return Ok(Some(view.clone()));
-            }
-        }
-        let seqs = reader.fast_fields().u64(field::SEQ)?;
-        let mut versions = vec![0u64; reader.max_doc() as usize];
-        for (doc, slot) in versions.iter_mut().enumerate() {
-            if let Some(seq) = seqs.first(doc as DocId) {
-                if let Some(&v) = map.get(&seq) {
-                    *slot = v;
+        // Under the map's read lock: the view matches the generation.
+        self.versions
+            .read(|map, generation| {
+                let id = reader.segment_id();
+                if let Some((at, view)) = self.lock_segments().get(&id) {
+                    if *at == generation {
+                        return Ok(view.clone());
+                    }
                 }
-            }
-        }
-        let view = Arc::new(SegmentVersions(versions));
-        self.lock_segments().insert(id, (generation, view.clone()));
-        Ok(Some(view))
+                let seqs = reader.fast_fields().u64(field::SEQ)?;
+                let mut versions = vec![0u64; reader.max_doc() as usize];
+                for (doc, slot) in versions.iter_mut().enumerate() {
+                    if let Some(&v) = seqs.first(doc as DocId).and_then(|seq| map.get(&seq)) {
+                        *slot = v;
+                    }
+                }
+                let view = Arc::new(SegmentVersions(versions));
+                self.lock_segments().insert(id, (generation, view.clone()));
+                Ok(view)
+            })
+            .transpose()
     }
 
     /// Drops the views of segments the searcher no longer has.
     pub fn retain_live(&self, searcher: &Searcher) {
-        let live = searcher.segment_readers();
-        let mut segments = self.lock_segments();
-        if segments.len() > live.len() {
-            segments.retain(|id, _| live.iter().any(|s| s.segment_id() == *id));
-        }
+        super::retain_live_segments(&mut self.lock_segments(), searcher);
     }
 
     fn lock_segments(

@@ -27,7 +27,7 @@ use redb::{
 use crate::domain::{AnalysisState, Feedback, FeedbackId, StoredFeedback, Theme};
 
 pub use operations::{AnalysisSaved, AnalysisUpdate, Deleted, ThemeConfirm, ThemeUpdate, Upserted};
-pub use themes::{ThemeTag, UnitsOfItem, UnitsPage};
+pub use themes::{ConfirmedVersions, ThemeTag, UnitsOfItem, UnitsPage};
 pub use writer::PendingWrite;
 
 /// How a write waits for room in the bounded write queue.
@@ -261,6 +261,7 @@ pub struct Store {
     db: Arc<DbSlot>,
     writer: writer::WriterHandle,
     commits: Arc<CommitSignal>,
+    confirmed: Arc<ConfirmedVersions>,
 }
 
 impl Store {
@@ -280,12 +281,15 @@ impl Store {
         let db = open_database(dir, cache_bytes)?;
         let commits = Arc::new(CommitSignal::default());
         commits.publish(last_seq(&db)?);
+        let confirmed = Arc::new(ConfirmedVersions::default());
+        confirmed.confirm(&themes::confirmed_tags(&db)?);
         let db = Arc::new(DbSlot::new(dir, db, cache_bytes));
         let writer = writer::spawn(db.clone(), commits.clone(), queue_capacity);
         Ok(Store {
             db,
             writer,
             commits,
+            confirmed,
         })
     }
 
@@ -384,14 +388,20 @@ impl Store {
 
     /// Records that analysed item versions keep their mentions under a newer
     /// taxonomy version (the re-tag found the same), waiting for room in the
-    /// queue; returns (item version seq, taxonomy version) of each applied.
-    pub async fn confirm_themes(
-        &self,
-        confirms: Vec<ThemeConfirm>,
-    ) -> Result<Vec<(u64, u64)>, StoreError> {
-        self.submit(operations::ConfirmThemes(confirms), QueueMode::Wait)
+    /// queue; returns how many were applied.
+    pub async fn confirm_themes(&self, confirms: Vec<ThemeConfirm>) -> Result<usize, StoreError> {
+        let applied = self
+            .submit(operations::ConfirmThemes(confirms), QueueMode::Wait)
             .await?
-            .await
+            .await?;
+        // Durable now: readers and the index may see the new versions.
+        self.confirmed.confirm(&applied);
+        Ok(applied.len())
+    }
+
+    /// The taxonomy versions re-tags confirmed (shared with the index).
+    pub fn confirmed_versions(&self) -> Arc<ConfirmedVersions> {
+        self.confirmed.clone()
     }
 
     /// Creates or replaces a theme checked against the committed taxonomy
@@ -430,7 +440,8 @@ impl Store {
 
     /// Reads items by id (blocking; call from a blocking context).
     /// An item a re-tag confirmed under a newer taxonomy version comes with
-    /// that version and its mentions (`themes::with_confirmed_tag`).
+    /// that version and its mentions (`themes::with_confirmed_tag`; the tag
+    /// is read only for those, `ConfirmedVersions`).
     pub fn get_many(&self, ids: &[FeedbackId]) -> Result<Vec<Option<StoredFeedback>>, StoreError> {
         let txn = self.db.get()?.begin_read()?;
         let items = match txn.open_table(ITEMS) {
@@ -449,9 +460,17 @@ impl Store {
                     return Ok(None);
                 };
                 let mut item = decode(id.as_str(), bytes.value())?;
-                if let (Some(tags), AnalysisState::Done(_)) = (&tags, &item.analysis) {
-                    let tag = tags.get(id.as_str())?;
-                    themes::with_confirmed_tag(&mut item, tag.as_ref().map(|t| t.value()))?;
+                if let (Some(tags), AnalysisState::Done(analysis)) = (&tags, &item.analysis) {
+                    // The tag is read only for an item confirmed since its record.
+                    let version = analysis.taxonomy_version;
+                    if self
+                        .confirmed
+                        .version_of(item.seq)
+                        .is_some_and(|v| v > version)
+                    {
+                        let tag = tags.get(id.as_str())?;
+                        themes::with_confirmed_tag(&mut item, tag.as_ref().map(|t| t.value()))?;
+                    }
                 }
                 Ok(Some(item))
             })

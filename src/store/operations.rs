@@ -345,8 +345,8 @@ pub struct ThemeConfirm {
 
 /// Record that items keep their indexed themes under a newer taxonomy
 /// version: the tag alone changes (the header and the new mentions); the
-/// item record, the change log and the index do not (the index learns the
-/// version from the output, `SearchIndex::confirm_tags`).
+/// item record, the change log and the index do not (`Store::confirm_themes`
+/// records the applied versions in `ConfirmedVersions`, which the index reads).
 pub(super) struct ConfirmThemes(pub(super) Vec<ThemeConfirm>);
 
 impl WriteOperation for ConfirmThemes {

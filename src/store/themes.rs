@@ -4,6 +4,10 @@
 //! the calibration background) so a restart or an edit re-embeds only new
 //! texts.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Store, StoreError, META};
@@ -263,22 +267,73 @@ impl Store {
         }
         Ok(page)
     }
+}
 
-    /// (item version seq, taxonomy version) of every item whose mentions a
-    /// re-tag confirmed under a newer version than its record says: what the
-    /// index adds to its documents' versions (`Index::confirm_tags`).
-    pub fn confirmed_tags(&self) -> Result<Vec<(u64, u64)>, StoreError> {
-        let txn = self.db.get()?.begin_read()?;
-        let tags = open_or_empty!(txn, TAGS, Vec::new());
-        let mut out = Vec::new();
-        for entry in tags.iter()? {
-            let (id, bytes) = entry?;
-            let tag = ThemeTag::from_bytes(id.value(), bytes.value())?;
-            if tag.version > tag.record_version {
-                out.push((tag.seq, tag.version));
-            }
+/// (item version seq, taxonomy version) of every item whose mentions a
+/// re-tag confirmed under a newer version than its record says.
+pub(super) fn confirmed_tags(db: &redb::Database) -> Result<Vec<(u64, u64)>, StoreError> {
+    let txn = db.begin_read()?;
+    let tags = open_or_empty!(txn, TAGS, Vec::new());
+    let mut out = Vec::new();
+    for entry in tags.iter()? {
+        let (id, bytes) = entry?;
+        let tag = ThemeTag::from_bytes(id.value(), bytes.value())?;
+        if tag.version > tag.record_version {
+            out.push((tag.seq, tag.version));
         }
-        Ok(out)
+    }
+    Ok(out)
+}
+
+/// The taxonomy versions re-tags confirmed, by item version seq, in memory:
+/// loaded from the tags when the store opens, raised by each
+/// `Store::confirm_themes` once durable. Readers ask it before reading a
+/// tag (`Store::get_many`); the index reads it for its documents' versions
+/// (`index::tags`).
+///
+/// Invariants: versions only rise (a lower one never replaces a higher);
+/// every change bumps `generation` under the write lock; a seq whose item
+/// changed since keeps a stale entry that no live item has (gone at the
+/// next open).
+#[derive(Default)]
+pub struct ConfirmedVersions {
+    by_seq: RwLock<HashMap<u64, u64>>,
+    generation: AtomicU64,
+}
+
+impl ConfirmedVersions {
+    pub(super) fn confirm(&self, pairs: &[(u64, u64)]) {
+        if pairs.is_empty() {
+            return;
+        }
+        let mut map = self.by_seq.write().unwrap_or_else(|e| e.into_inner());
+        for &(seq, version) in pairs {
+            let slot = map.entry(seq).or_insert(0);
+            *slot = (*slot).max(version);
+        }
+        // Under the lock: a reader sees the new entries with the new generation.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The version confirmed for an item version, if any.
+    pub fn version_of(&self, seq: u64) -> Option<u64> {
+        let map = self.by_seq.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&seq).copied()
+    }
+
+    /// Bumped by every confirmation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// `read` over the map and its generation, under the read lock (None
+    /// without reading while nothing is confirmed).
+    pub fn read<T>(&self, read: impl FnOnce(&HashMap<u64, u64>, u64) -> T) -> Option<T> {
+        let map = self.by_seq.read().unwrap_or_else(|e| e.into_inner());
+        if map.is_empty() {
+            return None;
+        }
+        Some(read(&map, self.generation()))
     }
 }
 

@@ -449,3 +449,44 @@ pub fn authed<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     }
     request
 }
+
+// The Prometheus endpoint of a server started with `--metrics-listen`.
+
+/// The endpoint's address, as the server logs it (`metrics_addr=...`).
+pub fn metrics_addr(server: &TestServer) -> SocketAddr {
+    let log = server.log_text();
+    let rest = log
+        .split("metrics_addr=")
+        .nth(1)
+        .expect("the server logs metrics_addr=");
+    rest.chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect::<String>()
+        .parse()
+        .expect("a socket address")
+}
+
+/// One raw HTTP/1.1 exchange; returns the head and the body.
+pub async fn metrics_get(addr: SocketAddr, target: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to metrics");
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the endpoint answers and closes")
+        .unwrap();
+    let answer = String::from_utf8(answer).expect("utf-8");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    (head.to_string(), body.to_string())
+}
+
+/// The value of the sample line that starts with `series` (name and labels).
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().expect("a number"))
+}

@@ -1,50 +1,11 @@
 //! The Prometheus endpoint (`--metrics-listen`): RPCs are counted by method
 //! and code, timed, and the scrape-time gauges are there.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tonic::Code;
 
 use crate::helpers::*;
-
-/// The endpoint's address, as the server logs it (`metrics_addr=...`).
-fn metrics_addr(server: &TestServer) -> SocketAddr {
-    let log = server.log_text();
-    let rest = log
-        .split("metrics_addr=")
-        .nth(1)
-        .expect("the server logs metrics_addr=");
-    rest.chars()
-        .take_while(|c| !c.is_whitespace())
-        .collect::<String>()
-        .parse()
-        .expect("a socket address")
-}
-
-/// One raw HTTP/1.1 exchange; returns the head and the body.
-async fn get(addr: SocketAddr, target: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to metrics");
-    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-        .await
-        .expect("the endpoint answers and closes")
-        .unwrap();
-    let answer = String::from_utf8(answer).expect("utf-8");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
-    (head.to_string(), body.to_string())
-}
-
-/// The value of the sample line that starts with `series` (name and labels).
-fn value(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.parse().expect("a number"))
-}
 
 #[tokio::test]
 async fn rpcs_are_counted_timed_and_served_on_the_metrics_endpoint() {
@@ -90,10 +51,10 @@ async fn rpcs_are_counted_timed_and_served_on_the_metrics_endpoint() {
     // is searchable within the refresh interval: retry briefly all the same.
     let deadline = Instant::now() + Duration::from_secs(5);
     let (head, body) = loop {
-        let (head, body) = get(addr, "/metrics").await;
+        let (head, body) = metrics_get(addr, "/metrics").await;
         let missing: Vec<_> = expected
             .iter()
-            .filter(|(series, want)| value(&body, series) != Some(*want))
+            .filter(|(series, want)| metric_value(&body, series) != Some(*want))
             .collect();
         if missing.is_empty() {
             break (head, body);
@@ -111,7 +72,7 @@ async fn rpcs_are_counted_timed_and_served_on_the_metrics_endpoint() {
     );
     // The test's own health checks (TestServer waits for SERVING).
     assert!(
-        value(
+        metric_value(
             &body,
             "verbatim_rpc_requests_total{method=\"grpc.health.v1.Health/Check\",tenant=\"-\",code=\"OK\"}"
         )
@@ -134,14 +95,18 @@ async fn rpcs_are_counted_timed_and_served_on_the_metrics_endpoint() {
     ] {
         assert!(body.contains(&format!("# TYPE {family} ")), "{family}");
     }
-    assert!(value(&body, "verbatim_index_size_bytes{tenant=\"default\"}").is_some_and(|n| n > 0.0));
     assert!(
-        value(&body, "verbatim_ingest_to_searchable_seconds_count").is_some_and(|n| n >= 1.0),
+        metric_value(&body, "verbatim_index_size_bytes{tenant=\"default\"}")
+            .is_some_and(|n| n > 0.0)
+    );
+    assert!(
+        metric_value(&body, "verbatim_ingest_to_searchable_seconds_count")
+            .is_some_and(|n| n >= 1.0),
         "{body}"
     );
-    assert!(value(&body, "verbatim_pool_batch_size_count{pool=\"ingest\"}") == Some(1.0));
+    assert!(metric_value(&body, "verbatim_pool_batch_size_count{pool=\"ingest\"}") == Some(1.0));
 
-    let (missing, _) = get(addr, "/").await;
+    let (missing, _) = metrics_get(addr, "/").await;
     assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
 }
 

@@ -19,6 +19,20 @@ fn theme(name: &str, description: &str, examples: &[&str], parent: &str) -> pb::
     }
 }
 
+/// A theme none of the built-in ones covers (id `ferry_crossings`).
+fn ferry_theme() -> pb::Theme {
+    theme(
+        "Ferry crossings",
+        "Boat and ferry trips: schedules, delays, cancellations and comfort on board.",
+        &[
+            "The ferry left forty minutes late.",
+            "Our boat trip to the island was cancelled.",
+            "Die Fähre war pünktlich und sauber.",
+        ],
+        "",
+    )
+}
+
 async fn upsert(
     client: &mut Client,
     theme: pb::Theme,
@@ -321,21 +335,7 @@ async fn a_theme_edit_retags_stored_items_and_search_follows() {
     let first = settled(&mut client).await;
 
     // A new theme: the stored items are re-tagged from their stored units.
-    let created = upsert(
-        &mut client,
-        theme(
-            "Ferry crossings",
-            "Boat and ferry trips: schedules, delays, cancellations and comfort on board.",
-            &[
-                "The ferry left forty minutes late.",
-                "Our boat trip to the island was cancelled.",
-                "Die Fähre war pünktlich und sauber.",
-            ],
-            "",
-        ),
-    )
-    .await
-    .expect("create");
+    let created = upsert(&mut client, ferry_theme()).await.expect("create");
     let version = created.taxonomy_version;
     assert!(version > first.taxonomy_version);
     let after = settled(&mut client).await;
@@ -567,34 +567,6 @@ async fn discovery_proposes_what_no_theme_covers_and_promotion_covers_it() {
     assert!(status.message().starts_with("limit"));
 }
 
-/// The Prometheus text of a server started with `--metrics-listen`.
-async fn metrics_text(server: &TestServer) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let log = server.log_text();
-    let addr: std::net::SocketAddr = log
-        .split("metrics_addr=")
-        .nth(1)
-        .expect("the server logs metrics_addr=")
-        .chars()
-        .take_while(|c| !c.is_whitespace())
-        .collect::<String>()
-        .parse()
-        .expect("a socket address");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    String::from_utf8(answer).unwrap()
-}
-
-fn counter(metrics: &str, sample: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(sample))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 async fn get_one(client: &mut Client, id: &str) -> pb::Feedback {
     client
         .get(pb::GetRequest {
@@ -638,37 +610,22 @@ async fn an_edit_that_leaves_an_item_unchanged_confirms_it_and_a_crash_keeps_tha
     assert!(!o1_themes.is_empty(), "o1 carries a built-in theme");
     let o1_theme = o1_themes[0].theme_id.clone();
 
-    let created = upsert(
-        &mut client,
-        theme(
-            "Ferry crossings",
-            "Boat and ferry trips: schedules, delays, cancellations and comfort on board.",
-            &[
-                "The ferry left forty minutes late.",
-                "Our boat trip to the island was cancelled.",
-            ],
-            "",
-        ),
-    )
-    .await
-    .expect("create");
+    let created = upsert(&mut client, ferry_theme()).await.expect("create");
     let version = created.taxonomy_version;
     assert!(version > before_analysis.taxonomy_version);
     let after = settled(&mut client).await;
     assert_eq!(after.taxonomy_version, version);
-    let metrics = metrics_text(&server).await;
+    let (_, metrics) = metrics_get(metrics_addr(&server), "/metrics").await;
+    let counter = |outcome: &str| {
+        let series = format!("verbatim_retag_items_total{{outcome=\"{outcome}\"}}");
+        metric_value(&metrics, &series).unwrap_or(0.0)
+    };
     assert!(
-        counter(
-            &metrics,
-            "verbatim_retag_items_total{outcome=\"confirmed\"}"
-        ) >= 1.0,
+        counter("confirmed") >= 1.0,
         "o1 and o2 keep their mentions: confirmed, not rewritten\n{metrics}"
     );
     assert!(
-        counter(
-            &metrics,
-            "verbatim_retag_items_total{outcome=\"rewritten\"}"
-        ) >= 1.0,
+        counter("rewritten") >= 1.0,
         "p1 gains the new theme: rewritten\n{metrics}"
     );
 
