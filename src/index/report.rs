@@ -445,10 +445,10 @@ impl SegmentCollector for SegmentReport {
         self.doc_themes.clear();
         self.doc_theme_labels.clear();
         if tally.analysed == 1 {
-            let mut version = self.version.first(doc);
-            if let Some(confirmed) = &self.confirmed {
-                version = confirmed.effective(doc, version);
-            }
+            let version = match &self.confirmed {
+                Some(confirmed) => confirmed.effective(doc),
+                None => self.version.first(doc),
+            };
             if version == Some(self.taxonomy_version) {
                 tally.tagged = 1;
                 if let Some(column) = &self.theme {

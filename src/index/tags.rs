@@ -15,7 +15,11 @@
 //!   `max(indexed, confirmed)` is the item's version whichever came last.
 //! - Per-segment views are cached per (segment, generation of the
 //!   confirmations), and filter clauses that read them are keyed with the
-//!   generation, so nothing cached outlives a confirmation.
+//!   generation, so nothing cached outlives a confirmation. A view behind
+//!   the generation catches up by replaying the confirmations since (the
+//!   store's log), or re-reads the map when the log no longer reaches back
+//!   or the replay would cost more; since versions only rise, replaying
+//!   with `max` gives the same view as a re-read.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,27 +33,95 @@ use tantivy::{DocId, Score, Searcher, SegmentReader, Term};
 use super::filters::BitsDocSet;
 use super::schema::field;
 use super::vectors::KeyBits;
-use crate::store::ConfirmedVersions;
+use crate::store::{ConfirmedSnapshot, ConfirmedVersions};
 
 /// The store's confirmed versions, with per-segment views cached.
 pub struct ConfirmedTags {
     versions: Arc<ConfirmedVersions>,
-    segments: Mutex<HashMap<SegmentId, (u64, Arc<SegmentVersions>)>>,
+    segments: Mutex<HashMap<SegmentId, SegmentState>>,
 }
 
-/// Confirmed versions of one segment's documents (0: none), by doc id.
-pub struct SegmentVersions(Vec<u64>);
+/// One segment's cached view, the confirmation generation it reflects, and
+/// (built at the first catch-up) its documents by seq.
+struct SegmentState {
+    at: u64,
+    view: Arc<SegmentVersions>,
+    by_seq: Option<Arc<SeqDocs>>,
+}
 
-impl SegmentVersions {
-    /// The document's version: the larger of its indexed one and its
-    /// confirmed one.
-    #[inline]
-    pub fn effective(&self, doc: DocId, indexed: Option<u64>) -> Option<u64> {
-        let confirmed = self.0.get(doc as usize).copied().unwrap_or(0);
-        // Not analysed (no version indexed): nothing to confirm.
-        indexed.map(|v| v.max(confirmed))
+/// A segment's (seq, doc) pairs sorted by seq: a catch-up finds the
+/// document of a confirmed seq by binary search.
+struct SeqDocs(Vec<(u64, DocId)>);
+
+impl SeqDocs {
+    fn new(reader: &SegmentReader) -> tantivy::Result<Self> {
+        let seqs = reader.fast_fields().u64(field::SEQ)?;
+        let mut pairs: Vec<(u64, DocId)> = (0..reader.max_doc())
+            .filter_map(|doc| seqs.first(doc).map(|seq| (seq, doc)))
+            .collect();
+        pairs.sort_unstable();
+        Ok(SeqDocs(pairs))
+    }
+
+    fn docs(&self, seq: u64) -> impl Iterator<Item = DocId> + '_ {
+        let from = self.0.partition_point(|&(s, _)| s < seq);
+        self.0[from..]
+            .iter()
+            .take_while(move |&&(s, _)| s == seq)
+            .map(|&(_, doc)| doc)
     }
 }
+
+/// The taxonomy version of each of one segment's documents, by doc id:
+/// the larger of its indexed one and its confirmed one (`NOT_ANALYSED`:
+/// none indexed). The indexed versions never change (segments are
+/// immutable), so a confirmation only raises entries.
+#[derive(Clone)]
+pub struct SegmentVersions(Vec<u64>);
+
+/// A document without an indexed taxonomy version (not analysed).
+const NOT_ANALYSED: u64 = u64::MAX;
+
+impl SegmentVersions {
+    /// The document's version (None: not analysed).
+    #[inline]
+    pub fn effective(&self, doc: DocId) -> Option<u64> {
+        self.0
+            .get(doc as usize)
+            .copied()
+            .filter(|&v| v != NOT_ANALYSED)
+    }
+
+    /// Every document's version, from its indexed one and the whole map.
+    fn read(reader: &SegmentReader, map: &ConfirmedSnapshot<'_>) -> tantivy::Result<Self> {
+        let fast = reader.fast_fields();
+        let (seqs, indexed) = (fast.u64(field::SEQ)?, fast.u64(field::TAXONOMY_VERSION)?);
+        let versions = (0..reader.max_doc())
+            .map(|doc| match indexed.first(doc) {
+                None => NOT_ANALYSED,
+                Some(v) => {
+                    let confirmed = seqs.first(doc).and_then(|seq| map.get(seq));
+                    v.max(confirmed.unwrap_or(0))
+                }
+            })
+            .collect();
+        Ok(SegmentVersions(versions))
+    }
+
+    /// Raises the document's version to a confirmed one.
+    #[inline]
+    fn confirm(&mut self, doc: DocId, version: u64) {
+        let slot = &mut self.0[doc as usize];
+        // Not analysed: nothing to confirm.
+        if *slot != NOT_ANALYSED {
+            *slot = (*slot).max(version);
+        }
+    }
+}
+
+/// Past this many pairs to replay per document of the segment, a catch-up
+/// re-reads the map instead.
+const REPLAY_PER_DOC: u64 = 1;
 
 impl ConfirmedTags {
     pub fn new(versions: Arc<ConfirmedVersions>) -> Self {
@@ -59,32 +131,59 @@ impl ConfirmedTags {
         }
     }
 
-    /// Bumped by every confirmation.
+    /// Changes with every confirmation.
     pub fn generation(&self) -> u64 {
         self.versions.generation()
     }
 
     /// The segment's confirmed versions; None while nothing is confirmed
-    /// (every document's version is its indexed one).
+    /// (every document's version is its indexed one). A cached view catches
+    /// up with the confirmations since (a binary search per pair in the
+    /// segment's seqs) rather than re-reading the whole map.
     pub fn segment(&self, reader: &SegmentReader) -> tantivy::Result<Option<Arc<SegmentVersions>>> {
         // Under the map's read lock: the view matches the generation.
         self.versions
-            .read(|map, generation| {
+            .read(|map| {
+                let generation = map.generation();
                 let id = reader.segment_id();
-                if let Some((at, view)) = self.lock_segments().get(&id) {
-                    if *at == generation {
-                        return Ok(view.clone());
+                let mut segments = self.lock_segments();
+                if let Some(state) = segments.get_mut(&id) {
+                    if state.at == generation {
+                        return Ok(state.view.clone());
+                    }
+                    let behind = generation.saturating_sub(state.at);
+                    if behind <= u64::from(reader.max_doc()).max(1) * REPLAY_PER_DOC {
+                        if let Some(pairs) = map.since(state.at) {
+                            let by_seq = match &state.by_seq {
+                                Some(by_seq) => by_seq.clone(),
+                                None => {
+                                    let built = Arc::new(SeqDocs::new(reader)?);
+                                    state.by_seq = Some(built.clone());
+                                    built
+                                }
+                            };
+                            // In place unless a query still holds the view.
+                            let view = Arc::make_mut(&mut state.view);
+                            for (seq, version) in pairs {
+                                for doc in by_seq.docs(seq) {
+                                    view.confirm(doc, version);
+                                }
+                            }
+                            state.at = generation;
+                            return Ok(state.view.clone());
+                        }
                     }
                 }
-                let seqs = reader.fast_fields().u64(field::SEQ)?;
-                let mut versions = vec![0u64; reader.max_doc() as usize];
-                for (doc, slot) in versions.iter_mut().enumerate() {
-                    if let Some(&v) = seqs.first(doc as DocId).and_then(|seq| map.get(&seq)) {
-                        *slot = v;
-                    }
-                }
-                let view = Arc::new(SegmentVersions(versions));
-                self.lock_segments().insert(id, (generation, view.clone()));
+                let view = Arc::new(SegmentVersions::read(reader, map)?);
+                let by_seq = segments.remove(&id).and_then(|state| state.by_seq);
+                segments.insert(
+                    id,
+                    SegmentState {
+                        at: generation,
+                        view: view.clone(),
+                        by_seq,
+                    },
+                );
                 Ok(view)
             })
             .transpose()
@@ -95,9 +194,7 @@ impl ConfirmedTags {
         super::retain_live_segments(&mut self.lock_segments(), searcher);
     }
 
-    fn lock_segments(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SegmentId, (u64, Arc<SegmentVersions>)>> {
+    fn lock_segments(&self) -> std::sync::MutexGuard<'_, HashMap<SegmentId, SegmentState>> {
         // The map holds no invariant a panicking holder could break.
         self.segments.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -151,15 +248,14 @@ struct TaggedVersionWeight {
 }
 
 impl TaggedVersionWeight {
-    fn bits(&self, reader: &SegmentReader, view: &SegmentVersions) -> tantivy::Result<KeyBits> {
-        let versions = reader.fast_fields().u64(field::TAXONOMY_VERSION)?;
+    fn bits(&self, view: &SegmentVersions) -> KeyBits {
         let mut bits = KeyBits::default();
-        for doc in 0..reader.max_doc() {
-            if view.effective(doc, versions.first(doc)) == Some(self.version) {
-                bits.insert(u64::from(doc));
+        for (doc, &version) in view.0.iter().enumerate() {
+            if version == self.version {
+                bits.insert(doc as u64);
             }
         }
-        Ok(bits)
+        bits
     }
 }
 
@@ -168,17 +264,19 @@ impl Weight for TaggedVersionWeight {
         match self.tags.segment(reader)? {
             None => self.indexed.scorer(reader, boost),
             Some(view) => Ok(Box::new(ConstScorer::new(
-                BitsDocSet::new(Arc::new(self.bits(reader, &view)?)),
+                BitsDocSet::new(Arc::new(self.bits(&view))),
                 boost,
             ))),
         }
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        let versions = reader.fast_fields().u64(field::TAXONOMY_VERSION)?;
         let version = match self.tags.segment(reader)? {
-            None => versions.first(doc),
-            Some(view) => view.effective(doc, versions.first(doc)),
+            None => reader
+                .fast_fields()
+                .u64(field::TAXONOMY_VERSION)?
+                .first(doc),
+            Some(view) => view.effective(doc),
         };
         if version == Some(self.version) {
             Ok(Explanation::new("TaggedVersion", 1.0))
@@ -188,5 +286,112 @@ impl Weight for TaggedVersionWeight {
                 self.version
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tantivy::schema::{Schema, FAST, INDEXED};
+    use tantivy::{doc, Index, IndexWriter};
+
+    use super::*;
+
+    /// Views that catch up batch by batch (replaying the log, or re-reading
+    /// the map once the log was trimmed past them) equal views read afresh,
+    /// and a view a query still holds does not change under it.
+    /// Three segments of 40 documents at version 1, seqs out of doc order,
+    /// then one of a repeated seq (7), one without a seq and one not
+    /// analysed.
+    fn segments() -> Searcher {
+        let mut schema = Schema::builder();
+        let seq = schema.add_u64_field(field::SEQ, FAST);
+        let version = schema.add_u64_field(field::TAXONOMY_VERSION, INDEXED | FAST);
+        let index = Index::create_in_ram(schema.build());
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        for segment in 0..3u64 {
+            for i in (0..40u64).rev() {
+                let s = segment * 40 + i;
+                writer
+                    .add_document(doc!(seq => s, version => 1u64))
+                    .unwrap();
+            }
+            writer.commit().unwrap();
+        }
+        writer
+            .add_document(doc!(seq => 7u64, version => 1u64))
+            .unwrap();
+        writer.add_document(doc!(version => 1u64)).unwrap();
+        // Not analysed: no version indexed; confirming its seq changes nothing.
+        writer.add_document(doc!(seq => 9u64)).unwrap();
+        writer.commit().unwrap();
+        index.reader().unwrap().searcher()
+    }
+
+    fn fresh(versions: &ConfirmedVersions, reader: &SegmentReader) -> Vec<u64> {
+        versions
+            .read(|map| SegmentVersions::read(reader, map).unwrap().0)
+            .unwrap()
+    }
+
+    #[test]
+    fn caught_up_views_equal_fresh_reads_and_held_views_stay_put() {
+        let searcher = segments();
+        // Few seqs, so the log (never longer than the map) gets trimmed.
+        let versions = Arc::new(ConfirmedVersions::loaded(&[(3, 2), (50, 2)]));
+        let tags = ConfirmedTags::new(versions.clone());
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut held = Vec::new();
+        for round in 0..60u64 {
+            let batch: Vec<(u64, u64)> = (0..1 + next() % 9)
+                .map(|_| (next() % (if round < 30 { 20 } else { 130 }), 2 + next() % 6))
+                .collect();
+            versions.confirm(&batch);
+            // Segment k is read every (2k + 1)th round: the others fall
+            // behind, some past the log's start.
+            for (k, reader) in searcher.segment_readers().iter().enumerate() {
+                if round % (k as u64 * 2 + 1) != 0 {
+                    continue;
+                }
+                let view = tags.segment(reader).unwrap().unwrap();
+                assert_eq!(view.0, fresh(&versions, reader), "round {round}");
+                if round % 7 == 0 {
+                    held.push((view.clone(), view.0.clone()));
+                }
+            }
+        }
+        for (view, then) in held {
+            assert_eq!(view.0, then);
+        }
+    }
+
+    /// A view behind the log's start re-reads the map: replaying what is
+    /// left of the log would miss the trimmed pairs.
+    #[test]
+    fn a_view_behind_the_trimmed_log_reads_the_map() {
+        let searcher = segments();
+        let versions = Arc::new(ConfirmedVersions::loaded(&[(1, 2)]));
+        let tags = ConfirmedTags::new(versions.clone());
+        for reader in searcher.segment_readers() {
+            tags.segment(reader).unwrap().unwrap();
+        }
+        versions.confirm(&[(6, 3)]);
+        // Seq 5 again and again: the log (at most the map's 3 seqs) drops (6, 3).
+        for v in 4..8 {
+            versions.confirm(&[(5, v)]);
+        }
+        let mut seen = Vec::new();
+        for reader in searcher.segment_readers() {
+            let view = tags.segment(reader).unwrap().unwrap();
+            assert_eq!(view.0, fresh(&versions, reader));
+            seen.extend(view.0.iter().copied().filter(|&v| v != 1));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, vec![2, 3, 7, NOT_ANALYSED]);
     }
 }

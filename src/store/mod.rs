@@ -11,6 +11,7 @@
 //!   applied `seq` in its commit, so after a crash it replays what it missed.
 //!   The index can always be rebuilt from `ITEMS` alone (`verbatim reindex`).
 
+mod mentions;
 mod operations;
 mod themes;
 mod writer;
@@ -27,7 +28,7 @@ use redb::{
 use crate::domain::{AnalysisState, Feedback, FeedbackId, StoredFeedback, Theme};
 
 pub use operations::{AnalysisSaved, AnalysisUpdate, Deleted, ThemeConfirm, ThemeUpdate, Upserted};
-pub use themes::{ConfirmedVersions, ThemeTag, UnitsOfItem, UnitsPage};
+pub use themes::{ConfirmedSnapshot, ConfirmedVersions, ThemeTag, UnitsOfItem, UnitsPage};
 pub use writer::PendingWrite;
 
 /// How a write waits for room in the bounded write queue.
@@ -281,8 +282,7 @@ impl Store {
         let db = open_database(dir, cache_bytes)?;
         let commits = Arc::new(CommitSignal::default());
         commits.publish(last_seq(&db)?);
-        let confirmed = Arc::new(ConfirmedVersions::default());
-        confirmed.confirm(&themes::confirmed_tags(&db)?);
+        let confirmed = Arc::new(ConfirmedVersions::loaded(&themes::confirmed_tags(&db)?));
         let db = Arc::new(DbSlot::new(dir, db, cache_bytes));
         let writer = writer::spawn(db.clone(), commits.clone(), queue_capacity);
         Ok(Store {

@@ -378,7 +378,7 @@ impl WriteOperation for ConfirmThemes {
             }
             tag.version = confirm.taxonomy_version;
             tx.tags
-                .insert(id, tag.confirmed_bytes(&confirm.themes)?.as_slice())?;
+                .insert(id, tag.confirmed_bytes(id, &confirm.themes)?.as_slice())?;
             applied.push((tag.seq, tag.version));
         }
         Ok(applied)

@@ -4,13 +4,13 @@
 //! the calibration background) so a restart or an edit re-embeds only new
 //! texts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Store, StoreError, META};
+use super::{mentions, Store, StoreError, META};
 use crate::domain::{AnalysisState, FeedbackId, StoredFeedback, Taxonomy, Theme, ThemeMention};
 
 /// Theme id -> JSON `Theme`.
@@ -18,7 +18,7 @@ pub(crate) const THEMES: TableDefinition<&str, &[u8]> = TableDefinition::new("th
 /// Item id -> its units (`themes::units` layout).
 pub(crate) const UNITS: TableDefinition<&str, &[u8]> = TableDefinition::new("units");
 /// Item id -> its `ThemeTag` (32 bytes), then, for a confirmed tag, the
-/// JSON mentions of the confirming version: which version's themes the item
+/// mentions of the confirming version (`store::mentions`): which version's themes the item
 /// carries, kept beside the item so a re-tag reads neither the item nor its
 /// JSON, and can record "same indexed themes under the new version" without
 /// rewriting or re-indexing the item.
@@ -95,10 +95,18 @@ impl ThemeTag {
     }
 
     /// A confirmed tag's value: the header, then the confirming version's
-    /// mentions.
-    pub(crate) fn confirmed_bytes(self, mentions: &[ThemeMention]) -> Result<Vec<u8>, StoreError> {
-        let mut out = self.to_bytes().to_vec();
-        serde_json::to_writer(&mut out, mentions).map_err(StoreError::Encode)?;
+    /// mentions in their compact binary form (`store::mentions`).
+    pub(crate) fn confirmed_bytes(
+        self,
+        id: &str,
+        mentions: &[ThemeMention],
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(32 + 96 * mentions.len());
+        out.extend_from_slice(&self.to_bytes());
+        mentions::encode(mentions, &mut out).map_err(|e| StoreError::Malformed {
+            id: id.to_string(),
+            reason: format!("theme mentions: {e}"),
+        })?;
         Ok(out)
     }
 
@@ -107,11 +115,11 @@ impl ThemeTag {
         if b.len() <= 32 {
             return Ok(None);
         }
-        serde_json::from_slice(&b[32..])
+        mentions::decode(&b[32..])
             .map(Some)
-            .map_err(|source| StoreError::Decode {
+            .map_err(|e| StoreError::Malformed {
                 id: id.to_string(),
-                source,
+                reason: format!("theme tag mentions: {e}"),
             })
     }
 }
@@ -219,23 +227,39 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let range = match after {
-            Some(after) => units
-                .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
-            None => units.iter()?,
+        let bounds = || match after {
+            Some(after) => (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded),
+            None => (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
         };
+        let range = units.range::<&str>(bounds())?;
+        // Tags are keyed like units: walked beside them, not looked up.
+        let mut tag_range = match &tags {
+            Some(table) => Some(table.range::<&str>(bounds())?),
+            None => None,
+        };
+        let next_tag = |range: &mut Option<redb::Range<'_, &str, &[u8]>>| {
+            let Some(entry) = range.as_mut().and_then(Iterator::next) else {
+                return Ok::<_, StoreError>(None);
+            };
+            let (key, value) = entry?;
+            let key = key.value().to_string();
+            let tag = ThemeTag::from_bytes(&key, value.value())?;
+            Ok(Some((key, tag)))
+        };
+        let mut tag_ahead = next_tag(&mut tag_range)?;
         let mut page = UnitsPage::default();
         for entry in range.take(max) {
             let (id, bytes) = entry?;
             let id = id.value();
             page.last = Some(id.to_string());
-            let tag = match &tags {
-                Some(table) => table
-                    .get(id)?
-                    .map(|b| ThemeTag::from_bytes(id, b.value()))
-                    .transpose()?,
-                None => None,
-            };
+            while tag_ahead.as_ref().is_some_and(|(key, _)| key.as_str() < id) {
+                tag_ahead = next_tag(&mut tag_range)?;
+            }
+            let mut tag = None;
+            if tag_ahead.as_ref().is_some_and(|(key, _)| key == id) {
+                tag = tag_ahead.take().map(|(_, tag)| tag);
+                tag_ahead = next_tag(&mut tag_range)?;
+            }
             let (seq, taxonomy_version, digest) = match tag {
                 Some(tag) => (tag.seq, tag.version, Some(tag.digest)),
                 None => {
@@ -289,51 +313,118 @@ pub(super) fn confirmed_tags(db: &redb::Database) -> Result<Vec<(u64, u64)>, Sto
 /// loaded from the tags when the store opens, raised by each
 /// `Store::confirm_themes` once durable. Readers ask it before reading a
 /// tag (`Store::get_many`); the index reads it for its documents' versions
-/// (`index::tags`).
+/// (`index::tags`), catching up with the `log` of recent confirmations
+/// instead of re-reading the whole map after each batch.
 ///
 /// Invariants: versions only rise (a lower one never replaces a higher);
-/// every change bumps `generation` under the write lock; a seq whose item
-/// changed since keeps a stale entry that no live item has (gone at the
-/// next open).
+/// `generation` counts the pairs ever confirmed since the open and changes
+/// only under the write lock, with the map and the log; the log holds the
+/// last pairs, `log[i]` being pair number `log_start + i`, and never holds
+/// more than the map (past that, replaying costs more than re-reading the
+/// map); a seq whose item changed since keeps a stale entry that no live
+/// item has (gone at the next open).
 #[derive(Default)]
 pub struct ConfirmedVersions {
-    by_seq: RwLock<HashMap<u64, u64>>,
+    inner: RwLock<Confirmed>,
     generation: AtomicU64,
 }
 
+#[derive(Default)]
+struct Confirmed {
+    by_seq: HashMap<u64, u64>,
+    log: VecDeque<(u64, u64)>,
+    log_start: u64,
+}
+
+/// The confirmed versions as one reader sees them, under the read lock.
+pub struct ConfirmedSnapshot<'a> {
+    inner: &'a Confirmed,
+    generation: u64,
+}
+
+impl ConfirmedSnapshot<'_> {
+    /// The version confirmed for an item version, if any.
+    pub fn get(&self, seq: u64) -> Option<u64> {
+        self.inner.by_seq.get(&seq).copied()
+    }
+
+    /// Pairs confirmed so far (the snapshot's generation).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The (seq, version) pairs confirmed after the first `at`, in order;
+    /// None when the log no longer reaches back that far (read the map).
+    pub fn since(&self, at: u64) -> Option<impl Iterator<Item = (u64, u64)> + '_> {
+        let skip = at.checked_sub(self.inner.log_start)?;
+        let skip = usize::try_from(skip)
+            .ok()
+            .filter(|&s| s <= self.inner.log.len())?;
+        Some(self.inner.log.iter().skip(skip).copied())
+    }
+}
+
 impl ConfirmedVersions {
-    pub(super) fn confirm(&self, pairs: &[(u64, u64)]) {
+    /// The versions of the tags read when the store opens (no log: every
+    /// reader starts from the map).
+    pub(crate) fn loaded(pairs: &[(u64, u64)]) -> Self {
+        let mut by_seq = HashMap::with_capacity(pairs.len());
+        for &(seq, version) in pairs {
+            let slot = by_seq.entry(seq).or_insert(0);
+            *slot = version.max(*slot);
+        }
+        ConfirmedVersions {
+            inner: RwLock::new(Confirmed {
+                by_seq,
+                ..Default::default()
+            }),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn confirm(&self, pairs: &[(u64, u64)]) {
         if pairs.is_empty() {
             return;
         }
-        let mut map = self.by_seq.write().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         for &(seq, version) in pairs {
-            let slot = map.entry(seq).or_insert(0);
+            let slot = inner.by_seq.entry(seq).or_insert(0);
             *slot = (*slot).max(version);
         }
+        inner.log.extend(pairs.iter().copied());
+        let keep = inner.by_seq.len();
+        if inner.log.len() > keep {
+            let drop = inner.log.len() - keep;
+            inner.log.drain(..drop);
+            inner.log_start += drop as u64;
+        }
         // Under the lock: a reader sees the new entries with the new generation.
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation
+            .fetch_add(pairs.len() as u64, Ordering::AcqRel);
     }
 
     /// The version confirmed for an item version, if any.
     pub fn version_of(&self, seq: u64) -> Option<u64> {
-        let map = self.by_seq.read().unwrap_or_else(|e| e.into_inner());
-        map.get(&seq).copied()
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.by_seq.get(&seq).copied()
     }
 
-    /// Bumped by every confirmation.
+    /// Changes with every confirmation.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// `read` over the map and its generation, under the read lock (None
-    /// without reading while nothing is confirmed).
-    pub fn read<T>(&self, read: impl FnOnce(&HashMap<u64, u64>, u64) -> T) -> Option<T> {
-        let map = self.by_seq.read().unwrap_or_else(|e| e.into_inner());
-        if map.is_empty() {
+    /// `read` over a snapshot, under the read lock (None without reading
+    /// while nothing is confirmed).
+    pub fn read<T>(&self, read: impl FnOnce(&ConfirmedSnapshot<'_>) -> T) -> Option<T> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        if inner.by_seq.is_empty() {
             return None;
         }
-        Some(read(&map, self.generation()))
+        Some(read(&ConfirmedSnapshot {
+            inner: &inner,
+            generation: self.generation(),
+        }))
     }
 }
 
