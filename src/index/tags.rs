@@ -249,13 +249,7 @@ struct TaggedVersionWeight {
 
 impl TaggedVersionWeight {
     fn bits(&self, view: &SegmentVersions) -> KeyBits {
-        let mut bits = KeyBits::default();
-        for (doc, &version) in view.0.iter().enumerate() {
-            if version == self.version {
-                bits.insert(doc as u64);
-            }
-        }
-        bits
+        KeyBits::from_predicate(view.0.len(), |doc| view.0[doc] == self.version)
     }
 }
 

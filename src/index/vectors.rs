@@ -77,6 +77,19 @@ pub struct KeyBits {
 }
 
 impl KeyBits {
+    /// The keys in `0..n` for which `member` holds, allocated once.
+    pub fn from_predicate(n: usize, mut member: impl FnMut(usize) -> bool) -> KeyBits {
+        let mut words = vec![0u64; n.div_ceil(64)];
+        let mut len = 0;
+        for key in 0..n {
+            if member(key) {
+                words[key / 64] |= 1u64 << (key % 64);
+                len += 1;
+            }
+        }
+        KeyBits { words, len }
+    }
+
     pub fn insert(&mut self, key: u64) {
         let word = (key / 64) as usize;
         if word >= self.words.len() {
@@ -1071,5 +1084,10 @@ mod tests {
         assert_eq!(bits.len(), 5);
         assert_eq!(bits.iter().collect::<Vec<_>>(), vec![0, 5, 63, 64, 1000]);
         assert!(bits.contains(64) && !bits.contains(65) && !bits.contains(1_000_000));
+        let keys = [0u64, 5, 63, 64, 1000];
+        let built = KeyBits::from_predicate(1001, |k| keys.contains(&(k as u64)));
+        assert_eq!(built.len(), 5);
+        assert_eq!(built.iter().collect::<Vec<_>>(), keys);
+        assert!(KeyBits::from_predicate(0, |_| true).is_empty());
     }
 }

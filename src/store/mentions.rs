@@ -1,14 +1,15 @@
 //! The compact binary form of theme mentions a confirmed tag carries
 //! (`themes::ThemeTag::confirmed_bytes`): a re-tag writes one per confirmed
-//! item, so it is several times smaller and faster than their JSON (~80
+//! item, so it is several times smaller and faster than their JSON (~90
 //! bytes for a typical mention instead of ~280), and a search hit on a
 //! confirmed item decodes it.
 //!
-//! Layout (little-endian): `FORMAT`, a mention count (u8), then per mention
-//! the theme id, name and parent id (each a u16 length and UTF-8 bytes),
-//! the score (f32), the sentence indexes (u16 count, u32 each), the spans
-//! (u16 count, u32 start and end each), the sentiment label (u8) and its
-//! score, negative, neutral and positive (f32 each).
+//! Layout (little-endian): `FORMAT`, a mention count (u32), then per
+//! mention the theme id, name and parent id (each a u32 length and UTF-8
+//! bytes), the score (f32), the sentence indexes (u32 count, u32 each), the
+//! spans (u32 count, u32 start and end each), the sentiment label (u8) and
+//! its score, negative, neutral and positive (f32 each). Every count and
+//! index fits: texts, themes and names are far below 2^32.
 //!
 //! Invariants: `decode(encode(m)) == m` for every mention list this
 //! service produces (`encode` refuses what the layout cannot hold); tags
@@ -40,18 +41,18 @@ pub enum MentionsError {
 /// Appends the binary form of `mentions` to `out`.
 pub(crate) fn encode(mentions: &[ThemeMention], out: &mut Vec<u8>) -> Result<(), MentionsError> {
     out.push(FORMAT);
-    out.push(u8::try_from(mentions.len()).map_err(|_| MentionsError::TooLarge("mention count"))?);
+    put_u32(out, mentions.len(), "mention count")?;
     for m in mentions {
         for s in [&m.theme_id, &m.theme_name, &m.parent_id] {
-            put_len(out, s.len(), "theme string")?;
+            put_u32(out, s.len(), "theme string")?;
             out.extend_from_slice(s.as_bytes());
         }
         out.extend_from_slice(&m.score.to_le_bytes());
-        put_len(out, m.sentences.len(), "sentence count")?;
+        put_u32(out, m.sentences.len(), "sentence count")?;
         for &s in &m.sentences {
             put_u32(out, s, "sentence index")?;
         }
-        put_len(out, m.spans.len(), "span count")?;
+        put_u32(out, m.spans.len(), "span count")?;
         for span in &m.spans {
             put_u32(out, span.start, "span start")?;
             put_u32(out, span.end, "span end")?;
@@ -79,17 +80,18 @@ pub(crate) fn decode(b: &[u8]) -> Result<Vec<ThemeMention>, MentionsError> {
         None => return Err(MentionsError::Truncated(0)),
     }
     let mut r = Reader { b, at: 1 };
-    let count = r.u8()?;
-    let mut mentions = Vec::with_capacity(count as usize);
+    let count = r.u32()?;
+    // Capacity bounded by what the bytes could hold, not by the count.
+    let mut mentions = Vec::with_capacity((count as usize).min(b.len() / 40));
     for _ in 0..count {
         let theme_id = r.string()?;
         let theme_name = r.string()?;
         let parent_id = r.string()?;
         let score = r.f32()?;
-        let sentences = (0..r.u16()?)
+        let sentences = (0..r.u32()?)
             .map(|_| r.u32().map(|v| v as usize))
             .collect::<Result<_, _>>()?;
-        let spans = (0..r.u16()?)
+        let spans = (0..r.u32()?)
             .map(|_| {
                 Ok(Span {
                     start: r.u32()? as usize,
@@ -124,12 +126,6 @@ pub(crate) fn decode(b: &[u8]) -> Result<Vec<ThemeMention>, MentionsError> {
     Ok(mentions)
 }
 
-fn put_len(out: &mut Vec<u8>, n: usize, what: &'static str) -> Result<(), MentionsError> {
-    let n = u16::try_from(n).map_err(|_| MentionsError::TooLarge(what))?;
-    out.extend_from_slice(&n.to_le_bytes());
-    Ok(())
-}
-
 fn put_u32(out: &mut Vec<u8>, n: usize, what: &'static str) -> Result<(), MentionsError> {
     let n = u32::try_from(n).map_err(|_| MentionsError::TooLarge(what))?;
     out.extend_from_slice(&n.to_le_bytes());
@@ -155,10 +151,6 @@ impl Reader<'_> {
         Ok(self.take::<1>()?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, MentionsError> {
-        Ok(u16::from_le_bytes(self.take()?))
-    }
-
     fn u32(&mut self) -> Result<u32, MentionsError> {
         Ok(u32::from_le_bytes(self.take()?))
     }
@@ -168,10 +160,10 @@ impl Reader<'_> {
     }
 
     fn string(&mut self) -> Result<String, MentionsError> {
-        let n = self.u16()? as usize;
+        let n = self.u32()? as usize;
         let bytes = self
             .b
-            .get(self.at..self.at + n)
+            .get(self.at..self.at.saturating_add(n))
             .ok_or(MentionsError::Truncated(self.at))?;
         self.at += n;
         String::from_utf8(bytes.to_vec()).map_err(|_| MentionsError::Utf8)
@@ -220,6 +212,13 @@ mod tests {
         let mut empty = Vec::new();
         encode(&[], &mut empty).unwrap();
         assert_eq!(decode(&empty).unwrap(), Vec::new());
+        // More mentions than a byte could count (the taxonomy holds 500 themes).
+        let many: Vec<ThemeMention> = (0..300)
+            .map(|i| mention(&i.to_string(), "", SentimentLabel::Positive))
+            .collect();
+        let mut bytes = Vec::new();
+        encode(&many, &mut bytes).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), many);
     }
 
     #[test]
@@ -233,9 +232,9 @@ mod tests {
         let label_at = bytes.len() - 17;
         bytes[label_at] = 9;
         assert!(matches!(decode(&bytes), Err(MentionsError::Label(9))));
-        let too_many: Vec<ThemeMention> = (0..300)
-            .map(|i| mention(&i.to_string(), "", SentimentLabel::Neutral))
-            .collect();
-        assert!(encode(&too_many, &mut Vec::new()).is_err());
+        // A count the bytes cannot hold fails without allocating for it.
+        let mut huge = vec![FORMAT];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode(&huge), Err(MentionsError::Truncated(5))));
     }
 }

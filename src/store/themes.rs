@@ -18,10 +18,10 @@ pub(crate) const THEMES: TableDefinition<&str, &[u8]> = TableDefinition::new("th
 /// Item id -> its units (`themes::units` layout).
 pub(crate) const UNITS: TableDefinition<&str, &[u8]> = TableDefinition::new("units");
 /// Item id -> its `ThemeTag` (32 bytes), then, for a confirmed tag, the
-/// mentions of the confirming version (`store::mentions`): which version's themes the item
-/// carries, kept beside the item so a re-tag reads neither the item nor its
-/// JSON, and can record "same indexed themes under the new version" without
-/// rewriting or re-indexing the item.
+/// mentions of the confirming version (`store::mentions`): which version's
+/// themes the item carries, kept beside the item so a re-tag reads neither
+/// the item nor its JSON, and can record "same indexed themes under the new
+/// version" without rewriting or re-indexing the item.
 pub(crate) const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("theme_tags");
 /// Theme text -> embedding (little-endian f32) under the model in
 /// `META_EMBEDDING_MODEL`.
@@ -248,10 +248,14 @@ impl Store {
         };
         let mut tag_ahead = next_tag(&mut tag_range)?;
         let mut page = UnitsPage::default();
+        // The last id read, in one buffer (no allocation per item).
+        let mut last: Option<String> = None;
         for entry in range.take(max) {
             let (id, bytes) = entry?;
             let id = id.value();
-            page.last = Some(id.to_string());
+            let buffer = last.get_or_insert_with(String::new);
+            buffer.clear();
+            buffer.push_str(id);
             while tag_ahead.as_ref().is_some_and(|(key, _)| key.as_str() < id) {
                 tag_ahead = next_tag(&mut tag_range)?;
             }
@@ -289,6 +293,7 @@ impl Store {
                 document,
             });
         }
+        page.last = last;
         Ok(page)
     }
 }
