@@ -598,7 +598,7 @@ impl Engine {
             let page_model = model.clone();
             let cursor = after.clone();
             let (retag, last) = run_blocking(&RequestContext::internal(), move || {
-                let page = store.units_after(cursor.as_deref(), RETAG_PAGE)?;
+                let page = store.units_after(cursor.as_deref(), RETAG_PAGE, page_model.version)?;
                 Ok((retag_page(&page_model, &page.items), page.last))
             })
             .await?;
@@ -644,15 +644,11 @@ struct RetagPage {
     confirms: Vec<ThemeConfirm>,
 }
 
-/// Scores the page's items tagged with another version than the model's,
-/// on up to `RETAG_THREADS` threads (the page is split in order, so the
-/// outcome does not depend on the thread count).
-fn retag_page(model: &ThemeModel, items: &[UnitsOfItem]) -> RetagPage {
-    let stale: Vec<&UnitsOfItem> = items
-        .iter()
-        .filter(|entry| entry.taxonomy_version != model.version)
-        .collect();
-    let assign = |entries: &[&UnitsOfItem]| -> Vec<Option<Vec<ThemeMention>>> {
+/// Scores the page's items (tagged with another version than the model's,
+/// `Store::units_after`) on up to `RETAG_THREADS` threads (the page is split
+/// in order, so the outcome does not depend on the thread count).
+fn retag_page(model: &ThemeModel, stale: &[UnitsOfItem]) -> RetagPage {
+    let assign = |entries: &[UnitsOfItem]| -> Vec<Option<Vec<ThemeMention>>> {
         entries
             .iter()
             .map(|entry| {
@@ -665,7 +661,7 @@ fn retag_page(model: &ThemeModel, items: &[UnitsOfItem]) -> RetagPage {
         .map_or(1, |n| n.get())
         .clamp(1, RETAG_THREADS);
     let themes: Vec<Option<Vec<ThemeMention>>> = if threads == 1 || stale.len() < 64 {
-        assign(&stale)
+        assign(stale)
     } else {
         let chunk = stale.len().div_ceil(threads);
         std::thread::scope(|scope| {
@@ -680,7 +676,7 @@ fn retag_page(model: &ThemeModel, items: &[UnitsOfItem]) -> RetagPage {
         })
     };
     let mut page = RetagPage::default();
-    for (entry, themes) in stale.into_iter().zip(themes) {
+    for (entry, themes) in stale.iter().zip(themes) {
         let Some(themes) = themes else { continue };
         let digest = theme_terms_digest(&themes);
         if entry.digest == Some(digest) {

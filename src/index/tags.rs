@@ -49,6 +49,41 @@ struct SegmentState {
     by_seq: Option<Arc<SeqDocs>>,
 }
 
+impl SegmentState {
+    /// Brings the view up to the snapshot's generation by replaying the
+    /// confirmations since; false when it must re-read the map instead (the
+    /// log no longer reaches back, or the replay would cost more).
+    fn catch_up(
+        &mut self,
+        reader: &SegmentReader,
+        map: &ConfirmedSnapshot<'_>,
+    ) -> tantivy::Result<bool> {
+        let behind = map.generation().saturating_sub(self.at);
+        if behind == 0 {
+            return Ok(true);
+        }
+        if behind > u64::from(reader.max_doc()).max(1) * REPLAY_PER_DOC {
+            return Ok(false);
+        }
+        let Some(pairs) = map.since(self.at) else {
+            return Ok(false);
+        };
+        let by_seq = match &self.by_seq {
+            Some(by_seq) => by_seq.clone(),
+            None => self.by_seq.insert(Arc::new(SeqDocs::new(reader)?)).clone(),
+        };
+        // In place unless a query still holds the view.
+        let view = Arc::make_mut(&mut self.view);
+        for (seq, version) in pairs {
+            for doc in by_seq.docs(seq) {
+                view.confirm(doc, version);
+            }
+        }
+        self.at = map.generation();
+        Ok(true)
+    }
+}
+
 /// A segment's (seq, doc) pairs sorted by seq: a catch-up finds the
 /// document of a confirmed seq by binary search.
 struct SeqDocs(Vec<(u64, DocId)>);
@@ -144,42 +179,20 @@ impl ConfirmedTags {
         // Under the map's read lock: the view matches the generation.
         self.versions
             .read(|map| {
-                let generation = map.generation();
                 let id = reader.segment_id();
                 let mut segments = self.lock_segments();
+                let mut by_seq = None;
                 if let Some(state) = segments.get_mut(&id) {
-                    if state.at == generation {
+                    if state.catch_up(reader, map)? {
                         return Ok(state.view.clone());
                     }
-                    let behind = generation.saturating_sub(state.at);
-                    if behind <= u64::from(reader.max_doc()).max(1) * REPLAY_PER_DOC {
-                        if let Some(pairs) = map.since(state.at) {
-                            let by_seq = match &state.by_seq {
-                                Some(by_seq) => by_seq.clone(),
-                                None => {
-                                    let built = Arc::new(SeqDocs::new(reader)?);
-                                    state.by_seq = Some(built.clone());
-                                    built
-                                }
-                            };
-                            // In place unless a query still holds the view.
-                            let view = Arc::make_mut(&mut state.view);
-                            for (seq, version) in pairs {
-                                for doc in by_seq.docs(seq) {
-                                    view.confirm(doc, version);
-                                }
-                            }
-                            state.at = generation;
-                            return Ok(state.view.clone());
-                        }
-                    }
+                    by_seq = state.by_seq.take();
                 }
                 let view = Arc::new(SegmentVersions::read(reader, map)?);
-                let by_seq = segments.remove(&id).and_then(|state| state.by_seq);
                 segments.insert(
                     id,
                     SegmentState {
-                        at: generation,
+                        at: map.generation(),
                         view: view.clone(),
                         by_seq,
                     },

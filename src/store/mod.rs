@@ -444,16 +444,10 @@ impl Store {
     /// is read only for those, `ConfirmedVersions`).
     pub fn get_many(&self, ids: &[FeedbackId]) -> Result<Vec<Option<StoredFeedback>>, StoreError> {
         let txn = self.db.get()?.begin_read()?;
-        let items = match txn.open_table(ITEMS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; ids.len()]),
-            Err(e) => return Err(e.into()),
+        let Some(items) = open_optional(&txn, ITEMS)? else {
+            return Ok(vec![None; ids.len()]);
         };
-        let tags = match txn.open_table(themes::TAGS) {
-            Ok(table) => Some(table),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let tags = open_optional(&txn, themes::TAGS)?;
         ids.iter()
             .map(|id| {
                 let Some(bytes) = items.get(id.as_str())? else {
@@ -490,11 +484,7 @@ impl Store {
         read: impl Fn(&FeedbackId, Option<&[u8]>) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let txn = self.db.get()?.begin_read()?;
-        let items = match txn.open_table(ITEMS) {
-            Ok(table) => Some(table),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let items = open_optional(&txn, ITEMS)?;
         ids.iter()
             .map(|id| match &items {
                 Some(items) => {
@@ -756,5 +746,18 @@ pub(crate) fn new_version(feedback: Feedback, seq: u64) -> StoredFeedback {
         ingested_at: crate::domain::UnixMicros::now(),
         seq,
         analysis: crate::domain::AnalysisState::Pending,
+    }
+}
+
+/// A table of a read transaction; None while it was never created (a store
+/// that has not had that kind of write yet).
+pub(crate) fn open_optional<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<'_, K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(table) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }

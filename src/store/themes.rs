@@ -147,10 +147,9 @@ pub(crate) fn with_confirmed_tag(
 
 macro_rules! open_or_empty {
     ($txn:expr, $table:expr, $empty:expr) => {
-        match $txn.open_table($table) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok($empty),
-            Err(e) => return Err(e.into()),
+        match super::open_optional(&$txn, $table)? {
+            Some(table) => table,
+            None => return Ok($empty),
         }
     };
 }
@@ -207,26 +206,25 @@ impl Store {
             .collect()
     }
 
-    /// The analysed items among the next `max` unit records after `after`
-    /// (in id order), with their units and their tags, read in one
-    /// snapshot, and the last id looked at (None: the end): the re-tag walks
-    /// the store with it. An item with a tag is not read at all; one
-    /// without (analysed before tags existed) is decoded for its version.
-    pub fn units_after(&self, after: Option<&str>, max: usize) -> Result<UnitsPage, StoreError> {
+    /// The analysed items tagged with another taxonomy version than
+    /// `version` among the next `max` unit records after `after` (in id
+    /// order), with their units and their tags, read in one snapshot, and
+    /// the last id looked at (None: the end): the re-tag walks the store
+    /// with it. An item with a tag is not read at all; one without (analysed
+    /// before tags existed) is decoded for its version. Items already at
+    /// `version` are skipped before their units and embedding are read.
+    pub fn units_after(
+        &self,
+        after: Option<&str>,
+        max: usize,
+        version: u64,
+    ) -> Result<UnitsPage, StoreError> {
         let txn = self.db.get()?.begin_read()?;
         let units = open_or_empty!(txn, UNITS, UnitsPage::default());
         let items = open_or_empty!(txn, super::ITEMS, UnitsPage::default());
-        let tags = match txn.open_table(TAGS) {
-            Ok(table) => Some(table),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let tags = super::open_optional(&txn, TAGS)?;
         // Without a document embedding the model falls back to the units.
-        let embeddings = match txn.open_table(super::EMBEDDINGS) {
-            Ok(table) => Some(table),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let embeddings = super::open_optional(&txn, super::EMBEDDINGS)?;
         let bounds = || match after {
             Some(after) => (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded),
             None => (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
@@ -277,6 +275,9 @@ impl Store {
                     (item.seq, analysis.taxonomy_version, None)
                 }
             };
+            if taxonomy_version == version {
+                continue;
+            }
             let document = match &embeddings {
                 Some(table) => table.get(id)?.map(|bytes| bytes_f32(bytes.value())),
                 None => None,
@@ -287,7 +288,6 @@ impl Store {
                     reason: reason.to_string(),
                 })?,
                 seq,
-                taxonomy_version,
                 digest,
                 units: bytes.value().to_vec(),
                 document,
@@ -440,8 +440,6 @@ pub struct UnitsOfItem {
     pub id: FeedbackId,
     /// The item version (`StoredFeedback::seq`).
     pub seq: u64,
-    /// The taxonomy version its mentions are current for.
-    pub taxonomy_version: u64,
     /// Its tag's mention digest; None for an item analysed before tags
     /// existed (a re-tag rewrites it, which writes the tag).
     pub digest: Option<u64>,
