@@ -2096,12 +2096,13 @@ fn bench_themes(units_total: usize) {
         let compile_ms = started.elapsed().as_secs_f64() * 1e3;
         let assign = |items: &[Vec<u8>]| {
             let mut found = 0usize;
+            let mut decoded = units::DecodedUnits::default();
             for bytes in items {
-                let decoded = units::DecodedUnits::new(bytes, DIM).unwrap();
+                assert!(decoded.decode(bytes, DIM));
                 let refs = decoded.refs();
                 // The re-tag passes the item's document embedding: the
                 // first unit stands in for it (same cost).
-                let document = decoded.vectors.first().map(Vec::as_slice);
+                let document = refs.first().map(|u| u.embedding);
                 found += model.assign(&refs, document).len();
             }
             found

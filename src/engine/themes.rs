@@ -348,13 +348,14 @@ pub(super) fn uncovered_sentences(
         let Some(decoded) = DecodedUnits::new(bytes, DIM) else {
             continue;
         };
+        let refs = decoded.refs();
         let covered: std::collections::BTreeSet<usize> = model
-            .assign(&decoded.refs(), None)
+            .assign(&refs, None)
             .into_iter()
             .flat_map(|m| m.sentences)
             .collect();
         let chars: Vec<char> = item.feedback.text.chars().collect();
-        for (unit, vector) in decoded.units.iter().zip(decoded.vectors) {
+        for unit in &refs {
             if !is_whole(&analysis.sentences, unit.sentence, unit.start, unit.end) {
                 continue;
             }
@@ -371,7 +372,7 @@ pub(super) fn uncovered_sentences(
                 .iter()
                 .collect();
             out.texts.push(normalize_text(&sentence).into_owned());
-            out.embeddings.push(vector);
+            out.embeddings.push(unit.embedding.to_vec());
             out.sentiments.push(unit.sentiment.probabilities());
             out.owners.push(position as u32);
         }
@@ -649,10 +650,14 @@ struct RetagPage {
 /// in order, so the outcome does not depend on the thread count).
 fn retag_page(model: &ThemeModel, stale: &[UnitsOfItem]) -> RetagPage {
     let assign = |entries: &[UnitsOfItem]| -> Vec<Option<Vec<ThemeMention>>> {
+        // One decode buffer for the whole chunk.
+        let mut decoded = DecodedUnits::default();
         entries
             .iter()
             .map(|entry| {
-                let decoded = DecodedUnits::new(&entry.units, DIM)?;
+                if !decoded.decode(&entry.units, DIM) {
+                    return None;
+                }
                 Some(model.assign(&decoded.refs(), entry.document.as_deref()))
             })
             .collect()

@@ -202,6 +202,27 @@ impl ConfirmedTags {
             .transpose()
     }
 
+    /// How many live, analysed documents of the segment are tagged with
+    /// another version than `version`; None while nothing is confirmed
+    /// (then the indexed versions answer, `SearchIndex::count_retag_pending`).
+    /// One pass over the view, no bitset: `Stats` calls it on every poll.
+    pub fn stale_in(&self, reader: &SegmentReader, version: u64) -> tantivy::Result<Option<u64>> {
+        let Some(view) = self.segment(reader)? else {
+            return Ok(None);
+        };
+        let stale = |v: u64| v != NOT_ANALYSED && v != version;
+        let count = match reader.alive_bitset() {
+            None => view.0.iter().filter(|&&v| stale(v)).count(),
+            Some(alive) => view
+                .0
+                .iter()
+                .enumerate()
+                .filter(|&(doc, &v)| stale(v) && alive.is_alive(doc as DocId))
+                .count(),
+        };
+        Ok(Some(count as u64))
+    }
+
     /// Drops the views of segments the searcher no longer has.
     pub fn retain_live(&self, searcher: &Searcher) {
         super::retain_live_segments(&mut self.lock_segments(), searcher);
@@ -298,6 +319,8 @@ impl Weight for TaggedVersionWeight {
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Not;
+
     use tantivy::schema::{Schema, FAST, INDEXED};
     use tantivy::{doc, Index, IndexWriter};
 
@@ -400,5 +423,51 @@ mod tests {
         }
         seen.sort_unstable();
         assert_eq!(seen, vec![2, 3, 7, NOT_ANALYSED]);
+    }
+
+    /// `stale_in` counts what the query path (analysed documents minus
+    /// those `TaggedVersionQuery` matches) counts, deleted documents left out.
+    #[test]
+    fn stale_counts_equal_the_query_path_with_deletes() {
+        let mut schema = Schema::builder();
+        let seq = schema.add_u64_field(field::SEQ, FAST | INDEXED);
+        let version = schema.add_u64_field(field::TAXONOMY_VERSION, INDEXED | FAST);
+        let index = Index::create_in_ram(schema.build());
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        for i in 0..30u64 {
+            let v = 1 + u64::from(i % 3 == 0);
+            writer.add_document(doc!(seq => i, version => v)).unwrap();
+        }
+        writer.add_document(doc!(seq => 100u64)).unwrap();
+        writer.commit().unwrap();
+        writer.delete_term(Term::from_field_u64(seq, 4));
+        writer.delete_term(Term::from_field_u64(seq, 9));
+        writer.delete_term(Term::from_field_u64(seq, 2));
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let versions = Arc::new(ConfirmedVersions::loaded(&[
+            (2, 2),
+            (5, 3),
+            (6, 3),
+            (100, 3),
+        ]));
+        let tags = Arc::new(ConfirmedTags::new(versions));
+        for v in 1..=4u64 {
+            let tagged = TaggedVersionQuery::new(version, v, tags.clone());
+            let matching = searcher
+                .search(&tagged, &tantivy::collector::Count)
+                .unwrap() as u64;
+            let mut analysed = 0u64;
+            let mut counted = 0u64;
+            for reader in searcher.segment_readers() {
+                let versions = reader.fast_fields().u64(field::TAXONOMY_VERSION).unwrap();
+                analysed += (0..reader.max_doc())
+                    .filter(|&doc| reader.is_deleted(doc).not() && versions.first(doc).is_some())
+                    .count() as u64;
+                counted += tags.stale_in(reader, v).unwrap().unwrap();
+            }
+            assert_eq!(analysed, 27);
+            assert_eq!(counted, analysed - matching, "version {v}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //!   applied `seq` in its commit, so after a crash it replays what it missed.
 //!   The index can always be rebuilt from `ITEMS` alone (`verbatim reindex`).
 
+mod codec;
 mod mentions;
 mod operations;
 mod themes;
@@ -728,14 +729,26 @@ fn stats(db: &Database) -> Result<StoreStats, StoreError> {
     })
 }
 
+/// An item's stored form: the compact binary layout of `store::codec`.
 pub(crate) fn encode(item: &StoredFeedback) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(item).map_err(StoreError::Encode)
+    codec::encode_item(item).map_err(|e| StoreError::Malformed {
+        id: item.feedback.id.to_string(),
+        reason: format!("cannot encode: {e}"),
+    })
 }
 
+/// An item from its stored form: binary, or JSON (records written before
+/// the binary layout start with `{`).
 pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<StoredFeedback, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+    if bytes.first() == Some(&b'{') {
+        return serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+            id: id.to_string(),
+            source,
+        });
+    }
+    codec::decode_item(bytes).map_err(|e| StoreError::Malformed {
         id: id.to_string(),
-        source,
+        reason: e.to_string(),
     })
 }
 

@@ -30,30 +30,61 @@ impl StoredUnit {
     }
 }
 
-/// An item's stored units decoded, with their embeddings as floats.
+/// An item's stored units decoded, with their embeddings as floats in one
+/// flat buffer. `decode` reuses the buffers, so a re-tag decodes a page of
+/// items with no allocation per unit.
+#[derive(Default)]
 pub struct DecodedUnits {
-    pub units: Vec<StoredUnit>,
-    pub vectors: Vec<Vec<f32>>,
+    heads: Vec<UnitHead>,
+    vectors: Vec<f32>,
+    dim: usize,
+}
+
+/// A unit's place and sentiment.
+#[derive(Clone, Copy)]
+struct UnitHead {
+    sentence: usize,
+    start: usize,
+    end: usize,
+    sentiment: Sentiment,
 }
 
 impl DecodedUnits {
     pub fn new(bytes: &[u8], dim: usize) -> Option<DecodedUnits> {
-        let units = decode(bytes, dim)?;
-        let vectors = units.iter().map(StoredUnit::embedding).collect();
-        Some(DecodedUnits { units, vectors })
+        let mut decoded = DecodedUnits::default();
+        decoded.decode(bytes, dim).then_some(decoded)
+    }
+
+    /// Replaces the contents with `bytes` decoded; false (and empty) when
+    /// they are not a whole record of `dim`.
+    pub fn decode(&mut self, bytes: &[u8], dim: usize) -> bool {
+        self.heads.clear();
+        self.vectors.clear();
+        self.dim = dim;
+        let Some(units) = decode_with(bytes, dim, |head, scale, values| {
+            self.heads.push(head);
+            self.vectors
+                .extend(values.iter().map(|&v| v as i8 as f32 * scale));
+        }) else {
+            self.heads.clear();
+            self.vectors.clear();
+            return false;
+        };
+        debug_assert_eq!(units, self.heads.len());
+        true
     }
 
     /// The units as the model takes them.
     pub fn refs(&self) -> Vec<UnitRef<'_>> {
-        self.units
+        self.heads
             .iter()
-            .zip(&self.vectors)
-            .map(|(u, e)| UnitRef {
+            .enumerate()
+            .map(|(i, u)| UnitRef {
                 sentence: u.sentence,
                 start: u.start,
                 end: u.end,
                 sentiment: u.sentiment,
-                embedding: e,
+                embedding: &self.vectors[i * self.dim..(i + 1) * self.dim],
             })
             .collect()
     }
@@ -85,29 +116,46 @@ pub fn encode(units: &[TextUnit]) -> Vec<u8> {
 
 /// Reads units back; None when the bytes are not a whole record of `dim`.
 pub fn decode(bytes: &[u8], dim: usize) -> Option<Vec<StoredUnit>> {
+    let mut units = Vec::new();
+    decode_with(bytes, dim, |head, scale, values| {
+        units.push(StoredUnit {
+            sentence: head.sentence,
+            start: head.start,
+            end: head.end,
+            sentiment: head.sentiment,
+            scale,
+            values: values.iter().map(|&v| v as i8).collect(),
+        })
+    })?;
+    Some(units)
+}
+
+/// Calls `unit` with each unit's head, scale and quantised values; the
+/// unit count, or None (before any call) when the bytes are not a whole
+/// record of `dim`.
+fn decode_with(
+    bytes: &[u8],
+    dim: usize,
+    mut unit: impl FnMut(UnitHead, f32, &[u8]),
+) -> Option<usize> {
     let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
     let unit_len = HEADER + dim;
     if bytes.len() != 4 + count * unit_len {
         return None;
     }
     let word = |b: &[u8], i: usize| -> [u8; 4] { b[i * 4..i * 4 + 4].try_into().expect("4 bytes") };
-    Some(
-        bytes[4..]
-            .chunks_exact(unit_len)
-            .map(|b| {
-                let u = |i| u32::from_le_bytes(word(b, i)) as usize;
-                let f = |i| f32::from_le_bytes(word(b, i));
-                StoredUnit {
-                    sentence: u(0),
-                    start: u(1),
-                    end: u(2),
-                    sentiment: Sentiment::from_probabilities([f(3), f(4), f(5)]),
-                    scale: f(6),
-                    values: b[HEADER..].iter().map(|&v| v as i8).collect(),
-                }
-            })
-            .collect(),
-    )
+    for b in bytes[4..].chunks_exact(unit_len) {
+        let u = |i| u32::from_le_bytes(word(b, i)) as usize;
+        let f = |i| f32::from_le_bytes(word(b, i));
+        let head = UnitHead {
+            sentence: u(0),
+            start: u(1),
+            end: u(2),
+            sentiment: Sentiment::from_probabilities([f(3), f(4), f(5)]),
+        };
+        unit(head, f(6), &b[HEADER..]);
+    }
+    Some(count)
 }
 
 #[cfg(test)]
@@ -137,5 +185,32 @@ mod tests {
         assert!(decode(&bytes[..bytes.len() - 1], 384).is_none());
         assert!(decode(&bytes, 383).is_none());
         assert_eq!(decode(&encode(&[]), 384).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_reused_decoder_equals_fresh_decodes() {
+        let unit = |sentence: usize, seed: f32| TextUnit {
+            sentence,
+            start: sentence * 10,
+            end: sentence * 10 + 7,
+            sentiment: Sentiment::from_probabilities([0.6, 0.3, 0.1]),
+            embedding: (0..384).map(|i| ((i as f32) * seed).cos() / 20.0).collect(),
+        };
+        let three = encode(&[unit(0, 0.1), unit(1, 0.2), unit(1, 0.3)]);
+        let one = encode(&[unit(4, 0.7)]);
+        let mut decoder = DecodedUnits::default();
+        for bytes in [&three, &one, &three] {
+            assert!(decoder.decode(bytes, 384));
+            let fresh = decode(bytes, 384).unwrap();
+            let refs = decoder.refs();
+            assert_eq!(refs.len(), fresh.len());
+            for (r, f) in refs.iter().zip(&fresh) {
+                assert_eq!((r.sentence, r.start, r.end), (f.sentence, f.start, f.end));
+                assert_eq!(r.sentiment, f.sentiment);
+                assert_eq!(r.embedding, f.embedding().as_slice());
+            }
+        }
+        assert!(!decoder.decode(&three[..three.len() - 1], 384));
+        assert!(decoder.refs().is_empty());
     }
 }
