@@ -56,9 +56,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::{
-        _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
-    };
+    use std::arch::x86_64::{_mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps};
     let n = a.len().min(b.len());
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -78,17 +76,90 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
         i += 8;
     }
+    // SAFETY: AVX2 is enabled for this function.
+    unsafe { reduce_avx2(acc, &a[i..n], &b[i..n]) }
+}
+
+/// The accumulators summed (in one fixed order) plus the tail.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn reduce_avx2(acc: [std::arch::x86_64::__m256; 4], a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_storeu_ps};
     let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     let mut lanes = [0f32; 8];
     // SAFETY: `lanes` holds 8 floats.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-    let mut total: f32 = lanes.iter().sum();
-    total += a[i..n]
-        .iter()
-        .zip(&b[i..n])
-        .map(|(x, y)| x * y)
-        .sum::<f32>();
-    total
+    let total: f32 = lanes.iter().sum();
+    total + a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
+}
+
+/// The largest dot product of `b` with any of `rows` (NEG_INFINITY for
+/// none), each equal to `dot(row, b)` to the bit. With AVX2 two rows go
+/// through `b` at once (one load of `b` for two multiply-adds): the
+/// nearest-row similarity of a theme's label and examples is most of a
+/// re-tag's arithmetic.
+pub(crate) fn max_dot(rows: &[Vec<f32>], b: &[f32]) -> f32 {
+    let mut best = f32::NEG_INFINITY;
+    let mut pairs = rows.chunks_exact(2);
+    let rest = pairs.remainder();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            for pair in pairs.by_ref() {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                let [x, y] = unsafe { dot2_avx2(&pair[0], &pair[1], b) };
+                best = best.max(x).max(y);
+            }
+        }
+    }
+    for row in pairs.flatten().chain(rest) {
+        best = best.max(dot(row, b));
+    }
+    best
+}
+
+/// `[dot_avx2(a0, b), dot_avx2(a1, b)]` to the bit (the same accumulators
+/// and sums per row), reading `b` once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot2_avx2(a0: &[f32], a1: &[f32], b: &[f32]) -> [f32; 2] {
+    use std::arch::x86_64::{_mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps};
+    if a0.len() != a1.len() {
+        // SAFETY: AVX2 and FMA are enabled for this function.
+        return unsafe { [dot_avx2(a0, b), dot_avx2(a1, b)] };
+    }
+    let n = a0.len().min(b.len());
+    let (p0, p1, pb) = (a0.as_ptr(), a1.as_ptr(), b.as_ptr());
+    let mut acc0 = [_mm256_setzero_ps(); 4];
+    let mut acc1 = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY (all loads): i + 8 * k + 8 <= n, within all three slices.
+    while i + 32 <= n {
+        for k in 0..4 {
+            let y = unsafe { _mm256_loadu_ps(pb.add(i + 8 * k)) };
+            let x0 = unsafe { _mm256_loadu_ps(p0.add(i + 8 * k)) };
+            let x1 = unsafe { _mm256_loadu_ps(p1.add(i + 8 * k)) };
+            acc0[k] = _mm256_fmadd_ps(x0, y, acc0[k]);
+            acc1[k] = _mm256_fmadd_ps(x1, y, acc1[k]);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let y = unsafe { _mm256_loadu_ps(pb.add(i)) };
+        let x0 = unsafe { _mm256_loadu_ps(p0.add(i)) };
+        let x1 = unsafe { _mm256_loadu_ps(p1.add(i)) };
+        acc0[0] = _mm256_fmadd_ps(x0, y, acc0[0]);
+        acc1[0] = _mm256_fmadd_ps(x1, y, acc1[0]);
+        i += 8;
+    }
+    // SAFETY: AVX2 is enabled for this function.
+    unsafe {
+        [
+            reduce_avx2(acc0, &a0[i..n], &b[i..n]),
+            reduce_avx2(acc1, &a1[i..n], &b[i..n]),
+        ]
+    }
 }
 
 /// The portable dot product: eight independent lanes.
@@ -154,6 +225,41 @@ mod tests {
             assert!(
                 (lanes as f64 - exact).abs() < 1e-4,
                 "n={n}: {lanes} vs {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_nearest_row_equals_the_best_single_dot_to_the_bit() {
+        for n in [0, 7, 8, 33, 384, 385] {
+            let row = |seed: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|i| (((i + 1) * (seed * 7 + 3)) % 97) as f32 / 48.0 - 1.0)
+                    .collect()
+            };
+            let b = row(11);
+            for count in 0..6 {
+                let rows: Vec<Vec<f32>> = (0..count).map(row).collect();
+                let single = rows
+                    .iter()
+                    .map(|r| dot(r, &b))
+                    .fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(
+                    max_dot(&rows, &b).to_bits(),
+                    single.to_bits(),
+                    "n={n} rows={count}"
+                );
+            }
+            // Rows of other lengths take the single path.
+            let ragged = vec![row(1), row(2)[..n / 2].to_vec(), row(3)];
+            let single = ragged
+                .iter()
+                .map(|r| dot(r, &b))
+                .fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(
+                max_dot(&ragged, &b).to_bits(),
+                single.to_bits(),
+                "ragged n={n}"
             );
         }
     }

@@ -194,11 +194,7 @@ fn mean_std(values: &[f32]) -> (f32, f32) {
 impl CompiledTheme {
     fn gate_cosine(&self, unit: &[f32]) -> f32 {
         let gate = dot(&self.gate, unit);
-        let counter = self
-            .counters
-            .iter()
-            .map(|v| dot(v, unit))
-            .fold(f32::NEG_INFINITY, f32::max);
+        let counter = super::max_dot(&self.counters, unit);
         if counter > gate {
             gate - (counter - gate)
         } else {
@@ -226,10 +222,7 @@ impl CompiledTheme {
 
     /// Similarity to the nearest of the label and examples.
     fn nearest(&self, unit: &[f32]) -> f32 {
-        self.rows
-            .iter()
-            .map(|row| dot(row, unit))
-            .fold(f32::NEG_INFINITY, f32::max)
+        super::max_dot(&self.rows, unit)
     }
 }
 
