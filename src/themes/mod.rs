@@ -231,6 +231,12 @@ mod tests {
 
     #[test]
     fn the_nearest_row_equals_the_best_single_dot_to_the_bit() {
+        let best_single = |rows: &[Vec<f32>], b: &[f32]| {
+            rows.iter()
+                .map(|r| dot(r, b))
+                .fold(f32::NEG_INFINITY, f32::max)
+                .to_bits()
+        };
         for n in [0, 7, 8, 33, 384, 385] {
             let row = |seed: usize| -> Vec<f32> {
                 (0..n)
@@ -240,27 +246,13 @@ mod tests {
             let b = row(11);
             for count in 0..6 {
                 let rows: Vec<Vec<f32>> = (0..count).map(row).collect();
-                let single = rows
-                    .iter()
-                    .map(|r| dot(r, &b))
-                    .fold(f32::NEG_INFINITY, f32::max);
-                assert_eq!(
-                    max_dot(&rows, &b).to_bits(),
-                    single.to_bits(),
-                    "n={n} rows={count}"
-                );
+                let got = max_dot(&rows, &b).to_bits();
+                assert_eq!(got, best_single(&rows, &b), "n={n} rows={count}");
             }
             // Rows of other lengths take the single path.
             let ragged = vec![row(1), row(2)[..n / 2].to_vec(), row(3)];
-            let single = ragged
-                .iter()
-                .map(|r| dot(r, &b))
-                .fold(f32::NEG_INFINITY, f32::max);
-            assert_eq!(
-                max_dot(&ragged, &b).to_bits(),
-                single.to_bits(),
-                "ragged n={n}"
-            );
+            let got = max_dot(&ragged, &b).to_bits();
+            assert_eq!(got, best_single(&ragged, &b), "ragged n={n}");
         }
     }
 
