@@ -2,7 +2,6 @@
 //! per hit (search-after cursors), the total, facets and snippets.
 
 use tantivy::collector::Count;
-use tantivy::query::{EnableScoring, Query};
 use tantivy::schema::Value;
 use tantivy::{DocAddress, Searcher, TantivyDocument};
 
@@ -247,34 +246,13 @@ impl SearchIndex {
     pub fn count_retag_pending(&self, version: u64) -> Result<u64, IndexError> {
         let fields = &self.shared.fields;
         let searcher = self.shared.reader.searcher();
-        // Segments with confirmations count from their view in one pass;
-        // the others (and every segment before the first re-tag) from the
-        // indexed versions.
-        let mut weights = None;
-        let mut pending = 0u64;
-        for reader in searcher.segment_readers() {
-            if let Some(stale) = self.shared.tags.stale_in(reader, version)? {
-                pending += stale;
-                continue;
-            }
-            let (analysed, current) = match &weights {
-                Some(weights) => weights,
-                None => {
-                    let scoring = EnableScoring::disabled_from_searcher(&searcher);
-                    let current = query::combine(
-                        query::analysed(fields),
-                        vec![query::taxonomy_version(fields, &self.shared.tags, version)],
-                    );
-                    weights.insert((
-                        query::analysed(fields).weight(scoring)?,
-                        current.weight(scoring)?,
-                    ))
-                }
-            };
-            pending += u64::from(analysed.count(reader)?)
-                .saturating_sub(u64::from(current.count(reader)?));
-        }
-        Ok(pending)
+        // A taxonomy version is indexed only with a finished analysis, so
+        // the documents at `version` are among the analysed ones; the
+        // version's count comes from each segment's confirmed view where it
+        // has one (`TaggedVersionWeight::count`).
+        let analysed = searcher.search(&*query::analysed(fields), &Count)? as u64;
+        let current = query::taxonomy_version(fields, &self.shared.tags, version);
+        Ok(analysed.saturating_sub(searcher.search(&*current, &Count)? as u64))
     }
 }
 
