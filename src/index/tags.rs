@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use tantivy::fastfield::AliveBitSet;
 use tantivy::index::SegmentId;
 use tantivy::query::{ConstScorer, EnableScoring, Explanation, Query, Scorer, TermQuery, Weight};
 use tantivy::schema::{Field, IndexRecordOption};
@@ -48,6 +47,9 @@ struct SegmentState {
     at: u64,
     view: Arc<SegmentVersions>,
     by_seq: Option<Arc<SeqDocs>>,
+    /// The segment's deleted documents, for the reader with this many
+    /// deletes (a segment's deletes only grow, so the count names the set).
+    deleted: Option<(u32, Arc<Vec<DocId>>)>,
 }
 
 impl SegmentState {
@@ -83,6 +85,34 @@ impl SegmentState {
         self.at = map.generation();
         Ok(true)
     }
+
+    /// Live documents at `version`: the view's count less the deleted
+    /// documents at it (their list cached per delete count), so a count
+    /// costs the deletes, not the segment.
+    fn count_at(&mut self, version: u64, reader: &SegmentReader) -> u32 {
+        let all = self.view.count(version);
+        let Some(alive) = reader.alive_bitset() else {
+            return all;
+        };
+        let deletes = reader.num_deleted_docs();
+        let deleted = match &self.deleted {
+            Some((n, docs)) if *n == deletes => docs.clone(),
+            _ => {
+                let docs: Arc<Vec<DocId>> = Arc::new(
+                    (0..reader.max_doc())
+                        .filter(|&doc| alive.is_deleted(doc))
+                        .collect(),
+                );
+                self.deleted = Some((deletes, docs.clone()));
+                docs
+            }
+        };
+        let gone = deleted
+            .iter()
+            .filter(|&&doc| self.view.versions.get(doc as usize) == Some(&version))
+            .count();
+        all - gone as u32
+    }
 }
 
 /// A segment's (seq, doc) pairs sorted by seq: a catch-up finds the
@@ -112,8 +142,15 @@ impl SeqDocs {
 /// the larger of its indexed one and its confirmed one (`NOT_ANALYSED`:
 /// none indexed). The indexed versions never change (segments are
 /// immutable), so a confirmation only raises entries.
-#[derive(Clone)]
-pub struct SegmentVersions(Vec<u64>);
+///
+/// Invariant: `counts` holds, sorted by version, how many of the segment's
+/// documents (deleted ones included) are at each version in `versions`;
+/// `confirm` keeps it so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentVersions {
+    versions: Vec<u64>,
+    counts: Vec<(u64, u32)>,
+}
 
 /// A document without an indexed taxonomy version (not analysed).
 const NOT_ANALYSED: u64 = u64::MAX;
@@ -122,7 +159,7 @@ impl SegmentVersions {
     /// The document's version (None: not analysed).
     #[inline]
     pub fn effective(&self, doc: DocId) -> Option<u64> {
-        self.0
+        self.versions
             .get(doc as usize)
             .copied()
             .filter(|&v| v != NOT_ANALYSED)
@@ -141,32 +178,52 @@ impl SegmentVersions {
                 }
             })
             .collect();
-        Ok(SegmentVersions(versions))
+        Ok(SegmentVersions::new(versions))
     }
 
-    /// How many live documents are at `version`: one branch-free pass (a
-    /// re-tag leaves documents at the old and the new version mixed at
-    /// random, where a branch per document mispredicts), no bitset.
-    fn count_at(&self, version: u64, alive: Option<&AliveBitSet>) -> u32 {
-        let at = |v: u64| u32::from(v == version);
-        match alive {
-            None => self.0.iter().map(|&v| at(v)).sum(),
-            Some(alive) => self
-                .0
-                .iter()
-                .enumerate()
-                .map(|(doc, &v)| at(v) & u32::from(alive.is_alive(doc as DocId)))
-                .sum(),
+    fn new(versions: Vec<u64>) -> Self {
+        let mut view = SegmentVersions {
+            versions,
+            counts: Vec::new(),
+        };
+        for i in 0..view.versions.len() {
+            let v = view.versions[i];
+            *view.slot(v) += 1;
         }
+        view
+    }
+
+    /// The count of documents at `version`, an entry made if none (a
+    /// handful of versions at most; no entry stays at zero).
+    fn slot(&mut self, version: u64) -> &mut u32 {
+        let at = self.counts.partition_point(|&(v, _)| v < version);
+        if self.counts.get(at).map(|&(v, _)| v) != Some(version) {
+            self.counts.insert(at, (version, 0));
+        }
+        &mut self.counts[at].1
+    }
+
+    /// Documents at `version`, deleted ones included.
+    fn count(&self, version: u64) -> u32 {
+        self.counts
+            .iter()
+            .find(|&&(v, _)| v == version)
+            .map_or(0, |&(_, n)| n)
     }
 
     /// Raises the document's version to a confirmed one.
     #[inline]
     fn confirm(&mut self, doc: DocId, version: u64) {
-        let slot = &mut self.0[doc as usize];
+        let was = self.versions[doc as usize];
         // Not analysed: nothing to confirm.
-        if *slot != NOT_ANALYSED {
-            *slot = (*slot).max(version);
+        if was != NOT_ANALYSED && was < version {
+            self.versions[doc as usize] = version;
+            let at = self.counts.partition_point(|&(v, _)| v < was);
+            self.counts[at].1 -= 1;
+            if self.counts[at].1 == 0 {
+                self.counts.remove(at);
+            }
+            *self.slot(version) += 1;
         }
     }
 }
@@ -193,28 +250,44 @@ impl ConfirmedTags {
     /// up with the confirmations since (a binary search per pair in the
     /// segment's seqs) rather than re-reading the whole map.
     pub fn segment(&self, reader: &SegmentReader) -> tantivy::Result<Option<Arc<SegmentVersions>>> {
+        self.with_state(reader, |state| state.view.clone())
+    }
+
+    /// Live documents of the segment at `version` from its view; None while
+    /// nothing is confirmed (count the indexed versions then).
+    pub fn count_at(&self, reader: &SegmentReader, version: u64) -> tantivy::Result<Option<u32>> {
+        self.with_state(reader, |state| state.count_at(version, reader))
+    }
+
+    /// Runs `f` on the segment's state caught up with the confirmations
+    /// (None while nothing is confirmed).
+    fn with_state<T>(
+        &self,
+        reader: &SegmentReader,
+        f: impl FnOnce(&mut SegmentState) -> T,
+    ) -> tantivy::Result<Option<T>> {
         // Under the map's read lock: the view matches the generation.
         self.versions
             .read(|map| {
                 let id = reader.segment_id();
                 let mut segments = self.lock_segments();
-                let mut by_seq = None;
+                let (mut by_seq, mut deleted) = (None, None);
                 if let Some(state) = segments.get_mut(&id) {
                     if state.catch_up(reader, map)? {
-                        return Ok(state.view.clone());
+                        return Ok(f(state));
                     }
                     by_seq = state.by_seq.take();
+                    deleted = state.deleted.take();
                 }
-                let view = Arc::new(SegmentVersions::read(reader, map)?);
-                segments.insert(
-                    id,
-                    SegmentState {
-                        at: map.generation(),
-                        view: view.clone(),
-                        by_seq,
-                    },
-                );
-                Ok(view)
+                let mut state = SegmentState {
+                    at: map.generation(),
+                    view: Arc::new(SegmentVersions::read(reader, map)?),
+                    by_seq,
+                    deleted,
+                };
+                let out = f(&mut state);
+                segments.insert(id, state);
+                Ok(out)
             })
             .transpose()
     }
@@ -279,7 +352,9 @@ struct TaggedVersionWeight {
 
 impl TaggedVersionWeight {
     fn bits(&self, view: &SegmentVersions) -> KeyBits {
-        KeyBits::from_predicate(view.0.len(), |doc| view.0[doc] == self.version)
+        KeyBits::from_predicate(view.versions.len(), |doc| {
+            view.versions[doc] == self.version
+        })
     }
 }
 
@@ -294,12 +369,13 @@ impl Weight for TaggedVersionWeight {
         }
     }
 
-    /// Counted from the view without building its bitset (`Stats` counts
-    /// the re-tag backlog this way on every poll).
+    /// Counted from the view's counts and the segment's deletes, without
+    /// a pass over its documents (`Stats` counts the re-tag backlog this
+    /// way on every poll).
     fn count(&self, reader: &SegmentReader) -> tantivy::Result<u32> {
-        match self.tags.segment(reader)? {
+        match self.tags.count_at(reader, self.version)? {
             None => self.indexed.count(reader),
-            Some(view) => Ok(view.count_at(self.version, reader.alive_bitset())),
+            Some(n) => Ok(n),
         }
     }
 
@@ -362,9 +438,10 @@ mod tests {
         index.reader().unwrap().searcher()
     }
 
-    fn fresh(versions: &ConfirmedVersions, reader: &SegmentReader) -> Vec<u64> {
+    /// The view read afresh (its versions and their counts).
+    fn fresh(versions: &ConfirmedVersions, reader: &SegmentReader) -> SegmentVersions {
         versions
-            .read(|map| SegmentVersions::read(reader, map).unwrap().0)
+            .read(|map| SegmentVersions::read(reader, map).unwrap())
             .unwrap()
     }
 
@@ -394,14 +471,14 @@ mod tests {
                     continue;
                 }
                 let view = tags.segment(reader).unwrap().unwrap();
-                assert_eq!(view.0, fresh(&versions, reader), "round {round}");
+                assert_eq!(*view, fresh(&versions, reader), "round {round}");
                 if round % 7 == 0 {
-                    held.push((view.clone(), view.0.clone()));
+                    held.push((view.clone(), (*view).clone()));
                 }
             }
         }
         for (view, then) in held {
-            assert_eq!(view.0, then);
+            assert_eq!(*view, then);
         }
     }
 
@@ -423,15 +500,16 @@ mod tests {
         let mut seen = Vec::new();
         for reader in searcher.segment_readers() {
             let view = tags.segment(reader).unwrap().unwrap();
-            assert_eq!(view.0, fresh(&versions, reader));
-            seen.extend(view.0.iter().copied().filter(|&v| v != 1));
+            assert_eq!(*view, fresh(&versions, reader));
+            seen.extend(view.versions.iter().copied().filter(|&v| v != 1));
         }
         seen.sort_unstable();
         assert_eq!(seen, vec![2, 3, 7, NOT_ANALYSED]);
     }
 
     /// The weight's count (from the view) equals its bitset scorer's count,
-    /// deleted documents left out, and the documents at a version are the
+    /// deleted documents left out (also once more are deleted: the cached
+    /// list of deletes follows), and the documents at a version are the
     /// analysed ones minus those at others.
     #[test]
     fn view_counts_equal_the_scorer_path_with_deletes() {
@@ -446,11 +524,6 @@ mod tests {
         }
         writer.add_document(doc!(seq => 100u64)).unwrap();
         writer.commit().unwrap();
-        writer.delete_term(Term::from_field_u64(seq, 4));
-        writer.delete_term(Term::from_field_u64(seq, 9));
-        writer.delete_term(Term::from_field_u64(seq, 2));
-        writer.commit().unwrap();
-        let searcher = index.reader().unwrap().searcher();
         let versions = Arc::new(ConfirmedVersions::loaded(&[
             (2, 2),
             (5, 3),
@@ -458,28 +531,35 @@ mod tests {
             (100, 3),
         ]));
         let tags = Arc::new(ConfirmedTags::new(versions));
-        let mut at_any = 0u64;
-        for v in 1..=4u64 {
-            let tagged = TaggedVersionQuery::new(version, v, tags.clone());
-            let weight = tagged
-                .weight(EnableScoring::disabled_from_searcher(&searcher))
-                .unwrap();
-            for reader in searcher.segment_readers() {
-                let alive = reader.alive_bitset().unwrap();
-                let by_scorer = weight.scorer(reader, 1.0).unwrap().count(alive);
-                let counted = weight.count(reader).unwrap();
-                assert_eq!(counted, by_scorer, "version {v}");
-                at_any += u64::from(counted);
+        for (deletes, expected) in [(&[4u64, 9, 2][..], 27u64), (&[12, 15, 21][..], 24)] {
+            for &s in deletes {
+                writer.delete_term(Term::from_field_u64(seq, s));
             }
+            writer.commit().unwrap();
+            let searcher = index.reader().unwrap().searcher();
+            let mut at_any = 0u64;
+            for v in 1..=4u64 {
+                let tagged = TaggedVersionQuery::new(version, v, tags.clone());
+                let weight = tagged
+                    .weight(EnableScoring::disabled_from_searcher(&searcher))
+                    .unwrap();
+                for reader in searcher.segment_readers() {
+                    let alive = reader.alive_bitset().unwrap();
+                    let by_scorer = weight.scorer(reader, 1.0).unwrap().count(alive);
+                    let counted = weight.count(reader).unwrap();
+                    assert_eq!(counted, by_scorer, "version {v}");
+                    at_any += u64::from(counted);
+                }
+            }
+            let mut analysed = 0u64;
+            for reader in searcher.segment_readers() {
+                let versions = reader.fast_fields().u64(field::TAXONOMY_VERSION).unwrap();
+                analysed += (0..reader.max_doc())
+                    .filter(|&doc| reader.is_deleted(doc).not() && versions.first(doc).is_some())
+                    .count() as u64;
+            }
+            assert_eq!(analysed, expected);
+            assert_eq!(at_any, analysed);
         }
-        let mut analysed = 0u64;
-        for reader in searcher.segment_readers() {
-            let versions = reader.fast_fields().u64(field::TAXONOMY_VERSION).unwrap();
-            analysed += (0..reader.max_doc())
-                .filter(|&doc| reader.is_deleted(doc).not() && versions.first(doc).is_some())
-                .count() as u64;
-        }
-        assert_eq!(analysed, 27);
-        assert_eq!(at_any, analysed);
     }
 }

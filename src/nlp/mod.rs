@@ -13,6 +13,7 @@
 //! - nlp never touches the store or the index.
 
 mod clause;
+pub mod dot;
 mod encoder;
 mod keyphrases;
 mod language;

@@ -138,7 +138,7 @@ impl SentimentHead {
     pub fn probabilities(&self, embedding: &[f32]) -> [f32; 3] {
         let mut logits = [0f32; 3];
         for (c, logit) in logits.iter_mut().enumerate() {
-            let dot: f32 = self.coef[c].iter().zip(embedding).map(|(w, x)| w * x).sum();
+            let dot = super::dot::dot(&self.coef[c], embedding);
             *logit = (dot + self.intercept[c]) / self.temperature;
         }
         let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);

@@ -362,14 +362,11 @@ impl WriteOperation for ConfirmThemes {
         let mut applied = Vec::with_capacity(self.0.len());
         for confirm in self.0 {
             let id = confirm.id.as_str();
-            let Some(mut tag) = tx
-                .tags
-                .get(id)?
-                .map(|b| ThemeTag::from_bytes(id, b.value()))
-                .transpose()?
-            else {
+            // One walk down the tree to read and replace the tag.
+            let Some(mut slot) = tx.tags.get_mut(id)? else {
                 continue;
             };
+            let mut tag = ThemeTag::from_bytes(id, slot.value())?;
             if tag.seq != confirm.version_seq
                 || tag.digest != confirm.digest
                 || tag.version >= confirm.taxonomy_version
@@ -377,8 +374,7 @@ impl WriteOperation for ConfirmThemes {
                 continue;
             }
             tag.version = confirm.taxonomy_version;
-            tx.tags
-                .insert(id, tag.confirmed_bytes(id, &confirm.themes)?.as_slice())?;
+            slot.insert(tag.confirmed_bytes(id, &confirm.themes)?.as_slice())?;
             applied.push((tag.seq, tag.version));
         }
         Ok(applied)
