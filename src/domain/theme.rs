@@ -347,7 +347,7 @@ pub fn theme_terms(mentions: &[ThemeMention]) -> BTreeSet<(&str, &'static str)> 
 
 /// A stable 64-bit digest (FNV-1a) of an item's `theme_terms`: a re-tag
 /// whose mentions keep the digest changes nothing the index holds, so the
-/// item is confirmed under the new taxonomy version (`Store::confirm_themes`)
+/// item is confirmed under the new taxonomy version (`Store::retag`)
 /// instead of being re-indexed. Stable across builds and platforms (no std
 /// hasher).
 pub fn theme_terms_digest(mentions: &[ThemeMention]) -> u64 {

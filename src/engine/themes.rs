@@ -608,13 +608,10 @@ impl Engine {
             }
             let store = self.store.clone();
             writing = Some(tokio::spawn(async move {
-                let (mut confirmed, mut rewritten) = (0, 0);
-                if !retag.rewrites.is_empty() {
-                    rewritten = store.set_themes(retag.rewrites).await?;
+                if retag.rewrites.is_empty() && retag.confirms.is_empty() {
+                    return Ok((0, 0));
                 }
-                if !retag.confirms.is_empty() {
-                    confirmed = store.confirm_themes(retag.confirms).await?;
-                }
+                let (rewritten, confirmed) = store.retag(retag.rewrites, retag.confirms).await?;
                 Ok((confirmed, rewritten))
             }));
             match last {

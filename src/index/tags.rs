@@ -3,7 +3,7 @@
 //! A theme edit re-tags every stored item. Most items keep the same themes
 //! and labels (what the index holds) under the new taxonomy version; for
 //! those the store records the new version in the item's tag
-//! (`Store::confirm_themes`) and in memory (`store::ConfirmedVersions`,
+//! (`Store::retag`) and in memory (`store::ConfirmedVersions`,
 //! loaded when the store opens), instead of the item being rewritten and
 //! re-indexed (~100 us each). A document's taxonomy version is then the
 //! larger of its indexed `taxonomy_version` and its `seq`'s confirmed

@@ -379,25 +379,24 @@ impl Store {
             .await
     }
 
-    /// Replaces the themes of analysed item versions (the re-tag), waiting
-    /// for room in the queue; returns how many were re-tagged.
-    pub async fn set_themes(&self, updates: Vec<ThemeUpdate>) -> Result<usize, StoreError> {
-        self.submit(operations::SetThemes(updates), QueueMode::Wait)
-            .await?
-            .await
-    }
-
-    /// Records that analysed item versions keep their mentions under a newer
-    /// taxonomy version (the re-tag found the same), waiting for room in the
-    /// queue; returns how many were applied.
-    pub async fn confirm_themes(&self, confirms: Vec<ThemeConfirm>) -> Result<usize, StoreError> {
-        let applied = self
-            .submit(operations::ConfirmThemes(confirms), QueueMode::Wait)
-            .await?
-            .await?;
+    /// Writes one page of a re-tag in one transaction (one commit): the
+    /// items whose mentions changed are rewritten (and so re-indexed), the
+    /// others confirmed under the newer taxonomy version (their tag alone
+    /// changes). Waits for room in the queue; returns how many items were
+    /// rewritten and how many confirmed (the rest changed or went meanwhile).
+    pub async fn retag(
+        &self,
+        rewrites: Vec<ThemeUpdate>,
+        confirms: Vec<ThemeConfirm>,
+    ) -> Result<(usize, usize), StoreError> {
+        let op = operations::Retag {
+            rewrites: operations::SetThemes(rewrites),
+            confirms: operations::ConfirmThemes(confirms),
+        };
+        let (rewritten, applied) = self.submit(op, QueueMode::Wait).await?.await?;
         // Durable now: readers and the index may see the new versions.
         self.confirmed.confirm(&applied);
-        Ok(applied.len())
+        Ok((rewritten, applied.len()))
     }
 
     /// The taxonomy versions re-tags confirmed (shared with the index).

@@ -345,7 +345,7 @@ pub struct ThemeConfirm {
 
 /// Record that items keep their indexed themes under a newer taxonomy
 /// version: the tag alone changes (the header and the new mentions); the
-/// item record, the change log and the index do not (`Store::confirm_themes`
+/// item record, the change log and the index do not (`Store::retag`
 /// records the applied versions in `ConfirmedVersions`, which the index reads).
 pub(super) struct ConfirmThemes(pub(super) Vec<ThemeConfirm>);
 
@@ -378,6 +378,29 @@ impl WriteOperation for ConfirmThemes {
             applied.push((tag.seq, tag.version));
         }
         Ok(applied)
+    }
+}
+
+/// One page of a re-tag: the rewrites, then the confirmations (disjoint
+/// items), in one transaction.
+pub(super) struct Retag {
+    pub(super) rewrites: SetThemes,
+    pub(super) confirms: ConfirmThemes,
+}
+
+impl WriteOperation for Retag {
+    /// Items rewritten; (item version seq, taxonomy version) of each
+    /// confirmation applied.
+    type Output = (usize, Vec<(u64, u64)>);
+
+    fn weight(&self) -> usize {
+        self.rewrites.weight() + self.confirms.weight()
+    }
+
+    fn apply(self, tx: &mut TxnContext<'_>) -> Result<Self::Output, StoreError> {
+        let rewritten = self.rewrites.apply(tx)?;
+        let applied = self.confirms.apply(tx)?;
+        Ok((rewritten, applied))
     }
 }
 

@@ -316,7 +316,7 @@ pub(super) fn confirmed_tags(db: &redb::Database) -> Result<Vec<(u64, u64)>, Sto
 
 /// The taxonomy versions re-tags confirmed, by item version seq, in memory:
 /// loaded from the tags when the store opens, raised by each
-/// `Store::confirm_themes` once durable. Readers ask it before reading a
+/// `Store::retag` once durable. Readers ask it before reading a
 /// tag (`Store::get_many`); the index reads it for its documents' versions
 /// (`index::tags`), catching up with the `log` of recent confirmations
 /// instead of re-reading the whole map after each batch.
