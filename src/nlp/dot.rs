@@ -2,9 +2,9 @@
 //! layer's similarities (`themes`), one kernel for both so that a CPU takes
 //! one arithmetic path everywhere.
 
-/// The one dot product of the sentiment heads and the theme code: AVX2 with FMA where the CPU has
-/// them (checked once per call, a cached flag), else eight independent
-/// lanes the compiler vectorises. The two sum in different orders, so scores
+/// The one dot product of the sentiment heads and the theme code: AVX2
+/// with FMA where the CPU has them (checked once per call, a cached flag),
+/// else eight independent lanes the compiler vectorises. The two sum in different orders, so scores
 /// may differ in the last bits between such CPUs; on one machine every call
 /// takes the same path (the module stays deterministic).
 #[inline]

@@ -13,7 +13,7 @@
 //! - nlp never touches the store or the index.
 
 mod clause;
-pub mod dot;
+pub(crate) mod dot;
 mod encoder;
 mod keyphrases;
 mod language;
