@@ -54,6 +54,11 @@
 //! BENCH_VIEW=ids|summary|full (default full) sets the hit view of every
 //! service request.
 //!
+//! BENCH_DATES=ordered gives the corpus' items `created_at` times in their
+//! arrival order (each item up to 68 minutes from its place on the 300-day
+//! line: a live feed) instead of uniform random ones (the default, and the
+//! worst case for date sorts, which then cannot skip blocks).
+//!
 //! BENCH_PERF=SECS records the server with `perf record -F 499 -g` for SECS
 //! seconds (`BENCH_PERF_CALLGRAPH=dwarf` for full Rust stacks) during the
 //! BENCH_CLIENTS phase of class BENCH_PERF_CLASS (default
@@ -1202,8 +1207,30 @@ fn segments_and_docs(searcher: &Searcher) -> (usize, u64) {
     (searcher.segment_readers().len(), searcher.num_docs())
 }
 
+/// BENCH_DATES=ordered: item i is written at i / n of the corpus' 300
+/// days plus up to an hour (a live feed, stored in about the order it was
+/// written); otherwise (`random`, the default) at a uniform random time.
+fn dates_in_arrival_order(items: &mut [pb::Feedback]) -> bool {
+    if std::env::var("BENCH_DATES").as_deref() != Ok("ordered") {
+        return false;
+    }
+    let n = items.len() as i64;
+    for (i, item) in items.iter_mut().enumerate() {
+        let i = i as i64;
+        let jitter = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52; // 0..4095 s
+        item.created_at = Some(prost_types::Timestamp {
+            seconds: 1_735_689_600 + i * (300 * 86_400) / n.max(1) + jitter as i64,
+            nanos: 0,
+        });
+    }
+    true
+}
+
 async fn search_setup(n: usize) -> SearchSetup {
-    let items = corpus(n);
+    let mut items = corpus(n);
+    if dates_in_arrival_order(&mut items) {
+        println!("dates: in arrival order (BENCH_DATES=ordered), up to 68 min apart from it");
+    }
     // No background analysis fighting the searches for the cores.
     let server = Server::start(&["--analysis", "off"]);
     let load_started = Instant::now();

@@ -14,18 +14,29 @@
 //!   frequency), or, with a count limit, from counting up to that limit;
 //! - with facets the page, the count and the aggregations share one pass
 //!   (the caller pairs this collector with the aggregation collector);
+//! - date sorts skip whole blocks of documents that cannot reach the page:
+//!   each segment keeps the lowest and highest `created_at` of every block
+//!   of `1 << DATE_BLOCK_SHIFT` documents (`DateBlocks`, computed once per
+//!   segment). The blocks whose dates reach furthest are searched first; a
+//!   block whose best date is below the full page's lowest one (strictly:
+//!   a tie still competes on `seq`), or whose worst date is past the
+//!   cursor, is never read. Where that leaves few blocks (feedback stored
+//!   in about the order it was written) the rest are reached by seeking and
+//!   the total comes from `Weight::count`; where it does not (dates in no
+//!   order) one pass counts every match and offers only those of blocks
+//!   that can still reach the page;
 //! - the fast-field columns it reads are opened once per segment and kept
 //!   (`ColumnCache`): opening them parses the segment's column directory,
 //!   which cost more than the search itself for a query matching little.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, ColumnValues};
 use tantivy::index::SegmentId;
-use tantivy::query::Weight;
+use tantivy::query::{Scorer, Weight};
 use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINATED};
 
 use super::cursor::SortKey;
@@ -58,6 +69,9 @@ struct SegmentColumns {
     /// as they would opening it).
     created: Option<Arc<dyn ColumnValues<tantivy::DateTime>>>,
     sentiment: Option<Column<f64>>,
+    /// The `created_at` range of each block, computed by the first date
+    /// sort that reads the segment.
+    date_blocks: Arc<OnceLock<Arc<DateBlocks>>>,
 }
 
 impl SegmentColumns {
@@ -70,18 +84,122 @@ impl SegmentColumns {
                 .ok()
                 .map(|c| c.first_or_default_col(tantivy::DateTime::MIN)),
             sentiment: fast.f64(field::SENTIMENT_SCORE).ok(),
+            date_blocks: Arc::default(),
         })
+    }
+}
+
+/// Documents per date block: `1 << DATE_BLOCK_SHIFT` (1,024; 24 bytes of
+/// `DateBlocks` per block, 24 KB per million documents).
+pub const DATE_BLOCK_SHIFT: u32 = 10;
+
+/// Blocks a date sort searches in order of their best date before it
+/// decides between seeking and one counting pass.
+const FIRST_BLOCKS: usize = 8;
+
+/// The lowest and highest `created_at` (microseconds) of each block of
+/// `1 << shift` consecutive documents of a segment, deleted ones included
+/// (so each range holds every live document's date), and the blocks in the
+/// order a date sort wants them.
+pub struct DateBlocks {
+    shift: u32,
+    max_doc: DocId,
+    min: Vec<i64>,
+    max: Vec<i64>,
+    /// Blocks by highest date, latest first (newest first sorts).
+    by_latest: Vec<u32>,
+    /// Blocks by lowest date, earliest first (oldest first sorts).
+    by_earliest: Vec<u32>,
+}
+
+impl DateBlocks {
+    fn compute(
+        created: &dyn ColumnValues<tantivy::DateTime>,
+        max_doc: DocId,
+        shift: u32,
+    ) -> DateBlocks {
+        let blocks = (max_doc as usize).div_ceil(1 << shift);
+        let mut min = Vec::with_capacity(blocks);
+        let mut max = Vec::with_capacity(blocks);
+        let mut values = vec![tantivy::DateTime::MIN; 1 << shift];
+        for block in 0..blocks {
+            let start = (block << shift) as u64;
+            let len = ((1u64 << shift).min(u64::from(max_doc) - start)) as usize;
+            created.get_range(start, &mut values[..len]);
+            let (lo, hi) = values[..len]
+                .iter()
+                .fold((i64::MAX, i64::MIN), |(lo, hi), v| {
+                    let v = v.into_timestamp_micros();
+                    (lo.min(v), hi.max(v))
+                });
+            min.push(lo);
+            max.push(hi);
+        }
+        let mut by_latest: Vec<u32> = (0..blocks as u32).collect();
+        by_latest.sort_by_key(|&b| Reverse(max[b as usize]));
+        let mut by_earliest: Vec<u32> = (0..blocks as u32).collect();
+        by_earliest.sort_by_key(|&b| min[b as usize]);
+        DateBlocks {
+            shift,
+            max_doc,
+            min,
+            max,
+            by_latest,
+            by_earliest,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.min.len()
+    }
+
+    /// The block's documents: `start..end`.
+    fn docs(&self, block: usize) -> (DocId, DocId) {
+        let start = (block as DocId) << self.shift;
+        (start, (start + (1 << self.shift)).min(self.max_doc))
+    }
+
+    /// The lowest and highest primary sort key (`SortKey::primary_of`) a
+    /// document of the block can have under a date sort.
+    fn primary_range(&self, sort: SortOrder, block: usize) -> (i64, i64) {
+        match sort {
+            SortOrder::Oldest => (-self.max[block], -self.min[block]),
+            _ => (self.min[block], self.max[block]),
+        }
+    }
+
+    /// The blocks by their highest primary key, highest first.
+    fn best_first(&self, sort: SortOrder) -> &[u32] {
+        match sort {
+            SortOrder::Oldest => &self.by_earliest,
+            _ => &self.by_latest,
+        }
     }
 }
 
 /// Each live segment's columns, by segment id. Segments merged away are
 /// dropped by `retain_live`, which every search calls with its searcher.
-#[derive(Default)]
 pub struct ColumnCache {
     segments: Mutex<HashMap<SegmentId, SegmentColumns>>,
+    /// Documents per date block, as a shift (`DATE_BLOCK_SHIFT`; tests use
+    /// smaller blocks).
+    date_block_shift: u32,
+}
+
+impl Default for ColumnCache {
+    fn default() -> Self {
+        ColumnCache::with_date_block_shift(DATE_BLOCK_SHIFT)
+    }
 }
 
 impl ColumnCache {
+    pub fn with_date_block_shift(date_block_shift: u32) -> Self {
+        ColumnCache {
+            segments: Mutex::default(),
+            date_block_shift,
+        }
+    }
+
     fn get(&self, segment: &SegmentReader) -> tantivy::Result<SegmentColumns> {
         let id = segment.segment_id();
         if let Some(columns) = self.lock().get(&id) {
@@ -204,6 +322,40 @@ impl PageSegmentCollector {
         }
     }
 
+    /// Whether a document whose primary key is in `worst..=best` (a date
+    /// block's range) may still enter the page: not every one of them past
+    /// the cursor, and not every one below a full page's lowest key (a tie
+    /// on the primary key still competes on `seq`).
+    #[inline]
+    fn may_enter(&self, (worst, best): (i64, i64)) -> bool {
+        if matches!(self.after, Some(after) if worst > after.primary()) {
+            return false;
+        }
+        !(self.heap.len() >= self.k
+            && matches!(self.heap.peek(), Some(Reverse((lowest, _))) if best < lowest.primary()))
+    }
+
+    /// Offers the live documents of `scorer` in `start..end`, seeking to
+    /// `start` when the scorer stands before it.
+    fn offer_range(
+        &mut self,
+        scorer: &mut dyn Scorer,
+        (start, end): (DocId, DocId),
+        alive: Option<&tantivy::fastfield::AliveBitSet>,
+    ) {
+        let mut doc = scorer.doc();
+        if doc < start {
+            doc = scorer.seek(start);
+        }
+        // TERMINATED is above every `end`.
+        while doc < end {
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                self.offer(doc, 0.0);
+            }
+            doc = scorer.advance();
+        }
+    }
+
     /// The score a document must exceed to still enter a full page: one
     /// float step below the page's lowest score, so ties on score are kept
     /// (they compete on `seq`).
@@ -257,36 +409,7 @@ impl Collector for PageCollector {
         segment_ord: u32,
         segment: &SegmentReader,
     ) -> tantivy::Result<PageSegmentCollector> {
-        let columns = self.columns.get(segment)?;
-        let created = match self.sort {
-            SortOrder::Newest | SortOrder::Oldest => match columns.created {
-                Some(created) => Some(created),
-                // Fails as opening it does.
-                None => Some(
-                    segment
-                        .fast_fields()
-                        .date(field::CREATED_AT)?
-                        .first_or_default_col(tantivy::DateTime::MIN),
-                ),
-            },
-            _ => None,
-        };
-        let sentiment = match self.sort {
-            SortOrder::MostNegative | SortOrder::MostPositive => columns.sentiment,
-            _ => None,
-        };
-        let seq = columns.seq;
-        Ok(PageSegmentCollector {
-            sort: self.sort,
-            k: self.k.max(1),
-            after: self.after,
-            segment_ord,
-            seq,
-            created,
-            sentiment,
-            heap: BinaryHeap::with_capacity(self.k.max(1) + 1),
-            count: 0,
-        })
+        Ok(self.segment_collector(segment_ord, segment)?.0)
     }
 
     fn requires_scoring(&self) -> bool {
@@ -323,8 +446,18 @@ impl Collector for PageCollector {
         segment_ord: u32,
         reader: &SegmentReader,
     ) -> tantivy::Result<PageFruit> {
-        let mut collector = self.for_segment(segment_ord, reader)?;
+        let (mut collector, columns) = self.segment_collector(segment_ord, reader)?;
         let alive = reader.alive_bitset();
+        if let (SortOrder::Newest | SortOrder::Oldest, Some(created)) =
+            (self.sort, collector.created.clone())
+        {
+            let shift = self.columns.date_block_shift;
+            let blocks = columns
+                .date_blocks
+                .get_or_init(|| Arc::new(DateBlocks::compute(&*created, reader.max_doc(), shift)))
+                .clone();
+            return self.collect_by_date(weight, reader, collector, &blocks);
+        }
         if self.sort != SortOrder::Relevance {
             weight.for_each_no_score(reader, &mut |docs| {
                 for &doc in docs {
@@ -358,13 +491,141 @@ impl Collector for PageCollector {
             }
             threshold
         })?;
-        let (count, count_truncated) = match self.count_limit {
-            None => (u64::from(weight.count(reader)?), false),
-            Some(limit) => count_up_to(weight, reader, limit)?,
-        };
+        let (count, count_truncated) = self.count(weight, reader)?;
         let mut fruit = collector.harvest();
         fruit.count = count;
         fruit.count_truncated = count_truncated;
+        Ok(fruit)
+    }
+}
+
+impl PageCollector {
+    /// The segment's collector, and the segment's cached columns.
+    fn segment_collector(
+        &self,
+        segment_ord: u32,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<(PageSegmentCollector, SegmentColumns)> {
+        let columns = self.columns.get(segment)?;
+        let created = match self.sort {
+            SortOrder::Newest | SortOrder::Oldest => match &columns.created {
+                Some(created) => Some(created.clone()),
+                // Fails as opening it does.
+                None => Some(
+                    segment
+                        .fast_fields()
+                        .date(field::CREATED_AT)?
+                        .first_or_default_col(tantivy::DateTime::MIN),
+                ),
+            },
+            _ => None,
+        };
+        let sentiment = match self.sort {
+            SortOrder::MostNegative | SortOrder::MostPositive => columns.sentiment.clone(),
+            _ => None,
+        };
+        let collector = PageSegmentCollector {
+            sort: self.sort,
+            k: self.k.max(1),
+            after: self.after,
+            segment_ord,
+            seq: columns.seq.clone(),
+            created,
+            sentiment,
+            heap: BinaryHeap::with_capacity(self.k.max(1) + 1),
+            count: 0,
+        };
+        Ok((collector, columns))
+    }
+
+    /// The segment's total apart from the page: every live match, or up to
+    /// `count_limit`.
+    fn count(&self, weight: &dyn Weight, reader: &SegmentReader) -> tantivy::Result<(u64, bool)> {
+        match self.count_limit {
+            None => Ok((u64::from(weight.count(reader)?), false)),
+            Some(limit) => count_up_to(weight, reader, limit),
+        }
+    }
+
+    /// A date sort's page of one segment, reading only the date blocks
+    /// that can reach it (module docs).
+    fn collect_by_date(
+        &self,
+        weight: &dyn Weight,
+        reader: &SegmentReader,
+        mut collector: PageSegmentCollector,
+        blocks: &DateBlocks,
+    ) -> tantivy::Result<PageFruit> {
+        let sort = self.sort;
+        let alive = reader.alive_bitset();
+        let range = |block: usize| blocks.primary_range(sort, block);
+        // Blocks searched already, or holding only documents past the cursor.
+        let mut done = vec![false; blocks.len()];
+        let mut searched = 0;
+        for &block in blocks.best_first(sort) {
+            let block = block as usize;
+            let (worst, best) = range(block);
+            if !collector.may_enter((i64::MIN, best)) {
+                // Every block after this one in this order has no better key.
+                break;
+            }
+            if !collector.may_enter((worst, i64::MAX)) {
+                done[block] = true;
+                continue;
+            }
+            if collector.heap.len() >= collector.k || searched == FIRST_BLOCKS {
+                break;
+            }
+            let mut scorer = weight.scorer(reader, 1.0)?;
+            collector.offer_range(&mut *scorer, blocks.docs(block), alive);
+            done[block] = true;
+            searched += 1;
+        }
+        let open = (0..blocks.len())
+            .filter(|&block| !done[block] && collector.may_enter(range(block)))
+            .count();
+        if open * 2 <= blocks.len() {
+            // Few blocks left: seek from one to the next; the total is
+            // counted apart (without reading a column).
+            let mut scorer = weight.scorer(reader, 1.0)?;
+            for (block, done) in done.iter().enumerate() {
+                if !done && collector.may_enter(range(block)) {
+                    collector.offer_range(&mut *scorer, blocks.docs(block), alive);
+                }
+            }
+            let (count, count_truncated) = self.count(weight, reader)?;
+            let mut fruit = collector.harvest();
+            fruit.count = count;
+            fruit.count_truncated = count_truncated;
+            return Ok(fruit);
+        }
+        // Most blocks may still reach the page: one pass counts every match
+        // and offers those of the blocks that still may.
+        let mut count = 0u64;
+        let mut current = usize::MAX;
+        let mut offering = false;
+        weight.for_each_no_score(reader, &mut |docs| {
+            for &doc in docs {
+                if alive.is_some_and(|a| a.is_deleted(doc)) {
+                    continue;
+                }
+                count += 1;
+                let block = (doc >> blocks.shift) as usize;
+                if block != current {
+                    current = block;
+                    offering = !done[block] && collector.may_enter(range(block));
+                }
+                if offering {
+                    collector.offer(doc, 0.0);
+                }
+            }
+        })?;
+        let mut fruit = collector.harvest();
+        fruit.count = count;
+        if let Some(limit) = self.count_limit {
+            fruit.count_truncated = count > limit;
+            fruit.count = count.min(limit);
+        }
         Ok(fruit)
     }
 }
@@ -405,8 +666,10 @@ mod tests {
 
     /// 3,000 items over 6 segments, one in ten deleted; texts repeat words
     /// so that BM25 scores both differ and tie; timestamps and sentiment
-    /// scores tie in groups.
-    fn index() -> (Index, QueryParser) {
+    /// scores tie in groups (timestamps in groups of 6, which straddle date
+    /// blocks of 16). Timestamps rise with the ingest order, or with
+    /// `scrambled` follow no order (more ties).
+    fn index_with(scrambled: bool) -> (Index, QueryParser) {
         let (schema, fields) = build_schema();
         let index = Index::create_in_ram(schema);
         index
@@ -451,7 +714,14 @@ mod tests {
                 feedback: FeedbackDraft {
                     id: format!("i-{seq}"),
                     text: text.join(" "),
-                    created_at: Some(UnixMicros(1_700_000_000_000_000 + (seq / 4) as i64)),
+                    created_at: Some(UnixMicros(
+                        1_700_000_000_000_000
+                            + if scrambled {
+                                ((seq / 6).wrapping_mul(0x9E37_79B9) % 397) as i64
+                            } else {
+                                (seq / 6) as i64
+                            },
+                    )),
                     ..Default::default()
                 }
                 .validate(UnixMicros(0))
@@ -474,6 +744,10 @@ mod tests {
         let mut parser = QueryParser::for_index(&index, vec![fields.text]);
         parser.set_conjunction_by_default();
         (index, parser)
+    }
+
+    fn index() -> (Index, QueryParser) {
+        index_with(false)
     }
 
     fn scoring_terms(query: &dyn Query) -> usize {
@@ -499,11 +773,20 @@ mod tests {
 
     #[test]
     fn pruned_pages_equal_exhaustive_ones_and_concatenate_to_one_long_page() {
-        let (index, parser) = index();
+        // Date blocks of 16 documents (about 30 per segment) in one run, the
+        // server's 1,024 (one per segment) in the other; timestamps in
+        // ingest order, then in none.
+        for (scrambled, shift) in [(false, 4), (false, DATE_BLOCK_SHIFT), (true, 4)] {
+            pages_equal_one_long_page(scrambled, shift);
+        }
+    }
+
+    fn pages_equal_one_long_page(scrambled: bool, date_block_shift: u32) {
+        let (index, parser) = index_with(scrambled);
         let searcher = index.reader().unwrap().searcher();
         assert!(searcher.segment_readers().len() >= 6);
         // One cache for every search, as the server keeps it.
-        let columns = Arc::new(ColumnCache::default());
+        let columns = Arc::new(ColumnCache::with_date_block_shift(date_block_shift));
         for text in [
             "alpha",
             "alpha beta",
@@ -575,30 +858,139 @@ mod tests {
                 }
             }
             // A count limit gives a lower bound past it, and the same page.
-            let limited = PageCollector {
-                sort: SortOrder::Relevance,
-                k: 10,
-                after: None,
-                count_limit: Some(50),
-                prune,
-                columns: columns.clone(),
-            };
-            let fruit = run(&searcher, &*query, limited, false);
-            assert_eq!((fruit.count, fruit.count_truncated), (50, true), "{text}");
-            let exact = PageCollector {
-                sort: SortOrder::Relevance,
-                k: 10,
-                after: None,
-                count_limit: Some(expected_count + 1),
-                prune,
-                columns: columns.clone(),
-            };
-            let exact = run(&searcher, &*query, exact, false);
-            assert_eq!(
-                (exact.count, exact.count_truncated),
-                (expected_count, false)
-            );
-            assert_eq!(fruit.top, exact.top);
+            for sort in [SortOrder::Relevance, SortOrder::Newest, SortOrder::Oldest] {
+                let limited = PageCollector {
+                    sort,
+                    k: 10,
+                    after: None,
+                    count_limit: Some(50),
+                    prune,
+                    columns: columns.clone(),
+                };
+                let fruit = run(&searcher, &*query, limited, false);
+                assert_eq!(
+                    (fruit.count, fruit.count_truncated),
+                    (50, true),
+                    "{text} {sort:?}"
+                );
+                let exact = PageCollector {
+                    sort,
+                    k: 10,
+                    after: None,
+                    count_limit: Some(expected_count + 1),
+                    prune,
+                    columns: columns.clone(),
+                };
+                let exact = run(&searcher, &*query, exact, false);
+                assert_eq!(
+                    (exact.count, exact.count_truncated),
+                    (expected_count, false)
+                );
+                assert_eq!(fruit.top, exact.top, "{text} {sort:?}");
+            }
+        }
+    }
+
+    /// Date sorts over tiny blocks (2 documents) and few distinct dates,
+    /// so that blocks tie with the page's lowest date on either side of
+    /// it: every page equals the exhaustive one. (A block whose best date
+    /// ties the page's lowest may still hold a better `seq`.)
+    #[test]
+    fn date_blocks_that_tie_the_page_are_still_read() {
+        let (schema, fields) = build_schema();
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for round in 0..150 {
+            let index = Index::create_in_ram(schema.clone());
+            index
+                .tokenizers()
+                .register(TEXT_TOKENIZER, schema::text_analyzer());
+            let mut writer: IndexWriter<TantivyDocument> =
+                index.writer_with_num_threads(1, 15_000_000).unwrap();
+            let docs = 3 + next(10);
+            for seq in 0..docs {
+                let item = StoredFeedback {
+                    feedback: FeedbackDraft {
+                        id: format!("i-{seq}"),
+                        text: if next(4) == 0 { "other" } else { "word" }.into(),
+                        created_at: Some(UnixMicros(1_700_000_000_000_000 + next(3) as i64)),
+                        ..Default::default()
+                    }
+                    .validate(UnixMicros(0))
+                    .unwrap(),
+                    ingested_at: UnixMicros(0),
+                    seq,
+                    analysis: AnalysisState::Pending,
+                };
+                writer
+                    .add_document(schema::to_document(&fields, &item))
+                    .unwrap();
+            }
+            writer.commit().unwrap();
+            let searcher = index.reader().unwrap().searcher();
+            let query = QueryParser::for_index(&index, vec![fields.text])
+                .parse_query("word")
+                .unwrap();
+            for sort in [SortOrder::Newest, SortOrder::Oldest] {
+                for k in 1..4 {
+                    let page = |exhaustive| {
+                        let page = PageCollector {
+                            sort,
+                            k,
+                            after: None,
+                            count_limit: None,
+                            prune: false,
+                            columns: Arc::new(ColumnCache::with_date_block_shift(1)),
+                        };
+                        run(&searcher, &*query, page, exhaustive)
+                    };
+                    let (blocks, all) = (page(false), page(true));
+                    assert_eq!(blocks.top, all.top, "round {round} {sort:?} k {k}");
+                    assert_eq!(blocks.count, all.count);
+                }
+            }
+        }
+    }
+
+    /// Each date block's range holds the dates of its documents, and the
+    /// two orders list every block by that range.
+    #[test]
+    fn date_blocks_bound_their_documents() {
+        for scrambled in [false, true] {
+            let (index, _) = index_with(scrambled);
+            let searcher = index.reader().unwrap().searcher();
+            for segment in searcher.segment_readers() {
+                let created = segment
+                    .fast_fields()
+                    .date(field::CREATED_AT)
+                    .unwrap()
+                    .first_or_default_col(tantivy::DateTime::MIN);
+                let blocks = DateBlocks::compute(&*created, segment.max_doc(), 4);
+                assert_eq!(blocks.len(), (segment.max_doc() as usize).div_ceil(16));
+                for block in 0..blocks.len() {
+                    let (start, end) = blocks.docs(block);
+                    let dates: Vec<i64> = (start..end)
+                        .map(|doc| created.get_val(doc).into_timestamp_micros())
+                        .collect();
+                    assert_eq!(blocks.min[block], *dates.iter().min().unwrap());
+                    assert_eq!(blocks.max[block], *dates.iter().max().unwrap());
+                    let (worst, best) = blocks.primary_range(SortOrder::Oldest, block);
+                    assert_eq!((worst, best), (-blocks.max[block], -blocks.min[block]));
+                }
+                for sort in [SortOrder::Newest, SortOrder::Oldest] {
+                    let order = blocks.best_first(sort);
+                    assert_eq!(order.len(), blocks.len());
+                    assert!(order
+                        .windows(2)
+                        .all(|w| blocks.primary_range(sort, w[0] as usize).1
+                            >= blocks.primary_range(sort, w[1] as usize).1));
+                }
+            }
         }
     }
 
