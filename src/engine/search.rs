@@ -29,12 +29,21 @@ impl Engine {
         let store = self.store.clone();
         let slot = self.reads.enter(ctx).await?;
         run_search(&self.reads, ctx, slot, move || {
+            // Read before the search takes its searcher, which then holds
+            // every change through it.
+            let indexed = index.indexed_seq();
             let page = index.search(&query)?;
             let ids: Vec<FeedbackId> = page.hits.iter().map(|(id, _)| id.clone()).collect();
             // An id the index still lists but the store no longer has was
             // deleted after the last index refresh: it is skipped.
             let hits = if query.view == HitView::Ids {
-                let present = store.contains_many(&ids)?;
+                // Ids alone: the store is read only when it removed an item
+                // the searcher may not have applied yet.
+                let present = if store.last_removal_seq() <= indexed {
+                    vec![true; ids.len()]
+                } else {
+                    store.contains_many(&ids)?
+                };
                 page.hits
                     .iter()
                     .zip(present)

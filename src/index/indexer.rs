@@ -184,7 +184,9 @@ impl Indexer {
         match committed_seq(&self.index) {
             Ok(seq) => {
                 self.applied = seq;
-                self.shared.indexed_seq.store(seq, Ordering::Release);
+                // Never above what the reader shows: a commit whose reload
+                // failed is on disk but not searchable yet.
+                self.shared.indexed_seq.fetch_min(seq, Ordering::AcqRel);
             }
             Err(error) => tracing::warn!(%error, "cannot read the index position"),
         }

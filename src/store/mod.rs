@@ -18,6 +18,7 @@ mod themes;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -145,9 +146,17 @@ pub struct ChangeBatch {
 pub struct CommitSignal {
     last_seq: Mutex<u64>,
     changed: Condvar,
+    /// The change seq of the last item removal committed (a delete, a
+    /// customer's erasure); at open, the last seq (any earlier change may
+    /// have been one).
+    last_removal: AtomicU64,
 }
 
 impl CommitSignal {
+    fn publish_removal(&self, seq: u64) {
+        self.last_removal.fetch_max(seq, Ordering::AcqRel);
+    }
+
     fn publish(&self, seq: u64) {
         let mut last = self.last_seq.lock().unwrap_or_else(|e| e.into_inner());
         if seq > *last {
@@ -282,7 +291,9 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let db = open_database(dir, cache_bytes)?;
         let commits = Arc::new(CommitSignal::default());
-        commits.publish(last_seq(&db)?);
+        let last = last_seq(&db)?;
+        commits.publish(last);
+        commits.publish_removal(last);
         let confirmed = Arc::new(ConfirmedVersions::loaded(&themes::confirmed_tags(&db)?));
         let db = Arc::new(DbSlot::new(dir, db, cache_bytes));
         let writer = writer::spawn(db.clone(), commits.clone(), queue_capacity);
@@ -469,6 +480,13 @@ impl Store {
                 Ok(Some(item))
             })
             .collect()
+    }
+
+    /// The change seq of the last item removal the store committed (at
+    /// most the last seq when it opened). A searcher that has applied
+    /// every change through it lists no removed item.
+    pub fn last_removal_seq(&self) -> u64 {
+        self.commits.last_removal.load(Ordering::Acquire)
     }
 
     /// Whether each item exists (no decoding), in one read transaction.
@@ -771,5 +789,75 @@ pub(crate) fn open_optional<K: redb::Key + 'static, V: redb::Value + 'static>(
         Ok(table) => Ok(Some(table)),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{FeedbackDraft, UnixMicros};
+
+    fn feedback(id: &str, customer: &str) -> Feedback {
+        FeedbackDraft {
+            id: id.into(),
+            text: format!("text of {id}"),
+            customer_id: customer.into(),
+            ..Default::default()
+        }
+        .validate(UnixMicros(0))
+        .unwrap()
+    }
+
+    /// Searches of ids alone skip the store while the index has applied the
+    /// last removal: it must rise with every delete and erasure, and only
+    /// with them.
+    #[tokio::test]
+    async fn the_last_removal_seq_follows_deletes_and_erasures_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 4).unwrap();
+        assert_eq!(store.last_removal_seq(), 0);
+        let items = vec![feedback("a", "c1"), feedback("b", "c1"), feedback("c", "")];
+        store.upsert(items, QueueMode::Wait).await.unwrap();
+        store
+            .upsert(vec![feedback("a", "c1")], QueueMode::Wait)
+            .await
+            .unwrap();
+        assert_eq!(store.last_removal_seq(), 0, "writes remove nothing");
+
+        let id = |s: &str| FeedbackId::parse(s).unwrap();
+        store.delete(vec![id("c")]).await.unwrap();
+        let after_delete = store.stats().unwrap().last_seq;
+        assert_eq!(store.last_removal_seq(), after_delete);
+        store.delete(vec![id("missing")]).await.unwrap();
+        assert_eq!(store.last_removal_seq(), after_delete, "nothing removed");
+
+        let erased = store.delete_customer("c1".into()).await.unwrap();
+        assert_eq!(erased.len(), 2);
+        let after_erasure = store.stats().unwrap().last_seq;
+        assert!(after_erasure > after_delete);
+        assert_eq!(store.last_removal_seq(), after_erasure);
+
+        store
+            .upsert(vec![feedback("d", "")], QueueMode::Wait)
+            .await
+            .unwrap();
+        assert_eq!(store.last_removal_seq(), after_erasure);
+
+        // Reopened, any change before may have been a removal.
+        let last = store.stats().unwrap().last_seq;
+        drop(store);
+        // The writer thread lets the database go once it sees the queue
+        // closed.
+        let mut tries = 0;
+        let store = loop {
+            match Store::open(dir.path(), 4) {
+                Err(StoreError::InUse { .. }) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other.unwrap(),
+            }
+        };
+        assert_eq!(store.last_removal_seq(), last);
     }
 }

@@ -98,7 +98,7 @@ impl WriteOperation for Delete {
                     if !customer.is_empty() {
                         tx.customers.remove(customer.as_str(), id.as_str())?;
                     }
-                    tx.log_change(id.as_str())?;
+                    tx.log_removal(id.as_str())?;
                     deleted.push(id);
                 }
                 None => missing.push(id),
@@ -130,7 +130,7 @@ impl WriteOperation for DeleteCustomer {
             tx.units.remove(id.as_str())?;
             tx.tags.remove(id.as_str())?;
             if tx.items.remove(id.as_str())?.is_some() {
-                tx.log_change(id.as_str())?;
+                tx.log_removal(id.as_str())?;
                 deleted.push(FeedbackId::parse(&id).map_err(|reason| {
                     StoreError::WriteFailed(format!("stored id {id:?} is invalid: {reason}"))
                 })?);

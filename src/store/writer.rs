@@ -47,6 +47,8 @@ pub(super) struct TxnContext<'txn> {
     pub(super) text_embeddings: Table<'txn, &'static str, &'static [u8]>,
     pub(super) meta: Table<'txn, &'static str, u64>,
     seq: u64,
+    /// The change seq of the group's last item removal (0: none).
+    last_removal: u64,
 }
 
 impl TxnContext<'_> {
@@ -60,6 +62,13 @@ impl TxnContext<'_> {
     pub(super) fn log_change(&mut self, id: &str) -> Result<u64, StoreError> {
         let seq = self.next_seq();
         self.changes.insert(seq, id)?;
+        Ok(seq)
+    }
+
+    /// `log_change` for an item the write removed from the store.
+    pub(super) fn log_removal(&mut self, id: &str) -> Result<u64, StoreError> {
+        let seq = self.log_change(id)?;
+        self.last_removal = seq;
         Ok(seq)
     }
 }
@@ -271,7 +280,9 @@ fn run_writer(
         let started = std::time::Instant::now();
         let result = slot.get().and_then(|db| apply_group(&db, &mut group));
         match result {
-            Ok(last_seq) => {
+            Ok((last_seq, last_removal)) => {
+                // Published before any caller hears of the commit.
+                commits.publish_removal(last_removal);
                 tracing::debug!(
                     requests = group.len(),
                     items = group_items,
@@ -353,10 +364,12 @@ fn recover(slot: &DbSlot) -> Result<(), StoreError> {
 }
 
 /// Applies a group of writes in one transaction and commits it durably;
-/// returns the last seq. Any error aborts the whole group.
-fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<u64, StoreError> {
+/// returns the last seq and the seq of the last item removal (0: none). Any
+/// error aborts the whole group.
+fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<(u64, u64), StoreError> {
     let txn = db.begin_write()?;
     let last_seq;
+    let last_removal;
     {
         let meta = txn.open_table(META)?;
         let seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
@@ -372,6 +385,7 @@ fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<u64, S
             text_embeddings: txn.open_table(TEXT_EMBEDDINGS)?,
             meta,
             seq,
+            last_removal: 0,
         };
         for op in group.iter_mut() {
             op.apply(&mut tx)?;
@@ -379,7 +393,8 @@ fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<u64, S
         let seq = tx.seq;
         tx.meta.insert(META_LAST_SEQ, seq)?;
         last_seq = seq;
+        last_removal = tx.last_removal;
     }
     txn.commit()?;
-    Ok(last_seq)
+    Ok((last_seq, last_removal))
 }

@@ -410,6 +410,58 @@ async fn a_repeated_filter_follows_updates_deletes_and_new_items() {
     );
 }
 
+/// A delete is acknowledged before the index applies it: until then the
+/// index still lists the item, and no view may return it (ids alone skip
+/// the store only while the index has applied every removal).
+#[tokio::test]
+async fn a_deleted_item_leaves_every_view_before_the_index_applies_it() {
+    // Commits at most every 4 s: the delete below waits that long for one.
+    let server = TestServer::spawn_with(&["--refresh-interval-ms", "4000"]).await;
+    let mut client = server.client().await;
+    let items = ["rm-1", "rm-2", "rm-3"]
+        .iter()
+        .map(|id| pb::Feedback {
+            id: id.to_string(),
+            text: format!("zebracorn parcel {id}"),
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(ingest(&mut client, items).await.accepted, 3);
+    let request = |view: pb::HitView| pb::SearchRequest {
+        query: "zebracorn".into(),
+        sort: pb::SortOrder::Newest as i32,
+        view: view as i32,
+        ..Default::default()
+    };
+    search_until(&mut client, request(pb::HitView::Ids), |r| {
+        r.total_hits == 3
+    })
+    .await;
+    client
+        .delete(pb::DeleteRequest {
+            ids: vec!["rm-2".into()],
+        })
+        .await
+        .expect("Delete");
+    for view in [pb::HitView::Ids, pb::HitView::Summary, pb::HitView::Full] {
+        let response = search(&mut client, request(view)).await;
+        assert_eq!(
+            response.total_hits, 3,
+            "the index applied the delete already (a commit within 4 s of the last): this test then checks nothing"
+        );
+        assert_eq!(
+            sorted(hit_ids(&response)),
+            ids(&["rm-1", "rm-3"]),
+            "{view:?}"
+        );
+    }
+    let response = search_until(&mut client, request(pb::HitView::Ids), |r| {
+        r.total_hits == 2
+    })
+    .await;
+    assert_eq!(sorted(hit_ids(&response)), ids(&["rm-1", "rm-3"]));
+}
+
 #[tokio::test]
 async fn facets_sorts_and_snippets() {
     let (_server, mut client, word) = seeded().await;
