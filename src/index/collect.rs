@@ -277,6 +277,9 @@ pub struct PageSegmentCollector {
     sentiment: Option<Column<f64>>,
     /// Min-heap of the best `k` keys so far.
     heap: BinaryHeap<Reverse<(SortKey, DocId)>>,
+    /// The primary key of the heap's lowest entry once it holds `k`
+    /// (`i64::MIN` before): a key below it cannot enter.
+    floor: i64,
     count: u64,
 }
 
@@ -318,6 +321,11 @@ impl PageSegmentCollector {
         } else if let Some(mut lowest) = self.heap.peek_mut() {
             if key > lowest.0 .0 {
                 *lowest = Reverse((key, doc));
+            }
+        }
+        if self.heap.len() >= self.k {
+            if let Some(Reverse((lowest, _))) = self.heap.peek() {
+                self.floor = lowest.primary();
             }
         }
     }
@@ -381,8 +389,16 @@ impl PageSegmentCollector {
 impl SegmentCollector for PageSegmentCollector {
     type Fruit = PageFruit;
 
+    #[inline]
     fn collect(&mut self, doc: DocId, score: Score) {
         self.count += 1;
+        // Most matches of a relevance search score below a full page:
+        // rejected here, without the call.
+        if self.sort == SortOrder::Relevance
+            && SortKey::primary_of(SortOrder::Relevance, score, 0, None) < self.floor
+        {
+            return;
+        }
         self.offer(doc, score);
     }
 
@@ -533,6 +549,7 @@ impl PageCollector {
             created,
             sentiment,
             heap: BinaryHeap::with_capacity(self.k.max(1) + 1),
+            floor: i64::MIN,
             count: 0,
         };
         Ok((collector, columns))
@@ -668,7 +685,7 @@ mod tests {
     /// so that BM25 scores both differ and tie; timestamps and sentiment
     /// scores tie in groups (timestamps in groups of 6, which straddle date
     /// blocks of 16). Timestamps rise with the ingest order, or with
-    /// `scrambled` follow no order (more ties).
+    /// `scrambled` follow no order (more ties), nor do the seqs.
     fn index_with(scrambled: bool) -> (Index, QueryParser) {
         let (schema, fields) = build_schema();
         let index = Index::create_in_ram(schema);
@@ -727,7 +744,14 @@ mod tests {
                 .validate(UnixMicros(0))
                 .unwrap(),
                 ingested_at: UnixMicros(0),
-                seq,
+                // Scrambled, ingest order does not follow the documents'
+                // order either (as after re-ingests): ties on the primary
+                // key are then broken against the document order.
+                seq: if scrambled {
+                    (seq * 7_919) % 3_000
+                } else {
+                    seq
+                },
                 analysis,
             };
             writer

@@ -46,6 +46,7 @@ impl SortKey {
     /// The primary part of a key: the sort's value, before ties are broken
     /// by ingest order. Keys compare on it first, so a document whose
     /// primary part is below a full page's lowest key cannot enter the page.
+    #[inline]
     pub fn primary_of(
         sort: SortOrder,
         score: f32,
