@@ -236,6 +236,11 @@ fn run_writer(
         let first = if let Some(reason) = slot.unwritable_reason() {
             match recover(slot) {
                 Ok(()) => {
+                    // Whether the failed group's removals reached the disk
+                    // is unknown: any change up to now may have been one
+                    // (unreadable: every change from here on may be).
+                    let seq = slot.get().and_then(|db| super::last_seq(&db));
+                    commits.publish_removal(seq.unwrap_or(u64::MAX));
                     tracing::warn!(was = %reason, "storage writable again; writes resume");
                     slot.set_unwritable(None);
                     backoff = RECOVERY_MIN;
