@@ -34,7 +34,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::{Column, ColumnValues};
+use tantivy::columnar::{Column, ColumnIndex, ColumnValues};
 use tantivy::index::SegmentId;
 use tantivy::query::{Scorer, Weight};
 use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINATED};
@@ -78,14 +78,27 @@ impl SegmentColumns {
     fn open(segment: &SegmentReader) -> tantivy::Result<SegmentColumns> {
         let fast = segment.fast_fields();
         Ok(SegmentColumns {
-            seq: fast.u64(field::SEQ)?.first_or_default_col(0),
+            seq: by_doc(fast.u64(field::SEQ)?, 0),
             created: fast
                 .date(field::CREATED_AT)
                 .ok()
-                .map(|c| c.first_or_default_col(tantivy::DateTime::MIN)),
+                .map(|c| by_doc(c, tantivy::DateTime::MIN)),
             sentiment: fast.f64(field::SENTIMENT_SCORE).ok(),
             date_blocks: Arc::default(),
         })
+    }
+}
+
+/// A column's value by document: where every document has exactly one
+/// value (`created_at`, `seq`), the values themselves, read with one
+/// dynamic call instead of two; else the first value or `default`.
+fn by_doc<T>(column: Column<T>, default: T) -> Arc<dyn ColumnValues<T>>
+where
+    T: PartialOrd + std::fmt::Debug + Send + Sync + Copy + 'static,
+{
+    match column.index {
+        ColumnIndex::Full => column.values,
+        _ => column.first_or_default_col(default),
     }
 }
 
@@ -299,6 +312,12 @@ impl PageSegmentCollector {
     #[inline]
     fn offer(&mut self, doc: DocId, score: Score) {
         let primary = self.primary(doc, score);
+        self.offer_primary(doc, primary);
+    }
+
+    /// Offers one matching document whose primary key is known.
+    #[inline]
+    fn offer_primary(&mut self, doc: DocId, primary: i64) {
         // Cheap rejections on the primary part alone, before `seq` is read.
         if let Some(after) = self.after {
             if primary > after.primary() {
@@ -617,11 +636,22 @@ impl PageCollector {
             return Ok(fruit);
         }
         // Most blocks may still reach the page: one pass counts every match
-        // and offers those of the blocks that still may.
+        // and offers those of the blocks that still may. Their dates are read
+        // a batch at a time (one dynamic call per batch) and a date below a
+        // full page's floor is rejected in line.
+        let Some(created) = collector.created.clone() else {
+            return Err(tantivy::TantivyError::InternalError(
+                "a date sort without its created_at column".into(),
+            ));
+        };
+        let newest = sort == SortOrder::Newest;
         let mut count = 0u64;
         let mut current = usize::MAX;
         let mut offering = false;
+        let mut candidates: Vec<DocId> = Vec::with_capacity(tantivy::COLLECT_BLOCK_BUFFER_LEN);
+        let mut dates = Vec::with_capacity(tantivy::COLLECT_BLOCK_BUFFER_LEN);
         weight.for_each_no_score(reader, &mut |docs| {
+            candidates.clear();
             for &doc in docs {
                 if alive.is_some_and(|a| a.is_deleted(doc)) {
                     continue;
@@ -633,7 +663,16 @@ impl PageCollector {
                     offering = !done[block] && collector.may_enter(range(block));
                 }
                 if offering {
-                    collector.offer(doc, 0.0);
+                    candidates.push(doc);
+                }
+            }
+            dates.resize(candidates.len(), tantivy::DateTime::MIN);
+            created.get_vals(&candidates, &mut dates);
+            for (&doc, date) in candidates.iter().zip(&dates) {
+                let micros = date.into_timestamp_micros();
+                let primary = if newest { micros } else { -micros };
+                if primary >= collector.floor {
+                    collector.offer_primary(doc, primary);
                 }
             }
         })?;
