@@ -700,7 +700,17 @@ fn count_up_to(
         if alive.is_none_or(|a| a.is_alive(doc)) {
             count += 1;
             if count >= limit {
-                return Ok((count, scorer.advance() != TERMINATED));
+                // More only if another live match follows (a deleted one
+                // does not count).
+                loop {
+                    doc = scorer.advance();
+                    if doc == TERMINATED {
+                        return Ok((count, false));
+                    }
+                    if alive.is_none_or(|a| a.is_alive(doc)) {
+                        return Ok((count, true));
+                    }
+                }
             }
         }
         doc = scorer.advance();
@@ -1055,6 +1065,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_bounded_count_is_truncated_only_by_a_live_match() {
+        use tantivy::query::{EnableScoring, TermQuery};
+        use tantivy::schema::{IndexRecordOption, Schema, TEXT};
+        let mut builder = Schema::builder();
+        let body = builder.add_text_field("body", TEXT);
+        let index = Index::create_in_ram(builder.build());
+        let mut writer: IndexWriter<TantivyDocument> =
+            index.writer_with_num_threads(1, 15_000_000).unwrap();
+        for n in 0..6 {
+            writer
+                .add_document(tantivy::doc!(body => format!("word n{n}")))
+                .unwrap();
+        }
+        writer.commit().unwrap();
+        // The last two matches deleted: four live.
+        writer.delete_term(Term::from_field_text(body, "n4"));
+        writer.delete_term(Term::from_field_text(body, "n5"));
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        assert_eq!(searcher.segment_readers().len(), 1);
+        let query = TermQuery::new(
+            Term::from_field_text(body, "word"),
+            IndexRecordOption::Basic,
+        );
+        let weight = query
+            .weight(EnableScoring::disabled_from_searcher(&searcher))
+            .unwrap();
+        let reader = searcher.segment_reader(0);
+        assert_eq!(count_up_to(&*weight, reader, 3).unwrap(), (3, true));
+        assert_eq!(count_up_to(&*weight, reader, 4).unwrap(), (4, false));
+        assert_eq!(count_up_to(&*weight, reader, 10).unwrap(), (4, false));
     }
 
     #[test]

@@ -15,11 +15,13 @@ use super::{committed_seq, new_writer, IndexError, IndexSettings, Shared};
 use crate::domain::AnalysisState;
 use crate::store::{OfflineStore, Store, StoreError};
 
+/// Rebuilds the whole index from `store`; returns the items indexed and the
+/// store's last seq (the payload the index is complete through).
 pub(super) fn rebuild(
     store: &OfflineStore,
     fields: &Fields,
     writer: &mut IndexWriter<TantivyDocument>,
-) -> Result<u64, IndexError> {
+) -> Result<(u64, u64), IndexError> {
     let started = Instant::now();
     writer.delete_all_documents()?;
     let mut count = 0u64;
@@ -39,7 +41,7 @@ pub(super) fn rebuild(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "index rebuilt"
     );
-    Ok(count)
+    Ok((count, last_seq))
 }
 
 /// Change-log entries applied per commit at most.
@@ -136,8 +138,11 @@ impl Indexer {
         if batch.complete {
             if last.is_none() {
                 // Nothing committed now: the reader may predate a commit
-                // whose reload failed.
+                // whose reload failed; once reloaded it shows `applied`.
                 self.shared.reader.reload()?;
+                self.shared
+                    .indexed_seq
+                    .fetch_max(self.applied, Ordering::AcqRel);
             }
             let docs = self.shared.reader.searcher().num_docs();
             if docs != batch.snapshot_items {
@@ -196,7 +201,7 @@ impl Indexer {
     pub(super) fn rebuild(&mut self) -> Result<(), IndexError> {
         let fields = self.shared.fields.clone();
         let view = self.store.offline_view()?;
-        let last = rebuild(&view, &fields, self.writer()?)?;
+        let (_, last) = rebuild(&view, &fields, self.writer()?)?;
         self.shared.reader.reload()?;
         self.applied = last;
         self.shared.indexed_seq.store(last, Ordering::Release);

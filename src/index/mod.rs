@@ -433,7 +433,7 @@ pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexEr
         let (index, fields, _) = open_index(&dir)?;
         Ok((fields, new_writer(&index, settings)?))
     })?;
-    let count = rebuild(&store, &fields, &mut writer)?;
+    let (count, _) = rebuild(&store, &fields, &mut writer)?;
     writer.wait_merging_threads()?;
     Ok(count)
 }

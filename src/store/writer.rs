@@ -234,13 +234,8 @@ fn run_writer(
         // at once (UNAVAILABLE) while the writer re-opens the database and
         // probes with a small write, with backoff; reads go on meanwhile.
         let first = if let Some(reason) = slot.unwritable_reason() {
-            match recover(slot) {
+            match recover(slot, commits) {
                 Ok(()) => {
-                    // Whether the failed group's removals reached the disk
-                    // is unknown: any change up to now may have been one
-                    // (unreadable: every change from here on may be).
-                    let seq = slot.get().and_then(|db| super::last_seq(&db));
-                    commits.publish_removal(seq.unwrap_or(u64::MAX));
                     tracing::warn!(was = %reason, "storage writable again; writes resume");
                     slot.set_unwritable(None);
                     backoff = RECOVERY_MIN;
@@ -345,9 +340,14 @@ const PROBE_BYTES: usize = 1024 * 1024;
 
 /// Re-opens the database after a storage error and proves that a durable
 /// write of `PROBE_BYTES` goes through.
-fn recover(slot: &DbSlot) -> Result<(), StoreError> {
+fn recover(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
     slot.reopen()
         .map_err(|e| StoreError::Unavailable(storage_reason(&e)))?;
+    // Reads see the reopened database from now on, and whether the failed
+    // group's removals reached its disk is unknown: any change up to its last
+    // seq may have been one (unreadable: any change from here on may be).
+    let seq = slot.get().and_then(|db| super::last_seq(&db));
+    commits.publish_removal(seq.unwrap_or(u64::MAX));
     let probe = || -> Result<(), StoreError> {
         let db = slot.get()?;
         let txn = db.begin_write()?;
