@@ -310,11 +310,24 @@ impl SearchIndex {
         } = opened;
         // A new folder, or one whose first rebuild never committed (no payload).
         let needs_rebuild = needs_rebuild || index.load_metas()?.payload.is_none();
-        let items = store.stats()?.items;
+        let stats = store.stats()?;
+        let items = stats.items;
+        // An index past its store's last change (the store restored from an
+        // older copy): the store's next changes reuse seqs the index counts
+        // as applied, and the item count may even agree. Rebuilt.
+        let committed = committed_seq(&index)?;
+        let ahead = committed > stats.last_seq;
+        if ahead {
+            tracing::warn!(
+                index_seq = committed,
+                store_seq = stats.last_seq,
+                "the index is ahead of the store (restored from an older copy?): rebuilding it"
+            );
+        }
         let parser = query_parser(&index, &fields);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
-            indexed_seq: AtomicU64::new(committed_seq(&index)?),
+            indexed_seq: AtomicU64::new(committed),
             fields,
             reader,
             parser,
@@ -329,7 +342,7 @@ impl SearchIndex {
         });
         let vector_store = store.clone();
         let mut indexer = Indexer::new(shared.clone(), index, writer, store, settings);
-        if needs_rebuild && items > 0 {
+        if (needs_rebuild && items > 0) || ahead {
             tracing::info!(items, "index missing: rebuilding it from the store");
             indexer.rebuild()?;
         }
