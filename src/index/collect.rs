@@ -1068,6 +1068,39 @@ mod tests {
     }
 
     #[test]
+    fn columns_read_by_document_with_and_without_a_value_for_each() {
+        use tantivy::schema::{Schema, FAST};
+        let mut builder = Schema::builder();
+        let full = builder.add_u64_field("full", FAST);
+        let sparse = builder.add_u64_field("sparse", FAST);
+        let index = Index::create_in_ram(builder.build());
+        let mut writer: IndexWriter<TantivyDocument> =
+            index.writer_with_num_threads(1, 15_000_000).unwrap();
+        for n in 0..5u64 {
+            let mut doc = TantivyDocument::new();
+            doc.add_u64(full, 10 * n);
+            if n % 2 == 1 {
+                doc.add_u64(sparse, 100 + n);
+            }
+            writer.add_document(doc).unwrap();
+        }
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let fast = searcher.segment_reader(0).fast_fields();
+        let full_column = fast.u64("full").unwrap();
+        assert!(matches!(full_column.index, ColumnIndex::Full));
+        let full = by_doc(full_column, 7);
+        let sparse = by_doc(fast.u64("sparse").unwrap(), 7);
+        let docs: Vec<DocId> = (0..5).collect();
+        let mut values = vec![0u64; 5];
+        full.get_vals(&docs, &mut values);
+        assert_eq!(values, [0, 10, 20, 30, 40]);
+        sparse.get_vals(&docs, &mut values);
+        assert_eq!(values, [7, 101, 7, 103, 7]);
+        assert_eq!(sparse.get_val(3), 103);
+    }
+
+    #[test]
     fn a_bounded_count_is_truncated_only_by_a_live_match() {
         use tantivy::query::{EnableScoring, TermQuery};
         use tantivy::schema::{IndexRecordOption, Schema, TEXT};
