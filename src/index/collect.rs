@@ -324,12 +324,8 @@ impl PageSegmentCollector {
                 return;
             }
         }
-        if self.heap.len() >= self.k {
-            if let Some(Reverse((lowest, _))) = self.heap.peek() {
-                if primary < lowest.primary() {
-                    return;
-                }
-            }
+        if primary < self.floor {
+            return;
         }
         let key = SortKey::from_primary(self.sort, primary, self.seq.get_val(doc));
         if matches!(self.after, Some(after) if key >= after) {
@@ -358,8 +354,7 @@ impl PageSegmentCollector {
         if matches!(self.after, Some(after) if worst > after.primary()) {
             return false;
         }
-        !(self.heap.len() >= self.k
-            && matches!(self.heap.peek(), Some(Reverse((lowest, _))) if best < lowest.primary()))
+        best >= self.floor
     }
 
     /// Offers the live documents of `scorer` in `start..end`, seeking to
@@ -491,7 +486,7 @@ impl Collector for PageCollector {
                 .date_blocks
                 .get_or_init(|| Arc::new(DateBlocks::compute(&*created, reader.max_doc(), shift)))
                 .clone();
-            return self.collect_by_date(weight, reader, collector, &blocks);
+            return self.collect_by_date(weight, reader, collector, &*created, &blocks);
         }
         if self.sort != SortOrder::Relevance {
             weight.for_each_no_score(reader, &mut |docs| {
@@ -546,12 +541,10 @@ impl PageCollector {
             SortOrder::Newest | SortOrder::Oldest => match &columns.created {
                 Some(created) => Some(created.clone()),
                 // Fails as opening it does.
-                None => Some(
-                    segment
-                        .fast_fields()
-                        .date(field::CREATED_AT)?
-                        .first_or_default_col(tantivy::DateTime::MIN),
-                ),
+                None => Some(by_doc(
+                    segment.fast_fields().date(field::CREATED_AT)?,
+                    tantivy::DateTime::MIN,
+                )),
             },
             _ => None,
         };
@@ -590,6 +583,7 @@ impl PageCollector {
         weight: &dyn Weight,
         reader: &SegmentReader,
         mut collector: PageSegmentCollector,
+        created: &dyn ColumnValues<tantivy::DateTime>,
         blocks: &DateBlocks,
     ) -> tantivy::Result<PageFruit> {
         let sort = self.sort;
@@ -639,11 +633,6 @@ impl PageCollector {
         // and offers those of the blocks that still may. Their dates are read
         // a batch at a time (one dynamic call per batch) and a date below a
         // full page's floor is rejected in line.
-        let Some(created) = collector.created.clone() else {
-            return Err(tantivy::TantivyError::InternalError(
-                "a date sort without its created_at column".into(),
-            ));
-        };
         let newest = sort == SortOrder::Newest;
         let mut count = 0u64;
         let mut current = usize::MAX;

@@ -343,7 +343,9 @@ impl SearchIndex {
         let vector_store = store.clone();
         let mut indexer = Indexer::new(shared.clone(), index, writer, store, settings);
         if (needs_rebuild && items > 0) || ahead {
-            tracing::info!(items, "index missing: rebuilding it from the store");
+            if !ahead {
+                tracing::info!(items, "index missing: rebuilding it from the store");
+            }
             indexer.rebuild()?;
         }
         tracing::info!(
