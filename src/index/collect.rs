@@ -12,8 +12,8 @@
 //!   then comes from `Weight::count`, which needs no scoring (a single term
 //!   on a segment without deletes reads it from the term's document
 //!   frequency), or, with a count limit, from counting up to that limit;
-//! - with facets the page, the count and the aggregations share one pass
-//!   (the caller pairs this collector with the aggregation collector);
+//! - with facets the page, the count and the facet counts share one pass
+//!   (the caller pairs this collector with the facet collector);
 //! - date sorts skip whole blocks of documents that cannot reach the page:
 //!   each segment keeps the lowest and highest `created_at` of every block
 //!   of `1 << DATE_BLOCK_SHIFT` documents (`DateBlocks`, computed once per
@@ -34,14 +34,15 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::{Column, ColumnIndex, ColumnValues};
+use tantivy::columnar::{Column, ColumnIndex, ColumnValues, StrColumn};
 use tantivy::index::SegmentId;
 use tantivy::query::{Scorer, Weight};
 use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINATED};
 
 use super::cursor::SortKey;
+use super::facets::{DocOrds, FacetCollector, FacetSegmentCollector};
 use super::schema::field;
-use crate::domain::SortOrder;
+use crate::domain::{FacetCounts, SortOrder};
 
 /// The top `k` keys of a search, after an optional cursor key.
 pub struct PageCollector {
@@ -57,6 +58,8 @@ pub struct PageCollector {
     pub prune: bool,
     /// The segments' columns, opened once (shared by every search).
     pub columns: Arc<ColumnCache>,
+    /// Facets counted over every match, in the pass that counts them.
+    pub facets: Option<FacetCollector>,
 }
 
 /// The columns a page reads from one segment. A segment never changes
@@ -65,6 +68,10 @@ pub struct PageCollector {
 #[derive(Clone)]
 struct SegmentColumns {
     seq: Arc<dyn ColumnValues<u64>>,
+    /// Every document's `seq` is above the one before it's (the segment
+    /// holds its items in ingest order, as a segment the indexer wrote
+    /// does; a merge may not).
+    seq_ascending: bool,
     /// `None` when the segment has no such column (date sorts then fail
     /// as they would opening it).
     created: Option<Arc<dyn ColumnValues<tantivy::DateTime>>>,
@@ -72,21 +79,57 @@ struct SegmentColumns {
     /// The `created_at` range of each block, computed by the first date
     /// sort that reads the segment.
     date_blocks: Arc<OnceLock<Arc<DateBlocks>>>,
+    /// Keyword columns by field name, opened by the first facet on them
+    /// (`None`: the segment has no such column); at most
+    /// `MAX_CACHED_STR_COLUMNS` (attribute names come from clients).
+    strs: Arc<Mutex<HashMap<String, Option<StrColumn>>>>,
+    /// Single-valued keyword fields' term ordinals decoded by document,
+    /// by field name, decoded by the first facet on them (`None`: the
+    /// segment's column cannot be, `DocOrds::decode`).
+    doc_ords: Arc<Mutex<DocOrdsByField>>,
 }
+
+type DocOrdsByField = HashMap<&'static str, Option<Arc<DocOrds>>>;
+
+/// Keyword columns kept per segment (the fixed fields and a few
+/// attributes); a column past them is opened for its search alone.
+const MAX_CACHED_STR_COLUMNS: usize = 32;
 
 impl SegmentColumns {
     fn open(segment: &SegmentReader) -> tantivy::Result<SegmentColumns> {
         let fast = segment.fast_fields();
+        let seq = by_doc(fast.u64(field::SEQ)?, 0);
         Ok(SegmentColumns {
-            seq: by_doc(fast.u64(field::SEQ)?, 0),
+            seq_ascending: ascending(&*seq, segment.max_doc()),
+            seq,
             created: fast
                 .date(field::CREATED_AT)
                 .ok()
                 .map(|c| by_doc(c, tantivy::DateTime::MIN)),
             sentiment: fast.f64(field::SENTIMENT_SCORE).ok(),
             date_blocks: Arc::default(),
+            strs: Arc::default(),
+            doc_ords: Arc::default(),
         })
     }
+}
+
+/// Whether every value is above the one before it (one pass, a block of
+/// values at a time).
+fn ascending(values: &dyn ColumnValues<u64>, max_doc: DocId) -> bool {
+    let mut block = vec![0u64; 4_096];
+    let mut last = None;
+    for start in (0..max_doc).step_by(block.len()) {
+        let len = (max_doc - start).min(block.len() as DocId) as usize;
+        values.get_range(u64::from(start), &mut block[..len]);
+        for &value in &block[..len] {
+            if last.is_some_and(|last| value <= last) {
+                return false;
+            }
+            last = Some(value);
+        }
+    }
+    true
 }
 
 /// A column's value by document: where every document has exactly one
@@ -225,6 +268,46 @@ impl ColumnCache {
         Ok(columns)
     }
 
+    /// The segment's keyword (string) column `name` (a keyword field or an
+    /// `attributes.KEY` path), `None` when it has none.
+    pub fn str_column(
+        &self,
+        segment: &SegmentReader,
+        name: &str,
+    ) -> tantivy::Result<Option<StrColumn>> {
+        let strs = self.get(segment)?.strs;
+        if let Some(column) = lock(&strs).get(name) {
+            return Ok(column.clone());
+        }
+        let column = segment.fast_fields().str(name)?;
+        let mut strs = lock(&strs);
+        if strs.len() < MAX_CACHED_STR_COLUMNS {
+            strs.insert(name.to_string(), column.clone());
+        }
+        Ok(column)
+    }
+
+    /// The term ordinal of each document of the segment's keyword field
+    /// `field` (one of `schema::KEYWORD_FIELDS`, never a client's name),
+    /// decoded once; `None` where its column cannot be (`DocOrds::decode`).
+    pub fn doc_ords(
+        &self,
+        segment: &SegmentReader,
+        field: &'static str,
+    ) -> tantivy::Result<Option<Arc<DocOrds>>> {
+        let doc_ords = self.get(segment)?.doc_ords;
+        if let Some(ords) = lock(&doc_ords).get(field) {
+            return Ok(ords.clone());
+        }
+        // Decoded outside the lock; two searches racing decode it twice.
+        let ords = match self.str_column(segment, field)? {
+            Some(column) => DocOrds::decode(&column, segment.max_doc()).map(Arc::new),
+            None => None,
+        };
+        lock(&doc_ords).insert(field, ords.clone());
+        Ok(ords)
+    }
+
     /// Forgets the segments `searcher` no longer has (merged or deleted
     /// away), once the cache holds more segments than the searcher.
     pub fn retain_live(&self, searcher: &Searcher) {
@@ -232,9 +315,14 @@ impl ColumnCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SegmentId, SegmentColumns>> {
-        // The map holds no invariant a panicking holder could break.
-        self.segments.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.segments)
     }
+}
+
+/// The maps behind these locks hold no invariant a panicking holder
+/// could break.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether pruning keeps relevance keys exact for a query with
@@ -272,12 +360,15 @@ pub fn pruning_pays(query: &dyn tantivy::query::Query, count_limit: Option<u64>)
     !clauses.is_empty() && (all(Occur::Should) || all(Occur::Must))
 }
 
-/// One segment's (or the merged) page: the keys, best first, and the count.
+/// One segment's (or the merged) page: the keys, best first, the count
+/// and the facets.
 pub struct PageFruit {
     pub top: Vec<(SortKey, DocAddress)>,
     pub count: u64,
     /// The count stopped at `count_limit`: more documents may match.
     pub count_truncated: bool,
+    /// Empty without facets.
+    pub facets: Vec<FacetCounts>,
 }
 
 pub struct PageSegmentCollector {
@@ -293,7 +384,15 @@ pub struct PageSegmentCollector {
     /// The primary key of the heap's lowest entry once it holds `k`
     /// (`i64::MIN` before): a key below it cannot enter.
     floor: i64,
+    /// A document that ties the floor cannot enter either: the sort breaks
+    /// ties for the earlier ingest, the segment's seqs ascend with its
+    /// documents, and this sort visits them in document order, so the tie
+    /// comes later than every key in the heap (relevance and sentiment
+    /// sorts over a `seq_ascending` segment; not date sorts, which read
+    /// blocks best first).
+    later_ties_lose: bool,
     count: u64,
+    facets: Option<FacetSegmentCollector>,
 }
 
 impl PageSegmentCollector {
@@ -324,7 +423,7 @@ impl PageSegmentCollector {
                 return;
             }
         }
-        if primary < self.floor {
+        if primary < self.floor || (primary == self.floor && self.later_ties_lose) {
             return;
         }
         let key = SortKey::from_primary(self.sort, primary, self.seq.get_val(doc));
@@ -380,7 +479,8 @@ impl PageSegmentCollector {
 
     /// The score a document must exceed to still enter a full page: one
     /// float step below the page's lowest score, so ties on score are kept
-    /// (they compete on `seq`).
+    /// (they compete on `seq`), unless later ties lose (then the score
+    /// itself, and block-WAND skips the blocks that can only tie).
     fn pruning_threshold(&self) -> Score {
         if self.heap.len() < self.k {
             return Score::MIN;
@@ -389,7 +489,9 @@ impl PageSegmentCollector {
             Some(Reverse((lowest, _))) => {
                 let score = lowest.score(SortOrder::Relevance);
                 let bits = score.to_bits();
-                if score > 0.0 && bits > 0 {
+                if self.later_ties_lose {
+                    score
+                } else if score > 0.0 && bits > 0 {
                     f32::from_bits(bits - 1)
                 } else {
                     Score::MIN
@@ -406,6 +508,9 @@ impl SegmentCollector for PageSegmentCollector {
     #[inline]
     fn collect(&mut self, doc: DocId, score: Score) {
         self.count += 1;
+        if let Some(facets) = &mut self.facets {
+            facets.collect(doc, score);
+        }
         // Most matches of a relevance search score below a full page:
         // rejected here, without the call.
         if self.sort == SortOrder::Relevance
@@ -426,6 +531,7 @@ impl SegmentCollector for PageSegmentCollector {
                 .collect(),
             count: self.count,
             count_truncated: false,
+            facets: self.facets.map(|f| f.harvest()).unwrap_or_default(),
         }
     }
 }
@@ -450,10 +556,12 @@ impl Collector for PageCollector {
         let mut top = Vec::with_capacity(self.k * fruits.len());
         let mut count = 0u64;
         let mut count_truncated = false;
+        let mut facets = Vec::with_capacity(fruits.len());
         for fruit in fruits {
             top.extend(fruit.top);
             count += fruit.count;
             count_truncated |= fruit.count_truncated;
+            facets.push(fruit.facets);
         }
         top.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
         top.truncate(self.k);
@@ -467,6 +575,10 @@ impl Collector for PageCollector {
             top,
             count,
             count_truncated,
+            facets: match &self.facets {
+                Some(collector) => collector.merge(facets),
+                None => Vec::new(),
+            },
         })
     }
 
@@ -505,10 +617,7 @@ impl Collector for PageCollector {
                 }
             })?;
             let mut fruit = collector.harvest();
-            if let Some(limit) = self.count_limit {
-                fruit.count_truncated = fruit.count > limit;
-                fruit.count = fruit.count.min(limit);
-            }
+            (fruit.count, fruit.count_truncated) = self.bounded(fruit.count);
             return Ok(fruit);
         }
         // Relevance: only documents whose score can reach the page are
@@ -521,7 +630,7 @@ impl Collector for PageCollector {
             }
             threshold
         })?;
-        let (count, count_truncated) = self.count(weight, reader)?;
+        let (count, count_truncated) = self.count(weight, reader, &mut collector.facets)?;
         let mut fruit = collector.harvest();
         fruit.count = count;
         fruit.count_truncated = count_truncated;
@@ -558,21 +667,62 @@ impl PageCollector {
             after: self.after,
             segment_ord,
             seq: columns.seq.clone(),
+            later_ties_lose: columns.seq_ascending
+                && matches!(
+                    self.sort,
+                    SortOrder::Relevance | SortOrder::MostNegative | SortOrder::MostPositive
+                ),
             created,
             sentiment,
             heap: BinaryHeap::with_capacity(self.k.max(1) + 1),
             floor: i64::MIN,
             count: 0,
+            facets: self
+                .facets
+                .as_ref()
+                .map(|facets| facets.for_segment(segment_ord, segment))
+                .transpose()?,
         };
         Ok((collector, columns))
     }
 
     /// The segment's total apart from the page: every live match, or up to
-    /// `count_limit`.
-    fn count(&self, weight: &dyn Weight, reader: &SegmentReader) -> tantivy::Result<(u64, bool)> {
+    /// `count_limit`. With facets, one pass over every match counts both.
+    fn count(
+        &self,
+        weight: &dyn Weight,
+        reader: &SegmentReader,
+        facets: &mut Option<FacetSegmentCollector>,
+    ) -> tantivy::Result<(u64, bool)> {
+        if let Some(facets) = facets {
+            let alive = reader.alive_bitset();
+            let mut count = 0u64;
+            let mut live = Vec::with_capacity(tantivy::COLLECT_BLOCK_BUFFER_LEN);
+            weight.for_each_no_score(reader, &mut |docs| {
+                let docs = match alive {
+                    None => docs,
+                    Some(alive) => {
+                        live.clear();
+                        live.extend(docs.iter().copied().filter(|&doc| alive.is_alive(doc)));
+                        &live
+                    }
+                };
+                count += docs.len() as u64;
+                facets.collect_block(docs);
+            })?;
+            return Ok(self.bounded(count));
+        }
         match self.count_limit {
             None => Ok((u64::from(weight.count(reader)?), false)),
             Some(limit) => count_up_to(weight, reader, limit),
+        }
+    }
+
+    /// A full count with `count_limit` applied: (count, truncated).
+    fn bounded(&self, count: u64) -> (u64, bool) {
+        match self.count_limit {
+            Some(limit) if count > limit => (limit, true),
+            _ => (count, false),
         }
     }
 
@@ -617,13 +767,14 @@ impl PageCollector {
         if open * 2 <= blocks.len() {
             // Few blocks left: seek from one to the next; the total is
             // counted apart (without reading a column).
+            date_path_taken(0);
             let mut scorer = weight.scorer(reader, 1.0)?;
             for (block, done) in done.iter().enumerate() {
                 if !done && collector.may_enter(range(block)) {
                     collector.offer_range(&mut *scorer, blocks.docs(block), alive);
                 }
             }
-            let (count, count_truncated) = self.count(weight, reader)?;
+            let (count, count_truncated) = self.count(weight, reader, &mut collector.facets)?;
             let mut fruit = collector.harvest();
             fruit.count = count;
             fruit.count_truncated = count_truncated;
@@ -633,19 +784,28 @@ impl PageCollector {
         // and offers those of the blocks that still may. Their dates are read
         // a batch at a time (one dynamic call per batch) and a date below a
         // full page's floor is rejected in line.
+        date_path_taken(1);
         let newest = sort == SortOrder::Newest;
         let mut count = 0u64;
         let mut current = usize::MAX;
         let mut offering = false;
         let mut candidates: Vec<DocId> = Vec::with_capacity(tantivy::COLLECT_BLOCK_BUFFER_LEN);
         let mut dates = Vec::with_capacity(tantivy::COLLECT_BLOCK_BUFFER_LEN);
+        // The facets count in the same pass.
+        let mut facets = collector.facets.take();
+        let counting_facets = facets.is_some();
+        let mut live = Vec::with_capacity(tantivy::COLLECT_BLOCK_BUFFER_LEN);
         weight.for_each_no_score(reader, &mut |docs| {
             candidates.clear();
+            live.clear();
             for &doc in docs {
                 if alive.is_some_and(|a| a.is_deleted(doc)) {
                     continue;
                 }
                 count += 1;
+                if counting_facets {
+                    live.push(doc);
+                }
                 let block = (doc >> blocks.shift) as usize;
                 if block != current {
                     current = block;
@@ -654,6 +814,9 @@ impl PageCollector {
                 if offering {
                     candidates.push(doc);
                 }
+            }
+            if let Some(facets) = &mut facets {
+                facets.collect_block(&live);
             }
             dates.resize(candidates.len(), tantivy::DateTime::MIN);
             created.get_vals(&candidates, &mut dates);
@@ -665,14 +828,28 @@ impl PageCollector {
                 }
             }
         })?;
+        collector.facets = facets;
         let mut fruit = collector.harvest();
-        fruit.count = count;
-        if let Some(limit) = self.count_limit {
-            fruit.count_truncated = count > limit;
-            fruit.count = count.min(limit);
-        }
+        (fruit.count, fruit.count_truncated) = self.bounded(count);
         Ok(fruit)
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Segment pages of date sorts on this thread by the way the blocks
+    /// left after the first ones were read: [seeking, one counting pass].
+    static DATE_PATHS: std::cell::Cell<[u64; 2]> = const { std::cell::Cell::new([0; 2]) };
+}
+
+/// Counts a date page's path (tests only).
+fn date_path_taken(_path: usize) {
+    #[cfg(test)]
+    DATE_PATHS.with(|taken| {
+        let mut counts = taken.get();
+        counts[_path] += 1;
+        taken.set(counts);
+    });
 }
 
 /// Live matches in the segment, counting no further than `limit`.
@@ -717,14 +894,27 @@ mod tests {
     use crate::domain::{
         AnalysisState, FeedbackDraft, Sentiment, SentimentLabel, StoredFeedback, UnixMicros,
     };
+    use crate::index::facets::facet_collector;
     use crate::index::schema::{self, build_schema, TEXT_TOKENIZER};
 
-    /// 3,000 items over 6 segments, one in ten deleted; texts repeat words
-    /// so that BM25 scores both differ and tie; timestamps and sentiment
-    /// scores tie in groups (timestamps in groups of 6, which straddle date
-    /// blocks of 16). Timestamps rise with the ingest order, or with
-    /// `scrambled` follow no order (more ties), nor do the seqs.
-    fn index_with(scrambled: bool) -> (Index, QueryParser) {
+    /// How a test corpus' timestamps follow its ingest order.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Dates {
+        /// Rising with it.
+        Ordered,
+        /// Rising with it, each group up to 2,400 documents early or late
+        /// (blocks of 1,024 overlap their neighbours).
+        Jittered,
+        /// In no order, 397 distinct dates (more ties).
+        Scrambled,
+    }
+
+    /// `docs` items in segments of `per_segment`, one in ten deleted; texts
+    /// repeat words so that BM25 scores both differ and tie; timestamps and
+    /// sentiment scores tie in groups (timestamps in groups of 6, which
+    /// straddle date blocks of 16). Unless dates are `Ordered`, the seqs do
+    /// not follow the ingest order either.
+    fn index_with(dates: Dates, docs: u64, per_segment: u64) -> (Index, QueryParser) {
         let (schema, fields) = build_schema();
         let index = Index::create_in_ram(schema);
         index
@@ -734,7 +924,7 @@ mod tests {
             index.writer_with_num_threads(1, 15_000_000).unwrap();
         writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         let words = ["alpha", "beta", "gamma", "delta", "omega"];
-        for seq in 0..3_000u64 {
+        for seq in 0..docs {
             let mut rng = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7;
             let mut text = Vec::new();
             for _ in 0..(3 + rng % 9) {
@@ -769,37 +959,43 @@ mod tests {
                 feedback: FeedbackDraft {
                     id: format!("i-{seq}"),
                     text: text.join(" "),
+                    product: format!("p{}", rng % 7),
+                    tags: (0..rng % 3)
+                        .map(|t| format!("t{}", (rng >> 9) % 5 + t))
+                        .collect(),
                     created_at: Some(UnixMicros(
                         1_700_000_000_000_000
-                            + if scrambled {
-                                ((seq / 6).wrapping_mul(0x9E37_79B9) % 397) as i64
-                            } else {
-                                (seq / 6) as i64
-                            },
+                            + match dates {
+                                Dates::Ordered => seq / 6,
+                                Dates::Jittered => {
+                                    seq / 6 + ((seq / 6).wrapping_mul(0x9E37_79B9) >> 7) % 400
+                                }
+                                Dates::Scrambled => (seq / 6).wrapping_mul(0x9E37_79B9) % 397,
+                            } as i64,
                     )),
                     ..Default::default()
                 }
                 .validate(UnixMicros(0))
                 .unwrap(),
                 ingested_at: UnixMicros(0),
-                // Scrambled, ingest order does not follow the documents'
+                // Out of order, ingest order does not follow the documents'
                 // order either (as after re-ingests): ties on the primary
                 // key are then broken against the document order.
-                seq: if scrambled {
-                    (seq * 7_919) % 3_000
-                } else {
+                seq: if dates == Dates::Ordered {
                     seq
+                } else {
+                    (seq * 7_919) % docs
                 },
                 analysis,
             };
             writer
                 .add_document(schema::to_document(&fields, &item))
                 .unwrap();
-            if seq % 500 == 499 {
+            if seq % per_segment == per_segment - 1 {
                 writer.commit().unwrap();
             }
         }
-        for seq in (0..3_000u64).step_by(10) {
+        for seq in (0..docs).step_by(10) {
             writer.delete_term(Term::from_field_text(fields.id, &format!("i-{seq}")));
         }
         writer.commit().unwrap();
@@ -808,8 +1004,9 @@ mod tests {
         (index, parser)
     }
 
+    /// 3,000 items over 6 segments, dates in ingest order.
     fn index() -> (Index, QueryParser) {
-        index_with(false)
+        index_with(Dates::Ordered, 3_000, 500)
     }
 
     fn scoring_terms(query: &dyn Query) -> usize {
@@ -835,18 +1032,44 @@ mod tests {
 
     #[test]
     fn pruned_pages_equal_exhaustive_ones_and_concatenate_to_one_long_page() {
-        // Date blocks of 16 documents (about 30 per segment) in one run, the
-        // server's 1,024 (one per segment) in the other; timestamps in
-        // ingest order, then in none.
-        for (scrambled, shift) in [(false, 4), (false, DATE_BLOCK_SHIFT), (true, 4)] {
-            pages_equal_one_long_page(scrambled, shift);
+        // Date blocks of 16 documents (about 30 per segment), then the
+        // server's 1,024 (one per segment of 500), over dates in ingest
+        // order and in none; then the server's blocks over segments of
+        // 12,000 documents (12 blocks each) whose dates overlap their
+        // neighbours' or follow no order. Each run asserts which ways its
+        // date pages took: where the dates follow the ingest order, even
+        // loosely, few blocks are left to seek to; where they do not, a
+        // counting pass (and seeking too, on pages deep enough that most
+        // blocks lie past the cursor).
+        // (dates, documents, per segment, block shift, page size, [seeks, passes])
+        #[rustfmt::skip]
+        let cases = [
+            (Dates::Ordered, 3_000, 500, 4, 37, [true, false]),
+            (Dates::Ordered, 3_000, 500, DATE_BLOCK_SHIFT, 37, [true, false]),
+            (Dates::Scrambled, 3_000, 500, 4, 37, [true, true]),
+            (Dates::Jittered, 36_000, 12_000, DATE_BLOCK_SHIFT, 401, [true, false]),
+            (Dates::Scrambled, 36_000, 12_000, DATE_BLOCK_SHIFT, 401, [true, true]),
+        ];
+        for (dates, docs, per_segment, shift, page, paths) in cases {
+            DATE_PATHS.with(|taken| taken.set([0; 2]));
+            pages_equal_one_long_page(index_with(dates, docs, per_segment), shift, page);
+            let [seeks, passes] = DATE_PATHS.with(|taken| taken.get());
+            assert_eq!(
+                [seeks > 0, passes > 0],
+                paths,
+                "{dates:?} over blocks of {}: {seeks} segment pages by seeking, {passes} by a counting pass",
+                1 << shift
+            );
         }
     }
 
-    fn pages_equal_one_long_page(scrambled: bool, date_block_shift: u32) {
-        let (index, parser) = index_with(scrambled);
+    fn pages_equal_one_long_page(
+        (index, parser): (Index, QueryParser),
+        date_block_shift: u32,
+        page_size: usize,
+    ) {
         let searcher = index.reader().unwrap().searcher();
-        assert!(searcher.segment_readers().len() >= 6);
+        assert!(searcher.segment_readers().len() >= 3);
         // One cache for every search, as the server keeps it.
         let columns = Arc::new(ColumnCache::with_date_block_shift(date_block_shift));
         for text in [
@@ -860,6 +1083,13 @@ mod tests {
             let prune = prunes_exactly(scoring_terms(&*query));
             let expected_count = searcher.search(&*query, &Count).unwrap() as u64;
             assert!(expected_count > 100, "{text}: {expected_count}");
+            // Every other page also counts facets (a keyword field, a
+            // multi-valued one): the same page, and the facets counted
+            // alone.
+            let facet_fields = ["product".to_string(), "tags".to_string()];
+            let facets = || facet_collector(&facet_fields, &columns).unwrap();
+            let expected_facets = searcher.search(&*query, &facets().unwrap()).unwrap();
+            assert!(expected_facets.iter().all(|f| f.counts.len() > 3));
             for sort in [
                 SortOrder::Relevance,
                 SortOrder::Newest,
@@ -870,11 +1100,12 @@ mod tests {
                 let long = |exhaustive| {
                     let page = PageCollector {
                         sort,
-                        k: 5_000,
+                        k: searcher.num_docs() as usize,
                         after: None,
                         count_limit: None,
                         prune,
                         columns: columns.clone(),
+                        facets: None,
                     };
                     run(&searcher, &*query, page, exhaustive)
                 };
@@ -888,18 +1119,25 @@ mod tests {
                 for exhaustive in [false, true] {
                     let mut seen = Vec::new();
                     let mut after = None;
-                    loop {
+                    for number in 0.. {
+                        let with_facets = number % 2 == 1;
                         let page = PageCollector {
                             sort,
-                            k: 37,
+                            k: page_size,
                             after,
                             count_limit: None,
                             prune,
                             columns: columns.clone(),
+                            facets: if with_facets { facets() } else { None },
                         };
                         let fruit = run(&searcher, &*query, page, exhaustive);
                         assert_eq!(fruit.count, expected_count, "{text} {sort:?}");
                         assert!(!fruit.count_truncated);
+                        if with_facets {
+                            assert_eq!(fruit.facets, expected_facets, "{text} {sort:?}");
+                        } else {
+                            assert!(fruit.facets.is_empty());
+                        }
                         if fruit.top.is_empty() {
                             break;
                         }
@@ -919,8 +1157,12 @@ mod tests {
                     );
                 }
             }
-            // A count limit gives a lower bound past it, and the same page.
-            for sort in [SortOrder::Relevance, SortOrder::Newest, SortOrder::Oldest] {
+            // A count limit gives a lower bound past it, and the same page;
+            // facets still count every match.
+            for (sort, with_facets) in [SortOrder::Relevance, SortOrder::Newest, SortOrder::Oldest]
+                .into_iter()
+                .flat_map(|sort| [(sort, false), (sort, true)])
+            {
                 let limited = PageCollector {
                     sort,
                     k: 10,
@@ -928,6 +1170,7 @@ mod tests {
                     count_limit: Some(50),
                     prune,
                     columns: columns.clone(),
+                    facets: if with_facets { facets() } else { None },
                 };
                 let fruit = run(&searcher, &*query, limited, false);
                 assert_eq!(
@@ -935,6 +1178,9 @@ mod tests {
                     (50, true),
                     "{text} {sort:?}"
                 );
+                if with_facets {
+                    assert_eq!(fruit.facets, expected_facets, "{text} {sort:?}");
+                }
                 let exact = PageCollector {
                     sort,
                     k: 10,
@@ -942,6 +1188,7 @@ mod tests {
                     count_limit: Some(expected_count + 1),
                     prune,
                     columns: columns.clone(),
+                    facets: None,
                 };
                 let exact = run(&searcher, &*query, exact, false);
                 assert_eq!(
@@ -1008,6 +1255,7 @@ mod tests {
                             count_limit: None,
                             prune: false,
                             columns: Arc::new(ColumnCache::with_date_block_shift(1)),
+                            facets: None,
                         };
                         run(&searcher, &*query, page, exhaustive)
                     };
@@ -1020,13 +1268,19 @@ mod tests {
     }
 
     /// Each date block's range holds the dates of its documents, and the
-    /// two orders list every block by that range.
+    /// two orders list every block by that range; a segment's seqs read as
+    /// ascending exactly where they are.
     #[test]
     fn date_blocks_bound_their_documents() {
-        for scrambled in [false, true] {
-            let (index, _) = index_with(scrambled);
+        for dates in [Dates::Ordered, Dates::Jittered, Dates::Scrambled] {
+            let (index, _) = index_with(dates, 3_000, 500);
             let searcher = index.reader().unwrap().searcher();
+            let columns = ColumnCache::default();
             for segment in searcher.segment_readers() {
+                assert_eq!(
+                    columns.get(segment).unwrap().seq_ascending,
+                    dates == Dates::Ordered
+                );
                 let created = segment
                     .fast_fields()
                     .date(field::CREATED_AT)

@@ -6,7 +6,7 @@
 //! - `indexer.rs`: the indexer thread (change log -> verified commits) and
 //!   the rebuild from the store;
 //! - `search.rs`: a search page (query, filters, sort keys, cursor, snippets);
-//! - `aggregations.rs`: facets;
+//! - `facets.rs`: facets, counted in the page's pass;
 //! - `report.rs`: a report's counts in one pass over fast fields;
 //! - `query.rs`, `cursor.rs`, `schema.rs`: the query language, search-after
 //!   cursors, the field catalogue;
@@ -26,9 +26,9 @@
 //!   while ingest stays below the indexing rate.
 //! - Search never blocks the async executor: callers run it on the blocking pool.
 
-mod aggregations;
 mod collect;
 mod cursor;
+mod facets;
 mod filters;
 mod indexer;
 mod query;

@@ -9,7 +9,7 @@ use super::collect::{self, PageCollector};
 use super::cursor::{self, Cursor, FrozenStats, SortKey};
 use super::schema::{self, Fields};
 use super::snippet::SnippetCutter;
-use super::{aggregations, query, IndexError, SearchIndex};
+use super::{facets, query, IndexError, SearchIndex};
 use crate::domain::{normalize_text, FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
 
 /// Ids (with scores) of one page of hits, before the items are fetched.
@@ -89,7 +89,7 @@ impl SearchIndex {
             .as_deref()
             .map(|c| Cursor::decode(c, fingerprint))
             .transpose()?;
-        let facet_aggs = aggregations::facet_request(&query.facets)?;
+        let facets = facets::facet_collector(&query.facets, &shared.columns)?;
 
         let user_query = query::parse_user_query(&shared.parser, &query.text)?;
         let snippets_wanted =
@@ -112,28 +112,18 @@ impl SearchIndex {
             prune: collect::prunes_exactly(scoring_terms(&*user_query))
                 && collect::pruning_pays(&*full_query, query.total_hits_up_to),
             columns: shared.columns.clone(),
+            // Counted with the total: in its pass over every match.
+            facets,
         };
         shared.columns.retain_live(&searcher);
-        // Facets share the page's pass (which then visits every match);
-        // without them the page collector may prune.
-        let searched = match facet_aggs {
-            Some((names, aggs)) => {
-                let facets = aggregations::collector(&searcher, aggs);
-                searcher
-                    .search_with_statistics_provider(&*full_query, &(page, facets), &stats)
-                    .map(|(fruit, results)| (fruit, aggregations::read_facets(results, names)))
-            }
-            None => searcher
-                .search_with_statistics_provider(&*full_query, &page, &stats)
-                .map(|fruit| (fruit, Vec::new())),
-        };
+        let searched = searcher.search_with_statistics_provider(&*full_query, &page, &stats);
         // A replay that ran out of values fails the search: the cursor is
         // the cause.
         let stats = match query.sort {
             SortOrder::Relevance => stats.finish()?,
             _ => Vec::new(),
         };
-        let (fruit, facets) = searched?;
+        let fruit = searched?;
         let mut top_docs = fruit.top;
         let has_more = top_docs.len() > query.limit;
         top_docs.truncate(query.limit);
@@ -156,7 +146,7 @@ impl SearchIndex {
             total_hits: fruit.count,
             total_is_lower_bound: fruit.count_truncated,
             next_cursor,
-            facets,
+            facets: fruit.facets,
             retag_pending,
             snippets,
         })
