@@ -1274,6 +1274,19 @@ async fn search_setup(n: usize) -> SearchSetup {
     let searcher = reader.searcher();
     let (segments, docs) = segments_and_docs(&searcher);
     println!("index after load: {segments} segments, {docs} docs");
+    // Segments whose documents hold their items in ingest order (a seq above
+    // the one before it's): there a relevance page rejects ties with its
+    // lowest key without reading seqs (`index::collect`).
+    let ascending = searcher
+        .segment_readers()
+        .iter()
+        .filter(|segment| {
+            let seq = segment.fast_fields().u64("seq").unwrap();
+            let seq = seq.first_or_default_col(0);
+            (1..segment.max_doc()).all(|doc| seq.get_val(doc) > seq.get_val(doc - 1))
+        })
+        .count();
+    println!("segments with seqs ascending with their documents: {ascending} of {segments}");
     assert_eq!(docs, n as u64, "every item in the server's index");
     let fields = verbatim::index::schema::build_schema().1;
     let mut parser = QueryParser::for_index(&index, vec![fields.text]);
