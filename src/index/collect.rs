@@ -4,16 +4,24 @@
 //! - date and sentiment sorts never score: the primary key comes from a fast
 //!   field, and the tie breaker (`seq`) is read only for documents that can
 //!   still enter the page;
-//! - relevance, when it runs alone (no facets in the same pass), lets the
-//!   query prune (block-WAND over term postings): a document is only offered
-//!   when its score can reach the page. The boundary is tie-safe: the
-//!   pruning threshold sits one float step below the page's lowest score,
-//!   so a document that ties it on score still competes on `seq`. The total
-//!   then comes from `Weight::count`, which needs no scoring (a single term
-//!   on a segment without deletes reads it from the term's document
-//!   frequency), or, with a count limit, from counting up to that limit;
-//! - with facets the page, the count and the facet counts share one pass
-//!   (the caller pairs this collector with the facet collector);
+//! - relevance lets the query prune (block-WAND over term postings) where
+//!   that is exact and pays: a document is only offered when its score can
+//!   reach the page. The boundary is tie-safe: the pruning threshold sits
+//!   one float step below the page's lowest score, so a document that ties
+//!   it on score still competes on `seq` (unless the tie must lose: a
+//!   segment whose seqs ascend with its documents, below). The total then
+//!   comes from `Weight::count`, which needs no scoring (a single term on a
+//!   segment without deletes reads it from the term's document frequency),
+//!   or, with a count limit, from counting up to that limit;
+//! - facets (`FacetCollector`) are counted in the pass that counts the
+//!   total: the unscored count pass after a pruned page, a date sort's
+//!   counting pass, or the one pass of the other paths;
+//! - sorts that break ties for the earlier ingest (relevance, sentiment)
+//!   visit a segment's documents in document order; where the segment's
+//!   seqs ascend with its documents, a tie with a full page's lowest key
+//!   comes after every key in the page and cannot enter: it is rejected
+//!   without reading its seq, and block-WAND's threshold is the lowest
+//!   score itself;
 //! - date sorts skip whole blocks of documents that cannot reach the page:
 //!   each segment keeps the lowest and highest `created_at` of every block
 //!   of `1 << DATE_BLOCK_SHIFT` documents (`DateBlocks`, computed once per
@@ -41,7 +49,7 @@ use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINA
 
 use super::cursor::SortKey;
 use super::facets::{DocOrds, FacetCollector, FacetSegmentCollector};
-use super::schema::field;
+use super::schema::{self, field};
 use crate::domain::{FacetCounts, SortOrder};
 
 /// The top `k` keys of a search, after an optional cursor key.
@@ -80,8 +88,9 @@ struct SegmentColumns {
     /// sort that reads the segment.
     date_blocks: Arc<OnceLock<Arc<DateBlocks>>>,
     /// Keyword columns by field name, opened by the first facet on them
-    /// (`None`: the segment has no such column); at most
-    /// `MAX_CACHED_STR_COLUMNS` (attribute names come from clients).
+    /// (`None`: the segment has no such column): every keyword field, and
+    /// attribute paths while fewer than `MAX_CACHED_STR_COLUMNS` are kept
+    /// (their names come from clients).
     strs: Arc<Mutex<HashMap<String, Option<StrColumn>>>>,
     /// Single-valued keyword fields' term ordinals decoded by document,
     /// by field name, decoded by the first facet on them (`None`: the
@@ -91,8 +100,9 @@ struct SegmentColumns {
 
 type DocOrdsByField = HashMap<&'static str, Option<Arc<DocOrds>>>;
 
-/// Keyword columns kept per segment (the fixed fields and a few
-/// attributes); a column past them is opened for its search alone.
+/// Keyword columns kept per segment before attribute paths stop being
+/// kept (a path past them is opened for its search alone); the keyword
+/// fields are always kept.
 const MAX_CACHED_STR_COLUMNS: usize = 32;
 
 impl SegmentColumns {
@@ -281,7 +291,7 @@ impl ColumnCache {
         }
         let column = segment.fast_fields().str(name)?;
         let mut strs = lock(&strs);
-        if strs.len() < MAX_CACHED_STR_COLUMNS {
+        if strs.len() < MAX_CACHED_STR_COLUMNS || schema::KEYWORD_FIELDS.contains(&name) {
             strs.insert(name.to_string(), column.clone());
         }
         Ok(column)
@@ -1308,6 +1318,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Client-chosen attribute paths fill the keyword column cache only
+    /// up to its bound; the keyword fields are kept past it.
+    #[test]
+    fn keyword_columns_stay_cached_past_many_attribute_paths() {
+        let (index, _) = index();
+        let searcher = index.reader().unwrap().searcher();
+        let segment = searcher.segment_reader(0);
+        let columns = ColumnCache::default();
+        for i in 0..2 * MAX_CACHED_STR_COLUMNS {
+            assert!(columns
+                .str_column(segment, &format!("attributes.a{i}"))
+                .unwrap()
+                .is_none());
+        }
+        assert!(columns.str_column(segment, "product").unwrap().is_some());
+        let strs = columns.get(segment).unwrap().strs;
+        let strs = lock(&strs);
+        assert_eq!(strs.len(), MAX_CACHED_STR_COLUMNS + 1);
+        assert!(strs.contains_key("product"));
     }
 
     #[test]

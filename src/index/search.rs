@@ -109,8 +109,12 @@ impl SearchIndex {
             k: query.limit + 1,
             after: after_key,
             count_limit: query.total_hits_up_to,
+            // With facets the count visits every match whatever the limit.
             prune: collect::prunes_exactly(scoring_terms(&*user_query))
-                && collect::pruning_pays(&*full_query, query.total_hits_up_to),
+                && collect::pruning_pays(
+                    &*full_query,
+                    query.total_hits_up_to.filter(|_| facets.is_none()),
+                ),
             columns: shared.columns.clone(),
             // Counted with the total: in its pass over every match.
             facets,
