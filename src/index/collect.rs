@@ -901,11 +901,9 @@ mod tests {
     use tantivy::{Index, IndexWriter, TantivyDocument, Term};
 
     use super::*;
-    use crate::domain::{
-        AnalysisState, FeedbackDraft, Sentiment, SentimentLabel, StoredFeedback, UnixMicros,
-    };
+    use crate::domain::{AnalysisState, FeedbackDraft, Sentiment, SentimentLabel, UnixMicros};
     use crate::index::facets::facet_collector;
-    use crate::index::schema::{self, build_schema, TEXT_TOKENIZER};
+    use crate::index::{add_test_item, test_index};
 
     /// How a test corpus' timestamps follow its ingest order.
     #[derive(Clone, Copy, Debug, PartialEq)]
@@ -925,14 +923,7 @@ mod tests {
     /// straddle date blocks of 16). Unless dates are `Ordered`, the seqs do
     /// not follow the ingest order either.
     fn index_with(dates: Dates, docs: u64, per_segment: u64) -> (Index, QueryParser) {
-        let (schema, fields) = build_schema();
-        let index = Index::create_in_ram(schema);
-        index
-            .tokenizers()
-            .register(TEXT_TOKENIZER, schema::text_analyzer());
-        let mut writer: IndexWriter<TantivyDocument> =
-            index.writer_with_num_threads(1, 15_000_000).unwrap();
-        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        let (index, fields, mut writer) = test_index();
         let words = ["alpha", "beta", "gamma", "delta", "omega"];
         for seq in 0..docs {
             let mut rng = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7;
@@ -965,8 +956,18 @@ mod tests {
                     units: Vec::new(),
                 })
             };
-            let item = StoredFeedback {
-                feedback: FeedbackDraft {
+            add_test_item(
+                &writer,
+                &fields,
+                // Out of order, ingest order does not follow the documents'
+                // order either (as after re-ingests): ties on the primary
+                // key are then broken against the document order.
+                if dates == Dates::Ordered {
+                    seq
+                } else {
+                    (seq * 7_919) % docs
+                },
+                FeedbackDraft {
                     id: format!("i-{seq}"),
                     text: text.join(" "),
                     product: format!("p{}", rng % 7),
@@ -984,23 +985,9 @@ mod tests {
                             } as i64,
                     )),
                     ..Default::default()
-                }
-                .validate(UnixMicros(0))
-                .unwrap(),
-                ingested_at: UnixMicros(0),
-                // Out of order, ingest order does not follow the documents'
-                // order either (as after re-ingests): ties on the primary
-                // key are then broken against the document order.
-                seq: if dates == Dates::Ordered {
-                    seq
-                } else {
-                    (seq * 7_919) % docs
                 },
                 analysis,
-            };
-            writer
-                .add_document(schema::to_document(&fields, &item))
-                .unwrap();
+            );
             if seq % per_segment == per_segment - 1 {
                 writer.commit().unwrap();
             }
@@ -1216,7 +1203,6 @@ mod tests {
     /// ties the page's lowest may still hold a better `seq`.)
     #[test]
     fn date_blocks_that_tie_the_page_are_still_read() {
-        let (schema, fields) = build_schema();
         let mut rng = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move |n: u64| {
             rng ^= rng << 13;
@@ -1225,30 +1211,21 @@ mod tests {
             rng % n
         };
         for round in 0..150 {
-            let index = Index::create_in_ram(schema.clone());
-            index
-                .tokenizers()
-                .register(TEXT_TOKENIZER, schema::text_analyzer());
-            let mut writer: IndexWriter<TantivyDocument> =
-                index.writer_with_num_threads(1, 15_000_000).unwrap();
+            let (index, fields, mut writer) = test_index();
             let docs = 3 + next(10);
             for seq in 0..docs {
-                let item = StoredFeedback {
-                    feedback: FeedbackDraft {
+                add_test_item(
+                    &writer,
+                    &fields,
+                    seq,
+                    FeedbackDraft {
                         id: format!("i-{seq}"),
                         text: if next(4) == 0 { "other" } else { "word" }.into(),
                         created_at: Some(UnixMicros(1_700_000_000_000_000 + next(3) as i64)),
                         ..Default::default()
-                    }
-                    .validate(UnixMicros(0))
-                    .unwrap(),
-                    ingested_at: UnixMicros(0),
-                    seq,
-                    analysis: AnalysisState::Pending,
-                };
-                writer
-                    .add_document(schema::to_document(&fields, &item))
-                    .unwrap();
+                    },
+                    AnalysisState::Pending,
+                );
             }
             writer.commit().unwrap();
             let searcher = index.reader().unwrap().searcher();

@@ -403,10 +403,10 @@ mod tests {
     use tantivy::aggregation::bucket::TermsAggregation;
     use tantivy::aggregation::{AggContextParams, AggregationCollector, AggregationLimitsGuard};
     use tantivy::query::{AllQuery, Query, QueryParser};
-    use tantivy::{Index, IndexWriter, TantivyDocument};
+    use tantivy::Index;
 
-    use crate::domain::{AnalysisState, Channel, FeedbackDraft, StoredFeedback, UnixMicros};
-    use crate::index::schema::{self, build_schema, TEXT_TOKENIZER};
+    use crate::domain::{AnalysisState, Channel, FeedbackDraft, UnixMicros};
+    use crate::index::{add_test_item, test_index};
 
     /// tantivy's terms aggregation of `field`, as `FacetCounts` counts.
     fn tantivy_terms(index: &Index, query: &dyn Query, field: &str) -> Vec<(String, u64)> {
@@ -452,14 +452,7 @@ mod tests {
     /// the columns, by array and by map.
     #[test]
     fn facets_equal_tantivys_terms_aggregation() {
-        let (schema, fields) = build_schema();
-        let index = Index::create_in_ram(schema);
-        index
-            .tokenizers()
-            .register(TEXT_TOKENIZER, schema::text_analyzer());
-        let mut writer: IndexWriter<TantivyDocument> =
-            index.writer_with_num_threads(1, 15_000_000).unwrap();
-        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        let (index, fields, mut writer) = test_index();
         let channels = [
             Channel::Survey,
             Channel::Review,
@@ -472,8 +465,11 @@ mod tests {
             if seq % 3 == 0 {
                 attributes.insert("plan".to_string(), format!("plan-{}", rng % 5));
             }
-            let item = StoredFeedback {
-                feedback: FeedbackDraft {
+            add_test_item(
+                &writer,
+                &fields,
+                seq,
+                FeedbackDraft {
                     id: format!("i-{seq}"),
                     text: if (rng >> 20) % 2 == 0 {
                         "late delivery"
@@ -497,16 +493,9 @@ mod tests {
                     attributes,
                     created_at: Some(UnixMicros(1_700_000_000_000_000)),
                     ..Default::default()
-                }
-                .validate(UnixMicros(0))
-                .unwrap(),
-                ingested_at: UnixMicros(0),
-                seq,
-                analysis: AnalysisState::Pending,
-            };
-            writer
-                .add_document(schema::to_document(&fields, &item))
-                .unwrap();
+                },
+                AnalysisState::Pending,
+            );
             if seq % 1_000 == 999 {
                 writer.commit().unwrap();
             }

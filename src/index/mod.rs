@@ -495,6 +495,46 @@ impl SearchIndex {
     }
 }
 
+/// An empty in-memory index with the server's schema and analyzers, and a
+/// one-thread writer that never merges (tests that build their own tantivy
+/// index; segments are the commits).
+#[cfg(test)]
+pub(crate) fn test_index() -> (Index, Fields, IndexWriter<TantivyDocument>) {
+    let (schema, fields) = build_schema();
+    let index = Index::create_in_ram(schema);
+    index
+        .tokenizers()
+        .register(TEXT_TOKENIZER, schema::text_analyzer());
+    let writer: IndexWriter<TantivyDocument> = index
+        .writer_with_num_threads(1, 15_000_000)
+        .expect("an in-memory writer");
+    writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+    (index, fields, writer)
+}
+
+/// Writes a validated item as the indexer would (tests that build their
+/// own tantivy index).
+#[cfg(test)]
+pub(crate) fn add_test_item(
+    writer: &IndexWriter<TantivyDocument>,
+    fields: &Fields,
+    seq: u64,
+    draft: crate::domain::FeedbackDraft,
+    analysis: crate::domain::AnalysisState,
+) {
+    let item = crate::domain::StoredFeedback {
+        feedback: draft
+            .validate(crate::domain::UnixMicros(0))
+            .expect("a valid test item"),
+        ingested_at: crate::domain::UnixMicros(0),
+        seq,
+        analysis,
+    };
+    writer
+        .add_document(schema::to_document(fields, &item))
+        .expect("the document is added");
+}
+
 /// A small index whose items fill every field (analysed with themes and
 /// sub-themes, pending, failed), shared by the fuzz targets that search.
 #[cfg(test)]
