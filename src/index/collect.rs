@@ -78,8 +78,8 @@ struct SegmentColumns {
     seq: Arc<dyn ColumnValues<u64>>,
     /// Every document's `seq` is above the one before it's (the segment
     /// holds its items in ingest order, as a segment the indexer wrote
-    /// does; a merge may not).
-    seq_ascending: bool,
+    /// does; a merge may not); checked by the first sort that asks.
+    seq_ascending: Arc<OnceLock<bool>>,
     /// `None` when the segment has no such column (date sorts then fail
     /// as they would opening it).
     created: Option<Arc<dyn ColumnValues<tantivy::DateTime>>>,
@@ -91,14 +91,28 @@ struct SegmentColumns {
     /// (`None`: the segment has no such column): every keyword field, and
     /// attribute paths while fewer than `MAX_CACHED_STR_COLUMNS` are kept
     /// (their names come from clients).
-    strs: Arc<Mutex<HashMap<String, Option<StrColumn>>>>,
-    /// Single-valued keyword fields' term ordinals decoded by document,
-    /// by field name, decoded by the first facet on them (`None`: the
-    /// segment's column cannot be, `DocOrds::decode`).
-    doc_ords: Arc<Mutex<DocOrdsByField>>,
+    strs: Arc<Mutex<HashMap<String, Option<KeywordColumn>>>>,
 }
 
-type DocOrdsByField = HashMap<&'static str, Option<Arc<DocOrds>>>;
+/// A segment's keyword (string) column, and its term ordinals by document
+/// once a facet has decoded them.
+#[derive(Clone)]
+pub struct KeywordColumn {
+    pub column: StrColumn,
+    ords: Arc<OnceLock<Option<Arc<DocOrds>>>>,
+}
+
+impl KeywordColumn {
+    /// The term ordinal of each of the segment's `max_doc` documents,
+    /// decoded once; `None` where the column cannot be (`DocOrds::decode`).
+    /// Callers ask for keyword fields only (`schema::KEYWORD_FIELDS`,
+    /// never a client's name), which bounds the memory.
+    pub fn doc_ords(&self, max_doc: DocId) -> Option<Arc<DocOrds>> {
+        self.ords
+            .get_or_init(|| DocOrds::decode(&self.column, max_doc).map(Arc::new))
+            .clone()
+    }
+}
 
 /// Keyword columns kept per segment before attribute paths stop being
 /// kept (a path past them is opened for its search alone); the keyword
@@ -108,10 +122,9 @@ const MAX_CACHED_STR_COLUMNS: usize = 32;
 impl SegmentColumns {
     fn open(segment: &SegmentReader) -> tantivy::Result<SegmentColumns> {
         let fast = segment.fast_fields();
-        let seq = by_doc(fast.u64(field::SEQ)?, 0);
         Ok(SegmentColumns {
-            seq_ascending: ascending(&*seq, segment.max_doc()),
-            seq,
+            seq: by_doc(fast.u64(field::SEQ)?, 0),
+            seq_ascending: Arc::default(),
             created: fast
                 .date(field::CREATED_AT)
                 .ok()
@@ -119,8 +132,14 @@ impl SegmentColumns {
             sentiment: fast.f64(field::SENTIMENT_SCORE).ok(),
             date_blocks: Arc::default(),
             strs: Arc::default(),
-            doc_ords: Arc::default(),
         })
+    }
+
+    /// Whether the segment's seqs ascend with its `max_doc` documents.
+    fn seq_ascending(&self, max_doc: DocId) -> bool {
+        *self
+            .seq_ascending
+            .get_or_init(|| ascending(&*self.seq, max_doc))
     }
 }
 
@@ -280,42 +299,28 @@ impl ColumnCache {
 
     /// The segment's keyword (string) column `name` (a keyword field or an
     /// `attributes.KEY` path), `None` when it has none.
-    pub fn str_column(
+    pub fn keyword_column(
         &self,
         segment: &SegmentReader,
         name: &str,
-    ) -> tantivy::Result<Option<StrColumn>> {
+    ) -> tantivy::Result<Option<KeywordColumn>> {
         let strs = self.get(segment)?.strs;
         if let Some(column) = lock(&strs).get(name) {
             return Ok(column.clone());
         }
-        let column = segment.fast_fields().str(name)?;
+        let column = segment
+            .fast_fields()
+            .str(name)?
+            .map(|column| KeywordColumn {
+                column,
+                ords: Arc::default(),
+            });
         let mut strs = lock(&strs);
         if strs.len() < MAX_CACHED_STR_COLUMNS || schema::KEYWORD_FIELDS.contains(&name) {
-            strs.insert(name.to_string(), column.clone());
+            // Two searches racing open it twice and keep the first.
+            return Ok(strs.entry(name.to_string()).or_insert(column).clone());
         }
         Ok(column)
-    }
-
-    /// The term ordinal of each document of the segment's keyword field
-    /// `field` (one of `schema::KEYWORD_FIELDS`, never a client's name),
-    /// decoded once; `None` where its column cannot be (`DocOrds::decode`).
-    pub fn doc_ords(
-        &self,
-        segment: &SegmentReader,
-        field: &'static str,
-    ) -> tantivy::Result<Option<Arc<DocOrds>>> {
-        let doc_ords = self.get(segment)?.doc_ords;
-        if let Some(ords) = lock(&doc_ords).get(field) {
-            return Ok(ords.clone());
-        }
-        // Decoded outside the lock; two searches racing decode it twice.
-        let ords = match self.str_column(segment, field)? {
-            Some(column) => DocOrds::decode(&column, segment.max_doc()).map(Arc::new),
-            None => None,
-        };
-        lock(&doc_ords).insert(field, ords.clone());
-        Ok(ords)
     }
 
     /// Forgets the segments `searcher` no longer has (merged or deleted
@@ -677,11 +682,10 @@ impl PageCollector {
             after: self.after,
             segment_ord,
             seq: columns.seq.clone(),
-            later_ties_lose: columns.seq_ascending
-                && matches!(
-                    self.sort,
-                    SortOrder::Relevance | SortOrder::MostNegative | SortOrder::MostPositive
-                ),
+            later_ties_lose: matches!(
+                self.sort,
+                SortOrder::Relevance | SortOrder::MostNegative | SortOrder::MostPositive
+            ) && columns.seq_ascending(segment.max_doc()),
             created,
             sentiment,
             heap: BinaryHeap::with_capacity(self.k.max(1) + 1),
@@ -1265,7 +1269,10 @@ mod tests {
             let columns = ColumnCache::default();
             for segment in searcher.segment_readers() {
                 assert_eq!(
-                    columns.get(segment).unwrap().seq_ascending,
+                    columns
+                        .get(segment)
+                        .unwrap()
+                        .seq_ascending(segment.max_doc()),
                     dates == Dates::Ordered
                 );
                 let created = segment
@@ -1307,11 +1314,14 @@ mod tests {
         let columns = ColumnCache::default();
         for i in 0..2 * MAX_CACHED_STR_COLUMNS {
             assert!(columns
-                .str_column(segment, &format!("attributes.a{i}"))
+                .keyword_column(segment, &format!("attributes.a{i}"))
                 .unwrap()
                 .is_none());
         }
-        assert!(columns.str_column(segment, "product").unwrap().is_some());
+        assert!(columns
+            .keyword_column(segment, "product")
+            .unwrap()
+            .is_some());
         let strs = columns.get(segment).unwrap().strs;
         let strs = lock(&strs);
         assert_eq!(strs.len(), MAX_CACHED_STR_COLUMNS + 1);

@@ -214,12 +214,15 @@ impl Collector for FacetCollector {
             .fields
             .iter()
             .map(|name| {
-                let keyword = schema::KEYWORD_FIELDS.iter().find(|f| **f == name.as_str());
-                let ords = match keyword {
-                    Some(field) if self.decode => self.columns.doc_ords(segment, field)?,
+                // Only the keyword fields are decoded (never a client's
+                // attribute name: that bounds the memory).
+                let decode = self.decode && schema::KEYWORD_FIELDS.contains(&name.as_str());
+                let column = self.columns.keyword_column(segment, name)?;
+                let ords = match &column {
+                    Some(keyword) if decode => keyword.doc_ords(segment.max_doc()),
                     _ => None,
                 };
-                let source = match (self.columns.str_column(segment, name)?, ords) {
+                let source = match (column.map(|keyword| keyword.column), ords) {
                     (None, _) => Source::Absent,
                     (Some(column), Some(ords)) => Source::Decoded {
                         counts: vec![0; column.dictionary().num_terms() + 1],
@@ -577,7 +580,12 @@ mod tests {
         // multi-valued field.
         let segment = searcher.segment_reader(0);
         let max_doc = segment.max_doc() as usize;
-        let ords = |field| columns.doc_ords(segment, field).unwrap();
+        let ords = |field| {
+            columns
+                .keyword_column(segment, field)
+                .unwrap()
+                .and_then(|keyword| keyword.doc_ords(segment.max_doc()))
+        };
         assert!(
             matches!(ords("channel").as_deref(), Some(DocOrds::Small(o)) if o.len() == max_doc)
         );
