@@ -1287,6 +1287,13 @@ async fn search_setup(n: usize) -> SearchSetup {
         })
         .count();
     println!("segments with seqs ascending with their documents: {ascending} of {segments}");
+    let mut sizes: Vec<u32> = searcher
+        .segment_readers()
+        .iter()
+        .map(|s| s.max_doc())
+        .collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    println!("segment sizes (documents): {sizes:?}");
     assert_eq!(docs, n as u64, "every item in the server's index");
     let fields = verbatim::index::schema::build_schema().1;
     let mut parser = QueryParser::for_index(&index, vec![fields.text]);

@@ -161,7 +161,7 @@ fn open_index(dir: &Path) -> Result<(Index, Fields, bool), IndexError> {
     let created = !Index::exists(&directory).map_err(tantivy::TantivyError::from)?;
     let index = Index::builder()
         .schema(schema)
-        .settings(doc_store_settings())
+        .settings(new_index_settings())
         .open_or_create(directory)?;
     index
         .tokenizers()
@@ -169,18 +169,31 @@ fn open_index(dir: &Path) -> Result<(Index, Fields, bool), IndexError> {
     Ok((index, fields, created))
 }
 
-/// The document store holds only each document's item id, and a search
-/// reads it for every hit: uncompressed, in blocks of 4 KiB, a hit outside
-/// the store's cache of recent blocks costs a copy of 4 KiB instead of
-/// decompressing 16 KiB (lz4, tantivy's default; ~8% of a single-term
-/// search's CPU at 1M items). It costs disk: 23 MB per million items with
-/// 12-character ids, against 8 MB with lz4 (BENCHMARKS.md). An existing
-/// index keeps the settings it was created with (tantivy records them in
-/// its meta.json).
-fn doc_store_settings() -> tantivy::IndexSettings {
+/// The settings a new index is created with (an existing index keeps the
+/// ones tantivy recorded in its meta.json; `verbatim reindex` rewrites an
+/// index whose settings differ):
+/// - The document store holds only each document's item id, and a search
+///   reads it for every hit: uncompressed, in blocks of 4 KiB, a hit outside
+///   the store's cache of recent blocks costs a copy of 4 KiB instead of
+///   decompressing 16 KiB (lz4, tantivy's default; ~8% of a single-term
+///   search's CPU at 1M items). It costs disk: 23 MB per million items with
+///   12-character ids, against 8 MB with lz4 (BENCHMARKS.md).
+/// - Every segment keeps its documents in `seq` (ingest) order, the order
+///   relevance and sentiment pages break ties in: tantivy sorts a new
+///   segment's documents by `seq` and merges segments by it. The indexer
+///   writes items in seq order, but a re-analysed item comes back with its
+///   old seq, a rebuild reads the store by id, and merges join segments in
+///   size order: without the sort most segments would not ascend, and a
+///   page would read the seq of every document that ties its lowest key
+///   (`collect.rs`, the tie rule).
+fn new_index_settings() -> tantivy::IndexSettings {
     tantivy::IndexSettings {
         docstore_compression: tantivy::store::Compressor::None,
         docstore_blocksize: 4096,
+        sort_by_field: Some(tantivy::IndexSortByField {
+            field: schema::field::SEQ.to_string(),
+            order: tantivy::Order::Asc,
+        }),
         ..tantivy::IndexSettings::default()
     }
 }
@@ -324,6 +337,12 @@ impl SearchIndex {
                 "the index is ahead of the store (restored from an older copy?): rebuilding it"
             );
         }
+        if !needs_rebuild && index.settings().sort_by_field.is_none() {
+            tracing::info!(
+                "the index predates segments kept in ingest order: relevance pages read more \
+                 tie breakers; `verbatim reindex` (server stopped) rewrites it"
+            );
+        }
         let parser = query_parser(&index, &fields);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
@@ -444,10 +463,22 @@ impl SearchIndex {
 pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexError> {
     let store = Store::open_offline(data_dir)?;
     let dir = index_dir(data_dir);
-    let (fields, mut writer) = open_or_set_aside(&dir, || {
+    let open = || {
         let (index, fields, _) = open_index(&dir)?;
-        Ok((fields, new_writer(&index, settings)?))
-    })?;
+        Ok((index, fields))
+    };
+    let (mut index, mut fields) = open_or_set_aside(&dir, open)?;
+    // Everything is rewritten anyway: an index an older build created is
+    // made anew, with the settings of a new one.
+    if index.settings() != &new_index_settings() {
+        drop(index);
+        std::fs::remove_dir_all(&dir).map_err(|source| IndexError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        (index, fields) = open()?;
+    }
+    let mut writer = new_writer(&index, settings)?;
     let (count, _) = rebuild(&store, &fields, &mut writer)?;
     writer.wait_merging_threads()?;
     Ok(count)
@@ -728,5 +759,113 @@ mod doc_store_tests {
         let searcher = index.reader().unwrap().searcher();
         let id = search::doc_id(&searcher, &fields, DocAddress::new(0, 0)).unwrap();
         assert_eq!(id.as_str(), "old-1");
+    }
+
+    /// `reindex` rewrites an index an older build created (lz4, no sort)
+    /// with the settings of a new one, and every stored item comes back.
+    #[tokio::test]
+    async fn reindex_makes_an_old_index_anew() {
+        use crate::domain::{FeedbackDraft, UnixMicros};
+        use crate::store::{QueueMode, Store};
+
+        let data = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(data.path(), 4).unwrap();
+            let items = (0..50)
+                .map(|i| {
+                    FeedbackDraft {
+                        id: format!("r-{i}"),
+                        text: format!("text number {i}"),
+                        ..Default::default()
+                    }
+                    .validate(UnixMicros(0))
+                    .unwrap()
+                })
+                .collect();
+            store.upsert(items, QueueMode::Wait).await.unwrap();
+        }
+        let dir = index_dir(data.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        let (schema, _) = build_schema();
+        drop(Index::create_in_dir(&dir, schema).unwrap());
+        let (index, _, _) = open_index(&dir).unwrap();
+        assert_ne!(index.settings(), &new_index_settings());
+        drop(index);
+
+        let settings = IndexSettings {
+            refresh_interval: std::time::Duration::from_millis(100),
+            writer_threads: 1,
+            writer_memory_bytes: 20_000_000,
+            similarity_index: false,
+            similarity_threads: 1,
+        };
+        assert_eq!(reindex(data.path(), &settings).unwrap(), 50);
+        let (index, _, created) = open_index(&dir).unwrap();
+        assert!(!created);
+        assert_eq!(index.settings(), &new_index_settings());
+        assert_eq!(index.reader().unwrap().searcher().num_docs(), 50);
+    }
+
+    /// A new index keeps every segment's documents in ingest (seq) order,
+    /// whatever order the writer gets them in (a re-analysed item comes
+    /// back with its old seq, a rebuild reads the store by id) and whatever
+    /// segments a merge joins: the tie rule of relevance pages
+    /// (`collect.rs`) then applies to every segment.
+    #[test]
+    fn new_indexes_keep_every_segment_in_ingest_order() {
+        use crate::domain::{AnalysisState, FeedbackDraft};
+        use crate::index::add_test_item;
+        let dir = tempfile::tempdir().unwrap();
+        let (index, fields, _) = open_index(dir.path()).unwrap();
+        let mut writer: IndexWriter<TantivyDocument> =
+            index.writer_with_num_threads(2, 40_000_000).unwrap();
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        // Seqs out of order within each commit, and commits whose seq
+        // ranges interleave.
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        let mut seqs: Vec<u64> = (0..3_000).collect();
+        for i in (1..seqs.len()).rev() {
+            seqs.swap(i, next() as usize % (i + 1));
+        }
+        for batch in seqs.chunks(700) {
+            for &seq in batch {
+                let draft = FeedbackDraft {
+                    id: format!("i-{seq}"),
+                    text: "word".into(),
+                    ..Default::default()
+                };
+                add_test_item(&writer, &fields, seq, draft, AnalysisState::Pending);
+            }
+            writer.commit().unwrap();
+        }
+        let ascending = |index: &Index| {
+            let searcher = index.reader().unwrap().searcher();
+            let mut docs = 0;
+            for segment in searcher.segment_readers() {
+                let seq = segment.fast_fields().u64(schema::field::SEQ).unwrap();
+                let seq = seq.first_or_default_col(0);
+                let values: Vec<u64> = (0..segment.max_doc()).map(|d| seq.get_val(d)).collect();
+                assert!(values.windows(2).all(|w| w[0] < w[1]), "{values:?}");
+                docs += values.len();
+            }
+            (searcher.segment_readers().len(), docs)
+        };
+        let (segments, docs) = ascending(&index);
+        assert!(segments >= 5, "{segments} segments");
+        assert_eq!(docs, 3_000);
+        // Merges join segments whose seq ranges interleave.
+        let ids = index.searchable_segment_ids().unwrap();
+        writer.merge(&ids[..3]).wait().unwrap();
+        writer
+            .merge(&index.searchable_segment_ids().unwrap())
+            .wait()
+            .unwrap();
+        assert_eq!(ascending(&index), (1, 3_000));
     }
 }
