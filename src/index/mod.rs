@@ -799,7 +799,19 @@ mod doc_store_tests {
             similarity_index: false,
             similarity_threads: 1,
         };
-        assert_eq!(reindex(data.path(), &settings).unwrap(), 50);
+        // The store's writer thread lets the database go once it sees its
+        // queue closed.
+        let mut tries = 0;
+        let count = loop {
+            match reindex(data.path(), &settings) {
+                Err(IndexError::Store(crate::store::StoreError::InUse { .. })) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other.unwrap(),
+            }
+        };
+        assert_eq!(count, 50);
         let (index, _, created) = open_index(&dir).unwrap();
         assert!(!created);
         assert_eq!(index.settings(), &new_index_settings());
