@@ -3,6 +3,7 @@
 //!   cargo bench --bench load -- ingest [ITEMS]          (default 100000)
 //!   cargo bench --bench load -- search [ITEMS] [SECS]   (default 1000000, 5 s per class and phase)
 //!   cargo bench --bench load -- search-open [ITEMS] [SECS] [RATE]  (default 1000000, 5 s, 1000 queries/s)
+//!   cargo bench --bench load -- layout [DOCS]          (default 1000000; raw tantivy only)
 //!   cargo bench --bench load -- ann [VECTORS] [QUERIES]  (default 1000000, 200)
 //!   cargo bench --bench load -- similar   (needs the models: python3 models/prepare.py --int8)
 //!
@@ -66,6 +67,10 @@
 //! to `-e cpu-clock` when the default event does not work), and writes
 //! `perf report --no-children --percent-limit 1 --stdio` next to the data
 //! in target/bench-perf/ (call graphs, and a flat top-frames file it prints).
+//!
+//! `layout N` (no server): raw tantivy, term + channel filter, over N
+//! synthetic documents written in tantivy's default layout and sorted by
+//! `seq` as a new Verbatim index is, in one process, rounds interleaved.
 //!
 //! `search-open` loads and checks as `search`, then sends the whole mix (the
 //! classes in turn) open loop at RATE queries/s for SECS: query i is due at
@@ -3728,6 +3733,137 @@ async fn bench_retag_store(n: usize) {
     println!("server RSS {:.0} MiB", rss_mib(server.child.id(), "VmRSS:"));
 }
 
+/// `layout N`: raw tantivy, term + filter (Must(term) AND
+/// Must(ConstScore(channel term)), top 10 by score paired with Count), over
+/// the same N synthetic documents written two ways in one process: tantivy's
+/// default layout and the index sort on `seq` a new Verbatim index uses
+/// (`index::new_index_settings`). Documents arrive in seq order through 2
+/// writer threads with a commit every 20,000 and LogMergePolicy, as in the
+/// server; 200 queries per round, 16 rounds alternating which layout goes
+/// first; prints each layout's segment sizes and median ms per query (a
+/// layout effect on the intersection, apart from run-to-run noise).
+fn bench_layout(n: usize) {
+    use tantivy::schema::{Schema, FAST, INDEXED, STRING, TEXT};
+    use tantivy::{Index, IndexSettings, IndexSortByField, TantivyDocument};
+
+    let dir =
+        tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| "/tmp".into())).unwrap();
+    let mut layouts = Vec::new();
+    for sorted in [false, true] {
+        let mut builder = Schema::builder();
+        let text = builder.add_text_field("text", TEXT);
+        let channel = builder.add_text_field("channel", STRING);
+        let seq = builder.add_u64_field("seq", FAST | INDEXED);
+        let mut settings = IndexSettings::default();
+        if sorted {
+            settings.sort_by_field = Some(IndexSortByField {
+                field: "seq".into(),
+                order: Order::Asc,
+            });
+        }
+        let path = dir.path().join(if sorted { "sorted" } else { "default" });
+        std::fs::create_dir_all(&path).unwrap();
+        let index = Index::builder()
+            .schema(builder.build())
+            .settings(settings)
+            .create_in_dir(&path)
+            .unwrap();
+        let mut writer: tantivy::IndexWriter =
+            index.writer_with_num_threads(2, 100_000_000).unwrap();
+        let mut rng = Rng(7);
+        let started = Instant::now();
+        for i in 0..n {
+            let len = 20 + rng.below(20);
+            let words: Vec<String> = (0..len)
+                .map(|_| {
+                    let u = rng.below(1 << 16) as f64 / 65536.0;
+                    format!("w{}", ((u * u) * 3000.0) as usize)
+                })
+                .collect();
+            let mut doc = TantivyDocument::default();
+            doc.add_text(text, words.join(" "));
+            doc.add_text(channel, format!("c{}", 1 + rng.below(8)));
+            doc.add_u64(seq, i as u64);
+            writer.add_document(doc).unwrap();
+            if i % 20_000 == 19_999 {
+                writer.commit().unwrap();
+            }
+        }
+        writer.commit().unwrap();
+        writer.wait_merging_threads().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let mut sizes: Vec<u32> = searcher
+            .segment_readers()
+            .iter()
+            .map(|s| s.max_doc())
+            .collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        println!(
+            "{}: written in {:.1} s, segment sizes {sizes:?}",
+            if sorted { "sorted by seq" } else { "default" },
+            started.elapsed().as_secs_f64()
+        );
+        layouts.push((searcher, text, channel));
+    }
+    let mut rng = Rng(12_345);
+    let queries: Vec<(String, String)> = (0..200)
+        .map(|_| {
+            (
+                format!("w{}", 100 + rng.below(900)),
+                format!("c{}", 1 + rng.below(8)),
+            )
+        })
+        .collect();
+    let mut times = [Vec::new(), Vec::new()];
+    let mut totals = [0usize; 2];
+    for round in 0..16 {
+        for turn in 0..2 {
+            let l = if round % 2 == 0 { turn } else { 1 - turn };
+            let (searcher, text, channel) = &layouts[l];
+            let started = Instant::now();
+            let mut total = 0;
+            for (term, value) in &queries {
+                let query = BooleanQuery::new(vec![
+                    (
+                        Occur::Must,
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(*text, term),
+                            IndexRecordOption::WithFreqs,
+                        )) as Box<dyn Query>,
+                    ),
+                    (
+                        Occur::Must,
+                        Box::new(ConstScoreQuery::new(
+                            Box::new(TermQuery::new(
+                                Term::from_field_text(*channel, value),
+                                IndexRecordOption::Basic,
+                            )),
+                            0.0,
+                        )),
+                    ),
+                ]);
+                let (_, count) = searcher
+                    .search(&query, &(TopDocs::with_limit(10).order_by_score(), Count))
+                    .unwrap();
+                total += count;
+            }
+            times[l].push(started.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64);
+            totals[l] = total;
+        }
+    }
+    assert_eq!(totals[0], totals[1], "both layouts hold the same documents");
+    for (l, name) in ["default", "sorted by seq"].iter().enumerate() {
+        let mut v = times[l].clone();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "{name}: term + filter, top 10 + Count, median {:.4} ms per query (rounds {:.4} .. {:.4})",
+            v[v.len() / 2],
+            v[0],
+            v[v.len() - 1]
+        );
+    }
+}
+
 fn dot384(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -3778,6 +3914,11 @@ fn main() {
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0),
             args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000.0),
         )),
+        Some("layout") => bench_layout(
+            args.get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1_000_000),
+        ),
         Some("similar") => runtime.block_on(bench_similar()),
         Some("similar-store") => runtime.block_on(bench_similar_store(
             args.get(1)
