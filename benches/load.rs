@@ -1292,12 +1292,7 @@ async fn search_setup(n: usize) -> SearchSetup {
         })
         .count();
     println!("segments with seqs ascending with their documents: {ascending} of {segments}");
-    let mut sizes: Vec<u32> = searcher
-        .segment_readers()
-        .iter()
-        .map(|s| s.max_doc())
-        .collect();
-    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    let sizes = segment_sizes(&searcher);
     println!("segment sizes (documents): {sizes:?}");
     assert_eq!(docs, n as u64, "every item in the server's index");
     let fields = verbatim::index::schema::build_schema().1;
@@ -3792,12 +3787,7 @@ fn bench_layout(n: usize) {
         writer.commit().unwrap();
         writer.wait_merging_threads().unwrap();
         let searcher = index.reader().unwrap().searcher();
-        let mut sizes: Vec<u32> = searcher
-            .segment_readers()
-            .iter()
-            .map(|s| s.max_doc())
-            .collect();
-        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let sizes = segment_sizes(&searcher);
         println!(
             "{}: written in {:.1} s, segment sizes {sizes:?}",
             if sorted { "sorted by seq" } else { "default" },
@@ -3862,6 +3852,17 @@ fn bench_layout(n: usize) {
             v[v.len() - 1]
         );
     }
+}
+
+/// The searcher's segment sizes (documents, deleted ones too), largest first.
+fn segment_sizes(searcher: &Searcher) -> Vec<u32> {
+    let mut sizes: Vec<u32> = searcher
+        .segment_readers()
+        .iter()
+        .map(|s| s.max_doc())
+        .collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes
 }
 
 fn dot384(a: &[f32], b: &[f32]) -> f32 {
