@@ -198,6 +198,12 @@ fn new_index_settings() -> tantivy::IndexSettings {
     }
 }
 
+/// Whether `index` was created with `new_index_settings` (an older build's
+/// index was not; `verbatim reindex` makes it anew).
+fn has_new_index_settings(index: &Index) -> bool {
+    index.settings() == &new_index_settings()
+}
+
 fn committed_seq(index: &Index) -> Result<u64, IndexError> {
     Ok(index
         .load_metas()?
@@ -337,7 +343,7 @@ impl SearchIndex {
                 "the index is ahead of the store (restored from an older copy?): rebuilding it"
             );
         }
-        if !needs_rebuild && index.settings().sort_by_field.is_none() {
+        if !needs_rebuild && !has_new_index_settings(&index) {
             tracing::info!(
                 "the index predates segments kept in ingest order: relevance pages read more \
                  tie breakers; `verbatim reindex` (server stopped) rewrites it"
@@ -470,7 +476,7 @@ pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexEr
     let (mut index, mut fields) = open_or_set_aside(&dir, open)?;
     // Everything is rewritten anyway: an index an older build created is
     // made anew, with the settings of a new one.
-    if index.settings() != &new_index_settings() {
+    if !has_new_index_settings(&index) {
         drop(index);
         std::fs::remove_dir_all(&dir).map_err(|source| IndexError::Io {
             path: dir.display().to_string(),
