@@ -183,6 +183,8 @@ pub(crate) struct DbSlot {
     dir: PathBuf,
     /// redb's page cache limit, in bytes (kept for re-opens).
     cache_bytes: usize,
+    /// Opens the file (kept for re-opens).
+    open_file: OpenFile,
     current: RwLock<Option<Arc<Database>>>,
     /// Why writes cannot succeed now; `None` while they can.
     unwritable: Mutex<Option<String>>,
@@ -190,10 +192,11 @@ pub(crate) struct DbSlot {
 }
 
 impl DbSlot {
-    fn new(dir: &Path, db: Database, cache_bytes: usize) -> DbSlot {
+    fn new(dir: &Path, db: Database, cache_bytes: usize, open_file: OpenFile) -> DbSlot {
         DbSlot {
             dir: dir.to_path_buf(),
             cache_bytes,
+            open_file,
             current: RwLock::new(Some(Arc::new(db))),
             unwritable: Mutex::new(None),
             writable_tx: tokio::sync::watch::channel(true).0,
@@ -243,7 +246,7 @@ impl DbSlot {
                 }
             }
         }
-        let db = open_database(&self.dir, self.cache_bytes)?;
+        let db = open_database(&self.dir, self.cache_bytes, &self.open_file)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
         Ok(())
     }
@@ -289,13 +292,22 @@ impl Store {
         queue_capacity: usize,
         cache_bytes: usize,
     ) -> Result<Store, StoreError> {
-        let db = open_database(dir, cache_bytes)?;
+        Store::open_through(dir, queue_capacity, cache_bytes, Arc::new(create_file))
+    }
+
+    fn open_through(
+        dir: &Path,
+        queue_capacity: usize,
+        cache_bytes: usize,
+        open_file: OpenFile,
+    ) -> Result<Store, StoreError> {
+        let db = open_database(dir, cache_bytes, &open_file)?;
         let commits = Arc::new(CommitSignal::default());
         let last = last_seq(&db)?;
         commits.publish(last);
         commits.publish_removal(last);
         let confirmed = Arc::new(ConfirmedVersions::loaded(&themes::confirmed_tags(&db)?));
-        let db = Arc::new(DbSlot::new(dir, db, cache_bytes));
+        let db = Arc::new(DbSlot::new(dir, db, cache_bytes, open_file));
         let writer = writer::spawn(db.clone(), commits.clone(), queue_capacity);
         Ok(Store {
             db,
@@ -308,7 +320,11 @@ impl Store {
     /// Opens the store for an offline command (no writer thread).
     pub fn open_offline(dir: &Path) -> Result<OfflineStore, StoreError> {
         Ok(OfflineStore {
-            db: Arc::new(open_database(dir, DEFAULT_CACHE_BYTES)?),
+            db: Arc::new(open_database(
+                dir,
+                DEFAULT_CACHE_BYTES,
+                &(Arc::new(create_file) as OpenFile),
+            )?),
         })
     }
 
@@ -677,20 +693,31 @@ impl OfflineStore {
 /// redb's own default page cache limit (1 GiB).
 pub const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
 
-fn open_database(dir: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
-    let path = dir.join("store.redb");
-    let db = redb::Builder::new()
+/// Creates or opens a database file with a page cache limit. A seam: unit
+/// tests open the file through a backend that fails on cue.
+type OpenFile = Arc<dyn Fn(&Path, usize) -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+fn create_file(path: &Path, cache_bytes: usize) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
         .set_cache_size(cache_bytes)
-        .create(&path)
-        .map_err(|source| match source {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
-                dir: dir.display().to_string(),
-            },
-            source => StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            },
-        })?;
+        .create(path)
+}
+
+fn open_database(
+    dir: &Path,
+    cache_bytes: usize,
+    open_file: &OpenFile,
+) -> Result<Database, StoreError> {
+    let path = dir.join("store.redb");
+    let db = open_file(&path, cache_bytes).map_err(|source| match source {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+            dir: dir.display().to_string(),
+        },
+        source => StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        },
+    })?;
     // Create the tables up front so readers never see them missing. An
     // existing store is not written to here: a re-open on a full disk must
     // still serve reads.
@@ -796,6 +823,7 @@ pub(crate) fn open_optional<K: redb::Key + 'static, V: redb::Value + 'static>(
 mod tests {
     use super::*;
     use crate::domain::{FeedbackDraft, UnixMicros};
+    use std::sync::atomic::AtomicBool;
 
     fn feedback(id: &str, customer: &str) -> Feedback {
         FeedbackDraft {
@@ -859,5 +887,135 @@ mod tests {
             }
         };
         assert_eq!(store.last_removal_seq(), last);
+    }
+
+    /// A file whose next durable sync fails on cue, after the commit's
+    /// pages and header were written: the commit the caller hears failed
+    /// is on the disk.
+    #[derive(Debug)]
+    struct SyncFailsOnCue {
+        file: redb::backends::FileBackend,
+        fail_next_sync: Arc<AtomicBool>,
+    }
+
+    impl redb::StorageBackend for SyncFailsOnCue {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.file.sync_data()?;
+            if self.fail_next_sync.swap(false, Ordering::AcqRel) {
+                return Err(std::io::Error::other("injected: sync failed"));
+            }
+            Ok(())
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.file.write(offset, data)
+        }
+        fn close(&self) -> std::io::Result<()> {
+            self.file.close()
+        }
+        fn try_lock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.file.try_lock_range(start, end)
+        }
+        fn try_lock_shared_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.file.try_lock_shared_range(start, end)
+        }
+        fn lock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<(), redb::BackendError> {
+            self.file.lock_range(start, end)
+        }
+        fn lock_shared_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<(), redb::BackendError> {
+            self.file.lock_shared_range(start, end)
+        }
+        fn unlock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<(), redb::BackendError> {
+            self.file.unlock_range(start, end)
+        }
+        fn query_lock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.file.query_lock_range(start, end)
+        }
+    }
+
+    /// A delete whose commit fails after it reached the disk: the caller
+    /// hears UNAVAILABLE, yet once the writer has re-opened the database
+    /// the item is gone from it. Searches of ids alone must then not trust
+    /// an index that never saw that removal: the store's last removal seq
+    /// covers every change the re-opened database holds.
+    #[tokio::test]
+    async fn a_removal_that_reached_the_disk_before_its_commit_failed_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let fail_next_sync = Arc::new(AtomicBool::new(false));
+        let cue = fail_next_sync.clone();
+        let open_file: OpenFile = Arc::new(move |path: &Path, cache_bytes: usize| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            redb::Builder::new()
+                .set_cache_size(cache_bytes)
+                .create_with_backend(SyncFailsOnCue {
+                    file: redb::backends::FileBackend::new(file)?,
+                    fail_next_sync: cue.clone(),
+                })
+        });
+        let store = Store::open_through(dir.path(), 4, DEFAULT_CACHE_BYTES, open_file).unwrap();
+        let items = vec![feedback("a", ""), feedback("b", "")];
+        store.upsert(items, QueueMode::Wait).await.unwrap();
+        assert_eq!(store.last_removal_seq(), 0);
+
+        let mut writable = store.writable();
+        fail_next_sync.store(true, Ordering::Release);
+        let id = FeedbackId::parse("a").unwrap();
+        let failed = store.delete(vec![id.clone()]).await;
+        assert!(
+            matches!(failed, Err(StoreError::Unavailable(_))),
+            "{failed:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|w| *w))
+            .await
+            .expect("writable again within 20 s")
+            .unwrap();
+
+        assert!(
+            store.get_many(&[id]).unwrap()[0].is_none(),
+            "the failed delete reached the disk (the case under test)"
+        );
+        let last = store.stats().unwrap().last_seq;
+        assert!(
+            store.last_removal_seq() >= last,
+            "last removal seq {} < the re-opened store's last seq {last}",
+            store.last_removal_seq()
+        );
     }
 }
