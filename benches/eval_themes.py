@@ -2,7 +2,7 @@
 """Accuracy evaluation of Verbatim's theme assignment and discovery against labelled public data.
 
 usage: .venv/bin/python benches/eval_themes.py target/release/verbatim [--quick]
-           [--datasets builtin,multilingual,banking77,clinc150,mams,discovery,cost] [--ks 0,5,10]
+           [--datasets builtin,multilingual,user_themes,banking77,clinc150,mams,discovery,cost] [--ks 0,5,10]
            [--split heldout|tune] [--limit N] [--dump DIR]
 
 --split tune scores banking77 / clinc150 / mams on the rows of their SEED splits that no k uses
@@ -38,6 +38,12 @@ Protocol (fixed seeds; the splits never seen by the tuning are the ones reported
     built-in taxonomy as installed with that one theme replaced by the copy (UpsertTheme on the
     same id, same parent, so its sub-themes stay), restored before the next theme. The built-in
     theme itself on the same rows is shown beside, from the builtin pass.
+  * user_themes: 5 themes the built-in taxonomy lacks (benches/data/user_themes.json: name,
+    description, 3 English examples each), their 200 sentences in de, fr, es, pt, it
+    (user_themes.tsv, 8 per theme and language) among the 312 non-English rows of
+    feedback_themes.tsv (about other things): precision / recall of each theme, (a) alone and
+    (b) added to the built-in taxonomy as installed (a fresh data directory of its own; the theme
+    is deleted again before the next). Written before any figure was measured on it; tunes nothing.
   * discovery: the held-out texts are ingested (Ingest, wait_for_analysis, product = data set
     name), all themes deleted, DiscoverThemes over that product. The API returns candidates with
     representative sentences and their item ids, not the membership of every item, so NMI is
@@ -80,12 +86,15 @@ set_log_tag("eval-themes")
 
 DATA = REPO / "benches" / "data" / "themes"
 FEEDBACK_THEMES = REPO / "benches" / "data" / "feedback_themes.tsv"
+USER_THEMES = REPO / "benches" / "data" / "user_themes.json"
+USER_THEME_ROWS = REPO / "benches" / "data" / "user_themes.tsv"
 
 SEED = 20261130
 KS = (0, 5, 10)
 QUICK_N = 300
 MAMS_CATS = ("food", "service", "staff", "price", "ambience", "menu", "place")
-ALL_SETS = ("builtin", "multilingual", "banking77", "clinc150", "mams", "discovery", "cost")
+ALL_SETS = ("builtin", "multilingual", "user_themes", "banking77", "clinc150", "mams", "discovery",
+            "cost")
 
 
 # ----------------------------------------------------------------------------- data
@@ -609,6 +618,86 @@ def eval_multilingual(cl: Client, installed: list, builtin_given: list) -> list[
     return out
 
 
+def eval_user_themes(cl: Client) -> list[str]:
+    """User themes the built-in taxonomy lacks (benches/data/user_themes.json: name, description,
+    3 English examples each), on their non-English sentences (user_themes.tsv) among the
+    non-English rows of feedback_themes.tsv (none of which is about them). cl: a fresh data
+    directory (the built-in taxonomy as installed)."""
+    import json
+
+    themes = json.loads(USER_THEMES.read_text(encoding="utf-8"))["themes"]
+    own = read_tsv(USER_THEME_ROWS)
+    others = [r for r in read_tsv(FEEDBACK_THEMES) if r["language"] != "en"]
+    texts = [r["text"] for r in own] + [r["text"] for r in others]
+    gold = [r["theme"] for r in own] + [None for _ in others]
+    langs = sorted({r["language"] for r in own})
+    installed = {t.id: theme_fields(t) for t in cl.list_themes().themes}
+
+    def counts(tid: str, analyses, theme_id: str) -> dict[str, tuple[int, int, int]]:
+        """(tp, fp, fn) over all rows and per language of the theme's own rows."""
+        given = [a is not None and any(m.theme_id == theme_id for m in a.themes) for a in analyses]
+        out = {}
+        for lang in [None, *langs]:
+            rows = [i for i in range(len(texts))
+                    if lang is None or (i < len(own) and own[i]["language"] == lang)]
+            tp = sum(1 for i in rows if given[i] and gold[i] == tid)
+            fp = sum(1 for i in rows if given[i] and gold[i] != tid)
+            fn = sum(1 for i in rows if not given[i] and gold[i] == tid)
+            out[lang or "all"] = (tp, fp, fn)
+        return out
+
+    results = {}
+    # (b) first, on the installed taxonomy: add the theme, measure, delete it again.
+    for t in themes:
+        added = cl.upsert(t["name"], t["description"], t["examples"])
+        analyses, _ = cl.analyze(texts, f"user themes (b) {t['id']}")
+        results[t["id"]] = {"b": counts(t["id"], analyses, added.id)}
+        cl.call("DeleteTheme", cl.pb.DeleteThemeRequest(id=added.id), added.id)
+        if {x.id: theme_fields(x) for x in cl.list_themes().themes} != installed:
+            raise EvalError(f"user themes: deleting {t['id']} did not give the installed taxonomy back")
+    # (a): the theme alone.
+    for t in themes:
+        cl.delete_all_themes()
+        added = cl.upsert(t["name"], t["description"], t["examples"])
+        analyses, _ = cl.analyze(texts, f"user themes (a) {t['id']}")
+        results[t["id"]]["a"] = counts(t["id"], analyses, added.id)
+
+    out = ["### User themes the taxonomy lacks, across languages", "",
+           f"{len(themes)} themes written by a user (`benches/data/user_themes.json`: name, "
+           "description, 3 English examples, no counter-examples), none of them in the built-in "
+           f"taxonomy; their {len(own)} sentences in {', '.join(langs)} "
+           "(`benches/data/user_themes.tsv`) and the "
+           f"{len(others)} non-English rows of feedback_themes.tsv (about other things) go "
+           "through Analyze. Precision counts every row given the theme; recall its own rows.",
+           "- **(a) alone**: a taxonomy holding only that theme.",
+           "- **(b) added to the built-in taxonomy** as installed (deleted again after).", "",
+           "| theme | rows | (a) given | (a) P % | (a) R % | (b) given | (b) P % | (b) R % |",
+           "|---|---|---|---|---|---|---|---|"]
+    tot = {v: {k: [0, 0, 0] for k in ["all", *langs]} for v in ("a", "b")}
+    for t in themes:
+        cells = [t["id"], str(sum(1 for g in gold if g == t["id"]))]
+        for v in ("a", "b"):
+            for k, c in results[t["id"]][v].items():
+                tot[v][k] = [x + y for x, y in zip(tot[v][k], c)]
+            tp, fp, fn = results[t["id"]][v]["all"]
+            p, r, _ = prf(tp, fp, fn)
+            cells += [str(tp + fp), pct(p), pct(r)]
+        out.append("| " + " | ".join(cells) + " |")
+    cells = ["**micro**", str(len(own))]
+    for v in ("a", "b"):
+        tp, fp, fn = tot[v]["all"]
+        p, r, _ = prf(tp, fp, fn)
+        cells += [str(tp + fp), f"**{pct(p)}**", f"**{pct(r)}**"]
+    out += ["| " + " | ".join(cells) + " |", ""]
+    for v, what in (("a", "(a) alone"), ("b", "(b) in the built-in taxonomy")):
+        p, r, f = prf(*tot[v]["all"])
+        by_lang = ", ".join(f"{k} {pct(prf(*tot[v][k])[1])}" for k in langs)
+        out.append(f"- {what}: micro P {pct(p)} %, R {pct(r)} %, F1 {pct(f)} %; recall by "
+                   f"language: {by_lang}")
+    out.append("")
+    return out
+
+
 def eval_discovery(cl: Client, sets: list[Dataset]) -> list[str]:
     out = ["### Discovery (DiscoverThemes)", "",
            "Held-out texts ingested (product = data set), every theme deleted, DiscoverThemes "
@@ -738,7 +827,12 @@ def main() -> int:
                 if "multilingual" in wanted:
                     report += eval_multilingual(cl, installed, given)
                 srv.stop()
-            if set(wanted) - {"builtin", "multilingual"}:
+            if "user_themes" in wanted:
+                srv = Server(args.binary, work, "user")
+                servers.append(srv)
+                report += eval_user_themes(Client(srv.start()))
+                srv.stop()
+            if set(wanted) - {"builtin", "multilingual", "user_themes"}:
                 srv = Server(args.binary, work, "datasets")
                 servers.append(srv)
                 cl = Client(srv.start())

@@ -2,7 +2,7 @@
 """Ceilings of two issue-6 targets with this encoder: what any threshold or linear head on
 e5-small embeddings could reach, measured through the real binary.
 
-usage: PY benches/theme_ceilings.py BINARY
+usage: PY benches/theme_ceilings.py BINARY [user_themes]
 
 PY needs grpcio + grpcio-tools (the venv of tests/blackbox/run.sh) and numpy (pinned in
 models/requirements.txt: `.venv/bin/pip install numpy==2.3.5`). Deterministic; ~3.5 min on 2 cores.
@@ -16,6 +16,8 @@ models/requirements.txt: `.venv/bin/pip install numpy==2.3.5`). Deterministic; ~
    and the highest recall with precision >= 0.9). No deployable gate on that similarity can
    beat these figures, since each uses the answers. The same with the built-in theme's full
    examples (16-18, six languages) shows what more examples buy.
+   The same oracle for the 5 user themes the built-in taxonomy lacks (benches/data/user_themes.*,
+   the protocol of `eval_themes.py --datasets user_themes`); `user_themes` runs only this part.
 2. MAMS-ACSA aspect sentiment (`eval_themes.py --datasets mams`, k = 10): the (sentence,
    aspect) pairs the service finds, the text of the span that carries each found aspect
    embedded on its own (Analyze, include_embeddings), and a multinomial logistic head
@@ -108,6 +110,37 @@ def user_theme_ceiling(cl: E.Client) -> list[str]:
             p, r, f = E.prf(tp, fp, fn)
             out.append(f"| {variant} | {feature} | {E.pct(p)} | {E.pct(r)} | {E.pct(f)} | "
                        f"{E.pct(float(np.mean(recalls)))} |")
+    return out + [""]
+
+
+def distinct_user_theme_ceiling(cl: E.Client) -> list[str]:
+    """The same oracle for the 5 user themes the built-in taxonomy lacks (the protocol of
+    `eval_themes.py --datasets user_themes`): their 200 non-English sentences among the 312
+    non-English rows of feedback_themes.tsv."""
+    themes = json.loads(E.USER_THEMES.read_text(encoding="utf-8"))["themes"]
+    own = E.read_tsv(E.USER_THEME_ROWS)
+    others = [r for r in E.read_tsv(E.FEEDBACK_THEMES) if r["language"] != "en"]
+    gold = [r["theme"] for r in own] + [None for _ in others]
+    X = normalise(embed(cl, [r["text"] for r in own + others], "user-theme rows"))
+    out = ["### Ceiling: user themes the taxonomy lacks (oracle thresholds)", "",
+           f"{len(themes)} themes (label + 3 English examples), {len(own)} own non-English rows "
+           f"among {len(own) + len(others)}; the threshold of each theme chosen on the rows scored.",
+           "", "| similarity | oracle P % | oracle R % | oracle F1 % | mean recall at P >= 90% | "
+           "recall at P >= 90% per theme |", "|---|---|---|---|---|---|"]
+    for feature in ("gate", "nearest row"):
+        total = np.zeros(3, dtype=int)
+        recalls = []
+        for t in themes:
+            R = normalise(embed(cl, [label_text(t["name"], t["description"])] + t["examples"],
+                                f"{t['id']} rows"))
+            s = X @ normalise(R.sum(0)) if feature == "gate" else (X @ R.T).max(1)
+            counts, r90 = oracle(s, np.array([g == t["id"] for g in gold]))
+            total += counts
+            recalls.append(r90)
+        p, r, f = E.prf(*total)
+        per = ", ".join(f"{t['id']} {E.pct(x)}" for t, x in zip(themes, recalls))
+        out.append(f"| {feature} | {E.pct(p)} | {E.pct(r)} | {E.pct(f)} | "
+                   f"{E.pct(float(np.mean(recalls)))} | {per} |")
     return out + [""]
 
 
@@ -218,7 +251,9 @@ def aspect_sentiment_ceiling(cl: E.Client, other) -> list[str]:
 
 
 def main() -> int:
-    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_file():
+    only_user = sys.argv[2:] == ["user_themes"]
+    if len(sys.argv) not in (2, 3) or not Path(sys.argv[1]).is_file() or \
+            (len(sys.argv) == 3 and not only_user):
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
     binary = Path(sys.argv[1])
@@ -231,9 +266,11 @@ def main() -> int:
         srv = E.Server(binary, work, "ceilings")
         try:
             cl = E.Client(srv.start())
-            report += user_theme_ceiling(cl)
-            other = builtin_pairs(cl)
-            report += aspect_sentiment_ceiling(cl, other)
+            if not only_user:
+                report += user_theme_ceiling(cl)
+            report += distinct_user_theme_ceiling(cl)
+            if not only_user:
+                report += aspect_sentiment_ceiling(cl, builtin_pairs(cl))
         except E.EvalError:
             log(srv.tail())
             raise
