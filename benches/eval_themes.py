@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import math
 import os
 import platform
@@ -437,7 +438,6 @@ DUMP: Path | None = None  # --dump DIR
 
 def dump_analyses(path: Path, ds: Dataset, keep, analyses, id_to_cat) -> None:
     """One JSON line per scored text: text, gold, sentences and themes as returned."""
-    import json
 
     def sent(s):
         return [round(s.negative, 4), round(s.neutral, 4), round(s.positive, 4)]
@@ -618,18 +618,22 @@ def eval_multilingual(cl: Client, installed: list, builtin_given: list) -> list[
     return out
 
 
+def load_user_themes() -> tuple[list[dict], list[dict], list[dict], list[str | None]]:
+    """-> (themes of user_themes.json, their rows, the non-English rows of feedback_themes.tsv,
+    gold theme id per row of own + others: None for the others)."""
+    themes = json.loads(USER_THEMES.read_text(encoding="utf-8"))["themes"]
+    own = read_tsv(USER_THEME_ROWS)
+    others = [r for r in read_tsv(FEEDBACK_THEMES) if r["language"] != "en"]
+    return themes, own, others, [r["theme"] for r in own] + [None for _ in others]
+
+
 def eval_user_themes(cl: Client) -> list[str]:
     """User themes the built-in taxonomy lacks (benches/data/user_themes.json: name, description,
     3 English examples each), on their non-English sentences (user_themes.tsv) among the
     non-English rows of feedback_themes.tsv (none of which is about them). cl: a fresh data
     directory (the built-in taxonomy as installed)."""
-    import json
-
-    themes = json.loads(USER_THEMES.read_text(encoding="utf-8"))["themes"]
-    own = read_tsv(USER_THEME_ROWS)
-    others = [r for r in read_tsv(FEEDBACK_THEMES) if r["language"] != "en"]
-    texts = [r["text"] for r in own] + [r["text"] for r in others]
-    gold = [r["theme"] for r in own] + [None for _ in others]
+    themes, own, others, gold = load_user_themes()
+    texts = [r["text"] for r in own + others]
     langs = sorted({r["language"] for r in own})
     installed = {t.id: theme_fields(t) for t in cl.list_themes().themes}
 

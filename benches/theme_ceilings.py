@@ -117,10 +117,7 @@ def distinct_user_theme_ceiling(cl: E.Client) -> list[str]:
     """The same oracle for the 5 user themes the built-in taxonomy lacks (the protocol of
     `eval_themes.py --datasets user_themes`): their 200 non-English sentences among the 312
     non-English rows of feedback_themes.tsv."""
-    themes = json.loads(E.USER_THEMES.read_text(encoding="utf-8"))["themes"]
-    own = E.read_tsv(E.USER_THEME_ROWS)
-    others = [r for r in E.read_tsv(E.FEEDBACK_THEMES) if r["language"] != "en"]
-    gold = [r["theme"] for r in own] + [None for _ in others]
+    themes, own, others, gold = E.load_user_themes()
     X = normalise(embed(cl, [r["text"] for r in own + others], "user-theme rows"))
     out = ["### Ceiling: user themes the taxonomy lacks (oracle thresholds)", "",
            f"{len(themes)} themes (label + 3 English examples), {len(own)} own non-English rows "
