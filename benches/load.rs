@@ -60,6 +60,10 @@
 //! line: a live feed) instead of uniform random ones (the default, and the
 //! worst case for date sorts, which then cannot skip blocks).
 //!
+//! BENCH_BIN_BEFORE=PATH then runs the BENCH_CLIENTS phase of every class
+//! again on the same data dir, served by that build and by BENCH_BIN in turn
+//! (BENCH_AB_ROUNDS rounds, default 3): a comparison on one index layout.
+//!
 //! BENCH_PERF=SECS records the server with `perf record -F 499 -g` for SECS
 //! seconds (`BENCH_PERF_CALLGRAPH=dwarf` for full Rust stacks) during the
 //! BENCH_CLIENTS phase of class BENCH_PERF_CLASS (default
@@ -1571,6 +1575,127 @@ async fn bench_search(n: usize, secs: f64) {
     );
     let mut server = setup.server;
     server.stop();
+    if let Ok(before) = std::env::var("BENCH_BIN_BEFORE") {
+        same_index_ab(server, &before, &setup.classes, n as u64, clients, secs).await;
+    }
+}
+
+/// BENCH_BIN_BEFORE=PATH: the N-client phase of every class again on the
+/// very same data dir, served by that build and by this one (`BENCH_BIN`)
+/// in turn, BENCH_AB_ROUNDS rounds (default 3, the order alternating):
+/// two builds compared on one index layout (the segments differ from load
+/// to load, which moves a class's cost more than many changes do).
+async fn same_index_ab(
+    mut server: Server,
+    before: &str,
+    classes: &[SearchClass],
+    n: u64,
+    clients: usize,
+    secs: f64,
+) {
+    let after = bin();
+    let rounds: usize = std::env::var("BENCH_AB_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    // class -> build (0 before, 1 after) -> per round (q/s, server CPU ms / query)
+    let mut runs = vec![[Vec::new(), Vec::new()]; classes.len()];
+    // build -> the server's resident memory after each round's phases
+    let mut rss = [Vec::new(), Vec::new()];
+    let perf = std::env::var("BENCH_PERF").ok().map(|secs| {
+        (
+            secs,
+            std::env::var("BENCH_PERF_CLASS").unwrap_or_else(|_| "a".into()),
+        )
+    });
+    // build -> seconds from the start to answering every item
+    let mut ready = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for build in order {
+            let path = if build == 0 { before } else { after.as_str() };
+            let data_dir = std::mem::replace(&mut server.data_dir, tempfile::tempdir().unwrap());
+            drop(server);
+            std::env::set_var("BENCH_BIN", path);
+            let started = Instant::now();
+            server = Server::start_in(data_dir, &["--analysis", "off"]);
+            wait_searchable(&server.addr, n).await;
+            ready[build].push(started.elapsed().as_secs_f64());
+            let mut pool = Vec::new();
+            for _ in 0..clients {
+                pool.push(client(&server.addr).await);
+            }
+            for (i, class) in classes.iter().enumerate() {
+                let work = class_work(class);
+                // A short warm-up (columns, filter bits, page cache).
+                service_phase(&pool, work.clone(), secs.min(1.0)).await;
+                // BENCH_PERF: the last round's phase of BENCH_PERF_CLASS,
+                // each build (target/bench-perf/search-ab-{before,after}-CLASS.*).
+                let profile = match &perf {
+                    Some((secs, key)) if round + 1 == rounds && class.key == key => start_profile(
+                        server.child.id(),
+                        secs,
+                        &format!("search-ab-{}-{key}", ["before", "after"][build]),
+                    ),
+                    _ => None,
+                };
+                let cpu_before = cpu_seconds(server.child.id());
+                let many = service_phase(&pool, work, secs).await;
+                let cpu = cpu_seconds(server.child.id()) - cpu_before;
+                if let Some(profile) = profile {
+                    finish_profile(profile);
+                }
+                let answered = many.ms.len().max(1) as f64;
+                runs[i][build].push((many.qps(), cpu * 1e3 / answered));
+            }
+            rss[build].push(rss_mib(server.child.id(), "VmRSS:"));
+            server.stop();
+        }
+    }
+    std::env::set_var("BENCH_BIN", &after);
+    println!();
+    println!("Same data dir, {clients} clients, {rounds} rounds alternating: before = {before}, after = {after} (medians over the rounds; each round's values in brackets):");
+    println!();
+    println!("| class | before q/s | after q/s | after / before q/s | before server CPU ms / query | after | after / before CPU |");
+    println!("|---|---|---|---|---|---|---|");
+    let list = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64, digits: usize| {
+        v.iter()
+            .map(|x| format!("{:.*}", digits, f(x)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (class, [b, a]) in classes.iter().zip(&runs) {
+        let (bq, aq) = (
+            median(b.iter().map(|x| x.0).collect()),
+            median(a.iter().map(|x| x.0).collect()),
+        );
+        let (bc, ac) = (
+            median(b.iter().map(|x| x.1).collect()),
+            median(a.iter().map(|x| x.1).collect()),
+        );
+        println!(
+            "| ({}) {} | {bq:.0} [{}] | {aq:.0} [{}] | {:.2} | {bc:.3} [{}] | {ac:.3} [{}] | {:.2} |",
+            class.key,
+            class.name,
+            list(b, |x| x.0, 0),
+            list(a, |x| x.0, 0),
+            aq / bq,
+            list(b, |x| x.1, 3),
+            list(a, |x| x.1, 3),
+            ac / bc
+        );
+    }
+    println!();
+    println!(
+        "Server resident memory after the phases (VmRSS, MiB, median): before {:.0}, after {:.0}",
+        median(rss[0].clone()),
+        median(rss[1].clone())
+    );
+    println!(
+        "Start to searchable (s, median): before {:.2}, after {:.2}",
+        median(ready[0].clone()),
+        median(ready[1].clone())
+    );
 }
 
 /// grpc.health.v1 Check every 5 ms on one connection for `secs`.

@@ -49,6 +49,7 @@ use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINA
 
 use super::cursor::SortKey;
 use super::facets::{DocOrds, FacetCollector, FacetSegmentCollector};
+use super::ids::SegmentIds;
 use super::schema::{self, field};
 use crate::domain::{FacetCounts, SortOrder};
 
@@ -92,6 +93,9 @@ struct SegmentColumns {
     /// attribute paths while fewer than `MAX_CACHED_STR_COLUMNS` are kept
     /// (their names come from clients).
     strs: Arc<Mutex<HashMap<String, Option<KeywordColumn>>>>,
+    /// The item ids by document, read by the first page (or reload) that
+    /// needs them; the lock keeps two searches from reading them twice.
+    ids: Arc<Mutex<Option<Arc<SegmentIds>>>>,
 }
 
 /// A segment's keyword (string) column, and its term ordinals by document
@@ -132,6 +136,7 @@ impl SegmentColumns {
             sentiment: fast.f64(field::SENTIMENT_SCORE).ok(),
             date_blocks: Arc::default(),
             strs: Arc::default(),
+            ids: Arc::default(),
         })
     }
 
@@ -321,6 +326,39 @@ impl ColumnCache {
             return Ok(strs.entry(name.to_string()).or_insert(column).clone());
         }
         Ok(column)
+    }
+
+    /// The item id of every document of the segment (`SegmentIds`), read
+    /// from its document store the first time.
+    pub fn ids(&self, segment: &SegmentReader) -> tantivy::Result<Arc<SegmentIds>> {
+        // Only the ids' slot is cloned (not every column); the map's lock is
+        // let go before `get` takes it again.
+        let known = self
+            .lock()
+            .get(&segment.segment_id())
+            .map(|columns| columns.ids.clone());
+        let slot = match known {
+            Some(slot) => slot,
+            None => self.get(segment)?.ids,
+        };
+        let mut slot = lock(&slot);
+        if let Some(ids) = &*slot {
+            return Ok(ids.clone());
+        }
+        let ids = Arc::new(SegmentIds::read(segment)?);
+        *slot = Some(ids.clone());
+        Ok(ids)
+    }
+
+    /// Reads the ids of the segments of `searcher` that have none yet
+    /// (called after each reload, so that a search does not wait for a new
+    /// or merged segment's ids), and forgets the segments it no longer has.
+    pub fn warm_ids(&self, searcher: &Searcher) -> tantivy::Result<()> {
+        self.retain_live(searcher);
+        for segment in searcher.segment_readers() {
+            self.ids(segment)?;
+        }
+        Ok(())
     }
 
     /// Forgets the segments `searcher` no longer has (merged or deleted

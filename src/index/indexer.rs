@@ -124,7 +124,7 @@ impl Indexer {
             prepared.set_payload(&resume_at.to_string());
             prepared.commit()?;
             crate::metrics::observe_index_commit(committing.elapsed());
-            self.shared.reader.reload()?;
+            self.shared.reload()?;
             observe_freshness(&batch.changes);
             self.sync_vectors(&batch.changes);
             self.applied = last;
@@ -139,7 +139,7 @@ impl Indexer {
             if last.is_none() {
                 // Nothing committed now: the reader may predate a commit
                 // whose reload failed; once reloaded it shows `applied`.
-                self.shared.reader.reload()?;
+                self.shared.reload()?;
                 self.shared
                     .indexed_seq
                     .fetch_max(self.applied, Ordering::AcqRel);
@@ -202,7 +202,7 @@ impl Indexer {
         let fields = self.shared.fields.clone();
         let view = self.store.offline_view()?;
         let (_, last) = rebuild(&view, &fields, self.writer()?)?;
-        self.shared.reader.reload()?;
+        self.shared.reload()?;
         self.applied = last;
         self.shared.indexed_seq.store(last, Ordering::Release);
         if let Err(error) = self.store.trim_changes_through(last) {

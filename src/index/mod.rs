@@ -30,6 +30,7 @@ mod collect;
 mod cursor;
 mod facets;
 mod filters;
+mod ids;
 mod indexer;
 mod query;
 mod report;
@@ -116,6 +117,20 @@ struct Shared {
     filters: Arc<filters::FilterCache>,
     /// Taxonomy versions a re-tag confirmed without re-indexing.
     tags: Arc<tags::ConfirmedTags>,
+}
+
+impl Shared {
+    /// Reloads the reader to the last commit and reads the ids of its new
+    /// segments (`ColumnCache::warm_ids`), so that no search waits for them.
+    /// A segment whose ids cannot be read is logged and left to the first
+    /// search that needs them (which then answers the error).
+    fn reload(&self) -> Result<(), IndexError> {
+        self.reader.reload()?;
+        if let Err(error) = self.columns.warm_ids(&self.reader.searcher()) {
+            tracing::warn!(%error, "cannot read the item ids of a new segment");
+        }
+        Ok(())
+    }
 }
 
 /// Handle to the index; cheap to clone.
@@ -365,6 +380,7 @@ impl SearchIndex {
                 Some(data_dir.join("index").join("vectors")),
             )),
         });
+        shared.reload()?;
         let vector_store = store.clone();
         let mut indexer = Indexer::new(shared.clone(), index, writer, store, settings);
         if (needs_rebuild && items > 0) || ahead {
@@ -759,11 +775,12 @@ mod doc_store_tests {
         writer.commit().unwrap();
         drop(writer);
         drop(index);
-        let (index, fields, created) = open_index(old.path()).unwrap();
+        let (index, _, created) = open_index(old.path()).unwrap();
         assert!(!created);
         assert_eq!(index.settings().docstore_compression, Compressor::Lz4);
         let searcher = index.reader().unwrap().searcher();
-        let id = search::doc_id(&searcher, &fields, DocAddress::new(0, 0)).unwrap();
+        let columns = collect::ColumnCache::default();
+        let id = search::doc_id(&searcher, &columns, DocAddress::new(0, 0)).unwrap();
         assert_eq!(id.as_str(), "old-1");
     }
 

@@ -1,12 +1,14 @@
 //! One page of a search: the user query AND the filters, a total sort key
 //! per hit (search-after cursors), the total, facets and snippets.
 
-use tantivy::collector::Count;
-use tantivy::schema::Value;
-use tantivy::{DocAddress, Searcher, TantivyDocument};
+use std::sync::Arc;
 
-use super::collect::{self, PageCollector};
+use tantivy::collector::Count;
+use tantivy::{DocAddress, Searcher};
+
+use super::collect::{self, ColumnCache, PageCollector};
 use super::cursor::{self, Cursor, FrozenStats, SortKey};
+use super::ids::SegmentIds;
 use super::schema::{self, Fields};
 use super::snippet::SnippetCutter;
 use super::{facets, query, IndexError, SearchIndex};
@@ -135,7 +137,7 @@ impl SearchIndex {
             (true, Some((key, _))) => Some(Cursor { key: *key, stats }.encode(fingerprint)),
             _ => None,
         };
-        let hits = hit_ids(&searcher, fields, &top_docs)?
+        let hits = hit_ids(&searcher, &shared.columns, &top_docs)?
             .into_iter()
             .zip(&top_docs)
             .map(|(id, (key, _))| (id, key.score(query.sort)))
@@ -293,33 +295,47 @@ fn scoring_terms(query: &dyn tantivy::query::Query) -> usize {
     n
 }
 
-/// The ids of hits, from the document store (the `id` field is stored).
-/// Measured against an `id` fast field (tantivy's string columns look a
-/// value up by decoding a dictionary block, zstd-compressed past 2 KB): the
-/// document store, with its cache of decompressed blocks, was ~0.2 ms per
-/// page cheaper (BENCHMARKS.md, "Search under load").
+/// The ids of hits, from each segment's ids in memory (`ids::SegmentIds`,
+/// read once from the document store). Measured against an `id` fast
+/// field (tantivy's string columns look a value up by decoding a
+/// dictionary block, zstd-compressed past 2 KB) and against a document
+/// store read per hit: both cost more (BENCHMARKS.md, "Search under load",
+/// "Ids in memory").
 fn hit_ids(
     searcher: &Searcher,
-    fields: &Fields,
+    columns: &ColumnCache,
     top: &[(SortKey, DocAddress)],
 ) -> Result<Vec<FeedbackId>, IndexError> {
+    // Each segment's ids looked up once per page.
+    let mut segments: Vec<Option<Arc<SegmentIds>>> = vec![None; searcher.segment_readers().len()];
     top.iter()
-        .map(|(_, address)| doc_id(searcher, fields, *address))
+        .map(|(_, address)| {
+            let ids = match &segments[address.segment_ord as usize] {
+                Some(ids) => ids.clone(),
+                None => {
+                    let ids = columns.ids(searcher.segment_reader(address.segment_ord))?;
+                    segments[address.segment_ord as usize] = Some(ids.clone());
+                    ids
+                }
+            };
+            id_of(&ids, address.doc_id)
+        })
         .collect()
 }
 
-/// The item id of an indexed document, read from the document store.
+/// The item id of an indexed document.
 pub(super) fn doc_id(
     searcher: &Searcher,
-    fields: &Fields,
+    columns: &ColumnCache,
     address: DocAddress,
 ) -> Result<FeedbackId, IndexError> {
-    let doc: TantivyDocument = searcher.doc(address)?;
-    let raw = doc
-        .get_first(fields.id)
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    FeedbackId::parse(&raw).map_err(|reason| {
+    let ids = columns.ids(searcher.segment_reader(address.segment_ord))?;
+    id_of(&ids, address.doc_id)
+}
+
+fn id_of(ids: &SegmentIds, doc: tantivy::DocId) -> Result<FeedbackId, IndexError> {
+    let raw = ids.get(doc).unwrap_or_default();
+    FeedbackId::parse(raw).map_err(|reason| {
         internal(format!(
             "indexed document has an invalid id {raw:?}: {reason}"
         ))

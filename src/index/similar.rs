@@ -144,7 +144,7 @@ impl SearchIndex {
                 while doc != TERMINATED {
                     if alive.is_none_or(|alive| alive.is_alive(doc)) {
                         let address = DocAddress::new(ord as SegmentOrdinal, doc);
-                        if let Ok(id) = doc_id(&searcher, fields, address) {
+                        if let Ok(id) = doc_id(&searcher, &self.shared.columns, address) {
                             found.insert(key, id);
                         }
                         break;
