@@ -1594,6 +1594,15 @@ async fn same_index_ab(
     secs: f64,
 ) {
     let after = bin();
+    // The median, the mean of the two middle values for an even count.
+    let mid = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
     let rounds: usize = std::env::var("BENCH_AB_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -1666,12 +1675,12 @@ async fn same_index_ab(
     };
     for (class, [b, a]) in classes.iter().zip(&runs) {
         let (bq, aq) = (
-            median(b.iter().map(|x| x.0).collect()),
-            median(a.iter().map(|x| x.0).collect()),
+            mid(b.iter().map(|x| x.0).collect()),
+            mid(a.iter().map(|x| x.0).collect()),
         );
         let (bc, ac) = (
-            median(b.iter().map(|x| x.1).collect()),
-            median(a.iter().map(|x| x.1).collect()),
+            mid(b.iter().map(|x| x.1).collect()),
+            mid(a.iter().map(|x| x.1).collect()),
         );
         println!(
             "| ({}) {} | {bq:.0} [{}] | {aq:.0} [{}] | {:.2} | {bc:.3} [{}] | {ac:.3} [{}] | {:.2} |",
@@ -1688,13 +1697,13 @@ async fn same_index_ab(
     println!();
     println!(
         "Server resident memory after the phases (VmRSS, MiB, median): before {:.0}, after {:.0}",
-        median(rss[0].clone()),
-        median(rss[1].clone())
+        mid(rss[0].clone()),
+        mid(rss[1].clone())
     );
     println!(
         "Start to searchable (s, median): before {:.2}, after {:.2}",
-        median(ready[0].clone()),
-        median(ready[1].clone())
+        mid(ready[0].clone()),
+        mid(ready[1].clone())
     );
 }
 
