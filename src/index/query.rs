@@ -9,7 +9,9 @@ use tantivy::query::{
     AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, QueryParserError,
     RangeQuery, TermQuery,
 };
-use tantivy::query_grammar::{parse_query_lenient, UserInputAst, UserInputLeaf};
+use tantivy::query_grammar::{
+    parse_query_lenient, Delimiter, UserInputAst, UserInputLeaf, UserInputLiteral,
+};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DateTime, Term};
 
@@ -40,6 +42,21 @@ pub fn parse_user_query(parser: &QueryParser, text: &str) -> Result<Box<dyn Quer
     if text.trim().is_empty() {
         return Ok(Box::new(AllQuery));
     }
+    if is_plain(text) {
+        // Words alone pass every check below by construction (one clause
+        // level, a clause per word, no field): only the query is built,
+        // for one word from the tree the grammar gives it (a leaf) without
+        // parsing. A parse error (none is known for such a text) takes the
+        // full path, which reports it with its position.
+        let mut words = text.split_ascii_whitespace();
+        let built = match (words.next(), words.next()) {
+            (Some(word), None) => parser.build_query_from_user_input_ast(word_leaf(word)),
+            _ => parser.parse_query(text),
+        };
+        if let Ok(query) = built {
+            return Ok(query);
+        }
+    }
     // The grammar (and the AST walks after it) recurse once per `(` and per
     // `NOT`: bound both before anything recursive sees the text. Without this,
     // ~730 `(` overflowed a worker thread's stack and aborted the process.
@@ -58,6 +75,41 @@ pub fn parse_user_query(parser: &QueryParser, text: &str) -> Result<Box<dyn Quer
     } else {
         on_parser_stack(|| parse_checked(parser, text))?
     }
+}
+
+/// Whether `text` is plain words: letters and digits apart from ASCII
+/// whitespace (the grammar's separators), no word an operator of the
+/// grammar (`AND`, `OR`, `NOT`, `IN`, `TO`), at most `MAX_QUERY_CLAUSES`
+/// words. Such a text nests nothing, names no field and parses without
+/// errors, so the grammar's checks and their parse of the text are skipped
+/// (that parse was ~5% of the server's CPU for a one-word query matching
+/// nothing, BENCHMARKS.md "A smaller fixed cost").
+fn is_plain(text: &str) -> bool {
+    if !text
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '\t' | '\n' | '\r'))
+    {
+        return false;
+    }
+    let mut words = 0;
+    for word in text.split_ascii_whitespace() {
+        words += 1;
+        if words > MAX_QUERY_CLAUSES || matches!(word, "AND" | "OR" | "NOT" | "IN" | "TO") {
+            return false;
+        }
+    }
+    true
+}
+
+/// The grammar's tree of a text that is one plain word.
+fn word_leaf(word: &str) -> UserInputAst {
+    UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(UserInputLiteral {
+        field_name: None,
+        phrase: word.to_string(),
+        delimiter: Delimiter::None,
+        slop: 0,
+        prefix: false,
+    })))
 }
 
 /// Levels of the grammar (a `(` or a `NOT` each) parsed on the caller's
@@ -554,6 +606,74 @@ mod tests {
             "",
         ] {
             parse_user_query(&parser, q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
+    }
+
+    /// The full path: every check, then the query.
+    fn checked(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, IndexError> {
+        check_nesting(text)?;
+        parse_checked(parser, text)
+    }
+
+    #[test]
+    fn plain_words_are_told_apart() {
+        for plain in ["refund", "late delivery", " été\t42\r\nnaïve ", "and or not", "日本"] {
+            assert!(is_plain(plain), "{plain:?}");
+        }
+        let many = "word ".repeat(MAX_QUERY_CLAUSES + 1);
+        for not_plain in [
+            "refund AND late",
+            "NOT late",
+            "TO",
+            "a IN",
+            "product:Acme",
+            "\"late delivery\"",
+            "-refund",
+            "refund*",
+            "(late)",
+            "a\u{a0}b",
+            "late\u{c}b",
+            many.as_str(),
+        ] {
+            assert!(!is_plain(not_plain), "{not_plain:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A plain text skips only checks it passes: the full path accepts
+        /// it and builds the very query the plain path builds.
+        #[test]
+        fn plain_texts_skip_only_checks_they_pass(
+            parts in proptest::collection::vec(
+                (
+                    // Mostly plain words, so long plain texts come up too.
+                    proptest::prop_oneof![
+                        12 => proptest::sample::select(vec!["refund", "Late", "été", "42", "naïve", "日本", "and"]),
+                        1 => proptest::sample::select(vec![
+                            "AND", "NOT", "OR", "IN", "TO", "a:b", "(x", "x)", "\"q", "x*", "-y", "+z", "a^2",
+                        ]),
+                    ],
+                    proptest::prop_oneof![
+                        12 => proptest::sample::select(vec![" ", "\t", "\n", "\r", "  "]),
+                        1 => proptest::strategy::Just("\u{a0}"),
+                    ],
+                ),
+                0..40,
+            )
+        ) {
+            let text: String = parts.iter().flat_map(|(w, s)| [*w, *s]).collect();
+            let parser = parser();
+            if is_plain(&text) && !text.trim().is_empty() {
+                let full = checked(&parser, &text);
+                proptest::prop_assert!(full.is_ok(), "{:?}: {:?}", text, full.err());
+                let plain = parse_user_query(&parser, &text).unwrap();
+                let mut words = text.split_ascii_whitespace();
+                if let (Some(word), None) = (words.next(), words.next()) {
+                    let grammar = tantivy::query_grammar::parse_query(&text).unwrap();
+                    proptest::prop_assert_eq!(word_leaf(word), grammar);
+                }
+                proptest::prop_assert_eq!(format!("{:?}", full.unwrap()), format!("{plain:?}"));
+            }
         }
     }
 

@@ -142,7 +142,7 @@ impl SearchIndex {
             .zip(&top_docs)
             .map(|(id, (key, _))| (id, key.score(query.sort)))
             .collect();
-        let snippets = if snippets_wanted {
+        let snippets = if snippets_wanted && !top_docs.is_empty() {
             Some(snippet_generator(&searcher, &*user_query, fields)?)
         } else {
             None

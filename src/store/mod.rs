@@ -470,6 +470,10 @@ impl Store {
     /// that version and its mentions (`themes::with_confirmed_tag`; the tag
     /// is read only for those, `ConfirmedVersions`).
     pub fn get_many(&self, ids: &[FeedbackId]) -> Result<Vec<Option<StoredFeedback>>, StoreError> {
+        if ids.is_empty() {
+            // No read transaction for nothing (a search with no hits).
+            return Ok(Vec::new());
+        }
         let txn = self.db.get()?.begin_read()?;
         let Some(items) = open_optional(&txn, ITEMS)? else {
             return Ok(vec![None; ids.len()]);
@@ -517,6 +521,9 @@ impl Store {
         ids: &[FeedbackId],
         read: impl Fn(&FeedbackId, Option<&[u8]>) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let txn = self.db.get()?.begin_read()?;
         let items = open_optional(&txn, ITEMS)?;
         ids.iter()
