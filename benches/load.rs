@@ -72,6 +72,9 @@
 //! `perf report --no-children --percent-limit 1 --stdio` next to the data
 //! in target/bench-perf/ (call graphs, and a flat top-frames file it prints).
 //!
+//! `snippet-tokens [ROUNDS]` (no server): the snippet analyzer over hits'
+//! texts of 300 query words (ns per text), to compare builds.
+//!
 //! `layout N` (no server): raw tantivy, term + channel filter, over N
 //! synthetic documents written in tantivy's default layout and sorted by
 //! `seq` as a new Verbatim index is, in one process, rounds interleaved.
@@ -4003,6 +4006,62 @@ fn dot384(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// `snippet-tokens [ROUNDS]` (no server): the snippet analyzer
+/// (`index::schema::snippet_analyzer`) over hits' texts, the work of a
+/// FULL-view snippet before the fragment is cut: 300 query words (every
+/// 10th of the vocabulary's 3,000 most frequent) x the first 10 of 20,000
+/// corpus texts holding each, ROUNDS rounds; prints ns per text, median
+/// and every round. Compare builds by running their bench binaries in turn.
+fn bench_snippet_tokens(rounds: usize) {
+    let vocab = vocabulary();
+    let mut rng = Rng(7);
+    let texts: Vec<String> = (0..20_000)
+        .map(|i| corpus_item(&mut rng, &vocab, i).text)
+        .collect();
+    let mut full = verbatim::index::schema::text_analyzer();
+    let mut cases: Vec<(Vec<String>, Vec<&str>)> = Vec::new();
+    for word in vocab.iter().take(3_000).step_by(10) {
+        let mut stream = full.token_stream(word);
+        let mut stems = Vec::new();
+        while let Some(token) = stream.next() {
+            stems.push(token.text.clone());
+        }
+        let holding: Vec<&str> = texts
+            .iter()
+            .filter(|t| t.split_whitespace().any(|w| w == word))
+            .take(10)
+            .map(String::as_str)
+            .collect();
+        if !holding.is_empty() {
+            cases.push((stems, holding));
+        }
+    }
+    let total: usize = cases.iter().map(|(_, t)| t.len()).sum();
+    let mut per_text = Vec::new();
+    let mut kept = 0usize;
+    for _ in 0..rounds {
+        let start = std::time::Instant::now();
+        for (stems, holding) in &cases {
+            let mut analyzer = verbatim::index::schema::snippet_analyzer(stems);
+            for text in holding {
+                let mut stream = analyzer.token_stream(text);
+                while let Some(token) = stream.next() {
+                    kept += token.text.len();
+                }
+            }
+        }
+        per_text.push(start.elapsed().as_nanos() as f64 / total as f64);
+    }
+    let mut sorted = per_text.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "snippet analyzer: {} words, {total} texts per round; ns per text: median {:.0} (rounds: {}); bytes of kept tokens {kept}",
+        cases.len(),
+        sorted[sorted.len() / 2],
+        per_text.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -4054,6 +4113,9 @@ fn main() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(1_000_000),
         ),
+        Some("snippet-tokens") => bench_snippet_tokens(
+            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(21),
+        ),
         Some("similar") => runtime.block_on(bench_similar()),
         Some("similar-store") => runtime.block_on(bench_similar_store(
             args.get(1)
@@ -4074,7 +4136,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- ann [VECTORS] [QUERIES] | similar | similar-store [ITEMS] [QUERIES] | ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | retag-store [ITEMS] | report [ITEMS] | mixed [SECS]"
+                "usage: cargo bench --bench load -- ann [VECTORS] [QUERIES] | similar | similar-store [ITEMS] [QUERIES] | ingest [ITEMS] | search [ITEMS] [SECS] | search-open [ITEMS] [SECS] [RATE] | analyze [SECS] | flood [CALLS] [BUDGET_MB] | themes [UNITS] | retag-store [ITEMS] | report [ITEMS] | mixed [SECS] | snippet-tokens [ROUNDS]"
             );
             std::process::exit(2);
         }
