@@ -652,7 +652,7 @@ const NOT_IN_MIX: [&str; 2] = [FLOOR_CLASS, "h"];
 /// Queries per class in the mix.
 const QUERIES_PER_CLASS: usize = 300;
 
-/// The seven classes, QUERIES_PER_CLASS distinct queries each (fixed seed),
+/// The eight classes and the floor, QUERIES_PER_CLASS distinct queries each (fixed seed),
 /// drawn from the corpus vocabulary; bigrams for phrases are taken from the
 /// corpus texts themselves, so every phrase occurs.
 fn search_classes(
