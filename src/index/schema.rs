@@ -197,9 +197,13 @@ pub fn build_schema() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
+/// Tokens of this many bytes or more are dropped by the analyzers (as
+/// written, before lower-casing).
+pub const TOKEN_BYTES_LIMIT: usize = 64;
+
 pub fn text_analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(64))
+        .filter(RemoveLongFilter::limit(TOKEN_BYTES_LIMIT))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
         .filter(Stemmer::new(Language::English))
@@ -222,7 +226,7 @@ pub fn snippet_analyzer(terms: &[String]) -> TextAnalyzer {
         .collect::<Vec<_>>()
         .into();
     TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(64))
+        .filter(RemoveLongFilter::limit(TOKEN_BYTES_LIMIT))
         .filter(OnlyCandidates {
             firsts: firsts.clone(),
             ascii_only: true,
