@@ -4132,9 +4132,9 @@ fn main() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(1_000_000),
         ),
-        Some("snippet-tokens") => bench_snippet_tokens(
-            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(21),
-        ),
+        Some("snippet-tokens") => {
+            bench_snippet_tokens(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(21))
+        }
         Some("similar") => runtime.block_on(bench_similar()),
         Some("similar-store") => runtime.block_on(bench_similar_store(
             args.get(1)

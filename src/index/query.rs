@@ -637,7 +637,14 @@ mod tests {
     #[test]
     fn plain_words_are_told_apart() {
         let longest = "x".repeat(TOKEN_BYTES_LIMIT - 1);
-        for plain in ["refund", "late delivery", " été\t42\r\nnaïve ", "and or not", "日本", &longest] {
+        for plain in [
+            "refund",
+            "late delivery",
+            " été\t42\r\nnaïve ",
+            "and or not",
+            "日本",
+            &longest,
+        ] {
             assert!(is_plain(plain), "{plain:?}");
         }
         let many = "word ".repeat(MAX_QUERY_CLAUSES + 1);
