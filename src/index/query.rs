@@ -116,19 +116,17 @@ fn plain_tree(text: &str) -> UserInputAst {
             prefix: false,
         })))
     };
-    let mut words = text.split_ascii_whitespace();
-    match (words.next(), words.next()) {
-        (Some(word), None) => leaf(word),
-        _ => {
-            let mut clauses: Vec<(Option<Occur>, UserInputAst)> = Vec::new();
-            for (i, word) in text.split_ascii_whitespace().enumerate() {
-                if !text.split_ascii_whitespace().take(i).any(|w| w == word) {
-                    clauses.push((None, leaf(word)));
-                }
-            }
-            UserInputAst::Clause(clauses)
-        }
+    let words: Vec<&str> = text.split_ascii_whitespace().collect();
+    if let [word] = words[..] {
+        return leaf(word);
     }
+    let clauses = words
+        .iter()
+        .enumerate()
+        .filter(|&(i, word)| !words[..i].contains(word))
+        .map(|(_, word)| (None, leaf(word)))
+        .collect();
+    UserInputAst::Clause(clauses)
 }
 
 /// Levels of the grammar (a `(` or a `NOT` each) parsed on the caller's
