@@ -1630,6 +1630,8 @@ async fn same_index_ab(
         .unwrap_or(3);
     // class -> build (0 before, 1 after) -> per round (q/s, server CPU ms / query)
     let mut runs = vec![[Vec::new(), Vec::new()]; classes.len()];
+    // class -> build -> per round (p50 ms, p99 ms)
+    let mut latencies = vec![[Vec::new(), Vec::new()]; classes.len()];
     // build -> the server's resident memory after each round's phases
     let mut rss = [Vec::new(), Vec::new()];
     let perf = std::env::var("BENCH_PERF").ok().map(|secs| {
@@ -1677,6 +1679,7 @@ async fn same_index_ab(
                 }
                 let answered = many.ms.len().max(1) as f64;
                 runs[i][build].push((many.qps(), cpu * 1e3 / answered));
+                latencies[i][build].push((many.p(0.50), many.p(0.99)));
             }
             rss[build].push(rss_mib(server.child.id(), "VmRSS:"));
             server.stop();
@@ -1713,6 +1716,31 @@ async fn same_index_ab(
             list(b, |x| x.1, 3),
             list(a, |x| x.1, 3),
             ac / bc
+        );
+    }
+    println!();
+    println!("Latency, same rounds (medians over the rounds; each round's values in brackets):");
+    println!();
+    println!("| class | before p50 ms | after p50 ms | before p99 ms | after p99 ms | after / before p99 |");
+    println!("|---|---|---|---|---|---|");
+    for (class, [b, a]) in classes.iter().zip(&latencies) {
+        let (b50, a50) = (
+            mid(b.iter().map(|x| x.0).collect()),
+            mid(a.iter().map(|x| x.0).collect()),
+        );
+        let (b99, a99) = (
+            mid(b.iter().map(|x| x.1).collect()),
+            mid(a.iter().map(|x| x.1).collect()),
+        );
+        println!(
+            "| ({}) {} | {b50:.2} [{}] | {a50:.2} [{}] | {b99:.2} [{}] | {a99:.2} [{}] | {:.2} |",
+            class.key,
+            class.name,
+            list(b, |x| x.0, 2),
+            list(a, |x| x.0, 2),
+            list(b, |x| x.1, 2),
+            list(a, |x| x.1, 2),
+            a99 / b99
         );
     }
     println!();

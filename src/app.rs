@@ -19,7 +19,7 @@ use crate::engine::{
     tenant_dir, tenants_on_disk, Engine, RedactionSettings, RedactionSource, RequestContext,
     Tenants,
 };
-use crate::index::{IndexSettings, SearchIndex};
+use crate::index::{IndexSettings, SearchIndex, Spread};
 use crate::nlp::{AnalysisPool, ModelPaths};
 use crate::redact::RedactionPolicy;
 use crate::store::Store;
@@ -96,8 +96,15 @@ impl TenantOpener {
             tokio::task::spawn_blocking(move || SearchIndex::open(&dir, index_store, settings))
                 .await?
                 .with_context(|| format!("cannot open the index of tenant {tenant}"))?;
+        // One read pool serves every tenant: the default tenant's (others
+        // take it, `with_read_pool_of`), with the threads searches spread over.
+        let spread = match (tenant.is_default(), config.search_spread) {
+            (true, Switch::On) => Spread::new(config.search_threads)
+                .context("cannot start the threads searches spread their segments over")?,
+            _ => None,
+        };
         let engine = Engine::new(store.clone(), index, self.analysis.clone())
-            .with_read_pool(config.search_threads, config.search_queue)
+            .with_read_pool(config.search_threads, config.search_queue, spread)
             .with_redaction(self.redaction(tenant));
         engine
             .start_themes()

@@ -60,6 +60,10 @@ pub struct Config {
     pub analysis_queue: usize,
     /// Searches and reports running at once (blocking threads).
     pub search_threads: usize,
+    /// A search alone on the read pool spreads its index segments over
+    /// `search_threads` threads (lower latency on idle cores; no change
+    /// under load, when every slot is taken).
+    pub search_spread: Switch,
     /// The approximate nearest-neighbour index for `similar_to_*` (about
     /// 0.7 KB of memory per analysed item, saved under DATA_DIR/index/vectors);
     /// `off` ranks the newest matches.
@@ -111,6 +115,7 @@ impl Default for Config {
             analysis_threads: 2,
             analysis_queue: 64,
             search_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            search_spread: Switch::On,
             search_queue: 64,
             similarity_index: Switch::On,
             max_inflight_request_mb: 256,
@@ -182,6 +187,9 @@ pub struct ServeArgs {
     /// Searches and reports running at once [default: the number of cores].
     #[arg(long, env = "VERBATIM_SEARCH_THREADS")]
     pub search_threads: Option<usize>,
+    /// A search alone on the server spreads its index segments over up to search_threads threads (lower latency on idle cores; under load each search keeps one thread) [default: on].
+    #[arg(long, env = "VERBATIM_SEARCH_SPREAD")]
+    pub search_spread: Option<Switch>,
     /// Approximate nearest-neighbour index for similar_to_id / similar_to_text over the whole corpus (~0.7 KB of memory per analysed item; saved at shutdown, loaded or built at startup) [default: on]; off ranks the 10,000 newest matches exactly.
     #[arg(long, env = "VERBATIM_SIMILARITY_INDEX")]
     pub similarity_index: Option<Switch>,
@@ -244,6 +252,7 @@ impl ServeArgs {
             analysis_queue: self.analysis_queue.unwrap_or(base.analysis_queue),
             search_threads: self.search_threads.unwrap_or(base.search_threads),
             search_queue: self.search_queue.unwrap_or(base.search_queue),
+            search_spread: self.search_spread.unwrap_or(base.search_spread),
             similarity_index: self.similarity_index.unwrap_or(base.similarity_index),
             max_inflight_request_mb: self
                 .max_inflight_request_mb

@@ -66,8 +66,15 @@ impl Engine {
 
     /// Searches and reports run on at most `threads` threads; `queue` more
     /// calls wait, the next is RESOURCE_EXHAUSTED (`reads.rs`).
-    pub fn with_read_pool(mut self, threads: usize, queue: usize) -> Self {
-        self.reads = std::sync::Arc::new(reads::ReadPool::new(threads, queue));
+    /// With `spread`, a search alone on the pool spreads its segments over
+    /// those threads (`ReadPool::spread_if_idle`).
+    pub fn with_read_pool(
+        mut self,
+        threads: usize,
+        queue: usize,
+        spread: Option<crate::index::Spread>,
+    ) -> Self {
+        self.reads = std::sync::Arc::new(reads::ReadPool::new(threads, queue).with_spread(spread));
         self
     }
 

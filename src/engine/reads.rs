@@ -19,6 +19,8 @@ use super::RequestContext;
 use crate::error::{Error, Result};
 
 pub struct ReadPool {
+    /// Threads an idle pool lends a search to spread its segments over.
+    spread: Option<crate::index::Spread>,
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     threads: usize,
@@ -48,12 +50,30 @@ impl Drop for Waiting<'_> {
 impl ReadPool {
     pub fn new(threads: usize, queue: usize) -> Self {
         ReadPool {
+            spread: None,
             permits: Arc::new(Semaphore::new(threads.max(1))),
             waiting: AtomicUsize::new(0),
             threads: threads.max(1),
             queue,
             inline: AtomicUsize::new(0),
         }
+    }
+
+    /// Lets a search spread its segments over `spread`'s threads while
+    /// another slot is free (`spread_if_idle`).
+    pub fn with_spread(mut self, spread: Option<crate::index::Spread>) -> Self {
+        self.spread = spread;
+        self
+    }
+
+    /// The threads to spread a search over, when a slot besides the
+    /// caller's is free: no other search or report runs or waits then, so
+    /// the cores they would use are idle. Under load every slot is taken and
+    /// searches run one thread each (spreading adds no throughput).
+    pub fn spread_if_idle(&self) -> Option<&crate::index::Spread> {
+        let spread = self.spread.as_ref()?;
+        (self.permits.available_permits() > 0 && self.waiting.load(Ordering::Acquire) == 0)
+            .then_some(spread)
     }
 
     /// Leave to run a search directly on the async worker polling it

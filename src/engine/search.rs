@@ -28,11 +28,12 @@ impl Engine {
         let index = self.index.clone();
         let store = self.store.clone();
         let slot = self.reads.enter(ctx).await?;
+        let reads = self.reads.clone();
         run_search(&self.reads, ctx, slot, move || {
             // Read before the search takes its searcher, which then holds
             // every change through it.
             let indexed = index.indexed_seq();
-            let page = index.search(&query)?;
+            let page = index.search_with(&query, reads.spread_if_idle())?;
             let ids: Vec<FeedbackId> = page.hits.iter().map(|(id, _)| id.clone()).collect();
             // An id the index still lists but the store no longer has was
             // deleted after the last index refresh: it is skipped.

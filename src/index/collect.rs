@@ -413,6 +413,61 @@ pub fn pruning_pays(query: &dyn tantivy::query::Query, count_limit: Option<u64>)
     !clauses.is_empty() && (all(Occur::Should) || all(Occur::Must))
 }
 
+/// `page` over `query` with the segments shared out among `threads`
+/// threads (the largest first, each to the share with the fewest documents
+/// so far): the calling thread collects the first share, `pool`'s threads
+/// the others, and the segments' fruits are merged in segment order, as
+/// one thread would merge them.
+pub fn collect_spread(
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    searcher: &tantivy::Searcher,
+    query: &dyn tantivy::query::Query,
+    page: &PageCollector,
+    scoring: tantivy::query::EnableScoring,
+) -> tantivy::Result<PageFruit> {
+    let weight = query.weight(scoring)?;
+    let readers = searcher.segment_readers();
+    let mut order: Vec<usize> = (0..readers.len()).collect();
+    order.sort_by_key(|&ord| std::cmp::Reverse(readers[ord].max_doc()));
+    let mut shares: Vec<(u64, Vec<usize>)> =
+        vec![(0, Vec::new()); threads.clamp(1, readers.len().max(1))];
+    for ord in order {
+        let share = shares
+            .iter_mut()
+            .min_by_key(|(docs, _)| *docs)
+            .expect("at least one share");
+        share.0 += u64::from(readers[ord].max_doc());
+        share.1.push(ord);
+    }
+    let weight = &*weight;
+    let collect = |ords: &[usize]| -> tantivy::Result<Vec<(usize, PageFruit)>> {
+        ords.iter()
+            .map(|&ord| {
+                Ok((
+                    ord,
+                    page.collect_segment(weight, ord as u32, &readers[ord])?,
+                ))
+            })
+            .collect()
+    };
+    let collect = &collect;
+    let mut others: Vec<Option<tantivy::Result<Vec<(usize, PageFruit)>>>> =
+        (1..shares.len()).map(|_| None).collect();
+    let mine = pool.in_place_scope(|scope| {
+        for ((_, ords), out) in shares[1..].iter().zip(others.iter_mut()) {
+            scope.spawn(move |_| *out = Some(collect(ords)));
+        }
+        collect(&shares[0].1)
+    });
+    let mut fruits = mine?;
+    for out in others {
+        fruits.extend(out.expect("the scope ran every share")?);
+    }
+    fruits.sort_by_key(|(ord, _)| *ord);
+    page.merge_fruits(fruits.into_iter().map(|(_, fruit)| fruit).collect())
+}
+
 /// One segment's (or the merged) page: the keys, best first, the count
 /// and the facets.
 pub struct PageFruit {
@@ -1054,6 +1109,42 @@ mod tests {
         n
     }
 
+    /// How a test page is searched.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Way {
+        /// The page collector alone (pruning where it may).
+        Alone,
+        /// Paired with `Count`: the default path over every match.
+        Exhaustive,
+        /// Alone, its segments shared out among three threads
+        /// (`collect_spread`).
+        Spread,
+    }
+
+    fn run_way(
+        searcher: &tantivy::Searcher,
+        query: &dyn Query,
+        page: PageCollector,
+        way: Way,
+    ) -> PageFruit {
+        match way {
+            Way::Alone => run(searcher, query, page, false),
+            Way::Exhaustive => run(searcher, query, page, true),
+            Way::Spread => {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(2)
+                    .build()
+                    .unwrap();
+                let scoring = if page.requires_scoring() {
+                    tantivy::query::EnableScoring::enabled_from_searcher(searcher)
+                } else {
+                    tantivy::query::EnableScoring::disabled_from_searcher(searcher)
+                };
+                collect_spread(&pool, 3, searcher, query, &page, scoring).unwrap()
+            }
+        }
+    }
+
     fn run(
         searcher: &tantivy::Searcher,
         query: &dyn Query,
@@ -1155,7 +1246,7 @@ mod tests {
                     all.top.windows(2).all(|w| w[0].0 > w[1].0),
                     "strictly ordered"
                 );
-                for exhaustive in [false, true] {
+                for way in [Way::Alone, Way::Exhaustive, Way::Spread] {
                     let mut seen = Vec::new();
                     let mut after = None;
                     for number in 0.. {
@@ -1169,7 +1260,7 @@ mod tests {
                             columns: columns.clone(),
                             facets: if with_facets { facets() } else { None },
                         };
-                        let fruit = run(&searcher, &*query, page, exhaustive);
+                        let fruit = run_way(&searcher, &*query, page, way);
                         assert_eq!(fruit.count, expected_count, "{text} {sort:?}");
                         assert!(!fruit.count_truncated);
                         if with_facets {
@@ -1190,7 +1281,7 @@ mod tests {
                         .map(|i| (i, seen[i], all.top[i]));
                     assert!(
                         seen.len() == all.top.len() && first_difference.is_none(),
-                        "{text} {sort:?} exhaustive={exhaustive}: {} vs {} hits, first difference {first_difference:?}",
+                        "{text} {sort:?} {way:?}: {} vs {} hits, first difference {first_difference:?}",
                         seen.len(),
                         all.top.len()
                     );
@@ -1202,7 +1293,7 @@ mod tests {
                 .into_iter()
                 .flat_map(|sort| [(sort, false), (sort, true)])
             {
-                let limited = PageCollector {
+                let limited = || PageCollector {
                     sort,
                     k: 10,
                     after: None,
@@ -1211,10 +1302,18 @@ mod tests {
                     columns: columns.clone(),
                     facets: if with_facets { facets() } else { None },
                 };
-                let fruit = run(&searcher, &*query, limited, false);
+                let spread = run_way(&searcher, &*query, limited(), Way::Spread);
+                let fruit = run(&searcher, &*query, limited(), false);
                 assert_eq!(
                     (fruit.count, fruit.count_truncated),
                     (50, true),
+                    "{text} {sort:?}"
+                );
+                // Spread over threads: the same page, and a bound as well
+                // (each segment stops at the limit, their sum is capped).
+                assert_eq!(
+                    (&spread.top, spread.count, spread.count_truncated),
+                    (&fruit.top, 50, true),
                     "{text} {sort:?}"
                 );
                 if with_facets {

@@ -56,7 +56,7 @@ use crate::store::{Store, StoreError};
 use indexer::{rebuild, run_indexer, Indexer};
 pub use report::ReportPlan;
 use schema::{build_schema, Fields, SCHEMA_VERSION, TEXT_TOKENIZER};
-pub use search::IndexPage;
+pub use search::{IndexPage, Spread};
 pub use similar::SimilarScope;
 use vectors::Vectors;
 
@@ -511,6 +511,14 @@ impl SearchIndex {
     /// An index in memory holding `items`, without a store or an indexer
     /// thread: for tests of the read side.
     pub(crate) fn in_memory(items: &[crate::domain::StoredFeedback]) -> SearchIndex {
+        SearchIndex::in_memory_segments(items, items.len().max(1))
+    }
+
+    /// As `in_memory`, one segment per `per_segment` items (never merged).
+    pub(crate) fn in_memory_segments(
+        items: &[crate::domain::StoredFeedback],
+        per_segment: usize,
+    ) -> SearchIndex {
         let (schema, fields) = build_schema();
         let index = Index::create_in_ram(schema);
         index
@@ -519,10 +527,14 @@ impl SearchIndex {
         let mut writer: IndexWriter<TantivyDocument> = index
             .writer_with_num_threads(1, 15_000_000)
             .expect("index writer");
-        for item in items {
-            writer
-                .add_document(schema::to_document(&fields, item))
-                .expect("document");
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        for chunk in items.chunks(per_segment) {
+            for item in chunk {
+                writer
+                    .add_document(schema::to_document(&fields, item))
+                    .expect("document");
+            }
+            writer.commit().expect("commit");
         }
         writer.commit().expect("commit");
         let reader = index

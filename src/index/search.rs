@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use tantivy::collector::Count;
-use tantivy::{DocAddress, Searcher};
+use tantivy::collector::{Collector, Count};
+use tantivy::query::EnableScoring;
+use tantivy::{DocAddress, Executor, Searcher};
 
 use super::collect::{self, ColumnCache, PageCollector};
 use super::cursor::{self, Cursor, FrozenStats, SortKey};
@@ -80,9 +81,104 @@ fn windows(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Threads a search may spread its segments over (`SearchIndex::search_with`):
+/// the calling thread collects one share of the segments while the pool's
+/// threads collect the others (`collect::collect_spread`), so a page over
+/// several large segments finishes sooner on otherwise idle cores. Meant
+/// for when the read pool has idle slots: on busy cores spreading adds no
+/// throughput, only hand-offs.
+pub struct Spread {
+    pool: rayon::ThreadPool,
+    threads: usize,
+    min_postings: u64,
+}
+
+impl Spread {
+    /// `threads` threads in all, the caller's included; `None` for fewer
+    /// than 2 (nothing to spread).
+    pub fn new(threads: usize) -> Result<Option<Spread>, IndexError> {
+        if threads < 2 {
+            return Ok(None);
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads - 1)
+            .thread_name(|n| format!("search-spread-{n}"))
+            .build()
+            .map_err(|e| internal(format!("cannot start the search spread threads: {e}")))?;
+        Ok(Some(Spread {
+            pool,
+            threads,
+            min_postings: SPREAD_MIN_POSTINGS,
+        }))
+    }
+
+    /// Spreads searches of any size (tests of small indexes).
+    #[cfg(test)]
+    pub(crate) fn with_min_postings(mut self, min_postings: u64) -> Spread {
+        self.min_postings = min_postings;
+        self
+    }
+
+    /// Whether `page` over `query` is worth spreading over `searcher`'s
+    /// segments: several segments, and the query's terms hold at least
+    /// `min_postings` postings, except a single term ranked by relevance
+    /// without facets (block-WAND reads few of its blocks and its total is
+    /// its document frequency: little work to share).
+    fn pays(
+        &self,
+        searcher: &Searcher,
+        query: &dyn tantivy::query::Query,
+        page: &PageCollector,
+    ) -> bool {
+        if searcher.segment_readers().len() < 2 {
+            return false;
+        }
+        if page.prune && page.facets.is_none() && scoring_terms(query) <= 1 {
+            return false;
+        }
+        postings(query, searcher) >= self.min_postings
+    }
+}
+
+/// A search whose terms hold fewer postings than this (over all segments;
+/// a query without terms counts the documents) runs on one thread even with
+/// `Spread`: handing a share to another thread and waiting for it costs
+/// more than such a search saves (BENCHMARKS.md, "Searches spread over idle
+/// cores").
+pub const SPREAD_MIN_POSTINGS: u64 = 50_000;
+
+/// The postings of `query`'s terms in `searcher` (deleted documents
+/// included): a cheap estimate of a search's work. A query without terms
+/// (all documents, a range) counts the searcher's documents.
+fn postings(query: &dyn tantivy::query::Query, searcher: &Searcher) -> u64 {
+    let mut named = false;
+    let mut total = 0u64;
+    query.query_terms(&mut |term, _| {
+        named = true;
+        total = total.saturating_add(searcher.doc_freq(term).unwrap_or(0));
+    });
+    if named {
+        total
+    } else {
+        searcher.num_docs()
+    }
+}
+
 impl SearchIndex {
-    /// Runs a search (blocking).
+    /// Runs a search (blocking) on the calling thread.
     pub fn search(&self, query: &SearchQuery) -> Result<IndexPage, IndexError> {
+        self.search_with(query, None)
+    }
+
+    /// Runs a search (blocking); with `spread`, a search over several
+    /// segments whose terms hold at least `SPREAD_MIN_POSTINGS` postings has
+    /// its segments searched on `spread`'s threads (the page is the same either way:
+    /// segments are collected apart and merged by their total keys).
+    pub fn search_with(
+        &self,
+        query: &SearchQuery,
+        spread: Option<&Spread>,
+    ) -> Result<IndexPage, IndexError> {
         let shared = &self.shared;
         let fields = &shared.fields;
         let fingerprint = cursor::fingerprint(query);
@@ -122,7 +218,27 @@ impl SearchIndex {
             facets,
         };
         shared.columns.retain_live(&searcher);
-        let searched = searcher.search_with_statistics_provider(&*full_query, &page, &stats);
+        let scoring = if page.requires_scoring() {
+            EnableScoring::enabled_from_statistics_provider(&stats, &searcher)
+        } else {
+            EnableScoring::disabled_from_searcher(&searcher)
+        };
+        let searched = match spread {
+            Some(spread) if spread.pays(&searcher, &*user_query, &page) => collect::collect_spread(
+                &spread.pool,
+                spread.threads,
+                &searcher,
+                &*full_query,
+                &page,
+                scoring,
+            ),
+            _ => searcher.search_with_executor(
+                &*full_query,
+                &page,
+                &Executor::single_thread(),
+                scoring,
+            ),
+        };
         // A replay that ran out of values fails the search: the cursor is
         // the cause.
         let stats = match query.sort {
@@ -349,6 +465,124 @@ fn internal(message: String) -> IndexError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A search spread over threads gives the pages, cursors, totals and
+    /// facets a search on one thread gives: every sort, a cursor chain to
+    /// the end, with and without facets and a count limit, over segments
+    /// with tied dates and sentiment scores.
+    #[test]
+    fn spread_pages_equal_one_threads() {
+        use crate::domain::{
+            Analysis, AnalysisState, FeedbackDraft, HitView, SearchFilter, Sentiment,
+            SentimentLabel, StoredFeedback, UnixMicros,
+        };
+        let words = ["alpha", "beta", "gamma", "delta", "omega"];
+        let items: Vec<StoredFeedback> = (0..1_200u64)
+            .map(|seq| {
+                let mut rng = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7;
+                let mut text = Vec::new();
+                for _ in 0..(2 + rng % 6) {
+                    rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    text.push(words[(rng >> 33) as usize % words.len()]);
+                }
+                let score = ((seq % 7) as f32 - 3.0) / 3.0;
+                StoredFeedback {
+                    feedback: FeedbackDraft {
+                        id: format!("i-{seq}"),
+                        text: text.join(" "),
+                        product: format!("p{}", rng % 5),
+                        created_at: Some(UnixMicros(
+                            1_700_000_000_000_000 + ((seq * 7_919) % 97) as i64,
+                        )),
+                        ..Default::default()
+                    }
+                    .validate(UnixMicros(0))
+                    .expect("a valid item"),
+                    ingested_at: UnixMicros(0),
+                    seq,
+                    analysis: AnalysisState::Done(Analysis {
+                        language: "en".into(),
+                        language_confidence: 1.0,
+                        sentiment: Sentiment {
+                            label: SentimentLabel::Neutral,
+                            score,
+                            negative: 0.0,
+                            neutral: 1.0,
+                            positive: 0.0,
+                        },
+                        sentences: Vec::new(),
+                        keyphrases: Vec::new(),
+                        embedding: Vec::new(),
+                        model: "test".into(),
+                        themes: Vec::new(),
+                        taxonomy_version: 1,
+                        units: Vec::new(),
+                    }),
+                }
+            })
+            .collect();
+        let index = SearchIndex::in_memory_segments(&items, 250);
+        assert_eq!(index.shared.reader.searcher().segment_readers().len(), 5);
+        let spread = Spread::new(3)
+            .unwrap()
+            .expect("3 threads")
+            .with_min_postings(0);
+        let mut pages = 0;
+        for text in [
+            "alpha",
+            "alpha beta",
+            "alpha OR omega",
+            "\"alpha beta\"",
+            "",
+        ] {
+            for sort in [
+                SortOrder::Relevance,
+                SortOrder::Newest,
+                SortOrder::Oldest,
+                SortOrder::MostNegative,
+                SortOrder::MostPositive,
+            ] {
+                for (facets, total_hits_up_to) in [
+                    (Vec::new(), None),
+                    (vec!["product".to_string()], None),
+                    (Vec::new(), Some(100)),
+                ] {
+                    let mut query = SearchQuery {
+                        text: text.into(),
+                        filter: SearchFilter::default(),
+                        sort,
+                        limit: 37,
+                        cursor: None,
+                        facets,
+                        similar_to: None,
+                        taxonomy_version: 1,
+                        total_hits_up_to,
+                        view: HitView::Ids,
+                    };
+                    loop {
+                        let one = index.search(&query).unwrap();
+                        let spread = index.search_with(&query, Some(&spread)).unwrap();
+                        let context = format!("{text:?} {sort:?} page {pages}");
+                        assert_eq!(spread.hits, one.hits, "{context}");
+                        assert_eq!(spread.total_hits, one.total_hits, "{context}");
+                        assert_eq!(
+                            spread.total_is_lower_bound, one.total_is_lower_bound,
+                            "{context}"
+                        );
+                        assert_eq!(spread.facets, one.facets, "{context}");
+                        assert_eq!(spread.next_cursor, one.next_cursor, "{context}");
+                        assert!(!one.hits.is_empty(), "{context}");
+                        pages += 1;
+                        match one.next_cursor {
+                            Some(cursor) => query.cursor = Some(cursor),
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+        assert!(pages > 300, "{pages} pages");
+    }
 
     #[test]
     fn windows_cover_the_text_without_cutting_words_or_characters() {
