@@ -405,6 +405,50 @@ mod tests {
         assert!(error.to_string().contains("store_cache_mb"), "{error}");
     }
 
+    /// The README's example config file parses, names every setting and
+    /// nothing else, and holds valid values.
+    #[test]
+    fn the_readme_config_example_is_a_valid_config() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("```toml\nlisten = ")
+            .expect("the README's config example");
+        let body = &readme[start + "```toml\n".len()..];
+        let body = &body[..body.find("```").expect("the example's end")];
+        let config: Config = toml::from_str(body).expect("the example parses");
+        config.validate().expect("the example's values are valid");
+        let named: std::collections::BTreeSet<String> = body
+            .lines()
+            .filter_map(|line| {
+                line.split_once(" = ")
+                    .map(|(key, _)| key.trim().to_string())
+            })
+            .collect();
+        let every: std::collections::BTreeSet<String> =
+            match toml::Value::try_from(Config::default()).expect("the defaults serialise") {
+                toml::Value::Table(table) => table.keys().cloned().collect(),
+                other => panic!("not a table: {other:?}"),
+            };
+        // Settings without a default value (None) serialise to nothing.
+        let optional = [
+            "auth",
+            "keys_file",
+            "redact",
+            "tls_cert",
+            "tls_key",
+            "tls_client_ca",
+            "metrics_listen",
+        ];
+        let missing: Vec<&String> = every.iter().filter(|key| !named.contains(*key)).collect();
+        assert!(missing.is_empty(), "the README's example lacks {missing:?}");
+        for key in optional {
+            assert!(named.contains(key), "the README's example lacks {key}");
+        }
+        assert!(config.search_spread == Switch::On);
+        let off = resolve_file("search_spread = \"off\"\n").unwrap();
+        assert!(off.search_spread == Switch::Off);
+    }
+
     #[test]
     fn unknown_file_keys_are_refused() {
         let error = resolve_file("listen_addr = \"x\"\n").unwrap_err();
