@@ -67,13 +67,13 @@ impl ReadPool {
     }
 
     /// The threads to spread a search over, when a slot besides the
-    /// caller's is free: no other search or report runs or waits then, so
-    /// the cores they would use are idle. Under load every slot is taken and
-    /// searches run one thread each (spreading adds no throughput).
+    /// caller's is free: fewer searches and reports run than the pool's
+    /// threads, and none waits (the semaphore hands a freed slot to a
+    /// waiting call first), so cores are idle. Under load every slot is
+    /// taken and searches run one thread each (spreading adds no throughput).
     pub fn spread_if_idle(&self) -> Option<&crate::index::Spread> {
         let spread = self.spread.as_ref()?;
-        (self.permits.available_permits() > 0 && self.waiting.load(Ordering::Acquire) == 0)
-            .then_some(spread)
+        (self.permits.available_permits() > 0).then_some(spread)
     }
 
     /// Leave to run a search directly on the async worker polling it
@@ -150,6 +150,39 @@ mod tests {
             Err(Error::DeadlineExceeded)
         ));
         assert_eq!(pool.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn spreads_only_while_another_slot_is_free() {
+        let ctx = RequestContext::internal();
+        let off = ReadPool::new(2, 4);
+        let _alone = off.enter(&ctx).await.unwrap();
+        assert!(off.spread_if_idle().is_none(), "no spread threads");
+
+        let pool = Arc::new(ReadPool::new(2, 4).with_spread(crate::index::Spread::new(2).unwrap()));
+        let first = pool.enter(&ctx).await.unwrap();
+        assert!(pool.spread_if_idle().is_some(), "one slot of two taken");
+        let second = pool.enter(&ctx).await.unwrap();
+        assert!(pool.spread_if_idle().is_none(), "every slot taken");
+        // A call waiting for a slot takes the next one freed: still none.
+        let waiter = {
+            let pool = pool.clone();
+            let ctx = ctx.clone();
+            tokio::spawn(async move { pool.enter(&ctx).await.map(drop) })
+        };
+        while pool.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(pool.spread_if_idle().is_none(), "a call waits");
+        drop(first);
+        assert!(
+            pool.spread_if_idle().is_none(),
+            "the freed slot went to the waiter"
+        );
+        waiter.await.unwrap().unwrap();
+        assert!(pool.spread_if_idle().is_some(), "the waiter came and went");
+        drop(second);
+        assert!(pool.spread_if_idle().is_some());
     }
 
     #[test]
