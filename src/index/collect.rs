@@ -998,7 +998,7 @@ mod tests {
     use tantivy::{Index, IndexWriter, TantivyDocument, Term};
 
     use super::*;
-    use crate::domain::{AnalysisState, FeedbackDraft, Sentiment, SentimentLabel, UnixMicros};
+    use crate::domain::{AnalysisState, FeedbackDraft, UnixMicros};
     use crate::index::facets::facet_collector;
     use crate::index::{add_test_item, test_index};
 
@@ -1034,24 +1034,7 @@ mod tests {
             let analysis = if seq % 5 == 0 {
                 AnalysisState::Pending
             } else {
-                AnalysisState::Done(crate::domain::Analysis {
-                    language: "en".into(),
-                    language_confidence: 1.0,
-                    sentiment: Sentiment {
-                        label: SentimentLabel::Neutral,
-                        score,
-                        negative: 0.0,
-                        neutral: 1.0,
-                        positive: 0.0,
-                    },
-                    sentences: Vec::new(),
-                    keyphrases: Vec::new(),
-                    embedding: Vec::new(),
-                    model: "test".into(),
-                    themes: Vec::new(),
-                    taxonomy_version: 1,
-                    units: Vec::new(),
-                })
+                crate::index::test_analysis(score)
             };
             add_test_item(
                 &writer,

@@ -577,6 +577,30 @@ pub(crate) fn test_index() -> (Index, Fields, IndexWriter<TantivyDocument>) {
     (index, fields, writer)
 }
 
+/// A finished analysis with a neutral label and sentiment `score` and
+/// nothing else (tests that sort by sentiment).
+#[cfg(test)]
+pub(crate) fn test_analysis(score: f32) -> crate::domain::AnalysisState {
+    crate::domain::AnalysisState::Done(crate::domain::Analysis {
+        language: "en".into(),
+        language_confidence: 1.0,
+        sentiment: crate::domain::Sentiment {
+            label: crate::domain::SentimentLabel::Neutral,
+            score,
+            negative: 0.0,
+            neutral: 1.0,
+            positive: 0.0,
+        },
+        sentences: Vec::new(),
+        keyphrases: Vec::new(),
+        embedding: Vec::new(),
+        model: "test".into(),
+        themes: Vec::new(),
+        taxonomy_version: 1,
+        units: Vec::new(),
+    })
+}
+
 /// Writes a validated item as the indexer would (tests that build their
 /// own tantivy index).
 #[cfg(test)]

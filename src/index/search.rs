@@ -472,10 +472,7 @@ mod tests {
     /// with tied dates and sentiment scores.
     #[test]
     fn spread_pages_equal_one_threads() {
-        use crate::domain::{
-            Analysis, AnalysisState, FeedbackDraft, HitView, SearchFilter, Sentiment,
-            SentimentLabel, StoredFeedback, UnixMicros,
-        };
+        use crate::domain::{FeedbackDraft, HitView, SearchFilter, StoredFeedback, UnixMicros};
         let words = ["alpha", "beta", "gamma", "delta", "omega"];
         let items: Vec<StoredFeedback> = (0..1_200u64)
             .map(|seq| {
@@ -500,24 +497,7 @@ mod tests {
                     .expect("a valid item"),
                     ingested_at: UnixMicros(0),
                     seq,
-                    analysis: AnalysisState::Done(Analysis {
-                        language: "en".into(),
-                        language_confidence: 1.0,
-                        sentiment: Sentiment {
-                            label: SentimentLabel::Neutral,
-                            score,
-                            negative: 0.0,
-                            neutral: 1.0,
-                            positive: 0.0,
-                        },
-                        sentences: Vec::new(),
-                        keyphrases: Vec::new(),
-                        embedding: Vec::new(),
-                        model: "test".into(),
-                        themes: Vec::new(),
-                        taxonomy_version: 1,
-                        units: Vec::new(),
-                    }),
+                    analysis: crate::index::test_analysis(score),
                 }
             })
             .collect();
