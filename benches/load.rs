@@ -1697,15 +1697,15 @@ async fn same_index_ab(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // The medians of a build's rounds: (first values, second values).
+    let medians = |v: &[(f64, f64)]| {
+        (
+            mid(v.iter().map(|x| x.0).collect()),
+            mid(v.iter().map(|x| x.1).collect()),
+        )
+    };
     for (class, [b, a]) in classes.iter().zip(&runs) {
-        let (bq, aq) = (
-            mid(b.iter().map(|x| x.0).collect()),
-            mid(a.iter().map(|x| x.0).collect()),
-        );
-        let (bc, ac) = (
-            mid(b.iter().map(|x| x.1).collect()),
-            mid(a.iter().map(|x| x.1).collect()),
-        );
+        let ((bq, bc), (aq, ac)) = (medians(b), medians(a));
         println!(
             "| ({}) {} | {bq:.0} [{}] | {aq:.0} [{}] | {:.2} | {bc:.3} [{}] | {ac:.3} [{}] | {:.2} |",
             class.key,
@@ -1724,14 +1724,7 @@ async fn same_index_ab(
     println!("| class | before p50 ms | after p50 ms | before p99 ms | after p99 ms | after / before p99 |");
     println!("|---|---|---|---|---|---|");
     for (class, [b, a]) in classes.iter().zip(&latencies) {
-        let (b50, a50) = (
-            mid(b.iter().map(|x| x.0).collect()),
-            mid(a.iter().map(|x| x.0).collect()),
-        );
-        let (b99, a99) = (
-            mid(b.iter().map(|x| x.1).collect()),
-            mid(a.iter().map(|x| x.1).collect()),
-        );
+        let ((b50, b99), (a50, a99)) = (medians(b), medians(a));
         println!(
             "| ({}) {} | {b50:.2} [{}] | {a50:.2} [{}] | {b99:.2} [{}] | {a99:.2} [{}] | {:.2} |",
             class.key,

@@ -15,6 +15,16 @@ pub enum SortOrder {
     MostPositive,
 }
 
+impl SortOrder {
+    pub const ALL: [SortOrder; 5] = [
+        SortOrder::Relevance,
+        SortOrder::Newest,
+        SortOrder::Oldest,
+        SortOrder::MostNegative,
+        SortOrder::MostPositive,
+    ];
+}
+
 /// An inclusive range over a sentiment score in [-1, 1]; either end may be open.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ScoreRange {

@@ -1203,13 +1203,7 @@ mod tests {
             let facets = || facet_collector(&facet_fields, &columns).unwrap();
             let expected_facets = searcher.search(&*query, &facets().unwrap()).unwrap();
             assert!(expected_facets.iter().all(|f| f.counts.len() > 3));
-            for sort in [
-                SortOrder::Relevance,
-                SortOrder::Newest,
-                SortOrder::Oldest,
-                SortOrder::MostNegative,
-                SortOrder::MostPositive,
-            ] {
+            for sort in SortOrder::ALL {
                 let long = |exhaustive| {
                     let page = PageCollector {
                         sort,

@@ -515,13 +515,7 @@ mod tests {
             "\"alpha beta\"",
             "",
         ] {
-            for sort in [
-                SortOrder::Relevance,
-                SortOrder::Newest,
-                SortOrder::Oldest,
-                SortOrder::MostNegative,
-                SortOrder::MostPositive,
-            ] {
+            for sort in SortOrder::ALL {
                 for (facets, total_hits_up_to) in [
                     (Vec::new(), None),
                     (vec!["product".to_string()], None),
