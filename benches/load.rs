@@ -410,10 +410,7 @@ async fn wait_searchable(addr: &str, total: u64) {
 fn raw_tantivy_index(dir: &std::path::Path, items: &[pb::Feedback]) -> f64 {
     let (schema, fields) = verbatim::index::schema::build_schema();
     let index = tantivy::Index::create_in_dir(dir, schema).unwrap();
-    index.tokenizers().register(
-        verbatim::index::schema::TEXT_TOKENIZER,
-        verbatim::index::schema::text_analyzer(),
-    );
+    verbatim::index::schema::register_analyzers(index.tokenizers());
     let docs: Vec<_> = items
         .iter()
         .enumerate()
@@ -1273,10 +1270,7 @@ async fn search_setup(n: usize) -> SearchSetup {
     let index_dir = server.data_dir.path().to_path_buf();
     let index_dir = server_index_dir(&index_dir);
     let index = tantivy::Index::open_in_dir(&index_dir).unwrap();
-    index.tokenizers().register(
-        verbatim::index::schema::TEXT_TOKENIZER,
-        verbatim::index::schema::text_analyzer(),
-    );
+    verbatim::index::schema::register_analyzers(index.tokenizers());
     let reader = index
         .reader_builder()
         .reload_policy(tantivy::ReloadPolicy::Manual)
@@ -1304,6 +1298,27 @@ async fn search_setup(n: usize) -> SearchSetup {
     let searcher = reader.searcher();
     let (segments, docs) = segments_and_docs(&searcher);
     println!("index after load: {segments} segments, {docs} docs");
+    {
+        // What the index holds, and the share of its `text_pairs` field
+        // (two-word phrases as one term each).
+        let usage = searcher.space_usage().unwrap();
+        let mut pairs_bytes = 0u64;
+        for segment in usage.segments() {
+            for part in [segment.termdict(), segment.postings(), segment.fieldnorms()] {
+                for field_usage in part.fields() {
+                    if field_usage.field_name() == "text_pairs" {
+                        pairs_bytes += field_usage.total().get_bytes();
+                    }
+                }
+            }
+        }
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        println!(
+            "index size: {:.0} MiB, of which text_pairs {:.0} MiB",
+            mib(usage.total().get_bytes()),
+            mib(pairs_bytes)
+        );
+    }
     // Segments whose documents hold their items in ingest order (a seq above
     // the one before it's): there a relevance page rejects ties with its
     // lowest key without reading seqs (`index::collect`).

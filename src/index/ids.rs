@@ -85,9 +85,7 @@ mod tests {
     fn ids_in_memory_equal_the_stored_ones() {
         let (schema, fields) = build_schema();
         let index = Index::create_in_ram(schema);
-        index
-            .tokenizers()
-            .register(schema::TEXT_TOKENIZER, schema::text_analyzer());
+        schema::register_analyzers(index.tokenizers());
         let mut writer: IndexWriter<TantivyDocument> =
             index.writer_with_num_threads(1, 15_000_000).unwrap();
         for round in 0..3 {

@@ -55,7 +55,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDo
 use crate::store::{Store, StoreError};
 use indexer::{rebuild, run_indexer, Indexer};
 pub use report::ReportPlan;
-use schema::{build_schema, Fields, SCHEMA_VERSION, TEXT_TOKENIZER};
+use schema::{build_schema, Fields, SCHEMA_VERSION};
 pub use search::{IndexPage, Spread};
 pub use similar::SimilarScope;
 use vectors::Vectors;
@@ -178,9 +178,7 @@ fn open_index(dir: &Path) -> Result<(Index, Fields, bool), IndexError> {
         .schema(schema)
         .settings(new_index_settings())
         .open_or_create(directory)?;
-    index
-        .tokenizers()
-        .register(TEXT_TOKENIZER, schema::text_analyzer());
+    schema::register_analyzers(index.tokenizers());
     Ok((index, fields, created))
 }
 
@@ -251,6 +249,7 @@ fn open_for_indexing(dir: &Path, settings: &IndexSettings) -> Result<Opened, Ind
         segment.fast_fields().u64(schema::field::SEQ)?;
         segment.inverted_index(fields.id)?;
         segment.inverted_index(fields.text)?;
+        segment.inverted_index(fields.text_pairs)?;
     }
     Ok(Opened {
         index,
@@ -521,9 +520,7 @@ impl SearchIndex {
     ) -> SearchIndex {
         let (schema, fields) = build_schema();
         let index = Index::create_in_ram(schema);
-        index
-            .tokenizers()
-            .register(TEXT_TOKENIZER, schema::text_analyzer());
+        schema::register_analyzers(index.tokenizers());
         let mut writer: IndexWriter<TantivyDocument> = index
             .writer_with_num_threads(1, 15_000_000)
             .expect("index writer");
@@ -567,9 +564,7 @@ impl SearchIndex {
 pub(crate) fn test_index() -> (Index, Fields, IndexWriter<TantivyDocument>) {
     let (schema, fields) = build_schema();
     let index = Index::create_in_ram(schema);
-    index
-        .tokenizers()
-        .register(TEXT_TOKENIZER, schema::text_analyzer());
+    schema::register_analyzers(index.tokenizers());
     let writer: IndexWriter<TantivyDocument> = index
         .writer_with_num_threads(1, 15_000_000)
         .expect("an in-memory writer");
@@ -800,9 +795,7 @@ mod doc_store_tests {
         let (schema, fields) = build_schema();
         let index = Index::create_in_dir(old.path(), schema).unwrap();
         assert_eq!(index.settings().docstore_compression, Compressor::Lz4);
-        index
-            .tokenizers()
-            .register(TEXT_TOKENIZER, schema::text_analyzer());
+        schema::register_analyzers(index.tokenizers());
         let mut writer: IndexWriter<TantivyDocument> =
             index.writer_with_num_threads(1, 15_000_000).unwrap();
         let mut doc = TantivyDocument::default();

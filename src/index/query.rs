@@ -13,11 +13,12 @@ use tantivy::query_grammar::{
     parse_query_lenient, Delimiter, UserInputAst, UserInputLeaf, UserInputLiteral,
 };
 use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::tokenizer::{TextAnalyzer, TokenStream};
 use tantivy::{DateTime, Term};
 
 use super::filters::{CachedFilter, FilterCache};
 use super::schema::{
-    field, has_value_column, theme_sentiment_value, Fields, QUERY_FIELDS, TOKEN_BYTES_LIMIT,
+    self, field, has_value_column, theme_sentiment_value, Fields, QUERY_FIELDS, TOKEN_BYTES_LIMIT,
 };
 use super::tags::{ConfirmedTags, TaggedVersionQuery};
 use super::IndexError;
@@ -185,9 +186,77 @@ fn parse_checked(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, Ind
         });
     }
     check_exists(&ast, text)?;
-    parser
-        .parse_query(text)
-        .map_err(|error| parser_error(text, error))
+    let built = match pair_phrases(ast) {
+        Some(paired) => parser.build_query_from_user_input_ast(paired),
+        None => parser.parse_query(text),
+    };
+    built.map_err(|error| parser_error(text, error))
+}
+
+/// `ast` with every two-word phrase of `text` (a literal, quoted or not
+/// as `wi-fi`, whose words analyse to two terms at adjacent positions,
+/// without slop or prefix) searching `text_pairs` instead, where it is one
+/// term: the same documents match (`AdjacentPairs` joins exactly the words
+/// a phrase query would find adjacent), found by one posting list instead
+/// of two intersected and their positions compared, and pruned by
+/// block-WAND when ranked alone. `None` when no literal is such a phrase.
+/// Recursive: `clause_depth` bounded the tree first.
+fn pair_phrases(ast: UserInputAst) -> Option<UserInputAst> {
+    fn walk(
+        ast: UserInputAst,
+        analyzer: &mut Option<TextAnalyzer>,
+        paired: &mut bool,
+    ) -> UserInputAst {
+        match ast {
+            UserInputAst::Clause(children) => UserInputAst::Clause(
+                children
+                    .into_iter()
+                    .map(|(occur, child)| (occur, walk(child, analyzer, paired)))
+                    .collect(),
+            ),
+            UserInputAst::Boost(inner, boost) => {
+                UserInputAst::Boost(Box::new(walk(*inner, analyzer, paired)), boost)
+            }
+            UserInputAst::Leaf(mut leaf) => {
+                if let UserInputLeaf::Literal(literal) = leaf.as_mut() {
+                    let on_text = literal
+                        .field_name
+                        .as_deref()
+                        .is_none_or(|name| name == field::TEXT);
+                    if on_text
+                        && literal.slop == 0
+                        && !literal.prefix
+                        && is_two_adjacent_terms(
+                            analyzer.get_or_insert_with(schema::text_analyzer),
+                            &literal.phrase,
+                        )
+                    {
+                        literal.field_name = Some(field::TEXT_PAIRS.to_string());
+                        *paired = true;
+                    }
+                }
+                UserInputAst::Leaf(leaf)
+            }
+        }
+    }
+    let mut paired = false;
+    let ast = walk(ast, &mut None, &mut paired);
+    paired.then_some(ast)
+}
+
+/// Whether `phrase` analyses to exactly two terms, at adjacent positions.
+fn is_two_adjacent_terms(analyzer: &mut TextAnalyzer, phrase: &str) -> bool {
+    let mut stream = analyzer.token_stream(phrase);
+    let mut positions = [0usize; 2];
+    let mut n = 0;
+    while stream.advance() {
+        if n == 2 {
+            return false;
+        }
+        positions[n] = stream.token().position;
+        n += 1;
+    }
+    n == 2 && positions[0] + 1 == positions[1]
 }
 
 fn too_deep(position: usize) -> IndexError {
@@ -599,10 +668,7 @@ mod tests {
     fn parser() -> QueryParser {
         let (schema, fields) = super::super::schema::build_schema();
         let index = tantivy::Index::create_in_ram(schema);
-        index.tokenizers().register(
-            super::super::schema::TEXT_TOKENIZER,
-            super::super::schema::text_analyzer(),
-        );
+        super::super::schema::register_analyzers(index.tokenizers());
         let mut parser = QueryParser::for_index(&index, vec![fields.text]);
         parser.set_conjunction_by_default();
         parser
@@ -713,6 +779,115 @@ mod tests {
                 proptest::prop_assert_eq!(plain_tree(&text), grammar);
                 proptest::prop_assert_eq!(format!("{:?}", full.unwrap()), format!("{plain:?}"));
             }
+        }
+    }
+
+    /// The `text_pairs` terms of a query, and whether it has `text` terms.
+    fn pair_terms(query: &dyn Query) -> (Vec<String>, bool) {
+        let fields = schema::build_schema().1;
+        let mut pairs = Vec::new();
+        let mut text = false;
+        query.query_terms(&mut |term, _| {
+            if term.field() == fields.text_pairs {
+                pairs.push(term.value().as_str().unwrap().to_string());
+            } else if term.field() == fields.text {
+                text = true;
+            }
+        });
+        (pairs, text)
+    }
+
+    /// A two-word phrase searches `text_pairs` (one term); a phrase with
+    /// slop, a prefix, another word count or a dropped word between its
+    /// words keeps searching `text` by positions.
+    #[test]
+    fn two_word_phrases_are_one_pair_term() {
+        let parser = parser();
+        let paired = [
+            ("\"late refunds\"", vec!["late refund"]),
+            ("text:\"Late Refund\"", vec!["late refund"]),
+            ("wi-fi", vec!["wi fi"]),
+            ("-\"late refund\" app", vec!["late refund"]),
+            (
+                "(\"late refund\" OR \"wi fi\")^2 AND channel:review",
+                vec!["late refund", "wi fi"],
+            ),
+            (
+                "\"late refund\" AND \"very late refund\"",
+                vec!["late refund"],
+            ),
+        ];
+        for (text, pairs) in paired {
+            let query = parse_user_query(&parser, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let (found, _) = pair_terms(&*query);
+            assert_eq!(found, pairs, "{text}");
+        }
+        let long = "x".repeat(TOKEN_BYTES_LIMIT);
+        for text in [
+            "\"late refund\"~1".to_string(),
+            "\"late refund\"*".to_string(),
+            "\"very late refund\"".to_string(),
+            "\"refund\"".to_string(),
+            "late refund".to_string(),
+            format!("\"late {long} refund\""),
+        ] {
+            let query = parse_user_query(&parser, &text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let (found, text_terms) = pair_terms(&*query);
+            assert!(found.is_empty() && text_terms, "{text}: {found:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A two-word phrase finds through `text_pairs` exactly the
+        /// documents tantivy's phrase query over `text` finds: texts of a
+        /// few words (stems shared, a word the analyzer drops, punctuation,
+        /// repeats), every phrase of two of their words.
+        #[test]
+        fn pair_phrases_find_what_phrase_queries_find(
+            texts in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        "late", "Late", "refund", "refunds", "refunding", "app", "wi-fi",
+                        "fi", "wi", "the", "é", "e", "!", "--",
+                        "a123456789b123456789c123456789d123456789e123456789f1234567890123",
+                    ]),
+                    0..12,
+                ),
+                1..24,
+            ),
+        ) {
+            let (index, fields, mut writer) = crate::index::test_index();
+            for (seq, words) in texts.iter().enumerate() {
+                crate::index::add_test_item(
+                    &writer,
+                    &fields,
+                    seq as u64,
+                    crate::domain::FeedbackDraft {
+                        id: format!("i-{seq}"),
+                        text: format!("x {}", words.join(" ")),
+                        ..Default::default()
+                    },
+                    crate::domain::AnalysisState::Pending,
+                );
+            }
+            writer.commit().unwrap();
+            let searcher = index.reader().unwrap().searcher();
+            let parser = parser();
+            let words = ["late", "refunds", "app", "wi", "fi", "the", "é", "e"];
+            let mut paired = 0;
+            for first in words {
+                for second in words {
+                    let text = format!("\"{first} {second}\"");
+                    let ours = parse_user_query(&parser, &text).unwrap();
+                    let (pairs, _) = pair_terms(&*ours);
+                    paired += pairs.len();
+                    let theirs = parser.parse_query(&text).unwrap();
+                    let found = |q: &dyn Query| searcher.search(q, &tantivy::collector::DocSetCollector).unwrap();
+                    proptest::prop_assert_eq!(found(&*ours), found(&*theirs), "{}", text);
+                }
+            }
+            proptest::prop_assert_eq!(paired, words.len() * words.len());
         }
     }
 

@@ -19,12 +19,22 @@ use crate::domain::{normalize_text, AnalysisState, StoredFeedback};
 /// 4: `text` holds the normalised text (`normalize_text`): items stored before
 /// in decomposed form (e + U+0301) are re-indexed composed.
 /// 5: `seq` is indexed too: similarity search maps vector keys to documents.
-pub const SCHEMA_VERSION: u32 = 5;
+/// 6: `text_pairs` holds each two adjacent words of `text`: a two-word phrase
+/// is one term there (`query::pair_phrases`).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Tokenizer of `text`: Unicode word split, lower-case, accent folding,
 /// English stemming. Language-specific analyzers can be registered beside it
 /// and chosen per item language (a new schema version).
 pub const TEXT_TOKENIZER: &str = "feedback_en";
+
+/// Tokenizer of `text_pairs`: `TEXT_TOKENIZER`'s terms, each two at
+/// adjacent positions joined by `PAIR_SEPARATOR` into one term.
+pub const PAIRS_TOKENIZER: &str = "feedback_en_pairs";
+
+/// Joins the two words of a `text_pairs` term (no term of `text` holds one:
+/// the tokenizer splits on every character that is not a letter or digit).
+pub const PAIR_SEPARATOR: char = ' ';
 
 /// The name of every index field: the one catalogue that the schema, the
 /// query language, filters, facets and sort keys use (a field's name is
@@ -32,6 +42,11 @@ pub const TEXT_TOKENIZER: &str = "feedback_en";
 pub mod field {
     pub const ID: &str = "id";
     pub const TEXT: &str = "text";
+    /// Each two adjacent words of `text` as one term: a two-word phrase
+    /// without slop is a term query here, not a positional match over
+    /// `text` (Elasticsearch's `index_phrases`). Not in the query language:
+    /// phrases reach it through `query::pair_phrases`.
+    pub const TEXT_PAIRS: &str = "text_pairs";
     pub const CHANNEL: &str = "channel";
     pub const JOURNEY_STAGE: &str = "journey_stage";
     pub const PRODUCT: &str = "product";
@@ -120,6 +135,7 @@ pub fn attribute_key(name: &str) -> Option<&str> {
 pub struct Fields {
     pub id: Field,
     pub text: Field,
+    pub text_pairs: Field,
     pub channel: Field,
     pub journey_stage: Field,
     pub product: Field,
@@ -148,11 +164,19 @@ pub fn build_schema() -> (Schema, Fields) {
             .set_tokenizer(TEXT_TOKENIZER)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
+    // Frequencies and lengths for BM25; no positions: a pair is matched
+    // whole.
+    let pairs_options = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(PAIRS_TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
     let keyword = STRING | FAST;
     let score = NumericOptions::default().set_indexed().set_fast();
     let fields = Fields {
         id: builder.add_text_field(field::ID, STRING | STORED),
         text: builder.add_text_field(field::TEXT, text_options),
+        text_pairs: builder.add_text_field(field::TEXT_PAIRS, pairs_options),
         channel: builder.add_text_field(field::CHANNEL, keyword.clone()),
         journey_stage: builder.add_text_field(field::JOURNEY_STAGE, keyword.clone()),
         product: builder.add_text_field(field::PRODUCT, keyword.clone()),
@@ -208,6 +232,111 @@ pub fn text_analyzer() -> TextAnalyzer {
         .filter(AsciiFoldingFilter)
         .filter(Stemmer::new(Language::English))
         .build()
+}
+
+/// `text_analyzer`'s terms in adjacent pairs (`AdjacentPairs`).
+pub fn pairs_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(TOKEN_BYTES_LIMIT))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(Stemmer::new(Language::English))
+        .filter(AdjacentPairs)
+        .build()
+}
+
+/// Registers the analyzers the schema's text fields name.
+pub fn register_analyzers(tokenizers: &tantivy::tokenizer::TokenizerManager) {
+    tokenizers.register(TEXT_TOKENIZER, text_analyzer());
+    tokenizers.register(PAIRS_TOKENIZER, pairs_analyzer());
+}
+
+/// The `text_pairs` term of two `text` terms.
+pub fn pair_term(first: &str, second: &str) -> String {
+    format!("{first}{PAIR_SEPARATOR}{second}")
+}
+
+/// A token per two tokens at adjacent positions (`pair_term` of their
+/// texts, at the first one's position): a word dropped between two others
+/// (`RemoveLongFilter`) leaves a gap that no pair spans, as no phrase does.
+#[derive(Clone)]
+struct AdjacentPairs;
+
+impl TokenFilter for AdjacentPairs {
+    type Tokenizer<T: Tokenizer> = AdjacentPairsTokenizer<T>;
+
+    fn transform<T: Tokenizer>(self, inner: T) -> AdjacentPairsTokenizer<T> {
+        AdjacentPairsTokenizer { inner }
+    }
+}
+
+#[derive(Clone)]
+struct AdjacentPairsTokenizer<T> {
+    inner: T,
+}
+
+impl<T: Tokenizer> Tokenizer for AdjacentPairsTokenizer<T> {
+    type TokenStream<'a> = AdjacentPairsStream<T::TokenStream<'a>>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
+        AdjacentPairsStream {
+            tail: self.inner.token_stream(text),
+            previous: None,
+            pair: Token::default(),
+        }
+    }
+}
+
+struct AdjacentPairsStream<S> {
+    tail: S,
+    /// The last token's text, position and start.
+    previous: Option<(String, usize, usize)>,
+    pair: Token,
+}
+
+impl<S: TokenStream> TokenStream for AdjacentPairsStream<S> {
+    fn advance(&mut self) -> bool {
+        while self.tail.advance() {
+            let token = self.tail.token();
+            let joined = match &mut self.previous {
+                Some((text, position, offset_from)) if *position + 1 == token.position => {
+                    self.pair.text.clear();
+                    self.pair.text.push_str(text);
+                    self.pair.text.push(PAIR_SEPARATOR);
+                    self.pair.text.push_str(&token.text);
+                    self.pair.position = *position;
+                    self.pair.offset_from = *offset_from;
+                    self.pair.offset_to = token.offset_to;
+                    self.pair.position_length = 1;
+                    true
+                }
+                _ => false,
+            };
+            match &mut self.previous {
+                Some((text, position, offset_from)) => {
+                    text.clear();
+                    text.push_str(&token.text);
+                    *position = token.position;
+                    *offset_from = token.offset_from;
+                }
+                None => {
+                    self.previous = Some((token.text.clone(), token.position, token.offset_from))
+                }
+            }
+            if joined {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn token(&self) -> &Token {
+        &self.pair
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.pair
+    }
 }
 
 /// The analyzer snippets cut a hit's text with: `text_analyzer`, except
@@ -316,7 +445,9 @@ pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument 
     let mut doc = TantivyDocument::new();
     doc.add_text(fields.id, item.id.as_str());
     // Indexed in its normalised form; the store keeps the text as sent.
-    doc.add_text(fields.text, &*normalize_text(&item.text));
+    let text = normalize_text(&item.text);
+    doc.add_text(fields.text, &*text);
+    doc.add_text(fields.text_pairs, &*text);
     doc.add_text(fields.channel, item.channel.as_str());
     doc.add_text(fields.journey_stage, item.journey_stage.as_str());
     if !item.product.is_empty() {
@@ -386,4 +517,50 @@ pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument 
     }
     doc.add_u64(fields.seq, stored.seq);
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<(String, usize)> {
+        let mut stream = analyzer.token_stream(text);
+        let mut out = Vec::new();
+        while stream.advance() {
+            out.push((stream.token().text.clone(), stream.token().position));
+        }
+        out
+    }
+
+    /// `text_pairs` holds each two adjacent terms of `text`, as `text`
+    /// analyses them (stemmed, folded), and nothing across a dropped word.
+    #[test]
+    fn pairs_join_adjacent_terms_only() {
+        let long = "x".repeat(TOKEN_BYTES_LIMIT);
+        let text = format!("Refunds were LATE, {long} Wi-Fi été");
+        let terms = tokens(&mut text_analyzer(), &text);
+        assert_eq!(
+            terms,
+            [
+                ("refund".to_string(), 0),
+                ("were".into(), 1),
+                ("late".into(), 2),
+                ("wi".into(), 4),
+                ("fi".into(), 5),
+                ("ete".into(), 6)
+            ]
+        );
+        assert_eq!(
+            tokens(&mut pairs_analyzer(), &text),
+            [
+                ("refund were".to_string(), 0),
+                ("were late".into(), 1),
+                ("wi fi".into(), 4),
+                ("fi ete".into(), 5)
+            ]
+        );
+        assert_eq!(tokens(&mut pairs_analyzer(), "alone"), []);
+        assert_eq!(tokens(&mut pairs_analyzer(), ""), []);
+        assert_eq!(pair_term("wi", "fi"), "wi fi");
+    }
 }

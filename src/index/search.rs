@@ -89,7 +89,6 @@ fn windows(text: &str) -> impl Iterator<Item = &str> {
 /// throughput, only hand-offs.
 pub struct Spread {
     pool: rayon::ThreadPool,
-    threads: usize,
     min_postings: u64,
 }
 
@@ -107,9 +106,13 @@ impl Spread {
             .map_err(|e| internal(format!("cannot start the search spread threads: {e}")))?;
         Ok(Some(Spread {
             pool,
-            threads,
             min_postings: SPREAD_MIN_POSTINGS,
         }))
+    }
+
+    /// Threads in all: the pool's and the caller's.
+    fn threads(&self) -> usize {
+        self.pool.current_num_threads() + 1
     }
 
     /// Spreads searches of any size (tests of small indexes).
@@ -226,7 +229,7 @@ impl SearchIndex {
         let searched = match spread {
             Some(spread) if spread.pays(&searcher, &*user_query, &page) => collect::collect_spread(
                 &spread.pool,
-                spread.threads,
+                spread.threads(),
                 &searcher,
                 &*full_query,
                 &page,
@@ -368,7 +371,8 @@ impl SearchIndex {
     }
 }
 
-/// As `SnippetGenerator::create` (terms of `text` that occur, weighted by
+/// As `SnippetGenerator::create` (terms of `text` that occur, a two-word
+/// phrase's words included, weighted by
 /// rarity), with `schema::snippet_analyzer`, which stems only candidates,
 /// cut by `SnippetCutter` (tantivy's algorithm, less work per token).
 fn snippet_generator(
@@ -380,6 +384,16 @@ fn snippet_generator(
     query.query_terms(&mut |term, _| {
         if term.field() == fields.text {
             terms.insert(term.clone());
+        } else if term.field() == fields.text_pairs {
+            // A two-word phrase (`query::pair_phrases`): its words.
+            let value = term.value();
+            for word in value
+                .as_str()
+                .unwrap_or_default()
+                .split(schema::PAIR_SEPARATOR)
+            {
+                terms.insert(tantivy::Term::from_field_text(fields.text, word));
+            }
         }
     });
     let mut weighted = std::collections::BTreeMap::new();
