@@ -178,8 +178,9 @@ fn bin() -> String {
     std::env::var("BENCH_BIN").unwrap_or_else(|_| BUILT_BIN.to_string())
 }
 
-/// The server's index folder: the highest `index/vN` (another build under
-/// `BENCH_BIN` may use an older schema version).
+/// The server's index folder: the highest `index/vN` or `index/vN-nopairs`
+/// (`--index-phrases off`; another build under `BENCH_BIN` may use an older
+/// schema version).
 fn server_index_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     let root = data_dir.join("index");
     std::fs::read_dir(&root)
@@ -187,10 +188,12 @@ fn server_index_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix('v')?.parse::<u32>().ok()
+            let version = name.strip_prefix('v')?;
+            let version = version.strip_suffix("-nopairs").unwrap_or(version);
+            Some((version.parse::<u32>().ok()?, name))
         })
         .max()
-        .map(|v| root.join(format!("v{v}")))
+        .map(|(_, name)| root.join(name))
         .expect("an index/vN folder")
 }
 

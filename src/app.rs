@@ -89,6 +89,7 @@ impl TenantOpener {
             writer_threads: config.index_threads,
             writer_memory_bytes: config.index_memory_mb * 1024 * 1024,
             similarity_index: config.similarity_index == crate::config::Switch::On,
+            phrase_pairs: config.index_phrases == crate::config::Switch::On,
             similarity_threads: config.search_threads + 4,
         };
         let index_store = store.clone();

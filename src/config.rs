@@ -42,6 +42,11 @@ pub struct Config {
     pub index_threads: usize,
     /// Memory budget of the index writer, in MiB.
     pub index_memory_mb: usize,
+    /// Index each two adjacent words of a text as one term, so a two-word
+    /// phrase is one posting list (`index/vN`); `off` halves bulk
+    /// indexing's cost and searches phrases by positions
+    /// (`index/vN-nopairs`). Either switch rebuilds the index from the store.
+    pub index_phrases: Switch,
     /// Page cache of the store (redb) per tenant, in MiB.
     pub store_cache_mb: usize,
     /// After SIGTERM/SIGINT, how long in-flight requests may take to finish.
@@ -107,6 +112,7 @@ impl Default for Config {
             write_queue: 64,
             index_threads: 2,
             index_memory_mb: 256,
+            index_phrases: Switch::On,
             store_cache_mb: crate::store::DEFAULT_CACHE_BYTES >> 20,
             shutdown_grace_ms: 2_000,
             analysis: Switch::On,
@@ -163,6 +169,9 @@ pub struct ServeArgs {
     /// Index writer memory budget in MiB [default: 256].
     #[arg(long, env = "VERBATIM_INDEX_MEMORY_MB")]
     pub index_memory_mb: Option<usize>,
+    /// Index each two adjacent words as one term: two-word phrases ("late delivery", wi-fi) search one posting list instead of matching positions [default: on]; off: about half the indexing work and index size, slower phrases. Switching rebuilds the index from the store at startup.
+    #[arg(long, env = "VERBATIM_INDEX_PHRASES")]
+    pub index_phrases: Option<Switch>,
     /// Store page cache per tenant in MiB [default: 1024]: filled by reads, up to this, and kept.
     #[arg(long, env = "VERBATIM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<usize>,
@@ -243,6 +252,7 @@ impl ServeArgs {
             write_queue: self.write_queue.unwrap_or(base.write_queue),
             index_threads: self.index_threads.unwrap_or(base.index_threads),
             index_memory_mb: self.index_memory_mb.unwrap_or(base.index_memory_mb),
+            index_phrases: self.index_phrases.unwrap_or(base.index_phrases),
             store_cache_mb: self.store_cache_mb.unwrap_or(base.store_cache_mb),
             shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(base.shutdown_grace_ms),
             analysis: self.analysis.unwrap_or(base.analysis),
@@ -447,6 +457,9 @@ mod tests {
         assert!(config.search_spread == Switch::On);
         let off = resolve_file("search_spread = \"off\"\n").unwrap();
         assert!(off.search_spread == Switch::Off);
+        assert!(config.index_phrases == Switch::On);
+        let off = resolve_file("index_phrases = \"off\"\n").unwrap();
+        assert!(off.index_phrases == Switch::Off);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub struct ReindexArgs {
     /// Indexing threads.
     #[arg(long, default_value_t = 2)]
     pub index_threads: usize,
+    /// The server's --index-phrases: the index of that setting is rebuilt.
+    #[arg(long, env = "VERBATIM_INDEX_PHRASES", default_value = "on")]
+    pub index_phrases: crate::config::Switch,
 }
 
 pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
@@ -28,6 +31,7 @@ pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
         writer_threads: args.index_threads,
         writer_memory_bytes: 256 * 1024 * 1024,
         similarity_index: false,
+        phrase_pairs: args.index_phrases == crate::config::Switch::On,
         similarity_threads: 1,
     };
     let data_dir = args.data_dir.clone();

@@ -101,6 +101,10 @@ pub struct IndexSettings {
     pub similarity_index: bool,
     /// Concurrent operations on it (searches + the indexer + the build).
     pub similarity_threads: usize,
+    /// Index each two adjacent words as one term for two-word phrases
+    /// (`schema::Fields::phrase_pairs`); the index of either setting has
+    /// its own folder (`index_dir`).
+    pub phrase_pairs: bool,
 }
 
 struct Shared {
@@ -161,12 +165,41 @@ fn query_parser(index: &Index, fields: &Fields) -> QueryParser {
     parser
 }
 
-fn index_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("index").join(format!("v{SCHEMA_VERSION}"))
+/// `index/vN`, or `index/vN-nopairs` for an index without `text_pairs`:
+/// turning `--index-phrases` on or off opens the other folder, which is
+/// rebuilt from the store when it is new (or stale from an earlier switch,
+/// as any index behind the store).
+fn index_dir(data_dir: &Path, phrase_pairs: bool) -> PathBuf {
+    let suffix = if phrase_pairs { "" } else { "-nopairs" };
+    data_dir
+        .join("index")
+        .join(format!("v{SCHEMA_VERSION}{suffix}"))
 }
 
-fn open_index(dir: &Path) -> Result<(Index, Fields, bool), IndexError> {
-    let (schema, fields) = build_schema();
+/// Removes the index folder of the other `--index-phrases` setting: it
+/// stopped following the store when this one opened, so switching back
+/// must rebuild it rather than trust it. A failure is logged: that folder
+/// is never read while this setting holds.
+fn remove_other_layout(data_dir: &Path, phrase_pairs: bool) {
+    let other = index_dir(data_dir, !phrase_pairs);
+    if other.exists() {
+        match std::fs::remove_dir_all(&other) {
+            Ok(()) => tracing::info!(
+                dir = %other.display(),
+                "removed the index of the other --index-phrases setting"
+            ),
+            Err(error) => tracing::warn!(
+                dir = %other.display(),
+                %error,
+                "cannot remove the index of the other --index-phrases setting"
+            ),
+        }
+    }
+}
+
+fn open_index(dir: &Path, phrase_pairs: bool) -> Result<(Index, Fields, bool), IndexError> {
+    let (schema, mut fields) = build_schema();
+    fields.phrase_pairs = phrase_pairs;
     std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
         path: dir.display().to_string(),
         source,
@@ -236,7 +269,7 @@ struct Opened {
 /// Opens the index, its writer and a reader: everything that reads the
 /// index files, so damage shows here and not on the first search.
 fn open_for_indexing(dir: &Path, settings: &IndexSettings) -> Result<Opened, IndexError> {
-    let (index, fields, created) = open_index(dir)?;
+    let (index, fields, created) = open_index(dir, settings.phrase_pairs)?;
     committed_seq(&index)?;
     let writer = new_writer(&index, settings)?;
     let reader: IndexReader = index
@@ -332,8 +365,9 @@ impl SearchIndex {
         store: Store,
         settings: IndexSettings,
     ) -> Result<Self, IndexError> {
-        let dir = index_dir(data_dir);
+        let dir = index_dir(data_dir, settings.phrase_pairs);
         let opened = open_or_set_aside(&dir, || open_for_indexing(&dir, &settings))?;
+        remove_other_layout(data_dir, settings.phrase_pairs);
         let Opened {
             index,
             fields,
@@ -483,9 +517,9 @@ impl SearchIndex {
 /// Rebuilds the index of `data_dir` from its store (the server must be stopped).
 pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexError> {
     let store = Store::open_offline(data_dir)?;
-    let dir = index_dir(data_dir);
+    let dir = index_dir(data_dir, settings.phrase_pairs);
     let open = || {
-        let (index, fields, _) = open_index(&dir)?;
+        let (index, fields, _) = open_index(&dir, settings.phrase_pairs)?;
         Ok((index, fields))
     };
     let (mut index, mut fields) = open_or_set_aside(&dir, open)?;
@@ -499,6 +533,7 @@ pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexEr
         })?;
         (index, fields) = open()?;
     }
+    remove_other_layout(data_dir, settings.phrase_pairs);
     let mut writer = new_writer(&index, settings)?;
     let (count, _) = rebuild(&store, &fields, &mut writer)?;
     writer.wait_merging_threads()?;
@@ -786,7 +821,7 @@ mod doc_store_tests {
     #[test]
     fn new_indexes_store_ids_uncompressed_and_old_ones_keep_lz4() {
         let fresh = tempfile::tempdir().unwrap();
-        let (index, _, created) = open_index(fresh.path()).unwrap();
+        let (index, _, created) = open_index(fresh.path(), true).unwrap();
         assert!(created);
         assert_eq!(index.settings().docstore_compression, Compressor::None);
         assert_eq!(index.settings().docstore_blocksize, 4096);
@@ -804,7 +839,7 @@ mod doc_store_tests {
         writer.commit().unwrap();
         drop(writer);
         drop(index);
-        let (index, _, created) = open_index(old.path()).unwrap();
+        let (index, _, created) = open_index(old.path(), true).unwrap();
         assert!(!created);
         assert_eq!(index.settings().docstore_compression, Compressor::Lz4);
         let searcher = index.reader().unwrap().searcher();
@@ -836,11 +871,11 @@ mod doc_store_tests {
                 .collect();
             store.upsert(items, QueueMode::Wait).await.unwrap();
         }
-        let dir = index_dir(data.path());
+        let dir = index_dir(data.path(), true);
         std::fs::create_dir_all(&dir).unwrap();
         let (schema, _) = build_schema();
         drop(Index::create_in_dir(&dir, schema).unwrap());
-        let (index, _, _) = open_index(&dir).unwrap();
+        let (index, _, _) = open_index(&dir, true).unwrap();
         assert_ne!(index.settings(), &new_index_settings());
         drop(index);
 
@@ -850,6 +885,7 @@ mod doc_store_tests {
             writer_memory_bytes: 20_000_000,
             similarity_index: false,
             similarity_threads: 1,
+            phrase_pairs: true,
         };
         // The store's writer thread lets the database go once it sees its
         // queue closed.
@@ -864,7 +900,7 @@ mod doc_store_tests {
             }
         };
         assert_eq!(count, 50);
-        let (index, _, created) = open_index(&dir).unwrap();
+        let (index, _, created) = open_index(&dir, true).unwrap();
         assert!(!created);
         assert_eq!(index.settings(), &new_index_settings());
         assert_eq!(index.reader().unwrap().searcher().num_docs(), 50);
@@ -880,7 +916,7 @@ mod doc_store_tests {
         use crate::domain::{AnalysisState, FeedbackDraft};
         use crate::index::add_test_item;
         let dir = tempfile::tempdir().unwrap();
-        let (index, fields, _) = open_index(dir.path()).unwrap();
+        let (index, fields, _) = open_index(dir.path(), true).unwrap();
         let mut writer: IndexWriter<TantivyDocument> =
             index.writer_with_num_threads(2, 40_000_000).unwrap();
         writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));

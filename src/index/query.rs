@@ -25,8 +25,14 @@ use super::IndexError;
 use crate::domain::limits::{MAX_QUERY_BYTES, MAX_QUERY_CLAUSES, MAX_QUERY_DEPTH};
 use crate::domain::{IntRange, SearchFilter};
 
-/// Parses the query language; empty text matches everything.
-pub fn parse_user_query(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, IndexError> {
+/// Parses the query language; empty text matches everything. With
+/// `phrase_pairs` (the index fills `text_pairs`), two-word phrases search
+/// `text_pairs` (`pair_phrases`).
+pub fn parse_user_query(
+    parser: &QueryParser,
+    text: &str,
+    phrase_pairs: bool,
+) -> Result<Box<dyn Query>, IndexError> {
     if text.len() > MAX_QUERY_BYTES {
         // The first character that does not fit (a position inside a
         // character would not split the text).
@@ -69,9 +75,9 @@ pub fn parse_user_query(parser: &QueryParser, text: &str) -> Result<Box<dyn Quer
     // it builds is checked for depth.
     let levels = text.matches('(').count() + text.matches("NOT").count();
     if levels <= INLINE_PARSE_LEVELS {
-        parse_checked(parser, text)
+        parse_checked(parser, text, phrase_pairs)
     } else {
-        on_parser_stack(|| parse_checked(parser, text))?
+        on_parser_stack(|| parse_checked(parser, text, phrase_pairs))?
     }
 }
 
@@ -165,7 +171,11 @@ fn on_parser_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, IndexE
 }
 
 /// The grammar's checks (syntax, depth, clauses, fields), then the query.
-fn parse_checked(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, IndexError> {
+fn parse_checked(
+    parser: &QueryParser,
+    text: &str,
+    phrase_pairs: bool,
+) -> Result<Box<dyn Query>, IndexError> {
     let (ast, errors) = parse_query_lenient(text);
     if let Some(first) = errors.first() {
         return Err(IndexError::InvalidQuery {
@@ -186,7 +196,7 @@ fn parse_checked(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, Ind
         });
     }
     check_exists(&ast, text)?;
-    let built = match pair_phrases(ast) {
+    let built = match pair_phrases(ast).filter(|_| phrase_pairs) {
         Some(paired) => parser.build_query_from_user_input_ast(paired),
         None => parser.parse_query(text),
     };
@@ -688,14 +698,14 @@ mod tests {
             "nps:[0 TO 6]",
             "",
         ] {
-            parse_user_query(&parser, q).unwrap_or_else(|e| panic!("{q}: {e}"));
+            parse_user_query(&parser, q, true).unwrap_or_else(|e| panic!("{q}: {e}"));
         }
     }
 
     /// The full path: every check, then the query.
     fn checked(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, IndexError> {
         check_nesting(text)?;
-        parse_checked(parser, text)
+        parse_checked(parser, text, true)
     }
 
     #[test]
@@ -736,10 +746,10 @@ mod tests {
         let parser = parser();
         let text = format!("{dropped} {dropped}");
         assert_eq!(
-            format!("{:?}", parse_user_query(&parser, &text).err()),
+            format!("{:?}", parse_user_query(&parser, &text, true).err()),
             format!("{:?}", checked(&parser, &text).err())
         );
-        assert!(parse_user_query(&parser, &text).is_err());
+        assert!(parse_user_query(&parser, &text, true).is_err());
     }
 
     proptest::proptest! {
@@ -774,7 +784,7 @@ mod tests {
             if is_plain(&text) && !text.trim().is_empty() {
                 let full = checked(&parser, &text);
                 proptest::prop_assert!(full.is_ok(), "{:?}: {:?}", text, full.err());
-                let plain = parse_user_query(&parser, &text).unwrap();
+                let plain = parse_user_query(&parser, &text, true).unwrap();
                 let grammar = tantivy::query_grammar::parse_query(&text).unwrap();
                 proptest::prop_assert_eq!(plain_tree(&text), grammar);
                 proptest::prop_assert_eq!(format!("{:?}", full.unwrap()), format!("{plain:?}"));
@@ -818,7 +828,8 @@ mod tests {
             ),
         ];
         for (text, pairs) in paired {
-            let query = parse_user_query(&parser, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let query =
+                parse_user_query(&parser, text, true).unwrap_or_else(|e| panic!("{text}: {e}"));
             let (found, _) = pair_terms(&*query);
             assert_eq!(found, pairs, "{text}");
         }
@@ -831,10 +842,15 @@ mod tests {
             "late refund".to_string(),
             format!("\"late {long} refund\""),
         ] {
-            let query = parse_user_query(&parser, &text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let query =
+                parse_user_query(&parser, &text, true).unwrap_or_else(|e| panic!("{text}: {e}"));
             let (found, text_terms) = pair_terms(&*query);
             assert!(found.is_empty() && text_terms, "{text}: {found:?}");
         }
+        // An index without pairs (`--index-phrases off`): positions.
+        let query = parse_user_query(&parser, "\"late refund\"", false).unwrap();
+        let (found, text_terms) = pair_terms(&*query);
+        assert!(found.is_empty() && text_terms, "{found:?}");
     }
 
     proptest::proptest! {
@@ -879,7 +895,7 @@ mod tests {
             for first in words {
                 for second in words {
                     let text = format!("\"{first} {second}\"");
-                    let ours = parse_user_query(&parser, &text).unwrap();
+                    let ours = parse_user_query(&parser, &text, true).unwrap();
                     let (pairs, _) = pair_terms(&*ours);
                     paired += pairs.len();
                     let theirs = parser.parse_query(&text).unwrap();
@@ -894,11 +910,11 @@ mod tests {
     #[test]
     fn reports_the_position_of_a_syntax_error() {
         let parser = parser();
-        match parse_user_query(&parser, "refund AND (late") {
+        match parse_user_query(&parser, "refund AND (late", true) {
             Err(IndexError::InvalidQuery { position, .. }) => assert!(position > 0),
             other => panic!("{other:?}"),
         }
-        match parse_user_query(&parser, "colour:red") {
+        match parse_user_query(&parser, "colour:red", true) {
             Err(IndexError::InvalidQuery { position, message }) => {
                 assert_eq!(position, 0);
                 assert!(message.contains("colour"), "{message}");
@@ -920,7 +936,7 @@ mod tests {
             "text:(".repeat(170),
             "(NOT ".repeat(200),
         ] {
-            match parse_user_query(&parser, &hostile) {
+            match parse_user_query(&parser, &hostile, true) {
                 Err(IndexError::InvalidQuery { position, message }) => {
                     assert!(message.contains("nests deeper"), "{message}");
                     assert!(position > 0 && position < hostile.len());
@@ -933,14 +949,14 @@ mod tests {
             "(".repeat(MAX_QUERY_DEPTH),
             ")".repeat(MAX_QUERY_DEPTH)
         );
-        parse_user_query(&parser, &deepest).unwrap();
+        parse_user_query(&parser, &deepest, true).unwrap();
         // Parentheses inside a phrase are text, not nesting.
         let phrase = format!("\"{}\"", "(".repeat(100));
         assert!(!matches!(
-            parse_user_query(&parser, &phrase),
+            parse_user_query(&parser, &phrase, true),
             Err(IndexError::InvalidQuery { ref message, .. }) if message.contains("nests deeper")
         ));
-        parse_user_query(&parser, "NOT refund AND NOTE").unwrap();
+        parse_user_query(&parser, "NOT refund AND NOTE", true).unwrap();
     }
 
     /// Whatever the text, parsing returns (never overflows the stack): random
@@ -964,7 +980,7 @@ mod tests {
                         state ^= state << 17;
                         q.push_str(pieces[(state % pieces.len() as u64) as usize]);
                     }
-                    let _ = parse_user_query(&parser, &q);
+                    let _ = parse_user_query(&parser, &q, true);
                 }
             })
             .unwrap();
@@ -996,7 +1012,7 @@ mod tests {
                     .into_iter()
                     .map(|text| {
                         let text = text[..text.len().min(MAX_QUERY_BYTES)].to_string();
-                        let answer = parse_user_query(&parser, &text).map(|_| ());
+                        let answer = parse_user_query(&parser, &text, true).map(|_| ());
                         (text, answer)
                     })
                     .collect::<Vec<_>>()
@@ -1020,9 +1036,9 @@ mod tests {
             "(a OR b AND ".repeat(MAX_QUERY_DEPTH - 1),
             ")".repeat(MAX_QUERY_DEPTH - 1)
         );
-        parse_user_query(&parser, &deep).unwrap();
+        parse_user_query(&parser, &deep, true).unwrap();
         let many = "(\"(late)\") ".repeat(30);
-        parse_user_query(&parser, &many).unwrap();
+        parse_user_query(&parser, &many, true).unwrap();
     }
 
     /// Found by the fuzz target: `FIELD:*` on an unknown field or on one
@@ -1037,7 +1053,7 @@ mod tests {
             ("refund text:*", "`text:*` is not supported"),
             ("id:*", "`id:*` is not supported"),
         ] {
-            match parse_user_query(&parser, text) {
+            match parse_user_query(&parser, text, true) {
                 Err(IndexError::InvalidQuery { message, position }) => {
                     assert!(message.contains(needle), "{text}: {message}");
                     assert!(position < text.len());
@@ -1051,7 +1067,7 @@ mod tests {
             "attributes:*",
             "nps:* refund",
         ] {
-            parse_user_query(&parser, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            parse_user_query(&parser, text, true).unwrap_or_else(|e| panic!("{text}: {e}"));
         }
     }
 
@@ -1061,7 +1077,7 @@ mod tests {
     fn the_byte_limit_points_at_a_character() {
         let parser = parser();
         let text = format!("{}\u{e9}tail", "a".repeat(MAX_QUERY_BYTES - 1));
-        match parse_user_query(&parser, &text) {
+        match parse_user_query(&parser, &text, true) {
             Err(IndexError::InvalidQuery { position, .. }) => {
                 assert_eq!(position, MAX_QUERY_BYTES - 1)
             }
@@ -1073,11 +1089,11 @@ mod tests {
     fn limits_length_and_clause_count() {
         let parser = parser();
         let long = "a".repeat(MAX_QUERY_BYTES + 1);
-        assert!(parse_user_query(&parser, &long).is_err());
+        assert!(parse_user_query(&parser, &long, true).is_err());
         let many: Vec<String> = (0..=MAX_QUERY_CLAUSES).map(|i| format!("w{i}")).collect();
-        assert!(parse_user_query(&parser, &many.join(" ")).is_err());
+        assert!(parse_user_query(&parser, &many.join(" "), true).is_err());
         let ok: Vec<String> = (0..MAX_QUERY_CLAUSES).map(|i| format!("w{i}")).collect();
-        assert!(parse_user_query(&parser, &ok.join(" ")).is_ok());
+        assert!(parse_user_query(&parser, &ok.join(" "), true).is_ok());
     }
 }
 
@@ -1441,7 +1457,7 @@ mod fuzz {
         #[test]
         fn fuzz_text_over_the_byte_limit_is_refused(text in long_string(MAX_QUERY_BYTES + 1, 200_000)) {
             prop_assume!(text.len() > MAX_QUERY_BYTES);
-            match parse_user_query(&fuzz_fixture().shared.parser, &text) {
+            match parse_user_query(&fuzz_fixture().shared.parser, &text, true) {
                 Err(IndexError::InvalidQuery { position, message }) => {
                     // The start of the first character that does not fit.
                     prop_assert!(text.is_char_boundary(position), "{}", position);

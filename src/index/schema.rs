@@ -155,6 +155,10 @@ pub struct Fields {
     pub theme: Field,
     pub theme_sentiment: Field,
     pub taxonomy_version: Field,
+    /// Documents fill `text_pairs` and two-word phrases search it
+    /// (`--index-phrases`, on in `build_schema`); off, `text_pairs` stays
+    /// empty and phrases search `text` by positions.
+    pub phrase_pairs: bool,
 }
 
 pub fn build_schema() -> (Schema, Fields) {
@@ -217,6 +221,7 @@ pub fn build_schema() -> (Schema, Fields) {
             field::TAXONOMY_VERSION,
             NumericOptions::default().set_indexed().set_fast(),
         ),
+        phrase_pairs: true,
     };
     (builder.build(), fields)
 }
@@ -447,7 +452,9 @@ pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument 
     // Indexed in its normalised form; the store keeps the text as sent.
     let text = normalize_text(&item.text);
     doc.add_text(fields.text, &*text);
-    doc.add_text(fields.text_pairs, &*text);
+    if fields.phrase_pairs {
+        doc.add_text(fields.text_pairs, &*text);
+    }
     doc.add_text(fields.channel, item.channel.as_str());
     doc.add_text(fields.journey_stage, item.journey_stage.as_str());
     if !item.product.is_empty() {

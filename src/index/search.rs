@@ -192,7 +192,8 @@ impl SearchIndex {
             .transpose()?;
         let facets = facets::facet_collector(&query.facets, &shared.columns)?;
 
-        let user_query = query::parse_user_query(&shared.parser, &query.text)?;
+        let user_query =
+            query::parse_user_query(&shared.parser, &query.text, shared.fields.phrase_pairs)?;
         let snippets_wanted =
             !query.text.trim().is_empty() && query.view != crate::domain::HitView::Ids;
         let searcher = shared.reader.searcher();
@@ -286,7 +287,11 @@ impl SearchIndex {
         searcher: &Searcher,
         query: &SearchQuery,
     ) -> Result<(Box<dyn tantivy::query::Query>, u64), IndexError> {
-        let user_query = query::parse_user_query(&self.shared.parser, &query.text)?;
+        let user_query = query::parse_user_query(
+            &self.shared.parser,
+            &query.text,
+            self.shared.fields.phrase_pairs,
+        )?;
         self.slice_parsed_query(searcher, query, user_query)
     }
 
