@@ -167,8 +167,8 @@ fn query_parser(index: &Index, fields: &Fields) -> QueryParser {
 
 /// `index/vN`, or `index/vN-nopairs` for an index without `text_pairs`:
 /// turning `--index-phrases` on or off opens the other folder, which is
-/// rebuilt from the store when it is new (or stale from an earlier switch,
-/// as any index behind the store).
+/// rebuilt from the store when it is new; the other one is removed
+/// (`remove_other_layouts`).
 fn index_dir(data_dir: &Path, phrase_pairs: bool) -> PathBuf {
     let suffix = if phrase_pairs { "" } else { "-nopairs" };
     data_dir
@@ -176,22 +176,36 @@ fn index_dir(data_dir: &Path, phrase_pairs: bool) -> PathBuf {
         .join(format!("v{SCHEMA_VERSION}{suffix}"))
 }
 
-/// Removes the index folder of the other `--index-phrases` setting: it
-/// stopped following the store when this one opened, so switching back
-/// must rebuild it rather than trust it. A failure is logged: that folder
-/// is never read while this setting holds.
-fn remove_other_layout(data_dir: &Path, phrase_pairs: bool) {
-    let other = index_dir(data_dir, !phrase_pairs);
-    if other.exists() {
-        match std::fs::remove_dir_all(&other) {
-            Ok(()) => tracing::info!(
-                dir = %other.display(),
-                "removed the index of the other --index-phrases setting"
-            ),
+/// Removes the index folders this build does not open: the other
+/// `--index-phrases` setting's (it stopped following the store when this
+/// one opened, so switching back must rebuild it rather than trust it) and
+/// older schema versions' (rebuilt anew by this one; they only held disk).
+/// Folders set aside as damaged (`vN.damaged`) and the vector index stay.
+/// A failure is logged: no such folder is ever read by this build.
+fn remove_other_layouts(data_dir: &Path, phrase_pairs: bool) {
+    let current = index_dir(data_dir, phrase_pairs);
+    let Ok(entries) = std::fs::read_dir(data_dir.join("index")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let version = name
+            .strip_prefix('v')
+            .map(|v| v.strip_suffix("-nopairs").unwrap_or(v));
+        let is_layout =
+            version.is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+        let path = entry.path();
+        if !is_layout || path == current {
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(dir = %path.display(), "removed an index folder this build does not use")
+            }
             Err(error) => tracing::warn!(
-                dir = %other.display(),
+                dir = %path.display(),
                 %error,
-                "cannot remove the index of the other --index-phrases setting"
+                "cannot remove an index folder this build does not use"
             ),
         }
     }
@@ -367,7 +381,7 @@ impl SearchIndex {
     ) -> Result<Self, IndexError> {
         let dir = index_dir(data_dir, settings.phrase_pairs);
         let opened = open_or_set_aside(&dir, || open_for_indexing(&dir, &settings))?;
-        remove_other_layout(data_dir, settings.phrase_pairs);
+        remove_other_layouts(data_dir, settings.phrase_pairs);
         let Opened {
             index,
             fields,
@@ -533,7 +547,7 @@ pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexEr
         })?;
         (index, fields) = open()?;
     }
-    remove_other_layout(data_dir, settings.phrase_pairs);
+    remove_other_layouts(data_dir, settings.phrase_pairs);
     let mut writer = new_writer(&index, settings)?;
     let (count, _) = rebuild(&store, &fields, &mut writer)?;
     writer.wait_merging_threads()?;
@@ -814,6 +828,56 @@ mod doc_store_tests {
     use tantivy::DocAddress;
 
     use super::*;
+
+    /// Opening an index removes the other `--index-phrases` setting's
+    /// folder and older schema versions', and keeps damaged folders set
+    /// aside, the vector index and anything else.
+    #[test]
+    fn only_the_open_layout_and_kept_folders_remain() {
+        let data = tempfile::tempdir().unwrap();
+        let root = data.path().join("index");
+        let old = SCHEMA_VERSION - 1;
+        let names = [
+            format!("v{old}"),
+            format!("v{SCHEMA_VERSION}-nopairs"),
+            format!("v{old}-nopairs"),
+            format!("v{SCHEMA_VERSION}.damaged"),
+            "vectors".to_string(),
+            "v".to_string(),
+            "notes".to_string(),
+        ];
+        for name in &names {
+            std::fs::create_dir_all(root.join(name).join("inner")).unwrap();
+        }
+        let index = SearchIndex::open(
+            data.path(),
+            Store::open(data.path(), 4).unwrap(),
+            IndexSettings {
+                refresh_interval: std::time::Duration::from_millis(100),
+                writer_threads: 1,
+                writer_memory_bytes: 20_000_000,
+                similarity_index: false,
+                similarity_threads: 1,
+                phrase_pairs: true,
+            },
+        )
+        .unwrap();
+        drop(index);
+        let mut left: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            format!("v{SCHEMA_VERSION}"),
+            format!("v{SCHEMA_VERSION}.damaged"),
+            "vectors".to_string(),
+            "v".to_string(),
+            "notes".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+    }
 
     /// A new index stores its ids uncompressed in small blocks; an index an
     /// older build created (tantivy's defaults, lz4) keeps its settings, and

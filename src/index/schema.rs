@@ -10,7 +10,7 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    TextAnalyzer, Token, TokenFilter, TokenStream, Tokenizer,
+    TextAnalyzer, TextAnalyzerBuilder, Token, TokenFilter, TokenStream, Tokenizer,
 };
 use tantivy::{DateTime, TantivyDocument};
 
@@ -231,23 +231,22 @@ pub fn build_schema() -> (Schema, Fields) {
 pub const TOKEN_BYTES_LIMIT: usize = 64;
 
 pub fn text_analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(TOKEN_BYTES_LIMIT))
-        .filter(LowerCaser)
-        .filter(AsciiFoldingFilter)
-        .filter(Stemmer::new(Language::English))
-        .build()
+    english().build()
 }
 
 /// `text_analyzer`'s terms in adjacent pairs (`AdjacentPairs`).
 pub fn pairs_analyzer() -> TextAnalyzer {
+    english().filter(AdjacentPairs).build()
+}
+
+/// Unicode word split, long words dropped, lower-case, ASCII folding,
+/// English stemming.
+fn english() -> TextAnalyzerBuilder<impl Tokenizer> {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(TOKEN_BYTES_LIMIT))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
         .filter(Stemmer::new(Language::English))
-        .filter(AdjacentPairs)
-        .build()
 }
 
 /// Registers the analyzers the schema's text fields name.

@@ -805,6 +805,37 @@ async fn a_full_read_pool_refuses_at_once_with_resource_exhausted() {
 /// same items for two-word phrases, a hyphenated word and a longer phrase.
 #[tokio::test]
 async fn index_phrases_off_and_on_find_the_same_items() {
+    /// Waits for the four items, then checks every phrase's items, and
+    /// returns the index folders.
+    async fn phrases_found(server: &TestServer) -> Vec<String> {
+        let mut client = server.client().await;
+        search_until(&mut client, search_request("delivery OR deliveries"), |r| {
+            r.total_hits == 4
+        })
+        .await;
+        let expected = [
+            ("\"late delivery\"", vec!["p1", "p3", "p4"]),
+            ("\"delivery late\"", vec!["p3"]),
+            ("wi-fi", vec!["p1"]),
+            ("\"very late delivery\"", vec!["p3"]),
+            ("\"delivery was\"", vec!["p2"]),
+        ];
+        for (query, want) in &expected {
+            assert_eq!(
+                ids_for(&mut client, query, pb::Filter::default()).await,
+                ids(want),
+                "{query}"
+            );
+        }
+        let mut names: Vec<String> = std::fs::read_dir(server.data_dir.join("index"))
+            .expect("the index folder")
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('v') && n[1..2].chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        names.sort();
+        names
+    }
+
     let mut server = TestServer::spawn_with(&["--index-phrases", "off"]).await;
     let mut client = server.client().await;
     let items = vec![
@@ -814,50 +845,11 @@ async fn index_phrases_off_and_on_find_the_same_items() {
         item("p4", "late deliveries hurt"),
     ];
     assert_eq!(ingest(&mut client, items).await.accepted, 4);
-    search_until(&mut client, search_request("delivery OR deliveries"), |r| {
-        r.total_hits == 4
-    })
-    .await;
-    let expected = [
-        ("\"late delivery\"", vec!["p1", "p3", "p4"]),
-        ("\"delivery late\"", vec!["p3"]),
-        ("wi-fi", vec!["p1"]),
-        ("\"very late delivery\"", vec!["p3"]),
-        ("\"delivery was\"", vec!["p2"]),
-    ];
-    let folders = |server: &TestServer| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(server.data_dir.join("index"))
-            .expect("the index folder")
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with('v') && n[1..2].chars().all(|c| c.is_ascii_digit()))
-            .collect();
-        names.sort();
-        names
-    };
-    for (query, want) in &expected {
-        assert_eq!(
-            ids_for(&mut client, query, pb::Filter::default()).await,
-            ids(want),
-            "{query}"
-        );
-    }
-    let off = folders(&server);
+    let off = phrases_found(&server).await;
     assert!(off.len() == 1 && off[0].ends_with("-nopairs"), "{off:?}");
 
     server.terminate();
     server.restart_with(&[]).await;
-    let mut client = server.client().await;
-    search_until(&mut client, search_request("delivery OR deliveries"), |r| {
-        r.total_hits == 4
-    })
-    .await;
-    for (query, want) in &expected {
-        assert_eq!(
-            ids_for(&mut client, query, pb::Filter::default()).await,
-            ids(want),
-            "{query}"
-        );
-    }
-    let on = folders(&server);
+    let on = phrases_found(&server).await;
     assert!(on.len() == 1 && !on[0].contains('-'), "{on:?}");
 }
