@@ -107,6 +107,21 @@ pub struct IndexSettings {
     pub phrase_pairs: bool,
 }
 
+#[cfg(test)]
+impl IndexSettings {
+    /// One small writer thread, no vector index, pairs on.
+    pub(crate) fn for_tests() -> IndexSettings {
+        IndexSettings {
+            refresh_interval: Duration::from_millis(100),
+            writer_threads: 1,
+            writer_memory_bytes: 20_000_000,
+            similarity_index: false,
+            similarity_threads: 1,
+            phrase_pairs: true,
+        }
+    }
+}
+
 struct Shared {
     /// The index folder (`index/vN`).
     dir: PathBuf,
@@ -852,14 +867,7 @@ mod doc_store_tests {
         let index = SearchIndex::open(
             data.path(),
             Store::open(data.path(), 4).unwrap(),
-            IndexSettings {
-                refresh_interval: std::time::Duration::from_millis(100),
-                writer_threads: 1,
-                writer_memory_bytes: 20_000_000,
-                similarity_index: false,
-                similarity_threads: 1,
-                phrase_pairs: true,
-            },
+            IndexSettings::for_tests(),
         )
         .unwrap();
         drop(index);
@@ -943,14 +951,7 @@ mod doc_store_tests {
         assert_ne!(index.settings(), &new_index_settings());
         drop(index);
 
-        let settings = IndexSettings {
-            refresh_interval: std::time::Duration::from_millis(100),
-            writer_threads: 1,
-            writer_memory_bytes: 20_000_000,
-            similarity_index: false,
-            similarity_threads: 1,
-            phrase_pairs: true,
-        };
+        let settings = IndexSettings::for_tests();
         // The store's writer thread lets the database go once it sees its
         // queue closed.
         let mut tries = 0;
