@@ -194,7 +194,9 @@ fn index_dir(data_dir: &Path, phrase_pairs: bool) -> PathBuf {
 /// Removes the index folders this build does not open: the other
 /// `--index-phrases` setting's (it stopped following the store when this
 /// one opened, so switching back must rebuild it rather than trust it) and
-/// older schema versions' (rebuilt anew by this one; they only held disk).
+/// other schema versions' (an older build's after an upgrade only holds
+/// disk; a newer build's after a downgrade is rebuilt by that build, as
+/// any missing folder).
 /// Folders set aside as damaged (`vN.damaged`) and the vector index stay.
 /// A failure is logged: no such folder is ever read by this build.
 fn remove_other_layouts(data_dir: &Path, phrase_pairs: bool) {
