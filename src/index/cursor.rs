@@ -294,13 +294,7 @@ mod fuzz {
     use crate::fuzz::{edgy_f32, edgy_f64, nasty_string};
 
     fn sort_order() -> impl Strategy<Value = SortOrder> {
-        prop::sample::select(vec![
-            SortOrder::Relevance,
-            SortOrder::Newest,
-            SortOrder::Oldest,
-            SortOrder::MostNegative,
-            SortOrder::MostPositive,
-        ])
+        prop::sample::select(SortOrder::ALL.to_vec())
     }
 
     /// A decoded cursor is the one text that encodes it (no second spelling).

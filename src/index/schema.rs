@@ -255,13 +255,8 @@ pub fn register_analyzers(tokenizers: &tantivy::tokenizer::TokenizerManager) {
     tokenizers.register(PAIRS_TOKENIZER, pairs_analyzer());
 }
 
-/// The `text_pairs` term of two `text` terms.
-pub fn pair_term(first: &str, second: &str) -> String {
-    format!("{first}{PAIR_SEPARATOR}{second}")
-}
-
-/// A token per two tokens at adjacent positions (`pair_term` of their
-/// texts, at the first one's position): a word dropped between two others
+/// A token per two tokens at adjacent positions (their texts joined by
+/// `PAIR_SEPARATOR`, at the first one's position): a word dropped between two others
 /// (`RemoveLongFilter`) leaves a gap that no pair spans, as no phrase does.
 #[derive(Clone)]
 struct AdjacentPairs;
@@ -285,7 +280,8 @@ impl<T: Tokenizer> Tokenizer for AdjacentPairsTokenizer<T> {
     fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
         AdjacentPairsStream {
             tail: self.inner.token_stream(text),
-            previous: None,
+            previous: Token::default(),
+            has_previous: false,
             pair: Token::default(),
         }
     }
@@ -293,8 +289,9 @@ impl<T: Tokenizer> Tokenizer for AdjacentPairsTokenizer<T> {
 
 struct AdjacentPairsStream<S> {
     tail: S,
-    /// The last token's text, position and start.
-    previous: Option<(String, usize, usize)>,
+    /// The last token, once there is one.
+    previous: Token,
+    has_previous: bool,
     pair: Token,
 }
 
@@ -302,31 +299,23 @@ impl<S: TokenStream> TokenStream for AdjacentPairsStream<S> {
     fn advance(&mut self) -> bool {
         while self.tail.advance() {
             let token = self.tail.token();
-            let joined = match &mut self.previous {
-                Some((text, position, offset_from)) if *position + 1 == token.position => {
-                    self.pair.text.clear();
-                    self.pair.text.push_str(text);
-                    self.pair.text.push(PAIR_SEPARATOR);
-                    self.pair.text.push_str(&token.text);
-                    self.pair.position = *position;
-                    self.pair.offset_from = *offset_from;
-                    self.pair.offset_to = token.offset_to;
-                    self.pair.position_length = 1;
-                    true
-                }
-                _ => false,
-            };
-            match &mut self.previous {
-                Some((text, position, offset_from)) => {
-                    text.clear();
-                    text.push_str(&token.text);
-                    *position = token.position;
-                    *offset_from = token.offset_from;
-                }
-                None => {
-                    self.previous = Some((token.text.clone(), token.position, token.offset_from))
-                }
+            let joined = self.has_previous && self.previous.position + 1 == token.position;
+            if joined {
+                self.pair.text.clear();
+                self.pair.text.push_str(&self.previous.text);
+                self.pair.text.push(PAIR_SEPARATOR);
+                self.pair.text.push_str(&token.text);
+                self.pair.position = self.previous.position;
+                self.pair.offset_from = self.previous.offset_from;
+                self.pair.offset_to = token.offset_to;
+                self.pair.position_length = 1;
             }
+            // Reused, as the pair's text: no allocation per token.
+            self.previous.text.clear();
+            self.previous.text.push_str(&token.text);
+            self.previous.position = token.position;
+            self.previous.offset_from = token.offset_from;
+            self.has_previous = true;
             if joined {
                 return true;
             }
@@ -567,6 +556,5 @@ mod tests {
         );
         assert_eq!(tokens(&mut pairs_analyzer(), "alone"), []);
         assert_eq!(tokens(&mut pairs_analyzer(), ""), []);
-        assert_eq!(pair_term("wi", "fi"), "wi fi");
     }
 }
