@@ -44,8 +44,29 @@ pub(super) fn rebuild(
     Ok((count, last_seq))
 }
 
+/// Change-log entries read from the store at a time (the items they hold
+/// are in memory until the writer has them).
+pub(super) const MAX_CHANGES_PER_READ: usize = 10_000;
+
 /// Change-log entries applied per commit at most.
-const MAX_CHANGES_PER_COMMIT: usize = 10_000;
+const MAX_CHANGES_PER_COMMIT: usize = 100_000;
+
+/// Reads applied per commit while the log holds more than one read: a
+/// backlog (a bulk load, a restart behind the store) commits once per
+/// this many refresh intervals of indexing, or `MAX_CHANGES_PER_COMMIT`
+/// changes, instead of once per read. Fewer, larger commits mean fewer
+/// segments to write and merge again; items still become searchable
+/// every few seconds while the backlog lasts.
+const BACKLOG_COMMIT_INTERVALS: u32 = 8;
+
+/// What one round of the indexer applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Applied {
+    /// The last seq committed, if anything was.
+    pub(super) last: Option<u64>,
+    /// The round stopped before the end of the change log.
+    pub(super) behind: bool,
+}
 
 /// The indexer thread's state.
 ///
@@ -94,21 +115,23 @@ impl Indexer {
         Ok(self.writer.as_mut().expect("just set"))
     }
 
-    /// Applies up to `MAX_CHANGES_PER_COMMIT` change-log entries and commits;
-    /// verifies the result when the batch reached the store's snapshot.
-    /// Returns the last applied seq, if anything was applied.
-    fn apply_changes(&mut self) -> Result<Option<u64>, IndexError> {
-        let batch = self
-            .store
-            .changes_after(self.applied, MAX_CHANGES_PER_COMMIT)?;
-        let last = batch.changes.last().map(|c| c.seq);
-        if let Some(last) = last {
-            let fields = self.shared.fields.clone();
-            let resume_at = if batch.complete {
-                last
-            } else {
-                committed_seq(&self.index)?
-            };
+    /// Applies change-log entries and commits them: one read of up to
+    /// `MAX_CHANGES_PER_READ`, or, while the log holds more, further reads
+    /// until it is drained, `MAX_CHANGES_PER_COMMIT` changes are applied or
+    /// `BACKLOG_COMMIT_INTERVALS` refresh intervals have passed. Verifies
+    /// the result when the round reached the store's snapshot.
+    fn apply_changes(&mut self) -> Result<Applied, IndexError> {
+        let started = Instant::now();
+        let fields = self.shared.fields.clone();
+        let mut from = self.applied;
+        let mut applied = 0usize;
+        let mut versions = Vec::new();
+        let mut stored_at = Vec::new();
+        let batch = loop {
+            let batch = self.store.changes_after(from, MAX_CHANGES_PER_READ)?;
+            if batch.changes.is_empty() {
+                break batch;
+            }
             let writer = self.writer()?;
             for change in &batch.changes {
                 writer.delete_term(Term::from_field_text(fields.id, change.id.as_str()));
@@ -117,23 +140,44 @@ impl Indexer {
                     // again later is applied with the current version; the
                     // later entry then replaces it with the same document.
                     writer.add_document(to_document(&fields, current))?;
+                    if current.seq == change.seq {
+                        stored_at.push(current.ingested_at);
+                    }
                 }
+                versions.push(Current {
+                    id: change.id.clone(),
+                    version: change
+                        .current
+                        .as_ref()
+                        .map(|item| (item.seq, matches!(item.analysis, AnalysisState::Done(_)))),
+                });
             }
+            applied += batch.changes.len();
+            from = batch.changes.last().map_or(from, |c| c.seq);
+            let budget = self.settings.refresh_interval * BACKLOG_COMMIT_INTERVALS;
+            if batch.complete || applied >= MAX_CHANGES_PER_COMMIT || started.elapsed() >= budget {
+                break batch;
+            }
+        };
+        let last = (from > self.applied).then_some(from);
+        if let Some(last) = last {
+            let resume_at = if batch.complete {
+                last
+            } else {
+                committed_seq(&self.index)?
+            };
+            let writer = self.writer()?;
             let committing = Instant::now();
             let mut prepared = writer.prepare_commit()?;
             prepared.set_payload(&resume_at.to_string());
             prepared.commit()?;
             crate::metrics::observe_index_commit(committing.elapsed());
             self.shared.reload()?;
-            observe_freshness(&batch.changes);
-            self.sync_vectors(&batch.changes);
+            observe_freshness(&stored_at);
+            self.sync_vectors(versions);
             self.applied = last;
             self.shared.indexed_seq.store(last, Ordering::Release);
-            tracing::debug!(
-                changes = batch.changes.len(),
-                last_seq = last,
-                "index committed"
-            );
+            tracing::debug!(changes = applied, last_seq = last, "index committed");
         }
         if batch.complete {
             if last.is_none() {
@@ -159,24 +203,17 @@ impl Indexer {
                 }
             }
         }
-        Ok(last)
+        Ok(Applied {
+            last,
+            behind: !batch.complete,
+        })
     }
 
     /// Brings the similarity index in step with changes the index just
     /// made searchable (after the commit, so a key it returns has its
     /// document). A failure leaves it behind until the next restart's
     /// build; indexing goes on.
-    fn sync_vectors(&self, changes: &[crate::store::Change]) {
-        let changes = changes
-            .iter()
-            .map(|change| Current {
-                id: change.id.clone(),
-                version: change
-                    .current
-                    .as_ref()
-                    .map(|item| (item.seq, matches!(item.analysis, AnalysisState::Done(_)))),
-            })
-            .collect();
+    fn sync_vectors(&self, changes: Vec<Current>) {
         if let Err(error) = self.shared.vectors.apply(&self.store, changes) {
             tracing::error!(%error, "cannot update the similarity index; it misses these changes until the next restart");
         }
@@ -213,15 +250,13 @@ impl Indexer {
 }
 
 /// Ingest-to-searchable time of the item versions this commit made
-/// searchable: the change a version was stored with has the version's own
-/// seq (later entries of the same version, e.g. its analysis, do not count).
-fn observe_freshness(changes: &[crate::store::Change]) {
+/// searchable: `stored_at` holds the ingest times of the versions whose
+/// own change (not a later entry of the same version, e.g. its analysis)
+/// the commit applied.
+fn observe_freshness(stored_at: &[crate::domain::UnixMicros]) {
     let now = crate::domain::UnixMicros::now().0;
-    for item in changes
-        .iter()
-        .filter_map(|c| c.current.as_ref().filter(|item| item.seq == c.seq))
-    {
-        let micros = u64::try_from(now - item.ingested_at.0).unwrap_or(0);
+    for at in stored_at {
+        let micros = u64::try_from(now - at.0).unwrap_or(0);
         crate::metrics::observe_ingest_to_searchable(Duration::from_micros(micros));
     }
 }
@@ -234,6 +269,8 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
     // The first round runs at once, even with nothing new: it checks the
     // index against the store's item count (and rebuilds on a mismatch).
     let mut check_now = true;
+    // The last round left a backlog: go on at once (its commit was large).
+    let mut behind = false;
     loop {
         let stopping = stop.load(Ordering::Acquire);
         let newest = if check_now {
@@ -243,7 +280,7 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
         };
         if newest > indexer.applied || stopping || check_now {
             let since = last_commit.elapsed();
-            if !stopping && !check_now && since < refresh {
+            if !stopping && !check_now && !behind && since < refresh {
                 std::thread::sleep(refresh - since);
             }
             let result = match indexer.apply_changes() {
@@ -253,20 +290,28 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
                         items,
                         "the index does not match the store: rebuilding it from the store"
                     );
-                    indexer.rebuild().map(|()| Some(indexer.applied))
+                    indexer.rebuild().map(|()| Applied {
+                        last: Some(indexer.applied),
+                        behind: false,
+                    })
                 }
                 other => other,
             };
             match result {
-                Ok(Some(_)) => {
+                Ok(Applied {
+                    last: Some(_),
+                    behind: still_behind,
+                }) => {
                     last_commit = Instant::now();
                     failures = 0;
                     check_now = false;
+                    behind = still_behind;
                     continue; // more may be waiting
                 }
-                Ok(None) => {
+                Ok(Applied { last: None, .. }) => {
                     failures = 0;
                     check_now = false;
+                    behind = false;
                 }
                 Err(error) => {
                     failures += 1;
@@ -277,6 +322,7 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
                     );
                     indexer.reset();
                     check_now = true;
+                    behind = false;
                     std::thread::sleep(Duration::from_millis(100 * u64::from(failures.min(50))));
                     if stopping && failures > 3 {
                         break;

@@ -889,6 +889,66 @@ mod doc_store_tests {
         assert_eq!(left, want);
     }
 
+    /// A backlog longer than one read of the change log (here: items the
+    /// store holds from before the index opened) is applied in one commit
+    /// of one segment per writer thread, not one commit per read, and ends
+    /// complete and verified.
+    #[tokio::test]
+    async fn a_backlog_is_committed_in_one_commit() {
+        use crate::domain::{FeedbackDraft, UnixMicros};
+        use crate::store::QueueMode;
+
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 4).unwrap();
+        let settings = IndexSettings {
+            // A budget the round cannot exhaust.
+            refresh_interval: Duration::from_secs(60),
+            ..IndexSettings::for_tests()
+        };
+        let item = |i: usize| {
+            FeedbackDraft {
+                id: format!("b-{i}"),
+                text: format!("backlog item {i}"),
+                ..Default::default()
+            }
+            .validate(UnixMicros(0))
+            .unwrap()
+        };
+        // An index with a commit (a payload) and one segment.
+        let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
+        store.upsert(vec![item(0)], QueueMode::Wait).await.unwrap();
+        let first = store.stats().unwrap().last_seq;
+        while index.indexed_seq() < first {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        index.shutdown();
+        drop(index);
+        let n = indexer::MAX_CHANGES_PER_READ * 2 + 500;
+        for chunk in (1..=n).collect::<Vec<_>>().chunks(1_000) {
+            let items = chunk.iter().map(|&i| item(i)).collect();
+            store.upsert(items, QueueMode::Wait).await.unwrap();
+        }
+        let last = store.stats().unwrap().last_seq;
+        let index = SearchIndex::open(data.path(), store, settings).unwrap();
+        let started = std::time::Instant::now();
+        while index.indexed_seq() < last {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the backlog was not applied"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let searcher = index.shared.reader.searcher();
+        assert_eq!(searcher.num_docs(), n as u64 + 1);
+        // The first commit's segment and the backlog's.
+        assert_eq!(
+            searcher.segment_readers().len(),
+            2,
+            "one commit, one writer thread"
+        );
+        index.shutdown();
+    }
+
     /// A new index stores its ids uncompressed in small blocks; an index an
     /// older build created (tantivy's defaults, lz4) keeps its settings, and
     /// its ids still read back.
