@@ -16,15 +16,16 @@
 //!
 //! `search` loads ITEMS items into a server with `--analysis off`, waits
 //! until its index's segment list holds still, and prints the segment and
-//! document count. It then builds eight query classes of up to 300 distinct
+//! document count. It then builds nine query classes of up to 300 distinct
 //! queries each (fixed seed, from the corpus vocabulary; phrases from
 //! bigrams that occur in the corpus): (a) term + one filter (channel, two
 //! channels, product or NPS range), relevance; (b) single term, half common,
 //! half rare, relevance; (c) two-word phrase, relevance; (d) filter only (two
 //! of channel / product / NPS), newest; (e) term, newest; (f) term, oldest;
 //! (g) term + facets channel and product, relevance; (h) two words, both
-//! required (from the corpus's bigrams, unquoted), relevance (not part of
-//! the open-loop mix, which predates it); and (z) a term that matches
+//! required (from the corpus's bigrams, unquoted), relevance; (i)
+//! three-word phrase (trigrams of the corpus), relevance ((h) and (i) are
+//! not part of the open-loop mix, which predates them); and (z) a term that matches
 //! nothing, relevance: the server's fixed cost per search (not part of the
 //! open-loop mix). BENCH_CLASSES=a,b,z keeps those classes only.
 //! Each query also exists
@@ -647,12 +648,12 @@ fn server_shaped_query(
 const FLOOR_CLASS: &str = "z";
 /// Classes the open-loop mix leaves out: the floor, and (h), added after
 /// the mix was first measured (the mix stays comparable across sessions).
-const NOT_IN_MIX: [&str; 2] = [FLOOR_CLASS, "h"];
+const NOT_IN_MIX: [&str; 3] = [FLOOR_CLASS, "h", "i"];
 
 /// Queries per class in the mix.
 const QUERIES_PER_CLASS: usize = 300;
 
-/// The eight classes and the floor, QUERIES_PER_CLASS distinct queries each (fixed seed),
+/// The nine classes and the floor, QUERIES_PER_CLASS distinct queries each (fixed seed),
 /// drawn from the corpus vocabulary; bigrams for phrases are taken from the
 /// corpus texts themselves, so every phrase occurs.
 fn search_classes(
@@ -685,6 +686,25 @@ fn search_classes(
                 .or_default() += 1;
         }
     }
+    // Trigrams likewise (for three-word phrases).
+    let mut trigram_counts = std::collections::HashMap::<String, usize>::new();
+    for item in items.iter().take(20_000) {
+        let words: Vec<&str> = item.text.split_whitespace().collect();
+        for three in words.windows(3) {
+            *trigram_counts.entry(three.join(" ")).or_default() += 1;
+        }
+    }
+    let mut trigrams: Vec<(String, usize)> = trigram_counts.into_iter().collect();
+    trigrams.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let trigram_head = trigrams.len().min(1000);
+    let trigram = |rng: &mut Rng, i: usize| -> String {
+        let pool = if i % 2 == 0 {
+            trigram_head
+        } else {
+            trigrams.len()
+        };
+        trigrams[rng.below(pool)].0.clone()
+    };
     let mut bigrams: Vec<((String, String), usize)> = bigram_counts.into_iter().collect();
     bigrams.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let head = bigrams.len().min(1000);
@@ -812,6 +832,18 @@ fn search_classes(
         &mut |i| {
             let (a, b) = bigram(&mut rng, i);
             (format!("{a} {b}"), FilterSpec::default())
+        },
+    );
+    add(
+        "i",
+        "three-word phrase (trigrams of the corpus), relevance",
+        RawSort::Relevance,
+        vec![],
+        &mut |i| {
+            (
+                format!("\"{}\"", trigram(&mut rng, i)),
+                FilterSpec::default(),
+            )
         },
     );
     // The floor: the whole search path around a query that matches nothing

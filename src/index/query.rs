@@ -28,7 +28,7 @@ use crate::domain::{IntRange, SearchFilter};
 
 /// Parses the query language; empty text matches everything. With
 /// `phrase_pairs` (the index fills `text_pairs`), two-word phrases search
-/// `text_pairs` (`pair_phrases`).
+/// `text_pairs` and longer ones require their pairs (`pair_phrases`).
 pub fn parse_user_query(
     parser: &QueryParser,
     text: &str,
@@ -218,8 +218,12 @@ fn parse_checked(
 /// term: the same documents match (`AdjacentPairs` joins exactly the words
 /// a phrase query would find adjacent), found by one posting list instead
 /// of two intersected and their positions compared, and pruned by
-/// block-WAND when ranked alone. `None` when no literal is such a phrase.
-/// Recursive: `clause_depth` bounded the tree first.
+/// block-WAND when ranked alone. A longer phrase keeps its phrase query
+/// and gets its pairs of adjacent words as required clauses that score
+/// nothing (`Boost` 0): every document with the phrase holds them, so the
+/// same documents match with the same scores, and the phrase's positions
+/// are compared only where the pairs meet. `None` when no literal is such
+/// a phrase. Recursive: `clause_depth` bounded the tree first.
 fn pair_phrases(ast: UserInputAst) -> Option<UserInputAst> {
     fn walk(
         ast: UserInputAst,
@@ -237,24 +241,51 @@ fn pair_phrases(ast: UserInputAst) -> Option<UserInputAst> {
                 UserInputAst::Boost(Box::new(walk(*inner, analyzer, paired)), boost)
             }
             UserInputAst::Leaf(mut leaf) => {
-                if let UserInputLeaf::Literal(literal) = leaf.as_mut() {
-                    let on_text = literal
-                        .field_name
-                        .as_deref()
-                        .is_none_or(|name| name == field::TEXT);
-                    if on_text
-                        && literal.slop == 0
-                        && !literal.prefix
-                        && is_two_adjacent_terms(
-                            analyzer.get_or_insert_with(schema::text_analyzer),
-                            &literal.phrase,
-                        )
-                    {
+                let UserInputLeaf::Literal(literal) = leaf.as_mut() else {
+                    return UserInputAst::Leaf(leaf);
+                };
+                let on_text = literal
+                    .field_name
+                    .as_deref()
+                    .is_none_or(|name| name == field::TEXT);
+                if !on_text || literal.slop != 0 || literal.prefix {
+                    return UserInputAst::Leaf(leaf);
+                }
+                let analyzer = analyzer.get_or_insert_with(schema::text_analyzer);
+                match phrase_pairs(analyzer, &literal.phrase) {
+                    PhrasePairs::None => UserInputAst::Leaf(leaf),
+                    PhrasePairs::One => {
                         literal.field_name = Some(field::TEXT_PAIRS.to_string());
                         *paired = true;
+                        UserInputAst::Leaf(leaf)
+                    }
+                    PhrasePairs::Within(spans) => {
+                        *paired = true;
+                        let pair = |span: &str| {
+                            UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(UserInputLiteral {
+                                field_name: Some(field::TEXT_PAIRS.to_string()),
+                                phrase: span.to_string(),
+                                delimiter: Delimiter::DoubleQuotes,
+                                slop: 0,
+                                prefix: false,
+                            })))
+                        };
+                        let prefilter = spans.iter().map(|&(from, to)| {
+                            let clause = UserInputAst::Boost(
+                                Box::new(pair(&literal.phrase[from..to])),
+                                0.0.into(),
+                            );
+                            (Some(query_grammar::Occur::Must), clause)
+                        });
+                        let mut clauses = Vec::with_capacity(spans.len() + 1);
+                        clauses.extend(prefilter);
+                        clauses.insert(
+                            0,
+                            (Some(query_grammar::Occur::Must), UserInputAst::Leaf(leaf)),
+                        );
+                        UserInputAst::Clause(clauses)
                     }
                 }
-                UserInputAst::Leaf(leaf)
             }
         }
     }
@@ -263,19 +294,90 @@ fn pair_phrases(ast: UserInputAst) -> Option<UserInputAst> {
     paired.then_some(ast)
 }
 
-/// Whether `phrase` analyses to exactly two terms, at adjacent positions.
-fn is_two_adjacent_terms(analyzer: &mut TextAnalyzer, phrase: &str) -> bool {
-    let mut stream = analyzer.token_stream(phrase);
-    let mut positions = [0usize; 2];
-    let mut n = 0;
+/// Pairs of adjacent words a longer phrase's documents must hold, at most
+/// (any of them narrow the candidates; each is one more posting list).
+const MAX_PREFILTER_PAIRS: usize = 8;
+
+/// What `text_pairs` can do for a phrase.
+#[derive(Debug, PartialEq, Eq)]
+enum PhrasePairs {
+    /// Nothing: one term, or no two terms at adjacent positions.
+    None,
+    /// Exactly two terms at adjacent positions: the phrase is one pair.
+    One,
+    /// More terms: the byte spans of the phrase whose words make the
+    /// distinct pairs of adjacent terms (each span analyses to exactly
+    /// those two terms, adjacent), at most `MAX_PREFILTER_PAIRS`.
+    Within(Vec<(usize, usize)>),
+}
+
+/// Whether `phrase` analyses to two adjacent terms, or to more with pairs
+/// of adjacent ones.
+fn phrase_pairs(analyzer: &mut TextAnalyzer, phrase: &str) -> PhrasePairs {
+    // (position, byte offsets, term) of each token.
+    let mut tokens: Vec<(usize, usize, usize, String)> = Vec::new();
+    {
+        let mut stream = analyzer.token_stream(phrase);
+        while stream.advance() {
+            let token = stream.token();
+            tokens.push((
+                token.position,
+                token.offset_from,
+                token.offset_to,
+                token.text.clone(),
+            ));
+        }
+    }
+    match tokens.len() {
+        0 | 1 => return PhrasePairs::None,
+        2 => {
+            return match tokens[0].0 + 1 == tokens[1].0 {
+                true => PhrasePairs::One,
+                false => PhrasePairs::None,
+            }
+        }
+        _ => {}
+    }
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut spans = Vec::new();
+    for window in tokens.windows(2) {
+        let (first, second) = (&window[0], &window[1]);
+        if spans.len() == MAX_PREFILTER_PAIRS {
+            break;
+        }
+        if first.0 + 1 != second.0 || seen.contains(&(first.3.as_str(), second.3.as_str())) {
+            continue;
+        }
+        let span = (first.1, second.2);
+        // The span alone must analyse to the same pair (it does, cut at
+        // token boundaries; checked, since a pair literal of more terms
+        // would be a phrase on a field without positions).
+        let Some(text) = phrase.get(span.0..span.1) else {
+            continue;
+        };
+        if is_pair(analyzer, text, &first.3, &second.3) {
+            seen.push((first.3.as_str(), second.3.as_str()));
+            spans.push(span);
+        }
+    }
+    match spans.is_empty() {
+        true => PhrasePairs::None,
+        false => PhrasePairs::Within(spans),
+    }
+}
+
+/// Whether `text` analyses to exactly the terms `first`, `second`, adjacent.
+fn is_pair(analyzer: &mut TextAnalyzer, text: &str, first: &str, second: &str) -> bool {
+    let mut stream = analyzer.token_stream(text);
+    let mut found: Vec<(usize, String)> = Vec::with_capacity(2);
     while stream.advance() {
-        if n == 2 {
+        if found.len() == 2 {
             return false;
         }
-        positions[n] = stream.token().position;
-        n += 1;
+        let token = stream.token();
+        found.push((token.position, token.text.clone()));
     }
-    n == 2 && positions[0] + 1 == positions[1]
+    matches!(&found[..], [(p, a), (q, b)] if p + 1 == *q && a == first && b == second)
 }
 
 fn too_deep(position: usize) -> IndexError {
@@ -831,10 +933,6 @@ mod tests {
                 "(\"late refund\" OR \"wi fi\")^2 AND channel:review",
                 vec!["late refund", "wi fi"],
             ),
-            (
-                "\"late refund\" AND \"very late refund\"",
-                vec!["late refund"],
-            ),
         ];
         for (text, pairs) in paired {
             let query =
@@ -846,7 +944,7 @@ mod tests {
         for text in [
             "\"late refund\"~1".to_string(),
             "\"late refund\"*".to_string(),
-            "\"very late refund\"".to_string(),
+            "\"very late refund\"~1".to_string(),
             "\"refund\"".to_string(),
             "late refund".to_string(),
             format!("\"late {long} refund\""),
@@ -917,6 +1015,71 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(paired, 2 * words.len() * words.len());
+            // Longer phrases: the same documents with the same scores.
+            let top = tantivy::collector::TopDocs::with_limit(50).order_by_score();
+            for (i, first) in words.iter().enumerate() {
+                for (j, second) in words.iter().enumerate() {
+                    let third = words[(i + 3 * j) % words.len()];
+                    let phrase = format!("\"{first} {second} {third}\"");
+                    let four = format!("\"{third} {first} {second} {first}\"");
+                    let compound = format!("(app OR {phrase}) AND NOT \"refunds e late\"");
+                    for text in [phrase, four, compound] {
+                        let ours = parse_user_query(&parser, &text, true).unwrap();
+                        let theirs = parser.parse_query(&text).unwrap();
+                        let found = |q: &dyn Query| searcher.search(q, &tantivy::collector::DocSetCollector).unwrap();
+                        proptest::prop_assert_eq!(found(&*ours), found(&*theirs), "{}", text);
+                        let ranked = |q: &dyn Query| searcher.search(q, &top).unwrap();
+                        proptest::prop_assert_eq!(ranked(&*ours), ranked(&*theirs), "{}", text);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A longer phrase keeps its phrase query and requires its distinct
+    /// pairs of adjacent words (at most `MAX_PREFILTER_PAIRS`), none
+    /// across a word the analyzer drops.
+    #[test]
+    fn longer_phrases_require_their_pairs() {
+        let parser = parser();
+        let long = "x".repeat(TOKEN_BYTES_LIMIT);
+        let cases = [
+            (
+                "\"very late refund\"".to_string(),
+                vec!["veri late", "late refund"],
+            ),
+            (
+                "\"late refund\" AND \"very late refund\"".to_string(),
+                vec!["late refund", "veri late", "late refund"],
+            ),
+            (
+                "\"Late, LATE late refunds!\"".to_string(),
+                vec!["late late", "late refund"],
+            ),
+            (format!("\"very late {long} refund\""), vec!["veri late"]),
+            (
+                "text:\"the wi-fi app\"".to_string(),
+                vec!["the wi", "wi fi", "fi app"],
+            ),
+            (
+                "\"a b c d e f g h i j k l\"".to_string(),
+                vec!["a b", "b c", "c d", "d e", "e f", "f g", "g h", "h i"],
+            ),
+        ];
+        for (text, pairs) in cases {
+            let query =
+                parse_user_query(&parser, &text, true).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let (found, text_terms) = pair_terms(&*query);
+            assert_eq!(found, pairs, "{text}");
+            assert!(text_terms, "{text}: the phrase itself stays");
+        }
+        for text in [
+            format!("\"late {long} refund\""),
+            "\"very late refund\"~2".into(),
+        ] {
+            let query = parse_user_query(&parser, &text, true).unwrap();
+            let (found, _) = pair_terms(&*query);
+            assert!(found.is_empty(), "{text}: {found:?}");
         }
     }
 
