@@ -1312,24 +1312,41 @@ async fn search_setup(n: usize) -> SearchSetup {
         .try_into()
         .unwrap();
     // Background merges may still be rewriting segments after the last
-    // commit: wait (at most 30 s) until the segment list holds still for
-    // 2 s, so raw tantivy and the server search the same segments.
+    // commit (a large merge holds the segment list still for many
+    // seconds): wait (at most 180 s) until the list has held still for
+    // 2 s and the idle server used under 5% of a core over the last
+    // second, so raw tantivy and the server search the same segments and
+    // no merge competes with the phases.
     let mut last = (usize::MAX, 0);
     let mut still_since = Instant::now();
     let waited = Instant::now();
+    let pid = server.child.id();
+    let mut cpu = std::collections::VecDeque::from([(Instant::now(), cpu_seconds(pid))]);
     loop {
         reader.reload().unwrap();
         let now = segments_and_docs(&reader.searcher());
+        let sample = (Instant::now(), cpu_seconds(pid));
+        cpu.push_back(sample);
+        while cpu.len() > 2 && sample.0 - cpu[1].0 >= Duration::from_secs(1) {
+            cpu.pop_front();
+        }
+        let (at, used) = cpu[0];
+        let idle = sample.0 - at >= Duration::from_secs(1)
+            && (sample.1 - used) / (sample.0 - at).as_secs_f64() < 0.05;
         if now != last {
             last = now;
             still_since = Instant::now();
-        } else if still_since.elapsed() >= Duration::from_secs(2)
-            || waited.elapsed() >= Duration::from_secs(30)
+        } else if (still_since.elapsed() >= Duration::from_secs(2) && idle)
+            || waited.elapsed() >= Duration::from_secs(180)
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    println!(
+        "waited {:.1} s after the load for merges to end",
+        waited.elapsed().as_secs_f64()
+    );
     let searcher = reader.searcher();
     let (segments, docs) = segments_and_docs(&searcher);
     println!("index after load: {segments} segments, {docs} docs");
