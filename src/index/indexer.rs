@@ -195,7 +195,19 @@ impl Indexer {
                     items: batch.snapshot_items,
                 });
             }
-            if last.is_some() {
+            let mut committed = last.is_some();
+            if !committed && committed_seq(&self.index)? < self.applied {
+                // The round before stopped (on its budget) exactly at the end
+                // of the log, so its payload is the one before it: the index,
+                // just verified, is complete through `applied`.
+                let payload = self.applied.to_string();
+                let writer = self.writer()?;
+                let mut prepared = writer.prepare_commit()?;
+                prepared.set_payload(&payload);
+                prepared.commit()?;
+                committed = true;
+            }
+            if committed {
                 // Not part of the index's promise: a failed trim only means
                 // entries are applied again, which is idempotent.
                 if let Err(error) = self.store.trim_changes_through(self.applied) {
@@ -278,7 +290,10 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
         } else {
             commits.wait_newer_than(indexer.applied, Duration::from_millis(100))
         };
-        if newest > indexer.applied || stopping || check_now {
+        // Behind: the last round stopped on its budget, perhaps exactly at
+        // the end of the log; the next one finds out (and then records the
+        // position it verified) even if nothing new arrives.
+        if newest > indexer.applied || stopping || check_now || behind {
             let since = last_commit.elapsed();
             if !stopping && !check_now && !behind && since < refresh {
                 std::thread::sleep(refresh - since);

@@ -918,7 +918,12 @@ mod doc_store_tests {
         let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
         store.upsert(vec![item(0)], QueueMode::Wait).await.unwrap();
         let first = store.stats().unwrap().last_seq;
+        let started = std::time::Instant::now();
         while index.indexed_seq() < first {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the first item was not applied"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         index.shutdown();
@@ -940,13 +945,19 @@ mod doc_store_tests {
         }
         let searcher = index.shared.reader.searcher();
         assert_eq!(searcher.num_docs(), n as u64 + 1);
-        // The first commit's segment and the backlog's.
+        // The first commit's segment and the backlog's (the writer's
+        // budget holds the backlog's documents: no flush between).
         assert_eq!(
             searcher.segment_readers().len(),
             2,
             "one commit, one writer thread"
         );
         index.shutdown();
+        // The payload is the last seq: reopened, nothing is applied again.
+        drop(searcher);
+        drop(index);
+        let (reopened, _, _) = open_index(&index_dir(data.path(), true), true).unwrap();
+        assert_eq!(committed_seq(&reopened).unwrap(), last);
     }
 
     /// A new index stores its ids uncompressed in small blocks; an index an

@@ -201,15 +201,111 @@ fn parse_checked(
     // with a phrase paired is built the same way, except for tantivy's
     // private flattening of nested clauses of one occur: the same
     // documents and scores.
+    let tree = || query_grammar::parse_query(text).ok();
     let paired = match phrase_pairs {
-        true => query_grammar::parse_query(text).ok().and_then(pair_phrases),
+        // A text that spells the mark itself keeps its long phrases as
+        // they are (no mark of ours can be confused with it).
+        true => tree().and_then(|ast| pair_phrases(ast, !text.contains(PREFILTER_MARK))),
         false => None,
     };
     let built = match paired {
-        Some(paired) => parser.build_query_from_user_input_ast(paired),
+        Some(Paired { ast, long }) if long.is_empty() => {
+            parser.build_query_from_user_input_ast(ast)
+        }
+        Some(Paired { ast, long }) => match prefilter_long_phrases(parser, ast, long) {
+            Ok(Some(query)) => Ok(query),
+            Err(error) => Err(error),
+            // A mark tantivy's tree hides (inside a boost): the long
+            // phrases as they are.
+            Ok(None) => match tree().and_then(|ast| pair_phrases(ast, false)) {
+                Some(Paired { ast, .. }) => parser.build_query_from_user_input_ast(ast),
+                None => parser.parse_query(text),
+            },
+        },
         None => parser.parse_query(text),
     };
     built.map_err(|error| parser_error(text, error))
+}
+
+/// The start of the term (on the `id` field, whose analyzer keeps it as
+/// it is) that stands for a long phrase in the tree `pair_phrases` returns
+/// until `prefilter_long_phrases` puts the phrase and its pairs there.
+const PREFILTER_MARK: &str = "\u{0}verbatim-long-phrase-";
+
+/// A tree with two-word phrases on `text_pairs` and each longer phrase
+/// replaced by a mark (`PREFILTER_MARK` and its index in `long`).
+struct Paired {
+    ast: UserInputAst,
+    long: Vec<LongPhrase>,
+}
+
+/// A phrase of three terms or more: its leaf, and the leaves of its pairs
+/// of adjacent terms on `text_pairs`.
+struct LongPhrase {
+    phrase: UserInputAst,
+    pairs: Vec<UserInputAst>,
+}
+
+/// Builds `ast` and puts each long phrase where its mark is: the phrase
+/// query AND its pairs as `ConstScoreQuery`s of score 0 (they score
+/// nothing and ask for no statistics, so relevance cursors carry only the
+/// phrase's). `None` when a mark could not be reached (tantivy's
+/// `BoostQuery` does not show what it boosts).
+fn prefilter_long_phrases(
+    parser: &QueryParser,
+    ast: UserInputAst,
+    long: Vec<LongPhrase>,
+) -> Result<Option<Box<dyn Query>>, QueryParserError> {
+    let query = parser.build_query_from_user_input_ast(ast)?;
+    let mut replacements = Vec::with_capacity(long.len());
+    for LongPhrase { phrase, pairs } in long {
+        let mut clauses = vec![(Occur::Must, parser.build_query_from_user_input_ast(phrase)?)];
+        for pair in pairs {
+            let pair = parser.build_query_from_user_input_ast(pair)?;
+            let filter: Box<dyn Query> = Box::new(ConstScoreQuery::new(pair, 0.0));
+            clauses.push((Occur::Must, filter));
+        }
+        let prefiltered: Box<dyn Query> = Box::new(BooleanQuery::new(clauses));
+        replacements.push(Some(prefiltered));
+    }
+    let query = replace_marks(query, &mut replacements);
+    Ok(replacements.iter().all(Option::is_none).then_some(query))
+}
+
+/// `query` with each mark's term query replaced by its query in
+/// `replacements` (taken). Recursive over boolean clauses: `clause_depth`
+/// bounded the tree first.
+fn replace_marks(
+    query: Box<dyn Query>,
+    replacements: &mut [Option<Box<dyn Query>>],
+) -> Box<dyn Query> {
+    if let Some(term) = query.downcast_ref::<TermQuery>() {
+        let mark = term
+            .term()
+            .value()
+            .as_str()
+            .and_then(|value| value.strip_prefix(PREFILTER_MARK))
+            .and_then(|index| index.parse::<usize>().ok());
+        if let Some(replacement) = mark
+            .and_then(|i| replacements.get_mut(i))
+            .and_then(Option::take)
+        {
+            return replacement;
+        }
+        return query;
+    }
+    if let Some(boolean) = query.downcast_ref::<BooleanQuery>() {
+        let clauses = boolean
+            .clauses()
+            .iter()
+            .map(|(occur, clause)| (*occur, replace_marks(clause.box_clone(), replacements)))
+            .collect();
+        return Box::new(BooleanQuery::with_minimum_required_clauses(
+            clauses,
+            boolean.get_minimum_number_should_match(),
+        ));
+    }
+    query
 }
 
 /// `ast` with every two-word phrase of `text` (a literal, quoted or not
@@ -218,27 +314,30 @@ fn parse_checked(
 /// term: the same documents match (`AdjacentPairs` joins exactly the words
 /// a phrase query would find adjacent), found by one posting list instead
 /// of two intersected and their positions compared, and pruned by
-/// block-WAND when ranked alone. A longer phrase keeps its phrase query
-/// and gets its pairs of adjacent words as required clauses that score
-/// nothing (`Boost` 0): every document with the phrase holds them, so the
-/// same documents match with the same scores, and the phrase's positions
-/// are compared only where the pairs meet. `None` when no literal is such
-/// a phrase. Recursive: `clause_depth` bounded the tree first.
-fn pair_phrases(ast: UserInputAst) -> Option<UserInputAst> {
-    fn walk(
-        ast: UserInputAst,
-        analyzer: &mut Option<TextAnalyzer>,
-        paired: &mut bool,
-    ) -> UserInputAst {
+/// block-WAND when ranked alone. With `long_phrases`, a longer phrase
+/// becomes a mark that `prefilter_long_phrases` replaces with the phrase
+/// query AND its pairs of adjacent words, scoring nothing: every document
+/// with the phrase holds them, so the same documents match with the
+/// phrase's own score, and its positions are compared only where the
+/// pairs meet. `None` when no literal is such a phrase. Recursive:
+/// `clause_depth` bounded the tree first.
+fn pair_phrases(ast: UserInputAst, long_phrases: bool) -> Option<Paired> {
+    struct Walk {
+        analyzer: Option<TextAnalyzer>,
+        paired: bool,
+        long_phrases: bool,
+        long: Vec<LongPhrase>,
+    }
+    fn walk(ast: UserInputAst, state: &mut Walk) -> UserInputAst {
         match ast {
             UserInputAst::Clause(children) => UserInputAst::Clause(
                 children
                     .into_iter()
-                    .map(|(occur, child)| (occur, walk(child, analyzer, paired)))
+                    .map(|(occur, child)| (occur, walk(child, state)))
                     .collect(),
             ),
             UserInputAst::Boost(inner, boost) => {
-                UserInputAst::Boost(Box::new(walk(*inner, analyzer, paired)), boost)
+                UserInputAst::Boost(Box::new(walk(*inner, state)), boost)
             }
             UserInputAst::Leaf(mut leaf) => {
                 let UserInputLeaf::Literal(literal) = leaf.as_mut() else {
@@ -251,47 +350,57 @@ fn pair_phrases(ast: UserInputAst) -> Option<UserInputAst> {
                 if !on_text || literal.slop != 0 || literal.prefix {
                     return UserInputAst::Leaf(leaf);
                 }
-                let analyzer = analyzer.get_or_insert_with(schema::text_analyzer);
+                let analyzer = state.analyzer.get_or_insert_with(schema::text_analyzer);
                 match phrase_pairs(analyzer, &literal.phrase) {
                     PhrasePairs::None => UserInputAst::Leaf(leaf),
                     PhrasePairs::One => {
                         literal.field_name = Some(field::TEXT_PAIRS.to_string());
-                        *paired = true;
+                        state.paired = true;
                         UserInputAst::Leaf(leaf)
                     }
+                    PhrasePairs::Within(_) if !state.long_phrases => UserInputAst::Leaf(leaf),
                     PhrasePairs::Within(spans) => {
-                        *paired = true;
-                        let pair = |span: &str| {
+                        state.paired = true;
+                        let literal_leaf = |field_name: &str, phrase: String| {
                             UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(UserInputLiteral {
-                                field_name: Some(field::TEXT_PAIRS.to_string()),
-                                phrase: span.to_string(),
+                                field_name: Some(field_name.to_string()),
+                                phrase,
                                 delimiter: Delimiter::DoubleQuotes,
                                 slop: 0,
                                 prefix: false,
                             })))
                         };
-                        let prefilter = spans.iter().map(|&(from, to)| {
-                            let clause = UserInputAst::Boost(
-                                Box::new(pair(&literal.phrase[from..to])),
-                                0.0.into(),
-                            );
-                            (Some(query_grammar::Occur::Must), clause)
+                        let pairs = spans
+                            .iter()
+                            .map(|&(from, to)| {
+                                literal_leaf(
+                                    field::TEXT_PAIRS,
+                                    literal.phrase[from..to].to_string(),
+                                )
+                            })
+                            .collect();
+                        let mark = format!("{PREFILTER_MARK}{}", state.long.len());
+                        state.long.push(LongPhrase {
+                            phrase: UserInputAst::Leaf(leaf),
+                            pairs,
                         });
-                        let mut clauses = Vec::with_capacity(spans.len() + 1);
-                        clauses.extend(prefilter);
-                        clauses.insert(
-                            0,
-                            (Some(query_grammar::Occur::Must), UserInputAst::Leaf(leaf)),
-                        );
-                        UserInputAst::Clause(clauses)
+                        literal_leaf(field::ID, mark)
                     }
                 }
             }
         }
     }
-    let mut paired = false;
-    let ast = walk(ast, &mut None, &mut paired);
-    paired.then_some(ast)
+    let mut state = Walk {
+        analyzer: None,
+        paired: false,
+        long_phrases,
+        long: Vec::new(),
+    };
+    let ast = walk(ast, &mut state);
+    state.paired.then_some(Paired {
+        ast,
+        long: state.long,
+    })
 }
 
 /// Pairs of adjacent words a longer phrase's documents must hold, at most
@@ -1073,13 +1182,58 @@ mod tests {
             assert_eq!(found, pairs, "{text}");
             assert!(text_terms, "{text}: the phrase itself stays");
         }
+        // Not paired: a dropped word between, slop, a boost around the
+        // phrase (tantivy's boost hides the mark: the phrase as it is),
+        // a text that spells the mark.
         for text in [
             format!("\"late {long} refund\""),
             "\"very late refund\"~2".into(),
+            "\"very late refund\"^2".into(),
+            format!("\"very late refund\" OR id:\"{PREFILTER_MARK}0\""),
         ] {
             let query = parse_user_query(&parser, &text, true).unwrap();
-            let (found, _) = pair_terms(&*query);
-            assert!(found.is_empty(), "{text}: {found:?}");
+            let (found, text_terms) = pair_terms(&*query);
+            assert!(found.is_empty() && text_terms, "{text}: {found:?}");
+        }
+    }
+
+    /// A long phrase's pairs score nothing and ask for no statistics: a
+    /// relevance cursor carries what the phrase alone asks for.
+    #[test]
+    fn long_phrases_ask_for_no_more_statistics() {
+        let (index, fields, writer) = crate::index::test_index();
+        crate::index::add_test_item(
+            &writer,
+            &fields,
+            1,
+            crate::domain::FeedbackDraft {
+                id: "s-1".into(),
+                text: "the refund was very late refund".into(),
+                ..Default::default()
+            },
+            crate::domain::AnalysisState::Pending,
+        );
+        let mut writer = writer;
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let parser = parser();
+        let asked = |query: &dyn Query| {
+            let stats = crate::index::cursor::FrozenStats::new(&searcher, None);
+            let scoring =
+                tantivy::query::EnableScoring::enabled_from_statistics_provider(&stats, &searcher);
+            query.weight(scoring).unwrap();
+            stats.finish().unwrap().len()
+        };
+        for text in [
+            "\"was very late refund\"",
+            "(\"the refund was\" OR app) AND \"very late refund\"",
+        ] {
+            let ours = parse_user_query(&parser, text, true).unwrap();
+            let (found, _) = pair_terms(&*ours);
+            assert!(!found.is_empty(), "{text}");
+            let theirs = parse_user_query(&parser, text, false).unwrap();
+            assert!(asked(&*ours) > 0);
+            assert_eq!(asked(&*ours), asked(&*theirs), "{text}");
         }
     }
 

@@ -664,19 +664,27 @@ impl Vectors {
                 }
                 State::Ready(Some(index)) => index.clone(),
                 State::Ready(slot @ None) => {
-                    // The first embedding gives the dimensions.
-                    let first = changes
+                    // The first embedding gives the dimensions (read a
+                    // few at a time: a backlog's round holds up to
+                    // 100,000 changes).
+                    let analysed = changes
                         .iter()
                         .filter(|c| matches!(c.version, Some((_, true))))
                         .map(|c| c.id.clone())
                         .collect::<Vec<_>>();
-                    let dimensions = store
-                        .embeddings(&first)
-                        .map_err(|e| VectorError(format!("reading embeddings: {e}")))?
-                        .into_iter()
-                        .flatten()
-                        .map(|v| v.len())
-                        .next();
+                    let mut dimensions = None;
+                    for part in analysed.chunks(64) {
+                        dimensions = store
+                            .embeddings(part)
+                            .map_err(|e| VectorError(format!("reading embeddings: {e}")))?
+                            .into_iter()
+                            .flatten()
+                            .map(|v| v.len())
+                            .next();
+                        if dimensions.is_some() {
+                            break;
+                        }
+                    }
                     let Some(dimensions) = dimensions else {
                         return Ok(());
                     };
