@@ -107,9 +107,13 @@ pub struct Cursor {
     pub stats: Vec<u64>,
 }
 
-/// At most this many statistics in a cursor (a query has at most 32
-/// clauses; each term asks for 3 values).
-pub const MAX_CURSOR_STATS: usize = 256;
+/// At most this many statistics in a cursor. A term asks for 3 values, a
+/// phrase for one per word and 2 more; `MAX_QUERY_BYTES` bounds the words
+/// (one-letter words: 513) and `MAX_QUERY_CLAUSES` the phrases, so no
+/// query within the limits asks for more than ~600 (unit test
+/// `the_longest_queries_fit_a_cursor`; 256 refused a valid query of one
+/// long phrase as a stale cursor on its first page).
+pub const MAX_CURSOR_STATS: usize = 1024;
 
 /// Identifies the query, filter and sort a cursor belongs to.
 pub fn fingerprint(query: &SearchQuery) -> u64 {

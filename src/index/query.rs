@@ -1237,6 +1237,67 @@ mod tests {
         }
     }
 
+    /// Every query within the limits fits a relevance cursor's
+    /// statistics: a phrase asks for one value per word and two more, a
+    /// term for three, and the byte limit bounds the words.
+    #[test]
+    fn the_longest_queries_fit_a_cursor() {
+        let (index, fields, writer) = crate::index::test_index();
+        crate::index::add_test_item(
+            &writer,
+            &fields,
+            1,
+            crate::domain::FeedbackDraft {
+                id: "s-1".into(),
+                text: "a b c d e f g h".into(),
+                ..Default::default()
+            },
+            crate::domain::AnalysisState::Pending,
+        );
+        let mut writer = writer;
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let parser = parser();
+        let letters = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"];
+        let words = |n: usize| -> String {
+            (0..n)
+                .map(|i| letters[i % letters.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        // One phrase of one-letter words filling the byte limit; 32
+        // phrases; 32 terms of which two-word phrases.
+        let one = format!("\"{}\"", words((MAX_QUERY_BYTES - 2 + 1) / 2));
+        let each = (MAX_QUERY_BYTES / MAX_QUERY_CLAUSES - 3 + 1) / 2;
+        let many = vec![format!("\"{}\"", words(each)); MAX_QUERY_CLAUSES].join(" ");
+        let pairs = vec!["\"a b\""; MAX_QUERY_CLAUSES].join(" ");
+        for text in [one, many, pairs] {
+            assert!(text.len() <= MAX_QUERY_BYTES, "{}", text.len());
+            for phrase_pairs in [true, false] {
+                let query = parse_user_query(&parser, &text, phrase_pairs).unwrap();
+                let stats = crate::index::cursor::FrozenStats::new(&searcher, None);
+                let scoring = tantivy::query::EnableScoring::enabled_from_statistics_provider(
+                    &stats, &searcher,
+                );
+                query.weight(scoring).unwrap();
+                let asked = stats.finish();
+                assert!(
+                    asked.is_ok(),
+                    "{} bytes, pairs {phrase_pairs}: {asked:?}",
+                    text.len()
+                );
+                // And the page after replays them.
+                let replay =
+                    crate::index::cursor::FrozenStats::new(&searcher, Some(asked.unwrap()));
+                let scoring = tantivy::query::EnableScoring::enabled_from_statistics_provider(
+                    &replay, &searcher,
+                );
+                query.weight(scoring).unwrap();
+                assert!(replay.finish().is_ok());
+            }
+        }
+    }
+
     #[test]
     fn reports_the_position_of_a_syntax_error() {
         let parser = parser();
