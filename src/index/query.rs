@@ -1197,33 +1197,45 @@ mod tests {
         }
     }
 
-    /// A long phrase's pairs score nothing and ask for no statistics: a
-    /// relevance cursor carries what the phrase alone asks for.
-    #[test]
-    fn long_phrases_ask_for_no_more_statistics() {
-        let (index, fields, writer) = crate::index::test_index();
+    /// A searcher over one item of `text`.
+    fn one_item_searcher(text: &str) -> tantivy::Searcher {
+        let (index, fields, mut writer) = crate::index::test_index();
         crate::index::add_test_item(
             &writer,
             &fields,
             1,
             crate::domain::FeedbackDraft {
                 id: "s-1".into(),
-                text: "the refund was very late refund".into(),
+                text: text.into(),
                 ..Default::default()
             },
             crate::domain::AnalysisState::Pending,
         );
-        let mut writer = writer;
         writer.commit().unwrap();
-        let searcher = index.reader().unwrap().searcher();
+        index.reader().unwrap().searcher()
+    }
+
+    /// The BM25 statistics `query` asks a relevance page for (recorded, or
+    /// replayed from `replay`), as a cursor would carry them.
+    fn asked_stats(
+        searcher: &tantivy::Searcher,
+        query: &dyn Query,
+        replay: Option<Vec<u64>>,
+    ) -> Result<Vec<u64>, IndexError> {
+        let stats = crate::index::cursor::FrozenStats::new(searcher, replay);
+        let scoring =
+            tantivy::query::EnableScoring::enabled_from_statistics_provider(&stats, searcher);
+        query.weight(scoring).unwrap();
+        stats.finish()
+    }
+
+    /// A long phrase's pairs score nothing and ask for no statistics: a
+    /// relevance cursor carries what the phrase alone asks for.
+    #[test]
+    fn long_phrases_ask_for_no_more_statistics() {
+        let searcher = one_item_searcher("the refund was very late refund");
         let parser = parser();
-        let asked = |query: &dyn Query| {
-            let stats = crate::index::cursor::FrozenStats::new(&searcher, None);
-            let scoring =
-                tantivy::query::EnableScoring::enabled_from_statistics_provider(&stats, &searcher);
-            query.weight(scoring).unwrap();
-            stats.finish().unwrap().len()
-        };
+        let asked = |query: &dyn Query| asked_stats(&searcher, query, None).unwrap().len();
         for text in [
             "\"was very late refund\"",
             "(\"the refund was\" OR app) AND \"very late refund\"",
@@ -1242,21 +1254,7 @@ mod tests {
     /// term for three, and the byte limit bounds the words.
     #[test]
     fn the_longest_queries_fit_a_cursor() {
-        let (index, fields, writer) = crate::index::test_index();
-        crate::index::add_test_item(
-            &writer,
-            &fields,
-            1,
-            crate::domain::FeedbackDraft {
-                id: "s-1".into(),
-                text: "a b c d e f g h".into(),
-                ..Default::default()
-            },
-            crate::domain::AnalysisState::Pending,
-        );
-        let mut writer = writer;
-        writer.commit().unwrap();
-        let searcher = index.reader().unwrap().searcher();
+        let searcher = one_item_searcher("a b c d e f g h");
         let parser = parser();
         let letters = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"];
         let words = |n: usize| -> String {
@@ -1275,25 +1273,14 @@ mod tests {
             assert!(text.len() <= MAX_QUERY_BYTES, "{}", text.len());
             for phrase_pairs in [true, false] {
                 let query = parse_user_query(&parser, &text, phrase_pairs).unwrap();
-                let stats = crate::index::cursor::FrozenStats::new(&searcher, None);
-                let scoring = tantivy::query::EnableScoring::enabled_from_statistics_provider(
-                    &stats, &searcher,
-                );
-                query.weight(scoring).unwrap();
-                let asked = stats.finish();
+                let asked = asked_stats(&searcher, &*query, None);
                 assert!(
                     asked.is_ok(),
                     "{} bytes, pairs {phrase_pairs}: {asked:?}",
                     text.len()
                 );
                 // And the page after replays them.
-                let replay =
-                    crate::index::cursor::FrozenStats::new(&searcher, Some(asked.unwrap()));
-                let scoring = tantivy::query::EnableScoring::enabled_from_statistics_provider(
-                    &replay, &searcher,
-                );
-                query.weight(scoring).unwrap();
-                assert!(replay.finish().is_ok());
+                assert!(asked_stats(&searcher, &*query, Some(asked.unwrap())).is_ok());
             }
         }
     }
