@@ -1250,6 +1250,10 @@ mod tests {
                         }
                         after = fruit.top.last().map(|(key, _)| *key);
                         seen.extend(fruit.top);
+                        if seen.len() > all.top.len() {
+                            // Pages that repeat hits: fails below.
+                            break;
+                        }
                     }
                     let first_difference = seen
                         .iter()

@@ -48,6 +48,11 @@ pub(super) fn rebuild(
 /// are in memory until the writer has them).
 pub(super) const MAX_CHANGES_PER_READ: usize = 10_000;
 
+/// Stored item bytes read at a time: a read stops at whichever of this or
+/// `MAX_CHANGES_PER_READ` comes first (10,000 items of the longest text
+/// and their analysis would otherwise be ~0.5 GB in memory at once).
+pub(super) const MAX_BYTES_PER_READ: usize = 16 << 20;
+
 /// Change-log entries applied per commit at most.
 const MAX_CHANGES_PER_COMMIT: usize = 100_000;
 
@@ -128,7 +133,9 @@ impl Indexer {
         let mut versions = Vec::new();
         let mut stored_at = Vec::new();
         let batch = loop {
-            let batch = self.store.changes_after(from, MAX_CHANGES_PER_READ)?;
+            let batch = self
+                .store
+                .changes_after(from, MAX_CHANGES_PER_READ, MAX_BYTES_PER_READ)?;
             if batch.changes.is_empty() {
                 break batch;
             }

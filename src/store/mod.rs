@@ -539,29 +539,45 @@ impl Store {
 
     /// Up to `max` change-log entries after `after_seq`, with the items'
     /// current versions, read in one snapshot together with that snapshot's
-    /// item count and last seq (blocking).
-    pub fn changes_after(&self, after_seq: u64, max: usize) -> Result<ChangeBatch, StoreError> {
+    /// item count and last seq (blocking). The read also stops once the
+    /// items read hold `max_bytes` of stored bytes (at least one entry is
+    /// read), so large items do not fill memory `max` at a time.
+    pub fn changes_after(
+        &self,
+        after_seq: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<ChangeBatch, StoreError> {
         let txn = self.db.get()?.begin_read()?;
         let changes = txn.open_table(CHANGES)?;
         let items = txn.open_table(ITEMS)?;
         let mut out = Vec::new();
-        for entry in changes.range(after_seq.saturating_add(1)..)?.take(max) {
+        let mut bytes_read = 0usize;
+        let mut cut = false;
+        for entry in changes.range(after_seq.saturating_add(1)..)? {
+            if out.len() >= max || bytes_read >= max_bytes {
+                cut = true;
+                break;
+            }
             let (seq, id) = entry?;
             let id = FeedbackId::parse(id.value()).map_err(|reason| StoreError::Decode {
                 id: id.value().to_string(),
                 source: serde::de::Error::custom(reason),
             })?;
-            let current = items
-                .get(id.as_str())?
-                .map(|bytes| decode(id.as_str(), bytes.value()))
-                .transpose()?;
+            let current = match items.get(id.as_str())? {
+                Some(bytes) => {
+                    bytes_read += bytes.value().len();
+                    Some(decode(id.as_str(), bytes.value())?)
+                }
+                None => None,
+            };
             out.push(Change {
                 seq: seq.value(),
                 id,
                 current,
             });
         }
-        let complete = out.len() < max;
+        let complete = !cut;
         Ok(ChangeBatch {
             changes: out,
             snapshot_items: items.len()?,
@@ -894,6 +910,54 @@ mod tests {
             }
         };
         assert_eq!(store.last_removal_seq(), last);
+    }
+
+    /// A read of the change log stops at its byte budget as at its count,
+    /// says it was cut, and the next read goes on where it stopped; a read
+    /// that reaches the end says it is complete, also with exactly `max`.
+    #[tokio::test]
+    async fn change_reads_stop_at_their_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 4).unwrap();
+        let long = |id: &str| {
+            FeedbackDraft {
+                id: id.into(),
+                text: format!("{id} {}", "x".repeat(20_000)),
+                ..Default::default()
+            }
+            .validate(UnixMicros(0))
+            .unwrap()
+        };
+        let items: Vec<_> = (0..10).map(|i| long(&format!("item-{i}"))).collect();
+        store.upsert(items, QueueMode::Wait).await.unwrap();
+
+        // 50,000 bytes: the third item's 20,000+ bytes pass the budget.
+        let first = store.changes_after(0, 100, 50_000).unwrap();
+        assert_eq!(first.changes.len(), 3);
+        assert!(!first.complete, "cut by bytes");
+        assert_eq!(first.snapshot_items, 10);
+        // Less than one item: still one entry a read.
+        let one = store.changes_after(0, 100, 1).unwrap();
+        assert_eq!(one.changes.len(), 1);
+        assert!(!one.complete);
+        // Read on from the last entry until the end.
+        let mut from = first.changes.last().unwrap().seq;
+        let mut seen = 3;
+        loop {
+            let batch = store.changes_after(from, 100, 50_000).unwrap();
+            seen += batch.changes.len();
+            from = batch.changes.last().map_or(from, |c| c.seq);
+            if batch.complete {
+                break;
+            }
+            assert_eq!(batch.changes.len(), 3);
+        }
+        assert_eq!(seen, 10);
+        // By count alone: cut at 4, complete at exactly 10.
+        let counted = store.changes_after(0, 4, usize::MAX).unwrap();
+        assert_eq!((counted.changes.len(), counted.complete), (4, false));
+        let all = store.changes_after(0, 10, usize::MAX).unwrap();
+        assert_eq!((all.changes.len(), all.complete), (10, true));
     }
 
     /// A file whose next durable sync fails on cue, after the commit's
