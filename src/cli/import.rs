@@ -430,7 +430,7 @@ async fn stream(
                 Some(event) => tally.record(event, &progress),
                 None => events_open = false,
             },
-            ack = acks.message() => match ack.context("import stream failed")? {
+            ack = acks.message() => match ack.map_err(|status| stream_failed(status, &tally.state))? {
                 Some(ack) => {
                     tally.acknowledge(&ack)?;
                     state_file.save(&tally.state);
@@ -446,6 +446,27 @@ async fn stream(
     }
     progress.finish_and_clear();
     Ok(tally)
+}
+
+/// The server's status, with where the import stands: the rows
+/// acknowledged so far are stored, and `--resume` goes on after them.
+fn stream_failed(status: tonic::Status, state: &ImportState) -> anyhow::Error {
+    let busy = matches!(
+        status.code(),
+        tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+    );
+    let mut advice = format!(
+        "{} rows were acknowledged before it stopped ({} accepted, {} rejected); run the same command with --resume to go on after row {}",
+        state.rows_done, state.accepted, state.rejected, state.rows_done
+    );
+    if busy {
+        advice.push_str(" once the server has room (a smaller --batch-size holds less of it)");
+    }
+    anyhow::anyhow!(
+        "import stream failed ({:?}: {}). {advice}",
+        status.code(),
+        status.message()
+    )
 }
 
 /// Sending runs in its own task so that acks are read while a send waits

@@ -285,6 +285,60 @@ async fn an_oversized_row_is_rejected_by_number_and_the_rest_imported() {
     assert_eq!(stored_items(&server).await, 9);
 }
 
+/// A server out of request budget ends the import stream with
+/// RESOURCE_EXHAUSTED: the import says how far it got and that `--resume`
+/// goes on from there (it printed the status alone), and `--resume` does.
+#[tokio::test]
+async fn an_import_refused_for_room_says_where_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.jsonl");
+    let text = "the delivery was late again and nobody answered ".repeat(600); // ~29 KB
+    let lines: String = (1..=800)
+        .map(|i| format!("{{\"id\":\"long-{i}\",\"text\":\"{i} {text}\"}}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let args = |addr: &str, resume: bool| {
+        let mut args = vec![
+            "import".to_string(),
+            file.to_str().unwrap().to_string(),
+            "--server".into(),
+            addr.to_string(),
+            "--batch-size".into(),
+            "80".into(),
+        ];
+        if resume {
+            args.push("--resume".into());
+        }
+        args
+    };
+    // 17 MiB in flight (the least allowed): a stream keeps its last 8
+    // messages counted, so the eighth message of ~2.3 MB is refused.
+    let tight = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
+    let first = args(&tight.addr.to_string(), false);
+    let (code, _, stderr) = run_code(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("ResourceExhausted"), "{stderr}");
+    assert!(
+        stderr.contains("run the same command with --resume to go on after row"),
+        "{stderr}"
+    );
+    let acknowledged: u64 = stderr
+        .split(" rows were acknowledged")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {stderr}"));
+    assert!(acknowledged < 800, "{stderr}");
+    assert!(stored_items(&tight).await >= acknowledged);
+    // With room, --resume sends the rest only.
+    let roomy = TestServer::spawn().await;
+    let resumed = args(&roomy.addr.to_string(), true);
+    let (code, stdout, stderr) = run_code(&resumed.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("800 rows"), "{stdout}");
+    assert_eq!(stored_items(&roomy).await, 800 - acknowledged);
+}
+
 /// Defect 10: a `--map` column missing from the CSV header went unnoticed:
 /// every row was rejected and the import exited 0.
 #[tokio::test]
