@@ -50,7 +50,8 @@ pub(super) const MAX_CHANGES_PER_READ: usize = 10_000;
 
 /// Stored item bytes read at a time: a read stops at whichever of this or
 /// `MAX_CHANGES_PER_READ` comes first (10,000 items of the longest text
-/// and their analysis would otherwise be ~0.5 GB in memory at once).
+/// would otherwise be ~0.3 GB encoded, and as much again decoded, in
+/// memory at once).
 pub(super) const MAX_BYTES_PER_READ: usize = 16 << 20;
 
 /// Change-log entries applied per commit at most.
