@@ -52,7 +52,7 @@ pub(super) const MAX_CHANGES_PER_READ: usize = 10_000;
 /// `MAX_CHANGES_PER_READ` comes first (10,000 items of the longest text
 /// would otherwise be ~0.3 GB encoded, and as much again decoded, in
 /// memory at once).
-pub(super) const MAX_BYTES_PER_READ: usize = 16 << 20;
+const MAX_BYTES_PER_READ: usize = 16 << 20;
 
 /// Change-log entries applied per commit at most.
 const MAX_CHANGES_PER_COMMIT: usize = 100_000;

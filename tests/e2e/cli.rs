@@ -297,25 +297,12 @@ async fn an_import_refused_for_room_says_where_to_resume() {
         .map(|i| format!("{{\"id\":\"long-{i}\",\"text\":\"{i} {text}\"}}\n"))
         .collect();
     std::fs::write(&file, lines).unwrap();
-    let args = |addr: &str, resume: bool| {
-        let mut args = vec![
-            "import".to_string(),
-            file.to_str().unwrap().to_string(),
-            "--server".into(),
-            addr.to_string(),
-            "--batch-size".into(),
-            "80".into(),
-        ];
-        if resume {
-            args.push("--resume".into());
-        }
-        args
-    };
+    let path = file.to_str().unwrap();
     // 17 MiB in flight (the least allowed): a stream keeps its last 8
     // messages counted, so the eighth message of ~2.3 MB is refused.
     let tight = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
-    let first = args(&tight.addr.to_string(), false);
-    let (code, _, stderr) = run_code(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = tight.addr.to_string();
+    let (code, _, stderr) = run_code(&["import", path, "--server", &addr, "--batch-size", "80"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("ResourceExhausted"), "{stderr}");
     assert!(
@@ -332,8 +319,16 @@ async fn an_import_refused_for_room_says_where_to_resume() {
     assert!(stored_items(&tight).await >= acknowledged);
     // With room, --resume sends the rest only.
     let roomy = TestServer::spawn().await;
-    let resumed = args(&roomy.addr.to_string(), true);
-    let (code, stdout, stderr) = run_code(&resumed.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = roomy.addr.to_string();
+    let (code, stdout, stderr) = run_code(&[
+        "import",
+        path,
+        "--server",
+        &addr,
+        "--batch-size",
+        "80",
+        "--resume",
+    ]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("800 rows"), "{stdout}");
     assert_eq!(stored_items(&roomy).await, 800 - acknowledged);
