@@ -101,6 +101,14 @@ pub struct ImportArgs {
     /// Skip the rows an earlier, interrupted run of the same file had acknowledged.
     #[arg(long)]
     pub resume: bool,
+    /// When the server ends the stream as busy or unavailable
+    /// (RESOURCE_EXHAUSTED, UNAVAILABLE: its request budget is full, it is
+    /// restarting), reopen it after a pause that doubles from 1 s up to 30 s
+    /// and go on after the last acknowledged row, up to this many times in a
+    /// row (the count starts again once a message is acknowledged). 0: stop
+    /// at once and say where --resume goes on.
+    #[arg(long, default_value_t = 8)]
+    pub retries: u32,
     /// Print every rejected row (default: the first 20).
     #[arg(long)]
     pub all_rejections: bool,
@@ -333,30 +341,86 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let format = args.format.unwrap_or_else(|| FileFormat::of(&args.file));
     let mappings: BTreeMap<String, String> = args.mappings.iter().cloned().collect();
     let encoding = encoding::choose(&args.file, args.encoding)?;
-    let input = open_input(&args.file, format, encoding, &mappings)?;
+    let mut input = Some(open_input(&args.file, format, encoding, &mappings)?);
     let mut state_file = StateFile::new(&args.file);
     let state = start_state(&args, format, &state_file, file_bytes)?;
-    let (produced_tx, produced_rx) = mpsc::channel::<Produced>(4);
-    let sink = RowSink {
-        skip_rows: state.rows_done,
-        file_identity: file_identity(&args.file, file_bytes)?,
-        mappings,
-        tag_separator: args.tag_separator.clone(),
-        batcher: Batcher::new(produced_tx, args.batch_size as usize),
-    };
-    let client = crate::cli::connect(&args.server).await?;
-    let reader = {
-        let file = args.file.clone();
-        std::thread::spawn(move || produce(&file, input, sink))
-    };
-    let tally = Tally {
+    let identity = file_identity(&args.file, file_bytes)?;
+    let mut client = crate::cli::connect(&args.server).await?;
+    let progress = indicatif::ProgressBar::new(file_bytes);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}",
+        )
+        .expect("valid template"),
+    );
+    let mut tally = Tally {
         state,
         ..Tally::default()
     };
-    let mut tally = stream(client, produced_rx, tally, &mut state_file, file_bytes).await?;
-    reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the file reader panicked"))??;
+    // Failed streams since the last acknowledged message.
+    let mut failures = 0;
+    loop {
+        // A pass over the file, after the last acknowledged row.
+        let input = match input.take() {
+            Some(input) => input,
+            None => open_input(&args.file, format, encoding, &mappings)?,
+        };
+        let (produced_tx, produced_rx) = mpsc::channel::<Produced>(4);
+        let sink = RowSink {
+            skip_rows: tally.state.rows_done,
+            file_identity: identity.clone(),
+            mappings: mappings.clone(),
+            tag_separator: args.tag_separator.clone(),
+            batcher: Batcher::new(produced_tx, args.batch_size as usize),
+        };
+        let reader = {
+            let file = args.file.clone();
+            std::thread::spawn(move || produce(&file, input, sink))
+        };
+        let rows_done = tally.state.rows_done;
+        let streamed = stream(
+            &mut client,
+            produced_rx,
+            &mut tally,
+            &mut state_file,
+            &progress,
+        )
+        .await;
+        // The reader stops at the end of the file or once nobody listens.
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the file reader panicked"))?;
+        let status = match streamed {
+            Ok(()) => {
+                read?;
+                break;
+            }
+            Err(Stopped::Other(error)) => return Err(error),
+            Err(Stopped::Status(status)) => status,
+        };
+        if tally.state.rows_done > rows_done {
+            failures = 0;
+        }
+        if !retryable(&status) || failures >= args.retries {
+            progress.finish_and_clear();
+            return Err(stream_failed(status, &tally.state, failures));
+        }
+        failures += 1;
+        let pause = retry_pause(failures);
+        progress.suspend(|| {
+            eprintln!(
+                "import stream failed ({:?}: {}) with {} rows acknowledged; retrying in {:.1} s ({failures} of {})",
+                status.code(),
+                status.message(),
+                tally.state.rows_done,
+                pause.as_secs_f64(),
+                args.retries
+            )
+        });
+        tokio::time::sleep(pause).await;
+        tally.rewind();
+    }
+    progress.finish_and_clear();
     tally.finish()?;
     state_file.remove();
     print_summary(&args, format, &mut tally);
@@ -365,6 +429,31 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         _ if args.allow_rejections => Ok(()),
         rejected => Err(RowsRejected(rejected).into()),
     }
+}
+
+/// Statuses that say "later": the server is busy or not there right now,
+/// or the connection under the stream broke (a server killed mid-stream
+/// leaves an UNKNOWN status that the client's transport made, with the
+/// transport's error as its source; a status the server sent has none).
+fn retryable(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::ResourceExhausted | tonic::Code::Unavailable => true,
+        tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
+}
+
+/// The pause before the `failures`th retry in a row: 1 s doubling up to
+/// 30 s, each taken at random from its upper half so that importers refused
+/// together do not come back together.
+fn retry_pause(failures: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let ceiling = 1000u64 << failures.clamp(1, 6).saturating_sub(1);
+    let ceiling = ceiling.min(30_000);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    std::time::Duration::from_millis(ceiling / 2 + random % (ceiling / 2 + 1))
 }
 
 /// A fresh state, or with --resume what an interrupted run saved.
@@ -396,74 +485,85 @@ fn start_state(
     Ok(saved)
 }
 
+/// How a pass over the file stopped short.
+enum Stopped {
+    /// The server refused or ended the stream.
+    Status(tonic::Status),
+    Other(anyhow::Error),
+}
+
 /// Sends the reader's batches through IngestStream and counts the acks
 /// until the server ends the stream.
 async fn stream(
-    mut client: crate::cli::Client,
+    client: &mut crate::cli::Client,
     produced: mpsc::Receiver<Produced>,
-    mut tally: Tally,
+    tally: &mut Tally,
     state_file: &mut StateFile,
-    file_bytes: u64,
-) -> anyhow::Result<Tally> {
-    let progress = indicatif::ProgressBar::new(file_bytes);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}",
-        )
-        .expect("valid template"),
-    );
+    progress: &indicatif::ProgressBar,
+) -> Result<(), Stopped> {
     let (requests_tx, requests_rx) = mpsc::channel::<pb::IngestRequest>(2);
     let mut acks = client
         .ingest_stream(ReceiverStream::new(requests_rx))
         .await
-        .context("the server refused the import stream")?
+        .map_err(Stopped::Status)?
         .into_inner();
     let (events_tx, mut events) = mpsc::unbounded_channel::<Produced>();
     let forwarder = tokio::spawn(forward(produced, events_tx, requests_tx));
     let mut events_open = true;
-    loop {
+    let ended = loop {
         tokio::select! {
             // Events first: a batch's event is queued before its request is
             // sent, so it is always read before the batch's ack.
             biased;
             event = events.recv(), if events_open => match event {
-                Some(event) => tally.record(event, &progress),
+                Some(event) => tally.record(event, progress),
                 None => events_open = false,
             },
-            ack = acks.message() => match ack.map_err(|status| stream_failed(status, &tally.state))? {
-                Some(ack) => {
-                    tally.acknowledge(&ack)?;
+            ack = acks.message() => match ack {
+                Ok(Some(ack)) => {
+                    if let Err(error) = tally.acknowledge(&ack) {
+                        break Err(Stopped::Other(error));
+                    }
                     state_file.save(&tally.state);
                     progress.set_message(tally.counts());
                 }
-                None => break,
+                Ok(None) => break Ok(()),
+                Err(status) => break Err(Stopped::Status(status)),
             },
         }
+    };
+    if ended.is_err() {
+        // Dropping the forwarder's receiver stops the reader.
+        forwarder.abort();
+        let _ = forwarder.await;
+        return ended;
     }
-    forwarder.await.context("the import sender failed")?;
+    forwarder
+        .await
+        .context("the import sender failed")
+        .map_err(Stopped::Other)?;
     while let Some(event) = events.recv().await {
-        tally.record(event, &progress);
+        tally.record(event, progress);
     }
-    progress.finish_and_clear();
-    Ok(tally)
+    Ok(())
 }
 
 /// The server's status, with where the import stands: the rows
 /// acknowledged so far are stored, and `--resume` goes on after them.
-fn stream_failed(status: tonic::Status, state: &ImportState) -> anyhow::Error {
-    let busy = matches!(
-        status.code(),
-        tonic::Code::ResourceExhausted | tonic::Code::Unavailable
-    );
+fn stream_failed(status: tonic::Status, state: &ImportState, retries: u32) -> anyhow::Error {
     let mut advice = format!(
         "{} rows were acknowledged before it stopped ({} accepted, {} rejected); run the same command with --resume to go on after row {}",
         state.rows_done, state.accepted, state.rejected, state.rows_done
     );
-    if busy {
+    if retryable(&status) {
         advice.push_str(" once the server has room (a smaller --batch-size holds less of it)");
     }
+    let retried = match retries {
+        0 => String::new(),
+        n => format!(" after {n} retries"),
+    };
     anyhow::anyhow!(
-        "import stream failed ({:?}: {}). {advice}",
+        "import stream failed{retried} ({:?}: {}). {advice}",
         status.code(),
         status.message()
     )
@@ -559,6 +659,16 @@ impl Tally {
             self.state.accepted,
             self.state.rejected + self.client_rejected.len() as u64
         )
+    }
+
+    /// Before a new stream reads the file again after `state.rows_done`:
+    /// what was read past it and not acknowledged is forgotten (it comes again).
+    fn rewind(&mut self) {
+        let done = self.state.rows_done;
+        self.pending.clear();
+        self.client_rejected.clear();
+        self.rejections.retain(|(at, _)| at.row <= done);
+        self.last_row = 0;
     }
 
     /// Once the stream ended and the reader finished: every row read is done.
@@ -1097,6 +1207,115 @@ mod tests {
 
     fn row(json: &str) -> Row {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn retry_pauses_double_up_to_thirty_seconds_from_their_upper_half() {
+        let ceilings = [1, 2, 4, 8, 16, 30, 30, 30, 30];
+        for (failures, ceiling) in (1..).zip(ceilings) {
+            let ceiling = std::time::Duration::from_secs(ceiling);
+            for _ in 0..50 {
+                let pause = retry_pause(failures);
+                assert!(
+                    pause >= ceiling / 2 && pause <= ceiling,
+                    "{failures}: {pause:?}"
+                );
+            }
+        }
+        let pauses: std::collections::HashSet<_> = (0..50).map(|_| retry_pause(3)).collect();
+        assert!(pauses.len() > 1, "no jitter: {pauses:?}");
+    }
+
+    #[test]
+    fn only_transport_failures_and_busy_statuses_are_retried() {
+        assert!(retryable(&tonic::Status::resource_exhausted("full")));
+        assert!(retryable(&tonic::Status::unavailable("restarting")));
+        // An UNKNOWN the server sent has no source: not retried.
+        assert!(!retryable(&tonic::Status::unknown("a server's bug")));
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert_eq!(broken.code(), tonic::Code::Unknown);
+        assert!(retryable(&broken));
+        assert!(!retryable(&tonic::Status::invalid_argument("bad")));
+        assert!(!retryable(&tonic::Status::unauthenticated("no key")));
+    }
+
+    /// After a failed stream the file is read again past the last
+    /// acknowledged row: what was counted past it must not count twice.
+    #[test]
+    fn a_rewind_forgets_what_was_not_acknowledged() {
+        let at = |row| RowAt { row, line: row };
+        let mut tally = Tally::default();
+        let progress = indicatif::ProgressBar::hidden();
+        for (rows, last_row) in [(vec![at(1), at(2)], 3), (vec![at(4), at(5)], 6)] {
+            tally.record(
+                Produced::Batch(Batch {
+                    rows,
+                    last_row,
+                    ..Batch::default()
+                }),
+                &progress,
+            );
+        }
+        for row in [3, 6, 7] {
+            tally.record(
+                Produced::Unreadable {
+                    at: at(row),
+                    reason: "not JSON".into(),
+                },
+                &progress,
+            );
+        }
+        tally.record(Produced::Done { last_row: 7 }, &progress);
+        tally
+            .acknowledge(&pb::IngestAck {
+                accepted: 2,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!((tally.state.rows_done, tally.state.rejected), (3, 1));
+        tally.rewind();
+        assert!(tally.pending.is_empty() && tally.client_rejected.is_empty());
+        let kept: Vec<u64> = tally.rejections.iter().map(|(at, _)| at.row).collect();
+        assert_eq!(kept, [3]);
+        assert_eq!(tally.last_row, 0);
+        // The second pass reads rows 4-7 again and finishes.
+        tally.record(
+            Produced::Batch(Batch {
+                rows: vec![at(4), at(5)],
+                last_row: 6,
+                ..Batch::default()
+            }),
+            &progress,
+        );
+        for row in [6, 7] {
+            tally.record(
+                Produced::Unreadable {
+                    at: at(row),
+                    reason: "not JSON".into(),
+                },
+                &progress,
+            );
+        }
+        tally.record(Produced::Done { last_row: 7 }, &progress);
+        tally
+            .acknowledge(&pb::IngestAck {
+                accepted: 2,
+                ..Default::default()
+            })
+            .unwrap();
+        tally.finish().unwrap();
+        assert_eq!(
+            (
+                tally.state.rows_done,
+                tally.state.accepted,
+                tally.state.rejected
+            ),
+            (7, 4, 3)
+        );
+        assert_eq!(tally.rejections.len(), 3);
     }
 
     /// What the reader makes of `contents`: the batches, and the rows the

@@ -302,9 +302,19 @@ async fn an_import_refused_for_room_says_where_to_resume() {
     // messages counted, so the eighth message of ~2.3 MB is refused.
     let tight = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
     let addr = tight.addr.to_string();
-    let (code, _, stderr) = run_code(&["import", path, "--server", &addr, "--batch-size", "80"]);
+    let (code, _, stderr) = run_code(&[
+        "import",
+        path,
+        "--server",
+        &addr,
+        "--batch-size",
+        "80",
+        "--retries",
+        "0",
+    ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("ResourceExhausted"), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
     assert!(
         stderr.contains("run the same command with --resume to go on after row"),
         "{stderr}"
@@ -332,6 +342,97 @@ async fn an_import_refused_for_room_says_where_to_resume() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("800 rows"), "{stdout}");
     assert_eq!(stored_items(&roomy).await, 800 - acknowledged);
+}
+
+/// By default the import reopens a stream the server refused for room and
+/// goes on after the last acknowledged row: the same file and server as
+/// above, and every row is stored once.
+#[tokio::test]
+async fn an_import_refused_for_room_retries_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.jsonl");
+    let text = "the delivery was late again and nobody answered ".repeat(600); // ~29 KB
+    let lines: String = (1..=800)
+        .map(|i| format!("{{\"id\":\"long-{i}\",\"text\":\"{i} {text}\"}}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let tight = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
+    let addr = tight.addr.to_string();
+    let path = file.to_str().unwrap();
+    let (code, stdout, stderr) =
+        run_code(&["import", path, "--server", &addr, "--batch-size", "80"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("import stream failed (ResourceExhausted: ")
+            && stderr.contains("rows acknowledged; retrying in "),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("800 rows, 800 accepted, 0 rejected"),
+        "{stdout}"
+    );
+    assert_eq!(stored_items(&tight).await, 800);
+}
+
+/// A server killed (kill -9) in the middle of an import and started again
+/// on the same address: the import waits for it, resends what was not
+/// acknowledged, and every row ends up stored and searchable exactly once
+/// (rows without an id get the same derived id when they are sent again).
+#[tokio::test]
+async fn an_import_outlives_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("feed.jsonl");
+    let rows: u64 = 60_000;
+    let lines: String = (1..=rows)
+        .map(|i| format!("{{\"text\":\"row {i} the checkout page froze twice\"}}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let state = dir.path().join("feed.jsonl.import-state.json");
+    let mut server = TestServer::spawn().await;
+    let addr = server.addr.to_string();
+    let import = Command::new(BIN)
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--server",
+            &addr,
+            "--batch-size",
+            "100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed once the first message is acknowledged (the state file is
+    // written at each acknowledgement).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no message acknowledged within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill9();
+    server.restart_with(&["--listen", &addr]).await;
+    let output = tokio::task::spawn_blocking(move || import.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("; retrying in "), "{stderr}");
+    assert!(
+        stdout.contains(&format!("{rows} rows, {rows} accepted")),
+        "{stdout}"
+    );
+    assert_eq!(stored_items(&server).await, rows);
+    let mut client = server.client().await;
+    search_until(&mut client, search_request("checkout"), |r| {
+        r.total_hits == rows
+    })
+    .await;
 }
 
 /// Defect 10: a `--map` column missing from the CSV header went unnoticed:

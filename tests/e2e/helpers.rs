@@ -57,10 +57,14 @@ impl TestServer {
     }
 
     async fn start(data_dir: &Path, args: Vec<String>) -> TestServer {
+        // Port 0 (a free port) unless the test names one in `args`.
+        let listen = match args.iter().any(|a| a == "--listen") {
+            true => None,
+            false => Some("127.0.0.1:0"),
+        };
         let mut child = Command::new(BIN)
             .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+            .args(listen.iter().flat_map(|addr| ["--listen", addr]))
             .arg("--data-dir")
             .arg(data_dir)
             .args(&args)
