@@ -65,6 +65,16 @@ const MAX_CHANGES_PER_COMMIT: usize = 100_000;
 /// every few seconds while the backlog lasts.
 const BACKLOG_COMMIT_INTERVALS: u32 = 8;
 
+/// Changes applied between looks at the stop flag: a shutdown waits for
+/// at most this many more, then commits what the round applied.
+const CHANGES_BETWEEN_STOP_CHECKS: usize = 64;
+
+/// How long a stopping indexer waits for the merges in progress. A merge
+/// still running then is abandoned with the process (its files are never
+/// committed; the next start deletes them and merges again), so that a
+/// shutdown is not held for a merge of large segments.
+const MERGE_WAIT_AT_STOP: Duration = Duration::from_secs(5);
+
 /// What one round of the indexer applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Applied {
@@ -124,24 +134,34 @@ impl Indexer {
     /// Applies change-log entries and commits them: one read of up to
     /// `MAX_CHANGES_PER_READ`, or, while the log holds more, further reads
     /// until it is drained, `MAX_CHANGES_PER_COMMIT` changes are applied or
-    /// `BACKLOG_COMMIT_INTERVALS` refresh intervals have passed. Verifies
-    /// the result when the round reached the store's snapshot.
-    fn apply_changes(&mut self) -> Result<Applied, IndexError> {
+    /// `BACKLOG_COMMIT_INTERVALS` refresh intervals have passed. Once `stop`
+    /// is set the round ends within `CHANGES_BETWEEN_STOP_CHECKS` changes
+    /// and commits what it applied. Verifies the result when the round
+    /// reached the store's snapshot.
+    pub(super) fn apply_changes(&mut self, stop: &AtomicBool) -> Result<Applied, IndexError> {
         let started = Instant::now();
         let fields = self.shared.fields.clone();
         let mut from = self.applied;
         let mut applied = 0usize;
         let mut versions = Vec::new();
         let mut stored_at = Vec::new();
+        // Whether the round read the change log to its end (the snapshot).
+        let mut complete = false;
         let batch = loop {
             let batch = self
                 .store
                 .changes_after(from, MAX_CHANGES_PER_READ, MAX_BYTES_PER_READ)?;
             if batch.changes.is_empty() {
+                complete = batch.complete;
                 break batch;
             }
             let writer = self.writer()?;
-            for change in &batch.changes {
+            let mut stopped = false;
+            for (i, change) in batch.changes.iter().enumerate() {
+                if i % CHANGES_BETWEEN_STOP_CHECKS == 0 && stop.load(Ordering::Acquire) {
+                    stopped = true;
+                    break;
+                }
                 writer.delete_term(Term::from_field_text(fields.id, change.id.as_str()));
                 if let Some(current) = &change.current {
                     // An older change-log entry of an item that was written
@@ -159,17 +179,21 @@ impl Indexer {
                         .as_ref()
                         .map(|item| (item.seq, matches!(item.analysis, AnalysisState::Done(_)))),
                 });
+                applied += 1;
+                from = change.seq;
             }
-            applied += batch.changes.len();
-            from = batch.changes.last().map_or(from, |c| c.seq);
+            if stopped {
+                break batch;
+            }
             let budget = self.settings.refresh_interval * BACKLOG_COMMIT_INTERVALS;
             if batch.complete || applied >= MAX_CHANGES_PER_COMMIT || started.elapsed() >= budget {
+                complete = batch.complete;
                 break batch;
             }
         };
         let last = (from > self.applied).then_some(from);
         if let Some(last) = last {
-            let resume_at = if batch.complete {
+            let resume_at = if complete {
                 last
             } else {
                 committed_seq(&self.index)?
@@ -187,7 +211,7 @@ impl Indexer {
             self.shared.indexed_seq.store(last, Ordering::Release);
             tracing::debug!(changes = applied, last_seq = last, "index committed");
         }
-        if batch.complete {
+        if complete {
             if last.is_none() {
                 // Nothing committed now: the reader may predate a commit
                 // whose reload failed; once reloaded it shows `applied`.
@@ -225,7 +249,7 @@ impl Indexer {
         }
         Ok(Applied {
             last,
-            behind: !batch.complete,
+            behind: !complete,
         })
     }
 
@@ -306,7 +330,7 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
             if !stopping && !check_now && !behind && since < refresh {
                 std::thread::sleep(refresh - since);
             }
-            let result = match indexer.apply_changes() {
+            let result = match indexer.apply_changes(&stop) {
                 Err(IndexError::CountMismatch { docs, items }) => {
                     tracing::error!(
                         docs,
@@ -329,6 +353,11 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
                     failures = 0;
                     check_now = false;
                     behind = still_behind;
+                    if stop.load(Ordering::Acquire) {
+                        // What is left of the log is applied at the next
+                        // start: a shutdown is not held for a backlog.
+                        break;
+                    }
                     continue; // more may be waiting
                 }
                 Ok(Applied { last: None, .. }) => {
@@ -359,9 +388,41 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
         }
     }
     if let Some(writer) = indexer.writer.take() {
-        if let Err(error) = writer.wait_merging_threads() {
-            tracing::warn!(%error, "index merge threads ended with an error");
-        }
+        finish_merges(writer, MERGE_WAIT_AT_STOP);
     }
-    tracing::info!(indexed_seq = indexer.applied, "indexer stopped");
+    let store_seq = commits.wait_newer_than(u64::MAX, Duration::ZERO);
+    tracing::info!(
+        indexed_seq = indexer.applied,
+        store_seq,
+        "indexer stopped{}",
+        if store_seq > indexer.applied {
+            "; the rest of the change log is applied at the next start"
+        } else {
+            ""
+        }
+    );
+}
+
+/// Waits up to `limit` for the writer's merges. One still running then
+/// goes on, holding the writer, until the process exits: it never
+/// committed, and the next writer removes its files as garbage.
+fn finish_merges(writer: IndexWriter<TantivyDocument>, limit: Duration) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::Builder::new()
+        .name("index-merges".into())
+        .spawn(move || {
+            let _ = done_tx.send(writer.wait_merging_threads());
+        });
+    if let Err(error) = waiter {
+        tracing::warn!(%error, "cannot wait for the index merges; leaving them");
+        return;
+    }
+    match done_rx.recv_timeout(limit) {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "index merge threads ended with an error"),
+        Err(_) => tracing::info!(
+            waited_ms = limit.as_millis() as u64,
+            "index merges still running; left to the next start"
+        ),
+    }
 }

@@ -526,8 +526,10 @@ impl SearchIndex {
             .unwrap_or(0)
     }
 
-    /// Applies what is left of the change log, commits and stops the
-    /// indexer, then saves the similarity index if it changed.
+    /// Stops the indexer: its round ends within a few changes and commits
+    /// what it applied; the rest of the change log is applied at the next
+    /// start (a backlog does not hold a shutdown). Merges get a few seconds.
+    /// Then saves the similarity index if it changed.
     pub fn shutdown(&self) {
         let thread = self
             .indexer
@@ -958,6 +960,63 @@ mod doc_store_tests {
         drop(index);
         let (reopened, _, _) = open_index(&index_dir(data.path(), true), true).unwrap();
         assert_eq!(committed_seq(&reopened).unwrap(), last);
+    }
+
+    /// A shutdown behind a backlog commits what the indexer applied and
+    /// stops instead of indexing the whole backlog first (a SIGTERM must not
+    /// outlast an orchestrator's grace period); the next start applies the
+    /// rest, and nothing is lost.
+    #[tokio::test]
+    async fn a_shutdown_leaves_a_backlog_to_the_next_start() {
+        use crate::domain::{FeedbackDraft, UnixMicros};
+        use crate::store::QueueMode;
+
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 4).unwrap();
+        let settings = IndexSettings::for_tests();
+        let item = |i: usize| {
+            FeedbackDraft {
+                id: format!("s-{i}"),
+                text: format!("item {i} waiting to be indexed"),
+                ..Default::default()
+            }
+            .validate(UnixMicros(0))
+            .unwrap()
+        };
+        let wait_for = |index: &SearchIndex, seq: u64| {
+            let started = std::time::Instant::now();
+            while index.indexed_seq() < seq {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "not indexed through {seq}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        // An index with a commit, then a backlog written while it is closed.
+        let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
+        store.upsert(vec![item(0)], QueueMode::Wait).await.unwrap();
+        wait_for(&index, store.stats().unwrap().last_seq);
+        index.shutdown();
+        drop(index);
+        let n = 30_000;
+        for chunk in (1..=n).collect::<Vec<_>>().chunks(1_000) {
+            let items = chunk.iter().map(|&i| item(i)).collect();
+            store.upsert(items, QueueMode::Wait).await.unwrap();
+        }
+        let last = store.stats().unwrap().last_seq;
+        let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
+        index.shutdown();
+        let stopped_at = index.indexed_seq();
+        assert!(
+            stopped_at < last,
+            "the shutdown indexed the whole backlog ({stopped_at} of {last})"
+        );
+        drop(index);
+        let index = SearchIndex::open(data.path(), store, settings).unwrap();
+        wait_for(&index, last);
+        assert_eq!(index.shared.reader.searcher().num_docs(), n as u64 + 1);
+        index.shutdown();
     }
 
     /// A new index stores its ids uncompressed in small blocks; an index an
