@@ -46,6 +46,12 @@
 //!     the server and the bench's own clients used per answered query
 //!     (/proc/PID/stat) beside raw tantivy's (2 busy threads / its qps).
 //!
+//! Each BENCH_CLIENTS phase (and each A/B round's) also prints, on stderr,
+//! the server's user and kernel CPU, page faults and context switches per
+//! answered query (/proc/PID/stat and the threads' status files): where one
+//! process spends more than another, on a machine without the hardware
+//! counters `perf stat` needs.
+//!
 //! During each BENCH_CLIENTS phase one more connection sends a
 //! grpc.health.v1 Check every 5 ms (how long a call that does no work waits
 //! on a server busy with searches); after the classes, Check alone from 1
@@ -1150,6 +1156,78 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
+/// What the kernel counts for a process: CPU seconds in user and kernel
+/// mode, minor and major page faults, voluntary and involuntary context
+/// switches. Read before and after a phase, the difference per answered
+/// query says where a process spends more than another (a machine without
+/// hardware counters for `perf stat` still has these).
+#[derive(Clone, Copy, Default)]
+struct ProcCounters {
+    user: f64,
+    sys: f64,
+    minflt: f64,
+    majflt: f64,
+    voluntary: f64,
+    involuntary: f64,
+}
+
+impl ProcCounters {
+    fn read(pid: u32) -> ProcCounters {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // Context switches are counted per thread: summed over the live
+        // threads (a thread that ended meanwhile takes its counts along).
+        let statuses: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+            .collect();
+        let line = |name: &str| {
+            statuses
+                .iter()
+                .filter_map(|status| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                })
+                .sum::<f64>()
+        };
+        // After the command name: minflt 8th, majflt 10th, utime 12th,
+        // stime 13th (0-based 7, 9, 11, 12); USER_HZ 100.
+        ProcCounters {
+            user: field(11) / 100.0,
+            sys: field(12) / 100.0,
+            minflt: field(7),
+            majflt: field(9),
+            voluntary: line("voluntary_ctxt_switches:"),
+            involuntary: line("nonvoluntary_ctxt_switches:"),
+        }
+    }
+
+    /// "user 0.180 ms, sys 0.040 ms, minor faults 0.12, ..." per query.
+    fn per_query_since(&self, before: &ProcCounters, queries: usize) -> String {
+        let q = queries.max(1) as f64;
+        format!(
+            "user {:.3} ms, sys {:.3} ms, minor faults {:.2}, major faults {:.3}, context switches {:.2} voluntary + {:.2} involuntary per query",
+            (self.user - before.user) * 1e3 / q,
+            (self.sys - before.sys) * 1e3 / q,
+            (self.minflt - before.minflt) / q,
+            (self.majflt - before.majflt) / q,
+            (self.voluntary - before.voluntary) / q,
+            (self.involuntary - before.involuntary) / q,
+        )
+    }
+}
+
 /// `perf record` of the server during a phase (BENCH_PERF=SECS).
 struct Profile {
     child: Child,
@@ -1527,10 +1605,16 @@ async fn bench_search(n: usize, secs: f64) {
         // every 5 ms: how long any other call waits on a server busy with
         // searches.
         let probe = tokio::spawn(health_probe(setup.server.addr.clone(), secs));
+        let counters = ProcCounters::read(setup.server.child.id());
         let many = service_phase(&pool, work, secs).await;
         let cpu = (
             cpu_seconds(setup.server.child.id()) - cpu_before.0,
             cpu_seconds(std::process::id()) - cpu_before.1,
+        );
+        eprintln!(
+            "  server ({}, {clients} clients, the load process): {}",
+            class.key,
+            ProcCounters::read(setup.server.child.id()).per_query_since(&counters, many.ms.len())
         );
         let probe = probe.await.unwrap();
         if let Some(profile) = profile {
@@ -1739,8 +1823,16 @@ async fn same_index_ab(
                     _ => None,
                 };
                 let cpu_before = cpu_seconds(server.child.id());
+                let counters = ProcCounters::read(server.child.id());
                 let many = service_phase(&pool, work, secs).await;
                 let cpu = cpu_seconds(server.child.id()) - cpu_before;
+                eprintln!(
+                    "  server ({}, {clients} clients, {} round {}): {}",
+                    class.key,
+                    ["before", "after"][build],
+                    round + 1,
+                    ProcCounters::read(server.child.id()).per_query_since(&counters, many.ms.len())
+                );
                 if let Some(profile) = profile {
                     finish_profile(profile);
                 }

@@ -91,6 +91,8 @@ impl TenantOpener {
             similarity_index: config.similarity_index == crate::config::Switch::On,
             phrase_pairs: config.index_phrases == crate::config::Switch::On,
             similarity_threads: config.search_threads + 4,
+            // The indexer's share of a shutdown, after the requests' own.
+            stop_drain: Duration::from_millis(config.shutdown_grace_ms),
         };
         let index_store = store.clone();
         let index =

@@ -33,6 +33,7 @@ pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
         similarity_index: false,
         phrase_pairs: args.index_phrases == crate::config::Switch::On,
         similarity_threads: 1,
+        stop_drain: Duration::ZERO,
     };
     let data_dir = args.data_dir.clone();
     let count =

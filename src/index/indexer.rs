@@ -3,7 +3,7 @@
 //! checks complete batches against the store's item count, and rebuilds the
 //! index from the store when they disagree.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,9 +65,42 @@ const MAX_CHANGES_PER_COMMIT: usize = 100_000;
 /// every few seconds while the backlog lasts.
 const BACKLOG_COMMIT_INTERVALS: u32 = 8;
 
-/// Changes applied between looks at the stop flag: a shutdown waits for
-/// at most this many more, then commits what the round applied.
+/// Changes applied between looks at the stop signal: once its drain time
+/// is over, a round applies at most this many more, then commits.
 const CHANGES_BETWEEN_STOP_CHECKS: usize = 64;
+
+/// A shutdown's request to the indexer: go on applying the change log for
+/// `drain` (a short backlog is then searchable at once after a restart),
+/// then commit what was applied and stop (a long one waits for the next
+/// start instead of holding the shutdown).
+pub(super) struct StopSignal {
+    drain: Duration,
+    asked: std::sync::OnceLock<Instant>,
+}
+
+impl StopSignal {
+    pub(super) fn new(drain: Duration) -> StopSignal {
+        StopSignal {
+            drain,
+            asked: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(super) fn request(&self) {
+        let _ = self.asked.set(Instant::now());
+    }
+
+    fn requested(&self) -> bool {
+        self.asked.get().is_some()
+    }
+
+    /// Asked, and the drain time is over.
+    fn due(&self) -> bool {
+        self.asked
+            .get()
+            .is_some_and(|at| at.elapsed() >= self.drain)
+    }
+}
 
 /// How long a stopping indexer waits for the merges in progress. A merge
 /// still running then is abandoned with the process (its files are never
@@ -134,11 +167,11 @@ impl Indexer {
     /// Applies change-log entries and commits them: one read of up to
     /// `MAX_CHANGES_PER_READ`, or, while the log holds more, further reads
     /// until it is drained, `MAX_CHANGES_PER_COMMIT` changes are applied or
-    /// `BACKLOG_COMMIT_INTERVALS` refresh intervals have passed. Once `stop`
-    /// is set the round ends within `CHANGES_BETWEEN_STOP_CHECKS` changes
-    /// and commits what it applied. Verifies the result when the round
-    /// reached the store's snapshot.
-    pub(super) fn apply_changes(&mut self, stop: &AtomicBool) -> Result<Applied, IndexError> {
+    /// `BACKLOG_COMMIT_INTERVALS` refresh intervals have passed. Once the
+    /// stop is due the round ends within `CHANGES_BETWEEN_STOP_CHECKS`
+    /// changes and commits what it applied. Verifies the result when the
+    /// round reached the store's snapshot.
+    pub(super) fn apply_changes(&mut self, stop: &StopSignal) -> Result<Applied, IndexError> {
         let started = Instant::now();
         let fields = self.shared.fields.clone();
         let mut from = self.applied;
@@ -158,7 +191,7 @@ impl Indexer {
             let writer = self.writer()?;
             let mut stopped = false;
             for (i, change) in batch.changes.iter().enumerate() {
-                if i % CHANGES_BETWEEN_STOP_CHECKS == 0 && stop.load(Ordering::Acquire) {
+                if i % CHANGES_BETWEEN_STOP_CHECKS == 0 && stop.due() {
                     stopped = true;
                     break;
                 }
@@ -305,7 +338,7 @@ fn observe_freshness(stored_at: &[crate::domain::UnixMicros]) {
     }
 }
 
-pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
+pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
     let commits = indexer.store.commit_signal();
     let refresh = indexer.settings.refresh_interval;
     let mut last_commit = Instant::now() - refresh;
@@ -316,7 +349,7 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
     // The last round left a backlog: go on at once (its commit was large).
     let mut behind = false;
     loop {
-        let stopping = stop.load(Ordering::Acquire);
+        let stopping = stop.requested();
         let newest = if check_now {
             indexer.applied
         } else {
@@ -353,7 +386,7 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<AtomicBool>) {
                     failures = 0;
                     check_now = false;
                     behind = still_behind;
-                    if stop.load(Ordering::Acquire) {
+                    if stop.due() {
                         // What is left of the log is applied at the next
                         // start: a shutdown is not held for a backlog.
                         break;

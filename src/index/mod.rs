@@ -43,7 +43,7 @@ pub mod vectors;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -105,6 +105,10 @@ pub struct IndexSettings {
     /// (`schema::Fields::phrase_pairs`); the index of either setting has
     /// its own folder (`index_dir`).
     pub phrase_pairs: bool,
+    /// After a shutdown is asked, how long the indexer goes on applying the
+    /// change log before it commits what it applied and stops; the rest is
+    /// applied at the next start.
+    pub stop_drain: Duration,
 }
 
 #[cfg(test)]
@@ -118,6 +122,7 @@ impl IndexSettings {
             similarity_index: false,
             similarity_threads: 1,
             phrase_pairs: true,
+            stop_drain: Duration::from_secs(2),
         }
     }
 }
@@ -160,7 +165,7 @@ pub struct SearchIndex {
 }
 
 struct IndexerThread {
-    stop: Arc<AtomicBool>,
+    stop: Arc<indexer::StopSignal>,
     handle: JoinHandle<()>,
 }
 
@@ -446,6 +451,7 @@ impl SearchIndex {
         });
         shared.reload()?;
         let vector_store = store.clone();
+        let stop_drain = settings.stop_drain;
         let mut indexer = Indexer::new(shared.clone(), index, writer, store, settings);
         if (needs_rebuild && items > 0) || ahead {
             if !ahead {
@@ -473,7 +479,7 @@ impl SearchIndex {
                     source,
                 })?;
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(indexer::StopSignal::new(stop_drain));
         let handle = {
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -526,10 +532,11 @@ impl SearchIndex {
             .unwrap_or(0)
     }
 
-    /// Stops the indexer: its round ends within a few changes and commits
-    /// what it applied; the rest of the change log is applied at the next
-    /// start (a backlog does not hold a shutdown). Merges get a few seconds.
-    /// Then saves the similarity index if it changed.
+    /// Stops the indexer: it goes on applying the change log for up to
+    /// `stop_drain`, then commits what it applied (within a few changes of
+    /// that time); the rest is applied at the next start, so a backlog does
+    /// not hold a shutdown. Merges get a few seconds. Then saves the
+    /// similarity index if it changed.
     pub fn shutdown(&self) {
         let thread = self
             .indexer
@@ -537,7 +544,7 @@ impl SearchIndex {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(thread) = thread {
-            thread.stop.store(true, Ordering::Release);
+            thread.stop.request();
             if thread.handle.join().is_err() {
                 tracing::error!("indexer thread panicked");
             }
@@ -962,10 +969,10 @@ mod doc_store_tests {
         assert_eq!(committed_seq(&reopened).unwrap(), last);
     }
 
-    /// A shutdown behind a backlog commits what the indexer applied and
-    /// stops instead of indexing the whole backlog first (a SIGTERM must not
-    /// outlast an orchestrator's grace period); the next start applies the
-    /// rest, and nothing is lost.
+    /// A shutdown behind a backlog commits what the indexer applied within
+    /// its drain time and stops instead of indexing the whole backlog first
+    /// (a SIGTERM must not outlast an orchestrator's grace period); the next
+    /// start applies the rest, and nothing is lost.
     #[tokio::test]
     async fn a_shutdown_leaves_a_backlog_to_the_next_start() {
         use crate::domain::{FeedbackDraft, UnixMicros};
@@ -1005,7 +1012,11 @@ mod doc_store_tests {
             store.upsert(items, QueueMode::Wait).await.unwrap();
         }
         let last = store.stats().unwrap().last_seq;
-        let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
+        let no_drain = IndexSettings {
+            stop_drain: Duration::ZERO,
+            ..settings.clone()
+        };
+        let index = SearchIndex::open(data.path(), store.clone(), no_drain).unwrap();
         index.shutdown();
         let stopped_at = index.indexed_seq();
         assert!(
@@ -1013,10 +1024,19 @@ mod doc_store_tests {
             "the shutdown indexed the whole backlog ({stopped_at} of {last})"
         );
         drop(index);
-        let index = SearchIndex::open(data.path(), store, settings).unwrap();
+        let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
         wait_for(&index, last);
         assert_eq!(index.shared.reader.searcher().num_docs(), n as u64 + 1);
         index.shutdown();
+        drop(index);
+        // A short backlog is applied within the drain time (2 s here): a
+        // clean restart then finds it searchable at once.
+        let items = (n + 1..=n + 300).map(item).collect();
+        store.upsert(items, QueueMode::Wait).await.unwrap();
+        let last = store.stats().unwrap().last_seq;
+        let index = SearchIndex::open(data.path(), store, settings).unwrap();
+        index.shutdown();
+        assert_eq!(index.indexed_seq(), last);
     }
 
     /// A new index stores its ids uncompressed in small blocks; an index an
