@@ -301,9 +301,24 @@ impl App {
             drop(hook);
         }
         tracing::info!("requests drained; committing the index");
-        for (tenant, engine) in self.tenants.open_tenants() {
-            let index = engine.index().clone();
-            tokio::task::spawn_blocking(move || index.shutdown()).await?;
+        // Every tenant's indexer drains and commits at the same time: a
+        // shutdown takes one drain, however many tenants are open.
+        let tenants = self.tenants.open_tenants();
+        for (_, engine) in &tenants {
+            engine.index().request_stop();
+        }
+        let stopping: Vec<_> = tenants
+            .into_iter()
+            .map(|(tenant, engine)| {
+                let index = engine.index().clone();
+                (
+                    tenant,
+                    tokio::task::spawn_blocking(move || index.shutdown()),
+                )
+            })
+            .collect();
+        for (tenant, stopped) in stopping {
+            stopped.await?;
             tracing::debug!(%tenant, "index committed");
         }
         tracing::info!("shut down cleanly");

@@ -176,7 +176,7 @@ pub struct ServeArgs {
     /// Store page cache per tenant in MiB [default: 1024]: filled by reads, up to this, and kept.
     #[arg(long, env = "VERBATIM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<usize>,
-    /// Time in-flight requests get to finish after SIGTERM/SIGINT, in ms [default: 2000]; then the indexer gets as long again to apply waiting changes before it commits (the rest is indexed at the next start).
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT, in ms [default: 2000]; then the indexer gets as long again to apply waiting changes before it commits (the rest is indexed at the next start), and running index merges up to 5 s.
     #[arg(long, env = "VERBATIM_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
     /// Transformer analysis on or off [default: on]; off needs no model files.

@@ -363,7 +363,19 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         // A pass over the file, after the last acknowledged row.
         let input = match input.take() {
             Some(input) => input,
-            None => open_input(&args.file, format, encoding, &mappings)?,
+            None => {
+                // Row numbers and derived ids hold for the file as it was.
+                let now = std::fs::metadata(&args.file)
+                    .with_context(|| format!("cannot read {}", args.file.display()))?
+                    .len();
+                anyhow::ensure!(
+                    now == file_bytes,
+                    "{} changed during the import ({file_bytes} bytes at the start, {now} now); {} rows were acknowledged",
+                    args.file.display(),
+                    tally.state.rows_done
+                );
+                open_input(&args.file, format, encoding, &mappings)?
+            }
         };
         let (produced_tx, produced_rx) = mpsc::channel::<Produced>(4);
         let sink = RowSink {
@@ -391,11 +403,17 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             .join()
             .map_err(|_| anyhow::anyhow!("the file reader panicked"))?;
         let status = match streamed {
-            Ok(()) => {
-                read?;
-                break;
+            Ok(()) => match read {
+                Ok(()) => break,
+                Err(error) => {
+                    progress.finish_and_clear();
+                    return Err(error);
+                }
+            },
+            Err(Stopped::Other(error)) => {
+                progress.finish_and_clear();
+                return Err(error);
             }
-            Err(Stopped::Other(error)) => return Err(error),
             Err(Stopped::Status(status)) => status,
         };
         if tally.state.rows_done > rows_done {
@@ -555,8 +573,12 @@ fn stream_failed(status: tonic::Status, state: &ImportState, retries: u32) -> an
         "{} rows were acknowledged before it stopped ({} accepted, {} rejected); run the same command with --resume to go on after row {}",
         state.rows_done, state.accepted, state.rejected, state.rows_done
     );
-    if retryable(&status) {
-        advice.push_str(" once the server has room (a smaller --batch-size holds less of it)");
+    match status.code() {
+        tonic::Code::ResourceExhausted => {
+            advice.push_str(" once the server has room (a smaller --batch-size holds less of it)")
+        }
+        _ if retryable(&status) => advice.push_str(" once the server is back"),
+        _ => {}
     }
     let retried = match retries {
         0 => String::new(),

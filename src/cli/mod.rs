@@ -75,8 +75,14 @@ pub async fn connect(server: &ServerArg) -> anyhow::Result<Client> {
         ),
         None => None,
     };
+    // HTTP/2 pings find a connection whose server vanished without closing
+    // it (a lost host, a partition): the call then fails, and an import
+    // retries, instead of waiting forever for an answer.
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-        .with_context(|| format!("--server: invalid address {url}"))?;
+        .with_context(|| format!("--server: invalid address {url}"))?
+        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+        .keep_alive_timeout(std::time::Duration::from_secs(20))
+        .keep_alive_while_idle(true);
     if url.starts_with("https://") {
         let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
         if let Some(ca) = &server.ca_cert {

@@ -102,10 +102,11 @@ impl StopSignal {
     }
 }
 
-/// How long a stopping indexer waits for the merges in progress. A merge
-/// still running then is abandoned with the process (its files are never
-/// committed; the next start deletes them and merges again), so that a
-/// shutdown is not held for a merge of large segments.
+/// How long a stopping indexer waits for the merges in progress, so that a
+/// shutdown is not held for a merge of large segments. A merge still
+/// running then goes on until the process exits: one that ends before is
+/// committed as usual, one the exit cuts short never is (its files are
+/// garbage to the next writer, which merges again).
 const MERGE_WAIT_AT_STOP: Duration = Duration::from_secs(5);
 
 /// What one round of the indexer applied.
@@ -437,8 +438,8 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
 }
 
 /// Waits up to `limit` for the writer's merges. One still running then
-/// goes on, holding the writer, until the process exits: it never
-/// committed, and the next writer removes its files as garbage.
+/// goes on, holding the writer (and its lock), until it ends or the
+/// process exits (`MERGE_WAIT_AT_STOP`).
 fn finish_merges(writer: IndexWriter<TantivyDocument>, limit: Duration) {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let waiter = std::thread::Builder::new()

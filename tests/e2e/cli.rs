@@ -390,7 +390,7 @@ async fn an_import_outlives_a_server_restart() {
     let state = dir.path().join("feed.jsonl.import-state.json");
     let mut server = TestServer::spawn().await;
     let addr = server.addr.to_string();
-    let import = Command::new(BIN)
+    let mut import = Command::new(BIN)
         .args([
             "import",
             file.to_str().unwrap(),
@@ -411,6 +411,9 @@ async fn an_import_outlives_a_server_restart() {
             Instant::now() < deadline,
             "no message acknowledged within 30 s"
         );
+        if let Some(status) = import.try_wait().unwrap() {
+            panic!("the import ended ({status}) before its first acknowledgement");
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.kill9();
