@@ -1140,20 +1140,21 @@ async fn service_phase(
 
 /// User + system CPU seconds a process has used so far (/proc/PID/stat).
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the line.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let stat = proc_stat(pid);
     // USER_HZ: 100 on Linux.
-    let hz = 100.0;
-    (ticks(11) + ticks(12)) / hz
+    (stat(11) + stat(12)) / 100.0
+}
+
+/// The numeric fields of /proc/PID/stat after the parenthesised command
+/// name, by 0-based index (0 = state); 0 for what cannot be read.
+fn proc_stat(pid: u32) -> impl Fn(usize) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    move |i| fields.get(i).copied().unwrap_or(0.0)
 }
 
 /// What the kernel counts for a process: CPU seconds in user and kernel
@@ -1173,15 +1174,7 @@ struct ProcCounters {
 
 impl ProcCounters {
     fn read(pid: u32) -> ProcCounters {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
+        let field = proc_stat(pid);
         // Context switches are counted per thread: summed over the live
         // threads (a thread that ended meanwhile takes its counts along).
         let statuses: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))

@@ -17,21 +17,7 @@ ITEMS=${2:-2000}
 TEXT_BYTES=${3:-30000}
 WORK=$(mktemp -d)
 trap 'kill -9 ${PID:-} 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"' EXIT
-python3 - "$WORK/items.jsonl" "$ITEMS" "$TEXT_BYTES" <<'PY'
-import json, random, sys
-path, items, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-random.seed(7)
-vocab = ["".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(random.randint(3, 9))) for _ in range(20000)]
-with open(path, "w") as out:
-    for i in range(items):
-        words, n = [], 0
-        while n < size:
-            word = random.choice(vocab)
-            words.append(word)
-            n += len(word) + 1
-        out.write(json.dumps({"id": f"big-{i}", "text": " ".join(words)[:size], "channel": "survey"}) + "\n")
-PY
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(python3 "$(dirname "$0")/random_items.py" "$WORK/items.jsonl" "$ITEMS" "$TEXT_BYTES")
 serve() {
   "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --analysis off > "$WORK/server-$1.log" 2>&1 &
   PID=$!

@@ -1269,34 +1269,37 @@ mod tests {
     #[test]
     fn a_rewind_forgets_what_was_not_acknowledged() {
         let at = |row| RowAt { row, line: row };
-        let mut tally = Tally::default();
         let progress = indicatif::ProgressBar::hidden();
-        for (rows, last_row) in [(vec![at(1), at(2)], 3), (vec![at(4), at(5)], 6)] {
-            tally.record(
-                Produced::Batch(Batch {
-                    rows,
+        // One pass of the reader: batches of (rows, last row), unreadable
+        // rows, and the file's last row.
+        let read = |tally: &mut Tally, batches: &[(&[u64], u64)], unreadable: &[u64]| {
+            for &(rows, last_row) in batches {
+                let batch = Batch {
+                    rows: rows.iter().map(|&r| at(r)).collect(),
                     last_row,
                     ..Batch::default()
-                }),
-                &progress,
-            );
-        }
-        for row in [3, 6, 7] {
-            tally.record(
-                Produced::Unreadable {
-                    at: at(row),
-                    reason: "not JSON".into(),
-                },
-                &progress,
-            );
-        }
-        tally.record(Produced::Done { last_row: 7 }, &progress);
-        tally
-            .acknowledge(&pb::IngestAck {
-                accepted: 2,
-                ..Default::default()
-            })
-            .unwrap();
+                };
+                tally.record(Produced::Batch(batch), &progress);
+            }
+            for &row in unreadable {
+                let reason = "not JSON".to_string();
+                tally.record(
+                    Produced::Unreadable {
+                        at: at(row),
+                        reason,
+                    },
+                    &progress,
+                );
+            }
+            tally.record(Produced::Done { last_row: 7 }, &progress);
+        };
+        let two_accepted = pb::IngestAck {
+            accepted: 2,
+            ..Default::default()
+        };
+        let mut tally = Tally::default();
+        read(&mut tally, &[(&[1, 2], 3), (&[4, 5], 6)], &[3, 6, 7]);
+        tally.acknowledge(&two_accepted).unwrap();
         assert_eq!((tally.state.rows_done, tally.state.rejected), (3, 1));
         tally.rewind();
         assert!(tally.pending.is_empty() && tally.client_rejected.is_empty());
@@ -1304,30 +1307,8 @@ mod tests {
         assert_eq!(kept, [3]);
         assert_eq!(tally.last_row, 0);
         // The second pass reads rows 4-7 again and finishes.
-        tally.record(
-            Produced::Batch(Batch {
-                rows: vec![at(4), at(5)],
-                last_row: 6,
-                ..Batch::default()
-            }),
-            &progress,
-        );
-        for row in [6, 7] {
-            tally.record(
-                Produced::Unreadable {
-                    at: at(row),
-                    reason: "not JSON".into(),
-                },
-                &progress,
-            );
-        }
-        tally.record(Produced::Done { last_row: 7 }, &progress);
-        tally
-            .acknowledge(&pb::IngestAck {
-                accepted: 2,
-                ..Default::default()
-            })
-            .unwrap();
+        read(&mut tally, &[(&[4, 5], 6)], &[6, 7]);
+        tally.acknowledge(&two_accepted).unwrap();
         tally.finish().unwrap();
         assert_eq!(
             (

@@ -907,15 +907,60 @@ mod doc_store_tests {
         assert_eq!(left, want);
     }
 
+    /// Item `i` of the backlog tests.
+    fn backlog_item(i: usize) -> crate::domain::Feedback {
+        crate::domain::FeedbackDraft {
+            id: format!("b-{i}"),
+            text: format!("backlog item {i}"),
+            ..Default::default()
+        }
+        .validate(crate::domain::UnixMicros(0))
+        .unwrap()
+    }
+
+    /// Waits (up to 120 s) until `index` applied the change log through `seq`.
+    fn wait_indexed(index: &SearchIndex, seq: u64) {
+        let started = std::time::Instant::now();
+        while index.indexed_seq() < seq {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "not indexed through {seq} (at {})",
+                index.indexed_seq()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Opens the index of `data_dir`, lets it apply item 0 and closes it:
+    /// an index with a commit (a payload) and one segment.
+    async fn committed_first_item(data_dir: &Path, store: &Store, settings: &IndexSettings) {
+        let index = SearchIndex::open(data_dir, store.clone(), settings.clone()).unwrap();
+        store
+            .upsert(vec![backlog_item(0)], crate::store::QueueMode::Wait)
+            .await
+            .unwrap();
+        wait_indexed(&index, store.stats().unwrap().last_seq);
+        index.shutdown();
+    }
+
+    /// Writes items `range` to the store, 1,000 a transaction; the last seq.
+    async fn write_backlog(store: &Store, range: std::ops::RangeInclusive<usize>) -> u64 {
+        for chunk in range.collect::<Vec<_>>().chunks(1_000) {
+            let items = chunk.iter().map(|&i| backlog_item(i)).collect();
+            store
+                .upsert(items, crate::store::QueueMode::Wait)
+                .await
+                .unwrap();
+        }
+        store.stats().unwrap().last_seq
+    }
+
     /// A backlog longer than one read of the change log (here: items the
     /// store holds from before the index opened) is applied in one commit
     /// of one segment per writer thread, not one commit per read, and ends
     /// complete and verified.
     #[tokio::test]
     async fn a_backlog_is_committed_in_one_commit() {
-        use crate::domain::{FeedbackDraft, UnixMicros};
-        use crate::store::QueueMode;
-
         let data = tempfile::tempdir().unwrap();
         let store = Store::open(data.path(), 4).unwrap();
         let settings = IndexSettings {
@@ -923,44 +968,12 @@ mod doc_store_tests {
             refresh_interval: Duration::from_secs(60),
             ..IndexSettings::for_tests()
         };
-        let item = |i: usize| {
-            FeedbackDraft {
-                id: format!("b-{i}"),
-                text: format!("backlog item {i}"),
-                ..Default::default()
-            }
-            .validate(UnixMicros(0))
-            .unwrap()
-        };
         // An index with a commit (a payload) and one segment.
-        let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
-        store.upsert(vec![item(0)], QueueMode::Wait).await.unwrap();
-        let first = store.stats().unwrap().last_seq;
-        let started = std::time::Instant::now();
-        while index.indexed_seq() < first {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the first item was not applied"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        index.shutdown();
-        drop(index);
+        committed_first_item(data.path(), &store, &settings).await;
         let n = indexer::MAX_CHANGES_PER_READ * 2 + 500;
-        for chunk in (1..=n).collect::<Vec<_>>().chunks(1_000) {
-            let items = chunk.iter().map(|&i| item(i)).collect();
-            store.upsert(items, QueueMode::Wait).await.unwrap();
-        }
-        let last = store.stats().unwrap().last_seq;
+        let last = write_backlog(&store, 1..=n).await;
         let index = SearchIndex::open(data.path(), store, settings).unwrap();
-        let started = std::time::Instant::now();
-        while index.indexed_seq() < last {
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "the backlog was not applied"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_indexed(&index, last);
         let searcher = index.shared.reader.searcher();
         assert_eq!(searcher.num_docs(), n as u64 + 1);
         // The first commit's segment and the backlog's (the writer's
@@ -984,43 +997,13 @@ mod doc_store_tests {
     /// start applies the rest, and nothing is lost.
     #[tokio::test]
     async fn a_shutdown_leaves_a_backlog_to_the_next_start() {
-        use crate::domain::{FeedbackDraft, UnixMicros};
-        use crate::store::QueueMode;
-
         let data = tempfile::tempdir().unwrap();
         let store = Store::open(data.path(), 4).unwrap();
         let settings = IndexSettings::for_tests();
-        let item = |i: usize| {
-            FeedbackDraft {
-                id: format!("s-{i}"),
-                text: format!("item {i} waiting to be indexed"),
-                ..Default::default()
-            }
-            .validate(UnixMicros(0))
-            .unwrap()
-        };
-        let wait_for = |index: &SearchIndex, seq: u64| {
-            let started = std::time::Instant::now();
-            while index.indexed_seq() < seq {
-                assert!(
-                    started.elapsed() < Duration::from_secs(120),
-                    "not indexed through {seq}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        };
         // An index with a commit, then a backlog written while it is closed.
-        let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
-        store.upsert(vec![item(0)], QueueMode::Wait).await.unwrap();
-        wait_for(&index, store.stats().unwrap().last_seq);
-        index.shutdown();
-        drop(index);
+        committed_first_item(data.path(), &store, &settings).await;
         let n = 30_000;
-        for chunk in (1..=n).collect::<Vec<_>>().chunks(1_000) {
-            let items = chunk.iter().map(|&i| item(i)).collect();
-            store.upsert(items, QueueMode::Wait).await.unwrap();
-        }
-        let last = store.stats().unwrap().last_seq;
+        let last = write_backlog(&store, 1..=n).await;
         let no_drain = IndexSettings {
             stop_drain: Duration::ZERO,
             ..settings.clone()
@@ -1034,15 +1017,13 @@ mod doc_store_tests {
         );
         drop(index);
         let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
-        wait_for(&index, last);
+        wait_indexed(&index, last);
         assert_eq!(index.shared.reader.searcher().num_docs(), n as u64 + 1);
         index.shutdown();
         drop(index);
         // A short backlog is applied within the drain time (2 s here): a
         // clean restart then finds it searchable at once.
-        let items = (n + 1..=n + 300).map(item).collect();
-        store.upsert(items, QueueMode::Wait).await.unwrap();
-        let last = store.stats().unwrap().last_seq;
+        let last = write_backlog(&store, n + 1..=n + 300).await;
         let index = SearchIndex::open(data.path(), store, settings).unwrap();
         index.shutdown();
         assert_eq!(index.indexed_seq(), last);

@@ -285,33 +285,38 @@ async fn an_oversized_row_is_rejected_by_number_and_the_rest_imported() {
     assert_eq!(stored_items(&server).await, 9);
 }
 
+/// `verbatim import FILE --server ADDR --batch-size 80 EXTRA...` (messages
+/// of ~2.3 MB with `long_rows`).
+fn import_by_80(file: &str, addr: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let mut args = vec!["import", file, "--server", addr, "--batch-size", "80"];
+    args.extend_from_slice(extra);
+    run_code(&args)
+}
+
+/// 800 rows of ~29 KB each (`long-1` .. `long-800`) in DIR/long.jsonl.
+fn long_rows(dir: &std::path::Path) -> std::path::PathBuf {
+    let file = dir.join("long.jsonl");
+    let text = "the delivery was late again and nobody answered ".repeat(600);
+    let lines: String = (1..=800)
+        .map(|i| format!("{{\"id\":\"long-{i}\",\"text\":\"{i} {text}\"}}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    file
+}
+
 /// A server out of request budget ends the import stream with
 /// RESOURCE_EXHAUSTED: the import says how far it got and that `--resume`
 /// goes on from there (it printed the status alone), and `--resume` does.
 #[tokio::test]
 async fn an_import_refused_for_room_says_where_to_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("long.jsonl");
-    let text = "the delivery was late again and nobody answered ".repeat(600); // ~29 KB
-    let lines: String = (1..=800)
-        .map(|i| format!("{{\"id\":\"long-{i}\",\"text\":\"{i} {text}\"}}\n"))
-        .collect();
-    std::fs::write(&file, lines).unwrap();
+    let file = long_rows(dir.path());
     let path = file.to_str().unwrap();
     // 17 MiB in flight (the least allowed): a stream keeps its last 8
     // messages counted, so the eighth message of ~2.3 MB is refused.
     let tight = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
     let addr = tight.addr.to_string();
-    let (code, _, stderr) = run_code(&[
-        "import",
-        path,
-        "--server",
-        &addr,
-        "--batch-size",
-        "80",
-        "--retries",
-        "0",
-    ]);
+    let (code, _, stderr) = import_by_80(path, &addr, &["--retries", "0"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("ResourceExhausted"), "{stderr}");
     assert!(!stderr.contains("retrying"), "{stderr}");
@@ -330,15 +335,7 @@ async fn an_import_refused_for_room_says_where_to_resume() {
     // With room, --resume sends the rest only.
     let roomy = TestServer::spawn().await;
     let addr = roomy.addr.to_string();
-    let (code, stdout, stderr) = run_code(&[
-        "import",
-        path,
-        "--server",
-        &addr,
-        "--batch-size",
-        "80",
-        "--resume",
-    ]);
+    let (code, stdout, stderr) = import_by_80(path, &addr, &["--resume"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("800 rows"), "{stdout}");
     assert_eq!(stored_items(&roomy).await, 800 - acknowledged);
@@ -350,17 +347,11 @@ async fn an_import_refused_for_room_says_where_to_resume() {
 #[tokio::test]
 async fn an_import_refused_for_room_retries_and_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("long.jsonl");
-    let text = "the delivery was late again and nobody answered ".repeat(600); // ~29 KB
-    let lines: String = (1..=800)
-        .map(|i| format!("{{\"id\":\"long-{i}\",\"text\":\"{i} {text}\"}}\n"))
-        .collect();
-    std::fs::write(&file, lines).unwrap();
+    let file = long_rows(dir.path());
     let tight = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
     let addr = tight.addr.to_string();
     let path = file.to_str().unwrap();
-    let (code, stdout, stderr) =
-        run_code(&["import", path, "--server", &addr, "--batch-size", "80"]);
+    let (code, stdout, stderr) = import_by_80(path, &addr, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("import stream failed (ResourceExhausted: ")
