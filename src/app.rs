@@ -303,11 +303,9 @@ impl App {
         tracing::info!("requests drained; committing the index");
         // Every tenant's indexer drains and commits at the same time: a
         // shutdown takes one drain, however many tenants are open.
-        let tenants = self.tenants.open_tenants();
-        for (_, engine) in &tenants {
-            engine.index().request_stop();
-        }
-        let stopping: Vec<_> = tenants
+        let stopping: Vec<_> = self
+            .tenants
+            .open_tenants()
             .into_iter()
             .map(|(tenant, engine)| {
                 let index = engine.index().clone();

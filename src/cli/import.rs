@@ -334,10 +334,15 @@ enum Produced {
     },
 }
 
+/// The file's size in bytes.
+fn file_size(file: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len())
+}
+
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
-    let file_bytes = std::fs::metadata(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?
-        .len();
+    let file_bytes = file_size(&args.file)?;
     let format = args.format.unwrap_or_else(|| FileFormat::of(&args.file));
     let mappings: BTreeMap<String, String> = args.mappings.iter().cloned().collect();
     let encoding = encoding::choose(&args.file, args.encoding)?;
@@ -357,88 +362,82 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         state,
         ..Tally::default()
     };
-    // Failed streams since the last acknowledged message.
-    let mut failures = 0;
-    loop {
-        // A pass over the file, after the last acknowledged row.
-        let input = match input.take() {
-            Some(input) => input,
-            None => {
-                // Row numbers and derived ids hold for the file as it was.
-                let now = std::fs::metadata(&args.file)
-                    .with_context(|| format!("cannot read {}", args.file.display()))?
-                    .len();
-                anyhow::ensure!(
-                    now == file_bytes,
-                    "{} changed during the import ({file_bytes} bytes at the start, {now} now); {} rows were acknowledged",
-                    args.file.display(),
-                    tally.state.rows_done
-                );
-                open_input(&args.file, format, encoding, &mappings)?
-            }
-        };
-        let (produced_tx, produced_rx) = mpsc::channel::<Produced>(4);
-        let sink = RowSink {
-            skip_rows: tally.state.rows_done,
-            file_identity: identity.clone(),
-            mappings: mappings.clone(),
-            tag_separator: args.tag_separator.clone(),
-            batcher: Batcher::new(produced_tx, args.batch_size as usize),
-        };
-        let reader = {
-            let file = args.file.clone();
-            std::thread::spawn(move || produce(&file, input, sink))
-        };
-        let rows_done = tally.state.rows_done;
-        let streamed = stream(
-            &mut client,
-            produced_rx,
-            &mut tally,
-            &mut state_file,
-            &progress,
-        )
-        .await;
-        // The reader stops at the end of the file or once nobody listens.
-        let read = reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("the file reader panicked"))?;
-        let status = match streamed {
-            Ok(()) => match read {
-                Ok(()) => break,
-                Err(error) => {
-                    progress.finish_and_clear();
-                    return Err(error);
+    // Passes over the file until one ends the import; the progress bar is
+    // cleared however they end.
+    let passes = async {
+        // Failed streams since the last acknowledged message.
+        let mut failures = 0;
+        loop {
+            // A pass over the file, after the last acknowledged row.
+            let input = match input.take() {
+                Some(input) => input,
+                None => {
+                    // Row numbers and derived ids hold for the file as it was.
+                    let now = file_size(&args.file)?;
+                    anyhow::ensure!(
+                        now == file_bytes,
+                        "{} changed during the import ({file_bytes} bytes at the start, {now} now); {} rows were acknowledged",
+                        args.file.display(),
+                        tally.state.rows_done
+                    );
+                    open_input(&args.file, format, encoding, &mappings)?
                 }
-            },
-            Err(Stopped::Other(error)) => {
-                progress.finish_and_clear();
-                return Err(error);
-            }
-            Err(Stopped::Status(status)) => status,
-        };
-        if tally.state.rows_done > rows_done {
-            failures = 0;
-        }
-        if !retryable(&status) || failures >= args.retries {
-            progress.finish_and_clear();
-            return Err(stream_failed(status, &tally.state, failures));
-        }
-        failures += 1;
-        let pause = retry_pause(failures);
-        progress.suspend(|| {
-            eprintln!(
-                "import stream failed ({:?}: {}) with {} rows acknowledged; retrying in {:.1} s ({failures} of {})",
-                status.code(),
-                status.message(),
-                tally.state.rows_done,
-                pause.as_secs_f64(),
-                args.retries
+            };
+            let (produced_tx, produced_rx) = mpsc::channel::<Produced>(4);
+            let sink = RowSink {
+                skip_rows: tally.state.rows_done,
+                file_identity: identity.clone(),
+                mappings: mappings.clone(),
+                tag_separator: args.tag_separator.clone(),
+                batcher: Batcher::new(produced_tx, args.batch_size as usize),
+            };
+            let reader = {
+                let file = args.file.clone();
+                std::thread::spawn(move || produce(&file, input, sink))
+            };
+            let rows_done = tally.state.rows_done;
+            let streamed = stream(
+                &mut client,
+                produced_rx,
+                &mut tally,
+                &mut state_file,
+                &progress,
             )
-        });
-        tokio::time::sleep(pause).await;
-        tally.rewind();
-    }
+            .await;
+            // The reader stops at the end of the file or once nobody listens.
+            let read = reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("the file reader panicked"))?;
+            let status = match streamed {
+                Ok(()) => return read,
+                Err(Stopped::Other(error)) => return Err(error),
+                Err(Stopped::Status(status)) => status,
+            };
+            if tally.state.rows_done > rows_done {
+                failures = 0;
+            }
+            if !retryable(&status) || failures >= args.retries {
+                return Err(stream_failed(status, &tally.state, failures));
+            }
+            failures += 1;
+            let pause = retry_pause(failures);
+            progress.suspend(|| {
+                eprintln!(
+                    "import stream failed ({:?}: {}) with {} rows acknowledged; retrying in {:.1} s ({failures} of {})",
+                    status.code(),
+                    status.message(),
+                    tally.state.rows_done,
+                    pause.as_secs_f64(),
+                    args.retries
+                )
+            });
+            tokio::time::sleep(pause).await;
+            tally.rewind();
+        }
+    };
+    let passed: anyhow::Result<()> = passes.await;
     progress.finish_and_clear();
+    passed?;
     tally.finish()?;
     state_file.remove();
     print_summary(&args, format, &mut tally);

@@ -532,28 +532,19 @@ impl SearchIndex {
             .unwrap_or(0)
     }
 
-    /// Starts the indexer's drain time without waiting (`shutdown` then
-    /// waits): a server with several tenants asks them all first, so their
-    /// drains run at once instead of one after another.
-    pub fn request_stop(&self) {
-        if let Some(thread) = &*self.indexer.lock().unwrap_or_else(|e| e.into_inner()) {
-            thread.stop.request();
-        }
-    }
-
     /// Stops the indexer: it goes on applying the change log for up to
     /// `stop_drain`, then commits what it applied (within a few changes of
     /// that time); the rest is applied at the next start, so a backlog does
     /// not hold a shutdown. Merges get a few seconds. Then saves the
     /// similarity index if it changed.
     pub fn shutdown(&self) {
-        self.request_stop();
         let thread = self
             .indexer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(thread) = thread {
+            thread.stop.request();
             if thread.handle.join().is_err() {
                 tracing::error!("indexer thread panicked");
             }
