@@ -73,6 +73,11 @@
 //! again on the same data dir, served by that build and by BENCH_BIN in turn
 //! (BENCH_AB_ROUNDS rounds, default 3): a comparison on one index layout.
 //!
+//! BENCH_CLIENT_NICE=N runs the bench's own threads (its clients, the
+//! in-process raw tantivy runs) at nice N, the servers it starts at nice 0
+//! (lowering it back needs root): how much of a phase's tail comes from
+//! clients that share the 2 cores with the server at equal priority.
+//!
 //! BENCH_PERF=SECS records the server with `perf record -F 499 -g` for SECS
 //! seconds (`BENCH_PERF_CALLGRAPH=dwarf` for full Rust stacks) during the
 //! BENCH_CLIENTS phase of class BENCH_PERF_CLASS (default
@@ -305,13 +310,16 @@ impl Server {
 
     /// On a data dir the caller made (kept across restarts).
     fn start_in(data_dir: tempfile::TempDir, args: &[&str]) -> Server {
-        let mut child = Command::new(bin())
+        let mut command = Command::new(bin());
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
             .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if client_nice().is_some() {
+            server_at_nice_zero(&mut command);
+        }
+        let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let (ready_tx, similarity_ready) = std::sync::mpsc::channel();
@@ -4251,13 +4259,59 @@ fn bench_snippet_tokens(rounds: usize) {
     );
 }
 
+/// BENCH_CLIENT_NICE=N: the nice value of the bench's own threads.
+fn client_nice() -> Option<i32> {
+    let raw = std::env::var("BENCH_CLIENT_NICE").ok()?;
+    Some(
+        raw.parse()
+            .expect("BENCH_CLIENT_NICE: a nice value, -20 to 19"),
+    )
+}
+
+/// Sets the calling thread's nice value (on Linux, per thread).
+fn set_thread_nice(nice: i32) {
+    // SAFETY: setpriority only reads its integer arguments.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        panic!(
+            "BENCH_CLIENT_NICE={nice}: setpriority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// A server started by a niced thread would inherit its nice value: put it
+/// back to 0 in the child before it runs (needs root, as any lowering).
+fn server_at_nice_zero(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure calls only setpriority,
+    // which is async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(|| match libc::setpriority(libc::PRIO_PROCESS, 0, 0) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    let nice = client_nice();
+    if let Some(nice) = nice {
+        set_thread_nice(nice);
+        println!(
+            "the bench's threads run at nice {nice}, its servers at nice 0 (BENCH_CLIENT_NICE)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || {
+            if let Some(nice) = nice {
+                set_thread_nice(nice);
+            }
+        })
         .build()
         .unwrap();
     match args.first().map(String::as_str) {
