@@ -4298,8 +4298,9 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let nice = client_nice();
-    if let Some(nice) = nice {
+    // Threads inherit their creator's nice value: the runtime's workers and
+    // every thread the bench starts from here on run at it too.
+    if let Some(nice) = client_nice() {
         set_thread_nice(nice);
         println!(
             "the bench's threads run at nice {nice}, its servers at nice 0 (BENCH_CLIENT_NICE)"
@@ -4307,11 +4308,6 @@ fn main() {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(move || {
-            if let Some(nice) = nice {
-                set_thread_nice(nice);
-            }
-        })
         .build()
         .unwrap();
     match args.first().map(String::as_str) {
