@@ -78,6 +78,13 @@
 //! (lowering it back needs root): how much of a phase's tail comes from
 //! clients that share the 2 cores with the server at equal priority.
 //!
+//! BENCH_SERVER_CPUS=LIST BENCH_CLIENT_CPUS=LIST (CPU numbers as taskset
+//! takes them: `0`, `0,2`, `0-3`) pin the servers the bench starts to the
+//! first set and the bench itself (its clients, its raw tantivy runs) to
+//! the second, so the clients no longer share the server's cores (as
+//! clients on other machines would not); raw tantivy then runs on as many
+//! threads as the server has CPUs, so both sides get the same cores.
+//!
 //! BENCH_PERF=SECS records the server with `perf record -F 499 -g` for SECS
 //! seconds (`BENCH_PERF_CALLGRAPH=dwarf` for full Rust stacks) during the
 //! BENCH_CLIENTS phase of class BENCH_PERF_CLASS (default
@@ -318,6 +325,9 @@ impl Server {
             .stderr(Stdio::piped());
         if client_nice().is_some() {
             server_at_nice_zero(&mut command);
+        }
+        if let Some(cpus) = cpu_set("BENCH_SERVER_CPUS") {
+            server_on_cpus(&mut command, cpus);
         }
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -1043,17 +1053,19 @@ impl PhaseStats {
     }
 }
 
-/// Raw tantivy on 2 threads back to back for `secs`, cycling the class's
-/// queries (the threads start half the list apart); every count checked.
+/// Raw tantivy on 2 threads back to back for `secs` (as many as the
+/// server's CPUs under BENCH_SERVER_CPUS), cycling the class's queries (the
+/// threads start evenly apart in the list); every count checked.
 fn raw_phase(searcher: &Searcher, class: &SearchClass, pruned: bool, secs: f64) -> PhaseStats {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
+    let threads = raw_threads();
     let latencies: Vec<f64> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..2)
+        let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
                     let len = class.queries.len();
-                    let mut k = t * len / 2;
+                    let mut k = t * len / threads;
                     let mut ms = Vec::new();
                     while Instant::now() < deadline {
                         let q = &class.queries[k % len];
@@ -1639,8 +1651,9 @@ async fn bench_search(n: usize, secs: f64) {
     let (segments, docs) = segments_and_docs(&setup.searcher);
     println!();
     println!(
-        "search at {n} items ({segments} segments, {docs} docs; at the end {segments_end} segments, {docs_end} docs), {secs} s per class and phase, up to {} distinct queries per class (table above) cycled; raw tantivy: 2 threads back to back on the server's own index",
-        QUERIES_PER_CLASS
+        "search at {n} items ({segments} segments, {docs} docs; at the end {segments_end} segments, {docs_end} docs), {secs} s per class and phase, up to {} distinct queries per class (table above) cycled; raw tantivy: {} threads back to back on the server's own index",
+        QUERIES_PER_CLASS,
+        raw_threads()
     );
     println!();
     println!("Raw tantivy (exhaustive: top 10 in the class's order paired with Count [+ facet aggregation]; pruned: top 10 alone, then a separate count [+ Count and aggregation pass]):");
@@ -1701,8 +1714,8 @@ async fn bench_search(n: usize, secs: f64) {
             many.p(0.99) / queueing_ms,
             server_cpu * 1e3 / answered,
             client_cpu * 1e3 / answered,
-            // 2 raw threads busy for the whole phase
-            2e3 / ex.qps(),
+            // the raw threads busy for the whole phase, each on its own core
+            raw_threads() as f64 * 1e3 / ex.qps(),
             many.errors_text()
         );
     }
@@ -4293,11 +4306,84 @@ fn server_at_nice_zero(command: &mut Command) {
     }
 }
 
+/// A CPU list from `var` (`0`, `0,2`, `1-3`, as taskset takes them).
+fn cpu_list(var: &str) -> Option<Vec<usize>> {
+    let raw = std::env::var(var).ok()?;
+    let mut cpus = Vec::new();
+    for part in raw.split(',').filter(|p| !p.trim().is_empty()) {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        let parse = |n: &str| -> usize {
+            n.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{var}={raw}: CPU numbers as taskset takes them"))
+        };
+        cpus.extend(parse(from)..=parse(to));
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    assert!(!cpus.is_empty(), "{var}={raw}: no CPU");
+    Some(cpus)
+}
+
+/// The CPU set of `var`'s list.
+fn cpu_set(var: &str) -> Option<libc::cpu_set_t> {
+    let cpus = cpu_list(var)?;
+    // SAFETY: cpu_set_t is plain bits (all zeroes: the empty set); CPU_SET
+    // checks the CPU number against the set's size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in cpus {
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    Some(set)
+}
+
+/// Pins the calling thread (and the threads it starts from then on).
+fn pin_this_thread(var: &str, set: &libc::cpu_set_t) {
+    // SAFETY: the set is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) } != 0 {
+        panic!("{var}: sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Pins a server to `set` in the child, before it runs.
+fn server_on_cpus(command: &mut Command, set: libc::cpu_set_t) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure calls only
+    // sched_setaffinity (async-signal-safe) on a set copied in; no allocation.
+    unsafe {
+        command.pre_exec(move || {
+            match libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+}
+
+/// Raw tantivy's threads: the server's CPUs under BENCH_SERVER_CPUS, else 2
+/// (the machine's cores, which the server then has too).
+fn raw_threads() -> usize {
+    cpu_list("BENCH_SERVER_CPUS").map_or(2, |cpus| cpus.len())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    // Threads inherit their creator's CPU set, as its nice value below.
+    if let Some(set) = cpu_set("BENCH_CLIENT_CPUS") {
+        pin_this_thread("BENCH_CLIENT_CPUS", &set);
+    }
+    if let (Ok(server), Ok(clients)) = (
+        std::env::var("BENCH_SERVER_CPUS"),
+        std::env::var("BENCH_CLIENT_CPUS"),
+    ) {
+        println!(
+            "servers on CPUs {server}, the bench's clients and raw tantivy on CPUs {clients}; raw tantivy on {} threads (BENCH_SERVER_CPUS, BENCH_CLIENT_CPUS)",
+            raw_threads()
+        );
+    }
     // Threads inherit their creator's nice value: the runtime's workers and
     // every thread the bench starts from here on run at it too.
     if let Some(nice) = client_nice() {
