@@ -1181,8 +1181,10 @@ fn proc_stat(pid: u32) -> impl Fn(usize) -> f64 {
 /// mode, minor and major page faults, voluntary and involuntary context
 /// switches. Read before and after a phase, the difference per answered
 /// query says where a process spends more than another (a machine without
-/// hardware counters for `perf stat` still has these).
-#[derive(Clone, Copy, Default)]
+/// hardware counters for `perf stat` still has these). Also each thread's
+/// CPU seconds (user + kernel) by thread id, with its name: which threads
+/// the difference is in.
+#[derive(Clone, Default)]
 struct ProcCounters {
     user: f64,
     sys: f64,
@@ -1190,6 +1192,7 @@ struct ProcCounters {
     majflt: f64,
     voluntary: f64,
     involuntary: f64,
+    threads: std::collections::HashMap<String, (String, f64)>,
 }
 
 impl ProcCounters {
@@ -1214,6 +1217,23 @@ impl ProcCounters {
                 })
                 .sum::<f64>()
         };
+        // Each live thread's name and CPU seconds, from its own stat.
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+                let (head, rest) = stat.rsplit_once(')')?;
+                let name = head.split_once('(')?.1.to_string();
+                let fields: Vec<f64> = rest
+                    .split_whitespace()
+                    .map(|f| f.parse().unwrap_or(0.0))
+                    .collect();
+                let cpu = (fields.get(11)? + fields.get(12)?) / 100.0;
+                Some((task.file_name().to_string_lossy().into_owned(), (name, cpu)))
+            })
+            .collect();
         // After the command name: minflt 8th, majflt 10th, utime 12th,
         // stime 13th (0-based 7, 9, 11, 12); USER_HZ 100.
         ProcCounters {
@@ -1223,20 +1243,43 @@ impl ProcCounters {
             majflt: field(9),
             voluntary: line("voluntary_ctxt_switches:"),
             involuntary: line("nonvoluntary_ctxt_switches:"),
+            threads,
         }
+    }
+
+    /// The threads that spent the most CPU since `before`, ms per query:
+    /// "tid name ms, ..." (threads started meanwhile count from zero).
+    fn busiest_threads_since(&self, before: &ProcCounters, queries: usize) -> String {
+        let q = queries.max(1) as f64;
+        let mut busy: Vec<(f64, &str, &str)> = self
+            .threads
+            .iter()
+            .map(|(tid, (name, cpu))| {
+                let was = before.threads.get(tid).map_or(0.0, |(_, cpu)| *cpu);
+                ((cpu - was) * 1e3 / q, tid.as_str(), name.as_str())
+            })
+            .filter(|(ms, _, _)| *ms > 0.0)
+            .collect();
+        busy.sort_by(|a, b| b.0.total_cmp(&a.0));
+        busy.iter()
+            .take(6)
+            .map(|(ms, tid, name)| format!("{tid} {name} {ms:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// "user 0.180 ms, sys 0.040 ms, minor faults 0.12, ..." per query.
     fn per_query_since(&self, before: &ProcCounters, queries: usize) -> String {
         let q = queries.max(1) as f64;
         format!(
-            "user {:.3} ms, sys {:.3} ms, minor faults {:.2}, major faults {:.3}, context switches {:.2} voluntary + {:.2} involuntary per query",
+            "user {:.3} ms, sys {:.3} ms, minor faults {:.2}, major faults {:.3}, context switches {:.2} voluntary + {:.2} involuntary per query; busiest threads (ms per query): {}",
             (self.user - before.user) * 1e3 / q,
             (self.sys - before.sys) * 1e3 / q,
             (self.minflt - before.minflt) / q,
             (self.majflt - before.majflt) / q,
             (self.voluntary - before.voluntary) / q,
             (self.involuntary - before.involuntary) / q,
+            self.busiest_threads_since(before, queries),
         )
     }
 }
@@ -1855,6 +1898,14 @@ async fn same_index_ab(
                 latencies[i][build].push((many.p(0.50), many.p(0.99)));
             }
             rss[build].push(rss_mib(server.child.id(), "VmRSS:"));
+            // The segments this round searched (a server that merges at
+            // start would search fewer than the load's).
+            eprintln!(
+                "  segments after {} round {}: {:?}",
+                ["before", "after"][build],
+                round + 1,
+                index_segment_sizes(server.data_dir.path())
+            );
             server.stop();
         }
     }
@@ -4203,6 +4254,18 @@ fn bench_layout(n: usize) {
     }
 }
 
+/// The segment sizes of the committed index in a server's data dir.
+fn index_segment_sizes(data_dir: &std::path::Path) -> Vec<u32> {
+    let index = tantivy::Index::open_in_dir(server_index_dir(data_dir)).unwrap();
+    verbatim::index::schema::register_analyzers(index.tokenizers());
+    let reader: tantivy::IndexReader = index
+        .reader_builder()
+        .reload_policy(tantivy::ReloadPolicy::Manual)
+        .try_into()
+        .unwrap();
+    segment_sizes(&reader.searcher())
+}
+
 /// The searcher's segment sizes (documents, deleted ones too), largest first.
 fn segment_sizes(searcher: &Searcher) -> Vec<u32> {
     let mut sizes: Vec<u32> = searcher
@@ -4341,7 +4404,10 @@ fn cpu_set(var: &str) -> Option<libc::cpu_set_t> {
 fn pin_this_thread(var: &str, set: &libc::cpu_set_t) {
     // SAFETY: the set is a valid cpu_set_t of the size passed.
     if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) } != 0 {
-        panic!("{var}: sched_setaffinity: {}", std::io::Error::last_os_error());
+        panic!(
+            "{var}: sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
