@@ -85,6 +85,9 @@
 //! clients on other machines would not); raw tantivy then runs on as many
 //! threads as the server has CPUs, so both sides get the same cores.
 //!
+//! BENCH_SETTLE_SECS=N leaves the just-loaded server idle N more seconds
+//! after its merges end, before the phases.
+//!
 //! BENCH_PERF=SECS records the server with `perf record -F 499 -g` for SECS
 //! seconds (`BENCH_PERF_CALLGRAPH=dwarf` for full Rust stacks) during the
 //! BENCH_CLIENTS phase of class BENCH_PERF_CLASS (default
@@ -1481,6 +1484,16 @@ async fn search_setup(n: usize) -> SearchSetup {
         "waited {:.1} s after the load for merges to end",
         waited.elapsed().as_secs_f64()
     );
+    // BENCH_SETTLE_SECS=N: N more seconds of an idle server before the
+    // phases (does the just-loaded server's cost depend on the time since
+    // the load, or on the process?).
+    if let Some(secs) = std::env::var("BENCH_SETTLE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        println!("then {secs} s more before the phases (BENCH_SETTLE_SECS)");
+    }
     let searcher = reader.searcher();
     let (segments, docs) = segments_and_docs(&searcher);
     println!("index after load: {segments} segments, {docs} docs");
