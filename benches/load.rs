@@ -1172,12 +1172,20 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// name, by 0-based index (0 = state); 0 for what cannot be read.
 fn proc_stat(pid: u32) -> impl Fn(usize) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<f64> = rest
+    let fields = stat_fields(&stat).map_or_else(Vec::new, |(_, fields)| fields);
+    move |i| fields.get(i).copied().unwrap_or(0.0)
+}
+
+/// A `stat` file's command name and its numeric fields after it (a process's
+/// or a thread's, /proc/PID/task/TID/stat).
+fn stat_fields(stat: &str) -> Option<(&str, Vec<f64>)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
+    let fields = rest
         .split_whitespace()
         .map(|f| f.parse().unwrap_or(0.0))
         .collect();
-    move |i| fields.get(i).copied().unwrap_or(0.0)
+    Some((name, fields))
 }
 
 /// What the kernel counts for a process: CPU seconds in user and kernel
@@ -1227,14 +1235,10 @@ impl ProcCounters {
             .flatten()
             .filter_map(|task| {
                 let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-                let (head, rest) = stat.rsplit_once(')')?;
-                let name = head.split_once('(')?.1.to_string();
-                let fields: Vec<f64> = rest
-                    .split_whitespace()
-                    .map(|f| f.parse().unwrap_or(0.0))
-                    .collect();
+                let (name, fields) = stat_fields(&stat)?;
                 let cpu = (fields.get(11)? + fields.get(12)?) / 100.0;
-                Some((task.file_name().to_string_lossy().into_owned(), (name, cpu)))
+                let tid = task.file_name().to_string_lossy().into_owned();
+                Some((tid, (name.to_string(), cpu)))
             })
             .collect();
         // After the command name: minflt 8th, majflt 10th, utime 12th,
@@ -1439,15 +1443,7 @@ async fn search_setup(n: usize) -> SearchSetup {
         "loaded {n} items in {:.1} s",
         load_started.elapsed().as_secs_f64()
     );
-    let index_dir = server.data_dir.path().to_path_buf();
-    let index_dir = server_index_dir(&index_dir);
-    let index = tantivy::Index::open_in_dir(&index_dir).unwrap();
-    verbatim::index::schema::register_analyzers(index.tokenizers());
-    let reader = index
-        .reader_builder()
-        .reload_policy(tantivy::ReloadPolicy::Manual)
-        .try_into()
-        .unwrap();
+    let (index, reader) = server_index_reader(server.data_dir.path());
     // Background merges may still be rewriting segments after the last
     // commit (a large merge holds the segment list still for many
     // seconds): wait (at most 180 s) until the list has held still for
@@ -1692,16 +1688,11 @@ async fn bench_search(n: usize, secs: f64) {
         probes.push(probe);
         results.push((exhaustive, pruned, one, many, cpu));
     }
-    let (segments_end, docs_end) = {
-        let index_dir = setup.server.data_dir.path().to_path_buf();
-        let index_dir = server_index_dir(&index_dir);
-        let searcher = tantivy::Index::open_in_dir(&index_dir)
-            .unwrap()
-            .reader()
-            .unwrap()
-            .searcher();
-        segments_and_docs(&searcher)
-    };
+    let (segments_end, docs_end) = segments_and_docs(
+        &server_index_reader(setup.server.data_dir.path())
+            .1
+            .searcher(),
+    );
     drop(setup.reader);
 
     let (segments, docs) = segments_and_docs(&setup.searcher);
@@ -4267,16 +4258,22 @@ fn bench_layout(n: usize) {
     }
 }
 
-/// The segment sizes of the committed index in a server's data dir.
-fn index_segment_sizes(data_dir: &std::path::Path) -> Vec<u32> {
+/// The committed index in a server's data dir, with a manually reloaded
+/// reader (the service's analyzers registered).
+fn server_index_reader(data_dir: &std::path::Path) -> (tantivy::Index, tantivy::IndexReader) {
     let index = tantivy::Index::open_in_dir(server_index_dir(data_dir)).unwrap();
     verbatim::index::schema::register_analyzers(index.tokenizers());
-    let reader: tantivy::IndexReader = index
+    let reader = index
         .reader_builder()
         .reload_policy(tantivy::ReloadPolicy::Manual)
         .try_into()
         .unwrap();
-    segment_sizes(&reader.searcher())
+    (index, reader)
+}
+
+/// The segment sizes of the committed index in a server's data dir.
+fn index_segment_sizes(data_dir: &std::path::Path) -> Vec<u32> {
+    segment_sizes(&server_index_reader(data_dir).1.searcher())
 }
 
 /// The searcher's segment sizes (documents, deleted ones too), largest first.
