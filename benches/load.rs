@@ -308,6 +308,8 @@ struct Server {
     similarity_ready: std::sync::mpsc::Receiver<String>,
     /// The server's "items re-tagged" log lines.
     retagged: std::sync::mpsc::Receiver<String>,
+    /// The address of its metrics endpoint, once it logged one.
+    metrics_addr: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Server {
@@ -324,6 +326,7 @@ impl Server {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(args)
             .stderr(Stdio::piped());
         if client_nice().is_some() {
@@ -337,10 +340,16 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         let (ready_tx, similarity_ready) = std::sync::mpsc::channel();
         let (retag_tx, retagged) = std::sync::mpsc::channel();
+        let metrics_addr = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let metrics_addr_seen = metrics_addr.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             let mut before = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("metrics_addr=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    *metrics_addr_seen.lock().unwrap() = Some(addr);
+                }
                 if let Some(rest) = line.split("listening addr=").nth(1) {
                     if let Some(tx) = tx.take() {
                         let _ =
@@ -370,7 +379,29 @@ impl Server {
             data_dir,
             similarity_ready,
             retagged,
+            metrics_addr,
         }
+    }
+
+    /// The segments the server's reader searches (its
+    /// `verbatim_index_segments` gauge), which can differ from the
+    /// committed ones on disk; None when the build has no such gauge.
+    fn searched_segments(&self) -> Option<u64> {
+        use std::io::{Read, Write};
+        let addr = self.metrics_addr.lock().unwrap().clone()?;
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).ok()?;
+        body.lines()
+            .find_map(|line| line.strip_prefix("verbatim_index_segments{tenant=\"default\"} "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .map(|n| n as u64)
     }
 
     fn stop(&mut self) {
@@ -1447,9 +1478,10 @@ async fn search_setup(n: usize) -> SearchSetup {
     // Background merges may still be rewriting segments after the last
     // commit (a large merge holds the segment list still for many
     // seconds): wait (at most 180 s) until the list has held still for
-    // 2 s and the idle server used under 5% of a core over the last
-    // second, so raw tantivy and the server search the same segments and
-    // no merge competes with the phases.
+    // 2 s, the server searches as many segments as the list holds (where
+    // its build reports them) and the idle server used under 5% of a core
+    // over the last second, so raw tantivy and the server search the same
+    // segments and no merge competes with the phases.
     let mut last = (usize::MAX, 0);
     let mut still_since = Instant::now();
     let waited = Instant::now();
@@ -1466,10 +1498,13 @@ async fn search_setup(n: usize) -> SearchSetup {
         let (at, used) = cpu[0];
         let idle = sample.0 - at >= Duration::from_secs(1)
             && (sample.1 - used) / (sample.0 - at).as_secs_f64() < 0.05;
+        let followed = server
+            .searched_segments()
+            .is_none_or(|searched| searched == now.0 as u64);
         if now != last {
             last = now;
             still_since = Instant::now();
-        } else if (still_since.elapsed() >= Duration::from_secs(2) && idle)
+        } else if (still_since.elapsed() >= Duration::from_secs(2) && idle && followed)
             || waited.elapsed() >= Duration::from_secs(180)
         {
             break;
@@ -1492,7 +1527,13 @@ async fn search_setup(n: usize) -> SearchSetup {
     }
     let searcher = reader.searcher();
     let (segments, docs) = segments_and_docs(&searcher);
-    println!("index after load: {segments} segments, {docs} docs");
+    println!(
+        "index after load: {segments} segments, {docs} docs; the server searches {}",
+        server.searched_segments().map_or(
+            "? segments (no verbatim_index_segments gauge)".to_string(),
+            |n| format!("{n} segments")
+        )
+    );
     {
         // What the index holds, and the share of its `text_pairs` field
         // (two-word phrases as one term each).
@@ -1905,10 +1946,11 @@ async fn same_index_ab(
             // The segments this round searched (a server that merges at
             // start would search fewer than the load's).
             eprintln!(
-                "  segments after {} round {}: {:?}",
+                "  segments after {} round {}: {:?}; the server searched {:?}",
                 ["before", "after"][build],
                 round + 1,
-                index_segment_sizes(server.data_dir.path())
+                index_segment_sizes(server.data_dir.path()),
+                server.searched_segments()
             );
             server.stop();
         }

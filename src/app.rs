@@ -333,7 +333,12 @@ fn scrape_tenants(tenants: Arc<Tenants>) -> crate::metrics::ScrapeHook {
         let mut write_queue = 0;
         for (tenant, engine) in tenants.open_tenants() {
             let index = engine.index();
-            crate::metrics::set_index_stats(tenant.as_str(), index.documents(), index.size_bytes());
+            crate::metrics::set_index_stats(
+                tenant.as_str(),
+                index.documents(),
+                index.size_bytes(),
+                index.segments(),
+            );
             write_queue += engine.store().write_queue_depth();
             match engine.store().stats() {
                 Ok(stats) => {

@@ -109,6 +109,10 @@ impl StopSignal {
 /// garbage to the next writer, which merges again).
 const MERGE_WAIT_AT_STOP: Duration = Duration::from_secs(5);
 
+/// How often an idle indexer looks for merges that ended after its last
+/// commit (`Indexer::follow_merges`).
+pub(super) const MERGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// What one round of the indexer applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Applied {
@@ -163,6 +167,34 @@ impl Indexer {
             tracing::info!("index writer re-opened");
         }
         Ok(self.writer.as_mut().expect("just set"))
+    }
+
+    /// Reloads the reader when the committed segments differ from the ones
+    /// it searches: a background merge that ended after the last commit's
+    /// reload (the reader reloads only when told) replaced segments on disk,
+    /// and until the next write the reader would go on searching the
+    /// merged-away segments: more segments per query (measured: a server
+    /// that just loaded 1M items spent 1.25-1.5x the CPU per single-term
+    /// query of the same build restarted on the same files), and their
+    /// files, deleted from the folder, kept mapped and on disk. A merge
+    /// changes no document (only committed segments merge, deletes
+    /// included), so the reload shows the same items; whether they differ
+    /// costs a read of meta.json. Returns whether it reloaded.
+    pub(super) fn follow_merges(&self) -> Result<bool, IndexError> {
+        let committed = self.index.searchable_segment_ids()?;
+        let searcher = self.shared.reader.searcher();
+        let searched = searcher.segment_readers();
+        if searched.len() == committed.len()
+            && searched.iter().all(|s| committed.contains(&s.segment_id()))
+        {
+            return Ok(false);
+        }
+        self.shared.reload()?;
+        tracing::debug!(
+            segments = committed.len(),
+            "reader follows the ended merges"
+        );
+        Ok(true)
     }
 
     /// Applies change-log entries and commits them: one read of up to
@@ -349,6 +381,7 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
     let mut check_now = true;
     // The last round left a backlog: go on at once (its commit was large).
     let mut behind = false;
+    let mut merges_checked = Instant::now();
     loop {
         let stopping = stop.requested();
         let newest = if check_now {
@@ -419,6 +452,12 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
         }
         if stopping {
             break;
+        }
+        if merges_checked.elapsed() >= MERGE_CHECK_INTERVAL {
+            merges_checked = Instant::now();
+            if let Err(error) = indexer.follow_merges() {
+                tracing::warn!(%error, "cannot reload the index reader after a merge; retrying");
+            }
         }
     }
     if let Some(writer) = indexer.writer.take() {

@@ -23,7 +23,9 @@
 //! - Refresh policy: the indexer commits at most once per
 //!   `refresh_interval` (default 250 ms) and reloads the searcher right after,
 //!   so an acknowledged write is searchable within interval + commit time
-//!   while ingest stays below the indexing rate.
+//!   while ingest stays below the indexing rate. An idle indexer reloads it
+//!   within `MERGE_CHECK_INTERVAL` (1 s) of a background merge that ended
+//!   after the last commit (the reader searches the committed segments).
 //! - Search never blocks the async executor: callers run it on the blocking pool.
 
 mod collect;
@@ -518,6 +520,11 @@ impl SearchIndex {
         self.shared.reader.searcher().num_docs()
     }
 
+    /// Segments in the searchable (last reloaded) index.
+    pub fn segments(&self) -> u64 {
+        self.shared.reader.searcher().segment_readers().len() as u64
+    }
+
     /// Bytes of the index folder's files (segments, metadata); 0 when it
     /// cannot be listed.
     pub fn size_bytes(&self) -> u64 {
@@ -980,6 +987,53 @@ mod doc_store_tests {
         drop(index);
         let (reopened, _, _) = open_index(&index_dir(data.path(), true), true).unwrap();
         assert_eq!(committed_seq(&reopened).unwrap(), last);
+    }
+
+    /// A merge that ends after the last commit is searched without a
+    /// further write: the reader follows it (`Indexer::follow_merges`)
+    /// instead of searching the merged-away segments, whose files are
+    /// already deleted, until the next commit.
+    #[tokio::test]
+    async fn the_reader_follows_a_merge_that_ends_after_the_last_commit() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 4).unwrap();
+        let index =
+            SearchIndex::open(data.path(), store.clone(), IndexSettings::for_tests()).unwrap();
+        // Eight commits of one segment each (one writer thread): tantivy's
+        // merge policy joins them in the background after the eighth.
+        for batch in 0..8 {
+            let last = write_backlog(&store, batch * 100 + 1..=batch * 100 + 100).await;
+            wait_indexed(&index, last);
+        }
+        let segment_ids = |searcher: &Searcher| {
+            let mut ids: Vec<SegmentId> = searcher
+                .segment_readers()
+                .iter()
+                .map(|s| s.segment_id())
+                .collect();
+            ids.sort();
+            ids
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let searcher = index.shared.reader.searcher();
+            let mut committed = searcher.index().searchable_segment_ids().unwrap();
+            committed.sort();
+            let searched = segment_ids(&searcher);
+            if committed.len() < 8 && searched == committed {
+                assert_eq!(searcher.num_docs(), 800);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the reader searches {} segments, {} are committed",
+                searched.len(),
+                committed.len()
+            );
+            drop(searcher);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        index.shutdown();
     }
 
     /// A shutdown behind a backlog commits what the indexer applied within

@@ -378,6 +378,7 @@ pub struct Metrics {
     pub index_commit: Family<Histogram>,
     pub index_documents: Family<Gauge>,
     pub index_size_bytes: Family<Gauge>,
+    pub index_segments: Family<Gauge>,
     pub ingest_to_searchable: Family<Histogram>,
     pub analysis_backlog: Family<Gauge>,
     pub filter_cache_lookups: Family<Counter>,
@@ -447,6 +448,12 @@ impl Metrics {
             index_size_bytes: Family::new(
                 "verbatim_index_size_bytes",
                 "Bytes of the search index's files on disk (refreshed at scrape time).",
+                &["tenant"],
+                &[],
+            ),
+            index_segments: Family::new(
+                "verbatim_index_segments",
+                "Segments the search index's reader searches (refreshed at scrape time).",
                 &["tenant"],
                 &[],
             ),
@@ -526,6 +533,7 @@ impl Metrics {
         self.index_commit.render(&mut out);
         self.index_documents.render(&mut out);
         self.index_size_bytes.render(&mut out);
+        self.index_segments.render(&mut out);
         self.ingest_to_searchable.render(&mut out);
         self.analysis_backlog.render(&mut out);
         self.filter_cache_lookups.render(&mut out);
@@ -606,12 +614,13 @@ pub fn observe_ingest_to_searchable(elapsed: Duration) {
         .observe_duration(elapsed);
 }
 
-pub fn set_index_stats(tenant: &str, documents: u64, size_bytes: u64) {
+pub fn set_index_stats(tenant: &str, documents: u64, size_bytes: u64, segments: u64) {
     METRICS.index_documents.with(&[tenant]).set_count(documents);
     METRICS
         .index_size_bytes
         .with(&[tenant])
         .set_count(size_bytes);
+    METRICS.index_segments.with(&[tenant]).set_count(segments);
 }
 
 /// The filter cache's hit and miss counters and its bytes gauge (every
@@ -771,6 +780,7 @@ mod tests {
             "verbatim_index_commit_seconds",
             "verbatim_index_documents",
             "verbatim_index_size_bytes",
+            "verbatim_index_segments",
             "verbatim_ingest_to_searchable_seconds",
             "verbatim_analysis_backlog",
             "verbatim_filter_cache_lookups_total",

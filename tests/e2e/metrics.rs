@@ -88,6 +88,7 @@ async fn rpcs_are_counted_timed_and_served_on_the_metrics_endpoint() {
         "verbatim_pool_batch_size",
         "verbatim_index_commit_seconds",
         "verbatim_index_size_bytes",
+        "verbatim_index_segments",
         "verbatim_ingest_to_searchable_seconds",
         "verbatim_analysis_backlog",
         "verbatim_filter_cache_lookups_total",
@@ -98,6 +99,12 @@ async fn rpcs_are_counted_timed_and_served_on_the_metrics_endpoint() {
     assert!(
         metric_value(&body, "verbatim_index_size_bytes{tenant=\"default\"}")
             .is_some_and(|n| n > 0.0)
+    );
+    // One document, one commit: one segment.
+    assert_eq!(
+        metric_value(&body, "verbatim_index_segments{tenant=\"default\"}"),
+        Some(1.0),
+        "{body}"
     );
     assert!(
         metric_value(&body, "verbatim_ingest_to_searchable_seconds_count")
