@@ -173,7 +173,7 @@ pub struct ServeArgs {
     /// Index each two adjacent words as one term: two-word phrases ("late delivery", wi-fi) search one posting list instead of matching positions [default: on]; off: about half the indexing work and index size, slower phrases. Switching rebuilds the index from the store at startup.
     #[arg(long, env = "VERBATIM_INDEX_PHRASES")]
     pub index_phrases: Option<Switch>,
-    /// Store page cache per tenant in MiB [default: 1024]: filled by reads, up to this, and kept.
+    /// Store page cache per tenant in MiB [default: 128]: filled by reads and by the pages writes commit, up to this, and kept.
     #[arg(long, env = "VERBATIM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<usize>,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT, in ms [default: 2000]; then the indexer gets as long again to apply waiting changes before it commits (the rest is indexed at the next start), and running index merges up to 5 s.
@@ -406,7 +406,7 @@ mod tests {
     fn the_store_cache_is_bounded_and_read_from_the_file() {
         let config = resolve_file("store_cache_mb = 64\n").unwrap();
         assert_eq!(config.store_cache_mb, 64);
-        assert_eq!(Config::default().store_cache_mb, 1024, "redb's own default");
+        assert_eq!(Config::default().store_cache_mb, 128);
         let error = ServeArgs {
             store_cache_mb: Some(0),
             ..Default::default()

@@ -713,8 +713,14 @@ impl OfflineStore {
     }
 }
 
-/// redb's own default page cache limit (1 GiB).
-pub const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+/// The store's page cache limit by default (per tenant): 128 MiB, not
+/// redb's own 1 GiB. redb also moves every page a commit writes into this
+/// cache, so after a bulk load it holds the load's pages up to the limit:
+/// at 1M items and 1 GiB the loaded server kept ~750 MiB more resident
+/// than restarted, and spent 1.1-1.4x the CPU per search that reads items
+/// (lookups in a cache of the load's pages); reads of a warm working set
+/// and ingest cost the same with 64-128 MiB (BENCHMARKS.md, 26th session).
+pub const DEFAULT_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 /// Creates or opens a database file with a page cache limit. A seam: unit
 /// tests open the file through a backend that fails on cue.
