@@ -382,6 +382,8 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
     // The last round left a backlog: go on at once (its commit was large).
     let mut behind = false;
     let mut merges_checked = Instant::now();
+    // The last merge check failed (logged once until one succeeds).
+    let mut merge_check_failing = false;
     loop {
         let stopping = stop.requested();
         let newest = if check_now {
@@ -455,8 +457,17 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
         }
         if merges_checked.elapsed() >= MERGE_CHECK_INTERVAL {
             merges_checked = Instant::now();
-            if let Err(error) = indexer.follow_merges() {
-                tracing::warn!(%error, "cannot reload the index reader after a merge; retrying");
+            match indexer.follow_merges() {
+                Ok(_) if merge_check_failing => {
+                    merge_check_failing = false;
+                    tracing::info!("the index reader follows merges again");
+                }
+                Ok(_) => {}
+                Err(error) if !merge_check_failing => {
+                    merge_check_failing = true;
+                    tracing::warn!(%error, "cannot reload the index reader after a merge; retrying every second");
+                }
+                Err(error) => tracing::debug!(%error, "merge check failed again"),
             }
         }
     }
