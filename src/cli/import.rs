@@ -105,8 +105,9 @@ pub struct ImportArgs {
     /// (RESOURCE_EXHAUSTED, UNAVAILABLE: its request budget is full, it is
     /// restarting), reopen it after a pause that doubles from 1 s up to 30 s
     /// and go on after the last acknowledged row, up to this many times in a
-    /// row (the count starts again once a message is acknowledged). 0: stop
-    /// at once and say where --resume goes on.
+    /// row (the count starts again once a message is acknowledged); a
+    /// refusal for room also halves the items per message for the rest of
+    /// the run. 0: stop at once and say where --resume goes on.
     #[arg(long, default_value_t = 8)]
     pub retries: u32,
     /// Print every rejected row (default: the first 20).
@@ -367,6 +368,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let passes = async {
         // Failed streams since the last acknowledged message.
         let mut failures = 0;
+        // Items per message: halved after each refusal for room.
+        let mut batch_size = args.batch_size as usize;
         loop {
             // A pass over the file, after the last acknowledged row.
             let input = match input.take() {
@@ -389,7 +392,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
                 file_identity: identity.clone(),
                 mappings: mappings.clone(),
                 tag_separator: args.tag_separator.clone(),
-                batcher: Batcher::new(produced_tx, args.batch_size as usize),
+                batcher: Batcher::new(produced_tx, batch_size),
             };
             let reader = {
                 let file = args.file.clone();
@@ -421,9 +424,16 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             }
             failures += 1;
             let pause = retry_pause(failures);
+            let smaller = match halved_batch(&status, batch_size) {
+                Some(half) => {
+                    batch_size = half;
+                    format!(", {half} items per message from now on (the server is short of room)")
+                }
+                None => String::new(),
+            };
             progress.suspend(|| {
                 eprintln!(
-                    "import stream failed ({:?}: {}) with {} rows acknowledged; retrying in {:.1} s ({failures} of {})",
+                    "import stream failed ({:?}: {}) with {} rows acknowledged; retrying in {:.1} s ({failures} of {}){smaller}",
                     status.code(),
                     status.message(),
                     tally.state.rows_done,
@@ -458,6 +468,14 @@ fn retryable(status: &tonic::Status) -> bool {
         tonic::Code::Unknown => std::error::Error::source(status).is_some(),
         _ => false,
     }
+}
+
+/// After a stream the server refused for room (RESOURCE_EXHAUSTED: its
+/// request bytes in flight or its write queue), the next one sends half as
+/// many items per message (at least one), so that it holds less of the
+/// server's budget; None for other statuses or at one item.
+fn halved_batch(status: &tonic::Status, batch_size: usize) -> Option<usize> {
+    (status.code() == tonic::Code::ResourceExhausted && batch_size > 1).then(|| batch_size / 2)
 }
 
 /// The pause before the `failures`th retry in a row: 1 s doubling up to
@@ -1249,6 +1267,22 @@ mod tests {
 
     #[test]
     fn only_transport_failures_and_busy_statuses_are_retried() {
+        assert_eq!(
+            halved_batch(&tonic::Status::resource_exhausted("full"), 500),
+            Some(250)
+        );
+        assert_eq!(
+            halved_batch(&tonic::Status::resource_exhausted("full"), 3),
+            Some(1)
+        );
+        assert_eq!(
+            halved_batch(&tonic::Status::resource_exhausted("full"), 1),
+            None
+        );
+        assert_eq!(
+            halved_batch(&tonic::Status::unavailable("restarting"), 500),
+            None
+        );
         assert!(retryable(&tonic::Status::resource_exhausted("full")));
         assert!(retryable(&tonic::Status::unavailable("restarting")));
         // An UNKNOWN the server sent has no source: not retried.

@@ -293,11 +293,11 @@ fn import_by_80(file: &str, addr: &str, extra: &[&str]) -> (Option<i32>, String,
     run_code(&args)
 }
 
-/// 800 rows of ~29 KB each (`long-1` .. `long-800`) in DIR/long.jsonl.
-fn long_rows(dir: &std::path::Path) -> std::path::PathBuf {
+/// ROWS rows of ~29 KB each (`long-1` .. `long-ROWS`) in DIR/long.jsonl.
+fn long_rows(dir: &std::path::Path, rows: usize) -> std::path::PathBuf {
     let file = dir.join("long.jsonl");
     let text = "the delivery was late again and nobody answered ".repeat(600);
-    let lines: String = (1..=800)
+    let lines: String = (1..=rows)
         .map(|i| format!("{{\"id\":\"long-{i}\",\"text\":\"{i} {text}\"}}\n"))
         .collect();
     std::fs::write(&file, lines).unwrap();
@@ -310,7 +310,7 @@ fn long_rows(dir: &std::path::Path) -> std::path::PathBuf {
 #[tokio::test]
 async fn an_import_refused_for_room_says_where_to_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let file = long_rows(dir.path());
+    let file = long_rows(dir.path(), 800);
     let path = file.to_str().unwrap();
     // 17 MiB in flight (the least allowed): a stream keeps its last 8
     // messages counted, so the eighth message of ~2.3 MB is refused.
@@ -342,12 +342,12 @@ async fn an_import_refused_for_room_says_where_to_resume() {
 }
 
 /// By default the import reopens a stream the server refused for room and
-/// goes on after the last acknowledged row: the same file and server as
-/// above, and every row is stored once.
+/// goes on after the last acknowledged row with half as many items per
+/// message: the same server as above, and every row is stored once.
 #[tokio::test]
 async fn an_import_refused_for_room_retries_and_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let file = long_rows(dir.path());
+    let file = long_rows(dir.path(), 1600);
     let tight = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
     let addr = tight.addr.to_string();
     let path = file.to_str().unwrap();
@@ -358,11 +358,23 @@ async fn an_import_refused_for_room_retries_and_finishes() {
             && stderr.contains("rows acknowledged; retrying in "),
         "{stderr}"
     );
+    // The new stream sends 40 items a message instead of 80: ~1.2 MB
+    // each, 8 of them within the 17 MiB, so one refusal is the last (at 80
+    // the ~1,000 rows left would be refused again after 7 messages).
     assert!(
-        stdout.contains("800 rows, 800 accepted, 0 rejected"),
+        stderr.contains(", 40 items per message from now on"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("import stream failed").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("1600 rows, 1600 accepted, 0 rejected"),
         "{stdout}"
     );
-    assert_eq!(stored_items(&tight).await, 800);
+    assert_eq!(stored_items(&tight).await, 1600);
 }
 
 /// A server killed (kill -9) in the middle of an import and started again
