@@ -1498,13 +1498,16 @@ async fn search_setup(n: usize) -> SearchSetup {
         let (at, used) = cpu[0];
         let idle = sample.0 - at >= Duration::from_secs(1)
             && (sample.1 - used) / (sample.0 - at).as_secs_f64() < 0.05;
-        let followed = server
-            .searched_segments()
-            .is_none_or(|searched| searched == now.0 as u64);
+        // The server's gauge is scraped only once the rest holds.
+        let followed = || {
+            server
+                .searched_segments()
+                .is_none_or(|searched| searched == now.0 as u64)
+        };
         if now != last {
             last = now;
             still_since = Instant::now();
-        } else if (still_since.elapsed() >= Duration::from_secs(2) && idle && followed)
+        } else if (still_since.elapsed() >= Duration::from_secs(2) && idle && followed())
             || waited.elapsed() >= Duration::from_secs(180)
         {
             break;

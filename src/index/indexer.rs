@@ -179,22 +179,22 @@ impl Indexer {
     /// files, deleted from the folder, kept mapped and on disk. A merge
     /// changes no document (only committed segments merge, deletes
     /// included), so the reload shows the same items; whether they differ
-    /// costs a read of meta.json. Returns whether it reloaded.
-    pub(super) fn follow_merges(&self) -> Result<bool, IndexError> {
+    /// costs a read of meta.json.
+    pub(super) fn follow_merges(&self) -> Result<(), IndexError> {
         let committed = self.index.searchable_segment_ids()?;
         let searcher = self.shared.reader.searcher();
         let searched = searcher.segment_readers();
         if searched.len() == committed.len()
             && searched.iter().all(|s| committed.contains(&s.segment_id()))
         {
-            return Ok(false);
+            return Ok(());
         }
         self.shared.reload()?;
         tracing::debug!(
             segments = committed.len(),
             "reader follows the ended merges"
         );
-        Ok(true)
+        Ok(())
     }
 
     /// Applies change-log entries and commits them: one read of up to
@@ -458,11 +458,11 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
         if merges_checked.elapsed() >= MERGE_CHECK_INTERVAL {
             merges_checked = Instant::now();
             match indexer.follow_merges() {
-                Ok(_) if merge_check_failing => {
+                Ok(()) if merge_check_failing => {
                     merge_check_failing = false;
                     tracing::info!("the index reader follows merges again");
                 }
-                Ok(_) => {}
+                Ok(()) => {}
                 Err(error) if !merge_check_failing => {
                     merge_check_failing = true;
                     tracing::warn!(%error, "cannot reload the index reader after a merge; retrying every second");
