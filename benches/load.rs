@@ -95,6 +95,8 @@
 //! to `-e cpu-clock` when the default event does not work), and writes
 //! `perf report --no-children --percent-limit 1 --stdio` next to the data
 //! in target/bench-perf/ (call graphs, and a flat top-frames file it prints).
+//! BENCH_PERF_PHASE=one records the one-client phase instead
+//! (search-CLASS-1-client.perf.*).
 //!
 //! `snippet-tokens [ROUNDS]` (no server): the snippet analyzer over hits'
 //! texts of 300 query words (ns per text), to compare builds.
@@ -1699,9 +1701,32 @@ async fn bench_search(n: usize, secs: f64) {
         let exhaustive = raw_phase(&setup.searcher, class, false, secs);
         let pruned = raw_phase(&setup.searcher, class, true, secs);
         let work = class_work(class);
-        let one = service_phase(&pool[..1], work.clone(), secs).await;
+        // The server's own counters over the one-client phase: its CPU per
+        // query against the latency tells work from waiting (wake-ups,
+        // hand-offs between threads).
+        // BENCH_PERF_PHASE=one profiles this phase instead of the next.
+        let profile_one = std::env::var("BENCH_PERF_PHASE").is_ok_and(|p| p == "one");
         let profile = match &perf_secs {
-            Some(s) if class.key == perf_class => {
+            Some(s) if class.key == perf_class && profile_one => start_profile(
+                setup.server.child.id(),
+                s,
+                &format!("search-{}-1-client", class.key),
+            ),
+            _ => None,
+        };
+        let one_counters = ProcCounters::read(setup.server.child.id());
+        let one = service_phase(&pool[..1], work.clone(), secs).await;
+        if let Some(profile) = profile {
+            finish_profile(profile);
+        }
+        eprintln!(
+            "  server ({}, 1 client): {}",
+            class.key,
+            ProcCounters::read(setup.server.child.id())
+                .per_query_since(&one_counters, one.ms.len())
+        );
+        let profile = match &perf_secs {
+            Some(s) if class.key == perf_class && !profile_one => {
                 start_profile(setup.server.child.id(), s, &format!("search-{}", class.key))
             }
             _ => None,
