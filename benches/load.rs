@@ -46,7 +46,7 @@
 //!     the server and the bench's own clients used per answered query
 //!     (/proc/PID/stat) beside raw tantivy's (2 busy threads / its qps).
 //!
-//! Each BENCH_CLIENTS phase (and each A/B round's) also prints, on stderr,
+//! Each one-client and BENCH_CLIENTS phase (and each A/B round's) also prints, on stderr,
 //! the server's user and kernel CPU, page faults and context switches per
 //! answered query (/proc/PID/stat and the threads' status files): where one
 //! process spends more than another, on a machine without the hardware
@@ -1701,9 +1701,6 @@ async fn bench_search(n: usize, secs: f64) {
         let exhaustive = raw_phase(&setup.searcher, class, false, secs);
         let pruned = raw_phase(&setup.searcher, class, true, secs);
         let work = class_work(class);
-        // The server's own counters over the one-client phase: its CPU per
-        // query against the latency tells work from waiting (wake-ups,
-        // hand-offs between threads).
         // BENCH_PERF_PHASE=one profiles this phase instead of the next.
         let profile_one = std::env::var("BENCH_PERF_PHASE").is_ok_and(|p| p == "one");
         let profile = match &perf_secs {
@@ -1714,17 +1711,20 @@ async fn bench_search(n: usize, secs: f64) {
             ),
             _ => None,
         };
+        // The server's own counters over the one-client phase: its CPU per
+        // query beside the latency tells work from waiting (wake-ups,
+        // hand-offs between threads).
         let one_counters = ProcCounters::read(setup.server.child.id());
         let one = service_phase(&pool[..1], work.clone(), secs).await;
-        if let Some(profile) = profile {
-            finish_profile(profile);
-        }
         eprintln!(
             "  server ({}, 1 client): {}",
             class.key,
             ProcCounters::read(setup.server.child.id())
                 .per_query_since(&one_counters, one.ms.len())
         );
+        if let Some(profile) = profile {
+            finish_profile(profile);
+        }
         let profile = match &perf_secs {
             Some(s) if class.key == perf_class && !profile_one => {
                 start_profile(setup.server.child.id(), s, &format!("search-{}", class.key))
