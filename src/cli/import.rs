@@ -475,7 +475,7 @@ fn retryable(status: &tonic::Status) -> bool {
 /// many items per message (at least one), so that it holds less of the
 /// server's budget; None for other statuses or at one item.
 fn halved_batch(status: &tonic::Status, batch_size: usize) -> Option<usize> {
-    (status.code() == tonic::Code::ResourceExhausted && batch_size > 1).then(|| batch_size / 2)
+    (status.code() == tonic::Code::ResourceExhausted && batch_size > 1).then_some(batch_size / 2)
 }
 
 /// The pause before the `failures`th retry in a row: 1 s doubling up to
