@@ -46,9 +46,9 @@
 //!     the server and the bench's own clients used per answered query
 //!     (/proc/PID/stat) beside raw tantivy's (2 busy threads / its qps).
 //!
-//! Each one-client and BENCH_CLIENTS phase (and each A/B round's) also prints, on stderr,
-//! the server's user and kernel CPU, page faults and context switches per
-//! answered query (/proc/PID/stat and the threads' status files): where one
+//! Each one-client and BENCH_CLIENTS phase (and each A/B round's) also
+//! prints, on stderr, the server's user and kernel CPU, page faults and
+//! context switches per answered query (/proc/PID/stat and the threads' status files): where one
 //! process spends more than another, on a machine without the hardware
 //! counters `perf stat` needs.
 //!
@@ -1692,6 +1692,9 @@ async fn bench_search(n: usize, secs: f64) {
     }
     let perf_secs = std::env::var("BENCH_PERF").ok();
     let perf_class = std::env::var("BENCH_PERF_CLASS").unwrap_or_else(|_| "a".into());
+    // BENCH_PERF_PHASE=one profiles the one-client phase instead of the
+    // BENCH_CLIENTS one.
+    let profile_one = std::env::var("BENCH_PERF_PHASE").is_ok_and(|p| p == "one");
     // class -> (raw exhaustive, raw pruned, 1 client, N clients, CPU seconds
     // of the server and of this process (the clients) in the N-client phase)
     let mut results = Vec::new();
@@ -1701,8 +1704,6 @@ async fn bench_search(n: usize, secs: f64) {
         let exhaustive = raw_phase(&setup.searcher, class, false, secs);
         let pruned = raw_phase(&setup.searcher, class, true, secs);
         let work = class_work(class);
-        // BENCH_PERF_PHASE=one profiles this phase instead of the next.
-        let profile_one = std::env::var("BENCH_PERF_PHASE").is_ok_and(|p| p == "one");
         let profile = match &perf_secs {
             Some(s) if class.key == perf_class && profile_one => start_profile(
                 setup.server.child.id(),
