@@ -48,9 +48,9 @@
 //!
 //! Each one-client and BENCH_CLIENTS phase (and each A/B round's) also
 //! prints, on stderr, the server's user and kernel CPU, page faults and
-//! context switches per answered query (/proc/PID/stat and the threads' status files): where one
-//! process spends more than another, on a machine without the hardware
-//! counters `perf stat` needs.
+//! context switches per answered query (/proc/PID/stat and the threads'
+//! status files): where one process spends more than another, on a machine
+//! without the hardware counters `perf stat` needs.
 //!
 //! During each BENCH_CLIENTS phase one more connection sends a
 //! grpc.health.v1 Check every 5 ms (how long a call that does no work waits
