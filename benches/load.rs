@@ -758,7 +758,7 @@ fn search_classes(
     trigrams.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let trigram_head = trigrams.len().min(1000);
     let trigram = |rng: &mut Rng, i: usize| -> String {
-        let pool = if i % 2 == 0 {
+        let pool = if i.is_multiple_of(2) {
             trigram_head
         } else {
             trigrams.len()
@@ -770,7 +770,11 @@ fn search_classes(
     let head = bigrams.len().min(1000);
     // Half from the 1,000 most frequent bigrams, half from all.
     let bigram = |rng: &mut Rng, i: usize| -> (String, String) {
-        let pool = if i % 2 == 0 { head } else { bigrams.len() };
+        let pool = if i.is_multiple_of(2) {
+            head
+        } else {
+            bigrams.len()
+        };
         bigrams[rng.below(pool)].0.clone()
     };
 

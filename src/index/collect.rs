@@ -414,6 +414,10 @@ pub fn pruning_pays(query: &dyn tantivy::query::Query, count_limit: Option<u64>)
             .all(|(o, q)| *o == Occur::Should && q.is::<TermQuery>())
 }
 
+/// Each segment's fruit with its ordinal, as one thread of a spread search
+/// collected them.
+type SegmentFruits = Vec<(usize, PageFruit)>;
+
 /// `page` over `query` with the segments shared out among `threads`
 /// threads (the largest first, each to the share with the fewest documents
 /// so far): the calling thread collects the first share, `pool`'s threads
@@ -442,7 +446,7 @@ pub fn collect_spread(
         share.1.push(ord);
     }
     let weight = &*weight;
-    let collect = |ords: &[usize]| -> tantivy::Result<Vec<(usize, PageFruit)>> {
+    let collect = |ords: &[usize]| -> tantivy::Result<SegmentFruits> {
         ords.iter()
             .map(|&ord| {
                 Ok((
@@ -453,7 +457,7 @@ pub fn collect_spread(
             .collect()
     };
     let collect = &collect;
-    let mut others: Vec<Option<tantivy::Result<Vec<(usize, PageFruit)>>>> =
+    let mut others: Vec<Option<tantivy::Result<SegmentFruits>>> =
         (1..shares.len()).map(|_| None).collect();
     let mine = pool.in_place_scope(|scope| {
         for ((_, ords), out) in shares[1..].iter().zip(others.iter_mut()) {

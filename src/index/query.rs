@@ -1265,8 +1265,8 @@ mod tests {
         };
         // One phrase of one-letter words filling the byte limit; 32
         // phrases; 32 terms of which two-word phrases.
-        let one = format!("\"{}\"", words((MAX_QUERY_BYTES - 2 + 1) / 2));
-        let each = (MAX_QUERY_BYTES / MAX_QUERY_CLAUSES - 3 + 1) / 2;
+        let one = format!("\"{}\"", words((MAX_QUERY_BYTES - 2).div_ceil(2)));
+        let each = (MAX_QUERY_BYTES / MAX_QUERY_CLAUSES - 3).div_ceil(2);
         let many = vec![format!("\"{}\"", words(each)); MAX_QUERY_CLAUSES].join(" ");
         let pairs = vec!["\"a b\""; MAX_QUERY_CLAUSES].join(" ");
         for text in [one, many, pairs] {
