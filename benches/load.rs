@@ -1708,14 +1708,15 @@ async fn bench_search(n: usize, secs: f64) {
         let exhaustive = raw_phase(&setup.searcher, class, false, secs);
         let pruned = raw_phase(&setup.searcher, class, true, secs);
         let work = class_work(class);
-        let profile = match &perf_secs {
-            Some(s) if class.key == perf_class && profile_one => start_profile(
-                setup.server.child.id(),
-                s,
-                &format!("search-{}-1-client", class.key),
-            ),
+        // The profile of this class's phase with one client (`one`) or
+        // BENCH_CLIENTS, whichever BENCH_PERF_PHASE names.
+        let profile_phase = |one: bool, name: String| match &perf_secs {
+            Some(s) if class.key == perf_class && profile_one == one => {
+                start_profile(setup.server.child.id(), s, &name)
+            }
             _ => None,
         };
+        let profile = profile_phase(true, format!("search-{}-1-client", class.key));
         // The server's own counters over the one-client phase: its CPU per
         // query beside the latency tells work from waiting (wake-ups,
         // hand-offs between threads).
@@ -1730,12 +1731,7 @@ async fn bench_search(n: usize, secs: f64) {
         if let Some(profile) = profile {
             finish_profile(profile);
         }
-        let profile = match &perf_secs {
-            Some(s) if class.key == perf_class && !profile_one => {
-                start_profile(setup.server.child.id(), s, &format!("search-{}", class.key))
-            }
-            _ => None,
-        };
+        let profile = profile_phase(false, format!("search-{}", class.key));
         let cpu_before = (
             cpu_seconds(setup.server.child.id()),
             cpu_seconds(std::process::id()),
