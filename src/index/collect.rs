@@ -69,6 +69,32 @@ pub struct PageCollector {
     pub columns: Arc<ColumnCache>,
     /// Facets counted over every match, in the pass that counts them.
     pub facets: Option<FacetCollector>,
+    /// The best full segment page's lowest key so far in this search
+    /// (`PageFloor`); a new collector per search starts without one.
+    pub floor: PageFloor,
+}
+
+/// The lowest key of the best full page a segment of this search has
+/// collected so far. The page of the whole search is the best `k` keys
+/// over every segment, so it holds only keys at or above this one: a later
+/// segment (on this thread or another of a spread search) offers only keys
+/// above it, and block-WAND starts from its score instead of from zero
+/// (Lucene's minimum competitive score, shared among segments the same way).
+#[derive(Default)]
+pub struct PageFloor(Mutex<Option<SortKey>>);
+
+impl PageFloor {
+    fn get(&self) -> Option<SortKey> {
+        *lock(&self.0)
+    }
+
+    /// Raises the floor to a full segment page's lowest key.
+    fn raise(&self, key: SortKey) {
+        let mut floor = lock(&self.0);
+        if floor.is_none_or(|floor| key > floor) {
+            *floor = Some(key);
+        }
+    }
 }
 
 /// The columns a page reads from one segment. A segment never changes
@@ -504,6 +530,17 @@ pub struct PageSegmentCollector {
     /// sorts over a `seq_ascending` segment; not date sorts, which read
     /// blocks best first).
     later_ties_lose: bool,
+    /// The search's floor when this segment started (`PageFloor`): a key
+    /// must be above it. Its primary part (`i64::MIN` without one) rejects
+    /// most documents before `seq` is read.
+    outer: Option<SortKey>,
+    outer_primary: i64,
+    /// Every document of this segment loses a tie with `outer` on the
+    /// primary key: the segment's seqs (by the column's bounds) all rank
+    /// after the floor's.
+    outer_ties_lose: bool,
+    /// The score a relevance match must exceed to pass `outer`.
+    outer_threshold: Score,
     count: u64,
     facets: Option<FacetSegmentCollector>,
 }
@@ -539,8 +576,15 @@ impl PageSegmentCollector {
         if primary < self.floor || (primary == self.floor && self.later_ties_lose) {
             return;
         }
+        if primary < self.outer_primary || (primary == self.outer_primary && self.outer_ties_lose) {
+            return;
+        }
+        seq_read();
         let key = SortKey::from_primary(self.sort, primary, self.seq.get_val(doc));
         if matches!(self.after, Some(after) if key >= after) {
+            return;
+        }
+        if primary == self.outer_primary && self.outer.is_some_and(|outer| key <= outer) {
             return;
         }
         if self.heap.len() < self.k {
@@ -566,7 +610,7 @@ impl PageSegmentCollector {
         if matches!(self.after, Some(after) if worst > after.primary()) {
             return false;
         }
-        best >= self.floor
+        best >= self.floor && best >= self.outer_primary
     }
 
     /// Offers the live documents of `scorer` in `start..end`, seeking to
@@ -595,24 +639,51 @@ impl PageSegmentCollector {
     /// (they compete on `seq`), unless later ties lose (then the score
     /// itself, and block-WAND skips the blocks that can only tie).
     fn pruning_threshold(&self) -> Score {
+        self.own_threshold().max(self.outer_threshold)
+    }
+
+    /// `pruning_threshold` of this segment's page alone.
+    fn own_threshold(&self) -> Score {
         if self.heap.len() < self.k {
             return Score::MIN;
         }
         match self.heap.peek() {
             Some(Reverse((lowest, _))) => {
                 let score = lowest.score(SortOrder::Relevance);
-                let bits = score.to_bits();
                 if self.later_ties_lose {
                     score
-                } else if score > 0.0 && bits > 0 {
-                    f32::from_bits(bits - 1)
                 } else {
-                    Score::MIN
+                    below(score)
                 }
             }
             None => Score::MIN,
         }
     }
+}
+
+/// The block-WAND threshold that keeps documents tying `score`: one float
+/// step below it (BM25 scores are non-negative), or none at zero.
+fn below(score: Score) -> Score {
+    let bits = score.to_bits();
+    if score > 0.0 && bits > 0 {
+        f32::from_bits(bits - 1)
+    } else {
+        Score::MIN
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// `seq` values read on this thread (documents that reached the page's
+    /// full key).
+    static SEQ_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts a `seq` read (tests only).
+#[inline]
+fn seq_read() {
+    #[cfg(test)]
+    SEQ_READS.with(|reads| reads.set(reads.get() + 1));
 }
 
 impl SegmentCollector for PageSegmentCollector {
@@ -626,10 +697,11 @@ impl SegmentCollector for PageSegmentCollector {
         }
         // Most matches of a relevance search score below a full page:
         // rejected here, without the call.
-        if self.sort == SortOrder::Relevance
-            && SortKey::primary_of(SortOrder::Relevance, score, 0, None) < self.floor
-        {
-            return;
+        if self.sort == SortOrder::Relevance {
+            let primary = SortKey::primary_of(SortOrder::Relevance, score, 0, None);
+            if primary < self.floor || primary < self.outer_primary {
+                return;
+            }
         }
         self.offer(doc, score);
     }
@@ -701,6 +773,24 @@ impl Collector for PageCollector {
         segment_ord: u32,
         reader: &SegmentReader,
     ) -> tantivy::Result<PageFruit> {
+        let fruit = self.collect_page(weight, segment_ord, reader)?;
+        if fruit.top.len() >= self.k.max(1) {
+            if let Some(lowest) = fruit.top.iter().map(|(key, _)| *key).min() {
+                self.floor.raise(lowest);
+            }
+        }
+        Ok(fruit)
+    }
+}
+
+impl PageCollector {
+    /// One segment's page (`collect_segment`, before the floor is raised).
+    fn collect_page(
+        &self,
+        weight: &dyn Weight,
+        segment_ord: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<PageFruit> {
         let (mut collector, columns) = self.segment_collector(segment_ord, reader)?;
         let alive = reader.alive_bitset();
         if let (SortOrder::Newest | SortOrder::Oldest, Some(created)) =
@@ -735,8 +825,8 @@ impl Collector for PageCollector {
         }
         // Relevance: only documents whose score can reach the page are
         // offered; the count is a separate pass that does not score.
-        let mut threshold = Score::MIN;
-        weight.for_each_pruning(Score::MIN, reader, &mut |doc, score| {
+        let mut threshold = collector.outer_threshold;
+        weight.for_each_pruning(threshold, reader, &mut |doc, score| {
             if alive.is_none_or(|a| a.is_alive(doc)) {
                 collector.offer(doc, score);
                 threshold = collector.pruning_threshold();
@@ -749,9 +839,7 @@ impl Collector for PageCollector {
         fruit.count_truncated = count_truncated;
         Ok(fruit)
     }
-}
 
-impl PageCollector {
     /// The segment's collector, and the segment's cached columns.
     fn segment_collector(
         &self,
@@ -774,11 +862,36 @@ impl PageCollector {
             SortOrder::MostNegative | SortOrder::MostPositive => columns.sentiment.clone(),
             _ => None,
         };
+        let outer = self.floor.get();
+        // The best seq a document of this segment can have under the sort
+        // (the column's bounds hold every document's).
+        let best_seq = match self.sort {
+            SortOrder::Newest => columns.seq.max_value(),
+            _ => columns.seq.min_value(),
+        };
+        let outer_ties_lose = outer.is_some_and(|outer| {
+            SortKey::from_primary(self.sort, outer.primary(), best_seq) < outer
+        });
+        let outer_threshold = match outer {
+            Some(outer) if self.sort == SortOrder::Relevance => {
+                let score = outer.score(SortOrder::Relevance);
+                if outer_ties_lose {
+                    score
+                } else {
+                    below(score)
+                }
+            }
+            _ => Score::MIN,
+        };
         let collector = PageSegmentCollector {
             sort: self.sort,
             k: self.k.max(1),
             after: self.after,
             segment_ord,
+            outer,
+            outer_primary: outer.map_or(i64::MIN, |outer| outer.primary()),
+            outer_ties_lose,
+            outer_threshold,
             seq: columns.seq.clone(),
             later_ties_lose: matches!(
                 self.sort,
@@ -1218,6 +1331,7 @@ mod tests {
                         prune,
                         columns: columns.clone(),
                         facets: None,
+                        floor: PageFloor::default(),
                     };
                     run(&searcher, &*query, page, exhaustive)
                 };
@@ -1241,6 +1355,7 @@ mod tests {
                             prune,
                             columns: columns.clone(),
                             facets: if with_facets { facets() } else { None },
+                            floor: PageFloor::default(),
                         };
                         let fruit = run_way(&searcher, &*query, page, way);
                         assert_eq!(fruit.count, expected_count, "{text} {sort:?}");
@@ -1287,6 +1402,7 @@ mod tests {
                     prune,
                     columns: columns.clone(),
                     facets: if with_facets { facets() } else { None },
+                    floor: PageFloor::default(),
                 };
                 let spread = run_way(&searcher, &*query, limited(), Way::Spread);
                 let fruit = run(&searcher, &*query, limited(), false);
@@ -1313,6 +1429,7 @@ mod tests {
                     prune,
                     columns: columns.clone(),
                     facets: None,
+                    floor: PageFloor::default(),
                 };
                 let exact = run(&searcher, &*query, exact, false);
                 assert_eq!(
@@ -1370,6 +1487,7 @@ mod tests {
                             prune: false,
                             columns: Arc::new(ColumnCache::with_date_block_shift(1)),
                             facets: None,
+                            floor: PageFloor::default(),
                         };
                         run(&searcher, &*query, page, exhaustive)
                     };
@@ -1516,6 +1634,97 @@ mod tests {
         assert_eq!(count_up_to(&*weight, reader, 3).unwrap(), (3, true));
         assert_eq!(count_up_to(&*weight, reader, 4).unwrap(), (4, false));
         assert_eq!(count_up_to(&*weight, reader, 10).unwrap(), (4, false));
+    }
+
+    /// A segment searched after another filled its page starts from that
+    /// page's lowest key: documents that cannot pass it are rejected
+    /// before their `seq` is read (block-WAND skips them from the start),
+    /// and ties with it that must lose (every seq of the segment ranks
+    /// after the floor's) as well. The segment's total is still counted.
+    #[test]
+    fn later_segments_start_from_the_best_page_so_far() {
+        use tantivy::query::{EnableScoring, TermQuery};
+        use tantivy::schema::IndexRecordOption;
+        let (index, fields, mut writer) = test_index();
+        // Segment of 30 short texts with the word three times (the best
+        // scores), then two of 300 that score lower, then one of 40 that
+        // ties the first (later seqs: their ties lose).
+        let mut seq = 0;
+        for (docs, text) in [
+            (30, "word word word"),
+            (300, "word filler filler filler"),
+            (300, "word filler filler filler"),
+            (40, "word word word"),
+        ] {
+            for _ in 0..docs {
+                add_test_item(
+                    &writer,
+                    &fields,
+                    seq,
+                    FeedbackDraft {
+                        id: format!("i-{seq}"),
+                        text: text.into(),
+                        ..Default::default()
+                    },
+                    AnalysisState::Pending,
+                );
+                seq += 1;
+            }
+            writer.commit().unwrap();
+        }
+        let searcher = index.reader().unwrap().searcher();
+        let by_size = |docs: u32| -> Vec<usize> {
+            (0..searcher.segment_readers().len())
+                .filter(|&ord| searcher.segment_reader(ord as u32).max_doc() == docs)
+                .collect()
+        };
+        let (best, lower, ties) = (by_size(30), by_size(300), by_size(40));
+        assert_eq!((best.len(), lower.len(), ties.len()), (1, 2, 1));
+        let query = TermQuery::new(
+            Term::from_field_text(fields.text, "word"),
+            IndexRecordOption::WithFreqs,
+        );
+        let weight = query
+            .weight(EnableScoring::enabled_from_searcher(&searcher))
+            .unwrap();
+        let page = || PageCollector {
+            sort: SortOrder::Relevance,
+            k: 10,
+            after: None,
+            count_limit: None,
+            prune: true,
+            columns: Arc::new(ColumnCache::default()),
+            facets: None,
+            floor: PageFloor::default(),
+        };
+        // (segment ordinal, seqs read, hits, count)
+        let collect = |page: &PageCollector, ord: usize| {
+            let before = SEQ_READS.with(|reads| reads.get());
+            let fruit = page
+                .collect_segment(&*weight, ord as u32, searcher.segment_reader(ord as u32))
+                .unwrap();
+            let read = SEQ_READS.with(|reads| reads.get()) - before;
+            (ord, read, fruit.top.len(), fruit.count)
+        };
+        // Alone, a lower segment fills its own page.
+        let (_, read, hits, count) = collect(&page(), lower[0]);
+        assert!(read >= 10, "{read} seqs read");
+        assert_eq!((hits, count), (10, 300));
+        // After the best one, the others offer nothing.
+        let searched = page();
+        let (_, read, hits, _) = collect(&searched, best[0]);
+        assert!(read >= 10, "{read} seqs read");
+        assert_eq!(hits, 10);
+        for ord in [lower[0], lower[1], ties[0]] {
+            let (ord, read, hits, count) = collect(&searched, ord);
+            assert_eq!((read, hits), (0, 0), "segment {ord}");
+            assert_eq!(count, searcher.segment_reader(ord as u32).max_doc() as u64);
+        }
+        // The same page as every segment searched on its own.
+        let fresh = searcher.search(&query, &page()).unwrap();
+        let exhaustive = searcher.search(&query, &(page(), Count)).unwrap().0;
+        assert_eq!(fresh.top, exhaustive.top);
+        assert_eq!(fresh.count, 670);
     }
 
     #[test]

@@ -220,6 +220,7 @@ impl SearchIndex {
             columns: shared.columns.clone(),
             // Counted with the total: in its pass over every match.
             facets,
+            floor: collect::PageFloor::default(),
         };
         shared.columns.retain_live(&searcher);
         let scoring = if page.requires_scoring() {
