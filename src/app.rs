@@ -42,6 +42,51 @@ struct TenantOpener {
     config: Arc<Config>,
     analysis: Option<AnalysisPool>,
     auth: Arc<Authenticator>,
+    writable: Arc<AllWritable>,
+}
+
+/// Whether every open tenant's store can take writes: health reports
+/// NOT_SERVING while one cannot (a full or read-only disk hits them all,
+/// whichever tenant writes first).
+struct AllWritable {
+    unwritable: std::sync::Mutex<std::collections::BTreeSet<TenantId>>,
+    tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl AllWritable {
+    fn new() -> Arc<AllWritable> {
+        Arc::new(AllWritable {
+            unwritable: Default::default(),
+            tx: tokio::sync::watch::channel(true).0,
+        })
+    }
+
+    fn set(&self, tenant: &TenantId, writable: bool) {
+        let mut unwritable = self.unwritable.lock().unwrap_or_else(|e| e.into_inner());
+        if writable {
+            unwritable.remove(tenant);
+        } else {
+            unwritable.insert(tenant.clone());
+        }
+        let all = unwritable.is_empty();
+        self.tx
+            .send_if_modified(|current| std::mem::replace(current, all) != all);
+    }
+
+    /// Follows one tenant's store for as long as it is open.
+    fn watch(self: &Arc<Self>, tenant: TenantId, mut writable: tokio::sync::watch::Receiver<bool>) {
+        let all = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = *writable.borrow_and_update();
+                all.set(&tenant, now);
+                if writable.changed().await.is_err() {
+                    all.set(&tenant, true);
+                    return;
+                }
+            }
+        });
+    }
 }
 
 impl TenantOpener {
@@ -109,14 +154,28 @@ impl TenantOpener {
         let engine = Engine::new(store.clone(), index, self.analysis.clone())
             .with_read_pool(config.search_threads, config.search_queue, spread)
             .with_redaction(self.redaction(tenant));
-        engine
-            .start_themes()
-            .await
-            .with_context(|| format!("cannot load the theme taxonomy of tenant {tenant}"))?;
+        let started = async {
+            engine
+                .start_themes()
+                .await
+                .with_context(|| format!("cannot load the theme taxonomy of tenant {tenant}"))?;
+            anyhow::Ok(engine.stats(&RequestContext::internal()).await?)
+        };
+        let stats = match started.await {
+            Ok(stats) => stats,
+            Err(error) => {
+                // The indexer thread holds the store (and its file lock):
+                // stop it, so that the next call can open the tenant again.
+                let index = engine.index().clone();
+                drop((engine, store));
+                tokio::task::spawn_blocking(move || index.shutdown()).await?;
+                return Err(error);
+            }
+        };
         if let Some(pool) = &self.analysis {
             crate::enrichment::spawn(store, pool.clone(), engine.theme_state());
         }
-        let stats = engine.stats(&RequestContext::internal()).await?;
+        self.writable.watch(tenant.clone(), engine.writable());
         tracing::info!(
             %tenant,
             items = stats.store.items,
@@ -164,14 +223,16 @@ impl App {
                 )
             }
         };
+        let all_writable = AllWritable::new();
+        let writable = all_writable.tx.subscribe();
         let opener = TenantOpener {
             config: Arc::new(config.clone()),
             analysis,
             auth: auth.clone(),
+            writable: all_writable,
         };
         let default = TenantId::default_tenant();
         let default_engine = opener.open(&default).await?;
-        let writable = default_engine.writable();
         let shared = default_engine.clone();
         let open_tenant = opener.clone();
         let tenants = Tenants::new(Box::new(move |tenant: TenantId| {

@@ -48,7 +48,10 @@ enum KeysCommand {
         key_id: String,
     },
     /// Replace a key by a new one with the same tenant, roles and label, and revoke the old one.
-    Rotate { key_id: String },
+    Rotate {
+        /// The key id (the 12 hex digits `keys list` shows).
+        key_id: String,
+    },
     /// Show or change a tenant's settings (PII redaction); a running server applies them to the next write.
     Tenant {
         /// The tenant (`default` too: `verbatim serve --redact` wins over this for it).

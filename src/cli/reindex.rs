@@ -18,11 +18,32 @@ pub struct ReindexArgs {
     pub index_phrases: crate::config::Switch,
 }
 
+/// Rebuilds the index of every tenant: the default one in DATA_DIR, then
+/// each under DATA_DIR/tenants/.
 pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
+    let default = crate::domain::TenantId::default_tenant();
+    let tenants = std::iter::once(default).chain(crate::engine::tenants_on_disk(&args.data_dir));
+    let mut total = 0;
+    for tenant in tenants {
+        let dir = crate::engine::tenant_dir(&args.data_dir, &tenant);
+        total += reindex_one(&args, &tenant, dir).await?;
+    }
+    if total > 1 {
+        println!("reindexed {total} tenants");
+    }
+    Ok(())
+}
+
+/// Rebuilds one tenant's index; returns 1 (a tenant done).
+async fn reindex_one(
+    args: &ReindexArgs,
+    tenant: &crate::domain::TenantId,
+    dir: PathBuf,
+) -> anyhow::Result<usize> {
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(
-        "rebuilding the index of {} from its store",
-        args.data_dir.display()
+        "rebuilding the index of tenant {tenant} ({}) from its store",
+        dir.display()
     ));
     spinner.enable_steady_tick(Duration::from_millis(120));
     let started = Instant::now();
@@ -35,13 +56,21 @@ pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
         similarity_threads: 1,
         stop_drain: Duration::ZERO,
     };
-    let data_dir = args.data_dir.clone();
-    let count =
-        tokio::task::spawn_blocking(move || crate::index::reindex(&data_dir, &settings)).await??;
+    let data_dir = dir.clone();
+    let count = tokio::task::spawn_blocking(move || crate::index::reindex(&data_dir, &settings))
+        .await?
+        .map_err(anyhow::Error::from)
+        .map_err(|e| {
+            e.context(format!(
+                "cannot reindex tenant {tenant} ({})",
+                dir.display()
+            ))
+        });
     spinner.finish_and_clear();
+    let count = count?;
     println!(
-        "reindexed {count} items in {:.1} s",
+        "tenant {tenant}: reindexed {count} items in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(1)
 }

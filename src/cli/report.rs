@@ -52,6 +52,7 @@ pub struct ReportArgs {
     /// Also test discovery candidates (topics no theme covers) as emerging (adds a discovery, ~1-3 s).
     #[arg(long)]
     pub candidates: bool,
+    /// Output: an 80-column table, JSON, CSV or one self-contained HTML page (see --title).
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     pub format: FormatArg,
     /// Write to this file instead of standard output.

@@ -72,7 +72,8 @@ pub struct FilterArgs {
     #[arg(long)]
     pub sentiment: Vec<String>,
     /// Only items carrying this theme id (repeatable; a parent matches its
-    /// sub-themes' items). `verbatim` lists ids with ListThemes.
+    /// sub-themes' items). Theme ids come from the ListThemes RPC, e.g.
+    /// `grpcurl -plaintext 127.0.0.1:50051 verbatim.v1.FeedbackService/ListThemes`.
     #[arg(long)]
     pub theme: Vec<String>,
     /// Only items where a theme carries a sentiment, as THEME_ID=LABEL
@@ -90,6 +91,7 @@ pub struct SearchArgs {
     pub server: crate::cli::ServerArg,
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Order of the hits [default: relevance with a query, newest without one; sentiment sorts put unanalysed items last].
     #[arg(long, value_enum)]
     pub sort: Option<SortArg>,
     /// Hits per page (1..=100).

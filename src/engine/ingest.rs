@@ -183,6 +183,12 @@ impl Engine {
     ) -> Result<(usize, Vec<FeedbackId>)> {
         check_batch_size("ids", ids.len(), MAX_IDS_PER_REQUEST)?;
         ctx.check_deadline()?;
+        // An id named twice is deleted once, and not also reported missing.
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        let ids: Vec<FeedbackId> = ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
         let Deleted { deleted, missing } = self.store.delete(ids).await?;
         Ok((deleted.len(), missing))
     }

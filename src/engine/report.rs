@@ -114,10 +114,22 @@ fn plan(
         )),
     };
     if current.is_empty() {
-        return Err(Error::invalid(
-            "filter.created_before",
-            "must be later than filter.created_after",
-        ));
+        // Name the bound the client sent: a missing one stands for the
+        // earliest time an item may have, or now.
+        return Err(match (filter.created_after, filter.created_before) {
+            (Some(_), Some(_)) => Error::invalid(
+                "filter.created_before",
+                "must be later than filter.created_after",
+            ),
+            (None, _) => Error::invalid(
+                "filter.created_before",
+                "must be after 1970-01-01T00:00:00Z, the earliest time an item may have",
+            ),
+            (Some(_), None) => Error::invalid(
+                "filter.created_after",
+                "must be earlier than now (a period without created_before ends now)",
+            ),
+        });
     }
     let comparison = match comparison {
         Some(comparison) => {

@@ -11,7 +11,7 @@
 //! flagged compressed in a request without `grpc-encoding`, a flag byte other
 //! than 0 or 1, and a request that ends inside a message.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,6 +81,10 @@ struct Held {
     body_left: usize,
     /// Whether the request declared a `grpc-encoding` (compression).
     encoding_declared: bool,
+    /// The method takes one request message (not a client stream).
+    single: bool,
+    /// Messages started so far.
+    messages: usize,
 }
 
 impl Held {
@@ -90,6 +94,14 @@ impl Held {
         let mut completed = Vec::new();
         while !chunk.is_empty() {
             if self.header_seen < GRPC_HEADER {
+                if self.header_seen == 0 {
+                    self.messages += 1;
+                    if self.single && self.messages > 1 {
+                        return Err(Status::invalid_argument(
+                            "this method takes one request message; the request carries more",
+                        ));
+                    }
+                }
                 let take = (GRPC_HEADER - self.header_seen).min(chunk.len());
                 self.header[self.header_seen..self.header_seen + take]
                     .copy_from_slice(&chunk[..take]);
@@ -137,6 +149,9 @@ impl Held {
     /// At the end of the request: a message cut short is the client's fault.
     fn finish(&self) -> Result<(), Status> {
         match (self.header_seen, self.body_left) {
+            (0, _) if self.single && self.messages == 0 => Err(Status::invalid_argument(
+                "the request ended without its message",
+            )),
             (0, _) => Ok(()),
             (GRPC_HEADER, left) => Err(Status::invalid_argument(format!(
                 "the request ended inside a gRPC message ({left} bytes of it missing)"
@@ -149,11 +164,12 @@ impl Held {
 }
 
 impl Reservation {
-    fn new(budget: Arc<ByteBudget>, encoding_declared: bool) -> Self {
+    fn new(budget: Arc<ByteBudget>, encoding_declared: bool, single: bool) -> Self {
         Reservation {
             budget,
             state: Mutex::new(Held {
                 encoding_declared,
+                single,
                 ..Held::default()
             }),
         }
@@ -238,16 +254,50 @@ impl http_body::Body for Metered {
     }
 }
 
-/// Tower layer that meters every request body against one budget.
+/// Tower layer that meters every request body against one budget, and
+/// holds a call of a method that takes one request message to exactly one
+/// (tonic would read the first and drop the rest, answering OK).
 #[derive(Clone)]
 pub struct RequestBudgetLayer {
     budget: Arc<ByteBudget>,
+    single: Arc<HashSet<String>>,
 }
 
 impl RequestBudgetLayer {
-    pub fn new(budget: Arc<ByteBudget>) -> Self {
-        RequestBudgetLayer { budget }
+    /// `descriptors`: encoded descriptor sets of the services served; their
+    /// methods that are not client streams take one message.
+    pub fn new(budget: Arc<ByteBudget>, descriptors: &[&[u8]]) -> Self {
+        RequestBudgetLayer {
+            budget,
+            single: Arc::new(single_message_paths(descriptors)),
+        }
     }
+}
+
+/// The paths (`/package.Service/Method`) of the methods whose request is
+/// one message.
+fn single_message_paths(descriptors: &[&[u8]]) -> HashSet<String> {
+    use prost::Message;
+    let mut paths = HashSet::new();
+    for encoded in descriptors {
+        let set = prost_types::FileDescriptorSet::decode(*encoded)
+            .expect("the descriptor sets built into the binary decode");
+        for file in &set.file {
+            let package = file.package();
+            for service in &file.service {
+                for method in &service.method {
+                    if !method.client_streaming() {
+                        let service = match package {
+                            "" => service.name().to_string(),
+                            package => format!("{package}.{}", service.name()),
+                        };
+                        paths.insert(format!("/{service}/{}", method.name()));
+                    }
+                }
+            }
+        }
+    }
+    paths
 }
 
 impl<S> tower_layer::Layer<S> for RequestBudgetLayer {
@@ -257,6 +307,7 @@ impl<S> tower_layer::Layer<S> for RequestBudgetLayer {
         RequestBudget {
             inner,
             budget: self.budget.clone(),
+            single: self.single.clone(),
         }
     }
 }
@@ -265,6 +316,7 @@ impl<S> tower_layer::Layer<S> for RequestBudgetLayer {
 pub struct RequestBudget<S> {
     inner: S,
     budget: Arc<ByteBudget>,
+    single: Arc<HashSet<String>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -284,7 +336,12 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let encoding_declared = request.headers().contains_key("grpc-encoding");
-        let reservation = Arc::new(Reservation::new(self.budget.clone(), encoding_declared));
+        let single = self.single.contains(request.uri().path());
+        let reservation = Arc::new(Reservation::new(
+            self.budget.clone(),
+            encoding_declared,
+            single,
+        ));
         let metered = reservation.clone();
         let request = request.map(move |inner| {
             Body::new(Metered {
@@ -310,6 +367,55 @@ mod tests {
         bytes.extend_from_slice(&(len as u32).to_be_bytes());
         bytes.extend(std::iter::repeat_n(7u8, len));
         bytes
+    }
+
+    #[test]
+    fn a_single_message_method_takes_exactly_one() {
+        let single = || Held {
+            single: true,
+            ..Held::default()
+        };
+        let mut one = single();
+        assert_eq!(one.advance(&message(3)).unwrap(), vec![8]);
+        assert!(one.finish().is_ok());
+        // A second message, in the same chunk or a later one, is refused.
+        let mut two = message(3);
+        two.extend(message(2));
+        let status = single().advance(&two).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let mut later = single();
+        later.advance(&message(3)).unwrap();
+        assert!(later.advance(&message(0)[..1]).is_err());
+        // None at all is the client's fault too (tonic says INTERNAL).
+        let status = single().finish().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        // A stream may carry any number, none included.
+        let mut stream = Held::default();
+        assert_eq!(stream.advance(&two).unwrap(), vec![8, 7]);
+        assert!(Held::default().finish().is_ok());
+    }
+
+    #[test]
+    fn single_message_paths_come_from_the_descriptors() {
+        let paths = single_message_paths(&[
+            crate::grpc::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ]);
+        for path in [
+            "/verbatim.v1.FeedbackService/Search",
+            "/verbatim.v1.FeedbackService/Ingest",
+            "/verbatim.v1.FeedbackService/Report",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+        ] {
+            assert!(paths.contains(path), "{path}");
+        }
+        for path in [
+            "/verbatim.v1.FeedbackService/IngestStream",
+            "/verbatim.v1.FeedbackService/AnalyzeStream",
+        ] {
+            assert!(!paths.contains(path), "{path}");
+        }
     }
 
     #[test]
@@ -356,9 +462,9 @@ mod tests {
     #[test]
     fn over_budget_is_refused_and_everything_is_released_on_drop() {
         let budget = ByteBudget::new(100);
-        let first = Reservation::new(budget.clone(), false);
+        let first = Reservation::new(budget.clone(), false, false);
         assert!(first.add(&message(60)).is_ok());
-        let second = Reservation::new(budget.clone(), false);
+        let second = Reservation::new(budget.clone(), false, false);
         let refused = second.add(&message(60)).unwrap_err();
         assert_eq!(
             refused.code(),
@@ -374,7 +480,7 @@ mod tests {
     #[test]
     fn a_stream_keeps_only_its_latest_messages_counted() {
         let budget = ByteBudget::new(10_000);
-        let stream = Reservation::new(budget.clone(), false);
+        let stream = Reservation::new(budget.clone(), false, false);
         for _ in 0..100 {
             assert!(stream.add(&message(95)).is_ok());
         }

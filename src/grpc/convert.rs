@@ -6,8 +6,9 @@ use prost_types::Timestamp;
 
 use super::pb;
 use crate::domain::limits::{
-    DEFAULT_SEARCH_LIMIT, MAX_ATTRIBUTE_KEY_BYTES, MAX_CREATED_AT_MICROS, MAX_FACET_FIELDS,
-    MAX_FILTER_VALUES, MAX_SEARCH_LIMIT, MIN_CREATED_AT_MICROS,
+    DEFAULT_SEARCH_LIMIT, MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES,
+    MAX_CREATED_AT_MICROS, MAX_FACET_FIELDS, MAX_FILTER_VALUES, MAX_LANGUAGE_BYTES, MAX_NAME_BYTES,
+    MAX_SEARCH_LIMIT, MAX_TAG_BYTES, MIN_CREATED_AT_MICROS,
 };
 use crate::domain::{
     check_theme_id, is_attribute_key, Analysis, AnalysisState, Channel, FacetCounts, FeedbackDraft,
@@ -212,6 +213,39 @@ fn check_count(field: &str, len: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Trimmed filter values, each no longer than the item rule allows for
+/// the field (`what`): a longer value could never match a stored item, and
+/// refusing it keeps a caller from filling the filter cache's keys.
+fn filter_values(
+    field: &str,
+    values: &[String],
+    max_bytes: usize,
+    what: &str,
+) -> Result<Vec<String>, Error> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let value = value.trim();
+            check_value_bytes(&format!("{field}[{i}]"), value, max_bytes, what)?;
+            Ok(value.to_string())
+        })
+        .collect()
+}
+
+fn check_value_bytes(field: &str, value: &str, max_bytes: usize, what: &str) -> Result<(), Error> {
+    if value.len() > max_bytes {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "at most {max_bytes} bytes, as item {what} are, got {}",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn int_range(field: &str, range: Option<pb::IntRange>) -> Result<IntRange, Error> {
     let Some(range) = range else {
         return Ok(IntRange::default());
@@ -299,6 +333,21 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
             format!("key must be 1 to {MAX_ATTRIBUTE_KEY_BYTES} bytes of [a-z0-9_], as item attribute keys are"),
         ));
     }
+    for (key, value) in &raw.attributes {
+        check_value_bytes(
+            &format!("filter.attributes.{key}"),
+            value,
+            MAX_ATTRIBUTE_VALUE_BYTES,
+            "attribute values",
+        )?;
+    }
+    let customer_id = raw.customer_id.trim();
+    check_value_bytes(
+        "filter.customer_id",
+        customer_id,
+        MAX_NAME_BYTES,
+        "customer ids",
+    )?;
     let channels = enum_values("filter.channels", &raw.channels, channel_from_pb)?;
     let journey_stages = enum_values("filter.journey_stages", &raw.journey_stages, stage_from_pb)?;
     // Items exist only in [MIN_CREATED_AT, MAX_CREATED_AT): a bound beyond
@@ -326,11 +375,16 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
         channels,
         journey_stages,
         // Stored values are trimmed on ingest; filter values are compared the same way.
-        products: raw.products.iter().map(|p| p.trim().to_string()).collect(),
-        languages: raw.languages.iter().map(|l| l.trim().to_string()).collect(),
-        tags: raw.tags.iter().map(|t| t.trim().to_string()).collect(),
+        products: filter_values("filter.products", &raw.products, MAX_NAME_BYTES, "products")?,
+        languages: filter_values(
+            "filter.languages",
+            &raw.languages,
+            MAX_LANGUAGE_BYTES,
+            "languages",
+        )?,
+        tags: filter_values("filter.tags", &raw.tags, MAX_TAG_BYTES, "tags")?,
+        customer_id: Some(customer_id.to_string()).filter(|c| !c.is_empty()),
         attributes: raw.attributes.into_iter().collect(),
-        customer_id: Some(raw.customer_id.trim().to_string()).filter(|c| !c.is_empty()),
         created_after: created_after.map(clamp_created),
         created_before: created_before.map(clamp_created),
         nps: int_range("filter.nps", raw.nps)?,

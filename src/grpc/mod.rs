@@ -6,6 +6,7 @@ mod budget;
 pub mod codec;
 mod context;
 mod convert;
+mod gate;
 mod metrics;
 mod report;
 mod request_id;
@@ -20,13 +21,17 @@ pub use report::report_from_pb;
 pub use service::FeedbackApi;
 
 /// The router with its layers in front of every service, outermost first:
-/// RPC metrics, the request id, the request byte budget.
+/// RPC metrics, the request id, authentication (from the headers, before
+/// the body), the request byte budget.
 pub type ApiRouter = tonic::transport::server::Router<
     tower_layer::Stack<
         budget::RequestBudgetLayer,
         tower_layer::Stack<
-            request_id::RequestIdLayer,
-            tower_layer::Stack<metrics::RpcMetricsLayer, tower_layer::Identity>,
+            gate::AuthGateLayer,
+            tower_layer::Stack<
+                request_id::RequestIdLayer,
+                tower_layer::Stack<metrics::RpcMetricsLayer, tower_layer::Identity>,
+            >,
         >,
     >,
 >;
@@ -95,18 +100,25 @@ pub async fn router(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let api =
-        pb::feedback_service_server::FeedbackServiceServer::new(FeedbackApi::new(tenants, auth))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(64 * 1024 * 1024);
+    let api = pb::feedback_service_server::FeedbackServiceServer::new(FeedbackApi::new(
+        tenants,
+        auth.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(64 * 1024 * 1024);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .layer(metrics::RpcMetricsLayer)
         .layer(request_id::RequestIdLayer)
-        .layer(budget::RequestBudgetLayer::new(ByteBudget::new(
-            limits.max_inflight_request_bytes,
-        )))
+        .layer(gate::AuthGateLayer::new(auth.clone()))
+        .layer(budget::RequestBudgetLayer::new(
+            ByteBudget::new(limits.max_inflight_request_bytes),
+            &[
+                pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ],
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -123,6 +123,14 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
                     }
                     message = inbound.message(), if inbound_open && in_flight.len() < STREAM_BATCHES_IN_FLIGHT => {
                         match message {
+                            Ok(Some(request)) if request.wait_for_analysis => {
+                                // Acks come as batches are durable; analysis runs behind.
+                                final_error = Some(Status::invalid_argument(
+                                    "wait_for_analysis: IngestStream does not wait for analysis; \
+                                     use Ingest for that, or read analyses with Get",
+                                ));
+                                inbound_open = false;
+                            }
                             Ok(Some(request)) => {
                                 let incoming = request.items.into_iter().map(incoming_item).collect();
                                 // Waits for room in the write queue: this wait is the backpressure.

@@ -50,8 +50,15 @@ fn store_status(error: StoreError) -> Status {
         )),
         StoreError::Closed => Status::unavailable("the server is shutting down"),
         StoreError::Unavailable(reason) => Status::unavailable(format!(
-            "storage unavailable: {reason}; nothing was written, retry with backoff"
+            "storage unavailable: {reason}; the call changed nothing, retry with backoff"
         )),
+        // A read that met the storage failing (the store re-opens by itself).
+        e @ StoreError::Database(_) if e.is_storage_failure() => {
+            tracing::warn!(error = %e, "storage error on a read");
+            Status::unavailable(format!(
+                "storage unavailable: {e}; the call changed nothing, retry with backoff"
+            ))
+        }
         e @ (StoreError::Database(_)
         | StoreError::Open { .. }
         | StoreError::InUse { .. }

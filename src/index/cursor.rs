@@ -177,7 +177,22 @@ impl Cursor {
 pub struct FrozenStats<'a> {
     searcher: &'a tantivy::Searcher,
     replay: Option<Vec<u64>>,
-    asked: std::sync::Mutex<Vec<u64>>,
+    asked: std::sync::Mutex<Asked>,
+}
+
+/// The statistics answered so far, and the last document total among them.
+#[derive(Default)]
+struct Asked {
+    values: Vec<u64>,
+    docs: Option<u64>,
+}
+
+/// Which statistic BM25 asks for.
+#[derive(Clone, Copy, PartialEq)]
+enum Stat {
+    Tokens,
+    Docs,
+    DocFreq,
 }
 
 impl<'a> FrozenStats<'a> {
@@ -186,35 +201,56 @@ impl<'a> FrozenStats<'a> {
         FrozenStats {
             searcher,
             replay,
-            asked: std::sync::Mutex::new(Vec::new()),
+            asked: std::sync::Mutex::new(Asked::default()),
         }
     }
 
-    fn answer(&self, live: impl FnOnce() -> tantivy::Result<u64>) -> tantivy::Result<u64> {
+    /// The statistic `stat`, live or replayed. A replayed document
+    /// frequency above the replayed document total is refused: the cursor
+    /// was altered (tantivy's BM25 asserts the order and would panic).
+    fn answer(
+        &self,
+        stat: Stat,
+        live: impl FnOnce() -> tantivy::Result<u64>,
+    ) -> tantivy::Result<u64> {
         let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = |asked: &mut Asked| {
+            // Marks the fault for `finish`.
+            asked.values.push(u64::MAX);
+            Err(tantivy::TantivyError::InvalidArgument(
+                STALE_CURSOR.to_string(),
+            ))
+        };
         let value = match &self.replay {
-            Some(values) => match values.get(asked.len()) {
-                Some(value) => *value,
-                None => {
-                    // Marks the overrun for `finish`.
-                    asked.push(u64::MAX);
-                    return Err(tantivy::TantivyError::InvalidArgument(
-                        STALE_CURSOR.to_string(),
-                    ));
+            Some(values) => match values.get(asked.values.len()) {
+                Some(&value) => {
+                    if stat == Stat::DocFreq && asked.docs.is_none_or(|docs| value > docs) {
+                        return stale(&mut asked);
+                    }
+                    value
                 }
+                None => return stale(&mut asked),
             },
             None => live()?,
         };
-        asked.push(value);
+        if stat == Stat::Docs {
+            asked.docs = Some(value);
+        }
+        asked.values.push(value);
         Ok(value)
     }
 
     /// The statistics to carry in the next cursor; an error if a replay
     /// did not use exactly the values it had.
     pub fn finish(self) -> Result<Vec<u64>, IndexError> {
-        let asked = self.asked.into_inner().unwrap_or_else(|e| e.into_inner());
+        let asked = self
+            .asked
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .values;
         if asked.len() > MAX_CURSOR_STATS
             || self.replay.as_ref().is_some_and(|r| r.len() != asked.len())
+            || (self.replay.is_some() && asked.contains(&u64::MAX))
         {
             return Err(IndexError::InvalidCursor(STALE_CURSOR.into()));
         }
@@ -227,15 +263,15 @@ pub const STALE_CURSOR: &str =
 
 impl Bm25StatisticsProvider for FrozenStats<'_> {
     fn total_num_tokens(&self, field: tantivy::schema::Field) -> tantivy::Result<u64> {
-        self.answer(|| self.searcher.total_num_tokens(field))
+        self.answer(Stat::Tokens, || self.searcher.total_num_tokens(field))
     }
 
     fn total_num_docs(&self) -> tantivy::Result<u64> {
-        self.answer(|| self.searcher.total_num_docs())
+        self.answer(Stat::Docs, || self.searcher.total_num_docs())
     }
 
     fn doc_freq(&self, term: &tantivy::Term) -> tantivy::Result<u64> {
-        self.answer(|| self.searcher.doc_freq(term))
+        self.answer(Stat::DocFreq, || self.searcher.doc_freq(term))
     }
 }
 

@@ -52,14 +52,14 @@ pub(super) fn facet_collector(
     }
     for field in facets {
         let valid = schema::KEYWORD_FIELDS.contains(&field.as_str())
-            || schema::attribute_key(field).is_some_and(|key| {
-                !key.is_empty()
-                    && key
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            });
+            || schema::attribute_key(field).is_some_and(crate::domain::is_attribute_key);
         if !valid {
-            return Err(IndexError::InvalidFacet(field.clone()));
+            // Named back in the error, cut short (it is client text).
+            let mut shown: String = field.chars().take(80).collect();
+            if shown.len() < field.len() {
+                shown.push('…');
+            }
+            return Err(IndexError::InvalidFacet(shown));
         }
     }
     Ok(Some(FacetCollector {

@@ -211,7 +211,7 @@ impl FilterCache {
     }
 
     fn insert(&self, segment: SegmentId, key: &str, bits: Arc<KeyBits>) {
-        let size = bits.bytes();
+        let size = entry_bytes(key, &bits);
         if size > self.max_bytes {
             return;
         }
@@ -236,7 +236,7 @@ impl FilterCache {
             .insert(key.to_string(), Entry { bits, used });
         inner.bytes += size;
         if let Some(previous) = previous {
-            inner.bytes -= previous.bits.bytes();
+            inner.bytes -= entry_bytes(key, &previous.bits);
         }
         self.bytes_gauge.add(inner.bytes as i64 - before as i64);
     }
@@ -254,7 +254,10 @@ impl FilterCache {
             .collect();
         for id in dead {
             if let Some(clauses) = inner.segments.remove(&id) {
-                inner.bytes -= clauses.values().map(|e| e.bits.bytes()).sum::<usize>();
+                inner.bytes -= clauses
+                    .iter()
+                    .map(|(key, e)| entry_bytes(key, &e.bits))
+                    .sum::<usize>();
             }
         }
         self.bytes_gauge.add(inner.bytes as i64 - before as i64);
@@ -279,13 +282,24 @@ impl Drop for FilterCache {
     }
 }
 
+/// What an entry holds: its bits, its key (a clause's field and values,
+/// up to ~33 KB for 100 long values) and the maps' own share. A clause that
+/// matches nothing has no bits but still counts, so that many distinct
+/// clauses are evicted like any others.
+fn entry_bytes(key: &str, bits: &KeyBits) -> usize {
+    bits.bytes() + key.len() + ENTRY_OVERHEAD_BYTES
+}
+
+/// The maps' bytes per entry besides the key's text and the bits.
+const ENTRY_OVERHEAD_BYTES: usize = 96;
+
 impl CacheInner {
     fn remove(&mut self, segment: SegmentId, key: &str) {
         let Some(clauses) = self.segments.get_mut(&segment) else {
             return;
         };
         if let Some(entry) = clauses.remove(key) {
-            self.bytes -= entry.bits.bytes();
+            self.bytes -= entry_bytes(key, &entry.bits);
         }
         if clauses.is_empty() {
             self.segments.remove(&segment);
@@ -464,7 +478,7 @@ mod tests {
     #[test]
     fn cached_filters_match_the_uncached_queries() {
         // A cache that holds about one segment's clause: evictions happen.
-        for cache in [FilterCache::default(), FilterCache::new(200)] {
+        for cache in [FilterCache::default(), FilterCache::new(400)] {
             let cache = Arc::new(cache);
             let mut schema = Schema::builder();
             let channel = schema.add_text_field("channel", STRING);
@@ -525,6 +539,18 @@ mod tests {
             }
             assert!(cache.bytes() > 0);
             assert!(cache.hits.get() > 0 && cache.misses.get() > 0);
+            // Clauses that match nothing hold no bits, but their keys
+            // (client text) count: many distinct ones stay within the bound.
+            let long = "x".repeat(1_000);
+            for i in 0..200 {
+                let cached = CachedFilter::new(
+                    vec![(format!("c{long}{i}"), term(&format!("{long}{i}")))],
+                    cache.clone(),
+                );
+                assert_eq!(searcher.search(&cached, &Count).unwrap(), 0);
+                assert!(cache.bytes() <= cache.max_bytes);
+            }
+            assert!(cache.bytes() > 0);
             // After a merge the old segments' entries go.
             let ids = index.searchable_segment_ids().unwrap();
             writer.merge(&ids).wait().unwrap();

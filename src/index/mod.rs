@@ -69,9 +69,10 @@ pub enum IndexError {
     #[error("invalid cursor: {0}")]
     InvalidCursor(String),
     #[error(
-        "invalid facet field `{0}`: use {keywords} or {attributes}.KEY",
+        "invalid facet field `{0}`: use {keywords} or {attributes}.KEY (KEY: 1 to {max} bytes of [a-z0-9_])",
         keywords = schema::KEYWORD_FIELDS.join(", "),
-        attributes = schema::field::ATTRIBUTES
+        attributes = schema::field::ATTRIBUTES,
+        max = crate::domain::limits::MAX_ATTRIBUTE_KEY_BYTES
     )]
     InvalidFacet(String),
     /// A report's segment field that cannot be used (unknown, too many values).

@@ -150,9 +150,10 @@ const PARSER_STACK_BYTES: usize = 32 * 1024 * 1024;
 
 /// The deepest tree of a text within `MAX_QUERY_DEPTH`: a level of
 /// parentheses or a `NOT` adds at most two levels of clauses (a group that
-/// mixes AND and OR holds its AND run as a clause of its own), the root
-/// two more. Only a text `check_nesting` misread reaches this check.
-const MAX_CLAUSE_DEPTH: usize = 2 * (MAX_QUERY_DEPTH + 1);
+/// mixes AND and OR holds its AND run as a clause of its own) and a boost,
+/// the root as many more. Only a text `check_nesting` misread reaches this
+/// check.
+const MAX_CLAUSE_DEPTH: usize = 3 * (MAX_QUERY_DEPTH + 1);
 
 /// Runs `work` on a thread with `PARSER_STACK_BYTES` of stack.
 fn on_parser_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, IndexError> {
@@ -507,7 +508,11 @@ fn clause_depth(ast: &UserInputAst) -> usize {
                 deepest = deepest.max(depth + 1);
                 pending.extend(children.iter().map(|(_, child)| (child, depth + 1)));
             }
-            UserInputAst::Boost(inner, _) => pending.push((inner, depth)),
+            // A boost is a level of the query tree too (a `BoostQuery`).
+            UserInputAst::Boost(inner, _) => {
+                deepest = deepest.max(depth + 1);
+                pending.push((inner, depth + 1));
+            }
             UserInputAst::Leaf(_) => {}
         }
     }
@@ -551,7 +556,9 @@ fn check_nesting(text: &str) -> Result<(), IndexError> {
     let bytes = text.as_bytes();
     let mut depth = 0usize;
     let mut nots = 0usize; // NOTs since the last clause started
-    let mut in_phrase = false;
+                           // The quote a phrase opened with: tantivy's grammar takes `"` and `'`
+                           // (no word holds a `'`), each closed by its own kind.
+    let mut in_phrase: Option<u8> = None;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -559,15 +566,17 @@ fn check_nesting(text: &str) -> Result<(), IndexError> {
             i += 2; // an escaped character is part of a word
             continue;
         }
-        if in_phrase {
-            in_phrase = b != b'"';
+        if let Some(quote) = in_phrase {
+            if b == quote {
+                in_phrase = None;
+            }
             i += 1;
             continue;
         }
         let word_start = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
         match b {
-            b'"' => {
-                in_phrase = true;
+            b'"' | b'\'' => {
+                in_phrase = Some(b);
                 nots = 0;
             }
             b'(' => {
@@ -1225,8 +1234,41 @@ mod tests {
         let stats = crate::index::cursor::FrozenStats::new(searcher, replay);
         let scoring =
             tantivy::query::EnableScoring::enabled_from_statistics_provider(&stats, searcher);
-        query.weight(scoring).unwrap();
-        stats.finish()
+        // A replay the statistics refuse fails the weight; `finish` says why.
+        let weighed = query.weight(scoring);
+        let stats = stats.finish()?;
+        weighed.unwrap();
+        Ok(stats)
+    }
+
+    /// A cursor altered so that a term's document frequency exceeds the
+    /// document total is refused as stale: tantivy's BM25 asserts the
+    /// order, and a probe that edited a cursor panicked the search worker.
+    #[test]
+    fn altered_cursor_statistics_are_refused_not_scored() {
+        let searcher = one_item_searcher("the refund was very late refund");
+        let parser = parser();
+        for text in ["late", "late refund", "\"very late refund\"", "late OR app"] {
+            let query = parse_user_query(&parser, text, true).unwrap();
+            let stats = asked_stats(&searcher, &*query, None).unwrap();
+            assert_eq!(
+                asked_stats(&searcher, &*query, Some(stats.clone())).unwrap(),
+                stats
+            );
+            let mut refused = 0;
+            for i in 0..stats.len() {
+                for value in [0, 1_000_000] {
+                    let mut altered = stats.clone();
+                    altered[i] = value;
+                    match asked_stats(&searcher, &*query, Some(altered)) {
+                        Ok(_) => {}
+                        Err(IndexError::InvalidCursor(_)) => refused += 1,
+                        Err(other) => panic!("{text}: {other}"),
+                    }
+                }
+            }
+            assert!(refused >= 2, "{text}: {refused} refused");
+        }
     }
 
     /// A long phrase's pairs score nothing and ask for no statistics: a
@@ -1313,6 +1355,10 @@ mod tests {
             "NOT ".repeat(250) + "a",
             "text:(".repeat(170),
             "(NOT ".repeat(200),
+            // A `"` inside a single-quoted phrase opens no phrase (a probe
+            // nested 31 levels, and boosts without bound, behind one).
+            format!("'\"' {}a{}", "(a ".repeat(30), ")".repeat(30)),
+            format!("'\"' {}a{}", "(".repeat(250), ")^2".repeat(250)),
         ] {
             match parse_user_query(&parser, &hostile, true) {
                 Err(IndexError::InvalidQuery { position, message }) => {
@@ -1335,6 +1381,19 @@ mod tests {
             Err(IndexError::InvalidQuery { ref message, .. }) if message.contains("nests deeper")
         ));
         parse_user_query(&parser, "NOT refund AND NOTE", true).unwrap();
+        // Single-quoted phrases hold parentheses as text too, and every
+        // level within the limit may carry a boost.
+        let phrase = format!("'{}' refund", "(".repeat(100));
+        assert!(!matches!(
+            parse_user_query(&parser, &phrase, true),
+            Err(IndexError::InvalidQuery { ref message, .. }) if message.contains("nests deeper")
+        ));
+        let boosted = format!(
+            "{}refund{}",
+            "(".repeat(MAX_QUERY_DEPTH),
+            ")^2".repeat(MAX_QUERY_DEPTH)
+        );
+        parse_user_query(&parser, &boosted, true).unwrap();
     }
 
     /// Whatever the text, parsing returns (never overflows the stack): random

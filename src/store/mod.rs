@@ -186,9 +186,21 @@ pub(crate) struct DbSlot {
     /// Opens the file (kept for re-opens).
     open_file: OpenFile,
     current: RwLock<Option<Arc<Database>>>,
+    /// The database file opened (device, inode), to tell when it is
+    /// deleted or replaced under the server.
+    file: Option<(u64, u64)>,
     /// Why writes cannot succeed now; `None` while they can.
     unwritable: Mutex<Option<String>>,
     writable_tx: tokio::sync::watch::Sender<bool>,
+}
+
+/// The store's file in its folder.
+const STORE_FILE: &str = "store.redb";
+
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 impl DbSlot {
@@ -198,8 +210,37 @@ impl DbSlot {
             cache_bytes,
             open_file,
             current: RwLock::new(Some(Arc::new(db))),
+            file: file_identity(&dir.join(STORE_FILE)).ok(),
             unwritable: Mutex::new(None),
             writable_tx: tokio::sync::watch::channel(true).0,
+        }
+    }
+
+    /// Fails once the store's file is no longer the one opened: deleted
+    /// (with the data dir, say) or replaced under the running server.
+    /// Writes into an unlinked file would be acknowledged and then vanish
+    /// at the next start; a re-open would start an empty store.
+    pub(crate) fn check_file(&self) -> Result<(), StoreError> {
+        let Some(opened) = self.file else {
+            return Ok(());
+        };
+        let path = self.dir.join(STORE_FILE);
+        match file_identity(&path) {
+            Ok(now) if now == opened => Ok(()),
+            Ok(_) => Err(StoreError::Unavailable(format!(
+                "{} was replaced under the running server; nothing more is written to it \
+                 (restart the server to use the new file)",
+                path.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::Unavailable(format!(
+                    "{} was deleted under the running server; nothing more is written \
+                     (restore it, or restart the server to start an empty store)",
+                    path.display()
+                )))
+            }
+            // Cannot tell (permissions, I/O): the write itself will say.
+            Err(_) => Ok(()),
         }
     }
 
@@ -214,8 +255,10 @@ impl DbSlot {
             })
     }
 
-    /// Closes the database and opens it again (redb repairs it if needed).
+    /// Closes the database and opens it again (redb repairs it if needed);
+    /// refused, keeping the open one, when its file is gone or replaced.
     pub(crate) fn reopen(&self) -> Result<(), StoreError> {
+        self.check_file()?;
         let old = self
             .current
             .write()
@@ -737,7 +780,7 @@ fn open_database(
     cache_bytes: usize,
     open_file: &OpenFile,
 ) -> Result<Database, StoreError> {
-    let path = dir.join("store.redb");
+    let path = dir.join(STORE_FILE);
     let db = open_file(&path, cache_bytes).map_err(|source| match source {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
             dir: dir.display().to_string(),

@@ -242,7 +242,7 @@ fn run_writer(
                     continue;
                 }
                 Err(error) => {
-                    let reason = error.to_string();
+                    let reason = storage_reason(&error);
                     tracing::debug!(%reason, "storage still not writable");
                     slot.set_unwritable(Some(reason.clone()));
                     match requests.try_recv() {
@@ -278,7 +278,10 @@ fn run_writer(
         }
         crate::metrics::observe_batch_size(crate::metrics::pool::WRITE, group_items);
         let started = std::time::Instant::now();
-        let result = slot.get().and_then(|db| apply_group(&db, &mut group));
+        let result = slot
+            .check_file()
+            .and_then(|()| slot.get())
+            .and_then(|db| apply_group(&db, &mut group));
         match result {
             Ok((last_seq, last_removal)) => {
                 // Published before any caller hears of the commit.
@@ -306,6 +309,11 @@ fn run_writer(
                 for op in group {
                     op.finish(Err(StoreError::Unavailable(reason.clone())));
                 }
+                // redb refuses reads of pages it has not cached after a
+                // failed write, until the database is opened again.
+                if let Err(error) = reopen(slot, commits) {
+                    tracing::warn!(%error, "cannot re-open the store for reads");
+                }
                 std::thread::sleep(backoff);
             }
             Err(error) => {
@@ -322,14 +330,18 @@ fn run_writer(
 /// A short, actionable description of a storage error for clients.
 fn storage_reason(error: &StoreError) -> String {
     match error {
-        StoreError::Database(redb::Error::Io(io)) => match io.raw_os_error() {
-            Some(28) => format!("the disk is full ({io})"),
-            Some(30) => format!("the file system is read-only ({io})"),
-            Some(13) | Some(1) => format!("permission denied on the data dir ({io})"),
-            _ => format!("I/O error ({io})"),
-        },
+        StoreError::Database(redb::Error::Io(io)) => io_reason(io),
         StoreError::Unavailable(reason) => reason.clone(),
         other => other.to_string(),
+    }
+}
+
+fn io_reason(io: &std::io::Error) -> String {
+    match io.raw_os_error() {
+        Some(28) => format!("the disk is full ({io})"),
+        Some(30) => format!("the file system is read-only ({io})"),
+        Some(13) | Some(1) => format!("permission denied on the data dir ({io})"),
+        _ => format!("I/O error ({io})"),
     }
 }
 
@@ -338,9 +350,10 @@ fn storage_reason(error: &StoreError) -> String {
 /// the file's free pages on a disk that is still full, and health would flap.
 const PROBE_BYTES: usize = 1024 * 1024;
 
-/// Re-opens the database after a storage error and proves that a durable
-/// write of `PROBE_BYTES` goes through.
-fn recover(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
+/// Opens the database again after a storage error (redb refuses every
+/// transaction of a database that failed a write, and reads of pages it has
+/// not cached).
+fn reopen(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
     slot.reopen()
         .map_err(|e| StoreError::Unavailable(storage_reason(&e)))?;
     // Reads see the reopened database from now on, and whether the failed
@@ -348,6 +361,21 @@ fn recover(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
     // seq may have been one (unreadable: any change from here on may be).
     let seq = slot.get().and_then(|db| super::last_seq(&db));
     commits.publish_removal(seq.unwrap_or(u64::MAX));
+    Ok(())
+}
+
+/// Proves, after a storage error, that writes can succeed again: first
+/// that a durable write of `PROBE_BYTES` to a plain file beside the
+/// database goes through (no database write fails while the disk is still
+/// full, so reads keep their handle), then the same inside the database.
+/// A database probe that fails leaves the database opened again for reads.
+fn recover(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
+    slot.check_file()?;
+    probe_room(&slot.dir).map_err(|e| StoreError::Unavailable(io_reason(&e)))?;
+    if slot.get().is_err() {
+        // The re-open after the failure did not succeed.
+        reopen(slot, commits)?;
+    }
     let probe = || -> Result<(), StoreError> {
         let db = slot.get()?;
         let txn = db.begin_write()?;
@@ -365,7 +393,29 @@ fn recover(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
         txn.commit()?;
         Ok(())
     };
-    probe().map_err(|e| StoreError::Unavailable(storage_reason(&e)))
+    probe().map_err(|e| {
+        if let Err(error) = reopen(slot, commits) {
+            tracing::debug!(%error, "cannot re-open the store for reads");
+        }
+        StoreError::Unavailable(storage_reason(&e))
+    })
+}
+
+/// Writes `PROBE_BYTES` durably to a scratch file in `dir`, then removes it.
+fn probe_room(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".write-probe");
+    let written = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&vec![0u8; PROBE_BYTES])?;
+        file.sync_all()
+    })();
+    let removed = std::fs::remove_file(&path);
+    written?;
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Applies a group of writes in one transaction and commits it durably;

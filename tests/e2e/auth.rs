@@ -424,6 +424,82 @@ async fn tenants_never_see_each_other() {
         1
     );
     assert_eq!(search_as(&server, &globex, "crushed").await.total_hits, 0);
+    // `reindex` rebuilds every tenant's index, not only the default one's.
+    server.terminate();
+    let reindexed = crate::helpers::reindex_offline(&data);
+    for line in [
+        "tenant default: reindexed 0 items",
+        "tenant acme: reindexed 2 items",
+        "tenant globex: reindexed 0 items",
+    ] {
+        assert!(reindexed.contains(line), "{reindexed}");
+    }
+    server.restart().await;
+    assert_eq!(
+        search_until_as(&server, &acme, "crushed", 1)
+            .await
+            .total_hits,
+        1
+    );
+}
+
+/// A call without a valid key is refused from its headers: its body is not
+/// read (a probe's undecodable body got INVALID_ARGUMENT instead of
+/// UNAUTHENTICATED, and an idle 16 MiB upload held the request byte budget
+/// that callers with keys needed).
+#[tokio::test]
+async fn a_call_without_a_key_is_refused_before_its_body() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let admin = add_key(&data, "acme", &["admin"]);
+    let server = TestServer::spawn_in(&data, &["--max-inflight-request-mb", "17"]).await;
+    // Invalid UTF-8 in a string field: only the headers can have been
+    // looked at for the answer to be UNAUTHENTICATED.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RawFeedback {
+        #[prost(string, tag = "1")]
+        id: String,
+        #[prost(bytes = "vec", tag = "2")]
+        text: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RawIngestRequest {
+        #[prost(message, repeated, tag = "1")]
+        items: Vec<RawFeedback>,
+    }
+    let garbage = RawIngestRequest {
+        items: vec![RawFeedback {
+            id: "bad-utf8".into(),
+            text: vec![0x66, 0xff, 0xfe],
+        }],
+    };
+    let send = |token: Option<String>| {
+        let garbage = garbage.clone();
+        let server = &server;
+        async move {
+            let mut grpc = tonic::client::Grpc::new(server.channel().await);
+            grpc.ready().await.unwrap();
+            grpc.unary::<_, pb::IngestResponse, _>(
+                authed(garbage, token.as_deref()),
+                http::uri::PathAndQuery::from_static("/verbatim.v1.FeedbackService/Ingest"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .unwrap_err()
+        }
+    };
+    for token in [None, Some(format!("vb_{}_AAAA", "0123456789ab"))] {
+        let status = send(token).await;
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    // With a key, the same body is the request's fault.
+    let status = send(Some(admin)).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // Health needs no key.
+    assert_eq!(
+        server.health().await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
 }
 
 #[tokio::test]
@@ -530,4 +606,94 @@ async fn anonymous_local_use_says_so_loudly() {
     let server = TestServer::spawn().await;
     assert!(server.log_text().contains("AUTHENTICATION IS OFF"));
     assert_eq!(call(&server, "Stats", None).await, Code::Ok);
+}
+
+/// Health follows every tenant's store, not only the default one's (a full
+/// disk refused a tenant's writes while health said SERVING), and a tenant
+/// first opened while the disk is full opens once there is room again (a
+/// half-opened tenant kept its store's file lock: "in use by another
+/// process" until a restart).
+#[tokio::test]
+async fn every_tenant_counts_for_health_on_a_full_disk() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(disk) = crate::helpers::Tmpfs::mount(24) else {
+        return;
+    };
+    let data = disk.path().join("data");
+    let acme = add_key(&data, "acme", &["admin"]);
+    let globex = add_key(&data, "globex", &["admin"]);
+    let server =
+        TestServer::spawn_in(&data, &["--index-memory-mb", "16", "--index-threads", "1"]).await;
+    assert_eq!(
+        ingest_as(&server, &acme, vec![item("a-0", "first parcel")])
+            .await
+            .accepted,
+        1
+    );
+    let filler = disk.fill();
+    let mut client = server.client().await;
+    let text = "lorem ipsum dolor sit amet ".repeat(20);
+    let mut refused = None;
+    for n in 0..400 {
+        let items = (0..10)
+            .map(|i| item(&format!("a-{n}-{i}"), &text))
+            .collect();
+        let request = authed(
+            pb::IngestRequest {
+                items,
+                ..Default::default()
+            },
+            Some(&acme),
+        );
+        if let Err(status) = client.ingest(request).await {
+            refused = Some(status);
+            break;
+        }
+    }
+    let refused = refused.expect("a full disk refuses acme's writes");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(server.health().await, ServingStatus::NotServing);
+    // globex's first call opens its store on the full disk: refused, or
+    // (if it fits) stored.
+    let globex_item = |id: &str| {
+        authed(
+            pb::IngestRequest {
+                items: vec![item(id, "globex invoice")],
+                ..Default::default()
+            },
+            Some(&globex),
+        )
+    };
+    if let Err(status) = client.ingest(globex_item("g-0")).await {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.health().await != ServingStatus::Serving {
+        assert!(Instant::now() < deadline, "not SERVING again within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.ingest(globex_item("g-1")).await {
+            Ok(response) => {
+                assert_eq!(response.into_inner().accepted, 1);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "globex still refused once there is room: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert_eq!(
+        search_until_as(&server, &globex, "invoice", 1)
+            .await
+            .total_hits,
+        1
+    );
 }

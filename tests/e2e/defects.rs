@@ -2,6 +2,7 @@
 //! 10). Each test keeps the reproduction that failed before the fix.
 
 use tonic::Code;
+use verbatim::domain::limits;
 use verbatim::grpc::pb;
 
 use crate::helpers::*;
@@ -149,17 +150,25 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
         let status = client.ingest(request).await.expect_err("still full");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     }
-    // Reads keep working while writes cannot.
-    let got = client
-        .get(pb::GetRequest {
-            ids: vec![acked[0].clone()],
-            ..Default::default()
-        })
-        .await
-        .expect("Get on a full disk")
-        .into_inner();
-    assert_eq!(got.items.len(), 1);
-    search(&mut client, search_request(&word)).await;
+    // Reads keep working while writes cannot, through the store's recovery
+    // attempts: a failed probe write inside the database made every read of
+    // a page it had not cached fail (INTERNAL) until it was opened again.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        for ids in acked.chunks(250) {
+            let got = client
+                .get(pb::GetRequest {
+                    ids: ids.to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .expect("Get on a full disk")
+                .into_inner();
+            assert_eq!(got.items.len(), ids.len());
+        }
+        search(&mut client, search_request(&word)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // Space returns: writes resume without a restart, and every acked item
     // becomes searchable.
@@ -577,6 +586,163 @@ async fn transport_framing_faults_are_invalid_argument() {
 
     let (status, message) = raw_search(&server, vec![0, 0, 0], None).await;
     assert_eq!(status, Code::InvalidArgument as i32, "{message}");
+
+    // A unary call carries one message: a second one was dropped with OK
+    // (an Ingest's second batch lost), and none at all was INTERNAL.
+    let mut two = frame(0, search.len(), &search);
+    two.extend(frame(0, search.len(), &search));
+    let (status, message) = raw_search(&server, two, None).await;
+    assert_eq!(status, Code::InvalidArgument as i32, "{message}");
+    assert!(message.contains("one request message"), "{message}");
+    let (status, message) = raw_search(&server, Vec::new(), None).await;
+    assert_eq!(status, Code::InvalidArgument as i32, "{message}");
+    assert!(message.contains("without its message"), "{message}");
+}
+
+/// Probes of the 28th session: an edited cursor panicked the search worker
+/// (tantivy's BM25 asserts document frequency <= document total); 1 MB
+/// filter values were kept as filter-cache keys without counting; a facet
+/// on a 1 MB attribute key was answered; a Delete naming an id twice
+/// reported it deleted and missing; IngestStream ignored
+/// wait_for_analysis.
+#[tokio::test]
+async fn edited_cursors_and_oversized_values_are_the_callers_fault() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let word = unique_word("cursor");
+    let items: Vec<_> = (0..30)
+        .map(|i| item(&format!("c-{i}"), &format!("{word} late parcel {i}")))
+        .collect();
+    ingest(&mut client, items).await;
+    let mut request = search_request(&word);
+    request.limit = 10;
+    let first = search_until(&mut client, request.clone(), |r| r.total_hits == 30).await;
+    let cursor = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&first.next_cursor)
+            .expect("a cursor is base64")
+    };
+    // Words 0-1 hold the key, 2 the fingerprint, then the statistics.
+    let words = cursor.len() / 8;
+    assert!(words > 3);
+    for word_index in 3..words {
+        for value in [0u64, 1_000_000_000] {
+            let mut edited = cursor.clone();
+            edited[word_index * 8..word_index * 8 + 8].copy_from_slice(&value.to_be_bytes());
+            let mut next = request.clone();
+            next.cursor = {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&edited)
+            };
+            match client.search(next).await {
+                Ok(_) => {}
+                Err(status) => {
+                    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+                    assert!(status.message().starts_with("cursor:"), "{status:?}");
+                }
+            }
+        }
+    }
+    assert!(
+        !server.log_text().contains("panicked"),
+        "{}",
+        server.log_text()
+    );
+
+    let long = "p".repeat(1 << 20);
+    let filters = [
+        (
+            "filter.products[0]",
+            pb::Filter {
+                products: vec![long.clone()],
+                ..Default::default()
+            },
+        ),
+        (
+            "filter.tags[0]",
+            pb::Filter {
+                tags: vec!["t".repeat(65)],
+                ..Default::default()
+            },
+        ),
+        (
+            "filter.languages[0]",
+            pb::Filter {
+                languages: vec!["l".repeat(36)],
+                ..Default::default()
+            },
+        ),
+        (
+            "filter.customer_id",
+            pb::Filter {
+                customer_id: long.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "filter.attributes.region",
+            pb::Filter {
+                attributes: [("region".to_string(), "r".repeat(257))].into(),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (field, filter) in filters {
+        let mut request = search_request(&word);
+        request.filter = Some(filter);
+        let status = client.search(request).await.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+    // At the item limit a filter value is fine.
+    let mut request = search_request(&word);
+    request.filter = Some(pb::Filter {
+        products: vec!["p".repeat(limits::MAX_NAME_BYTES)],
+        ..Default::default()
+    });
+    assert_eq!(search(&mut client, request).await.total_hits, 0);
+    let mut request = search_request(&word);
+    request.facets = vec![format!("attributes.{long}")];
+    let status = client.search(request).await.expect_err("a 1 MB facet key");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().len() < 1_000, "{}", status.message().len());
+
+    let deleted = client
+        .delete(pb::DeleteRequest {
+            ids: vec!["c-1".into(), "c-1".into()],
+        })
+        .await
+        .expect("Delete")
+        .into_inner();
+    assert_eq!(deleted.deleted, 1);
+    assert!(deleted.missing_ids.is_empty(), "{:?}", deleted.missing_ids);
+
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::IngestRequest {
+        items: vec![item("s-1", "streamed while asking to wait")],
+        wait_for_analysis: true,
+    })
+    .await
+    .unwrap();
+    drop(tx);
+    let mut acks = client
+        .ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("IngestStream")
+        .into_inner();
+    let status = loop {
+        match acks.message().await {
+            Ok(Some(ack)) => panic!("an ack for a refused message: {ack:?}"),
+            Ok(None) => panic!("the stream ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("wait_for_analysis"),
+        "{status:?}"
+    );
 }
 
 /// Reproduction (defect 13): `DeleteCustomer` accepted a 1 MB customer id,
@@ -620,4 +786,46 @@ async fn delete_customer_checks_the_id_and_never_logs_it() {
     }
     let logs = server.log_text();
     assert!(!logs.contains(&secret), "the customer id is in the log");
+}
+
+/// Probe of the 28th session: a store deleted under the running server
+/// (with its data dir) left writes acknowledged (into the unlinked store file, gone at the next
+/// start) and health SERVING.
+#[tokio::test]
+async fn a_store_deleted_under_the_server_refuses_writes() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let server = TestServer::spawn_in(&data, &[]).await;
+    let mut client = server.client().await;
+    ingest(&mut client, vec![item("kept", "before the folder went")]).await;
+    // As `rm -rf DATA_DIR` does to it (the whole folder races the indexer's
+    // own files).
+    std::fs::remove_file(data.join("store.redb")).unwrap();
+    let status = client
+        .ingest(pb::IngestRequest {
+            items: vec![item("lost", "after the folder went")],
+            ..Default::default()
+        })
+        .await
+        .expect_err("a write into a deleted store is refused");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("deleted under the running server"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(server.health().await, ServingStatus::NotServing);
+    // Reads still answer from the file the server holds open.
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["kept".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("Get")
+        .into_inner();
+    assert_eq!(got.items.len(), 1);
 }
