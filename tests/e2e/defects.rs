@@ -731,12 +731,10 @@ async fn edited_cursors_and_oversized_values_are_the_callers_fault() {
         .await
         .expect("IngestStream")
         .into_inner();
-    let status = loop {
-        match acks.message().await {
-            Ok(Some(ack)) => panic!("an ack for a refused message: {ack:?}"),
-            Ok(None) => panic!("the stream ended without saying why"),
-            Err(status) => break status,
-        }
+    let status = match acks.message().await {
+        Ok(Some(ack)) => panic!("an ack for a refused message: {ack:?}"),
+        Ok(None) => panic!("the stream ended without saying why"),
+        Err(status) => status,
     };
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(
