@@ -154,35 +154,34 @@ impl TenantOpener {
         let engine = Engine::new(store.clone(), index, self.analysis.clone())
             .with_read_pool(config.search_threads, config.search_queue, spread)
             .with_redaction(self.redaction(tenant));
-        let started = async {
-            engine
-                .start_themes()
-                .await
-                .with_context(|| format!("cannot load the theme taxonomy of tenant {tenant}"))?;
-            anyhow::Ok(engine.stats(&RequestContext::internal()).await?)
-        };
-        let stats = match started.await {
-            Ok(stats) => stats,
-            Err(error) => {
-                // The indexer thread holds the store (and its file lock):
-                // stop it, so that the next call can open the tenant again.
-                let index = engine.index().clone();
-                drop((engine, store));
-                tokio::task::spawn_blocking(move || index.shutdown()).await?;
-                return Err(error);
-            }
-        };
+        // The last step that can fail: it spawns the background re-tag (which
+        // holds the engine) only once everything before it succeeded.
+        if let Err(error) = engine.start_themes().await {
+            // The indexer thread holds the store (and its file lock): stop
+            // it, so that the next call can open the tenant again.
+            let index = engine.index().clone();
+            drop((engine, store));
+            tokio::task::spawn_blocking(move || index.shutdown()).await?;
+            return Err(anyhow::Error::from(error)
+                .context(format!("cannot load the theme taxonomy of tenant {tenant}")));
+        }
         if let Some(pool) = &self.analysis {
             crate::enrichment::spawn(store, pool.clone(), engine.theme_state());
         }
         self.writable.watch(tenant.clone(), engine.writable());
-        tracing::info!(
-            %tenant,
-            items = stats.store.items,
-            pending_index_changes = stats.store.pending_changes,
-            taxonomy_version = stats.taxonomy_version,
-            "store opened"
-        );
+        // For the log line only: the tenant is open either way.
+        match engine.stats(&RequestContext::internal()).await {
+            Ok(stats) => tracing::info!(
+                %tenant,
+                items = stats.store.items,
+                pending_index_changes = stats.store.pending_changes,
+                taxonomy_version = stats.taxonomy_version,
+                "store opened"
+            ),
+            Err(error) => {
+                tracing::warn!(%tenant, %error, "store opened; its statistics cannot be read")
+            }
+        }
         Ok(engine)
     }
 }

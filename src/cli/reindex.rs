@@ -23,23 +23,38 @@ pub struct ReindexArgs {
 pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
     let default = crate::domain::TenantId::default_tenant();
     let tenants = std::iter::once(default).chain(crate::engine::tenants_on_disk(&args.data_dir));
-    let mut total = 0;
+    // A tenant that fails does not stop the others; the command fails at
+    // the end, naming each.
+    let (mut done, mut failed) = (0, Vec::new());
     for tenant in tenants {
         let dir = crate::engine::tenant_dir(&args.data_dir, &tenant);
-        total += reindex_one(&args, &tenant, dir).await?;
+        match reindex_one(&args, &tenant, dir).await {
+            Ok(()) => done += 1,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                failed.push(tenant.to_string());
+            }
+        }
     }
-    if total > 1 {
-        println!("reindexed {total} tenants");
+    if done > 1 {
+        println!("reindexed {done} tenants");
     }
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} of {} tenants not reindexed: {}",
+        failed.len(),
+        failed.len() + done,
+        failed.join(", ")
+    );
     Ok(())
 }
 
-/// Rebuilds one tenant's index; returns 1 (a tenant done).
+/// Rebuilds one tenant's index.
 async fn reindex_one(
     args: &ReindexArgs,
     tenant: &crate::domain::TenantId,
     dir: PathBuf,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<()> {
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(
         "rebuilding the index of tenant {tenant} ({}) from its store",
@@ -72,5 +87,5 @@ async fn reindex_one(
         "tenant {tenant}: reindexed {count} items in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(1)
+    Ok(())
 }

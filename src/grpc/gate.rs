@@ -57,7 +57,7 @@ fn is_api(path: &str) -> bool {
 
 impl<S, B, ResBody> tower_service::Service<http::Request<B>> for AuthGate<S>
 where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S: tower_service::Service<http::Request<B>, Response = http::Response<ResBody>> + Clone,
     S::Future: Send + 'static,
     ResBody: Default + Send + 'static,
 {
@@ -70,6 +70,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The service made ready by `poll_ready` is taken (and dropped
+        // unused when the call is refused, releasing whatever it reserved);
+        // a clone waits for the next `poll_ready`.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
         if is_api(request.uri().path()) {
             let header = request
                 .headers()
@@ -80,7 +85,7 @@ where
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         }
-        Box::pin(self.inner.call(request))
+        Box::pin(inner.call(request))
     }
 }
 

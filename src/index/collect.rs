@@ -80,20 +80,69 @@ pub struct PageCollector {
 /// segment (on this thread or another of a spread search) offers only keys
 /// above it, and block-WAND starts from its score instead of from zero
 /// (Lucene's minimum competitive score, shared among segments the same way).
+///
+/// It also holds the average field lengths the query scores with
+/// (`ScoringAverages`, filled by the BM25 statistics as the weights ask):
+/// tantivy stores each block's maximum as the (field length, term
+/// frequency) pair that scores best with the segment's own average, so
+/// with another average the block's real maximum can be up to
+/// `max(q / s, s / q)` times the one it reports (q, s: the query's and the
+/// segment's averages). Block-WAND's threshold is divided by that factor,
+/// so that no block holding a document that can reach the page is skipped.
 #[derive(Default)]
-pub struct PageFloor(Mutex<Option<SortKey>>);
+pub struct PageFloor {
+    floor: Mutex<Option<SortKey>>,
+    averages: Arc<super::cursor::ScoringAverages>,
+}
 
 impl PageFloor {
     fn get(&self) -> Option<SortKey> {
-        *lock(&self.0)
+        *lock(&self.floor)
     }
 
     /// Raises the floor to a full segment page's lowest key.
     fn raise(&self, key: SortKey) {
-        let mut floor = lock(&self.0);
+        let mut floor = lock(&self.floor);
         if floor.is_none_or(|floor| key > floor) {
             *floor = Some(key);
         }
+    }
+
+    /// Where the BM25 statistics record the averages they answer.
+    pub fn averages(&self) -> Arc<super::cursor::ScoringAverages> {
+        self.averages.clone()
+    }
+
+    /// How far a block maximum of `segment` may fall short of the real
+    /// one (>= 1; 1 where the averages are unknown or equal).
+    fn block_max_slack(&self, segment: &SegmentReader) -> Score {
+        let max_doc = segment.max_doc();
+        let mut slack: Score = 1.0;
+        if max_doc == 0 {
+            return slack;
+        }
+        for (field, query_average) in self.averages.get() {
+            let Ok(inverted) = segment.inverted_index(field) else {
+                continue;
+            };
+            let segment_average = inverted.total_num_tokens() as Score / max_doc as Score;
+            if segment_average > 0.0 && query_average > 0.0 {
+                slack = slack
+                    .max(query_average / segment_average)
+                    .max(segment_average / query_average);
+            }
+        }
+        slack
+    }
+}
+
+/// A block-WAND threshold that allows for block maxima short by up to
+/// `slack` (`PageFloor::block_max_slack`).
+fn widened(threshold: Score, slack: Score) -> Score {
+    if slack <= 1.0 || threshold <= 0.0 {
+        threshold
+    } else {
+        below(threshold / slack)
     }
 }
 
@@ -825,11 +874,12 @@ impl PageCollector {
         }
         // Relevance: only documents whose score can reach the page are
         // offered; the count is a separate pass that does not score.
-        let mut threshold = collector.outer_threshold;
+        let slack = self.floor.block_max_slack(reader);
+        let mut threshold = widened(collector.outer_threshold, slack);
         weight.for_each_pruning(threshold, reader, &mut |doc, score| {
             if alive.is_none_or(|a| a.is_alive(doc)) {
                 collector.offer(doc, score);
-                threshold = collector.pruning_threshold();
+                threshold = widened(collector.pruning_threshold(), slack);
             }
             threshold
         })?;
@@ -1648,15 +1698,16 @@ mod tests {
         let (index, fields, mut writer) = test_index();
         // Segment of 30 short texts with the word three times (the best
         // scores), then two of 300 that score lower, then one of 40 that
-        // ties the first (later seqs: their ties lose).
-        let mut seq = 0;
-        for (docs, text) in [
-            (30, "word word word"),
-            (300, "word filler filler filler"),
-            (300, "word filler filler filler"),
-            (40, "word word word"),
+        // ties the first (later seqs: their ties lose), then one of 5 that
+        // ties it with earlier seqs (seqs 0-4: their ties win).
+        for (first_seq, docs, text) in [
+            (100, 30, "word word word"),
+            (130, 300, "word filler filler filler"),
+            (430, 300, "word filler filler filler"),
+            (730, 40, "word word word"),
+            (0, 5, "word word word"),
         ] {
-            for _ in 0..docs {
+            for seq in first_seq..first_seq + docs {
                 add_test_item(
                     &writer,
                     &fields,
@@ -1668,7 +1719,6 @@ mod tests {
                     },
                     AnalysisState::Pending,
                 );
-                seq += 1;
             }
             writer.commit().unwrap();
         }
@@ -1678,8 +1728,11 @@ mod tests {
                 .filter(|&ord| searcher.segment_reader(ord as u32).max_doc() == docs)
                 .collect()
         };
-        let (best, lower, ties) = (by_size(30), by_size(300), by_size(40));
-        assert_eq!((best.len(), lower.len(), ties.len()), (1, 2, 1));
+        let (best, lower, ties, early) = (by_size(30), by_size(300), by_size(40), by_size(5));
+        assert_eq!(
+            (best.len(), lower.len(), ties.len(), early.len()),
+            (1, 2, 1, 1)
+        );
         let query = TermQuery::new(
             Term::from_field_text(fields.text, "word"),
             IndexRecordOption::WithFreqs,
@@ -1720,11 +1773,130 @@ mod tests {
             assert_eq!((read, hits), (0, 0), "segment {ord}");
             assert_eq!(count, searcher.segment_reader(ord as u32).max_doc() as u64);
         }
-        // The same page as every segment searched on its own.
+        // Ties with earlier seqs still compete, and win.
+        let (_, read, hits, _) = collect(&searched, early[0]);
+        assert_eq!((read, hits), (5, 5));
+        // The same page as every segment searched on its own, the early
+        // ties in it.
         let fresh = searcher.search(&query, &page()).unwrap();
         let exhaustive = searcher.search(&query, &(page(), Count)).unwrap().0;
         assert_eq!(fresh.top, exhaustive.top);
-        assert_eq!(fresh.count, 670);
+        assert_eq!(fresh.count, 675);
+        assert_eq!(
+            fresh
+                .top
+                .iter()
+                .filter(|(_, doc)| doc.segment_ord as usize == early[0])
+                .count(),
+            5
+        );
+        // A next page (after the first page's last key) is exact too.
+        let after = fresh.top.last().map(|(key, _)| *key);
+        let next = |exhaustive: bool| {
+            let page = PageCollector { after, ..page() };
+            if exhaustive {
+                searcher.search(&query, &(page, Count)).unwrap().0.top
+            } else {
+                searcher.search(&query, &page).unwrap().top
+            }
+        };
+        assert_eq!(next(false), next(true));
+    }
+
+    /// Block maxima are chosen with each segment's own average length: in
+    /// a segment of one-word texts, a one-word match is stored as a block's
+    /// best, though with the index's average (long texts elsewhere) a
+    /// 60-word text holding the word ten times in the same block scores
+    /// higher. A floor from a segment of long texts between the two scores
+    /// made block-WAND skip that block (found by review); the threshold is
+    /// now widened by how far the averages differ.
+    #[test]
+    fn blocks_whose_maximum_was_chosen_with_another_average_are_still_read() {
+        use tantivy::query::{EnableScoring, TermQuery};
+        use tantivy::schema::IndexRecordOption;
+        let (index, fields, mut writer) = test_index();
+        let add = |writer: &IndexWriter<TantivyDocument>, seq: u64, text: String| {
+            add_test_item(
+                writer,
+                &fields,
+                seq,
+                FeedbackDraft {
+                    id: format!("i-{seq}"),
+                    text,
+                    ..Default::default()
+                },
+                AnalysisState::Pending,
+            );
+        };
+        // Long texts, the word 6 times in 40 words.
+        for seq in 0..200 {
+            add(
+                &writer,
+                seq,
+                format!("{}{}", "word ".repeat(6), "filler ".repeat(34)),
+            );
+        }
+        writer.commit().unwrap();
+        // One block: one-word texts, and one of 60 words with the word 10 times.
+        for i in 0..128 {
+            let text = if i == 64 {
+                format!("{}{}", "word ".repeat(10), "filler ".repeat(50))
+            } else {
+                "word".into()
+            };
+            add(&writer, 200 + i, text);
+        }
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let ord_of = |docs: u32| {
+            (0..searcher.segment_readers().len() as u32)
+                .find(|&ord| searcher.segment_reader(ord).max_doc() == docs)
+                .unwrap()
+        };
+        let (long, short) = (ord_of(200), ord_of(128));
+        let query = TermQuery::new(
+            Term::from_field_text(fields.text, "word"),
+            IndexRecordOption::WithFreqs,
+        );
+        let page = || PageCollector {
+            sort: SortOrder::Relevance,
+            k: 10,
+            after: None,
+            count_limit: None,
+            prune: true,
+            columns: Arc::new(ColumnCache::default()),
+            facets: None,
+            floor: PageFloor::default(),
+        };
+        let exhaustive = searcher.search(&query, &(page(), Count)).unwrap().0;
+        let best = exhaustive.top[0].1;
+        assert_eq!(best.segment_ord, short, "the 60-word text is the best hit");
+        // The long segment first, then the short one, as a search may visit them.
+        let pruned = |record_averages: bool| {
+            let page = page();
+            let stats = crate::index::cursor::FrozenStats::new(&searcher, None);
+            let stats = if record_averages {
+                stats.with_averages(page.floor.averages())
+            } else {
+                stats
+            };
+            let weight = query
+                .weight(EnableScoring::enabled_from_statistics_provider(
+                    &stats, &searcher,
+                ))
+                .unwrap();
+            let fruits = [long, short]
+                .into_iter()
+                .map(|ord| {
+                    page.collect_segment(&*weight, ord, searcher.segment_reader(ord))
+                        .unwrap()
+                })
+                .collect();
+            page.merge_fruits(fruits).unwrap()
+        };
+        // Without the averages the block is skipped: the test can fail.
+        assert!(!pruned(false).top.iter().any(|(_, doc)| *doc == best));
+        assert_eq!(pruned(true).top, exhaustive.top);
     }
 
     #[test]

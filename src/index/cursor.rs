@@ -178,13 +178,37 @@ pub struct FrozenStats<'a> {
     searcher: &'a tantivy::Searcher,
     replay: Option<Vec<u64>>,
     asked: std::sync::Mutex<Asked>,
+    averages: Option<std::sync::Arc<ScoringAverages>>,
 }
 
-/// The statistics answered so far, and the last document total among them.
+/// The statistics answered so far, the last document total among them, and
+/// the field whose token total was asked last (BM25 asks a field's tokens,
+/// then the documents).
 #[derive(Default)]
 struct Asked {
     values: Vec<u64>,
     docs: Option<u64>,
+    tokens: Option<(tantivy::schema::Field, u64)>,
+}
+
+/// The average field length (tokens per document) BM25 scores each field
+/// with, as the query's weights asked for it: block-WAND's block maxima
+/// were chosen with each segment's own average, and are exact only for it
+/// (`index::collect`).
+#[derive(Default)]
+pub struct ScoringAverages(std::sync::Mutex<Vec<(tantivy::schema::Field, f32)>>);
+
+impl ScoringAverages {
+    pub fn get(&self) -> Vec<(tantivy::schema::Field, f32)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record(&self, field: tantivy::schema::Field, average: f32) {
+        let mut averages = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !averages.iter().any(|(f, _)| *f == field) {
+            averages.push((field, average));
+        }
+    }
 }
 
 /// Which statistic BM25 asks for.
@@ -202,7 +226,14 @@ impl<'a> FrozenStats<'a> {
             searcher,
             replay,
             asked: std::sync::Mutex::new(Asked::default()),
+            averages: None,
         }
+    }
+
+    /// Records the average field lengths the weights ask for into `averages`.
+    pub fn with_averages(mut self, averages: std::sync::Arc<ScoringAverages>) -> Self {
+        self.averages = Some(averages);
+        self
     }
 
     /// The statistic `stat`, live or replayed. A replayed document
@@ -235,6 +266,11 @@ impl<'a> FrozenStats<'a> {
         };
         if stat == Stat::Docs {
             asked.docs = Some(value);
+            if let (Some((field, tokens)), Some(averages)) = (asked.tokens, &self.averages) {
+                if value > 0 {
+                    averages.record(field, tokens as f32 / value as f32);
+                }
+            }
         }
         asked.values.push(value);
         Ok(value)
@@ -263,7 +299,9 @@ pub const STALE_CURSOR: &str =
 
 impl Bm25StatisticsProvider for FrozenStats<'_> {
     fn total_num_tokens(&self, field: tantivy::schema::Field) -> tantivy::Result<u64> {
-        self.answer(Stat::Tokens, || self.searcher.total_num_tokens(field))
+        let tokens = self.answer(Stat::Tokens, || self.searcher.total_num_tokens(field))?;
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).tokens = Some((field, tokens));
+        Ok(tokens)
     }
 
     fn total_num_docs(&self) -> tantivy::Result<u64> {

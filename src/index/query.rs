@@ -555,9 +555,11 @@ fn check_exists(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
 fn check_nesting(text: &str) -> Result<(), IndexError> {
     let bytes = text.as_bytes();
     let mut depth = 0usize;
-    let mut nots = 0usize; // NOTs since the last clause started
-                           // The quote a phrase opened with: tantivy's grammar takes `"` and `'`
-                           // (no word holds a `'`), each closed by its own kind.
+    // NOTs since the last clause started.
+    let mut nots = 0usize;
+    // The quote a phrase opened with: tantivy's grammar takes `"`, and `'`
+    // where a term starts (a word may hold one: `don't`), each closed by its
+    // own kind.
     let mut in_phrase: Option<u8> = None;
     let mut i = 0;
     while i < bytes.len() {
@@ -574,8 +576,17 @@ fn check_nesting(text: &str) -> Result<(), IndexError> {
             continue;
         }
         let word_start = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        let term_start = i == 0
+            || matches!(
+                bytes[i - 1],
+                b' ' | b'\t' | b'\n' | b'\r' | b'(' | b'+' | b'-' | b':'
+            );
         match b {
-            b'"' | b'\'' => {
+            b'"' => {
+                in_phrase = Some(b);
+                nots = 0;
+            }
+            b'\'' if term_start => {
                 in_phrase = Some(b);
                 nots = 0;
             }
@@ -1381,6 +1392,16 @@ mod tests {
             Err(IndexError::InvalidQuery { ref message, .. }) if message.contains("nests deeper")
         ));
         parse_user_query(&parser, "NOT refund AND NOTE", true).unwrap();
+        // A word's apostrophe opens no phrase: the parentheses after it count.
+        let words = format!(
+            "it's {}a{}",
+            "(".repeat(MAX_QUERY_DEPTH + 1),
+            ")".repeat(MAX_QUERY_DEPTH + 1)
+        );
+        assert!(matches!(
+            parse_user_query(&parser, &words, true),
+            Err(IndexError::InvalidQuery { ref message, .. }) if message.contains("nests deeper")
+        ));
         // Single-quoted phrases hold parentheses as text too, and every
         // level within the limit may carry a boost.
         let phrase = format!("'{}' refund", "(".repeat(100));

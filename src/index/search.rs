@@ -205,7 +205,8 @@ impl SearchIndex {
         };
         // Relevance pages score with the first page's BM25 statistics (kept
         // in the cursor), so keys do not move while items arrive.
-        let stats = FrozenStats::new(&searcher, replay);
+        let floor = collect::PageFloor::default();
+        let stats = FrozenStats::new(&searcher, replay).with_averages(floor.averages());
         let page = PageCollector {
             sort: query.sort,
             k: query.limit + 1,
@@ -220,7 +221,7 @@ impl SearchIndex {
             columns: shared.columns.clone(),
             // Counted with the total: in its pass over every match.
             facets,
-            floor: collect::PageFloor::default(),
+            floor,
         };
         shared.columns.retain_live(&searcher);
         let scoring = if page.requires_scoring() {

@@ -197,10 +197,17 @@ pub(crate) struct DbSlot {
 /// The store's file in its folder.
 const STORE_FILE: &str = "store.redb";
 
+#[cfg(unix)]
 fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)?;
     Ok((meta.dev(), meta.ino()))
+}
+
+/// Elsewhere only a deleted file is told (no inode to compare).
+#[cfg(not(unix))]
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    std::fs::metadata(path).map(|_| (0, 0))
 }
 
 impl DbSlot {
