@@ -1686,6 +1686,28 @@ mod tests {
         assert_eq!(count_up_to(&*weight, reader, 10).unwrap(), (4, false));
     }
 
+    /// The query "word" on the text field, with frequencies (block-WAND).
+    fn word_query(fields: &crate::index::schema::Fields) -> tantivy::query::TermQuery {
+        tantivy::query::TermQuery::new(
+            Term::from_field_text(fields.text, "word"),
+            tantivy::schema::IndexRecordOption::WithFreqs,
+        )
+    }
+
+    /// A fresh relevance page of ten that may prune.
+    fn top_ten_by_relevance() -> PageCollector {
+        PageCollector {
+            sort: SortOrder::Relevance,
+            k: 10,
+            after: None,
+            count_limit: None,
+            prune: true,
+            columns: Arc::new(ColumnCache::default()),
+            facets: None,
+            floor: PageFloor::default(),
+        }
+    }
+
     /// A segment searched after another filled its page starts from that
     /// page's lowest key: documents that cannot pass it are rejected
     /// before their `seq` is read (block-WAND skips them from the start),
@@ -1693,8 +1715,7 @@ mod tests {
     /// after the floor's) as well. The segment's total is still counted.
     #[test]
     fn later_segments_start_from_the_best_page_so_far() {
-        use tantivy::query::{EnableScoring, TermQuery};
-        use tantivy::schema::IndexRecordOption;
+        use tantivy::query::EnableScoring;
         let (index, fields, mut writer) = test_index();
         // Segment of 30 short texts with the word three times (the best
         // scores), then two of 300 that score lower, then one of 40 that
@@ -1733,23 +1754,11 @@ mod tests {
             (best.len(), lower.len(), ties.len(), early.len()),
             (1, 2, 1, 1)
         );
-        let query = TermQuery::new(
-            Term::from_field_text(fields.text, "word"),
-            IndexRecordOption::WithFreqs,
-        );
+        let query = word_query(&fields);
         let weight = query
             .weight(EnableScoring::enabled_from_searcher(&searcher))
             .unwrap();
-        let page = || PageCollector {
-            sort: SortOrder::Relevance,
-            k: 10,
-            after: None,
-            count_limit: None,
-            prune: true,
-            columns: Arc::new(ColumnCache::default()),
-            facets: None,
-            floor: PageFloor::default(),
-        };
+        let page = top_ten_by_relevance;
         // (segment ordinal, seqs read, hits, count)
         let collect = |page: &PageCollector, ord: usize| {
             let before = SEQ_READS.with(|reads| reads.get());
@@ -1812,8 +1821,7 @@ mod tests {
     /// now widened by how far the averages differ.
     #[test]
     fn blocks_whose_maximum_was_chosen_with_another_average_are_still_read() {
-        use tantivy::query::{EnableScoring, TermQuery};
-        use tantivy::schema::IndexRecordOption;
+        use tantivy::query::EnableScoring;
         let (index, fields, mut writer) = test_index();
         let add = |writer: &IndexWriter<TantivyDocument>, seq: u64, text: String| {
             add_test_item(
@@ -1854,20 +1862,8 @@ mod tests {
                 .unwrap()
         };
         let (long, short) = (ord_of(200), ord_of(128));
-        let query = TermQuery::new(
-            Term::from_field_text(fields.text, "word"),
-            IndexRecordOption::WithFreqs,
-        );
-        let page = || PageCollector {
-            sort: SortOrder::Relevance,
-            k: 10,
-            after: None,
-            count_limit: None,
-            prune: true,
-            columns: Arc::new(ColumnCache::default()),
-            facets: None,
-            floor: PageFloor::default(),
-        };
+        let query = word_query(&fields);
+        let page = top_ten_by_relevance;
         let exhaustive = searcher.search(&query, &(page(), Count)).unwrap().0;
         let best = exhaustive.top[0].1;
         assert_eq!(best.segment_ord, short, "the 60-word text is the best hit");

@@ -455,18 +455,7 @@ async fn a_call_without_a_key_is_refused_before_its_body() {
     let server = TestServer::spawn_in(&data, &["--max-inflight-request-mb", "17"]).await;
     // Invalid UTF-8 in a string field: only the headers can have been
     // looked at for the answer to be UNAUTHENTICATED.
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RawFeedback {
-        #[prost(string, tag = "1")]
-        id: String,
-        #[prost(bytes = "vec", tag = "2")]
-        text: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RawIngestRequest {
-        #[prost(message, repeated, tag = "1")]
-        items: Vec<RawFeedback>,
-    }
+    use crate::helpers::{RawFeedback, RawIngestRequest};
     let garbage = RawIngestRequest {
         items: vec![RawFeedback {
             id: "bad-utf8".into(),

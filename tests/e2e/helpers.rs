@@ -494,3 +494,20 @@ pub fn metric_value(body: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| v.parse().expect("a number"))
 }
+
+/// A hand-written copy of `Feedback` whose text is `bytes`, so a test can
+/// put invalid UTF-8 on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawFeedback {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub text: Vec<u8>,
+}
+
+/// `IngestRequest` of `RawFeedback` items.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawIngestRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub items: Vec<RawFeedback>,
+}

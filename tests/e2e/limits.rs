@@ -8,22 +8,6 @@ use crate::helpers::*;
 use verbatim::domain::limits;
 use verbatim::grpc::pb;
 
-/// A hand-written copy of `Feedback`/`IngestRequest` whose text is `bytes`,
-/// so a test can put invalid UTF-8 on the wire.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RawFeedback {
-    #[prost(string, tag = "1")]
-    id: String,
-    #[prost(bytes = "vec", tag = "2")]
-    text: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct RawIngestRequest {
-    #[prost(message, repeated, tag = "1")]
-    items: Vec<RawFeedback>,
-}
-
 fn rejection(response: &pb::IngestResponse, index: usize) -> pb::Rejection {
     match &response.results[index].outcome {
         Some(pb::item_result::Outcome::Rejection(r)) => r.clone(),
