@@ -1686,6 +1686,26 @@ mod tests {
         assert_eq!(count_up_to(&*weight, reader, 10).unwrap(), (4, false));
     }
 
+    /// An unanalysed item `i-SEQ` holding `text` alone.
+    fn add_text(
+        writer: &IndexWriter<TantivyDocument>,
+        fields: &crate::index::schema::Fields,
+        seq: u64,
+        text: &str,
+    ) {
+        add_test_item(
+            writer,
+            fields,
+            seq,
+            FeedbackDraft {
+                id: format!("i-{seq}"),
+                text: text.into(),
+                ..Default::default()
+            },
+            AnalysisState::Pending,
+        );
+    }
+
     /// The query "word" on the text field, with frequencies (block-WAND).
     fn word_query(fields: &crate::index::schema::Fields) -> tantivy::query::TermQuery {
         tantivy::query::TermQuery::new(
@@ -1729,17 +1749,7 @@ mod tests {
             (0, 5, "word word word"),
         ] {
             for seq in first_seq..first_seq + docs {
-                add_test_item(
-                    &writer,
-                    &fields,
-                    seq,
-                    FeedbackDraft {
-                        id: format!("i-{seq}"),
-                        text: text.into(),
-                        ..Default::default()
-                    },
-                    AnalysisState::Pending,
-                );
+                add_text(&writer, &fields, seq, text);
             }
             writer.commit().unwrap();
         }
@@ -1824,17 +1834,7 @@ mod tests {
         use tantivy::query::EnableScoring;
         let (index, fields, mut writer) = test_index();
         let add = |writer: &IndexWriter<TantivyDocument>, seq: u64, text: String| {
-            add_test_item(
-                writer,
-                &fields,
-                seq,
-                FeedbackDraft {
-                    id: format!("i-{seq}"),
-                    text,
-                    ..Default::default()
-                },
-                AnalysisState::Pending,
-            );
+            add_text(writer, &fields, seq, &text)
         };
         // Long texts, the word 6 times in 40 words.
         for seq in 0..200 {
