@@ -154,6 +154,10 @@ pub struct FilterCache {
 #[derive(Default)]
 struct CacheInner {
     segments: HashMap<SegmentId, HashMap<String, Entry>>,
+    /// Every entry by its last use, oldest first: eviction takes the first
+    /// (a scan of every entry under the lock cost milliseconds once many
+    /// small entries filled the cache).
+    by_use: std::collections::BTreeMap<u64, (SegmentId, String)>,
     bytes: usize,
     clock: u64,
 }
@@ -198,9 +202,12 @@ impl FilterCache {
                 .get_mut(&segment)
                 .and_then(|clauses| clauses.get_mut(key))
             {
-                entry.used = now;
+                let last = std::mem::replace(&mut entry.used, now);
+                let bits = entry.bits.clone();
+                inner.by_use.remove(&last);
+                inner.by_use.insert(now, (segment, key.to_string()));
                 self.hits.inc();
-                return Ok(entry.bits.clone());
+                return Ok(bits);
             }
         }
         self.misses.inc();
@@ -218,13 +225,9 @@ impl FilterCache {
         let mut inner = self.lock();
         let before = inner.bytes;
         while inner.bytes + size > self.max_bytes {
-            let oldest = inner
-                .segments
-                .iter()
-                .flat_map(|(s, clauses)| clauses.iter().map(move |(k, e)| (e.used, *s, k)))
-                .min_by_key(|(used, _, _)| *used)
-                .map(|(_, s, k)| (s, k.clone()));
-            let Some((s, k)) = oldest else { break };
+            let Some((_, (s, k))) = inner.by_use.pop_first() else {
+                break;
+            };
             inner.remove(s, &k);
         }
         inner.clock += 1;
@@ -235,8 +238,10 @@ impl FilterCache {
             .or_default()
             .insert(key.to_string(), Entry { bits, used });
         inner.bytes += size;
+        inner.by_use.insert(used, (segment, key.to_string()));
         if let Some(previous) = previous {
             inner.bytes -= entry_bytes(key, &previous.bits);
+            inner.by_use.remove(&previous.used);
         }
         self.bytes_gauge.add(inner.bytes as i64 - before as i64);
     }
@@ -254,19 +259,28 @@ impl FilterCache {
             .collect();
         for id in dead {
             if let Some(clauses) = inner.segments.remove(&id) {
-                inner.bytes -= clauses
-                    .iter()
-                    .map(|(key, e)| entry_bytes(key, &e.bits))
-                    .sum::<usize>();
+                for (key, entry) in &clauses {
+                    inner.bytes -= entry_bytes(key, &entry.bits);
+                    inner.by_use.remove(&entry.used);
+                }
             }
         }
         self.bytes_gauge.add(inner.bytes as i64 - before as i64);
     }
 
-    /// Bytes of bits held now.
+    /// Bytes of bits held now; checks that every entry is listed by its
+    /// use once.
     #[cfg(test)]
     fn bytes(&self) -> usize {
-        self.lock().bytes
+        let inner = self.lock();
+        let entries: usize = inner.segments.values().map(|clauses| clauses.len()).sum();
+        assert_eq!(inner.by_use.len(), entries);
+        assert!(inner.segments.iter().all(|(segment, clauses)| {
+            clauses
+                .iter()
+                .all(|(key, entry)| inner.by_use.get(&entry.used) == Some(&(*segment, key.clone())))
+        }));
+        inner.bytes
     }
 
     fn lock(&self) -> MutexGuard<'_, CacheInner> {
@@ -300,6 +314,7 @@ impl CacheInner {
         };
         if let Some(entry) = clauses.remove(key) {
             self.bytes -= entry_bytes(key, &entry.bits);
+            self.by_use.remove(&entry.used);
         }
         if clauses.is_empty() {
             self.segments.remove(&segment);
