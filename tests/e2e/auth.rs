@@ -641,7 +641,7 @@ async fn every_tenant_counts_for_health_on_a_full_disk() {
     }
     let refused = refused.expect("a full disk refuses acme's writes");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    assert_eq!(server.health().await, ServingStatus::NotServing);
+    server.health_becomes(ServingStatus::NotServing).await;
     // globex's first call opens its store on the full disk: refused, or
     // (if it fits) stored.
     let globex_item = |id: &str| {

@@ -139,7 +139,7 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
         "{}",
         refusal.message()
     );
-    assert_eq!(server.health().await, ServingStatus::NotServing);
+    server.health_becomes(ServingStatus::NotServing).await;
     // Later writes are refused at once, not queued behind the recovery.
     for _ in 0..3 {
         let mut request = tonic::Request::new(pb::IngestRequest {
@@ -815,7 +815,7 @@ async fn a_store_deleted_under_the_server_refuses_writes() {
         "{}",
         status.message()
     );
-    assert_eq!(server.health().await, ServingStatus::NotServing);
+    server.health_becomes(ServingStatus::NotServing).await;
     // Reads still answer from the file the server holds open.
     let got = client
         .get(pb::GetRequest {

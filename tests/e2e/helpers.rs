@@ -130,6 +130,23 @@ impl TestServer {
         tonic_health::pb::health_check_response::ServingStatus::try_from(status).expect("a status")
     }
 
+    /// Waits (at most 5 s) for health to report `want`: the health task
+    /// follows the stores' signal a moment after a write is refused.
+    pub async fn health_becomes(
+        &self,
+        want: tonic_health::pb::health_check_response::ServingStatus,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = self.health().await;
+            if now == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "health is {now:?}, not {want:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn wait_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
