@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Args;
 
 use crate::index::IndexSettings;
@@ -74,13 +75,7 @@ async fn reindex_one(
     let data_dir = dir.clone();
     let count = tokio::task::spawn_blocking(move || crate::index::reindex(&data_dir, &settings))
         .await?
-        .map_err(anyhow::Error::from)
-        .map_err(|e| {
-            e.context(format!(
-                "cannot reindex tenant {tenant} ({})",
-                dir.display()
-            ))
-        });
+        .with_context(|| format!("cannot reindex tenant {tenant} ({})", dir.display()));
     spinner.finish_and_clear();
     let count = count?;
     println!(

@@ -12,7 +12,6 @@
 //! than 0 or 1, and a request that ends inside a message.
 
 use std::collections::{HashSet, VecDeque};
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -319,7 +318,7 @@ pub struct RequestBudget<S> {
     single: Arc<HashSet<String>>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+use super::BoxFuture;
 
 impl<S, ResBody> tower_service::Service<http::Request<Body>> for RequestBudget<S>
 where

@@ -7,8 +7,6 @@
 //! the call needs; it authenticates again (a hash and a lookup).
 //! Health and reflection need no key.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -44,7 +42,7 @@ pub struct AuthGate<S> {
     auth: Arc<Authenticator>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+use super::BoxFuture;
 
 /// Whether `path` names a method of the API (`/verbatim.v1.FeedbackService/...`).
 fn is_api(path: &str) -> bool {

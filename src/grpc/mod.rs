@@ -15,6 +15,9 @@ mod status;
 pub mod tls;
 
 use budget::ByteBudget;
+
+/// The future of a tower layer's `call` (the layers in this module).
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 pub use convert::{channel_to_pb, stage_to_pb};
 pub use metrics::TenantSlot;
 pub use report::report_from_pb;

@@ -4,8 +4,6 @@
 //! the response returns it in the same header (initial metadata, on errors
 //! too), so a client can quote it and an operator can find the call's logs.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::HeaderValue;
@@ -38,7 +36,7 @@ fn client_id(value: &HeaderValue) -> Option<&str> {
     usable.then_some(id)
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+use super::BoxFuture;
 
 impl<S, B, ResBody> tower_service::Service<http::Request<B>> for RequestId<S>
 where

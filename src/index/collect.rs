@@ -724,15 +724,20 @@ impl PageSegmentCollector {
         }
         match self.heap.peek() {
             Some(Reverse((lowest, _))) => {
-                let score = lowest.score(SortOrder::Relevance);
-                if self.later_ties_lose {
-                    score
-                } else {
-                    below(score)
-                }
+                tie_threshold(lowest.score(SortOrder::Relevance), self.later_ties_lose)
             }
             None => Score::MIN,
         }
+    }
+}
+
+/// The block-WAND threshold of a page whose lowest score is `score`: the
+/// score itself where a tie must lose, else `below` it (ties compete).
+fn tie_threshold(score: Score, ties_lose: bool) -> Score {
+    if ties_lose {
+        score
+    } else {
+        below(score)
     }
 }
 
@@ -950,12 +955,7 @@ impl PageCollector {
         });
         let outer_threshold = match outer {
             Some(outer) if self.sort == SortOrder::Relevance => {
-                let score = outer.score(SortOrder::Relevance);
-                if outer_ties_lose {
-                    score
-                } else {
-                    below(score)
-                }
+                tie_threshold(outer.score(SortOrder::Relevance), outer_ties_lose)
             }
             _ => Score::MIN,
         };

@@ -214,7 +214,7 @@ impl ScoringAverages {
 /// Which statistic BM25 asks for.
 #[derive(Clone, Copy, PartialEq)]
 enum Stat {
-    Tokens,
+    Tokens(tantivy::schema::Field),
     Docs,
     DocFreq,
 }
@@ -264,6 +264,9 @@ impl<'a> FrozenStats<'a> {
             },
             None => live()?,
         };
+        if let Stat::Tokens(field) = stat {
+            asked.tokens = Some((field, value));
+        }
         if stat == Stat::Docs {
             asked.docs = Some(value);
             if let (Some((field, tokens)), Some(averages)) = (asked.tokens, &self.averages) {
@@ -299,9 +302,9 @@ pub const STALE_CURSOR: &str =
 
 impl Bm25StatisticsProvider for FrozenStats<'_> {
     fn total_num_tokens(&self, field: tantivy::schema::Field) -> tantivy::Result<u64> {
-        let tokens = self.answer(Stat::Tokens, || self.searcher.total_num_tokens(field))?;
-        self.asked.lock().unwrap_or_else(|e| e.into_inner()).tokens = Some((field, tokens));
-        Ok(tokens)
+        self.answer(Stat::Tokens(field), || {
+            self.searcher.total_num_tokens(field)
+        })
     }
 
     fn total_num_docs(&self) -> tantivy::Result<u64> {

@@ -153,11 +153,12 @@ pub struct FilterCache {
 
 #[derive(Default)]
 struct CacheInner {
-    segments: HashMap<SegmentId, HashMap<String, Entry>>,
+    /// Keys are shared with `by_use` (one copy of each key's text).
+    segments: HashMap<SegmentId, HashMap<Arc<str>, Entry>>,
     /// Every entry by its last use, oldest first: eviction takes the first
     /// (a scan of every entry under the lock cost milliseconds once many
     /// small entries filled the cache).
-    by_use: std::collections::BTreeMap<u64, (SegmentId, String)>,
+    by_use: std::collections::BTreeMap<u64, (SegmentId, Arc<str>)>,
     bytes: usize,
     clock: u64,
 }
@@ -204,8 +205,9 @@ impl FilterCache {
             {
                 let last = std::mem::replace(&mut entry.used, now);
                 let bits = entry.bits.clone();
-                inner.by_use.remove(&last);
-                inner.by_use.insert(now, (segment, key.to_string()));
+                if let Some(listed) = inner.by_use.remove(&last) {
+                    inner.by_use.insert(now, listed);
+                }
                 self.hits.inc();
                 return Ok(bits);
             }
@@ -232,15 +234,16 @@ impl FilterCache {
         }
         inner.clock += 1;
         let used = inner.clock;
+        let key: Arc<str> = Arc::from(key);
         let previous = inner
             .segments
             .entry(segment)
             .or_default()
-            .insert(key.to_string(), Entry { bits, used });
+            .insert(key.clone(), Entry { bits, used });
         inner.bytes += size;
-        inner.by_use.insert(used, (segment, key.to_string()));
+        inner.by_use.insert(used, (segment, key.clone()));
         if let Some(previous) = previous {
-            inner.bytes -= entry_bytes(key, &previous.bits);
+            inner.bytes -= entry_bytes(&key, &previous.bits);
             inner.by_use.remove(&previous.used);
         }
         self.bytes_gauge.add(inner.bytes as i64 - before as i64);
