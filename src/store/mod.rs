@@ -186,6 +186,9 @@ pub(crate) struct DbSlot {
     /// Opens the file (kept for re-opens).
     open_file: OpenFile,
     current: RwLock<Option<Arc<Database>>>,
+    /// Set while a re-open has taken the database out of `current`: reads
+    /// wait for it (`REOPEN_WAIT`) instead of failing.
+    reopening: (Mutex<bool>, std::sync::Condvar),
     /// The database file opened (device, inode), to tell when it is
     /// deleted or replaced under the server.
     file: Option<(u64, u64)>,
@@ -193,6 +196,9 @@ pub(crate) struct DbSlot {
     unwritable: Mutex<Option<String>>,
     writable_tx: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long a read waits for a re-open in progress before it is refused.
+const REOPEN_WAIT: Duration = Duration::from_secs(10);
 
 /// The store's file in its folder.
 const STORE_FILE: &str = "store.redb";
@@ -217,6 +223,7 @@ impl DbSlot {
             cache_bytes,
             open_file,
             current: RwLock::new(Some(Arc::new(db))),
+            reopening: (Mutex::new(false), std::sync::Condvar::new()),
             file: file_identity(&dir.join(STORE_FILE)).ok(),
             unwritable: Mutex::new(None),
             writable_tx: tokio::sync::watch::channel(true).0,
@@ -253,19 +260,47 @@ impl DbSlot {
 
     /// The database for one transaction (do not keep it: a re-open waits for it).
     pub(crate) fn get(&self) -> Result<Arc<Database>, StoreError> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                StoreError::Unavailable("the store is re-opening after a storage error".into())
-            })
+        let current = || {
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        if let Some(db) = current() {
+            return Ok(db);
+        }
+        // A re-open takes milliseconds: wait for it rather than fail a read.
+        let (flag, done) = &self.reopening;
+        let reopening = flag.lock().unwrap_or_else(|e| e.into_inner());
+        drop(
+            done.wait_timeout_while(reopening, REOPEN_WAIT, |reopening| *reopening)
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        current().ok_or_else(|| {
+            StoreError::Unavailable("the store is re-opening after a storage error".into())
+        })
+    }
+
+    /// Marks a re-open as started or ended (waking the reads that wait).
+    fn set_reopening(&self, now: bool) {
+        let (flag, done) = &self.reopening;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        if !now {
+            done.notify_all();
+        }
     }
 
     /// Closes the database and opens it again (redb repairs it if needed);
     /// refused, keeping the open one, when its file is gone or replaced.
     pub(crate) fn reopen(&self) -> Result<(), StoreError> {
         self.check_file()?;
+        self.set_reopening(true);
+        let reopened = self.reopen_now();
+        self.set_reopening(false);
+        reopened
+    }
+
+    fn reopen_now(&self) -> Result<(), StoreError> {
         let old = self
             .current
             .write()
