@@ -189,6 +189,8 @@ struct Asked {
     values: Vec<u64>,
     docs: Option<u64>,
     tokens: Option<(tantivy::schema::Field, u64)>,
+    /// The document frequencies answered, by term.
+    doc_freqs: Vec<(tantivy::Term, u64)>,
 }
 
 /// The average field length (tokens per document) BM25 scores each field
@@ -279,6 +281,14 @@ impl<'a> FrozenStats<'a> {
         Ok(value)
     }
 
+    /// The document frequencies answered so far (live or replayed), by
+    /// term: snippets weigh the query's terms with them instead of asking
+    /// every segment's term dictionary again.
+    pub fn doc_freqs(&self) -> Vec<(tantivy::Term, u64)> {
+        let asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        asked.doc_freqs.clone()
+    }
+
     /// The statistics to carry in the next cursor; an error if a replay
     /// did not use exactly the values it had.
     pub fn finish(self) -> Result<Vec<u64>, IndexError> {
@@ -312,7 +322,10 @@ impl Bm25StatisticsProvider for FrozenStats<'_> {
     }
 
     fn doc_freq(&self, term: &tantivy::Term) -> tantivy::Result<u64> {
-        self.answer(Stat::DocFreq, || self.searcher.doc_freq(term))
+        let value = self.answer(Stat::DocFreq, || self.searcher.doc_freq(term))?;
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        asked.doc_freqs.push((term.clone(), value));
+        Ok(value)
     }
 }
 

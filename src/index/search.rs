@@ -245,6 +245,7 @@ impl SearchIndex {
                 scoring,
             ),
         };
+        let doc_freqs = stats.doc_freqs();
         // A replay that ran out of values fails the search: the cursor is
         // the cause.
         let stats = match query.sort {
@@ -265,7 +266,12 @@ impl SearchIndex {
             .map(|(id, (key, _))| (id, key.score(query.sort)))
             .collect();
         let snippets = if snippets_wanted && !top_docs.is_empty() {
-            Some(snippet_generator(&searcher, &*user_query, fields)?)
+            Some(snippet_generator(
+                &searcher,
+                &*user_query,
+                fields,
+                &doc_freqs,
+            )?)
         } else {
             None
         };
@@ -381,11 +387,14 @@ impl SearchIndex {
 /// As `SnippetGenerator::create` (terms of `text` that occur, a two-word
 /// phrase's words included, weighted by
 /// rarity), with `schema::snippet_analyzer`, which stems only candidates,
-/// cut by `SnippetCutter` (tantivy's algorithm, less work per token).
+/// cut by `SnippetCutter` (tantivy's algorithm, less work per token). A
+/// term's document frequency comes from `known` (what BM25 asked, the
+/// first page's on later pages) where it is there, else from the searcher.
 fn snippet_generator(
     searcher: &Searcher,
     query: &dyn tantivy::query::Query,
     fields: &Fields,
+    known: &[(tantivy::Term, u64)],
 ) -> Result<SnippetCutter, IndexError> {
     let mut terms = std::collections::BTreeSet::new();
     query.query_terms(&mut |term, _| {
@@ -408,7 +417,10 @@ fn snippet_generator(
         let Some(text) = term.value().as_str().map(str::to_string) else {
             continue;
         };
-        let doc_freq = searcher.doc_freq(&term)?;
+        let doc_freq = match known.iter().find(|(known, _)| *known == term) {
+            Some((_, doc_freq)) => *doc_freq,
+            None => searcher.doc_freq(&term)?,
+        };
         if doc_freq > 0 {
             weighted.insert(text, 1.0 / (1.0 + doc_freq as f32));
         }
@@ -640,16 +652,31 @@ mod tests {
             "x ".repeat(120),
             "refund ".repeat(3)
         );
+        let long_words = format!(
+            "refund {} late {} refund {}refund {} late",
+            "r".repeat(64),
+            "d".repeat(63),
+            "e".repeat(70),
+            "\u{e9}".repeat(32)
+        );
         let texts = [
             "Happy customers were happily dying to get the delivery; deliveries late again",
             "The driver was gentle, generously refunding; refunds refunded \u{e9}t\u{e9} caf\u{e9}",
             "Nothing to see here at all",
             "Skies, skiing, dying lying tying idly gently ugly early only singly news innings",
+            "Dying LYING Tying aing Aing eing a A refunding R\u{e9}funds DElivery dElIvErIes",
             "REFUND \u{c9}T\u{c9} Caf\u{c9} <b>Late</b> & \"delivery\" isn't 'happy'",
             "\u{3a3}\u{39f}\u{3a6}\u{399}\u{391} \u{3c3}\u{3bf}\u{3c6}\u{3b9}\u{3b1} late",
             &long_tie,
             &long_best,
             "",
+            // Words the analyzer drops as too long (64 bytes and more), one
+            // just under the limit, combining marks (not alphanumeric: they
+            // split words), digits, other scripts and symbols.
+            &long_words,
+            &format!("late delivery {}", "r".repeat(64)),
+            &format!("late delivery {}", "d".repeat(63)),
+            "cafe\u{301} refu\u{301}nd r\u{e9}fund refund2 2refund \u{4e2d}\u{6587}refund \u{1f600}late\u{1f600} _late_ l\u{e4}te",
         ];
         let mut highlighted = 0;
         for words in [
@@ -661,6 +688,8 @@ mod tests {
             "sky die lie gentle ugly early",
             "innings news generous",
             "\u{3c3}\u{3bf}\u{3c6}\u{3b9}\u{3b1}",
+            "a tie",
+            "aing refunds",
         ] {
             // The query's terms as the index analyses them.
             let mut analyzer = schema::text_analyzer();
@@ -694,5 +723,115 @@ mod tests {
             }
         }
         assert!(highlighted > 30, "{highlighted}");
+    }
+
+    /// What `snippet::Pairs` relies on: the index's stem of a word of two
+    /// or more characters whose second is not `y` starts with the word's
+    /// first two characters (lower case), unless the stem is one character
+    /// long. Every word of 2-4 letters, the words of the sample feedback,
+    /// and random words of 5-14 letters and digits.
+    #[test]
+    fn stems_keep_their_words_first_two_characters() {
+        let mut analyzer = schema::text_analyzer();
+        let mut checked = 0;
+        let mut check = |word: &str| {
+            let mut stream = analyzer.token_stream(word);
+            let Some(token) = stream.next() else {
+                return;
+            };
+            let (stem, lower) = (token.text.clone(), word.to_ascii_lowercase());
+            if lower.len() < 2 || stem.len() < 2 || lower.as_bytes()[1] == b'y' {
+                return;
+            }
+            assert_eq!(
+                &stem.as_bytes()[..2],
+                &lower.as_bytes()[..2],
+                "{word} -> {stem}"
+            );
+            checked += 1;
+        };
+        let letters: Vec<char> = ('a'..='z').collect();
+        for len in 2..=4u32 {
+            for n in 0..26usize.pow(len) {
+                let word: String = (0..len).map(|i| letters[n / 26usize.pow(i) % 26]).collect();
+                check(&word);
+            }
+        }
+        let sample = include_str!("../../tests/data/sample-feedback.jsonl");
+        for word in sample.split(|c: char| !c.is_ascii_alphanumeric()) {
+            check(word);
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Vowels and common suffix letters weigh more, so suffix rules fire.
+        let alphabet = b"aaeeiioouuyysssdddeeggnnllttbbzzcfhkmprvwx0123456789";
+        for _ in 0..300_000 {
+            let len = 5 + (next() % 10) as usize;
+            let mut word: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
+                .collect();
+            if next() % 3 == 0 {
+                let suffixes = ["ing", "ed", "ies", "ly", "ingly", "edly", "ational", "s"];
+                word.push_str(suffixes[(next() % suffixes.len() as u64) as usize]);
+            }
+            check(&word);
+        }
+        assert!(checked > 700_000, "{checked}");
+    }
+
+    /// `snippet::words` splits as tantivy's `SimpleTokenizer` does, on
+    /// random texts of ASCII, accented, combining, CJK and emoji pieces.
+    #[test]
+    fn words_split_as_tantivys_simple_tokenizer() {
+        use tantivy::tokenizer::{SimpleTokenizer, TokenStream, Tokenizer};
+        let pieces = [
+            "a",
+            "Z",
+            "9",
+            " ",
+            ",",
+            "-",
+            "_",
+            "'",
+            "\u{e9}",
+            "\u{301}",
+            "\u{4e2d}",
+            "\u{1f600}",
+            "\u{3a3}",
+            "\u{a0}",
+            "\u{2003}",
+            "\u{660}",
+            "\u{b2}",
+            "\n",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut tokenizer = SimpleTokenizer::default();
+        let mut compared = 0;
+        for _ in 0..2_000 {
+            let len = (next() % 40) as usize;
+            let text: String = (0..len)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            let mut expected = Vec::new();
+            let mut stream = tokenizer.token_stream(&text);
+            while stream.advance() {
+                expected.push((stream.token().offset_from, stream.token().offset_to));
+            }
+            let ours: Vec<(usize, usize)> = super::super::snippet::words(&text).collect();
+            assert_eq!(ours, expected, "{text:?}");
+            compared += expected.len();
+        }
+        assert!(compared > 5_000, "{compared}");
     }
 }

@@ -8,6 +8,14 @@
 //! `max_bytes` bytes from the first token to the last one in them, the
 //! highest score winning (ties to the earliest) (a unit test compares with
 //! tantivy's own generator).
+//!
+//! The text is split into words here, by `words` (tantivy's
+//! `SimpleTokenizer`: maximal runs of alphanumeric characters, ASCII a byte
+//! at a time); only a word that can match (its first two characters start
+//! a term, or are not ASCII: `Pairs`) goes through the analyzer. The analyzer's filters
+//! work a token at a time, so a word analysed alone gives the token it
+//! gives inside the text; a word the analyzer would drop as too long
+//! (`TOKEN_BYTES_LIMIT`) is no token here either.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -15,12 +23,77 @@ use std::ops::Range;
 use tantivy::tokenizer::{TextAnalyzer, Token};
 use tantivy::Score;
 
+use super::schema::TOKEN_BYTES_LIMIT;
+
 /// Cuts snippets around a query's terms (term text -> weight).
 #[derive(Clone)]
 pub struct SnippetCutter {
     terms: BTreeMap<String, Score>,
     analyzer: TextAnalyzer,
     max_bytes: usize,
+    /// ASCII bytes (lower case) that start a term: a word starting with
+    /// another ASCII character cannot match (a stem keeps its word's first
+    /// character, in lower case), so it is not analysed.
+    ascii_firsts: [bool; 128],
+    /// The same for the first two characters, both ASCII (lower case),
+    /// where every term starting with that first character has an ASCII
+    /// second one (`Pairs`).
+    ascii_pairs: Pairs,
+}
+
+/// Pairs of ASCII bytes that start a term (bit `a * 128 + b`), and the
+/// first bytes some term starts with but not with two ASCII characters
+/// (a one-character term, or a non-ASCII second character): for those the
+/// first character alone decides.
+///
+/// English stems keep their word's first two characters (lower-cased and
+/// folded): the stemmer only rewrites suffixes, inside regions that start
+/// after the second character, or deletes a suffix of a word of three or
+/// more letters. The exceptions are stems of one character (`aing` ->
+/// `a`, left to the first-character rule) and the stemmer's exceptional
+/// forms `dying`, `lying`, `tying` (-> `die`, `lie`, `tie`), so a word
+/// whose second character is `y` is always analysed. The unit test
+/// `stems_keep_their_words_first_two_characters` checks this over a word
+/// list and random words.
+#[derive(Clone)]
+struct Pairs {
+    bits: Box<[u64; 256]>,
+    first_only: [bool; 128],
+}
+
+impl Pairs {
+    fn new<'a>(terms: impl Iterator<Item = &'a String>) -> Pairs {
+        let mut pairs = Pairs {
+            bits: Box::new([0; 256]),
+            first_only: [false; 128],
+        };
+        for term in terms {
+            match *term.as_bytes() {
+                [a, b, ..] if a.is_ascii() && b.is_ascii() => {
+                    let bit = a as usize * 128 + b as usize;
+                    pairs.bits[bit / 64] |= 1 << (bit % 64);
+                }
+                [a, ..] if a.is_ascii() => pairs.first_only[a as usize] = true,
+                _ => {}
+            }
+        }
+        pairs
+    }
+
+    /// Whether `word` (starting with an ASCII byte that starts a term) may
+    /// stem to a term.
+    fn may_match(&self, word: &[u8]) -> bool {
+        let first = word[0].to_ascii_lowercase();
+        let Some(&second) = word.get(1) else {
+            return true;
+        };
+        let second = second.to_ascii_lowercase();
+        if self.first_only[first as usize] || !second.is_ascii() || second == b'y' {
+            return true;
+        }
+        let bit = first as usize * 128 + second as usize;
+        self.bits[bit / 64] & (1 << (bit % 64)) != 0
+    }
 }
 
 /// The best fragment of a text and its highlights (byte ranges in the
@@ -51,11 +124,35 @@ impl Candidate {
 
 impl SnippetCutter {
     pub fn new(terms: BTreeMap<String, Score>, analyzer: TextAnalyzer, max_bytes: usize) -> Self {
+        let mut ascii_firsts = [false; 128];
+        for term in terms.keys() {
+            if let Some(&first) = term.as_bytes().first().filter(|b| b.is_ascii()) {
+                ascii_firsts[first as usize] = true;
+            }
+        }
+        let ascii_pairs = Pairs::new(terms.keys());
         SnippetCutter {
             terms,
             analyzer,
             max_bytes,
+            ascii_firsts,
+            ascii_pairs,
         }
+    }
+
+    /// The weight of `word` (one token of the tokenizer), analysed only
+    /// where its first character can start a term.
+    fn word_weight(&self, analyzer: &mut TextAnalyzer, word: &str) -> Option<Score> {
+        let first = *word.as_bytes().first()?;
+        if first.is_ascii()
+            && (!self.ascii_firsts[first.to_ascii_lowercase() as usize]
+                || !self.ascii_pairs.may_match(word.as_bytes()))
+        {
+            return None;
+        }
+        let mut stream = analyzer.token_stream(word);
+        let token = stream.next()?;
+        self.weight(token)
     }
 
     /// The weight of a token's text, as tantivy's `terms.get(&text.to_lowercase())`.
@@ -74,7 +171,6 @@ impl SnippetCutter {
     /// The best fragment holding a term of the query, or `None`.
     pub fn cut(&self, text: &str) -> Option<Cut> {
         let mut analyzer = self.analyzer.clone();
-        let mut stream = analyzer.token_stream(text);
         let mut best: Option<Candidate> = None;
         let mut fragment = Candidate::new(0);
         // The best fragment by score; on equal scores the earliest (tantivy
@@ -84,17 +180,19 @@ impl SnippetCutter {
                 *best = Some(fragment);
             }
         };
-        while let Some(token) = stream.next() {
-            if token.offset_to - fragment.start > self.max_bytes {
-                let next = Candidate::new(token.offset_from);
+        for (from, to) in words(text) {
+            if to - from >= TOKEN_BYTES_LIMIT {
+                // The analyzer drops it (`RemoveLongFilter`).
+                continue;
+            }
+            if to - fragment.start > self.max_bytes {
+                let next = Candidate::new(from);
                 offer(std::mem::replace(&mut fragment, next), &mut best);
             }
-            fragment.stop = token.offset_to;
-            if let Some(weight) = self.weight(token) {
+            fragment.stop = to;
+            if let Some(weight) = self.word_weight(&mut analyzer, &text[from..to]) {
                 fragment.score += weight;
-                fragment
-                    .highlighted
-                    .push(token.offset_from..token.offset_to);
+                fragment.highlighted.push(from..to);
             }
         }
         offer(fragment, &mut best);
@@ -108,6 +206,44 @@ impl SnippetCutter {
                 .collect(),
         })
     }
+}
+
+/// The byte ranges of `text`'s words as tantivy's `SimpleTokenizer` cuts
+/// them: maximal runs of characters that are `char::is_alphanumeric`.
+pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let bytes = text.as_bytes();
+    // Whether the character at `i` (a character boundary) is alphanumeric,
+    // and its length in bytes.
+    let at = move |i: usize| -> (bool, usize) {
+        let byte = bytes[i];
+        if byte.is_ascii() {
+            return (byte.is_ascii_alphanumeric(), 1);
+        }
+        let c = text[i..].chars().next().unwrap_or_default();
+        (c.is_alphanumeric(), c.len_utf8().max(1))
+    };
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        loop {
+            if i >= bytes.len() {
+                return None;
+            }
+            let (alphanumeric, len) = at(i);
+            if alphanumeric {
+                break;
+            }
+            i += len;
+        }
+        let from = i;
+        while i < bytes.len() {
+            let (alphanumeric, len) = at(i);
+            if !alphanumeric {
+                break;
+            }
+            i += len;
+        }
+        Some((from, i))
+    })
 }
 
 impl Cut {
