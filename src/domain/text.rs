@@ -46,6 +46,14 @@ fn map_control(c: char) -> Option<char> {
     }
 }
 
+/// Printable ASCII, tab, LF and CR only: nothing to map (DEL and the C0
+/// controls are mapped) and already NFC. One pass over the bytes, where
+/// the general path decodes characters twice.
+fn is_plain_ascii(text: &str) -> bool {
+    text.bytes()
+        .all(|b| matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r'))
+}
+
 /// `text` with control characters mapped (see `map_control`): the same
 /// number of code points. Borrowed when none needed mapping.
 fn map_controls(text: &str) -> Cow<'_, str> {
@@ -61,6 +69,9 @@ fn map_controls(text: &str) -> Cow<'_, str> {
 /// control characters except tab, LF and CR a space, then Unicode NFC.
 /// Borrowed (no allocation) when the text is already in that form.
 pub fn normalize_text(text: &str) -> Cow<'_, str> {
+    if is_plain_ascii(text) {
+        return Cow::Borrowed(text);
+    }
     let mapped = map_controls(text);
     if is_nfc(&mapped) {
         mapped
@@ -199,6 +210,17 @@ mod tests {
         );
         // Mapping and composing together: U+0096 then a decomposed é.
         assert_eq!(normalized("tre\u{300}s \u{96} bien"), "très – bien");
+    }
+
+    /// The ASCII shortcut agrees with the general path for every ASCII
+    /// character.
+    #[test]
+    fn ascii_texts_normalise_as_the_general_path_does() {
+        for byte in 0u8..0x80 {
+            let text = format!("a{}b", byte as char);
+            let general: String = map_controls(&text).nfc().collect();
+            assert_eq!(normalize_text(&text), general, "{byte:#x}");
+        }
     }
 
     #[test]

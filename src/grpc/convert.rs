@@ -132,7 +132,7 @@ impl From<StoredFeedback> for pb::Feedback {
     fn from(stored: StoredFeedback) -> Self {
         let item = stored.feedback;
         pb::Feedback {
-            id: item.id.to_string(),
+            id: item.id.into_string(),
             text: item.text,
             channel: channel_to_pb(item.channel) as i32,
             journey_stage: stage_to_pb(item.journey_stage) as i32,
@@ -180,7 +180,7 @@ pub fn item_results(
             outcome: Some(match outcome {
                 ItemOutcome::Stored(id) => {
                     accepted += 1;
-                    pb::item_result::Outcome::Id(id.to_string())
+                    pb::item_result::Outcome::Id(id.into_string())
                 }
                 ItemOutcome::Rejected(r) => {
                     rejected += 1;
@@ -518,7 +518,7 @@ fn hit_to_pb(hit: SearchHit) -> pb::SearchHit {
         item: Some(match hit.item {
             Some(item) => item.into(),
             None => pb::Feedback {
-                id: hit.id.to_string(),
+                id: hit.id.into_string(),
                 ..Default::default()
             },
         }),
