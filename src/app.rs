@@ -413,14 +413,33 @@ fn scrape_tenants(tenants: Arc<Tenants>) -> crate::metrics::ScrapeHook {
     })
 }
 
+/// Creates the data dir and checks that it can be written. A full disk
+/// does not stop the start of a dir that holds a store: the store then
+/// opens with writes refused (UNAVAILABLE, health NOT_SERVING) and serves
+/// reads until there is room again (`Store::open`), as a running server
+/// does when its disk fills up. A new store is not created on a full disk
+/// (a half-created file would not open later).
 fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
     let probe = dir.join(".write-probe");
-    std::fs::write(&probe, b"ok")
-        .with_context(|| format!("the data dir {} is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
+    let written = std::fs::write(&probe, b"ok");
+    // Removed either way: a failed write may leave the file created.
+    let _ = std::fs::remove_file(&probe);
+    match written {
+        Ok(()) => Ok(()),
+        Err(error) if error.raw_os_error() == Some(28) && Store::exists_in(dir) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                %error,
+                "the data dir's disk is full: starting with writes refused until there is room"
+            );
+            Ok(())
+        }
+        Err(error) => {
+            Err(error).with_context(|| format!("the data dir {} is not writable", dir.display()))
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is

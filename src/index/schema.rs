@@ -416,7 +416,13 @@ impl<S: TokenStream> TokenStream for OnlyCandidatesStream<'_, S> {
             Some(c) if self.filter.ascii_only => {
                 c.is_ascii() && !self.filter.firsts.contains(&c.to_ascii_lowercase())
             }
-            Some(c) => !self.filter.firsts.contains(&c),
+            // Folding can leave ASCII upper case (small capitals: U+1D05
+            // `ᴅ` folds to `D`); the snippet looks such a token up in lower
+            // case, as tantivy does.
+            Some(c) => {
+                !self.filter.firsts.contains(&c)
+                    && !self.filter.firsts.contains(&c.to_ascii_lowercase())
+            }
         };
         if blank {
             token.text.clear();

@@ -245,7 +245,13 @@ impl SearchIndex {
                 scoring,
             ),
         };
-        let doc_freqs = stats.doc_freqs();
+        // A later page's statistics are the first page's (replayed): its
+        // snippets weigh terms by the index as it is now, as tantivy would.
+        let doc_freqs = if query.cursor.is_none() {
+            stats.doc_freqs()
+        } else {
+            Vec::new()
+        };
         // A replay that ran out of values fails the search: the cursor is
         // the cause.
         let stats = match query.sort {
@@ -665,6 +671,8 @@ mod tests {
             "Nothing to see here at all",
             "Skies, skiing, dying lying tying idly gently ugly early only singly news innings",
             "Dying LYING Tying aing Aing eing a A refunding R\u{e9}funds DElivery dElIvErIes",
+            // Small capitals fold to ASCII upper case (U+1D05 -> D, U+028F -> Y).
+            "\u{1d05}elivery \u{28f}es \u{28f}ay \u{1d05}ying \u{1d00}gain",
             "REFUND \u{c9}T\u{c9} Caf\u{c9} <b>Late</b> & \"delivery\" isn't 'happy'",
             "\u{3a3}\u{39f}\u{3a6}\u{399}\u{391} \u{3c3}\u{3bf}\u{3c6}\u{3b9}\u{3b1} late",
             &long_tie,
@@ -690,6 +698,7 @@ mod tests {
             "\u{3c3}\u{3bf}\u{3c6}\u{3b9}\u{3b1}",
             "a tie",
             "aing refunds",
+            "yes yay delivery",
         ] {
             // The query's terms as the index analyses them.
             let mut analyzer = schema::text_analyzer();

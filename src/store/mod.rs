@@ -393,6 +393,14 @@ impl Store {
         commits.publish_removal(last);
         let confirmed = Arc::new(ConfirmedVersions::loaded(&themes::confirmed_tags(&db)?));
         let db = Arc::new(DbSlot::new(dir, db, cache_bytes, open_file));
+        // Opened on a full disk (the server starts there, serving reads):
+        // the writer starts in its recovery loop, refusing writes until its
+        // probe finds room. Set before the writer starts, which reads it
+        // before waiting for requests.
+        if let Err(reason) = writer::room_at_open(dir) {
+            tracing::warn!(%reason, dir = %dir.display(), "store opened with writes refused");
+            db.set_unwritable(Some(reason));
+        }
         let writer = writer::spawn(db.clone(), commits.clone(), queue_capacity);
         Ok(Store {
             db,
@@ -400,6 +408,11 @@ impl Store {
             commits,
             confirmed,
         })
+    }
+
+    /// Whether `dir` holds a store (its file exists).
+    pub fn exists_in(dir: &Path) -> bool {
+        dir.join(STORE_FILE).is_file()
     }
 
     /// Opens the store for an offline command (no writer thread).

@@ -401,6 +401,16 @@ fn recover(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
     })
 }
 
+/// Whether a store opened in `dir` can take writes: the recovery probe's
+/// room check (`probe_room`). Only a full disk is reported: other errors
+/// show at the first write, as they would have before.
+pub(super) fn room_at_open(dir: &std::path::Path) -> Result<(), String> {
+    match probe_room(dir) {
+        Err(error) if error.raw_os_error() == Some(28) => Err(io_reason(&error)),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `PROBE_BYTES` durably to a scratch file in `dir`, then removes it.
 fn probe_room(dir: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write;

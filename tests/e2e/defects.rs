@@ -70,6 +70,75 @@ async fn wait_for_hits(client: &mut Client, word: &str, total: u64, when: &str) 
     }
 }
 
+/// A restart during a full-disk outage (29th session): the server refused
+/// to start ("the data dir ... is not writable: No space left on device"),
+/// so nothing could be read until space was freed. It now starts with
+/// writes refused (UNAVAILABLE) and health NOT_SERVING, serves reads, and
+/// takes writes again once there is room, without another restart.
+#[tokio::test]
+async fn a_server_started_on_a_full_disk_serves_reads_and_resumes_writes() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(disk) = Tmpfs::mount(24) else { return };
+    let data_dir = disk.path().join("data");
+    let mut server = TestServer::spawn_in(
+        &data_dir,
+        &["--index-memory-mb", "16", "--index-threads", "1"],
+    )
+    .await;
+    let mut client = server.client().await;
+    let word = unique_word("restart");
+    let ids: Vec<String> = (0..50).map(|i| format!("r-{i}")).collect();
+    let items = ids
+        .iter()
+        .map(|id| item(id, &format!("{word} {id}")))
+        .collect();
+    ingest(&mut client, items).await;
+    wait_for_hits(&mut client, &word, 50, "before the restart").await;
+    server.terminate();
+
+    let filler = disk.fill();
+    server.restart_until(ServingStatus::NotServing).await;
+    let mut client = server.client().await;
+    assert_eq!(
+        search(&mut client, search_request(&word)).await.total_hits,
+        50
+    );
+    let got = client
+        .get(pb::GetRequest {
+            ids: ids.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("Get on a full disk")
+        .into_inner();
+    assert_eq!(got.items.len(), 50);
+    let status = client
+        .ingest(pb::IngestRequest {
+            items: vec![item("refused", &format!("{word} refused"))],
+            ..Default::default()
+        })
+        .await
+        .expect_err("a full disk refuses writes");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("disk is full"),
+        "{}",
+        status.message()
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.health().await != ServingStatus::Serving {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not SERVING within 20 s of freeing the disk"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ingest(&mut client, vec![item("after", &format!("{word} after"))]).await;
+    wait_for_hits(&mut client, &word, 51, "after the disk was freed").await;
+}
+
 /// Reproduction (defects 2 and 4): ingest, delete some items so the store
 /// has free pages, fill the disk, ingest more. Before the fix the store acked
 /// items while every index commit failed; a later commit stored the change-log

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
 use verbatim::grpc::pb;
 use verbatim::grpc::pb::feedback_service_client::FeedbackServiceClient;
 
@@ -57,6 +58,11 @@ impl TestServer {
     }
 
     async fn start(data_dir: &Path, args: Vec<String>) -> TestServer {
+        Self::start_until(data_dir, args, ServingStatus::Serving).await
+    }
+
+    /// Starts the server and waits until its health answers `want`.
+    async fn start_until(data_dir: &Path, args: Vec<String>, want: ServingStatus) -> TestServer {
         // Port 0 (a free port) unless the test names one in `args`.
         let listen = match args.iter().any(|a| a == "--listen") {
             true => None,
@@ -107,7 +113,7 @@ impl TestServer {
             temp: None,
             logs,
         };
-        server.wait_serving().await;
+        server.wait_health(want).await;
         server
     }
 
@@ -147,7 +153,7 @@ impl TestServer {
         }
     }
 
-    async fn wait_serving(&self) {
+    async fn wait_health(&self, want: ServingStatus) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(channel) = self.endpoint().connect().await {
@@ -158,14 +164,12 @@ impl TestServer {
                     })
                     .await
                 {
-                    if response.into_inner().status
-                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                    {
+                    if response.into_inner().status == want as i32 {
                         return;
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "server not SERVING within 30 s");
+            assert!(Instant::now() < deadline, "server not {want:?} within 30 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -256,8 +260,14 @@ impl TestServer {
 
     /// Starts the server again on the same data dir (after `kill9` or `terminate`).
     pub async fn restart(&mut self) {
+        self.restart_until(ServingStatus::Serving).await;
+    }
+
+    /// `restart`, waiting until health answers `want` (a server started
+    /// on a full disk answers NOT_SERVING).
+    pub async fn restart_until(&mut self, want: ServingStatus) {
         assert!(self.child.is_none(), "stop the server before restarting it");
-        let mut next = Self::start(&self.data_dir, self.args.clone()).await;
+        let mut next = Self::start_until(&self.data_dir, self.args.clone(), want).await;
         self.child = next.child.take();
         self.addr = next.addr;
         // The new process's lines (its reader threads keep writing to
