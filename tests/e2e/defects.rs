@@ -127,14 +127,9 @@ async fn a_server_started_on_a_full_disk_serves_reads_and_resumes_writes() {
     );
 
     std::fs::remove_file(&filler).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while server.health().await != ServingStatus::Serving {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not SERVING within 20 s of freeing the disk"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    server
+        .health_becomes_within(ServingStatus::Serving, std::time::Duration::from_secs(20))
+        .await;
     ingest(&mut client, vec![item("after", &format!("{word} after"))]).await;
     wait_for_hits(&mut client, &word, 51, "after the disk was freed").await;
 }
@@ -242,14 +237,9 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
     // Space returns: writes resume without a restart, and every acked item
     // becomes searchable.
     std::fs::remove_file(&filler).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while server.health().await != ServingStatus::Serving {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not SERVING again within 20 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    server
+        .health_becomes_within(ServingStatus::Serving, std::time::Duration::from_secs(20))
+        .await;
     ingest(&mut client, vec![item("after", &text(9999))]).await;
     acked.push("after".into());
     let total = acked.len() as u64;

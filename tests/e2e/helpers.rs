@@ -142,7 +142,14 @@ impl TestServer {
         &self,
         want: tonic_health::pb::health_check_response::ServingStatus,
     ) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        self.health_becomes_within(want, Duration::from_secs(5))
+            .await
+    }
+
+    /// `health_becomes` with a longer wait (a store's recovery probe backs
+    /// off up to 5 s between tries).
+    pub async fn health_becomes_within(&self, want: ServingStatus, wait: Duration) {
+        let deadline = Instant::now() + wait;
         loop {
             let now = self.health().await;
             if now == want {
