@@ -422,11 +422,7 @@ fn scrape_tenants(tenants: Arc<Tenants>) -> crate::metrics::ScrapeHook {
 fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
-    let probe = dir.join(".write-probe");
-    let written = std::fs::write(&probe, b"ok");
-    // Removed either way: a failed write may leave the file created.
-    let _ = std::fs::remove_file(&probe);
-    match written {
+    match crate::store::write_probe(dir) {
         Ok(()) => Ok(()),
         Err(error) if error.raw_os_error() == Some(28) && Store::exists_in(dir) => {
             tracing::warn!(

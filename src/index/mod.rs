@@ -643,6 +643,18 @@ impl SearchIndex {
 /// An empty in-memory index with the server's schema and analyzers, and a
 /// one-thread writer that never merges (tests that build their own tantivy
 /// index; segments are the commits).
+/// A xorshift64 generator for test data (deterministic, no dependency).
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_index() -> (Index, Fields, IndexWriter<TantivyDocument>) {
     let (schema, fields) = build_schema();

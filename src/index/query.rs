@@ -1429,14 +1429,11 @@ mod tests {
                 let pieces = [
                     "(", ")", "NOT ", "-", "+", "a", " ", "text:(", "\"", "^2", "AND ", "OR ",
                 ];
-                let mut state = 0x9e37_79b9_7f4a_7c15u64;
+                let mut next = crate::index::xorshift(0x9e37_79b9_7f4a_7c15);
                 for _ in 0..300 {
                     let mut q = String::new();
                     while q.len() < MAX_QUERY_BYTES - 8 {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        q.push_str(pieces[(state % pieces.len() as u64) as usize]);
+                        q.push_str(pieces[(next() % pieces.len() as u64) as usize]);
                     }
                     let _ = parse_user_query(&parser, &q, true);
                 }

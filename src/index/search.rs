@@ -770,13 +770,7 @@ mod tests {
         for word in sample.split(|c: char| !c.is_ascii_alphanumeric()) {
             check(word);
         }
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::index::xorshift(0x9e37_79b9_7f4a_7c15);
         // Vowels and common suffix letters weigh more, so suffix rules fire.
         let alphabet = b"aaeeiioouuyysssdddeeggnnllttbbzzcfhkmprvwx0123456789";
         for _ in 0..300_000 {
@@ -784,7 +778,7 @@ mod tests {
             let mut word: String = (0..len)
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
                 .collect();
-            if next() % 3 == 0 {
+            if next().is_multiple_of(3) {
                 let suffixes = ["ing", "ed", "ies", "ly", "ingly", "edly", "ational", "s"];
                 word.push_str(suffixes[(next() % suffixes.len() as u64) as usize]);
             }
@@ -818,13 +812,7 @@ mod tests {
             "\u{b2}",
             "\n",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::index::xorshift(0x2545_f491_4f6c_dd1d);
         let mut tokenizer = SimpleTokenizer::default();
         let mut compared = 0;
         for _ in 0..2_000 {

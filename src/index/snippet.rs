@@ -31,20 +31,15 @@ pub struct SnippetCutter {
     terms: BTreeMap<String, Score>,
     analyzer: TextAnalyzer,
     max_bytes: usize,
-    /// ASCII bytes (lower case) that start a term: a word starting with
-    /// another ASCII character cannot match (a stem keeps its word's first
-    /// character, in lower case), so it is not analysed.
-    ascii_firsts: [bool; 128],
-    /// The same for the first two characters, both ASCII (lower case),
-    /// where every term starting with that first character has an ASCII
-    /// second one (`Pairs`).
+    /// Which words starting with an ASCII character can match (`Pairs`).
     ascii_pairs: Pairs,
 }
 
-/// Pairs of ASCII bytes that start a term (bit `a * 128 + b`), and the
-/// first bytes some term starts with but not with two ASCII characters
-/// (a one-character term, or a non-ASCII second character): for those the
-/// first character alone decides.
+/// The ASCII bytes that start a term (a stem keeps its word's first
+/// character, in lower case), the pairs of ASCII bytes that start a term
+/// (bit `a * 128 + b`), and the first bytes some term starts with but not
+/// with two ASCII characters (a one-character term, or a non-ASCII second
+/// character): for those the first character alone decides.
 ///
 /// English stems keep their word's first two characters (lower-cased and
 /// folded): the stemmer only rewrites suffixes, inside regions that start
@@ -57,6 +52,7 @@ pub struct SnippetCutter {
 /// list and random words.
 #[derive(Clone)]
 struct Pairs {
+    firsts: [bool; 128],
     bits: Box<[u64; 256]>,
     first_only: [bool; 128],
 }
@@ -64,10 +60,14 @@ struct Pairs {
 impl Pairs {
     fn new<'a>(terms: impl Iterator<Item = &'a String>) -> Pairs {
         let mut pairs = Pairs {
+            firsts: [false; 128],
             bits: Box::new([0; 256]),
             first_only: [false; 128],
         };
         for term in terms {
+            if let Some(&first) = term.as_bytes().first().filter(|b| b.is_ascii()) {
+                pairs.firsts[first as usize] = true;
+            }
             match *term.as_bytes() {
                 [a, b, ..] if a.is_ascii() && b.is_ascii() => {
                     let bit = a as usize * 128 + b as usize;
@@ -80,10 +80,12 @@ impl Pairs {
         pairs
     }
 
-    /// Whether `word` (starting with an ASCII byte that starts a term) may
-    /// stem to a term.
+    /// Whether `word` (starting with an ASCII byte) may stem to a term.
     fn may_match(&self, word: &[u8]) -> bool {
         let first = word[0].to_ascii_lowercase();
+        if !self.firsts[first as usize] {
+            return false;
+        }
         let Some(&second) = word.get(1) else {
             return true;
         };
@@ -124,30 +126,20 @@ impl Candidate {
 
 impl SnippetCutter {
     pub fn new(terms: BTreeMap<String, Score>, analyzer: TextAnalyzer, max_bytes: usize) -> Self {
-        let mut ascii_firsts = [false; 128];
-        for term in terms.keys() {
-            if let Some(&first) = term.as_bytes().first().filter(|b| b.is_ascii()) {
-                ascii_firsts[first as usize] = true;
-            }
-        }
         let ascii_pairs = Pairs::new(terms.keys());
         SnippetCutter {
             terms,
             analyzer,
             max_bytes,
-            ascii_firsts,
             ascii_pairs,
         }
     }
 
     /// The weight of `word` (one token of the tokenizer), analysed only
-    /// where its first character can start a term.
+    /// where its first characters can start a term.
     fn word_weight(&self, analyzer: &mut TextAnalyzer, word: &str) -> Option<Score> {
         let first = *word.as_bytes().first()?;
-        if first.is_ascii()
-            && (!self.ascii_firsts[first.to_ascii_lowercase() as usize]
-                || !self.ascii_pairs.may_match(word.as_bytes()))
-        {
+        if first.is_ascii() && !self.ascii_pairs.may_match(word.as_bytes()) {
             return None;
         }
         let mut stream = analyzer.token_stream(word);
@@ -220,7 +212,7 @@ pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
             return (byte.is_ascii_alphanumeric(), 1);
         }
         let c = text[i..].chars().next().unwrap_or_default();
-        (c.is_alphanumeric(), c.len_utf8().max(1))
+        (c.is_alphanumeric(), c.len_utf8())
     };
     let mut i = 0;
     std::iter::from_fn(move || {

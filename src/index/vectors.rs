@@ -905,13 +905,8 @@ mod tests {
     use super::*;
 
     fn vectors(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
-        let mut state = seed | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut rng = crate::index::xorshift(seed | 1);
+        let mut next = move || (rng() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
         let centres: Vec<Vec<f32>> = (0..20)
             .map(|_| (0..dims).map(|_| next()).collect())
             .collect();

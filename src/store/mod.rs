@@ -203,6 +203,16 @@ const REOPEN_WAIT: Duration = Duration::from_secs(10);
 /// The store's file in its folder.
 const STORE_FILE: &str = "store.redb";
 
+/// Writes a few bytes to a scratch file in `dir` and removes it (either
+/// way: a failed write may leave the file created): whether the folder
+/// takes writes at all.
+pub fn write_probe(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(".write-probe");
+    let written = std::fs::write(&probe, b"ok");
+    let _ = std::fs::remove_file(&probe);
+    written
+}
+
 #[cfg(unix)]
 fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;

@@ -401,11 +401,12 @@ fn recover(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
     })
 }
 
-/// Whether a store opened in `dir` can take writes: the recovery probe's
-/// room check (`probe_room`). Only a full disk is reported: other errors
-/// show at the first write, as they would have before.
+/// Whether a store opened in `dir` is on a full disk (`write_probe`, no
+/// sync: the recovery loop's `probe_room` decides when writes resume).
+/// Only a full disk is reported: other errors show at the first write, as
+/// they would have before.
 pub(super) fn room_at_open(dir: &std::path::Path) -> Result<(), String> {
-    match probe_room(dir) {
+    match super::write_probe(dir) {
         Err(error) if error.raw_os_error() == Some(28) => Err(io_reason(&error)),
         _ => Ok(()),
     }
