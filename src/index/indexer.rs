@@ -400,6 +400,17 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
                 std::thread::sleep(refresh - since);
             }
             let result = match indexer.apply_changes(&stop) {
+                // A rebuild reads the whole store: not while the server
+                // stops. The next start's first round finds the mismatch
+                // again and rebuilds then.
+                Err(IndexError::CountMismatch { docs, items }) if stopping => {
+                    tracing::error!(
+                        docs,
+                        items,
+                        "the index does not match the store: it is rebuilt at the next start"
+                    );
+                    break;
+                }
                 Err(IndexError::CountMismatch { docs, items }) => {
                     tracing::error!(
                         docs,

@@ -14,11 +14,12 @@
 mod codec;
 mod mentions;
 mod operations;
+mod overlay;
 mod themes;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,23 @@ impl StoreError {
             ) | StoreError::Unavailable(_)
         )
     }
+
+    /// An open refused because the file cannot be opened for writing (a
+    /// read-only file system, permissions), while it may still be read.
+    fn refused_write(&self) -> bool {
+        let StoreError::Open {
+            source: redb::DatabaseError::Storage(redb::StorageError::Io(io)),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        matches!(io.raw_os_error(), Some(1 | 13 | 30))
+            || matches!(
+                io.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            )
+    }
 }
 
 macro_rules! from_redb {
@@ -186,6 +204,10 @@ pub(crate) struct DbSlot {
     /// Opens the file (kept for re-opens).
     open_file: OpenFile,
     current: RwLock<Option<Arc<Database>>>,
+    /// Whether `current` was opened read-only (`overlay`: its file system
+    /// refused a read-write open); it takes no write. Set before the
+    /// database is published; only the writer thread re-opens.
+    read_only: AtomicBool,
     /// Set while a re-open has taken the database out of `current`: reads
     /// wait for it (`REOPEN_WAIT`) instead of failing.
     reopening: (Mutex<bool>, std::sync::Condvar),
@@ -233,6 +255,7 @@ impl DbSlot {
             cache_bytes,
             open_file,
             current: RwLock::new(Some(Arc::new(db))),
+            read_only: AtomicBool::new(false),
             reopening: (Mutex::new(false), std::sync::Condvar::new()),
             file: file_identity(&dir.join(STORE_FILE)).ok(),
             unwritable: Mutex::new(None),
@@ -291,6 +314,34 @@ impl DbSlot {
         })
     }
 
+    /// The database for one write transaction: refused while it is open
+    /// read-only (the file system refuses writes).
+    pub(crate) fn get_writable(&self) -> Result<Arc<Database>, StoreError> {
+        let db = self.get()?;
+        if self.is_read_only() {
+            return Err(StoreError::Unavailable(
+                "the file system is read-only (the store is open for reads until it takes writes again)"
+                    .into(),
+            ));
+        }
+        Ok(db)
+    }
+
+    /// Whether the store's file opens for writing now (what redb's
+    /// read-write open does first), without touching the open database.
+    pub(crate) fn file_opens_for_writing(&self) -> std::io::Result<()> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.dir.join(STORE_FILE))
+            .map(drop)
+    }
+
+    /// Whether the open database is the read-only one (`overlay`).
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
+    }
+
     /// Marks a re-open as started or ended (waking the reads that wait).
     fn set_reopening(&self, now: bool) {
         let (flag, done) = &self.reopening;
@@ -341,7 +392,33 @@ impl DbSlot {
                 }
             }
         }
-        let db = open_database(&self.dir, self.cache_bytes, &self.open_file)?;
+        let (db, read_only) = match open_database(&self.dir, self.cache_bytes, &self.open_file) {
+            Ok(db) => (db, false),
+            // A file system that went read-only (or permissions taken away):
+            // the file is still readable, so reads go on from a read-only
+            // open; the writer's recovery re-opens it for writing once the
+            // file system takes writes again.
+            Err(error) if error.refused_write() => {
+                let path = self.dir.join(STORE_FILE);
+                let opened =
+                    overlay::open(&path, self.cache_bytes).map_err(|source| StoreError::Open {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                if !tables_complete(&opened.db)? {
+                    return Err(error);
+                }
+                tracing::warn!(
+                    %error,
+                    repaired_in_memory_bytes = opened.memory_bytes,
+                    "the store's file system refuses writes: the store is open read-only, \
+                     serving reads, until it takes writes again"
+                );
+                (opened.db, true)
+            }
+            Err(error) => return Err(error),
+        };
+        self.read_only.store(read_only, Ordering::Release);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
         Ok(())
     }
@@ -858,19 +935,7 @@ fn open_database(
     // Create the tables up front so readers never see them missing. An
     // existing store is not written to here: a re-open on a full disk must
     // still serve reads.
-    let complete = {
-        let txn = db.begin_read()?;
-        txn.open_table(ITEMS).is_ok()
-            && txn.open_multimap_table(CUSTOMER_ITEMS).is_ok()
-            && txn.open_table(CHANGES).is_ok()
-            && txn.open_table(META).is_ok()
-            && txn.open_table(ANALYSIS_QUEUE).is_ok()
-            && txn.open_table(EMBEDDINGS).is_ok()
-            && txn.open_table(themes::UNITS).is_ok()
-            && txn.open_table(themes::THEMES).is_ok()
-            && txn.open_table(themes::TEXT_EMBEDDINGS).is_ok()
-    };
-    if !complete {
+    if !tables_complete(&db)? {
         let txn = db.begin_write()?;
         {
             txn.open_table(ITEMS)?;
@@ -886,6 +951,20 @@ fn open_database(
         txn.commit()?;
     }
     Ok(db)
+}
+
+/// Whether every table of the store exists (read only).
+fn tables_complete(db: &Database) -> Result<bool, StoreError> {
+    let txn = db.begin_read()?;
+    Ok(txn.open_table(ITEMS).is_ok()
+        && txn.open_multimap_table(CUSTOMER_ITEMS).is_ok()
+        && txn.open_table(CHANGES).is_ok()
+        && txn.open_table(META).is_ok()
+        && txn.open_table(ANALYSIS_QUEUE).is_ok()
+        && txn.open_table(EMBEDDINGS).is_ok()
+        && txn.open_table(themes::UNITS).is_ok()
+        && txn.open_table(themes::THEMES).is_ok()
+        && txn.open_table(themes::TEXT_EMBEDDINGS).is_ok())
 }
 
 fn read_last_seq(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
@@ -960,7 +1039,6 @@ pub(crate) fn open_optional<K: redb::Key + 'static, V: redb::Value + 'static>(
 mod tests {
     use super::*;
     use crate::domain::{FeedbackDraft, UnixMicros};
-    use std::sync::atomic::AtomicBool;
 
     fn feedback(id: &str, customer: &str) -> Feedback {
         FeedbackDraft {
@@ -1076,14 +1154,52 @@ mod tests {
 
     /// A file whose next durable sync fails on cue, after the commit's
     /// pages and header were written: the commit the caller hears failed
-    /// is on the disk.
+    /// is on the disk. And a file system that turns read-only on cue:
+    /// every write, resize and sync fails with EROFS.
     #[derive(Debug)]
-    struct SyncFailsOnCue {
+    struct FailsOnCue {
         file: redb::backends::FileBackend,
         fail_next_sync: Arc<AtomicBool>,
+        read_only: Arc<AtomicBool>,
     }
 
-    impl redb::StorageBackend for SyncFailsOnCue {
+    fn erofs() -> std::io::Error {
+        std::io::Error::from_raw_os_error(30)
+    }
+
+    impl FailsOnCue {
+        fn refuse(&self) -> std::io::Result<()> {
+            if self.read_only.load(Ordering::Acquire) {
+                return Err(erofs());
+            }
+            Ok(())
+        }
+    }
+
+    /// Opens store files through `FailsOnCue`; a read-write open is refused
+    /// (EROFS) while `read_only` is set, as on a read-only file system.
+    fn open_on_cue(fail_next_sync: Arc<AtomicBool>, read_only: Arc<AtomicBool>) -> OpenFile {
+        Arc::new(move |path: &Path, cache_bytes: usize| {
+            if read_only.load(Ordering::Acquire) {
+                return Err(erofs().into());
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            redb::Builder::new()
+                .set_cache_size(cache_bytes)
+                .create_with_backend(FailsOnCue {
+                    file: redb::backends::FileBackend::new(file)?,
+                    fail_next_sync: fail_next_sync.clone(),
+                    read_only: read_only.clone(),
+                })
+        })
+    }
+
+    impl redb::StorageBackend for FailsOnCue {
         fn len(&self) -> std::io::Result<u64> {
             self.file.len()
         }
@@ -1091,9 +1207,11 @@ mod tests {
             self.file.read(offset, out)
         }
         fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.refuse()?;
             self.file.set_len(len)
         }
         fn sync_data(&self) -> std::io::Result<()> {
+            self.refuse()?;
             self.file.sync_data()?;
             if self.fail_next_sync.swap(false, Ordering::AcqRel) {
                 return Err(std::io::Error::other("injected: sync failed"));
@@ -1101,6 +1219,7 @@ mod tests {
             Ok(())
         }
         fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.refuse()?;
             self.file.write(offset, data)
         }
         fn close(&self) -> std::io::Result<()> {
@@ -1159,21 +1278,7 @@ mod tests {
     async fn a_removal_that_reached_the_disk_before_its_commit_failed_is_published() {
         let dir = tempfile::tempdir().unwrap();
         let fail_next_sync = Arc::new(AtomicBool::new(false));
-        let cue = fail_next_sync.clone();
-        let open_file: OpenFile = Arc::new(move |path: &Path, cache_bytes: usize| {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?;
-            redb::Builder::new()
-                .set_cache_size(cache_bytes)
-                .create_with_backend(SyncFailsOnCue {
-                    file: redb::backends::FileBackend::new(file)?,
-                    fail_next_sync: cue.clone(),
-                })
-        });
+        let open_file = open_on_cue(fail_next_sync.clone(), Arc::default());
         let store = Store::open_through(dir.path(), 4, DEFAULT_CACHE_BYTES, open_file).unwrap();
         let items = vec![feedback("a", ""), feedback("b", "")];
         store.upsert(items, QueueMode::Wait).await.unwrap();
@@ -1201,6 +1306,73 @@ mod tests {
             store.last_removal_seq() >= last,
             "last removal seq {} < the re-opened store's last seq {last}",
             store.last_removal_seq()
+        );
+    }
+
+    /// The file system turns read-only under the running store (as ext4
+    /// does on errors): the failed write is refused as UNAVAILABLE, and
+    /// the re-open that redb needs after it cannot open the file for
+    /// writing. Before the read-only open, every read then failed until
+    /// the file system took writes again.
+    #[tokio::test]
+    async fn a_file_system_turned_read_only_keeps_reads_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let read_only = Arc::new(AtomicBool::new(false));
+        let open_file = open_on_cue(Arc::default(), read_only.clone());
+        // A small page cache: reads after the re-open come from the file.
+        let store = Store::open_through(dir.path(), 4, 64 * 1024, open_file).unwrap();
+        let ids: Vec<FeedbackId> = (0..300)
+            .map(|i| FeedbackId::parse(&format!("i-{i}")).unwrap())
+            .collect();
+        for chunk in ids.chunks(100) {
+            let items = chunk.iter().map(|id| feedback(id.as_str(), "c")).collect();
+            store.upsert(items, QueueMode::Wait).await.unwrap();
+        }
+        let before = store.stats().unwrap();
+
+        let mut writable = store.writable();
+        read_only.store(true, Ordering::Release);
+        let refused = store
+            .upsert(vec![feedback("x", "c")], QueueMode::Wait)
+            .await;
+        let Err(StoreError::Unavailable(reason)) = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(reason.contains("read-only"), "{reason}");
+        assert!(!*writable.borrow_and_update());
+        // Reads go on, from the file itself, through the writer's
+        // recovery attempts.
+        for _ in 0..3 {
+            let got = store.get_many(&ids).unwrap();
+            assert!(got.iter().all(Option::is_some), "every stored item reads");
+            assert_eq!(store.stats().unwrap().items, before.items);
+            let again = store
+                .upsert(vec![feedback("y", "c")], QueueMode::Wait)
+                .await;
+            assert!(
+                matches!(again, Err(StoreError::Unavailable(_))),
+                "{again:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+
+        read_only.store(false, Ordering::Release);
+        tokio::time::timeout(Duration::from_secs(20), writable.wait_for(|w| *w))
+            .await
+            .expect("writable again within 20 s")
+            .unwrap();
+        store
+            .upsert(vec![feedback("z", "c")], QueueMode::Wait)
+            .await
+            .unwrap();
+        let after = store.stats().unwrap();
+        assert_eq!(after.items, before.items + 1);
+        let z = FeedbackId::parse("z").unwrap();
+        assert!(store.get_many(&[z]).unwrap()[0].is_some());
+        let x = FeedbackId::parse("x").unwrap();
+        assert!(
+            store.get_many(&[x]).unwrap()[0].is_none(),
+            "the refused write is not stored"
         );
     }
 }

@@ -280,7 +280,7 @@ fn run_writer(
         let started = std::time::Instant::now();
         let result = slot
             .check_file()
-            .and_then(|()| slot.get())
+            .and_then(|()| slot.get_writable())
             .and_then(|db| apply_group(&db, &mut group));
         match result {
             Ok((last_seq, last_removal)) => {
@@ -372,12 +372,19 @@ fn reopen(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
 fn recover(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
     slot.check_file()?;
     probe_room(&slot.dir).map_err(|e| StoreError::Unavailable(io_reason(&e)))?;
-    if slot.get().is_err() {
-        // The re-open after the failure did not succeed.
+    if slot.is_read_only() {
+        // Still refused: keep the read-only open (a re-open repairs the
+        // whole file in memory) and the reads it serves.
+        slot.file_opens_for_writing()
+            .map_err(|e| StoreError::Unavailable(io_reason(&e)))?;
+    }
+    if slot.get().is_err() || slot.is_read_only() {
+        // The re-open after the failure did not succeed, or opened the file
+        // read-only: open it for writing now.
         reopen(slot, commits)?;
     }
     let probe = || -> Result<(), StoreError> {
-        let db = slot.get()?;
+        let db = slot.get_writable()?;
         let txn = db.begin_write()?;
         {
             let mut scratch = txn.open_table(PROBE)?;
@@ -394,6 +401,10 @@ fn recover(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
         Ok(())
     };
     probe().map_err(|e| {
+        // A read-only open took no write: nothing to re-open for.
+        if slot.is_read_only() {
+            return StoreError::Unavailable(storage_reason(&e));
+        }
         if let Err(error) = reopen(slot, commits) {
             tracing::debug!(%error, "cannot re-open the store for reads");
         }

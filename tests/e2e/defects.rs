@@ -134,6 +134,91 @@ async fn a_server_started_on_a_full_disk_serves_reads_and_resumes_writes() {
     wait_for_hits(&mut client, &word, 51, "after the disk was freed").await;
 }
 
+/// A file system that the kernel turns read-only under the running server
+/// (ext4 `errors=remount-ro` after a disk error; 30th session). Writes were
+/// refused clearly, but every read that reached the store failed too:
+/// redb needs a re-open after a failed write, the re-open needs a
+/// read-write open of the file, and the file system refused it; a
+/// read-only open refuses a file marked for recovery. The store now opens
+/// the file read-only, repairing it in memory, and serves reads from it.
+#[tokio::test]
+async fn a_file_system_turned_read_only_serves_reads_and_loses_nothing() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(disk) = Ext4Image::mount(128) else {
+        return;
+    };
+    let data_dir = disk.path().join("data");
+    let mut server = TestServer::spawn_in(
+        &data_dir,
+        &["--index-memory-mb", "16", "--index-threads", "1"],
+    )
+    .await;
+    let mut client = server.client().await;
+    let word = unique_word("readonly");
+    let ids: Vec<String> = (0..300).map(|i| format!("ro-{i}")).collect();
+    for chunk in ids.chunks(100) {
+        let items = chunk
+            .iter()
+            .map(|id| {
+                item(
+                    id,
+                    &format!("{word} {id} {}", "lorem ipsum dolor ".repeat(30)),
+                )
+            })
+            .collect();
+        ingest(&mut client, items).await;
+    }
+    wait_for_hits(&mut client, &word, 300, "before the error").await;
+
+    disk.fail();
+    let status = client
+        .ingest(pb::IngestRequest {
+            items: vec![item("refused", &format!("{word} refused"))],
+            ..Default::default()
+        })
+        .await
+        .expect_err("a read-only file system refuses writes");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("read-only"),
+        "{}",
+        status.message()
+    );
+    server.health_becomes(ServingStatus::NotServing).await;
+    // Reads go on, through the writer's recovery attempts.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        let got = client
+            .get(pb::GetRequest {
+                ids: ids.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("Get on a read-only file system")
+            .into_inner();
+        assert_eq!(got.items.len(), 300);
+        let mut request = search_request(&word);
+        request.limit = 100;
+        let found = search(&mut client, request).await;
+        assert_eq!(found.total_hits, 300);
+        assert!(found.hits.iter().all(|hit| hit
+            .item
+            .as_ref()
+            .is_some_and(|item| item.text.contains(&word))));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // The operator stops the server, repairs the file system, restarts:
+    // every acknowledged item is there, and writes resume.
+    server.terminate();
+    disk.repair_and_remount();
+    server.restart().await;
+    let mut client = server.client().await;
+    wait_for_hits(&mut client, &word, 300, "after the repair").await;
+    ingest(&mut client, vec![item("after", &format!("{word} after"))]).await;
+    wait_for_hits(&mut client, &word, 301, "after the repair").await;
+}
+
 /// Reproduction (defects 2 and 4): ingest, delete some items so the store
 /// has free pages, fill the disk, ingest more. Before the fix the store acked
 /// items while every index commit failed; a later commit stored the change-log

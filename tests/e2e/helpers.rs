@@ -455,6 +455,109 @@ impl Drop for Tmpfs {
     }
 }
 
+/// An ext4 file system in a loop-mounted image file, mounted with
+/// `errors=remount-ro` for one test (unmounted on drop). `fail` makes the
+/// kernel turn it read-only under open files, as it does on a disk error
+/// (a tmpfs cannot be remounted read-only while a file is open for
+/// writing). None where loop devices or `mkfs.ext4` are not available: the
+/// caller then skips, loudly.
+pub struct Ext4Image {
+    _temp: TempDir,
+    image: PathBuf,
+    path: PathBuf,
+}
+
+impl Ext4Image {
+    pub fn mount(size_mib: u64) -> Option<Ext4Image> {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let image = temp.path().join("fs.img");
+        let path = temp.path().join("mnt");
+        std::fs::create_dir(&path).expect("mount point");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(size_mib << 20))
+            .expect("image file");
+        let made = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .stderr(Stdio::null())
+            .status();
+        let mounted = Ext4Image {
+            _temp: temp,
+            image,
+            path,
+        };
+        if !matches!(made, Ok(s) if s.success()) || !mounted.mount_image() {
+            eprintln!("SKIPPED: cannot make and loop-mount an ext4 image here (needs root, mkfs.ext4, loop devices)");
+            return None;
+        }
+        Some(mounted)
+    }
+
+    fn mount_image(&self) -> bool {
+        Command::new("mount")
+            .args(["-o", "loop,errors=remount-ro"])
+            .arg(&self.image)
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An error of the file system, as the kernel would record on a disk
+    /// error: with `errors=remount-ro` it is read-only from now on, open
+    /// files included, until it is unmounted.
+    pub fn fail(&self) {
+        let source = Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(&self.path)
+            .output()
+            .expect("findmnt");
+        let source = String::from_utf8(source.stdout).expect("device name");
+        let device = Path::new(source.trim())
+            .file_name()
+            .expect("a loop device")
+            .to_owned();
+        let knob = Path::new("/sys/fs/ext4")
+            .join(device)
+            .join("trigger_fs_error");
+        std::fs::write(&knob, "1").expect("trigger an ext4 error");
+        assert!(
+            std::fs::write(self.path.join(".still-writable"), b"x").is_err(),
+            "the file system turned read-only"
+        );
+    }
+
+    /// Unmounts, repairs (`e2fsck`) and mounts the file system again,
+    /// writable: what an operator does after such an error.
+    pub fn repair_and_remount(&self) {
+        let status = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .expect("umount");
+        assert!(status.success(), "umount (is a process still using it?)");
+        let status = Command::new("e2fsck")
+            .arg("-fy")
+            .arg(&self.image)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("e2fsck");
+        // 0: clean, 1: errors corrected (the recorded error).
+        assert!(matches!(status.code(), Some(0 | 1)), "e2fsck: {status}");
+        assert!(self.mount_image(), "mount the repaired image");
+    }
+}
+
+impl Drop for Ext4Image {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
 /// `verbatim keys add`; returns the token (the last line of its output).
 pub fn add_key(data_dir: &Path, tenant: &str, roles: &[&str]) -> String {
     let mut command = Command::new(BIN);
