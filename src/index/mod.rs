@@ -302,6 +302,8 @@ struct Opened {
     fields: Fields,
     writer: IndexWriter<TantivyDocument>,
     reader: IndexReader,
+    /// Every segment's ids already read (`ColumnCache::warm_ids`).
+    columns: Arc<collect::ColumnCache>,
     needs_rebuild: bool,
 }
 
@@ -323,11 +325,17 @@ fn open_for_indexing(dir: &Path, settings: &IndexSettings) -> Result<Opened, Ind
         segment.inverted_index(fields.text)?;
         segment.inverted_index(fields.text_pairs)?;
     }
+    // Every hit's id comes from its segment's document store: read them
+    // all now (as the first search would), so a damaged store is found
+    // here, where it is set aside and rebuilt, not by every search after.
+    let columns = Arc::new(collect::ColumnCache::default());
+    columns.warm_ids(&searcher)?;
     Ok(Opened {
         index,
         fields,
         writer,
         reader,
+        columns,
         needs_rebuild: created,
     })
 }
@@ -412,6 +420,7 @@ impl SearchIndex {
             fields,
             writer,
             reader,
+            columns,
             needs_rebuild,
         } = opened;
         // A new folder, or one whose first rebuild never committed (no payload).
@@ -443,7 +452,7 @@ impl SearchIndex {
             fields,
             reader,
             parser,
-            columns: Arc::default(),
+            columns,
             filters: Arc::default(),
             tags: Arc::new(tags::ConfirmedTags::new(store.confirmed_versions())),
             vectors: Arc::new(Vectors::new(

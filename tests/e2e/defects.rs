@@ -403,7 +403,7 @@ async fn index_write_failures_lose_no_acknowledged_item() {
 }
 
 /// Reproduction (defect 8): one missing or truncated segment file, or a
-/// garbled `meta.json`, stopped the server from starting with a raw tantivy
+/// garbled `meta.json` (or, later, document store), stopped the server from starting with a raw tantivy
 /// error, while `verbatim reindex` repairs it in under a second. Now the
 /// damaged index is moved aside (`index/v2.damaged`) and rebuilt at startup.
 #[tokio::test]
@@ -452,6 +452,22 @@ async fn a_damaged_index_is_moved_aside_and_rebuilt_at_startup() {
                     .unwrap()
                     .set_len(len / 2)
                     .unwrap();
+            })
+        }),
+        // Found only by the first search before (30th session): every
+        // search then failed reading the hits' ids.
+        ("a garbled document store", {
+            let index = index.clone();
+            Box::new(move || {
+                let f = std::fs::read_dir(&index)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.to_string_lossy().ends_with(".store"))
+                    .unwrap();
+                let mut bytes = std::fs::read(&f).unwrap();
+                let half = bytes.len() / 2;
+                bytes[..half].fill(0xA5);
+                std::fs::write(&f, bytes).unwrap();
             })
         }),
         ("a garbled meta.json", {
