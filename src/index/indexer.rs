@@ -403,7 +403,7 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
                 // A rebuild reads the whole store: not while the server
                 // stops. The next start's first round finds the mismatch
                 // again and rebuilds then.
-                Err(IndexError::CountMismatch { docs, items }) if stopping => {
+                Err(IndexError::CountMismatch { docs, items }) if stopping || stop.requested() => {
                     tracing::error!(
                         docs,
                         items,

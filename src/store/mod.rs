@@ -208,6 +208,9 @@ pub(crate) struct DbSlot {
     /// refused a read-write open); it takes no write. Set before the
     /// database is published; only the writer thread re-opens.
     read_only: AtomicBool,
+    /// When the writer last tried to re-open the read-only database for
+    /// writing (`read_only_retry_due`).
+    read_only_tried: Mutex<Option<Instant>>,
     /// Set while a re-open has taken the database out of `current`: reads
     /// wait for it (`REOPEN_WAIT`) instead of failing.
     reopening: (Mutex<bool>, std::sync::Condvar),
@@ -218,6 +221,14 @@ pub(crate) struct DbSlot {
     unwritable: Mutex<Option<String>>,
     writable_tx: tokio::sync::watch::Sender<bool>,
 }
+
+/// Why a store opened read-only refuses writes.
+pub(crate) const READ_ONLY_REASON: &str =
+    "the file system is read-only (the store is open for reads until it takes writes again)";
+
+/// How often the writer tries to re-open a read-only store for writing
+/// while its file already opens for writing (`DbSlot::read_only_retry_due`).
+const READ_ONLY_RETRY: Duration = Duration::from_secs(5);
 
 /// How long a read waits for a re-open in progress before it is refused.
 const REOPEN_WAIT: Duration = Duration::from_secs(10);
@@ -256,6 +267,7 @@ impl DbSlot {
             open_file,
             current: RwLock::new(Some(Arc::new(db))),
             read_only: AtomicBool::new(false),
+            read_only_tried: Mutex::new(None),
             reopening: (Mutex::new(false), std::sync::Condvar::new()),
             file: file_identity(&dir.join(STORE_FILE)).ok(),
             unwritable: Mutex::new(None),
@@ -319,12 +331,26 @@ impl DbSlot {
     pub(crate) fn get_writable(&self) -> Result<Arc<Database>, StoreError> {
         let db = self.get()?;
         if self.is_read_only() {
-            return Err(StoreError::Unavailable(
-                "the file system is read-only (the store is open for reads until it takes writes again)"
-                    .into(),
-            ));
+            return Err(StoreError::Unavailable(READ_ONLY_REASON.into()));
         }
         Ok(db)
+    }
+
+    /// Whether the writer may try to re-open the read-only database for
+    /// writing now: at most once per `READ_ONLY_RETRY`, however many
+    /// requests arrive (a try that falls back repairs the file in memory
+    /// again, and reads wait for each re-open).
+    pub(crate) fn read_only_retry_due(&self) -> bool {
+        let mut tried = self
+            .read_only_tried
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if tried.is_some_and(|at| now.duration_since(at) < READ_ONLY_RETRY) {
+            return false;
+        }
+        *tried = Some(now);
+        true
     }
 
     /// Whether the store's file opens for writing now (what redb's

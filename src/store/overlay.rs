@@ -21,9 +21,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+
+use redb::BackendError;
 
 /// Granularity of the in-memory copies of written bytes.
 const PAGE: u64 = 4096;
@@ -31,6 +34,12 @@ const PAGE: u64 = 4096;
 /// A read-only file with an in-memory layer for the writes of redb's open.
 pub(super) struct Overlay {
     file: File,
+    /// The file's locks, by redb's protocol on a second handle of the same
+    /// open file, always taken shared: while this database reads, a
+    /// read-write open of the file (another process, an offline command)
+    /// is refused as `DatabaseAlreadyOpen`, so nothing rewrites the pages
+    /// it reads. Released by `close`.
+    locks: redb::backends::FileBackend,
     /// The file's length when opened (it does not change: nothing writes it).
     file_len: u64,
     /// Shared with `open`, which reads the page count after redb took the
@@ -78,9 +87,10 @@ pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<Opened, redb::Data
 }
 
 impl Overlay {
-    fn new(file: File) -> io::Result<Overlay> {
+    fn new(file: File) -> Result<Overlay, redb::DatabaseError> {
         let file_len = file.metadata()?.len();
         Ok(Overlay {
+            locks: redb::backends::FileBackend::new(file.try_clone()?)?,
             file,
             file_len,
             state: Arc::new(RwLock::new(State {
@@ -171,6 +181,38 @@ impl redb::StorageBackend for Overlay {
         }
         state.len = len;
         Ok(())
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.locks.try_lock_shared_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.locks.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.locks.lock_shared_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.locks.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.locks.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.locks.query_lock_range(start, end)
+    }
+
+    fn close(&self) -> io::Result<()> {
+        self.locks.close()
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -271,6 +313,11 @@ mod tests {
 
         let opened = open(&copy, 1 << 20).unwrap();
         assert!(opened.memory_bytes > 0, "the repair wrote to memory");
+        // Nothing else opens the file for writing meanwhile.
+        assert!(matches!(
+            redb::Database::create(&copy),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+        ));
         {
             let txn = opened.db.begin_read().unwrap();
             let table = txn.open_table(TABLE).unwrap();

@@ -377,6 +377,9 @@ fn recover(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
         // whole file in memory) and the reads it serves.
         slot.file_opens_for_writing()
             .map_err(|e| StoreError::Unavailable(io_reason(&e)))?;
+        if !slot.read_only_retry_due() {
+            return Err(StoreError::Unavailable(super::READ_ONLY_REASON.into()));
+        }
     }
     if slot.get().is_err() || slot.is_read_only() {
         // The re-open after the failure did not succeed, or opened the file
