@@ -70,6 +70,31 @@ async fn wait_for_hits(client: &mut Client, word: &str, total: u64, when: &str) 
     }
 }
 
+/// A server for a data dir on a small file system (a small index writer
+/// buffer, one indexing thread), and a client.
+async fn spawn_on_small_disk(data_dir: &std::path::Path) -> (TestServer, Client) {
+    let server = TestServer::spawn_in(
+        data_dir,
+        &["--index-memory-mb", "16", "--index-threads", "1"],
+    )
+    .await;
+    let client = server.client().await;
+    (server, client)
+}
+
+/// One ingest, refused as UNAVAILABLE with `why` in its message.
+async fn assert_write_refused(client: &mut Client, word: &str, why: &str) {
+    let status = client
+        .ingest(pb::IngestRequest {
+            items: vec![item("refused", &format!("{word} refused"))],
+            ..Default::default()
+        })
+        .await
+        .expect_err("the write is refused");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains(why), "{}", status.message());
+}
+
 /// A restart during a full-disk outage (29th session): the server refused
 /// to start ("the data dir ... is not writable: No space left on device"),
 /// so nothing could be read until space was freed. It now starts with
@@ -80,12 +105,7 @@ async fn a_server_started_on_a_full_disk_serves_reads_and_resumes_writes() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let Some(disk) = Tmpfs::mount(24) else { return };
     let data_dir = disk.path().join("data");
-    let mut server = TestServer::spawn_in(
-        &data_dir,
-        &["--index-memory-mb", "16", "--index-threads", "1"],
-    )
-    .await;
-    let mut client = server.client().await;
+    let (mut server, mut client) = spawn_on_small_disk(&data_dir).await;
     let word = unique_word("restart");
     let ids: Vec<String> = (0..50).map(|i| format!("r-{i}")).collect();
     let items = ids
@@ -112,19 +132,7 @@ async fn a_server_started_on_a_full_disk_serves_reads_and_resumes_writes() {
         .expect("Get on a full disk")
         .into_inner();
     assert_eq!(got.items.len(), 50);
-    let status = client
-        .ingest(pb::IngestRequest {
-            items: vec![item("refused", &format!("{word} refused"))],
-            ..Default::default()
-        })
-        .await
-        .expect_err("a full disk refuses writes");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(
-        status.message().contains("disk is full"),
-        "{}",
-        status.message()
-    );
+    assert_write_refused(&mut client, &word, "disk is full").await;
 
     std::fs::remove_file(&filler).unwrap();
     server
@@ -148,12 +156,7 @@ async fn a_file_system_turned_read_only_serves_reads_and_loses_nothing() {
         return;
     };
     let data_dir = disk.path().join("data");
-    let mut server = TestServer::spawn_in(
-        &data_dir,
-        &["--index-memory-mb", "16", "--index-threads", "1"],
-    )
-    .await;
-    let mut client = server.client().await;
+    let (mut server, mut client) = spawn_on_small_disk(&data_dir).await;
     let word = unique_word("readonly");
     let ids: Vec<String> = (0..300).map(|i| format!("ro-{i}")).collect();
     for chunk in ids.chunks(100) {
@@ -171,19 +174,7 @@ async fn a_file_system_turned_read_only_serves_reads_and_loses_nothing() {
     wait_for_hits(&mut client, &word, 300, "before the error").await;
 
     disk.fail();
-    let status = client
-        .ingest(pb::IngestRequest {
-            items: vec![item("refused", &format!("{word} refused"))],
-            ..Default::default()
-        })
-        .await
-        .expect_err("a read-only file system refuses writes");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(
-        status.message().contains("read-only"),
-        "{}",
-        status.message()
-    );
+    assert_write_refused(&mut client, &word, "read-only").await;
     server.health_becomes(ServingStatus::NotServing).await;
     // Reads go on, through the writer's recovery attempts.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
@@ -232,12 +223,7 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let Some(disk) = Tmpfs::mount(24) else { return };
     let data_dir = disk.path().join("data");
-    let mut server = TestServer::spawn_in(
-        &data_dir,
-        &["--index-memory-mb", "16", "--index-threads", "1"],
-    )
-    .await;
-    let mut client = server.client().await;
+    let (mut server, mut client) = spawn_on_small_disk(&data_dir).await;
     let word = unique_word("disk");
     let text = |i: usize| {
         format!(
@@ -357,12 +343,7 @@ async fn index_write_failures_lose_no_acknowledged_item() {
     let Some(disk) = Tmpfs::mount_at(&data_dir.join("index"), 6) else {
         return;
     };
-    let mut server = TestServer::spawn_in(
-        &data_dir,
-        &["--index-memory-mb", "16", "--index-threads", "1"],
-    )
-    .await;
-    let mut client = server.client().await;
+    let (mut server, mut client) = spawn_on_small_disk(&data_dir).await;
     let word = unique_word("idx");
     let text = |i: usize| {
         format!(
