@@ -28,7 +28,26 @@ pub(crate) fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut idle_rounds = 0u32;
+        let mut writable = store.writable();
+        let mut paused = false;
         loop {
+            // While the store refuses writes (a full disk, a read-only file
+            // system) no analysis can be saved: a round would analyse the
+            // same texts again every second, taking the cores from the
+            // searches the server still answers. Wait for writes instead.
+            if !*writable.borrow_and_update() {
+                if !paused {
+                    tracing::warn!("background analysis paused: the store refuses writes");
+                    paused = true;
+                }
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), writable.wait_for(|w| *w)).await;
+                continue;
+            }
+            if paused {
+                tracing::info!("background analysis resumes: the store takes writes again");
+                paused = false;
+            }
             match round(&store, &pool, &themes).await {
                 Ok(0) => {
                     idle_rounds = idle_rounds.saturating_add(1);

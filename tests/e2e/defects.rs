@@ -210,6 +210,90 @@ async fn a_file_system_turned_read_only_serves_reads_and_loses_nothing() {
     wait_for_hits(&mut client, &word, 301, "after the repair").await;
 }
 
+/// Background analysis while the store refuses writes (30th session): each
+/// round analysed up to 64 items, failed to save them, and began again a
+/// second later, so a server whose file system had turned read-only kept
+/// both cores busy redoing work it could not keep (29 s of CPU in 20 s),
+/// beside the searches it still answered. It now waits for writes.
+#[tokio::test]
+async fn background_analysis_waits_while_the_store_refuses_writes() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(disk) = Ext4Image::mount(256) else {
+        return;
+    };
+    let data_dir = disk.path().join("data");
+    let models = repo_path("models/cache");
+    let mut server = TestServer::spawn_in(
+        &data_dir,
+        &["--analysis", "on", "--models-dir", models.to_str().unwrap()],
+    )
+    .await;
+    let mut client = server.client().await;
+    let word = unique_word("paused");
+    let ids: Vec<String> = (0..200).map(|i| format!("p-{i}")).collect();
+    let text = "The delivery was late again. The driver was friendly though. \
+                Support answered quickly and refunded the shipping fee.";
+    let items = ids
+        .iter()
+        .map(|id| item(id, &format!("{word} {id}. {text}")))
+        .collect();
+    ingest(&mut client, items).await;
+    wait_for_hits(&mut client, &word, 200, "before the error").await;
+
+    disk.fail();
+    assert_write_refused(&mut client, &word, "read-only").await;
+    server.health_becomes(ServingStatus::NotServing).await;
+    // A round under way when the file system failed may finish first.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let before = server.cpu_seconds();
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let used = server.cpu_seconds() - before;
+    eprintln!("server CPU over 6 s with writes refused: {used:.2} s");
+    assert!(
+        used < 2.0,
+        "the server used {used:.1} s of CPU in 6 s with nothing it could save"
+    );
+    assert!(server
+        .log_text()
+        .contains("background analysis paused: the store refuses writes"));
+    // Searches go on meanwhile.
+    assert_eq!(
+        search(&mut client, search_request(&word)).await.total_hits,
+        200
+    );
+
+    // After the repair and a restart the analysis finishes: nothing lost.
+    server.terminate();
+    disk.repair_and_remount();
+    server.restart().await;
+    let mut client = server.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let got = client
+            .get(pb::GetRequest {
+                ids: ids.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("Get")
+            .into_inner();
+        assert_eq!(got.items.len(), 200);
+        let done = got
+            .items
+            .iter()
+            .filter(|i| i.analysis_status == pb::AnalysisStatus::Done as i32)
+            .count();
+        if done == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{done} of 200 analysed 180 s after the restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Reproduction (defects 2 and 4): ingest, delete some items so the store
 /// has free pages, fill the disk, ingest more. Before the fix the store acked
 /// items while every index commit failed; a later commit stored the change-log

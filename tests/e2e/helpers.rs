@@ -118,6 +118,18 @@ impl TestServer {
     }
 
     /// Everything the server has logged so far (all of its runs).
+    /// CPU seconds the server process has used so far (user + system).
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = self.child.as_ref().expect("a running server").id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+        // Fields after the command name (which may hold spaces): utime and
+        // stime are the 12th and 13th.
+        let after = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
