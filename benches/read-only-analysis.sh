@@ -2,7 +2,7 @@
 # The server's CPU while its file system is read-only and the background
 # analysis has work it cannot save (BENCHMARKS.md "A file system turned
 # read-only"). Needs root, mkfs.ext4, loop devices and the models
-# (`python3 models/prepare.py --int8`).
+# (`python3 models/prepare.py --int8`), and bc.
 #
 #   benches/read-only-analysis.sh BIN [ITEMS]   (default 300 items of 400 bytes)
 #
@@ -32,6 +32,7 @@ PORT=$(python3 "$(dirname "$0")/random_items.py" "$WORK/items.jsonl" "$ITEMS" 40
 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$MNT/data" --analysis on --models-dir "$MODELS" > "$WORK/server.log" 2>&1 &
 PID=$!
 for _ in $(seq 600); do grep -q "listening addr" "$WORK/server.log" && break; sleep 0.1; done
+grep -q "listening addr" "$WORK/server.log" || { echo "the server did not start; its log:" >&2; cat "$WORK/server.log" >&2; exit 1; }
 SERVER="http://127.0.0.1:$PORT"
 "$BIN" import --server "$SERVER" "$WORK/items.jsonl" > /dev/null 2>&1
 sleep 3

@@ -40,8 +40,13 @@ pub(crate) fn spawn(
                     tracing::warn!("background analysis paused: the store refuses writes");
                     paused = true;
                 }
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), writable.wait_for(|w| *w)).await;
+                // The store's writer holds the sender as long as the
+                // store lives; without it, nothing more can be saved.
+                if let Ok(Err(_)) =
+                    tokio::time::timeout(Duration::from_secs(1), writable.wait_for(|w| *w)).await
+                {
+                    return;
+                }
                 continue;
             }
             if paused {

@@ -230,7 +230,7 @@ async fn background_analysis_waits_while_the_store_refuses_writes() {
     .await;
     let mut client = server.client().await;
     let word = unique_word("paused");
-    let ids: Vec<String> = (0..200).map(|i| format!("p-{i}")).collect();
+    let ids: Vec<String> = (0..400).map(|i| format!("p-{i}")).collect();
     let text = "The delivery was late again. The driver was friendly though. \
                 Support answered quickly and refunded the shipping fee.";
     let items = ids
@@ -238,13 +238,28 @@ async fn background_analysis_waits_while_the_store_refuses_writes() {
         .map(|id| item(id, &format!("{word} {id}. {text}")))
         .collect();
     ingest(&mut client, items).await;
-    wait_for_hits(&mut client, &word, 200, "before the error").await;
+    wait_for_hits(&mut client, &word, 400, "before the error").await;
+    let done = analysed(&mut client, &ids).await;
+    assert!(
+        done < 400,
+        "the analysis has work left (the case under test)"
+    );
 
     disk.fail();
     assert_write_refused(&mut client, &word, "read-only").await;
     server.health_becomes(ServingStatus::NotServing).await;
-    // A round under way when the file system failed may finish first.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // The round under way when the file system failed ends first.
+    let paused = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !server
+        .log_text()
+        .contains("background analysis paused: the store refuses writes")
+    {
+        assert!(
+            std::time::Instant::now() < paused,
+            "the background analysis never paused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let before = server.cpu_seconds();
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let used = server.cpu_seconds() - before;
@@ -253,13 +268,10 @@ async fn background_analysis_waits_while_the_store_refuses_writes() {
         used < 2.0,
         "the server used {used:.1} s of CPU in 6 s with nothing it could save"
     );
-    assert!(server
-        .log_text()
-        .contains("background analysis paused: the store refuses writes"));
     // Searches go on meanwhile.
     assert_eq!(
         search(&mut client, search_request(&word)).await.total_hits,
-        200
+        400
     );
 
     // After the repair and a restart the analysis finishes: nothing lost.
@@ -269,29 +281,33 @@ async fn background_analysis_waits_while_the_store_refuses_writes() {
     let mut client = server.client().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     loop {
-        let got = client
-            .get(pb::GetRequest {
-                ids: ids.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("Get")
-            .into_inner();
-        assert_eq!(got.items.len(), 200);
-        let done = got
-            .items
-            .iter()
-            .filter(|i| i.analysis_status == pb::AnalysisStatus::Done as i32)
-            .count();
-        if done == 200 {
+        let done = analysed(&mut client, &ids).await;
+        if done == 400 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{done} of 200 analysed 180 s after the restart"
+            "{done} of 400 analysed 180 s after the restart"
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+}
+
+/// How many of `ids` (all stored) are analysed.
+async fn analysed(client: &mut Client, ids: &[String]) -> usize {
+    let got = client
+        .get(pb::GetRequest {
+            ids: ids.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("Get")
+        .into_inner();
+    assert_eq!(got.items.len(), ids.len());
+    got.items
+        .iter()
+        .filter(|i| i.analysis_status == pb::AnalysisStatus::Done as i32)
+        .count()
 }
 
 /// Reproduction (defects 2 and 4): ingest, delete some items so the store

@@ -117,7 +117,6 @@ impl TestServer {
         server
     }
 
-    /// Everything the server has logged so far (all of its runs).
     /// CPU seconds the server process has used so far (user + system).
     pub fn cpu_seconds(&self) -> f64 {
         let pid = self.child.as_ref().expect("a running server").id();
@@ -130,6 +129,7 @@ impl TestServer {
         ticks / 100.0
     }
 
+    /// Everything the server has logged so far (all of its runs).
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
