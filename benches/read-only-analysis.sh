@@ -14,29 +14,14 @@ set -euo pipefail
 BIN=$(realpath "${1:?usage: benches/read-only-analysis.sh BIN [ITEMS]}")
 ITEMS=${2:-300}
 MODELS=$(realpath "$(dirname "$0")/../models/cache")
-WORK=$(mktemp -d)
-MNT="$WORK/mnt"
-cleanup() {
-  kill -9 "${PID:-}" 2>/dev/null || true
-  sleep 0.5
-  umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-mkdir "$MNT"
-truncate -s 512M "$WORK/fs.img"
-mkfs.ext4 -q -F "$WORK/fs.img"
-mount -o loop,errors=remount-ro "$WORK/fs.img" "$MNT"
-DEV=$(basename "$(findmnt -n -o SOURCE "$MNT")")
+. "$(dirname "$0")/ext4-image.sh"
+mount_ext4 512
 PORT=$(python3 "$(dirname "$0")/random_items.py" "$WORK/items.jsonl" "$ITEMS" 400)
-"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$MNT/data" --analysis on --models-dir "$MODELS" > "$WORK/server.log" 2>&1 &
-PID=$!
-for _ in $(seq 600); do grep -q "listening addr" "$WORK/server.log" && break; sleep 0.1; done
-grep -q "listening addr" "$WORK/server.log" || { echo "the server did not start; its log:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+start_server "$PORT" --analysis on --models-dir "$MODELS"
 SERVER="http://127.0.0.1:$PORT"
 "$BIN" import --server "$SERVER" "$WORK/items.jsonl" > /dev/null 2>&1
 sleep 3
-echo 1 > "/sys/fs/ext4/$DEV/trigger_fs_error"
+fail_fs
 echo '{"id": "refused", "text": "refused on a read-only file system"}' > "$WORK/one.jsonl"
 "$BIN" import --retries 0 --server "$SERVER" "$WORK/one.jsonl" > /dev/null 2>&1 || true
 cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }

@@ -20,24 +20,10 @@ BIN=${1:?usage: benches/read-only-fs.sh BIN [ITEMS] [TEXT_BYTES]}
 BIN=$(realpath "$BIN")
 ITEMS=${2:-1000000}
 TEXT_BYTES=${3:-300}
-WORK=$(mktemp -d)
-MNT="$WORK/mnt"
-cleanup() {
-  kill -9 "${PID:-}" 2>/dev/null || true
-  sleep 0.5
-  umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/ext4-image.sh"
 PORT=$(python3 "$(dirname "$0")/random_items.py" "$WORK/items.jsonl" "$ITEMS" "$TEXT_BYTES")
-mkdir "$MNT"
-truncate -s $(( (ITEMS * TEXT_BYTES * 8 / 1048576 + 1024) ))M "$WORK/fs.img"
-mkfs.ext4 -q -F "$WORK/fs.img"
-mount -o loop,errors=remount-ro "$WORK/fs.img" "$MNT"
-DEV=$(basename "$(findmnt -n -o SOURCE "$MNT")")
-"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$MNT/data" --analysis off > "$WORK/server.log" 2>&1 &
-PID=$!
-for _ in $(seq 600); do grep -q "listening addr" "$WORK/server.log" && break; sleep 0.1; done
+mount_ext4 $(( ITEMS * TEXT_BYTES * 8 / 1048576 + 1024 ))
+start_server "$PORT" --analysis off
 now() { date +%s.%N; }
 rss() { awk '/VmRSS/ {print int($2 / 1024) " MiB"}' "/proc/$PID/status"; }
 SERVER="http://127.0.0.1:$PORT"
@@ -46,7 +32,7 @@ while [ "$("$BIN" search "" --server "$SERVER" 2>/dev/null | head -1 || true)" !
 # A warm working set, as a serving server has: the same searches as below.
 for _ in $(seq 20); do "$BIN" search "" --server "$SERVER" --limit 100 > /dev/null; done
 echo "items: $ITEMS of $TEXT_BYTES bytes; store file $(du -m "$MNT/data/store.redb" | cut -f1) MiB; server RSS before: $(rss)"
-echo 1 > "/sys/fs/ext4/$DEV/trigger_fs_error"
+fail_fs
 echo '{"id": "refused", "text": "refused on a read-only file system"}' > "$WORK/one.jsonl"
 failed=$(now)
 if "$BIN" import --retries 0 --server "$SERVER" "$WORK/one.jsonl" > "$WORK/refused.log" 2>&1; then
