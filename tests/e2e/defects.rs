@@ -237,6 +237,16 @@ async fn background_analysis_waits_while_the_store_refuses_writes() {
     )
     .await;
     let mut client = server.client().await;
+    // The start's own inference (the built-in taxonomy's theme model) is
+    // over before the window measured below: on a loaded machine it ran into it.
+    let compiled = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !server.log_text().contains("theme model compiled") {
+        assert!(
+            std::time::Instant::now() < compiled,
+            "the theme model compiles at the start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let word = unique_word("paused");
     let ids: Vec<String> = (0..400).map(|i| format!("p-{i}")).collect();
     let text = "The delivery was late again. The driver was friendly though. \
