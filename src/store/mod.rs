@@ -115,11 +115,11 @@ impl StoreError {
         else {
             return false;
         };
-        matches!(io.raw_os_error(), Some(1 | 13 | 30))
-            || matches!(
-                io.kind(),
-                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
-            )
+        // EROFS; EACCES and EPERM.
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+        )
     }
 }
 
