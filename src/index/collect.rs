@@ -30,9 +30,18 @@
 //!   a tie still competes on `seq`), or whose worst date is past the
 //!   cursor, is never read. Where that leaves few blocks (feedback stored
 //!   in about the order it was written) the rest are reached by seeking and
-//!   the total comes from `Weight::count`; where it does not (dates in no
-//!   order) one pass counts every match and offers only those of blocks
-//!   that can still reach the page;
+//!   the total comes from `Weight::count`;
+//! - where the dates follow no order (imports of old feedback, merged
+//!   segments; `DateBlocks::scattered`) and the query matches enough of the
+//!   segment, its documents are walked in date order from the sort's end
+//!   (`walk_by_date`, over `DateBlocks::order`, Lucene's skipping of
+//!   non-competitive documents by their sort value): a run of documents
+//!   at a time is sought in the query's scorer until the next date cannot
+//!   enter the page, and the total comes from `Weight::count`. A walk that
+//!   meets fewer matches than the query's size promised is given up;
+//!   otherwise (and where the query matches little) one pass counts every
+//!   match and offers those of blocks that can still reach the page (and
+//!   the walk did not reach);
 //! - the fast-field columns it reads are opened once per segment and kept
 //!   (`ColumnCache`): opening them parses the segment's column directory,
 //!   which cost more than the search itself for a query matching little.
@@ -301,6 +310,14 @@ pub struct DateBlocks {
     by_latest: Vec<u32>,
     /// Blocks by lowest date, earliest first (oldest first sorts).
     by_earliest: Vec<u32>,
+    /// The dates follow no order: the median block spans more than a
+    /// quarter of the segment's dates, so best-first blocks rarely skip
+    /// (`collect_by_date` then goes straight to a walk or a counting pass).
+    scattered: bool,
+    /// Every document by date, earliest first (ties by document), read
+    /// by the first date sort that walks the segment (`walk_by_date`): 4
+    /// bytes a document.
+    order: OnceLock<Vec<DocId>>,
 }
 
 impl DateBlocks {
@@ -330,6 +347,15 @@ impl DateBlocks {
         by_latest.sort_by_key(|&b| Reverse(max[b as usize]));
         let mut by_earliest: Vec<u32> = (0..blocks as u32).collect();
         by_earliest.sort_by_key(|&b| min[b as usize]);
+        let scattered = match (min.iter().min(), max.iter().max()) {
+            (Some(&lo), Some(&hi)) if hi > lo => {
+                let mut spans: Vec<i64> = min.iter().zip(&max).map(|(lo, hi)| hi - lo).collect();
+                let middle = spans.len() / 2;
+                let (_, median, _) = spans.select_nth_unstable(middle);
+                *median > (hi - lo) / 4
+            }
+            _ => false,
+        };
         DateBlocks {
             shift,
             max_doc,
@@ -337,7 +363,25 @@ impl DateBlocks {
             max,
             by_latest,
             by_earliest,
+            scattered,
+            order: OnceLock::new(),
         }
+    }
+
+    /// Every document of the segment by `created_at`, earliest first,
+    /// documents of one date in document order (computed once).
+    fn order(&self, created: &dyn ColumnValues<tantivy::DateTime>) -> &[DocId] {
+        self.order.get_or_init(|| {
+            let mut values = vec![tantivy::DateTime::MIN; self.max_doc as usize];
+            created.get_range(0, &mut values);
+            let mut keyed: Vec<(i64, DocId)> = values
+                .iter()
+                .zip(0..)
+                .map(|(date, doc)| (date.into_timestamp_micros(), doc))
+                .collect();
+            keyed.sort_unstable();
+            keyed.into_iter().map(|(_, doc)| doc).collect()
+        })
     }
 
     fn len(&self) -> usize {
@@ -1027,6 +1071,21 @@ impl PageCollector {
         }
     }
 
+    /// A date sort's page whose documents were offered by seeking (blocks
+    /// or a walk): the total is counted apart, without reading a column.
+    fn walked_page(
+        &self,
+        weight: &dyn Weight,
+        reader: &SegmentReader,
+        mut collector: PageSegmentCollector,
+    ) -> tantivy::Result<PageFruit> {
+        let (count, count_truncated) = self.count(weight, reader, &mut collector.facets)?;
+        let mut fruit = collector.harvest();
+        fruit.count = count;
+        fruit.count_truncated = count_truncated;
+        Ok(fruit)
+    }
+
     /// A date sort's page of one segment, reading only the date blocks
     /// that can reach it (module docs).
     fn collect_by_date(
@@ -1042,51 +1101,83 @@ impl PageCollector {
         let range = |block: usize| blocks.primary_range(sort, block);
         // Blocks searched already, or holding only documents past the cursor.
         let mut done = vec![false; blocks.len()];
-        let mut searched = 0;
-        for &block in blocks.best_first(sort) {
-            let block = block as usize;
-            let (worst, best) = range(block);
-            if !collector.may_enter((i64::MIN, best)) {
-                // Every block after this one in this order has no better key.
-                break;
+        // Where the dates follow no order, every block reaches about as far:
+        // walk the documents in date order, if the query matches enough of
+        // them, before anything else.
+        let mut walk = None;
+        if blocks.scattered {
+            match walk_by_date(weight, reader, &mut collector, created, blocks, &done)? {
+                Walk::Page => {
+                    date_path_taken(2);
+                    return self.walked_page(weight, reader, collector);
+                }
+                other => walk = Some(other),
             }
-            if !collector.may_enter((worst, i64::MAX)) {
-                done[block] = true;
-                continue;
-            }
-            if collector.heap.len() >= collector.k || searched == FIRST_BLOCKS {
-                break;
-            }
-            let mut scorer = weight.scorer(reader, 1.0)?;
-            collector.offer_range(&mut *scorer, blocks.docs(block), alive);
-            done[block] = true;
-            searched += 1;
         }
-        let open = (0..blocks.len())
-            .filter(|&block| !done[block] && collector.may_enter(range(block)))
-            .count();
-        if open * 2 <= blocks.len() {
-            // Few blocks left: seek from one to the next; the total is
-            // counted apart (without reading a column).
-            date_path_taken(0);
-            let mut scorer = weight.scorer(reader, 1.0)?;
-            for (block, done) in done.iter().enumerate() {
-                if !done && collector.may_enter(range(block)) {
-                    collector.offer_range(&mut *scorer, blocks.docs(block), alive);
+        // Unless a walk was given up (its documents must not be offered
+        // again), the blocks that reach furthest first, then seeking from one
+        // block left to the next where few are left.
+        if !matches!(walk, Some(Walk::GivenUp(_))) {
+            let mut searched = 0;
+            for &block in blocks.best_first(sort) {
+                let block = block as usize;
+                let (worst, best) = range(block);
+                if !collector.may_enter((i64::MIN, best)) {
+                    // Every block after this one in this order has no better key.
+                    break;
+                }
+                if !collector.may_enter((worst, i64::MAX)) {
+                    done[block] = true;
+                    continue;
+                }
+                if collector.heap.len() >= collector.k || searched == FIRST_BLOCKS {
+                    break;
+                }
+                let mut scorer = weight.scorer(reader, 1.0)?;
+                collector.offer_range(&mut *scorer, blocks.docs(block), alive);
+                done[block] = true;
+                searched += 1;
+            }
+            let open = (0..blocks.len())
+                .filter(|&block| !done[block] && collector.may_enter(range(block)))
+                .count();
+            if open * 2 <= blocks.len() {
+                // Few blocks left: seek from one to the next; the total is
+                // counted apart (without reading a column).
+                date_path_taken(0);
+                let mut scorer = weight.scorer(reader, 1.0)?;
+                for (block, done) in done.iter().enumerate() {
+                    if !done && collector.may_enter(range(block)) {
+                        collector.offer_range(&mut *scorer, blocks.docs(block), alive);
+                    }
+                }
+                return self.walked_page(weight, reader, collector);
+            }
+            // Most blocks may still reach the page: a walk, unless one was
+            // weighed already.
+            if walk.is_none() {
+                match walk_by_date(weight, reader, &mut collector, created, blocks, &done)? {
+                    Walk::Page => {
+                        date_path_taken(2);
+                        return self.walked_page(weight, reader, collector);
+                    }
+                    other => walk = Some(other),
                 }
             }
-            let (count, count_truncated) = self.count(weight, reader, &mut collector.facets)?;
-            let mut fruit = collector.harvest();
-            fruit.count = count;
-            fruit.count_truncated = count_truncated;
-            return Ok(fruit);
         }
-        // Most blocks may still reach the page: one pass counts every match
-        // and offers those of the blocks that still may. Their dates are read
-        // a batch at a time (one dynamic call per batch) and a date below a
-        // full page's floor is rejected in line.
-        date_path_taken(1);
         let newest = sort == SortOrder::Newest;
+        let frontier = match walk {
+            Some(Walk::GivenUp(frontier)) => {
+                date_path_taken(3);
+                Some(frontier)
+            }
+            _ => None,
+        };
+        // One pass counts every match and offers those of the blocks that
+        // still may reach the page (and were not walked). Their dates are
+        // read a batch at a time (one dynamic call per batch) and a date
+        // below a full page's floor is rejected in line.
+        date_path_taken(1);
         let mut count = 0u64;
         let mut current = usize::MAX;
         let mut offering = false;
@@ -1124,7 +1215,9 @@ impl PageCollector {
             for (&doc, date) in candidates.iter().zip(&dates) {
                 let micros = date.into_timestamp_micros();
                 let primary = if newest { micros } else { -micros };
-                if primary >= collector.floor {
+                if primary >= collector.floor
+                    && frontier.is_none_or(|f| !f.walked(newest, primary, doc))
+                {
                     collector.offer_primary(doc, primary);
                 }
             }
@@ -1136,11 +1229,176 @@ impl PageCollector {
     }
 }
 
+/// A seek to a document far from the last one costs about as much as this
+/// many matches of a counting pass (a skip-list step and a block decoded
+/// against reading one posting and one date).
+const WALK_SEEK_COST: u64 = 4;
+
+/// Documents in a date walk's first run at least, and in one run at most.
+const WALK_FIRST_RUN: usize = 64;
+const WALK_MAX_RUN: usize = 4_096;
+
+/// How `walk_by_date` ended.
+enum Walk {
+    /// The segment's page is complete (the total is still to count).
+    Page,
+    /// Past its budget: the documents from this one on in the walk's
+    /// order are left to the counting pass.
+    GivenUp(Frontier),
+    /// The query matches too little of the segment for a walk to pay.
+    NotChosen,
+}
+
+/// The first document a date walk did not reach: it walked the documents
+/// before it in its order (by primary key, best first, then by document:
+/// ascending where oldest first, descending where newest first, the
+/// order `DateBlocks::order` read from its oldest or newest end).
+#[derive(Clone, Copy, Debug)]
+struct Frontier {
+    primary: i64,
+    doc: DocId,
+}
+
+impl Frontier {
+    /// Whether the walk reached the document (it comes before the frontier).
+    #[inline]
+    fn walked(&self, newest: bool, primary: i64, doc: DocId) -> bool {
+        primary > self.primary
+            || (primary == self.primary
+                && if newest {
+                    doc > self.doc
+                } else {
+                    doc < self.doc
+                })
+    }
+}
+
+/// A date sort's page of one segment whose dates follow no order (its
+/// blocks cannot be skipped), by walking its documents in date order from
+/// the best end (`DateBlocks::order`) a run at a time: each run's
+/// documents, sorted, are sought in a fresh scorer of the query, and the
+/// matches offered, until the next document's date cannot enter the page.
+/// A cursor's page starts at the cursor's date (binary search).
+///
+/// Chosen only where the query's matches (the scorer's `size_hint`), were
+/// they spread evenly over time, fill the page after fewer walked
+/// documents than a counting pass would read matches (`WALK_SEEK_COST`),
+/// and given up past four times that many (the matches lie elsewhere in
+/// time than the sort's end): the counting pass then offers only the
+/// documents the walk did not reach. Documents of `done` blocks were
+/// offered already and are skipped.
+fn walk_by_date(
+    weight: &dyn Weight,
+    reader: &SegmentReader,
+    collector: &mut PageSegmentCollector,
+    created: &dyn ColumnValues<tantivy::DateTime>,
+    blocks: &DateBlocks,
+    done: &[bool],
+) -> tantivy::Result<Walk> {
+    let mut scorer = weight.scorer(reader, 1.0)?;
+    let matches = u64::from(scorer.size_hint());
+    let max_doc = u64::from(reader.max_doc());
+    if matches == 0 {
+        return Ok(Walk::NotChosen);
+    }
+    // Documents to walk for a page, were the matches spread evenly.
+    let expected = (collector.k as u64 * max_doc).div_ceil(matches);
+    if expected * WALK_SEEK_COST > matches {
+        return Ok(Walk::NotChosen);
+    }
+    let budget = 4 * expected + WALK_FIRST_RUN as u64;
+    let order = blocks.order(created);
+    let n = order.len();
+    let newest = collector.sort == SortOrder::Newest;
+    let doc_at = |i: usize| if newest { order[n - 1 - i] } else { order[i] };
+    let primary_of = |doc: DocId| {
+        let micros = created.get_val(doc).into_timestamp_micros();
+        if newest {
+            micros
+        } else {
+            -micros
+        }
+    };
+    // Past the cursor's primary key: the first document that may follow
+    // it (primary keys fall along the walk).
+    let mut pos = 0;
+    if let Some(after) = collector.after {
+        let mut end = n;
+        while pos < end {
+            let mid = pos + (end - pos) / 2;
+            if primary_of(doc_at(mid)) > after.primary() {
+                pos = mid + 1;
+            } else {
+                end = mid;
+            }
+        }
+    }
+    let alive = reader.alive_bitset();
+    // The first run holds the documents the page should need twice over
+    // (each run after it twice the last): most pages take one run, and one
+    // scorer.
+    let mut run_len = (2 * expected).clamp(WALK_FIRST_RUN as u64, WALK_MAX_RUN as u64) as usize;
+    let mut walked = 0u64;
+    let mut run: Vec<DocId> = Vec::with_capacity(WALK_MAX_RUN);
+    let mut candidates: Vec<DocId> = Vec::new();
+    let mut dates = Vec::new();
+    let mut fresh = Some(scorer);
+    while pos < n {
+        let doc = doc_at(pos);
+        let best = primary_of(doc);
+        if !collector.may_enter((i64::MIN, best)) {
+            return Ok(Walk::Page);
+        }
+        if walked >= budget {
+            return Ok(Walk::GivenUp(Frontier { primary: best, doc }));
+        }
+        let end = (pos + run_len).min(n);
+        run.clear();
+        run.extend(
+            (pos..end)
+                .map(doc_at)
+                .filter(|&doc| !done[(doc >> blocks.shift) as usize]),
+        );
+        run.sort_unstable();
+        scorer = match fresh.take() {
+            Some(scorer) => scorer,
+            None => weight.scorer(reader, 1.0)?,
+        };
+        candidates.clear();
+        for &doc in &run {
+            let mut at = scorer.doc();
+            if at < doc {
+                at = scorer.seek(doc);
+            }
+            if at == TERMINATED {
+                break;
+            }
+            if at == doc && alive.is_none_or(|a| a.is_alive(doc)) {
+                candidates.push(doc);
+            }
+        }
+        dates.resize(candidates.len(), tantivy::DateTime::MIN);
+        created.get_vals(&candidates, &mut dates);
+        for (&doc, date) in candidates.iter().zip(&dates) {
+            let micros = date.into_timestamp_micros();
+            let primary = if newest { micros } else { -micros };
+            if primary >= collector.floor {
+                collector.offer_primary(doc, primary);
+            }
+        }
+        walked += (end - pos) as u64;
+        pos = end;
+        run_len = (run_len * 2).min(WALK_MAX_RUN);
+    }
+    Ok(Walk::Page)
+}
+
 #[cfg(test)]
 thread_local! {
     /// Segment pages of date sorts on this thread by the way the blocks
-    /// left after the first ones were read: [seeking, one counting pass].
-    static DATE_PATHS: std::cell::Cell<[u64; 2]> = const { std::cell::Cell::new([0; 2]) };
+    /// left after the first ones were read: [seeking, one counting pass,
+    /// a walk in date order, a walk given up (then a counting pass)].
+    static DATE_PATHS: std::cell::Cell<[u64; 4]> = const { std::cell::Cell::new([0; 4]) };
 }
 
 /// Counts a date page's path (tests only).
@@ -1348,23 +1606,23 @@ mod tests {
         // loosely, few blocks are left to seek to; where they do not, a
         // counting pass (and seeking too, on pages deep enough that most
         // blocks lie past the cursor).
-        // (dates, documents, per segment, block shift, page size, [seeks, passes])
+        // (dates, documents, per segment, block shift, page size, [seeks, passes, walks, walks given up])
         #[rustfmt::skip]
         let cases = [
-            (Dates::Ordered, 3_000, 500, 4, 37, [true, false]),
-            (Dates::Ordered, 3_000, 500, DATE_BLOCK_SHIFT, 37, [true, false]),
-            (Dates::Scrambled, 3_000, 500, 4, 37, [true, true]),
-            (Dates::Jittered, 36_000, 12_000, DATE_BLOCK_SHIFT, 401, [true, false]),
-            (Dates::Scrambled, 36_000, 12_000, DATE_BLOCK_SHIFT, 401, [true, true]),
+            (Dates::Ordered, 3_000, 500, 4, 37, [true, false, false, false]),
+            (Dates::Ordered, 3_000, 500, DATE_BLOCK_SHIFT, 37, [true, false, true, false]),
+            (Dates::Scrambled, 3_000, 500, 4, 37, [true, true, true, false]),
+            (Dates::Jittered, 36_000, 12_000, DATE_BLOCK_SHIFT, 401, [true, false, true, false]),
+            (Dates::Scrambled, 36_000, 12_000, DATE_BLOCK_SHIFT, 401, [true, false, true, false]),
         ];
         for (dates, docs, per_segment, shift, page, paths) in cases {
-            DATE_PATHS.with(|taken| taken.set([0; 2]));
+            DATE_PATHS.with(|taken| taken.set([0; 4]));
             pages_equal_one_long_page(index_with(dates, docs, per_segment), shift, page);
-            let [seeks, passes] = DATE_PATHS.with(|taken| taken.get());
+            let [seeks, passes, walks, given_up] = DATE_PATHS.with(|taken| taken.get());
             assert_eq!(
-                [seeks > 0, passes > 0],
+                [seeks > 0, passes > 0, walks > 0, given_up > 0],
                 paths,
-                "{dates:?} over blocks of {}: {seeks} segment pages by seeking, {passes} by a counting pass",
+                "{dates:?} over blocks of {}: {seeks} segment pages by seeking, {passes} by a counting pass, {walks} by a walk in date order, {given_up} walks given up",
                 1 << shift
             );
         }
@@ -1573,6 +1831,90 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A date walk that meets few matches (the query's matches lie at the
+    /// other end of time from the sort's) is given up past its budget, and
+    /// the counting pass that follows offers exactly the documents it did
+    /// not reach: no hit twice, none lost, also where the walk stopped
+    /// inside a run of documents of one date. Every page, followed by
+    /// cursor to the end, equals the exhaustive one.
+    #[test]
+    fn a_walk_given_up_leaves_the_rest_to_the_counting_pass() {
+        let (index, fields, mut writer) = test_index();
+        let docs = 6_000u64;
+        // 60 dates, 100 documents each, in no order; "early" in every
+        // document of the oldest 18 dates and in one in fifty of the rest,
+        // "late" the same way at the newest end.
+        for seq in 0..docs {
+            let date = (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) % 60;
+            let mut text = vec!["filler"];
+            if date < 18 || seq % 50 == 0 {
+                text.push("early");
+            }
+            if date >= 42 || seq % 50 == 1 {
+                text.push("late");
+            }
+            add_test_item(
+                &writer,
+                &fields,
+                (seq * 7_919) % docs,
+                FeedbackDraft {
+                    id: format!("i-{seq}"),
+                    text: text.join(" "),
+                    created_at: Some(UnixMicros(1_700_000_000_000_000 + date as i64)),
+                    ..Default::default()
+                },
+                AnalysisState::Pending,
+            );
+            if seq % 3_000 == 2_999 {
+                writer.commit().unwrap();
+            }
+        }
+        for seq in (0..docs).step_by(13) {
+            writer.delete_term(Term::from_field_text(fields.id, &format!("i-{seq}")));
+        }
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let parser = QueryParser::for_index(&index, vec![fields.text]);
+        let columns = Arc::new(ColumnCache::default());
+        DATE_PATHS.with(|taken| taken.set([0; 4]));
+        for (text, sort) in [("early", SortOrder::Newest), ("late", SortOrder::Oldest)] {
+            let query = parser.parse_query(text).unwrap();
+            for k in [10, 23] {
+                let page = |after, k, exhaustive| {
+                    let page = PageCollector {
+                        sort,
+                        k,
+                        after,
+                        count_limit: None,
+                        prune: false,
+                        columns: columns.clone(),
+                        facets: None,
+                        floor: PageFloor::default(),
+                    };
+                    run(&searcher, &*query, page, exhaustive)
+                };
+                let all = page(None, docs as usize, true);
+                let mut seen = Vec::new();
+                let mut after = None;
+                loop {
+                    let fruit = page(after, k, false);
+                    assert_eq!(fruit.count, all.count, "{text} {sort:?}");
+                    if fruit.top.is_empty() || seen.len() > all.top.len() {
+                        break;
+                    }
+                    after = fruit.top.last().map(|(key, _)| *key);
+                    seen.extend(fruit.top);
+                }
+                assert!(seen == all.top, "{text} {sort:?} k {k}");
+            }
+        }
+        let [_, passes, walks, given_up] = DATE_PATHS.with(|taken| taken.get());
+        assert!(
+            given_up > 0 && passes >= given_up && walks > 0,
+            "{given_up} walks given up, {walks} walks, {passes} passes"
+        );
     }
 
     /// Each date block's range holds the dates of its documents, and the
