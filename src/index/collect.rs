@@ -1356,19 +1356,15 @@ fn walk_by_date(
         // (or the search's, from earlier segments): it and every one after
         // it cannot enter.
         let bound = collector.floor.max(collector.outer_primary);
-        let mut end = (pos + run_len).min(n);
-        let mut last = false;
+        let full = (pos + run_len).min(n);
+        let cut = (pos..full).find(|&i| primary_of(doc_at(i)) < bound);
+        let end = cut.unwrap_or(full);
         run.clear();
-        for i in pos..end {
-            let doc = doc_at(i);
-            if primary_of(doc) < bound {
-                (end, last) = (i, true);
-                break;
-            }
-            if !done[(doc >> blocks.shift) as usize] {
-                run.push(doc);
-            }
-        }
+        run.extend(
+            (pos..end)
+                .map(doc_at)
+                .filter(|&doc| !done[(doc >> blocks.shift) as usize]),
+        );
         run.sort_unstable();
         scorer = match fresh.take() {
             Some(scorer) => scorer,
@@ -1396,7 +1392,7 @@ fn walk_by_date(
                 collector.offer_primary(doc, primary);
             }
         }
-        if last {
+        if cut.is_some() {
             return Ok(Walk::Page);
         }
         walked += (end - pos) as u64;
