@@ -250,6 +250,18 @@ impl SegmentColumns {
         })
     }
 
+    /// The segment's date blocks (`DateBlocks`), computed the first time.
+    fn date_blocks(
+        &self,
+        created: &dyn ColumnValues<tantivy::DateTime>,
+        max_doc: DocId,
+        shift: u32,
+    ) -> Arc<DateBlocks> {
+        self.date_blocks
+            .get_or_init(|| Arc::new(DateBlocks::compute(created, max_doc, shift)))
+            .clone()
+    }
+
     /// Whether the segment's seqs ascend with its `max_doc` documents.
     fn seq_ascending(&self, max_doc: DocId) -> bool {
         *self
@@ -495,15 +507,35 @@ impl ColumnCache {
         Ok(ids)
     }
 
-    /// Reads the ids of the segments of `searcher` that have none yet
-    /// (called after each reload, so that a search does not wait for a new
-    /// or merged segment's ids), and forgets the segments it no longer has.
-    pub fn warm_ids(&self, searcher: &Searcher) -> tantivy::Result<()> {
+    /// Reads what the first search of a new or merged segment would
+    /// otherwise wait for, for the segments of `searcher` that lack it
+    /// (called after each reload), and forgets the segments it no longer
+    /// has: the ids, the date blocks, and where the dates follow no order
+    /// (`DateBlocks::scattered`) the documents by date that a date sort
+    /// walks (sorting a million documents takes tens of milliseconds).
+    pub fn warm(&self, searcher: &Searcher) -> tantivy::Result<()> {
         self.retain_live(searcher);
         for segment in searcher.segment_readers() {
             self.ids(segment)?;
+            let columns = self.get(segment)?;
+            if let Some(created) = &columns.created {
+                let blocks =
+                    columns.date_blocks(&**created, segment.max_doc(), self.date_block_shift);
+                if blocks.scattered {
+                    blocks.order(&**created);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Whether the segment's date order is read already (tests).
+    #[cfg(test)]
+    fn date_order_read(&self, segment: &SegmentReader) -> bool {
+        self.lock()
+            .get(&segment.segment_id())
+            .and_then(|columns| columns.date_blocks.get().cloned())
+            .is_some_and(|blocks| blocks.order.get().is_some())
     }
 
     /// Forgets the segments `searcher` no longer has (merged or deleted
@@ -921,10 +953,7 @@ impl PageCollector {
             (self.sort, collector.created.clone())
         {
             let shift = self.columns.date_block_shift;
-            let blocks = columns
-                .date_blocks
-                .get_or_init(|| Arc::new(DateBlocks::compute(&*created, reader.max_doc(), shift)))
-                .clone();
+            let blocks = columns.date_blocks(&*created, reader.max_doc(), shift);
             return self.collect_by_date(weight, reader, collector, &*created, &blocks);
         }
         if self.sort != SortOrder::Relevance {
@@ -1213,8 +1242,7 @@ impl PageCollector {
             dates.resize(candidates.len(), tantivy::DateTime::MIN);
             created.get_vals(&candidates, &mut dates);
             for (&doc, date) in candidates.iter().zip(&dates) {
-                let micros = date.into_timestamp_micros();
-                let primary = if newest { micros } else { -micros };
+                let primary = SortKey::date_primary(newest, date.into_timestamp_micros());
                 if primary >= collector.floor
                     && frontier.is_none_or(|f| !f.walked(newest, primary, doc))
                 {
@@ -1311,14 +1339,8 @@ fn walk_by_date(
     let n = order.len();
     let newest = collector.sort == SortOrder::Newest;
     let doc_at = |i: usize| if newest { order[n - 1 - i] } else { order[i] };
-    let primary_of = |doc: DocId| {
-        let micros = created.get_val(doc).into_timestamp_micros();
-        if newest {
-            micros
-        } else {
-            -micros
-        }
-    };
+    let primary_of =
+        |doc: DocId| SortKey::date_primary(newest, created.get_val(doc).into_timestamp_micros());
     // Past the cursor's primary key: the first document that may follow
     // it (primary keys fall along the walk).
     let mut pos = 0;
@@ -1386,8 +1408,7 @@ fn walk_by_date(
         dates.resize(candidates.len(), tantivy::DateTime::MIN);
         created.get_vals(&candidates, &mut dates);
         for (&doc, date) in candidates.iter().zip(&dates) {
-            let micros = date.into_timestamp_micros();
-            let primary = if newest { micros } else { -micros };
+            let primary = SortKey::date_primary(newest, date.into_timestamp_micros());
             if primary >= collector.floor {
                 collector.offer_primary(doc, primary);
             }
@@ -2017,6 +2038,29 @@ mod tests {
                         .all(|w| blocks.primary_range(sort, w[0] as usize).1
                             >= blocks.primary_range(sort, w[1] as usize).1));
                 }
+            }
+        }
+    }
+
+    /// A reload's warm reads the date order of the segments whose dates
+    /// follow no order, and only theirs: the order a walk reads.
+    #[test]
+    fn a_warm_reads_the_date_order_where_dates_follow_no_order() {
+        for dates in [Dates::Ordered, Dates::Scrambled] {
+            let (index, _) = index_with(dates, 3_000, 500);
+            let searcher = index.reader().unwrap().searcher();
+            let columns = ColumnCache::with_date_block_shift(4);
+            assert!(searcher.segment_readers().len() >= 6);
+            for segment in searcher.segment_readers() {
+                assert!(!columns.date_order_read(segment));
+            }
+            columns.warm(&searcher).unwrap();
+            for segment in searcher.segment_readers() {
+                assert_eq!(
+                    columns.date_order_read(segment),
+                    dates == Dates::Scrambled,
+                    "{dates:?}"
+                );
             }
         }
     }

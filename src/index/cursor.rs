@@ -64,8 +64,19 @@ impl SortKey {
             // BM25 scores are >= 0, and the bits of a non-negative f32 order
             // like the float itself.
             SortOrder::Relevance => i64::from(score.max(0.0).to_bits()),
-            SortOrder::Newest => created_at_micros,
-            SortOrder::Oldest => -created_at_micros,
+            SortOrder::Newest => SortKey::date_primary(true, created_at_micros),
+            SortOrder::Oldest => SortKey::date_primary(false, created_at_micros),
+        }
+    }
+
+    /// A date sort's primary key (`primary_of` of `Newest` where `newest`,
+    /// else of `Oldest`), for loops that asked which sort once.
+    #[inline]
+    pub fn date_primary(newest: bool, created_at_micros: i64) -> i64 {
+        if newest {
+            created_at_micros
+        } else {
+            -created_at_micros
         }
     }
 

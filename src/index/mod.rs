@@ -147,14 +147,15 @@ struct Shared {
 }
 
 impl Shared {
-    /// Reloads the reader to the last commit and reads the ids of its new
-    /// segments (`ColumnCache::warm_ids`), so that no search waits for them.
-    /// A segment whose ids cannot be read is logged and left to the first
-    /// search that needs them (which then answers the error).
+    /// Reloads the reader to the last commit and reads the ids and dates
+    /// of its new segments (`ColumnCache::warm`), so that no search waits
+    /// for them. A segment whose ids or dates cannot be read is logged and
+    /// left to the first search that needs them (which then answers the
+    /// error).
     fn reload(&self) -> Result<(), IndexError> {
         self.reader.reload()?;
-        if let Err(error) = self.columns.warm_ids(&self.reader.searcher()) {
-            tracing::warn!(%error, "cannot read the item ids of a new segment");
+        if let Err(error) = self.columns.warm(&self.reader.searcher()) {
+            tracing::warn!(%error, "cannot read the item ids or dates of a new segment");
         }
         Ok(())
     }
@@ -302,7 +303,7 @@ struct Opened {
     fields: Fields,
     writer: IndexWriter<TantivyDocument>,
     reader: IndexReader,
-    /// Every segment's ids already read (`ColumnCache::warm_ids`).
+    /// Every segment's ids and dates already read (`ColumnCache::warm`).
     columns: Arc<collect::ColumnCache>,
     needs_rebuild: bool,
 }
@@ -328,8 +329,9 @@ fn open_for_indexing(dir: &Path, settings: &IndexSettings) -> Result<Opened, Ind
     // Every hit's id comes from its segment's document store: read them
     // all now (as the first search would), so a damaged store is found
     // here, where it is set aside and rebuilt, not by every search after.
+    // The dates a date sort walks are read with them.
     let columns = Arc::new(collect::ColumnCache::default());
-    columns.warm_ids(&searcher)?;
+    columns.warm(&searcher)?;
     Ok(Opened {
         index,
         fields,

@@ -239,14 +239,9 @@ async fn background_analysis_waits_while_the_store_refuses_writes() {
     let mut client = server.client().await;
     // The start's own inference (the built-in taxonomy's theme model) is
     // over before the window measured below: on a loaded machine it ran into it.
-    let compiled = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !server.log_text().contains("theme model compiled") {
-        assert!(
-            std::time::Instant::now() < compiled,
-            "the theme model compiles at the start"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    server
+        .wait_for_log("theme model compiled", std::time::Duration::from_secs(120))
+        .await;
     let word = unique_word("paused");
     let ids: Vec<String> = (0..400).map(|i| format!("p-{i}")).collect();
     let text = "The delivery was late again. The driver was friendly though. \
@@ -1049,14 +1044,9 @@ async fn delete_customer_checks_the_id_and_never_logs_it() {
         .expect("DeleteCustomer")
         .into_inner();
     assert_eq!(erased.deleted, 1);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !server.log_text().contains("customer erased") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the erasure is logged"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    server
+        .wait_for_log("customer erased", std::time::Duration::from_secs(5))
+        .await;
     let logs = server.log_text();
     assert!(!logs.contains(&secret), "the customer id is in the log");
 }

@@ -134,6 +134,15 @@ impl TestServer {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// Waits (at most `within`) until the server has logged `text`.
+    pub async fn wait_for_log(&self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log_text().contains(text) {
+            assert!(Instant::now() < deadline, "the server logs {text:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The overall health status (grpc.health.v1, service "").
     pub async fn health(&self) -> tonic_health::pb::health_check_response::ServingStatus {
         let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
