@@ -195,8 +195,9 @@ struct SegmentColumns {
     /// as they would opening it).
     created: Option<Arc<dyn ColumnValues<tantivy::DateTime>>>,
     sentiment: Option<Column<f64>>,
-    /// The `created_at` range of each block, computed by the first date
-    /// sort that reads the segment.
+    /// The `created_at` range of each block, computed by the indexer's
+    /// warm after the segment came (`ColumnCache::warm_dates`) or by the
+    /// first date sort that reads it, whichever is first.
     date_blocks: Arc<OnceLock<Arc<DateBlocks>>>,
     /// Keyword columns by field name, opened by the first facet on them
     /// (`None`: the segment has no such column): every keyword field, and
@@ -329,8 +330,10 @@ pub struct DateBlocks {
     /// reads no more than its first block would.
     scattered: bool,
     /// Every document by date, earliest first (ties by document), read
-    /// by the first date sort that walks the segment (`walk_by_date`): 4
-    /// bytes a document.
+    /// by the indexer's warm of a scattered segment
+    /// (`ColumnCache::warm_dates`) or by the first date sort that walks
+    /// the segment (`walk_by_date`), whichever is first: 4 bytes a
+    /// document.
     order: OnceLock<Vec<DocId>>,
 }
 
@@ -428,6 +431,7 @@ impl DateBlocks {
 /// dropped by `retain_live`, which every search calls with its searcher.
 pub struct ColumnCache {
     segments: Mutex<HashMap<SegmentId, SegmentColumns>>,
+    pruner: super::NewestSearcher,
     /// Documents per date block, as a shift (`DATE_BLOCK_SHIFT`; tests use
     /// smaller blocks).
     date_block_shift: u32,
@@ -443,6 +447,7 @@ impl ColumnCache {
     pub fn with_date_block_shift(date_block_shift: u32) -> Self {
         ColumnCache {
             segments: Mutex::default(),
+            pruner: Default::default(),
             date_block_shift,
         }
     }
@@ -507,17 +512,34 @@ impl ColumnCache {
         Ok(ids)
     }
 
-    /// Reads what the first search of a new or merged segment would
-    /// otherwise wait for, for the segments of `searcher` that lack it
-    /// (called after each reload), and forgets the segments it no longer
-    /// has: the ids, the date blocks, and where the dates follow no order
-    /// (`DateBlocks::scattered`) the documents by date that a date sort
-    /// walks (sorting a million documents takes tens of milliseconds).
-    pub fn warm(&self, searcher: &Searcher) -> tantivy::Result<()> {
-        self.retain_live(searcher);
+    /// Reads the ids of the segments of `searcher` that have none yet
+    /// (called after each reload, so that a search does not wait for a new
+    /// or merged segment's ids), and forgets the segments it no longer has.
+    /// A segment whose ids cannot be read does not stop the others; the
+    /// first such error is returned.
+    pub fn warm_ids(&self, searcher: &Searcher) -> tantivy::Result<()> {
+        let mut first_error = None;
         for segment in searcher.segment_readers() {
-            self.ids(segment)?;
-            let columns = self.get(segment)?;
+            if let Err(error) = self.ids(segment) {
+                first_error.get_or_insert(error);
+            }
+        }
+        self.retain_live(searcher);
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Reads the date blocks of the segments of `searcher` that have none
+    /// yet and, where a segment's dates follow no order
+    /// (`DateBlocks::scattered`), its documents by date, which date sorts
+    /// walk: otherwise the first date sort after a merge sorts them (tens
+    /// of milliseconds a million documents). The indexer calls it after
+    /// each round, once the round's items are searchable. A segment whose
+    /// columns cannot be opened is left to the search that needs them.
+    pub fn warm_dates(&self, searcher: &Searcher) {
+        for segment in searcher.segment_readers() {
+            let Ok(columns) = self.get(segment) else {
+                continue;
+            };
             if let Some(created) = &columns.created {
                 let blocks =
                     columns.date_blocks(&**created, segment.max_doc(), self.date_block_shift);
@@ -526,22 +548,26 @@ impl ColumnCache {
                 }
             }
         }
-        Ok(())
     }
 
-    /// Whether the segment's date order is read already (tests).
+    /// Whether the segment's date blocks, and its date order, are read
+    /// already (tests).
     #[cfg(test)]
-    fn date_order_read(&self, segment: &SegmentReader) -> bool {
-        self.lock()
+    pub(super) fn dates_read(&self, segment: &SegmentReader) -> (bool, bool) {
+        let blocks = self
+            .lock()
             .get(&segment.segment_id())
-            .and_then(|columns| columns.date_blocks.get().cloned())
-            .is_some_and(|blocks| blocks.order.get().is_some())
+            .and_then(|columns| columns.date_blocks.get().cloned());
+        (
+            blocks.is_some(),
+            blocks.is_some_and(|blocks| blocks.order.get().is_some()),
+        )
     }
 
     /// Forgets the segments `searcher` no longer has (merged or deleted
     /// away), once the cache holds more segments than the searcher.
     pub fn retain_live(&self, searcher: &Searcher) {
-        super::retain_live_segments(&mut self.lock(), searcher);
+        super::retain_live_segments(&mut self.lock(), &self.pruner, searcher);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SegmentId, SegmentColumns>> {
@@ -2042,8 +2068,8 @@ mod tests {
         }
     }
 
-    /// A reload's warm reads the date order of the segments whose dates
-    /// follow no order, and only theirs: the order a walk reads.
+    /// The indexer's warm reads the date order of the segments whose
+    /// dates follow no order, and only theirs: the order a walk reads.
     #[test]
     fn a_warm_reads_the_date_order_where_dates_follow_no_order() {
         for dates in [Dates::Ordered, Dates::Scrambled] {
@@ -2052,17 +2078,64 @@ mod tests {
             let columns = ColumnCache::with_date_block_shift(4);
             assert!(searcher.segment_readers().len() >= 6);
             for segment in searcher.segment_readers() {
-                assert!(!columns.date_order_read(segment));
+                assert_eq!(columns.dates_read(segment), (false, false));
             }
-            columns.warm(&searcher).unwrap();
+            columns.warm_dates(&searcher);
             for segment in searcher.segment_readers() {
                 assert_eq!(
-                    columns.date_order_read(segment),
-                    dates == Dates::Scrambled,
+                    columns.dates_read(segment),
+                    (true, dates == Dates::Scrambled),
                     "{dates:?}"
                 );
             }
         }
+    }
+
+    /// A search that began before a reload holds the searcher before it:
+    /// its prune keeps the segments the reload brought (and the warm read).
+    #[test]
+    fn an_older_searcher_keeps_the_newer_segments_columns() {
+        let (index, fields, mut writer) = test_index();
+        for seq in 0..4u64 {
+            let draft = FeedbackDraft {
+                id: format!("i-{seq}"),
+                text: "word".into(),
+                ..Default::default()
+            };
+            add_test_item(&writer, &fields, seq, draft, AnalysisState::Pending);
+            writer.commit().unwrap();
+        }
+        let reader = index.reader().unwrap();
+        let older = reader.searcher();
+        let columns = ColumnCache::default();
+        columns.warm_ids(&older).unwrap();
+        let draft = FeedbackDraft {
+            id: "i-4".into(),
+            text: "word".into(),
+            ..Default::default()
+        };
+        add_test_item(&writer, &fields, 4, draft, AnalysisState::Pending);
+        writer.commit().unwrap();
+        reader.reload().unwrap();
+        let newer = reader.searcher();
+        columns.warm_ids(&newer).unwrap();
+        let cached = || {
+            newer
+                .segment_readers()
+                .iter()
+                .filter(|s| columns.lock().contains_key(&s.segment_id()))
+                .count()
+        };
+        assert_eq!(cached(), 5);
+        columns.retain_live(&older);
+        assert_eq!(cached(), 5);
+        // The newer searcher prunes: merged-away segments go.
+        let ids = index.searchable_segment_ids().unwrap();
+        writer.merge(&ids).wait().unwrap();
+        reader.reload().unwrap();
+        let merged = reader.searcher();
+        columns.warm_ids(&merged).unwrap();
+        assert_eq!(columns.lock().len(), 1);
     }
 
     /// Client-chosen attribute paths fill the keyword column cache only

@@ -149,6 +149,7 @@ pub struct FilterCache {
     misses: Arc<Counter>,
     /// The exported bytes gauge, which every cache adds its bytes to.
     bytes_gauge: Arc<Gauge>,
+    pruner: super::NewestSearcher,
 }
 
 #[derive(Default)]
@@ -183,6 +184,7 @@ impl FilterCache {
             hits,
             misses,
             bytes_gauge,
+            pruner: Default::default(),
         }
     }
 
@@ -249,8 +251,12 @@ impl FilterCache {
         self.bytes_gauge.add(inner.bytes as i64 - before as i64);
     }
 
-    /// Drops the entries of segments `searcher` no longer has.
+    /// Drops the entries of segments `searcher` no longer has, unless a
+    /// newer searcher was seen before (`NewestSearcher`).
     pub fn retain_live(&self, searcher: &Searcher) {
+        if !self.pruner.admits(searcher) {
+            return;
+        }
         let live = searcher.segment_readers();
         let mut inner = self.lock();
         let before = inner.bytes;
@@ -573,8 +579,17 @@ mod tests {
             let ids = index.searchable_segment_ids().unwrap();
             writer.merge(&ids).wait().unwrap();
             reader.reload().unwrap();
-            cache.retain_live(&reader.searcher());
+            let merged = reader.searcher();
+            cache.retain_live(&merged);
             assert_eq!(cache.bytes(), 0);
+            // A search that began before the merge (with the searcher
+            // before it) drops nothing the newer searcher's searches read.
+            let cached = CachedFilter::new(vec![("csurvey".into(), term("survey"))], cache.clone());
+            assert!(merged.search(&cached, &Count).unwrap() > 0);
+            let held = cache.bytes();
+            assert!(held > 0 || cache.max_bytes == 400, "{held}");
+            cache.retain_live(&searcher);
+            assert_eq!(cache.bytes(), held);
         }
     }
 }

@@ -125,7 +125,7 @@ mod tests {
         // Through the column cache: read on the first ask, kept after.
         let cache = crate::index::collect::ColumnCache::default();
         let searcher = index.reader().unwrap().searcher();
-        cache.warm(&searcher).unwrap();
+        cache.warm_ids(&searcher).unwrap();
         for segment in searcher.segment_readers() {
             let first = cache.ids(segment).unwrap();
             assert!(Arc::ptr_eq(&first, &cache.ids(segment).unwrap()));

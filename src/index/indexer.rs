@@ -385,6 +385,9 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
     // The last merge check failed (logged once until one succeeds).
     let mut merge_check_failing = false;
     loop {
+        // The segments the last round or merge brought, now searchable:
+        // their dates read before a date sort waits for them.
+        indexer.shared.warm_dates();
         let stopping = stop.requested();
         let newest = if check_now {
             indexer.applied

@@ -147,17 +147,25 @@ struct Shared {
 }
 
 impl Shared {
-    /// Reloads the reader to the last commit and reads the ids and dates
-    /// of its new segments (`ColumnCache::warm`), so that no search waits
-    /// for them. A segment whose ids or dates cannot be read is logged and
-    /// left to the first search that needs them (which then answers the
-    /// error).
+    /// Reloads the reader to the last commit and reads the ids of its new
+    /// segments (`ColumnCache::warm_ids`), so that no search waits for them.
+    /// A segment whose ids cannot be read is logged and left to the first
+    /// search that needs them (which then answers the error). Their dates
+    /// are read later (`warm_dates`), once the indexer has published what
+    /// the reload made searchable.
     fn reload(&self) -> Result<(), IndexError> {
         self.reader.reload()?;
-        if let Err(error) = self.columns.warm(&self.reader.searcher()) {
-            tracing::warn!(%error, "cannot read the item ids or dates of a new segment");
+        if let Err(error) = self.columns.warm_ids(&self.reader.searcher()) {
+            tracing::warn!(%error, "cannot read the item ids of a new segment");
         }
         Ok(())
+    }
+
+    /// Reads the date blocks, and where the dates follow no order the date
+    /// order, of the searched segments that lack them
+    /// (`ColumnCache::warm_dates`): nothing for a segment read before.
+    fn warm_dates(&self) {
+        self.columns.warm_dates(&self.reader.searcher());
     }
 }
 
@@ -174,11 +182,34 @@ struct IndexerThread {
 }
 
 /// Drops the entries of segments the searcher no longer has (the caches
-/// keyed by segment: columns, confirmed versions).
-fn retain_live_segments<V>(segments: &mut HashMap<SegmentId, V>, searcher: &Searcher) {
+/// keyed by segment: columns, confirmed versions), where it is the newest
+/// searcher `pruner` has seen.
+fn retain_live_segments<V>(
+    segments: &mut HashMap<SegmentId, V>,
+    pruner: &NewestSearcher,
+    searcher: &Searcher,
+) {
     let live = searcher.segment_readers();
-    if segments.len() > live.len() {
+    // Asked first: every searcher's generation is recorded.
+    if pruner.admits(searcher) && segments.len() > live.len() {
         segments.retain(|id, _| live.iter().any(|s| s.segment_id() == *id));
+    }
+}
+
+/// The newest searcher generation that pruned a cache keyed by segment. A
+/// search that began before a reload holds an older searcher, which lacks
+/// the new and merged segments the reload's warm just read: it must not
+/// drop them. Generations rise with each reload of the one reader a cache
+/// serves.
+#[derive(Default)]
+struct NewestSearcher(AtomicU64);
+
+impl NewestSearcher {
+    /// Whether `searcher` is at least as new as every one seen before
+    /// (and so may prune).
+    fn admits(&self, searcher: &Searcher) -> bool {
+        let generation = searcher.generation().generation_id();
+        self.0.fetch_max(generation, Ordering::AcqRel) <= generation
     }
 }
 
@@ -303,7 +334,7 @@ struct Opened {
     fields: Fields,
     writer: IndexWriter<TantivyDocument>,
     reader: IndexReader,
-    /// Every segment's ids and dates already read (`ColumnCache::warm`).
+    /// Every segment's ids already read (`ColumnCache::warm_ids`).
     columns: Arc<collect::ColumnCache>,
     needs_rebuild: bool,
 }
@@ -329,9 +360,8 @@ fn open_for_indexing(dir: &Path, settings: &IndexSettings) -> Result<Opened, Ind
     // Every hit's id comes from its segment's document store: read them
     // all now (as the first search would), so a damaged store is found
     // here, where it is set aside and rebuilt, not by every search after.
-    // The dates a date sort walks are read with them.
     let columns = Arc::new(collect::ColumnCache::default());
-    columns.warm(&searcher)?;
+    columns.warm_ids(&searcher)?;
     Ok(Opened {
         index,
         fields,
@@ -1055,6 +1085,26 @@ mod doc_store_tests {
                 committed.len()
             );
             drop(searcher);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The indexer reads the date blocks of the segments it brought
+        // (`warm_dates`), before any date sort. (These items share one
+        // date: no segment counts as scattered, so none gets a date order;
+        // the unit test `a_warm_reads_the_date_order_where_dates_follow_no_order`
+        // covers that.)
+        let started = std::time::Instant::now();
+        while !index
+            .shared
+            .reader
+            .searcher()
+            .segment_readers()
+            .iter()
+            .all(|segment| index.shared.columns.dates_read(segment) == (true, false))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the indexer did not read the dates of the searched segments"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         index.shutdown();

@@ -39,6 +39,7 @@ use crate::store::{ConfirmedSnapshot, ConfirmedVersions};
 pub struct ConfirmedTags {
     versions: Arc<ConfirmedVersions>,
     segments: Mutex<HashMap<SegmentId, SegmentState>>,
+    pruner: super::NewestSearcher,
 }
 
 /// One segment's cached view, the confirmation generation it reflects, and
@@ -237,6 +238,7 @@ impl ConfirmedTags {
         ConfirmedTags {
             versions,
             segments: Mutex::default(),
+            pruner: Default::default(),
         }
     }
 
@@ -294,7 +296,7 @@ impl ConfirmedTags {
 
     /// Drops the views of segments the searcher no longer has.
     pub fn retain_live(&self, searcher: &Searcher) {
-        super::retain_live_segments(&mut self.lock_segments(), searcher);
+        super::retain_live_segments(&mut self.lock_segments(), &self.pruner, searcher);
     }
 
     fn lock_segments(&self) -> std::sync::MutexGuard<'_, HashMap<SegmentId, SegmentState>> {
