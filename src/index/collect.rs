@@ -48,6 +48,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tantivy::collector::{Collector, SegmentCollector};
@@ -432,6 +433,9 @@ impl DateBlocks {
 pub struct ColumnCache {
     segments: Mutex<HashMap<SegmentId, SegmentColumns>>,
     pruner: super::NewestSearcher,
+    /// The generation, plus one, of the last searcher `warm_dates` read
+    /// (0: none yet).
+    dates_warmed: AtomicU64,
     /// Documents per date block, as a shift (`DATE_BLOCK_SHIFT`; tests use
     /// smaller blocks).
     date_block_shift: u32,
@@ -448,6 +452,7 @@ impl ColumnCache {
         ColumnCache {
             segments: Mutex::default(),
             pruner: Default::default(),
+            dates_warmed: AtomicU64::new(0),
             date_block_shift,
         }
     }
@@ -535,7 +540,13 @@ impl ColumnCache {
     /// of milliseconds a million documents). The indexer calls it after
     /// each round, once the round's items are searchable. A segment whose
     /// columns cannot be opened is left to the search that needs them.
-    pub fn warm_dates(&self, searcher: &Searcher) {
+    /// Returns false, having read nothing, for the searcher it read last
+    /// (the indexer's idle rounds).
+    pub fn warm_dates(&self, searcher: &Searcher) -> bool {
+        let generation = searcher.generation().generation_id() + 1;
+        if self.dates_warmed.swap(generation, Ordering::Relaxed) == generation {
+            return false;
+        }
         for segment in searcher.segment_readers() {
             let Ok(columns) = self.get(segment) else {
                 continue;
@@ -548,6 +559,7 @@ impl ColumnCache {
                 }
             }
         }
+        true
     }
 
     /// Whether the segment's date blocks, and its date order, are read
@@ -1508,7 +1520,7 @@ mod tests {
     use super::*;
     use crate::domain::{AnalysisState, FeedbackDraft, UnixMicros};
     use crate::index::facets::facet_collector;
-    use crate::index::{add_test_item, test_index};
+    use crate::index::{add_test_item, add_word_item, test_index};
 
     /// How a test corpus' timestamps follow its ingest order.
     #[derive(Clone, Copy, Debug, PartialEq)]
@@ -2080,7 +2092,7 @@ mod tests {
             for segment in searcher.segment_readers() {
                 assert_eq!(columns.dates_read(segment), (false, false));
             }
-            columns.warm_dates(&searcher);
+            assert!(columns.warm_dates(&searcher));
             for segment in searcher.segment_readers() {
                 assert_eq!(
                     columns.dates_read(segment),
@@ -2088,6 +2100,8 @@ mod tests {
                     "{dates:?}"
                 );
             }
+            // The indexer's idle rounds hold the same searcher: no visit.
+            assert!(!columns.warm_dates(&searcher));
         }
     }
 
@@ -2097,24 +2111,14 @@ mod tests {
     fn an_older_searcher_keeps_the_newer_segments_columns() {
         let (index, fields, mut writer) = test_index();
         for seq in 0..4u64 {
-            let draft = FeedbackDraft {
-                id: format!("i-{seq}"),
-                text: "word".into(),
-                ..Default::default()
-            };
-            add_test_item(&writer, &fields, seq, draft, AnalysisState::Pending);
+            add_word_item(&writer, &fields, seq);
             writer.commit().unwrap();
         }
         let reader = index.reader().unwrap();
         let older = reader.searcher();
         let columns = ColumnCache::default();
         columns.warm_ids(&older).unwrap();
-        let draft = FeedbackDraft {
-            id: "i-4".into(),
-            text: "word".into(),
-            ..Default::default()
-        };
-        add_test_item(&writer, &fields, 4, draft, AnalysisState::Pending);
+        add_word_item(&writer, &fields, 4);
         writer.commit().unwrap();
         reader.reload().unwrap();
         let newer = reader.searcher();
@@ -2136,6 +2140,12 @@ mod tests {
         let merged = reader.searcher();
         columns.warm_ids(&merged).unwrap();
         assert_eq!(columns.lock().len(), 1);
+        // Dates are read once per searcher: again after each reload.
+        assert!(columns.warm_dates(&newer));
+        assert!(columns.warm_dates(&merged));
+        assert!(!columns.warm_dates(&merged));
+        reader.reload().unwrap();
+        assert!(columns.warm_dates(&reader.searcher()));
     }
 
     /// Client-chosen attribute paths fill the keyword column cache only

@@ -755,6 +755,23 @@ pub(crate) fn add_test_item(
         .expect("the document is added");
 }
 
+/// Adds item `i-{seq}` whose text is the one word "word", pending analysis.
+#[cfg(test)]
+pub(crate) fn add_word_item(writer: &IndexWriter<TantivyDocument>, fields: &Fields, seq: u64) {
+    let draft = crate::domain::FeedbackDraft {
+        id: format!("i-{seq}"),
+        text: "word".into(),
+        ..Default::default()
+    };
+    add_test_item(
+        writer,
+        fields,
+        seq,
+        draft,
+        crate::domain::AnalysisState::Pending,
+    );
+}
+
 /// A small index whose items fill every field (analysed with themes and
 /// sub-themes, pending, failed), shared by the fuzz targets that search.
 #[cfg(test)]
@@ -1239,8 +1256,7 @@ mod doc_store_tests {
     /// (`collect.rs`) then applies to every segment.
     #[test]
     fn new_indexes_keep_every_segment_in_ingest_order() {
-        use crate::domain::{AnalysisState, FeedbackDraft};
-        use crate::index::add_test_item;
+        use crate::index::add_word_item;
         let dir = tempfile::tempdir().unwrap();
         let (index, fields, _) = open_index(dir.path(), true).unwrap();
         let mut writer: IndexWriter<TantivyDocument> =
@@ -1261,12 +1277,7 @@ mod doc_store_tests {
         }
         for batch in seqs.chunks(700) {
             for &seq in batch {
-                let draft = FeedbackDraft {
-                    id: format!("i-{seq}"),
-                    text: "word".into(),
-                    ..Default::default()
-                };
-                add_test_item(&writer, &fields, seq, draft, AnalysisState::Pending);
+                add_word_item(&writer, &fields, seq);
             }
             writer.commit().unwrap();
         }
