@@ -82,6 +82,10 @@ pub struct PageCollector {
     /// The best full segment page's lowest key so far in this search
     /// (`PageFloor`); a new collector per search starts without one.
     pub floor: PageFloor,
+    /// The filter's `created_at` range, `[after, before)` in microseconds,
+    /// where the query has one: every match lies in it, so date sorts
+    /// start and stop at its edges.
+    pub created_range: Option<(i64, i64)>,
 }
 
 /// The lowest key of the best full page a segment of this search has
@@ -1166,14 +1170,32 @@ impl PageCollector {
         let sort = self.sort;
         let alive = reader.alive_bitset();
         let range = |block: usize| blocks.primary_range(sort, block);
-        // Blocks searched already, or holding only documents past the cursor.
+        // Blocks searched already, or holding only documents past the
+        // cursor or outside the filter's date range.
         let mut done = vec![false; blocks.len()];
+        let bounds = self.created_range.map(|(after, before)| {
+            SortKey::date_primary_bounds(sort == SortOrder::Newest, after, before)
+        });
+        if let Some((lowest, highest)) = bounds {
+            for (block, done) in done.iter_mut().enumerate() {
+                let (worst, best) = range(block);
+                *done = best < lowest || worst > highest;
+            }
+        }
         // Where the dates follow no order, every block reaches about as far:
         // walk the documents in date order, if the query matches enough of
         // them, before anything else.
         let mut walk = None;
         if blocks.scattered {
-            match walk_by_date(weight, reader, &mut collector, created, blocks, &done)? {
+            match walk_by_date(
+                weight,
+                reader,
+                &mut collector,
+                created,
+                blocks,
+                &done,
+                bounds,
+            )? {
                 Walk::Page => {
                     date_path_taken(2);
                     return self.walked_page(weight, reader, collector);
@@ -1188,6 +1210,9 @@ impl PageCollector {
             let mut searched = 0;
             for &block in blocks.best_first(sort) {
                 let block = block as usize;
+                if done[block] {
+                    continue;
+                }
                 let (worst, best) = range(block);
                 if !collector.may_enter((i64::MIN, best)) {
                     // Every block after this one in this order has no better key.
@@ -1223,7 +1248,15 @@ impl PageCollector {
             // Most blocks may still reach the page: a walk, unless one was
             // weighed already.
             if walk.is_none() {
-                match walk_by_date(weight, reader, &mut collector, created, blocks, &done)? {
+                match walk_by_date(
+                    weight,
+                    reader,
+                    &mut collector,
+                    created,
+                    blocks,
+                    &done,
+                    bounds,
+                )? {
                     Walk::Page => {
                         date_path_taken(2);
                         return self.walked_page(weight, reader, collector);
@@ -1360,38 +1393,64 @@ fn walk_by_date(
     created: &dyn ColumnValues<tantivy::DateTime>,
     blocks: &DateBlocks,
     done: &[bool],
+    bounds: Option<(i64, i64)>,
 ) -> tantivy::Result<Walk> {
     let mut scorer = weight.scorer(reader, 1.0)?;
-    let matches = u64::from(scorer.size_hint());
-    let max_doc = u64::from(reader.max_doc());
+    // What a counting pass would read, as tantivy guesses it.
+    let pass = u64::from(scorer.size_hint());
+    let mut matches = pass;
     if matches == 0 {
         return Ok(Walk::NotChosen);
     }
-    // Documents to walk for a page, were the matches spread evenly.
-    let expected = (collector.k as u64 * max_doc).div_ceil(matches);
-    if expected * WALK_SEEK_COST > matches {
+    let newest = collector.sort == SortOrder::Newest;
+    let primary_of =
+        |doc: DocId| SortKey::date_primary(newest, created.get_val(doc).into_timestamp_micros());
+    // The walk's documents: the segment's, or those of the filter's date
+    // range, which the walk's order holds together.
+    let (lowest, highest) = bounds.unwrap_or((i64::MIN, i64::MAX));
+    let mut span = u64::from(reader.max_doc());
+    let mut order = None;
+    let mut start = 0;
+    if bounds.is_some() {
+        let by_date = blocks.order(created);
+        let n = by_date.len();
+        let doc_at = |i: usize| {
+            if newest {
+                by_date[n - 1 - i]
+            } else {
+                by_date[i]
+            }
+        };
+        start = first_at_or_below(n, highest, |i| primary_of(doc_at(i)));
+        let end = first_at_or_below(n, lowest.saturating_sub(1), |i| primary_of(doc_at(i)));
+        span = (end - start) as u64;
+        if span == 0 {
+            // No document of the segment lies in the range.
+            return Ok(Walk::Page);
+        }
+        // The range's share of the matches is unknown (tantivy's range
+        // scorer hints a tenth of the segment): at most every one of it.
+        matches = matches.min(span);
+        order = Some(by_date);
+    }
+    // Documents to walk for a page, were the matches spread evenly (the
+    // range's documents at most).
+    let expected = (collector.k as u64 * span).div_ceil(matches);
+    if expected.min(span) * WALK_SEEK_COST > pass {
         return Ok(Walk::NotChosen);
     }
     let budget = 4 * expected + WALK_FIRST_RUN as u64;
-    let order = blocks.order(created);
+    let order = order.unwrap_or_else(|| blocks.order(created));
     let n = order.len();
-    let newest = collector.sort == SortOrder::Newest;
     let doc_at = |i: usize| if newest { order[n - 1 - i] } else { order[i] };
-    let primary_of =
-        |doc: DocId| SortKey::date_primary(newest, created.get_val(doc).into_timestamp_micros());
-    // Past the cursor's primary key: the first document that may follow
-    // it (primary keys fall along the walk).
-    let mut pos = 0;
+    // From the range's first document, or past the cursor's primary key:
+    // the first document that may follow it (primary keys fall along the
+    // walk).
+    let mut pos = start;
     if let Some(after) = collector.after {
-        let mut end = n;
-        while pos < end {
-            let mid = pos + (end - pos) / 2;
-            if primary_of(doc_at(mid)) > after.primary() {
-                pos = mid + 1;
-            } else {
-                end = mid;
-            }
-        }
+        pos = pos.max(first_at_or_below(n, after.primary(), |i| {
+            primary_of(doc_at(i))
+        }));
     }
     let alive = reader.alive_bitset();
     // The first run holds the documents the page should need twice over
@@ -1415,7 +1474,7 @@ fn walk_by_date(
         // The run ends early at the first document below the page's floor
         // (or the search's, from earlier segments): it and every one after
         // it cannot enter.
-        let bound = collector.floor.max(collector.outer_primary);
+        let bound = collector.floor.max(collector.outer_primary).max(lowest);
         let full = (pos + run_len).min(n);
         let cut = (pos..full).find(|&i| primary_of(doc_at(i)) < bound);
         let end = cut.unwrap_or(full);
@@ -1459,6 +1518,21 @@ fn walk_by_date(
         run_len = (run_len * 2).min(WALK_MAX_RUN);
     }
     Ok(Walk::Page)
+}
+
+/// The first of `n` positions whose key, falling along the positions, is at
+/// or below `bound` (`n` where none is): a binary search.
+fn first_at_or_below(n: usize, bound: i64, key: impl Fn(usize) -> i64) -> usize {
+    let (mut pos, mut end) = (0, n);
+    while pos < end {
+        let mid = pos + (end - pos) / 2;
+        if key(mid) > bound {
+            pos = mid + 1;
+        } else {
+            end = mid;
+        }
+    }
+    pos
 }
 
 #[cfg(test)]
@@ -1736,6 +1810,7 @@ mod tests {
                         columns: columns.clone(),
                         facets: None,
                         floor: PageFloor::default(),
+                        created_range: None,
                     };
                     run(&searcher, &*query, page, exhaustive)
                 };
@@ -1760,6 +1835,7 @@ mod tests {
                             columns: columns.clone(),
                             facets: if with_facets { facets() } else { None },
                             floor: PageFloor::default(),
+                            created_range: None,
                         };
                         let fruit = run_way(&searcher, &*query, page, way);
                         assert_eq!(fruit.count, expected_count, "{text} {sort:?}");
@@ -1807,6 +1883,7 @@ mod tests {
                     columns: columns.clone(),
                     facets: if with_facets { facets() } else { None },
                     floor: PageFloor::default(),
+                    created_range: None,
                 };
                 let spread = run_way(&searcher, &*query, limited(), Way::Spread);
                 let fruit = run(&searcher, &*query, limited(), false);
@@ -1834,6 +1911,7 @@ mod tests {
                     columns: columns.clone(),
                     facets: None,
                     floor: PageFloor::default(),
+                    created_range: None,
                 };
                 let exact = run(&searcher, &*query, exact, false);
                 assert_eq!(
@@ -1841,6 +1919,129 @@ mod tests {
                     (expected_count, false)
                 );
                 assert_eq!(fruit.top, exact.top, "{text} {sort:?}");
+            }
+        }
+    }
+
+    /// A filter's date range starts and stops date pages at its edges
+    /// (`PageCollector::created_range`): blocks outside it are skipped and
+    /// a walk in date order covers only its documents. Every page, followed
+    /// by cursor to the end, equals the exhaustive page without the range
+    /// known, for ranges whose edges fall on dates held by many documents,
+    /// open on either side, and empty; and a narrow range over dates in no
+    /// order is walked where the whole segment would not be.
+    #[test]
+    fn date_ranges_start_and_stop_date_pages_at_their_edges() {
+        use std::ops::Bound;
+        use tantivy::query::{BooleanQuery, Occur, RangeQuery};
+        const BASE: i64 = 1_700_000_000_000_000;
+        for (dates, shift) in [
+            (Dates::Ordered, 4),
+            (Dates::Jittered, 4),
+            (Dates::Scrambled, 4),
+            (Dates::Scrambled, DATE_BLOCK_SHIFT),
+        ] {
+            let (index, parser) = index_with(dates, 3_000, 500);
+            let created = index.schema().get_field("created_at").unwrap();
+            let searcher = index.reader().unwrap().searcher();
+            let columns = Arc::new(ColumnCache::with_date_block_shift(shift));
+            let date = |at: i64| {
+                Term::from_field_date(created, tantivy::DateTime::from_timestamp_micros(BASE + at))
+            };
+            // Scrambled dates run 0..397, the others 0..~900 (offsets).
+            for (after, before) in [
+                (Some(100), Some(200)),
+                (Some(150), Some(151)),
+                (None, Some(60)),
+                (Some(300), None),
+                (Some(120), Some(120)),
+                (Some(5_000), None),
+            ] {
+                let range = RangeQuery::new(
+                    after.map_or(Bound::Unbounded, |at| Bound::Included(date(at))),
+                    before.map_or(Bound::Unbounded, |at| Bound::Excluded(date(at))),
+                );
+                let created_range = Some((
+                    after.map_or(i64::MIN, |at| BASE + at),
+                    before.map_or(i64::MAX, |at| BASE + at),
+                ));
+                for text in ["*", "alpha", "alpha OR omega"] {
+                    let query = BooleanQuery::new(vec![
+                        (Occur::Must, parser.parse_query(text).unwrap()),
+                        (Occur::Must, Box::new(range.clone())),
+                    ]);
+                    let expected_count = searcher.search(&query, &Count).unwrap() as u64;
+                    for sort in [SortOrder::Newest, SortOrder::Oldest, SortOrder::Relevance] {
+                        let collector = |k, after, created_range| PageCollector {
+                            sort,
+                            k,
+                            after,
+                            count_limit: None,
+                            prune: false,
+                            columns: columns.clone(),
+                            facets: None,
+                            floor: PageFloor::default(),
+                            created_range,
+                        };
+                        let all = run(&searcher, &query, collector(3_000, None, None), true);
+                        assert_eq!(all.top.len() as u64, expected_count);
+                        for way in [Way::Alone, Way::Spread] {
+                            let mut seen = Vec::new();
+                            let mut cursor = None;
+                            loop {
+                                let page = collector(23, cursor, created_range);
+                                let fruit = run_way(&searcher, &query, page, way);
+                                assert_eq!(fruit.count, expected_count);
+                                if fruit.top.is_empty() || seen.len() > all.top.len() {
+                                    break;
+                                }
+                                cursor = fruit.top.last().map(|(key, _)| *key);
+                                seen.extend(fruit.top);
+                            }
+                            assert!(
+                                seen == all.top,
+                                "{dates:?} {shift} {after:?}..{before:?} {text} {sort:?} {way:?}: {} vs {} hits",
+                                seen.len(),
+                                all.top.len()
+                            );
+                        }
+                    }
+                }
+            }
+            if dates == Dates::Scrambled && shift == DATE_BLOCK_SHIFT {
+                // Four dates of 397: the walk reads the range's documents
+                // alone (in most of the six segments); without the range,
+                // the segment's are too many.
+                let query = BooleanQuery::new(vec![
+                    (Occur::Must, parser.parse_query("*").unwrap()),
+                    (
+                        Occur::Must,
+                        Box::new(RangeQuery::new(
+                            Bound::Included(date(150)),
+                            Bound::Excluded(date(154)),
+                        )),
+                    ),
+                ]);
+                let walks = |created_range| {
+                    DATE_PATHS.with(|taken| taken.set([0; 4]));
+                    let page = PageCollector {
+                        sort: SortOrder::Newest,
+                        k: 23,
+                        after: None,
+                        count_limit: None,
+                        prune: false,
+                        columns: columns.clone(),
+                        facets: None,
+                        floor: PageFloor::default(),
+                        created_range,
+                    };
+                    let fruit = run(&searcher, &query, page, false);
+                    (fruit.top, DATE_PATHS.with(|taken| taken.get())[2])
+                };
+                let (hinted, walked) = walks(Some((BASE + 150, BASE + 154)));
+                let (plain, not_walked) = walks(None);
+                assert_eq!(hinted, plain);
+                assert!(walked >= 4 && not_walked == 0, "{walked} {not_walked}");
             }
         }
     }
@@ -1892,6 +2093,7 @@ mod tests {
                             columns: Arc::new(ColumnCache::with_date_block_shift(1)),
                             facets: None,
                             floor: PageFloor::default(),
+                            created_range: None,
                         };
                         run(&searcher, &*query, page, exhaustive)
                     };
@@ -1965,6 +2167,7 @@ mod tests {
                     columns: columns.clone(),
                     facets: if with_facets { facets() } else { None },
                     floor: PageFloor::default(),
+                    created_range: None,
                 };
                 run(&searcher, &*query, page, exhaustive)
             };
@@ -2278,6 +2481,7 @@ mod tests {
             columns: Arc::new(ColumnCache::default()),
             facets: None,
             floor: PageFloor::default(),
+            created_range: None,
         }
     }
 

@@ -80,6 +80,18 @@ impl SortKey {
         }
     }
 
+    /// The lowest and highest primary keys (`date_primary`), both
+    /// inclusive, of the dates in `[after, before)` (microseconds).
+    #[inline]
+    pub fn date_primary_bounds(newest: bool, after: i64, before: i64) -> (i64, i64) {
+        let last = before.saturating_sub(1);
+        if newest {
+            (after, last)
+        } else {
+            (last.saturating_neg(), after.saturating_neg())
+        }
+    }
+
     /// The full key from its primary part and the item's ingest `seq`.
     /// Ties: the earlier ingest first, except for newest first.
     pub fn from_primary(sort: SortOrder, primary: i64, seq: u64) -> Self {

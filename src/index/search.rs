@@ -222,6 +222,13 @@ impl SearchIndex {
             // Counted with the total: in its pass over every match.
             facets,
             floor,
+            created_range: match (query.filter.created_after, query.filter.created_before) {
+                (None, None) => None,
+                (after, before) => Some((
+                    after.map_or(i64::MIN, |at| at.0),
+                    before.map_or(i64::MAX, |at| at.0),
+                )),
+            },
         };
         shared.columns.retain_live(&searcher);
         let scoring = if page.requires_scoring() {
