@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Latency of date-sorted searches with and without a `created_at` range,
+one client, sequential calls (benches/date-range-sort.sh runs it; BENCHMARKS.md
+"Date sorts within a date range").
+
+    PYTHON benches/date_range_latency.py PORT [CALLS]
+
+Needs grpcio and grpcio-tools (the venv of tests/blackbox/run.sh). The items
+are those of `benches/random_items.py ... dated` (dates from 2025-01-05 to
+2025-11-01). Prints per case the median and p90 of CALLS calls (default
+150, after one warm-up call) and the total the server reported. IDS view,
+10 hits.
+"""
+import datetime
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import verbatim_harness  # noqa: E402
+
+port = sys.argv[1]
+calls = int(sys.argv[2]) if len(sys.argv) > 2 else 150
+verbatim_harness.generate_stubs(Path(tempfile.mkdtemp()))
+import grpc  # noqa: E402
+from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
+from verbatim.v1 import feedback_pb2 as pb  # noqa: E402
+from verbatim.v1 import feedback_pb2_grpc as rpc  # noqa: E402
+
+NEWEST, OLDEST, IDS = 2, 3, 3
+
+
+def at(day):
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.datetime.fromisoformat(day))
+    return stamp
+
+
+def request(sort, after=None, before=None, up_to=0):
+    window = pb.Filter()
+    if after:
+        window.created_after.CopyFrom(at(after))
+    if before:
+        window.created_before.CopyFrom(at(before))
+    return pb.SearchRequest(filter=window, sort=sort, limit=10, view=IDS,
+                            track_total_hits_up_to=up_to)
+
+
+CASES = [
+    ("newest, no range", request(NEWEST)),
+    ("newest, March", request(NEWEST, "2025-03-01", "2025-04-01")),
+    ("oldest, March", request(OLDEST, "2025-03-01", "2025-04-01")),
+    ("newest, March, up to 100", request(NEWEST, "2025-03-01", "2025-04-01", 100)),
+    ("oldest, March, up to 100", request(OLDEST, "2025-03-01", "2025-04-01", 100)),
+    ("newest, 2 days", request(NEWEST, "2025-03-01", "2025-03-03")),
+    ("newest, 2 days, up to 100", request(NEWEST, "2025-03-01", "2025-03-03", 100)),
+    ("newest, from October", request(NEWEST, "2025-10-01")),
+    ("newest, before February", request(NEWEST, None, "2025-02-01")),
+    ("newest, before February, up to 100", request(NEWEST, None, "2025-02-01", 100)),
+]
+
+stub = rpc.FeedbackServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+for name, req in CASES:
+    stub.Search(req)
+    took = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        reply = stub.Search(req)
+        took.append((time.perf_counter() - start) * 1000)
+    took.sort()
+    print(f"{name:36s} median {statistics.median(took):6.2f} ms  "
+          f"p90 {took[int(0.9 * calls)]:6.2f} ms  total {reply.total_hits}")
