@@ -21,27 +21,11 @@ AFTER=${2:?usage: benches/first-date-sort.sh BIN_BEFORE BIN_AFTER [ITEMS] [ROUND
 ITEMS=${3:-200000}
 ROUNDS=${4:-5}
 WAIT_S=${5:-0.5}
-WORK=$(mktemp -d)
-trap 'kill -9 ${PID:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
-PORT=$(python3 "$(dirname "$0")/random_items.py" "$WORK/items.jsonl" "$ITEMS" 150 dated)
-SERVER="http://127.0.0.1:$PORT"
+HERE=$(dirname "$0")
+. "$HERE/dated-corpus.sh"
+dated_corpus "$ITEMS"
+import_all "$AFTER" "$ITEMS"
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-start() {
-    : > "$WORK/server.log"
-    "$1" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --analysis off > "$WORK/server.log" 2>&1 &
-    PID=$!
-    for _ in $(seq 600); do grep -q "listening addr" "$WORK/server.log" && return; sleep 0.005; done
-    echo "the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1
-}
-stop() {
-    kill "$PID"
-    while kill -0 "$PID" 2>/dev/null; do sleep 0.05; done
-}
-start "$AFTER"
-"$AFTER" import --server "$SERVER" "$WORK/items.jsonl" > "$WORK/import.log" 2>&1
-until "$AFTER" search --server "$SERVER" --limit 1 --json "" | grep -q "\"total_hits\": *\"\?$ITEMS"; do sleep 1; done
-stop
-echo "segments: $(ls "$WORK"/data/index/v*/*.idx | wc -l), items: $ITEMS"
 echo "build listen_ms first_newest_ms second_newest_ms oldest_ms"
 for _ in $(seq "$ROUNDS"); do
     for build in before after; do

@@ -1182,20 +1182,15 @@ impl PageCollector {
                 *done = best < lowest || worst > highest;
             }
         }
+        let walk_here = |collector: &mut PageSegmentCollector, done: &[bool]| {
+            walk_by_date(weight, reader, collector, created, blocks, done, bounds)
+        };
         // Where the dates follow no order, every block reaches about as far:
         // walk the documents in date order, if the query matches enough of
         // them, before anything else.
         let mut walk = None;
         if blocks.scattered {
-            match walk_by_date(
-                weight,
-                reader,
-                &mut collector,
-                created,
-                blocks,
-                &done,
-                bounds,
-            )? {
+            match walk_here(&mut collector, &done)? {
                 Walk::Page => {
                     date_path_taken(2);
                     return self.walked_page(weight, reader, collector);
@@ -1248,15 +1243,7 @@ impl PageCollector {
             // Most blocks may still reach the page: a walk, unless one was
             // weighed already.
             if walk.is_none() {
-                match walk_by_date(
-                    weight,
-                    reader,
-                    &mut collector,
-                    created,
-                    blocks,
-                    &done,
-                    bounds,
-                )? {
+                match walk_here(&mut collector, &done)? {
                     Walk::Page => {
                         date_path_taken(2);
                         return self.walked_page(weight, reader, collector);
