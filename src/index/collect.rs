@@ -1397,28 +1397,48 @@ fn walk_by_date(
     let (lowest, highest) = bounds.unwrap_or((i64::MIN, i64::MAX));
     let mut span = u64::from(reader.max_doc());
     let mut order = None;
-    let mut start = 0;
     if bounds.is_some() {
-        let by_date = blocks.order(created);
-        let n = by_date.len();
-        let doc_at = |i: usize| {
-            if newest {
-                by_date[n - 1 - i]
-            } else {
-                by_date[i]
-            }
+        // Where the date order is at hand (the indexer's warm reads it for
+        // every scattered segment), the range's documents exactly; else at
+        // most those of the blocks left, so that no search sorts a
+        // segment by date before a walk is chosen.
+        let at_hand = if blocks.scattered {
+            Some(blocks.order(created))
+        } else {
+            blocks.order.get().map(Vec::as_slice)
         };
-        start = first_at_or_below(n, highest, |i| primary_of(doc_at(i)));
-        let end = first_at_or_below(n, lowest.saturating_sub(1), |i| primary_of(doc_at(i)));
-        span = (end - start) as u64;
-        if span == 0 {
-            // No document of the segment lies in the range.
-            return Ok(Walk::Page);
+        if let Some(by_date) = at_hand {
+            let n = by_date.len();
+            let key = |i: usize| {
+                primary_of(if newest {
+                    by_date[n - 1 - i]
+                } else {
+                    by_date[i]
+                })
+            };
+            let start = first_at_or_below(n, highest, key);
+            let end = first_at_or_below(n, lowest.saturating_sub(1), key);
+            span = end.saturating_sub(start) as u64;
+            if span == 0 {
+                // No document of the segment lies in the range.
+                return Ok(Walk::Page);
+            }
+            order = Some(by_date);
+        } else {
+            span = (0..blocks.len())
+                .filter(|&block| !done[block])
+                .map(|block| {
+                    let (first, end) = blocks.docs(block);
+                    u64::from(end - first)
+                })
+                .sum();
+            if span == 0 {
+                return Ok(Walk::NotChosen);
+            }
         }
         // The range's share of the matches is unknown (tantivy's range
         // scorer hints a tenth of the segment): at most every one of it.
         matches = matches.min(span);
-        order = Some(by_date);
     }
     // Documents to walk for a page, were the matches spread evenly (the
     // range's documents at most).
@@ -1433,7 +1453,11 @@ fn walk_by_date(
     // From the range's first document, or past the cursor's primary key:
     // the first document that may follow it (primary keys fall along the
     // walk).
-    let mut pos = start;
+    let mut pos = if bounds.is_some() {
+        first_at_or_below(n, highest, |i| primary_of(doc_at(i)))
+    } else {
+        0
+    };
     if let Some(after) = collector.after {
         pos = pos.max(first_at_or_below(n, after.primary(), |i| {
             primary_of(doc_at(i))
