@@ -1397,6 +1397,7 @@ fn walk_by_date(
     let (lowest, highest) = bounds.unwrap_or((i64::MIN, i64::MAX));
     let mut span = u64::from(reader.max_doc());
     let mut order = None;
+    let mut start = None;
     if bounds.is_some() {
         // Where the date order is at hand (the indexer's warm reads it for
         // every scattered segment), the range's documents exactly; else at
@@ -1416,9 +1417,10 @@ fn walk_by_date(
                     by_date[i]
                 })
             };
-            let start = first_at_or_below(n, highest, key);
+            let first = first_at_or_below(n, highest, key);
             let end = first_at_or_below(n, lowest.saturating_sub(1), key);
-            span = end.saturating_sub(start) as u64;
+            span = end.saturating_sub(first) as u64;
+            start = Some(first);
             if span == 0 {
                 // No document of the segment lies in the range.
                 return Ok(Walk::Page);
@@ -1453,10 +1455,10 @@ fn walk_by_date(
     // From the range's first document, or past the cursor's primary key:
     // the first document that may follow it (primary keys fall along the
     // walk).
-    let mut pos = if bounds.is_some() {
-        first_at_or_below(n, highest, |i| primary_of(doc_at(i)))
-    } else {
-        0
+    let mut pos = match (start, bounds) {
+        (Some(first), _) => first,
+        (None, Some(_)) => first_at_or_below(n, highest, |i| primary_of(doc_at(i))),
+        (None, None) => 0,
     };
     if let Some(after) = collector.after {
         pos = pos.max(first_at_or_below(n, after.primary(), |i| {
@@ -1934,6 +1936,27 @@ mod tests {
         }
     }
 
+    /// A page of `k` without pruning, facets or a count limit.
+    fn ranged_page(
+        sort: SortOrder,
+        k: usize,
+        after: Option<SortKey>,
+        columns: &Arc<ColumnCache>,
+        created_range: Option<(i64, i64)>,
+    ) -> PageCollector {
+        PageCollector {
+            sort,
+            k,
+            after,
+            count_limit: None,
+            prune: false,
+            columns: columns.clone(),
+            facets: None,
+            floor: PageFloor::default(),
+            created_range,
+        }
+    }
+
     /// A filter's date range starts and stops date pages at its edges
     /// (`PageCollector::created_range`): blocks outside it are skipped and
     /// a walk in date order covers only its documents. Every page, followed
@@ -1983,16 +2006,8 @@ mod tests {
                     ]);
                     let expected_count = searcher.search(&query, &Count).unwrap() as u64;
                     for sort in [SortOrder::Newest, SortOrder::Oldest, SortOrder::Relevance] {
-                        let collector = |k, after, created_range| PageCollector {
-                            sort,
-                            k,
-                            after,
-                            count_limit: None,
-                            prune: false,
-                            columns: columns.clone(),
-                            facets: None,
-                            floor: PageFloor::default(),
-                            created_range,
+                        let collector = |k, after, created_range| {
+                            ranged_page(sort, k, after, &columns, created_range)
                         };
                         let all = run(&searcher, &query, collector(3_000, None, None), true);
                         assert_eq!(all.top.len() as u64, expected_count);
@@ -2035,17 +2050,7 @@ mod tests {
                 ]);
                 let walks = |created_range| {
                     DATE_PATHS.with(|taken| taken.set([0; 4]));
-                    let page = PageCollector {
-                        sort: SortOrder::Newest,
-                        k: 23,
-                        after: None,
-                        count_limit: None,
-                        prune: false,
-                        columns: columns.clone(),
-                        facets: None,
-                        floor: PageFloor::default(),
-                        created_range,
-                    };
+                    let page = ranged_page(SortOrder::Newest, 23, None, &columns, created_range);
                     let fruit = run(&searcher, &query, page, false);
                     (fruit.top, DATE_PATHS.with(|taken| taken.get())[2])
                 };
