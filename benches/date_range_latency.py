@@ -8,8 +8,8 @@ one client, sequential calls (benches/date-range-sort.sh runs it; BENCHMARKS.md
 Needs grpcio and grpcio-tools (the venv of tests/blackbox/run.sh). The items
 are those of `benches/random_items.py ... dated` (dates from 2025-01-05 to
 2025-11-01). Prints per case the median and p90 of CALLS calls (default
-150, after one warm-up call) and the total the server reported. IDS view,
-10 hits.
+150, after one warm-up call) and the total the server reported (a report's
+items in its period). Searches: IDS view, 10 hits.
 """
 import datetime
 import statistics
@@ -38,14 +38,23 @@ def at(day):
     return stamp
 
 
-def request(sort, after=None, before=None, up_to=0):
-    window = pb.Filter()
+def window(after=None, before=None):
+    dates = pb.Filter()
     if after:
-        window.created_after.CopyFrom(at(after))
+        dates.created_after.CopyFrom(at(after))
     if before:
-        window.created_before.CopyFrom(at(before))
-    return pb.SearchRequest(filter=window, sort=sort, limit=10, view=IDS,
-                            track_total_hits_up_to=up_to)
+        dates.created_before.CopyFrom(at(before))
+    return dates
+
+
+def request(sort, after=None, before=None, up_to=0, facets=()):
+    return pb.SearchRequest(filter=window(after, before), sort=sort, limit=10, view=IDS,
+                            track_total_hits_up_to=up_to, facets=list(facets))
+
+
+def report(after, before, compare_after, compare_before):
+    return pb.ReportRequest(filter=window(after, before), compare_after=at(compare_after),
+                            compare_before=at(compare_before))
 
 
 CASES = [
@@ -59,16 +68,22 @@ CASES = [
     ("newest, from October", request(NEWEST, "2025-10-01")),
     ("newest, before February", request(NEWEST, None, "2025-02-01")),
     ("newest, before February, up to 100", request(NEWEST, None, "2025-02-01", 100)),
+    ("newest, March, channel facet", request(NEWEST, "2025-03-01", "2025-04-01",
+                                              facets=["channel"])),
+    ("report, March against February", report("2025-03-01", "2025-04-01",
+                                              "2025-02-01", "2025-03-01")),
 ]
 
 stub = rpc.FeedbackServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 for name, req in CASES:
-    stub.Search(req)
+    call = stub.Report if isinstance(req, pb.ReportRequest) else stub.Search
+    call(req)
     took = []
     for _ in range(calls):
         start = time.perf_counter()
-        reply = stub.Search(req)
+        reply = call(req)
         took.append((time.perf_counter() - start) * 1000)
     took.sort()
+    total = reply.items if call == stub.Report else reply.total_hits
     print(f"{name:36s} median {statistics.median(took):6.2f} ms  "
-          f"p90 {took[int(0.9 * calls)]:6.2f} ms  total {reply.total_hits}")
+          f"p90 {took[int(0.9 * calls)]:6.2f} ms  total {total}")

@@ -404,12 +404,23 @@ impl DateBlocks {
         })
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.min.len()
     }
 
+    /// The lowest and highest `created_at` (microseconds) of the block.
+    pub(super) fn dates(&self, block: usize) -> (i64, i64) {
+        (self.min[block], self.max[block])
+    }
+
+    /// The segment's documents by date (`order`) where they are read
+    /// already.
+    pub(super) fn order_at_hand(&self) -> Option<&[DocId]> {
+        self.order.get().map(Vec::as_slice)
+    }
+
     /// The block's documents: `start..end`.
-    fn docs(&self, block: usize) -> (DocId, DocId) {
+    pub(super) fn docs(&self, block: usize) -> (DocId, DocId) {
         let start = (block as DocId) << self.shift;
         (start, (start + (1 << self.shift)).min(self.max_doc))
     }
@@ -430,6 +441,13 @@ impl DateBlocks {
             _ => &self.by_latest,
         }
     }
+}
+
+/// A segment's `created_at` column and date blocks
+/// (`ColumnCache::segment_dates`).
+pub(super) struct SegmentDates {
+    pub created: Arc<dyn ColumnValues<tantivy::DateTime>>,
+    pub blocks: Arc<DateBlocks>,
 }
 
 /// Each live segment's columns, by segment id. Segments merged away are
@@ -564,6 +582,19 @@ impl ColumnCache {
             }
         }
         true
+    }
+
+    /// The segment's `created_at` column and its date blocks (computed the
+    /// first time); `None` where the segment has no such column.
+    pub(super) fn segment_dates(
+        &self,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<Option<SegmentDates>> {
+        let columns = self.get(segment)?;
+        Ok(columns.created.clone().map(|created| SegmentDates {
+            blocks: columns.date_blocks(&*created, segment.max_doc(), self.date_block_shift),
+            created,
+        }))
     }
 
     /// Whether the segment's date blocks, and its date order, are read
@@ -1599,7 +1630,7 @@ fn count_up_to(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use tantivy::collector::Count;
     use tantivy::query::{Query, QueryParser};
     use tantivy::{Index, IndexWriter, TantivyDocument, Term};
@@ -1611,7 +1642,7 @@ mod tests {
 
     /// How a test corpus' timestamps follow its ingest order.
     #[derive(Clone, Copy, Debug, PartialEq)]
-    enum Dates {
+    pub(in crate::index) enum Dates {
         /// Rising with it.
         Ordered,
         /// Rising with it, each group up to 2,400 documents early or late
@@ -1626,7 +1657,11 @@ mod tests {
     /// sentiment scores tie in groups (timestamps in groups of 6, which
     /// straddle date blocks of 16). Unless dates are `Ordered`, the seqs do
     /// not follow the ingest order either.
-    fn index_with(dates: Dates, docs: u64, per_segment: u64) -> (Index, QueryParser) {
+    pub(in crate::index) fn index_with(
+        dates: Dates,
+        docs: u64,
+        per_segment: u64,
+    ) -> (Index, QueryParser) {
         let (index, fields, mut writer) = test_index();
         let words = ["alpha", "beta", "gamma", "delta", "omega"];
         for seq in 0..docs {

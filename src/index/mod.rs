@@ -30,6 +30,7 @@
 
 mod collect;
 mod cursor;
+mod date_range;
 mod facets;
 mod filters;
 mod ids;

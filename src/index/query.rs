@@ -15,8 +15,10 @@ use tantivy::query_grammar::{
 };
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::tokenizer::{TextAnalyzer, TokenStream};
-use tantivy::{DateTime, Term};
+use tantivy::Term;
 
+use super::collect::ColumnCache;
+use super::date_range::CreatedRangeQuery;
 use super::filters::{CachedFilter, FilterCache};
 use super::schema::{
     self, field, has_value_column, theme_sentiment_value, Fields, QUERY_FIELDS, TOKEN_BYTES_LIMIT,
@@ -677,8 +679,13 @@ impl FilterClause {
     }
 }
 
-/// The filter as a list of non-scoring clauses (empty: no filter).
-pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<FilterClause> {
+/// The filter as a list of non-scoring clauses (empty: no filter); a date
+/// range reads the segments' date blocks from `columns`.
+pub fn filter_clauses(
+    fields: &Fields,
+    columns: &Arc<ColumnCache>,
+    filter: &SearchFilter,
+) -> Vec<FilterClause> {
     let mut clauses: Vec<FilterClause> = Vec::new();
     // Alternatives as a disjunction of term queries: they iterate postings
     // lazily, where a TermSetQuery would first build a bitset of every
@@ -758,11 +765,11 @@ pub fn filter_clauses(fields: &Fields, filter: &SearchFilter) -> Vec<FilterClaus
         ))));
     }
     if filter.created_after.is_some() || filter.created_before.is_some() {
-        clauses.push(FilterClause::plain(created_range(
-            fields,
+        clauses.push(FilterClause::plain(Box::new(CreatedRangeQuery::new(
             filter.created_after.map(|at| at.0),
             filter.created_before.map(|at| at.0),
-        )));
+            columns.clone(),
+        ))));
     }
     let score = filter.sentiment_score;
     if score.min.is_some() || score.max.is_some() {
@@ -838,25 +845,13 @@ pub fn analysed_clause(fields: &Fields) -> FilterClause {
     )
 }
 
-/// Items created in `[after, before)`; `None` leaves a side open.
-fn created_range(fields: &Fields, after: Option<i64>, before: Option<i64>) -> Box<dyn Query> {
-    let bound = |at: Option<i64>, inclusive: bool| match at {
-        None => Bound::Unbounded,
-        Some(at) => {
-            let t = Term::from_field_date(fields.created_at, DateTime::from_timestamp_micros(at));
-            if inclusive {
-                Bound::Included(t)
-            } else {
-                Bound::Excluded(t)
-            }
-        }
-    };
-    Box::new(RangeQuery::new(bound(after, true), bound(before, false)))
-}
-
 /// Items created in `[start, end)`.
-pub fn created_between(fields: &Fields, start: i64, end: i64) -> Box<dyn Query> {
-    created_range(fields, Some(start), Some(end))
+pub fn created_between(columns: &Arc<ColumnCache>, start: i64, end: i64) -> Box<dyn Query> {
+    Box::new(CreatedRangeQuery::new(
+        Some(start),
+        Some(end),
+        columns.clone(),
+    ))
 }
 
 /// Items tagged with this taxonomy version: indexed with it, or confirmed

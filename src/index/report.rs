@@ -37,7 +37,6 @@ impl SearchIndex {
     /// Counts a report's slice in one pass (blocking).
     pub fn report_counts(&self, plan: &ReportPlan) -> Result<SliceCounts, IndexError> {
         let shared = &self.shared;
-        let fields = &shared.fields;
         let searcher = shared.reader.searcher();
         if let Some(name) = &plan.segment {
             check_segment(&searcher, name)?;
@@ -61,12 +60,16 @@ impl SearchIndex {
         }
         let mut periods: Vec<(Occur, Box<dyn Query>)> = vec![(
             Occur::Should,
-            query::created_between(fields, plan.current.start.0, plan.current.end.0),
+            query::created_between(&shared.columns, plan.current.start.0, plan.current.end.0),
         )];
         if !plan.comparison.is_empty() {
             periods.push((
                 Occur::Should,
-                query::created_between(fields, plan.comparison.start.0, plan.comparison.end.0),
+                query::created_between(
+                    &shared.columns,
+                    plan.comparison.start.0,
+                    plan.comparison.end.0,
+                ),
             ));
         }
         let full = query::combine(base, vec![Box::new(BooleanQuery::new(periods))]);

@@ -328,7 +328,7 @@ impl SearchIndex {
         let tags = &self.shared.tags;
         cache.retain_live(searcher);
         tags.retain_live(searcher);
-        let mut filters = query::filter_clauses(fields, &query.filter);
+        let mut filters = query::filter_clauses(fields, &self.shared.columns, &query.filter);
         let mut retag_pending = 0;
         if query.uses_themes() {
             filters.push(query::taxonomy_version_clause(
@@ -336,7 +336,8 @@ impl SearchIndex {
                 tags,
                 query.taxonomy_version,
             ));
-            let mut others = query::filter_clauses(fields, &query.filter.without_themes());
+            let mut others =
+                query::filter_clauses(fields, &self.shared.columns, &query.filter.without_themes());
             others.push(query::analysed_clause(fields));
             let base = query::combine(user_query.box_clone(), query::filter_queries(others, cache));
             let tagged = query::combine(

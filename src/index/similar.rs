@@ -82,7 +82,7 @@ impl SearchIndex {
         // Theme facets restrict the matches to the current taxonomy version
         // (as in `slice_query`), so they need the keys too.
         let everything = query.text.trim().is_empty()
-            && query::filter_clauses(fields, &query.filter).is_empty()
+            && query::filter_clauses(fields, &self.shared.columns, &query.filter).is_empty()
             && !query.uses_themes();
         let facets = facets::facet_collector(&query.facets, &self.shared.columns)?;
         if facets.is_some() {

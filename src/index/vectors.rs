@@ -90,6 +90,17 @@ impl KeyBits {
         KeyBits { words, len }
     }
 
+    /// `keys` (each below `n`, none twice), allocated once.
+    pub fn from_keys(n: usize, keys: impl IntoIterator<Item = u64>) -> KeyBits {
+        let mut words = vec![0u64; n.div_ceil(64)];
+        let mut len = 0;
+        for key in keys {
+            words[(key / 64) as usize] |= 1u64 << (key % 64);
+            len += 1;
+        }
+        KeyBits { words, len }
+    }
+
     pub fn insert(&mut self, key: u64) {
         let word = (key / 64) as usize;
         if word >= self.words.len() {
