@@ -3,13 +3,15 @@
 one client, sequential calls (benches/date-range-sort.sh runs it; BENCHMARKS.md
 "Date sorts within a date range").
 
-    PYTHON benches/date_range_latency.py PORT [CALLS]
+    PYTHON benches/date_range_latency.py PORT [CALLS] [SERVER_PID]
 
 Needs grpcio and grpcio-tools (the venv of tests/blackbox/run.sh). The items
 are those of `benches/random_items.py ... dated` (dates from 2025-01-05 to
 2025-11-01). Prints per case the median and p90 of CALLS calls (default
 150, after one warm-up call) and the total the server reported (a report's
-items in its period). Searches: IDS view, 10 hits.
+items in its period). Searches: IDS view, 10 hits. With SERVER_PID (Linux),
+also the server's CPU time per call (every thread's, from
+/proc/PID/task/*/schedstat).
 """
 import datetime
 import statistics
@@ -23,6 +25,20 @@ import verbatim_harness  # noqa: E402
 
 port = sys.argv[1]
 calls = int(sys.argv[2]) if len(sys.argv) > 2 else 150
+server_pid = sys.argv[3] if len(sys.argv) > 3 else None
+
+
+def server_cpu_ns():
+    """The server's CPU time so far, every thread's (0 without SERVER_PID)."""
+    if server_pid is None:
+        return 0
+    total = 0
+    for stat in Path(f"/proc/{server_pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total
 verbatim_harness.generate_stubs(Path(tempfile.mkdtemp()))
 import grpc  # noqa: E402
 from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
@@ -79,11 +95,15 @@ for name, req in CASES:
     call = stub.Report if isinstance(req, pb.ReportRequest) else stub.Search
     call(req)
     took = []
+    cpu = server_cpu_ns()
     for _ in range(calls):
         start = time.perf_counter()
         reply = call(req)
         took.append((time.perf_counter() - start) * 1000)
+    cpu = (server_cpu_ns() - cpu) / calls / 1e6
     took.sort()
     total = reply.items if call == stub.Report else reply.total_hits
     print(f"{name:36s} median {statistics.median(took):6.2f} ms  "
-          f"p90 {took[int(0.9 * calls)]:6.2f} ms  total {total}")
+          f"p90 {took[int(0.9 * calls)]:6.2f} ms  "
+          + (f"server CPU {cpu:6.3f} ms  " if server_pid else "")
+          + f"total {total}")

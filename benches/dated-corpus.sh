@@ -1,9 +1,10 @@
 # Sourced by benches/first-date-sort.sh and benches/date-range-sort.sh: a
 # work dir holding ITEMS rows with random dates over 300 days
-# (benches/random_items.py ... dated), a free port, and helpers to start
-# and stop a build's server on one data dir there. Removed on exit.
+# (benches/random_items.py ... dated; or, with DATES `ordered`, dates rising
+# with the rows), a free port, and helpers to start and stop a build's
+# server on one data dir there. Removed on exit.
 #
-#   dated_corpus ITEMS       sets WORK, PORT, SERVER
+#   dated_corpus ITEMS [DATES]  sets WORK, PORT, SERVER
 #   start BIN                sets PID; exits with the log if it does not start
 #   stop                     stops the server and waits for it
 #   import_all BIN ITEMS     imports the rows with BIN, waits until all are
@@ -11,7 +12,7 @@
 WORK=$(mktemp -d)
 trap 'kill -9 ${PID:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 dated_corpus() {
-    PORT=$(python3 "$(dirname "${BASH_SOURCE[0]}")/random_items.py" "$WORK/items.jsonl" "$1" 150 dated)
+    PORT=$(python3 "$(dirname "${BASH_SOURCE[0]}")/random_items.py" "$WORK/items.jsonl" "$1" 150 "${2:-dated}")
     SERVER="http://127.0.0.1:$PORT"
 }
 start() {
