@@ -37,7 +37,7 @@ use tantivy::{
     DateTime, DocId, DocSet, Score, SeekDangerResult, SegmentReader, TantivyError, TERMINATED,
 };
 
-use super::collect::{ColumnCache, SegmentDates};
+use super::collect::{ColumnCache, DateBlocks, SegmentDates};
 use super::filters::BitsDocSet;
 use super::vectors::KeyBits;
 
@@ -81,8 +81,7 @@ struct CreatedRangeWeight(CreatedRangeQuery);
 enum Matches {
     None,
     All,
-    Bits(KeyBits),
-    Runs(BlockRuns),
+    Runs(RangeDocs),
 }
 
 impl CreatedRangeWeight {
@@ -140,24 +139,33 @@ impl CreatedRangeWeight {
             matched(Way::All);
             return Ok(Matches::All);
         }
+        // The documents the set reads to yield every match.
+        let mut cost = inside + straddling;
+        let mut size_hint = (inside as f64 + estimate).ceil().min(f64::from(max_doc)) as u32;
+        let mut by_date = None;
         if let Some(order) = blocks.order_at_hand() {
-            // Two binary searches give the range's documents; setting them
-            // as bits costs a write each and the bits a read a word, less
-            // than scanning the straddling blocks' dates where those are
-            // most of the segment.
+            // Two binary searches give the range's documents exactly;
+            // setting them as bits costs a write each and the bits a read a
+            // word, less than scanning the straddling blocks' dates where
+            // those are most of the segment. The bits are set only once the
+            // set is driven (`RangeDocs`): a set that only answers another
+            // one's candidates reads their dates alone.
             let micros = |doc: DocId| created.get_val(doc).into_timestamp_micros();
             let first = order.partition_point(|&doc| micros(doc) < after);
             let end = first + order[first..].partition_point(|&doc| micros(doc) < before);
             let found = (end - first) as u64;
+            if found == 0 {
+                return Ok(Matches::None);
+            }
             if 4 * found + u64::from(max_doc) / 32 < straddling {
-                if found == 0 {
-                    return Ok(Matches::None);
-                }
-                matched(Way::Bits);
-                return Ok(Matches::Bits(KeyBits::from_keys(
-                    max_doc as usize,
-                    order[first..end].iter().map(|&doc| u64::from(doc)),
-                )));
+                size_hint = found as u32;
+                cost = found;
+                by_date = Some(ByDate {
+                    blocks: blocks.clone(),
+                    first,
+                    end,
+                    max_doc,
+                });
             }
         }
         let range = DateTime::from_timestamp_nanos(after.saturating_mul(1_000))
@@ -168,10 +176,10 @@ impl CreatedRangeWeight {
         if straddling > 0 {
             matched(Way::Scans);
         }
-        let size_hint = (inside as f64 + estimate).ceil().min(f64::from(max_doc)) as u32;
-        Ok(Matches::Runs(BlockRuns::new(
-            runs, created, range, size_hint,
-        )))
+        Ok(Matches::Runs(RangeDocs::Runs {
+            runs: BlockRuns::new(runs, created, range, size_hint, cost),
+            by_date,
+        }))
     }
 }
 
@@ -183,10 +191,7 @@ impl Weight for CreatedRangeWeight {
             // drops it from an intersection.
             Matches::All if boost == 1.0 => Box::new(AllScorer::new(reader.max_doc())),
             Matches::All => Box::new(ConstScorer::new(AllScorer::new(reader.max_doc()), boost)),
-            Matches::Bits(bits) => {
-                Box::new(ConstScorer::new(BitsDocSet::new(Arc::new(bits)), boost))
-            }
-            Matches::Runs(runs) => Box::new(ConstScorer::new(runs, boost)),
+            Matches::Runs(docs) => Box::new(ConstScorer::new(docs, boost)),
         })
     }
 
@@ -240,6 +245,96 @@ enum Way {
 #[cfg(not(test))]
 fn matched(_way: Way) {}
 
+/// The range's documents in a segment's date order
+/// (`DateBlocks::order_at_hand`): `first..end`.
+struct ByDate {
+    blocks: Arc<DateBlocks>,
+    first: usize,
+    end: usize,
+    max_doc: DocId,
+}
+
+impl ByDate {
+    fn bits(&self) -> KeyBits {
+        let order = self.blocks.order_at_hand().unwrap_or_default();
+        KeyBits::from_keys(
+            self.max_doc as usize,
+            order[self.first..self.end]
+                .iter()
+                .map(|&doc| u64::from(doc)),
+        )
+    }
+}
+
+/// A range's documents: runs of blocks, which answer seeks with a read of
+/// the target's date; with `by_date`, the first `advance` (the set leads an
+/// intersection or is counted) turns them into bits.
+enum RangeDocs {
+    Runs {
+        runs: BlockRuns,
+        by_date: Option<ByDate>,
+    },
+    Bits(BitsDocSet),
+}
+
+impl DocSet for RangeDocs {
+    fn advance(&mut self) -> DocId {
+        match self {
+            RangeDocs::Runs { runs, by_date } => {
+                let Some(by_date) = by_date.take() else {
+                    return runs.advance();
+                };
+                let next = runs.doc().saturating_add(1);
+                matched(Way::Bits);
+                let mut bits = BitsDocSet::new(Arc::new(by_date.bits()));
+                let doc = if runs.doc() == TERMINATED {
+                    TERMINATED
+                } else {
+                    bits.seek(next)
+                };
+                *self = RangeDocs::Bits(bits);
+                doc
+            }
+            RangeDocs::Bits(bits) => bits.advance(),
+        }
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        match self {
+            RangeDocs::Runs { runs, .. } => runs.seek(target),
+            RangeDocs::Bits(bits) => bits.seek(target),
+        }
+    }
+
+    fn seek_danger(&mut self, target: DocId) -> SeekDangerResult {
+        match self {
+            RangeDocs::Runs { runs, .. } => runs.seek_danger(target),
+            RangeDocs::Bits(bits) => bits.seek_danger(target),
+        }
+    }
+
+    fn doc(&self) -> DocId {
+        match self {
+            RangeDocs::Runs { runs, .. } => runs.doc(),
+            RangeDocs::Bits(bits) => bits.doc(),
+        }
+    }
+
+    fn size_hint(&self) -> u32 {
+        match self {
+            RangeDocs::Runs { runs, .. } => runs.size_hint,
+            RangeDocs::Bits(bits) => bits.size_hint(),
+        }
+    }
+
+    fn cost(&self) -> u64 {
+        match self {
+            RangeDocs::Runs { runs, .. } => runs.cost,
+            RangeDocs::Bits(bits) => bits.cost(),
+        }
+    }
+}
+
 /// Consecutive documents that all match (`whole`), or a straddling block
 /// whose documents are checked.
 #[derive(Clone, Copy, Debug)]
@@ -263,6 +358,9 @@ struct BlockRuns {
     created: Arc<dyn ColumnValues<DateTime>>,
     range: RangeInclusive<DateTime>,
     size_hint: u32,
+    /// The documents driving the set reads (or, with bits from the date
+    /// order, their count).
+    cost: u64,
 }
 
 impl BlockRuns {
@@ -271,6 +369,7 @@ impl BlockRuns {
         created: Arc<dyn ColumnValues<DateTime>>,
         range: RangeInclusive<DateTime>,
         size_hint: u32,
+        cost: u64,
     ) -> BlockRuns {
         let mut docs = BlockRuns {
             runs,
@@ -282,6 +381,7 @@ impl BlockRuns {
             created,
             range,
             size_hint,
+            cost,
         };
         docs.settle(0, 0);
         docs
@@ -363,11 +463,26 @@ impl DocSet for BlockRuns {
         self.settle(self.run, next)
     }
 
+    /// A target in a straddling block, not scanned there, whose date lies
+    /// in the range is found with one read (a walk in date order seeks
+    /// such targets only).
     fn seek(&mut self, target: DocId) -> DocId {
         if self.doc >= target {
             return self.doc;
         }
         let run = self.run_after(target);
+        if let Some(&Run { start, whole, .. }) = self.runs.get(run) {
+            let scanned = self.window.0 <= target && target < self.window.1;
+            if !whole
+                && !scanned
+                && target >= start
+                && self.range.contains(&self.created.get_val(target))
+            {
+                self.run = run;
+                self.doc = target;
+                return target;
+            }
+        }
         self.settle(run, target)
     }
 
@@ -413,6 +528,10 @@ impl DocSet for BlockRuns {
 
     fn size_hint(&self) -> u32 {
         self.size_hint
+    }
+
+    fn cost(&self) -> u64 {
+        self.cost
     }
 }
 
@@ -534,6 +653,55 @@ mod tests {
                                     scorer.seek(target)
                                 };
                                 assert_eq!(doc, next, "{case} seek {target}");
+                                if stride == 5 && doc != TERMINATED {
+                                    // From a seek's match (a read of its
+                                    // date alone, or a scan), the next.
+                                    let after = expected
+                                        .iter()
+                                        .find(|&&d| d > doc)
+                                        .map_or(TERMINATED, |&d| d);
+                                    assert_eq!(scorer.advance(), after, "{case} after {doc}");
+                                    if after == TERMINATED {
+                                        break;
+                                    }
+                                    target = after;
+                                }
+                                target += stride;
+                            }
+                            // `seek_danger` (as an intersection led by
+                            // another set calls it): found only where the
+                            // target matches, else a bound no match lies
+                            // below; after a find, the next by `advance`.
+                            let mut scorer = weight.scorer(segment, 1.0).unwrap();
+                            let mut target = stride / 2;
+                            while target < segment.max_doc() + stride {
+                                let next = expected
+                                    .iter()
+                                    .find(|&&doc| doc >= target)
+                                    .map_or(TERMINATED, |&doc| doc);
+                                match scorer.seek_danger(target) {
+                                    SeekDangerResult::Found => {
+                                        assert_eq!(next, target, "{case} danger {target}");
+                                        assert_eq!(scorer.doc(), target);
+                                        if stride == 64 {
+                                            let after = expected
+                                                .iter()
+                                                .find(|&&d| d > target)
+                                                .map_or(TERMINATED, |&d| d);
+                                            assert_eq!(scorer.advance(), after, "{case}");
+                                            if after == TERMINATED {
+                                                break;
+                                            }
+                                            target = after;
+                                        }
+                                    }
+                                    SeekDangerResult::SeekLowerBound(bound) => {
+                                        assert!(
+                                            next != target && bound > target && bound <= next,
+                                            "{case} danger {target}: bound {bound}, next {next}"
+                                        );
+                                    }
+                                }
                                 target += stride;
                             }
                         }
@@ -562,6 +730,58 @@ mod tests {
                             .search(&and(Box::new(ours.clone())), &Count)
                             .unwrap();
                         assert_eq!(count, expected.len(), "{case} {text}");
+                        // Excluded, and a report's two periods as a union.
+                        let not = |range: Box<dyn Query>| {
+                            BooleanQuery::new(vec![
+                                (Occur::Must, user.box_clone()),
+                                (Occur::MustNot, range),
+                            ])
+                        };
+                        let expected = searcher
+                            .search(&not(theirs.box_clone()), &DocSetCollector)
+                            .unwrap();
+                        let got = searcher
+                            .search(&not(Box::new(ours.clone())), &DocSetCollector)
+                            .unwrap();
+                        assert!(got == expected, "{case} NOT {text}");
+                        let periods = |range: Box<dyn Query>, other: Box<dyn Query>| {
+                            BooleanQuery::new(vec![
+                                (Occur::Must, user.box_clone()),
+                                (
+                                    Occur::Must,
+                                    Box::new(BooleanQuery::new(vec![
+                                        (Occur::Should, range),
+                                        (Occur::Should, other),
+                                    ])),
+                                ),
+                            ])
+                        };
+                        let expected = searcher
+                            .search(
+                                &periods(
+                                    theirs.box_clone(),
+                                    Box::new(RangeQuery::new(
+                                        Bound::Included(date(500)),
+                                        Bound::Excluded(date(520)),
+                                    )),
+                                ),
+                                &DocSetCollector,
+                            )
+                            .unwrap();
+                        let got = searcher
+                            .search(
+                                &periods(
+                                    Box::new(ours.clone()),
+                                    Box::new(CreatedRangeQuery::new(
+                                        Some(BASE + 500),
+                                        Some(BASE + 520),
+                                        columns.clone(),
+                                    )),
+                                ),
+                                &DocSetCollector,
+                            )
+                            .unwrap();
+                        assert!(got == expected, "{case} OR {text}");
                     }
                 }
             }
