@@ -451,7 +451,8 @@ pub(super) struct SegmentDates {
 }
 
 /// Each live segment's columns, by segment id. Segments merged away are
-/// dropped by `retain_live`, which every search calls with its searcher.
+/// dropped by `retain_live`, which every search, report and similarity
+/// scope calls with its searcher (`SearchIndex::slice_query`).
 pub struct ColumnCache {
     segments: Mutex<HashMap<SegmentId, SegmentColumns>>,
     pruner: super::NewestSearcher,

@@ -230,7 +230,6 @@ impl SearchIndex {
                 )),
             },
         };
-        shared.columns.retain_live(&searcher);
         let scoring = if page.requires_scoring() {
             EnableScoring::enabled_from_statistics_provider(&stats, &searcher)
         } else {
@@ -326,8 +325,11 @@ impl SearchIndex {
         let fields = &self.shared.fields;
         let cache = &self.shared.filters;
         let tags = &self.shared.tags;
+        // Segments merged away leave the caches (a date range reads the
+        // columns' date blocks too).
         cache.retain_live(searcher);
         tags.retain_live(searcher);
+        self.shared.columns.retain_live(searcher);
         let mut filters = query::filter_clauses(fields, &self.shared.columns, &query.filter);
         let mut retag_pending = 0;
         if query.uses_themes() {
