@@ -1470,8 +1470,8 @@ fn walk_by_date(
                 return Ok(Walk::NotChosen);
             }
         }
-        // The range's share of the matches is unknown (tantivy's range
-        // scorer hints a tenth of the segment): at most every one of it.
+        // The matches lie in the range: at most its documents (the query's
+        // hint may be an estimate above them).
         matches = matches.min(span);
     }
     // Documents to walk for a page, were the matches spread evenly (the
@@ -1510,7 +1510,9 @@ fn walk_by_date(
     while pos < n {
         let doc = doc_at(pos);
         let best = primary_of(doc);
-        if !collector.may_enter((i64::MIN, best)) {
+        // Past the filter's date range (a run ended at its edge), or below
+        // the page: nothing left can enter.
+        if best < lowest || !collector.may_enter((i64::MIN, best)) {
             return Ok(Walk::Page);
         }
         if walked >= budget {
