@@ -207,10 +207,9 @@ impl Weight for CreatedRangeWeight {
     }
 }
 
-/// The ways a segment's matches were found (tests): every document,
-/// blocks wholly inside, straddling blocks scanned, bits from the date
-/// order.
-#[cfg(test)]
+/// The ways a segment's matches were found (counted by tests): every
+/// document, blocks wholly inside, straddling blocks scanned, bits from the
+/// date order.
 #[derive(Clone, Copy)]
 enum Way {
     All,
@@ -224,26 +223,14 @@ thread_local! {
     static WAYS: std::cell::Cell<[u64; 4]> = const { std::cell::Cell::new([0; 4]) };
 }
 
-#[cfg(test)]
-fn matched(way: Way) {
+fn matched(_way: Way) {
+    #[cfg(test)]
     WAYS.with(|ways| {
         let mut counts = ways.get();
-        counts[way as usize] += 1;
+        counts[_way as usize] += 1;
         ways.set(counts);
     });
 }
-
-#[cfg(not(test))]
-#[derive(Clone, Copy)]
-enum Way {
-    All,
-    WholeBlocks,
-    Scans,
-    Bits,
-}
-
-#[cfg(not(test))]
-fn matched(_way: Way) {}
 
 /// The range's documents in a segment's date order
 /// (`DateBlocks::order_at_hand`): `first..end`.
@@ -570,6 +557,13 @@ mod tests {
             .collect()
     }
 
+    /// The first of `docs` (ascending) at or after `target`.
+    fn first_from(docs: &[DocId], target: DocId) -> DocId {
+        docs.iter()
+            .find(|&&doc| doc >= target)
+            .map_or(TERMINATED, |&doc| doc)
+    }
+
     /// Every range (edges on dates many documents share, open on either
     /// side, empty, reversed, past the data, around all of it) matches
     /// what tantivy's range query on `created_at` matches: per segment
@@ -641,10 +635,7 @@ mod tests {
                             let mut scorer = weight.scorer(segment, 1.0).unwrap();
                             let mut target = 0;
                             while target < segment.max_doc() + stride {
-                                let next = expected
-                                    .iter()
-                                    .find(|&&doc| doc >= target)
-                                    .map_or(TERMINATED, |&doc| doc);
+                                let next = first_from(expected, target);
                                 // A seek never goes back: past the target
                                 // already, the set is on its first match.
                                 let doc = if scorer.doc() >= target {
@@ -656,10 +647,7 @@ mod tests {
                                 if stride == 5 && doc != TERMINATED {
                                     // From a seek's match (a read of its
                                     // date alone, or a scan), the next.
-                                    let after = expected
-                                        .iter()
-                                        .find(|&&d| d > doc)
-                                        .map_or(TERMINATED, |&d| d);
+                                    let after = first_from(expected, doc + 1);
                                     assert_eq!(scorer.advance(), after, "{case} after {doc}");
                                     if after == TERMINATED {
                                         break;
@@ -675,19 +663,13 @@ mod tests {
                             let mut scorer = weight.scorer(segment, 1.0).unwrap();
                             let mut target = stride / 2;
                             while target < segment.max_doc() + stride {
-                                let next = expected
-                                    .iter()
-                                    .find(|&&doc| doc >= target)
-                                    .map_or(TERMINATED, |&doc| doc);
+                                let next = first_from(expected, target);
                                 match scorer.seek_danger(target) {
                                     SeekDangerResult::Found => {
                                         assert_eq!(next, target, "{case} danger {target}");
                                         assert_eq!(scorer.doc(), target);
                                         if stride == 64 {
-                                            let after = expected
-                                                .iter()
-                                                .find(|&&d| d > target)
-                                                .map_or(TERMINATED, |&d| d);
+                                            let after = first_from(expected, target + 1);
                                             assert_eq!(scorer.advance(), after, "{case}");
                                             if after == TERMINATED {
                                                 break;
@@ -714,22 +696,25 @@ mod tests {
                                 (Occur::Must, range),
                             ])
                         };
-                        let expected = searcher
-                            .search(&and(theirs.box_clone()), &DocSetCollector)
-                            .unwrap();
-                        let got = searcher
-                            .search(&and(Box::new(ours.clone())), &DocSetCollector)
-                            .unwrap();
-                        assert!(
-                            got == expected,
-                            "{case} {text}: {} vs {}",
-                            got.len(),
+                        // The documents of a query around tantivy's
+                        // range and of the same around ours.
+                        let same = |shape: &str, theirs: BooleanQuery, ours: BooleanQuery| {
+                            let expected = searcher.search(&theirs, &DocSetCollector).unwrap();
+                            let got = searcher.search(&ours, &DocSetCollector).unwrap();
+                            assert!(
+                                got == expected,
+                                "{case} {shape} {text}: {} vs {}",
+                                got.len(),
+                                expected.len()
+                            );
                             expected.len()
-                        );
+                        };
+                        let expected =
+                            same("AND", and(theirs.box_clone()), and(Box::new(ours.clone())));
                         let count = searcher
                             .search(&and(Box::new(ours.clone())), &Count)
                             .unwrap();
-                        assert_eq!(count, expected.len(), "{case} {text}");
+                        assert_eq!(count, expected, "{case} {text}");
                         // Excluded, and a report's two periods as a union.
                         let not = |range: Box<dyn Query>| {
                             BooleanQuery::new(vec![
@@ -737,13 +722,7 @@ mod tests {
                                 (Occur::MustNot, range),
                             ])
                         };
-                        let expected = searcher
-                            .search(&not(theirs.box_clone()), &DocSetCollector)
-                            .unwrap();
-                        let got = searcher
-                            .search(&not(Box::new(ours.clone())), &DocSetCollector)
-                            .unwrap();
-                        assert!(got == expected, "{case} NOT {text}");
+                        same("NOT", not(theirs.box_clone()), not(Box::new(ours.clone())));
                         let periods = |range: Box<dyn Query>, other: Box<dyn Query>| {
                             BooleanQuery::new(vec![
                                 (Occur::Must, user.box_clone()),
@@ -756,32 +735,24 @@ mod tests {
                                 ),
                             ])
                         };
-                        let expected = searcher
-                            .search(
-                                &periods(
-                                    theirs.box_clone(),
-                                    Box::new(RangeQuery::new(
-                                        Bound::Included(date(500)),
-                                        Bound::Excluded(date(520)),
-                                    )),
-                                ),
-                                &DocSetCollector,
-                            )
-                            .unwrap();
-                        let got = searcher
-                            .search(
-                                &periods(
-                                    Box::new(ours.clone()),
-                                    Box::new(CreatedRangeQuery::new(
-                                        Some(BASE + 500),
-                                        Some(BASE + 520),
-                                        columns.clone(),
-                                    )),
-                                ),
-                                &DocSetCollector,
-                            )
-                            .unwrap();
-                        assert!(got == expected, "{case} OR {text}");
+                        same(
+                            "OR",
+                            periods(
+                                theirs.box_clone(),
+                                Box::new(RangeQuery::new(
+                                    Bound::Included(date(500)),
+                                    Bound::Excluded(date(520)),
+                                )),
+                            ),
+                            periods(
+                                Box::new(ours.clone()),
+                                Box::new(CreatedRangeQuery::new(
+                                    Some(BASE + 500),
+                                    Some(BASE + 520),
+                                    columns.clone(),
+                                )),
+                            ),
+                        );
                     }
                 }
             }
