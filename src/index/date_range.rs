@@ -19,11 +19,13 @@
 //!   `created_at` over `[after, before)` matches (microseconds; deleted
 //!   documents included, as with every query: collectors check the alive
 //!   bitset).
-//! - Its `size_hint` (and so `cost`) is its number of matches: exact for
-//!   the blocks inside and for bits, estimated for a straddling block by
-//!   the share of the block's date span the range covers. An intersection
-//!   is led by it only where it is narrow (tantivy's range guesses a tenth
-//!   of the segment, and a cost of most of it, whatever the range).
+//! - Its `size_hint` is its number of matches: exact for the blocks inside
+//!   and for the date order's, estimated for a straddling block by the
+//!   share of the block's date span the range covers. Its `cost` is the
+//!   documents driving it reads: the blocks' (or, with the date order, the
+//!   matches). An intersection is led by it only where that is little
+//!   (tantivy's range guesses a tenth of the segment, and a cost of most of
+//!   it, whatever the range).
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -143,13 +145,15 @@ impl CreatedRangeWeight {
         let mut cost = inside + straddling;
         let mut size_hint = (inside as f64 + estimate).ceil().min(f64::from(max_doc)) as u32;
         let mut by_date = None;
+        let mut first_doc = None;
         if let Some(order) = blocks.order_at_hand() {
             // Two binary searches give the range's documents exactly;
             // setting them as bits costs a write each and the bits a read a
             // word, less than scanning the straddling blocks' dates where
-            // those are most of the segment. The bits are set only once the
-            // set is driven (`RangeDocs`): a set that only answers another
-            // one's candidates reads their dates alone.
+            // those are most of the segment. The bits are set only once
+            // finding a next match would take a scan (`RangeDocs`): a set
+            // that only answers another one's candidates reads their dates
+            // alone.
             let micros = |doc: DocId| created.get_val(doc).into_timestamp_micros();
             let first = order.partition_point(|&doc| micros(doc) < after);
             let end = first + order[first..].partition_point(|&doc| micros(doc) < before);
@@ -166,6 +170,8 @@ impl CreatedRangeWeight {
                     end,
                     max_doc,
                 });
+                // The first match, so that no scan positions the set.
+                first_doc = order[first..end].iter().min().copied();
             }
         }
         let range = DateTime::from_timestamp_nanos(after.saturating_mul(1_000))
@@ -177,7 +183,7 @@ impl CreatedRangeWeight {
             matched(Way::Scans);
         }
         Ok(Matches::Runs(RangeDocs::Runs {
-            runs: BlockRuns::new(runs, created, range, size_hint, cost),
+            runs: BlockRuns::new(runs, created, range, size_hint, cost, first_doc),
             by_date,
         }))
     }
@@ -254,7 +260,8 @@ impl ByDate {
 }
 
 /// A range's documents: runs of blocks, which answer seeks with a read of
-/// the target's date; with `by_date`, the first `advance` (the set leads an
+/// the target's date; with `by_date`, the first move that would scan (an
+/// `advance`, a `seek` to a document that does not match: the set leads an
 /// intersection or is counted) turns them into bits.
 enum RangeDocs {
     Runs {
@@ -264,23 +271,32 @@ enum RangeDocs {
     Bits(BitsDocSet),
 }
 
+impl RangeDocs {
+    /// Turns the runs into the date order's bits (where they have them),
+    /// on the first match at or after `target`.
+    fn bits_from(&mut self, target: DocId) -> Option<DocId> {
+        let RangeDocs::Runs { by_date, .. } = self else {
+            return None;
+        };
+        let by_date = by_date.take()?;
+        matched(Way::Bits);
+        let mut bits = BitsDocSet::new(Arc::new(by_date.bits()));
+        // Past the last word (`TERMINATED` and after) it terminates.
+        let doc = bits.seek(target);
+        *self = RangeDocs::Bits(bits);
+        Some(doc)
+    }
+}
+
 impl DocSet for RangeDocs {
     fn advance(&mut self) -> DocId {
         match self {
             RangeDocs::Runs { runs, by_date } => {
-                let Some(by_date) = by_date.take() else {
+                if by_date.is_none() {
                     return runs.advance();
-                };
+                }
                 let next = runs.doc().saturating_add(1);
-                matched(Way::Bits);
-                let mut bits = BitsDocSet::new(Arc::new(by_date.bits()));
-                let doc = if runs.doc() == TERMINATED {
-                    TERMINATED
-                } else {
-                    bits.seek(next)
-                };
-                *self = RangeDocs::Bits(bits);
-                doc
+                self.bits_from(next).unwrap_or(TERMINATED)
             }
             RangeDocs::Bits(bits) => bits.advance(),
         }
@@ -288,7 +304,15 @@ impl DocSet for RangeDocs {
 
     fn seek(&mut self, target: DocId) -> DocId {
         match self {
-            RangeDocs::Runs { runs, .. } => runs.seek(target),
+            RangeDocs::Runs { runs, by_date } => {
+                if by_date.is_none() {
+                    return runs.seek(target);
+                }
+                if let Some(doc) = runs.probe(target) {
+                    return doc;
+                }
+                self.bits_from(target).unwrap_or(TERMINATED)
+            }
             RangeDocs::Bits(bits) => bits.seek(target),
         }
     }
@@ -357,6 +381,7 @@ impl BlockRuns {
         range: RangeInclusive<DateTime>,
         size_hint: u32,
         cost: u64,
+        first_doc: Option<DocId>,
     ) -> BlockRuns {
         let mut docs = BlockRuns {
             runs,
@@ -370,7 +395,16 @@ impl BlockRuns {
             size_hint,
             cost,
         };
-        docs.settle(0, 0);
+        match first_doc {
+            // A match: the set is on it as after a read of its date.
+            Some(doc) => {
+                docs.run = docs.run_after(doc);
+                docs.doc = doc;
+            }
+            None => {
+                docs.settle(0, 0);
+            }
+        }
         docs
     }
 
@@ -422,6 +456,32 @@ impl BlockRuns {
         doc
     }
 
+    /// Moves to the first match at or after `target` where that takes no
+    /// scan: the set is there already, `target` lies in a whole run, or
+    /// it lies in a straddling block, not scanned there, and its date is
+    /// in the range (one read); past every run, the set ends. `None` where
+    /// only a scan can tell (the set is left as it was).
+    fn probe(&mut self, target: DocId) -> Option<DocId> {
+        if self.doc >= target {
+            return Some(self.doc);
+        }
+        let run = self.run_after(target);
+        let Some(&Run { start, whole, .. }) = self.runs.get(run) else {
+            self.run = self.runs.len();
+            self.doc = TERMINATED;
+            return Some(TERMINATED);
+        };
+        let scanned = self.window.0 <= target && target < self.window.1;
+        if target >= start
+            && (whole || !scanned && self.range.contains(&self.created.get_val(target)))
+        {
+            self.run = run;
+            self.doc = target;
+            return Some(target);
+        }
+        None
+    }
+
     /// The first run ending after `target`, from the current one on.
     fn run_after(&self, target: DocId) -> usize {
         let from = self.run.min(self.runs.len());
@@ -454,22 +514,10 @@ impl DocSet for BlockRuns {
     /// in the range is found with one read (a walk in date order seeks
     /// such targets only).
     fn seek(&mut self, target: DocId) -> DocId {
-        if self.doc >= target {
-            return self.doc;
+        if let Some(doc) = self.probe(target) {
+            return doc;
         }
         let run = self.run_after(target);
-        if let Some(&Run { start, whole, .. }) = self.runs.get(run) {
-            let scanned = self.window.0 <= target && target < self.window.1;
-            if !whole
-                && !scanned
-                && target >= start
-                && self.range.contains(&self.created.get_val(target))
-            {
-                self.run = run;
-                self.doc = target;
-                return target;
-            }
-        }
         self.settle(run, target)
     }
 
