@@ -87,6 +87,18 @@ impl SearchFilter {
         !self.themes.is_empty() || !self.theme_sentiments.is_empty()
     }
 
+    /// The `created_at` range, `[after, before)` in microseconds (an open
+    /// side as `i64::MIN` / `i64::MAX`), where the filter has one.
+    pub fn created_range(&self) -> Option<(i64, i64)> {
+        match (self.created_after, self.created_before) {
+            (None, None) => None,
+            (after, before) => Some((
+                after.map_or(i64::MIN, |at| at.0),
+                before.map_or(i64::MAX, |at| at.0),
+            )),
+        }
+    }
+
     /// The same filter without its theme parts.
     pub fn without_themes(&self) -> SearchFilter {
         SearchFilter {

@@ -55,11 +55,12 @@ pub struct CreatedRangeQuery {
 }
 
 impl CreatedRangeQuery {
-    /// `None` leaves a side open.
-    pub fn new(after: Option<i64>, before: Option<i64>, columns: Arc<ColumnCache>) -> Self {
+    /// `[after, before)`; `i64::MIN` / `i64::MAX` leave a side open
+    /// (`SearchFilter::created_range`).
+    pub fn new((after, before): (i64, i64), columns: Arc<ColumnCache>) -> Self {
         CreatedRangeQuery {
-            after: after.unwrap_or(i64::MIN),
-            before: before.unwrap_or(i64::MAX),
+            after,
+            before,
             columns,
         }
     }
@@ -660,8 +661,10 @@ mod tests {
                     (None, None),
                 ] {
                     let ours = CreatedRangeQuery::new(
-                        after.map(|at| BASE + at),
-                        before.map(|at| BASE + at),
+                        (
+                            after.map_or(i64::MIN, |at| BASE + at),
+                            before.map_or(i64::MAX, |at| BASE + at),
+                        ),
                         columns.clone(),
                     );
                     let theirs: Box<dyn Query> = match (after, before) {
@@ -795,8 +798,7 @@ mod tests {
                             periods(
                                 Box::new(ours.clone()),
                                 Box::new(CreatedRangeQuery::new(
-                                    Some(BASE + 500),
-                                    Some(BASE + 520),
+                                    (BASE + 500, BASE + 520),
                                     columns.clone(),
                                 )),
                             ),

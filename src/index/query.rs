@@ -764,10 +764,9 @@ pub fn filter_clauses(
             IndexRecordOption::Basic,
         ))));
     }
-    if filter.created_after.is_some() || filter.created_before.is_some() {
+    if let Some(range) = filter.created_range() {
         clauses.push(FilterClause::plain(Box::new(CreatedRangeQuery::new(
-            filter.created_after.map(|at| at.0),
-            filter.created_before.map(|at| at.0),
+            range,
             columns.clone(),
         ))));
     }
@@ -847,11 +846,7 @@ pub fn analysed_clause(fields: &Fields) -> FilterClause {
 
 /// Items created in `[start, end)`.
 pub fn created_between(columns: &Arc<ColumnCache>, start: i64, end: i64) -> Box<dyn Query> {
-    Box::new(CreatedRangeQuery::new(
-        Some(start),
-        Some(end),
-        columns.clone(),
-    ))
+    Box::new(CreatedRangeQuery::new((start, end), columns.clone()))
 }
 
 /// Items tagged with this taxonomy version: indexed with it, or confirmed

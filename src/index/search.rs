@@ -222,13 +222,7 @@ impl SearchIndex {
             // Counted with the total: in its pass over every match.
             facets,
             floor,
-            created_range: match (query.filter.created_after, query.filter.created_before) {
-                (None, None) => None,
-                (after, before) => Some((
-                    after.map_or(i64::MIN, |at| at.0),
-                    before.map_or(i64::MAX, |at| at.0),
-                )),
-            },
+            created_range: query.filter.created_range(),
         };
         let scoring = if page.requires_scoring() {
             EnableScoring::enabled_from_statistics_provider(&stats, &searcher)
