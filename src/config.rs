@@ -54,7 +54,7 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Transformer analysis (Analyze RPCs); `off` serves store and search only.
     pub analysis: Switch,
-    /// Folder prepared by `python3 models/prepare.py`.
+    /// Folder prepared by `python3 models/prepare.py --int8`.
     pub models_dir: PathBuf,
     /// Encoder folder inside `models_dir`: `e5-small-int8` (int8, ~2x faster,
     /// cosine >= 0.999 to the reference) or `e5-small` (4-bit, 0.9999).
@@ -62,7 +62,9 @@ pub struct Config {
     /// Cores one inference pass uses.
     pub analysis_threads: usize,
     /// Interactive analysis requests (Analyze, similar_to_text,
-    /// wait_for_analysis) in progress at once; more get RESOURCE_EXHAUSTED.
+    /// wait_for_analysis) in progress at once; more get RESOURCE_EXHAUSTED
+    /// (an Ingest with wait_for_analysis has stored its items by then: it
+    /// answers OK and leaves their analysis to the background).
     pub analysis_queue: usize,
     /// Searches and reports running at once (blocking threads).
     pub search_threads: usize,
@@ -182,7 +184,7 @@ pub struct ServeArgs {
     /// Transformer analysis on or off [default: on]; off needs no model files.
     #[arg(long, env = "VERBATIM_ANALYSIS")]
     pub analysis: Option<Switch>,
-    /// Folder of the prepared models [default: models/cache] (python3 models/prepare.py).
+    /// Folder of the prepared models [default: models/cache] (python3 models/prepare.py --int8).
     #[arg(long, env = "VERBATIM_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
     /// Encoder folder in the models dir [default: e5-small-int8]; `e5-small` is the 4-bit graph (closer to the reference, ~2x slower).

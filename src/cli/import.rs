@@ -471,7 +471,7 @@ fn retryable(status: &tonic::Status) -> bool {
 }
 
 /// After a stream the server refused for room (RESOURCE_EXHAUSTED: its
-/// request bytes in flight or its write queue), the next one sends half as
+/// request bytes in flight; a stream waits for the write queue), the next one sends half as
 /// many items per message (at least one), so that it holds less of the
 /// server's budget; None for other statuses or at one item.
 fn halved_batch(status: &tonic::Status, batch_size: usize) -> Option<usize> {

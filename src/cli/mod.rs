@@ -103,7 +103,7 @@ pub async fn connect(server: &ServerArg) -> anyhow::Result<Client> {
     })?;
     Ok(
         FeedbackServiceClient::with_interceptor(channel, BearerToken(token))
-            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_decoding_message_size(crate::domain::limits::MAX_RESPONSE_BYTES)
             .max_encoding_message_size(crate::domain::limits::MAX_MESSAGE_BYTES),
     )
 }

@@ -1,5 +1,12 @@
-//! Every input limit of the service, in one place. The proto comments and the
-//! README quote these numbers; tests exercise each of them.
+//! The API's request limits, in one place. The proto comments and the README
+//! quote these numbers; tests exercise each of them (most in
+//! `tests/e2e/limits.rs`, the theme, discovery and report ones beside their
+//! features). Limits of other kinds live with the code they bound, and the
+//! README quotes them too: the `x-request-id` length (`grpc/request_id.rs`),
+//! tenant names (`domain/tenant.rs`), a cursor's statistics
+//! (`index/cursor.rs`), snippet windows (`index/search.rs`), the filter cache
+//! (`index/filters.rs`), facet values read per segment (`index/facets.rs`),
+//! the report's matrix rows (`report/build.rs`).
 
 /// Items in one Ingest request or one IngestStream message.
 pub const MAX_BATCH_ITEMS: usize = 1_000;
@@ -38,12 +45,16 @@ pub const DEFAULT_SEARCH_LIMIT: usize = 10;
 pub const MAX_FACET_FIELDS: usize = 10;
 /// Values returned per facet field.
 pub const FACET_VALUES_PER_FIELD: usize = 50;
-/// Candidates a similarity search compares (the newest matching ones).
+/// Candidates a similarity search compares without the similarity index
+/// (while it builds, or with `--similarity-index off`): the newest matching
+/// ones. With the index every match is a candidate.
 pub const MAX_SIMILARITY_CANDIDATES: usize = 10_000;
 /// Values listed in one filter field.
 pub const MAX_FILTER_VALUES: usize = 100;
 /// Size of one gRPC request message.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes in one gRPC response message the server sends (and the CLI accepts).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Earliest accepted `created_at`: 1970-01-01T00:00:00Z.
 pub const MIN_CREATED_AT_MICROS: i64 = 0;
 /// Latest accepted `created_at` (exclusive): 2200-01-01T00:00:00Z.
@@ -60,8 +71,8 @@ pub const MAX_THEME_DESCRIPTION_BYTES: usize = 1_000;
 pub const MAX_THEME_EXAMPLES: usize = 50;
 /// Bytes in one example or counter-example sentence.
 pub const MAX_THEME_EXAMPLE_BYTES: usize = 500;
-/// Analysed sentences one DiscoverThemes call looks at (a deterministic
-/// sample of the slice beyond this).
+/// Analysed sentences one DiscoverThemes call looks at: those of the newest
+/// matching items, up to this many.
 pub const MAX_DISCOVERY_SENTENCES: usize = 20_000;
 /// Candidates one DiscoverThemes call returns at most.
 pub const MAX_DISCOVERY_CANDIDATES: usize = 50;

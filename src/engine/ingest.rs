@@ -154,15 +154,44 @@ impl Engine {
             }
         };
         let mut by_id: HashMap<FeedbackId, Analysis> = HashMap::new();
+        let mut seqs: HashMap<FeedbackId, u64> = HashMap::new();
         let mut updates = Vec::new();
         for (version, analysis) in versions.into_iter().zip(analyses) {
             let update = AnalysisUpdate::from_result(version.feedback.id, version.seq, analysis);
             if let AnalysisState::Done(analysis) = &update.state {
                 by_id.insert(update.id.clone(), analysis.clone());
             }
+            seqs.insert(update.id.clone(), version.seq);
             updates.push(update);
         }
-        self.store.set_analysis(updates).await?;
+        let saved = self.store.set_analysis(updates).await?;
+        if saved.stale > 0 {
+            // The background analysis saved some of these versions first (or
+            // the items changed): answer with what the store holds, so the
+            // answer agrees with Get and Search.
+            for (id, _) in &saved.saved {
+                seqs.remove(id);
+            }
+            by_id.retain(|id, _| !seqs.contains_key(id));
+            let unsaved: Vec<FeedbackId> = seqs.keys().cloned().collect();
+            // Best effort: those left out are read with Get later.
+            let stored = match self.get(&after_write, unsaved).await {
+                Ok((stored, _)) => stored,
+                Err(error) => {
+                    tracing::warn!(%error, "reading back analyses saved by the background analysis failed");
+                    Vec::new()
+                }
+            };
+            for item in stored {
+                if let (AnalysisState::Done(analysis), Some(&seq)) =
+                    (item.analysis, seqs.get(&item.feedback.id))
+                {
+                    if item.seq == seq {
+                        by_id.insert(item.feedback.id, analysis);
+                    }
+                }
+            }
+        }
         Ok(outcomes
             .into_iter()
             .map(|o| {

@@ -108,7 +108,7 @@ pub async fn router(
         auth.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(64 * 1024 * 1024);
+    .max_encoding_message_size(crate::domain::limits::MAX_RESPONSE_BYTES);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(Some(limits.max_concurrent_streams))

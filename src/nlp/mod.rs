@@ -45,7 +45,7 @@ pub enum NlpError {
     InvalidText { field: String, reason: String },
     #[error("model file {path} is missing: run `python3 models/prepare.py --int8` (or point --models-dir at a prepared folder)")]
     ModelMissing { path: String },
-    #[error("model file {path} does not match its pinned sha256 (expected {expected}, found {found}): run `python3 models/prepare.py --force`")]
+    #[error("model file {path} does not match its pinned sha256 (expected {expected}, found {found}): run `python3 models/prepare.py --int8 --force`")]
     ModelCorrupt {
         path: String,
         expected: String,

@@ -3,7 +3,9 @@
 //!
 //! - **Interactive** (`Analyze`, `similar_to_text`, `wait_for_analysis`):
 //!   at most `max_requests` requests are in progress; one more is refused at
-//!   once with `Overloaded` (RESOURCE_EXHAUSTED), whatever its size.
+//!   once with `Overloaded` (RESOURCE_EXHAUSTED), whatever its size (the
+//!   `wait_for_analysis` ingest turns it into an answer without analyses:
+//!   its items are stored by then).
 //! - **Background** (the enrichment of stored items): never refused; its
 //!   jobs run when no interactive job is waiting, and in one inference pass
 //!   of every `BACKGROUND_EVERY` while some are. A pass never mixes the

@@ -1130,6 +1130,48 @@ mod tests {
         assert_eq!(store.last_removal_seq(), last);
     }
 
+    /// A version's analysis is saved once: the background analysis and a
+    /// `wait_for_analysis` ingest can both analyse it, and the second save
+    /// must neither replace the first (whose caller was answered with it)
+    /// nor log the item's change again.
+    #[tokio::test]
+    async fn a_versions_analysis_is_saved_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 4).unwrap();
+        store
+            .upsert(vec![feedback("a", "")], QueueMode::Wait)
+            .await
+            .unwrap();
+        let id = FeedbackId::parse("a").unwrap();
+        let version = store.get_many(std::slice::from_ref(&id)).unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .seq;
+        let failed = |reason: &str| AnalysisUpdate {
+            id: id.clone(),
+            version_seq: version,
+            state: AnalysisState::Failed {
+                reason: reason.into(),
+            },
+            embedding: Vec::new(),
+            units: Vec::new(),
+        };
+        let first = store.set_analysis(vec![failed("first")]).await.unwrap();
+        assert_eq!((first.saved.len(), first.stale), (1, 0));
+        let logged = store.stats().unwrap().last_seq;
+        let second = store.set_analysis(vec![failed("second")]).await.unwrap();
+        assert_eq!((second.saved.len(), second.stale), (0, 1));
+        let stored = store.get_many(&[id]).unwrap().remove(0).unwrap();
+        assert_eq!(
+            stored.analysis,
+            AnalysisState::Failed {
+                reason: "first".into()
+            }
+        );
+        assert_eq!(store.stats().unwrap().last_seq, logged, "no second change");
+        assert!(store.analysis_backlog(10).unwrap().is_empty());
+    }
+
     /// A read of the change log stops at its byte budget as at its count,
     /// says it was cut, and the next read goes on where it stopped; a read
     /// that reaches the end says it is complete, also with exactly `max`.

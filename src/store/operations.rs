@@ -209,7 +209,15 @@ impl WriteOperation for SetAnalysis {
         let mut saved = Vec::new();
         let mut stale = 0;
         for update in self.0 {
-            tx.analysis_queue.remove(update.version_seq)?;
+            // The queue entry is the version's one ticket to an analysis:
+            // the background analysis and a `wait_for_analysis` ingest may
+            // both analyse a version, and only the first to save it counts
+            // (a second save would replace the analysis the first caller
+            // was answered with, and log the change twice).
+            if tx.analysis_queue.remove(update.version_seq)?.is_none() {
+                stale += 1;
+                continue;
+            }
             let id = update.id.as_str().to_string();
             let current = tx
                 .items
