@@ -128,11 +128,26 @@ async fn round(
             }
             Err(NlpError::Closed) => return Err(RoundError::Stopped),
             Err(error) => {
+                // One failure of a shared batch must not fail every item of
+                // the round for good: each is tried alone, and only those
+                // that fail alone are marked FAILED.
+                tracing::warn!(%error, items = live.len(), "a background analysis batch failed; analysing its items one at a time");
                 for &i in &live {
-                    results[i] = Some(Err(Rejection::new(
-                        "text",
-                        format!("analysis failed: {error}"),
-                    )));
+                    let text = backlog[i].2.as_ref().expect("live").feedback.text.clone();
+                    results[i] = Some(match pool.analyze_background(vec![text], true).await {
+                        Ok(mut one) if one.len() == 1 => {
+                            let mut analysis = one.remove(0);
+                            if let Ok(analysis) = &mut analysis {
+                                themes.tag(analysis);
+                            }
+                            analysis
+                        }
+                        Ok(_) => Err(Rejection::new("text", format!("analysis failed: {error}"))),
+                        Err(NlpError::Closed) => return Err(RoundError::Stopped),
+                        Err(error) => {
+                            Err(Rejection::new("text", format!("analysis failed: {error}")))
+                        }
+                    });
                 }
             }
         }

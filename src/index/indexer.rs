@@ -270,9 +270,12 @@ impl Indexer {
             prepared.set_payload(&resume_at.to_string());
             prepared.commit()?;
             crate::metrics::observe_index_commit(committing.elapsed());
-            self.shared.reload()?;
-            observe_freshness(&stored_at);
+            // The commit is durable, and a failed reload makes the indexer
+            // resume after it: the vectors follow it either way.
+            let reloaded = self.shared.reload();
             self.sync_vectors(versions);
+            reloaded?;
+            observe_freshness(&stored_at);
             self.applied = last;
             self.shared.indexed_seq.store(last, Ordering::Release);
             tracing::debug!(changes = applied, last_seq = last, "index committed");

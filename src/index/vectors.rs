@@ -564,6 +564,11 @@ pub struct Vectors {
     dirty: AtomicBool,
     /// One save at a time (the startup thread's and the shutdown's).
     saving: Mutex<()>,
+    /// One apply at a time, the startup replay's store reads included: the
+    /// replay runs beside the indexer, and a decision it took on an item's
+    /// older version must not land after the indexer's newer one (the
+    /// indexer sees every later change again; the replay runs once).
+    applying: Mutex<()>,
 }
 
 enum State {
@@ -629,6 +634,7 @@ impl Vectors {
             dir,
             dirty: AtomicBool::new(false),
             saving: Mutex::new(()),
+            applying: Mutex::new(()),
         }
     }
 
@@ -665,6 +671,12 @@ impl Vectors {
 
     /// Applies the indexer's changes (or records them during the start).
     pub fn apply(&self, store: &Store, changes: Vec<Current>) -> Result<(), VectorError> {
+        let _one = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_one(store, changes)
+    }
+
+    /// `apply`, with `applying` held.
+    fn apply_one(&self, store: &Store, changes: Vec<Current>) -> Result<(), VectorError> {
         let index = {
             let mut state = self.write();
             match &mut *state {
@@ -767,6 +779,9 @@ impl Vectors {
         ids.sort();
         ids.dedup();
         for ids in ids.chunks(1024) {
+            // Read under the lock: no apply of the indexer can come between
+            // this read and its apply.
+            let _one = self.applying.lock().unwrap_or_else(|e| e.into_inner());
             let items = store
                 .get_many(ids)
                 .map_err(|e| VectorError(format!("reading items: {e}")))?;
@@ -783,7 +798,7 @@ impl Vectors {
                     }),
                 })
                 .collect();
-            self.apply(store, changes)?;
+            self.apply_one(store, changes)?;
         }
         Ok(())
     }

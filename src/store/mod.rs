@@ -1341,7 +1341,8 @@ mod tests {
     /// hears UNAVAILABLE, yet once the writer has re-opened the database
     /// the item is gone from it. Searches of ids alone must then not trust
     /// an index that never saw that removal: the store's last removal seq
-    /// covers every change the re-opened database holds.
+    /// covers every change the re-opened database holds, and the indexer is
+    /// woken for it.
     #[tokio::test]
     async fn a_removal_that_reached_the_disk_before_its_commit_failed_is_published() {
         let dir = tempfile::tempdir().unwrap();
@@ -1374,6 +1375,13 @@ mod tests {
             store.last_removal_seq() >= last,
             "last removal seq {} < the re-opened store's last seq {last}",
             store.last_removal_seq()
+        );
+        // The indexer is woken for the change too: it would otherwise wait
+        // for the next write to index it.
+        let published = store.commit_signal().wait_newer_than(0, Duration::ZERO);
+        assert_eq!(
+            published, last,
+            "the re-opened store's last seq is published"
         );
     }
 

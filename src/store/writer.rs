@@ -360,7 +360,12 @@ fn reopen(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
     // group's removals reached its disk is unknown: any change up to its last
     // seq may have been one (unreadable: any change from here on may be).
     let seq = slot.get().and_then(|db| super::last_seq(&db));
-    commits.publish_removal(seq.unwrap_or(u64::MAX));
+    commits.publish_removal(*seq.as_ref().unwrap_or(&u64::MAX));
+    // The failed group may be on disk all the same: wake the indexer for it,
+    // or its items would wait for the next write to become searchable.
+    if let Ok(seq) = seq {
+        commits.publish(seq);
+    }
     Ok(())
 }
 
