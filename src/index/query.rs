@@ -204,7 +204,12 @@ fn parse_checked(
     // with a phrase paired is built the same way, except for tantivy's
     // private flattening of nested clauses of one occur: the same
     // documents and scores.
-    let tree = || query_grammar::parse_query(text).ok();
+    let tree = || {
+        query_grammar::parse_query(text).ok().map(|mut ast| {
+            complete_exclusions(&mut ast);
+            ast
+        })
+    };
     let paired = match phrase_pairs {
         // A text that spells the mark itself keeps its long phrases as
         // they are (no mark of ours can be confused with it).
@@ -222,12 +227,76 @@ fn parse_checked(
             // phrases as they are.
             Ok(None) => match tree().and_then(|ast| pair_phrases(ast, false)) {
                 Some(Paired { ast, .. }) => parser.build_query_from_user_input_ast(ast),
-                None => parser.parse_query(text),
+                None => parse_text(parser, text),
             },
         },
-        None => parser.parse_query(text),
+        None => parse_text(parser, text),
     };
     built.map_err(|error| parser_error(text, error))
+}
+
+/// tantivy's query for `text`, its nested exclusions completed
+/// (`complete_exclusions`).
+fn parse_text(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, QueryParserError> {
+    // Only NOT and `-` exclude.
+    if text.contains("NOT") || text.contains('-') {
+        if let Ok(mut ast) = query_grammar::parse_query(text) {
+            if complete_exclusions(&mut ast) {
+                return parser.build_query_from_user_input_ast(ast);
+            }
+        }
+    }
+    // The same tree, built (and its nested clauses of one occur flattened)
+    // by tantivy.
+    parser.parse_query(text)
+}
+
+/// Gives each nested clause made of exclusions alone (`NOT wifi` in
+/// `router AND NOT wifi`, which tantivy's grammar reads as
+/// `(+router +(-wifi))`) the documents it leaves: every document but the
+/// excluded ones. Alone such a clause matches nothing, so `router AND NOT
+/// wifi` matched nothing, and `zebra NOT NOT stripes` excluded nothing
+/// (`router AND NOT wifi` now scores as `router -wifi`). A
+/// query of exclusions alone at the top is left as it is: tantivy refuses
+/// it ("Only excluding terms given"). Returns whether it changed the tree.
+fn complete_exclusions(ast: &mut UserInputAst) -> bool {
+    fn excludes_only(ast: &UserInputAst) -> bool {
+        match ast {
+            UserInputAst::Leaf(_) => false,
+            UserInputAst::Boost(inner, _) => excludes_only(inner),
+            UserInputAst::Clause(children) => children
+                .iter()
+                .all(|(occur, child)| *occur == Some(Occur::MustNot) || excludes_only(child)),
+        }
+    }
+    fn walk(ast: &mut UserInputAst, top: bool) -> bool {
+        match ast {
+            UserInputAst::Leaf(_) => false,
+            UserInputAst::Boost(inner, _) => walk(inner, top),
+            UserInputAst::Clause(children) => {
+                let mut changed = false;
+                for (_, child) in children.iter_mut() {
+                    changed |= walk(child, false);
+                }
+                if !top
+                    && !children.is_empty()
+                    && children
+                        .iter()
+                        .all(|(occur, _)| *occur == Some(Occur::MustNot))
+                {
+                    // Boosted to nothing: it adds no score.
+                    let all = UserInputAst::Leaf(Box::new(UserInputLeaf::All));
+                    children.push((
+                        Some(Occur::Must),
+                        UserInputAst::Boost(Box::new(all), 0.0.into()),
+                    ));
+                    changed = true;
+                }
+                changed
+            }
+        }
+    }
+    !excludes_only(ast) && walk(ast, true)
 }
 
 /// The start of the term (on the `id` field, whose analyzer keeps it as
@@ -914,6 +983,104 @@ mod tests {
         parser
     }
 
+    /// A NOT inside a query (after AND / OR, or in parentheses) leaves
+    /// every document but those it excludes: tantivy's grammar reads
+    /// `router AND NOT wifi` as `(+router +(-wifi))`, whose inner clause
+    /// alone matched nothing (so did the whole query). A query of
+    /// exclusions alone is still refused.
+    #[test]
+    fn nested_exclusions_leave_every_other_document() {
+        let (index, fields, mut writer) = crate::index::test_index();
+        let texts = [
+            "router wifi",
+            "router",
+            "wifi",
+            "zebra stripes",
+            "zebra",
+            "router cable",
+        ];
+        for (seq, text) in texts.iter().enumerate() {
+            let draft = crate::domain::FeedbackDraft {
+                id: format!("i-{seq}"),
+                text: text.to_string(),
+                ..Default::default()
+            };
+            crate::index::add_test_item(
+                &writer,
+                &fields,
+                seq as u64,
+                draft,
+                crate::domain::AnalysisState::Pending,
+            );
+        }
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let mut parser = QueryParser::for_index(&index, vec![fields.text]);
+        parser.set_conjunction_by_default();
+        let matching = |query: &str, pairs: bool| -> Vec<&str> {
+            let query =
+                parse_user_query(&parser, query, pairs).unwrap_or_else(|e| panic!("{query}: {e}"));
+            let mut found: Vec<&str> = texts
+                .iter()
+                .enumerate()
+                .filter(|(seq, _)| {
+                    let id = Term::from_field_text(fields.id, &format!("i-{seq}"));
+                    let one = BooleanQuery::new(vec![
+                        (Occur::Must, query.box_clone()),
+                        (
+                            Occur::Must,
+                            Box::new(TermQuery::new(id, IndexRecordOption::Basic)),
+                        ),
+                    ]);
+                    searcher.search(&one, &tantivy::collector::Count).unwrap() == 1
+                })
+                .map(|(_, text)| *text)
+                .collect();
+            found.sort();
+            found
+        };
+        let cases: [(&str, &[&str]); 9] = [
+            ("router -wifi", &["router", "router cable"]),
+            ("router AND NOT wifi", &["router", "router cable"]),
+            ("NOT wifi AND router", &["router", "router cable"]),
+            ("router AND (NOT wifi)", &["router", "router cable"]),
+            ("router AND (NOT wifi AND NOT cable)", &["router"]),
+            ("zebra NOT NOT stripes", &["zebra stripes"]),
+            ("zebra -(NOT stripes)", &["zebra stripes"]),
+            (
+                "\"router wifi\" OR (NOT router AND NOT zebra)",
+                &["router wifi", "wifi"],
+            ),
+            (
+                "router OR NOT wifi",
+                &[
+                    "router",
+                    "router cable",
+                    "router wifi",
+                    "zebra",
+                    "zebra stripes",
+                ],
+            ),
+        ];
+        for pairs in [true, false] {
+            for (query, expected) in cases {
+                assert_eq!(matching(query, pairs), expected, "{query} (pairs {pairs})");
+            }
+            for refused in [
+                "NOT wifi",
+                "-wifi",
+                "NOT wifi AND NOT router",
+                "-(router wifi)",
+            ] {
+                let error = parse_user_query(&parser, refused, pairs).err();
+                assert!(
+                    matches!(&error, Some(IndexError::InvalidQuery { message, .. }) if message.contains("excluding")),
+                    "{refused}: {error:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn accepts_the_documented_query_forms() {
         let parser = parser();
@@ -1127,7 +1294,9 @@ mod tests {
                         let ours = parse_user_query(&parser, &text, true).unwrap();
                         let (pairs, _) = pair_terms(&*ours);
                         paired += pairs.len();
-                        let theirs = parser.parse_query(&text).unwrap();
+                        // tantivy's `X AND NOT Y` matches nothing: `X -Y`
+                        // is what it means.
+                        let theirs = parser.parse_query(&text.replace(" AND NOT ", " -")).unwrap();
                         let found = |q: &dyn Query| searcher.search(q, &tantivy::collector::DocSetCollector).unwrap();
                         proptest::prop_assert_eq!(found(&*ours), found(&*theirs), "{}", text);
                     }
@@ -1144,7 +1313,7 @@ mod tests {
                     let compound = format!("(app OR {phrase}) AND NOT \"refunds e late\"");
                     for text in [phrase, four, compound] {
                         let ours = parse_user_query(&parser, &text, true).unwrap();
-                        let theirs = parser.parse_query(&text).unwrap();
+                        let theirs = parser.parse_query(&text.replace(" AND NOT ", " -")).unwrap();
                         let found = |q: &dyn Query| searcher.search(q, &tantivy::collector::DocSetCollector).unwrap();
                         proptest::prop_assert_eq!(found(&*ours), found(&*theirs), "{}", text);
                         let ranked = |q: &dyn Query| searcher.search(q, &top).unwrap();
