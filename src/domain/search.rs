@@ -166,16 +166,12 @@ pub enum HitView {
 }
 
 impl SearchQuery {
-    /// Whether theme filters, theme facets or theme names in the query text
-    /// make the result depend on the taxonomy version.
-    pub fn uses_themes(&self) -> bool {
-        self.filter.uses_themes()
-            || self
-                .facets
-                .iter()
-                .any(|f| f == "theme" || f == "theme_sentiment")
-            || self.text.contains("theme:")
-            || self.text.contains("theme_sentiment:")
+    /// Whether the query asks for a theme facet (counted at the query's
+    /// taxonomy version; the hits do not depend on it).
+    pub fn theme_facets(&self) -> bool {
+        self.facets
+            .iter()
+            .any(|f| f == "theme" || f == "theme_sentiment")
     }
 }
 

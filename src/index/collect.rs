@@ -1877,7 +1877,7 @@ pub(super) mod tests {
             // multi-valued one): the same page, and the facets counted
             // alone.
             let facet_fields = ["product".to_string(), "tags".to_string()];
-            let facets = || facet_collector(&facet_fields, &columns).unwrap();
+            let facets = || facet_collector(&facet_fields, &columns, None).unwrap();
             let expected_facets = searcher.search(&*query, &facets().unwrap()).unwrap();
             assert!(expected_facets.iter().all(
                 |f| f.counts.len() > 2 || (text.starts_with("product:") && f.counts.len() == 1)
@@ -2238,7 +2238,7 @@ pub(super) mod tests {
         let parser = QueryParser::for_index(&index, vec![fields.text]);
         let columns = Arc::new(ColumnCache::default());
         let facet_fields = ["tags".to_string()];
-        let facets = || facet_collector(&facet_fields, &columns).unwrap();
+        let facets = || facet_collector(&facet_fields, &columns, None).unwrap();
         DATE_PATHS.with(|taken| taken.set([0; 4]));
         for (text, sort) in [("early", SortOrder::Newest), ("late", SortOrder::Oldest)] {
             let query = parser.parse_query(text).unwrap();

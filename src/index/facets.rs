@@ -24,6 +24,7 @@ use tantivy::columnar::{ColumnIndex, StrColumn};
 use tantivy::{DocId, Score, SegmentReader};
 
 use super::collect::ColumnCache;
+use super::tags::{ConfirmedTags, SegmentTagged};
 use super::{schema, IndexError};
 use crate::domain::limits::FACET_VALUES_PER_FIELD;
 use crate::domain::FacetCounts;
@@ -42,10 +43,14 @@ const DENSE_TERMS: usize = 1 << 16;
 const BATCH: usize = 64;
 
 /// The facet collector of a request, `None` without facets; a field that
-/// cannot be faceted on is an error.
+/// cannot be faceted on is an error. Theme facets (`theme`,
+/// `theme_sentiment`) count only the matches tagged with taxonomy version
+/// `themes_at.1` (the others wait for their re-tag: the search's
+/// `retag_pending`); without `themes_at` (tests) they count every match.
 pub(super) fn facet_collector(
     facets: &[String],
     columns: &Arc<ColumnCache>,
+    themes_at: Option<(Arc<ConfirmedTags>, u64)>,
 ) -> Result<Option<FacetCollector>, IndexError> {
     if facets.is_empty() {
         return Ok(None);
@@ -67,7 +72,13 @@ pub(super) fn facet_collector(
         columns: columns.clone(),
         dense_terms: DENSE_TERMS,
         decode: true,
+        themes_at,
     }))
+}
+
+/// Whether `field` is a theme facet (counted at one taxonomy version).
+fn is_theme_field(field: &str) -> bool {
+    field == schema::field::THEME || field == schema::field::THEME_SENTIMENT
 }
 
 /// Counts the matches' values of each requested field.
@@ -79,6 +90,8 @@ pub struct FacetCollector {
     /// Keyword fields count from their decoded ordinals (tests also
     /// read the columns).
     decode: bool,
+    /// The confirmed tags and the taxonomy version theme facets count.
+    themes_at: Option<(Arc<ConfirmedTags>, u64)>,
 }
 
 /// One segment's counts.
@@ -94,6 +107,9 @@ pub struct FacetSegmentCollector {
 struct FieldCounts {
     field: String,
     source: Source,
+    /// A theme facet's documents at the search's taxonomy version: only
+    /// those are counted (read from the column, never decoded).
+    tagged: Option<SegmentTagged>,
 }
 
 /// Where a segment's field is counted from.
@@ -214,9 +230,17 @@ impl Collector for FacetCollector {
             .fields
             .iter()
             .map(|name| {
+                let tagged = match &self.themes_at {
+                    Some((tags, version)) if is_theme_field(name) => {
+                        Some(tags.tagged(segment, *version)?)
+                    }
+                    _ => None,
+                };
                 // Only the keyword fields are decoded (never a client's
                 // attribute name: that bounds the memory).
-                let decode = self.decode && schema::KEYWORD_FIELDS.contains(&name.as_str());
+                let decode = self.decode
+                    && tagged.is_none()
+                    && schema::KEYWORD_FIELDS.contains(&name.as_str());
                 let column = self.columns.keyword_column(segment, name)?;
                 let ords = match &column {
                     Some(keyword) if decode => keyword.doc_ords(segment.max_doc()),
@@ -242,6 +266,7 @@ impl Collector for FacetCollector {
                 Ok(FieldCounts {
                     field: name.clone(),
                     source,
+                    tagged,
                 })
             })
             .collect::<tantivy::Result<_>>()?;
@@ -297,10 +322,18 @@ impl FacetSegmentCollector {
     /// Counts the column-read fields' values of the documents gathered
     /// so far.
     fn flush(&mut self) {
-        let docs = &self.docs;
+        let mut kept = Vec::new();
         for field in &mut self.fields {
             let Source::Column { column, counts } = &mut field.source else {
                 continue;
+            };
+            let docs = match &field.tagged {
+                None => &self.docs,
+                Some(tagged) => {
+                    kept.clear();
+                    kept.extend(self.docs.iter().copied().filter(|&doc| tagged.holds(doc)));
+                    &kept
+                }
             };
             let ords = column.ords();
             if let ColumnIndex::Multivalued(_) = ords.index {
@@ -537,7 +570,7 @@ mod tests {
                 (false, DENSE_TERMS),
                 (false, 0),
             ] {
-                let mut collector = facet_collector(&names, &columns).unwrap().unwrap();
+                let mut collector = facet_collector(&names, &columns, None).unwrap().unwrap();
                 collector.decode = decode;
                 collector.dense_terms = dense_terms;
                 let facets = searcher.search(&*query, &collector).unwrap();
@@ -594,9 +627,9 @@ mod tests {
         );
         assert!(ords("tags").is_none());
         assert!(matches!(
-            facet_collector(&["text".to_string()], &columns),
+            facet_collector(&["text".to_string()], &columns, None),
             Err(IndexError::InvalidFacet(_))
         ));
-        assert!(facet_collector(&[], &columns).unwrap().is_none());
+        assert!(facet_collector(&[], &columns, None).unwrap().is_none());
     }
 }

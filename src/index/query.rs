@@ -590,6 +590,46 @@ fn clause_depth(ast: &UserInputAst) -> usize {
     deepest
 }
 
+/// Whether the query's matches depend on the taxonomy version: its filter
+/// names themes, or its text a theme field (`theme:delivery`,
+/// `theme_sentiment:delivery.negative`, `theme:*`). Such a query matches
+/// only items tagged with the current version (the others are the
+/// response's `retag_pending`). A theme facet does not restrict the
+/// matches, nor does the word in a phrase ("dark theme: blue").
+pub fn filters_by_themes(query: &crate::domain::SearchQuery) -> bool {
+    query.filter.uses_themes() || names_theme_field(&query.text)
+}
+
+/// Whether `text` names the `theme` or `theme_sentiment` field.
+fn names_theme_field(text: &str) -> bool {
+    if !text.contains(field::THEME) {
+        return false;
+    }
+    let (ast, _) = parse_query_lenient(text);
+    let mut pending = vec![&ast];
+    while let Some(node) = pending.pop() {
+        match node {
+            UserInputAst::Clause(children) => pending.extend(children.iter().map(|(_, c)| c)),
+            UserInputAst::Boost(inner, _) => pending.push(inner),
+            UserInputAst::Leaf(leaf) => {
+                let name = match leaf.as_ref() {
+                    UserInputLeaf::Literal(literal) => literal.field_name.as_deref(),
+                    UserInputLeaf::Range { field, .. } | UserInputLeaf::Set { field, .. } => {
+                        field.as_deref()
+                    }
+                    UserInputLeaf::Exists { field } => Some(field.as_str()),
+                    _ => None,
+                };
+                if matches!(name, Some(name) if name == field::THEME || name == field::THEME_SENTIMENT)
+                {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
 /// `FIELD:*` (the field has a value) reads the field's fast column: the
 /// parser takes any name, and an unknown field or one without a column
 /// failed the search (an INTERNAL answer) instead of the query.

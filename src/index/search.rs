@@ -190,7 +190,11 @@ impl SearchIndex {
             .as_deref()
             .map(|c| Cursor::decode(c, fingerprint))
             .transpose()?;
-        let facets = facets::facet_collector(&query.facets, &shared.columns)?;
+        let facets = facets::facet_collector(
+            &query.facets,
+            &shared.columns,
+            Some((shared.tags.clone(), query.taxonomy_version)),
+        )?;
 
         let user_query =
             query::parse_user_query(&shared.parser, &query.text, shared.fields.phrase_pairs)?;
@@ -326,12 +330,15 @@ impl SearchIndex {
         self.shared.columns.retain_live(searcher);
         let mut filters = query::filter_clauses(fields, &self.shared.columns, &query.filter);
         let mut retag_pending = 0;
-        if query.uses_themes() {
-            filters.push(query::taxonomy_version_clause(
-                fields,
-                tags,
-                query.taxonomy_version,
-            ));
+        let by_themes = query::filters_by_themes(query);
+        if by_themes || query.theme_facets() {
+            if by_themes {
+                filters.push(query::taxonomy_version_clause(
+                    fields,
+                    tags,
+                    query.taxonomy_version,
+                ));
+            }
             let mut others =
                 query::filter_clauses(fields, &self.shared.columns, &query.filter.without_themes());
             others.push(query::analysed_clause(fields));
@@ -508,6 +515,102 @@ fn internal(message: String) -> IndexError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A theme facet counts the themes of the matches tagged with the
+    /// query's taxonomy version, and leaves the hits alone (it restricted
+    /// them to those matches: with analysis off a theme facet answered no
+    /// hits at all). A theme field in the text restricts the hits; the word
+    /// in a phrase ("theme: x") does not.
+    #[test]
+    fn theme_facets_count_without_restricting_the_hits() {
+        use crate::domain::{HitView, SearchFilter};
+        let index = crate::index::fuzz_fixture();
+        let search = |text: &str, facets: &[&str], version: u64| {
+            index
+                .search(&SearchQuery {
+                    text: text.into(),
+                    filter: SearchFilter::default(),
+                    sort: SortOrder::Newest,
+                    limit: 100,
+                    cursor: None,
+                    facets: facets.iter().map(|f| f.to_string()).collect(),
+                    similar_to: None,
+                    taxonomy_version: version,
+                    total_hits_up_to: None,
+                    view: HitView::Ids,
+                })
+                .unwrap()
+        };
+        let values = |page: &IndexPage, field: &str| -> Vec<(String, u64)> {
+            let facet = page.facets.iter().find(|f| f.field == field).unwrap();
+            let mut counts = facet.counts.clone();
+            counts.sort();
+            counts
+        };
+        let all = search("", &[], 2);
+        assert!(all.total_hits >= 5, "{}", all.total_hits);
+        for version in [1, 2] {
+            let faceted = search("", &["channel", "theme"], version);
+            assert_eq!(faceted.hits, all.hits, "version {version}");
+            assert_eq!(faceted.total_hits, all.total_hits);
+            let channels: u64 = values(&faceted, "channel").iter().map(|(_, n)| n).sum();
+            assert_eq!(channels, all.total_hits, "every hit's channel is counted");
+            // The same themes a search restricted to the version counts.
+            let tagged = search("theme:*", &["theme"], version);
+            assert!(tagged.total_hits < all.total_hits);
+            assert_eq!(values(&faceted, "theme"), values(&tagged, "theme"));
+            // Analysed items of the other version wait for their re-tag.
+            assert!(faceted.retag_pending > 0, "version {version}");
+        }
+        assert_eq!(
+            values(&search("", &["theme"], 2), "theme"),
+            [("app".to_string(), 1)]
+        );
+        assert!(values(&search("", &["theme"], 1), "theme").contains(&("refund".to_string(), 1)));
+        // A theme field restricts the hits to the version; a phrase with
+        // the word does not.
+        assert_eq!(search("theme:refund", &[], 1).total_hits, 1);
+        assert_eq!(search("theme:refund", &[], 2).total_hits, 0);
+        let refund = search("refund", &[], 2).total_hits;
+        assert!(refund > 0);
+        assert_eq!(
+            search("refund OR \"theme: refund\"", &[], 2).total_hits,
+            refund
+        );
+        assert!(!query::filters_by_themes(&SearchQuery {
+            text: "\"dark theme: blue\" theme_sentiment".into(),
+            ..search_query_template()
+        }));
+        for named in [
+            "theme:app",
+            "x OR theme_sentiment:app.positive",
+            "(theme:*)",
+            "theme:[a TO b]",
+        ] {
+            assert!(
+                query::filters_by_themes(&SearchQuery {
+                    text: named.into(),
+                    ..search_query_template()
+                }),
+                "{named}"
+            );
+        }
+    }
+
+    fn search_query_template() -> SearchQuery {
+        SearchQuery {
+            text: String::new(),
+            filter: crate::domain::SearchFilter::default(),
+            sort: SortOrder::Newest,
+            limit: 10,
+            cursor: None,
+            facets: Vec::new(),
+            similar_to: None,
+            taxonomy_version: 1,
+            total_hits_up_to: None,
+            view: crate::domain::HitView::Ids,
+        }
+    }
 
     /// A search spread over threads gives the pages, cursors, totals and
     /// facets a search on one thread gives: every sort, a cursor chain to

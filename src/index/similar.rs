@@ -79,14 +79,16 @@ impl SearchIndex {
         let fields = &self.shared.fields;
         let searcher = self.shared.reader.searcher();
         let (full_query, retag_pending) = self.slice_query(&searcher, query)?;
-        // Theme facets restrict the matches to the current taxonomy version
-        // (as in `slice_query`), so they need the keys too.
         let everything = query.text.trim().is_empty()
             && query::filter_clauses(fields, &self.shared.columns, &query.filter).is_empty()
-            && !query.uses_themes();
+            && !query::filters_by_themes(query);
         // `slice_query` dropped the segments merged away from the column
         // cache, which facets read.
-        let facets = facets::facet_collector(&query.facets, &self.shared.columns)?;
+        let facets = facets::facet_collector(
+            &query.facets,
+            &self.shared.columns,
+            Some((self.shared.tags.clone(), query.taxonomy_version)),
+        )?;
         if everything && facets.is_none() {
             // Every document matches: no pass over them (counting through
             // the collector visits every document: 12% of the CPU at 1M).

@@ -294,6 +294,17 @@ impl ConfirmedTags {
             .transpose()
     }
 
+    /// Which of the segment's documents are tagged with `version` (indexed,
+    /// or confirmed since), one document at a time (theme facets).
+    pub fn tagged(&self, reader: &SegmentReader, version: u64) -> tantivy::Result<SegmentTagged> {
+        Ok(match self.segment(reader)? {
+            Some(view) => SegmentTagged::Confirmed(view, version),
+            None => {
+                SegmentTagged::Indexed(reader.fast_fields().u64(field::TAXONOMY_VERSION)?, version)
+            }
+        })
+    }
+
     /// Drops the views of segments the searcher no longer has.
     pub fn retain_live(&self, searcher: &Searcher) {
         super::retain_live_segments(&mut self.lock_segments(), &self.pruner, searcher);
@@ -302,6 +313,26 @@ impl ConfirmedTags {
     fn lock_segments(&self) -> std::sync::MutexGuard<'_, HashMap<SegmentId, SegmentState>> {
         // The map holds no invariant a panicking holder could break.
         self.segments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One segment's documents tagged with one taxonomy version
+/// (`ConfirmedTags::tagged`).
+pub enum SegmentTagged {
+    /// Some versions were confirmed: the segment's view.
+    Confirmed(Arc<SegmentVersions>, u64),
+    /// None: the indexed versions.
+    Indexed(tantivy::columnar::Column<u64>, u64),
+}
+
+impl SegmentTagged {
+    /// Whether `doc` is tagged with the version.
+    #[inline]
+    pub fn holds(&self, doc: DocId) -> bool {
+        match self {
+            SegmentTagged::Confirmed(view, version) => view.effective(doc) == Some(*version),
+            SegmentTagged::Indexed(column, version) => column.first(doc) == Some(*version),
+        }
     }
 }
 
