@@ -3,24 +3,31 @@
 
 use time::{Date, Month, OffsetDateTime};
 
+use crate::domain::limits::MAX_REPORT_BUCKETS;
 use crate::domain::{BucketSize, Period, UnixMicros};
 
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// The width a period gets when the request leaves it open: days up to two
-/// months, weeks up to two years, months up to 400 months, years beyond
-/// (items span at most 230 years, so the automatic width always fits).
+/// months, weeks up to two years, months up to 400 months, years beyond;
+/// the next wider one where the period's calendar buckets would still be
+/// more than `MAX_REPORT_BUCKETS` (a period that starts and ends inside a
+/// bucket touches one more than its length suggests). Items span at most
+/// 230 years, so the automatic width always fits.
 pub fn auto_size(period: &Period) -> BucketSize {
     let days = period.end.0.saturating_sub(period.start.0).max(0) / MICROS_PER_DAY;
-    if days <= 62 {
-        BucketSize::Day
-    } else if days <= 731 {
-        BucketSize::Week
-    } else if days <= 12_150 {
-        BucketSize::Month
-    } else {
-        BucketSize::Year
-    }
+    let widths = [
+        (62, BucketSize::Day),
+        (731, BucketSize::Week),
+        (12_150, BucketSize::Month),
+        (i64::MAX, BucketSize::Year),
+    ];
+    widths
+        .into_iter()
+        .skip_while(|&(most, _)| days > most)
+        .map(|(_, size)| size)
+        .find(|&size| count(size, period) <= MAX_REPORT_BUCKETS as u64)
+        .unwrap_or(BucketSize::Year)
 }
 
 fn date_of_day(day: i64) -> Option<Date> {
@@ -108,15 +115,25 @@ pub fn buckets(size: BucketSize, period: &Period, max: usize) -> Option<Vec<Peri
     Some(out)
 }
 
-/// The number of buckets `period` would need (for the error message).
+/// The number of buckets `buckets` gives `period`: the calendar days,
+/// weeks, months or years it touches.
 pub fn count(size: BucketSize, period: &Period) -> u64 {
-    let days = period.end.0.saturating_sub(period.start.0).max(0) as f64 / MICROS_PER_DAY as f64;
-    match size {
-        BucketSize::Day => days.ceil() as u64,
-        BucketSize::Week => (days / 7.0).ceil() as u64,
-        BucketSize::Month => (days / 30.44).ceil() as u64,
-        BucketSize::Year => (days / 365.25).ceil() as u64,
+    if period.is_empty() {
+        return 0;
     }
+    let first = period.start.0.div_euclid(MICROS_PER_DAY);
+    let last = (period.end.0 - 1).div_euclid(MICROS_PER_DAY);
+    let months = |day: i64| {
+        date_of_day(day).map_or(day / 30, |d| i64::from(d.year()) * 12 + d.month() as i64)
+    };
+    let years = |day: i64| date_of_day(day).map_or(day / 365, |d| i64::from(d.year()));
+    let spread = match size {
+        BucketSize::Day => last - first,
+        BucketSize::Week => (bucket_start(size, last) - bucket_start(size, first)) / 7,
+        BucketSize::Month => months(last) - months(first),
+        BucketSize::Year => years(last) - years(first),
+    };
+    spread.max(0) as u64 + 1
 }
 
 #[cfg(test)]
@@ -182,12 +199,55 @@ mod tests {
             auto_size(&period(date!(2020 - 01 - 01), date!(2026 - 01 - 01))),
             BucketSize::Month
         );
+        // A period that starts and ends inside a month touches one more
+        // than its length: 400 months from the middle of one are 401
+        // (the automatic width used to pick months and be refused).
+        let mid = |d: Date| micros(d) + MICROS_PER_DAY / 2;
+        let odd = Period {
+            start: UnixMicros(mid(date!(1970 - 01 - 23))),
+            end: UnixMicros(mid(date!(2003 - 05 - 01)) - MICROS_PER_DAY / 24),
+        };
+        assert_eq!(count(BucketSize::Month, &odd), 401);
+        assert_eq!(auto_size(&odd), BucketSize::Year);
+        // Exactly 400 days from noon touch 401 days.
+        let noon = Period {
+            start: UnixMicros(mid(date!(2023 - 11 - 14))),
+            end: UnixMicros(mid(date!(2023 - 11 - 14)) + 400 * MICROS_PER_DAY),
+        };
+        assert_eq!(count(BucketSize::Day, &noon), 401);
+        assert!(buckets(BucketSize::Day, &noon, 400).is_none());
         // The widest span items can have still fits in years.
         let all = period(date!(1970 - 01 - 01), date!(2200 - 01 - 01));
         assert_eq!(auto_size(&all), BucketSize::Year);
         let years = buckets(BucketSize::Year, &all, 400).unwrap();
         assert_eq!(years.len(), 230);
         assert_eq!(years[1].start.0, micros(date!(1971 - 01 - 01)));
+        // `count` is the number of buckets `buckets` gives, every width.
+        for (a, b) in [
+            (micros(date!(2025 - 01 - 01)), micros(date!(2026 - 01 - 01))),
+            (mid(date!(2025 - 12 - 31)), mid(date!(2026 - 01 - 01))),
+            (
+                micros(date!(2024 - 02 - 27)) + 1,
+                micros(date!(2024 - 03 - 02)) - 1,
+            ),
+            (odd.start.0, odd.end.0),
+            (micros(date!(1970 - 01 - 01)), micros(date!(2200 - 01 - 01))),
+            (7, 8),
+        ] {
+            let p = Period {
+                start: UnixMicros(a),
+                end: UnixMicros(b),
+            };
+            for size in [
+                BucketSize::Day,
+                BucketSize::Week,
+                BucketSize::Month,
+                BucketSize::Year,
+            ] {
+                let n = buckets(size, &p, usize::MAX).unwrap().len() as u64;
+                assert_eq!(count(size, &p), n, "{size:?} {a}..{b}");
+            }
+        }
         assert!(buckets(
             BucketSize::Week,
             &Period {
