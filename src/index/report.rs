@@ -581,7 +581,50 @@ impl SegmentCollector for SegmentReport {
 
 #[cfg(test)]
 mod tests {
-    use super::one_label_per_theme;
+    use super::{check_segment, one_label_per_theme};
+    use crate::domain::limits::MAX_REPORT_SEGMENT_CARDINALITY;
+    use crate::index::IndexError;
+
+    /// A report's segment field may have `MAX_REPORT_SEGMENT_CARDINALITY`
+    /// values in an index segment, not one more; an attribute no item has
+    /// is refused.
+    #[test]
+    fn segment_fields_are_bounded_in_values() {
+        let searcher = |values: usize| {
+            let (index, fields, small) = crate::index::test_index();
+            drop(small);
+            // Room for every document in one segment.
+            let mut writer: tantivy::IndexWriter<tantivy::TantivyDocument> =
+                index.writer_with_num_threads(1, 200_000_000).unwrap();
+            for seq in 0..values as u64 {
+                let draft = crate::domain::FeedbackDraft {
+                    id: format!("i-{seq}"),
+                    text: "word".into(),
+                    attributes: [("store".to_string(), format!("s{seq}"))].into(),
+                    ..Default::default()
+                };
+                crate::index::add_test_item(
+                    &writer,
+                    &fields,
+                    seq,
+                    draft,
+                    crate::domain::AnalysisState::Pending,
+                );
+            }
+            writer.commit().unwrap();
+            index.reader().unwrap().searcher()
+        };
+        let at_limit = searcher(MAX_REPORT_SEGMENT_CARDINALITY);
+        assert_eq!(at_limit.segment_readers().len(), 1);
+        check_segment(&at_limit, "attributes.store").unwrap();
+        let refused =
+            |result: Result<(), IndexError>| matches!(result, Err(IndexError::InvalidSegment(_)));
+        assert!(refused(check_segment(&at_limit, "attributes.region")));
+        let over = searcher(MAX_REPORT_SEGMENT_CARDINALITY + 1);
+        assert_eq!(over.segment_readers().len(), 1);
+        assert!(refused(check_segment(&over, "attributes.store")));
+        check_segment(&over, "channel").unwrap();
+    }
 
     #[test]
     fn disagreeing_mentions_of_a_theme_count_once_as_mixed() {
