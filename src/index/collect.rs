@@ -1870,7 +1870,7 @@ pub(super) mod tests {
         let columns = Arc::new(ColumnCache::with_date_block_shift(date_block_shift));
         for &text in texts {
             let query = parser.parse_query(text).unwrap();
-            let prune = prunes_exactly(&*query, &searcher.schema());
+            let prune = prunes_exactly(&*query, searcher.schema());
             let expected_count = searcher.search(&*query, &Count).unwrap() as u64;
             assert!(expected_count > 100, "{text}: {expected_count}");
             // Every other page also counts facets (a keyword field, a

@@ -217,7 +217,7 @@ impl SearchIndex {
             after: after_key,
             count_limit: query.total_hits_up_to,
             // With facets the count visits every match whatever the limit.
-            prune: collect::prunes_exactly(&*user_query, &searcher.schema())
+            prune: collect::prunes_exactly(&*user_query, searcher.schema())
                 && collect::pruning_pays(
                     &*full_query,
                     query.total_hits_up_to.filter(|_| facets.is_none()),
