@@ -182,9 +182,14 @@ mod tests {
         let all = index.similar_scope(&query("", &[])).unwrap();
         assert!(all.keys.is_none(), "everything matches: no keys");
         assert_eq!(all.total_hits, index.documents());
-        // A theme facet counts only the current taxonomy's items, and so
-        // restricts the candidates like a filter.
-        for restricted in [query("refund", &[]), query("", &["theme"])] {
+        // A theme facet counts the current taxonomy's items without
+        // restricting the candidates; a theme field in the query restricts
+        // them like a filter.
+        let faceted = index.similar_scope(&query("", &["theme"])).unwrap();
+        assert!(faceted.keys.is_none(), "a facet restricts nothing");
+        assert_eq!(faceted.total_hits, all.total_hits);
+        assert!(!faceted.facets[0].counts.is_empty());
+        for restricted in [query("refund", &[]), query("theme:*", &[])] {
             let scope = index.similar_scope(&restricted).unwrap();
             let keys = scope.keys.expect("restricted: keys");
             assert_eq!(keys.len() as u64, scope.total_hits, "{:?}", restricted.text);
