@@ -127,7 +127,7 @@ async fn round(
                 }
             }
             Err(NlpError::Closed) => return Err(RoundError::Stopped),
-            Err(error) => {
+            Err(error) if live.len() > 1 => {
                 // One failure of a shared batch must not fail every item of
                 // the round for good: each is tried alone, and only those
                 // that fail alone are marked FAILED.
@@ -148,6 +148,14 @@ async fn round(
                             Err(Rejection::new("text", format!("analysis failed: {error}")))
                         }
                     });
+                }
+            }
+            Err(error) => {
+                for &i in &live {
+                    results[i] = Some(Err(Rejection::new(
+                        "text",
+                        format!("analysis failed: {error}"),
+                    )));
                 }
             }
         }

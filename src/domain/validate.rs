@@ -122,13 +122,43 @@ pub fn validate_text(text: &str) -> Result<(), Rejection> {
             ),
         ));
     }
-    if normalize_text(text).trim().is_empty() {
+    if normalize_text(text)
+        .chars()
+        .all(|c| c.is_whitespace() || is_default_ignorable(c))
+    {
         return Err(Rejection::new(
             "text",
-            "must not be empty or only whitespace and control characters",
+            "must not be empty or only whitespace, control and invisible characters",
         ));
     }
     Ok(())
+}
+
+/// Unicode's `Default_Ignorable_Code_Point`s: characters a text shows
+/// nothing for (zero-width space and joiners, soft hyphen, byte order mark,
+/// bidirectional marks, variation selectors, tags, Hangul fillers). A text
+/// of these alone is empty to a reader: the encoder still gave it themes.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{34F}'
+            | '\u{61C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// The customer_id rule (trimmed; at most `MAX_NAME_BYTES`, no control
@@ -309,6 +339,10 @@ mod tests {
             ("a\u{0}b", "U+0000, which is not text (at byte 1)"),
             ("caf\u{e9}\u{FFFE}", "U+FFFE, which is not text (at byte 5)"),
             ("\u{FFFF}", "U+FFFF"),
+            // Invisible characters alone (the encoder gave them themes).
+            ("\u{200B}", "empty"),
+            ("\u{FEFF} \u{AD}\u{2060}", "empty"),
+            ("\u{34F}\u{FE0F}\u{E0041}\u{200D}", "empty"),
         ] {
             let err = draft(text).validate(UnixMicros(0)).unwrap_err();
             assert_eq!(err.field, "text");
@@ -321,6 +355,10 @@ mod tests {
         );
         let ok = "x".repeat(MAX_TEXT_BYTES);
         assert!(draft(&ok).validate(UnixMicros(0)).is_ok());
+        // Beside a visible character they are text; an emoji alone too.
+        for text in ["\u{200B}a", "\u{2764}\u{FE0F}", "soft\u{AD}hyphen"] {
+            assert!(draft(text).validate(UnixMicros(0)).is_ok(), "{text:?}");
+        }
     }
 
     /// cp1252 mojibake and stray control characters are text: accepted and

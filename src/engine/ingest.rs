@@ -16,6 +16,11 @@ use crate::nlp::NlpError;
 use crate::redact::RedactionPolicy;
 use crate::store::{AnalysisUpdate, Deleted};
 
+/// Time a `wait_for_analysis` ingest keeps before the caller's deadline to
+/// answer without analyses (a tenth of what is left, within these bounds).
+const ANSWER_MARGIN_MIN: std::time::Duration = std::time::Duration::from_millis(20);
+const ANSWER_MARGIN_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The outcome for one item of an ingest batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ItemOutcome {
@@ -143,7 +148,25 @@ impl Engine {
         };
         let (versions, _) = self.get(&after_write, ids).await?;
         let texts: Vec<String> = versions.iter().map(|v| v.feedback.text.clone()).collect();
-        let analyses = match pool.analyze(texts, true).await {
+        let analysis = pool.analyze(texts, true);
+        // The answer must reach the caller before its deadline, analysed or
+        // not: an answer after it reads as a failure, and a retry of items
+        // with generated ids would store them twice.
+        let analysed = match ctx.deadline {
+            None => analysis.await,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let margin = (left / 10).clamp(ANSWER_MARGIN_MIN, ANSWER_MARGIN_MAX);
+                match tokio::time::timeout(left.saturating_sub(margin), analysis).await {
+                    Ok(analysed) => analysed,
+                    Err(_) => {
+                        tracing::info!("the deadline of a wait_for_analysis ingest is near; its analysis is left to the background");
+                        return Ok(outcomes.into_iter().map(|o| (o, None)).collect());
+                    }
+                }
+            }
+        };
+        let analyses = match analysed {
             Ok(mut analyses) => {
                 self.tag_all(&mut analyses);
                 analyses

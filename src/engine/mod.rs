@@ -139,9 +139,24 @@ async fn run_search<T: Send + 'static>(
     match handle.as_ref().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
             let workers = handle.map_or(1, |h| h.metrics().num_workers());
+            // A panic (a damaged index file, say) fails this request alone,
+            // as one on the blocking pool does, instead of the connection's
+            // worker task.
+            let guarded = move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(
+                    |panic| {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a search panicked".into());
+                        Err(Error::Task(message))
+                    },
+                )
+            };
             let result = match reads.try_inline(workers) {
-                Some(_inline) => work(),
-                None => tokio::task::block_in_place(work),
+                Some(_inline) => guarded(),
+                None => tokio::task::block_in_place(guarded),
             };
             drop(slot);
             result

@@ -1133,7 +1133,8 @@ mod tests {
     /// A version's analysis is saved once: the background analysis and a
     /// `wait_for_analysis` ingest can both analyse it, and the second save
     /// must neither replace the first (whose caller was answered with it)
-    /// nor log the item's change again.
+    /// nor log the item's change again; except that an analysis mends a
+    /// failure saved first.
     #[tokio::test]
     async fn a_versions_analysis_is_saved_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -1170,6 +1171,20 @@ mod tests {
         );
         assert_eq!(store.stats().unwrap().last_seq, logged, "no second change");
         assert!(store.analysis_backlog(10).unwrap().is_empty());
+        // An analysis saved after a failure mends it; nothing replaces it.
+        let done = |score: f32| AnalysisUpdate {
+            state: crate::index::test_analysis(score),
+            ..failed("")
+        };
+        let mended = store.set_analysis(vec![done(0.5)]).await.unwrap();
+        assert_eq!((mended.saved.len(), mended.stale), (1, 0));
+        let again = store
+            .set_analysis(vec![done(-0.5), failed("late")])
+            .await
+            .unwrap();
+        assert_eq!((again.saved.len(), again.stale), (0, 2));
+        let stored = store.get_many(&[id]).unwrap().remove(0).unwrap();
+        assert_eq!(stored.analysis, crate::index::test_analysis(0.5));
     }
 
     /// A read of the change log stops at its byte budget as at its count,

@@ -213,19 +213,23 @@ impl WriteOperation for SetAnalysis {
             // the background analysis and a `wait_for_analysis` ingest may
             // both analyse a version, and only the first to save it counts
             // (a second save would replace the analysis the first caller
-            // was answered with, and log the change twice).
-            if tx.analysis_queue.remove(update.version_seq)?.is_none() {
-                stale += 1;
-                continue;
-            }
+            // was answered with, and log the change twice); except that an
+            // analysis replaces a failure saved first.
+            let ticket = tx.analysis_queue.remove(update.version_seq)?.is_some();
             let id = update.id.as_str().to_string();
             let current = tx
                 .items
                 .get(id.as_str())?
                 .map(|bytes| decode(&id, bytes.value()))
                 .transpose()?;
+            let mends_a_failure = |item: &crate::domain::StoredFeedback| {
+                matches!(item.analysis, AnalysisState::Failed { .. })
+                    && matches!(update.state, AnalysisState::Done(_))
+            };
             match current {
-                Some(mut item) if item.seq == update.version_seq => {
+                Some(mut item)
+                    if item.seq == update.version_seq && (ticket || mends_a_failure(&item)) =>
+                {
                     // The item keeps its version seq (the index's stable
                     // tie-breaker); the change log gets a new one.
                     item.analysis = update.state;

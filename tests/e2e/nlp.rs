@@ -929,6 +929,51 @@ async fn ingest_can_wait_for_the_analysis() {
         .into_inner();
     assert_eq!(status(&got.items[0]), pb::AnalysisStatus::Done);
 
+    // A deadline shorter than the analysis: the items are stored, so the
+    // call answers OK before the deadline, those not analysed in time
+    // without an analysis (it failed at the deadline, and a retry of
+    // generated ids stored everything twice).
+    let texts = [
+        "The delivery was late and the box was damaged.",
+        "Support answered quickly and fixed my login problem.",
+        "The price went up again without any notice.",
+    ];
+    let items: Vec<pb::Feedback> = (0..300)
+        .map(|i| item("", &format!("{} Order {i}.", texts[i % texts.len()])))
+        .collect();
+    let mut request = tonic::Request::new(pb::IngestRequest {
+        items,
+        wait_for_analysis: true,
+    });
+    request.set_timeout(std::time::Duration::from_secs(1));
+    let response = client
+        .ingest(request)
+        .await
+        .expect("OK before the deadline")
+        .into_inner();
+    assert_eq!(response.accepted, 300);
+    assert!(
+        response.results.iter().any(|r| r.analysis.is_none()),
+        "300 items analysed within a second?"
+    );
+    let ids: Vec<String> = response
+        .results
+        .iter()
+        .map(|r| match &r.outcome {
+            Some(pb::item_result::Outcome::Id(id)) => id.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let got = client
+        .get(pb::GetRequest {
+            ids,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.items.len(), 300, "every item stored once");
+
     let off = TestServer::spawn().await;
     let mut off_client = off.client().await;
     let status = off_client
