@@ -1162,7 +1162,11 @@ mod tests {
         let logged = store.stats().unwrap().last_seq;
         let second = store.set_analysis(vec![failed("second")]).await.unwrap();
         assert_eq!((second.saved.len(), second.stale), (0, 1));
-        let stored = store.get_many(&[id]).unwrap().remove(0).unwrap();
+        let stored = store
+            .get_many(std::slice::from_ref(&id))
+            .unwrap()
+            .remove(0)
+            .unwrap();
         assert_eq!(
             stored.analysis,
             AnalysisState::Failed {

@@ -306,13 +306,16 @@ fn run_writer(
                 );
                 slot.set_unwritable(Some(reason.clone()));
                 backoff = RECOVERY_MIN;
-                for op in group {
-                    op.finish(Err(StoreError::Unavailable(reason.clone())));
-                }
                 // redb refuses reads of pages it has not cached after a
-                // failed write, until the database is opened again.
+                // failed write, until the database is opened again: before
+                // the callers hear of the failure, so that a read they make
+                // next finds it open (a read in between failed with
+                // `PreviousIo`; the unit test below hit it under load).
                 if let Err(error) = reopen(slot, commits) {
                     tracing::warn!(%error, "cannot re-open the store for reads");
+                }
+                for op in group {
+                    op.finish(Err(StoreError::Unavailable(reason.clone())));
                 }
                 std::thread::sleep(backoff);
             }
