@@ -641,6 +641,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///   best score as that of a frequency of 0, below the score its documents
 ///   get: once a page is full, block-WAND skipped every later block, and
 ///   pages after the first lost most of their matches (`channel:chat`).
+///
 /// Terms an exclusion names do not score, and do not count.
 pub fn prunes_exactly(query: &dyn tantivy::query::Query, schema: &tantivy::schema::Schema) -> bool {
     let mut terms = 0;
