@@ -167,6 +167,9 @@ impl KeyBits {
 /// Files of a saved index.
 const GRAPH_FILE: &str = "graph.usearch";
 const KEYS_FILE: &str = "keys.bin";
+/// The CRC-32 of `GRAPH_FILE` (4 bytes, little-endian): usearch loads a
+/// graph whose middle is damaged without a word, and searches it.
+const GRAPH_SUM_FILE: &str = "graph.crc32";
 /// The id map's format: magic, dimensions (u64), count (u64), per id its
 /// key (u64), length (u32) and bytes; then an FNV-1a 64 of all that.
 const KEYS_MAGIC: &[u8; 8] = b"VBVKEYS1";
@@ -187,6 +190,21 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// The CRC-32 of a file's bytes, read a MiB at a time.
+fn file_crc32(path: &Path) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buffer[..read]);
+    }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -310,6 +328,9 @@ impl VectorIndex {
             std::fs::File::open(&graph)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| io("syncing the graph", e))?;
+            let sum = file_crc32(&graph).map_err(|e| io("reading the graph", e))?;
+            write_synced(&new.join(GRAPH_SUM_FILE), &sum.to_le_bytes())
+                .map_err(|e| io("writing the graph's checksum", e))?;
             if dir.exists() {
                 let _ = std::fs::remove_dir_all(&old);
                 std::fs::rename(dir, &old).map_err(|e| io("moving the previous save", e))?;
@@ -362,6 +383,18 @@ impl VectorIndex {
                 .ok_or_else(|| corrupt("id"))?;
             keys.insert(FeedbackId::parse(raw).map_err(|_| corrupt("id"))?, key);
             at += 12 + len;
+        }
+        // A save from before the checksum has none: loaded unchecked.
+        match std::fs::read(dir.join(GRAPH_SUM_FILE)) {
+            Ok(sum) => {
+                let found = file_crc32(&dir.join(GRAPH_FILE))
+                    .map_err(|e| VectorError(format!("reading the graph: {e}")))?;
+                if sum != found.to_le_bytes() {
+                    return Err(VectorError("the graph is damaged (checksum)".into()));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(VectorError(format!("reading the graph's checksum: {e}"))),
         }
         let index = VectorIndex::new(dimensions, threads)?;
         {
@@ -1089,6 +1122,22 @@ mod tests {
         std::fs::rename(&path, sibling(&path, "old")).unwrap();
         assert_eq!(VectorIndex::load(&path, 2).unwrap().len(), 499);
         std::fs::rename(sibling(&path, "old"), &path).unwrap();
+        // A byte changed in the middle of the graph (usearch loads it
+        // without a word) is found by its checksum; a save without the
+        // checksum (older builds) loads.
+        let graph = path.join(GRAPH_FILE);
+        let intact = std::fs::read(&graph).unwrap();
+        let mut damaged = intact.clone();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0xFF;
+        std::fs::write(&graph, &damaged).unwrap();
+        let error = VectorIndex::load(&path, 2)
+            .err()
+            .expect("a damaged graph is refused");
+        assert!(error.to_string().contains("graph"), "{error}");
+        std::fs::write(&graph, &intact).unwrap();
+        std::fs::remove_file(path.join(GRAPH_SUM_FILE)).unwrap();
+        assert_eq!(VectorIndex::load(&path, 2).unwrap().len(), 499);
         let keys = path.join(KEYS_FILE);
         let mut bytes = std::fs::read(&keys).unwrap();
         bytes[40] ^= 1;
