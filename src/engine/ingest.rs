@@ -12,13 +12,13 @@ use crate::domain::{
     Analysis, AnalysisState, Feedback, FeedbackDraft, FeedbackId, Rejection, UnixMicros,
 };
 use crate::error::{Error, Result};
-use crate::nlp::NlpError;
+use crate::nlp::{AnalysisPool, NlpError};
 use crate::redact::RedactionPolicy;
 use crate::store::{AnalysisUpdate, Deleted};
 
 /// Time a `wait_for_analysis` ingest keeps before the caller's deadline to
 /// answer without analyses (a tenth of what is left, within these bounds).
-const ANSWER_MARGIN_MIN: std::time::Duration = std::time::Duration::from_millis(20);
+const ANSWER_MARGIN_MIN: std::time::Duration = std::time::Duration::from_millis(50);
 const ANSWER_MARGIN_MAX: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The outcome for one item of an ingest batch.
@@ -137,43 +137,72 @@ impl Engine {
             return Ok(outcomes.into_iter().map(|o| (o, None)).collect());
         }
         // The items are durable now: neither the deadline nor an analysis
-        // problem may turn the answer into an error; what is not analysed
-        // here is left to the background analysis.
+        // or store problem may turn the answer into an error (a retry of
+        // items with generated ids would store them twice); what is not
+        // analysed here is left to the background analysis.
         if ctx.check_deadline().is_err() {
             return Ok(outcomes.into_iter().map(|o| (o, None)).collect());
         }
+        let work = self.analyse_stored(ctx, pool, ids);
+        // The answer must reach the caller before its deadline, analysed or
+        // not: reading, analysing and saving all run under the cutoff.
+        let analysed = match ctx.deadline {
+            None => work.await,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let margin = (left / 10).clamp(ANSWER_MARGIN_MIN, ANSWER_MARGIN_MAX);
+                tokio::time::timeout(left.saturating_sub(margin), work)
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::info!("the deadline of a wait_for_analysis ingest is near; its analysis is left to the background");
+                        None
+                    })
+            }
+        };
+        let mut by_id = analysed.unwrap_or_default();
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                let analysis = match &o {
+                    ItemOutcome::Stored(id) => by_id.remove(id),
+                    ItemOutcome::Rejected(_) => None,
+                };
+                (o, analysis)
+            })
+            .collect())
+    }
+
+    /// The `wait_for_analysis` work on stored items: reads their versions,
+    /// analyses and saves them; the analyses by id, or `None` where a read,
+    /// the analysis or the save failed (logged; the background analysis
+    /// does them). Versions the background saved first are answered with
+    /// what the store holds.
+    async fn analyse_stored(
+        &self,
+        ctx: &RequestContext,
+        pool: AnalysisPool,
+        ids: Vec<FeedbackId>,
+    ) -> Option<HashMap<FeedbackId, Analysis>> {
         let after_write = RequestContext {
             deadline: None,
             ..ctx.clone()
         };
-        let (versions, _) = self.get(&after_write, ids).await?;
-        let texts: Vec<String> = versions.iter().map(|v| v.feedback.text.clone()).collect();
-        let analysis = pool.analyze(texts, true);
-        // The answer must reach the caller before its deadline, analysed or
-        // not: an answer after it reads as a failure, and a retry of items
-        // with generated ids would store them twice.
-        let analysed = match ctx.deadline {
-            None => analysis.await,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                let margin = (left / 10).clamp(ANSWER_MARGIN_MIN, ANSWER_MARGIN_MAX);
-                match tokio::time::timeout(left.saturating_sub(margin), analysis).await {
-                    Ok(analysed) => analysed,
-                    Err(_) => {
-                        tracing::info!("the deadline of a wait_for_analysis ingest is near; its analysis is left to the background");
-                        return Ok(outcomes.into_iter().map(|o| (o, None)).collect());
-                    }
-                }
+        let versions = match self.get(&after_write, ids).await {
+            Ok((versions, _)) => versions,
+            Err(error) => {
+                tracing::warn!(%error, "reading the items to analyse while ingesting failed; left to the background analysis");
+                return None;
             }
         };
-        let analyses = match analysed {
+        let texts: Vec<String> = versions.iter().map(|v| v.feedback.text.clone()).collect();
+        let analyses = match pool.analyze(texts, true).await {
             Ok(mut analyses) => {
                 self.tag_all(&mut analyses);
                 analyses
             }
             Err(error) => {
                 tracing::warn!(%error, "analysis while ingesting failed; left to the background analysis");
-                return Ok(outcomes.into_iter().map(|o| (o, None)).collect());
+                return None;
             }
         };
         let mut by_id: HashMap<FeedbackId, Analysis> = HashMap::new();
@@ -187,7 +216,13 @@ impl Engine {
             seqs.insert(update.id.clone(), version.seq);
             updates.push(update);
         }
-        let saved = self.store.set_analysis(updates).await?;
+        let saved = match self.store.set_analysis(updates).await {
+            Ok(saved) => saved,
+            Err(error) => {
+                tracing::warn!(%error, "saving the analyses of an ingest failed; left to the background analysis");
+                return None;
+            }
+        };
         if saved.stale > 0 {
             // The background analysis saved some of these versions first (or
             // the items changed): answer with what the store holds, so the
@@ -215,16 +250,7 @@ impl Engine {
                 }
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| {
-                let analysis = match &o {
-                    ItemOutcome::Stored(id) => by_id.remove(id),
-                    ItemOutcome::Rejected(_) => None,
-                };
-                (o, analysis)
-            })
-            .collect())
+        Some(by_id)
     }
 
     /// Deletes by id; returns (deleted count, missing ids).

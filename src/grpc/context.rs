@@ -11,15 +11,21 @@ use crate::engine::{Caller, RequestContext};
 /// The context of one call, read from its metadata (take it before
 /// `into_inner`). A malformed `grpc-timeout` is ignored, as tonic does.
 pub(super) fn request_context<T>(request: &Request<T>) -> RequestContext {
+    // From the headers' arrival (a unary body may take a while to come),
+    // where the transport's layer stamped it.
+    let arrived = request
+        .extensions()
+        .get::<super::request_id::Arrived>()
+        .map_or_else(Instant::now, |arrived| arrived.0);
     RequestContext {
         caller: Caller::Anonymous,
-        deadline: deadline(request.metadata()),
+        deadline: deadline(request.metadata(), arrived),
     }
 }
 
-fn deadline(metadata: &MetadataMap) -> Option<Instant> {
+fn deadline(metadata: &MetadataMap, from: Instant) -> Option<Instant> {
     let timeout = metadata.get("grpc-timeout")?.to_str().ok()?;
-    Instant::now().checked_add(parse_grpc_timeout(timeout)?)
+    from.checked_add(parse_grpc_timeout(timeout)?)
 }
 
 /// `grpc-timeout`: 1 to 8 ASCII digits and a unit, H (hours), M (minutes),

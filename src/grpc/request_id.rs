@@ -38,6 +38,11 @@ fn client_id(value: &HeaderValue) -> Option<&str> {
 
 use super::BoxFuture;
 
+/// When the call's headers arrived (`request_context` counts the deadline
+/// from it).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Arrived(pub(super) std::time::Instant);
+
 impl<S, B, ResBody> tower_service::Service<http::Request<B>> for RequestId<S>
 where
     S: tower_service::Service<http::Request<B>, Response = http::Response<ResBody>>,
@@ -60,6 +65,11 @@ where
             .unwrap_or_else(|| ulid::Ulid::new().to_string());
         let value = HeaderValue::from_str(&id).expect("checked printable ASCII");
         request.headers_mut().insert(HEADER, value.clone());
+        // The call's deadline counts from here, as tonic's own timeout does
+        // (it starts when the headers arrive, not after the body is read).
+        request
+            .extensions_mut()
+            .insert(Arrived(std::time::Instant::now()));
         let span = tracing::info_span!("request", id = %id, path = %request.uri().path());
         let response = {
             let _entered = span.enter();

@@ -938,8 +938,13 @@ async fn ingest_can_wait_for_the_analysis() {
         "Support answered quickly and fixed my login problem.",
         "The price went up again without any notice.",
     ];
-    let items: Vec<pb::Feedback> = (0..300)
-        .map(|i| item("", &format!("{} Order {i}.", texts[i % texts.len()])))
+    // 1,000 items of three sentences: ~4,000 embeddings, far more than a
+    // CPU analyses in the second (~100 a second a core).
+    let items: Vec<pb::Feedback> = (0..1_000)
+        .map(|i| {
+            let text = texts[i % texts.len()];
+            item("", &format!("{text} Order {i} arrived. {text}"))
+        })
         .collect();
     let mut request = tonic::Request::new(pb::IngestRequest {
         items,
@@ -951,10 +956,10 @@ async fn ingest_can_wait_for_the_analysis() {
         .await
         .expect("OK before the deadline")
         .into_inner();
-    assert_eq!(response.accepted, 300);
+    assert_eq!(response.accepted, 1_000);
     assert!(
         response.results.iter().any(|r| r.analysis.is_none()),
-        "300 items analysed within a second?"
+        "1,000 items analysed within a second?"
     );
     let ids: Vec<String> = response
         .results
@@ -972,7 +977,7 @@ async fn ingest_can_wait_for_the_analysis() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got.items.len(), 300, "every item stored once");
+    assert_eq!(got.items.len(), 1_000, "every item stored once");
 
     let off = TestServer::spawn().await;
     let mut off_client = off.client().await;
