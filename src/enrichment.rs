@@ -116,6 +116,7 @@ async fn round(
         .collect();
     let mut results: Vec<Option<Result<crate::domain::Analysis, Rejection>>> =
         vec![None; backlog.len()];
+    let failed = |error: &NlpError| Rejection::new("text", format!("analysis failed: {error}"));
     if !texts.is_empty() {
         match pool.analyze_background(texts, true).await {
             Ok(analyses) => {
@@ -142,20 +143,15 @@ async fn round(
                             }
                             analysis
                         }
-                        Ok(_) => Err(Rejection::new("text", format!("analysis failed: {error}"))),
+                        Ok(_) => Err(failed(&error)),
                         Err(NlpError::Closed) => return Err(RoundError::Stopped),
-                        Err(error) => {
-                            Err(Rejection::new("text", format!("analysis failed: {error}")))
-                        }
+                        Err(error) => Err(failed(&error)),
                     });
                 }
             }
             Err(error) => {
                 for &i in &live {
-                    results[i] = Some(Err(Rejection::new(
-                        "text",
-                        format!("analysis failed: {error}"),
-                    )));
+                    results[i] = Some(Err(failed(&error)));
                 }
             }
         }

@@ -52,7 +52,8 @@ impl SearchIndex {
         // With themes in the query, the matches tagged with another version
         // are left out of the pass: count those of the current period.
         let mut retag_pending = 0;
-        if query::filters_by_themes(&slice) {
+        let by_themes = query::filters_by_themes(&slice);
+        if by_themes {
             let mut current = plan.query.clone();
             current.filter.created_after = Some(plan.current.start);
             current.filter.created_before = Some(plan.current.end);
@@ -81,10 +82,10 @@ impl SearchIndex {
             tags: self.shared.tags.clone(),
             // With themes in the query, other versions are already left out
             // (and counted by `slice_query`).
-            count_retag: !query::filters_by_themes(&slice),
+            count_retag: !by_themes,
         };
         let mut counts = searcher.search(&*full, &collector)?;
-        if query::filters_by_themes(&slice) {
+        if by_themes {
             counts.retag_pending = retag_pending;
         } else {
             retag_pending = counts.retag_pending;
