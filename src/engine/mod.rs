@@ -109,6 +109,38 @@ impl Engine {
     }
 }
 
+/// Longest a search or report waits for the index to apply the removals
+/// made before a restart (`Engine::removals_applied`).
+const REMOVALS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often a waiting read looks again.
+const REMOVALS_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl Engine {
+    /// Waits (up to the caller's deadline, at most `REMOVALS_WAIT`) until
+    /// the index has applied the removals the store had committed when it
+    /// opened; then `IndexError::CatchingUp` (UNAVAILABLE). Only right after
+    /// a restart behind the store: an erasure acknowledged before a crash
+    /// is never counted again by a search or a report.
+    async fn removals_applied(&self, ctx: &RequestContext) -> Result<()> {
+        if self.index.removals_left() == 0 {
+            return Ok(());
+        }
+        let cap = std::time::Instant::now() + REMOVALS_WAIT;
+        let until = ctx.deadline.map_or(cap, |deadline| deadline.min(cap));
+        loop {
+            tokio::time::sleep(REMOVALS_POLL).await;
+            let left = self.index.removals_left();
+            if left == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= until {
+                return Err(crate::index::IndexError::CatchingUp { left }.into());
+            }
+        }
+    }
+}
+
 /// A request-size rule: 1 to `max` entries.
 fn check_batch_size(field: &str, len: usize, max: usize) -> Result<()> {
     if len == 0 || len > max {

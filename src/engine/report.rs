@@ -36,6 +36,7 @@ impl Engine {
         if let (Some(bucket), Some(_)) = (request.bucket, query.filter.created_after) {
             check_buckets(bucket, &plan.current)?;
         }
+        self.removals_applied(ctx).await?;
         let index = self.index.clone();
         let store = self.store.clone();
         let bucket = request.bucket;

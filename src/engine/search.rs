@@ -25,6 +25,7 @@ impl Engine {
         if let Some(similar_to) = query.similar_to.clone() {
             return self.search_similar(ctx, query, similar_to).await;
         }
+        self.removals_applied(ctx).await?;
         let index = self.index.clone();
         let store = self.store.clone();
         let slot = self.reads.enter(ctx).await?;
@@ -115,6 +116,7 @@ impl Engine {
                     .unwrap_or_default()
             }
         };
+        self.removals_applied(ctx).await?;
         let index = self.index.clone();
         let store = self.store.clone();
         let slot = self.reads.enter(ctx).await?;

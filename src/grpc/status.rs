@@ -80,6 +80,7 @@ fn index_status(error: IndexError) -> Status {
             Status::invalid_argument(format!("segment: {reason}"))
         }
         IndexError::Store(e) => store_status(e),
+        e @ IndexError::CatchingUp { .. } => Status::unavailable(e.to_string()),
         e @ (IndexError::Tantivy(_)
         | IndexError::Io { .. }
         | IndexError::CountMismatch { .. }

@@ -93,6 +93,11 @@ pub enum IndexError {
     CountMismatch { docs: u64, items: u64 },
     #[error(transparent)]
     Vectors(#[from] vectors::VectorError),
+    /// Reads wait for the index to apply the removals the store committed
+    /// before it opened (`SearchIndex::removals_applied`); this one waited
+    /// in vain.
+    #[error("the index is still applying the {left} changes made before the restart, removals among them; retry shortly")]
+    CatchingUp { left: u64 },
 }
 
 /// Tuning of the indexer.
@@ -138,6 +143,11 @@ struct Shared {
     reader: IndexReader,
     parser: QueryParser,
     indexed_seq: AtomicU64,
+    /// The store's last removal when the index opened, while the index has
+    /// not applied it (0: applied). After a crash the index opens behind
+    /// the store's change log; until it catches up, an item removed before
+    /// the crash still counts in totals, facets and reports.
+    pending_removal: AtomicU64,
     vectors: Arc<Vectors>,
     /// The page collector's fast-field columns per segment.
     columns: Arc<collect::ColumnCache>,
@@ -394,6 +404,7 @@ fn is_damage(error: &IndexError) -> bool {
         | IndexError::Io { .. }
         | IndexError::Store(_)
         | IndexError::CountMismatch { .. }
+        | IndexError::CatchingUp { .. }
         | IndexError::Vectors(_) => false,
     }
 }
@@ -482,6 +493,7 @@ impl SearchIndex {
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             indexed_seq: AtomicU64::new(committed),
+            pending_removal: AtomicU64::new(store.last_removal_seq()),
             fields,
             reader,
             parser,
@@ -544,6 +556,25 @@ impl SearchIndex {
     /// The last store `seq` that is searchable.
     pub fn indexed_seq(&self) -> u64 {
         self.shared.indexed_seq.load(Ordering::Acquire)
+    }
+
+    /// Changes left to apply before the index has applied every removal
+    /// the store had committed when the index opened (0: it has). Reads
+    /// wait for it: before, an item deleted or erased before a crash (the
+    /// index had not applied it yet) would still count in totals, facets
+    /// and reports. Once applied, never again: later removals are searchable
+    /// within the refresh interval, as documented.
+    pub fn removals_left(&self) -> u64 {
+        let pending = self.shared.pending_removal.load(Ordering::Acquire);
+        if pending == 0 {
+            return 0;
+        }
+        let indexed = self.indexed_seq();
+        if indexed >= pending {
+            self.shared.pending_removal.store(0, Ordering::Release);
+            return 0;
+        }
+        pending - indexed
     }
 
     /// The similarity index, once built (`None` while it builds, when it is
@@ -672,6 +703,7 @@ impl SearchIndex {
                 reader,
                 parser,
                 indexed_seq: AtomicU64::new(items.len() as u64),
+                pending_removal: AtomicU64::new(0),
                 vectors: Arc::new(Vectors::new(false, 1, None)),
                 columns: Arc::default(),
                 filters: Arc::default(),
@@ -1059,6 +1091,60 @@ mod doc_store_tests {
         drop(index);
         let (reopened, _, _) = open_index(&index_dir(data.path(), true), true).unwrap();
         assert_eq!(committed_seq(&reopened).unwrap(), last);
+    }
+
+    /// An index opened behind the store's change log (a crash) owes the
+    /// removals the store committed before: `removals_left` counts down to
+    /// 0, and from then on a search no longer counts the removed item.
+    #[tokio::test]
+    async fn removals_made_before_the_index_opened_are_owed_until_applied() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 4).unwrap();
+        let settings = IndexSettings::for_tests();
+        committed_first_item(data.path(), &store, &settings).await;
+        let n = indexer::MAX_CHANGES_PER_READ * 2;
+        write_backlog(&store, 1..=n).await;
+        store
+            .delete(vec![crate::domain::FeedbackId::parse("b-7").unwrap()])
+            .await
+            .unwrap();
+        let last = store.stats().unwrap().last_seq;
+        assert_eq!(store.last_removal_seq(), last);
+        let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
+        // The indexer has 20,000 items to read and index first.
+        assert!(index.removals_left() > 0, "owed at open");
+        let started = std::time::Instant::now();
+        while index.removals_left() > 0 {
+            assert!(started.elapsed() < Duration::from_secs(120));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let page = index
+            .search(&crate::domain::SearchQuery {
+                text: String::new(),
+                filter: crate::domain::SearchFilter::default(),
+                sort: crate::domain::SortOrder::Newest,
+                limit: 10,
+                cursor: None,
+                facets: Vec::new(),
+                similar_to: None,
+                taxonomy_version: 1,
+                total_hits_up_to: None,
+                view: crate::domain::HitView::Ids,
+            })
+            .unwrap();
+        assert_eq!(page.total_hits, n as u64, "items 0..={n} but the removed one");
+        index.shutdown();
+        drop(index);
+
+        // Reopened caught up, nothing is owed, and later writes do not make
+        // the store's last removal look newer.
+        store
+            .upsert(vec![backlog_item(n + 1)], crate::store::QueueMode::Wait)
+            .await
+            .unwrap();
+        let index = SearchIndex::open(data.path(), store.clone(), settings).unwrap();
+        assert_eq!(index.removals_left(), 0);
+        index.shutdown();
     }
 
     /// A merge that ends after the last commit is searched without a

@@ -56,6 +56,12 @@ pub(crate) const EMBEDDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new
 pub(crate) const ANALYSIS_QUEUE: TableDefinition<u64, &str> =
     TableDefinition::new("analysis_queue");
 pub(crate) const META_LAST_SEQ: &str = "last_seq";
+/// The change seq of the last item removal (absent: none yet).
+pub(crate) const META_LAST_REMOVAL: &str = "last_removal_seq";
+/// The last seq of the last group that kept `META_LAST_REMOVAL`: a store
+/// last written by a build that did not keep it has a different `last_seq`,
+/// and any change may have been a removal.
+pub(crate) const META_REMOVALS_AS_OF: &str = "removals_as_of_seq";
 /// Scratch space of the recovery probe after a storage error (empty otherwise).
 pub(crate) const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
 
@@ -503,7 +509,7 @@ impl Store {
         let commits = Arc::new(CommitSignal::default());
         let last = last_seq(&db)?;
         commits.publish(last);
-        commits.publish_removal(last);
+        commits.publish_removal(last_removal_seq(&db)?);
         let confirmed = Arc::new(ConfirmedVersions::loaded(&themes::confirmed_tags(&db)?));
         let db = Arc::new(DbSlot::new(dir, db, cache_bytes, open_file));
         // Opened on a full disk (the server starts there, serving reads):
@@ -1001,6 +1007,27 @@ fn read_last_seq(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
     }
 }
 
+/// The change seq of the last item removal the database committed, as far
+/// as it is known: a store whose last write did not keep it (a new store
+/// written by an older build) answers its last seq, as any change may have
+/// been a removal.
+pub(crate) fn last_removal_seq(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    let last = read_last_seq(&txn)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let as_of = meta.get(META_REMOVALS_AS_OF)?.map(|v| v.value());
+    let removal = meta.get(META_LAST_REMOVAL)?.map(|v| v.value());
+    Ok(match as_of {
+        Some(as_of) if as_of == last => removal.unwrap_or(0),
+        None if last == 0 => 0,
+        _ => last,
+    })
+}
+
 fn last_seq(db: &Database) -> Result<u64, StoreError> {
     read_last_seq(&db.begin_read()?)
 }
@@ -1112,8 +1139,7 @@ mod tests {
             .unwrap();
         assert_eq!(store.last_removal_seq(), after_erasure);
 
-        // Reopened, any change before may have been a removal.
-        let last = store.stats().unwrap().last_seq;
+        // Reopened, the store knows its last removal (not any later write).
         drop(store);
         // The writer thread lets the database go once it sees the queue
         // closed.
@@ -1127,6 +1153,32 @@ mod tests {
                 other => break other.unwrap(),
             }
         };
+        assert_eq!(store.last_removal_seq(), after_erasure);
+        store
+            .upsert(vec![feedback("e", "")], QueueMode::Wait)
+            .await
+            .unwrap();
+        let last = store.stats().unwrap().last_seq;
+        drop(store);
+
+        // A store last written by a build that kept no removal seq: any
+        // change may have been one.
+        let db = loop {
+            match redb::Database::open(dir.path().join(STORE_FILE)) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other.unwrap(),
+            }
+        };
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .remove(META_REMOVALS_AS_OF)
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let store = Store::open(dir.path(), 4).unwrap();
         assert_eq!(store.last_removal_seq(), last);
     }
 

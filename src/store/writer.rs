@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::themes::{TAGS, TEXT_EMBEDDINGS, THEMES, UNITS};
 use super::{
     CommitSignal, DbSlot, StoreError, ANALYSIS_QUEUE, CHANGES, CUSTOMER_ITEMS, EMBEDDINGS, ITEMS,
-    META, META_LAST_SEQ, PROBE,
+    META, META_LAST_REMOVAL, META_LAST_SEQ, META_REMOVALS_AS_OF, PROBE,
 };
 
 /// Items grouped into one transaction at most (more requests wait for the next).
@@ -359,11 +359,17 @@ const PROBE_BYTES: usize = 1024 * 1024;
 fn reopen(slot: &DbSlot, commits: &CommitSignal) -> Result<(), StoreError> {
     slot.reopen()
         .map_err(|e| StoreError::Unavailable(storage_reason(&e)))?;
-    // Reads see the reopened database from now on, and whether the failed
-    // group's removals reached its disk is unknown: any change up to its last
-    // seq may have been one (unreadable: any change from here on may be).
-    let seq = slot.get().and_then(|db| super::last_seq(&db));
-    commits.publish_removal(*seq.as_ref().unwrap_or(&u64::MAX));
+    // Reads see the reopened database from now on, and the failed group may
+    // have reached its disk all the same, its removals with it: the seq of
+    // the last removal is read back (unreadable: any change from here on may
+    // be one).
+    let db = slot.get();
+    let removal = db
+        .as_ref()
+        .ok()
+        .and_then(|db| super::last_removal_seq(db).ok());
+    commits.publish_removal(removal.unwrap_or(u64::MAX));
+    let seq = db.and_then(|db| super::last_seq(&db));
     // The failed group may be on disk all the same: wake the indexer for it,
     // or its items would wait for the next write to become searchable.
     if let Ok(seq) = seq {
@@ -480,6 +486,10 @@ fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<(u64, 
         }
         let seq = tx.seq;
         tx.meta.insert(META_LAST_SEQ, seq)?;
+        if tx.last_removal > 0 {
+            tx.meta.insert(META_LAST_REMOVAL, tx.last_removal)?;
+        }
+        tx.meta.insert(META_REMOVALS_AS_OF, seq)?;
         last_seq = seq;
         last_removal = tx.last_removal;
     }
