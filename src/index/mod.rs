@@ -1132,7 +1132,10 @@ mod doc_store_tests {
                 view: crate::domain::HitView::Ids,
             })
             .unwrap();
-        assert_eq!(page.total_hits, n as u64, "items 0..={n} but the removed one");
+        assert_eq!(
+            page.total_hits, n as u64,
+            "items 0..={n} but the removed one"
+        );
         index.shutdown();
         drop(index);
 

@@ -10,8 +10,8 @@ use tantivy::query::{
     RangeQuery, TermQuery,
 };
 use tantivy::query_grammar::{
-    self as query_grammar, parse_query_lenient, Delimiter, UserInputAst, UserInputLeaf,
-    UserInputLiteral,
+    self as query_grammar, parse_query_lenient, Delimiter, UserInputAst, UserInputBound,
+    UserInputLeaf, UserInputLiteral,
 };
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::tokenizer::{TextAnalyzer, TokenStream};
@@ -199,7 +199,7 @@ fn parse_checked(
             ),
         });
     }
-    check_exists(&ast, text)?;
+    check_leaves(&ast, text)?;
     // `parse_query` is the strict grammar's tree, then the query. A tree
     // with a phrase paired is built the same way, except for tantivy's
     // private flattening of nested clauses of one occur: the same
@@ -207,6 +207,7 @@ fn parse_checked(
     let tree = || {
         query_grammar::parse_query(text).ok().map(|mut ast| {
             complete_exclusions(&mut ast);
+            fold_keyword_case(&mut ast);
             ast
         })
     };
@@ -238,10 +239,13 @@ fn parse_checked(
 /// tantivy's query for `text`, its nested exclusions completed
 /// (`complete_exclusions`).
 fn parse_text(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, QueryParserError> {
-    // Only NOT and `-` exclude.
-    if text.contains("NOT") || text.contains('-') {
+    // Only NOT and `-` exclude; only a field's value can need folding.
+    let excludes = text.contains("NOT") || text.contains('-');
+    let folds = text.contains(':') && text.bytes().any(|b| b.is_ascii_uppercase());
+    if excludes || folds {
         if let Ok(mut ast) = query_grammar::parse_query(text) {
-            if complete_exclusions(&mut ast) {
+            let completed = complete_exclusions(&mut ast);
+            if fold_keyword_case(&mut ast) | completed {
                 return parser.build_query_from_user_input_ast(ast);
             }
         }
@@ -630,31 +634,152 @@ fn names_theme_field(text: &str) -> bool {
     false
 }
 
-/// `FIELD:*` (the field has a value) reads the field's fast column: the
-/// parser takes any name, and an unknown field or one without a column
-/// failed the search (an INTERNAL answer) instead of the query.
-fn check_exists(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
+/// Fields whose every indexed value is lower-case (fixed vocabularies, and
+/// languages, which ingest lower-cases): a value typed in the query is
+/// lower-cased too, as the filters do (`language:EN` matched nothing).
+const LOWER_CASE_FIELDS: &[&str] = &[
+    field::CHANNEL,
+    field::JOURNEY_STAGE,
+    field::LANGUAGE,
+    field::SENTIMENT,
+    field::ANALYSIS_STATUS,
+];
+
+/// Lower-cases the values `LOWER_CASE_FIELDS` are searched for (literals
+/// and `IN` sets); returns whether it changed any.
+fn fold_keyword_case(ast: &mut UserInputAst) -> bool {
+    let folded = |field: &Option<String>| {
+        field
+            .as_deref()
+            .is_some_and(|name| LOWER_CASE_FIELDS.contains(&name))
+    };
+    let mut changed = false;
+    let mut pending = vec![ast];
+    while let Some(node) = pending.pop() {
+        match node {
+            UserInputAst::Clause(children) => pending.extend(children.iter_mut().map(|(_, c)| c)),
+            UserInputAst::Boost(inner, _) => pending.push(inner),
+            UserInputAst::Leaf(leaf) => match leaf.as_mut() {
+                UserInputLeaf::Literal(literal) if folded(&literal.field_name) => {
+                    if literal.phrase.bytes().any(|b| b.is_ascii_uppercase()) {
+                        literal.phrase = literal.phrase.to_ascii_lowercase();
+                        changed = true;
+                    }
+                }
+                UserInputLeaf::Set { field, elements } if folded(field) => {
+                    for element in elements.iter_mut() {
+                        if element.bytes().any(|b| b.is_ascii_uppercase()) {
+                            *element = element.to_ascii_lowercase();
+                            changed = true;
+                        }
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+    changed
+}
+
+/// Numeric fields of the query language (ranges checked as the filters
+/// check theirs).
+const NUMBER_FIELDS: &[&str] = &[
+    field::NPS,
+    field::CSAT,
+    field::CES,
+    field::RATING,
+    field::SENTIMENT_SCORE,
+];
+
+/// Leaves the parser would take but that cannot mean what they say:
+/// - `FIELD:*` (the field has a value) reads the field's fast column: the
+///   parser takes any name, and an unknown field or one without a column
+///   failed the search (an INTERNAL answer) instead of the query;
+/// - a range on a number field whose lower bound is above its upper one, or
+///   a bound that is not a number (`NaN`), which the filters refuse and
+///   the query matched nothing with;
+/// - `attributes.KEY` with a key no item can have (empty, or not 1 to
+///   `MAX_ATTRIBUTE_KEY_BYTES` bytes of `[a-z0-9_]`), which matched nothing.
+fn check_leaves(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
+    let invalid = |name: &str, message: String| IndexError::InvalidQuery {
+        position: text.find(name).unwrap_or(0),
+        message,
+    };
     let mut pending = vec![ast];
     while let Some(node) = pending.pop() {
         match node {
             UserInputAst::Clause(children) => pending.extend(children.iter().map(|(_, c)| c)),
             UserInputAst::Boost(inner, _) => pending.push(inner),
             UserInputAst::Leaf(leaf) => {
-                let UserInputLeaf::Exists { field } = leaf.as_ref() else {
-                    continue;
-                };
-                let message = match has_value_column(field) {
-                    Some(true) => continue,
-                    Some(false) => {
-                        format!("`{field}:*` is not supported: every item has a value there")
+                let name = match leaf.as_ref() {
+                    UserInputLeaf::Exists { field } => {
+                        let message = match has_value_column(field) {
+                            Some(true) => continue,
+                            Some(false) => format!(
+                                "`{field}:*` is not supported: every item has a value there"
+                            ),
+                            None => {
+                                format!("unknown field `{field}`; fields are {}", query_fields())
+                            }
+                        };
+                        return Err(invalid(field, message));
                     }
-                    None => format!("unknown field `{field}`; fields are {}", query_fields()),
+                    UserInputLeaf::Range {
+                        field: Some(field),
+                        lower,
+                        upper,
+                    } => {
+                        if NUMBER_FIELDS.contains(&field.as_str()) {
+                            check_range(field, lower, upper).map_err(|m| invalid(field, m))?;
+                        }
+                        field
+                    }
+                    UserInputLeaf::Literal(literal) => match &literal.field_name {
+                        Some(field) => field,
+                        None => continue,
+                    },
+                    UserInputLeaf::Set {
+                        field: Some(field), ..
+                    } => field,
+                    _ => continue,
                 };
-                return Err(IndexError::InvalidQuery {
-                    position: text.find(field.as_str()).unwrap_or(0),
-                    message,
-                });
+                if let Some(key) = schema::attribute_key(name) {
+                    if !crate::domain::is_attribute_key(key) {
+                        return Err(invalid(
+                            name,
+                            format!(
+                                "`{name}`: an attribute key is 1 to {} bytes of [a-z0-9_]",
+                                crate::domain::limits::MAX_ATTRIBUTE_KEY_BYTES
+                            ),
+                        ));
+                    }
+                }
             }
+        }
+    }
+    Ok(())
+}
+
+/// A number range's bounds: numbers, the lower at most the upper.
+fn check_range(field: &str, lower: &UserInputBound, upper: &UserInputBound) -> Result<(), String> {
+    let value = |bound: &UserInputBound| -> Result<Option<f64>, String> {
+        let (UserInputBound::Inclusive(v) | UserInputBound::Exclusive(v)) = bound else {
+            return Ok(None);
+        };
+        match v.parse::<f64>() {
+            Ok(number) if number.is_nan() => {
+                Err(format!("`{field}`: range bound `{v}` is not a number"))
+            }
+            Ok(number) => Ok(Some(number)),
+            // Not a number at all: tantivy's own error names it.
+            Err(_) => Ok(None),
+        }
+    };
+    if let (Some(min), Some(max)) = (value(lower)?, value(upper)?) {
+        if min > max {
+            return Err(format!(
+                "`{field}`: range lower bound {min} is greater than its upper bound {max}"
+            ));
         }
     }
     Ok(())
@@ -1720,6 +1845,115 @@ mod tests {
             "attributes.region:*",
             "attributes:*",
             "nps:* refund",
+        ] {
+            parse_user_query(&parser, text, true).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    /// Values of lower-case fields are lower-cased in the query as in the
+    /// filters (`language:EN` matched nothing), on every path a text takes
+    /// (plain tree, phrase pairs, exclusions completed); ranges the filters
+    /// refuse and attribute keys no item can have are refused.
+    #[test]
+    fn keyword_values_fold_case_and_impossible_leaves_are_refused() {
+        let (index, fields, writer) = crate::index::test_index();
+        let drafts = [
+            (
+                "router on fire",
+                "EN",
+                crate::domain::Channel::Chat,
+                Some(9),
+            ),
+            (
+                "router is fine",
+                "fr",
+                crate::domain::Channel::Survey,
+                Some(3),
+            ),
+        ];
+        for (seq, (text, language, channel, nps)) in drafts.into_iter().enumerate() {
+            let draft = crate::domain::FeedbackDraft {
+                id: format!("i-{seq}"),
+                text: text.to_string(),
+                language: language.to_string(),
+                channel: Some(channel),
+                nps,
+                ..Default::default()
+            };
+            crate::index::add_test_item(
+                &writer,
+                &fields,
+                seq as u64,
+                draft,
+                crate::domain::AnalysisState::Pending,
+            );
+        }
+        let mut writer = writer;
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let mut parser = QueryParser::for_index(&index, vec![fields.text]);
+        parser.set_conjunction_by_default();
+        for pairs in [false, true] {
+            for (query, want) in [
+                ("language:EN", 1),
+                ("language:en", 1),
+                ("language:FR OR channel:CHAT", 2),
+                ("language:IN [EN DE]", 1),
+                ("router AND NOT language:EN", 1),
+                ("\"router on\" channel:Chat", 1),
+                ("\"router on fire\" language:En", 1),
+                ("channel:SURVEY -nps:9", 1),
+            ] {
+                let built = parse_user_query(&parser, query, pairs)
+                    .unwrap_or_else(|e| panic!("{query}: {e}"));
+                let count = searcher.search(&built, &tantivy::collector::Count).unwrap();
+                assert_eq!(count, want, "{query} (pairs {pairs})");
+            }
+        }
+        // No prefix or fuzzy forms: `*` after a word is dropped as
+        // punctuation, and `~2` after a word is one more word (`2`).
+        for (query, want) in [
+            ("router*", 2),
+            ("rout*", 0),
+            ("router~2", 0),
+            ("\"router on\"~1", 1),
+        ] {
+            let built =
+                parse_user_query(&parser, query, true).unwrap_or_else(|e| panic!("{query}: {e}"));
+            let count = searcher.search(&built, &tantivy::collector::Count).unwrap();
+            assert_eq!(count, want, "{query}");
+        }
+        // Case matters where values are the client's.
+        let built = parse_user_query(&parser, "product:Router", true).unwrap();
+        assert_eq!(
+            searcher.search(&built, &tantivy::collector::Count).unwrap(),
+            0
+        );
+
+        for (text, needle) in [
+            (
+                "nps:[9 TO 1]",
+                "lower bound 9 is greater than its upper bound 1",
+            ),
+            ("router sentiment_score:[NaN TO 1]", "`NaN` is not a number"),
+            ("rating:{5 TO 2}", "greater than"),
+            ("attributes.:x", "an attribute key is 1 to"),
+            ("attributes.Plan:x", "an attribute key is 1 to"),
+            ("attributes.bad-key:IN [a b]", "an attribute key is 1 to"),
+        ] {
+            match parse_user_query(&parser, text, true) {
+                Err(IndexError::InvalidQuery { message, position }) => {
+                    assert!(message.contains(needle), "{text}: {message}");
+                    assert!(position < text.len());
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for text in [
+            "nps:[1 TO 9]",
+            "nps:[5 TO 5]",
+            "attributes.plan:x",
+            "nps:>3",
         ] {
             parse_user_query(&parser, text, true).unwrap_or_else(|e| panic!("{text}: {e}"));
         }
