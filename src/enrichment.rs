@@ -74,6 +74,12 @@ pub(crate) fn spawn(
     })
 }
 
+/// Whether an item's text can be why a batch failed (an inference error,
+/// a text the model refuses), as opposed to the model not running at all.
+fn item_may_cause(error: &NlpError) -> bool {
+    matches!(error, NlpError::Inference(_) | NlpError::InvalidText { .. })
+}
+
 enum RoundError {
     Stopped,
     Failed(String),
@@ -128,10 +134,17 @@ async fn round(
                 }
             }
             Err(NlpError::Closed) => return Err(RoundError::Stopped),
-            Err(error) if live.len() > 1 => {
+            // The model could not run at all (not loaded, gone): nothing is
+            // the items' fault, so none is marked; they stay queued and the
+            // round is retried.
+            Err(error) if !item_may_cause(&error) => {
+                return Err(RoundError::Failed(error.to_string()))
+            }
+            Err(error) => {
                 // One failure of a shared batch must not fail every item of
-                // the round for good: each is tried alone, and only those
-                // that fail alone are marked FAILED.
+                // the round for good, nor a transient failure a batch of one:
+                // each is tried alone once more, and only those that fail
+                // alone are marked FAILED.
                 tracing::warn!(%error, items = live.len(), "a background analysis batch failed; analysing its items one at a time");
                 for &i in &live {
                     let text = backlog[i].2.as_ref().expect("live").feedback.text.clone();
@@ -145,13 +158,11 @@ async fn round(
                         }
                         Ok(_) => Err(failed(&error)),
                         Err(NlpError::Closed) => return Err(RoundError::Stopped),
+                        Err(error) if !item_may_cause(&error) => {
+                            return Err(RoundError::Failed(error.to_string()))
+                        }
                         Err(error) => Err(failed(&error)),
                     });
-                }
-            }
-            Err(error) => {
-                for &i in &live {
-                    results[i] = Some(Err(failed(&error)));
                 }
             }
         }

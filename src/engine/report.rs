@@ -29,6 +29,10 @@ impl Engine {
     pub async fn report(&self, ctx: &RequestContext, request: ReportRequest) -> Result<Report> {
         let mut query = request.query;
         query.taxonomy_version = self.themes.version();
+        if request.include_candidates && self.analysis.is_none() {
+            // A discovery clusters sentence embeddings only the analysis makes.
+            return Err(crate::nlp::NlpError::Disabled.into());
+        }
         let now = UnixMicros::now();
         let plan = plan(&query, &request.segment, request.comparison, now)?;
         // A bucket that cannot fit is refused before the pass (an open start

@@ -234,10 +234,16 @@ fn rank_with_vector_index(
         let ids = index.ids_of_keys(&keys)?.into_iter().flatten();
         hits = rerank(store, target, ids, source, query.limit)?;
     }
+    // The scope counts every match (the vector search needs them all):
+    // a bounded count is cut to its bound as the other sorts cut theirs.
+    let (total_hits, total_is_lower_bound) = match query.total_hits_up_to {
+        Some(bound) if scope.total_hits > bound => (bound, true),
+        _ => (scope.total_hits, false),
+    };
     Ok(Ranked {
         hits,
-        total_hits: scope.total_hits,
-        total_is_lower_bound: false,
+        total_hits,
+        total_is_lower_bound,
         facets: scope.facets,
         retag_pending: scope.retag_pending,
     })

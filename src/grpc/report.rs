@@ -41,11 +41,7 @@ impl TryFrom<pb::ReportRequest> for ReportRequest {
         };
         let time = |field: &str, ts: &Option<prost_types::Timestamp>| {
             ts.as_ref()
-                .map(|ts| {
-                    timestamp_to_micros(ts)
-                        .map(clamp_created)
-                        .map_err(|r| Error::invalid(field, r))
-                })
+                .map(|ts| timestamp_to_micros(ts).map_err(|r| Error::invalid(field, r)))
                 .transpose()
         };
         let comparison = match (
@@ -53,7 +49,28 @@ impl TryFrom<pb::ReportRequest> for ReportRequest {
             time("compare_before", &raw.compare_before)?,
         ) {
             (None, None) => None,
-            (Some(start), Some(end)) => Some(Period { start, end }),
+            (Some(start), Some(end)) => {
+                // Ordered as given: clamped to the dates items can have, two
+                // bounds past either end become one.
+                if end <= start {
+                    return Err(Error::invalid(
+                        "compare_before",
+                        "must be later than compare_after",
+                    ));
+                }
+                let period = Period {
+                    start: clamp_created(start),
+                    end: clamp_created(end),
+                };
+                if period.is_empty() {
+                    return Err(Error::invalid(
+                        "compare_after",
+                        "the comparison period lies outside the dates items can have \
+                         (1970-01-01 to 2200-01-01)",
+                    ));
+                }
+                Some(period)
+            }
             (None, Some(_)) => {
                 return Err(Error::invalid(
                     "compare_after",

@@ -361,7 +361,7 @@ pub(crate) fn discover_tuned(
         let name = if keyphrases.is_empty() {
             representatives
                 .first()
-                .map(|&i| truncate_chars(sentences[i].text.trim(), 60))
+                .map(|&i| truncate_chars(sentence_name(sentences[i].text), 60))
                 .unwrap_or_default()
         } else {
             name_from(&keyphrases)
@@ -1195,6 +1195,17 @@ fn name_from(keyphrases: &[(String, f64)]) -> String {
         .join(" / ")
 }
 
+/// A sentence as a name: without the punctuation around it ("time." was a
+/// candidate's name), or as it is when it is punctuation alone.
+fn sentence_name(text: &str) -> &str {
+    let trimmed = text.trim_matches(|c: char| !c.is_alphanumeric());
+    if trimmed.is_empty() {
+        text.trim()
+    } else {
+        trimmed
+    }
+}
+
 fn truncate_chars(s: &str, n: usize) -> String {
     match s.char_indices().nth(n) {
         Some((at, _)) => format!("{}…", &s[..at]),
@@ -1207,6 +1218,14 @@ mod tests {
     use super::*;
 
     const DIM: usize = 384;
+
+    #[test]
+    fn a_sentence_named_loses_its_punctuation() {
+        assert_eq!(sentence_name(" Time. "), "Time");
+        assert_eq!(sentence_name("\"Why?!\""), "Why");
+        assert_eq!(sentence_name("top-up, again..."), "top-up, again");
+        assert_eq!(sentence_name(" ?! "), "?!");
+    }
 
     /// Unit vector near `center` (a random direction from `seed`), spread
     /// controlled by `noise`.

@@ -709,6 +709,23 @@ async fn similar_items_by_embedding() {
     )
     .await;
     assert_eq!(hit_ids(&response), vec!["sim-4"]);
+    assert_eq!(response.total_hits, 5);
+    // A bounded count is cut to its bound, as in the other sorts.
+    let response = search(
+        &mut client,
+        pb::SearchRequest {
+            similar_to_text: "double charge on my bill".into(),
+            limit: 1,
+            track_total_hits_up_to: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(hit_ids(&response), vec!["sim-4"]);
+    assert_eq!(
+        (response.total_hits, response.total_hits_is_lower_bound),
+        (2, true)
+    );
     let _ = ids;
     let status = client
         .search(pb::SearchRequest {

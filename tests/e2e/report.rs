@@ -433,6 +433,28 @@ async fn report_bad_input_names_the_field_and_an_empty_slice_is_not_an_error() {
         refused(open).await.starts_with("compare_after:"),
         "an open start covers all time"
     );
+    let mut reversed = request("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", "");
+    reversed.compare_after = Some(timestamp("2025-02-01T00:00:00Z"));
+    reversed.compare_before = Some(timestamp("2025-01-01T00:00:00Z"));
+    assert!(refused(reversed)
+        .await
+        .starts_with("compare_before: must be later"));
+    // Past the dates items can have, both bounds clamp to one: the error
+    // says so, not that the end comes first.
+    let mut beyond = request("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", "");
+    beyond.compare_after = Some(timestamp("2300-01-01T00:00:00Z"));
+    beyond.compare_before = Some(timestamp("2400-01-01T00:00:00Z"));
+    let message = refused(beyond).await;
+    assert!(
+        message.starts_with("compare_after: the comparison period lies outside"),
+        "{message}"
+    );
+    // Candidates come from a discovery, which needs the analysis.
+    let mut candidates = request("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", "");
+    candidates.include_candidates = true;
+    let status = client.report(candidates).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("--analysis off"), "{status:?}");
     let mut malformed = request("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", "");
     malformed.query = "(unclosed".into();
     assert_eq!(
