@@ -28,6 +28,8 @@ pub(crate) fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut idle_rounds = 0u32;
+        // Rounds failed in a row.
+        let mut failures = 0u32;
         let mut writable = store.writable();
         let mut paused = false;
         loop {
@@ -55,6 +57,7 @@ pub(crate) fn spawn(
             }
             match round(&store, &pool, &themes).await {
                 Ok(0) => {
+                    failures = 0;
                     idle_rounds = idle_rounds.saturating_add(1);
                     tokio::time::sleep(Duration::from_millis(if idle_rounds > 20 {
                         200
@@ -63,10 +66,20 @@ pub(crate) fn spawn(
                     }))
                     .await;
                 }
-                Ok(_) => idle_rounds = 0,
+                Ok(_) => {
+                    idle_rounds = 0;
+                    failures = 0;
+                }
                 Err(RoundError::Stopped) => return,
                 Err(RoundError::Failed(error)) => {
-                    tracing::error!(%error, "background analysis round failed; retrying");
+                    // A cause that lasts (a model that cannot run) is logged
+                    // once a minute, not every second.
+                    failures = failures.saturating_add(1);
+                    if failures % 60 == 1 {
+                        tracing::error!(%error, failures, "background analysis round failed; retrying every second");
+                    } else {
+                        tracing::debug!(%error, failures, "background analysis round failed again");
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

@@ -117,9 +117,10 @@ const REMOVALS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const REMOVALS_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Engine {
-    /// Waits (up to the caller's deadline, at most `REMOVALS_WAIT`) until
-    /// the index has applied the removals the store had committed when it
-    /// opened; then `IndexError::CatchingUp` (UNAVAILABLE). Only right after
+    /// Waits (up to the caller's deadline, at most `REMOVALS_WAIT`, and while
+    /// the indexer runs) until the index has applied the removals the store
+    /// had committed when it opened; then `IndexError::CatchingUp`
+    /// (UNAVAILABLE). Only right after
     /// a restart behind the store: an erasure acknowledged before a crash
     /// is never counted again by a search or a report.
     async fn removals_applied(&self, ctx: &RequestContext) -> Result<()> {
@@ -129,14 +130,15 @@ impl Engine {
         let cap = std::time::Instant::now() + REMOVALS_WAIT;
         let until = ctx.deadline.map_or(cap, |deadline| deadline.min(cap));
         loop {
-            tokio::time::sleep(REMOVALS_POLL).await;
             let left = self.index.removals_left();
             if left == 0 {
                 return Ok(());
             }
-            if std::time::Instant::now() >= until {
+            // No indexer (stopping, or its thread ended): nothing to wait for.
+            if std::time::Instant::now() >= until || !self.index.indexer_running() {
                 return Err(crate::index::IndexError::CatchingUp { left }.into());
             }
+            tokio::time::sleep(REMOVALS_POLL).await;
         }
     }
 }

@@ -29,12 +29,14 @@ impl Engine {
     pub async fn report(&self, ctx: &RequestContext, request: ReportRequest) -> Result<Report> {
         let mut query = request.query;
         query.taxonomy_version = self.themes.version();
-        if request.include_candidates && self.analysis.is_none() {
-            // A discovery clusters sentence embeddings only the analysis makes.
-            return Err(crate::nlp::NlpError::Disabled.into());
-        }
         let now = UnixMicros::now();
         let plan = plan(&query, &request.segment, request.comparison, now)?;
+        if request.include_candidates && self.analysis.is_none() {
+            // As DiscoverThemes: candidates are the sentences no theme
+            // covers, which the theme model (compiled only with the
+            // analysis on) decides.
+            return Err(crate::nlp::NlpError::Disabled.into());
+        }
         // A bucket that cannot fit is refused before the pass (an open start
         // is known only after it).
         if let (Some(bucket), Some(_)) = (request.bucket, query.filter.created_after) {

@@ -97,6 +97,8 @@ impl Engine {
         query: SearchQuery,
         similar_to: SimilarTo,
     ) -> Result<SearchPage> {
+        // Before the text's inference, which a refusal would waste.
+        self.removals_applied(ctx).await?;
         let target = match &similar_to {
             SimilarTo::Item(id) => {
                 let store = self.store.clone();
@@ -116,7 +118,6 @@ impl Engine {
                     .unwrap_or_default()
             }
         };
-        self.removals_applied(ctx).await?;
         let index = self.index.clone();
         let store = self.store.clone();
         let slot = self.reads.enter(ctx).await?;

@@ -90,7 +90,7 @@ impl StopSignal {
         let _ = self.asked.set(Instant::now());
     }
 
-    fn requested(&self) -> bool {
+    pub(super) fn requested(&self) -> bool {
         self.asked.get().is_some()
     }
 
@@ -278,6 +278,7 @@ impl Indexer {
             observe_freshness(&stored_at);
             self.applied = last;
             self.shared.indexed_seq.store(last, Ordering::Release);
+            self.shared.removals_applied_through(last);
             tracing::debug!(changes = applied, last_seq = last, "index committed");
         }
         if complete {
@@ -347,6 +348,20 @@ impl Indexer {
         }
     }
 
+    /// Records that the (empty) index holds the store through `seq`: its
+    /// payload, and the position the indexer resumes from.
+    pub(super) fn complete_through(&mut self, seq: u64) -> Result<(), IndexError> {
+        let writer = self.writer()?;
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&seq.to_string());
+        prepared.commit()?;
+        self.shared.reload()?;
+        self.applied = seq;
+        self.shared.indexed_seq.store(seq, Ordering::Release);
+        self.shared.removals_applied_through(seq);
+        Ok(())
+    }
+
     /// Rebuilds the whole index from the store.
     pub(super) fn rebuild(&mut self) -> Result<(), IndexError> {
         let fields = self.shared.fields.clone();
@@ -355,6 +370,7 @@ impl Indexer {
         self.shared.reload()?;
         self.applied = last;
         self.shared.indexed_seq.store(last, Ordering::Release);
+        self.shared.removals_applied_through(last);
         if let Err(error) = self.store.trim_changes_through(last) {
             tracing::warn!(%error, "cannot trim the change log after the rebuild");
         }

@@ -94,9 +94,10 @@ pub enum IndexError {
     #[error(transparent)]
     Vectors(#[from] vectors::VectorError),
     /// Reads wait for the index to apply the removals the store committed
-    /// before it opened (`SearchIndex::removals_applied`); this one waited
-    /// in vain.
-    #[error("the index is still applying the {left} changes made before the restart, removals among them; retry shortly")]
+    /// before it opened (`SearchIndex::removals_left`,
+    /// `Engine::removals_applied`); this one waited in vain, or the indexer
+    /// is not running.
+    #[error("the index has not yet applied the removals acknowledged before the restart (behind them by {left} changes); retry shortly")]
     CatchingUp { left: u64 },
 }
 
@@ -158,6 +159,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// The reader shows every change through `seq`: a removal owed since
+    /// the index opened is applied once `seq` reaches it, whatever a later
+    /// error does to `indexed_seq` (a reset lowers it to the last payload,
+    /// which during a backlog predates what the reader shows).
+    fn removals_applied_through(&self, seq: u64) {
+        let pending = self.pending_removal.load(Ordering::Acquire);
+        if pending != 0 && seq >= pending {
+            let _ = self.pending_removal.compare_exchange(
+                pending,
+                0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
     /// Reloads the reader to the last commit and reads the ids of its new
     /// segments (`ColumnCache::warm_ids`), so that no search waits for them.
     /// A segment whose ids cannot be read is logged and left to the first
@@ -355,6 +372,7 @@ struct Opened {
 fn open_for_indexing(dir: &Path, settings: &IndexSettings) -> Result<Opened, IndexError> {
     let (index, fields, created) = open_index(dir, settings.phrase_pairs)?;
     committed_seq(&index)?;
+    check_files(&index)?;
     let writer = new_writer(&index, settings)?;
     let reader: IndexReader = index
         .reader_builder()
@@ -381,6 +399,32 @@ fn open_for_indexing(dir: &Path, settings: &IndexSettings) -> Result<Opened, Ind
         columns,
         needs_rebuild: created,
     })
+}
+
+/// Checks every file of the committed segments against the checksum in its
+/// footer (before the writer opens: no merge changes them meanwhile). A
+/// damaged byte in a column (`.fast`) or a posting list passed every other
+/// check at open, and then failed each search that read it until a
+/// reindex; found here, the index is set aside and rebuilt. Reads every
+/// file once: measured in BENCHMARKS.md ("Checksums at open").
+fn check_files(index: &Index) -> Result<(), IndexError> {
+    let started = std::time::Instant::now();
+    let damaged = index.validate_checksum()?;
+    if !damaged.is_empty() {
+        let mut files: Vec<String> = damaged.iter().map(|p| p.display().to_string()).collect();
+        files.sort();
+        return Err(IndexError::Tantivy(tantivy::TantivyError::DataCorruption(
+            tantivy::error::DataCorruption::comment_only(format!(
+                "checksum mismatch in {}",
+                files.join(", ")
+            )),
+        )));
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "index files match their checksums"
+    );
+    Ok(())
 }
 
 fn new_writer(
@@ -515,6 +559,12 @@ impl SearchIndex {
                 tracing::info!(items, "index missing: rebuilding it from the store");
             }
             indexer.rebuild()?;
+        } else if needs_rebuild {
+            // A new index over a store without items is complete through
+            // the store's last seq: a folder made anew after the change log
+            // was trimmed had nothing to replay, and stayed at seq 0, behind
+            // the store (and a removal it cannot hold) until the next write.
+            indexer.complete_through(stats.last_seq)?;
         }
         tracing::info!(
             dir = %dir.display(),
@@ -575,6 +625,16 @@ impl SearchIndex {
             return 0;
         }
         pending - indexed
+    }
+
+    /// Whether the indexer thread runs and no stop was asked: a read that
+    /// waits for it (`removals_left`) waits in vain otherwise.
+    pub fn indexer_running(&self) -> bool {
+        self.indexer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|thread| !thread.handle.is_finished() && !thread.stop.requested())
     }
 
     /// The similarity index, once built (`None` while it builds, when it is
@@ -1136,17 +1196,55 @@ mod doc_store_tests {
             page.total_hits, n as u64,
             "items 0..={n} but the removed one"
         );
-        index.shutdown();
-        drop(index);
-
-        // Reopened caught up, nothing is owed, and later writes do not make
-        // the store's last removal look newer.
         store
             .upsert(vec![backlog_item(n + 1)], crate::store::QueueMode::Wait)
             .await
             .unwrap();
+        wait_indexed(&index, store.stats().unwrap().last_seq);
+        index.shutdown();
+        drop(index);
+        drop(store);
+
+        // Both reopened, caught up: nothing is owed (the store knows its
+        // last removal, which later writes do not make look newer).
+        let mut tries = 0;
+        let store = loop {
+            match Store::open(data.path(), 4) {
+                Err(crate::store::StoreError::InUse { .. }) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other.unwrap(),
+            }
+        };
+        assert_eq!(store.last_removal_seq(), last);
         let index = SearchIndex::open(data.path(), store.clone(), settings).unwrap();
         assert_eq!(index.removals_left(), 0);
+        index.shutdown();
+    }
+
+    /// An index folder made anew over a store without items (its only
+    /// customer erased, the folder then lost) is complete through the
+    /// store's last seq: nothing is owed, and the index does not lag.
+    #[tokio::test]
+    async fn a_new_index_over_an_emptied_store_owes_nothing() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 4).unwrap();
+        let settings = IndexSettings::for_tests();
+        committed_first_item(data.path(), &store, &settings).await;
+        store
+            .delete(vec![crate::domain::FeedbackId::parse("b-0").unwrap()])
+            .await
+            .unwrap();
+        let last = store.stats().unwrap().last_seq;
+        let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
+        wait_indexed(&index, last);
+        index.shutdown();
+        drop(index);
+        std::fs::remove_dir_all(index_dir(data.path(), settings.phrase_pairs)).unwrap();
+        let index = SearchIndex::open(data.path(), store.clone(), settings).unwrap();
+        assert_eq!(index.removals_left(), 0);
+        assert_eq!(index.indexed_seq(), last);
         index.shutdown();
     }
 

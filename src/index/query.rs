@@ -241,7 +241,8 @@ fn parse_checked(
 fn parse_text(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, QueryParserError> {
     // Only NOT and `-` exclude; only a field's value can need folding.
     let excludes = text.contains("NOT") || text.contains('-');
-    let folds = text.contains(':') && text.bytes().any(|b| b.is_ascii_uppercase());
+    let folds = text.bytes().any(|b| b.is_ascii_uppercase())
+        && LOWER_CASE_FIELDS.iter().any(|name| text.contains(name));
     if excludes || folds {
         if let Ok(mut ast) = query_grammar::parse_query(text) {
             let completed = complete_exclusions(&mut ast);
@@ -1911,7 +1912,7 @@ mod tests {
             }
         }
         // No prefix or fuzzy forms: `*` after a word is dropped as
-        // punctuation, and `~2` after a word is one more word (`2`).
+        // punctuation, and `router~2` is the phrase "router 2".
         for (query, want) in [
             ("router*", 2),
             ("rout*", 0),

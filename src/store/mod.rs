@@ -1180,6 +1180,29 @@ mod tests {
         drop(db);
         let store = Store::open(dir.path(), 4).unwrap();
         assert_eq!(store.last_removal_seq(), last);
+        drop(store);
+
+        // Kept by this build, then written by an older one (its last seq
+        // moved past the record): again any change may have been one.
+        let db = loop {
+            match redb::Database::open(dir.path().join(STORE_FILE)) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other.unwrap(),
+            }
+        };
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(META_REMOVALS_AS_OF, last).unwrap();
+            meta.insert(META_LAST_REMOVAL, after_erasure).unwrap();
+            meta.insert(META_LAST_SEQ, last + 5).unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        let store = Store::open(dir.path(), 4).unwrap();
+        assert_eq!(store.last_removal_seq(), last + 5);
     }
 
     /// A version's analysis is saved once: the background analysis and a

@@ -1195,10 +1195,12 @@ fn name_from(keyphrases: &[(String, f64)]) -> String {
         .join(" / ")
 }
 
-/// A sentence as a name: without the punctuation around it ("time." was a
-/// candidate's name), or as it is when it is punctuation alone.
+/// A sentence as a name: without the sentence punctuation and quotes around
+/// it ("time." was a candidate's name; "C++" and "#1" keep their signs), or
+/// as it is when it is nothing else.
 fn sentence_name(text: &str) -> &str {
-    let trimmed = text.trim_matches(|c: char| !c.is_alphanumeric());
+    let trimmed =
+        text.trim_matches(|c: char| c.is_whitespace() || ".,;:!?…\"'()[]«»“”‘’¡¿".contains(c));
     if trimmed.is_empty() {
         text.trim()
     } else {
@@ -1225,6 +1227,9 @@ mod tests {
         assert_eq!(sentence_name("\"Why?!\""), "Why");
         assert_eq!(sentence_name("top-up, again..."), "top-up, again");
         assert_eq!(sentence_name(" ?! "), "?!");
+        assert_eq!(sentence_name("C++."), "C++");
+        assert_eq!(sentence_name("#1 issue!"), "#1 issue");
+        assert_eq!(sentence_name("100%"), "100%");
     }
 
     /// Unit vector near `center` (a random direction from `seed`), spread

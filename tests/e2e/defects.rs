@@ -580,6 +580,22 @@ async fn a_damaged_index_is_moved_aside_and_rebuilt_at_startup() {
                 std::fs::write(&f, bytes).unwrap();
             })
         }),
+        // Passed every check at open before (35th session): each faceted
+        // search then failed reading the column.
+        ("a garbled column file", {
+            let index = index.clone();
+            Box::new(move || {
+                let f = std::fs::read_dir(&index)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.to_string_lossy().ends_with(".fast"))
+                    .unwrap();
+                let mut bytes = std::fs::read(&f).unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle - 64..middle + 64].fill(0xA5);
+                std::fs::write(&f, bytes).unwrap();
+            })
+        }),
         ("a garbled meta.json", {
             let meta = index.join("meta.json");
             Box::new(move || std::fs::write(&meta, b"{\"segments\": [garbage").unwrap())
@@ -591,6 +607,11 @@ async fn a_damaged_index_is_moved_aside_and_rebuilt_at_startup() {
         let mut client = server.client().await;
         let found = search(&mut client, search_request(&word)).await.total_hits;
         assert_eq!(found, 200, "after {what}");
+        let mut faceted = search_request(&word);
+        faceted.facets = vec!["channel".into(), "customer_id".into()];
+        faceted.sort = pb::SortOrder::Newest as i32;
+        let faceted = search(&mut client, faceted).await;
+        assert_eq!(faceted.total_hits, 200, "after {what}");
         let mut aside = index.as_os_str().to_os_string();
         aside.push(".damaged");
         assert!(
