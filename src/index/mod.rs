@@ -427,12 +427,26 @@ fn check_files(index: &Index) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// A writer, once the files no commit refers to are removed: a process
+/// killed between writing a commit's files and its `meta.json` leaves them
+/// behind, and the writer that replays the same changes from the same
+/// commit gives its files the same names (`SEGMENT.OPSTAMP.del`): every
+/// round then failed on "FileAlreadyExists" until an unrelated write
+/// shifted the opstamps (found by a kill -9 probe during a catch-up).
 fn new_writer(
     index: &Index,
     settings: &IndexSettings,
 ) -> Result<IndexWriter<TantivyDocument>, IndexError> {
-    Ok(index
-        .writer_with_num_threads(settings.writer_threads.max(1), settings.writer_memory_bytes)?)
+    let writer = index
+        .writer_with_num_threads(settings.writer_threads.max(1), settings.writer_memory_bytes)?;
+    let collected = writer.garbage_collect_files().wait()?;
+    if !collected.deleted_files.is_empty() {
+        tracing::info!(
+            files = collected.deleted_files.len(),
+            "removed index files no commit refers to (left by an interrupted commit)"
+        );
+    }
+    Ok(writer)
 }
 
 /// Errors that mean the index files are damaged (as opposed to the folder
@@ -1219,6 +1233,77 @@ mod doc_store_tests {
         };
         assert_eq!(store.last_removal_seq(), last);
         let index = SearchIndex::open(data.path(), store.clone(), settings).unwrap();
+        assert_eq!(index.removals_left(), 0);
+        index.shutdown();
+    }
+
+    /// A commit cut short by a crash (its files written, `meta.json` not)
+    /// leaves files that the replay of the same changes from the same
+    /// commit names alike: they are removed when the writer opens, and the
+    /// index catches up instead of failing every round on
+    /// "FileAlreadyExists".
+    #[tokio::test]
+    async fn a_commit_cut_short_leaves_nothing_in_the_way_of_its_replay() {
+        use std::io::Write;
+        use tantivy::directory::{Directory, TerminatingWrite};
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 4).unwrap();
+        let settings = IndexSettings::for_tests();
+        committed_first_item(data.path(), &store, &settings).await;
+        write_backlog(&store, 1..=20).await;
+        let seen = {
+            let index = SearchIndex::open(data.path(), store.clone(), settings.clone()).unwrap();
+            wait_indexed(&index, store.stats().unwrap().last_seq);
+            index.shutdown();
+            index.indexed_seq()
+        };
+        store
+            .delete(vec![crate::domain::FeedbackId::parse("b-3").unwrap()])
+            .await
+            .unwrap();
+        let last = store.stats().unwrap().last_seq;
+        assert_eq!(last, seen + 1);
+
+        // The files the replay's commit writes: the same change applied
+        // and committed in a copy of the folder.
+        let dir = index_dir(data.path(), settings.phrase_pairs);
+        let names = |dir: &Path| -> std::collections::BTreeSet<String> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let scratch = tempfile::tempdir().unwrap();
+        for name in names(&dir) {
+            if !name.ends_with(".lock") {
+                std::fs::copy(dir.join(&name), scratch.path().join(&name)).unwrap();
+            }
+        }
+        let written: Vec<String> = {
+            let (copy, fields, _) = open_index(scratch.path(), settings.phrase_pairs).unwrap();
+            let mut writer: IndexWriter<TantivyDocument> =
+                copy.writer_with_num_threads(1, 15_000_000).unwrap();
+            writer.delete_term(tantivy::Term::from_field_text(fields.id, "b-3"));
+            writer.commit().unwrap();
+            let before = names(&dir);
+            names(scratch.path())
+                .into_iter()
+                .filter(|n| !before.contains(n) && n.ends_with(".del"))
+                .collect()
+        };
+        assert!(!written.is_empty(), "the replay writes a delete file");
+        // The killed process had written them, registered as the index's.
+        {
+            let (index, _, _) = open_index(&dir, settings.phrase_pairs).unwrap();
+            for name in &written {
+                let mut file = index.directory().open_write(Path::new(name)).unwrap();
+                file.write_all(b"left by a killed process").unwrap();
+                file.terminate().unwrap();
+            }
+        }
+
+        let index = SearchIndex::open(data.path(), store.clone(), settings).unwrap();
+        wait_indexed(&index, last);
         assert_eq!(index.removals_left(), 0);
         index.shutdown();
     }

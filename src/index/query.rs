@@ -698,7 +698,8 @@ const NUMBER_FIELDS: &[&str] = &[
 ///   failed the search (an INTERNAL answer) instead of the query;
 /// - a range on a number field whose lower bound is above its upper one, or
 ///   a bound that is not a number (`NaN`), which the filters refuse and
-///   the query matched nothing with;
+///   the query matched nothing with; a range without bounds (`[* TO *]`),
+///   which matched nothing;
 /// - `attributes.KEY` with a key no item can have (empty, or not 1 to
 ///   `MAX_ATTRIBUTE_KEY_BYTES` bytes of `[a-z0-9_]`), which matched nothing.
 fn check_leaves(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
@@ -724,6 +725,20 @@ fn check_leaves(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
                             }
                         };
                         return Err(invalid(field, message));
+                    }
+                    UserInputLeaf::Range {
+                        field: Some(field),
+                        lower: UserInputBound::Unbounded,
+                        upper: UserInputBound::Unbounded,
+                    } => {
+                        // tantivy's range of no bound matches nothing.
+                        return Err(invalid(
+                            field,
+                            format!(
+                                "`{field}:[* TO *]` has no bound: `{field}:*` finds the items \
+                                 with a value"
+                            ),
+                        ));
                     }
                     UserInputLeaf::Range {
                         field: Some(field),
@@ -1941,6 +1956,11 @@ mod tests {
             ("attributes.:x", "an attribute key is 1 to"),
             ("attributes.Plan:x", "an attribute key is 1 to"),
             ("attributes.bad-key:IN [a b]", "an attribute key is 1 to"),
+            (
+                "late OR nps:[* TO *]",
+                "`nps:*` finds the items with a value",
+            ),
+            ("* -rating:{* TO *}", "has no bound"),
         ] {
             match parse_user_query(&parser, text, true) {
                 Err(IndexError::InvalidQuery { message, position }) => {
