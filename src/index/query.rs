@@ -747,6 +747,8 @@ fn check_leaves(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
                     } => {
                         if NUMBER_FIELDS.contains(&field.as_str()) {
                             check_range(field, lower, upper).map_err(|m| invalid(field, m))?;
+                        } else if field == field::CREATED_AT {
+                            check_date_range(field, lower, upper).map_err(|m| invalid(field, m))?;
                         }
                         field
                     }
@@ -771,6 +773,31 @@ fn check_leaves(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
                     }
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// A date range's bounds (RFC 3339, as tantivy reads them): the lower at
+/// most the upper. A bound that does not parse is left to tantivy's error.
+fn check_date_range(
+    field: &str,
+    lower: &UserInputBound,
+    upper: &UserInputBound,
+) -> Result<(), String> {
+    let value = |bound: &UserInputBound| match bound {
+        UserInputBound::Inclusive(v) | UserInputBound::Exclusive(v) => {
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|at| (at, v.clone()))
+        }
+        UserInputBound::Unbounded => None,
+    };
+    if let (Some((min, min_text)), Some((max, max_text))) = (value(lower), value(upper)) {
+        if min > max {
+            return Err(format!(
+                "`{field}`: range lower bound {min_text} is later than its upper bound {max_text}"
+            ));
         }
     }
     Ok(())
@@ -1961,6 +1988,10 @@ mod tests {
                 "`nps:*` finds the items with a value",
             ),
             ("* -rating:{* TO *}", "has no bound"),
+            (
+                "created_at:[2025-01-01T00:00:00Z TO 2020-01-01T00:00:00Z]",
+                "is later than its upper bound",
+            ),
         ] {
             match parse_user_query(&parser, text, true) {
                 Err(IndexError::InvalidQuery { message, position }) => {
@@ -1975,6 +2006,8 @@ mod tests {
             "nps:[5 TO 5]",
             "attributes.plan:x",
             "nps:>3",
+            "created_at:[2020-01-01T00:00:00Z TO 2025-01-01T00:00:00+02:00]",
+            "created_at:>2020-01-01T00:00:00Z",
         ] {
             parse_user_query(&parser, text, true).unwrap_or_else(|e| panic!("{text}: {e}"));
         }
