@@ -661,11 +661,12 @@ fn fold_keyword_case(ast: &mut UserInputAst) -> bool {
             UserInputAst::Clause(children) => pending.extend(children.iter_mut().map(|(_, c)| c)),
             UserInputAst::Boost(inner, _) => pending.push(inner),
             UserInputAst::Leaf(leaf) => match leaf.as_mut() {
-                UserInputLeaf::Literal(literal) if folded(&literal.field_name) => {
-                    if literal.phrase.bytes().any(|b| b.is_ascii_uppercase()) {
-                        literal.phrase = literal.phrase.to_ascii_lowercase();
-                        changed = true;
-                    }
+                UserInputLeaf::Literal(literal)
+                    if folded(&literal.field_name)
+                        && literal.phrase.bytes().any(|b| b.is_ascii_uppercase()) =>
+                {
+                    literal.phrase = literal.phrase.to_ascii_lowercase();
+                    changed = true;
                 }
                 UserInputLeaf::Set { field, elements } if folded(field) => {
                     for element in elements.iter_mut() {
