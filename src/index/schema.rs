@@ -21,7 +21,9 @@ use crate::domain::{normalize_text, AnalysisState, StoredFeedback};
 /// 5: `seq` is indexed too: similarity search maps vector keys to documents.
 /// 6: `text_pairs` holds each two adjacent words of `text`: a two-word phrase
 /// is one term there (`query::pair_phrases`).
-pub const SCHEMA_VERSION: u32 = 6;
+/// 7: `text` and `text_pairs` drop combining marks after lower-casing
+/// (`StripCombiningMarks`): "İade" is found by "iade".
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// Tokenizer of `text`: Unicode word split, lower-case, accent folding,
 /// English stemming. Language-specific analyzers can be registered beside it
@@ -239,14 +241,76 @@ pub fn pairs_analyzer() -> TextAnalyzer {
     english().filter(AdjacentPairs).build()
 }
 
-/// Unicode word split, long words dropped, lower-case, ASCII folding,
-/// English stemming.
+/// Unicode word split, long words dropped, lower-case, combining marks
+/// dropped, ASCII folding, English stemming.
 fn english() -> TextAnalyzerBuilder<impl Tokenizer> {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(TOKEN_BYTES_LIMIT))
         .filter(LowerCaser)
+        .filter(StripCombiningMarks)
         .filter(AsciiFoldingFilter)
         .filter(Stemmer::new(Language::English))
+}
+
+/// Drops combining diacritical marks (U+0300 to U+036F) from tokens. Texts
+/// are indexed in NFC (`normalize_text`), so a mark is left only where no
+/// composed character exists, and above all where lower-casing makes one:
+/// the Turkish capital "İ" lower-cases to "i" + U+0307, and "İade" (refund)
+/// was found by "İADE" but not by "iade". The tokenizer splits words at a
+/// mark in the text, so no token is made of marks alone.
+#[derive(Clone)]
+struct StripCombiningMarks;
+
+impl TokenFilter for StripCombiningMarks {
+    type Tokenizer<T: Tokenizer> = StripCombiningMarksTokenizer<T>;
+
+    fn transform<T: Tokenizer>(self, inner: T) -> StripCombiningMarksTokenizer<T> {
+        StripCombiningMarksTokenizer { inner }
+    }
+}
+
+#[derive(Clone)]
+struct StripCombiningMarksTokenizer<T> {
+    inner: T,
+}
+
+impl<T: Tokenizer> Tokenizer for StripCombiningMarksTokenizer<T> {
+    type TokenStream<'a> = StripCombiningMarksStream<T::TokenStream<'a>>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
+        StripCombiningMarksStream {
+            tail: self.inner.token_stream(text),
+        }
+    }
+}
+
+struct StripCombiningMarksStream<S> {
+    tail: S,
+}
+
+fn is_combining_mark(c: char) -> bool {
+    ('\u{300}'..='\u{36f}').contains(&c)
+}
+
+impl<S: TokenStream> TokenStream for StripCombiningMarksStream<S> {
+    fn advance(&mut self) -> bool {
+        if !self.tail.advance() {
+            return false;
+        }
+        let token = self.tail.token_mut();
+        if !token.text.is_ascii() && token.text.chars().any(is_combining_mark) {
+            token.text.retain(|c| !is_combining_mark(c));
+        }
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.tail.token()
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.tail.token_mut()
+    }
 }
 
 /// Registers the analyzers the schema's text fields name.
@@ -354,6 +418,7 @@ pub fn snippet_analyzer(terms: &[String]) -> TextAnalyzer {
             ascii_only: true,
         })
         .filter(LowerCaser)
+        .filter(StripCombiningMarks)
         .filter(AsciiFoldingFilter)
         .filter(OnlyCandidates {
             firsts,
@@ -531,6 +596,32 @@ mod tests {
             out.push((stream.token().text.clone(), stream.token().position));
         }
         out
+    }
+
+    /// Lower-casing the Turkish capital "İ" leaves a combining dot, which
+    /// no query in lower case typed: dropped, in the index's terms, the
+    /// query's (the same analyzer) and the snippets'.
+    #[test]
+    fn lower_casing_leaves_no_combining_mark() {
+        for mut analyzer in [
+            text_analyzer(),
+            snippet_analyzer(&["iad".into(), "istanbul".into()]),
+        ] {
+            assert_eq!(
+                tokens(&mut analyzer, "İade İSTANBUL İstanbul'da"),
+                tokens(&mut analyzer, "iade istanbul istanbul'da"),
+            );
+            assert_eq!(tokens(&mut analyzer, "İade")[0].0, "iad");
+        }
+        // Accented words fold as before; a mark between letters in the
+        // text splits the word, as any non-letter does.
+        let mut analyzer = text_analyzer();
+        assert_eq!(tokens(&mut analyzer, "Crème Brûlée")[0].0, "creme");
+        assert_eq!(
+            tokens(&mut analyzer, "q\u{307}x").len(),
+            2,
+            "split at the mark"
+        );
     }
 
     /// `text_pairs` holds each two adjacent terms of `text`, as `text`
