@@ -192,7 +192,10 @@ impl App {
         let keys_path = config.keys_path();
         let keys = KeysFile::load(&keys_path)?;
         let mode = AuthMode::resolve(config.auth, &keys, &keys_path, config.listen)?;
-        let auth = Arc::new(Authenticator::open(mode, &keys_path)?);
+        // Without `--auth` and without keys: anonymous until a key is added.
+        let until_keys = config.auth.is_none();
+        let auth =
+            Arc::new(Authenticator::open(mode, &keys_path)?.anonymous_until_keys(until_keys));
         match mode {
             AuthMode::Required => tracing::info!(
                 keys_file = %keys_path.display(),
@@ -202,8 +205,12 @@ impl App {
             AuthMode::Off => tracing::warn!(
                 listen = %config.listen,
                 "AUTHENTICATION IS OFF: anyone who can reach this address can read, change and \
-                 erase all data (one tenant, every role). For local use only; create keys with \
-                 `verbatim keys add` and serve with --auth required"
+                 erase all data (one tenant, every role). For local use only; {}",
+                if until_keys {
+                    "keys are required as soon as `verbatim keys add` creates one"
+                } else {
+                    "create keys with `verbatim keys add` and serve with --auth required"
+                }
             ),
         }
         let analysis = match config.analysis {

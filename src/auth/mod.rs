@@ -106,6 +106,9 @@ impl Principal {
 pub enum AuthError {
     #[error("missing API key: send `authorization: Bearer <token>` (create one with `verbatim keys add`)")]
     MissingToken,
+    /// An `authorization` value of another scheme than `Bearer`.
+    #[error("unsupported authorization scheme: send `authorization: Bearer <token>`")]
+    NotBearer,
     #[error("invalid API key")]
     UnknownKey,
     #[error("API key {0} was revoked")]
@@ -164,6 +167,14 @@ struct Loaded {
 /// Checks tokens against the keys file, re-reading it when it changes.
 pub struct Authenticator {
     mode: AuthMode,
+    /// `Off` only because the keys file held no key at start (no `--auth`):
+    /// anonymous until a key appears, then `Required` for good, as a start
+    /// with that file would be (a key added to a running keyless server was
+    /// ignored, and its token then reached the default tenant with every
+    /// role).
+    until_keys: bool,
+    /// `until_keys` saw a key.
+    keys_appeared: std::sync::atomic::AtomicBool,
     path: PathBuf,
     loaded: RwLock<Loaded>,
 }
@@ -180,6 +191,8 @@ impl Authenticator {
         let file = KeysFile::load(path)?;
         Ok(Authenticator {
             mode,
+            until_keys: false,
+            keys_appeared: std::sync::atomic::AtomicBool::new(false),
             path: path.to_path_buf(),
             loaded: RwLock::new(Loaded {
                 stamp,
@@ -189,8 +202,39 @@ impl Authenticator {
         })
     }
 
+    /// Anonymous only until the keys file holds a key (`--auth` not given,
+    /// and no key at start): then keys are required without a restart.
+    pub fn anonymous_until_keys(mut self, until_keys: bool) -> Self {
+        self.until_keys = until_keys && self.mode == AuthMode::Off;
+        self
+    }
+
     pub fn mode(&self) -> AuthMode {
         self.mode
+    }
+
+    /// Whether calls are anonymous now.
+    fn anonymous(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.mode == AuthMode::Required {
+            return false;
+        }
+        if !self.until_keys {
+            return true;
+        }
+        if self.keys_appeared.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.current().keys.is_empty() {
+            return true;
+        }
+        if !self.keys_appeared.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                path = %self.path.display(),
+                "the keys file now holds a key: API keys are required from now on, as at a start with this file"
+            );
+        }
+        false
     }
 
     pub fn path(&self) -> &Path {
@@ -235,19 +279,23 @@ impl Authenticator {
 
     /// Who calls with this `authorization` header value (`None`: no header).
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
-        if self.mode == AuthMode::Off {
+        if self.anonymous() {
             return Ok(Principal::anonymous());
         }
-        let token = authorization
+        let value = authorization
             .map(str::trim)
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .filter(|v| !v.is_empty())
             .ok_or(AuthError::MissingToken)?;
+        // The scheme is case-insensitive (RFC 9110), one or more spaces after.
+        let token = match value.split_once([' ', '\t']) {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            Some(_) => return Err(AuthError::NotBearer),
+            None if value.eq_ignore_ascii_case("bearer") => "",
+            None => return Err(AuthError::NotBearer),
+        };
+        if token.is_empty() {
+            return Err(AuthError::MissingToken);
+        }
         let id = keys::token_key_id(token).ok_or(AuthError::UnknownKey)?;
         let file = self.current();
         let record = file.find(id).ok_or(AuthError::UnknownKey)?;
@@ -319,8 +367,20 @@ mod tests {
         ));
         assert!(matches!(
             auth.authenticate(Some("Basic abc")),
+            Err(AuthError::NotBearer)
+        ));
+        assert!(matches!(
+            auth.authenticate(Some(&reader.token)),
+            Err(AuthError::NotBearer)
+        ));
+        assert!(matches!(
+            auth.authenticate(Some("Bearer  ")),
             Err(AuthError::MissingToken)
         ));
+        for scheme in ["BEARER", "bearer", "bEaReR"] {
+            let value = format!("{scheme}  {}", reader.token);
+            assert!(auth.authenticate(Some(&value)).is_ok(), "{value}");
+        }
         let mut wrong = reader.token.clone();
         wrong.push('x');
         assert!(matches!(
@@ -361,6 +421,39 @@ mod tests {
         let auth = Authenticator::open(AuthMode::Off, &dir.path().join("keys.toml")).unwrap();
         let who = auth.authenticate(None).unwrap();
         assert!(who.tenant.is_default() && who.has(Role::Admin));
+    }
+
+    /// A server anonymous because it started without keys requires them
+    /// once a key is added, without a restart, and for good.
+    #[test]
+    fn a_key_added_to_a_keyless_server_turns_keys_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let auth = Authenticator::open(AuthMode::Off, &path)
+            .unwrap()
+            .anonymous_until_keys(true);
+        assert!(auth.authenticate(None).unwrap().has(Role::Admin));
+        let acme = TenantId::parse("acme").unwrap();
+        let reader = KeysFile::edit(&path, |f| f.add(&acme, &[Role::Read], "")).unwrap();
+        std::thread::sleep(RELOAD_EVERY + Duration::from_millis(50));
+        assert!(matches!(
+            auth.authenticate(None),
+            Err(AuthError::MissingToken)
+        ));
+        let who = auth.authenticate(Some(&bearer(&reader.token))).unwrap();
+        assert_eq!(who.tenant, acme);
+        assert!(!who.has(Role::Ingest));
+        // Removing the file does not make it anonymous again.
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(RELOAD_EVERY + Duration::from_millis(50));
+        assert!(auth.authenticate(None).is_err());
+
+        // `--auth off` given: anonymous whatever the file holds.
+        let path = dir.path().join("other.toml");
+        let off = Authenticator::open(AuthMode::Off, &path).unwrap();
+        KeysFile::edit(&path, |f| f.add(&acme, &[Role::Read], "")).unwrap();
+        std::thread::sleep(RELOAD_EVERY + Duration::from_millis(50));
+        assert!(off.authenticate(None).unwrap().has(Role::Admin));
     }
 
     #[test]

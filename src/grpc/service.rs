@@ -63,6 +63,24 @@ impl FeedbackApi {
         let engine = self.tenants.get(&principal.tenant).await?;
         Ok((engine, ctx))
     }
+
+    /// Checks a stream's key again for each of its messages: a key revoked
+    /// or rotated while a stream is open ends the stream at its next message
+    /// (UNAUTHENTICATED), as it refuses new calls, instead of writing on
+    /// for as long as the stream lasts. The principal's tenant and roles
+    /// come from the key, so a valid key still has what `enter` checked.
+    fn key_check<T>(&self, request: &Request<T>, need: Need) -> impl Fn() -> Result<(), Status> {
+        let auth = self.auth.clone();
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|value| value.to_str().unwrap_or("").to_owned());
+        move || {
+            auth.authenticate(header.as_deref())
+                .and_then(|principal| principal.require(need))
+                .map_err(|e| Status::from(crate::error::Error::from(e)))
+        }
+    }
 }
 
 type AckStream = Pin<Box<dyn futures::Stream<Item = Result<pb::IngestAck, Status>> + Send>>;
@@ -99,6 +117,7 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
         let (engine, ctx) = self.enter(&request, Need::Role(Role::Ingest)).await?;
+        let key_check = self.key_check(&request, Need::Role(Role::Ingest));
         let mut inbound = request.into_inner();
         let (acks, ack_stream) = mpsc::channel(STREAM_BATCHES_IN_FLIGHT);
         let task = async move {
@@ -132,6 +151,11 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
                                 inbound_open = false;
                             }
                             Ok(Some(request)) => {
+                                if let Err(status) = key_check() {
+                                    final_error = Some(status);
+                                    inbound_open = false;
+                                    continue;
+                                }
                                 let incoming = request.items.into_iter().map(incoming_item).collect();
                                 // Waits for room in the write queue: this wait is the backpressure.
                                 match engine.submit_ingest(&ctx, incoming, QueueMode::Wait).await {
@@ -251,6 +275,7 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         request: Request<Streaming<pb::AnalyzeRequest>>,
     ) -> Result<Response<Self::AnalyzeStreamStream>, Status> {
         let (engine, ctx) = self.enter(&request, Need::AnyRole).await?;
+        let key_check = self.key_check(&request, Need::AnyRole);
         let mut inbound = request.into_inner();
         let (responses, stream) = mpsc::channel(2);
         let task = async move {
@@ -258,11 +283,14 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
             // answered, so a fast producer is held back by flow control.
             while let Some(message) = inbound.message().await.transpose() {
                 let result = match message {
-                    Ok(request) => engine
-                        .analyze(&ctx, request.texts, request.include_embeddings)
-                        .await
-                        .map(convert::analyze_response)
-                        .map_err(Status::from),
+                    Ok(request) => match key_check() {
+                        Err(status) => Err(status),
+                        Ok(()) => engine
+                            .analyze(&ctx, request.texts, request.include_embeddings)
+                            .await
+                            .map(convert::analyze_response)
+                            .map_err(Status::from),
+                    },
                     Err(status) => {
                         tracing::debug!(%status, "analyze stream input ended with an error");
                         let _ = responses.send(Err(status)).await;

@@ -35,9 +35,10 @@ impl From<Error> for Status {
 
 fn auth_status(error: AuthError) -> Status {
     match error {
-        e @ (AuthError::MissingToken | AuthError::UnknownKey | AuthError::Revoked(_)) => {
-            Status::unauthenticated(e.to_string())
-        }
+        e @ (AuthError::MissingToken
+        | AuthError::NotBearer
+        | AuthError::UnknownKey
+        | AuthError::Revoked(_)) => Status::unauthenticated(e.to_string()),
         e @ AuthError::PermissionDenied { .. } => Status::permission_denied(e.to_string()),
         e @ AuthError::KeysFile(_) => internal(&e),
     }

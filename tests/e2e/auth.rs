@@ -684,3 +684,99 @@ async fn every_tenant_counts_for_health_on_a_full_disk() {
         1
     );
 }
+
+/// Reproduction (36th session probe): a key added to a server that was
+/// anonymous only because it started without keys was ignored: calls
+/// without a key went on, and the new read-only key of tenant acme could
+/// ingest, into the default tenant. Now the first key turns keys on, as a
+/// restart with it would; `--auth off` stays anonymous on purpose.
+#[tokio::test]
+async fn a_key_added_to_a_keyless_server_turns_keys_on() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let server = TestServer::spawn_in(&data, &[]).await;
+    assert_eq!(call(&server, "Stats", None).await, Code::Ok);
+    let reader = add_key(&data, "acme", &["read"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call(&server, "Stats", None).await != Code::Unauthenticated {
+        assert!(Instant::now() < deadline, "still anonymous");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server
+        .log_text()
+        .contains("API keys are required from now on"));
+    assert_eq!(call(&server, "Stats", Some(&reader)).await, Code::Ok);
+    assert_eq!(
+        call(&server, "Ingest", Some(&reader)).await,
+        Code::PermissionDenied
+    );
+    // The scheme is case-insensitive; another scheme says so.
+    let mut client = server.client().await;
+    let mut request = tonic::Request::new(pb::StatsRequest::default());
+    let value = format!("BEARER {reader}");
+    request
+        .metadata_mut()
+        .insert("authorization", value.parse().unwrap());
+    client.stats(request).await.expect("BEARER is Bearer");
+    let mut request = tonic::Request::new(pb::StatsRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Basic {reader}").parse().unwrap());
+    let status = client.stats(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("scheme"), "{status:?}");
+}
+
+/// Reproduction (36th session probe): a key revoked while a stream was
+/// open went on writing through it for as long as the stream lasted. Now
+/// each message checks the key again: the stream ends UNAUTHENTICATED at
+/// the first message after the revocation, which is not stored.
+#[tokio::test]
+async fn a_revoked_key_ends_its_open_stream() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let ingest = add_key(&data, "acme", &["ingest"]);
+    let admin = add_key(&data, "acme", &["admin"]);
+    let server = TestServer::spawn_in(&data, &[]).await;
+    let mut client = server.client().await;
+    let (send, receive) = tokio::sync::mpsc::channel(4);
+    let message = |id: &str| pb::IngestRequest {
+        items: vec![item(id, "streamed after the key was revoked?")],
+        ..Default::default()
+    };
+    send.send(message("st-0")).await.unwrap();
+    let mut acks = client
+        .ingest_stream(authed(
+            tokio_stream::wrappers::ReceiverStream::new(receive),
+            Some(&ingest),
+        ))
+        .await
+        .expect("stream opened")
+        .into_inner();
+    let first = acks.message().await.expect("first ack").expect("an ack");
+    assert_eq!(first.accepted, 1);
+
+    keys(&data, &["revoke", &key_id(&ingest)]);
+    // Once the server has re-read the file, new calls are refused...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call(&server, "Ingest", Some(&ingest)).await != Code::Unauthenticated {
+        assert!(Instant::now() < deadline, "the key still works");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and so is the open stream's next message.
+    send.send(message("st-1")).await.unwrap();
+    let status = acks.message().await.expect_err("the stream ends");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let found = client
+        .get(authed(
+            pb::GetRequest {
+                ids: vec!["st-0".into(), "st-1".into()],
+                ..Default::default()
+            },
+            Some(&admin),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.missing_ids, vec!["st-1".to_string()]);
+}
