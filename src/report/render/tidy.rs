@@ -227,6 +227,19 @@ fn number(x: Option<f64>) -> String {
     }
 }
 
+/// A text cell a spreadsheet will not run as a formula: one that starts
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return (a product named
+/// `=HYPERLINK("http://evil","x")` reached the CSV as it is) gets a leading
+/// `'`, as OWASP's "CSV injection" advice says. Numbers are written by
+/// `number`, never through here, so a negative figure stays a number.
+fn inert(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
 pub(super) fn render(report: &Report) -> String {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
@@ -236,10 +249,10 @@ pub(super) fn render(report: &Report) -> String {
     for row in rows(report) {
         let _ = writer.write_record([
             row.section.to_string(),
-            row.theme_id,
-            row.segment,
-            row.bucket_start,
-            row.metric,
+            inert(row.theme_id),
+            inert(row.segment),
+            inert(row.bucket_start),
+            inert(row.metric),
             number(row.value),
             number(row.ci_low),
             number(row.ci_high),
@@ -248,4 +261,26 @@ pub(super) fn render(report: &Report) -> String {
     }
     let bytes = writer.into_inner().unwrap_or_default();
     String::from_utf8(bytes).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod inert_tests {
+    use super::inert;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_quoted() {
+        for cell in [
+            "=HYPERLINK(\"http://evil\",\"x\")",
+            "@evil",
+            "+1",
+            "-2+3",
+            "\tx",
+            "\r=1",
+        ] {
+            assert_eq!(inert(cell.to_string()), format!("'{cell}"));
+        }
+        for cell in ["acme", "2026-03-01T00:00:00Z", "delivery", "", "a=b"] {
+            assert_eq!(inert(cell.to_string()), cell);
+        }
+    }
 }
