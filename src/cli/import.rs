@@ -207,7 +207,21 @@ impl StateFile {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
         };
-        match serde_json::from_slice(&bytes) {
+        match serde_json::from_slice::<ImportState>(&bytes) {
+            // Impossible counts (a row takes a byte at least; the accepted
+            // and rejected rows are rows done): damaged as well. They made
+            // --resume skip the whole file and report counts it never had.
+            Ok(saved)
+                if saved.rows_done > saved.file_bytes
+                    || saved.accepted.saturating_add(saved.rejected) > saved.rows_done =>
+            {
+                eprintln!(
+                    "warning: ignoring the damaged {path} ({} rows done, {} accepted, {} rejected \
+                     in a file of {} bytes): importing from the first row",
+                    saved.rows_done, saved.accepted, saved.rejected, saved.file_bytes
+                );
+                Ok(None)
+            }
             Ok(saved) => Ok(Some(saved)),
             Err(e) => {
                 eprintln!(
@@ -1538,7 +1552,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state_file = StateFile::new(&dir.path().join("in.csv"));
         assert!(state_file.load().unwrap().is_none(), "missing");
-        for damaged in ["", "{\"file_bytes\":100,\"rows_do"] {
+        for damaged in [
+            "",
+            "{\"file_bytes\":100,\"rows_do",
+            "{\"file_bytes\":100,\"rows_done\":999999999,\"accepted\":5,\"rejected\":7}",
+            "{\"file_bytes\":100,\"rows_done\":10,\"accepted\":18446744073709551615,\"rejected\":1}",
+        ] {
             std::fs::write(&state_file.path, damaged).unwrap();
             assert!(state_file.load().unwrap().is_none(), "{damaged:?}");
         }
