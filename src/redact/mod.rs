@@ -30,6 +30,9 @@
 //!   the way cards are printed (4-4-4-4, 4-6-5, …), with a known scheme
 //!   prefix (Visa, Mastercard, Amex, Discover, Diners, JCB, UnionPay,
 //!   Maestro, Mir) and a length that scheme issues, passing the Luhn check.
+//! * Look-alike separators and digits (Unicode dashes, fullwidth digits,
+//!   no-break spaces, tabs) and invisible characters inside a match are
+//!   read as their ASCII forms or dropped (`View`).
 //! * **IBAN**: country code, check digits and BBAN, compact or in groups of
 //!   four separated by single spaces, any case, with the registered length
 //!   for 40 European countries (15..=34 elsewhere), passing the ISO 13616
@@ -278,13 +281,22 @@ pub fn redact(text: &str, policy: &RedactionPolicy) -> Redacted {
         text: text.to_owned(),
         redactions: Vec::new(),
     };
-    // Every kind needs a digit or an `@`.
-    if policy.is_empty() || !text.bytes().any(|c| c.is_ascii_digit() || c == b'@') {
+    if policy.is_empty() {
         return unchanged();
     }
-    let redactions: Vec<Redaction> = detect(text)
+    let view = View::of(text);
+    let seen = view.as_ref().map_or(text, |v| v.text.as_str());
+    // Every kind needs a digit or an `@`.
+    if !seen.bytes().any(|c| c.is_ascii_digit() || c == b'@') {
+        return unchanged();
+    }
+    let redactions: Vec<Redaction> = detect(seen)
         .into_iter()
         .filter(|r| policy.contains(r.kind))
+        .map(|r| match &view {
+            Some(view) => view.original(r),
+            None => r,
+        })
         .collect();
     if redactions.is_empty() {
         return unchanged();
@@ -300,6 +312,84 @@ pub fn redact(text: &str, policy: &RedactionPolicy) -> Redacted {
     Redacted {
         text: out,
         redactions,
+    }
+}
+
+/// What the detectors read where the text holds look-alikes of what they
+/// match: Unicode dashes and minus signs (a word processor's en dash
+/// between card groups: `4111–1111–1111–1111`), and cp1252's dashes read
+/// as Latin-1 (U+0096, U+0097), are `-`; fullwidth digits and `＠` are
+/// ASCII; tabs and no-break spaces are spaces; invisible characters (zero
+/// width space and joiners, soft hyphen, word joiner, byte order mark)
+/// are dropped (`exam\u{200B}ple.com`). Each byte remembers the span of
+/// the original character it stands for, so a match covers exactly the
+/// original characters, invisible ones included. The search index reads
+/// such text folded as well (dashes split words, invisibles vanish), so
+/// these numbers were found by a search and shown in its snippets.
+struct View {
+    text: String,
+    /// Per byte of `text`: the original character's start and end.
+    spans: Vec<(usize, usize)>,
+    /// The original text's length.
+    len: usize,
+}
+
+impl View {
+    /// `None` when the text holds none of the characters it maps.
+    fn of(text: &str) -> Option<View> {
+        if text.is_ascii() && !text.contains('\t') {
+            return None;
+        }
+        if !text.chars().any(|c| c == '\t' || Self::map(c) != Some(c)) {
+            return None;
+        }
+        let mut view = View {
+            text: String::with_capacity(text.len()),
+            spans: Vec::with_capacity(text.len()),
+            len: text.len(),
+        };
+        for (at, c) in text.char_indices() {
+            let span = (at, at + c.len_utf8());
+            let mapped = if c == '\t' { Some(' ') } else { Self::map(c) };
+            if let Some(m) = mapped {
+                view.text.push(m);
+                view.spans.extend(std::iter::repeat_n(span, m.len_utf8()));
+            }
+        }
+        Some(view)
+    }
+
+    /// The character the detectors see for `c` (`None`: dropped).
+    fn map(c: char) -> Option<char> {
+        match c {
+            '\u{2010}'..='\u{2015}'
+            | '\u{2212}'
+            | '\u{FE58}'
+            | '\u{FE63}'
+            | '\u{FF0D}'
+            | '\u{96}'
+            | '\u{97}' => Some('-'),
+            '\u{FF10}'..='\u{FF19}' => char::from_u32(c as u32 - 0xFF10 + u32::from(b'0')),
+            '\u{FF20}' => Some('@'),
+            '\u{A0}' | '\u{2007}' | '\u{2009}' | '\u{202F}' => Some(' '),
+            '\u{AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' => None,
+            c => Some(c),
+        }
+    }
+
+    /// `r`, found in the view, as a span of the original text.
+    fn original(&self, r: Redaction) -> Redaction {
+        let start = self.spans.get(r.start).map_or(self.len, |s| s.0);
+        let end = r
+            .end
+            .checked_sub(1)
+            .and_then(|last| self.spans.get(last))
+            .map_or(start, |s| s.1);
+        Redaction {
+            kind: r.kind,
+            start: start.min(end),
+            end,
+        }
     }
 }
 

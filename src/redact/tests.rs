@@ -1077,7 +1077,11 @@ fn text_without_digits_or_at_is_unchanged() {
     let mut rng = Rng(7);
     for _ in 0..3000 {
         let n = rng.below(60);
-        let text: String = (0..n).map(|_| rng.pick(QUIET_PIECES)).collect();
+        // Fullwidth digits and `＠` are read as ASCII ones (`View`).
+        let text: String = (0..n)
+            .map(|_| rng.pick(QUIET_PIECES))
+            .filter(|p| !p.contains(['１', '＠']))
+            .collect();
         assert!(!text.bytes().any(|c| c.is_ascii_digit() || c == b'@'));
         let r = redact(&text, &all());
         assert_eq!(r.text, text);
@@ -1184,4 +1188,53 @@ fn known_false_positives() {
     ] {
         assert_eq!(redact(text, &all()).text, expected);
     }
+}
+
+/// Look-alike characters (36th session probe): a card or phone number
+/// grouped by en dashes (as word processors print hyphens), cp1252 dashes
+/// read as Latin-1, fullwidth digits, tabs, and invisible characters inside
+/// an address were left as they were, while the search index (which folds
+/// them) found the number and showed it in snippets.
+#[test]
+fn look_alike_separators_and_invisible_characters_are_seen_through() {
+    let card = with_luhn("411111111111111");
+    let grouped = |sep: &str| {
+        format!(
+            "{}{sep}{}{sep}{}{sep}{}",
+            &card[0..4],
+            &card[4..8],
+            &card[8..12],
+            &card[12..16]
+        )
+    };
+    for sep in ["\u{2013}", "\u{2014}", "\u{2212}", "\u{96}", "\u{2011}"] {
+        let number = grouped(sep);
+        assert_one(&format!("card {number} ok"), PiiKind::Card, &number);
+    }
+    let fullwidth: String = card
+        .chars()
+        .map(|c| char::from_u32(c as u32 - u32::from(b'0') + 0xFF10).unwrap())
+        .collect();
+    assert_one(&format!("card {fullwidth} ok"), PiiKind::Card, &fullwidth);
+    assert_one(
+        "tel +44\u{2013}20\u{2013}7946\u{2013}0958 please",
+        PiiKind::Phone,
+        "+44\u{2013}20\u{2013}7946\u{2013}0958",
+    );
+    assert_one(
+        "mail john.doe@exam\u{200B}ple.com today",
+        PiiKind::Email,
+        "john.doe@exam\u{200B}ple.com",
+    );
+    assert_one(
+        "mail john\u{AD}.doe@example.com today",
+        PiiKind::Email,
+        "john\u{AD}.doe@example.com",
+    );
+    // The text around a match is kept byte for byte, look-alikes included.
+    let text = format!("\u{2013} {} \u{200B}x", grouped("\u{2013}"));
+    let out = redact(&text, &all());
+    assert_eq!(out.text, "\u{2013} [CARD] \u{200B}x");
+    // Year ranges with an en dash stay what they are.
+    assert_unchanged("from 2019\u{2013}2021 and 1999\u{2014}2000", &all());
 }
