@@ -1193,18 +1193,7 @@ mod doc_store_tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         let page = index
-            .search(&crate::domain::SearchQuery {
-                text: String::new(),
-                filter: crate::domain::SearchFilter::default(),
-                sort: crate::domain::SortOrder::Newest,
-                limit: 10,
-                cursor: None,
-                facets: Vec::new(),
-                similar_to: None,
-                taxonomy_version: 1,
-                total_hits_up_to: None,
-                view: crate::domain::HitView::Ids,
-            })
+            .search(&search::tests::search_query_template())
             .unwrap();
         assert_eq!(
             page.total_hits, n as u64,

@@ -1183,6 +1183,20 @@ pub fn combine(user_query: Box<dyn Query>, filters: Vec<Box<dyn Query>>) -> Box<
 mod tests {
     use super::*;
 
+    /// Each text is INVALID_ARGUMENT, its message holding the needle and
+    /// its position inside the text.
+    fn assert_refused(parser: &QueryParser, cases: &[(&str, &str)]) {
+        for &(text, needle) in cases {
+            match parse_user_query(parser, text, true) {
+                Err(IndexError::InvalidQuery { message, position }) => {
+                    assert!(message.contains(needle), "{text}: {message}");
+                    assert!(position < text.len());
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
     fn parser() -> QueryParser {
         let (schema, fields) = super::super::schema::build_schema();
         let index = tantivy::Index::create_in_ram(schema);
@@ -1870,20 +1884,15 @@ mod tests {
     #[test]
     fn value_tests_name_fields_that_have_values() {
         let parser = parser();
-        for (text, needle) in [
-            ("colour:*", "unknown field `colour`"),
-            ("TOtext:*", "unknown field `TOtext`"),
-            ("refund text:*", "`text:*` is not supported"),
-            ("id:*", "`id:*` is not supported"),
-        ] {
-            match parse_user_query(&parser, text, true) {
-                Err(IndexError::InvalidQuery { message, position }) => {
-                    assert!(message.contains(needle), "{text}: {message}");
-                    assert!(position < text.len());
-                }
-                other => panic!("{text}: {other:?}"),
-            }
-        }
+        assert_refused(
+            &parser,
+            &[
+                ("colour:*", "unknown field `colour`"),
+                ("TOtext:*", "unknown field `TOtext`"),
+                ("refund text:*", "`text:*` is not supported"),
+                ("id:*", "`id:*` is not supported"),
+            ],
+        );
         for text in [
             "channel:*",
             "attributes.region:*",
@@ -1974,34 +1983,29 @@ mod tests {
             0
         );
 
-        for (text, needle) in [
-            (
-                "nps:[9 TO 1]",
-                "lower bound 9 is greater than its upper bound 1",
-            ),
-            ("router sentiment_score:[NaN TO 1]", "`NaN` is not a number"),
-            ("rating:{5 TO 2}", "greater than"),
-            ("attributes.:x", "an attribute key is 1 to"),
-            ("attributes.Plan:x", "an attribute key is 1 to"),
-            ("attributes.bad-key:IN [a b]", "an attribute key is 1 to"),
-            (
-                "late OR nps:[* TO *]",
-                "`nps:*` finds the items with a value",
-            ),
-            ("* -rating:{* TO *}", "has no bound"),
-            (
-                "created_at:[2025-01-01T00:00:00Z TO 2020-01-01T00:00:00Z]",
-                "is later than its upper bound",
-            ),
-        ] {
-            match parse_user_query(&parser, text, true) {
-                Err(IndexError::InvalidQuery { message, position }) => {
-                    assert!(message.contains(needle), "{text}: {message}");
-                    assert!(position < text.len());
-                }
-                other => panic!("{text}: {other:?}"),
-            }
-        }
+        assert_refused(
+            &parser,
+            &[
+                (
+                    "nps:[9 TO 1]",
+                    "lower bound 9 is greater than its upper bound 1",
+                ),
+                ("router sentiment_score:[NaN TO 1]", "`NaN` is not a number"),
+                ("rating:{5 TO 2}", "greater than"),
+                ("attributes.:x", "an attribute key is 1 to"),
+                ("attributes.Plan:x", "an attribute key is 1 to"),
+                ("attributes.bad-key:IN [a b]", "an attribute key is 1 to"),
+                (
+                    "late OR nps:[* TO *]",
+                    "`nps:*` finds the items with a value",
+                ),
+                ("* -rating:{* TO *}", "has no bound"),
+                (
+                    "created_at:[2025-01-01T00:00:00Z TO 2020-01-01T00:00:00Z]",
+                    "is later than its upper bound",
+                ),
+            ],
+        );
         for text in [
             "nps:[1 TO 9]",
             "nps:[5 TO 5]",

@@ -513,7 +513,7 @@ fn internal(message: String) -> IndexError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A theme facet counts the themes of the matches tagged with the
@@ -597,7 +597,8 @@ mod tests {
         }
     }
 
-    fn search_query_template() -> SearchQuery {
+    /// A plain query: no text, no filter, the newest ten, ids only.
+    pub(crate) fn search_query_template() -> SearchQuery {
         SearchQuery {
             text: String::new(),
             filter: crate::domain::SearchFilter::default(),

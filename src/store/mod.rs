@@ -1161,9 +1161,8 @@ mod tests {
         let last = store.stats().unwrap().last_seq;
         drop(store);
 
-        // A store last written by a build that kept no removal seq: any
-        // change may have been one.
-        let db = loop {
+        // The database itself, once the dropped store's writer let it go.
+        let raw = || loop {
             match redb::Database::open(dir.path().join(STORE_FILE)) {
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                     std::thread::sleep(Duration::from_millis(50));
@@ -1171,6 +1170,9 @@ mod tests {
                 other => break other.unwrap(),
             }
         };
+        // A store last written by a build that kept no removal seq: any
+        // change may have been one.
+        let db = raw();
         let txn = db.begin_write().unwrap();
         txn.open_table(META)
             .unwrap()
@@ -1184,14 +1186,7 @@ mod tests {
 
         // Kept by this build, then written by an older one (its last seq
         // moved past the record): again any change may have been one.
-        let db = loop {
-            match redb::Database::open(dir.path().join(STORE_FILE)) {
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                other => break other.unwrap(),
-            }
-        };
+        let db = raw();
         let txn = db.begin_write().unwrap();
         {
             let mut meta = txn.open_table(META).unwrap();
