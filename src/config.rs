@@ -84,7 +84,8 @@ pub struct Config {
     /// Concurrent HTTP/2 streams (calls) per connection.
     pub max_concurrent_streams: u32,
     /// `required` or `off`; unset: required when the keys file holds a key,
-    /// else off on a loopback address and refused on any other.
+    /// else off on a loopback address until a key is added, and refused on
+    /// any other.
     pub auth: Option<crate::auth::AuthMode>,
     /// The API keys and tenant settings; unset: `DATA_DIR/keys.toml`.
     pub keys_file: Option<PathBuf>,
@@ -214,7 +215,7 @@ pub struct ServeArgs {
     /// Concurrent calls (HTTP/2 streams) per connection [default: 64].
     #[arg(long, env = "VERBATIM_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
-    /// API keys: `required` (every call but health and reflection needs `authorization: Bearer <token>`) or `off` (anonymous, default tenant, every role; local use only) [default: required when the keys file holds a key; with none, off on a loopback address and refused on any other].
+    /// API keys: `required` (every call but health and reflection needs `authorization: Bearer <token>`) or `off` (anonymous, default tenant, every role; local use only) [default: required when the keys file holds a key; with none, off on a loopback address until a key is added, and refused on any other].
     #[arg(long, env = "VERBATIM_AUTH")]
     pub auth: Option<crate::auth::AuthMode>,
     /// The keys file (`verbatim keys` edits it; re-read on change) [default: DATA_DIR/keys.toml].

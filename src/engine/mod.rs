@@ -134,7 +134,10 @@ impl Engine {
             if left == 0 {
                 return Ok(());
             }
-            // No indexer (stopping, or its thread ended): nothing to wait for.
+            // The caller gone: as any read whose deadline passed.
+            ctx.check_deadline()?;
+            // No indexer (stopping, failing, or its thread ended): nothing to
+            // wait for.
             if std::time::Instant::now() >= until || !self.index.indexer_running() {
                 return Err(crate::index::IndexError::CatchingUp { left }.into());
             }

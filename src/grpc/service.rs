@@ -75,10 +75,20 @@ impl FeedbackApi {
             .metadata()
             .get("authorization")
             .map(|value| value.to_str().unwrap_or("").to_owned());
+        // The stream's tenant: a key edited to name another one (the file
+        // is the operator's) does not move the stream.
+        let tenant = auth.authenticate(header.as_deref()).ok().map(|p| p.tenant);
         move || {
-            auth.authenticate(header.as_deref())
-                .and_then(|principal| principal.require(need))
-                .map_err(|e| Status::from(crate::error::Error::from(e)))
+            let principal = auth
+                .authenticate(header.as_deref())
+                .and_then(|principal| principal.require(need).map(|()| principal))
+                .map_err(|e| Status::from(crate::error::Error::from(e)))?;
+            if Some(&principal.tenant) != tenant.as_ref() {
+                return Err(Status::unauthenticated(
+                    "the key now belongs to another tenant than this stream's",
+                ));
+            }
+            Ok(())
         }
     }
 }

@@ -446,6 +446,10 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
                 }
                 other => other,
             };
+            indexer
+                .shared
+                .failing
+                .store(result.is_err(), Ordering::Release);
             match result {
                 Ok(Applied {
                     last: Some(_),

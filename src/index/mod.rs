@@ -149,6 +149,8 @@ struct Shared {
     /// the store's change log; until it catches up, an item removed before
     /// the crash still counts in totals, facets and reports.
     pending_removal: AtomicU64,
+    /// The indexer's last round failed (it retries with back-off).
+    failing: std::sync::atomic::AtomicBool,
     vectors: Arc<Vectors>,
     /// The page collector's fast-field columns per segment.
     columns: Arc<collect::ColumnCache>,
@@ -439,12 +441,14 @@ fn new_writer(
 ) -> Result<IndexWriter<TantivyDocument>, IndexError> {
     let writer = index
         .writer_with_num_threads(settings.writer_threads.max(1), settings.writer_memory_bytes)?;
-    let collected = writer.garbage_collect_files().wait()?;
-    if !collected.deleted_files.is_empty() {
-        tracing::info!(
+    // Best effort: a folder it cannot clean is no damaged index.
+    match writer.garbage_collect_files().wait() {
+        Ok(collected) if !collected.deleted_files.is_empty() => tracing::info!(
             files = collected.deleted_files.len(),
             "removed index files no commit refers to (left by an interrupted commit)"
-        );
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot remove the index files no commit refers to"),
     }
     Ok(writer)
 }
@@ -552,6 +556,7 @@ impl SearchIndex {
             dir: dir.clone(),
             indexed_seq: AtomicU64::new(committed),
             pending_removal: AtomicU64::new(store.last_removal_seq()),
+            failing: Default::default(),
             fields,
             reader,
             parser,
@@ -641,14 +646,17 @@ impl SearchIndex {
         pending - indexed
     }
 
-    /// Whether the indexer thread runs and no stop was asked: a read that
-    /// waits for it (`removals_left`) waits in vain otherwise.
+    /// Whether the indexer thread runs, its last round did not fail, and
+    /// no stop was asked: a read that waits for it (`removals_left`) waits
+    /// in vain otherwise.
     pub fn indexer_running(&self) -> bool {
-        self.indexer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|thread| !thread.handle.is_finished() && !thread.stop.requested())
+        !self.shared.failing.load(Ordering::Acquire)
+            && self
+                .indexer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|thread| !thread.handle.is_finished() && !thread.stop.requested())
     }
 
     /// The similarity index, once built (`None` while it builds, when it is
@@ -778,6 +786,7 @@ impl SearchIndex {
                 parser,
                 indexed_seq: AtomicU64::new(items.len() as u64),
                 pending_removal: AtomicU64::new(0),
+                failing: Default::default(),
                 vectors: Arc::new(Vectors::new(false, 1, None)),
                 columns: Arc::default(),
                 filters: Arc::default(),

@@ -31,8 +31,8 @@
 //!   prefix (Visa, Mastercard, Amex, Discover, Diners, JCB, UnionPay,
 //!   Maestro, Mir) and a length that scheme issues, passing the Luhn check.
 //! * Look-alike separators and digits (Unicode dashes, fullwidth digits,
-//!   no-break spaces, tabs) and invisible characters inside a match are
-//!   read as their ASCII forms or dropped (`View`).
+//!   no-break spaces) and invisible characters inside a match are read as
+//!   their ASCII forms or dropped (`View`), besides the text as it is.
 //! * **IBAN**: country code, check digits and BBAN, compact or in groups of
 //!   four separated by single spaces, any case, with the registered length
 //!   for 40 European countries (15..=34 elsewhere), passing the ISO 13616
@@ -290,13 +290,20 @@ pub fn redact(text: &str, policy: &RedactionPolicy) -> Redacted {
     if !seen.bytes().any(|c| c.is_ascii_digit() || c == b'@') {
         return unchanged();
     }
-    let redactions: Vec<Redaction> = detect(seen)
+    // The view adds what look-alikes hid; the text as it is keeps what the
+    // view would lose (a number glued to an em dash reads as glued to a
+    // hyphen there, which the detectors refuse).
+    let found = match &view {
+        None => detect(text),
+        Some(view) => {
+            let mut both = detect(text);
+            both.extend(detect(seen).into_iter().map(|r| view.original(r)));
+            resolve(both)
+        }
+    };
+    let redactions: Vec<Redaction> = found
         .into_iter()
         .filter(|r| policy.contains(r.kind))
-        .map(|r| match &view {
-            Some(view) => view.original(r),
-            None => r,
-        })
         .collect();
     if redactions.is_empty() {
         return unchanged();
@@ -319,13 +326,13 @@ pub fn redact(text: &str, policy: &RedactionPolicy) -> Redacted {
 /// match: Unicode dashes and minus signs (a word processor's en dash
 /// between card groups: `4111–1111–1111–1111`), and cp1252's dashes read
 /// as Latin-1 (U+0096, U+0097), are `-`; fullwidth digits and `＠` are
-/// ASCII; tabs and no-break spaces are spaces; invisible characters (zero
+/// ASCII; no-break and thin spaces are spaces; invisible characters (zero
 /// width space and joiners, soft hyphen, word joiner, byte order mark)
 /// are dropped (`exam\u{200B}ple.com`). Each byte remembers the span of
 /// the original character it stands for, so a match covers exactly the
-/// original characters, invisible ones included. The search index reads
-/// such text folded as well (dashes split words, invisibles vanish), so
-/// these numbers were found by a search and shown in its snippets.
+/// original characters, invisible ones included. The search index splits
+/// words at these characters too, so such numbers were found by a search
+/// and shown in its snippets. `redact` reads both the text and its view.
 struct View {
     text: String,
     /// Per byte of `text`: the original character's start and end.
@@ -337,10 +344,7 @@ struct View {
 impl View {
     /// `None` when the text holds none of the characters it maps.
     fn of(text: &str) -> Option<View> {
-        if text.is_ascii() && !text.contains('\t') {
-            return None;
-        }
-        if !text.chars().any(|c| c == '\t' || Self::map(c) != Some(c)) {
+        if text.is_ascii() || !text.chars().any(|c| Self::map(c) != Some(c)) {
             return None;
         }
         let mut view = View {
@@ -350,8 +354,7 @@ impl View {
         };
         for (at, c) in text.char_indices() {
             let span = (at, at + c.len_utf8());
-            let mapped = if c == '\t' { Some(' ') } else { Self::map(c) };
-            if let Some(m) = mapped {
+            if let Some(m) = Self::map(c) {
                 view.text.push(m);
                 view.spans.extend(std::iter::repeat_n(span, m.len_utf8()));
             }

@@ -1237,4 +1237,13 @@ fn look_alike_separators_and_invisible_characters_are_seen_through() {
     assert_eq!(out.text, "\u{2013} [CARD] \u{200B}x");
     // Year ranges with an en dash stay what they are.
     assert_unchanged("from 2019\u{2013}2021 and 1999\u{2014}2000", &all());
+    // A number against a dash or an invisible character is still one (the
+    // view alone reads it glued to a hyphen, or to a word).
+    assert_one(
+        "reach me\u{2014}555-123-4567 today",
+        PiiKind::Phone,
+        "555-123-4567",
+    );
+    assert_one(&format!("card {card}\u{2014}thanks"), PiiKind::Card, &card);
+    assert_one(&format!("ref\u{200B}{card} ok"), PiiKind::Card, &card);
 }

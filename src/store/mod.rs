@@ -1182,6 +1182,23 @@ mod tests {
         drop(db);
         let store = Store::open(dir.path(), 4).unwrap();
         assert_eq!(store.last_removal_seq(), last);
+        // The first write of this build that removes nothing keeps that: it
+        // records the last seq before it as the last removal.
+        store
+            .upsert(vec![feedback("f", "")], QueueMode::Wait)
+            .await
+            .unwrap();
+        let last_after = store.stats().unwrap().last_seq;
+        drop(store);
+        let store = loop {
+            match Store::open(dir.path(), 4) {
+                Err(StoreError::InUse { .. }) => std::thread::sleep(Duration::from_millis(50)),
+                other => break other.unwrap(),
+            }
+        };
+        assert_eq!(store.last_removal_seq(), last);
+        assert!(last_after > last);
+        let last = last_after;
         drop(store);
 
         // Kept by this build, then written by an older one (its last seq

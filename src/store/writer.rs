@@ -467,6 +467,12 @@ fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<(u64, 
     {
         let meta = txn.open_table(META)?;
         let seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+        // Whether `META_LAST_REMOVAL` covers every change so far: not on a
+        // store an older build wrote last (any change may have been a
+        // removal), whose record this group starts at its last seq.
+        let removals_known =
+            seq == 0 || meta.get(META_REMOVALS_AS_OF)?.map(|v| v.value()) == Some(seq);
+        let before = seq;
         let mut tx = TxnContext {
             items: txn.open_table(ITEMS)?,
             customers: txn.open_multimap_table(CUSTOMER_ITEMS)?,
@@ -488,6 +494,8 @@ fn apply_group(db: &Database, group: &mut [Box<dyn Operation>]) -> Result<(u64, 
         tx.meta.insert(META_LAST_SEQ, seq)?;
         if tx.last_removal > 0 {
             tx.meta.insert(META_LAST_REMOVAL, tx.last_removal)?;
+        } else if !removals_known {
+            tx.meta.insert(META_LAST_REMOVAL, before)?;
         }
         tx.meta.insert(META_REMOVALS_AS_OF, seq)?;
         last_seq = seq;
