@@ -32,9 +32,7 @@ pub(super) fn rebuild(
         count += 1;
         Ok(())
     })?;
-    let mut prepared = writer.prepare_commit()?;
-    prepared.set_payload(&last_seq.to_string());
-    prepared.commit()?;
+    commit_through(writer, last_seq)?;
     tracing::info!(
         items = count,
         last_seq,
@@ -42,6 +40,15 @@ pub(super) fn rebuild(
         "index rebuilt"
     );
     Ok((count, last_seq))
+}
+
+/// Commits what `writer` holds with `seq` as the payload: the seq through
+/// which the index is complete, where the indexer resumes.
+fn commit_through(writer: &mut IndexWriter<TantivyDocument>, seq: u64) -> Result<(), IndexError> {
+    let mut prepared = writer.prepare_commit()?;
+    prepared.set_payload(&seq.to_string());
+    prepared.commit()?;
+    Ok(())
 }
 
 /// Change-log entries read from the store at a time (the items they hold
@@ -266,9 +273,7 @@ impl Indexer {
             };
             let writer = self.writer()?;
             let committing = Instant::now();
-            let mut prepared = writer.prepare_commit()?;
-            prepared.set_payload(&resume_at.to_string());
-            prepared.commit()?;
+            commit_through(writer, resume_at)?;
             crate::metrics::observe_index_commit(committing.elapsed());
             // The commit is durable, and a failed reload makes the indexer
             // resume after it: the vectors follow it either way.
@@ -276,9 +281,7 @@ impl Indexer {
             self.sync_vectors(versions);
             reloaded?;
             observe_freshness(&stored_at);
-            self.applied = last;
-            self.shared.indexed_seq.store(last, Ordering::Release);
-            self.shared.removals_applied_through(last);
+            self.searchable_through(last);
             tracing::debug!(changes = applied, last_seq = last, "index committed");
         }
         if complete {
@@ -289,6 +292,7 @@ impl Indexer {
                 self.shared
                     .indexed_seq
                     .fetch_max(self.applied, Ordering::AcqRel);
+                self.shared.removals_applied_through(self.applied);
             }
             let docs = self.shared.reader.searcher().num_docs();
             if docs != batch.snapshot_items {
@@ -302,11 +306,8 @@ impl Indexer {
                 // The round before stopped (on its budget) exactly at the end
                 // of the log, so its payload is the one before it: the index,
                 // just verified, is complete through `applied`.
-                let payload = self.applied.to_string();
-                let writer = self.writer()?;
-                let mut prepared = writer.prepare_commit()?;
-                prepared.set_payload(&payload);
-                prepared.commit()?;
+                let applied = self.applied;
+                commit_through(self.writer()?, applied)?;
                 committed = true;
             }
             if committed {
@@ -351,15 +352,19 @@ impl Indexer {
     /// Records that the (empty) index holds the store through `seq`: its
     /// payload, and the position the indexer resumes from.
     pub(super) fn complete_through(&mut self, seq: u64) -> Result<(), IndexError> {
-        let writer = self.writer()?;
-        let mut prepared = writer.prepare_commit()?;
-        prepared.set_payload(&seq.to_string());
-        prepared.commit()?;
+        commit_through(self.writer()?, seq)?;
         self.shared.reload()?;
+        self.searchable_through(seq);
+        Ok(())
+    }
+
+    /// The reloaded reader shows every change through `seq`: the indexer
+    /// resumes after it, and a removal owed since the open is applied once
+    /// `seq` reaches it.
+    fn searchable_through(&mut self, seq: u64) {
         self.applied = seq;
         self.shared.indexed_seq.store(seq, Ordering::Release);
         self.shared.removals_applied_through(seq);
-        Ok(())
     }
 
     /// Rebuilds the whole index from the store.
@@ -368,9 +373,7 @@ impl Indexer {
         let view = self.store.offline_view()?;
         let (_, last) = rebuild(&view, &fields, self.writer()?)?;
         self.shared.reload()?;
-        self.applied = last;
-        self.shared.indexed_seq.store(last, Ordering::Release);
-        self.shared.removals_applied_through(last);
+        self.searchable_through(last);
         if let Err(error) = self.store.trim_changes_through(last) {
             tracing::warn!(%error, "cannot trim the change log after the rebuild");
         }

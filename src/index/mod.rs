@@ -555,7 +555,12 @@ impl SearchIndex {
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             indexed_seq: AtomicU64::new(committed),
-            pending_removal: AtomicU64::new(store.last_removal_seq()),
+            // Owed only when the index opened behind it.
+            pending_removal: AtomicU64::new(
+                Some(store.last_removal_seq())
+                    .filter(|&removal| removal > committed)
+                    .unwrap_or(0),
+            ),
             failing: Default::default(),
             fields,
             reader,
@@ -634,16 +639,10 @@ impl SearchIndex {
     /// and reports. Once applied, never again: later removals are searchable
     /// within the refresh interval, as documented.
     pub fn removals_left(&self) -> u64 {
-        let pending = self.shared.pending_removal.load(Ordering::Acquire);
-        if pending == 0 {
-            return 0;
+        match self.shared.pending_removal.load(Ordering::Acquire) {
+            0 => 0,
+            pending => pending.saturating_sub(self.indexed_seq()),
         }
-        let indexed = self.indexed_seq();
-        if indexed >= pending {
-            self.shared.pending_removal.store(0, Ordering::Release);
-            return 0;
-        }
-        pending - indexed
     }
 
     /// Whether the indexer thread runs, its last round did not fail, and

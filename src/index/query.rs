@@ -605,31 +605,38 @@ pub fn filters_by_themes(query: &crate::domain::SearchQuery) -> bool {
     query.filter.uses_themes() || names_theme_field(&query.text)
 }
 
+/// The leaves of a tree, in no particular order (walked without recursion:
+/// any depth).
+fn leaves(ast: &UserInputAst) -> Vec<&UserInputLeaf> {
+    let mut found = Vec::new();
+    let mut pending = vec![ast];
+    while let Some(node) = pending.pop() {
+        match node {
+            UserInputAst::Clause(children) => pending.extend(children.iter().map(|(_, c)| c)),
+            UserInputAst::Boost(inner, _) => pending.push(inner),
+            UserInputAst::Leaf(leaf) => found.push(leaf.as_ref()),
+        }
+    }
+    found
+}
+
 /// Whether `text` names the `theme` or `theme_sentiment` field.
 fn names_theme_field(text: &str) -> bool {
     if !text.contains(field::THEME) {
         return false;
     }
     let (ast, _) = parse_query_lenient(text);
-    let mut pending = vec![&ast];
-    while let Some(node) = pending.pop() {
-        match node {
-            UserInputAst::Clause(children) => pending.extend(children.iter().map(|(_, c)| c)),
-            UserInputAst::Boost(inner, _) => pending.push(inner),
-            UserInputAst::Leaf(leaf) => {
-                let name = match leaf.as_ref() {
-                    UserInputLeaf::Literal(literal) => literal.field_name.as_deref(),
-                    UserInputLeaf::Range { field, .. } | UserInputLeaf::Set { field, .. } => {
-                        field.as_deref()
-                    }
-                    UserInputLeaf::Exists { field } => Some(field.as_str()),
-                    _ => None,
-                };
-                if matches!(name, Some(name) if name == field::THEME || name == field::THEME_SENTIMENT)
-                {
-                    return true;
-                }
+    for leaf in leaves(&ast) {
+        let name = match leaf {
+            UserInputLeaf::Literal(literal) => literal.field_name.as_deref(),
+            UserInputLeaf::Range { field, .. } | UserInputLeaf::Set { field, .. } => {
+                field.as_deref()
             }
+            UserInputLeaf::Exists { field } => Some(field.as_str()),
+            _ => None,
+        };
+        if matches!(name, Some(name) if name == field::THEME || name == field::THEME_SENTIMENT) {
+            return true;
         }
     }
     false
@@ -708,71 +715,64 @@ fn check_leaves(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
         position: text.find(name).unwrap_or(0),
         message,
     };
-    let mut pending = vec![ast];
-    while let Some(node) = pending.pop() {
-        match node {
-            UserInputAst::Clause(children) => pending.extend(children.iter().map(|(_, c)| c)),
-            UserInputAst::Boost(inner, _) => pending.push(inner),
-            UserInputAst::Leaf(leaf) => {
-                let name = match leaf.as_ref() {
-                    UserInputLeaf::Exists { field } => {
-                        let message = match has_value_column(field) {
-                            Some(true) => continue,
-                            Some(false) => format!(
-                                "`{field}:*` is not supported: every item has a value there"
-                            ),
-                            None => {
-                                format!("unknown field `{field}`; fields are {}", query_fields())
-                            }
-                        };
-                        return Err(invalid(field, message));
+    for leaf in leaves(ast) {
+        let name = match leaf {
+            UserInputLeaf::Exists { field } => {
+                let message = match has_value_column(field) {
+                    Some(true) => continue,
+                    Some(false) => {
+                        format!("`{field}:*` is not supported: every item has a value there")
                     }
-                    UserInputLeaf::Range {
-                        field: Some(field),
-                        lower: UserInputBound::Unbounded,
-                        upper: UserInputBound::Unbounded,
-                    } => {
-                        // tantivy's range of no bound matches nothing.
-                        return Err(invalid(
-                            field,
-                            format!(
-                                "`{field}:[* TO *]` has no bound: `{field}:*` finds the items \
-                                 with a value"
-                            ),
-                        ));
+                    None => {
+                        format!("unknown field `{field}`; fields are {}", query_fields())
                     }
-                    UserInputLeaf::Range {
-                        field: Some(field),
-                        lower,
-                        upper,
-                    } => {
-                        if NUMBER_FIELDS.contains(&field.as_str()) {
-                            check_range(field, lower, upper).map_err(|m| invalid(field, m))?;
-                        } else if field == field::CREATED_AT {
-                            check_date_range(field, lower, upper).map_err(|m| invalid(field, m))?;
-                        }
-                        field
-                    }
-                    UserInputLeaf::Literal(literal) => match &literal.field_name {
-                        Some(field) => field,
-                        None => continue,
-                    },
-                    UserInputLeaf::Set {
-                        field: Some(field), ..
-                    } => field,
-                    _ => continue,
                 };
-                if let Some(key) = schema::attribute_key(name) {
-                    if !crate::domain::is_attribute_key(key) {
-                        return Err(invalid(
-                            name,
-                            format!(
-                                "`{name}`: an attribute key is 1 to {} bytes of [a-z0-9_]",
-                                crate::domain::limits::MAX_ATTRIBUTE_KEY_BYTES
-                            ),
-                        ));
-                    }
+                return Err(invalid(field, message));
+            }
+            UserInputLeaf::Range {
+                field: Some(field),
+                lower: UserInputBound::Unbounded,
+                upper: UserInputBound::Unbounded,
+            } => {
+                // tantivy's range of no bound matches nothing.
+                return Err(invalid(
+                    field,
+                    format!(
+                        "`{field}:[* TO *]` has no bound: `{field}:*` finds the items \
+                         with a value"
+                    ),
+                ));
+            }
+            UserInputLeaf::Range {
+                field: Some(field),
+                lower,
+                upper,
+            } => {
+                if NUMBER_FIELDS.contains(&field.as_str()) {
+                    check_range(field, lower, upper).map_err(|m| invalid(field, m))?;
+                } else if field == field::CREATED_AT {
+                    check_date_range(field, lower, upper).map_err(|m| invalid(field, m))?;
                 }
+                field
+            }
+            UserInputLeaf::Literal(literal) => match &literal.field_name {
+                Some(field) => field,
+                None => continue,
+            },
+            UserInputLeaf::Set {
+                field: Some(field), ..
+            } => field,
+            _ => continue,
+        };
+        if let Some(key) = schema::attribute_key(name) {
+            if !crate::domain::is_attribute_key(key) {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "`{name}`: an attribute key is 1 to {} bytes of [a-z0-9_]",
+                        crate::domain::limits::MAX_ATTRIBUTE_KEY_BYTES
+                    ),
+                ));
             }
         }
     }
