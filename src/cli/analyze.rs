@@ -127,15 +127,16 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 "  {on}{:+.2} {:<8} {}{off}",
                 s.score,
                 label_name(s.label),
-                // Control characters of the text must not reach the terminal.
-                crate::domain::normalize_text(&slice(sentence))
+                // Control characters and bidi overrides of the text must
+                // not reach the terminal.
+                crate::report::render::terminal_safe(&slice(sentence))
             );
         }
         if !analysis.keyphrases.is_empty() {
-            let phrases: Vec<&str> = analysis
+            let phrases: Vec<String> = analysis
                 .keyphrases
                 .iter()
-                .map(|k| k.text.as_str())
+                .map(|k| crate::report::render::terminal_safe(&k.text))
                 .collect();
             println!("  keyphrases: {}", phrases.join(", "));
         }

@@ -2,7 +2,7 @@
 //! through IngestStream, with a progress bar, a summary of accepted and
 //! rejected rows, and `--resume` after an interruption.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -600,11 +600,18 @@ async fn stream(
 /// The server's status, with where the import stands: the rows
 /// acknowledged so far are stored, and `--resume` goes on after them.
 fn stream_failed(status: tonic::Status, state: &ImportState, retries: u32) -> anyhow::Error {
-    let mut advice = format!(
-        "{} rows were acknowledged before it stopped ({} accepted, {} rejected); run the same command with --resume to go on after row {}",
-        state.rows_done, state.accepted, state.rejected, state.rows_done
-    );
+    let mut advice = match state.rows_done {
+        // Nothing to resume: --resume would only say so.
+        0 => "No row was acknowledged; run the same command again".to_string(),
+        done => format!(
+            "{done} rows were acknowledged before it stopped ({} accepted, {} rejected); run the same command with --resume to go on after row {done}",
+            state.accepted, state.rejected
+        ),
+    };
     match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => advice.push_str(
+            " with an API key that may ingest into this tenant (--token or VERBATIM_TOKEN)",
+        ),
         tonic::Code::ResourceExhausted => {
             advice.push_str(" once the server has room (a smaller --batch-size holds less of it)")
         }
@@ -919,6 +926,11 @@ struct Batcher {
     bytes: usize,
     /// Bytes of the file read so far.
     read: u64,
+    /// The ids in `batch`: a row with one of them goes to the next batch,
+    /// so that it replaces the earlier row (the server refuses a second
+    /// item with the same id in one request, so the outcome used to depend
+    /// on --batch-size).
+    ids: HashSet<String>,
 }
 
 impl Batcher {
@@ -929,6 +941,7 @@ impl Batcher {
             batch: Batch::default(),
             bytes: 0,
             read: 0,
+            ids: HashSet::new(),
         }
     }
 
@@ -936,10 +949,11 @@ impl Batcher {
     /// over MAX_MESSAGE_BYTES. False once the importer stopped listening.
     fn push(&mut self, at: RowAt, item: pb::Feedback) -> bool {
         let size = item_bytes(&item);
-        if self.bytes + size > MAX_MESSAGE_BYTES && !self.flush() {
+        if (self.bytes + size > MAX_MESSAGE_BYTES || self.ids.contains(&item.id)) && !self.flush() {
             return false;
         }
         self.bytes += size;
+        self.ids.insert(item.id.clone());
         self.batch.request.items.push(item);
         self.batch.rows.push(at);
         self.batch.last_row = at.row;
@@ -968,6 +982,7 @@ impl Batcher {
             },
         );
         self.bytes = 0;
+        self.ids.clear();
         self.out.blocking_send(Produced::Batch(full)).is_ok()
             && self
                 .out
@@ -1098,14 +1113,21 @@ fn read_csv(
             line: lines.line_at(start),
         };
         let fields = || {
-            read.map(|_| {
-                columns
-                    .iter()
-                    .zip(record.iter())
-                    .map(|(c, v)| (c.clone(), Value::String(v.to_string())))
-                    .collect()
-            })
-            .map_err(|e| format!("invalid CSV: {e}"))
+            read.map_err(|e| format!("invalid CSV: {e}"))?;
+            // A row cut short or with a stray delimiter would put values
+            // under the wrong columns, or drop them without a word.
+            if record.len() != columns.len() {
+                return Err(format!(
+                    "invalid CSV: the row has {} fields, the header {}",
+                    record.len(),
+                    columns.len()
+                ));
+            }
+            Ok(columns
+                .iter()
+                .zip(record.iter())
+                .map(|(c, v)| (c.clone(), Value::String(v.to_string())))
+                .collect())
         };
         if !sink.emit(at, reader.position().byte(), fields) {
             return Ok(None);
@@ -1202,7 +1224,9 @@ fn row_to_item(
     match get("attributes") {
         None => {}
         Some(Value::Object(map)) => {
-            for (k, v) in map {
+            // A null is no value, as in an `attributes.KEY` column (it was
+            // stored as the text "null").
+            for (k, v) in map.iter().filter(|(_, v)| !v.is_null()) {
                 attributes.insert(k.clone(), attribute_value(v));
             }
         }
@@ -1489,6 +1513,54 @@ mod tests {
         assert_eq!(item.attributes["floor"], "3");
         assert_eq!(item.attributes["vip"], "true");
         assert_eq!(item.created_at.unwrap().seconds, 1_700_000_000);
+    }
+
+    /// Found by probing: a CSV row with a field too few or too many was
+    /// read with its values under the wrong columns or dropped; a null
+    /// attribute was stored as "null"; a repeated id was refused by the
+    /// server within one message and replaced across two, so the outcome
+    /// depended on --batch-size. Now the later row always replaces.
+    #[test]
+    fn ragged_rows_are_rejected_and_a_repeated_id_goes_to_the_next_batch() {
+        let (batches, rejected) = produce_file(
+            b"id,text
+a,one
+b,two,extra
+c
+d,four
+",
+            FileFormat::Csv,
+        );
+        assert_eq!(item_rows(&batches), [1, 4]);
+        let reasons: Vec<(u64, &str)> = rejected
+            .iter()
+            .map(|(at, r)| (at.row, r.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (2, "invalid CSV: the row has 3 fields, the header 2"),
+                (3, "invalid CSV: the row has 1 fields, the header 2")
+            ]
+        );
+
+        let item = row_to_item(
+            &row(r#"{"text":"x","attributes":{"plan":null,"tier":"gold"}}"#),
+            &BTreeMap::new(),
+            ";",
+        )
+        .unwrap();
+        assert_eq!(item.attributes.len(), 1, "{:?}", item.attributes);
+
+        let (batches, _) = produce_file(
+            b"{\"id\":\"a\",\"text\":\"1\"}\n{\"id\":\"b\",\"text\":\"2\"}\n{\"id\":\"a\",\"text\":\"3\"}\n{\"id\":\"c\",\"text\":\"4\"}\n",
+            FileFormat::Jsonl,
+        );
+        let sent: Vec<Vec<&str>> = batches
+            .iter()
+            .map(|b| b.request.items.iter().map(|i| i.text.as_str()).collect())
+            .collect();
+        assert_eq!(sent, [vec!["1", "2"], vec!["3", "4"]]);
     }
 
     /// Defect 6: rows without an id were sent with an empty id, so the

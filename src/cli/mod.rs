@@ -21,7 +21,8 @@ pub struct ServerArg {
     #[arg(
         long = "server",
         env = "VERBATIM_SERVER",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        value_parser = server_url
     )]
     pub address: String,
     /// API key sent as `authorization: Bearer <token>` (`verbatim keys add` prints one).
@@ -60,13 +61,36 @@ impl tonic::service::Interceptor for BearerToken {
 pub type Client =
     FeedbackServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
 
+/// The `--server` value as a URL: `http://` or `https://` and a host, with
+/// `http://` when the scheme is left out. A usage error otherwise (another
+/// scheme such as `ftp://` used to be spoken to as plain HTTP).
+fn server_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let url = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    };
+    let uri: http::Uri = url.parse().map_err(|e| {
+        format!("not a server address ({e}); expected http://HOST:PORT or https://HOST:PORT")
+    })?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(format!(
+                "the scheme must be http:// or https://, got {url:?}"
+            ))
+        }
+    }
+    match uri.host() {
+        Some(host) if !host.is_empty() => Ok(url),
+        _ => Err(format!("no host in {url:?}; expected http://HOST:PORT")),
+    }
+}
+
 /// Connects to a server such as `http://127.0.0.1:50051` (the scheme may be omitted).
 pub async fn connect(server: &ServerArg) -> anyhow::Result<Client> {
-    let url = if server.address.contains("://") {
-        server.address.clone()
-    } else {
-        format!("http://{}", server.address)
-    };
+    let url = server_url(&server.address).map_err(|e| anyhow::anyhow!("--server: {e}"))?;
     let token = match &server.token {
         Some(token) => Some(
             format!("Bearer {}", token.trim())
@@ -173,6 +197,15 @@ mod tests {
             Some(crate::domain::JourneyStage::Onboarding)
         );
         assert_eq!(parse_channel("fax"), None);
+    }
+
+    #[test]
+    fn server_addresses_are_http_urls_with_a_host() {
+        assert_eq!(server_url("127.0.0.1:1").unwrap(), "http://127.0.0.1:1");
+        assert_eq!(server_url(" https://h:2 ").unwrap(), "https://h:2");
+        for bad in ["ftp://h:21", "http://", "h o:1", "unix:///tmp/s", ""] {
+            assert!(server_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

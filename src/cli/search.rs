@@ -357,18 +357,22 @@ fn snippet_text(html: &str, ansi: bool) -> String {
     } else {
         ("", "")
     };
-    html.replace("<b>", bold)
+    // Made safe first: the bold marks are the only escapes that may reach
+    // the terminal (a stored CR or U+202E used to).
+    crate::report::render::terminal_safe(html)
+        .replace("<b>", bold)
         .replace("</b>", reset)
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
         .replace("&#x27;", "'")
         .replace("&amp;", "&")
-        .replace('\n', " ")
 }
 
+/// `text` on one line, fit for a terminal (no control characters or
+/// bidi overrides), cut to `max_chars`.
 fn shorten(text: &str, max_chars: usize) -> String {
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = crate::report::render::terminal_safe(text);
     if one_line.chars().count() <= max_chars {
         one_line
     } else {
@@ -401,9 +405,7 @@ fn print_table(response: &pb::SearchResponse, ansi: bool) {
         };
         let text = match &hit.snippet {
             Some(snippet) => snippet_text(&snippet.html, ansi),
-            // Normalised: a stored text may hold control characters (an
-            // escape sequence must not reach the terminal).
-            None => shorten(&crate::domain::normalize_text(&item.text), 100),
+            None => shorten(&item.text, 100),
         };
         println!(
             "{:<14} {:<10} {:<15} {:<24} {:>5}  {}",
@@ -419,11 +421,27 @@ fn print_table(response: &pb::SearchResponse, ansi: bool) {
         println!();
         println!("{}:", facet.field);
         for count in &facet.counts {
-            println!("  {:<30} {}", count.value, count.count);
+            println!("  {:<30} {}", shorten(&count.value, 200), count.count);
         }
     }
     if !response.next_cursor.is_empty() {
         println!();
         println!("next page: --cursor {}", response.next_cursor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by probing: a stored CR or U+202E (right-to-left override)
+    /// reached the terminal through the table's snippets and facets.
+    #[test]
+    fn table_cells_carry_no_control_characters_or_bidi_overrides() {
+        let nasty = "ok\r\u{202E}evil\x1b[31m<b>late</b>\u{2066}x &amp; y\n";
+        let snippet = snippet_text(nasty, true);
+        assert_eq!(snippet, "ok evil [31m\x1b[1mlate\x1b[0m x & y");
+        assert_eq!(shorten(nasty, 100), "ok evil [31m<b>late</b> x &amp; y");
+        assert_eq!(shorten("abcdef", 4), "abc…");
     }
 }

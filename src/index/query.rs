@@ -800,6 +800,9 @@ fn check_date_range(
                 "`{field}`: range lower bound {min_text} is later than its upper bound {max_text}"
             ));
         }
+        if min == max {
+            check_not_empty(field, lower, upper)?;
+        }
     }
     Ok(())
 }
@@ -825,8 +828,27 @@ fn check_range(field: &str, lower: &UserInputBound, upper: &UserInputBound) -> R
                 "`{field}`: range lower bound {min} is greater than its upper bound {max}"
             ));
         }
+        if min == max {
+            check_not_empty(field, lower, upper)?;
+        }
     }
     Ok(())
+}
+
+/// A range whose bounds are equal holds a value only when both are
+/// inclusive: `nps:{5 TO 5}` and `nps:[5 TO 5}` match nothing.
+fn check_not_empty(
+    field: &str,
+    lower: &UserInputBound,
+    upper: &UserInputBound,
+) -> Result<(), String> {
+    match (lower, upper) {
+        (UserInputBound::Inclusive(_), UserInputBound::Inclusive(_)) => Ok(()),
+        _ => Err(format!(
+            "`{field}`: the range is empty (equal bounds, one of them excluded); \
+             `{field}:[A TO A]` or `{field}:A` matches the value A"
+        )),
+    }
 }
 
 /// Rejects queries nested deeper than `MAX_QUERY_DEPTH`: open parentheses
@@ -2003,6 +2025,12 @@ mod tests {
                 (
                     "created_at:[2025-01-01T00:00:00Z TO 2020-01-01T00:00:00Z]",
                     "is later than its upper bound",
+                ),
+                ("nps:{5 TO 5}", "the range is empty"),
+                ("late sentiment_score:[0.5 TO 0.5}", "the range is empty"),
+                (
+                    "created_at:{2020-01-01T00:00:00Z TO 2020-01-01T00:00:00Z]",
+                    "the range is empty",
                 ),
             ],
         );

@@ -443,7 +443,7 @@ pub(super) fn text_width(s: &str) -> usize {
 /// Text fit for a terminal: control characters (escape sequences
 /// included), line breaks and bidi overrides become spaces, runs of
 /// whitespace one space.
-pub(super) fn terminal_safe(s: &str) -> String {
+pub fn terminal_safe(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut space = false;
     for c in s.chars() {
