@@ -158,8 +158,14 @@ impl AuthMode {
     }
 }
 
+/// What tells that the keys file changed: its modification time and size,
+/// and on Unix its inode and change time (an edit that kept the size within
+/// the modification time's granularity, or restored the time with `touch`,
+/// was missed).
+type Stamp = (SystemTime, u64, u64, i64, i64);
+
 struct Loaded {
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
     checked: Instant,
     file: Arc<KeysFile>,
 }
@@ -179,9 +185,22 @@ pub struct Authenticator {
     loaded: RwLock<Loaded>,
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+fn stamp(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    #[cfg(unix)]
+    let (inode, changed, changed_ns) = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.ino(), meta.ctime(), meta.ctime_nsec())
+    };
+    #[cfg(not(unix))]
+    let (inode, changed, changed_ns) = (0, 0, 0);
+    Some((
+        meta.modified().ok()?,
+        meta.len(),
+        inode,
+        changed,
+        changed_ns,
+    ))
 }
 
 impl Authenticator {
@@ -413,6 +432,34 @@ mod tests {
         std::fs::write(&path, "not = [toml").unwrap();
         std::thread::sleep(RELOAD_EVERY + Duration::from_millis(50));
         assert!(auth.authenticate(Some(&bearer(&admin.token))).is_ok());
+    }
+
+    /// Found by probing: an edit in place that kept the file's size, with
+    /// its modification time restored (or within its granularity), was
+    /// never read.
+    #[test]
+    fn an_edit_that_keeps_size_and_time_is_read() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let acme = TenantId::parse("acme").unwrap();
+        let key = KeysFile::edit(&path, |f| f.add(&acme, &[Role::Read], "")).unwrap();
+        let auth = Authenticator::open(AuthMode::Required, &path).unwrap();
+        let who = auth.authenticate(Some(&bearer(&key.token))).unwrap();
+        assert_eq!(who.tenant, acme);
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited = text.replace("\"acme\"", "\"beta\"");
+        assert!(edited != text && edited.len() == text.len(), "{text}");
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all(edited.as_bytes()).unwrap();
+        file.set_modified(modified).unwrap();
+        drop(file);
+        std::thread::sleep(RELOAD_EVERY + Duration::from_millis(50));
+        let who = auth.authenticate(Some(&bearer(&key.token))).unwrap();
+        assert_eq!(who.tenant, TenantId::parse("beta").unwrap());
     }
 
     #[test]
