@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 
 use crate::auth::{AuthMode, Authenticator, KeysFile};
 use crate::config::{Config, Switch};
@@ -29,6 +27,9 @@ pub struct App {
     router: crate::grpc::ApiRouter,
     tenants: Arc<Tenants>,
     shutdown_grace: Duration,
+    /// gRPC connections held at once (`--max-connections`, lowered to what
+    /// the open-file limit leaves room for).
+    max_connections: usize,
     /// `--tls-cert`: TLS on the gRPC listener.
     tls: Option<Arc<crate::grpc::tls::TlsReloader>>,
     /// The Prometheus endpoint's listener (`--metrics-listen`) and the hook
@@ -258,6 +259,17 @@ impl App {
         };
         let (router, _health) =
             crate::grpc::router(tenants.clone(), auth, writable, limits).await?;
+        let fd_limit = crate::grpc::listen::raise_fd_limit();
+        let max_connections = crate::grpc::listen::connection_cap(config.max_connections, fd_limit);
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                open_file_limit = fd_limit,
+                max_connections,
+                asked = config.max_connections,
+                "the open-file limit (ulimit -n) leaves room for fewer connections than \
+                 --max-connections asks"
+            );
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -286,6 +298,7 @@ impl App {
             tls,
             tenants,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+            max_connections,
             metrics,
         })
     }
@@ -329,20 +342,17 @@ impl App {
             Some(tls) => {
                 tracing::info!(%addr, tls = true, "listening");
                 Box::pin(self.router.serve_with_incoming_shutdown(
-                    crate::grpc::tls::incoming(self.listener, tls),
+                    crate::grpc::tls::incoming(self.listener, tls, self.max_connections),
                     stop,
                 ))
             }
             None => {
                 tracing::info!(%addr, "listening");
-                // Accepted sockets come from our own listener, so tonic cannot set
-                // TCP_NODELAY on them: without it small responses wait ~40 ms for
-                // delayed ACKs (Nagle).
-                let incoming = TcpListenerStream::new(self.listener).map(|stream| {
-                    let stream = stream?;
-                    stream.set_nodelay(true)?;
-                    Ok::<_, std::io::Error>(stream)
-                });
+                let incoming = crate::grpc::listen::incoming(
+                    self.listener,
+                    self.max_connections,
+                    |stream, _| std::future::ready(Some(stream)),
+                );
                 Box::pin(self.router.serve_with_incoming_shutdown(incoming, stop))
             }
         };

@@ -83,6 +83,8 @@ pub struct Config {
     pub max_inflight_request_mb: usize,
     /// Concurrent HTTP/2 streams (calls) per connection.
     pub max_concurrent_streams: u32,
+    /// gRPC connections held at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// `required` or `off`; unset: required when the keys file holds a key,
     /// else off on a loopback address until a key is added, and refused on
     /// any other.
@@ -130,6 +132,7 @@ impl Default for Config {
             similarity_index: Switch::On,
             max_inflight_request_mb: 256,
             max_concurrent_streams: 64,
+            max_connections: 1024,
             auth: None,
             keys_file: None,
             redact: None,
@@ -215,6 +218,9 @@ pub struct ServeArgs {
     /// Concurrent calls (HTTP/2 streams) per connection [default: 64].
     #[arg(long, env = "VERBATIM_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
+    /// gRPC connections held at once [default: 1024; at most the open-file limit less 256]; more wait in the listen backlog until one closes. A connection that sends nothing for 10 s is closed.
+    #[arg(long, env = "VERBATIM_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// API keys: `required` (every call but health and reflection needs `authorization: Bearer <token>`) or `off` (anonymous, default tenant, every role; local use only) [default: required when the keys file holds a key; with none, off on a loopback address until a key is added, and refused on any other].
     #[arg(long, env = "VERBATIM_AUTH")]
     pub auth: Option<crate::auth::AuthMode>,
@@ -274,6 +280,7 @@ impl ServeArgs {
             max_concurrent_streams: self
                 .max_concurrent_streams
                 .unwrap_or(base.max_concurrent_streams),
+            max_connections: self.max_connections.unwrap_or(base.max_connections),
             auth: self.auth.or(base.auth),
             keys_file: self.keys_file.or(base.keys_file),
             redact: self.redact.or(base.redact),
@@ -349,6 +356,11 @@ impl Config {
         anyhow::ensure!(
             (1..=10_000).contains(&self.max_concurrent_streams),
             "max_concurrent_streams must be 1..=10000"
+        );
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&self.max_connections),
+            "max_connections must be 1..=1000000, got {}",
+            self.max_connections
         );
         anyhow::ensure!(
             (1..=1024 * 1024).contains(&self.store_cache_mb),

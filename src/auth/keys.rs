@@ -214,7 +214,7 @@ impl KeysFile {
         let result = change(&mut file)?;
         let text = file.render()?;
         let tmp = sibling(path, "tmp");
-        {
+        let written = (|| {
             let mut options = std::fs::OpenOptions::new();
             options.create(true).truncate(true).write(true);
             #[cfg(unix)]
@@ -222,8 +222,13 @@ impl KeysFile {
             let mut out = options.open(&tmp).map_err(|e| io("write", e))?;
             out.write_all(text.as_bytes()).map_err(|e| io("write", e))?;
             out.sync_all().map_err(|e| io("write", e))?;
+            std::fs::rename(&tmp, path).map_err(|e| io("replace", e))
+        })();
+        if let Err(error) = written {
+            // A full disk left an empty `keys.toml.tmp` behind.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(error);
         }
-        std::fs::rename(&tmp, path).map_err(|e| io("replace", e))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if let Ok(dir) = std::fs::File::open(dir) {
                 let _ = dir.sync_all();

@@ -12,7 +12,7 @@ use super::limits::{
     MAX_THEMES, MAX_THEME_DESCRIPTION_BYTES, MAX_THEME_EXAMPLES, MAX_THEME_EXAMPLE_BYTES,
     MAX_THEME_ID_BYTES, MAX_THEME_NAME_BYTES,
 };
-use super::validate::Rejection;
+use super::validate::{is_default_ignorable, Rejection};
 
 /// A theme as stored: `id` is stable forever once created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,12 +96,18 @@ impl Taxonomy {
     /// its id, version not yet set) or the first violation with its field
     /// path under `theme.`.
     pub fn check_upsert(&self, draft: ThemeDraft) -> Result<Theme, Rejection> {
-        let name = draft.name.trim().to_string();
+        let name = normalize_name(&draft.name);
         if name.is_empty() {
             return Err(Rejection::new("theme.name", "must not be empty"));
         }
         check_len("theme.name", &name, MAX_THEME_NAME_BYTES)?;
         check_printable("theme.name", &name)?;
+        if let Some(c) = name.chars().find(|&c| is_default_ignorable(c)) {
+            return Err(Rejection::new(
+                "theme.name",
+                format!("must not contain invisible characters (U+{:04X})", c as u32),
+            ));
+        }
         let description = draft.description.trim().to_string();
         check_len(
             "theme.description",
@@ -131,6 +137,8 @@ impl Taxonomy {
         }
         let parent_id = draft.parent_id.trim().to_string();
         if !parent_id.is_empty() {
+            // A malformed id says so, as DeleteTheme's does (not "no theme").
+            check_id("theme.parent_id", &parent_id)?;
             if parent_id == id {
                 return Err(Rejection::new(
                     "theme.parent_id",
@@ -156,11 +164,11 @@ impl Taxonomy {
                 ));
             }
         }
-        let folded = name.to_lowercase();
+        let key = name_key(&name);
         if let Some(sibling) = self
             .themes
             .values()
-            .find(|t| t.id != id && t.parent_id == parent_id && t.name.to_lowercase() == folded)
+            .find(|t| t.id != id && t.parent_id == parent_id && name_key(&t.name) == key)
         {
             return Err(Rejection::new(
                 "theme.name",
@@ -269,6 +277,28 @@ fn check_len(field: &str, text: &str, max: usize) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// A name as stored: NFC, each run of white space (no-break and line
+/// separators included) one space, trimmed. "cafe\u{301}" and "café", or
+/// "Delivery  delay" and "Delivery\u{a0}delay", were two sibling themes.
+fn normalize_name(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    raw.nfc()
+        .collect::<String>()
+        .split(char::is_whitespace)
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What sibling names must differ in: compatibility forms, case (full:
+/// "STRASSE" and "straße" are one name) and white space aside.
+fn name_key(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    normalize_name(&name.nfkc().collect::<String>())
+        .to_lowercase()
+        .replace('ß', "ss")
+}
+
 fn check_printable(field: &str, text: &str) -> Result<(), Rejection> {
     if text.chars().any(|c| c.is_control()) {
         return Err(Rejection::new(field, "must not contain control characters"));
@@ -291,8 +321,19 @@ fn check_sentences(field: &str, sentences: Vec<String>) -> Result<Vec<String>, R
         .enumerate()
         .map(|(i, s)| {
             let path = format!("{field}[{i}]");
-            let s = s.trim().to_string();
-            if s.is_empty() {
+            // As an item's text: C1 characters read as cp1252 (a pasted
+            // "late\u{96}delivery" was refused), no non-characters, and not
+            // invisible characters alone (both were taken).
+            let s = crate::domain::normalize_text(s.trim()).trim().to_string();
+            if let Some(c) = s.chars().find(|c| matches!(c, '\u{FFFE}' | '\u{FFFF}')) {
+                return Err(Rejection::new(
+                    path,
+                    format!("must not contain U+{:04X}, which is not text", c as u32),
+                ));
+            }
+            if s.chars()
+                .all(|c| c.is_whitespace() || is_default_ignorable(c))
+            {
                 return Err(Rejection::new(path, "must not be empty"));
             }
             check_len(&path, &s, MAX_THEME_EXAMPLE_BYTES)?;
@@ -394,6 +435,55 @@ mod tests {
         let t2 = tax.check_upsert(draft("Price-Value", "")).unwrap();
         assert_eq!(t2.id, "price_value_2");
         assert_eq!(tax.check_upsert(draft("¿?", "")).unwrap().id, "theme");
+    }
+
+    /// Found by probing: names that look alike were sibling themes
+    /// ("cafe" + U+0301 and "café", a double or no-break space, "STRASSE"
+    /// and "straße"), an invisible name was taken, a malformed parent id
+    /// was "no theme", and examples followed other rules than item texts.
+    #[test]
+    fn look_alike_names_are_one_name_and_texts_follow_the_item_rules() {
+        let mut tax = Taxonomy::default();
+        let theme = tax.check_upsert(draft("Café  delay", "")).unwrap();
+        insert(&mut tax, theme);
+        let stored = &tax.themes["cafe_delay"];
+        assert_eq!(stored.name, "Café delay");
+        for same in [
+            "cafe\u{301} delay",
+            "CAFÉ\u{a0}DELAY",
+            " café\u{2028}delay ",
+        ] {
+            let refused = tax.check_upsert(draft(same, "")).unwrap_err();
+            assert_eq!(refused.field, "theme.name", "{same:?}");
+            assert!(
+                refused.reason.contains("already the name"),
+                "{same:?}: {refused:?}"
+            );
+        }
+        let theme = tax.check_upsert(draft("STRASSE", "")).unwrap();
+        insert(&mut tax, theme);
+        assert!(tax.check_upsert(draft("straße", "")).is_err());
+        for invisible in ["\u{200b}", "\u{feff}BOM name"] {
+            let refused = tax.check_upsert(draft(invisible, "")).unwrap_err();
+            assert_eq!(refused.field, "theme.name", "{invisible:?}");
+        }
+        let refused = tax.check_upsert(draft("x", "Bad Id")).unwrap_err();
+        assert_eq!(refused.field, "theme.parent_id");
+        assert!(refused.reason.contains("may hold only"), "{refused:?}");
+
+        let with_examples = |examples: &[&str]| ThemeDraft {
+            name: "examples".into(),
+            examples: examples.iter().map(|e| e.to_string()).collect(),
+            ..Default::default()
+        };
+        let taken = tax
+            .check_upsert(with_examples(&["late\u{96}delivery"]))
+            .unwrap();
+        assert_eq!(taken.examples, ["late–delivery"]);
+        for bad in ["\u{200b}\u{200b}", "a\u{fffe}"] {
+            let refused = tax.check_upsert(with_examples(&[bad])).unwrap_err();
+            assert_eq!(refused.field, "theme.examples[0]", "{bad:?}");
+        }
     }
 
     #[test]

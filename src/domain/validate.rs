@@ -62,16 +62,15 @@ impl FeedbackDraft {
         let product = validate_name("product", self.product, MAX_NAME_BYTES)?;
         let customer_id = validate_name("customer_id", self.customer_id, MAX_NAME_BYTES)?;
         let language = validate_language(self.language)?;
-        let created_at = match self.created_at {
-            None => now,
-            Some(at) if (MIN_CREATED_AT_MICROS..MAX_CREATED_AT_MICROS).contains(&at.0) => at,
-            Some(_) => {
-                return Err(Rejection::new(
+        let created_at =
+            match self.created_at {
+                None => now,
+                Some(at) if (MIN_CREATED_AT_MICROS..MAX_CREATED_AT_MICROS).contains(&at.0) => at,
+                Some(_) => return Err(Rejection::new(
                     "created_at",
-                    "must lie between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z",
-                ))
-            }
-        };
+                    "must be from 1970-01-01T00:00:00Z up to (not including) 2200-01-01T00:00:00Z",
+                )),
+            };
         let scores = Scores {
             nps: validate_score("nps", self.nps, 0, 10)?,
             csat: validate_score("csat", self.csat, 1, 5)?,
@@ -138,7 +137,7 @@ pub fn validate_text(text: &str) -> Result<(), Rejection> {
 /// nothing for (zero-width space and joiners, soft hyphen, byte order mark,
 /// bidirectional marks, variation selectors, tags, Hangul fillers). A text
 /// of these alone is empty to a reader: the encoder still gave it themes.
-fn is_default_ignorable(c: char) -> bool {
+pub(crate) fn is_default_ignorable(c: char) -> bool {
     matches!(
         c,
         '\u{AD}'
@@ -221,13 +220,9 @@ fn validate_score(
 }
 
 fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, Rejection> {
-    if tags.len() > MAX_TAGS {
-        return Err(Rejection::new(
-            "tags",
-            format!("at most {MAX_TAGS} tags, got {}", tags.len()),
-        ));
-    }
-    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    // Repeats count once, as they are kept once (33 entries with one
+    // repeat were refused); the loop stops at the first tag too many.
+    let mut out: Vec<String> = Vec::with_capacity(tags.len().min(MAX_TAGS + 1));
     for (i, tag) in tags.into_iter().enumerate() {
         let field = format!("tags[{i}]");
         let tag = tag.trim().to_string();
@@ -244,6 +239,12 @@ fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, Rejection> {
             return Err(Rejection::new(field, "must not contain control characters"));
         }
         if !out.contains(&tag) {
+            if out.len() == MAX_TAGS {
+                return Err(Rejection::new(
+                    "tags",
+                    format!("at most {MAX_TAGS} distinct tags, got more"),
+                ));
+            }
             out.push(tag);
         }
     }
@@ -416,6 +417,14 @@ mod tests {
         let mut d = draft("t");
         d.tags = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
         assert_eq!(d.validate(UnixMicros(0)).unwrap_err().field, "tags");
+        // Found by probing: a repeat counted against the limit.
+        let mut d = draft("t");
+        d.tags = (0..MAX_TAGS).map(|i| format!("t{i}")).collect();
+        d.tags.push(" t0".into());
+        assert_eq!(
+            d.clone().validate(UnixMicros(0)).unwrap().tags.len(),
+            MAX_TAGS
+        );
 
         let mut d = draft("t");
         d.attributes.insert("Region".into(), "emea".into());

@@ -123,8 +123,21 @@ impl Engine {
     /// (UNAVAILABLE). Only right after
     /// a restart behind the store: an erasure acknowledged before a crash
     /// is never counted again by a search or a report.
+    ///
+    /// A removal acknowledged while the server runs is searchable within the
+    /// refresh interval, and reads do not wait for it; but while the indexer
+    /// cannot apply changes (a full disk, say), one it has not applied would
+    /// count on in totals, facets and reports for as long as that lasts, so
+    /// reads are UNAVAILABLE meanwhile (found by probing a full disk).
     async fn removals_applied(&self, ctx: &RequestContext) -> Result<()> {
         if self.index.removals_left() == 0 {
+            let behind = self
+                .store
+                .last_removal_seq()
+                .saturating_sub(self.index.indexed_seq());
+            if behind > 0 && !self.index.indexer_running() {
+                return Err(crate::index::IndexError::CatchingUp { left: behind }.into());
+            }
             return Ok(());
         }
         let cap = std::time::Instant::now() + REMOVALS_WAIT;

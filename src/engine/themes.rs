@@ -628,7 +628,10 @@ impl Engine {
     /// Analysed items still tagged with an older taxonomy version (as the
     /// index sees them).
     pub fn retag_backlog(&self) -> Result<(u64, u64)> {
-        let version = self.themes.version();
+        // The committed version, as ListThemes says: the compiled model's is
+        // 0 until its first compilation after a start or a tenant's opening
+        // (Stats said version 0 and every item waiting then).
+        let version = self.store.taxonomy_version()?.max(self.themes.version());
         Ok((version, self.index.count_retag_pending(version)?))
     }
 }

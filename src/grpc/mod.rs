@@ -7,6 +7,7 @@ pub mod codec;
 mod context;
 mod convert;
 mod gate;
+pub mod listen;
 mod metrics;
 mod report;
 mod request_id;

@@ -141,39 +141,28 @@ fn server_config(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
     Ok(config)
 }
 
-/// Accepted connections after their TLS handshake. A failed or slow
-/// handshake is logged at debug and dropped; it never holds up the others.
+/// Accepted connections after their TLS handshake (at most `slots` at once,
+/// see `listen::incoming`). A failed or slow handshake is logged at debug
+/// and dropped; it never holds up the others.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<TlsReloader>,
-) -> impl futures::Stream<Item = std::io::Result<TlsStream<TcpStream>>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = tx.closed() => return,
-            };
-            let _ = stream.set_nodelay(true);
-            let acceptor = tls.acceptor();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    slots: usize,
+) -> impl futures::Stream<Item = std::io::Result<super::listen::Guarded<TlsStream<TcpStream>>>> {
+    super::listen::incoming(listener, slots, move |stream, peer| {
+        let acceptor = tls.acceptor();
+        async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    None
                 }
-            });
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    None
+                }
+            }
         }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+    })
 }

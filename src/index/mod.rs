@@ -96,8 +96,8 @@ pub enum IndexError {
     /// Reads wait for the index to apply the removals the store committed
     /// before it opened (`SearchIndex::removals_left`,
     /// `Engine::removals_applied`); this one waited in vain, or the indexer
-    /// is not running.
-    #[error("the index has not yet applied the removals acknowledged before the restart (behind them by {left} changes); retry shortly")]
+    /// is not running (also with a removal acknowledged since).
+    #[error("the index has not yet applied acknowledged removals (behind them by {left} changes: catching up after a restart, or unable to write; the server log says which); retry shortly")]
     CatchingUp { left: u64 },
 }
 
@@ -456,8 +456,19 @@ fn new_writer(
 /// Errors that mean the index files are damaged (as opposed to the folder
 /// being unwritable, or held by another process).
 fn is_damage(error: &IndexError) -> bool {
+    use tantivy::directory::error::{OpenDirectoryError, OpenReadError, OpenWriteError};
+    use tantivy::TantivyError;
     match error {
-        IndexError::Tantivy(tantivy::TantivyError::LockFailure(..)) => false,
+        IndexError::Tantivy(TantivyError::LockFailure(..)) => false,
+        // A full or read-only disk, or no file descriptor left, says
+        // nothing of the files (a full disk at a rebuild was reported as
+        // damage, and the index moved aside once more at each start).
+        IndexError::Tantivy(
+            TantivyError::IoError(io)
+            | TantivyError::OpenWriteError(OpenWriteError::IoError { io_error: io, .. })
+            | TantivyError::OpenReadError(OpenReadError::IoError { io_error: io, .. })
+            | TantivyError::OpenDirectoryError(OpenDirectoryError::IoError { io_error: io, .. }),
+        ) if is_resource_error(io) => false,
         IndexError::Tantivy(_) => true,
         IndexError::InvalidQuery { .. }
         | IndexError::InvalidCursor(_)
@@ -469,6 +480,20 @@ fn is_damage(error: &IndexError) -> bool {
         | IndexError::CatchingUp { .. }
         | IndexError::Vectors(_) => false,
     }
+}
+
+/// An I/O error of the system's resources rather than of the files: no
+/// room, a read-only file system, no permission, no file descriptor left.
+fn is_resource_error(io: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        io.kind(),
+        ErrorKind::StorageFull
+            | ErrorKind::QuotaExceeded
+            | ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::PermissionDenied
+            | ErrorKind::OutOfMemory
+    ) || matches!(io.raw_os_error(), Some(1 | 13 | 23 | 24 | 28 | 30 | 122))
 }
 
 /// Opens with `open`. The index is derived data: a damaged one (a missing or
@@ -1047,6 +1072,34 @@ mod doc_store_tests {
     use tantivy::DocAddress;
 
     use super::*;
+
+    /// Found by probing: a rebuild on a full disk failed with ENOSPC, was
+    /// taken for damage, and the (empty) index was moved aside at each start.
+    #[test]
+    fn a_full_disk_or_no_descriptor_left_is_no_damage() {
+        use std::io::{Error, ErrorKind};
+        use tantivy::directory::error::OpenReadError;
+        let io = |e: Error| IndexError::Tantivy(tantivy::TantivyError::IoError(Arc::new(e)));
+        for not_damage in [
+            io(Error::from_raw_os_error(28)),
+            io(Error::new(ErrorKind::StorageFull, "no room at path x")),
+            io(Error::from_raw_os_error(30)),
+            IndexError::Tantivy(tantivy::TantivyError::OpenReadError(
+                OpenReadError::IoError {
+                    io_error: Arc::new(Error::from_raw_os_error(24)),
+                    filepath: "x".into(),
+                },
+            )),
+        ] {
+            assert!(!is_damage(&not_damage), "{not_damage}");
+        }
+        for damage in [
+            io(Error::new(ErrorKind::UnexpectedEof, "short file")),
+            IndexError::Tantivy(tantivy::TantivyError::InvalidArgument("x".into())),
+        ] {
+            assert!(is_damage(&damage), "{damage}");
+        }
+    }
 
     /// Opening an index removes the other `--index-phrases` setting's
     /// folder and older schema versions', and keeps damaged folders set

@@ -716,6 +716,22 @@ fn check_leaves(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
         message,
     };
     for leaf in leaves(ast) {
+        let theme_values = match leaf {
+            UserInputLeaf::Literal(literal) => literal
+                .field_name
+                .as_deref()
+                .map(|f| (f, std::slice::from_ref(&literal.phrase))),
+            UserInputLeaf::Set {
+                field: Some(field),
+                elements,
+            } => Some((field.as_str(), elements.as_slice())),
+            _ => None,
+        };
+        if let Some((name, values)) = theme_values {
+            for value in values {
+                check_theme_value(name, value).map_err(|m| invalid(name, m))?;
+            }
+        }
         let name = match leaf {
             UserInputLeaf::Exists { field } => {
                 let message = match has_value_column(field) {
@@ -777,6 +793,30 @@ fn check_leaves(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
         }
     }
     Ok(())
+}
+
+/// A value of `theme` (a theme id) or `theme_sentiment` (`THEME_ID.LABEL`)
+/// as the filter takes it: one no item can have was searched for and
+/// matched nothing (`theme:Delivery`, `theme_sentiment:delivery.awful`).
+fn check_theme_value(field: &str, value: &str) -> Result<(), String> {
+    let id = match field {
+        field::THEME => value,
+        field::THEME_SENTIMENT => {
+            let labels = ["negative", "neutral", "positive"];
+            match value.rsplit_once('.') {
+                Some((id, label)) if labels.contains(&label) => id,
+                _ => {
+                    return Err(format!(
+                        "`{field}:{value}`: expected THEME_ID.LABEL, LABEL one of {}",
+                        labels.join(", ")
+                    ))
+                }
+            }
+        }
+        _ => return Ok(()),
+    };
+    crate::domain::check_theme_id(field, id)
+        .map_err(|r| format!("`{field}:{value}`: the theme id {}", r.reason))
 }
 
 /// A date range's bounds (RFC 3339, as tantivy reads them): the lower at
@@ -2027,6 +2067,17 @@ mod tests {
                     "is later than its upper bound",
                 ),
                 ("nps:{5 TO 5}", "the range is empty"),
+                ("theme:Delivery", "the theme id may hold only a-z"),
+                (
+                    "late theme:IN [delivery Refunds]",
+                    "the theme id may hold only",
+                ),
+                ("theme_sentiment:delivery.awful", "expected THEME_ID.LABEL"),
+                ("theme_sentiment:delivery", "expected THEME_ID.LABEL"),
+                (
+                    "theme_sentiment:Delivery.negative",
+                    "the theme id may hold only",
+                ),
                 ("late sentiment_score:[0.5 TO 0.5}", "the range is empty"),
                 (
                     "created_at:{2020-01-01T00:00:00Z TO 2020-01-01T00:00:00Z]",
@@ -2037,6 +2088,10 @@ mod tests {
         for text in [
             "nps:[1 TO 9]",
             "nps:[5 TO 5]",
+            "theme:delivery",
+            "theme:*",
+            "theme_sentiment:delivery-speed.negative",
+            "theme:IN [delivery refunds]",
             "attributes.plan:x",
             "nps:>3",
             "created_at:[2020-01-01T00:00:00Z TO 2025-01-01T00:00:00+02:00]",

@@ -210,6 +210,9 @@ pub fn csat_impact(all: (u64, u64), subset: (u64, u64)) -> Option<Interval> {
 
 /// Mean and sample variance (0 for n = 1) from n, sum and sum of squares,
 /// computed exactly in integers. `None` when n = 0 or the mean is outside 1..7.
+/// Answers that are all equal get the variance of answers one of which is
+/// one point off (1/n) instead of 0: two answers of 5 against two of 3 were
+/// a "significant" change with p = 0 and an interval of no width.
 fn ces_moments(n: u64, sum: u64, sum_squares: u64) -> Option<(f64, f64)> {
     let (n128, s128) = (n as u128, sum as u128);
     if n == 0 || s128 < n128 || s128 > 7 * n128 {
@@ -221,7 +224,11 @@ fn ces_moments(n: u64, sum: u64, sum_squares: u64) -> Option<(f64, f64)> {
     }
     // n * Σx² - (Σx)² >= 0 for real data; clamp if the tally is inconsistent.
     let num = (n128 * sum_squares as u128).saturating_sub(s128 * s128);
-    Some((mean, num as f64 / (n as f64 * (n - 1) as f64)))
+    let var = match num {
+        0 => 1.0 / n as f64,
+        num => num as f64 / (n as f64 * (n - 1) as f64),
+    };
+    Some((mean, var))
 }
 
 /// CES mean (1-7) from n, sum and sum of squares, with a Student-t 95%
@@ -238,8 +245,8 @@ pub fn ces(n: u64, sum: u64, sum_squares: u64) -> Option<Interval> {
 
 /// CES change (`(n, sum, sum_squares)` now vs before): Welch t interval
 /// and two-sided p-value. A side with a single answer gives no variance
-/// estimate: interval -6..6, p = 1. Both sides without spread: the interval
-/// is the delta itself and p is 0 (1 if equal). `None` if either side is
+/// estimate: interval -6..6, p = 1. A side without spread has the variance
+/// floor of `ces_moments`. `None` if either side is
 /// empty or its sum is not between n and 7n.
 pub fn ces_change(current: (u64, u64, u64), previous: (u64, u64, u64)) -> Option<Change> {
     let (m1, v1) = ces_moments(current.0, current.1, current.2)?;
@@ -650,6 +657,8 @@ mod tests {
                 .map(|&a| (a as f64 - mean).powi(2))
                 .sum::<f64>()
                 / (n - 1.0);
+            // Equal answers: the floor of one answer one point off.
+            let var = if var == 0.0 { 1.0 / n } else { var };
             let half = t_quantile_975(n - 1.0) * (var / n).sqrt();
             assert!(close(got.low, (mean - half).max(1.0), 1e-9), "{answers:?}");
             assert!(close(got.high, (mean + half).min(7.0), 1e-9), "{answers:?}");
@@ -929,6 +938,12 @@ mod tests {
         );
         assert_eq!(two_proportion_p(1, 0, 1, 2, false), 1.0);
         assert_eq!(two_proportion_p(0, 5, 0, 7, true), 1.0);
+        // Found by probing: 5, 5 against 3, 3 was significant (p = 0).
+        let flat = ces_change((2, 10, 50), (2, 6, 18)).unwrap();
+        assert!(!flat.significant && flat.p_value > 0.05, "{flat:?}");
+        assert!(flat.low < 0.5 && flat.high > 3.5, "{flat:?}");
+        let many = ces_change((40, 200, 1000), (40, 120, 360)).unwrap();
+        assert!(many.significant, "{many:?}");
         let single = ces_change((1, 5, 25), (3, 9, 27)).unwrap();
         assert_eq!(
             (single.delta, single.p_value, single.significant),

@@ -1119,6 +1119,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.last_removal_seq(), 0, "writes remove nothing");
+        // Found by probing: replaced and removed versions stayed in the
+        // analysis backlog (with --analysis off, for good).
+        let backlog = |store: &Store| store.stats().unwrap().analysis_backlog;
+        assert_eq!(backlog(&store), 3, "a replaced version waits no more");
 
         let id = |s: &str| FeedbackId::parse(s).unwrap();
         store.delete(vec![id("c")]).await.unwrap();
@@ -1126,17 +1130,20 @@ mod tests {
         assert_eq!(store.last_removal_seq(), after_delete);
         store.delete(vec![id("missing")]).await.unwrap();
         assert_eq!(store.last_removal_seq(), after_delete, "nothing removed");
+        assert_eq!(backlog(&store), 2);
 
         let erased = store.delete_customer("c1".into()).await.unwrap();
         assert_eq!(erased.len(), 2);
         let after_erasure = store.stats().unwrap().last_seq;
         assert!(after_erasure > after_delete);
         assert_eq!(store.last_removal_seq(), after_erasure);
+        assert_eq!(backlog(&store), 0);
 
         store
             .upsert(vec![feedback("d", "")], QueueMode::Wait)
             .await
             .unwrap();
+        assert_eq!(backlog(&store), 1);
         assert_eq!(store.last_removal_seq(), after_erasure);
 
         // Reopened, the store knows its last removal (not any later write).

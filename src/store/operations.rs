@@ -45,6 +45,9 @@ impl WriteOperation for Upsert {
                 .map(|old| decode(&id, old.value()))
                 .transpose()?;
             if let Some(previous) = previous {
+                // The replaced version will never be analysed: its queue
+                // entry went on counting in `Stats.analysis_backlog`.
+                tx.analysis_queue.remove(previous.seq)?;
                 tx.embeddings.remove(id.as_str())?;
                 tx.units.remove(id.as_str())?;
                 tx.tags.remove(id.as_str())?;
@@ -91,6 +94,7 @@ impl WriteOperation for Delete {
                 .transpose()?;
             match previous {
                 Some(previous) => {
+                    tx.analysis_queue.remove(previous.seq)?;
                     tx.embeddings.remove(id.as_str())?;
                     tx.units.remove(id.as_str())?;
                     tx.tags.remove(id.as_str())?;
@@ -129,7 +133,13 @@ impl WriteOperation for DeleteCustomer {
             tx.embeddings.remove(id.as_str())?;
             tx.units.remove(id.as_str())?;
             tx.tags.remove(id.as_str())?;
-            if tx.items.remove(id.as_str())?.is_some() {
+            let removed = tx
+                .items
+                .remove(id.as_str())?
+                .map(|old| decode(&id, old.value()))
+                .transpose()?;
+            if let Some(removed) = removed {
+                tx.analysis_queue.remove(removed.seq)?;
                 tx.log_removal(id.as_str())?;
                 deleted.push(FeedbackId::parse(&id).map_err(|reason| {
                     StoreError::WriteFailed(format!("stored id {id:?} is invalid: {reason}"))

@@ -154,15 +154,25 @@ macro_rules! open_or_empty {
     };
 }
 
+/// The taxonomy version `txn` sees (0: none yet).
+fn version_in(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    match txn.open_table(META) {
+        Ok(meta) => Ok(meta.get(META_TAXONOMY_VERSION)?.map_or(0, |v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Store {
+    /// The version of the taxonomy as last committed (no theme decoded).
+    pub fn taxonomy_version(&self) -> Result<u64, StoreError> {
+        version_in(&self.db.get()?.begin_read()?)
+    }
+
     /// The taxonomy as last committed.
     pub fn taxonomy(&self) -> Result<Taxonomy, StoreError> {
         let txn = self.db.get()?.begin_read()?;
-        let version = match txn.open_table(META) {
-            Ok(meta) => meta.get(META_TAXONOMY_VERSION)?.map_or(0, |v| v.value()),
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
-            Err(e) => return Err(e.into()),
-        };
+        let version = version_in(&txn)?;
         let mut taxonomy = Taxonomy {
             version,
             ..Default::default()

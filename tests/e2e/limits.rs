@@ -496,3 +496,54 @@ async fn a_full_write_queue_answers_resource_exhausted_and_loses_nothing_acknowl
         );
     }
 }
+
+/// Found by probing: a connection that never sent a byte was kept for good,
+/// so idle sockets used up the server's file descriptors (then every accept
+/// failed and was retried at once, and the indexer could not open its
+/// files). Now connections are capped (`--max-connections`; more wait in
+/// the backlog) and one silent for 10 s is closed.
+#[tokio::test]
+async fn silent_connections_are_closed_and_connections_are_capped() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::spawn_with(&["--max-connections", "2"]).await;
+    let opened = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // Both slots are taken: a client waits in the backlog.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect_lazy();
+    let mut client = pb::feedback_service_client::FeedbackServiceClient::new(channel);
+    let stats = |timeout| {
+        let mut request = tonic::Request::new(pb::StatsRequest::default());
+        request.set_timeout(timeout);
+        request
+    };
+    let waiting = client
+        .stats(stats(std::time::Duration::from_millis(1500)))
+        .await
+        .expect_err("no slot for the client");
+    assert!(
+        matches!(waiting.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{waiting:?}"
+    );
+    // A slot freed: the waiting connection is served.
+    drop(second);
+    client
+        .stats(stats(std::time::Duration::from_secs(5)))
+        .await
+        .expect("Stats once a slot is free");
+    // The silent one (the server spoke first: its HTTP/2 settings) is
+    // closed by the server after 10 s.
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(read) = silent.read(&mut buf).await {
+            if read == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server keeps a silent connection");
+    assert!(opened.elapsed() >= std::time::Duration::from_secs(9));
+}

@@ -672,3 +672,31 @@ async fn an_edit_that_leaves_an_item_unchanged_confirms_it_and_a_crash_keeps_tha
         }
     }
 }
+
+/// Found by probing: right after a start, until the theme model had been
+/// compiled (about 0.35 s), Stats said taxonomy version 0 and counted every
+/// analysed item as waiting for a re-tag, while ListThemes said otherwise.
+#[tokio::test]
+async fn stats_says_the_committed_taxonomy_version_from_the_start() {
+    let mut server = TestServer::spawn_with_analysis(&[]).await;
+    let mut client = server.client().await;
+    ingest(
+        &mut client,
+        vec![
+            item("t-1", "The delivery was late and the box was damaged."),
+            item("t-2", "Support answered quickly, thank you."),
+        ],
+    )
+    .await;
+    let version = settled(&mut client).await.taxonomy_version;
+    assert_eq!(list(&mut client).await.taxonomy_version, version);
+    server.terminate();
+    server.restart().await;
+    let mut client = server.client().await;
+    let first = stats(&mut client).await;
+    assert_eq!(
+        (first.taxonomy_version, first.retag_backlog),
+        (version, 0),
+        "{first:?}"
+    );
+}
