@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::index::IndexSettings;
@@ -75,7 +74,22 @@ async fn reindex_one(
     let data_dir = dir.clone();
     let count = tokio::task::spawn_blocking(move || crate::index::reindex(&data_dir, &settings))
         .await?
-        .with_context(|| format!("cannot reindex tenant {tenant} ({})", dir.display()));
+        .map_err(|error| {
+            // tantivy's writer loses the cause ("An index writer was
+            // killed"): a full disk is the usual one, so say how full.
+            let room = match free_bytes(&dir) {
+                Some(free) if free < LOW_ROOM_BYTES => format!(
+                    " (the disk holding it has {} MiB free: the rebuild needs room for a \
+                     whole new index beside the old one)",
+                    free >> 20
+                ),
+                _ => String::new(),
+            };
+            anyhow::Error::new(error).context(format!(
+                "cannot reindex tenant {tenant} ({}){room}",
+                dir.display()
+            ))
+        });
     spinner.finish_and_clear();
     let count = count?;
     println!(
@@ -83,4 +97,38 @@ async fn reindex_one(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Free room under which a failed rebuild names the disk.
+const LOW_ROOM_BYTES: u64 = 64 << 20;
+
+/// Bytes free for this user on the file system holding `path`.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs writes the one struct passed and reads the
+        // NUL-terminated path, both alive for the call.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+            return None;
+        }
+        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_room_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(super::free_bytes(dir.path()).is_some_and(|free| free > 0));
+        assert_eq!(super::free_bytes(&dir.path().join("missing")), None);
+    }
 }

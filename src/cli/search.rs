@@ -372,7 +372,8 @@ fn snippet_text(html: &str, ansi: bool) -> String {
 /// `text` on one line, fit for a terminal (no control characters or
 /// bidi overrides), cut to `max_chars`.
 fn shorten(text: &str, max_chars: usize) -> String {
-    let one_line = crate::report::render::terminal_safe(text);
+    // Normalised first: C1 characters are cp1252 mojibake to read ("don\u{92}t").
+    let one_line = crate::report::render::terminal_safe(&crate::domain::normalize_text(text));
     if one_line.chars().count() <= max_chars {
         one_line
     } else {
@@ -443,5 +444,6 @@ mod tests {
         assert_eq!(snippet, "ok evil [31m\x1b[1mlate\x1b[0m x & y");
         assert_eq!(shorten(nasty, 100), "ok evil [31m<b>late</b> x &amp; y");
         assert_eq!(shorten("abcdef", 4), "abc…");
+        assert_eq!(shorten("don\u{92}t \u{8a}koda", 100), "don’t Škoda");
     }
 }

@@ -102,13 +102,36 @@ impl Taxonomy {
         }
         check_len("theme.name", &name, MAX_THEME_NAME_BYTES)?;
         check_printable("theme.name", &name)?;
+        check_not_text("theme.name", &name)?;
         if let Some(c) = name.chars().find(|&c| is_default_ignorable(c)) {
             return Err(Rejection::new(
                 "theme.name",
                 format!("must not contain invisible characters (U+{:04X})", c as u32),
             ));
         }
-        let description = draft.description.trim().to_string();
+        // A lone accent or a blank Braille cell shows nothing either.
+        if name.chars().all(|c| {
+            unicode_normalization::char::is_combining_mark(c) || c == '\u{2800}' || c == ' '
+        }) {
+            return Err(Rejection::new(
+                "theme.name",
+                "must hold a visible character",
+            ));
+        }
+        // As an item's text (C1 characters read as cp1252); only invisible
+        // characters is no description.
+        let description = crate::domain::normalize_text(draft.description.trim())
+            .trim()
+            .to_string();
+        check_not_text("theme.description", &description)?;
+        let description = if description
+            .chars()
+            .all(|c| c.is_whitespace() || is_default_ignorable(c))
+        {
+            String::new()
+        } else {
+            description
+        };
         check_len(
             "theme.description",
             &description,
@@ -297,6 +320,23 @@ fn name_key(name: &str) -> String {
     normalize_name(&name.nfkc().collect::<String>())
         .to_lowercase()
         .replace('ß', "ss")
+        .replace('ς', "σ")
+}
+
+/// Refuses what is no text (as in an item's): U+0000 and the
+/// non-characters (U+FDD0..U+FDEF, U+xFFFE and U+xFFFF).
+fn check_not_text(field: &str, text: &str) -> Result<(), Rejection> {
+    let not_text = |c: char| {
+        let c = c as u32;
+        c == 0 || (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
+    };
+    match text.chars().find(|&c| not_text(c)) {
+        Some(c) => Err(Rejection::new(
+            field,
+            format!("must not contain U+{:04X}, which is not text", c as u32),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn check_printable(field: &str, text: &str) -> Result<(), Rejection> {
@@ -324,13 +364,8 @@ fn check_sentences(field: &str, sentences: Vec<String>) -> Result<Vec<String>, R
             // As an item's text: C1 characters read as cp1252 (a pasted
             // "late\u{96}delivery" was refused), no non-characters, and not
             // invisible characters alone (both were taken).
+            check_not_text(&path, &s)?;
             let s = crate::domain::normalize_text(s.trim()).trim().to_string();
-            if let Some(c) = s.chars().find(|c| matches!(c, '\u{FFFE}' | '\u{FFFF}')) {
-                return Err(Rejection::new(
-                    path,
-                    format!("must not contain U+{:04X}, which is not text", c as u32),
-                ));
-            }
             if s.chars()
                 .all(|c| c.is_whitespace() || is_default_ignorable(c))
             {
@@ -463,7 +498,18 @@ mod tests {
         let theme = tax.check_upsert(draft("STRASSE", "")).unwrap();
         insert(&mut tax, theme);
         assert!(tax.check_upsert(draft("straße", "")).is_err());
-        for invisible in ["\u{200b}", "\u{feff}BOM name"] {
+        let theme = tax.check_upsert(draft("ΟΔΟΣ", "")).unwrap();
+        insert(&mut tax, theme);
+        assert!(tax.check_upsert(draft("οδοσ", "")).is_err(), "final sigma");
+        for invisible in [
+            "\u{200b}",
+            "\u{feff}BOM name",
+            "\u{301}",
+            "\u{2800}",
+            "a\u{fffe}b",
+            "a\u{fdd0}b",
+            "\u{10ffff}",
+        ] {
             let refused = tax.check_upsert(draft(invisible, "")).unwrap_err();
             assert_eq!(refused.field, "theme.name", "{invisible:?}");
         }
@@ -480,7 +526,7 @@ mod tests {
             .check_upsert(with_examples(&["late\u{96}delivery"]))
             .unwrap();
         assert_eq!(taken.examples, ["late–delivery"]);
-        for bad in ["\u{200b}\u{200b}", "a\u{fffe}"] {
+        for bad in ["\u{200b}\u{200b}", "a\u{fffe}", "a\u{0}b"] {
             let refused = tax.check_upsert(with_examples(&[bad])).unwrap_err();
             assert_eq!(refused.field, "theme.examples[0]", "{bad:?}");
         }

@@ -407,6 +407,12 @@ impl Engine {
                 .await?;
             tracing::info!(version, "built-in taxonomy installed");
         }
+        // Until the first compilation, searches and reports filter on the
+        // committed version: they used 0, so right after a start no theme
+        // filter matched and every item counted as waiting for a re-tag.
+        let store = self.store.clone();
+        let committed = run_blocking(&internal, move || Ok(store.taxonomy_version()?)).await?;
+        self.themes.version.fetch_max(committed, Ordering::AcqRel);
         let Some(pool) = self.analysis.clone() else {
             let store = self.store.clone();
             let taxonomy = run_blocking(&internal, move || Ok(store.taxonomy()?)).await?;

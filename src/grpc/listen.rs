@@ -1,6 +1,6 @@
 //! Accepting gRPC connections, plain or TLS: at most `--max-connections` at
 //! once (beyond that they wait in the listen backlog), a pause after a
-//! failed accept, and a deadline for a connection's first bytes.
+//! failed accept, and a deadline for a connection's HTTP/2 handshake.
 //!
 //! Found by probing: a connection that never sent a byte was kept for good,
 //! so a few hundred idle sockets used up the process's file descriptors;
@@ -19,9 +19,17 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// How long a new connection may stay silent: its HTTP/2 preface (after
-/// the TLS handshake, which has its own limit) must arrive by then.
-pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may take to send its HTTP/2 preface and its
+/// first frame (after the TLS handshake, which has its own limit). Until
+/// then hyper has no deadline of its own, and its keep-alive pings (which
+/// close a connection whose peer is gone) start only after the handshake:
+/// a client that sent one byte and stalled held its slot for good.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP/2 client preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
+const PREFACE_BYTES: usize = 24;
+/// An HTTP/2 frame header: 24-bit length, type, flags, stream id.
+const FRAME_HEADER_BYTES: usize = 9;
 
 /// File descriptors kept for everything but connections (the store, the
 /// index's files and merges, the models, the metrics endpoint, logs).
@@ -73,6 +81,8 @@ pub fn raise_fd_limit() -> Option<u64> {
                 }
             }
         }
+        // rlim_t is u64 on Linux, not everywhere.
+        #[allow(clippy::unnecessary_cast)]
         Some(limit.rlim_cur as u64)
     }
     #[cfg(not(unix))]
@@ -82,12 +92,41 @@ pub fn raise_fd_limit() -> Option<u64> {
 }
 
 /// A connection with its slot among `--max-connections`, held until it is
-/// dropped, and the deadline for its first bytes.
+/// dropped, and the deadline for its handshake.
 pub struct Guarded<S> {
     inner: S,
     _slot: OwnedSemaphorePermit,
-    /// Until the first byte arrives.
-    first_bytes: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Until the preface and the first frame have arrived.
+    handshake: Option<Handshake>,
+}
+
+/// How far a connection's handshake got.
+struct Handshake {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Bytes received so far.
+    seen: usize,
+    /// The first frame's length, from the bytes of its header seen so far.
+    frame_length: usize,
+}
+
+impl Handshake {
+    /// Counts `bytes`, the next ones received; true once the preface and
+    /// the whole first frame (the client's SETTINGS) are in.
+    fn complete_after(&mut self, bytes: &[u8]) -> bool {
+        for &byte in bytes {
+            // The frame header's first three bytes are its length.
+            if (PREFACE_BYTES..PREFACE_BYTES + 3).contains(&self.seen) {
+                self.frame_length = self.frame_length << 8 | usize::from(byte);
+            }
+            self.seen += 1;
+            if self.seen >= PREFACE_BYTES + FRAME_HEADER_BYTES + self.frame_length
+                && self.seen >= PREFACE_BYTES + FRAME_HEADER_BYTES
+            {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 impl<S> Guarded<S> {
@@ -95,7 +134,11 @@ impl<S> Guarded<S> {
         Guarded {
             inner,
             _slot: slot,
-            first_bytes: Some(Box::pin(tokio::time::sleep(timeout))),
+            handshake: Some(Handshake {
+                deadline: Box::pin(tokio::time::sleep(timeout)),
+                seen: 0,
+                frame_length: 0,
+            }),
         }
     }
 }
@@ -108,13 +151,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(deadline) = self.first_bytes.as_mut() {
+        if let Some(handshake) = self.handshake.as_mut() {
             match &polled {
-                Poll::Ready(Ok(())) if buf.filled().len() > before => self.first_bytes = None,
-                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                // Counts the bytes read, once.
+                Poll::Ready(Ok(())) if handshake.complete_after(&buf.filled()[before..]) => {
+                    self.handshake = None;
+                }
+                Poll::Pending if handshake.deadline.as_mut().poll(cx).is_ready() => {
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        "the client sent nothing in time",
+                        "the client did not complete its HTTP/2 handshake in time",
                     )));
                 }
                 _ => {}
@@ -246,7 +292,7 @@ where
             tokio::spawn(async move {
                 if let Some(stream) = ready.await {
                     let _ = tx
-                        .send(Ok(Guarded::new(stream, slot, FIRST_BYTES_TIMEOUT)))
+                        .send(Ok(Guarded::new(stream, slot, HANDSHAKE_TIMEOUT)))
                         .await;
                 }
             });
@@ -269,36 +315,60 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_silent_connection_ends_and_a_talking_one_stays() {
+    async fn a_connection_must_complete_its_handshake_in_time() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let slots = Arc::new(Semaphore::new(2));
-        let accept = |timeout| {
+        let accept = || {
             let listener = &listener;
             let slots = slots.clone();
             async move {
                 let (stream, _) = listener.accept().await.unwrap();
-                Guarded::new(stream, slots.try_acquire_owned().unwrap(), timeout)
+                let slot = slots.try_acquire_owned().unwrap();
+                Guarded::new(stream, slot, Duration::from_millis(100))
             }
         };
-        let _silent = TcpStream::connect(addr).await.unwrap();
-        let mut guarded = accept(Duration::from_millis(100)).await;
-        let mut buf = [0u8; 8];
-        let error = guarded.read(&mut buf).await.unwrap_err();
-        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
-        drop(guarded);
-        assert_eq!(slots.available_permits(), 2, "the slot is given back");
+        let mut buf = [0u8; 64];
+        // Silent, or a byte and a stall (found by probing: the first
+        // version's deadline ended at the first byte).
+        for sent in [
+            &b""[..],
+            b"P",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x06\x04",
+        ] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let mut guarded = accept().await;
+            client.write_all(sent).await.unwrap();
+            let error = loop {
+                match guarded.read(&mut buf).await {
+                    Ok(_) => continue,
+                    Err(error) => break error,
+                }
+            };
+            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{sent:?}");
+            drop(guarded);
+            assert_eq!(slots.available_permits(), 2, "the slot is given back");
+        }
 
-        let mut talking = TcpStream::connect(addr).await.unwrap();
-        let mut guarded = accept(Duration::from_millis(100)).await;
-        talking.write_all(b"PRI").await.unwrap();
-        assert_eq!(guarded.read(&mut buf).await.unwrap(), 3);
+        // The preface and a whole SETTINGS frame, in pieces: no deadline.
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut guarded = accept().await;
+        let handshake: &[u8] =
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64";
+        let (mut sent, mut got) = (0, 0);
+        for piece in handshake.chunks(7) {
+            client.write_all(piece).await.unwrap();
+            sent += piece.len();
+            while got < sent {
+                got += guarded.read(&mut buf).await.unwrap();
+            }
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        talking.write_all(b"*").await.unwrap();
+        client.write_all(b"*").await.unwrap();
         assert_eq!(
             guarded.read(&mut buf).await.unwrap(),
             1,
-            "no deadline once it spoke"
+            "no deadline once it shook hands"
         );
     }
 }

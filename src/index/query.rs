@@ -766,6 +766,13 @@ fn check_leaves(ast: &UserInputAst, text: &str) -> Result<(), IndexError> {
             } => {
                 if NUMBER_FIELDS.contains(&field.as_str()) {
                     check_range(field, lower, upper).map_err(|m| invalid(field, m))?;
+                } else if field == field::THEME || field == field::THEME_SENTIMENT {
+                    // Ids have no order anyone means: `theme:[a TO z]`
+                    // matched nothing without a word.
+                    return Err(invalid(
+                        field,
+                        format!("`{field}` takes values, not ranges: `{field}:VALUE` or `{field}:IN [...]`"),
+                    ));
                 } else if field == field::CREATED_AT {
                     check_date_range(field, lower, upper).map_err(|m| invalid(field, m))?;
                 }
@@ -870,6 +877,22 @@ fn check_range(field: &str, lower: &UserInputBound, upper: &UserInputBound) -> R
         }
         if min == max {
             check_not_empty(field, lower, upper)?;
+        }
+        // Scores are whole numbers: `nps:{5 TO 6}` holds none.
+        if field != field::SENTIMENT_SCORE {
+            let low = match lower {
+                UserInputBound::Exclusive(_) => min.floor() + 1.0,
+                _ => min.ceil(),
+            };
+            let high = match upper {
+                UserInputBound::Exclusive(_) => max.ceil() - 1.0,
+                _ => max.floor(),
+            };
+            if low > high {
+                return Err(format!(
+                    "`{field}`: the range holds no whole number (scores are whole numbers)"
+                ));
+            }
         }
     }
     Ok(())
@@ -2067,6 +2090,10 @@ mod tests {
                     "is later than its upper bound",
                 ),
                 ("nps:{5 TO 5}", "the range is empty"),
+                ("nps:{5 TO 6}", "holds no whole number"),
+                ("rating:{4 TO 5}", "holds no whole number"),
+                ("theme:[a TO z]", "takes values, not ranges"),
+                ("theme_sentiment:>x", "takes values, not ranges"),
                 ("theme:Delivery", "the theme id may hold only a-z"),
                 (
                     "late theme:IN [delivery Refunds]",
@@ -2092,6 +2119,8 @@ mod tests {
             "theme:*",
             "theme_sentiment:delivery-speed.negative",
             "theme:IN [delivery refunds]",
+            "nps:{5 TO 7}",
+            "sentiment_score:{0.1 TO 0.2}",
             "attributes.plan:x",
             "nps:>3",
             "created_at:[2020-01-01T00:00:00Z TO 2025-01-01T00:00:00+02:00]",

@@ -675,7 +675,8 @@ async fn an_edit_that_leaves_an_item_unchanged_confirms_it_and_a_crash_keeps_tha
 
 /// Found by probing: right after a start, until the theme model had been
 /// compiled (about 0.35 s), Stats said taxonomy version 0 and counted every
-/// analysed item as waiting for a re-tag, while ListThemes said otherwise.
+/// analysed item as waiting for a re-tag, while ListThemes said otherwise;
+/// searches filtered themes on version 0.
 #[tokio::test]
 async fn stats_says_the_committed_taxonomy_version_from_the_start() {
     let mut server = TestServer::spawn_with_analysis(&[]).await;
@@ -698,5 +699,12 @@ async fn stats_says_the_committed_taxonomy_version_from_the_start() {
         (first.taxonomy_version, first.retag_backlog),
         (version, 0),
         "{first:?}"
+    );
+    // Searches too: they filtered themes on version 0 (nothing matched).
+    let found = search(&mut client, search_request("theme:*")).await;
+    assert_eq!(
+        (found.taxonomy_version, found.retag_pending),
+        (version, 0),
+        "{found:?}"
     );
 }
