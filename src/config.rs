@@ -218,7 +218,7 @@ pub struct ServeArgs {
     /// Concurrent calls (HTTP/2 streams) per connection [default: 64].
     #[arg(long, env = "VERBATIM_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
-    /// gRPC connections held at once [default: 1024; at most the open-file limit less 256]; more wait in the listen backlog until one closes. A connection that has not completed its HTTP/2 handshake 10 s after it was accepted is closed.
+    /// gRPC connections held at once [default: 1024; at most the open-file limit less 256]; more wait in the listen backlog until one closes. A connection that has not completed its HTTP/2 handshake 10 s after it was accepted (after the TLS handshake, with TLS) is closed.
     #[arg(long, env = "VERBATIM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// API keys: `required` (every call but health and reflection needs `authorization: Bearer <token>`) or `off` (anonymous, default tenant, every role; local use only) [default: required when the keys file holds a key; with none, off on a loopback address until a key is added, and refused on any other].

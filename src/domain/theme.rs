@@ -103,31 +103,17 @@ impl Taxonomy {
         check_len("theme.name", &name, MAX_THEME_NAME_BYTES)?;
         check_printable("theme.name", &name)?;
         check_not_text("theme.name", &name)?;
-        if let Some(c) = name.chars().find(|&c| is_default_ignorable(c)) {
-            return Err(Rejection::new(
-                "theme.name",
-                format!("must not contain invisible characters (U+{:04X})", c as u32),
-            ));
-        }
-        // A lone accent or a blank Braille cell shows nothing either.
-        if name.chars().all(|c| {
-            unicode_normalization::char::is_combining_mark(c) || c == '\u{2800}' || c == ' '
-        }) {
+        // Invisible characters alone (a zero-width space, a lone accent, a
+        // blank Braille cell) are no name; between visible ones they may
+        // belong to it (a joiner in an emoji or in Persian).
+        if name.chars().all(shows_nothing) {
             return Err(Rejection::new(
                 "theme.name",
                 "must hold a visible character",
             ));
         }
-        // As an item's text (C1 characters read as cp1252); only invisible
-        // characters is no description.
-        let description = crate::domain::normalize_text(draft.description.trim())
-            .trim()
-            .to_string();
-        check_not_text("theme.description", &description)?;
-        let description = if description
-            .chars()
-            .all(|c| c.is_whitespace() || is_default_ignorable(c))
-        {
+        let description = theme_text("theme.description", &draft.description)?;
+        let description = if description.chars().all(shows_nothing) {
             String::new()
         } else {
             description
@@ -137,7 +123,6 @@ impl Taxonomy {
             &description,
             MAX_THEME_DESCRIPTION_BYTES,
         )?;
-        check_printable("theme.description", &description)?;
         let examples = check_sentences("theme.examples", draft.examples)?;
         let counter_examples = check_sentences("theme.counter_examples", draft.counter_examples)?;
 
@@ -188,10 +173,13 @@ impl Taxonomy {
             }
         }
         let key = name_key(&name);
+        // Only a new name or place is checked: siblings stored before names
+        // were compared this way may look alike, and must stay editable.
+        let moved = existing.is_none_or(|t| t.parent_id != parent_id || name_key(&t.name) != key);
         if let Some(sibling) = self
             .themes
             .values()
-            .find(|t| t.id != id && t.parent_id == parent_id && name_key(&t.name) == key)
+            .find(|t| moved && t.id != id && t.parent_id == parent_id && name_key(&t.name) == key)
         {
             return Err(Rejection::new(
                 "theme.name",
@@ -301,8 +289,9 @@ fn check_len(field: &str, text: &str, max: usize) -> Result<(), Rejection> {
 }
 
 /// A name as stored: NFC, each run of white space (no-break and line
-/// separators included) one space, trimmed. "cafe\u{301}" and "café", or
-/// "Delivery  delay" and "Delivery\u{a0}delay", were two sibling themes.
+/// separators included) one space, without invisible characters at its
+/// ends. "cafe\u{301}" and "café", or "Delivery  delay" and
+/// "Delivery\u{a0}delay", were two sibling themes.
 fn normalize_name(raw: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
     raw.nfc()
@@ -311,16 +300,40 @@ fn normalize_name(raw: &str) -> String {
         .filter(|word| !word.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+        .trim_matches(|c: char| c.is_whitespace() || is_default_ignorable(c))
+        .to_string()
 }
 
 /// What sibling names must differ in: compatibility forms, case (full:
-/// "STRASSE" and "straße" are one name) and white space aside.
+/// "STRASSE" and "straße" are one name), white space and invisible
+/// characters aside.
 fn name_key(name: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
     normalize_name(&name.nfkc().collect::<String>())
+        .chars()
+        .filter(|&c| !is_default_ignorable(c))
+        .collect::<String>()
         .to_lowercase()
         .replace('ß', "ss")
         .replace('ς', "σ")
+}
+
+/// A character that shows nothing on its own.
+fn shows_nothing(c: char) -> bool {
+    c.is_whitespace()
+        || is_default_ignorable(c)
+        || unicode_normalization::char::is_combining_mark(c)
+        || c == '\u{2800}'
+}
+
+/// A description's or an example's text: no U+0000 or non-character (as
+/// in an item's text), C1 characters read as cp1252 (`normalize_text`),
+/// trimmed; other control characters (line breaks too) are refused.
+fn theme_text(path: &str, raw: &str) -> Result<String, Rejection> {
+    check_not_text(path, raw)?;
+    let text = crate::domain::normalize_text(raw.trim()).trim().to_string();
+    check_printable(path, &text)?;
+    Ok(text)
 }
 
 /// Refuses what is no text (as in an item's): U+0000 and the
@@ -364,15 +377,11 @@ fn check_sentences(field: &str, sentences: Vec<String>) -> Result<Vec<String>, R
             // As an item's text: C1 characters read as cp1252 (a pasted
             // "late\u{96}delivery" was refused), no non-characters, and not
             // invisible characters alone (both were taken).
-            check_not_text(&path, &s)?;
-            let s = crate::domain::normalize_text(s.trim()).trim().to_string();
-            if s.chars()
-                .all(|c| c.is_whitespace() || is_default_ignorable(c))
-            {
+            let s = theme_text(&path, &s)?;
+            if s.chars().all(shows_nothing) {
                 return Err(Rejection::new(path, "must not be empty"));
             }
             check_len(&path, &s, MAX_THEME_EXAMPLE_BYTES)?;
-            check_printable(&path, &s)?;
             Ok(s)
         })
         .collect()
@@ -503,7 +512,7 @@ mod tests {
         assert!(tax.check_upsert(draft("οδοσ", "")).is_err(), "final sigma");
         for invisible in [
             "\u{200b}",
-            "\u{feff}BOM name",
+            "\u{200d}\u{feff}",
             "\u{301}",
             "\u{2800}",
             "a\u{fffe}b",
@@ -513,9 +522,52 @@ mod tests {
             let refused = tax.check_upsert(draft(invisible, "")).unwrap_err();
             assert_eq!(refused.field, "theme.name", "{invisible:?}");
         }
+        // Invisible characters at the ends go; between visible ones they
+        // may be part of the name (found by review: emoji and Persian
+        // names were refused).
+        let trimmed = tax
+            .check_upsert(draft("\u{feff}BOM name\u{200b}", ""))
+            .unwrap();
+        assert_eq!(trimmed.name, "BOM name");
+        for name in [
+            "\u{2764}\u{fe0f} Love",
+            "نیم\u{200c}فاصله",
+            "👩\u{200d}💻 Dev tools",
+        ] {
+            assert_eq!(tax.check_upsert(draft(name, "")).unwrap().name, name);
+        }
+        assert!(
+            tax.check_upsert(draft("Straße\u{200b}", "")).is_err(),
+            "invisible aside"
+        );
+        // Look-alike siblings stored before this rule stay editable.
+        let legacy = Theme {
+            id: "legacy".into(),
+            name: "Strasse".into(),
+            ..tax.themes["strasse"].clone()
+        };
+        insert(&mut tax, legacy);
+        let edit = ThemeDraft {
+            id: "legacy".into(),
+            description: "now with a description".into(),
+            ..draft("Strasse", "")
+        };
+        assert!(tax.check_upsert(edit).is_ok());
+        let rename = ThemeDraft {
+            id: "legacy".into(),
+            ..draft("CAFE\u{301} DELAY", "")
+        };
+        assert!(tax.check_upsert(rename).is_err(), "a new name is checked");
+
         let refused = tax.check_upsert(draft("x", "Bad Id")).unwrap_err();
         assert_eq!(refused.field, "theme.parent_id");
         assert!(refused.reason.contains("may hold only"), "{refused:?}");
+        let described = ThemeDraft {
+            description: "a\u{0}b".into(),
+            ..draft("described", "")
+        };
+        let refused = tax.check_upsert(described).unwrap_err();
+        assert_eq!(refused.field, "theme.description");
 
         let with_examples = |examples: &[&str]| ThemeDraft {
             name: "examples".into(),

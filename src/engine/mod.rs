@@ -116,45 +116,67 @@ const REMOVALS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a waiting read looks again.
 const REMOVALS_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// How long a read waits for an indexer that is not running (its last
+/// round failed, say) to run again before it is answered UNAVAILABLE: one
+/// failed round (retried after 100 ms) must not fail the reads at once.
+const INDEXER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Engine {
-    /// Waits (up to the caller's deadline, at most `REMOVALS_WAIT`, and while
-    /// the indexer runs) until the index has applied the removals the store
-    /// had committed when it opened; then `IndexError::CatchingUp`
-    /// (UNAVAILABLE). Only right after
-    /// a restart behind the store: an erasure acknowledged before a crash
-    /// is never counted again by a search or a report.
-    ///
-    /// A removal acknowledged while the server runs is searchable within the
-    /// refresh interval, and reads do not wait for it; but while the indexer
-    /// cannot apply changes (a full disk, say), one it has not applied would
-    /// count on in totals, facets and reports for as long as that lasts, so
-    /// reads are UNAVAILABLE meanwhile (found by probing a full disk).
-    async fn removals_applied(&self, ctx: &RequestContext) -> Result<()> {
-        if self.index.removals_left() == 0 {
-            let behind = self
+    /// Removals the index owes before a read may count: after a restart
+    /// behind the store, those the store had committed when the index
+    /// opened (whatever the indexer does); otherwise, while the indexer is
+    /// not running (failing, stopping), any acknowledged removal it has not
+    /// applied. 0: none.
+    fn removals_owed(&self, running: bool) -> u64 {
+        match self.index.removals_left() {
+            0 if running => 0,
+            0 => self
                 .store
                 .last_removal_seq()
-                .saturating_sub(self.index.indexed_seq());
-            if behind > 0 && !self.index.indexer_running() {
-                return Err(crate::index::IndexError::CatchingUp { left: behind }.into());
-            }
+                .saturating_sub(self.index.indexed_seq()),
+            left => left,
+        }
+    }
+
+    /// Waits until the index owes no removal (`removals_owed`), up to the
+    /// caller's deadline and at most `REMOVALS_WAIT`, and at most
+    /// `INDEXER_GRACE` while the indexer is not running; then
+    /// `IndexError::CatchingUp` (UNAVAILABLE).
+    ///
+    /// After a restart behind the store, an erasure acknowledged before the
+    /// crash is so never counted again by a search or a report. A removal
+    /// acknowledged while the server runs is searchable within the refresh
+    /// interval, and reads do not wait for it; but while the indexer cannot
+    /// apply changes (a full disk, say), one it has not applied would count
+    /// on in totals, facets and reports for as long as that lasts, so reads
+    /// are UNAVAILABLE meanwhile (found by probing a full disk).
+    async fn removals_applied(&self, ctx: &RequestContext) -> Result<()> {
+        let mut running = self.index.indexer_running();
+        if self.removals_owed(running) == 0 {
             return Ok(());
         }
-        let cap = std::time::Instant::now() + REMOVALS_WAIT;
+        let started = std::time::Instant::now();
+        let cap = started + REMOVALS_WAIT;
         let until = ctx.deadline.map_or(cap, |deadline| deadline.min(cap));
+        let mut stalled_since = (!running).then_some(started);
         loop {
-            let left = self.index.removals_left();
+            let left = self.removals_owed(running);
             if left == 0 {
                 return Ok(());
             }
             // The caller gone: as any read whose deadline passed.
             ctx.check_deadline()?;
-            // No indexer (stopping, failing, or its thread ended): nothing to
-            // wait for.
-            if std::time::Instant::now() >= until || !self.index.indexer_running() {
+            let now = std::time::Instant::now();
+            let stalled = stalled_since.is_some_and(|since| now >= since + INDEXER_GRACE);
+            if now >= until || stalled {
                 return Err(crate::index::IndexError::CatchingUp { left }.into());
             }
             tokio::time::sleep(REMOVALS_POLL).await;
+            running = self.index.indexer_running();
+            stalled_since = match (running, stalled_since) {
+                (true, _) => None,
+                (false, since) => since.or(Some(std::time::Instant::now())),
+            };
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// then hyper has no deadline of its own, and its keep-alive pings (which
 /// close a connection whose peer is gone) start only after the handshake:
 /// a client that sent one byte and stalled held its slot for good.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const H2_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP/2 client preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
 const PREFACE_BYTES: usize = 24;
@@ -292,7 +292,7 @@ where
             tokio::spawn(async move {
                 if let Some(stream) = ready.await {
                     let _ = tx
-                        .send(Ok(Guarded::new(stream, slot, HANDSHAKE_TIMEOUT)))
+                        .send(Ok(Guarded::new(stream, slot, H2_HANDSHAKE_TIMEOUT)))
                         .await;
                 }
             });
@@ -335,6 +335,8 @@ mod tests {
             &b""[..],
             b"P",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x06\x04",
+            // A whole frame header, half its payload.
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00",
         ] {
             let mut client = TcpStream::connect(addr).await.unwrap();
             let mut guarded = accept().await;
