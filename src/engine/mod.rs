@@ -159,6 +159,15 @@ impl Engine {
         let cap = started + REMOVALS_WAIT;
         let until = ctx.deadline.map_or(cap, |deadline| deadline.min(cap));
         let mut stalled_since = (!running).then_some(started);
+        // A deadline within the grace of a stopped indexer: UNAVAILABLE at
+        // once, not DEADLINE_EXCEEDED once it has passed.
+        if ctx
+            .deadline
+            .is_some_and(|deadline| !running && deadline <= started + INDEXER_GRACE)
+        {
+            let left = self.removals_owed(running);
+            return Err(crate::index::IndexError::CatchingUp { left }.into());
+        }
         loop {
             let left = self.removals_owed(running);
             if left == 0 {
