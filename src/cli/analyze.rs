@@ -129,18 +129,14 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 label_name(s.label),
                 // Control characters and bidi overrides of the text must
                 // not reach the terminal.
-                crate::report::render::terminal_safe(&crate::domain::normalize_text(&slice(
-                    sentence
-                )))
+                crate::cli::terminal_text(&slice(sentence))
             );
         }
         if !analysis.keyphrases.is_empty() {
             let phrases: Vec<String> = analysis
                 .keyphrases
                 .iter()
-                .map(|k| {
-                    crate::report::render::terminal_safe(&crate::domain::normalize_text(&k.text))
-                })
+                .map(|k| crate::cli::terminal_text(&k.text))
                 .collect();
             println!("  keyphrases: {}", phrases.join(", "));
         }

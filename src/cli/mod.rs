@@ -132,6 +132,12 @@ pub async fn connect(server: &ServerArg) -> anyhow::Result<Client> {
     )
 }
 
+/// A stored text as a terminal may show it: normalised (C1 characters read
+/// as cp1252) and then without control characters or bidi overrides.
+pub fn terminal_text(text: &str) -> String {
+    crate::report::render::terminal_safe(&crate::domain::normalize_text(text))
+}
+
 /// Reads a channel name as written in files and flags: "review",
 /// "Support Ticket", "CHANNEL_SUPPORT_TICKET" all work.
 pub fn normalise_enum_name(raw: &str, prefix: &str) -> String {

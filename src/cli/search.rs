@@ -373,7 +373,7 @@ fn snippet_text(html: &str, ansi: bool) -> String {
 /// bidi overrides), cut to `max_chars`.
 fn shorten(text: &str, max_chars: usize) -> String {
     // Normalised first: C1 characters are cp1252 mojibake to read ("don\u{92}t").
-    let one_line = crate::report::render::terminal_safe(&crate::domain::normalize_text(text));
+    let one_line = crate::cli::terminal_text(text);
     if one_line.chars().count() <= max_chars {
         one_line
     } else {

@@ -126,14 +126,19 @@ impl Engine {
     /// behind the store, those the store had committed when the index
     /// opened (whatever the indexer does); otherwise, while the indexer is
     /// not running (failing, stopping), any acknowledged removal it has not
-    /// applied. 0: none.
-    fn removals_owed(&self, running: bool) -> u64 {
+    /// applied. 0: none. `running` (the indexer's lock) is asked only
+    /// when a removal is not yet applied: not on every search.
+    fn removals_owed(&self, running: impl FnOnce() -> bool) -> u64 {
         match self.index.removals_left() {
-            0 if running => 0,
-            0 => self
+            0 => match self
                 .store
                 .last_removal_seq()
-                .saturating_sub(self.index.indexed_seq()),
+                .saturating_sub(self.index.indexed_seq())
+            {
+                0 => 0,
+                _ if running() => 0,
+                behind => behind,
+            },
             left => left,
         }
     }
@@ -151,10 +156,10 @@ impl Engine {
     /// on in totals, facets and reports for as long as that lasts, so reads
     /// are UNAVAILABLE meanwhile (found by probing a full disk).
     async fn removals_applied(&self, ctx: &RequestContext) -> Result<()> {
-        let mut running = self.index.indexer_running();
-        if self.removals_owed(running) == 0 {
+        if self.removals_owed(|| self.index.indexer_running()) == 0 {
             return Ok(());
         }
+        let mut running = self.index.indexer_running();
         let started = std::time::Instant::now();
         let cap = started + REMOVALS_WAIT;
         let until = ctx.deadline.map_or(cap, |deadline| deadline.min(cap));
@@ -165,11 +170,11 @@ impl Engine {
             .deadline
             .is_some_and(|deadline| !running && deadline <= started + INDEXER_GRACE)
         {
-            let left = self.removals_owed(running);
+            let left = self.removals_owed(|| running);
             return Err(crate::index::IndexError::CatchingUp { left }.into());
         }
         loop {
-            let left = self.removals_owed(running);
+            let left = self.removals_owed(|| running);
             if left == 0 {
                 return Ok(());
             }
