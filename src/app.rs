@@ -27,6 +27,9 @@ pub struct App {
     router: crate::grpc::ApiRouter,
     tenants: Arc<Tenants>,
     shutdown_grace: Duration,
+    /// Set when the shutdown grace has passed: client streams take no more
+    /// messages.
+    streams_end: tokio::sync::watch::Sender<bool>,
     /// gRPC connections held at once (`--max-connections`, lowered to what
     /// the open-file limit leaves room for).
     max_connections: usize,
@@ -257,8 +260,9 @@ impl App {
             max_inflight_request_bytes: config.max_inflight_request_mb * 1024 * 1024,
             max_concurrent_streams: config.max_concurrent_streams,
         };
+        let (streams_end, streams_end_rx) = tokio::sync::watch::channel(false);
         let (router, _health) =
-            crate::grpc::router(tenants.clone(), auth, writable, limits).await?;
+            crate::grpc::router(tenants.clone(), auth, writable, streams_end_rx, limits).await?;
         let fd_limit = crate::grpc::listen::raise_fd_limit();
         let max_connections = crate::grpc::listen::connection_cap(config.max_connections, fd_limit);
         if max_connections < config.max_connections {
@@ -298,6 +302,7 @@ impl App {
             tls,
             tenants,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+            streams_end,
             max_connections,
             metrics,
         })
@@ -365,10 +370,20 @@ impl App {
                 // forever (hyperium/hyper#4170), so the wait is bounded.
                 match tokio::time::timeout(self.shutdown_grace, &mut serve).await {
                     Ok(result) => result.context("gRPC server failed")?,
-                    Err(_) => tracing::info!(
-                        grace_ms = self.shutdown_grace.as_millis() as u64,
-                        "closing connections still open after the shutdown grace period"
-                    ),
+                    Err(_) => {
+                        tracing::info!(
+                            grace_ms = self.shutdown_grace.as_millis() as u64,
+                            "closing connections still open after the shutdown grace period"
+                        );
+                        // Streams still open stop reading: what they sent
+                        // before is answered, they end UNAVAILABLE, and the
+                        // index drain below has no moving target.
+                        let _ = self.streams_end.send(true);
+                        // Time for their last answers to go out (a
+                        // connection whose streams all ended closes; an
+                        // idle one would hold this to the end).
+                        let _ = tokio::time::timeout(STREAMS_END_WAIT, &mut serve).await;
+                    }
                 }
             }
         }
@@ -400,6 +415,10 @@ impl App {
         Ok(())
     }
 }
+
+/// How long client streams still open at the end of the shutdown grace get
+/// to send their last answers after they stop reading.
+const STREAMS_END_WAIT: Duration = Duration::from_millis(500);
 
 /// Keeps the gauges read at scrape time up to date, for every open tenant:
 /// the index's documents and size, the analysis backlog, and the store

@@ -313,6 +313,8 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        /// The most requests any queue option may hold.
+        const MAX_QUEUE: usize = 1_000_000;
         anyhow::ensure!(
             self.tls_cert.is_some() == self.tls_key.is_some(),
             "tls_cert and tls_key go together (--tls-cert and --tls-key)"
@@ -330,7 +332,25 @@ impl Config {
             "refresh_interval_ms must be 10..=60000, got {}",
             self.refresh_interval_ms
         );
-        anyhow::ensure!(self.write_queue >= 1, "write_queue must be at least 1");
+        // Upper bounds keep every product with a unit in range and every
+        // count within what a semaphore holds (found by probing: a write
+        // queue of 2^61 panicked at start, and 2^44 MiB of in-flight
+        // requests wrapped to 0 bytes, which refused every request).
+        anyhow::ensure!(
+            (1..=MAX_QUEUE).contains(&self.write_queue),
+            "write_queue must be 1..={MAX_QUEUE}, got {}",
+            self.write_queue
+        );
+        anyhow::ensure!(
+            self.search_queue <= MAX_QUEUE,
+            "search_queue must be 0..={MAX_QUEUE}, got {}",
+            self.search_queue
+        );
+        anyhow::ensure!(
+            self.shutdown_grace_ms <= 3_600_000,
+            "shutdown_grace_ms must be 0..=3600000 (an hour), got {}",
+            self.shutdown_grace_ms
+        );
         anyhow::ensure!(
             (1..=64).contains(&self.index_threads),
             "index_threads must be 1..=64"
@@ -340,8 +360,9 @@ impl Config {
             "analysis_threads must be 1..=64"
         );
         anyhow::ensure!(
-            self.analysis_queue >= 1,
-            "analysis_queue must be at least 1"
+            (1..=MAX_QUEUE).contains(&self.analysis_queue),
+            "analysis_queue must be 1..={MAX_QUEUE}, got {}",
+            self.analysis_queue
         );
         anyhow::ensure!(
             (1..=256).contains(&self.search_threads),
@@ -349,8 +370,8 @@ impl Config {
         );
         // One request of the largest size must always fit.
         anyhow::ensure!(
-            self.max_inflight_request_mb >= 17,
-            "max_inflight_request_mb must be at least 17 (one 16 MiB message must fit), got {}",
+            (17..=1024 * 1024).contains(&self.max_inflight_request_mb),
+            "max_inflight_request_mb must be 17..=1048576 (one 16 MiB message must fit), got {}",
             self.max_inflight_request_mb
         );
         anyhow::ensure!(
@@ -366,6 +387,13 @@ impl Config {
             (1..=1024 * 1024).contains(&self.store_cache_mb),
             "store_cache_mb must be 1..=1048576, got {}",
             self.store_cache_mb
+        );
+        anyhow::ensure!(
+            self.index_memory_mb <= 4_094 * self.index_threads,
+            "index_memory_mb must be at most 4094 per index thread ({} for {} threads): tantivy takes under 4 GiB per thread, got {}",
+            4_094 * self.index_threads,
+            self.index_threads,
+            self.index_memory_mb
         );
         anyhow::ensure!(
             self.index_memory_mb >= 16 * self.index_threads,
@@ -476,6 +504,33 @@ mod tests {
         assert!(config.index_phrases == Switch::On);
         let off = resolve_file("index_phrases = \"off\"\n").unwrap();
         assert!(off.index_phrases == Switch::Off);
+    }
+
+    /// Found by probing: absurd sizes panicked at start or wrapped to 0.
+    #[test]
+    fn absurd_sizes_are_refused_with_the_setting_named() {
+        for (line, setting) in [
+            ("write_queue = 2305843009213693952", "write_queue"),
+            ("analysis_queue = 2305843009213693952", "analysis_queue"),
+            ("search_queue = 2305843009213693952", "search_queue"),
+            (
+                "max_inflight_request_mb = 17592186044416",
+                "max_inflight_request_mb",
+            ),
+            ("index_memory_mb = 17592186044416", "index_memory_mb"),
+            (
+                "shutdown_grace_ms = 18446744073709551615",
+                "shutdown_grace_ms",
+            ),
+        ] {
+            let error = resolve_file(&format!("{line}\n")).unwrap_err();
+            assert!(error.to_string().contains(setting), "{line}: {error}");
+        }
+        // The largest values allowed still start.
+        resolve_file(
+            "write_queue = 1000000\nmax_inflight_request_mb = 1048576\nindex_memory_mb = 8188\n",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -87,8 +87,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     // Before the first log line and before anything binds: from the moment
     // the server says "starting", a SIGTERM is a clean shutdown.
-    let shutdown = verbatim::app::shutdown_signal();
+    let mut shutdown = Box::pin(verbatim::app::shutdown_signal());
     tracing::info!(config = ?config, version = env!("CARGO_PKG_VERSION"), "starting");
-    let app = verbatim::app::App::build(&config).await?;
+    // A signal during the start (an index rebuilt from the store takes about
+    // a minute a million items) stops it at once: found by probing, SIGTERM
+    // waited for the whole rebuild, past a service manager's stop timeout.
+    // Nothing is served yet, and everything the start writes survives a
+    // crash at any point (the store commits atomically, a rebuild that did
+    // not commit is done again), so the process just ends.
+    let app = tokio::select! {
+        app = verbatim::app::App::build(&config) => app?,
+        () = &mut shutdown => {
+            tracing::info!("stopped while starting; an unfinished index rebuild starts over at the next start");
+            std::process::exit(0);
+        }
+    };
     app.run_until(shutdown).await
 }

@@ -80,6 +80,19 @@ pub fn normalize_text(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The form a label (product, tag, attribute value) is indexed and searched
+/// in: Unicode NFC, so "cafe" + U+0301 and "café" are one value to filters,
+/// the query language, facets and report segments (the store keeps the
+/// value as sent; customer ids, identifiers, match exactly). Borrowed when
+/// the value is already in that form.
+pub fn keyword_form(value: &str) -> Cow<'_, str> {
+    if value.is_ascii() || is_nfc(value) {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(value.nfc().collect())
+    }
+}
+
 /// A text's normalised form (`normalize_text`) together with the way back:
 /// a code-point position in the normalised text to the position in the
 /// original. Mapping control characters is one code point for one, so the

@@ -223,6 +223,7 @@ fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, Rejection> {
     // Repeats count once, as they are kept once (33 entries with one
     // repeat were refused); the loop stops at the first tag too many.
     let mut out: Vec<String> = Vec::with_capacity(tags.len().min(MAX_TAGS + 1));
+    let mut forms: Vec<String> = Vec::with_capacity(out.capacity());
     for (i, tag) in tags.into_iter().enumerate() {
         let field = format!("tags[{i}]");
         let tag = tag.trim().to_string();
@@ -238,7 +239,11 @@ fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, Rejection> {
         if tag.chars().any(char::is_control) {
             return Err(Rejection::new(field, "must not contain control characters"));
         }
-        if !out.contains(&tag) {
+        // Canonically equivalent spellings are one tag, as the index reads
+        // them (`keyword_form`): the first is kept.
+        let form = super::keyword_form(&tag).into_owned();
+        if !forms.contains(&form) {
+            forms.push(form);
             if out.len() == MAX_TAGS {
                 return Err(Rejection::new(
                     "tags",
@@ -446,9 +451,16 @@ mod tests {
     fn normalises_language_and_dedupes_tags() {
         let mut d = draft("t");
         d.language = " PT-BR ".into();
-        d.tags = vec!["vip".into(), "vip".into(), " b2b ".into()];
+        d.tags = vec![
+            "vip".into(),
+            "vip".into(),
+            " b2b ".into(),
+            "cafe\u{301}".into(),
+            "caf\u{e9}".into(),
+        ];
         let item = d.validate(UnixMicros(0)).unwrap();
         assert_eq!(item.language, "pt-br");
-        assert_eq!(item.tags, vec!["vip", "b2b"]);
+        // Canonically equivalent tags are one (the first spelling kept).
+        assert_eq!(item.tags, vec!["vip", "b2b", "cafe\u{301}"]);
     }
 }

@@ -3,8 +3,16 @@
 //! message. A request that would go over it is answered RESOURCE_EXHAUSTED at
 //! once; nothing waits, so partly received requests can never deadlock each
 //! other. Bytes stay counted until the response is ready (unary) or, for a
-//! stream, until `STREAM_WINDOW` newer messages have arrived (a stream holds
-//! a bounded window of messages in flight, not all it ever sent).
+//! client stream, until the message is answered: every client stream served
+//! answers each message with one response message, in order (IngestStream's
+//! acks, AnalyzeStream's results, reflection), so each response message
+//! releases the oldest message not yet answered. At most `STREAM_WINDOW`
+//! unanswered messages stay counted (a method that answered less often
+//! would otherwise hold its stream's every byte).
+//!
+//! Found by probing: a stream's bytes were released only when 8 newer
+//! messages arrived, so a bulk-load stream left open after its acks held
+//! ~62 MiB of the budget and other clients' large requests were refused.
 //!
 //! Following the gRPC framing also lets the edge answer framing faults as
 //! the client's (INVALID_ARGUMENT) where tonic would say INTERNAL: a message
@@ -22,9 +30,10 @@ use http_body::Frame;
 use tonic::body::Body;
 use tonic::Status;
 
-/// Messages of one stream that stay counted (IngestStream keeps up to 8
-/// batches in flight).
-const STREAM_WINDOW: usize = 8;
+/// Unanswered messages of one stream that stay counted at most: an
+/// IngestStream holds up to 8 batches waiting to be durable, one waiting
+/// for room in the write queue and one being decoded.
+const STREAM_WINDOW: usize = 10;
 /// A gRPC message starts with a flag byte and a 4-byte big-endian length.
 const GRPC_HEADER: usize = 5;
 
@@ -67,17 +76,73 @@ struct Reservation {
     state: Mutex<Held>,
 }
 
+/// Where the gRPC framing of one direction stands.
+#[derive(Default)]
+struct Framing {
+    header: [u8; GRPC_HEADER],
+    /// Header bytes seen of the message being received.
+    header_seen: usize,
+    /// Body bytes still to come.
+    body_left: usize,
+    /// Bytes of the message being received.
+    partial: usize,
+}
+
+/// What `Framing::advance` saw.
+enum Framed {
+    /// A message's first byte.
+    Started,
+    /// A message's whole header.
+    Header([u8; GRPC_HEADER]),
+    /// A whole message, of this many bytes (header included).
+    Completed(usize),
+}
+
+impl Framing {
+    /// Follows the framing over `chunk`, telling `seen` what happened in
+    /// order; stops at its first error.
+    fn advance(
+        &mut self,
+        mut chunk: &[u8],
+        mut seen: impl FnMut(Framed) -> Result<(), Status>,
+    ) -> Result<(), Status> {
+        while !chunk.is_empty() {
+            if self.header_seen < GRPC_HEADER {
+                if self.header_seen == 0 {
+                    seen(Framed::Started)?;
+                }
+                let take = (GRPC_HEADER - self.header_seen).min(chunk.len());
+                self.header[self.header_seen..self.header_seen + take]
+                    .copy_from_slice(&chunk[..take]);
+                self.header_seen += take;
+                self.partial += take;
+                chunk = &chunk[take..];
+                if self.header_seen == GRPC_HEADER {
+                    seen(Framed::Header(self.header))?;
+                    let [_, a, b, c, d] = self.header;
+                    self.body_left = u32::from_be_bytes([a, b, c, d]) as usize;
+                }
+            } else {
+                let take = self.body_left.min(chunk.len());
+                self.body_left -= take;
+                self.partial += take;
+                chunk = &chunk[take..];
+            }
+            if self.header_seen == GRPC_HEADER && self.body_left == 0 {
+                self.header_seen = 0;
+                seen(Framed::Completed(std::mem::take(&mut self.partial)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 struct Held {
     total: usize,
-    /// Sizes of the latest complete messages, oldest first.
+    /// Sizes of the complete messages not yet answered, oldest first.
     window: VecDeque<usize>,
-    /// Bytes of the message being received.
-    partial: usize,
-    /// Where the gRPC framing stands: header bytes seen, body bytes left.
-    header: [u8; GRPC_HEADER],
-    header_seen: usize,
-    body_left: usize,
+    framing: Framing,
     /// Whether the request declared a `grpc-encoding` (compression).
     encoding_declared: bool,
     /// The method takes one request message (not a client stream).
@@ -89,65 +154,42 @@ struct Held {
 impl Held {
     /// Follows the gRPC framing over `chunk`; returns the sizes of the
     /// messages it completed.
-    fn advance(&mut self, mut chunk: &[u8]) -> Result<Vec<usize>, Status> {
+    fn advance(&mut self, chunk: &[u8]) -> Result<Vec<usize>, Status> {
         let mut completed = Vec::new();
-        while !chunk.is_empty() {
-            if self.header_seen < GRPC_HEADER {
-                if self.header_seen == 0 {
-                    self.messages += 1;
-                    if self.single && self.messages > 1 {
-                        return Err(Status::invalid_argument(
-                            "this method takes one request message; the request carries more",
-                        ));
-                    }
+        let (single, encoding_declared) = (self.single, self.encoding_declared);
+        let messages = &mut self.messages;
+        self.framing.advance(chunk, |framed| match framed {
+            Framed::Started => {
+                *messages += 1;
+                if single && *messages > 1 {
+                    return Err(Status::invalid_argument(
+                        "this method takes one request message; the request carries more",
+                    ));
                 }
-                let take = (GRPC_HEADER - self.header_seen).min(chunk.len());
-                self.header[self.header_seen..self.header_seen + take]
-                    .copy_from_slice(&chunk[..take]);
-                self.header_seen += take;
-                self.partial += take;
-                chunk = &chunk[take..];
-                if self.header_seen == GRPC_HEADER {
-                    match self.header[0] {
-                        0 => {}
-                        1 if self.encoding_declared => {}
-                        1 => {
-                            return Err(Status::invalid_argument(
-                                "a message is flagged compressed but the request has no \
-                                 grpc-encoding header",
-                            ))
-                        }
-                        flag => {
-                            return Err(Status::invalid_argument(format!(
-                                "invalid gRPC message flag {flag} (0 or 1 allowed)"
-                            )))
-                        }
-                    }
-                    let len = [
-                        self.header[1],
-                        self.header[2],
-                        self.header[3],
-                        self.header[4],
-                    ];
-                    self.body_left = u32::from_be_bytes(len) as usize;
-                }
-            } else {
-                let take = self.body_left.min(chunk.len());
-                self.body_left -= take;
-                self.partial += take;
-                chunk = &chunk[take..];
+                Ok(())
             }
-            if self.header_seen == GRPC_HEADER && self.body_left == 0 {
-                completed.push(std::mem::take(&mut self.partial));
-                self.header_seen = 0;
+            Framed::Header(header) => match header[0] {
+                0 => Ok(()),
+                1 if encoding_declared => Ok(()),
+                1 => Err(Status::invalid_argument(
+                    "a message is flagged compressed but the request has no \
+                     grpc-encoding header",
+                )),
+                flag => Err(Status::invalid_argument(format!(
+                    "invalid gRPC message flag {flag} (0 or 1 allowed)"
+                ))),
+            },
+            Framed::Completed(size) => {
+                completed.push(size);
+                Ok(())
             }
-        }
+        })?;
         Ok(completed)
     }
 
     /// At the end of the request: a message cut short is the client's fault.
     fn finish(&self) -> Result<(), Status> {
-        match (self.header_seen, self.body_left) {
+        match (self.framing.header_seen, self.framing.body_left) {
             (0, _) if self.single && self.messages == 0 => Err(Status::invalid_argument(
                 "the request ended without its message",
             )),
@@ -196,6 +238,16 @@ impl Reservation {
         Ok(())
     }
 
+    /// A response message went out: the oldest message not yet answered
+    /// is no longer held.
+    fn answered(&self) {
+        let mut held = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(oldest) = held.window.pop_front() {
+            held.total -= oldest;
+            self.budget.release(oldest);
+        }
+    }
+
     fn finish(&self) -> Result<(), Status> {
         self.state
             .lock()
@@ -240,6 +292,47 @@ impl http_body::Body for Metered {
                 }
             }
             Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A client stream's response body: each response message releases the
+/// request message it answers (`Reservation::answered`).
+struct Answers {
+    inner: Body,
+    reservation: Arc<Reservation>,
+    framing: Framing,
+}
+
+impl http_body::Body for Answers {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let this = &mut *self;
+                let reservation = &this.reservation;
+                let _ = this.framing.advance(data, |framed| {
+                    if let Framed::Completed(_) = framed {
+                        reservation.answered();
+                    }
+                    Ok(())
+                });
+            }
         }
         polled
     }
@@ -320,9 +413,9 @@ pub struct RequestBudget<S> {
 
 use super::BoxFuture;
 
-impl<S, ResBody> tower_service::Service<http::Request<Body>> for RequestBudget<S>
+impl<S> tower_service::Service<http::Request<Body>> for RequestBudget<S>
 where
-    S: tower_service::Service<http::Request<Body>, Response = http::Response<ResBody>>,
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -351,8 +444,19 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let out = response.await;
-            drop(reservation);
-            out
+            if single {
+                return out;
+            }
+            // A client stream: its answers release what they answer.
+            out.map(|response| {
+                response.map(|inner| {
+                    Body::new(Answers {
+                        inner,
+                        reservation,
+                        framing: Framing::default(),
+                    })
+                })
+            })
         })
     }
 }
@@ -428,7 +532,7 @@ mod tests {
             completed.extend(held.advance(chunk).unwrap());
         }
         assert_eq!(completed, vec![8, 5, 15]);
-        assert_eq!(held.partial, 0);
+        assert_eq!(held.framing.partial, 0);
         assert!(held.finish().is_ok());
     }
 
@@ -473,6 +577,27 @@ mod tests {
         assert!(second.add(&message(20)).is_ok());
         drop(first);
         drop(second);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn an_answered_message_is_released_at_once() {
+        let budget = ByteBudget::new(10_000);
+        let stream = Reservation::new(budget.clone(), false, false);
+        for _ in 0..3 {
+            stream.add(&message(95)).unwrap();
+        }
+        assert_eq!(budget.in_use(), 300);
+        stream.answered();
+        stream.answered();
+        assert_eq!(budget.in_use(), 100);
+        // More answers than messages (none waiting) release nothing more.
+        stream.answered();
+        stream.answered();
+        assert_eq!(budget.in_use(), 0);
+        stream.add(&message(45)).unwrap();
+        assert_eq!(budget.in_use(), 50);
+        drop(stream);
         assert_eq!(budget.in_use(), 0);
     }
 

@@ -40,6 +40,19 @@ pub type ApiRouter = tonic::transport::server::Router<
     >,
 >;
 
+/// HTTP/2 flow control: bytes a client may send on one call before the
+/// server reads them (hyper's default).
+pub const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+/// The same for all calls of one connection together: bytes a call has
+/// received and the server not yet read count here too, so with hyper's
+/// default (as large as one call's window) one call held back (a stream the
+/// server reads no further while its batches wait, a client that reads no
+/// answers) held up every other call on the connection (found by probing:
+/// `Stats` on a channel carrying a stalled IngestStream waited past its
+/// 5 s deadline). Four calls' worth: three can be held back before a
+/// fourth waits. Transport buffers are bounded by this per connection.
+pub const CONNECTION_WINDOW_BYTES: u32 = 4 * STREAM_WINDOW_BYTES;
+
 /// Transport limits of the server (see `Config`).
 #[derive(Clone, Copy, Debug)]
 pub struct TransportLimits {
@@ -68,6 +81,7 @@ pub async fn router(
     tenants: std::sync::Arc<Tenants>,
     auth: std::sync::Arc<crate::auth::Authenticator>,
     mut writable: tokio::sync::watch::Receiver<bool>,
+    streams_end: tokio::sync::watch::Receiver<bool>,
     limits: TransportLimits,
 ) -> anyhow::Result<(ApiRouter, tonic_health::server::HealthReporter)> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -107,11 +121,14 @@ pub async fn router(
     let api = pb::feedback_service_server::FeedbackServiceServer::new(FeedbackApi::new(
         tenants,
         auth.clone(),
+        streams_end,
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(crate::domain::limits::MAX_RESPONSE_BYTES);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .layer(metrics::RpcMetricsLayer)
         .layer(request_id::RequestIdLayer)

@@ -1,7 +1,7 @@
 use std::pin::Pin;
 
 use futures::stream::{FuturesOrdered, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -27,11 +27,40 @@ fn without_analysis(
 pub struct FeedbackApi {
     tenants: Arc<Tenants>,
     auth: Arc<Authenticator>,
+    /// Turns true when the shutdown grace has passed: client streams then
+    /// take no more messages (see `streams_ended`).
+    streams_end: watch::Receiver<bool>,
+}
+
+/// The status a client stream ends with once the shutdown grace has
+/// passed: what it sent before was answered (and is durable for writes);
+/// nothing after was read.
+fn streams_ended() -> Status {
+    Status::unavailable(
+        "the server is shutting down (--shutdown-grace-ms passed): messages after the last \
+         answer were not read; send them again to a running server",
+    )
+}
+
+/// Resolves once the shutdown grace has passed (never, when the sender is
+/// gone without it).
+async fn grace_passed(mut end: watch::Receiver<bool>) {
+    if end.wait_for(|ended| *ended).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl FeedbackApi {
-    pub fn new(tenants: Arc<Tenants>, auth: Arc<Authenticator>) -> Self {
-        FeedbackApi { tenants, auth }
+    pub fn new(
+        tenants: Arc<Tenants>,
+        auth: Arc<Authenticator>,
+        streams_end: watch::Receiver<bool>,
+    ) -> Self {
+        FeedbackApi {
+            tenants,
+            auth,
+            streams_end,
+        }
     }
 
     /// Authenticates the call (the `authorization` metadata), checks that
@@ -130,7 +159,9 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         let key_check = self.key_check(&request, Need::Role(Role::Ingest));
         let mut inbound = request.into_inner();
         let (acks, ack_stream) = mpsc::channel(STREAM_BATCHES_IN_FLIGHT);
+        let ended = grace_passed(self.streams_end.clone());
         let task = async move {
+            tokio::pin!(ended);
             let mut in_flight = FuturesOrdered::new();
             let mut sequence: u64 = 0;
             let mut inbound_open = true;
@@ -149,6 +180,12 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
                         if acks.send(ack).await.is_err() || failed {
                             return; // client gone, or the stream ends with the error
                         }
+                    }
+                    // Past the shutdown grace: the batches read are still
+                    // answered, nothing more is read.
+                    () = &mut ended, if inbound_open => {
+                        final_error = Some(streams_ended());
+                        inbound_open = false;
                     }
                     message = inbound.message(), if inbound_open && in_flight.len() < STREAM_BATCHES_IN_FLIGHT => {
                         match message {
@@ -288,18 +325,36 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         let key_check = self.key_check(&request, Need::AnyRole);
         let mut inbound = request.into_inner();
         let (responses, stream) = mpsc::channel(2);
+        let ended = grace_passed(self.streams_end.clone());
         let task = async move {
+            tokio::pin!(ended);
             // One message at a time: the next is read only after this one is
             // answered, so a fast producer is held back by flow control.
-            while let Some(message) = inbound.message().await.transpose() {
+            loop {
+                let message = tokio::select! {
+                    biased;
+                    () = &mut ended => {
+                        let _ = responses.send(Err(streams_ended())).await;
+                        return;
+                    }
+                    message = inbound.message() => message,
+                };
+                let Some(message) = message.transpose() else {
+                    return;
+                };
                 let result = match message {
                     Ok(request) => match key_check() {
                         Err(status) => Err(status),
-                        Ok(()) => engine
-                            .analyze(&ctx, request.texts, request.include_embeddings)
-                            .await
-                            .map(convert::analyze_response)
-                            .map_err(Status::from),
+                        // A client that goes away (cancel, deadline) drops
+                        // the answer's receiver: the analysis is dropped
+                        // with its queued jobs, as a unary call's is.
+                        Ok(()) => tokio::select! {
+                            biased;
+                            () = responses.closed() => return,
+                            analysed = engine.analyze(&ctx, request.texts, request.include_embeddings) => analysed
+                                .map(convert::analyze_response)
+                                .map_err(Status::from),
+                        },
                     },
                     Err(status) => {
                         tracing::debug!(%status, "analyze stream input ended with an error");

@@ -570,6 +570,26 @@ impl SearchIndex {
                 "the index is ahead of the store (restored from an older copy?): rebuilding it"
             );
         }
+        // An index behind the store's trimmed change log (the two copied at
+        // different times from a running server, or restored from different
+        // backups): the changes it lacks are gone from the log, so it would
+        // never catch up (new texts unfound, removed items counted, reads
+        // waiting for removals it cannot apply). Rebuilt.
+        let behind = !needs_rebuild
+            && !ahead
+            && committed < stats.last_seq
+            && stats
+                .first_change_seq
+                .is_none_or(|first| first > committed + 1);
+        if behind {
+            tracing::warn!(
+                index_seq = committed,
+                store_seq = stats.last_seq,
+                change_log_from = stats.first_change_seq,
+                "the index is older than the store's change log (copied apart from the store?): \
+                 rebuilding it"
+            );
+        }
         if !needs_rebuild && !has_new_index_settings(&index) {
             tracing::info!(
                 "the index predates segments kept in ingest order: relevance pages read more \
@@ -603,8 +623,8 @@ impl SearchIndex {
         let vector_store = store.clone();
         let stop_drain = settings.stop_drain;
         let mut indexer = Indexer::new(shared.clone(), index, writer, store, settings);
-        if (needs_rebuild && items > 0) || ahead {
-            if !ahead {
+        if (needs_rebuild && items > 0) || ahead || behind {
+            if !ahead && !behind {
                 tracing::info!(items, "index missing: rebuilding it from the store");
             }
             indexer.rebuild()?;
@@ -1226,6 +1246,63 @@ mod doc_store_tests {
         drop(index);
         let (reopened, _, _) = open_index(&index_dir(data.path(), true), true).unwrap();
         assert_eq!(committed_seq(&reopened).unwrap(), last);
+    }
+
+    /// Found by probing: an index copied before its store (a naive copy of
+    /// a running server's data dir) whose missing changes the store had
+    /// already trimmed never caught up: new texts unfound, removed items
+    /// counted, reads waiting for removals it could not apply. It is
+    /// rebuilt at open.
+    #[tokio::test]
+    async fn an_index_behind_the_trimmed_change_log_is_rebuilt() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 4).unwrap();
+        let settings = IndexSettings::for_tests();
+        committed_first_item(data.path(), &store, &settings).await;
+        // Changes this index never saw, trimmed as another index's commit
+        // would trim them: a new item, a new text for item 0 and a removal.
+        write_backlog(&store, 1..=3).await;
+        let replaced = crate::domain::FeedbackDraft {
+            id: "b-0".into(),
+            text: "zebra crossing".into(),
+            ..Default::default()
+        }
+        .validate(crate::domain::UnixMicros(0))
+        .unwrap();
+        store
+            .upsert(vec![replaced], crate::store::QueueMode::Wait)
+            .await
+            .unwrap();
+        store
+            .delete(vec![crate::domain::FeedbackId::parse("b-2").unwrap()])
+            .await
+            .unwrap();
+        let last = store.stats().unwrap().last_seq;
+        let trim = store.clone();
+        tokio::task::spawn_blocking(move || trim.trim_changes_through(last))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.stats().unwrap().first_change_seq, None);
+
+        // A rebuild writes to the store (blocking): off the runtime.
+        let (dir, opening) = (data.path().to_path_buf(), store.clone());
+        let index = tokio::task::spawn_blocking(move || SearchIndex::open(&dir, opening, settings))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            index.indexed_seq(),
+            last,
+            "rebuilt through the store's last seq"
+        );
+        assert_eq!(index.removals_left(), 0);
+        let mut query = search::tests::search_query_template();
+        let all = index.search(&query).unwrap();
+        assert_eq!(all.total_hits, 3, "b-0, b-1, b-3");
+        query.text = "zebra".into();
+        assert_eq!(index.search(&query).unwrap().total_hits, 1, "the new text");
+        index.shutdown();
     }
 
     /// An index opened behind the store's change log (a crash) owes the

@@ -26,7 +26,7 @@ use super::schema::{
 use super::tags::{ConfirmedTags, TaggedVersionQuery};
 use super::IndexError;
 use crate::domain::limits::{MAX_QUERY_BYTES, MAX_QUERY_CLAUSES, MAX_QUERY_DEPTH};
-use crate::domain::{IntRange, SearchFilter};
+use crate::domain::{keyword_form, IntRange, SearchFilter};
 
 /// Parses the query language; empty text matches everything. With
 /// `phrase_pairs` (the index fills `text_pairs`), two-word phrases search
@@ -207,7 +207,7 @@ fn parse_checked(
     let tree = || {
         query_grammar::parse_query(text).ok().map(|mut ast| {
             complete_exclusions(&mut ast);
-            fold_keyword_case(&mut ast);
+            fold_keyword_values(&mut ast);
             ast
         })
     };
@@ -241,12 +241,10 @@ fn parse_checked(
 fn parse_text(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, QueryParserError> {
     // Only NOT and `-` exclude; only a field's value can need folding.
     let excludes = text.contains("NOT") || text.contains('-');
-    let folds = text.bytes().any(|b| b.is_ascii_uppercase())
-        && LOWER_CASE_FIELDS.iter().any(|name| text.contains(name));
-    if excludes || folds {
+    if excludes || may_fold(text) {
         if let Ok(mut ast) = query_grammar::parse_query(text) {
             let completed = complete_exclusions(&mut ast);
-            if fold_keyword_case(&mut ast) | completed {
+            if fold_keyword_values(&mut ast) | completed {
                 return parser.build_query_from_user_input_ast(ast);
             }
         }
@@ -653,13 +651,43 @@ const LOWER_CASE_FIELDS: &[&str] = &[
     field::ANALYSIS_STATUS,
 ];
 
-/// Lower-cases the values `LOWER_CASE_FIELDS` are searched for (literals
-/// and `IN` sets); returns whether it changed any.
-fn fold_keyword_case(ast: &mut UserInputAst) -> bool {
-    let folded = |field: &Option<String>| {
-        field
-            .as_deref()
-            .is_some_and(|name| LOWER_CASE_FIELDS.contains(&name))
+/// Fields whose values are labels, indexed in NFC (`keyword_form`):
+/// `product`, `tags` and every `attributes.KEY`.
+fn is_label_field(name: &str) -> bool {
+    name == field::PRODUCT || name == field::TAGS || schema::attribute_key(name).is_some()
+}
+
+/// Whether a query may name a field whose values `fold_keyword_values`
+/// changes: a text without upper-case ASCII and in NFC has nothing to fold.
+fn may_fold(text: &str) -> bool {
+    let upper = text.bytes().any(|b| b.is_ascii_uppercase())
+        && LOWER_CASE_FIELDS.iter().any(|name| text.contains(name));
+    upper || !matches!(keyword_form(text), std::borrow::Cow::Borrowed(_))
+}
+
+/// Puts the values the query searches fields for in the form those fields
+/// are indexed in: lower-case for `LOWER_CASE_FIELDS`, NFC for labels
+/// (literals, `IN` sets and range bounds); returns whether it changed any.
+fn fold_keyword_values(ast: &mut UserInputAst) -> bool {
+    fn fold(value: &mut String, lower: bool) -> bool {
+        let folded = if lower {
+            value
+                .bytes()
+                .any(|b| b.is_ascii_uppercase())
+                .then(|| value.to_ascii_lowercase())
+        } else {
+            match keyword_form(value) {
+                std::borrow::Cow::Owned(nfc) => Some(nfc),
+                std::borrow::Cow::Borrowed(_) => None,
+            }
+        };
+        folded.map(|folded| *value = folded).is_some()
+    }
+    // Some(true): lower-case; Some(false): NFC; None: as typed.
+    let folding = |field: Option<&str>| match field {
+        Some(name) if LOWER_CASE_FIELDS.contains(&name) => Some(true),
+        Some(name) if is_label_field(name) => Some(false),
+        _ => None,
     };
     let mut changed = false;
     let mut pending = vec![ast];
@@ -668,18 +696,28 @@ fn fold_keyword_case(ast: &mut UserInputAst) -> bool {
             UserInputAst::Clause(children) => pending.extend(children.iter_mut().map(|(_, c)| c)),
             UserInputAst::Boost(inner, _) => pending.push(inner),
             UserInputAst::Leaf(leaf) => match leaf.as_mut() {
-                UserInputLeaf::Literal(literal)
-                    if folded(&literal.field_name)
-                        && literal.phrase.bytes().any(|b| b.is_ascii_uppercase()) =>
-                {
-                    literal.phrase = literal.phrase.to_ascii_lowercase();
-                    changed = true;
+                UserInputLeaf::Literal(literal) => {
+                    if let Some(lower) = folding(literal.field_name.as_deref()) {
+                        changed |= fold(&mut literal.phrase, lower);
+                    }
                 }
-                UserInputLeaf::Set { field, elements } if folded(field) => {
-                    for element in elements.iter_mut() {
-                        if element.bytes().any(|b| b.is_ascii_uppercase()) {
-                            *element = element.to_ascii_lowercase();
-                            changed = true;
+                UserInputLeaf::Set { field, elements } => {
+                    if let Some(lower) = folding(field.as_deref()) {
+                        for element in elements.iter_mut() {
+                            changed |= fold(element, lower);
+                        }
+                    }
+                }
+                UserInputLeaf::Range {
+                    field: Some(field),
+                    lower,
+                    upper,
+                } if is_label_field(field) => {
+                    for bound in [lower, upper] {
+                        if let UserInputBound::Inclusive(value) | UserInputBound::Exclusive(value) =
+                            bound
+                        {
+                            changed |= fold(value, false);
                         }
                     }
                 }
@@ -1086,7 +1124,13 @@ pub fn filter_clauses(
             .map(|s| s.as_str().to_string())
             .collect(),
     );
-    any_of(fields.product, filter.products.clone());
+    let labels = |values: &[String]| {
+        values
+            .iter()
+            .map(|v| keyword_form(v).into_owned())
+            .collect()
+    };
+    any_of(fields.product, labels(&filter.products));
     any_of(
         fields.language,
         filter
@@ -1095,7 +1139,7 @@ pub fn filter_clauses(
             .map(|l| l.to_ascii_lowercase())
             .collect(),
     );
-    any_of(fields.tags, filter.tags.clone());
+    any_of(fields.tags, labels(&filter.tags));
     any_of(
         fields.sentiment,
         filter
@@ -1121,7 +1165,7 @@ pub fn filter_clauses(
     }
     for (key, value) in &filter.attributes {
         let mut t = Term::from_field_json_path(fields.attributes, key, false);
-        t.append_type_and_str(value);
+        t.append_type_and_str(&keyword_form(value));
         clauses.push(FilterClause::plain(Box::new(TermQuery::new(
             t,
             IndexRecordOption::Basic,

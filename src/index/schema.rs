@@ -14,7 +14,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::{DateTime, TantivyDocument};
 
-use crate::domain::{normalize_text, AnalysisState, StoredFeedback};
+use crate::domain::{keyword_form, normalize_text, AnalysisState, StoredFeedback};
 
 /// 4: `text` holds the normalised text (`normalize_text`): items stored before
 /// in decomposed form (e + U+0301) are re-indexed composed.
@@ -23,7 +23,10 @@ use crate::domain::{normalize_text, AnalysisState, StoredFeedback};
 /// is one term there (`query::pair_phrases`).
 /// 7: `text` and `text_pairs` drop combining marks after lower-casing
 /// (`StripCombiningMarks`): "İade" is found by "iade".
-pub const SCHEMA_VERSION: u32 = 7;
+/// 8: `product`, `tags` and attribute values hold their NFC
+/// form (`keyword_form`): a value sent decomposed was found only by a
+/// filter spelling it decomposed.
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// Tokenizer of `text`: Unicode word split, lower-case, accent folding,
 /// English stemming. Language-specific analyzers can be registered beside it
@@ -516,8 +519,10 @@ pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument 
     }
     doc.add_text(fields.channel, item.channel.as_str());
     doc.add_text(fields.journey_stage, item.journey_stage.as_str());
+    // Keyword values are indexed in NFC (`keyword_form`), as the filters
+    // and the query language look for them.
     if !item.product.is_empty() {
-        doc.add_text(fields.product, &item.product);
+        doc.add_text(fields.product, &*keyword_form(&item.product));
     }
     let detected = match &stored.analysis {
         AnalysisState::Done(analysis) if analysis.language != "und" => analysis.language.as_str(),
@@ -552,17 +557,25 @@ pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument 
             }
         }
     }
+    // Once each: an item stored by an older build may hold two spellings
+    // of one tag, and facets count a value per occurrence.
+    let mut tags: Vec<std::borrow::Cow<'_, str>> = Vec::with_capacity(item.tags.len());
     for tag in &item.tags {
-        doc.add_text(fields.tags, tag);
+        let form = keyword_form(tag);
+        if !tags.contains(&form) {
+            doc.add_text(fields.tags, &*form);
+            tags.push(form);
+        }
     }
     if !item.customer_id.is_empty() {
+        // An identifier: exact, as `DeleteCustomer` and the store match it.
         doc.add_text(fields.customer_id, &item.customer_id);
     }
     if !item.attributes.is_empty() {
         let object: BTreeMap<String, OwnedValue> = item
             .attributes
             .iter()
-            .map(|(k, v)| (k.clone(), OwnedValue::Str(v.clone())))
+            .map(|(k, v)| (k.clone(), OwnedValue::Str(keyword_form(v).into_owned())))
             .collect();
         doc.add_object(fields.attributes, object);
     }

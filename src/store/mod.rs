@@ -871,6 +871,12 @@ pub struct StoreStats {
     pub items: u64,
     pub pending_changes: u64,
     pub last_seq: u64,
+    /// The oldest change-log entry not trimmed (None: every change is
+    /// trimmed). Every write logs its changes under consecutive seqs and a
+    /// group that fails logs none, so the log holds every seq from here to
+    /// `last_seq`: an index committed before `first_change_seq - 1` cannot
+    /// catch up from it.
+    pub first_change_seq: Option<u64>,
     /// Item versions waiting for the background analysis.
     pub analysis_backlog: u64,
 }
@@ -1034,9 +1040,12 @@ fn last_seq(db: &Database) -> Result<u64, StoreError> {
 
 fn stats(db: &Database) -> Result<StoreStats, StoreError> {
     let txn = db.begin_read()?;
+    let changes = txn.open_table(CHANGES)?;
+    let first_change_seq = changes.first()?.map(|(seq, _)| seq.value());
     Ok(StoreStats {
         items: txn.open_table(ITEMS)?.len()?,
-        pending_changes: txn.open_table(CHANGES)?.len()?,
+        pending_changes: changes.len()?,
+        first_change_seq,
         last_seq: read_last_seq(&txn)?,
         analysis_backlog: txn.open_table(ANALYSIS_QUEUE)?.len()?,
     })

@@ -477,3 +477,149 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     let mut client = server.client().await;
     stats(&mut client).await;
 }
+
+/// Found by probing: a client stream still open when the shutdown grace
+/// ended kept being read and acked until the process exited (5 s later),
+/// while the index drain chased its writes. Now it reads nothing more, its
+/// last status says why, and every acked message is kept.
+#[tokio::test]
+async fn a_stream_open_past_the_shutdown_grace_ends_unavailable() {
+    let mut server = TestServer::spawn_with(&["--shutdown-grace-ms", "300"]).await;
+    let mut client = server.client().await;
+    let batch = |m: u64| pb::IngestRequest {
+        items: (0..5)
+            .map(|i| item(&format!("grace-{m}-{i}"), "sent while the server stops"))
+            .collect(),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(batch(0)).await.unwrap();
+    let mut acks = client
+        .ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("IngestStream")
+        .into_inner();
+    let mut acked = vec![
+        acks.message()
+            .await
+            .unwrap()
+            .expect("the first ack")
+            .sequence,
+    ];
+    server.send_sigterm();
+    let sender = tokio::spawn(async move {
+        for m in 1.. {
+            if tx.send(batch(m)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let status = loop {
+        match acks.message().await {
+            Ok(Some(ack)) => acked.push(ack.sequence),
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+    sender.abort();
+    server.terminate();
+    assert!(acked.len() > 1, "acked while the grace ran: {acked:?}");
+
+    server.restart().await;
+    let mut client = server.client().await;
+    let ids: Vec<String> = acked
+        .iter()
+        .flat_map(|m| (0..5).map(move |i| format!("grace-{m}-{i}")))
+        .collect();
+    let got = client
+        .get(pb::GetRequest {
+            ids: ids.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("Get")
+        .into_inner();
+    assert!(
+        got.missing_ids.is_empty(),
+        "acked, then lost: {:?}",
+        got.missing_ids
+    );
+}
+
+/// Found by probing: SIGTERM during the start-up index rebuild (about a
+/// minute a million items) waited for the whole rebuild, then the server
+/// bound its port and only then stopped. It now stops at once, and the next
+/// start rebuilds and serves everything.
+#[tokio::test]
+async fn sigterm_during_the_startup_rebuild_stops_at_once() {
+    let mut server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let text = "the rebuild reads every stored item again ".repeat(20);
+    for chunk in 0..30 {
+        let items = (0..1_000)
+            .map(|i| item(&format!("r-{chunk}-{i}"), &text))
+            .collect();
+        assert_eq!(ingest(&mut client, items).await.accepted, 1_000);
+    }
+    server.terminate();
+    let index = server.data_dir.join("index");
+    std::fs::remove_dir_all(&index).unwrap();
+
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--analysis",
+            "off",
+            "--index-threads",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = line_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server logs the rebuild");
+        let rebuilding = line.contains("rebuilding it from the store");
+        log.push(line);
+        if rebuilding {
+            break;
+        }
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    log.extend(lines.try_iter());
+    let log = log.join("\n");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("stopped while starting"), "{log}");
+    assert!(!log.contains("listening"), "it served first:\n{log}");
+
+    server.restart().await;
+    let mut client = server.client().await;
+    let all = search(&mut client, search_request("rebuild")).await;
+    assert_eq!(all.total_hits, 30_000);
+}

@@ -234,6 +234,16 @@ impl TestServer {
         FeedbackServiceClient::new(self.channel().await).max_decoding_message_size(64 << 20)
     }
 
+    /// Sends SIGTERM and returns at once (`terminate` waits for the exit).
+    pub fn send_sigterm(&self) {
+        let pid = self.child.as_ref().expect("a running server").id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     /// The server's peak resident memory so far (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> u64 {
         let pid = self.child.as_ref().expect("running").id();

@@ -547,3 +547,42 @@ async fn silent_connections_are_closed_and_connections_are_capped() {
     assert!(closed.is_ok(), "the server keeps a silent connection");
     assert!(opened.elapsed() >= std::time::Duration::from_secs(9));
 }
+
+/// Found by probing: a stream's messages stayed counted against the request
+/// budget until 8 newer ones arrived or the stream closed, so a bulk-load
+/// stream left open after its acks held ~62 MiB of it and other clients'
+/// large requests were refused, however often they retried. An acked
+/// message is no longer held.
+#[tokio::test]
+async fn an_acked_stream_message_leaves_the_request_budget() {
+    let server = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
+    let mut client = server.client().await;
+    let text = "a long survey answer about the checkout ".repeat(750);
+    let batch = |prefix: &str, n: usize| pb::IngestRequest {
+        items: (0..n)
+            .map(|i| item(&format!("{prefix}-{i}"), &text))
+            .collect(),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let mut acks = client
+        .ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("IngestStream")
+        .into_inner();
+    // Two messages of ~6 MB, both acked; the stream stays open.
+    for m in 0..2 {
+        tx.send(batch(&format!("stream{m}"), 200)).await.unwrap();
+        let ack = acks.message().await.unwrap().expect("an ack");
+        assert_eq!(ack.accepted, 200);
+    }
+    // ~9 MB more: over the 17 MiB budget only if the acked 12 MB still count.
+    let response = client
+        .ingest(batch("unary", 300))
+        .await
+        .expect("the acked messages no longer count")
+        .into_inner();
+    assert_eq!(response.accepted, 300);
+    drop(tx);
+    assert!(acks.message().await.unwrap().is_none());
+}

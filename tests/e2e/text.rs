@@ -210,3 +210,102 @@ async fn analysis_spans_index_into_the_text_as_sent() {
         other => panic!("NUL was not refused: {other:?}"),
     }
 }
+
+/// Found by probing: a product, tag or attribute value sent decomposed
+/// ("Cafe" + U+0301) was found only by a filter spelling it decomposed, and
+/// facets listed the two spellings as two values.
+#[tokio::test]
+async fn labels_match_in_either_unicode_spelling() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let word = unique_word("label");
+    let (nfd, nfc) = ("Cafe\u{301} Cre\u{300}me", "Caf\u{e9} Cr\u{e8}me");
+    let (tag_nfd, tag_nfc) = ("the\u{301}", "th\u{e9}");
+    let (region_nfd, region_nfc) = ("I\u{302}le", "\u{ce}le");
+    let labelled =
+        |id: &str, product: &str, tags: Vec<&str>, region: &str, customer: &str| pb::Feedback {
+            product: product.into(),
+            tags: tags.into_iter().map(String::from).collect(),
+            attributes: [("region".to_string(), region.to_string())].into(),
+            customer_id: customer.into(),
+            ..item(id, &format!("{word} tasted fine"))
+        };
+    let response = ingest(
+        &mut client,
+        vec![
+            // Two spellings of one tag in one item are one tag.
+            labelled("decomposed", nfd, vec![tag_nfd, tag_nfc], region_nfd, nfd),
+            labelled("composed", nfc, vec![tag_nfc], region_nfc, nfc),
+        ],
+    )
+    .await;
+    assert_eq!(response.accepted, 2, "{response:?}");
+    let both = vec!["composed".to_string(), "decomposed".to_string()];
+    let mut request = search_request(&word);
+    request.facets = vec!["product".into(), "tags".into(), "attributes.region".into()];
+    let all = search_until(&mut client, request, |r| r.total_hits == 2).await;
+    for field in ["product", "tags", "attributes.region"] {
+        let facet = all.facets.iter().find(|f| f.field == field).unwrap();
+        assert_eq!(facet.counts.len(), 1, "one value: {facet:?}");
+        assert_eq!(facet.counts[0].count, 2, "{facet:?}");
+    }
+    // The store keeps each value as sent.
+    let got = client
+        .get(pb::GetRequest {
+            ids: vec!["decomposed".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("Get")
+        .into_inner();
+    let got = &got.items[0];
+    assert_eq!(
+        (got.product.as_str(), got.tags.clone()),
+        (nfd, vec![tag_nfd.to_string()])
+    );
+
+    for spelling in [nfd, nfc] {
+        for query in [
+            format!("{word} product:\"{spelling}\""),
+            format!("{word} product:IN [\"{spelling}\"]"),
+        ] {
+            let found = search(&mut client, search_request(&query)).await;
+            let mut ids = hit_ids(&found);
+            ids.sort();
+            assert_eq!(ids, both, "{query}");
+        }
+        let filter = pb::Filter {
+            products: vec![spelling.into()],
+            ..Default::default()
+        };
+        let mut request = search_request(&word);
+        request.filter = Some(filter);
+        assert_eq!(
+            search(&mut client, request).await.total_hits,
+            2,
+            "{spelling}"
+        );
+    }
+    for (tag, region) in [(tag_nfd, region_nfd), (tag_nfc, region_nfc)] {
+        let query = format!("{word} tags:{tag} attributes.region:{region}");
+        assert_eq!(
+            search(&mut client, search_request(&query)).await.total_hits,
+            2,
+            "{query}"
+        );
+        let mut request = search_request(&word);
+        request.filter = Some(pb::Filter {
+            tags: vec![tag.into()],
+            attributes: [("region".to_string(), region.to_string())].into(),
+            ..Default::default()
+        });
+        assert_eq!(search(&mut client, request).await.total_hits, 2, "{tag}");
+    }
+    // A customer id is an identifier: matched exactly, as DeleteCustomer
+    // matches it.
+    let query = format!("{word} customer_id:\"{nfc}\"");
+    assert_eq!(
+        hit_ids(&search(&mut client, search_request(&query)).await),
+        vec!["composed"]
+    );
+}
