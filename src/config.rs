@@ -323,6 +323,13 @@ impl Config {
             self.tls_client_ca.is_none() || self.tls_cert.is_some(),
             "tls_client_ca needs tls_cert and tls_key"
         );
+        // An invalid filter was replaced by the default without a word.
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
+            anyhow::bail!(
+                "log_filter {:?} is not a valid filter: {error}",
+                self.log_filter
+            );
+        }
         if let Some(list) = &self.redact {
             crate::redact::RedactionPolicy::parse_list(list)
                 .map_err(|e| anyhow::anyhow!("redact: {e}"))?;
@@ -506,9 +513,10 @@ mod tests {
         assert!(off.index_phrases == Switch::Off);
     }
 
-    /// Found by probing: absurd sizes panicked at start or wrapped to 0.
+    /// Found by probing: absurd sizes panicked at start or wrapped to 0, and
+    /// an invalid log filter was replaced by the default without a word.
     #[test]
-    fn absurd_sizes_are_refused_with_the_setting_named() {
+    fn absurd_settings_are_refused_with_the_setting_named() {
         for (line, setting) in [
             ("write_queue = 2305843009213693952", "write_queue"),
             ("analysis_queue = 2305843009213693952", "analysis_queue"),
@@ -522,6 +530,8 @@ mod tests {
                 "shutdown_grace_ms = 18446744073709551615",
                 "shutdown_grace_ms",
             ),
+            ("shutdown_grace_ms = 3600001", "shutdown_grace_ms"),
+            ("log_filter = \"verbatim=loud\"", "log_filter"),
         ] {
             let error = resolve_file(&format!("{line}\n")).unwrap_err();
             assert!(error.to_string().contains(setting), "{line}: {error}");

@@ -10,8 +10,8 @@ pub struct ReindexArgs {
     /// Data folder of the (stopped) server.
     #[arg(long, env = "VERBATIM_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// Indexing threads.
-    #[arg(long, default_value_t = 2)]
+    /// Indexing threads (1 to 64, as the server's).
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub index_threads: usize,
     /// The server's --index-phrases: the index of that setting is rebuilt.
     #[arg(long, env = "VERBATIM_INDEX_PHRASES", default_value = "on")]
@@ -21,6 +21,15 @@ pub struct ReindexArgs {
 /// Rebuilds the index of every tenant: the default one in DATA_DIR, then
 /// each under DATA_DIR/tenants/.
 pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
+    // Found by probing: a folder that was no data dir was given a new,
+    // empty store and index, and "reindexed 0 items".
+    let store = args.data_dir.join(crate::store::STORE_FILE);
+    anyhow::ensure!(
+        store.is_file(),
+        "{} holds no store ({} is missing): not a data dir (--data-dir)",
+        args.data_dir.display(),
+        store.display()
+    );
     let default = crate::domain::TenantId::default_tenant();
     let tenants = std::iter::once(default).chain(crate::engine::tenants_on_disk(&args.data_dir));
     // A tenant that fails does not stop the others; the command fails at

@@ -85,6 +85,7 @@ fn index_status(error: IndexError) -> Status {
         e @ (IndexError::Tantivy(_)
         | IndexError::Io { .. }
         | IndexError::CountMismatch { .. }
+        | IndexError::StoreMissing { .. }
         | IndexError::Vectors(_)) => internal(&e),
     }
 }

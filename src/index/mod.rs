@@ -91,6 +91,19 @@ pub enum IndexError {
     Store(#[from] StoreError),
     #[error("the index holds {docs} documents where the store holds {items} items")]
     CountMismatch { docs: u64, items: u64 },
+    /// A store that never held a change beside an index that applied some:
+    /// the store file was removed or replaced, and a rebuild would empty
+    /// the index as well (found by probing: it served 0 items).
+    #[error(
+        "the store ({store}) is new and empty but the index beside it applied changes through \
+         seq {committed}: was the store file removed or replaced? Restore it from a backup, or \
+         remove {index} to start with no items"
+    )]
+    StoreMissing {
+        store: String,
+        index: String,
+        committed: u64,
+    },
     #[error(transparent)]
     Vectors(#[from] vectors::VectorError),
     /// Reads wait for the index to apply the removals the store committed
@@ -477,6 +490,7 @@ fn is_damage(error: &IndexError) -> bool {
         | IndexError::Io { .. }
         | IndexError::Store(_)
         | IndexError::CountMismatch { .. }
+        | IndexError::StoreMissing { .. }
         | IndexError::CatchingUp { .. }
         | IndexError::Vectors(_) => false,
     }
@@ -562,6 +576,16 @@ impl SearchIndex {
         // older copy): the store's next changes reuse seqs the index counts
         // as applied, and the item count may even agree. Rebuilt.
         let committed = committed_seq(&index)?;
+        if committed > 0 && stats.last_seq == 0 {
+            return Err(IndexError::StoreMissing {
+                store: data_dir
+                    .join(crate::store::STORE_FILE)
+                    .display()
+                    .to_string(),
+                index: data_dir.join("index").display().to_string(),
+                committed,
+            });
+        }
         let ahead = committed > stats.last_seq;
         if ahead {
             tracing::warn!(

@@ -240,7 +240,7 @@ const READ_ONLY_RETRY: Duration = Duration::from_secs(5);
 const REOPEN_WAIT: Duration = Duration::from_secs(10);
 
 /// The store's file in its folder.
-const STORE_FILE: &str = "store.redb";
+pub const STORE_FILE: &str = "store.redb";
 
 /// Writes a few bytes to a scratch file in `dir` and removes it (either
 /// way: a failed write may leave the file created): whether the folder

@@ -611,3 +611,26 @@ async fn serve_fails_clearly_on_bad_config() {
     assert!(!ok);
     assert!(stderr.contains("refresh_interval_ms"), "{stderr}");
 }
+
+/// Found by probing: `reindex` given a folder that is no data dir made a
+/// new store and index there and said "reindexed 0 items"; `--index-threads`
+/// 0 was taken and 65 failed deep in tantivy.
+#[test]
+fn reindex_refuses_what_is_no_data_dir_and_bad_thread_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().to_str().unwrap();
+    let (code, _, stderr) = run_code(&["reindex", "--data-dir", empty]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not a data dir"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing made"
+    );
+    for threads in ["0", "65"] {
+        let (code, _, stderr) =
+            run_code(&["reindex", "--data-dir", empty, "--index-threads", threads]);
+        assert_eq!(code, Some(2), "{threads}: {stderr}");
+        assert!(stderr.contains("--index-threads"), "{stderr}");
+    }
+}

@@ -623,3 +623,37 @@ async fn sigterm_during_the_startup_rebuild_stops_at_once() {
     let all = search(&mut client, search_request("rebuild")).await;
     assert_eq!(all.total_hits, 30_000);
 }
+
+/// Found by probing: with `store.redb` removed (or replaced by an empty
+/// one) the server made a new store, emptied the index to match and served
+/// 0 items. It now refuses to start, saying what to restore.
+#[tokio::test]
+async fn a_missing_store_beside_an_index_stops_the_start() {
+    let mut server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    assert_eq!(
+        ingest(&mut client, vec![item("kept", "still here")])
+            .await
+            .accepted,
+        1
+    );
+    search_until(&mut client, search_request("still"), |r| r.total_hits == 1).await;
+    server.terminate();
+    std::fs::remove_file(server.data_dir.join("store.redb")).unwrap();
+    let output = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--analysis",
+            "off",
+            "--data-dir",
+        ])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("new and empty"), "{stderr}");
+    assert!(stderr.contains("Restore it from a backup"), "{stderr}");
+}
