@@ -125,12 +125,38 @@ pub async fn connect(server: &ServerArg) -> anyhow::Result<Client> {
     let channel = endpoint.connect().await.with_context(|| {
         format!("cannot connect to the server at {url} (is `verbatim serve` running?)")
     })?;
-    Ok(
-        FeedbackServiceClient::with_interceptor(channel, BearerToken(token))
-            .max_decoding_message_size(crate::domain::limits::MAX_RESPONSE_BYTES)
-            .max_encoding_message_size(crate::domain::limits::MAX_MESSAGE_BYTES),
-    )
+    let mut client = FeedbackServiceClient::with_interceptor(channel, BearerToken(token))
+        .max_decoding_message_size(crate::domain::limits::MAX_RESPONSE_BYTES)
+        .max_encoding_message_size(crate::domain::limits::MAX_MESSAGE_BYTES);
+    // A connection succeeds before the server has said a word: found by
+    // probing, a port that accepted and never answered (a hung process, a
+    // service of another kind) held each call until the keep-alive gave up
+    // (50 s), and an import retried that for 9 minutes. One cheap call
+    // first: any answer (an error too) is a server.
+    let mut probe = tonic::Request::new(crate::grpc::pb::StatsRequest::default());
+    probe.set_timeout(ANSWER_TIMEOUT);
+    let answered = tokio::time::timeout(ANSWER_TIMEOUT, client.stats(probe)).await;
+    let silent = match answered {
+        Err(_elapsed) => true,
+        // tonic ends a call past its own timeout as CANCELLED.
+        Ok(result) => result.is_err_and(|status| {
+            matches!(
+                status.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            )
+        }),
+    };
+    anyhow::ensure!(
+        !silent,
+        "the server at {url} accepted the connection but did not answer within {} s \
+         (is it a `verbatim serve`, and is it running normally?)",
+        ANSWER_TIMEOUT.as_secs()
+    );
+    Ok(client)
 }
+
+/// How long `connect` waits for the server's first answer.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A stored text as a terminal may show it: normalised (C1 characters read
 /// as cp1252) and then without control characters or bidi overrides.

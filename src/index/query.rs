@@ -658,11 +658,16 @@ fn is_label_field(name: &str) -> bool {
 }
 
 /// Whether a query may name a field whose values `fold_keyword_values`
-/// changes: a text without upper-case ASCII and in NFC has nothing to fold.
+/// changes: an ASCII text without upper-case letters has nothing to fold.
+/// Any other character may: the values are read after unescaping, and a
+/// text in NFC can spell a value that is not (found by probing: `cafe`, a
+/// backslash and U+0301 in a quoted product is NFC as typed, as the
+/// backslash stops the accent from combining; the value, `cafe` + U+0301,
+/// is not, and it matched nothing).
 fn may_fold(text: &str) -> bool {
     let upper = text.bytes().any(|b| b.is_ascii_uppercase())
         && LOWER_CASE_FIELDS.iter().any(|name| text.contains(name));
-    upper || !matches!(keyword_form(text), std::borrow::Cow::Borrowed(_))
+    upper || !text.is_ascii()
 }
 
 /// Puts the values the query searches fields for in the form those fields

@@ -293,15 +293,29 @@ fn import_by_80(file: &str, addr: &str, extra: &[&str]) -> (Option<i32>, String,
     run_code(&args)
 }
 
-/// ROWS rows of ~29 KB each (`long-1` .. `long-ROWS`) in DIR/long.jsonl.
+/// ROWS rows (`long-1` .. `long-ROWS`) in DIR/long.jsonl: the first 80 (one
+/// message of `import_by_80`) short, the others of ~29 KB (~2.3 MB a
+/// message of 80).
 fn long_rows(dir: &std::path::Path, rows: usize) -> std::path::PathBuf {
     let file = dir.join("long.jsonl");
     let text = "the delivery was late again and nobody answered ".repeat(600);
     let lines: String = (1..=rows)
-        .map(|i| format!("{{\"id\":\"long-{i}\",\"text\":\"{i} {text}\"}}\n"))
+        .map(|i| match i <= 80 {
+            true => format!("{{\"id\":\"long-{i}\",\"text\":\"{i} a short row\"}}\n"),
+            false => format!("{{\"id\":\"long-{i}\",\"text\":\"{i} {text}\"}}\n"),
+        })
         .collect();
     std::fs::write(&file, lines).unwrap();
     file
+}
+
+/// A server of 17 MiB of request budget (the least allowed) with all but
+/// 2 MB of it held by another request: a message of 80 long rows (~2.3 MB)
+/// does not fit however fast the messages before it are answered.
+async fn tight_server() -> (TestServer, BudgetHolder) {
+    let server = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
+    let holder = hold_budget(server.addr, (17 << 20) - 2_000_000).await;
+    (server, holder)
 }
 
 /// A server out of request budget ends the import stream with
@@ -311,56 +325,89 @@ fn long_rows(dir: &std::path::Path, rows: usize) -> std::path::PathBuf {
 async fn an_import_refused_for_room_says_where_to_resume() {
     let dir = tempfile::tempdir().unwrap();
     let file = long_rows(dir.path(), 800);
-    let path = file.to_str().unwrap();
-    // 17 MiB in flight (the least allowed): a stream keeps its last 8
-    // messages counted, so the eighth message of ~2.3 MB is refused.
-    let tight = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
+    let path = file.to_str().unwrap().to_string();
+    let (tight, _holder) = tight_server().await;
     let addr = tight.addr.to_string();
-    let (code, _, stderr) = import_by_80(path, &addr, &["--retries", "0"]);
+    let (code, _, stderr) =
+        tokio::task::spawn_blocking(move || import_by_80(&path, &addr, &["--retries", "0"]))
+            .await
+            .unwrap();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("ResourceExhausted"), "{stderr}");
     assert!(!stderr.contains("retrying"), "{stderr}");
     assert!(
-        stderr.contains("run the same command with --resume to go on after row"),
-        "{stderr}"
+        stderr.contains("run the same command with --resume to go on after row 80"),
+        "the short rows' message fits, the next does not: {stderr}"
     );
-    let acknowledged: u64 = stderr
-        .split(" rows were acknowledged")
-        .next()
-        .and_then(|head| head.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {stderr}"));
-    assert!(acknowledged < 800, "{stderr}");
-    assert!(stored_items(&tight).await >= acknowledged);
+    assert_eq!(stored_items(&tight).await, 80);
     // With room, --resume sends the rest only.
     let roomy = TestServer::spawn().await;
     let addr = roomy.addr.to_string();
-    let (code, stdout, stderr) = import_by_80(path, &addr, &["--resume"]);
+    let path = file.to_str().unwrap().to_string();
+    let (code, stdout, stderr) =
+        tokio::task::spawn_blocking(move || import_by_80(&path, &addr, &["--resume"]))
+            .await
+            .unwrap();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("800 rows"), "{stdout}");
-    assert_eq!(stored_items(&roomy).await, 800 - acknowledged);
+    assert_eq!(stored_items(&roomy).await, 720);
 }
 
 /// By default the import reopens a stream the server refused for room and
 /// goes on after the last acknowledged row with half as many items per
-/// message: the same server as above, and every row is stored once.
+/// message: the server above, whose other request ends once the import
+/// was refused; every row is stored once.
 #[tokio::test]
 async fn an_import_refused_for_room_retries_and_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let file = long_rows(dir.path(), 1600);
-    let tight = TestServer::spawn_with(&["--max-inflight-request-mb", "17"]).await;
-    let addr = tight.addr.to_string();
-    let path = file.to_str().unwrap();
-    let (code, stdout, stderr) = import_by_80(path, &addr, &[]);
-    assert_eq!(code, Some(0), "{stderr}");
+    let (tight, holder) = tight_server().await;
+    let mut child = Command::new(BIN)
+        .args(["import", file.to_str().unwrap(), "--server"])
+        .arg(tight.addr.to_string())
+        .args(["--batch-size", "80"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = line_tx.send(line);
+        }
+    });
+    // The import pauses about a second before its new stream: the other
+    // request leaves in that pause.
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log
+        .iter()
+        .any(|l: &String| l.contains("import stream failed"))
+    {
+        assert!(Instant::now() < deadline, "never refused: {log:?}");
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(50)) {
+            log.push(line);
+        }
+    }
+    drop(holder);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    log.extend(lines.iter());
+    let stderr = log.join("\n");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stderr}");
     assert!(
         stderr.contains("import stream failed (ResourceExhausted: ")
-            && stderr.contains("rows acknowledged; retrying in "),
+            && stderr.contains("80 rows acknowledged; retrying in "),
         "{stderr}"
     );
-    // The new stream sends 40 items a message instead of 80: ~1.2 MB
-    // each, 8 of them within the 17 MiB, so one refusal is the last (at 80
-    // the ~1,000 rows left would be refused again after 7 messages).
     assert!(
         stderr.contains(", 40 items per message from now on"),
         "{stderr}"
@@ -632,5 +679,40 @@ fn reindex_refuses_what_is_no_data_dir_and_bad_thread_counts() {
             run_code(&["reindex", "--data-dir", empty, "--index-threads", threads]);
         assert_eq!(code, Some(2), "{threads}: {stderr}");
         assert!(stderr.contains("--index-threads"), "{stderr}");
+    }
+}
+
+/// Found by probing: against a port that accepts connections and never
+/// answers (a hung process, another kind of service), each call waited for
+/// the keep-alive to give up (50 s) and an import retried that for 9
+/// minutes. The CLI now says so after 10 s.
+#[test]
+fn a_server_that_never_answers_is_named_after_ten_seconds() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let server = format!("http://{addr}");
+    let sample = repo_path("tests/data/sample-feedback.jsonl");
+    for args in [
+        vec!["search", "late", "--server", &server],
+        vec!["import", sample.to_str().unwrap(), "--server", &server],
+    ] {
+        let started = Instant::now();
+        let (code, _, stderr) = run_code(&args);
+        assert_ne!(code, Some(0), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("did not answer within 10 s"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
     }
 }

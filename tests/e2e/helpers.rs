@@ -679,3 +679,58 @@ pub struct RawIngestRequest {
     #[prost(message, repeated, tag = "1")]
     pub items: Vec<RawFeedback>,
 }
+
+/// Holds part of the server's request budget (`--max-inflight-request-mb`)
+/// until dropped: an IngestStream whose one message announces 16 MiB and
+/// sends only `bytes` of it, over its own HTTP/2 connection.
+pub struct BudgetHolder {
+    _send: h2::SendStream<bytes::Bytes>,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for BudgetHolder {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+pub async fn hold_budget(addr: SocketAddr, bytes: usize) -> BudgetHolder {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}/verbatim.v1.FeedbackService/IngestStream"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (_response, mut send) = client.send_request(request, false).expect("send request");
+    let mut data = bytes::BytesMut::new();
+    data.extend_from_slice(&[0]);
+    data.extend_from_slice(&(16u32 << 20).to_be_bytes());
+    data.extend_from_slice(&vec![0x0a; bytes]);
+    let mut data = data.freeze();
+    // Within HTTP/2 flow control: the server's window opens as it reads
+    // (and counts) what came before.
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = std::future::poll_fn(|cx| send.poll_capacity(cx))
+            .await
+            .expect("the stream is open")
+            .expect("capacity");
+        send.send_data(data.split_to(granted.min(data.len())), false)
+            .expect("send data");
+    }
+    // The last window's worth is read (and counted) shortly after.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    BudgetHolder {
+        _send: send,
+        connection,
+    }
+}
