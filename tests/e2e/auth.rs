@@ -702,9 +702,11 @@ async fn a_key_added_to_a_keyless_server_turns_keys_on() {
         assert!(Instant::now() < deadline, "still anonymous");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(server
-        .log_text()
-        .contains("API keys are required from now on"));
+    // Logged as the keys take effect: the line may reach the log reader
+    // just after the first refused call.
+    server
+        .wait_for_log("API keys are required from now on", Duration::from_secs(5))
+        .await;
     assert_eq!(call(&server, "Stats", Some(&reader)).await, Code::Ok);
     assert_eq!(
         call(&server, "Ingest", Some(&reader)).await,
