@@ -474,7 +474,7 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// Resolves on SIGTERM, SIGINT or SIGHUP. The handlers are installed when this is
 /// called, not when the future is first polled: call it before binding, so a
 /// signal that arrives while the server starts is a clean shutdown, not the
 /// default kill.
@@ -484,6 +484,9 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
         use tokio::signal::unix::{signal, SignalKind};
         let terminate = signal(SignalKind::terminate());
         let interrupt = signal(SignalKind::interrupt());
+        // The terminal of a server started by hand went away: a clean stop
+        // too (the default action killed it without a commit).
+        let hangup = signal(SignalKind::hangup());
         async move {
             let wait = |s: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
                 match s {
@@ -499,6 +502,7 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
             tokio::select! {
                 _ = wait(interrupt, "SIGINT") => tracing::info!("SIGINT received; shutting down"),
                 _ = wait(terminate, "SIGTERM") => tracing::info!("SIGTERM received; shutting down"),
+                _ = wait(hangup, "SIGHUP") => tracing::info!("SIGHUP received; shutting down"),
             }
         }
     }

@@ -99,6 +99,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         app = verbatim::app::App::build(&config) => app?,
         () = &mut shutdown => {
             tracing::info!("stopped while starting; an unfinished index rebuild starts over at the next start");
+            // Without the exit handlers: other threads (a rebuild, the
+            // models) still run, and C++ static destructors under them
+            // could crash the exit. The log is unbuffered.
+            #[cfg(unix)]
+            // SAFETY: _exit ends the process; nothing runs after it.
+            unsafe {
+                libc::_exit(0)
+            };
+            #[cfg(not(unix))]
             std::process::exit(0);
         }
     };

@@ -74,7 +74,9 @@ async fn reindex_one(
     let settings = IndexSettings {
         refresh_interval: Duration::from_millis(250),
         writer_threads: args.index_threads,
-        writer_memory_bytes: 256 * 1024 * 1024,
+        // 256 MiB, and at least the 16 MiB a thread that tantivy needs
+        // (15 MB) for many threads.
+        writer_memory_bytes: (256usize << 20).max(args.index_threads * (16 << 20)),
         similarity_index: false,
         phrase_pairs: args.index_phrases == crate::config::Switch::On,
         similarity_threads: 1,

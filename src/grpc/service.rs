@@ -170,6 +170,13 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
             let mut final_error: Option<Status> = None;
             loop {
                 tokio::select! {
+                    // In this order: the end of the grace first (once), then
+                    // acks, then new messages.
+                    biased;
+                    () = &mut ended, if inbound_open => {
+                        final_error = Some(streams_ended());
+                        inbound_open = false;
+                    }
                     Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                         let (sequence, outcome): (u64, crate::error::Result<_>) = done;
                         let ack = outcome.map_err(Status::from).map(|outcomes| {
@@ -180,12 +187,6 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
                         if acks.send(ack).await.is_err() || failed {
                             return; // client gone, or the stream ends with the error
                         }
-                    }
-                    // Past the shutdown grace: the batches read are still
-                    // answered, nothing more is read.
-                    () = &mut ended, if inbound_open => {
-                        final_error = Some(streams_ended());
-                        inbound_open = false;
                     }
                     message = inbound.message(), if inbound_open && in_flight.len() < STREAM_BATCHES_IN_FLIGHT => {
                         match message {

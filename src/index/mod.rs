@@ -282,6 +282,19 @@ fn index_dir(data_dir: &Path, phrase_pairs: bool) -> PathBuf {
 /// any missing folder).
 /// Folders set aside as damaged (`vN.damaged`) and the vector index stay.
 /// A failure is logged: no such folder is ever read by this build.
+/// The first index folder under `DATA_DIR/index/` (of any layout, set
+/// aside ones included) whose last commit applied changes, with the seq it
+/// applied through: read from its `meta.json`, whatever its schema.
+fn applied_index(data_dir: &Path) -> Option<(PathBuf, u64)> {
+    let entries = std::fs::read_dir(data_dir.join("index")).ok()?;
+    entries.flatten().find_map(|entry| {
+        let meta = std::fs::read(entry.path().join("meta.json")).ok()?;
+        let meta: serde_json::Value = serde_json::from_slice(&meta).ok()?;
+        let committed: u64 = meta.get("payload")?.as_str()?.parse().ok()?;
+        (committed > 0).then(|| (entry.path(), committed))
+    })
+}
+
 fn remove_other_layouts(data_dir: &Path, phrase_pairs: bool) {
     let current = index_dir(data_dir, phrase_pairs);
     let Ok(entries) = std::fs::read_dir(data_dir.join("index")) else {
@@ -557,6 +570,20 @@ impl SearchIndex {
         store: Store,
         settings: IndexSettings,
     ) -> Result<Self, IndexError> {
+        // Before any folder is opened, replaced or removed: an index of any
+        // layout that applied changes, beside a store that never held one.
+        if store.stats()?.last_seq == 0 {
+            if let Some((folder, committed)) = applied_index(data_dir) {
+                return Err(IndexError::StoreMissing {
+                    store: data_dir
+                        .join(crate::store::STORE_FILE)
+                        .display()
+                        .to_string(),
+                    index: folder.display().to_string(),
+                    committed,
+                });
+            }
+        }
         let dir = index_dir(data_dir, settings.phrase_pairs);
         let opened = open_or_set_aside(&dir, || open_for_indexing(&dir, &settings))?;
         remove_other_layouts(data_dir, settings.phrase_pairs);
@@ -576,16 +603,6 @@ impl SearchIndex {
         // older copy): the store's next changes reuse seqs the index counts
         // as applied, and the item count may even agree. Rebuilt.
         let committed = committed_seq(&index)?;
-        if committed > 0 && stats.last_seq == 0 {
-            return Err(IndexError::StoreMissing {
-                store: data_dir
-                    .join(crate::store::STORE_FILE)
-                    .display()
-                    .to_string(),
-                index: data_dir.join("index").display().to_string(),
-                committed,
-            });
-        }
         let ahead = committed > stats.last_seq;
         if ahead {
             tracing::warn!(

@@ -370,17 +370,7 @@ async fn an_import_refused_for_room_retries_and_finishes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = line_tx.send(line);
-        }
-    });
+    let lines = stderr_lines(&mut child);
     // The import pauses about a second before its new stream: the other
     // request leaves in that pause.
     let mut log = Vec::new();

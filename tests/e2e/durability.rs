@@ -456,18 +456,7 @@ async fn repeated_kill_9_during_streaming_ingest_and_analysis() {
 #[tokio::test]
 async fn a_second_server_on_the_same_data_dir_is_refused() {
     let server = TestServer::spawn().await;
-    let output = std::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--analysis",
-            "off",
-            "--data-dir",
-        ])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
+    let output = serve_to_end(&server.data_dir);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -506,7 +495,7 @@ async fn a_stream_open_past_the_shutdown_grace_ends_unavailable() {
             .expect("the first ack")
             .sequence,
     ];
-    server.send_sigterm();
+    server.send_signal("TERM");
     let sender = tokio::spawn(async move {
         for m in 1.. {
             if tx.send(batch(m)).await.is_err() {
@@ -584,17 +573,7 @@ async fn sigterm_during_the_startup_rebuild_stops_at_once() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = line_tx.send(line);
-        }
-    });
+    let lines = stderr_lines(&mut child);
     let mut log = Vec::new();
     loop {
         let line = lines
@@ -612,7 +591,8 @@ async fn sigterm_during_the_startup_rebuild_stops_at_once() {
         .unwrap();
     assert!(sent.success());
     let status = child.wait().unwrap();
-    log.extend(lines.try_iter());
+    // To the end of its output (the last lines may still be in the pipe).
+    log.extend(lines.iter());
     let log = log.join("\n");
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("stopped while starting"), "{log}");
@@ -640,20 +620,49 @@ async fn a_missing_store_beside_an_index_stops_the_start() {
     search_until(&mut client, search_request("still"), |r| r.total_hits == 1).await;
     server.terminate();
     std::fs::remove_file(server.data_dir.join("store.redb")).unwrap();
-    let output = std::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--analysis",
-            "off",
-            "--data-dir",
-        ])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("new and empty"), "{stderr}");
-    assert!(stderr.contains("Restore it from a backup"), "{stderr}");
+    let refused = |data_dir: &std::path::Path| {
+        let output = serve_to_end(data_dir);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains("new and empty"), "{stderr}");
+        assert!(stderr.contains("Restore it from a backup"), "{stderr}");
+    };
+    refused(&server.data_dir);
+    // The index of an older layout (the first start of a build whose
+    // schema changed): refused before that folder is removed.
+    let index = server.data_dir.join("index");
+    let current = std::fs::read_dir(&index)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("meta.json").exists())
+        .expect("the index folder");
+    let older = index.join("v1");
+    std::fs::rename(&current, &older).unwrap();
+    refused(&server.data_dir);
+    assert!(older.join("meta.json").exists(), "the older index is kept");
+}
+
+/// Found by probing: SIGHUP (the terminal of a server started by hand
+/// closed) killed the server without its shutdown; it is now a clean stop,
+/// as SIGTERM is.
+#[tokio::test]
+async fn sighup_is_a_clean_shutdown() {
+    let mut server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    assert_eq!(
+        ingest(&mut client, vec![item("hup", "before the hangup")])
+            .await
+            .accepted,
+        1
+    );
+    server.send_signal("HUP");
+    server
+        .wait_for_log("shut down cleanly", Duration::from_secs(30))
+        .await;
+    assert!(server.log_text().contains("SIGHUP received"));
+    server.terminate();
+    server.restart().await;
+    let mut client = server.client().await;
+    search_until(&mut client, search_request("hangup"), |r| r.total_hits == 1).await;
 }

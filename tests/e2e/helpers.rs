@@ -234,11 +234,12 @@ impl TestServer {
         FeedbackServiceClient::new(self.channel().await).max_decoding_message_size(64 << 20)
     }
 
-    /// Sends SIGTERM and returns at once (`terminate` waits for the exit).
-    pub fn send_sigterm(&self) {
+    /// Sends a signal (`TERM`, `HUP`, ...) and returns at once
+    /// (`terminate` waits for the exit).
+    pub fn send_signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("a running server").id();
         let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
@@ -733,4 +734,42 @@ pub async fn hold_budget(addr: SocketAddr, bytes: usize) -> BudgetHolder {
         _send: send,
         connection,
     }
+}
+
+/// The lines `child` writes to its standard error (piped), as they come.
+pub fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (line_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    lines
+}
+
+/// `verbatim serve` on `data_dir` (a free port, analysis off) run to its
+/// end: for starts that must fail. One still running after 60 s (it
+/// started serving) is killed, and so fails the caller's checks.
+pub fn serve_to_end(data_dir: &Path) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--analysis",
+            "off",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run verbatim serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("collect the output")
 }
