@@ -570,9 +570,11 @@ impl SearchIndex {
         store: Store,
         settings: IndexSettings,
     ) -> Result<Self, IndexError> {
+        // Read once: nothing writes to this store before its index is open.
+        let stats = store.stats()?;
         // Before any folder is opened, replaced or removed: an index of any
         // layout that applied changes, beside a store that never held one.
-        if store.stats()?.last_seq == 0 {
+        if stats.last_seq == 0 {
             if let Some((folder, committed)) = applied_index(data_dir) {
                 return Err(IndexError::StoreMissing {
                     store: data_dir
@@ -597,7 +599,6 @@ impl SearchIndex {
         } = opened;
         // A new folder, or one whose first rebuild never committed (no payload).
         let needs_rebuild = needs_rebuild || index.load_metas()?.payload.is_none();
-        let stats = store.stats()?;
         let items = stats.items;
         // An index past its store's last change (the store restored from an
         // older copy): the store's next changes reuse seqs the index counts

@@ -214,7 +214,6 @@ async fn the_index_is_rebuilt_from_the_store() {
 /// process (exit by signal 15, seen as a flaky test).
 #[test]
 fn sigterm_during_startup_is_a_clean_shutdown() {
-    use std::io::BufRead;
     for delay_ms in [0u64, 20, 100] {
         let dir = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new(BIN)
@@ -234,24 +233,12 @@ fn sigterm_during_startup_is_a_clean_shutdown() {
         // From its first log line ("starting") on, the server handles SIGTERM
         // (before it, the process may still be loading: the kernel's default
         // action applies to any program then). The rest of the log is drained.
-        let stderr = child.stderr.take().unwrap();
-        let (started_tx, started) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut started_tx = Some(started_tx);
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("starting") {
-                    if let Some(tx) = started_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        started
+        let lines = stderr_lines(&mut child);
+        while !lines
             .recv_timeout(Duration::from_secs(30))
-            .expect("the server logs `starting`");
+            .expect("the server logs `starting`")
+            .contains("starting")
+        {}
         std::thread::sleep(Duration::from_millis(delay_ms));
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
