@@ -36,7 +36,8 @@ pub struct Config {
     /// How often the index commits and becomes searchable, in milliseconds.
     pub refresh_interval_ms: u64,
     /// Write requests that may wait for the store; beyond that unary writes
-    /// get RESOURCE_EXHAUSTED and streams wait.
+    /// wait up to 1 s for room, in turn, then get RESOURCE_EXHAUSTED, and
+    /// streams wait.
     pub write_queue: usize,
     /// Indexing threads.
     pub index_threads: usize,

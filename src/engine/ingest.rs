@@ -125,7 +125,7 @@ impl Engine {
         items: Vec<IncomingItem>,
     ) -> Result<Vec<(ItemOutcome, Option<Analysis>)>> {
         let pool = self.analysis.clone().ok_or(NlpError::Disabled)?;
-        let outcomes = self.ingest(ctx, items, QueueMode::FailFast).await?;
+        let outcomes = self.ingest(ctx, items, QueueMode::Brief).await?;
         let ids: Vec<FeedbackId> = outcomes
             .iter()
             .filter_map(|o| match o {

@@ -22,10 +22,16 @@
 //! - usearch gives each concurrent operation a thread slot and fails one
 //!   that finds none: `threads` must exceed the searches the read pool
 //!   admits plus the writers (the indexer, the build's 2 threads, its replay).
+//! - Removals wear the graph (usearch keeps the links to a removed node and
+//!   reuses its slot): once they reach a quarter of the vectors held, a
+//!   background thread copies the live vectors into a new graph, swaps it
+//!   in under `applying`, and replays the ids changed meanwhile (recorded
+//!   in `compacting`), as the startup replay does. Both graphs are in
+//!   memory while it copies.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -51,6 +57,11 @@ pub const MIN_CANDIDATES: usize = 40;
 /// by scanning those keys' vectors instead of walking the graph (a walk
 /// that must skip most nodes loses recall and time).
 pub const SCAN_MAX_KEYS: usize = 20_000;
+/// Removals since the build before a worn graph is compacted, at least
+/// (and a quarter of the vectors held).
+pub const COMPACT_MIN_REMOVALS: usize = 256;
+/// Threads a compaction copies on (in the background, beside serving).
+const COMPACT_THREADS: usize = 1;
 
 #[derive(Debug, thiserror::Error)]
 #[error("vector index: {0}")]
@@ -173,6 +184,8 @@ const GRAPH_SUM_FILE: &str = "graph.crc32";
 /// The id map's format: magic, dimensions (u64), count (u64), per id its
 /// key (u64), length (u32) and bytes; then an FNV-1a 64 of all that.
 const KEYS_MAGIC: &[u8; 8] = b"VBVKEYS1";
+/// `VectorIndex::removed` (u64, little-endian).
+const REMOVED_FILE: &str = "removed.u64";
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     let mut name = dir.as_os_str().to_os_string();
@@ -235,6 +248,11 @@ pub struct VectorIndex {
     threads: usize,
     /// `UNFILTERED_BEAM`, or the bench's choice.
     unfiltered_beam: std::sync::atomic::AtomicUsize,
+    /// Vectors removed or replaced since this graph was built (saved with
+    /// it). usearch's removal leaves the other nodes' links to the removed
+    /// node and reuses its slot, so each removal wears the graph: after
+    /// many rewrites some items are reached by no search (`worn`).
+    removed: AtomicUsize,
 }
 
 impl VectorIndex {
@@ -258,7 +276,71 @@ impl VectorIndex {
             keys: Mutex::new(HashMap::new()),
             threads,
             unfiltered_beam: std::sync::atomic::AtomicUsize::new(UNFILTERED_BEAM),
+            removed: AtomicUsize::new(0),
         })
+    }
+
+    /// Vectors removed or replaced since the graph was built.
+    pub fn removed(&self) -> usize {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    /// Whether removals wore the graph enough to copy it anew: as many as
+    /// a quarter of the vectors held, and `COMPACT_MIN_REMOVALS`.
+    pub fn worn(&self) -> bool {
+        let removed = self.removed();
+        removed >= COMPACT_MIN_REMOVALS && removed >= self.len() / 4
+    }
+
+    /// A new graph of the vectors `keys` names (id -> key), read from this
+    /// one (int8, as held: the copy ranks as this graph would, unworn),
+    /// built on `threads` threads. Keys removed from this graph meanwhile
+    /// are left out. Reads only: writers and searches go on.
+    pub fn compacted(
+        &self,
+        keys: &HashMap<FeedbackId, u64>,
+        threads: usize,
+    ) -> Result<VectorIndex, VectorError> {
+        let copy = VectorIndex::new(self.dimensions, self.threads)?;
+        copy.set_unfiltered_beam(self.unfiltered_beam.load(Ordering::Relaxed));
+        copy.reserve(keys.len())?;
+        let mut entries: Vec<(&FeedbackId, u64)> =
+            keys.iter().map(|(id, key)| (id, *key)).collect();
+        // In key order: older versions first, as they came.
+        entries.sort_unstable_by_key(|&(_, key)| key);
+        let chunk = entries
+            .len()
+            .div_ceil(threads.clamp(1, self.threads))
+            .max(1);
+        let copied =
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = entries
+                    .chunks(chunk)
+                    .map(|part| {
+                        let copy = &copy;
+                        scope.spawn(move || -> Result<Vec<(FeedbackId, u64)>, VectorError> {
+                            let mut buffer = vec![0i8; self.dimensions];
+                            let mut copied = Vec::with_capacity(part.len());
+                            for &(id, key) in part {
+                                if self.ann().get(key, &mut buffer)? == 0 {
+                                    continue;
+                                }
+                                copy.ann().add(key, &buffer)?;
+                                copied.push((id.clone(), key));
+                            }
+                            Ok(copied)
+                        })
+                    })
+                    .collect();
+                workers.into_iter().try_fold(Vec::new(), |mut all, w| {
+                    all.extend(w.join().unwrap_or_else(|_| {
+                        Err(VectorError("compaction thread panicked".into()))
+                    })?);
+                    Ok::<_, VectorError>(all)
+                })
+            })?;
+        copy.lock().extend(copied);
+        Ok(copy)
     }
 
     pub fn dimensions(&self) -> usize {
@@ -325,6 +407,11 @@ impl VectorIndex {
             let checksum = fnv1a(&bytes);
             bytes.extend_from_slice(&checksum.to_le_bytes());
             write_synced(&new.join(KEYS_FILE), &bytes).map_err(|e| io("writing the id map", e))?;
+            write_synced(
+                &new.join(REMOVED_FILE),
+                &(self.removed() as u64).to_le_bytes(),
+            )
+            .map_err(|e| io("writing the removal count", e))?;
             std::fs::File::open(&graph)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| io("syncing the graph", e))?;
@@ -411,6 +498,16 @@ impl VectorIndex {
             ann.reserve_capacity_and_threads(ann.size() + 1024, index.threads)?;
         }
         *index.lock() = keys;
+        // Only when compaction is due: missing (older saves) or unreadable
+        // counts as none.
+        if let Some(removed) = std::fs::read(dir.join(REMOVED_FILE))
+            .ok()
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        {
+            index
+                .removed
+                .store(u64::from_le_bytes(removed) as usize, Ordering::Relaxed);
+        }
         Ok(index)
     }
 
@@ -442,6 +539,7 @@ impl VectorIndex {
         let mut keys = self.lock();
         if let Some(old) = keys.remove(id) {
             self.ann().remove(old)?;
+            self.removed.fetch_add(1, Ordering::Relaxed);
         }
         let full = {
             let ann = self.ann();
@@ -497,6 +595,7 @@ impl VectorIndex {
         let mut keys = self.lock();
         if let Some(old) = keys.remove(id) {
             self.ann().remove(old)?;
+            self.removed.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -602,6 +701,9 @@ pub struct Vectors {
     /// older version must not land after the indexer's newer one (the
     /// indexer sees every later change again; the replay runs once).
     applying: Mutex<()>,
+    /// `Some` while a compaction copies the graph: the ids changed since
+    /// it took the graph's id map, replayed into the copy.
+    compacting: Mutex<Option<Vec<FeedbackId>>>,
 }
 
 enum State {
@@ -668,6 +770,7 @@ impl Vectors {
             dirty: AtomicBool::new(false),
             saving: Mutex::new(()),
             applying: Mutex::new(()),
+            compacting: Mutex::new(None),
         }
     }
 
@@ -702,10 +805,107 @@ impl Vectors {
         }
     }
 
-    /// Applies the indexer's changes (or records them during the start).
-    pub fn apply(&self, store: &Store, changes: Vec<Current>) -> Result<(), VectorError> {
+    /// Applies the indexer's changes (or records them during the start);
+    /// starts a compaction when they wore the graph.
+    pub fn apply(
+        self: &Arc<Self>,
+        store: &Store,
+        changes: Vec<Current>,
+    ) -> Result<(), VectorError> {
         let _one = self.applying.lock().unwrap_or_else(|e| e.into_inner());
-        self.apply_one(store, changes)
+        self.apply_one(store, changes)?;
+        self.compact_if_worn(store);
+        Ok(())
+    }
+
+    fn compacting(&self) -> std::sync::MutexGuard<'_, Option<Vec<FeedbackId>>> {
+        self.compacting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a compaction is copying the graph.
+    pub fn is_compacting(&self) -> bool {
+        self.compacting().is_some()
+    }
+
+    /// With `applying` held: when removals wore the graph (and no
+    /// compaction runs), takes its id map and copies it on a thread of its
+    /// own; searches and updates use the worn graph until the copy is
+    /// swapped in.
+    fn compact_if_worn(self: &Arc<Self>, store: &Store) {
+        let Some(worn) = self.index().filter(|index| index.worn()) else {
+            return;
+        };
+        let keys = {
+            let mut compacting = self.compacting();
+            if compacting.is_some() {
+                return;
+            }
+            *compacting = Some(Vec::new());
+            worn.lock().clone()
+        };
+        let (vectors, store) = (self.clone(), store.clone());
+        let give_up = {
+            let (vectors, worn) = (self.clone(), worn.clone());
+            move |error: VectorError| {
+                // Tried again after as many removals again.
+                worn.removed.store(0, Ordering::Relaxed);
+                *vectors.compacting() = None;
+                tracing::warn!(%error, "cannot compact the similarity index; it goes on worn");
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("similarity-compact".into())
+            .spawn({
+                let give_up = give_up.clone();
+                move || {
+                    if let Err(error) = vectors.compact(&worn, keys, &store) {
+                        give_up(error);
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            give_up(VectorError(format!("starting its thread: {error}")));
+        }
+    }
+
+    /// Copies `worn` (holding `keys` when the compaction began), swaps the
+    /// copy in, and replays into it what changed meanwhile.
+    fn compact(
+        &self,
+        worn: &Arc<VectorIndex>,
+        keys: HashMap<FeedbackId, u64>,
+        store: &Store,
+    ) -> Result<(), VectorError> {
+        let started = std::time::Instant::now();
+        let removed = worn.removed();
+        let copy = Arc::new(worn.compacted(&keys, COMPACT_THREADS)?);
+        drop(keys);
+        let touched = {
+            let _one = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+            let touched = self.compacting().take().unwrap_or_default();
+            let mut state = self.write();
+            match &mut *state {
+                State::Ready(Some(index)) if Arc::ptr_eq(index, worn) => *index = copy.clone(),
+                // Disabled meanwhile.
+                _ => return Ok(()),
+            }
+            touched
+        };
+        let replayed = touched.len();
+        self.dirty.store(true, Ordering::Release);
+        if let Err(error) = self.replay(store, touched) {
+            tracing::error!(%error, "cannot replay the changes made while the similarity index was compacted; it misses them until the next restart");
+        }
+        tracing::info!(
+            vectors = copy.len(),
+            removed,
+            replayed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            memory_mb_before = worn.memory_bytes() >> 20,
+            memory_mb = copy.memory_bytes() >> 20,
+            "similarity index compacted"
+        );
+        Ok(())
     }
 
     /// `apply`, with `applying` held.
@@ -718,7 +918,12 @@ impl Vectors {
                     touched.extend(changes.into_iter().map(|c| c.id));
                     return Ok(());
                 }
-                State::Ready(Some(index)) => index.clone(),
+                State::Ready(Some(index)) => {
+                    if let Some(touched) = self.compacting().as_mut() {
+                        touched.extend(changes.iter().map(|c| c.id.clone()));
+                    }
+                    index.clone()
+                }
                 State::Ready(slot @ None) => {
                     // The first embedding gives the dimensions (read a
                     // few at a time: a backlog's round holds up to
@@ -1151,6 +1356,144 @@ mod tests {
         assert!(VectorIndex::load(&path, 2).is_err());
         std::fs::remove_file(&keys).unwrap();
         assert!(VectorIndex::load(&path, 2).is_err());
+    }
+
+    /// Keys whose own vector does not bring them back among the 10
+    /// nearest (an unworn graph of this size finds every one).
+    fn unreachable(index: &VectorIndex, held: &HashMap<u64, Vec<f32>>) -> usize {
+        held.iter()
+            .filter(|(key, vector)| {
+                !index
+                    .search(vector, 10, KeyFilter::All)
+                    .unwrap()
+                    .iter()
+                    .any(|(found, _)| found == *key)
+            })
+            .count()
+    }
+
+    /// Found by probing: 600 items rewritten 200 at a time left items that
+    /// no similarity search found (5 after 8 rounds). Here 2,000 vectors
+    /// rewritten 500 at a time: the worn graph misses some of its own
+    /// vectors; a compacted copy holds the same keys and finds every one.
+    #[test]
+    fn removals_wear_the_graph_and_a_compacted_copy_finds_every_vector() {
+        let (n, dims, per) = (2000, 64, 500);
+        let index = VectorIndex::new(dims, 2).unwrap();
+        let mut held: HashMap<u64, Vec<f32>> = HashMap::new();
+        for (i, v) in vectors(n, dims, 5).into_iter().enumerate() {
+            index.upsert(&id(i), i as u64, &v).unwrap();
+            held.insert(i as u64, v);
+        }
+        assert_eq!((index.removed(), index.worn()), (0, false));
+        let mut key = n as u64;
+        let mut worn_at = None;
+        for round in 0..5u64 {
+            let fresh = vectors(per, dims, 100 + round);
+            for (j, v) in fresh.into_iter().enumerate() {
+                let item = (j * 7 + round as usize * 13) % n;
+                let old = index.key_of(&id(item)).unwrap();
+                held.remove(&old);
+                index.upsert(&id(item), key, &v).unwrap();
+                held.insert(key, v);
+                key += 1;
+                if worn_at.is_none() && index.worn() {
+                    worn_at = Some(index.removed());
+                }
+            }
+        }
+        assert_eq!(index.len(), n);
+        assert_eq!(index.removed(), 5 * per);
+        // A quarter of the vectors held, at least COMPACT_MIN_REMOVALS.
+        assert_eq!(worn_at, Some(n / 4));
+        let worn_misses = unreachable(&index, &held);
+        assert!(worn_misses > 0, "the rewrites did not wear the graph");
+        let keys = index.lock().clone();
+        // A key removed while the copy runs is left out.
+        let gone = index.key_of(&id(7)).unwrap();
+        index.remove(&id(7)).unwrap();
+        held.remove(&gone);
+        let copy = index.compacted(&keys, 1).unwrap();
+        assert_eq!((copy.len(), copy.removed(), copy.worn()), (n - 1, 0, false));
+        assert_eq!(copy.key_of(&id(7)), None);
+        for (item, key) in &keys {
+            if *item != id(7) {
+                assert_eq!(copy.key_of(item), Some(*key));
+            }
+        }
+        assert_eq!(
+            unreachable(&copy, &held),
+            0,
+            "the worn graph missed {worn_misses}"
+        );
+        // The removal count is saved with the graph.
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("vectors");
+        index.save(&path).unwrap();
+        let loaded = VectorIndex::load(&path, 2).unwrap();
+        assert_eq!(loaded.removed(), 5 * per + 1);
+        assert!(loaded.worn());
+    }
+
+    /// A worn graph is copied on a thread of its own and swapped in; ids
+    /// changed while it copies are replayed from the store.
+    #[test]
+    fn a_worn_graph_is_compacted_in_the_background() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 4).unwrap();
+        let worn = || {
+            let index = Arc::new(VectorIndex::new(16, 2).unwrap());
+            for (i, v) in vectors(400, 16, 9).into_iter().enumerate() {
+                index.upsert(&id(i), i as u64, &v).unwrap();
+            }
+            for i in 0..COMPACT_MIN_REMOVALS {
+                let v = index_vector(&index, i as u64);
+                index.upsert(&id(i), 1000 + i as u64, &v).unwrap();
+            }
+            assert!(index.worn());
+            index
+        };
+        let vectors = Arc::new(Vectors::new(true, 2, None));
+        let index = worn();
+        *vectors.write() = State::Ready(Some(index.clone()));
+        // Any apply looks at the wear.
+        vectors.apply(&store, Vec::new()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let copy = loop {
+            let current = vectors.index().unwrap();
+            if !Arc::ptr_eq(&current, &index) && !vectors.is_compacting() {
+                break current;
+            }
+            assert!(std::time::Instant::now() < deadline, "no compaction");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!((copy.len(), copy.removed()), (400, 0));
+        assert_eq!(copy.key_of(&id(0)), Some(1000));
+        assert!(vectors.dirty.load(Ordering::Acquire));
+        // Changes after the swap go to the copy.
+        let deleted = |i| Current {
+            id: id(i),
+            version: None,
+        };
+        vectors.apply(&store, vec![deleted(398)]).unwrap();
+        assert_eq!(copy.key_of(&id(398)), None);
+        assert_eq!(index.key_of(&id(398)), Some(398), "the worn graph is left");
+        // Item 399 was deleted while a copy ran (the store holds no such
+        // item): the replay takes it out of the copy.
+        let index = worn();
+        *vectors.write() = State::Ready(Some(index.clone()));
+        let keys = index.lock().clone();
+        *vectors.compacting() = Some(vec![id(399)]);
+        vectors.compact(&index, keys, &store).unwrap();
+        let copy = vectors.index().unwrap();
+        assert!(!Arc::ptr_eq(&copy, &index) && !vectors.is_compacting());
+        assert_eq!((copy.len(), copy.key_of(&id(399))), (399, None));
+    }
+
+    fn index_vector(index: &VectorIndex, key: u64) -> Vec<f32> {
+        let mut buffer = vec![0i8; index.dimensions()];
+        assert_eq!(index.ann().get(key, &mut buffer).unwrap(), 1);
+        buffer.into_iter().map(f32::from).collect()
     }
 
     #[test]

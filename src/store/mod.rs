@@ -34,12 +34,16 @@ pub use operations::{AnalysisSaved, AnalysisUpdate, Deleted, ThemeConfirm, Theme
 pub use themes::{ConfirmedSnapshot, ConfirmedVersions, ThemeTag, UnitsOfItem, UnitsPage};
 pub use writer::PendingWrite;
 
+/// How long a unary call's write waits for room in a full write queue.
+pub const UNARY_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How a write waits for room in the bounded write queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueMode {
-    /// Fail at once with `QueueFull` (RESOURCE_EXHAUSTED) when the queue is
-    /// full (unary calls).
-    FailFast,
+    /// Wait up to `UNARY_QUEUE_WAIT` for room, then fail with `QueueFull`
+    /// (RESOURCE_EXHAUSTED): unary calls. The queue is first come, first
+    /// served, so streams that keep it full do not starve them.
+    Brief,
     /// Wait for room (streams and background work: the wait is the backpressure).
     Wait,
 }
@@ -568,7 +572,7 @@ impl Store {
         mode: QueueMode,
     ) -> Result<PendingWrite<W::Output>, StoreError> {
         match mode {
-            QueueMode::FailFast => self.writer.try_submit(op),
+            QueueMode::Brief => self.writer.submit_within(op, UNARY_QUEUE_WAIT).await,
             QueueMode::Wait => self.writer.submit(op).await,
         }
     }
@@ -593,20 +597,20 @@ impl Store {
         self.submit_upsert(items, mode).await?.await
     }
 
-    /// Deletes items by id (failing fast when the queue is full).
+    /// Deletes items by id (waiting briefly for room in a full queue).
     pub async fn delete(&self, ids: Vec<FeedbackId>) -> Result<Deleted, StoreError> {
-        self.submit(operations::Delete(ids), QueueMode::FailFast)
+        self.submit(operations::Delete(ids), QueueMode::Brief)
             .await?
             .await
     }
 
-    /// Deletes every item of a customer in one transaction (failing fast
-    /// when the queue is full); returns the erased ids.
+    /// Deletes every item of a customer in one transaction (waiting
+    /// briefly for room in a full queue); returns the erased ids.
     pub async fn delete_customer(
         &self,
         customer_id: String,
     ) -> Result<Vec<FeedbackId>, StoreError> {
-        self.submit(operations::DeleteCustomer(customer_id), QueueMode::FailFast)
+        self.submit(operations::DeleteCustomer(customer_id), QueueMode::Brief)
             .await?
             .await
     }
@@ -652,14 +656,14 @@ impl Store {
     /// (the caller serialises edits); the stored theme carries the new
     /// taxonomy version.
     pub async fn put_theme(&self, theme: Theme) -> Result<Theme, StoreError> {
-        self.submit(operations::PutTheme(theme), QueueMode::FailFast)
+        self.submit(operations::PutTheme(theme), QueueMode::Brief)
             .await?
             .await
     }
 
     /// Deletes themes; returns the new taxonomy version.
     pub async fn delete_themes(&self, ids: Vec<String>) -> Result<u64, StoreError> {
-        self.submit(operations::DeleteThemes(ids), QueueMode::FailFast)
+        self.submit(operations::DeleteThemes(ids), QueueMode::Brief)
             .await?
             .await
     }

@@ -161,19 +161,25 @@ impl WriterHandle {
         self.queue.max_capacity() - self.queue.capacity()
     }
 
-    /// Queues a write, failing at once with `QueueFull` when the queue is full.
-    pub(super) fn try_submit<W: WriteOperation>(
+    /// Queues a write, waiting up to `wait` for room (in turn with the
+    /// writes already waiting), then failing with `QueueFull`.
+    pub(super) async fn submit_within<W: WriteOperation>(
         &self,
         op: W,
+        wait: Duration,
     ) -> Result<PendingWrite<W::Output>, StoreError> {
         self.check_writable()?;
+        let permit = match tokio::time::timeout(wait, self.queue.reserve()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(StoreError::Closed),
+            Err(_) => {
+                return Err(StoreError::QueueFull {
+                    capacity: self.capacity,
+                })
+            }
+        };
         let (op, pending) = queued(op);
-        self.queue.try_send(op).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::QueueFull {
-                capacity: self.capacity,
-            },
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
+        permit.send(op);
         Ok(pending)
     }
 
