@@ -298,7 +298,8 @@ impl ServeArgs {
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<Config> {
+/// A TOML config file over the defaults (keys it leaves out keep them).
+pub fn read_file(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
     toml::from_str(&text)
@@ -316,6 +317,12 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         /// The most requests any queue option may hold.
         const MAX_QUEUE: usize = 1_000_000;
+        // Found by probing: `data_dir = ""` put the store and index in the
+        // working directory, wherever the server was started.
+        anyhow::ensure!(
+            !self.data_dir.as_os_str().is_empty(),
+            "data_dir is empty: name a folder (default \"data\")"
+        );
         anyhow::ensure!(
             self.tls_cert.is_some() == self.tls_key.is_some(),
             "tls_cert and tls_key go together (--tls-cert and --tls-key)"
@@ -533,6 +540,7 @@ mod tests {
             ),
             ("shutdown_grace_ms = 3600001", "shutdown_grace_ms"),
             ("log_filter = \"verbatim=loud\"", "log_filter"),
+            ("data_dir = \"\"", "data_dir"),
         ] {
             let error = resolve_file(&format!("{line}\n")).unwrap_err();
             assert!(error.to_string().contains(setting), "{line}: {error}");

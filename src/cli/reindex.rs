@@ -7,20 +7,57 @@ use crate::index::IndexSettings;
 
 #[derive(Args, Debug)]
 pub struct ReindexArgs {
-    /// Data folder of the (stopped) server.
-    #[arg(long, env = "VERBATIM_DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
-    /// Indexing threads (1 to 64, as the server's).
-    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
-    pub index_threads: usize,
-    /// The server's --index-phrases: the index of that setting is rebuilt.
-    #[arg(long, env = "VERBATIM_INDEX_PHRASES", default_value = "on")]
-    pub index_phrases: crate::config::Switch,
+    /// The server's TOML file: its data_dir, index_threads and
+    /// index_phrases where the flags below are not given.
+    #[arg(long, env = "VERBATIM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data folder of the (stopped) server [default: ./data].
+    #[arg(long, env = "VERBATIM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Indexing threads (1 to 64, as the server's) [default: 2].
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub index_threads: Option<usize>,
+    /// The server's --index-phrases: the index of that setting is rebuilt [default: on].
+    #[arg(long, env = "VERBATIM_INDEX_PHRASES")]
+    pub index_phrases: Option<crate::config::Switch>,
+}
+
+/// What `reindex` runs with: the flags, else the config file, else the
+/// server's defaults.
+struct Resolved {
+    data_dir: PathBuf,
+    index_threads: usize,
+    index_phrases: crate::config::Switch,
+}
+
+impl ReindexArgs {
+    fn resolve(self) -> anyhow::Result<Resolved> {
+        let base = match &self.config {
+            Some(path) => crate::config::read_file(path)?,
+            None => crate::config::Config::default(),
+        };
+        let resolved = Resolved {
+            data_dir: self.data_dir.unwrap_or(base.data_dir),
+            index_threads: self.index_threads.unwrap_or(base.index_threads),
+            index_phrases: self.index_phrases.unwrap_or(base.index_phrases),
+        };
+        anyhow::ensure!(
+            !resolved.data_dir.as_os_str().is_empty(),
+            "data_dir is empty: name a folder (--data-dir)"
+        );
+        anyhow::ensure!(
+            (1..=64).contains(&resolved.index_threads),
+            "index_threads must be 1..=64, got {}",
+            resolved.index_threads
+        );
+        Ok(resolved)
+    }
 }
 
 /// Rebuilds the index of every tenant: the default one in DATA_DIR, then
 /// each under DATA_DIR/tenants/.
 pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
+    let args = args.resolve()?;
     // Found by probing: a folder that was no data dir was given a new,
     // empty store and index, and "reindexed 0 items".
     let store = args.data_dir.join(crate::store::STORE_FILE);
@@ -60,7 +97,7 @@ pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
 
 /// Rebuilds one tenant's index.
 async fn reindex_one(
-    args: &ReindexArgs,
+    args: &Resolved,
     tenant: &crate::domain::TenantId,
     dir: PathBuf,
 ) -> anyhow::Result<()> {

@@ -125,7 +125,9 @@ impl Engine {
         items: Vec<IncomingItem>,
     ) -> Result<Vec<(ItemOutcome, Option<Analysis>)>> {
         let pool = self.analysis.clone().ok_or(NlpError::Disabled)?;
-        let outcomes = self.ingest(ctx, items, QueueMode::Brief).await?;
+        let outcomes = self
+            .ingest(ctx, items, QueueMode::brief(ctx.deadline))
+            .await?;
         let ids: Vec<FeedbackId> = outcomes
             .iter()
             .filter_map(|o| match o {
@@ -267,7 +269,10 @@ impl Engine {
             .into_iter()
             .filter(|id| seen.insert(id.clone()))
             .collect();
-        let Deleted { deleted, missing } = self.store.delete(ids).await?;
+        let Deleted { deleted, missing } = self
+            .store
+            .delete(ids, QueueMode::brief(ctx.deadline))
+            .await?;
         Ok((deleted.len(), missing))
     }
 
@@ -284,7 +289,10 @@ impl Engine {
             return Err(Error::invalid("customer_id", "must not be empty"));
         }
         ctx.check_deadline()?;
-        let deleted = self.store.delete_customer(customer_id).await?;
+        let deleted = self
+            .store
+            .delete_customer(customer_id, QueueMode::brief(ctx.deadline))
+            .await?;
         // The erased customer's id is a personal identifier: it is never
         // written to the log.
         tracing::info!(deleted = deleted.len(), "customer erased");

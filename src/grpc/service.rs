@@ -138,7 +138,11 @@ impl pb::feedback_service_server::FeedbackService for FeedbackApi {
         let outcomes = if request.wait_for_analysis {
             engine.ingest_and_analyze(&ctx, incoming).await?
         } else {
-            without_analysis(engine.ingest(&ctx, incoming, QueueMode::Brief).await?)
+            without_analysis(
+                engine
+                    .ingest(&ctx, incoming, QueueMode::brief(ctx.deadline))
+                    .await?,
+            )
         };
         let (results, accepted, rejected) = item_results(outcomes);
         Ok(Response::new(pb::IngestResponse {

@@ -295,11 +295,13 @@ fn applied_index(data_dir: &Path) -> Option<(PathBuf, u64)> {
     })
 }
 
-fn remove_other_layouts(data_dir: &Path, phrase_pairs: bool) {
+/// Returns the names of the folders found (removed or not).
+fn remove_other_layouts(data_dir: &Path, phrase_pairs: bool) -> Vec<String> {
     let current = index_dir(data_dir, phrase_pairs);
     let Ok(entries) = std::fs::read_dir(data_dir.join("index")) else {
-        return;
+        return Vec::new();
     };
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let version = name
@@ -311,6 +313,7 @@ fn remove_other_layouts(data_dir: &Path, phrase_pairs: bool) {
         if !is_layout || path == current {
             continue;
         }
+        found.push(name);
         match std::fs::remove_dir_all(&path) {
             Ok(()) => {
                 tracing::info!(dir = %path.display(), "removed an index folder this build does not use")
@@ -322,6 +325,8 @@ fn remove_other_layouts(data_dir: &Path, phrase_pairs: bool) {
             ),
         }
     }
+    found.sort();
+    found
 }
 
 fn open_index(dir: &Path, phrase_pairs: bool) -> Result<(Index, Fields, bool), IndexError> {
@@ -588,7 +593,7 @@ impl SearchIndex {
         }
         let dir = index_dir(data_dir, settings.phrase_pairs);
         let opened = open_or_set_aside(&dir, || open_for_indexing(&dir, &settings))?;
-        remove_other_layouts(data_dir, settings.phrase_pairs);
+        let other_layouts = remove_other_layouts(data_dir, settings.phrase_pairs);
         let Opened {
             index,
             fields,
@@ -666,7 +671,14 @@ impl SearchIndex {
         let stop_drain = settings.stop_drain;
         let mut indexer = Indexer::new(shared.clone(), index, writer, store, settings);
         if (needs_rebuild && items > 0) || ahead || behind {
-            if !ahead && !behind {
+            if !ahead && !behind && !other_layouts.is_empty() {
+                tracing::info!(
+                    items,
+                    found = other_layouts.join(", "),
+                    "the index was built by another version or --index-phrases setting: \
+                     rebuilding it from the store"
+                );
+            } else if !ahead && !behind {
                 tracing::info!(items, "index missing: rebuilding it from the store");
             }
             indexer.rebuild()?;
@@ -1316,7 +1328,10 @@ mod doc_store_tests {
             .await
             .unwrap();
         store
-            .delete(vec![crate::domain::FeedbackId::parse("b-2").unwrap()])
+            .delete(
+                vec![crate::domain::FeedbackId::parse("b-2").unwrap()],
+                crate::store::QueueMode::Wait,
+            )
             .await
             .unwrap();
         let last = store.stats().unwrap().last_seq;
@@ -1359,7 +1374,10 @@ mod doc_store_tests {
         let n = indexer::MAX_CHANGES_PER_READ * 2;
         write_backlog(&store, 1..=n).await;
         store
-            .delete(vec![crate::domain::FeedbackId::parse("b-7").unwrap()])
+            .delete(
+                vec![crate::domain::FeedbackId::parse("b-7").unwrap()],
+                crate::store::QueueMode::Wait,
+            )
             .await
             .unwrap();
         let last = store.stats().unwrap().last_seq;
@@ -1427,7 +1445,10 @@ mod doc_store_tests {
             index.indexed_seq()
         };
         store
-            .delete(vec![crate::domain::FeedbackId::parse("b-3").unwrap()])
+            .delete(
+                vec![crate::domain::FeedbackId::parse("b-3").unwrap()],
+                crate::store::QueueMode::Wait,
+            )
             .await
             .unwrap();
         let last = store.stats().unwrap().last_seq;
@@ -1487,7 +1508,10 @@ mod doc_store_tests {
         let settings = IndexSettings::for_tests();
         committed_first_item(data.path(), &store, &settings).await;
         store
-            .delete(vec![crate::domain::FeedbackId::parse("b-0").unwrap()])
+            .delete(
+                vec![crate::domain::FeedbackId::parse("b-0").unwrap()],
+                crate::store::QueueMode::Wait,
+            )
             .await
             .unwrap();
         let last = store.stats().unwrap().last_seq;

@@ -40,12 +40,33 @@ pub const UNARY_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs
 /// How a write waits for room in the bounded write queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueMode {
-    /// Wait up to `UNARY_QUEUE_WAIT` for room, then fail with `QueueFull`
-    /// (RESOURCE_EXHAUSTED): unary calls. The queue is first come, first
-    /// served, so streams that keep it full do not starve them.
-    Brief,
+    /// Wait up to `UNARY_QUEUE_WAIT` for room, and at most half the time
+    /// left before the caller's deadline (the other half is the write's),
+    /// then fail with `QueueFull` (RESOURCE_EXHAUSTED): unary calls. The
+    /// queue is first come, first served, so streams that keep it full do
+    /// not starve them.
+    Brief {
+        deadline: Option<std::time::Instant>,
+    },
     /// Wait for room (streams and background work: the wait is the backpressure).
     Wait,
+}
+
+impl QueueMode {
+    /// `Brief` for a caller that stops waiting at `deadline`.
+    pub fn brief(deadline: Option<std::time::Instant>) -> Self {
+        QueueMode::Brief { deadline }
+    }
+}
+
+/// How long a `Brief` write may wait for room now.
+fn brief_wait(deadline: Option<std::time::Instant>) -> std::time::Duration {
+    match deadline {
+        Some(deadline) => {
+            UNARY_QUEUE_WAIT.min(deadline.saturating_duration_since(std::time::Instant::now()) / 2)
+        }
+        None => UNARY_QUEUE_WAIT,
+    }
 }
 
 pub(crate) const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
@@ -572,7 +593,9 @@ impl Store {
         mode: QueueMode,
     ) -> Result<PendingWrite<W::Output>, StoreError> {
         match mode {
-            QueueMode::Brief => self.writer.submit_within(op, UNARY_QUEUE_WAIT).await,
+            QueueMode::Brief { deadline } => {
+                self.writer.submit_within(op, brief_wait(deadline)).await
+            }
             QueueMode::Wait => self.writer.submit(op).await,
         }
     }
@@ -597,20 +620,23 @@ impl Store {
         self.submit_upsert(items, mode).await?.await
     }
 
-    /// Deletes items by id (waiting briefly for room in a full queue).
-    pub async fn delete(&self, ids: Vec<FeedbackId>) -> Result<Deleted, StoreError> {
-        self.submit(operations::Delete(ids), QueueMode::Brief)
-            .await?
-            .await
+    /// Deletes items by id.
+    pub async fn delete(
+        &self,
+        ids: Vec<FeedbackId>,
+        mode: QueueMode,
+    ) -> Result<Deleted, StoreError> {
+        self.submit(operations::Delete(ids), mode).await?.await
     }
 
-    /// Deletes every item of a customer in one transaction (waiting
-    /// briefly for room in a full queue); returns the erased ids.
+    /// Deletes every item of a customer in one transaction; returns the
+    /// erased ids.
     pub async fn delete_customer(
         &self,
         customer_id: String,
+        mode: QueueMode,
     ) -> Result<Vec<FeedbackId>, StoreError> {
-        self.submit(operations::DeleteCustomer(customer_id), QueueMode::Brief)
+        self.submit(operations::DeleteCustomer(customer_id), mode)
             .await?
             .await
     }
@@ -656,14 +682,14 @@ impl Store {
     /// (the caller serialises edits); the stored theme carries the new
     /// taxonomy version.
     pub async fn put_theme(&self, theme: Theme) -> Result<Theme, StoreError> {
-        self.submit(operations::PutTheme(theme), QueueMode::Brief)
+        self.submit(operations::PutTheme(theme), QueueMode::brief(None))
             .await?
             .await
     }
 
     /// Deletes themes; returns the new taxonomy version.
     pub async fn delete_themes(&self, ids: Vec<String>) -> Result<u64, StoreError> {
-        self.submit(operations::DeleteThemes(ids), QueueMode::Brief)
+        self.submit(operations::DeleteThemes(ids), QueueMode::brief(None))
             .await?
             .await
     }
@@ -1138,14 +1164,20 @@ mod tests {
         assert_eq!(backlog(&store), 3, "a replaced version waits no more");
 
         let id = |s: &str| FeedbackId::parse(s).unwrap();
-        store.delete(vec![id("c")]).await.unwrap();
+        store.delete(vec![id("c")], QueueMode::Wait).await.unwrap();
         let after_delete = store.stats().unwrap().last_seq;
         assert_eq!(store.last_removal_seq(), after_delete);
-        store.delete(vec![id("missing")]).await.unwrap();
+        store
+            .delete(vec![id("missing")], QueueMode::Wait)
+            .await
+            .unwrap();
         assert_eq!(store.last_removal_seq(), after_delete, "nothing removed");
         assert_eq!(backlog(&store), 2);
 
-        let erased = store.delete_customer("c1".into()).await.unwrap();
+        let erased = store
+            .delete_customer("c1".into(), QueueMode::Wait)
+            .await
+            .unwrap();
         assert_eq!(erased.len(), 2);
         let after_erasure = store.stats().unwrap().last_seq;
         assert!(after_erasure > after_delete);
@@ -1482,7 +1514,7 @@ mod tests {
         let mut writable = store.writable();
         fail_next_sync.store(true, Ordering::Release);
         let id = FeedbackId::parse("a").unwrap();
-        let failed = store.delete(vec![id.clone()]).await;
+        let failed = store.delete(vec![id.clone()], QueueMode::Wait).await;
         assert!(
             matches!(failed, Err(StoreError::Unavailable(_))),
             "{failed:?}"

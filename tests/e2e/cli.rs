@@ -670,6 +670,28 @@ fn reindex_refuses_what_is_no_data_dir_and_bad_thread_counts() {
         assert_eq!(code, Some(2), "{threads}: {stderr}");
         assert!(stderr.contains("--index-threads"), "{stderr}");
     }
+    // `--config`: the server's file gives what the flags leave out (it was
+    // not read: `reindex` looked in ./data).
+    let file = dir.path().join("verbatim.toml");
+    let folder = dir.path().join("from-config");
+    std::fs::write(
+        &file,
+        format!("data_dir = {:?}\n", folder.to_str().unwrap()),
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let (code, _, stderr) = run_code(&["reindex", "--config", config]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not a data dir") && stderr.contains("from-config"),
+        "{stderr}"
+    );
+    let (_, _, stderr) = run_code(&["reindex", "--config", config, "--data-dir", empty]);
+    assert!(!stderr.contains("from-config"), "the flag wins: {stderr}");
+    std::fs::write(&file, "index_threads = 0\n").unwrap();
+    let (code, _, stderr) = run_code(&["reindex", "--config", config, "--data-dir", empty]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("index_threads"), "{stderr}");
 }
 
 /// Found by probing: against a port that accepts connections and never

@@ -475,6 +475,7 @@ async fn a_full_write_queue_answers_resource_exhausted_and_loses_nothing_acknowl
             }
             Err(status) => {
                 assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("write queue"), "{status:?}");
                 exhausted += 1;
             }
         }
@@ -513,10 +514,11 @@ async fn unary_writes_get_their_turn_while_streams_fill_the_write_queue() {
     let server = TestServer::spawn_with(&["--write-queue", "1"]).await;
     let channel = server.channel().await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loading = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut streams = Vec::new();
     for s in 0..4 {
         let mut client = pb::feedback_service_client::FeedbackServiceClient::new(channel.clone());
-        let stop = stop.clone();
+        let (stop, loading) = (stop.clone(), loading.clone());
         streams.push(tokio::spawn(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             let mut acks = client
@@ -547,6 +549,9 @@ async fn unary_writes_get_their_turn_while_streams_fill_the_write_queue() {
             });
             let mut acked = 0;
             while let Some(ack) = acks.message().await.expect("the stream goes on") {
+                if acked == 0 {
+                    loading.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 acked += ack.accepted;
             }
             sender.await.unwrap();
@@ -564,7 +569,14 @@ async fn unary_writes_get_their_turn_while_streams_fill_the_write_queue() {
         .await
         .expect("a unary ingest before the load");
     // The load is on once every stream had acks.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while loading.load(std::sync::atomic::Ordering::Relaxed) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the streams never got going"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     for round in 0..5 {
         client
             .ingest(pb::IngestRequest {
