@@ -30,7 +30,7 @@ fn deadline(metadata: &MetadataMap, from: Instant) -> Option<Instant> {
 
 /// `grpc-timeout`: 1 to 8 ASCII digits and a unit, H (hours), M (minutes),
 /// S (seconds), m (milliseconds), u (microseconds) or n (nanoseconds).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+pub(super) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let digits = value.get(..value.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -52,10 +52,18 @@ use super::BoxFuture;
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Arrived(pub(super) std::time::Instant);
 
+/// How much sooner than tonic's own `grpc-timeout` timer this layer ends a
+/// call whose deadline passed. Found by probing: tonic answers a passed
+/// deadline CANCELLED "Timeout expired" (which clients read as "the client
+/// went away" and do not retry), not DEADLINE_EXCEEDED; its timer starts a
+/// little before this layer's, so this one is set a few timer ticks sooner.
+const BEFORE_TONIC: std::time::Duration = std::time::Duration::from_millis(5);
+
 impl<S, B, ResBody> tower_service::Service<http::Request<B>> for RequestId<S>
 where
     S: tower_service::Service<http::Request<B>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -76,9 +84,14 @@ where
         request.headers_mut().insert(HEADER, value.clone());
         // The call's deadline counts from here, as tonic's own timeout does
         // (it starts when the headers arrive, not after the body is read).
-        request
-            .extensions_mut()
-            .insert(Arrived(std::time::Instant::now()));
+        let arrived = std::time::Instant::now();
+        request.extensions_mut().insert(Arrived(arrived));
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(super::context::parse_grpc_timeout)
+            .and_then(|timeout| arrived.checked_add(timeout.saturating_sub(BEFORE_TONIC)));
         let span = tracing::info_span!("request", id = %id, path = %request.uri().path());
         let response = {
             let _entered = span.enter();
@@ -86,7 +99,20 @@ where
         };
         Box::pin(
             async move {
-                let mut response = response.await?;
+                // As tonic's timer: until the response's headers (a stream's
+                // messages come after).
+                let mut response = match deadline {
+                    Some(deadline) => {
+                        match tokio::time::timeout_at(deadline.into(), response).await {
+                            Ok(response) => response?,
+                            Err(_) => tonic::Status::deadline_exceeded(
+                                "the call's deadline (grpc-timeout) passed before it was answered",
+                            )
+                            .into_http(),
+                        }
+                    }
+                    None => response.await?,
+                };
                 response.headers_mut().insert(HEADER, value);
                 Ok(response)
             }

@@ -608,6 +608,59 @@ async fn unary_writes_get_their_turn_while_streams_fill_the_write_queue() {
     assert!(acked >= 4 * 500, "the streams loaded {acked} items");
 }
 
+/// Found by probing: a call still unanswered when its `grpc-timeout`
+/// passed got CANCELLED "Timeout expired" (tonic's own timer), which
+/// clients read as "the client went away", not DEADLINE_EXCEEDED. Here an
+/// Ingest whose message never arrives in full.
+#[tokio::test]
+async fn a_call_past_its_deadline_ends_deadline_exceeded() {
+    let server = TestServer::spawn().await;
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/verbatim.v1.FeedbackService/Ingest",
+            server.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "300m")
+        .body(())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    // A 100-byte message, of which 3 bytes come.
+    let mut data = vec![0u8];
+    data.extend_from_slice(&100u32.to_be_bytes());
+    data.extend_from_slice(&[0x0a, 0x01, 0x78]);
+    send.send_data(data.into(), false).unwrap();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), response)
+        .await
+        .expect("answered")
+        .expect("a response");
+    let waited = started.elapsed();
+    let status = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(
+        status.as_deref(),
+        Some("4"),
+        "DEADLINE_EXCEEDED (4), not CANCELLED (1): {:?}",
+        response.headers()
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(250),
+        "answered after {waited:?}"
+    );
+    connection.abort();
+}
+
 /// Found by probing: a connection that never sent a byte was kept for good,
 /// so idle sockets used up the server's file descriptors (then every accept
 /// failed and was retried at once, and the indexer could not open its
