@@ -3639,6 +3639,67 @@ fn bench_ann(n: usize, queries: usize) {
         "\nupdates (remove + add, one thread): {:.0} us each over {updates}",
         t.elapsed().as_secs_f64() * 1e6 / updates as f64
     );
+    // Wear, then compaction: more rewrites, each a new vector of the same
+    // distribution (a new text), until the removals reach a quarter of the
+    // vectors (the service's threshold); then the copy the service makes in
+    // the background (one thread). Self-recall: a sample of 1,000 items
+    // past the first updates, searched by their own current vector (top 10,
+    // default beam), in the worn graph and in the copy.
+    // BENCH_WEAR: the removals as a share of the vectors (default 0.25).
+    let wear: f64 = std::env::var("BENCH_WEAR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.25);
+    let worn_through = ((n as f64 * wear) as usize).clamp(updates, n);
+    let fresh = ann_vectors(worn_through - updates, DIMS, 7);
+    let t = Instant::now();
+    for (i, vector) in (updates..worn_through).zip(fresh) {
+        index.upsert(&id(i), (n + i) as u64, &vector).unwrap();
+        data[i] = vector;
+    }
+    let current_key = |i: usize| {
+        if i < worn_through {
+            (n + i) as u64
+        } else {
+            i as u64
+        }
+    };
+    println!(
+        "more rewrites to {worn_through} ({} removed, worn: {}): {:.1} s",
+        index.removed(),
+        index.worn(),
+        t.elapsed().as_secs_f64()
+    );
+    let self_recall = |graph: &VectorIndex| {
+        let sample: Vec<usize> = (updates..n)
+            .step_by(((n - updates) / 1000).max(1))
+            .collect();
+        let found = sample
+            .iter()
+            .filter(|&&i| {
+                graph
+                    .search(&data[i], 10, KeyFilter::All)
+                    .unwrap()
+                    .iter()
+                    .any(|(key, _)| *key == current_key(i))
+            })
+            .count();
+        found as f64 / sample.len() as f64
+    };
+    let worn_recall = self_recall(&index);
+    let keys = index.id_map();
+    let before = rss();
+    let t = Instant::now();
+    let copy = index.compacted(&keys, 1).unwrap();
+    let compact_s = t.elapsed().as_secs_f64();
+    let after = rss();
+    println!(
+        "compaction (one thread): {compact_s:.1} s for {} vectors = {:.0} vectors/s; process RSS +{:.0} MiB while both graphs are held; self-recall@10 of 1,000 items: worn {worn_recall:.3}, copy {:.3}",
+        copy.len(),
+        copy.len() as f64 / compact_s,
+        after - before,
+        self_recall(&copy)
+    );
 }
 
 /// `similar`: similarity search through the service on the shipped sample

@@ -285,6 +285,11 @@ impl VectorIndex {
         self.removed.load(Ordering::Relaxed)
     }
 
+    /// A copy of the id map (id -> key), as a compaction takes it.
+    pub fn id_map(&self) -> HashMap<FeedbackId, u64> {
+        self.lock().clone()
+    }
+
     /// Whether removals wore the graph enough to copy it anew: as many as
     /// a quarter of the vectors held, and `COMPACT_MIN_REMOVALS`.
     pub fn worn(&self) -> bool {
@@ -855,7 +860,7 @@ impl Vectors {
                 return;
             }
             *compacting = Some(HashSet::new());
-            worn.lock().clone()
+            worn.id_map()
         };
         let (vectors, store) = (self.clone(), store.clone());
         let give_up = {
