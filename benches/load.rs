@@ -3468,8 +3468,18 @@ fn bench_ann(n: usize, queries: usize) {
     const DIMS: usize = 384;
     let rss = || rss_mib(std::process::id(), "VmRSS:");
     let generated = Instant::now();
-    // Queries come from the same distribution (same topics), not the index.
-    let mut data = ann_vectors(n + queries, DIMS, 42);
+    // Rewrites (timed updates, then wear to BENCH_WEAR, the removals as a
+    // share of the vectors, default 0.25, the service's threshold).
+    let updates = 10_000.min(n);
+    let wear: f64 = std::env::var("BENCH_WEAR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.25);
+    let worn_through = ((n as f64 * wear) as usize).clamp(updates, n);
+    // Queries and the wear's new vectors come from the same distribution
+    // (same topics), not the index.
+    let mut data = ann_vectors(n + queries + (worn_through - updates), DIMS, 42);
+    let fresh = data.split_off(n + queries);
     let probes = data.split_off(n);
     println!(
         "{n} vectors x {DIMS} generated in {:.1} s",
@@ -3628,7 +3638,6 @@ fn bench_ann(n: usize, queries: usize) {
         }
         index.set_unfiltered_beam(verbatim::index::vectors::UNFILTERED_BEAM);
     }
-    let updates = 10_000.min(n);
     let t = Instant::now();
     for i in 0..updates {
         index
@@ -3645,13 +3654,6 @@ fn bench_ann(n: usize, queries: usize) {
     // the background (one thread). Self-recall: a sample of 1,000 items
     // past the first updates, searched by their own current vector (top 10,
     // default beam), in the worn graph and in the copy.
-    // BENCH_WEAR: the removals as a share of the vectors (default 0.25).
-    let wear: f64 = std::env::var("BENCH_WEAR")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.25);
-    let worn_through = ((n as f64 * wear) as usize).clamp(updates, n);
-    let fresh = ann_vectors(worn_through - updates, DIMS, 7);
     let t = Instant::now();
     for (i, vector) in (updates..worn_through).zip(fresh) {
         index.upsert(&id(i), (n + i) as u64, &vector).unwrap();
@@ -3672,7 +3674,7 @@ fn bench_ann(n: usize, queries: usize) {
     );
     let self_recall = |graph: &VectorIndex| {
         let sample: Vec<usize> = (updates..n)
-            .step_by(((n - updates) / 1000).max(1))
+            .step_by((n - updates).div_ceil(1000).max(1))
             .collect();
         let found = sample
             .iter()

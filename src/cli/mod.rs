@@ -138,7 +138,8 @@ pub async fn connect(server: &ServerArg) -> anyhow::Result<Client> {
     let answered = tokio::time::timeout(ANSWER_TIMEOUT, client.stats(probe)).await;
     let silent = match answered {
         Err(_elapsed) => true,
-        // tonic ends a call past its own timeout as CANCELLED.
+        // A call past its deadline: DEADLINE_EXCEEDED (an older server:
+        // CANCELLED, tonic's own timer).
         Ok(result) => result.is_err_and(|status| {
             matches!(
                 status.code(),

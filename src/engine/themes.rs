@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{run_blocking, Engine, RequestContext};
+use super::{run_blocking, Engine, QueueMode, RequestContext};
 use crate::domain::limits::{MAX_DISCOVERY_CANDIDATES, MAX_DISCOVERY_SENTENCES};
 use crate::domain::{
     normalize_text, theme_terms_digest, Analysis, AnalysisState, DeleteRefusal, SearchQuery,
@@ -474,7 +474,10 @@ impl Engine {
                 .ensure_embedded(&self.store, pool, texts, true)
                 .await?;
         }
-        let theme = self.store.put_theme(theme).await?;
+        let theme = self
+            .store
+            .put_theme(theme, QueueMode::brief(ctx.deadline))
+            .await?;
         let version = theme.version;
         self.after_edit(version).await;
         Ok(ThemeEdit {
@@ -505,7 +508,10 @@ impl Engine {
                     children.join(", ")
                 )),
             })?;
-        let version = self.store.delete_themes(ids.clone()).await?;
+        let version = self
+            .store
+            .delete_themes(ids.clone(), QueueMode::brief(ctx.deadline))
+            .await?;
         self.after_edit(version).await;
         Ok((ids, version))
     }

@@ -55,9 +55,10 @@ pub(super) struct Arrived(pub(super) std::time::Instant);
 /// How much sooner than tonic's own `grpc-timeout` timer this layer ends a
 /// call whose deadline passed. Found by probing: tonic answers a passed
 /// deadline CANCELLED "Timeout expired" (which clients read as "the client
-/// went away" and do not retry), not DEADLINE_EXCEEDED; its timer starts a
-/// little before this layer's, so this one is set a few timer ticks sooner.
-const BEFORE_TONIC: std::time::Duration = std::time::Duration::from_millis(5);
+/// went away" and do not retry), not DEADLINE_EXCEEDED. Its timer starts
+/// just after this layer's call (it calls inside first) and polls the call
+/// before its timer, so a timer tick sooner is enough.
+const BEFORE_TONIC: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl<S, B, ResBody> tower_service::Service<http::Request<B>> for RequestId<S>
 where

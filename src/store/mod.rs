@@ -681,15 +681,17 @@ impl Store {
     /// Creates or replaces a theme checked against the committed taxonomy
     /// (the caller serialises edits); the stored theme carries the new
     /// taxonomy version.
-    pub async fn put_theme(&self, theme: Theme) -> Result<Theme, StoreError> {
-        self.submit(operations::PutTheme(theme), QueueMode::brief(None))
-            .await?
-            .await
+    pub async fn put_theme(&self, theme: Theme, mode: QueueMode) -> Result<Theme, StoreError> {
+        self.submit(operations::PutTheme(theme), mode).await?.await
     }
 
     /// Deletes themes; returns the new taxonomy version.
-    pub async fn delete_themes(&self, ids: Vec<String>) -> Result<u64, StoreError> {
-        self.submit(operations::DeleteThemes(ids), QueueMode::brief(None))
+    pub async fn delete_themes(
+        &self,
+        ids: Vec<String>,
+        mode: QueueMode,
+    ) -> Result<u64, StoreError> {
+        self.submit(operations::DeleteThemes(ids), mode)
             .await?
             .await
     }
