@@ -22,59 +22,43 @@ pub struct ReindexArgs {
     pub index_phrases: Option<crate::config::Switch>,
 }
 
-/// What `reindex` runs with: the flags, else the config file, else the
-/// server's defaults.
-struct Resolved {
-    data_dir: PathBuf,
-    index_threads: usize,
-    index_phrases: crate::config::Switch,
-}
-
 impl ReindexArgs {
-    fn resolve(self) -> anyhow::Result<Resolved> {
-        let base = match &self.config {
+    /// The flags over the config file over the server's defaults, checked
+    /// as the server checks them.
+    fn resolve(self) -> anyhow::Result<crate::config::Config> {
+        let mut config = match &self.config {
             Some(path) => crate::config::read_file(path)?,
             None => crate::config::Config::default(),
         };
-        let resolved = Resolved {
-            data_dir: self.data_dir.unwrap_or(base.data_dir),
-            index_threads: self.index_threads.unwrap_or(base.index_threads),
-            index_phrases: self.index_phrases.unwrap_or(base.index_phrases),
-        };
-        anyhow::ensure!(
-            !resolved.data_dir.as_os_str().is_empty(),
-            "data_dir is empty: name a folder (--data-dir)"
-        );
-        anyhow::ensure!(
-            (1..=64).contains(&resolved.index_threads),
-            "index_threads must be 1..=64, got {}",
-            resolved.index_threads
-        );
-        Ok(resolved)
+        config.data_dir = self.data_dir.unwrap_or(config.data_dir);
+        config.index_threads = self.index_threads.unwrap_or(config.index_threads);
+        config.index_phrases = self.index_phrases.unwrap_or(config.index_phrases);
+        config.validate()?;
+        Ok(config)
     }
 }
 
 /// Rebuilds the index of every tenant: the default one in DATA_DIR, then
 /// each under DATA_DIR/tenants/.
 pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
-    let args = args.resolve()?;
+    let config = args.resolve()?;
     // Found by probing: a folder that was no data dir was given a new,
     // empty store and index, and "reindexed 0 items".
-    let store = args.data_dir.join(crate::store::STORE_FILE);
+    let store = config.data_dir.join(crate::store::STORE_FILE);
     anyhow::ensure!(
         store.is_file(),
         "{} holds no store ({} is missing): not a data dir (--data-dir)",
-        args.data_dir.display(),
+        config.data_dir.display(),
         store.display()
     );
     let default = crate::domain::TenantId::default_tenant();
-    let tenants = std::iter::once(default).chain(crate::engine::tenants_on_disk(&args.data_dir));
+    let tenants = std::iter::once(default).chain(crate::engine::tenants_on_disk(&config.data_dir));
     // A tenant that fails does not stop the others; the command fails at
     // the end, naming each.
     let (mut done, mut failed) = (0, Vec::new());
     for tenant in tenants {
-        let dir = crate::engine::tenant_dir(&args.data_dir, &tenant);
-        match reindex_one(&args, &tenant, dir).await {
+        let dir = crate::engine::tenant_dir(&config.data_dir, &tenant);
+        match reindex_one(&config, &tenant, dir).await {
             Ok(()) => done += 1,
             Err(error) => {
                 eprintln!("error: {error:#}");
@@ -97,7 +81,7 @@ pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
 
 /// Rebuilds one tenant's index.
 async fn reindex_one(
-    args: &Resolved,
+    config: &crate::config::Config,
     tenant: &crate::domain::TenantId,
     dir: PathBuf,
 ) -> anyhow::Result<()> {
@@ -110,12 +94,12 @@ async fn reindex_one(
     let started = Instant::now();
     let settings = IndexSettings {
         refresh_interval: Duration::from_millis(250),
-        writer_threads: args.index_threads,
+        writer_threads: config.index_threads,
         // 256 MiB, and at least the 16 MiB a thread that tantivy needs
         // (15 MB) for many threads.
-        writer_memory_bytes: (256usize << 20).max(args.index_threads * (16 << 20)),
+        writer_memory_bytes: (256usize << 20).max(config.index_threads * (16 << 20)),
         similarity_index: false,
-        phrase_pairs: args.index_phrases == crate::config::Switch::On,
+        phrase_pairs: config.index_phrases == crate::config::Switch::On,
         similarity_threads: 1,
         stop_drain: Duration::ZERO,
     };

@@ -315,38 +315,22 @@ impl VectorIndex {
             keys.iter().map(|(id, key)| (id, *key)).collect();
         // In key order: older versions first, as they came.
         entries.sort_unstable_by_key(|&(_, key)| key);
-        let chunk = entries
-            .len()
-            .div_ceil(threads.clamp(1, self.threads))
-            .max(1);
-        let copied =
-            std::thread::scope(|scope| {
-                let workers: Vec<_> = entries
-                    .chunks(chunk)
-                    .map(|part| {
-                        let copy = &copy;
-                        scope.spawn(move || -> Result<Vec<(FeedbackId, u64)>, VectorError> {
-                            let mut buffer = vec![0i8; self.dimensions];
-                            let mut copied = Vec::with_capacity(part.len());
-                            for &(id, key) in part {
-                                if self.ann().get(key, &mut buffer)? == 0 {
-                                    continue;
-                                }
-                                copy.ann().add(key, &buffer)?;
-                                copied.push((id.clone(), key));
-                            }
-                            Ok(copied)
-                        })
-                    })
-                    .collect();
-                workers.into_iter().try_fold(Vec::new(), |mut all, w| {
-                    all.extend(w.join().unwrap_or_else(|_| {
-                        Err(VectorError("compaction thread panicked".into()))
-                    })?);
-                    Ok::<_, VectorError>(all)
-                })
-            })?;
-        copy.lock().extend(copied);
+        // Read a batch at a time and added as the startup build adds (the
+        // int8 values as f32 quantize to themselves).
+        let mut buffer = vec![0i8; self.dimensions];
+        for part in entries.chunks(BUILD_BATCH) {
+            let mut batch = Vec::with_capacity(part.len());
+            for &(id, key) in part {
+                if self.ann().get(key, &mut buffer)? > 0 {
+                    batch.push((
+                        id.clone(),
+                        key,
+                        buffer.iter().map(|&x| f32::from(x)).collect(),
+                    ));
+                }
+            }
+            copy.add_batch(&batch, threads)?;
+        }
         Ok(copy)
     }
 
