@@ -43,6 +43,7 @@ mod similar;
 mod snippet;
 mod tags;
 pub mod vectors;
+mod words;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -258,7 +259,13 @@ impl NewestSearcher {
 
 /// The parser of the query language: words search `text`, AND by default.
 fn query_parser(index: &Index, fields: &Fields) -> QueryParser {
-    let mut parser = QueryParser::for_index(index, vec![fields.text]);
+    // The query side's analyzers (`schema::query_tokenizers`): a CJK run
+    // asks for its pairs of characters, not also for each character.
+    let mut parser = QueryParser::new(
+        index.schema(),
+        vec![fields.text],
+        schema::query_tokenizers(),
+    );
     parser.set_conjunction_by_default();
     parser
 }

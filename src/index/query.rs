@@ -425,7 +425,7 @@ fn pair_phrases(ast: UserInputAst, long_phrases: bool) -> Option<Paired> {
                 if !on_text || literal.slop != 0 || literal.prefix {
                     return UserInputAst::Leaf(leaf);
                 }
-                let analyzer = state.analyzer.get_or_insert_with(schema::text_analyzer);
+                let analyzer = state.analyzer.get_or_insert_with(schema::query_analyzer);
                 match phrase_pairs(analyzer, &literal.phrase) {
                     PhrasePairs::None => UserInputAst::Leaf(leaf),
                     PhrasePairs::One => {
@@ -1347,7 +1347,6 @@ mod tests {
     /// exclusions alone is still refused.
     #[test]
     fn nested_exclusions_leave_every_other_document() {
-        let (index, fields, mut writer) = crate::index::test_index();
         let texts = [
             "router wifi",
             "router",
@@ -1356,46 +1355,7 @@ mod tests {
             "zebra",
             "router cable",
         ];
-        for (seq, text) in texts.iter().enumerate() {
-            let draft = crate::domain::FeedbackDraft {
-                id: format!("i-{seq}"),
-                text: text.to_string(),
-                ..Default::default()
-            };
-            crate::index::add_test_item(
-                &writer,
-                &fields,
-                seq as u64,
-                draft,
-                crate::domain::AnalysisState::Pending,
-            );
-        }
-        writer.commit().unwrap();
-        let searcher = index.reader().unwrap().searcher();
-        let mut parser = QueryParser::for_index(&index, vec![fields.text]);
-        parser.set_conjunction_by_default();
-        let matching = |query: &str, pairs: bool| -> Vec<&str> {
-            let query =
-                parse_user_query(&parser, query, pairs).unwrap_or_else(|e| panic!("{query}: {e}"));
-            let mut found: Vec<&str> = texts
-                .iter()
-                .enumerate()
-                .filter(|(seq, _)| {
-                    let id = Term::from_field_text(fields.id, &format!("i-{seq}"));
-                    let one = BooleanQuery::new(vec![
-                        (Occur::Must, query.box_clone()),
-                        (
-                            Occur::Must,
-                            Box::new(TermQuery::new(id, IndexRecordOption::Basic)),
-                        ),
-                    ]);
-                    searcher.search(&one, &tantivy::collector::Count).unwrap() == 1
-                })
-                .map(|(_, text)| *text)
-                .collect();
-            found.sort();
-            found
-        };
+        let (parser, matching) = texts_index(&texts);
         let cases: [(&str, &[&str]); 9] = [
             ("router -wifi", &["router", "router cable"]),
             ("router AND NOT wifi", &["router", "router cable"]),
@@ -1421,7 +1381,11 @@ mod tests {
         ];
         for pairs in [true, false] {
             for (query, expected) in cases {
-                assert_eq!(matching(query, pairs), expected, "{query} (pairs {pairs})");
+                assert_eq!(
+                    matching(&parser, query, pairs),
+                    expected,
+                    "{query} (pairs {pairs})"
+                );
             }
             for refused in [
                 "NOT wifi",
@@ -1433,6 +1397,108 @@ mod tests {
                 assert!(
                     matches!(&error, Some(IndexError::InvalidQuery { message, .. }) if message.contains("excluding")),
                     "{refused}: {error:?}"
+                );
+            }
+        }
+    }
+
+    /// An index of `texts` (ids `i-0`, `i-1`, ...), the service's query
+    /// parser over it, and which of the texts a query matches (sorted), with
+    /// two-word phrases as pairs or not.
+    #[allow(clippy::type_complexity)]
+    fn texts_index<'t>(
+        texts: &'t [&'t str],
+    ) -> (
+        QueryParser,
+        impl Fn(&QueryParser, &str, bool) -> Vec<&'t str>,
+    ) {
+        let (index, fields, writer) = crate::index::test_index();
+        for (seq, text) in texts.iter().enumerate() {
+            let draft = crate::domain::FeedbackDraft {
+                id: format!("i-{seq}"),
+                text: text.to_string(),
+                ..Default::default()
+            };
+            crate::index::add_test_item(
+                &writer,
+                &fields,
+                seq as u64,
+                draft,
+                crate::domain::AnalysisState::Pending,
+            );
+        }
+        let mut writer = writer;
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let parser = super::super::query_parser(&index, &fields);
+        let matching = move |parser: &QueryParser, query: &str, pairs: bool| -> Vec<&'t str> {
+            let query =
+                parse_user_query(parser, query, pairs).unwrap_or_else(|e| panic!("{query}: {e}"));
+            let mut found: Vec<&str> = texts
+                .iter()
+                .enumerate()
+                .filter(|(seq, _)| {
+                    let id = Term::from_field_text(fields.id, &format!("i-{seq}"));
+                    let one = BooleanQuery::new(vec![
+                        (Occur::Must, query.box_clone()),
+                        (
+                            Occur::Must,
+                            Box::new(TermQuery::new(id, IndexRecordOption::Basic)),
+                        ),
+                    ]);
+                    searcher.search(&one, &tantivy::collector::Count).unwrap() == 1
+                })
+                .map(|(_, text)| *text)
+                .collect();
+            found.sort();
+            found
+        };
+        (parser, matching)
+    }
+
+    /// Words inside Chinese, Japanese and Korean runs are found (schema 9:
+    /// a run was one term), as words, phrases and pairs, and a character
+    /// alone inside a run; pairs that are not adjacent in the text do not
+    /// match.
+    #[test]
+    fn cjk_words_are_found_inside_runs() {
+        let texts = [
+            "配送が遅い",
+            "配送は早い",
+            "太贵了",
+            "贵",
+            "한국어 배송이 늦어요",
+            "iPhone配送 late",
+            "遅い配送",
+        ];
+        let (parser, matching) = texts_index(&texts);
+        let cases: [(&str, &[&str]); 14] = [
+            (
+                "配送",
+                &["iPhone配送 late", "遅い配送", "配送が遅い", "配送は早い"],
+            ),
+            ("贵", &["太贵了", "贵"]),
+            ("太", &["太贵了"]),
+            ("配送が遅い", &["配送が遅い"]),
+            ("\"配送が\"", &["配送が遅い"]),
+            ("送が遅", &["配送が遅い"]),
+            ("遅い", &["遅い配送", "配送が遅い"]),
+            ("配送 遅い", &["遅い配送", "配送が遅い"]),
+            ("\"遅い配送\"", &["遅い配送"]),
+            ("배송", &["한국어 배송이 늦어요"]),
+            ("iphone配送", &["iPhone配送 late"]),
+            ("\"配送 late\"", &["iPhone配送 late"]),
+            ("配遅", &[]),
+            ("贵了 OR 早い", &["太贵了", "配送は早い"]),
+        ];
+        for pairs in [true, false] {
+            for (query, expected) in cases {
+                let mut expected = expected.to_vec();
+                expected.sort();
+                assert_eq!(
+                    matching(&parser, query, pairs),
+                    expected,
+                    "{query} (pairs {pairs})"
                 );
             }
         }

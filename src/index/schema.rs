@@ -9,11 +9,12 @@ use tantivy::schema::{
     OwnedValue, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, STRING,
 };
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    TextAnalyzer, TextAnalyzerBuilder, Token, TokenFilter, TokenStream, Tokenizer,
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer,
+    TextAnalyzerBuilder, Token, TokenFilter, TokenStream, Tokenizer, TokenizerManager,
 };
 use tantivy::{DateTime, TantivyDocument};
 
+use super::words::{Cjk, WordTokenizer};
 use crate::domain::{keyword_form, normalize_text, AnalysisState, StoredFeedback};
 
 /// 4: `text` holds the normalised text (`normalize_text`): items stored before
@@ -26,10 +27,14 @@ use crate::domain::{keyword_form, normalize_text, AnalysisState, StoredFeedback}
 /// 8: `product`, `tags` and attribute values hold their NFC
 /// form (`keyword_form`): a value sent decomposed was found only by a
 /// filter spelling it decomposed.
-pub const SCHEMA_VERSION: u32 = 8;
+/// 9: Chinese, Japanese and Korean runs are cut into characters and pairs
+/// of characters (`words`): a run was one term, so a word inside it was
+/// found by nothing.
+pub const SCHEMA_VERSION: u32 = 9;
 
-/// Tokenizer of `text`: Unicode word split, lower-case, accent folding,
-/// English stemming. Language-specific analyzers can be registered beside it
+/// Tokenizer of `text`: Unicode word split (CJK runs into characters and
+/// pairs of characters, `words`), lower-case, accent folding, English
+/// stemming. Language-specific analyzers can be registered beside it
 /// and chosen per item language (a new schema version).
 pub const TEXT_TOKENIZER: &str = "feedback_en";
 
@@ -235,19 +240,29 @@ pub fn build_schema() -> (Schema, Fields) {
 /// written, before lower-casing).
 pub const TOKEN_BYTES_LIMIT: usize = 64;
 
+/// The analyzer of `text` in the index: a CJK run gives each character and
+/// each pair (`Cjk::Index`).
 pub fn text_analyzer() -> TextAnalyzer {
-    english().build()
+    english(Cjk::Index).build()
 }
 
-/// `text_analyzer`'s terms in adjacent pairs (`AdjacentPairs`).
+/// The analyzer of `text` in queries: a CJK run asks for its pairs, or for
+/// its character when it is one (`Cjk::Query`).
+pub fn query_analyzer() -> TextAnalyzer {
+    english(Cjk::Query).build()
+}
+
+/// `query_analyzer`'s terms in adjacent pairs (`AdjacentPairs`): in the
+/// index and in queries alike, so a phrase's pairs (`query::pair_phrases`)
+/// are those the index holds.
 pub fn pairs_analyzer() -> TextAnalyzer {
-    english().filter(AdjacentPairs).build()
+    english(Cjk::Query).filter(AdjacentPairs).build()
 }
 
-/// Unicode word split, long words dropped, lower-case, combining marks
+/// Word split (`words`), long words dropped, lower-case, combining marks
 /// dropped, ASCII folding, English stemming.
-fn english() -> TextAnalyzerBuilder<impl Tokenizer> {
-    TextAnalyzer::builder(SimpleTokenizer::default())
+fn english(cjk: Cjk) -> TextAnalyzerBuilder<impl Tokenizer> {
+    TextAnalyzer::builder(WordTokenizer::new(cjk))
         .filter(RemoveLongFilter::limit(TOKEN_BYTES_LIMIT))
         .filter(LowerCaser)
         .filter(StripCombiningMarks)
@@ -316,10 +331,19 @@ impl<S: TokenStream> TokenStream for StripCombiningMarksStream<S> {
     }
 }
 
-/// Registers the analyzers the schema's text fields name.
-pub fn register_analyzers(tokenizers: &tantivy::tokenizer::TokenizerManager) {
+/// Registers the analyzers the schema's text fields name (the index's).
+pub fn register_analyzers(tokenizers: &TokenizerManager) {
     tokenizers.register(TEXT_TOKENIZER, text_analyzer());
     tokenizers.register(PAIRS_TOKENIZER, pairs_analyzer());
+}
+
+/// tantivy's analyzers with the query side's under the schema's names
+/// (`query_analyzer` for `text`): what the query parser analyses with.
+pub fn query_tokenizers() -> TokenizerManager {
+    let tokenizers = TokenizerManager::default();
+    tokenizers.register(TEXT_TOKENIZER, query_analyzer());
+    tokenizers.register(PAIRS_TOKENIZER, pairs_analyzer());
+    tokenizers
 }
 
 /// A token per two tokens at adjacent positions (their texts joined by
@@ -399,7 +423,9 @@ impl<S: TokenStream> TokenStream for AdjacentPairsStream<S> {
     }
 }
 
-/// The analyzer snippets cut a hit's text with: `text_analyzer`, except
+/// The analyzer snippets analyse each word of a hit with (the snippet
+/// cutter cuts the words, `Cjk::Index`, and each one alone is its own
+/// query term: `Cjk::Query`): `query_analyzer`, except
 /// that a token whose first character starts none of `terms` is blanked
 /// before the stemmer, so only candidates are stemmed (a stem keeps its
 /// word's first character, so a blanked token could never match). Stemming
@@ -414,7 +440,7 @@ pub fn snippet_analyzer(terms: &[String]) -> TextAnalyzer {
         .filter_map(|t| t.chars().next())
         .collect::<Vec<_>>()
         .into();
-    TextAnalyzer::builder(SimpleTokenizer::default())
+    TextAnalyzer::builder(WordTokenizer::new(Cjk::Query))
         .filter(RemoveLongFilter::limit(TOKEN_BYTES_LIMIT))
         .filter(OnlyCandidates {
             firsts: firsts.clone(),
@@ -613,11 +639,12 @@ mod tests {
 
     /// Lower-casing the Turkish capital "İ" leaves a combining dot, which
     /// no query in lower case typed: dropped, in the index's terms, the
-    /// query's (the same analyzer) and the snippets'.
+    /// query's and the snippets'.
     #[test]
     fn lower_casing_leaves_no_combining_mark() {
         for mut analyzer in [
             text_analyzer(),
+            query_analyzer(),
             snippet_analyzer(&["iad".into(), "istanbul".into()]),
         ] {
             assert_eq!(
@@ -666,5 +693,43 @@ mod tests {
         );
         assert_eq!(tokens(&mut pairs_analyzer(), "alone"), []);
         assert_eq!(tokens(&mut pairs_analyzer(), ""), []);
+    }
+
+    /// A CJK run: the index holds each character and each pair, queries
+    /// ask for pairs, and `text_pairs` joins the query's pairs (a
+    /// three-character phrase is one pair of pairs); a word after a run of
+    /// n characters stands n positions after it, in the index and in
+    /// queries alike.
+    #[test]
+    fn cjk_runs_give_characters_and_pairs() {
+        let text = "配送が遅い Refunds";
+        assert_eq!(
+            tokens(&mut query_analyzer(), text),
+            [
+                ("配送".to_string(), 0),
+                ("送が".into(), 1),
+                ("が遅".into(), 2),
+                ("遅い".into(), 3),
+                ("refund".into(), 5)
+            ]
+        );
+        let index = tokens(&mut text_analyzer(), text);
+        assert_eq!(index.len(), 5 + 4 + 1, "{index:?}");
+        assert!(index.contains(&("遅".to_string(), 3)));
+        assert!(index.contains(&("refund".to_string(), 5)));
+        assert_eq!(
+            tokens(&mut pairs_analyzer(), text),
+            [
+                ("配送 送が".to_string(), 0),
+                ("送が が遅".into(), 1),
+                ("が遅 遅い".into(), 2)
+            ]
+        );
+        // 22 characters were one term of 66 bytes, dropped as too long.
+        let long = "配送が遅いので二度と注文しませんと伝えてください";
+        assert_eq!(
+            tokens(&mut query_analyzer(), long).len(),
+            long.chars().count() - 1
+        );
     }
 }

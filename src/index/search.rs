@@ -793,6 +793,9 @@ pub(super) mod tests {
             &format!("late delivery {}", "r".repeat(64)),
             &format!("late delivery {}", "d".repeat(63)),
             "cafe\u{301} refu\u{301}nd r\u{e9}fund refund2 2refund \u{4e2d}\u{6587}refund \u{1f600}late\u{1f600} _late_ l\u{e4}te",
+            // CJK runs: characters and pairs overlap.
+            "配送が遅い。iPhone配送は最悪、配送 late 配",
+            "太贵了 贵 贵贵贵 배송이 늦어요 배송",
         ];
         let mut highlighted = 0;
         for words in [
@@ -807,9 +810,13 @@ pub(super) mod tests {
             "a tie",
             "aing refunds",
             "yes yay delivery",
+            "配送",
+            "配 贵",
+            "配送が遅い",
+            "배송",
         ] {
-            // The query's terms as the index analyses them.
-            let mut analyzer = schema::text_analyzer();
+            // The query's terms as a query analyses them.
+            let mut analyzer = schema::query_analyzer();
             let mut stream = analyzer.token_stream(words);
             let mut terms = std::collections::BTreeMap::new();
             let mut weight = 1.0;
@@ -831,7 +838,11 @@ pub(super) mod tests {
                 match b {
                     None => assert!(a.highlighted().is_empty(), "{words} / {text}"),
                     Some(b) => {
-                        assert_eq!(a.highlighted(), &b.highlighted[..], "{words} / {text}");
+                        assert_eq!(
+                            tantivy::snippet::collapse_overlapped_ranges(a.highlighted()),
+                            b.highlighted,
+                            "{words} / {text}"
+                        );
                         assert_eq!(a.fragment(), b.fragment, "{words} / {text}");
                         assert_eq!(a.to_html(), b.html(), "{words} / {text}");
                         highlighted += b.highlighted.len();
@@ -893,50 +904,5 @@ pub(super) mod tests {
             check(&word);
         }
         assert!(checked > 700_000, "{checked}");
-    }
-
-    /// `snippet::words` splits as tantivy's `SimpleTokenizer` does, on
-    /// random texts of ASCII, accented, combining, CJK and emoji pieces.
-    #[test]
-    fn words_split_as_tantivys_simple_tokenizer() {
-        use tantivy::tokenizer::{SimpleTokenizer, TokenStream, Tokenizer};
-        let pieces = [
-            "a",
-            "Z",
-            "9",
-            " ",
-            ",",
-            "-",
-            "_",
-            "'",
-            "\u{e9}",
-            "\u{301}",
-            "\u{4e2d}",
-            "\u{1f600}",
-            "\u{3a3}",
-            "\u{a0}",
-            "\u{2003}",
-            "\u{660}",
-            "\u{b2}",
-            "\n",
-        ];
-        let mut next = crate::index::xorshift(0x2545_f491_4f6c_dd1d);
-        let mut tokenizer = SimpleTokenizer::default();
-        let mut compared = 0;
-        for _ in 0..2_000 {
-            let len = (next() % 40) as usize;
-            let text: String = (0..len)
-                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
-                .collect();
-            let mut expected = Vec::new();
-            let mut stream = tokenizer.token_stream(&text);
-            while stream.advance() {
-                expected.push((stream.token().offset_from, stream.token().offset_to));
-            }
-            let ours: Vec<(usize, usize)> = super::super::snippet::words(&text).collect();
-            assert_eq!(ours, expected, "{text:?}");
-            compared += expected.len();
-        }
-        assert!(compared > 5_000, "{compared}");
     }
 }

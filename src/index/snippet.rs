@@ -9,9 +9,9 @@
 //! highest score winning (ties to the earliest) (a unit test compares with
 //! tantivy's own generator).
 //!
-//! The text is split into words here, by `words` (tantivy's
-//! `SimpleTokenizer`: maximal runs of alphanumeric characters, ASCII a byte
-//! at a time); only a word that can match (its first two characters start
+//! The text is split into words here, by `words` (as the index cuts it,
+//! `index::words`: maximal runs of alphanumeric characters, ASCII a byte at
+//! a time, and in CJK runs each character and pair of characters); only a word that can match (its first two characters start
 //! a term, or are not ASCII: `Pairs`) goes through the analyzer. The analyzer's filters
 //! work a token at a time, so a word analysed alone gives the token it
 //! gives inside the text; a word the analyzer would drop as too long
@@ -24,6 +24,7 @@ use tantivy::tokenizer::{TextAnalyzer, Token};
 use tantivy::Score;
 
 use super::schema::TOKEN_BYTES_LIMIT;
+use super::words::{Cjk, Words};
 
 /// Cuts snippets around a query's terms (term text -> weight).
 #[derive(Clone)]
@@ -99,7 +100,8 @@ impl Pairs {
 }
 
 /// The best fragment of a text and its highlights (byte ranges in the
-/// fragment).
+/// fragment, in order and apart: a CJK character and the pair it starts
+/// are one highlight).
 #[derive(Debug, PartialEq)]
 pub struct Cut {
     pub fragment: String,
@@ -191,57 +193,41 @@ impl SnippetCutter {
         let best = best?;
         Some(Cut {
             fragment: text[best.start..best.stop].to_string(),
-            highlighted: best
-                .highlighted
-                .iter()
-                .map(|r| r.start - best.start..r.end - best.start)
-                .collect(),
+            highlighted: collapse(
+                best.highlighted
+                    .iter()
+                    .map(|r| r.start - best.start..r.end - best.start)
+                    .collect(),
+            ),
         })
     }
 }
 
-/// The byte ranges of `text`'s words as tantivy's `SimpleTokenizer` cuts
-/// them: maximal runs of characters that are `char::is_alphanumeric`.
+/// The byte ranges of `text`'s words as the index cuts them (`words`,
+/// `Cjk::Index`: tantivy's `SimpleTokenizer` outside CJK runs; in a run,
+/// each character and each pair of characters, overlapping), each ending
+/// no earlier than the one before.
 pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let bytes = text.as_bytes();
-    // Whether the character at `i` (a character boundary) is alphanumeric,
-    // and its length in bytes.
-    let at = move |i: usize| -> (bool, usize) {
-        let byte = bytes[i];
-        if byte.is_ascii() {
-            return (byte.is_ascii_alphanumeric(), 1);
+    Words::new(text, Cjk::Index).map(|word| (word.from, word.to))
+}
+
+/// Overlapping ranges joined (a CJK character and its pair), in order;
+/// ranges that only touch are kept apart (tantivy's
+/// `collapse_overlapped_ranges` on ranges sorted by start).
+fn collapse(ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match out.last_mut() {
+            Some(last) if range.start < last.end => last.end = last.end.max(range.end),
+            _ => out.push(range),
         }
-        let c = text[i..].chars().next().unwrap_or_default();
-        (c.is_alphanumeric(), c.len_utf8())
-    };
-    let mut i = 0;
-    std::iter::from_fn(move || {
-        loop {
-            if i >= bytes.len() {
-                return None;
-            }
-            let (alphanumeric, len) = at(i);
-            if alphanumeric {
-                break;
-            }
-            i += len;
-        }
-        let from = i;
-        while i < bytes.len() {
-            let (alphanumeric, len) = at(i);
-            if !alphanumeric {
-                break;
-            }
-            i += len;
-        }
-        Some((from, i))
-    })
+    }
+    out
 }
 
 impl Cut {
     /// The fragment as HTML: escaped (`& < > " '`), highlights in `<b>`.
-    /// The highlights are tokens of one stream, in order and apart, so
-    /// tantivy's sorting and merging of overlapping ranges has nothing to do.
+    /// The highlights are in order and apart (`collapse`).
     pub fn html(&self) -> String {
         let mut html = String::with_capacity(self.fragment.len() + 7 * self.highlighted.len() + 16);
         let mut from = 0;
