@@ -174,8 +174,16 @@ impl Iterator for Words<'_> {
         if let Some(word) = self.from_run() {
             return Some(word);
         }
-        let len = self.text.len();
-        let (class, mut i) = loop {
+        let bytes = self.text.as_bytes();
+        let len = bytes.len();
+        // Most text is ASCII: its bytes are classed without decoding.
+        let (class, from) = loop {
+            while self.next < len && bytes[self.next].is_ascii() {
+                if bytes[self.next].is_ascii_alphanumeric() {
+                    break;
+                }
+                self.next += 1;
+            }
             if self.next >= len {
                 return None;
             }
@@ -185,24 +193,36 @@ impl Iterator for Words<'_> {
             }
             self.next += width;
         };
-        let from = i;
+        let mut i = from;
         if class == Class::Cjk {
             self.run.push(from);
+            while i < len {
+                let (next, width) = self.class_at(i);
+                if next != Class::Cjk {
+                    break;
+                }
+                i += width;
+                self.run.push(i);
+            }
+            self.next = i;
+            return self.from_run();
         }
         while i < len {
+            let byte = bytes[i];
+            if byte.is_ascii() {
+                if !byte.is_ascii_alphanumeric() {
+                    break;
+                }
+                i += 1;
+                continue;
+            }
             let (next, width) = self.class_at(i);
-            if next != class {
+            if next != Class::Word {
                 break;
             }
             i += width;
-            if class == Class::Cjk {
-                self.run.push(i);
-            }
         }
         self.next = i;
-        if class == Class::Cjk {
-            return self.from_run();
-        }
         let position = self.position;
         self.position += 1;
         Some(Word {
