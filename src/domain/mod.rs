@@ -29,7 +29,9 @@ pub use search::{
     SimilarTo, Snippet, SortOrder,
 };
 pub use tenant::{TenantId, MAX_TENANT_BYTES};
-pub use text::{decode_cp1252_byte, keyword_form, normalize_text, NormalizedText};
+pub use text::{
+    decode_cp1252_byte, keyword_form, normalize_text, shown, NormalizedText, SHOWN_CHARS,
+};
 pub use theme::{
     check_id as check_theme_id, fold_accent, theme_terms, theme_terms_digest, DeleteRefusal, Span,
     Taxonomy, Theme, ThemeDraft, ThemeMention,

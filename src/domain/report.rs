@@ -63,7 +63,8 @@ impl SegmentField {
                     Ok(SegmentField::Attribute(key.to_string()))
                 }
                 _ => Err(format!(
-                    "unknown segment field {other:?}: use channel, journey_stage, product, language or attributes.KEY"
+                    "unknown segment field {:?}: use channel, journey_stage, product, language or attributes.KEY",
+                    super::shown(other)
                 )),
             },
         }

@@ -173,6 +173,23 @@ fn starts_a_run(c: char) -> bool {
             && is_nfc_quick(std::iter::once(c)) == IsNormalized::Yes)
 }
 
+/// Characters of client text an error message names back at most
+/// (`shown`).
+pub const SHOWN_CHARS: usize = 80;
+
+/// Client text as an error message names it: its first `SHOWN_CHARS`
+/// characters, and `…` when there were more. A status message travels in
+/// the `grpc-message` header, percent-encoded, and clients refuse headers
+/// past 16 KiB (grpc-core: "metadata size exceeds hard limit"): a value of
+/// 20,000 bytes named back whole reached the client as a transport error
+/// instead of INVALID_ARGUMENT.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(SHOWN_CHARS) {
+        None => Cow::Borrowed(text),
+        Some((end, _)) => Cow::Owned(format!("{}…", &text[..end])),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,5 +348,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn shown_cuts_client_text_at_a_character() {
+        assert_eq!(shown("segment"), "segment");
+        let long = "é".repeat(SHOWN_CHARS + 1);
+        assert_eq!(shown(&long), format!("{}…", "é".repeat(SHOWN_CHARS)));
+        assert_eq!(shown(&"x".repeat(SHOWN_CHARS)), "x".repeat(SHOWN_CHARS));
     }
 }

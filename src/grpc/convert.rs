@@ -329,7 +329,7 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
     // never match (as a facet on one is refused).
     if let Some(key) = raw.attributes.keys().find(|key| !is_attribute_key(key)) {
         return Err(Error::invalid(
-            format!("filter.attributes.{key}"),
+            format!("filter.attributes.{}", crate::domain::shown(key)),
             format!("key must be 1 to {MAX_ATTRIBUTE_KEY_BYTES} bytes of [a-z0-9_], as item attribute keys are"),
         ));
     }

@@ -60,11 +60,9 @@ pub(super) fn facet_collector(
             || schema::attribute_key(field).is_some_and(crate::domain::is_attribute_key);
         if !valid {
             // Named back in the error, cut short (it is client text).
-            let mut shown: String = field.chars().take(80).collect();
-            if shown.len() < field.len() {
-                shown.push('…');
-            }
-            return Err(IndexError::InvalidFacet(shown));
+            return Err(IndexError::InvalidFacet(
+                crate::domain::shown(field).into_owned(),
+            ));
         }
     }
     Ok(Some(FacetCollector {

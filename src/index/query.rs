@@ -667,12 +667,30 @@ fn is_label_field(name: &str) -> bool {
 fn may_fold(text: &str) -> bool {
     let upper = text.bytes().any(|b| b.is_ascii_uppercase())
         && LOWER_CASE_FIELDS.iter().any(|name| text.contains(name));
-    upper || !text.is_ascii()
+    upper || !text.is_ascii() || text.contains(field::CREATED_AT)
+}
+
+/// A plain date (`2026-03-01`) as the RFC 3339 date-time tantivy reads,
+/// midnight UTC (as the CLI's `--after` takes one); returns whether it
+/// was one.
+fn widen_date(value: &mut String) -> bool {
+    let b = value.as_bytes();
+    let plain = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if plain {
+        value.push_str("T00:00:00Z");
+    }
+    plain
 }
 
 /// Puts the values the query searches fields for in the form those fields
 /// are indexed in: lower-case for `LOWER_CASE_FIELDS`, NFC for labels
-/// (literals, `IN` sets and range bounds); returns whether it changed any.
+/// (literals, `IN` sets and range bounds), and plain dates of `created_at`
+/// as date-times (`widen_date`); returns whether it changed any.
 fn fold_keyword_values(ast: &mut UserInputAst) -> bool {
     fn fold(value: &mut String, lower: bool) -> bool {
         let folded = if lower {
@@ -701,6 +719,24 @@ fn fold_keyword_values(ast: &mut UserInputAst) -> bool {
             UserInputAst::Clause(children) => pending.extend(children.iter_mut().map(|(_, c)| c)),
             UserInputAst::Boost(inner, _) => pending.push(inner),
             UserInputAst::Leaf(leaf) => match leaf.as_mut() {
+                UserInputLeaf::Literal(literal)
+                    if literal.field_name.as_deref() == Some(field::CREATED_AT) =>
+                {
+                    changed |= widen_date(&mut literal.phrase);
+                }
+                UserInputLeaf::Range {
+                    field: Some(field),
+                    lower,
+                    upper,
+                } if field == field::CREATED_AT => {
+                    for bound in [lower, upper] {
+                        if let UserInputBound::Inclusive(value) | UserInputBound::Exclusive(value) =
+                            bound
+                        {
+                            changed |= widen_date(value);
+                        }
+                    }
+                }
                 UserInputLeaf::Literal(literal) => {
                     if let Some(lower) = folding(literal.field_name.as_deref()) {
                         changed |= fold(&mut literal.phrase, lower);
@@ -869,8 +905,8 @@ fn check_theme_value(field: &str, value: &str) -> Result<(), String> {
         .map_err(|r| format!("`{field}:{value}`: the theme id {}", r.reason))
 }
 
-/// A date range's bounds (RFC 3339, as tantivy reads them): the lower at
-/// most the upper. A bound that does not parse is left to tantivy's error.
+/// A date range's bounds (RFC 3339, as tantivy reads them, or plain dates):
+/// the lower at most the upper. A bound that does not parse is left to tantivy's error.
 fn check_date_range(
     field: &str,
     lower: &UserInputBound,
@@ -878,7 +914,9 @@ fn check_date_range(
 ) -> Result<(), String> {
     let value = |bound: &UserInputBound| match bound {
         UserInputBound::Inclusive(v) | UserInputBound::Exclusive(v) => {
-            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+            let mut widened = v.clone();
+            widen_date(&mut widened);
+            time::OffsetDateTime::parse(&widened, &time::format_description::well_known::Rfc3339)
                 .ok()
                 .map(|at| (at, v.clone()))
         }
@@ -1053,10 +1091,21 @@ fn parser_error(text: &str, error: QueryParserError) -> IndexError {
             Some(field.clone()),
             format!("unknown field `{field}`; fields are {}", query_fields()),
         ),
-        QueryParserError::ExpectedInt(_)
-        | QueryParserError::ExpectedFloat(_)
-        | QueryParserError::ExpectedBool(_)
-        | QueryParserError::DateFormatError(_) => (None, format!("bad value: {error}")),
+        // tantivy's own messages name Rust's error types
+        // (`ParseIntError { kind: InvalidDigit }`).
+        QueryParserError::ExpectedInt(_) => {
+            (None, "bad value: expected a whole number".to_string())
+        }
+        QueryParserError::ExpectedFloat(_) => (None, "bad value: expected a number".to_string()),
+        QueryParserError::ExpectedBool(_) => {
+            (None, "bad value: expected true or false".to_string())
+        }
+        QueryParserError::DateFormatError(_) => (
+            Some(field::CREATED_AT.to_string()),
+            "bad value: `created_at` takes RFC 3339 date-times (2026-03-01T09:30:00Z, \
+             2026-03-01T09:30:00+02:00) or dates (2026-03-01, midnight UTC)"
+                .to_string(),
+        ),
         other => (None, other.to_string()),
     };
     let position = needle.and_then(|n| text.find(&n)).unwrap_or(0);
@@ -2225,6 +2274,12 @@ mod tests {
                     "created_at:{2020-01-01T00:00:00Z TO 2020-01-01T00:00:00Z]",
                     "the range is empty",
                 ),
+                ("created_at:[2025-01-01 TO 2020-01-01]", "is later than"),
+                // tantivy's messages named Rust's types (`ParseIntError {
+                // kind: InvalidDigit }`).
+                ("nps:[0.5 TO 1]", "bad value: expected a whole number"),
+                ("sentiment_score:>abc", "bad value: expected a number"),
+                ("created_at:>2020-13", "takes RFC 3339 date-times"),
             ],
         );
         for text in [
@@ -2240,8 +2295,27 @@ mod tests {
             "nps:>3",
             "created_at:[2020-01-01T00:00:00Z TO 2025-01-01T00:00:00+02:00]",
             "created_at:>2020-01-01T00:00:00Z",
+            "created_at:[2020-01-01 TO 2025-01-01}",
+            "created_at:>=2020-01-01",
         ] {
             parse_user_query(&parser, text, true).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+        // A plain date is midnight UTC: the same query as its date-time.
+        for (plain, full) in [
+            (
+                "created_at:[2020-01-01 TO 2025-01-01}",
+                "created_at:[2020-01-01T00:00:00Z TO 2025-01-01T00:00:00Z}",
+            ),
+            (
+                "late created_at:>2020-01-01",
+                "late created_at:>2020-01-01T00:00:00Z",
+            ),
+        ] {
+            let (a, b) = (
+                parse_user_query(&parser, plain, true).unwrap(),
+                parse_user_query(&parser, full, true).unwrap(),
+            );
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{plain}");
         }
     }
 

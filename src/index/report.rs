@@ -109,7 +109,8 @@ fn check_segment(searcher: &tantivy::Searcher, name: &str) -> Result<(), IndexEr
             found = true;
             if column.num_terms() > MAX_REPORT_SEGMENT_CARDINALITY {
                 return Err(IndexError::InvalidSegment(format!(
-                    "`{name}` has more than {MAX_REPORT_SEGMENT_CARDINALITY} distinct values; break down by a field with fewer"
+                    "`{}` has more than {MAX_REPORT_SEGMENT_CARDINALITY} distinct values; break down by a field with fewer",
+                    crate::domain::shown(name)
                 )));
             }
         }
@@ -117,7 +118,8 @@ fn check_segment(searcher: &tantivy::Searcher, name: &str) -> Result<(), IndexEr
     let is_attribute = super::schema::attribute_key(name).is_some();
     if !found && is_attribute && !searcher.segment_readers().is_empty() {
         return Err(IndexError::InvalidSegment(format!(
-            "no item has the attribute `{name}`"
+            "no item has the attribute `{}`",
+            crate::domain::shown(name)
         )));
     }
     Ok(())

@@ -29,7 +29,8 @@ use crate::domain::{keyword_form, normalize_text, AnalysisState, StoredFeedback}
 /// filter spelling it decomposed.
 /// 9: Chinese, Japanese and Korean runs are cut into characters and pairs
 /// of characters (`words`): a run was one term, so a word inside it was
-/// found by nothing.
+/// found by nothing. An analysed item's undetermined language is indexed
+/// as `und`: it was left out, so no filter, facet or segment found it.
 pub const SCHEMA_VERSION: u32 = 9;
 
 /// Tokenizer of `text`: Unicode word split (CJK runs into characters and
@@ -551,7 +552,7 @@ pub fn to_document(fields: &Fields, stored: &StoredFeedback) -> TantivyDocument 
         doc.add_text(fields.product, &*keyword_form(&item.product));
     }
     let detected = match &stored.analysis {
-        AnalysisState::Done(analysis) if analysis.language != "und" => analysis.language.as_str(),
+        AnalysisState::Done(analysis) => analysis.language.as_str(),
         _ => "",
     };
     let language = if item.language.is_empty() {

@@ -496,20 +496,27 @@ async fn stored_items_are_analysed_in_the_background_and_searchable_by_sentiment
             "I changed my billing address last week.".to_string(),
         ),
     ];
-    let items: Vec<pb::Feedback> = texts
+    let mut items: Vec<pb::Feedback> = texts
         .iter()
         .map(|(id, text)| pb::Feedback {
             product: word.clone(),
             ..item(id, text)
         })
         .collect();
+    // Emoji only: the detector is unsure ("und"); another product, so the
+    // searches below by `word` leave it out.
+    let und_product = format!("{word}-und");
+    items.push(pb::Feedback {
+        product: und_product.clone(),
+        ..item("bg-und", "\u{1f600}\u{1f600} \u{1f44d}")
+    });
     let response = ingest(&mut client, items).await;
-    assert_eq!(response.accepted, 3);
+    assert_eq!(response.accepted, 4);
     assert!(
         response.results.iter().all(|r| r.analysis.is_none()),
         "no analysis unless asked to wait"
     );
-    let analysed = wait_analysed(&mut client, &["bg-pos", "bg-neg", "bg-neu"]).await;
+    let analysed = wait_analysed(&mut client, &["bg-pos", "bg-neg", "bg-neu", "bg-und"]).await;
     for item in &analysed {
         assert_eq!(
             status(item),
@@ -523,6 +530,7 @@ async fn stored_items_are_analysed_in_the_background_and_searchable_by_sentiment
             "Get leaves the embedding out"
         );
     }
+    assert_eq!(analysed[3].analysis.as_ref().unwrap().language, "und");
     assert_eq!(analysed[0].analysis.as_ref().unwrap().language, "en");
     assert_eq!(analysed[1].analysis.as_ref().unwrap().language, "en");
     assert_eq!(
@@ -633,6 +641,20 @@ async fn stored_items_are_analysed_in_the_background_and_searchable_by_sentiment
         "detected language is indexed for items without one"
     );
     assert_eq!(facet_values("analysis_status"), vec!["done"]);
+    // An undetermined language is indexed as "und" (schema 9; before, such
+    // items had no language: no filter, facet or segment could pick them).
+    let und = pb::SearchRequest {
+        filter: Some(pb::Filter {
+            languages: vec!["und".into()],
+            products: vec![und_product.clone()],
+            ..Default::default()
+        }),
+        facets: vec!["language".into()],
+        ..Default::default()
+    };
+    let found = search_until(&mut client, und, |r| r.total_hits == 1).await;
+    assert_eq!(hit_ids(&found), ["bg-und"]);
+    assert_eq!(found.facets[0].counts[0].value, "und");
     let status = client
         .search(pb::SearchRequest {
             filter: Some(pb::Filter {

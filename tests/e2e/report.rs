@@ -412,6 +412,27 @@ async fn report_bad_input_names_the_field_and_an_empty_slice_is_not_an_error() {
         message.starts_with("segment:") && message.contains("no item has"),
         "{message}"
     );
+    // Client text is named back cut short: 100,000 bytes named whole passed
+    // the 16 KiB a gRPC client takes in headers, and the client read
+    // RESOURCE_EXHAUSTED "metadata size exceeds hard limit" instead.
+    bad.segment = "x".repeat(100_000);
+    let message = refused(bad.clone()).await;
+    assert!(
+        message.starts_with("segment: unknown segment field \"xxx") && message.len() < 300,
+        "{message}"
+    );
+    let mut long_key = request("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", "");
+    long_key
+        .filter
+        .as_mut()
+        .unwrap()
+        .attributes
+        .insert("K".repeat(20_000), "v".into());
+    let message = refused(long_key).await;
+    assert!(
+        message.starts_with("filter.attributes.KKK") && message.len() < 300,
+        "{message}"
+    );
     let mut days = request("2020-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "");
     days.bucket = pb::ReportBucket::Day as i32;
     let message = refused(days).await;
