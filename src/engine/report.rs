@@ -124,6 +124,17 @@ fn plan(
         // Name the bound the client sent: a missing one stands for the
         // earliest time an item may have, or now.
         return Err(match (filter.created_after, filter.created_before) {
+            // Both bounds past one end of the dates items can have clamp to
+            // that end (found by probing: 2200 to 2300 was refused as if
+            // the end came first).
+            (Some(after), Some(before))
+                if after.0 >= MAX_CREATED_AT_MICROS || before.0 <= MIN_CREATED_AT_MICROS =>
+            {
+                Error::invalid(
+                    "filter.created_after",
+                    "the report's period lies outside the dates items can have (1970-01-01 to 2200-01-01)",
+                )
+            }
             (Some(_), Some(_)) => Error::invalid(
                 "filter.created_before",
                 "must be later than filter.created_after",

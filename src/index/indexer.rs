@@ -459,6 +459,7 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
                     behind: still_behind,
                 }) => {
                     last_commit = Instant::now();
+                    resumed(failures);
                     failures = 0;
                     check_now = false;
                     behind = still_behind;
@@ -470,17 +471,22 @@ pub(super) fn run_indexer(mut indexer: Indexer, stop: Arc<StopSignal>) {
                     continue; // more may be waiting
                 }
                 Ok(Applied { last: None, .. }) => {
+                    resumed(failures);
                     failures = 0;
                     check_now = false;
                     behind = false;
                 }
                 Err(error) => {
                     failures += 1;
-                    tracing::error!(
-                        %error,
-                        failures,
-                        "indexing failed; re-opening the writer and retrying from the last verified position"
-                    );
+                    // Logged at the 1st, 2nd, 4th, 8th ... failure in a row:
+                    // a full disk failed every retry, an ERROR line a second.
+                    if failures.is_power_of_two() {
+                        tracing::error!(
+                            %error,
+                            failures,
+                            "indexing failed; re-opening the writer and retrying from the last verified position (failures in a row logged at powers of two)"
+                        );
+                    }
                     indexer.reset();
                     check_now = true;
                     behind = false;
@@ -548,5 +554,12 @@ fn finish_merges(writer: IndexWriter<TantivyDocument>, limit: Duration) {
             waited_ms = limit.as_millis() as u64,
             "index merges still running; left to the next start"
         ),
+    }
+}
+
+/// Logs that indexing works again after `failures` failures in a row.
+fn resumed(failures: u32) {
+    if failures > 0 {
+        tracing::info!(failures, "indexing resumed");
     }
 }

@@ -646,8 +646,7 @@ async fn stored_items_are_analysed_in_the_background_and_searchable_by_sentiment
     let mut faceted = facet_values("language");
     faceted.sort();
     assert_eq!(
-        faceted,
-        languages,
+        faceted, languages,
         "detected language is indexed for items without one"
     );
     assert_eq!(facet_values("analysis_status"), vec!["done"]);

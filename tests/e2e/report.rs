@@ -470,6 +470,12 @@ async fn report_bad_input_names_the_field_and_an_empty_slice_is_not_an_error() {
         message.starts_with("compare_after: the comparison period lies outside"),
         "{message}"
     );
+    // The same for the report's own period.
+    let message = refused(request("2200-01-01T00:00:00Z", "2300-01-01T00:00:00Z", "")).await;
+    assert!(
+        message.starts_with("filter.created_after: the report's period lies outside"),
+        "{message}"
+    );
     // Candidates come from a discovery, which needs the analysis.
     let mut candidates = request("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", "");
     candidates.include_candidates = true;
