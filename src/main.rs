@@ -69,9 +69,12 @@ fn main() -> ExitCode {
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "fatal");
             eprintln!("error: {error:#}");
-            match error.downcast_ref::<cli::import::RowsRejected>() {
-                Some(_) => ExitCode::from(cli::import::EXIT_ROWS_REJECTED),
-                None => ExitCode::FAILURE,
+            if error.downcast_ref::<cli::import::RowsRejected>().is_some() {
+                ExitCode::from(cli::import::EXIT_ROWS_REJECTED)
+            } else if error.downcast_ref::<cli::Usage>().is_some() {
+                ExitCode::from(cli::EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }

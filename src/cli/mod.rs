@@ -183,6 +183,21 @@ pub fn parse_stage(raw: &str) -> Option<crate::domain::JourneyStage> {
     crate::domain::JourneyStage::parse(&normalise_enum_name(raw, "journey_stage_"))
 }
 
+/// Exit status of a usage error: a flag value the command cannot use, as
+/// clap exits on the ones it finds itself.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Context of an error in the flags, found after clap's parse (`--nps abc`,
+/// `--attr nokey`): the command exits `EXIT_USAGE`, as for clap's own.
+#[derive(Debug)]
+pub struct Usage;
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid arguments")
+    }
+}
+
 /// The value of a time flag (`--after 2026-03-14`), its errors naming the flag.
 pub fn time_flag(
     raw: &Option<String>,

@@ -83,7 +83,7 @@ pub fn build_request(args: &ReportArgs) -> anyhow::Result<pb::ReportRequest> {
 }
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
-    let request = build_request(&args)?;
+    let request = build_request(&args).context(crate::cli::Usage)?;
     let mut client = crate::cli::connect(&args.server).await?;
     let response = client
         .report(request)

@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
@@ -244,7 +245,7 @@ pub fn build_request(args: &SearchArgs) -> anyhow::Result<pb::SearchRequest> {
 }
 
 pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
-    let request = build_request(&args)?;
+    let request = build_request(&args).context(crate::cli::Usage)?;
     let mut client = crate::cli::connect(&args.server).await?;
     let response = client
         .search(request)

@@ -728,3 +728,23 @@ fn a_server_that_never_answers_is_named_after_ten_seconds() {
         );
     }
 }
+
+/// Found by probing: a flag value `search` or `report` could not use
+/// (`--nps abc`, `--attr nokey`) exited 1, where clap's own usage errors
+/// exit 2. No server is needed: nothing is sent.
+#[test]
+fn flag_values_a_command_cannot_use_exit_2() {
+    for args in [
+        &["search", "--nps", "abc"][..],
+        &["search", "--attr", "nokey"],
+        &["report", "--theme-sentiment", "delivery"],
+        &["report", "--after", "yesterday-ish"],
+    ] {
+        let (code, _, stderr) = run_code(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("invalid arguments: --"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
