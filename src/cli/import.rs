@@ -2,7 +2,7 @@
 //! through IngestStream, with a progress bar, a summary of accepted and
 //! rejected rows, and `--resume` after an interruption.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +47,14 @@ impl FileFormat {
         match self {
             FileFormat::Csv => "row",
             FileFormat::Jsonl => "line",
+        }
+    }
+
+    /// What the file's fields are called.
+    fn field_label(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "columns",
+            FileFormat::Jsonl => "fields",
         }
     }
 }
@@ -380,6 +388,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     // Passes over the file until one ends the import; the progress bar is
     // cleared however they end.
     let passes = async {
+        // Fields of the file no item takes, over every pass.
+        let mut ignored = BTreeSet::new();
         // Failed streams since the last acknowledged message.
         let mut failures = 0;
         // Items per message: halved after each refusal for room.
@@ -407,6 +417,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
                 mappings: mappings.clone(),
                 tag_separator: args.tag_separator.clone(),
                 batcher: Batcher::new(produced_tx, batch_size),
+                ignored: BTreeSet::new(),
             };
             let reader = {
                 let file = args.file.clone();
@@ -425,6 +436,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             let read = reader
                 .join()
                 .map_err(|_| anyhow::anyhow!("the file reader panicked"))?;
+            let read = read.map(|fields| {
+                ignored.extend(fields);
+                ignored.clone()
+            });
             let status = match streamed {
                 Ok(()) => return read,
                 Err(Stopped::Other(error)) => return Err(error),
@@ -459,12 +474,22 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             tally.rewind();
         }
     };
-    let passed: anyhow::Result<()> = passes.await;
+    let passed: anyhow::Result<BTreeSet<String>> = passes.await;
     progress.finish_and_clear();
-    passed?;
+    let ignored = passed?;
     tally.finish()?;
     state_file.remove();
     print_summary(&args, format, &mut tally);
+    if !ignored.is_empty() {
+        // A misspelt field ("nsp") would vanish without a word.
+        let names: Vec<&str> = ignored.iter().map(String::as_str).collect();
+        println!(
+            "not imported ({}, not a Feedback field; --map FIELD=COLUMN names a column for a field): {}{}",
+            format.field_label(),
+            names.join(", "),
+            if names.len() == MAX_IGNORED_FIELDS { ", ..." } else { "" }
+        );
+    }
     match tally.state.rejected {
         0 => Ok(()),
         _ if args.allow_rejections => Ok(()),
@@ -1006,7 +1031,31 @@ struct RowSink {
     mappings: BTreeMap<String, String>,
     tag_separator: String,
     batcher: Batcher,
+    /// Fields of the rows that no item field takes (at most
+    /// `MAX_IGNORED_FIELDS` names), told after the summary.
+    ignored: BTreeSet<String>,
 }
+
+/// Names of fields no item takes that an import tells, at most.
+const MAX_IGNORED_FIELDS: usize = 20;
+
+/// Item fields a row's field may name as it is (besides `attributes.KEY`).
+const ITEM_FIELDS: &[&str] = &[
+    "id",
+    "text",
+    "channel",
+    "journey_stage",
+    "product",
+    "customer_id",
+    "created_at",
+    "language",
+    "nps",
+    "csat",
+    "ces",
+    "rating",
+    "tags",
+    "attributes",
+];
 
 impl RowSink {
     /// Takes the row at `at`, read by `fields`, unless an interrupted run
@@ -1023,7 +1072,17 @@ impl RowSink {
         }
     }
 
-    fn item(&self, row: u64, fields: &Row) -> Result<pb::Feedback, String> {
+    fn item(&mut self, row: u64, fields: &Row) -> Result<pb::Feedback, String> {
+        if self.ignored.len() < MAX_IGNORED_FIELDS {
+            for name in fields.keys() {
+                let taken = ITEM_FIELDS.contains(&name.as_str())
+                    || name.starts_with("attributes.")
+                    || self.mappings.values().any(|column| column == name);
+                if !taken && self.ignored.len() < MAX_IGNORED_FIELDS {
+                    self.ignored.insert(name.clone());
+                }
+            }
+        }
         let mut item = row_to_item(fields, &self.mappings, &self.tag_separator)?;
         if item.id.is_empty() {
             item.id = derived_id(&self.file_identity, row);
@@ -1033,8 +1092,9 @@ impl RowSink {
     }
 }
 
-/// Reads the whole input (on a thread of its own: it blocks).
-fn produce(file: &Path, input: Input, mut sink: RowSink) -> anyhow::Result<()> {
+/// Reads the whole input (on a thread of its own: it blocks); the names of
+/// the fields no item took (`RowSink::ignored`).
+fn produce(file: &Path, input: Input, mut sink: RowSink) -> anyhow::Result<BTreeSet<String>> {
     let last_row = match input {
         Input::Jsonl(reader) => read_jsonl(reader, &mut sink).map_err(anyhow::Error::from),
         Input::Csv {
@@ -1047,7 +1107,7 @@ fn produce(file: &Path, input: Input, mut sink: RowSink) -> anyhow::Result<()> {
     if let Some(last_row) = last_row {
         sink.batcher.finish(last_row);
     }
-    Ok(())
+    Ok(sink.ignored)
 }
 
 /// Reads JSON Lines as bytes, numbering rows by line: a line that is not
@@ -1407,6 +1467,7 @@ mod tests {
             mappings: BTreeMap::new(),
             tag_separator: ";".into(),
             batcher: Batcher::new(tx, 1000),
+            ignored: BTreeSet::new(),
         };
         let reader = std::thread::spawn(move || produce(&file, input, sink));
         let (mut batches, mut rejected) = (Vec::new(), Vec::new());
@@ -1830,6 +1891,7 @@ mod fuzz {
             mappings: mappings.clone(),
             tag_separator: tag_separator.to_string(),
             batcher: Batcher::new(tx, 7),
+            ignored: BTreeSet::new(),
         };
         let reader = std::thread::spawn(move || produce(&file, input, sink));
         let mut outcome = Outcome {

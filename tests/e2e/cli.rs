@@ -596,7 +596,7 @@ async fn jsonl_with_a_bom_and_a_bad_byte_imports_every_other_line() {
     let file = dir.path().join("export.jsonl");
     std::fs::write(
         &file,
-        b"\xEF\xBB\xBF{\"id\":\"first\",\"text\":\"one\"}\n{\"text\":\"bad \xFF\"}\n{\"id\":\"third\",\"text\":\"three\"}\n",
+        b"\xEF\xBB\xBF{\"id\":\"first\",\"text\":\"one\",\"nsp\":9}\n{\"text\":\"bad \xFF\"}\n{\"id\":\"third\",\"text\":\"three\",\"attributes.plan\":\"pro\"}\n",
     )
     .unwrap();
     let (ok, stdout, stderr) = run(&[
@@ -612,6 +612,13 @@ async fn jsonl_with_a_bom_and_a_bad_byte_imports_every_other_line() {
         "{stdout}"
     );
     assert!(stdout.contains("line 2: not valid UTF-8"), "{stdout}");
+    // A misspelt field is told, not dropped without a word (found by
+    // probing); an `attributes.KEY` field is taken.
+    assert!(
+        stdout.contains("not imported (fields, not a Feedback field;")
+            && stdout.trim_end().ends_with("): nsp"),
+        "{stdout}"
+    );
     let mut client = server.client().await;
     let got = client
         .get(pb::GetRequest {
