@@ -227,6 +227,14 @@ fn filter_values(
         .enumerate()
         .map(|(i, value)| {
             let value = value.trim();
+            if value.is_empty() {
+                // Found by probing: it matched nothing, while a blank
+                // `customer_id` matched everything.
+                return Err(Error::invalid(
+                    format!("{field}[{i}]"),
+                    format!("empty or blank: no item has such {what}; leave it out"),
+                ));
+            }
             check_value_bytes(&format!("{field}[{i}]"), value, max_bytes, what)?;
             Ok(value.to_string())
         })
@@ -342,6 +350,14 @@ fn filter(raw: pb::Filter) -> Result<SearchFilter, Error> {
         )?;
     }
     let customer_id = raw.customer_id.trim();
+    if customer_id.is_empty() && !raw.customer_id.is_empty() {
+        // Blank is not "no filter": a lookup for a customer id read from an
+        // empty form field would have answered every customer's items.
+        return Err(Error::invalid(
+            "filter.customer_id",
+            "blank: leave it empty for no customer filter",
+        ));
+    }
     check_value_bytes(
         "filter.customer_id",
         customer_id,
@@ -839,6 +855,21 @@ mod tests {
             key.starts_with("filter.attributes.Region: key must be"),
             "{key}"
         );
+        // Blank values: a list element matched nothing, a blank customer
+        // id everything.
+        let blank = refused(pb::Filter {
+            products: vec!["Router".into(), "   ".into()],
+            ..Default::default()
+        });
+        assert!(
+            blank.starts_with("filter.products[1]: empty or blank"),
+            "{blank}"
+        );
+        let blank = refused(pb::Filter {
+            customer_id: " \t ".into(),
+            ..Default::default()
+        });
+        assert!(blank.starts_with("filter.customer_id: blank"), "{blank}");
 
         // Equal or open bounds, and a valid key, are fine.
         let fine = filter_of(pb::Filter {
