@@ -87,8 +87,8 @@ pub fn parse_user_query(
 /// Whether `text` is plain words: letters and digits apart from ASCII
 /// whitespace (the grammar's separators), no word an operator of the
 /// grammar (`AND`, `OR`, `NOT`, `IN`, `TO`) or as long as the analyzer
-/// drops (each word is then exactly one term: a text of dropped words
-/// only is an error of tantivy's parser), at most `MAX_QUERY_CLAUSES`
+/// drops (each word is then at least one term, one outside CJK runs: a
+/// text of dropped words only is an error of tantivy's parser), at most `MAX_QUERY_CLAUSES`
 /// words. Such a text nests nothing, names no field and parses without
 /// errors, so the grammar's checks and their parse of the text are skipped
 /// (that parse was ~5% of the server's CPU for a one-word query matching

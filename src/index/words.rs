@@ -116,7 +116,7 @@ impl<'a> Words<'a> {
     }
 
     /// The next token of the CJK run in `run`, if any is left.
-    fn from_run(&mut self) -> Option<Word> {
+    fn next_of_run(&mut self) -> Option<Word> {
         // `run` holds n + 1 boundaries for n characters.
         let chars = self.run.len().checked_sub(1)?;
         while self.at < chars {
@@ -171,7 +171,7 @@ impl Iterator for Words<'_> {
     type Item = Word;
 
     fn next(&mut self) -> Option<Word> {
-        if let Some(word) = self.from_run() {
+        if let Some(word) = self.next_of_run() {
             return Some(word);
         }
         let bytes = self.text.as_bytes();
@@ -205,7 +205,7 @@ impl Iterator for Words<'_> {
                 self.run.push(i);
             }
             self.next = i;
-            return self.from_run();
+            return self.next_of_run();
         }
         while i < len {
             let byte = bytes[i];
