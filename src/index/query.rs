@@ -512,10 +512,20 @@ fn phrase_pairs(analyzer: &mut TextAnalyzer, phrase: &str) -> PhrasePairs {
             ));
         }
     }
+    // A pair of adjacent terms the index's `text_pairs` holds for every
+    // text where the phrase matches. Not with a lone CJK character: the
+    // query asks for it alone (its run is one character), while a text may
+    // hold it inside a longer run, whose pairs `text_pairs` joins instead
+    // (found by probing: "iPhone 配" missed "iPhone配送", found by the
+    // positions of `text`).
+    let pairable = |first: &(usize, usize, usize, String),
+                    second: &(usize, usize, usize, String)| {
+        first.0 + 1 == second.0 && !is_lone_cjk(&first.3) && !is_lone_cjk(&second.3)
+    };
     match tokens.len() {
         0 | 1 => return PhrasePairs::None,
         2 => {
-            return match tokens[0].0 + 1 == tokens[1].0 {
+            return match pairable(&tokens[0], &tokens[1]) {
                 true => PhrasePairs::One,
                 false => PhrasePairs::None,
             }
@@ -529,7 +539,7 @@ fn phrase_pairs(analyzer: &mut TextAnalyzer, phrase: &str) -> PhrasePairs {
         if spans.len() == MAX_PREFILTER_PAIRS {
             break;
         }
-        if first.0 + 1 != second.0 || seen.contains(&(first.3.as_str(), second.3.as_str())) {
+        if !pairable(first, second) || seen.contains(&(first.3.as_str(), second.3.as_str())) {
             continue;
         }
         let span = (first.1, second.2);
@@ -548,6 +558,13 @@ fn phrase_pairs(analyzer: &mut TextAnalyzer, phrase: &str) -> PhrasePairs {
         true => PhrasePairs::None,
         false => PhrasePairs::Within(spans),
     }
+}
+
+/// Whether a term is one CJK character (`words`: a query gives one for a
+/// run of one character only).
+fn is_lone_cjk(term: &str) -> bool {
+    let mut chars = term.chars();
+    matches!((chars.next(), chars.next()), (Some(c), None) if super::words::is_cjk(c))
 }
 
 /// Whether `text` analyses to exactly the terms `first`, `second`, adjacent.
@@ -1519,14 +1536,16 @@ mod tests {
             "한국어 배송이 늦어요",
             "iPhone配送 late",
             "遅い配送",
+            "good 贵了",
+            "遅。がっかり",
         ];
         let (parser, matching) = texts_index(&texts);
-        let cases: [(&str, &[&str]); 14] = [
+        let cases: [(&str, &[&str]); 19] = [
             (
                 "配送",
                 &["iPhone配送 late", "遅い配送", "配送が遅い", "配送は早い"],
             ),
-            ("贵", &["太贵了", "贵"]),
+            ("贵", &["good 贵了", "太贵了", "贵"]),
             ("太", &["太贵了"]),
             ("配送が遅い", &["配送が遅い"]),
             ("\"配送が\"", &["配送が遅い"]),
@@ -1538,7 +1557,17 @@ mod tests {
             ("iphone配送", &["iPhone配送 late"]),
             ("\"配送 late\"", &["iPhone配送 late"]),
             ("配遅", &[]),
-            ("贵了 OR 早い", &["太贵了", "配送は早い"]),
+            ("贵了 OR 早い", &["good 贵了", "太贵了", "配送は早い"]),
+            // A lone character beside a word: the positions of `text`
+            // decide, with pairs as without (the pairs missed these).
+            ("\"iPhone 配\"", &["iPhone配送 late"]),
+            ("\"good 贵\"", &["good 贵了"]),
+            ("遅。が", &["遅。がっかり"]),
+            (
+                "\"配 送\"",
+                &["iPhone配送 late", "遅い配送", "配送が遅い", "配送は早い"],
+            ),
+            ("\"贵 good\"", &[]),
         ];
         for pairs in [true, false] {
             for (query, expected) in cases {
@@ -1551,6 +1580,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// With pairs as without: random texts and phrases over a few CJK
+    /// characters, a word and separators (the phrases' terms as `text`'s
+    /// positions find them decide).
+    #[test]
+    fn cjk_phrases_find_the_same_with_pairs_as_without() {
+        let pieces = ["配", "送", "贵", "了", "ok", " ", "。"];
+        let mut next = crate::index::xorshift(0x5eed_cafe_f00d_0001);
+        let mut pick = |n: usize| -> String {
+            (0..n)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect()
+        };
+        let texts: Vec<String> = (0..60).map(|i| pick(2 + i % 9)).collect();
+        let queries: Vec<String> = (0..200)
+            .map(|i| match i % 2 {
+                0 => format!("\"{}\"", pick(2 + i % 4)),
+                _ => pick(2 + i % 4),
+            })
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let (parser, matching) = texts_index(&texts);
+        let mut found = 0;
+        for query in &queries {
+            if query
+                .trim_matches(|c: char| c == '"' || c == ' ' || c == '。')
+                .is_empty()
+            {
+                continue;
+            }
+            let with = matching(&parser, query, true);
+            assert_eq!(with, matching(&parser, query, false), "{query}");
+            found += with.len();
+        }
+        assert!(found > 100, "{found}");
     }
 
     #[test]
