@@ -269,11 +269,16 @@ fn validate_attributes(
         ));
     }
     for (key, value) in &attributes {
-        let field = format!("attributes.{key}");
+        // The key cut short (`shown`): a rejection named a 100 KB key whole,
+        // and a batch of them made an answer past a client's 4 MiB.
+        let field = format!("attributes.{}", super::shown(key));
         if key.is_empty() || key.len() > MAX_ATTRIBUTE_KEY_BYTES {
             return Err(Rejection::new(
                 field,
-                format!("key must be 1 to {MAX_ATTRIBUTE_KEY_BYTES} bytes"),
+                format!(
+                    "key must be 1 to {MAX_ATTRIBUTE_KEY_BYTES} bytes, got {}",
+                    key.len()
+                ),
             ));
         }
         if !is_attribute_key(key) {
@@ -436,6 +441,19 @@ mod tests {
         assert_eq!(
             d.validate(UnixMicros(0)).unwrap_err().field,
             "attributes.Region"
+        );
+        // A long key is named cut short, its length in the reason.
+        let mut d = draft("t");
+        d.attributes.insert("k".repeat(100_000), "v".into());
+        let rejection = d.validate(UnixMicros(0)).unwrap_err();
+        assert_eq!(
+            rejection.field,
+            format!("attributes.{}…", "k".repeat(crate::domain::SHOWN_CHARS))
+        );
+        assert!(
+            rejection.reason.ends_with("got 100000"),
+            "{}",
+            rejection.reason
         );
 
         let mut d = draft("t");

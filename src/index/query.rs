@@ -754,6 +754,14 @@ fn fold_keyword_values(ast: &mut UserInputAst) -> bool {
                         }
                     }
                 }
+                UserInputLeaf::Set {
+                    field: Some(field),
+                    elements,
+                } if field == field::CREATED_AT => {
+                    for element in elements.iter_mut() {
+                        changed |= widen_date(element);
+                    }
+                }
                 UserInputLeaf::Literal(literal) => {
                     if let Some(lower) = folding(literal.field_name.as_deref()) {
                         changed |= fold(&mut literal.phrase, lower);
@@ -2374,6 +2382,10 @@ mod tests {
             (
                 "late created_at:>2020-01-01",
                 "late created_at:>2020-01-01T00:00:00Z",
+            ),
+            (
+                "created_at:IN [2020-01-01 2021-01-01]",
+                "created_at:IN [\"2020-01-01T00:00:00Z\" \"2021-01-01T00:00:00Z\"]",
             ),
         ] {
             let (a, b) = (
