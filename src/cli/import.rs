@@ -482,12 +482,21 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     print_summary(&args, format, &mut tally);
     if !ignored.is_empty() {
         // A misspelt field ("nsp") would vanish without a word.
-        let names: Vec<&str> = ignored.iter().map(String::as_str).collect();
+        // Quoted and escaped: a name may hold control characters.
+        let names: Vec<String> = ignored.iter().map(|name| got_text(name)).collect();
         println!(
-            "not imported ({}, not a Feedback field; --map FIELD=COLUMN names a column for a field): {}{}",
+            "not imported ({}, not a Feedback field; --map FIELD={} takes one for a field): {}{}",
             format.field_label(),
+            match format {
+                FileFormat::Csv => "COLUMN",
+                FileFormat::Jsonl => "NAME",
+            },
             names.join(", "),
-            if names.len() == MAX_IGNORED_FIELDS { ", ..." } else { "" }
+            if names.len() == MAX_IGNORED_FIELDS {
+                ", ..."
+            } else {
+                ""
+            }
         );
     }
     match tally.state.rejected {
@@ -1195,6 +1204,20 @@ fn read_csv(
     }
 }
 
+/// A value of the file as a rejection names it: JSON (control characters
+/// escaped), cut short (`domain::shown`): a 100 KB cell was printed whole.
+fn got(value: &Value) -> String {
+    match value {
+        Value::String(text) => got_text(text),
+        other => crate::domain::shown(&other.to_string()).into_owned(),
+    }
+}
+
+/// A text of the file as a rejection names it: quoted, escaped, cut short.
+fn got_text(text: &str) -> String {
+    format!("{:?}", crate::domain::shown(text))
+}
+
 fn row_to_item(
     row: &Row,
     mappings: &BTreeMap<String, String>,
@@ -1210,7 +1233,7 @@ fn row_to_item(
             None => String::new(),
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            Some(other) => return Err(format!("{field}: expected a string, got {other}")),
+            Some(other) => return Err(format!("{field}: expected a string, got {}", got(other))),
         })
     };
     let score = |field: &str| -> Result<Option<i32>, String> {
@@ -1225,23 +1248,31 @@ fn row_to_item(
                 .trim()
                 .parse::<i32>()
                 .map(Some)
-                .map_err(|_| format!("{field}: expected a whole number, got {s:?}")),
-            Some(other) => Err(format!("{field}: expected a whole number, got {other}")),
+                .map_err(|_| format!("{field}: expected a whole number, got {}", got_text(s))),
+            Some(other) => Err(format!(
+                "{field}: expected a whole number, got {}",
+                got(other)
+            )),
         }
     };
     let channel = match get("channel") {
         None => pb::Channel::Unspecified,
         Some(Value::String(raw)) => crate::cli::parse_channel(raw)
             .map(crate::grpc::channel_to_pb)
-            .ok_or_else(|| format!("channel: unknown value {raw:?}"))?,
-        Some(other) => return Err(format!("channel: expected a name, got {other}")),
+            .ok_or_else(|| format!("channel: unknown value {}", got_text(raw)))?,
+        Some(other) => return Err(format!("channel: expected a name, got {}", got(other))),
     };
     let journey_stage = match get("journey_stage") {
         None => pb::JourneyStage::Unspecified,
         Some(Value::String(raw)) => crate::cli::parse_stage(raw)
             .map(crate::grpc::stage_to_pb)
-            .ok_or_else(|| format!("journey_stage: unknown value {raw:?}"))?,
-        Some(other) => return Err(format!("journey_stage: expected a name, got {other}")),
+            .ok_or_else(|| format!("journey_stage: unknown value {}", got_text(raw)))?,
+        Some(other) => {
+            return Err(format!(
+                "journey_stage: expected a name, got {}",
+                got(other)
+            ))
+        }
     };
     let created_at = match get("created_at") {
         None => None,
@@ -1255,7 +1286,7 @@ fn row_to_item(
         Some(Value::String(s)) => {
             Some(crate::cli::parse_time(s).map_err(|e| format!("created_at: {e}"))?)
         }
-        Some(other) => return Err(format!("created_at: unexpected value {other}")),
+        Some(other) => return Err(format!("created_at: unexpected value {}", got(other))),
     };
     let tags = match get("tags") {
         None => Vec::new(),
@@ -1264,7 +1295,7 @@ fn row_to_item(
             .map(|t| {
                 t.as_str()
                     .map(str::to_string)
-                    .ok_or_else(|| format!("tags: expected strings, got {t}"))
+                    .ok_or_else(|| format!("tags: expected strings, got {}", got(t)))
             })
             .collect::<Result<_, _>>()?,
         Some(Value::String(s)) => s
@@ -1273,7 +1304,12 @@ fn row_to_item(
             .filter(|t| !t.is_empty())
             .map(str::to_string)
             .collect(),
-        Some(other) => return Err(format!("tags: expected a list or a string, got {other}")),
+        Some(other) => {
+            return Err(format!(
+                "tags: expected a list or a string, got {}",
+                got(other)
+            ))
+        }
     };
     // An attribute value as text: strings as they are, other values as JSON.
     let attribute_value = |v: &Value| match v {
@@ -1293,8 +1329,9 @@ fn row_to_item(
         // It used to be dropped without a word.
         Some(other) => {
             return Err(format!(
-                "attributes: expected an object {{\"KEY\": value}} (or attributes.KEY columns), got {other}"
-            ))
+            "attributes: expected an object {{\"KEY\": value}} (or attributes.KEY columns), got {}",
+            got(other)
+        ))
         }
     }
     let attribute_columns = row

@@ -187,6 +187,17 @@ pub fn parse_stage(raw: &str) -> Option<crate::domain::JourneyStage> {
 /// clap exits on the ones it finds itself.
 pub const EXIT_USAGE: u8 = 2;
 
+/// A failed call as the command reports it: the code and message; a request
+/// the server refused as invalid (a flag value it checks: `--nps 9..1`,
+/// `--theme BAD`) is a usage error (`Usage`), as one the client finds.
+pub fn call_failed(status: tonic::Status) -> anyhow::Error {
+    let error = anyhow::anyhow!("{}: {}", status.code(), status.message());
+    match status.code() {
+        tonic::Code::InvalidArgument => error.context(Usage),
+        _ => error,
+    }
+}
+
 /// Context of an error in the flags, found after clap's parse (`--nps abc`,
 /// `--attr nokey`): the command exits `EXIT_USAGE`, as for clap's own.
 #[derive(Debug)]
@@ -219,7 +230,12 @@ pub fn parse_time(raw: &str) -> Result<prost_types::Timestamp, String> {
             time::Date::parse(raw, time::macros::format_description!("[year]-[month]-[day]"))
                 .map(|d| d.midnight().assume_utc())
         })
-        .map_err(|_| format!("expected RFC 3339 (2026-03-14T09:21:05Z), a date (2026-03-14) or unix seconds, got {raw:?}"))?;
+        .map_err(|_| {
+            format!(
+                "expected RFC 3339 (2026-03-14T09:21:05Z), a date (2026-03-14) or unix seconds, got {:?}",
+                crate::domain::shown(raw)
+            )
+        })?;
     Ok(prost_types::Timestamp {
         seconds: parsed.unix_timestamp(),
         nanos: parsed.nanosecond() as i32,

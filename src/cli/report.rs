@@ -88,7 +88,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     let response = client
         .report(request)
         .await
-        .map_err(|status| anyhow::anyhow!("{}: {}", status.code(), status.message()))?
+        .map_err(crate::cli::call_failed)?
         .into_inner();
     let report = crate::grpc::report_from_pb(response);
     let rendered = match args.format {

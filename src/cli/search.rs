@@ -250,7 +250,7 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     let response = client
         .search(request)
         .await
-        .map_err(|status| anyhow::anyhow!("{}: {}", status.code(), status.message()))?
+        .map_err(crate::cli::call_failed)?
         .into_inner();
     if args.json {
         println!(

@@ -12,6 +12,7 @@ use super::cursor::{self, Cursor, FrozenStats, SortKey};
 use super::ids::SegmentIds;
 use super::schema::{self, Fields};
 use super::snippet::SnippetCutter;
+use super::words;
 use super::{facets, query, IndexError, SearchIndex};
 use crate::domain::{normalize_text, FacetCounts, FeedbackId, SearchQuery, Snippet, SortOrder};
 
@@ -55,8 +56,13 @@ pub const SNIPPET_WINDOW_BYTES: usize = 2_048;
 pub const SNIPPET_WINDOWS: usize = 8;
 
 /// Consecutive windows of at most `SNIPPET_WINDOW_BYTES` covering `text`,
-/// each ending at a whitespace where there is one in its second half (so
-/// words are not cut) and on a character boundary.
+/// each ending on a character boundary: at a whitespace where there is one
+/// in its second half (so words are not cut), else at another character
+/// that is no part of a word (CJK text has no spaces: `。`, `、`). A window
+/// cut inside a CJK run (none of those in its second half) and the next
+/// share the run's character at the cut, so a pair of characters across
+/// the cut is whole in the next window (found by probing: `配送` across
+/// the first cut got no snippet).
 fn windows(text: &str) -> impl Iterator<Item = &str> {
     let mut start = 0;
     std::iter::from_fn(move || {
@@ -67,16 +73,34 @@ fn windows(text: &str) -> impl Iterator<Item = &str> {
         while !text.is_char_boundary(end) {
             end -= 1;
         }
+        let mut next = end;
         if end < text.len() {
             let half = start + SNIPPET_WINDOW_BYTES / 2;
-            if let Some(space) = text[start..end].rfind(char::is_whitespace) {
-                if start + space > half {
-                    end = start + space;
+            let window = &text[start..end];
+            let cut = window
+                .rfind(char::is_whitespace)
+                .filter(|&at| start + at > half)
+                .or_else(|| {
+                    window
+                        .rfind(|c: char| !c.is_alphanumeric())
+                        .filter(|&at| start + at > half)
+                });
+            match cut {
+                Some(at) => {
+                    end = start + at;
+                    next = end;
+                }
+                None => {
+                    let last = window.chars().next_back().filter(|&c| words::is_cjk(c));
+                    let following = text[end..].chars().next().filter(|&c| words::is_cjk(c));
+                    if let (Some(last), Some(_)) = (last, following) {
+                        next = end - last.len_utf8();
+                    }
                 }
             }
         }
         let window = &text[start..end];
-        start = end;
+        start = next;
         Some(window)
     })
 }
@@ -718,6 +742,26 @@ pub(super) mod tests {
         assert_eq!(windows("").count(), 0);
         let unbroken = "\u{e9}".repeat(3_000);
         assert_eq!(windows(&unbroken).collect::<Vec<_>>().concat(), unbroken);
+        // CJK text: cut at punctuation in the second half, else inside the
+        // run with the character at the cut in both windows, so the pair
+        // across the cut is whole in the second.
+        let sentences = "配送が遅いので二度と注文しません。".repeat(100);
+        let parts: Vec<&str> = windows(&sentences).collect();
+        assert_eq!(parts.concat(), sentences);
+        assert!(parts[..parts.len() - 1]
+            .iter()
+            .all(|p| p.ends_with("ません")));
+        let run = format!("{}配送{}", "あ".repeat(681), "い".repeat(700));
+        let parts: Vec<&str> = windows(&run).collect();
+        assert!(parts[0].ends_with("あ配") && parts[1].starts_with("配送"));
+        // Every cut is inside the run: each later window repeats one
+        // character (3 bytes).
+        let joined: String = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| if i == 0 { *p } else { &p[3..] })
+            .collect();
+        assert_eq!(joined, run);
     }
 
     #[test]
@@ -838,13 +882,24 @@ pub(super) mod tests {
                 match b {
                     None => assert!(a.highlighted().is_empty(), "{words} / {text}"),
                     Some(b) => {
+                        // tantivy keeps touching ranges apart; ours joins
+                        // them (CJK characters side by side).
+                        let mut touching =
+                            tantivy::snippet::collapse_overlapped_ranges(a.highlighted());
+                        touching.dedup_by(|next, last| {
+                            let joined = next.start <= last.end;
+                            if joined {
+                                last.end = last.end.max(next.end);
+                            }
+                            joined
+                        });
+                        assert_eq!(touching, b.highlighted, "{words} / {text}");
+                        assert_eq!(a.fragment(), b.fragment, "{words} / {text}");
                         assert_eq!(
-                            tantivy::snippet::collapse_overlapped_ranges(a.highlighted()),
-                            b.highlighted,
+                            a.to_html().replace("</b><b>", ""),
+                            b.html(),
                             "{words} / {text}"
                         );
-                        assert_eq!(a.fragment(), b.fragment, "{words} / {text}");
-                        assert_eq!(a.to_html(), b.html(), "{words} / {text}");
                         highlighted += b.highlighted.len();
                     }
                 }

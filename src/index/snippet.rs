@@ -211,14 +211,15 @@ pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     Words::new(text, Cjk::Index).map(|word| (word.from, word.to))
 }
 
-/// Overlapping ranges joined (a CJK character and its pair), in order;
-/// ranges that only touch are kept apart (tantivy's
-/// `collapse_overlapped_ranges` on ranges sorted by start).
+/// Overlapping and touching ranges joined (a CJK character and its pair,
+/// two matched characters side by side: `<b>贵贵</b>`, not
+/// `<b>贵</b><b>贵</b>`), in order (ranges sorted by start). tantivy joins
+/// overlapping ranges only; outside CJK runs no two words touch.
 fn collapse(ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
     let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
     for range in ranges {
         match out.last_mut() {
-            Some(last) if range.start < last.end => last.end = last.end.max(range.end),
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
             _ => out.push(range),
         }
     }

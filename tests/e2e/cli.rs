@@ -616,7 +616,7 @@ async fn jsonl_with_a_bom_and_a_bad_byte_imports_every_other_line() {
     // probing); an `attributes.KEY` field is taken.
     assert!(
         stdout.contains("not imported (fields, not a Feedback field;")
-            && stdout.trim_end().ends_with("): nsp"),
+            && stdout.trim_end().ends_with("): \"nsp\""),
         "{stdout}"
     );
     let mut client = server.client().await;
@@ -754,4 +754,26 @@ fn flag_values_a_command_cannot_use_exit_2() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+/// The same for a value only the server checks: its INVALID_ARGUMENT is a
+/// usage error of the command (found by probing: it exited 1).
+#[tokio::test]
+async fn flag_values_the_server_refuses_exit_2() {
+    let server = TestServer::spawn().await;
+    let addr = server.addr.to_string();
+    for args in [
+        &["search", "--nps", "9..1"][..],
+        &["search", "--theme", "BAD"],
+        &["report", "--product", " "],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--server", &addr]);
+        let (code, _, stderr) = run_code(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid arguments: "), "{args:?}: {stderr}");
+    }
+    // Other failures keep exit status 1.
+    let (code, _, stderr) = run_code(&["search", "--server", "http://127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "{stderr}");
 }
