@@ -483,7 +483,11 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     if !ignored.is_empty() {
         // A misspelt field ("nsp") would vanish without a word.
         // Quoted and escaped: a name may hold control characters.
-        let names: Vec<String> = ignored.iter().map(|name| got_text(name)).collect();
+        let names: Vec<String> = ignored
+            .iter()
+            .take(MAX_IGNORED_FIELDS)
+            .map(|name| got_text(name))
+            .collect();
         println!(
             "not imported ({}, not a Feedback field; --map FIELD={} takes one for a field): {}{}",
             format.field_label(),
@@ -492,7 +496,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
                 FileFormat::Jsonl => "NAME",
             },
             names.join(", "),
-            if names.len() == MAX_IGNORED_FIELDS {
+            if ignored.len() > MAX_IGNORED_FIELDS {
                 ", ..."
             } else {
                 ""
@@ -1040,8 +1044,8 @@ struct RowSink {
     mappings: BTreeMap<String, String>,
     tag_separator: String,
     batcher: Batcher,
-    /// Fields of the rows that no item field takes (at most
-    /// `MAX_IGNORED_FIELDS` names), told after the summary.
+    /// Fields of the rows that no item field takes (`MAX_IGNORED_FIELDS`
+    /// names and one more, to tell there are more), told after the summary.
     ignored: BTreeSet<String>,
 }
 
@@ -1082,12 +1086,16 @@ impl RowSink {
     }
 
     fn item(&mut self, row: u64, fields: &Row) -> Result<pb::Feedback, String> {
-        if self.ignored.len() < MAX_IGNORED_FIELDS {
+        // One name more than is told, to tell that there are more.
+        if self.ignored.len() <= MAX_IGNORED_FIELDS {
             for name in fields.keys() {
-                let taken = ITEM_FIELDS.contains(&name.as_str())
+                // A field's own name is not read when `--map` names another
+                // column for it.
+                let taken = (ITEM_FIELDS.contains(&name.as_str())
+                    && !self.mappings.contains_key(name))
                     || name.starts_with("attributes.")
                     || self.mappings.values().any(|column| column == name);
-                if !taken && self.ignored.len() < MAX_IGNORED_FIELDS {
+                if !taken && self.ignored.len() <= MAX_IGNORED_FIELDS {
                     self.ignored.insert(name.clone());
                 }
             }

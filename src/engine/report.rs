@@ -128,7 +128,8 @@ fn plan(
             // that end (found by probing: 2200 to 2300 was refused as if
             // the end came first).
             (Some(after), Some(before))
-                if after.0 >= MAX_CREATED_AT_MICROS || before.0 <= MIN_CREATED_AT_MICROS =>
+                if (after.0 >= MAX_CREATED_AT_MICROS && before.0 >= MAX_CREATED_AT_MICROS)
+                    || (after.0 <= MIN_CREATED_AT_MICROS && before.0 <= MIN_CREATED_AT_MICROS) =>
             {
                 Error::invalid(
                     "filter.created_after",

@@ -232,7 +232,7 @@ fn filter_values(
                 // `customer_id` matched everything.
                 return Err(Error::invalid(
                     format!("{field}[{i}]"),
-                    format!("empty or blank: no item has such {what}; leave it out"),
+                    format!("empty or blank: no item has an empty value in {what}; leave it out"),
                 ));
             }
             check_value_bytes(&format!("{field}[{i}]"), value, max_bytes, what)?;

@@ -26,7 +26,8 @@ impl From<Error> for Status {
 const MAX_MESSAGE_BYTES: usize = 1_024;
 
 /// `status` with a message past `MAX_MESSAGE_BYTES` cut in the middle: its
-/// start (the field) and end (the reason) are kept.
+/// start (the field) and end (the reason) are kept. Rebuilt from its code
+/// and message: no status made here carries details or metadata.
 fn bounded(status: Status) -> Status {
     let message = status.message();
     if message.len() <= MAX_MESSAGE_BYTES {

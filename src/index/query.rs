@@ -687,6 +687,67 @@ fn may_fold(text: &str) -> bool {
     upper || !text.is_ascii() || text.contains(field::CREATED_AT)
 }
 
+/// `created_at:2026-03-01` (a plain date as a value) as the whole day,
+/// `created_at:[2026-03-01T00:00:00Z TO 2026-03-02T00:00:00Z}`, and an
+/// `IN` set holding plain dates as a clause of one such range (or one
+/// exact date-time) per element, any of them; `None` for every other node.
+/// A plain date had meant its first microsecond: a value matched almost
+/// nothing.
+fn whole_days(node: &UserInputAst) -> Option<UserInputAst> {
+    let UserInputAst::Leaf(leaf) = node else {
+        return None;
+    };
+    let day = |value: &str| -> Option<UserInputLeaf> {
+        let mut lower = value.to_string();
+        if !widen_date(&mut lower) {
+            return None;
+        }
+        let date = time::Date::parse(
+            value,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .ok()?;
+        let upper = match date.next_day() {
+            Some(next) => UserInputBound::Exclusive(format!("{next}T00:00:00Z")),
+            None => UserInputBound::Unbounded,
+        };
+        Some(UserInputLeaf::Range {
+            field: Some(field::CREATED_AT.to_string()),
+            lower: UserInputBound::Inclusive(lower),
+            upper,
+        })
+    };
+    match leaf.as_ref() {
+        UserInputLeaf::Literal(literal)
+            if literal.field_name.as_deref() == Some(field::CREATED_AT) =>
+        {
+            day(&literal.phrase).map(|range| UserInputAst::Leaf(Box::new(range)))
+        }
+        UserInputLeaf::Set {
+            field: Some(name),
+            elements,
+        } if name == field::CREATED_AT && elements.iter().any(|e| day(e).is_some()) => {
+            let clauses = elements
+                .iter()
+                .map(|element| {
+                    let leaf = day(element).unwrap_or_else(|| {
+                        UserInputLeaf::Literal(UserInputLiteral {
+                            field_name: Some(field::CREATED_AT.to_string()),
+                            phrase: element.clone(),
+                            delimiter: Delimiter::DoubleQuotes,
+                            slop: 0,
+                            prefix: false,
+                        })
+                    });
+                    (Some(Occur::Should), UserInputAst::Leaf(Box::new(leaf)))
+                })
+                .collect();
+            Some(UserInputAst::Clause(clauses))
+        }
+        _ => None,
+    }
+}
+
 /// A plain date (`2026-03-01`) as the RFC 3339 date-time tantivy reads,
 /// midnight UTC (as the CLI's `--after` takes one); returns whether it
 /// was one.
@@ -732,15 +793,15 @@ fn fold_keyword_values(ast: &mut UserInputAst) -> bool {
     let mut changed = false;
     let mut pending = vec![ast];
     while let Some(node) = pending.pop() {
+        if let Some(days) = whole_days(node) {
+            *node = days;
+            changed = true;
+            continue;
+        }
         match node {
             UserInputAst::Clause(children) => pending.extend(children.iter_mut().map(|(_, c)| c)),
             UserInputAst::Boost(inner, _) => pending.push(inner),
             UserInputAst::Leaf(leaf) => match leaf.as_mut() {
-                UserInputLeaf::Literal(literal)
-                    if literal.field_name.as_deref() == Some(field::CREATED_AT) =>
-                {
-                    changed |= widen_date(&mut literal.phrase);
-                }
                 UserInputLeaf::Range {
                     field: Some(field),
                     lower,
@@ -752,14 +813,6 @@ fn fold_keyword_values(ast: &mut UserInputAst) -> bool {
                         {
                             changed |= widen_date(value);
                         }
-                    }
-                }
-                UserInputLeaf::Set {
-                    field: Some(field),
-                    elements,
-                } if field == field::CREATED_AT => {
-                    for element in elements.iter_mut() {
-                        changed |= widen_date(element);
                     }
                 }
                 UserInputLeaf::Literal(literal) => {
@@ -1405,13 +1458,13 @@ mod tests {
         }
     }
 
+    /// The service's parser (`index::query_parser`: the query side's
+    /// analyzers) over an empty index.
     fn parser() -> QueryParser {
         let (schema, fields) = super::super::schema::build_schema();
         let index = tantivy::Index::create_in_ram(schema);
         super::super::schema::register_analyzers(index.tokenizers());
-        let mut parser = QueryParser::for_index(&index, vec![fields.text]);
-        parser.set_conjunction_by_default();
-        parser
+        super::super::query_parser(&index, &fields)
     }
 
     /// A NOT inside a query (after AND / OR, or in parentheses) leaves
@@ -1486,7 +1539,7 @@ mod tests {
         QueryParser,
         impl Fn(&QueryParser, &str, bool) -> Vec<&'t str>,
     ) {
-        let (index, fields, writer) = crate::index::test_index();
+        let (index, fields, mut writer) = crate::index::test_index();
         for (seq, text) in texts.iter().enumerate() {
             let draft = crate::domain::FeedbackDraft {
                 id: format!("i-{seq}"),
@@ -1501,7 +1554,6 @@ mod tests {
                 crate::domain::AnalysisState::Pending,
             );
         }
-        let mut writer = writer;
         writer.commit().unwrap();
         let searcher = index.reader().unwrap().searcher();
         let parser = super::super::query_parser(&index, &fields);
@@ -2266,8 +2318,7 @@ mod tests {
         let mut writer = writer;
         writer.commit().unwrap();
         let searcher = index.reader().unwrap().searcher();
-        let mut parser = QueryParser::for_index(&index, vec![fields.text]);
-        parser.set_conjunction_by_default();
+        let parser = super::super::query_parser(&index, &fields);
         for pairs in [false, true] {
             for (query, want) in [
                 ("language:EN", 1),
@@ -2384,8 +2435,12 @@ mod tests {
                 "late created_at:>2020-01-01T00:00:00Z",
             ),
             (
-                "created_at:IN [2020-01-01 2021-01-01]",
-                "created_at:IN [\"2020-01-01T00:00:00Z\" \"2021-01-01T00:00:00Z\"]",
+                "created_at:2020-01-01",
+                "created_at:[2020-01-01T00:00:00Z TO 2020-01-02T00:00:00Z}",
+            ),
+            (
+                "late created_at:IN [2020-01-01 \"2021-01-01T10:00:00Z\"]",
+                "late (created_at:[2020-01-01T00:00:00Z TO 2020-01-02T00:00:00Z} OR created_at:\"2021-01-01T10:00:00Z\")",
             ),
         ] {
             let (a, b) = (

@@ -34,7 +34,7 @@ impl IndexPage {
     /// A snippet around the query's terms, if any occur in the text: cut
     /// from the normalised text (`normalize_text` of the stored `text`), the
     /// one the index saw. Bounded work per hit: the text is read in windows
-    /// of `SNIPPET_WINDOW_BYTES` (cut at a space), first to last, and the
+    /// of `SNIPPET_WINDOW_BYTES` (`windows`), first to last, and the
     /// first window holding a match gives the snippet; a match past
     /// `SNIPPET_WINDOWS` windows gives none.
     pub fn snippet(&self, text: &str) -> Option<Snippet> {

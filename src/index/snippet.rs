@@ -4,7 +4,8 @@
 //! token of every hit, and escapes HTML a character at a time through a
 //! writer; here a token the snippet analyzer blanked (it cannot match) is
 //! not looked up, a lower-case token is looked up as it is, and the HTML is
-//! escaped slice by slice. The output is the same: fragments of at most
+//! escaped slice by slice. The output is the same, except that touching
+//! highlights are joined (`collapse`): fragments of at most
 //! `max_bytes` bytes from the first token to the last one in them, the
 //! highest score winning (ties to the earliest) (a unit test compares with
 //! tantivy's own generator).
@@ -214,7 +215,8 @@ pub(crate) fn words(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
 /// Overlapping and touching ranges joined (a CJK character and its pair,
 /// two matched characters side by side: `<b>贵贵</b>`, not
 /// `<b>贵</b><b>贵</b>`), in order (ranges sorted by start). tantivy joins
-/// overlapping ranges only; outside CJK runs no two words touch.
+/// overlapping ranges only. Words touch only at a CJK run: inside it, or
+/// where it meets another word (`<b>iPhone配送</b>`).
 fn collapse(ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
     let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
     for range in ranges {

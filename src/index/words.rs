@@ -30,8 +30,8 @@ pub enum Cjk {
 }
 
 /// Whether `c` (alphanumeric) is written in a script without spaces between
-/// words: Han ideographs and their iteration marks, Hiragana, Katakana
-/// (half width too) and Hangul (Korean puts spaces between phrases, not
+/// words: Han ideographs and their iteration marks, Bopomofo, Hiragana,
+/// Katakana (half width too) and Hangul (Korean puts spaces between phrases, not
 /// between a word and its particle: "배송이" holds "배송").
 pub fn is_cjk(c: char) -> bool {
     matches!(c,
@@ -41,7 +41,9 @@ pub fn is_cjk(c: char) -> bool {
         | '\u{3031}'..='\u{3035}'   // kana repeat marks
         | '\u{303B}'..='\u{303C}'
         | '\u{3040}'..='\u{30FF}'   // Hiragana, Katakana
+        | '\u{3100}'..='\u{312F}'   // Bopomofo
         | '\u{3130}'..='\u{318F}'   // Hangul compatibility Jamo
+        | '\u{31A0}'..='\u{31BF}'   // Bopomofo extended
         | '\u{31F0}'..='\u{31FF}'   // Katakana phonetic extensions
         | '\u{3400}'..='\u{4DBF}'   // CJK extension A
         | '\u{4E00}'..='\u{9FFF}'   // CJK unified ideographs
@@ -50,6 +52,7 @@ pub fn is_cjk(c: char) -> bool {
         | '\u{F900}'..='\u{FAFF}'   // CJK compatibility ideographs
         | '\u{FF66}'..='\u{FF9F}'   // half-width Katakana
         | '\u{FFA0}'..='\u{FFDC}'   // half-width Hangul
+        | '\u{1B000}'..='\u{1B16F}' // kana supplement and extensions
         | '\u{20000}'..='\u{3134F}' // CJK extensions B to H, compatibility supplement
     )
 }

@@ -476,6 +476,12 @@ async fn report_bad_input_names_the_field_and_an_empty_slice_is_not_an_error() {
         message.starts_with("filter.created_after: the report's period lies outside"),
         "{message}"
     );
+    // Reversed, one bound past an end: the order is what is wrong.
+    let message = refused(request("2000-01-01T00:00:00Z", "1965-01-01T00:00:00Z", "")).await;
+    assert!(
+        message.starts_with("filter.created_before: must"),
+        "{message}"
+    );
     // Candidates come from a discovery, which needs the analysis.
     let mut candidates = request("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", "");
     candidates.include_candidates = true;
