@@ -1052,24 +1052,6 @@ struct RowSink {
 /// Names of fields no item takes that an import tells, at most.
 const MAX_IGNORED_FIELDS: usize = 20;
 
-/// Item fields a row's field may name as it is (besides `attributes.KEY`).
-const ITEM_FIELDS: &[&str] = &[
-    "id",
-    "text",
-    "channel",
-    "journey_stage",
-    "product",
-    "customer_id",
-    "created_at",
-    "language",
-    "nps",
-    "csat",
-    "ces",
-    "rating",
-    "tags",
-    "attributes",
-];
-
 impl RowSink {
     /// Takes the row at `at`, read by `fields`, unless an interrupted run
     /// had finished it; `read` is the bytes of the file read so far. False
@@ -1091,7 +1073,7 @@ impl RowSink {
             for name in fields.keys() {
                 // A field's own name is not read when `--map` names another
                 // column for it.
-                let taken = (ITEM_FIELDS.contains(&name.as_str())
+                let taken = ((FIELD_NAMES.contains(&name.as_str()) || name == "attributes")
                     && !self.mappings.contains_key(name))
                     || name.starts_with("attributes.")
                     || self.mappings.values().any(|column| column == name);
