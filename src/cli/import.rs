@@ -436,12 +436,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             let read = reader
                 .join()
                 .map_err(|_| anyhow::anyhow!("the file reader panicked"))?;
-            let read = read.map(|fields| {
-                ignored.extend(fields);
-                ignored.clone()
-            });
+            let read = read.map(|fields| ignored.extend(fields));
             let status = match streamed {
-                Ok(()) => return read,
+                Ok(()) => return read.map(|()| std::mem::take(&mut ignored)),
                 Err(Stopped::Other(error)) => return Err(error),
                 Err(Stopped::Status(status)) => status,
             };

@@ -11,15 +11,15 @@ use crate::engine::{Caller, RequestContext};
 /// The context of one call, read from its metadata (take it before
 /// `into_inner`). A malformed `grpc-timeout` is ignored, as tonic does.
 pub(super) fn request_context<T>(request: &Request<T>) -> RequestContext {
-    // From the headers' arrival (a unary body may take a while to come),
-    // where the transport's layer stamped it.
-    let arrived = request
-        .extensions()
-        .get::<super::request_id::Arrived>()
-        .map_or_else(Instant::now, |arrived| arrived.0);
+    // From the headers' arrival (a unary body may take a while to come), as
+    // the transport's layer stamped it; without the layer, from now.
+    let deadline = match request.extensions().get::<super::request_id::Deadline>() {
+        Some(stamped) => stamped.0,
+        None => deadline(request.metadata(), Instant::now()),
+    };
     RequestContext {
         caller: Caller::Anonymous,
-        deadline: deadline(request.metadata(), arrived),
+        deadline,
     }
 }
 

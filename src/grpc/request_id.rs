@@ -47,10 +47,10 @@ fn client_id(value: &HeaderValue) -> Option<&str> {
 
 use super::BoxFuture;
 
-/// When the call's headers arrived (`request_context` counts the deadline
-/// from it).
+/// The call's deadline: its `grpc-timeout` counted from the arrival of its
+/// headers, read once here (`request_context` takes it).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Arrived(pub(super) std::time::Instant);
+pub(super) struct Deadline(pub(super) Option<std::time::Instant>);
 
 /// How much sooner than tonic's own `grpc-timeout` timer this layer ends a
 /// call whose deadline passed. Found by probing: tonic answers a passed
@@ -86,13 +86,16 @@ where
         // The call's deadline counts from here, as tonic's own timeout does
         // (it starts when the headers arrive, not after the body is read).
         let arrived = std::time::Instant::now();
-        request.extensions_mut().insert(Arrived(arrived));
-        let deadline = request
+        let timeout = request
             .headers()
             .get("grpc-timeout")
             .and_then(|value| value.to_str().ok())
-            .and_then(super::context::parse_grpc_timeout)
-            .and_then(|timeout| arrived.checked_add(timeout.saturating_sub(BEFORE_TONIC)));
+            .and_then(super::context::parse_grpc_timeout);
+        request
+            .extensions_mut()
+            .insert(Deadline(timeout.and_then(|t| arrived.checked_add(t))));
+        let deadline =
+            timeout.and_then(|timeout| arrived.checked_add(timeout.saturating_sub(BEFORE_TONIC)));
         let span = tracing::info_span!("request", id = %id, path = %request.uri().path());
         let response = {
             let _entered = span.enter();

@@ -1416,7 +1416,7 @@ mod tests {
         assert_eq!(worn_at, Some(n / 4));
         // Here 32 misses, but how many depends on the CPU's distance kernels.
         let worn_misses = unreachable(&index, &held);
-        let keys = index.lock().clone();
+        let keys = index.id_map();
         // A key removed while the copy runs is left out.
         let gone = index.key_of(&id(7)).unwrap();
         index.remove(&id(7)).unwrap();
@@ -1490,7 +1490,7 @@ mod tests {
         // item): the replay takes it out of the copy.
         let index = worn();
         *vectors.write() = State::Ready(Some(index.clone()));
-        let keys = index.lock().clone();
+        let keys = index.id_map();
         *vectors.compacting() = Some(HashSet::from([id(399)]));
         vectors.compact(&index, keys, &store).unwrap();
         let copy = vectors.index().unwrap();
