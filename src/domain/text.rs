@@ -50,8 +50,12 @@ fn map_control(c: char) -> Option<char> {
 /// controls are mapped) and already NFC. One pass over the bytes, where
 /// the general path decodes characters twice.
 fn is_plain_ascii(text: &str) -> bool {
-    text.bytes()
-        .all(|b| matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r'))
+    // 32 bytes at a time without an early exit, which the compiler
+    // vectorises (a byte-at-a-time `all` cost ~7 instructions a byte, the
+    // largest part of a plain text's trip through here).
+    let plain = |b: &u8| matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r');
+    let chunks = text.as_bytes().chunks(32);
+    chunks.into_iter().all(|chunk| chunk.iter().fold(true, |all, b| all & plain(b)))
 }
 
 /// `text` with control characters mapped (see `map_control`): the same

@@ -174,29 +174,34 @@ impl Iterator for Words<'_> {
     type Item = Word;
 
     fn next(&mut self) -> Option<Word> {
-        if let Some(word) = self.next_of_run() {
-            return Some(word);
+        // The rest of a CJK run being given.
+        if !self.run.is_empty() {
+            if let Some(word) = self.next_of_run() {
+                return Some(word);
+            }
         }
         let bytes = self.text.as_bytes();
         let len = bytes.len();
-        // Most text is ASCII: its bytes are classed without decoding.
+        let mut i = self.next;
+        // Most text is ASCII: its bytes are classed by a table, without
+        // decoding. `i` ends at the word's start.
         let (class, from) = loop {
-            while self.next < len && bytes[self.next].is_ascii() {
-                if bytes[self.next].is_ascii_alphanumeric() {
-                    break;
-                }
-                self.next += 1;
+            while i < len && BYTE_CLASS[bytes[i] as usize] == GAP {
+                i += 1;
             }
-            if self.next >= len {
+            if i >= len {
+                self.next = len;
                 return None;
             }
-            let (class, width) = self.class_at(self.next);
-            if class != Class::Gap {
-                break (class, self.next);
+            if BYTE_CLASS[bytes[i] as usize] == WORD {
+                break (Class::Word, i);
             }
-            self.next += width;
+            let (class, width) = self.class_at(i);
+            if class != Class::Gap {
+                break (class, i);
+            }
+            i += width;
         };
-        let mut i = from;
         if class == Class::Cjk {
             self.run.push(from);
             while i < len {
@@ -210,14 +215,12 @@ impl Iterator for Words<'_> {
             self.next = i;
             return self.next_of_run();
         }
-        while i < len {
-            let byte = bytes[i];
-            if byte.is_ascii() {
-                if !byte.is_ascii_alphanumeric() {
-                    break;
-                }
+        loop {
+            while i < len && BYTE_CLASS[bytes[i] as usize] == WORD {
                 i += 1;
-                continue;
+            }
+            if i >= len || bytes[i].is_ascii() {
+                break;
             }
             let (next, width) = self.class_at(i);
             if next != Class::Word {
@@ -235,6 +238,21 @@ impl Iterator for Words<'_> {
         })
     }
 }
+
+/// `BYTE_CLASS[b]` for a byte `b`: an ASCII byte is `WORD` (alphanumeric)
+/// or `GAP`; a byte of a longer character is `NON_ASCII` (decoded).
+const GAP: u8 = 0;
+const WORD: u8 = 1;
+const NON_ASCII: u8 = 2;
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [NON_ASCII; 256];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = if (b as u8).is_ascii_alphanumeric() { WORD } else { GAP };
+        b += 1;
+    }
+    table
+};
 
 /// A tantivy tokenizer over `Words`: each word as a token, as written.
 #[derive(Clone)]
