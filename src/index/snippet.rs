@@ -18,8 +18,9 @@
 //! gives inside the text; a word the analyzer would drop as too long
 //! (`TOKEN_BYTES_LIMIT`) is no token here either.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
 
 use tantivy::tokenizer::{TextAnalyzer, Token};
 use tantivy::Score;
@@ -27,15 +28,26 @@ use tantivy::Score;
 use super::schema::TOKEN_BYTES_LIMIT;
 use super::words::{Cjk, Words};
 
-/// Cuts snippets around a query's terms (term text -> weight).
-#[derive(Clone)]
+/// Cuts snippets around a query's terms (term text -> weight). One per
+/// query, for all its hits.
 pub struct SnippetCutter {
     terms: BTreeMap<String, Score>,
-    analyzer: TextAnalyzer,
     max_bytes: usize,
     /// Which words starting with an ASCII character can match (`Pairs`).
     ascii_pairs: Pairs,
+    /// The analyzer, and the weights of the words it analysed so far (as
+    /// written): the words that match recur from hit to hit, and analysing
+    /// one (the stemmer) costs ~2,000 instructions, a lookup ~100. At most
+    /// `ANALYSED_WORDS` words are kept; later ones are analysed each time.
+    analysis: Mutex<Analysis>,
 }
+
+struct Analysis {
+    analyzer: TextAnalyzer,
+    weights: HashMap<Box<str>, Option<Score>>,
+}
+
+const ANALYSED_WORDS: usize = 4_096;
 
 /// The ASCII bytes that start a term (a stem keeps its word's first
 /// character, in lower case), the pairs of ASCII bytes that start a term
@@ -132,22 +144,33 @@ impl SnippetCutter {
         let ascii_pairs = Pairs::new(terms.keys());
         SnippetCutter {
             terms,
-            analyzer,
             max_bytes,
             ascii_pairs,
+            analysis: Mutex::new(Analysis {
+                analyzer,
+                weights: HashMap::new(),
+            }),
         }
     }
 
     /// The weight of `word` (one token of the tokenizer), analysed only
-    /// where its first characters can start a term.
-    fn word_weight(&self, analyzer: &mut TextAnalyzer, word: &str) -> Option<Score> {
+    /// where its first characters can start a term, once per word.
+    fn word_weight(&self, analysis: &mut Analysis, word: &str) -> Option<Score> {
         let first = *word.as_bytes().first()?;
         if first.is_ascii() && !self.ascii_pairs.may_match(word.as_bytes()) {
             return None;
         }
-        let mut stream = analyzer.token_stream(word);
-        let token = stream.next()?;
-        self.weight(token)
+        if let Some(&weight) = analysis.weights.get(word) {
+            return weight;
+        }
+        let weight = {
+            let mut stream = analysis.analyzer.token_stream(word);
+            stream.next().and_then(|token| self.weight(token))
+        };
+        if analysis.weights.len() < ANALYSED_WORDS {
+            analysis.weights.insert(word.into(), weight);
+        }
+        weight
     }
 
     /// The weight of a token's text, as tantivy's `terms.get(&text.to_lowercase())`.
@@ -165,7 +188,7 @@ impl SnippetCutter {
 
     /// The best fragment holding a term of the query, or `None`.
     pub fn cut(&self, text: &str) -> Option<Cut> {
-        let mut analyzer = self.analyzer.clone();
+        let mut analysis = self.analysis.lock().unwrap_or_else(PoisonError::into_inner);
         let mut best: Option<Candidate> = None;
         let mut fragment = Candidate::new(0);
         // The best fragment by score; on equal scores the earliest (tantivy
@@ -185,7 +208,7 @@ impl SnippetCutter {
                 offer(std::mem::replace(&mut fragment, next), &mut best);
             }
             fragment.stop = to;
-            if let Some(weight) = self.word_weight(&mut analyzer, &text[from..to]) {
+            if let Some(weight) = self.word_weight(&mut analysis, &text[from..to]) {
                 fragment.score += weight;
                 fragment.highlighted.push(from..to);
             }
