@@ -47,7 +47,7 @@ struct Analysis {
     weights: HashMap<Box<str>, Option<Score>>,
 }
 
-const ANALYSED_WORDS: usize = 4_096;
+const ANALYSED_WORDS: usize = 1_024;
 
 /// The ASCII bytes that start a term (a stem keeps its word's first
 /// character, in lower case), the pairs of ASCII bytes that start a term
