@@ -54,8 +54,9 @@ fn is_plain_ascii(text: &str) -> bool {
     // vectorises (a byte-at-a-time `all` cost ~7 instructions a byte, the
     // largest part of a plain text's trip through here).
     let plain = |b: &u8| matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r');
-    let chunks = text.as_bytes().chunks(32);
-    chunks.into_iter().all(|chunk| chunk.iter().fold(true, |all, b| all & plain(b)))
+    text.as_bytes()
+        .chunks(32)
+        .all(|chunk| chunk.iter().fold(true, |all, b| all & plain(b)))
 }
 
 /// `text` with control characters mapped (see `map_control`): the same
@@ -200,6 +201,29 @@ mod tests {
 
     fn normalized(text: &str) -> String {
         normalize_text(text).into_owned()
+    }
+
+    /// The check 32 bytes at a time equals one a byte at a time, with the
+    /// byte that is not plain at every offset of texts around a chunk's
+    /// length.
+    #[test]
+    fn plain_ascii_is_checked_at_every_offset() {
+        let plain = |text: &str| {
+            text.bytes()
+                .all(|b| matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r'))
+        };
+        for len in [0, 1, 31, 32, 33, 64, 70] {
+            let base = "a b\tc\n".repeat(12)[..len].to_string();
+            assert!(is_plain_ascii(&base) && plain(&base));
+            for at in 0..len {
+                for odd in ["\u{7f}", "\u{1}", "\u{e9}"] {
+                    let mut text = base.clone();
+                    text.replace_range(at..at + 1, odd);
+                    assert_eq!(is_plain_ascii(&text), plain(&text), "{text:?}");
+                    assert!(!is_plain_ascii(&text));
+                }
+            }
+        }
     }
 
     #[test]

@@ -251,7 +251,11 @@ static BYTE_CLASS: [u8; 256] = {
     let mut table = [NON_ASCII; 256];
     let mut b = 0;
     while b < 128 {
-        table[b] = if (b as u8).is_ascii_alphanumeric() { WORD } else { GAP };
+        table[b] = if (b as u8).is_ascii_alphanumeric() {
+            WORD
+        } else {
+            GAP
+        };
         b += 1;
     }
     table
