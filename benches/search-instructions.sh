@@ -4,27 +4,37 @@
 # one run tells a change of a few percent, which timed runs on this shared
 # machine do not.
 #
-#   PYTHON=.venv/bin/python benches/search-instructions.sh BIN_BEFORE BIN_AFTER [ITEMS] [CALLS]
-#   (default 500000 items of 300 bytes, 300 calls per case; PYTHON needs
+#   PYTHON=.venv/bin/python benches/search-instructions.sh BIN_BEFORE BIN_AFTER [ITEMS] [CALLS] [CORPUS]
+#   (default 500000 items, 300 calls per case, CORPUS `random`; PYTHON needs
 #   grpcio and grpcio-tools, as the venv tests/blackbox/run.sh makes;
 #   valgrind: apt-get install valgrind)
 #
-# Imports ITEMS rows of random words (benches/random_items.py) with
-# BIN_AFTER, then each build in turn: starts `serve --analysis off` under
-# `valgrind --tool=callgrind`, runs benches/search_instructions.py (one
-# client; per case 50 warm-up calls, then CALLS counted) and stops it.
+# Imports ITEMS rows with BIN_AFTER: CORPUS `random`, 300 bytes of words
+# from a 20,000-word random vocabulary (benches/random_items.py), or
+# `sample`, texts drawn as the load benchmark's are (20-39 words of the
+# sample data's vocabulary, frequent words common:
+# benches/sample_vocab_items.py). Then each build in turn: starts
+# `serve --analysis off` under `valgrind --tool=callgrind`, runs
+# benches/search_instructions.py (one client; per case 50 warm-up calls,
+# then CALLS counted) and stops it.
 # Counts include the transport (tonic, HTTP/2) and every server thread.
 set -euo pipefail
-BEFORE=${1:?usage: benches/search-instructions.sh BIN_BEFORE BIN_AFTER [ITEMS] [CALLS]}
-AFTER=${2:?usage: benches/search-instructions.sh BIN_BEFORE BIN_AFTER [ITEMS] [CALLS]}
+USAGE="usage: benches/search-instructions.sh BIN_BEFORE BIN_AFTER [ITEMS] [CALLS] [random|sample]"
+BEFORE=${1:?$USAGE}
+AFTER=${2:?$USAGE}
 ITEMS=${3:-500000}
 CALLS=${4:-300}
+CORPUS=${5:-random}
 PYTHON=${PYTHON:-python3}
 HERE=$(dirname "$0")
 command -v valgrind > /dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
 WORK=$(mktemp -d)
 trap 'kill -9 ${PID:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
-PORT=$(python3 "$HERE/random_items.py" "$WORK/items.jsonl" "$ITEMS" 300)
+case $CORPUS in
+    random) PORT=$(python3 "$HERE/random_items.py" "$WORK/items.jsonl" "$ITEMS" 300) ;;
+    sample) PORT=$(python3 "$HERE/sample_vocab_items.py" "$WORK/items.jsonl" "$ITEMS") ;;
+    *) echo "$USAGE" >&2; exit 2 ;;
+esac
 SERVER="http://127.0.0.1:$PORT"
 start_plain() {
     "$AFTER" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --analysis off >> "$WORK/server.log" 2>&1 &
@@ -59,7 +69,7 @@ for _ in 1 2 3 4 5; do
     stop
     [ "$(ls "$WORK"/data/index/v*/ | md5sum)" = "$before" ] && break
 done
-echo "segments: $(segments), items: $ITEMS"
+echo "segments: $(segments), items: $ITEMS, corpus: $CORPUS"
 for build in before after; do
     bin=$BEFORE; [ "$build" = after ] && bin=$AFTER
     export CALLGRIND_OUT="$WORK/callgrind.$build"

@@ -11,8 +11,8 @@ a warm-up of 50 calls, the counters zeroed (`callgrind_control -z`), CALLS
 calls (default 300, one client, sequential), the counters dumped
 (`callgrind_control -d`); prints the server's instructions per call, every
 thread's. The queries are words of the corpus (ITEMS_JSONL, rows of
-benches/random_items.py), drawn with a fixed seed, so two builds run the
-same calls. Needs grpcio and grpcio-tools (the venv of tests/blackbox/run.sh).
+benches/random_items.py or benches/sample_vocab_items.py), drawn with a fixed seed, so two builds run the
+same calls. A pair of words is two adjacent words of a text. Needs grpcio and grpcio-tools (the venv of tests/blackbox/run.sh).
 """
 import glob
 import json
@@ -57,6 +57,7 @@ CASES = [
     ("single term, full view", [search(w) for w in words]),
     ("single term, ids view", [search(w, IDS) for w in words]),
     ("single term, newest, full view", [search(w, FULL, NEWEST) for w in words]),
+    ("two words (both required), full view", [search(p.strip('"')) for p in phrases]),
     ("two-word phrase, full view", [search(p) for p in phrases]),
     ("two words (either), full view", [search(f"{a} OR {b}") for a, b in zip(words, words[1:] + words[:1])]),
     ("a word in no item (the fixed cost)", [search(f"zz{i}qq") for i in range(calls + 50)]),
