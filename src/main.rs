@@ -66,6 +66,8 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of the output went away (`| head -1`): nothing to say.
+        Err(error) if error.downcast_ref::<cli::OutputClosed>().is_some() => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "fatal");
             eprintln!("error: {error:#}");

@@ -87,7 +87,7 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                         json!({"text": text, "rejection": {"field": r.field, "reason": r.reason}}),
                     );
                 } else {
-                    println!("rejected: {}: {}\n", r.field, r.reason);
+                    outln!("rejected: {}: {}\n", r.field, r.reason)?;
                 }
                 continue;
             }
@@ -113,24 +113,24 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         }
         let document = analysis.sentiment.unwrap_or_default();
         let (on, off) = colour(document.label, ansi);
-        println!(
+        outln!(
             "{on}{}{off} ({:+.2})  language {} ({:.2})",
             label_name(document.label),
             document.score,
             analysis.language,
             analysis.language_confidence
-        );
+        )?;
         for sentence in &analysis.sentences {
             let s = sentence.sentiment.unwrap_or_default();
             let (on, off) = colour(s.label, ansi);
-            println!(
+            outln!(
                 "  {on}{:+.2} {:<8} {}{off}",
                 s.score,
                 label_name(s.label),
                 // Control characters and bidi overrides of the text must
                 // not reach the terminal.
                 crate::cli::terminal_text(&slice(sentence))
-            );
+            )?;
         }
         if !analysis.keyphrases.is_empty() {
             let phrases: Vec<String> = analysis
@@ -138,12 +138,12 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|k| crate::cli::terminal_text(&k.text))
                 .collect();
-            println!("  keyphrases: {}", phrases.join(", "));
+            outln!("  keyphrases: {}", phrases.join(", "))?;
         }
-        println!();
+        outln!()?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json_out)?);
+        outln!("{}", serde_json::to_string_pretty(&json_out)?)?;
     }
     Ok(())
 }

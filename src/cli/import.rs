@@ -476,7 +476,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let ignored = passed?;
     tally.finish()?;
     state_file.remove();
-    print_summary(&args, format, &mut tally);
+    print_summary(&args, format, &mut tally)?;
     if !ignored.is_empty() {
         // A misspelt field ("nsp") would vanish without a word.
         // Quoted and escaped: a name may hold control characters.
@@ -485,7 +485,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             .take(MAX_IGNORED_FIELDS)
             .map(|name| got_text(name))
             .collect();
-        println!(
+        outln!(
             "not imported ({}, not a Feedback field; --map FIELD={} takes one for a field): {}{}",
             format.field_label(),
             match format {
@@ -498,7 +498,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             } else {
                 ""
             }
-        );
+        )?;
     }
     match tally.state.rejected {
         0 => Ok(()),
@@ -779,15 +779,15 @@ impl Tally {
     }
 }
 
-fn print_summary(args: &ImportArgs, format: FileFormat, tally: &mut Tally) {
+fn print_summary(args: &ImportArgs, format: FileFormat, tally: &mut Tally) -> anyhow::Result<()> {
     let state = &tally.state;
-    println!(
+    outln!(
         "imported {}: {} rows, {} accepted, {} rejected",
         args.file.display(),
         state.accepted + state.rejected,
         state.accepted,
         state.rejected
-    );
+    )?;
     let rejections = &mut tally.rejections;
     rejections.sort_by_key(|(at, _)| at.row);
     let shown = if args.all_rejections {
@@ -796,14 +796,15 @@ fn print_summary(args: &ImportArgs, format: FileFormat, tally: &mut Tally) {
         20
     };
     for (at, reason) in rejections.iter().take(shown) {
-        println!("  {}: {reason}", at.label(format));
+        outln!("  {}: {reason}", at.label(format))?;
     }
     if rejections.len() > shown {
-        println!(
+        outln!(
             "  ... and {} more (--all-rejections lists them)",
             rejections.len() - shown
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// The file as UTF-8 (decoded as it streams, a BOM skipped).

@@ -2,6 +2,16 @@
 //! maintenance (reindex). They talk to the server only through the public
 //! API, like any other client.
 
+/// `println!` that returns the write's error (`output_failed`) instead of
+/// panicking: `verbatim search ... | head -1` closes the pipe early, and
+/// `println!` then panicked with a backtrace.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::cli::output_failed)
+    }};
+}
+
 pub mod analyze;
 mod encoding;
 pub mod import;
@@ -206,6 +216,30 @@ pub struct Usage;
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("invalid arguments")
+    }
+}
+
+/// Standard output was closed by its reader (`verbatim search ... | head
+/// -1`, `| grep -q`): the command stops writing and exits with success and
+/// no message, as `grep` and `rg` do.
+#[derive(Debug)]
+pub struct OutputClosed;
+
+impl std::fmt::Display for OutputClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output closed")
+    }
+}
+
+impl std::error::Error for OutputClosed {}
+
+/// An error writing to standard output as the command's error: a closed
+/// pipe is `OutputClosed`, anything else says what failed.
+pub fn output_failed(error: std::io::Error) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(OutputClosed)
+    } else {
+        anyhow::Error::new(error).context("cannot write to standard output")
     }
 }
 

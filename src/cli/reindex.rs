@@ -67,7 +67,7 @@ pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
         }
     }
     if done > 1 {
-        println!("reindexed {done} tenants");
+        outln!("reindexed {done} tenants")?;
     }
     anyhow::ensure!(
         failed.is_empty(),
@@ -124,10 +124,10 @@ async fn reindex_one(
         });
     spinner.finish_and_clear();
     let count = count?;
-    println!(
+    outln!(
         "tenant {tenant}: reindexed {count} items in {:.1} s",
         started.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(())
 }
 

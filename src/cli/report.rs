@@ -100,7 +100,10 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     match &args.out {
         Some(path) => std::fs::write(path, rendered)
             .with_context(|| format!("cannot write {}", path.display()))?,
-        None => std::io::stdout().lock().write_all(rendered.as_bytes())?,
+        None => std::io::stdout()
+            .lock()
+            .write_all(rendered.as_bytes())
+            .map_err(crate::cli::output_failed)?,
     }
     Ok(())
 }

@@ -253,12 +253,12 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
         .map_err(crate::cli::call_failed)?
         .into_inner();
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&response_json(&response))?
-        );
+        )?;
     } else {
-        print_table(&response, std::io::stdout().is_terminal());
+        print_table(&response, std::io::stdout().is_terminal())?;
     }
     Ok(())
 }
@@ -383,19 +383,23 @@ fn shorten(text: &str, max_chars: usize) -> String {
     }
 }
 
-fn print_table(response: &pb::SearchResponse, ansi: bool) {
+fn print_table(response: &pb::SearchResponse, ansi: bool) -> anyhow::Result<()> {
     let plus = if response.total_hits_is_lower_bound {
         "+"
     } else {
         ""
     };
-    println!("{}{plus} hits", response.total_hits);
+    outln!("{}{plus} hits", response.total_hits)?;
     if !response.hits.is_empty() {
-        println!();
-        println!(
+        outln!()?;
+        outln!(
             "{:<14} {:<10} {:<15} {:<24} {:>5}  text",
-            "id", "date", "channel", "product", "score"
-        );
+            "id",
+            "date",
+            "channel",
+            "product",
+            "score"
+        )?;
     }
     for hit in &response.hits {
         let Some(item) = &hit.item else { continue };
@@ -409,7 +413,7 @@ fn print_table(response: &pb::SearchResponse, ansi: bool) {
             Some(snippet) => snippet_text(&snippet.html, ansi),
             None => shorten(&item.text, 100),
         };
-        println!(
+        outln!(
             "{:<14} {:<10} {:<15} {:<24} {:>5}  {}",
             shorten(&item.id, 14),
             date(&item.created_at),
@@ -417,19 +421,20 @@ fn print_table(response: &pb::SearchResponse, ansi: bool) {
             shorten(&item.product, 24),
             score,
             text
-        );
+        )?;
     }
     for facet in &response.facets {
-        println!();
-        println!("{}:", facet.field);
+        outln!()?;
+        outln!("{}:", facet.field)?;
         for count in &facet.counts {
-            println!("  {:<30} {}", shorten(&count.value, 200), count.count);
+            outln!("  {:<30} {}", shorten(&count.value, 200), count.count)?;
         }
     }
     if !response.next_cursor.is_empty() {
-        println!();
-        println!("next page: --cursor {}", response.next_cursor);
+        outln!()?;
+        outln!("next page: --cursor {}", response.next_cursor)?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -777,3 +777,28 @@ async fn flag_values_the_server_refuses_exit_2() {
     let (code, _, stderr) = run_code(&["search", "--server", "http://127.0.0.1:1"]);
     assert_eq!(code, Some(1), "{stderr}");
 }
+
+/// Found by a bench script (`verbatim search ... | grep -q`): a reader that
+/// closed the pipe early made the command panic ("failed printing to
+/// stdout: Broken pipe") with a backtrace. It now stops writing and exits
+/// with success and no message, as grep and rg do.
+#[tokio::test]
+async fn output_closed_by_its_reader_ends_quietly() {
+    let server = TestServer::spawn().await;
+    let addr = server.addr.to_string();
+    for args in [&["search", ""][..], &["search", "--json", ""], &["report"]] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .args(["--server", &addr])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run verbatim");
+        // The reader goes away before the answer is printed.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait for verbatim");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
