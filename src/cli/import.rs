@@ -476,35 +476,49 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let ignored = passed?;
     tally.finish()?;
     state_file.remove();
-    print_summary(&args, format, &mut tally)?;
-    if !ignored.is_empty() {
-        // A misspelt field ("nsp") would vanish without a word.
-        // Quoted and escaped: a name may hold control characters.
-        let names: Vec<String> = ignored
-            .iter()
-            .take(MAX_IGNORED_FIELDS)
-            .map(|name| got_text(name))
-            .collect();
-        outln!(
-            "not imported ({}, not a Feedback field; --map FIELD={} takes one for a field): {}{}",
-            format.field_label(),
-            match format {
-                FileFormat::Csv => "COLUMN",
-                FileFormat::Jsonl => "NAME",
-            },
-            names.join(", "),
-            if ignored.len() > MAX_IGNORED_FIELDS {
-                ", ..."
-            } else {
-                ""
-            }
-        )?;
+    let printed =
+        print_summary(&args, format, &mut tally).and_then(|()| print_ignored(&ignored, format));
+    if let Err(error) = printed {
+        // The import is done: with the output's reader gone (`| head -1`),
+        // the exit status still tells of the rejected rows.
+        if !error.is::<crate::cli::OutputClosed>() {
+            return Err(error);
+        }
     }
     match tally.state.rejected {
         0 => Ok(()),
         _ if args.allow_rejections => Ok(()),
         rejected => Err(RowsRejected(rejected).into()),
     }
+}
+
+/// The fields or columns no item took, after the summary.
+fn print_ignored(ignored: &BTreeSet<String>, format: FileFormat) -> anyhow::Result<()> {
+    if ignored.is_empty() {
+        return Ok(());
+    }
+    // A misspelt field ("nsp") would vanish without a word.
+    // Quoted and escaped: a name may hold control characters.
+    let names: Vec<String> = ignored
+        .iter()
+        .take(MAX_IGNORED_FIELDS)
+        .map(|name| got_text(name))
+        .collect();
+    outln!(
+        "not imported ({}, not a Feedback field; --map FIELD={} takes one for a field): {}{}",
+        format.field_label(),
+        match format {
+            FileFormat::Csv => "COLUMN",
+            FileFormat::Jsonl => "NAME",
+        },
+        names.join(", "),
+        if ignored.len() > MAX_IGNORED_FIELDS {
+            ", ..."
+        } else {
+            ""
+        }
+    )?;
+    Ok(())
 }
 
 /// Statuses that say "later": the server is busy or not there right now,

@@ -801,4 +801,24 @@ async fn output_closed_by_its_reader_ends_quietly() {
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
+    // An import is done when it prints: its exit status still tells of the
+    // rejected rows (3).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("items.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\": \"p-1\", \"text\": \"fine\"}\n{\"id\": \"p-2\", \"text\": \"bad\", \"nps\": 42}\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["import", file.to_str().unwrap(), "--server", &addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run verbatim");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for verbatim");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("rows rejected: 1"), "{stderr}");
 }
