@@ -786,7 +786,9 @@ async fn flag_values_the_server_refuses_exit_2() {
 async fn output_closed_by_its_reader_ends_quietly() {
     let server = TestServer::spawn().await;
     let addr = server.addr.to_string();
-    for args in [&["search", ""][..], &["search", "--json", ""], &["report"]] {
+    // The command's exit status and stderr when the reader of its output
+    // goes away before the answer is printed.
+    let reader_gone = |args: &[&str]| {
         let mut child = Command::new(BIN)
             .args(args)
             .args(["--server", &addr])
@@ -794,11 +796,14 @@ async fn output_closed_by_its_reader_ends_quietly() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run verbatim");
-        // The reader goes away before the answer is printed.
         drop(child.stdout.take());
         let output = child.wait_with_output().expect("wait for verbatim");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    };
+    for args in [&["search", ""][..], &["search", "--json", ""], &["report"]] {
+        let (code, stderr) = reader_gone(args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
     // An import is done when it prints: its exit status still tells of the
@@ -810,15 +815,7 @@ async fn output_closed_by_its_reader_ends_quietly() {
         "{\"id\": \"p-1\", \"text\": \"fine\"}\n{\"id\": \"p-2\", \"text\": \"bad\", \"nps\": 42}\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["import", file.to_str().unwrap(), "--server", &addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run verbatim");
-    drop(child.stdout.take());
-    let output = child.wait_with_output().expect("wait for verbatim");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let (code, stderr) = reader_gone(&["import", file.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("rows rejected: 1"), "{stderr}");
 }
