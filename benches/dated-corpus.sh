@@ -1,4 +1,5 @@
-# Sourced by benches/first-date-sort.sh and benches/date-range-sort.sh: a
+# Sourced by benches/first-date-sort.sh and benches/date-range-sort.sh (and
+# for its work dir and server helpers by benches/search-instructions.sh): a
 # work dir holding ITEMS rows with random dates over 300 days
 # (benches/random_items.py ... dated; or, with DATES `ordered`, dates rising
 # with the rows), a free port, and helpers to start and stop a build's

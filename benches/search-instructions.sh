@@ -28,23 +28,14 @@ CORPUS=${5:-random}
 PYTHON=${PYTHON:-python3}
 HERE=$(dirname "$0")
 command -v valgrind > /dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
-WORK=$(mktemp -d)
-trap 'kill -9 ${PID:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# WORK (removed on exit), start BIN, stop, import_all BIN ITEMS.
+. "$HERE/dated-corpus.sh"
 case $CORPUS in
     random) PORT=$(python3 "$HERE/random_items.py" "$WORK/items.jsonl" "$ITEMS" 300) ;;
     sample) PORT=$(python3 "$HERE/sample_vocab_items.py" "$WORK/items.jsonl" "$ITEMS") ;;
     *) echo "$USAGE" >&2; exit 2 ;;
 esac
 SERVER="http://127.0.0.1:$PORT"
-start_plain() {
-    "$AFTER" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --analysis off >> "$WORK/server.log" 2>&1 &
-    PID=$!
-    sleep 2
-}
-stop() {
-    kill "$PID"
-    while kill -0 "$PID" 2>/dev/null; do sleep 0.2; done
-}
 segments() { ls "$WORK"/data/index/v*/ | grep -c '\.idx$' || true; }
 # Until the segment files stay unchanged for 10 s (merges ended).
 settle() {
@@ -55,21 +46,18 @@ settle() {
         sleep 1
     done
 }
-start_plain
-"$AFTER" import --server "$SERVER" "$WORK/items.jsonl" > "$WORK/import.log" 2>&1
-until "$AFTER" search --server "$SERVER" --limit 1 --json "" | grep -q "\"total_hits\": *\"\?$ITEMS[^0-9]"; do sleep 2; done
-settle
-stop
-# A start may merge what the last run left: restart until a start changes
-# nothing, so both builds search the same segments.
+import_all "$AFTER" "$ITEMS"
+# Merges go on after the import, and a start may merge what the last run
+# left: restart until a start changes nothing, so both builds search the
+# same segments.
 for _ in 1 2 3 4 5; do
     before=$(ls "$WORK"/data/index/v*/ | md5sum)
-    start_plain
+    start "$AFTER"
     settle
     stop
     [ "$(ls "$WORK"/data/index/v*/ | md5sum)" = "$before" ] && break
 done
-echo "segments: $(segments), items: $ITEMS, corpus: $CORPUS"
+echo "segments searched: $(segments), items: $ITEMS, corpus: $CORPUS"
 for build in before after; do
     bin=$BEFORE; [ "$build" = after ] && bin=$AFTER
     export CALLGRIND_OUT="$WORK/callgrind.$build"
