@@ -252,9 +252,14 @@ impl App {
         }));
         tenants.insert(default, default_engine);
         // Tenants with data open now, so their analysis backlog drains
-        // without waiting for a call.
+        // without waiting for a call. One that cannot be opened (a damaged
+        // or unreadable store) does not keep the others down: it is logged,
+        // its calls answer UNAVAILABLE with the cause, and each of them
+        // tries to open it again.
         for tenant in tenants_on_disk(&config.data_dir) {
-            tenants.get(&tenant).await?;
+            if tenants.get(&tenant).await.is_err() {
+                tracing::warn!(%tenant, "serving without this tenant until it can be opened");
+            }
         }
         let limits = crate::grpc::TransportLimits {
             max_inflight_request_bytes: config.max_inflight_request_mb * 1024 * 1024,

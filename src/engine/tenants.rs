@@ -38,14 +38,18 @@ pub fn tenant_dir(data_dir: &Path, tenant: &TenantId) -> PathBuf {
 }
 
 /// The tenants that have a folder under `DATA_DIR/tenants/` (names that are
-/// not valid tenant names are skipped with a warning).
+/// not valid tenant names are skipped with a warning). A symbolic link to a
+/// folder counts (a tenant moved to another disk): the server opens a
+/// tenant through its path, so `reindex` and the start must find it too.
 pub fn tenants_on_disk(data_dir: &Path) -> Vec<TenantId> {
     let Ok(entries) = std::fs::read_dir(data_dir.join("tenants")) else {
         return Vec::new();
     };
     let mut found: Vec<TenantId> = entries
         .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        // `DirEntry::file_type` does not follow links; `metadata` of the
+        // path does.
+        .filter(|entry| std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()))
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
             match TenantId::parse(&name) {
@@ -136,10 +140,19 @@ mod tests {
             std::fs::create_dir_all(dir.path().join("tenants").join(name)).unwrap();
         }
         std::fs::write(dir.path().join("tenants").join("file"), b"").unwrap();
+        // Links: to a folder elsewhere (a tenant), to a file and to nothing
+        // (neither).
+        let elsewhere = tempfile::tempdir().unwrap();
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, dir.path().join("tenants").join(name)).unwrap()
+        };
+        link(elsewhere.path(), "c");
+        link(&dir.path().join("tenants").join("file"), "d");
+        link(&elsewhere.path().join("missing"), "e");
         let names: Vec<String> = tenants_on_disk(dir.path())
             .iter()
             .map(|t| t.to_string())
             .collect();
-        assert_eq!(names, ["a", "b"]);
+        assert_eq!(names, ["a", "b", "c"]);
     }
 }

@@ -64,6 +64,9 @@ pub use search::{IndexPage, Spread};
 pub use similar::SimilarScope;
 use vectors::Vectors;
 
+/// Each message names its cause, and no variant also links the cause as
+/// its `source()` (a chain printed whole named it twice); the wrapped
+/// errors of other modules pass through whole (`transparent`).
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("malformed query at byte {position}: {message}")]
@@ -81,13 +84,9 @@ pub enum IndexError {
     #[error("{0}")]
     InvalidSegment(String),
     #[error("search engine error: {0}")]
-    Tantivy(#[from] tantivy::TantivyError),
-    #[error("cannot prepare the index folder {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    Tantivy(tantivy::TantivyError),
+    #[error("cannot prepare the index folder {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the index holds {docs} documents where the store holds {items} items")]
@@ -113,6 +112,12 @@ pub enum IndexError {
     /// is not running (also with a removal acknowledged since).
     #[error("the index has not yet applied acknowledged removals (behind them by {left} changes: catching up after a restart, or unable to write; the server log says which); retry shortly")]
     CatchingUp { left: u64 },
+}
+
+impl From<tantivy::TantivyError> for IndexError {
+    fn from(error: tantivy::TantivyError) -> Self {
+        IndexError::Tantivy(error)
+    }
 }
 
 /// Tuning of the indexer.
@@ -341,7 +346,7 @@ fn open_index(dir: &Path, phrase_pairs: bool) -> Result<(Index, Fields, bool), I
     fields.phrase_pairs = phrase_pairs;
     std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
         path: dir.display().to_string(),
-        source,
+        cause: source,
     })?;
     let directory =
         tantivy::directory::MmapDirectory::open(dir).map_err(tantivy::TantivyError::from)?;
@@ -564,7 +569,7 @@ fn quarantine(dir: &Path) -> Result<PathBuf, IndexError> {
     let aside = PathBuf::from(aside);
     let io = |source| IndexError::Io {
         path: dir.display().to_string(),
-        source,
+        cause: source,
     };
     if aside.exists() {
         std::fs::remove_dir_all(&aside).map_err(io)?;
@@ -713,7 +718,7 @@ impl SearchIndex {
                 })
                 .map_err(|source| IndexError::Io {
                     path: "similarity index thread".into(),
-                    source,
+                    cause: source,
                 })?;
         }
         let stop = Arc::new(indexer::StopSignal::new(stop_drain));
@@ -724,7 +729,7 @@ impl SearchIndex {
                 .spawn(move || run_indexer(indexer, stop))
                 .map_err(|source| IndexError::Io {
                     path: "indexer thread".into(),
-                    source,
+                    cause: source,
                 })?
         };
         Ok(SearchIndex {
@@ -837,7 +842,7 @@ pub fn reindex(data_dir: &Path, settings: &IndexSettings) -> Result<u64, IndexEr
         drop(index);
         std::fs::remove_dir_all(&dir).map_err(|source| IndexError::Io {
             path: dir.display().to_string(),
-            source,
+            cause: source,
         })?;
         (index, fields) = open()?;
     }

@@ -166,7 +166,7 @@ fn on_parser_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, IndexE
             .spawn_scoped(scope, work)
             .map_err(|source| IndexError::Io {
                 path: "query parser thread".into(),
-                source,
+                cause: source,
             })?;
         Ok(handle
             .join()
@@ -184,7 +184,7 @@ fn parse_checked(
     if let Some(first) = errors.first() {
         return Err(IndexError::InvalidQuery {
             position: first.pos,
-            message: first.message.clone(),
+            message: syntax_message(text, first.pos, &first.message),
         });
     }
     if clause_depth(&ast) > MAX_CLAUSE_DEPTH {
@@ -252,6 +252,45 @@ fn parse_text(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, QueryP
     // The same tree, built (and its nested clauses of one occur flattened)
     // by tantivy.
     parser.parse_query(text)
+}
+
+/// The grammar's message for the error at `position`, made clearer where
+/// it names no remedy: a word with a second `:` (`created_at:` with a
+/// date-time, a URL) is "parsed possible invalid field as term".
+fn syntax_message(text: &str, position: usize, message: &str) -> String {
+    if message != "parsed possible invalid field as term" {
+        return message.to_string();
+    }
+    // The whole word (the grammar points at its start or at its value's).
+    let mut start = position.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    if text[start..].starts_with(|c: char| !c.is_whitespace()) {
+        start = text[..start]
+            .trim_end_matches(|c: char| !c.is_whitespace())
+            .len();
+    }
+    let word = text[start..]
+        .trim_start()
+        .split(char::is_whitespace)
+        .next()
+        .unwrap_or_default();
+    let date_time = word
+        .strip_prefix(field::CREATED_AT)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .filter(|value| value.len() > 10 && value.as_bytes()[10] == b'T');
+    match date_time {
+        Some(value) => format!(
+            "`{word}`: a date-time's `:` ends a word; quote it \
+             ({created}:\"{value}\"), or search a range ({created}:>={value})",
+            created = field::CREATED_AT
+        ),
+        None => format!(
+            "`{word}`: only a field's name ends with `:`; quote a value that holds one \
+             (`FIELD:\"a:b\"`, `\"a:b\"`) or escape it (`a\\:b`)"
+        ),
+    }
 }
 
 /// Gives each nested clause made of exclusions alone (`NOT wifi` in
@@ -1164,30 +1203,128 @@ fn query_fields() -> String {
 }
 
 fn parser_error(text: &str, error: QueryParserError) -> IndexError {
-    let (needle, message) = match &error {
-        QueryParserError::FieldDoesNotExist(field) => (
-            Some(field.clone()),
-            format!("unknown field `{field}`; fields are {}", query_fields()),
-        ),
+    // A value tantivy cannot read names neither its field nor itself: the
+    // first leaf of such a field whose value does not read is the one.
+    let whole = |v: &str| v == "*" || v.parse::<i64>().is_ok();
+    let number = |v: &str| v == "*" || v.parse::<f64>().is_ok();
+    let date = |v: &str| {
+        let mut widened = v.to_string();
+        widen_date(&mut widened);
+        v == "*"
+            || time::OffsetDateTime::parse(&widened, &time::format_description::well_known::Rfc3339)
+                .is_ok()
+    };
+    let (bad, message) = match &error {
+        QueryParserError::FieldDoesNotExist(field) => {
+            let position = text.find(field.as_str()).unwrap_or(0);
+            return IndexError::InvalidQuery {
+                position,
+                message: format!("unknown field `{field}`; fields are {}", query_fields()),
+            };
+        }
         // tantivy's own messages name Rust's error types
         // (`ParseIntError { kind: InvalidDigit }`).
-        QueryParserError::ExpectedInt(_) => {
-            (None, "bad value: expected a whole number".to_string())
-        }
-        QueryParserError::ExpectedFloat(_) => (None, "bad value: expected a number".to_string()),
-        QueryParserError::ExpectedBool(_) => {
-            (None, "bad value: expected true or false".to_string())
-        }
+        QueryParserError::ExpectedInt(_) => (
+            bad_value(
+                text,
+                &[field::NPS, field::CSAT, field::CES, field::RATING],
+                whole,
+            ),
+            "expected a whole number".to_string(),
+        ),
+        QueryParserError::ExpectedFloat(_) => (
+            bad_value(text, &[field::SENTIMENT_SCORE], number),
+            "expected a number".to_string(),
+        ),
+        QueryParserError::ExpectedBool(_) => (None, "expected true or false".to_string()),
         QueryParserError::DateFormatError(_) => (
-            Some(field::CREATED_AT.to_string()),
-            "bad value: `created_at` takes RFC 3339 date-times (2026-03-01T09:30:00Z, \
+            bad_value(text, &[field::CREATED_AT], date),
+            "`created_at` takes RFC 3339 date-times (2026-03-01T09:30:00Z, \
              2026-03-01T09:30:00+02:00) or dates (2026-03-01, midnight UTC)"
                 .to_string(),
         ),
-        other => (None, other.to_string()),
+        other => {
+            return IndexError::InvalidQuery {
+                position: 0,
+                message: other.to_string(),
+            }
+        }
     };
-    let position = needle.and_then(|n| text.find(&n)).unwrap_or(0);
-    IndexError::InvalidQuery { position, message }
+    match bad {
+        Some(BadValue {
+            field,
+            value,
+            position,
+        }) => IndexError::InvalidQuery {
+            position,
+            message: format!("bad value `{value}` for `{field}`: {message}"),
+        },
+        None => IndexError::InvalidQuery {
+            position: 0,
+            message: format!("bad value: {message}"),
+        },
+    }
+}
+
+/// A value of the query that its field cannot read, and where it is.
+struct BadValue {
+    field: &'static str,
+    value: String,
+    position: usize,
+}
+
+/// The first value of one of `fields` (a word, a range bound or a set's
+/// element) that `reads` refuses, and its byte position in `text` (the
+/// value's, found after its field's name; the name's when the value is
+/// written otherwise, quoted or escaped).
+fn bad_value(
+    text: &str,
+    fields: &[&'static str],
+    reads: impl Fn(&str) -> bool,
+) -> Option<BadValue> {
+    let (ast, _) = parse_query_lenient(text);
+    for leaf in leaves(&ast) {
+        let (name, values): (&str, Vec<&str>) = match leaf {
+            UserInputLeaf::Literal(literal) => match &literal.field_name {
+                Some(name) => (name, vec![literal.phrase.as_str()]),
+                None => continue,
+            },
+            UserInputLeaf::Range {
+                field: Some(name),
+                lower,
+                upper,
+            } => {
+                fn bound(b: &UserInputBound) -> Option<&str> {
+                    match b {
+                        UserInputBound::Inclusive(v) | UserInputBound::Exclusive(v) => Some(v),
+                        UserInputBound::Unbounded => None,
+                    }
+                }
+                (
+                    name,
+                    [bound(lower), bound(upper)].into_iter().flatten().collect(),
+                )
+            }
+            UserInputLeaf::Set {
+                field: Some(name),
+                elements,
+            } => (name, elements.iter().map(String::as_str).collect()),
+            _ => continue,
+        };
+        let Some(&field) = fields.iter().find(|f| **f == name) else {
+            continue;
+        };
+        if let Some(value) = values.into_iter().find(|v| !reads(v)) {
+            let named = text.find(&format!("{field}:")).unwrap_or(0);
+            let position = text[named..].find(value).map_or(named, |at| named + at);
+            return Some(BadValue {
+                field,
+                value: value.to_string(),
+                position,
+            });
+        }
+    }
+    None
 }
 
 /// One clause of a filter. `key` (the field and its values) is set on the
@@ -2110,6 +2247,63 @@ mod tests {
         }
     }
 
+    /// Found by the 40th session's probe: a value a field cannot read was
+    /// reported at byte 0 without its field or itself, and a date-time's
+    /// `:` gave the grammar's "parsed possible invalid field as term".
+    #[test]
+    fn value_errors_point_at_the_value() {
+        let parser = parser();
+        for (text, at, needle) in [
+            ("late nps:abc", "abc", "bad value `abc` for `nps`"),
+            ("nps:5 csat:x", "x", "bad value `x` for `csat`"),
+            ("refund rating:[1 TO z]", "z", "bad value `z` for `rating`"),
+            (
+                "refund created_at:>2020-13",
+                "2020-13",
+                "bad value `2020-13` for `created_at`",
+            ),
+            ("sentiment_score:IN [0.5 high]", "high", "`sentiment_score`"),
+        ] {
+            match parse_user_query(&parser, text, true) {
+                Err(IndexError::InvalidQuery { position, message }) => {
+                    assert!(message.contains(needle), "{text}: {message}");
+                    assert_eq!(position, text.rfind(at).unwrap(), "{text}: {message}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for (text, needle) in [
+            (
+                "late created_at:2026-03-01T10:00:00Z",
+                "created_at:\"2026-03-01T10:00:00Z\"",
+            ),
+            ("late code:E:42", "quote a value"),
+        ] {
+            match parse_user_query(&parser, text, true) {
+                Err(IndexError::InvalidQuery { position, message }) => {
+                    assert!(message.contains(needle), "{text}: {message}");
+                    // At the word or at its value.
+                    assert!(
+                        position <= text.find(':').unwrap() + 1,
+                        "{text}: {position}"
+                    );
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // What the message offers works.
+        for text in [
+            "late created_at:\"2026-03-01T10:00:00Z\"",
+            "late created_at:>=2026-03-01T10:00:00Z",
+            "late created_at:2026-03-01T10\\:00\\:00Z",
+            "late attributes.code:\"E:42\"",
+            "late \"code:E:42\"",
+            "late code\\:E\\:42",
+        ] {
+            assert!(parse_user_query(&parser, text, true).is_ok(), "{text}");
+        }
+    }
+
     /// Regression: `verbatim search "$(printf '(%.0s' $(seq 1000))"` aborted
     /// the server (stack overflow in the recursive query grammar).
     #[test]
@@ -2401,8 +2595,14 @@ mod tests {
                 ("created_at:[2025-01-01 TO 2020-01-01]", "is later than"),
                 // tantivy's messages named Rust's types (`ParseIntError {
                 // kind: InvalidDigit }`).
-                ("nps:[0.5 TO 1]", "bad value: expected a whole number"),
-                ("sentiment_score:>abc", "bad value: expected a number"),
+                (
+                    "nps:[0.5 TO 1]",
+                    "bad value `0.5` for `nps`: expected a whole number",
+                ),
+                (
+                    "sentiment_score:>abc",
+                    "bad value `abc` for `sentiment_score`: expected a number",
+                ),
                 ("created_at:>2020-13", "takes RFC 3339 date-times"),
             ],
         );

@@ -54,8 +54,15 @@ pub enum CodecError {
     Invalid(String),
     #[error("{0} bytes after the end of the value")]
     Trailing(usize),
+    /// The message names the cause; it is not linked as `source()` too.
     #[error("JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+impl From<serde_json::Error> for CodecError {
+    fn from(error: serde_json::Error) -> Self {
+        CodecError::Json(error)
+    }
 }
 
 /// Appends little-endian values to a buffer.

@@ -90,28 +90,29 @@ pub(crate) const META_REMOVALS_AS_OF: &str = "removals_as_of_seq";
 /// Scratch space of the recovery probe after a storage error (empty otherwise).
 pub(crate) const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
 
+/// Each message names its cause, and no variant also links the cause as
+/// its `source()`: a chain printed whole (`{:#}`, as the CLI and the tenant
+/// errors do) named each cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] redb::Error),
+    Database(redb::Error),
     #[error("the data dir {dir} is in use by another verbatim process (one server or offline command per data dir: stop it, or pick another --data-dir)")]
     InUse { dir: String },
-    #[error("cannot open the store at {path}: {source}")]
+    #[error("cannot open the store at {path}: {cause}")]
     Open {
         path: String,
-        #[source]
-        source: redb::DatabaseError,
+        cause: redb::DatabaseError,
     },
-    #[error("stored record {id} cannot be decoded: {source}")]
+    #[error("stored record {id} cannot be decoded: {cause}")]
     Decode {
         id: String,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("stored record {id} is malformed: {reason}")]
     Malformed { id: String, reason: String },
     #[error("record cannot be encoded: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(serde_json::Error),
     #[error("the write queue is full ({capacity} requests waiting)")]
     QueueFull { capacity: usize },
     #[error("the store is shutting down")]
@@ -122,6 +123,12 @@ pub enum StoreError {
     /// denied) or is being re-opened after such an error: retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(error: redb::Error) -> Self {
+        StoreError::Database(error)
+    }
 }
 
 impl StoreError {
@@ -140,7 +147,7 @@ impl StoreError {
     /// read-only file system, permissions), while it may still be read.
     fn refused_write(&self) -> bool {
         let StoreError::Open {
-            source: redb::DatabaseError::Storage(redb::StorageError::Io(io)),
+            cause: redb::DatabaseError::Storage(redb::StorageError::Io(io)),
             ..
         } = self
         else {
@@ -460,7 +467,7 @@ impl DbSlot {
                 let opened =
                     overlay::open(&path, self.cache_bytes).map_err(|source| StoreError::Open {
                         path: path.display().to_string(),
-                        source,
+                        cause: source,
                     })?;
                 if !tables_complete(&opened.db)? {
                     return Err(error);
@@ -811,7 +818,7 @@ impl Store {
             let (seq, id) = entry?;
             let id = FeedbackId::parse(id.value()).map_err(|reason| StoreError::Decode {
                 id: id.value().to_string(),
-                source: serde::de::Error::custom(reason),
+                cause: serde::de::Error::custom(reason),
             })?;
             let current = match items.get(id.as_str())? {
                 Some(bytes) => {
@@ -999,7 +1006,7 @@ fn open_database(
         },
         source => StoreError::Open {
             path: path.display().to_string(),
-            source,
+            cause: source,
         },
     })?;
     // Create the tables up front so readers never see them missing. An
@@ -1097,7 +1104,7 @@ pub(crate) fn decode(id: &str, bytes: &[u8]) -> Result<StoredFeedback, StoreErro
     if bytes.first() == Some(&b'{') {
         return serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
             id: id.to_string(),
-            source,
+            cause: source,
         });
     }
     codec::decode_item(bytes).map_err(|e| StoreError::Malformed {
@@ -1143,6 +1150,25 @@ mod tests {
         }
         .validate(UnixMicros(0))
         .unwrap()
+    }
+
+    /// Found by a read-through: the CLI and the tenant errors print a chain
+    /// whole (`{:#}`), and a damaged store's cause came twice ("cannot open
+    /// the store at ...: X: X").
+    #[test]
+    fn a_printed_chain_names_the_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STORE_FILE), vec![0xA5u8; 8192]).unwrap();
+        let error = Store::open(dir.path(), 4).err().expect("a damaged store");
+        let StoreError::Open { cause, .. } = &error else {
+            panic!("{error:?}");
+        };
+        let cause = cause.to_string();
+        let printed = format!("{:#}", anyhow::Error::new(error));
+        assert_eq!(printed.matches(&cause).count(), 1, "{printed}");
+        let decode = decode("x", b"{").expect_err("truncated JSON");
+        let printed = format!("{:#}", anyhow::Error::new(decode));
+        assert_eq!(printed.matches("EOF").count(), 1, "{printed}");
     }
 
     /// Searches of ids alone skip the store while the index has applied the

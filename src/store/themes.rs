@@ -183,7 +183,7 @@ impl Store {
             let theme: Theme =
                 serde_json::from_slice(bytes.value()).map_err(|source| StoreError::Decode {
                     id: format!("theme {}", id.value()),
-                    source,
+                    cause: source,
                 })?;
             taxonomy.themes.insert(theme.id.clone(), theme);
         }

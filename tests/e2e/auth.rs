@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use verbatim::grpc::pb;
 
-use crate::helpers::{add_key, authed, item, TestServer, BIN};
+use crate::helpers::{add_key, authed, item, search_request, TestServer, BIN};
 
 fn keys(data_dir: &Path, args: &[&str]) -> String {
     let output = Command::new(BIN)
@@ -435,6 +435,73 @@ async fn tenants_never_see_each_other() {
         assert!(reindexed.contains(line), "{reindexed}");
     }
     server.restart().await;
+    assert_eq!(
+        search_until_as(&server, &acme, "crushed", 1)
+            .await
+            .total_hits,
+        1
+    );
+}
+
+/// Found by the 41st session's read-through: one tenant whose store could
+/// not be opened (here: damaged) stopped the whole server's start, so every
+/// other tenant was down with it. Now the server starts, the other tenants
+/// are served, the damaged one's calls answer UNAVAILABLE naming the cause,
+/// and each call tries to open it again: once the file is repaired, it is
+/// served without a restart.
+#[tokio::test]
+async fn a_tenant_that_cannot_be_opened_keeps_no_other_tenant_down() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let acme = add_key(&data, "acme", &["admin"]);
+    let globex = add_key(&data, "globex", &["admin"]);
+    let mut server = TestServer::spawn_in(&data, &[]).await;
+    assert_eq!(
+        ingest_as(
+            &server,
+            &acme,
+            vec![item("a-1", "acme parcel arrived crushed")]
+        )
+        .await
+        .accepted,
+        1
+    );
+    assert_eq!(
+        ingest_as(
+            &server,
+            &globex,
+            vec![item("g-1", "globex invoice was wrong")]
+        )
+        .await
+        .accepted,
+        1
+    );
+    server.terminate();
+    let store = data.join("tenants/acme/store.redb");
+    let good = std::fs::read(&store).unwrap();
+    std::fs::write(&store, vec![0xA5u8; good.len()]).unwrap();
+
+    server.restart().await;
+    assert_eq!(
+        search_until_as(&server, &globex, "invoice", 1)
+            .await
+            .total_hits,
+        1
+    );
+    let status = server
+        .client()
+        .await
+        .search(authed(search_request("crushed"), Some(&acme)))
+        .await
+        .expect_err("acme's store is damaged");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("tenant acme cannot be opened"),
+        "{status:?}"
+    );
+    assert!(server.log_text().contains("cannot open tenant"));
+
+    std::fs::write(&store, &good).unwrap();
     assert_eq!(
         search_until_as(&server, &acme, "crushed", 1)
             .await
