@@ -47,3 +47,63 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes as one line (`a: b: c`, as `{:#}` prints them),
+/// each cause once: a cause whose message the line already ends with is
+/// skipped. Errors of other crates often hold their cause in their message
+/// and link it as their `source()` as well (tonic's connect error read
+/// "tcp connect error: tcp connect error: Connection refused").
+pub fn chain_text(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error whose message holds its cause, which it also links.
+    #[derive(Debug)]
+    struct Holds(std::io::Error);
+
+    impl std::fmt::Display for Holds {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "tcp connect error: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Holds {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = anyhow::Error::new(Holds(refused())).context("cannot connect");
+        assert_eq!(
+            format!("{error:#}"),
+            "cannot connect: tcp connect error: refused: refused"
+        );
+        assert_eq!(
+            chain_text(&error),
+            "cannot connect: tcp connect error: refused"
+        );
+        // Causes that differ all stay, in order.
+        let error = anyhow::Error::new(refused())
+            .context("reading x")
+            .context("import");
+        assert_eq!(chain_text(&error), "import: reading x: refused");
+    }
+}

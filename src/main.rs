@@ -69,8 +69,9 @@ fn main() -> ExitCode {
         // The reader of the output went away (`| head -1`): nothing to say.
         Err(error) if error.downcast_ref::<cli::OutputClosed>().is_some() => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "fatal");
-            eprintln!("error: {error:#}");
+            let message = verbatim::error::chain_text(&error);
+            tracing::error!(error = message, "fatal");
+            eprintln!("error: {message}");
             if error.downcast_ref::<cli::import::RowsRejected>().is_some() {
                 ExitCode::from(cli::import::EXIT_ROWS_REJECTED)
             } else if error.downcast_ref::<cli::Usage>().is_some() {

@@ -12,6 +12,14 @@ macro_rules! outln {
     }};
 }
 
+/// `outln!` without the line's end.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*).map_err($crate::cli::output_failed)
+    }};
+}
+
 pub mod analyze;
 mod encoding;
 pub mod import;

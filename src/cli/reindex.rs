@@ -61,7 +61,7 @@ pub async fn run(args: ReindexArgs) -> anyhow::Result<()> {
         match reindex_one(&config, &tenant, dir).await {
             Ok(()) => done += 1,
             Err(error) => {
-                eprintln!("error: {error:#}");
+                eprintln!("error: {}", crate::error::chain_text(&error));
                 failed.push(tenant.to_string());
             }
         }

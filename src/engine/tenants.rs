@@ -101,8 +101,9 @@ impl Tenants {
         }
         tracing::info!(%tenant, "opening tenant");
         let engine = (self.open)(tenant.clone()).await.map_err(|error| {
-            tracing::error!(%tenant, error = format!("{error:#}"), "cannot open tenant");
-            Error::TenantUnavailable(format!("tenant {tenant} cannot be opened: {error:#}"))
+            let error = crate::error::chain_text(&error);
+            tracing::error!(%tenant, error, "cannot open tenant");
+            Error::TenantUnavailable(format!("tenant {tenant} cannot be opened: {error}"))
         })?;
         self.insert(tenant.clone(), engine.clone());
         Ok(engine)

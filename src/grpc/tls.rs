@@ -87,7 +87,7 @@ impl TlsReloader {
                         tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
                     }
                     Err(error) => tracing::error!(
-                        error = format!("{error:#}"),
+                        error = crate::error::chain_text(&error),
                         "TLS files changed but cannot be loaded; the previous certificate stays in use"
                     ),
                 }

@@ -255,12 +255,11 @@ fn parse_text(parser: &QueryParser, text: &str) -> Result<Box<dyn Query>, QueryP
 }
 
 /// The grammar's message for the error at `position`, made clearer where
-/// it names no remedy: a word with a second `:` (`created_at:` with a
-/// date-time, a URL) is "parsed possible invalid field as term".
+/// it names no remedy: a URL pasted as it is (`https:` reads as a field,
+/// `//` as a regular expression), and a word with a second `:`
+/// (`created_at:` with a date-time) that is "parsed possible invalid field
+/// as term".
 fn syntax_message(text: &str, position: usize, message: &str) -> String {
-    if message != "parsed possible invalid field as term" {
-        return message.to_string();
-    }
     // The whole word (the grammar points at its start or at its value's).
     let mut start = position.min(text.len());
     while !text.is_char_boundary(start) {
@@ -276,6 +275,15 @@ fn syntax_message(text: &str, position: usize, message: &str) -> String {
         .split(char::is_whitespace)
         .next()
         .unwrap_or_default();
+    if word.contains("://") {
+        return format!(
+            "{message}: `{word}` reads as a field and a regular expression; quote a URL (`\"{}\"`)",
+            word.trim_matches('"')
+        );
+    }
+    if message != "parsed possible invalid field as term" {
+        return message.to_string();
+    }
     let date_time = word
         .strip_prefix(field::CREATED_AT)
         .and_then(|rest| rest.strip_prefix(':'))
@@ -2278,15 +2286,17 @@ mod tests {
                 "created_at:\"2026-03-01T10:00:00Z\"",
             ),
             ("late code:E:42", "quote a value"),
+            ("see https://example.com/a?b=1 now", "quote a URL"),
+            ("see https://example.com", "quote a URL"),
         ] {
             match parse_user_query(&parser, text, true) {
                 Err(IndexError::InvalidQuery { position, message }) => {
                     assert!(message.contains(needle), "{text}: {message}");
-                    // At the word or at its value.
-                    assert!(
-                        position <= text.find(':').unwrap() + 1,
-                        "{text}: {position}"
-                    );
+                    // Inside the word, or at the space before it.
+                    let colon = text.find(':').unwrap();
+                    let start = text[..colon].rfind(' ').unwrap();
+                    let end = text[colon..].find(' ').map_or(text.len(), |at| colon + at);
+                    assert!((start..=end).contains(&position), "{text}: {position}");
                 }
                 other => panic!("{text}: {other:?}"),
             }
@@ -2298,6 +2308,7 @@ mod tests {
             "late created_at:2026-03-01T10\\:00\\:00Z",
             "late attributes.code:\"E:42\"",
             "late \"code:E:42\"",
+            "see \"https://example.com/a?b=1\" now",
             "late code\\:E\\:42",
         ] {
             assert!(parse_user_query(&parser, text, true).is_ok(), "{text}");

@@ -297,6 +297,77 @@ async fn the_cli_prints_a_breakdown() {
     assert_eq!(json[1]["sentences"][0]["text"], "fine");
 }
 
+/// Found by the 42nd session's read-through: `verbatim analyze` read all of
+/// standard input, analysed it in one go and printed nothing before the
+/// end, holding every text and result in memory (a batch job piping a
+/// million comments saw no output and a growing process). Now it streams
+/// through `AnalyzeStream`: results appear while input is still open, in
+/// input order, and `--json` is the same array as before.
+#[tokio::test]
+async fn the_cli_streams_standard_input() {
+    use std::io::{BufRead, Write};
+    let server = TestServer::spawn_with_analysis(&[]).await;
+    let mut child = Command::new(BIN)
+        .args(["analyze", "--json", "--server", &server.addr.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // More than one message's texts (64), blank lines between.
+    for i in 0..70 {
+        writeln!(stdin, "review {i}: the parcel came late\n").unwrap();
+    }
+    stdin.flush().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // The first message's results, with standard input still open.
+    let mut output = String::new();
+    loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("results before the input ends");
+        output.push_str(&line);
+        output.push('\n');
+        if line.contains("review 63:") {
+            break;
+        }
+    }
+    drop(stdin);
+    output.extend(lines.iter().map(|line| line + "\n"));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let json: serde_json::Value = serde_json::from_str(&output).expect("one JSON array");
+    let texts: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["text"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..70)
+        .map(|i| format!("review {i}: the parcel came late"))
+        .collect();
+    assert_eq!(texts, expected);
+    assert_eq!(json[69]["sentences"][0]["text"], expected[69]);
+    // The layout of the whole array printed at once (serde_json reads
+    // floats to a neighbour, so the bytes are not compared whole).
+    assert!(
+        output.starts_with("[\n  {\n    \"keyphrases\""),
+        "{}",
+        &output[..40]
+    );
+    assert!(output.ends_with("\n  }\n]\n"));
+    assert_eq!(output.matches("\n  },\n  {\n").count(), 69);
+}
+
 #[tokio::test]
 async fn analyze_stream_answers_in_order() {
     let server = TestServer::spawn_with_analysis(&[]).await;
