@@ -18,6 +18,13 @@ pub struct AnalyzeArgs {
     /// Print JSON instead of the breakdown.
     #[arg(long)]
     pub json: bool,
+    /// When the server ends the stream as busy or unavailable
+    /// (RESOURCE_EXHAUSTED: its analysis queue is full; UNAVAILABLE: it is
+    /// restarting), reopen it after a pause that doubles from 1 s up to 30 s
+    /// and send the unanswered texts again, up to this many times in a row
+    /// (the count starts again at each answer). 0: stop at once.
+    #[arg(long, default_value_t = 8)]
+    pub retries: u32,
 }
 
 fn label_name(label: i32) -> &'static str {
@@ -47,72 +54,51 @@ fn sentiment_json(s: &Option<pb::Sentiment>) -> serde_json::Value {
     json!({"label": label_name(s.label), "score": s.score, "negative": s.negative, "neutral": s.neutral, "positive": s.positive})
 }
 
-/// Texts per `AnalyzeStream` message: output starts after the first
-/// message's answer (about a second on 2 cores), and the server batches
-/// within a message.
+/// Texts per `AnalyzeStream` message, at most: output starts after the
+/// first message's answer, and the server batches within a message.
 const TEXTS_PER_MESSAGE: usize = 64;
 
-/// Messages read ahead of the answers: the next one waits at the server
-/// while one is analysed, and input is read no further (memory stays
-/// bounded whatever the input's length).
+/// Messages sent ahead of their answers: the next one waits at the server
+/// while one is analysed.
 const MESSAGES_AHEAD: usize = 2;
 
+/// Lines read ahead of the messages: input is read no further (memory
+/// stays bounded whatever the input's length).
+const LINES_AHEAD: usize = TEXTS_PER_MESSAGE * MESSAGES_AHEAD;
+
 /// Analyses the texts given as arguments, or each non-empty line of
-/// standard input, through one `AnalyzeStream` call: each message's
-/// results are printed as its answer comes (standard input of millions of
-/// lines streams through in bounded memory), in input order. `--json`
-/// prints one array, element by element.
+/// standard input, through `AnalyzeStream`: a message takes the lines read
+/// so far (up to `TEXTS_PER_MESSAGE`: full ones from a file or a pipe, one
+/// line at a time as someone types), and each message's results are
+/// printed as its answer comes, in input order, so millions of lines
+/// stream through in bounded memory. `--json` prints one array, element by
+/// element. A stream the server ends as busy or unavailable is reopened
+/// with the unanswered messages (`--retries`).
 pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
-    let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::channel::<Vec<String>>(MESSAGES_AHEAD);
-    let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(MESSAGES_AHEAD);
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(LINES_AHEAD);
     let from_stdin = args.texts.is_empty();
     let given = args.texts.clone();
-    // Reads (a thread of its own: standard input blocks) and sends each
-    // chunk twice: to the call, and to the printer, which pairs it with its
-    // answer. Not a runtime's blocking task: the end of the command must not
-    // wait for a read of standard input that may never return.
+    // A thread of its own (reads of standard input block), not a runtime's
+    // blocking task: the end of the command must not wait for a read that
+    // may never return.
     let reader = std::thread::spawn(move || -> anyhow::Result<()> {
-        let send = |chunk: Vec<String>| {
-            let request = pb::AnalyzeRequest {
-                texts: chunk.clone(),
-                include_embeddings: false,
-            };
-            // The printer stopped (an error, or the output closed): stop too.
-            chunks_tx.blocking_send(chunk).is_ok() && requests_tx.blocking_send(request).is_ok()
-        };
         if !from_stdin {
-            for chunk in given.chunks(TEXTS_PER_MESSAGE) {
-                if !send(chunk.to_vec()) {
+            for text in given {
+                if lines_tx.blocking_send(text).is_err() {
                     break;
                 }
             }
             return Ok(());
         }
-        let mut chunk = Vec::with_capacity(TEXTS_PER_MESSAGE);
         for (number, line) in std::io::stdin().lock().lines().enumerate() {
-            let line = match line {
-                Ok(line) => line,
-                Err(error) => {
-                    // What was read is analysed, then the command fails.
-                    if !chunk.is_empty() {
-                        send(chunk);
-                    }
-                    return Err(anyhow::anyhow!(
-                        "standard input, line {}: {error}",
-                        number + 1
-                    ));
-                }
-            };
-            if line.trim().is_empty() {
-                continue;
+            // What was read before a line that cannot be is analysed, then
+            // the command fails.
+            let line =
+                line.map_err(|e| anyhow::anyhow!("standard input, line {}: {e}", number + 1))?;
+            // The printer stopped (an error, or the output closed): stop too.
+            if !line.trim().is_empty() && lines_tx.blocking_send(line).is_err() {
+                break;
             }
-            chunk.push(line);
-            if chunk.len() == TEXTS_PER_MESSAGE && !send(std::mem::take(&mut chunk)) {
-                return Ok(());
-            }
-        }
-        if !chunk.is_empty() {
-            send(chunk);
         }
         Ok(())
     });
@@ -122,18 +108,13 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     };
-    // The first chunk before connecting: no input is a usage error, found
+    // The first text before connecting: no input is a usage error, found
     // without a server.
-    let Some(first) = chunks_rx.recv().await else {
+    let Some(first) = lines.recv().await else {
         reader_result()?;
         anyhow::bail!("nothing to analyse: give texts as arguments or on standard input");
     };
     let mut client = crate::cli::connect(&args.server).await?;
-    let mut answers = client
-        .analyze_stream(tokio_stream::wrappers::ReceiverStream::new(requests_rx))
-        .await
-        .map_err(crate::cli::call_failed)?
-        .into_inner();
     let ansi = std::io::stdout().is_terminal();
     // A count on a terminal's standard error while the results go to a
     // file or a pipe (on a terminal they show the progress themselves).
@@ -148,40 +129,165 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         .expect("valid template"),
     );
     let mut json = JsonArray::default();
-    let mut next = Some(first);
+    // Messages sent and not yet answered, oldest first.
+    let mut pending: std::collections::VecDeque<Vec<String>> = Default::default();
+    let mut next_text = Some(first);
+    let mut input_done = false;
+    // Failed streams since the last answer.
+    let mut failures = 0;
     let printed = async {
-        while let Some(chunk) = next.take() {
-            let response = answers
-                .message()
-                .await
-                .map_err(crate::cli::call_failed)?
-                .ok_or_else(|| {
-                    anyhow::anyhow!("the server ended the stream before answering every text")
-                })?;
-            anyhow::ensure!(
-                response.results.len() == chunk.len(),
-                "the server answered {} results for {} texts",
-                response.results.len(),
-                chunk.len()
-            );
-            let answered = response.results.len() as u64;
-            for (text, result) in chunk.into_iter().zip(response.results) {
-                print_one(&text, result, args.json, ansi, &mut json)?;
+        'streams: loop {
+            let (requests, requests_rx) = tokio::sync::mpsc::channel(MESSAGES_AHEAD);
+            // A message goes with the call (a server may read one before
+            // it answers the call's head); a reopened stream sends the
+            // unanswered messages first.
+            if let (true, Some(text)) = (pending.is_empty(), next_text.take()) {
+                pending.push_back(gather(text, &mut lines));
             }
-            progress.inc(answered);
-            next = chunks_rx.recv().await;
+            for chunk in &pending {
+                let _ = requests.try_send(request(chunk));
+            }
+            let opened = client
+                .analyze_stream(tokio_stream::wrappers::ReceiverStream::new(requests_rx))
+                .await;
+            let mut answers = match opened {
+                Ok(answers) => answers.into_inner(),
+                Err(status) => {
+                    retry_or_fail(status, &mut failures, args.retries, &progress).await?;
+                    continue 'streams;
+                }
+            };
+            loop {
+                // The next message: the texts read so far, at least one.
+                if pending.len() < MESSAGES_AHEAD && !input_done {
+                    let text = match next_text.take() {
+                        Some(text) => Some(text),
+                        None if pending.is_empty() => lines.recv().await,
+                        // With a message waiting for its answer, read on
+                        // only while texts are there.
+                        None => match lines.try_recv() {
+                            Ok(text) => Some(text),
+                            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => None,
+                            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                                input_done = true;
+                                None
+                            }
+                        },
+                    };
+                    match text {
+                        Some(text) => {
+                            // Pending before it is sent: a failed send (the
+                            // stream ended) leaves it to the next stream.
+                            pending.push_back(gather(text, &mut lines));
+                            let message = request(pending.back().expect("just pushed"));
+                            let _ = requests.send(message).await;
+                            continue;
+                        }
+                        None if pending.is_empty() => input_done = true,
+                        None => {}
+                    }
+                }
+                if pending.is_empty() {
+                    break 'streams;
+                }
+                // An answer, or (while the input may have more) a text to
+                // send meanwhile.
+                let answer = if input_done || pending.len() >= MESSAGES_AHEAD {
+                    answers.message().await
+                } else {
+                    tokio::select! {
+                        answer = answers.message() => answer,
+                        text = lines.recv() => {
+                            match text {
+                                Some(text) => next_text = Some(text),
+                                None => input_done = true,
+                            }
+                            continue;
+                        }
+                    }
+                };
+                let response = match answer {
+                    Ok(Some(response)) => response,
+                    Ok(None) => {
+                        anyhow::bail!("the server ended the stream before answering every text")
+                    }
+                    Err(status) => {
+                        retry_or_fail(status, &mut failures, args.retries, &progress).await?;
+                        continue 'streams;
+                    }
+                };
+                failures = 0;
+                let chunk = pending.pop_front().expect("an answer follows a message");
+                anyhow::ensure!(
+                    response.results.len() == chunk.len(),
+                    "the server answered {} results for {} texts",
+                    response.results.len(),
+                    chunk.len()
+                );
+                let answered = chunk.len() as u64;
+                for (text, result) in chunk.into_iter().zip(response.results) {
+                    print_one(&text, result, args.json, ansi, &mut json)?;
+                }
+                progress.inc(answered);
+            }
         }
         anyhow::Ok(())
     }
     .await;
     progress.finish_and_clear();
-    // On an error the reader is left to end at its next chunk (or with the
+    // On an error the reader is left to end at its next line (or with the
     // process).
     printed?;
     if args.json {
         json.end()?;
     }
     reader_result()
+}
+
+/// A message's texts: `first`, then those already read, up to
+/// `TEXTS_PER_MESSAGE`.
+fn gather(first: String, lines: &mut tokio::sync::mpsc::Receiver<String>) -> Vec<String> {
+    let mut chunk = vec![first];
+    while chunk.len() < TEXTS_PER_MESSAGE {
+        match lines.try_recv() {
+            Ok(text) => chunk.push(text),
+            Err(_) => break,
+        }
+    }
+    chunk
+}
+
+fn request(texts: &[String]) -> pb::AnalyzeRequest {
+    pb::AnalyzeRequest {
+        texts: texts.to_vec(),
+        include_embeddings: false,
+    }
+}
+
+/// After a failed stream: a pause before the next one when the status says
+/// "later" and retries are left, else the error.
+async fn retry_or_fail(
+    status: tonic::Status,
+    failures: &mut u32,
+    retries: u32,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    if !crate::cli::import::retryable(&status) || *failures >= retries {
+        return Err(crate::cli::call_failed(status));
+    }
+    *failures += 1;
+    let pause = crate::cli::import::retry_pause(*failures);
+    progress.suspend(|| {
+        eprintln!(
+            "analysis stream failed ({:?}: {}); retrying in {:.1} s ({} of {retries})",
+            status.code(),
+            status.message(),
+            pause.as_secs_f64(),
+            *failures
+        )
+    });
+    tokio::time::sleep(pause).await;
+    Ok(())
 }
 
 /// `--json`'s array, printed element by element in the layout

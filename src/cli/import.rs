@@ -525,7 +525,7 @@ fn print_ignored(ignored: &BTreeSet<String>, format: FileFormat) -> anyhow::Resu
 /// or the connection under the stream broke (a server killed mid-stream
 /// leaves an UNKNOWN status that the client's transport made, with the
 /// transport's error as its source; a status the server sent has none).
-fn retryable(status: &tonic::Status) -> bool {
+pub(crate) fn retryable(status: &tonic::Status) -> bool {
     match status.code() {
         tonic::Code::ResourceExhausted | tonic::Code::Unavailable => true,
         tonic::Code::Unknown => std::error::Error::source(status).is_some(),
@@ -544,7 +544,7 @@ fn halved_batch(status: &tonic::Status, batch_size: usize) -> Option<usize> {
 /// The pause before the `failures`th retry in a row: 1 s doubling up to
 /// 30 s, each taken at random from its upper half so that importers refused
 /// together do not come back together.
-fn retry_pause(failures: u32) -> std::time::Duration {
+pub(crate) fn retry_pause(failures: u32) -> std::time::Duration {
     use std::hash::{BuildHasher, Hasher};
     let ceiling = 1000u64 << failures.clamp(1, 6).saturating_sub(1);
     let ceiling = ceiling.min(30_000);

@@ -435,6 +435,61 @@ async fn a_full_analysis_queue_answers_resource_exhausted() {
     assert!(exhausted > 0 && ok > 0, "ok {ok}, exhausted {exhausted}");
 }
 
+/// `verbatim analyze` against a busy analysis pool: the stream the server
+/// ends with RESOURCE_EXHAUSTED is reopened after a pause and the
+/// unanswered texts sent again (`--retries`, as `import` does); with
+/// `--retries 0` the command fails at once, naming the cause.
+#[tokio::test]
+async fn the_cli_retries_a_busy_analysis_pool() {
+    let server = TestServer::spawn_with_analysis(&["--analysis-queue", "1"]).await;
+    // Holds the pool's one place for a few seconds.
+    let channel = server.channel().await;
+    let hold = |round: usize| {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let texts = (0..300)
+                .map(|i| format!("Hold {round} text {i}: the courier left the box in the rain."))
+                .collect();
+            let mut client = pb::feedback_service_client::FeedbackServiceClient::new(channel);
+            client
+                .analyze(pb::AnalyzeRequest {
+                    texts,
+                    include_embeddings: false,
+                })
+                .await
+                .map(|_| ())
+        })
+    };
+    let addr = server.addr.to_string();
+    let cli = move |retries: &str| {
+        Command::new(BIN)
+            .args(["analyze", "--json", "--retries", retries, "--server", &addr])
+            .args(["the parcel came late", "great support"])
+            .output()
+            .unwrap()
+    };
+    let held = hold(0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let run = cli.clone();
+    let output = tokio::task::spawn_blocking(move || run("0")).await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("busy"), "{stderr}");
+    held.await.unwrap().expect("the holding call");
+
+    let held = hold(1);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let output = tokio::task::spawn_blocking(move || cli("8")).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("retrying"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(json[0]["text"], "the parcel came late");
+    assert_eq!(json[1]["text"], "great support");
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    held.await.unwrap().expect("the holding call");
+}
+
 #[tokio::test]
 async fn analysis_off_and_missing_models() {
     let server = TestServer::spawn().await; // --analysis off
