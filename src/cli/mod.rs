@@ -209,10 +209,11 @@ pub const EXIT_USAGE: u8 = 2;
 /// the server refused as invalid (a flag value it checks: `--nps 9..1`,
 /// `--theme BAD`) is a usage error (`Usage`), as one the client finds.
 pub fn call_failed(status: tonic::Status) -> anyhow::Error {
-    let error = anyhow::anyhow!("{}: {}", status.code(), status.message());
     match status.code() {
-        tonic::Code::InvalidArgument => error.context(Usage),
-        _ => error,
+        // "invalid arguments: " says the code already (it read "invalid
+        // arguments: Client specified an invalid argument: ...").
+        tonic::Code::InvalidArgument => anyhow::anyhow!("{}", status.message()).context(Usage),
+        code => anyhow::anyhow!("{code}: {}", status.message()),
     }
 }
 

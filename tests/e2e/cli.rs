@@ -772,6 +772,8 @@ async fn flag_values_the_server_refuses_exit_2() {
         let (code, _, stderr) = run_code(&args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("invalid arguments: "), "{args:?}: {stderr}");
+        // Said once: not also tonic's "Client specified an invalid argument".
+        assert!(!stderr.contains("Client specified"), "{args:?}: {stderr}");
     }
     // Other failures keep exit status 1.
     let (code, _, stderr) = run_code(&["search", "--server", "http://127.0.0.1:1"]);
