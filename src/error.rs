@@ -49,15 +49,15 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error and its causes as one line (`a: b: c`, as `{:#}` prints them),
-/// each cause once: a cause whose message the line already ends with is
-/// skipped. Errors of other crates often hold their cause in their message
+/// each cause once: a cause whose message the line already ends with (as
+/// its last part, after a `: `) is skipped. Errors of other crates often hold their cause in their message
 /// and link it as their `source()` as well (tonic's connect error read
 /// "tcp connect error: tcp connect error: Connection refused").
 pub fn chain_text(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        if line.ends_with(&text) {
+        if line == text || line.ends_with(&format!(": {text}")) {
             continue;
         }
         if !line.is_empty() {
@@ -105,5 +105,8 @@ mod tests {
             .context("reading x")
             .context("import");
         assert_eq!(chain_text(&error), "import: reading x: refused");
+        // A cause that merely ends the words before it stays.
+        let error = anyhow::Error::new(refused()).context("the request was refused");
+        assert_eq!(chain_text(&error), "the request was refused: refused");
     }
 }

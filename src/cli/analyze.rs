@@ -58,6 +58,10 @@ fn sentiment_json(s: &Option<pb::Sentiment>) -> serde_json::Value {
 /// first message's answer, and the server batches within a message.
 const TEXTS_PER_MESSAGE: usize = 64;
 
+/// Bytes of text past which no further text joins a message (64 texts
+/// within the server's 32 KiB a text stay under it).
+const MESSAGE_BYTES: usize = 4 << 20;
+
 /// Messages sent ahead of their answers: the next one waits at the server
 /// while one is analysed.
 const MESSAGES_AHEAD: usize = 2;
@@ -141,8 +145,10 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             // A message goes with the call (a server may read one before
             // it answers the call's head); a reopened stream sends the
             // unanswered messages first.
-            if let (true, Some(text)) = (pending.is_empty(), next_text.take()) {
-                pending.push_back(gather(text, &mut lines));
+            if pending.is_empty() {
+                if let Some(text) = next_text.take() {
+                    pending.push_back(gather(text, &mut lines));
+                }
             }
             for chunk in &pending {
                 let _ = requests.try_send(request(chunk));
@@ -245,12 +251,17 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
 }
 
 /// A message's texts: `first`, then those already read, up to
-/// `TEXTS_PER_MESSAGE`.
+/// `TEXTS_PER_MESSAGE` texts and `MESSAGE_BYTES` (a line past the
+/// server's limit for a text is still sent: its answer is the rejection).
 fn gather(first: String, lines: &mut tokio::sync::mpsc::Receiver<String>) -> Vec<String> {
+    let mut bytes = first.len();
     let mut chunk = vec![first];
-    while chunk.len() < TEXTS_PER_MESSAGE {
+    while chunk.len() < TEXTS_PER_MESSAGE && bytes < MESSAGE_BYTES {
         match lines.try_recv() {
-            Ok(text) => chunk.push(text),
+            Ok(text) => {
+                bytes += text.len();
+                chunk.push(text);
+            }
             Err(_) => break,
         }
     }
@@ -342,7 +353,10 @@ fn print_one(
     };
     let chars: Vec<char> = text.chars().collect();
     let slice = |s: &pb::SentenceAnalysis| {
-        chars[(s.start as usize).min(chars.len())..(s.end as usize).min(chars.len())]
+        let (start, end) = (s.start as usize, (s.end as usize).min(chars.len()));
+        chars
+            .get(start..end)
+            .unwrap_or_default()
             .iter()
             .collect::<String>()
     };

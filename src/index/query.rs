@@ -1323,8 +1323,21 @@ fn bad_value(
             continue;
         };
         if let Some(value) = values.into_iter().find(|v| !reads(v)) {
-            let named = text.find(&format!("{field}:")).unwrap_or(0);
-            let position = text[named..].find(value).map_or(named, |at| named + at);
+            // The field's name where a word starts (`ces:` is not the end
+            // of `attributes.sources:`), then its value after the `:`.
+            let name = format!("{field}:");
+            let named = text
+                .match_indices(&name)
+                .map(|(at, _)| at)
+                .find(|&at| {
+                    text[..at]
+                        .chars()
+                        .next_back()
+                        .is_none_or(|c| c.is_whitespace() || "(+-".contains(c))
+                })
+                .unwrap_or(0);
+            let after = named + name.len().min(text.len() - named);
+            let position = text[after..].find(value).map_or(named, |at| after + at);
             return Some(BadValue {
                 field,
                 value: value.to_string(),
@@ -2263,6 +2276,13 @@ mod tests {
         let parser = parser();
         for (text, at, needle) in [
             ("late nps:abc", "abc", "bad value `abc` for `nps`"),
+            // The value is found after its field's name, which holds it.
+            ("late rating:a", "a", "bad value `a` for `rating`"),
+            (
+                "late rating:[1 TO in]",
+                "in]",
+                "bad value `in` for `rating`",
+            ),
             ("nps:5 csat:x", "x", "bad value `x` for `csat`"),
             ("refund rating:[1 TO z]", "z", "bad value `z` for `rating`"),
             (

@@ -442,22 +442,28 @@ async fn a_full_analysis_queue_answers_resource_exhausted() {
 #[tokio::test]
 async fn the_cli_retries_a_busy_analysis_pool() {
     let server = TestServer::spawn_with_analysis(&["--analysis-queue", "1"]).await;
-    // Holds the pool's one place for a few seconds.
+    // Holds the pool's one place: call after call, each a second or so,
+    // until told to stop (a call refused while the command has the place
+    // is fine).
     let channel = server.channel().await;
-    let hold = |round: usize| {
+    let hold = |stop: std::sync::Arc<std::sync::atomic::AtomicBool>| {
         let channel = channel.clone();
         tokio::spawn(async move {
-            let texts = (0..300)
-                .map(|i| format!("Hold {round} text {i}: the courier left the box in the rain."))
-                .collect();
             let mut client = pb::feedback_service_client::FeedbackServiceClient::new(channel);
-            client
-                .analyze(pb::AnalyzeRequest {
+            let mut call = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                call += 1;
+                let texts = (0..60)
+                    .map(|i| format!("Hold {call} text {i}: the courier left the box in the rain."))
+                    .collect();
+                let request = pb::AnalyzeRequest {
                     texts,
                     include_embeddings: false,
-                })
-                .await
-                .map(|_| ())
+                };
+                if let Err(status) = client.analyze(request).await {
+                    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                }
+            }
         })
     };
     let addr = server.addr.to_string();
@@ -468,18 +474,27 @@ async fn the_cli_retries_a_busy_analysis_pool() {
             .output()
             .unwrap()
     };
-    let held = hold(0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = hold(stop.clone());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let run = cli.clone();
     let output = tokio::task::spawn_blocking(move || run("0")).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    held.await.unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("busy"), "{stderr}");
-    held.await.unwrap().expect("the holding call");
 
-    let held = hold(1);
+    // Held for 2 s: the command is refused, waits, and gets through.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = hold(stop.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let output = tokio::task::spawn_blocking(move || cli("8")).await.unwrap();
+    held.await.unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("retrying"), "{stderr}");
@@ -487,7 +502,6 @@ async fn the_cli_retries_a_busy_analysis_pool() {
     assert_eq!(json[0]["text"], "the parcel came late");
     assert_eq!(json[1]["text"], "great support");
     assert_eq!(json.as_array().unwrap().len(), 2);
-    held.await.unwrap().expect("the holding call");
 }
 
 #[tokio::test]
