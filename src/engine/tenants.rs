@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
@@ -24,7 +25,17 @@ pub struct Tenants {
     engines: RwLock<HashMap<TenantId, Engine>>,
     opening: tokio::sync::Mutex<()>,
     open: OpenTenant,
+    /// Tenants whose last open failed: when, and the answer their calls
+    /// get until `retry_open_after` has passed.
+    failed: std::sync::Mutex<HashMap<TenantId, (Instant, String)>>,
+    retry_open_after: Duration,
 }
+
+/// How long the calls of a tenant that could not be opened get that
+/// failure before one tries the open again: opens are serialised, so a
+/// client retrying a broken tenant's calls at once would otherwise hold up
+/// every other tenant's first open with an open attempt each.
+pub const RETRY_OPEN_AFTER: Duration = Duration::from_secs(2);
 
 /// The folder of a tenant's data: the data directory itself for the default
 /// tenant (where a single-tenant server keeps it), `DATA_DIR/tenants/NAME`
@@ -67,11 +78,25 @@ pub fn tenants_on_disk(data_dir: &Path) -> Vec<TenantId> {
 
 impl Tenants {
     pub fn new(open: OpenTenant) -> Arc<Tenants> {
+        Self::with_retry_after(open, RETRY_OPEN_AFTER)
+    }
+
+    fn with_retry_after(open: OpenTenant, retry_open_after: Duration) -> Arc<Tenants> {
         Arc::new(Tenants {
             engines: RwLock::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
             open,
+            failed: std::sync::Mutex::new(HashMap::new()),
+            retry_open_after,
         })
+    }
+
+    /// The answer of a tenant whose open failed less than
+    /// `retry_open_after` ago.
+    fn recently_failed(&self, tenant: &TenantId) -> Option<Error> {
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, why) = failed.get(tenant)?;
+        (at.elapsed() < self.retry_open_after).then(|| Error::TenantUnavailable(why.clone()))
     }
 
     /// Registers an engine opened by the caller (the default tenant at startup).
@@ -95,18 +120,36 @@ impl Tenants {
         if let Some(engine) = self.cached(tenant) {
             return Ok(engine);
         }
+        if let Some(error) = self.recently_failed(tenant) {
+            return Err(error);
+        }
         let _opening = self.opening.lock().await;
         if let Some(engine) = self.cached(tenant) {
             return Ok(engine);
         }
+        if let Some(error) = self.recently_failed(tenant) {
+            return Err(error);
+        }
         tracing::info!(%tenant, "opening tenant");
-        let engine = (self.open)(tenant.clone()).await.map_err(|error| {
-            let error = crate::error::chain_text(&error);
-            tracing::error!(%tenant, error, "cannot open tenant");
-            Error::TenantUnavailable(format!("tenant {tenant} cannot be opened: {error}"))
-        })?;
-        self.insert(tenant.clone(), engine.clone());
-        Ok(engine)
+        let opened = (self.open)(tenant.clone()).await;
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        match opened {
+            Ok(engine) => {
+                failed.remove(tenant);
+                self.insert(tenant.clone(), engine.clone());
+                Ok(engine)
+            }
+            Err(error) => {
+                let error = crate::error::chain_text(&error);
+                tracing::error!(%tenant, error, "cannot open tenant");
+                let why = format!(
+                    "tenant {tenant} cannot be opened: {error} (tried again at most every {} s)",
+                    self.retry_open_after.as_secs_f64()
+                );
+                failed.insert(tenant.clone(), (Instant::now(), why.clone()));
+                Err(Error::TenantUnavailable(why))
+            }
+        }
     }
 
     /// The open tenants, by name.
@@ -126,6 +169,41 @@ impl Tenants {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tenant whose open fails is tried again only after
+    /// `retry_open_after`: its calls in between get the same answer
+    /// without an open (nor a wait for the lock that serialises opens).
+    #[tokio::test]
+    async fn a_failed_open_is_tried_again_only_after_a_pause() {
+        let opens = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = opens.clone();
+        let tenants = Tenants::with_retry_after(
+            Box::new(move |_tenant: TenantId| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async { Err(anyhow::anyhow!("magic number mismatch")) })
+            }),
+            Duration::from_millis(300),
+        );
+        let acme = TenantId::parse("acme").unwrap();
+        let opens_now = || opens.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..5 {
+            let Err(Error::TenantUnavailable(why)) = tenants.get(&acme).await else {
+                panic!("acme cannot be opened");
+            };
+            assert!(
+                why.contains("tenant acme cannot be opened: magic number mismatch"),
+                "{why}"
+            );
+        }
+        assert_eq!(opens_now(), 1);
+        // Another tenant is not held back by acme's failure.
+        let globex = TenantId::parse("globex").unwrap();
+        assert!(tenants.get(&globex).await.is_err());
+        assert_eq!(opens_now(), 2);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(tenants.get(&acme).await.is_err());
+        assert_eq!(opens_now(), 3);
+    }
 
     #[test]
     fn folders() {
