@@ -254,8 +254,8 @@ impl App {
         // Tenants with data open now, so their analysis backlog drains
         // without waiting for a call. One that cannot be opened (a damaged
         // or unreadable store) does not keep the others down: it is logged,
-        // its calls answer UNAVAILABLE with the cause, and each of them
-        // tries to open it again.
+        // its calls answer UNAVAILABLE with the cause, and a call tries to
+        // open it again once `RETRY_OPEN_AFTER` has passed.
         for tenant in tenants_on_disk(&config.data_dir) {
             if tenants.get(&tenant).await.is_err() {
                 tracing::warn!(%tenant, "serving without this tenant until it can be opened");

@@ -78,10 +78,10 @@ const LINES_AHEAD: usize = TEXTS_PER_MESSAGE * MESSAGES_AHEAD;
 /// stream through in bounded memory. `--json` prints one array, element by
 /// element. A stream the server ends as busy or unavailable is reopened
 /// with the unanswered messages (`--retries`).
-pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
     let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(LINES_AHEAD);
     let from_stdin = args.texts.is_empty();
-    let given = args.texts.clone();
+    let given = std::mem::take(&mut args.texts);
     // A thread of its own (reads of standard input block), not a runtime's
     // blocking task: the end of the command must not wait for a read that
     // may never return.
@@ -184,8 +184,9 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                         Some(text) => {
                             // Pending before it is sent: a failed send (the
                             // stream ended) leaves it to the next stream.
-                            pending.push_back(gather(text, &mut lines));
-                            let message = request(pending.back().expect("just pushed"));
+                            let chunk = gather(text, &mut lines);
+                            let message = request(&chunk);
+                            pending.push_back(chunk);
                             let _ = requests.send(message).await;
                             continue;
                         }

@@ -1030,6 +1030,22 @@ fn check_theme_value(field: &str, value: &str) -> Result<(), String> {
         .map_err(|r| format!("`{field}:{value}`: the theme id {}", r.reason))
 }
 
+/// A bound's value (None: unbounded).
+fn bound_text(bound: &UserInputBound) -> Option<&str> {
+    match bound {
+        UserInputBound::Inclusive(v) | UserInputBound::Exclusive(v) => Some(v),
+        UserInputBound::Unbounded => None,
+    }
+}
+
+/// A `created_at` value as the query reads it: RFC 3339, or a plain date
+/// (midnight UTC, `widen_date`).
+fn read_date(value: &str) -> Option<time::OffsetDateTime> {
+    let mut widened = value.to_string();
+    widen_date(&mut widened);
+    time::OffsetDateTime::parse(&widened, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// A date range's bounds (RFC 3339, as tantivy reads them, or plain dates):
 /// the lower at most the upper. A bound that does not parse is left to tantivy's error.
 fn check_date_range(
@@ -1037,15 +1053,9 @@ fn check_date_range(
     lower: &UserInputBound,
     upper: &UserInputBound,
 ) -> Result<(), String> {
-    let value = |bound: &UserInputBound| match bound {
-        UserInputBound::Inclusive(v) | UserInputBound::Exclusive(v) => {
-            let mut widened = v.clone();
-            widen_date(&mut widened);
-            time::OffsetDateTime::parse(&widened, &time::format_description::well_known::Rfc3339)
-                .ok()
-                .map(|at| (at, v.clone()))
-        }
-        UserInputBound::Unbounded => None,
+    let value = |bound: &UserInputBound| {
+        let text = bound_text(bound)?;
+        read_date(text).map(|at| (at, text.to_string()))
     };
     if let (Some((min, min_text)), Some((max, max_text))) = (value(lower), value(upper)) {
         if min > max {
@@ -1063,7 +1073,7 @@ fn check_date_range(
 /// A number range's bounds: numbers, the lower at most the upper.
 fn check_range(field: &str, lower: &UserInputBound, upper: &UserInputBound) -> Result<(), String> {
     let value = |bound: &UserInputBound| -> Result<Option<f64>, String> {
-        let (UserInputBound::Inclusive(v) | UserInputBound::Exclusive(v)) = bound else {
+        let Some(v) = bound_text(bound) else {
             return Ok(None);
         };
         match v.parse::<f64>() {
@@ -1215,13 +1225,7 @@ fn parser_error(text: &str, error: QueryParserError) -> IndexError {
     // first leaf of such a field whose value does not read is the one.
     let whole = |v: &str| v == "*" || v.parse::<i64>().is_ok();
     let number = |v: &str| v == "*" || v.parse::<f64>().is_ok();
-    let date = |v: &str| {
-        let mut widened = v.to_string();
-        widen_date(&mut widened);
-        v == "*"
-            || time::OffsetDateTime::parse(&widened, &time::format_description::well_known::Rfc3339)
-                .is_ok()
-    };
+    let date = |v: &str| v == "*" || read_date(v).is_some();
     let (bad, message) = match &error {
         QueryParserError::FieldDoesNotExist(field) => {
             let position = text.find(field.as_str()).unwrap_or(0);
@@ -1301,18 +1305,13 @@ fn bad_value(
                 field: Some(name),
                 lower,
                 upper,
-            } => {
-                fn bound(b: &UserInputBound) -> Option<&str> {
-                    match b {
-                        UserInputBound::Inclusive(v) | UserInputBound::Exclusive(v) => Some(v),
-                        UserInputBound::Unbounded => None,
-                    }
-                }
-                (
-                    name,
-                    [bound(lower), bound(upper)].into_iter().flatten().collect(),
-                )
-            }
+            } => (
+                name,
+                [bound_text(lower), bound_text(upper)]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            ),
             UserInputLeaf::Set {
                 field: Some(name),
                 elements,
