@@ -31,10 +31,13 @@ use crate::domain::{keyword_form, normalize_text, AnalysisState, StoredFeedback}
 /// of characters (`words`): a run was one term, so a word inside it was
 /// found by nothing. An analysed item's undetermined language is indexed
 /// as `und`: it was left out, so no filter, facet or segment found it.
-pub const SCHEMA_VERSION: u32 = 9;
+/// 10: half-width Katakana and Hangul are indexed in their full-width forms,
+/// a kana and its half-width sound mark as one character (`fold_width`):
+/// "ｺｰﾋｰ" and "コーヒー" were different words.
+pub const SCHEMA_VERSION: u32 = 10;
 
 /// Tokenizer of `text`: Unicode word split (CJK runs into characters and
-/// pairs of characters, `words`), lower-case, accent folding, English
+/// pairs of characters, half-width kana folded, `words`), lower-case, accent folding, English
 /// stemming. Language-specific analyzers can be registered beside it
 /// and chosen per item language (a new schema version).
 pub const TEXT_TOKENIZER: &str = "feedback_en";

@@ -18,6 +18,10 @@
 //! two, and every pair of the index exists once a run is two characters.
 //! The snippet cutter and the analyzers all cut here, so a highlight is a
 //! token of the index.
+//!
+//! The tokenizer (`WordTokenizer`) gives half-width kana and Hangul in their
+//! full-width forms (`fold_width`, schema 10), and a run counts a kana and
+//! the half-width sound mark after it as one character: "ｶﾞ" is "ガ".
 
 /// What a CJK run gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +59,79 @@ pub fn is_cjk(c: char) -> bool {
         | '\u{1B000}'..='\u{1B16F}' // kana supplement and extensions
         | '\u{20000}'..='\u{3134F}' // CJK extensions B to H, compatibility supplement
     )
+}
+
+/// Half-width Katakana and Hangul (U+FF61 to U+FFDC) in their usual width
+/// (kana as NFKC gives them, Hangul as the compatibility Jamo Korean is
+/// typed in, U+3131 ..., NFKC's first step), a kana and the
+/// half-width sound mark after it as one character (ｶﾞ -> ガ, ﾊﾟ -> パ), as
+/// Lucene's `CJKWidthFilter` and Elasticsearch's `cjk_width` fold them:
+/// "ｺｰﾋｰ" (older systems' and receipts' half-width kana) and "コーヒー"
+/// are one word. Other characters are copied. Fullwidth Latin letters
+/// and digits are folded later, by tantivy's `AsciiFoldingFilter`.
+pub fn fold_width(text: &str, out: &mut String) {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let folded = width_folded(c);
+        match chars.peek().and_then(|&mark| voiced(c, mark)) {
+            Some(joined) => {
+                out.push(joined);
+                chars.next();
+            }
+            None => out.push(folded),
+        }
+    }
+}
+
+/// The full-width form of a half-width character (U+FF61 to U+FFDC;
+/// Unicode's `<narrow>` mapping), else `c`.
+fn width_folded(c: char) -> char {
+    const KANA: [char; 63] = [
+        '。', '「', '」', '、', '・', 'ヲ', 'ァ', 'ィ', 'ゥ', 'ェ', 'ォ', 'ャ', 'ュ', 'ョ', 'ッ',
+        'ー', 'ア', 'イ', 'ウ', 'エ', 'オ', 'カ', 'キ', 'ク', 'ケ', 'コ', 'サ', 'シ', 'ス', 'セ',
+        'ソ', 'タ', 'チ', 'ツ', 'テ', 'ト', 'ナ', 'ニ', 'ヌ', 'ネ', 'ノ', 'ハ', 'ヒ', 'フ', 'ヘ',
+        'ホ', 'マ', 'ミ', 'ム', 'メ', 'モ', 'ヤ', 'ユ', 'ヨ', 'ラ', 'リ', 'ル', 'レ', 'ロ', 'ワ',
+        'ン', '\u{3099}', '\u{309A}',
+    ];
+    let code = c as u32;
+    let shifted = |from: u32, to: u32| char::from_u32(code - from + to).unwrap_or(c);
+    match code {
+        0xFF61..=0xFF9F => KANA[(code - 0xFF61) as usize],
+        // Half-width Hangul: the filler, then the compatibility Jamo in
+        // runs (U+FFBF-FFC1, FFC8-FFC9, FFD0-FFD1, FFD8-FFD9 are unassigned).
+        0xFFA0 => '\u{3164}',
+        0xFFA1..=0xFFBE => shifted(0xFFA1, 0x3131),
+        0xFFC2..=0xFFC7 => shifted(0xFFC2, 0x314F),
+        0xFFCA..=0xFFCF => shifted(0xFFCA, 0x3155),
+        0xFFD2..=0xFFD7 => shifted(0xFFD2, 0x315B),
+        0xFFDA..=0xFFDC => shifted(0xFFDA, 0x3161),
+        _ => c,
+    }
+}
+
+/// The voiced kana a half-width `kana` and the half-width sound `mark`
+/// after it make (ｶ + ﾞ -> ガ, ﾊ + ﾟ -> パ), if they make one.
+fn voiced(kana: char, mark: char) -> Option<char> {
+    let code = kana as u32;
+    let full = |c: char| c as u32;
+    let joined = match mark {
+        // ﾞ: the k, s, t and h rows take the next code point, and ｳ, ﾜ, ｦ
+        // their own.
+        '\u{FF9E}' => match code {
+            0xFF76..=0xFF84 | 0xFF8A..=0xFF8E => full(width_folded(kana)) + 1,
+            0xFF73 => 0x30F4, // ヴ
+            0xFF9C => 0x30F7, // ヷ
+            0xFF66 => 0x30FA, // ヺ
+            _ => return None,
+        },
+        // ﾟ: the h row, two code points on.
+        '\u{FF9F}' => match code {
+            0xFF8A..=0xFF8E => full(width_folded(kana)) + 2,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    char::from_u32(joined)
 }
 
 /// A word: its byte range in the text and its position.
@@ -212,8 +289,18 @@ impl Iterator for Words<'_> {
                 if next != Class::Cjk {
                     break;
                 }
+                // A half-width sound mark joins the kana it voices (ｶﾞ is
+                // one character, ガ, once folded: `fold_width`).
+                let joins = width == 3 && i > from && {
+                    let mark = self.text[i..].chars().next().unwrap_or_default();
+                    let kana = self.text[..i].chars().next_back().unwrap_or_default();
+                    voiced(kana, mark).is_some()
+                };
                 i += width;
-                self.run.push(i);
+                match joins {
+                    true => *self.run.last_mut().expect("a run has its start") = i,
+                    false => self.run.push(i),
+                }
             }
             self.next = i;
             return self.next_of_run();
@@ -302,7 +389,14 @@ impl tantivy::tokenizer::TokenStream for WordStream<'_> {
             return false;
         };
         self.token.text.clear();
-        self.token.text.push_str(&self.text[word.from..word.to]);
+        let text = &self.text[word.from..word.to];
+        // Only a CJK run (its first byte not ASCII) holds half-width forms
+        // (U+FFxx: three bytes starting 0xEF).
+        if !text.as_bytes()[0].is_ascii() && text.as_bytes().contains(&0xEF) {
+            fold_width(text, &mut self.token.text);
+        } else {
+            self.token.text.push_str(text);
+        }
         self.token.offset_from = word.from;
         self.token.offset_to = word.to;
         self.token.position = word.position;
@@ -374,12 +468,94 @@ mod tests {
         );
     }
 
+    /// Half-width kana fold as Unicode's NFKC maps them, each alone and
+    /// each followed by either half-width sound mark (a kana that mark
+    /// voices joins it: ｶﾞ -> ガ); half-width Hangul to compatibility Jamo.
+    #[test]
+    fn half_width_forms_fold_as_nfkc_with_their_sound_marks() {
+        use unicode_normalization::UnicodeNormalization;
+        let fold = |text: &str| {
+            let mut out = String::new();
+            fold_width(text, &mut out);
+            out
+        };
+        let mut joined = 0;
+        for code in 0xFF61..=0xFFDCu32 {
+            let c = char::from_u32(code).expect("no surrogate here");
+            let alone = c.to_string();
+            if (0xFFA0..=0xFFDC).contains(&code) {
+                // Hangul: to the compatibility Jamo (U+3131 ...) that Korean
+                // text is typed in (`ㅋㅋ`), one step of NFKC's mapping (which
+                // goes on to the conjoining Jamo, U+1100 ...).
+                let folded = fold(&alone);
+                let nfkc = |s: &str| s.nfkc().collect::<String>();
+                assert_eq!(nfkc(&folded), nfkc(&alone), "U+{code:04X}");
+                if nfkc(&alone) != alone {
+                    assert!(
+                        folded
+                            .chars()
+                            .all(|f| ('\u{3130}'..='\u{318F}').contains(&f)),
+                        "U+{code:04X} {folded}"
+                    );
+                }
+                continue;
+            }
+            assert_eq!(
+                fold(&alone),
+                alone.nfkc().collect::<String>(),
+                "U+{code:04X}"
+            );
+            for mark in ['\u{FF9E}', '\u{FF9F}'] {
+                let pair = format!("{c}{mark}");
+                let nfkc: String = pair.nfkc().collect();
+                assert_eq!(fold(&pair), nfkc, "U+{code:04X} {pair}");
+                joined += usize::from(nfkc.chars().count() == 1);
+            }
+        }
+        // ｳ ｶ-ｺ ｻ-ｿ ﾀ-ﾄ ﾊ-ﾎ ﾜ ｦ with ﾞ, ﾊ-ﾎ with ﾟ.
+        assert_eq!(joined, 1 + 5 * 4 + 1 + 1 + 5);
+    }
+
+    /// A text in half-width kana gives the tokens of its full-width form,
+    /// at the same positions, in both modes, the sound marks joined to
+    /// their kana; a mark that voices nothing stays a character.
+    #[test]
+    fn half_width_kana_are_the_words_of_their_full_width_forms() {
+        use tantivy::tokenizer::Tokenizer as _;
+        let tokens = |text: &str, mode: Cjk| {
+            let mut tokenizer = WordTokenizer::new(mode);
+            let mut stream = tokenizer.token_stream(text);
+            let mut out = Vec::new();
+            while stream.advance() {
+                let token = stream.token();
+                out.push((token.text.clone(), token.position));
+            }
+            out
+        };
+        let half = "ｺｰﾋｰｶｯﾌﾟがﾀﾞﾒ ok ﾊﾟｽﾜｰﾄﾞ";
+        let full = "コーヒーカップがダメ ok パスワード";
+        for mode in [Cjk::Index, Cjk::Query] {
+            assert_eq!(tokens(half, mode), tokens(full, mode), "{mode:?}");
+        }
+        assert_eq!(cut("ﾀﾞﾒ", Cjk::Query), [("ﾀﾞﾒ", 0)], "ﾀﾞ is one character");
+        assert_eq!(
+            tokens("ﾒﾞﾒ", Cjk::Index),
+            [
+                ("メ".to_string(), 0),
+                ("メ\u{3099}".to_string(), 0),
+                ("\u{3099}".to_string(), 1),
+                ("\u{3099}メ".to_string(), 1),
+                ("メ".to_string(), 2),
+            ]
+        );
+    }
+
     /// Every word of a text analysed alone in query mode is itself, once:
     /// what the snippet cutter relies on (it cuts with `Cjk::Index` and
     /// analyses each word alone).
     #[test]
     fn each_word_of_the_index_is_its_own_query() {
-        let text = "配送が遅い、贵 iPhone配送 한국어 ok";
+        let text = "配送が遅い、贵 iPhone配送 한국어 ok ｺｰﾋｰｶｯﾌﾟがﾀﾞﾒ ﾒﾞﾒ";
         for word in Words::new(text, Cjk::Index) {
             let alone = &text[word.from..word.to];
             assert_eq!(cut(alone, Cjk::Query), [(alone, 0)], "{alone}");

@@ -373,3 +373,50 @@ async fn cjk_words_are_found_and_highlighted_inside_runs() {
     let found = search(&mut client, search_request("\"配遅\"")).await;
     assert_eq!(found.total_hits, 0);
 }
+
+/// Half-width kana (older systems' exports, receipts, SMS) are the words of
+/// their full-width forms, both ways, and highlighted as written; a sound
+/// mark is one character with its kana (ﾀﾞ is ダ). Before schema 10
+/// "コーヒー" found nothing in "ｺｰﾋｰ".
+#[tokio::test]
+async fn half_width_kana_are_found_by_their_full_width_forms() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    let response = ingest(
+        &mut client,
+        vec![
+            item("half", "ｺｰﾋｰｶｯﾌﾟがﾀﾞﾒでした"),
+            item("full", "パスワードがダメ"),
+        ],
+    )
+    .await;
+    assert_eq!(response.accepted, 2, "{response:?}");
+    for (query, ids, highlight) in [
+        ("コーヒーカップ", &["half"][..], "ｺｰﾋｰｶｯﾌﾟ"),
+        ("ｺｰﾋｰ", &["half"], "ｺｰﾋｰ"),
+        ("ﾊﾟｽﾜｰﾄﾞ", &["full"], "パスワード"),
+        ("\"ｶｯﾌﾟがﾀﾞﾒ\"", &["half"], "ｶｯﾌﾟがﾀﾞﾒ"),
+        ("ダメ", &["full", "half"], ""),
+    ] {
+        let found = search_until(&mut client, search_request(query), |r| {
+            r.total_hits == ids.len() as u64
+        })
+        .await;
+        let mut got = hit_ids(&found);
+        got.sort();
+        assert_eq!(got, ids, "{query}");
+        if highlight.is_empty() {
+            continue;
+        }
+        let snippet = found.hits[0].snippet.as_ref().expect("a snippet");
+        let first = &snippet.highlights[0];
+        assert_eq!(
+            &snippet.fragment[first.start as usize..first.end as usize],
+            highlight,
+            "{query}: {snippet:?}"
+        );
+    }
+    // ﾀ alone is タ, not ダ.
+    let found = search(&mut client, search_request("タメ")).await;
+    assert_eq!(found.total_hits, 0, "{found:?}");
+}
