@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::{check_batch_size, Engine, QueueMode, RequestContext};
-use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST};
+use crate::domain::limits::{MAX_BATCH_ITEMS, MAX_IDS_PER_REQUEST, MAX_TEXT_BYTES};
 use crate::domain::validate_customer_id;
 use crate::domain::{
     Analysis, AnalysisState, Feedback, FeedbackDraft, FeedbackId, Rejection, UnixMicros,
@@ -43,19 +43,47 @@ pub struct RedactionSettings {
 /// the next write without a restart.
 pub type RedactionSource = Arc<dyn Fn() -> RedactionSettings + Send + Sync>;
 
+/// Values with their positions in the request.
+type Positioned<T> = Vec<(usize, T)>;
+
 /// Replaces the PII the policy names in each item's text, before it is
 /// stored, so the index, the analysis, snippets, reports and every read see
-/// only the redacted text.
-fn redact_items(items: &mut [(usize, Feedback)], settings: &RedactionSettings) {
-    for (_, item) in items {
+/// only the redacted text. A text the placeholders make longer than
+/// `MAX_TEXT_BYTES` is refused (its position and why), not stored: every
+/// stored text keeps the limit the analysis holds it to (found by review:
+/// `a@b.co` is 6 bytes and `[EMAIL]` 7, so 32,767 bytes of short addresses
+/// were stored as 37,448 and their analysis failed for good).
+fn redact_items(
+    items: Positioned<Feedback>,
+    settings: &RedactionSettings,
+) -> (Positioned<Feedback>, Positioned<Rejection>) {
+    let mut kept = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
+    for (position, mut item) in items {
         let redacted = crate::redact::redact(&item.text, &settings.policy);
         if redacted.changed() {
+            if redacted.text.len() > MAX_TEXT_BYTES {
+                refused.push((
+                    position,
+                    Rejection::new(
+                        "text",
+                        format!(
+                            "must be at most {MAX_TEXT_BYTES} bytes once redacted; the \
+                             redaction policy's placeholders make it {} bytes",
+                            redacted.text.len()
+                        ),
+                    ),
+                ));
+                continue;
+            }
             let original = std::mem::replace(&mut item.text, redacted.text);
             if settings.keep_original {
                 item.original_text = Some(original);
             }
         }
+        kept.push((position, item));
     }
+    (kept, refused)
 }
 
 impl Engine {
@@ -76,12 +104,14 @@ impl Engine {
         let redaction = (self.redaction)();
         if !redaction.policy.is_empty() && !accepted.is_empty() {
             // Regular expressions over up to 32 MiB: off the async executor.
-            accepted = tokio::task::spawn_blocking(move || {
-                redact_items(&mut accepted, &redaction);
-                accepted
-            })
-            .await
-            .map_err(|e| Error::Task(e.to_string()))?;
+            let refused;
+            (accepted, refused) =
+                tokio::task::spawn_blocking(move || redact_items(accepted, &redaction))
+                    .await
+                    .map_err(|e| Error::Task(e.to_string()))?;
+            for (position, rejection) in refused {
+                outcomes[position] = Some(ItemOutcome::Rejected(rejection));
+            }
         }
         let ids: Vec<(usize, FeedbackId)> =
             accepted.iter().map(|(i, f)| (*i, f.id.clone())).collect();

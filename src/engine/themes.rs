@@ -768,7 +768,12 @@ impl Engine {
         let store = self.store.clone();
         let ctx = ctx.clone();
         let outer = ctx.clone();
+        // A slot of the read pool, as a report takes: the pass reads up to
+        // MAX_DISCOVERY_SENTENCES items with their units (found by review:
+        // calls at once were bounded by nothing).
+        let slot = self.reads.enter(&outer).await?;
         run_blocking(&outer, move || {
+            let _slot = slot;
             // The newest matching items, up to one sentence each at least.
             let ids = index.matching_ids(&query, MAX_DISCOVERY_SENTENCES)?;
             ctx.check_deadline()?;

@@ -262,3 +262,55 @@ fn an_unknown_pii_kind_is_refused_at_startup() {
         "{stderr}"
     );
 }
+
+/// A text its redaction would make longer than 32,768 bytes is refused with
+/// a reason, and nothing of it stored; the rest of its batch is stored.
+/// Found by review: `a@b.co` (6 bytes) becomes `[EMAIL]` (7), so 32,767
+/// bytes of short addresses were stored as 37,448 and their analysis
+/// failed for good. Get answers an id asked for twice once.
+#[tokio::test]
+async fn a_text_redaction_makes_too_long_is_refused_and_get_answers_each_id_once() {
+    let server = TestServer::spawn_with(&["--redact", "email"]).await;
+    let mut client = server.client().await;
+    let grown = "a@b.co ".repeat(4_681);
+    assert_eq!(grown.len(), 32_767);
+    let fits = "a@b.co ".repeat(4_000);
+    let response = ingest(
+        &mut client,
+        vec![
+            item("grown", &grown),
+            item("fits", &fits),
+            item("plain", "fine"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (response.accepted, response.rejected),
+        (2, 1),
+        "{response:?}"
+    );
+    match response.results[0].outcome.clone().expect("an outcome") {
+        pb::item_result::Outcome::Rejection(r) => {
+            assert_eq!(r.field, "text");
+            assert!(
+                r.reason.contains("once redacted") && r.reason.contains("37448 bytes"),
+                "{r:?}"
+            );
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    let got = client
+        .get(pb::GetRequest {
+            ids: ["fits", "grown", "fits", "plain", "fits"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("Get")
+        .into_inner();
+    let ids: Vec<&str> = got.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["fits", "plain"]);
+    assert_eq!(got.missing_ids, ["grown"]);
+    assert_eq!(got.items[0].text, "[EMAIL] ".repeat(4_000));
+}
