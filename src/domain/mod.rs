@@ -30,7 +30,7 @@ pub use search::{
 };
 pub use tenant::{TenantId, MAX_TENANT_BYTES};
 pub use text::{
-    decode_cp1252_byte, keyword_form, normalize_text, shown, NormalizedText, SHOWN_CHARS,
+    decode_cp1252_byte, is_cjk, keyword_form, normalize_text, shown, NormalizedText, SHOWN_CHARS,
 };
 pub use theme::{
     check_id as check_theme_id, fold_accent, theme_terms, theme_terms_digest, DeleteRefusal, Span,

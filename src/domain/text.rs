@@ -195,6 +195,34 @@ pub fn shown(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether `c` (alphanumeric) is written in a script without spaces between
+/// words: Han ideographs and their iteration marks, Bopomofo, Hiragana,
+/// Katakana (half width too) and Hangul (Korean puts spaces between phrases, not
+/// between a word and its particle: "배송이" holds "배송").
+pub fn is_cjk(c: char) -> bool {
+    matches!(c,
+        '\u{1100}'..='\u{11FF}'     // Hangul Jamo
+        | '\u{3005}'..='\u{3007}'   // 々 〆 〇
+        | '\u{3021}'..='\u{3029}'   // Hangzhou numerals
+        | '\u{3031}'..='\u{3035}'   // kana repeat marks
+        | '\u{303B}'..='\u{303C}'
+        | '\u{3040}'..='\u{30FF}'   // Hiragana, Katakana
+        | '\u{3100}'..='\u{312F}'   // Bopomofo
+        | '\u{3130}'..='\u{318F}'   // Hangul compatibility Jamo
+        | '\u{31A0}'..='\u{31BF}'   // Bopomofo extended
+        | '\u{31F0}'..='\u{31FF}'   // Katakana phonetic extensions
+        | '\u{3400}'..='\u{4DBF}'   // CJK extension A
+        | '\u{4E00}'..='\u{9FFF}'   // CJK unified ideographs
+        | '\u{A960}'..='\u{A97F}'   // Hangul Jamo extended A
+        | '\u{AC00}'..='\u{D7FF}'   // Hangul syllables, Jamo extended B
+        | '\u{F900}'..='\u{FAFF}'   // CJK compatibility ideographs
+        | '\u{FF66}'..='\u{FF9F}'   // half-width Katakana
+        | '\u{FFA0}'..='\u{FFDC}'   // half-width Hangul
+        | '\u{1B000}'..='\u{1B16F}' // kana supplement and extensions
+        | '\u{20000}'..='\u{3134F}' // CJK extensions B to H, compatibility supplement
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,10 +91,33 @@ fn windows(text: &str) -> impl Iterator<Item = &str> {
                     next = end;
                 }
                 None => {
-                    let last = window.chars().next_back().filter(|&c| words::is_cjk(c));
+                    // A half-width kana and the sound mark that voices it are
+                    // one character (`words::joined`): not cut between them.
+                    let last = window.chars().next_back();
+                    let following = text[end..].chars().next();
+                    if let (Some(last), Some(following)) = (last, following) {
+                        if words::joined(last, following) {
+                            end -= last.len_utf8();
+                            next = end;
+                        }
+                    }
+                    let mut back = text[start..end].chars().rev();
+                    let last = back.next().filter(|&c| words::is_cjk(c));
                     let following = text[end..].chars().next().filter(|&c| words::is_cjk(c));
                     if let (Some(last), Some(_)) = (last, following) {
-                        next = end - last.len_utf8();
+                        // The character at the cut, in both windows (with its
+                        // kana where it is a sound mark that joins it).
+                        let mut unit = last.len_utf8();
+                        if back
+                            .next()
+                            .is_some_and(|before| words::joined(before, last))
+                        {
+                            unit += text[..end - unit]
+                                .chars()
+                                .next_back()
+                                .map_or(0, char::len_utf8);
+                        }
+                        next = end - unit;
                     }
                 }
             }
@@ -762,6 +785,31 @@ pub(super) mod tests {
             .map(|(i, p)| if i == 0 { *p } else { &p[3..] })
             .collect();
         assert_eq!(joined, run);
+        // Half-width kana: a kana and the sound mark that voices it are one
+        // character, never cut apart, and in both windows where the cut
+        // falls after them (found by review): the windows hold every pair
+        // of the text, and no other.
+        let pairs = |text: &str| -> std::collections::BTreeSet<String> {
+            let mut tokenizer = super::words::WordTokenizer::new(super::words::Cjk::Query);
+            let mut stream = tantivy::tokenizer::Tokenizer::token_stream(&mut tokenizer, text);
+            let mut out = std::collections::BTreeSet::new();
+            while tantivy::tokenizer::TokenStream::advance(&mut stream) {
+                out.insert(tantivy::tokenizer::TokenStream::token(&stream).text.clone());
+            }
+            out
+        };
+        for head in ["ｱ".repeat(681) + "ｶﾞ", "ｱ".repeat(680) + "ｶﾞ"] {
+            let run = format!("{head}{}", "ｲ".repeat(700));
+            let parts: Vec<&str> = windows(&run).collect();
+            assert!(parts.len() > 1);
+            assert!(
+                parts.iter().all(|p| !p.starts_with('\u{FF9E}')),
+                "{parts:?}"
+            );
+            let found: std::collections::BTreeSet<String> =
+                parts.iter().flat_map(|p| pairs(p)).collect();
+            assert_eq!(found, pairs(&run), "{} bytes before the ｲ", head.len());
+        }
     }
 
     #[test]

@@ -67,7 +67,7 @@
 //!   depend on the thread count.
 
 use super::{dot, normalize};
-use crate::domain::fold_accent;
+use crate::domain::{fold_accent, is_cjk};
 use std::collections::{HashMap, HashSet};
 
 /// One analysed sentence offered to discovery.
@@ -1016,19 +1016,107 @@ const STOPWORDS: &[&str] = &[
 /// Lower-case words (hyphenated words such as "top-up" stay whole) of at
 /// least three characters that contain a letter and are not stop words;
 /// `None` marks a dropped word (bigrams do not bridge it).
+///
+/// Chinese, Japanese and Korean runs (`is_cjk`), written without spaces
+/// between words, are cut where the script changes (a cheap and common
+/// Japanese word cut: `アプリが落ちる` holds the loanword `アプリ`, the
+/// kanji stem `落` and hiragana endings). Hiragana pieces (particles,
+/// endings) and single characters are dropped; a katakana piece is one
+/// word, and so is a Han piece of two or three characters or a Hangul
+/// piece of two; a longer one (Chinese, written in Han alone; a Korean
+/// word with its particle, `배송이`) gives each pair of adjacent
+/// characters, as the index cuts it. No bigram joins CJK words. A run was one word before: a Japanese
+/// sentence was a "word" no other sentence shared, and a cluster's name a
+/// whole sentence.
 fn content_words(text: &str, stop: &HashSet<String>) -> Vec<Option<String>> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '-'))
+    let mut out = Vec::new();
+    for w in text
+        .split(|c: char| !(c.is_alphanumeric() || c == '-'))
         .map(|w| w.trim_matches('-'))
         .filter(|w| !w.is_empty())
-        .map(|w| {
-            let lw: String = w.chars().flat_map(char::to_lowercase).collect();
-            let folded: String = lw.chars().map(fold_accent).collect();
-            let ok = lw.chars().count() >= 3
-                && lw.chars().any(char::is_alphabetic)
-                && !stop.contains(&folded);
-            ok.then_some(lw)
-        })
-        .collect()
+    {
+        if !w.chars().any(is_cjk) {
+            out.push(content_word(w, stop));
+            continue;
+        }
+        // Pieces of one script each ("iPhone配送": "iPhone", "配送").
+        let chars: Vec<char> = w.chars().collect();
+        let mut start = 0;
+        while start < chars.len() {
+            let script = Script::of(chars[start]);
+            let end = chars[start..]
+                .iter()
+                .position(|&c| Script::of(c) != script)
+                .map_or(chars.len(), |n| start + n);
+            let piece = &chars[start..end];
+            match script {
+                Script::Other => {
+                    let part: String = piece.iter().collect();
+                    out.push(content_word(part.trim_matches('-'), stop));
+                }
+                Script::Hiragana => {}
+                _ if piece.len() < 2 => {}
+                Script::Katakana => out.push(Some(piece.iter().collect())),
+                Script::Han if piece.len() <= 3 => out.push(Some(piece.iter().collect())),
+                Script::Hangul if piece.len() == 2 => out.push(Some(piece.iter().collect())),
+                Script::Han | Script::Hangul => {
+                    for pair in piece.windows(2) {
+                        out.push(Some(pair.iter().collect()));
+                        out.push(None);
+                    }
+                }
+            }
+            out.push(None);
+            start = end;
+        }
+    }
+    out
+}
+
+/// The script of a character, as `content_words` cuts CJK runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Script {
+    Hiragana,
+    /// With the prolonged sound mark `ー` and half-width katakana.
+    Katakana,
+    Hangul,
+    /// Han and the other CJK characters (`is_cjk`).
+    Han,
+    /// Not CJK.
+    Other,
+}
+
+impl Script {
+    fn of(c: char) -> Script {
+        match c {
+            _ if !is_cjk(c) => Script::Other,
+            '\u{3040}'..='\u{309F}' => Script::Hiragana,
+            '\u{30A0}'..='\u{30FF}' | '\u{31F0}'..='\u{31FF}' | '\u{FF66}'..='\u{FF9F}' => {
+                Script::Katakana
+            }
+            '\u{1100}'..='\u{11FF}'
+            | '\u{3130}'..='\u{318F}'
+            | '\u{A960}'..='\u{A97F}'
+            | '\u{AC00}'..='\u{D7FF}'
+            | '\u{FFA0}'..='\u{FFDC}' => Script::Hangul,
+            _ => Script::Han,
+        }
+    }
+}
+
+/// A word (not CJK) in lower case, if it is a content word.
+fn content_word(w: &str, stop: &HashSet<String>) -> Option<String> {
+    let lw: String = w.chars().flat_map(char::to_lowercase).collect();
+    let folded: String = lw.chars().map(fold_accent).collect();
+    let ok =
+        lw.chars().count() >= 3 && lw.chars().any(char::is_alphabetic) && !stop.contains(&folded);
+    ok.then_some(lw)
+}
+
+/// Whether two keyphrase words are one: the same (plural folded), or two
+/// CJK pairs sharing a character (`配送`, `送が`: pieces of one run).
+fn same_word(a: &str, b: &str) -> bool {
+    a == b || (a.chars().any(is_cjk) && b.chars().any(is_cjk) && a.chars().any(|c| b.contains(c)))
 }
 
 struct TermStats {
@@ -1144,7 +1232,7 @@ impl TermStats {
                 .filter(|(_, c)| {
                     let cw: Vec<String> =
                         self.names[c.0 as usize].split(' ').map(stem_key).collect();
-                    cw.iter().any(|w| words.contains(w))
+                    cw.iter().any(|w| words.iter().any(|x| same_word(w, x)))
                 })
                 .map(|(k, _)| k)
                 .collect();
@@ -1569,6 +1657,63 @@ mod tests {
         ] {
             assert!(!is_boilerplate(t), "{t:?} should not be boilerplate");
         }
+    }
+
+    /// Japanese, Chinese and Korean clusters are named by words, not by a
+    /// whole sentence (a run without spaces was one word).
+    #[test]
+    fn cjk_clusters_are_named_by_words() {
+        let groups: [&[&str]; 3] = [
+            &[
+                "配送が遅いです",
+                "配送がとても遅かった",
+                "配送に一週間かかりました",
+                "配送が遅すぎる",
+                "配送の連絡がない",
+                "また配送が遅れた",
+            ],
+            &[
+                "アプリがすぐ落ちる",
+                "アプリが起動しない",
+                "アプリが重いです",
+                "アプリの更新後に落ちる",
+                "アプリが固まる",
+                "アプリを開けない",
+            ],
+            &[
+                "物流太慢了",
+                "物流很慢等了两周",
+                "这次物流特别慢",
+                "物流速度太慢",
+                "物流一直不更新",
+                "物流慢得离谱",
+            ],
+        ];
+        let mut rng = SplitMix64(3);
+        let centers: Vec<Vec<f32>> = (0..3).map(|_| random_unit(&mut rng)).collect();
+        let mut texts = Vec::new();
+        let mut embs = Vec::new();
+        for (g, group) in groups.iter().enumerate() {
+            for text in group.iter() {
+                texts.push(text.to_string());
+                embs.push(around(&centers[g], 0.03, &mut rng));
+            }
+        }
+        let s = as_sentences(&texts, &embs);
+        let d = discover(&s, &all_params());
+        let mut names: Vec<&str> = d.candidates.iter().map(|c| c.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "{names:?}");
+        for (name, word) in names.iter().zip(["アプリ", "物流", "配送"]) {
+            assert!(name.split(" / ").next() == Some(word), "{names:?}");
+        }
+        assert_eq!(
+            content_words("iPhone配送が遅い 배송이 늦어요", &HashSet::new())
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+            ["iphone", "配送", "배송", "송이", "늦어", "어요"]
+        );
     }
 
     #[test]
