@@ -311,7 +311,7 @@ struct JsonArray {
 
 impl JsonArray {
     fn push(&mut self, value: &serde_json::Value) -> anyhow::Result<()> {
-        let pretty = serde_json::to_string_pretty(value)?;
+        let pretty = crate::cli::json_terminal_safe(serde_json::to_string_pretty(value)?);
         let indented = pretty.replace('\n', "\n  ");
         match self.elements {
             0 => out!("[\n  {indented}")?,

@@ -357,11 +357,24 @@ enum Produced {
     },
 }
 
-/// The file's size in bytes.
+/// The file's size in bytes. A pipe, FIFO or device is refused (exit 2):
+/// an import reads its file more than once (the encoding's scan, every pass
+/// after a failure), and a pipe read a second time is empty (found by
+/// review: `zcat x.gz | verbatim import /dev/stdin` imported 0 rows and
+/// succeeded).
 fn file_size(file: &Path) -> anyhow::Result<u64> {
-    Ok(std::fs::metadata(file)
-        .with_context(|| format!("cannot read {}", file.display()))?
-        .len())
+    let metadata =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if !metadata.is_file() {
+        return Err(anyhow::anyhow!(
+            "{} is not a regular file (a pipe or a device?): an import reads its file \
+             more than once (to detect its encoding, to resume after a failure); save it \
+             to a file first, e.g. `zcat export.jsonl.gz > export.jsonl`",
+            file.display()
+        )
+        .context(crate::cli::Usage));
+    }
+    Ok(metadata.len())
 }
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -744,8 +757,12 @@ impl Tally {
         for result in &ack.results {
             if let Some(pb::item_result::Outcome::Rejection(r)) = &result.outcome {
                 let at = rows.get(result.index as usize).copied().unwrap_or_default();
+                // The server echoes the file's own field names (an
+                // attribute key): no escape sequence reaches the terminal
+                // (found by review: a key holding ESC ] 8 printed a link).
+                let reason = format!("{}: {}", r.field, r.reason);
                 self.rejections
-                    .push((at, format!("{}: {}", r.field, r.reason)));
+                    .push((at, crate::report::render::terminal_safe(&reason)));
             }
         }
         self.state.accepted += u64::from(ack.accepted);
@@ -1130,21 +1147,72 @@ fn read_jsonl(mut reader: impl BufRead, sink: &mut RowSink) -> std::io::Result<O
     let (mut number, mut read) = (0u64, 0u64);
     loop {
         line.clear();
-        let len = reader.read_until(b'\n', &mut line)?;
+        let (len, whole) = read_line_bounded(&mut reader, &mut line, MAX_LINE_BYTES)?;
         if len == 0 {
             return Ok(Some(number));
         }
         number += 1;
         read += len as u64;
-        if line.trim_ascii().is_empty() {
+        if whole && line.trim_ascii().is_empty() {
             continue;
         }
         let at = RowAt {
             row: number,
             line: number,
         };
-        if !sink.emit(at, read, || parse_json_line(&line)) {
+        let fields = || match whole {
+            true => parse_json_line(&line),
+            false => Err(format!(
+                "the line is {len} bytes, more than an import reads ({MAX_LINE_BYTES}); \
+                 one message holds at most {MAX_MESSAGE_BYTES}"
+            )),
+        };
+        if !sink.emit(at, read, fields) {
             return Ok(None);
+        }
+    }
+}
+
+/// The longest JSONL line read into memory: no row over the 16 MiB
+/// message limit can be sent, but up to here its rejection names the field
+/// at fault (`text: must be at most 32768 bytes`).
+const MAX_LINE_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
+
+/// Reads one line (to its `\n`, kept, or to the end) into `line`, and
+/// returns the bytes read and whether `line` holds them all: a line longer
+/// than `max` bytes is read through but not kept (found by review: a file
+/// without line breaks was held whole in memory before its one row was
+/// rejected).
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    let (mut read, mut whole) = (0, true);
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok((read, whole));
+        }
+        let (n, ends) = match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (buf.len(), false),
+        };
+        if whole && line.len() + n > max {
+            whole = false;
+            *line = Vec::new();
+        }
+        if whole {
+            line.extend_from_slice(&buf[..n]);
+        }
+        reader.consume(n);
+        read += n;
+        if ends {
+            return Ok((read, whole));
         }
     }
 }
@@ -1748,6 +1816,33 @@ d,four
         for batch in &batches {
             assert!(batch.request.encoded_len() <= MAX_MESSAGE_BYTES);
         }
+    }
+
+    /// A line over the bound is read through, not kept; the lines around it
+    /// are read as they are.
+    #[test]
+    fn lines_over_the_bound_are_skipped_not_held() {
+        let text = format!("short\n{}\nafter\nend", "x".repeat(100));
+        let mut reader = std::io::BufReader::with_capacity(8, text.as_bytes());
+        let mut lines = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let (read, whole) = read_line_bounded(&mut reader, &mut line, 16).unwrap();
+            if read == 0 {
+                break;
+            }
+            assert!(line.capacity() <= 32, "{}", line.capacity());
+            lines.push((read, whole, String::from_utf8(line).unwrap()));
+        }
+        assert_eq!(
+            lines,
+            [
+                (6, true, "short\n".to_string()),
+                (101, false, String::new()),
+                (6, true, "after\n".to_string()),
+                (3, true, "end".to_string()),
+            ]
+        );
     }
 
     /// Defect 9: one oversized row was sent and failed the whole stream; now

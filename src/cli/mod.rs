@@ -183,6 +183,28 @@ pub fn terminal_text(text: &str) -> String {
     crate::report::render::terminal_safe(&crate::domain::normalize_text(text))
 }
 
+/// JSON from `serde_json` with the characters a terminal may act on
+/// written as `\uXXXX` escapes: DEL, C1 controls (U+0080-009F: 8-bit CSI
+/// and OSC on xterm-like terminals), bidi controls and line separators.
+/// `serde_json` escapes only U+0000-001F; the value is the same JSON (these
+/// characters occur only inside strings). Found by review: stored texts
+/// printed by `search --json` reordered or styled the terminal.
+pub fn json_terminal_safe(json: String) -> String {
+    let acts = |c: char| matches!(c as u32, 0x7F..=0x9F | 0x200E | 0x200F | 0x2028..=0x202E | 0x2066..=0x2069);
+    if !json.chars().any(acts) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if acts(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Reads a channel name as written in files and flags: "review",
 /// "Support Ticket", "CHANNEL_SUPPORT_TICKET" all work.
 pub fn normalise_enum_name(raw: &str, prefix: &str) -> String {
@@ -287,6 +309,25 @@ pub fn parse_time(raw: &str) -> Result<prost_types::Timestamp, String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Terminal controls in JSON output are escapes of the same value.
+    #[test]
+    fn json_output_escapes_what_a_terminal_acts_on() {
+        let text = "ok \u{9b}31m red \u{202e}evil\u{2066} \u{7f}\u{2028} é 配送";
+        let json = serde_json::to_string_pretty(&serde_json::json!({ "text": text })).unwrap();
+        let safe = json_terminal_safe(json);
+        assert!(
+            safe.contains("\\u009b31m") && safe.contains("\\u202e"),
+            "{safe}"
+        );
+        assert!(!safe
+            .chars()
+            .any(|c| matches!(c as u32, 0x7F..=0x9F | 0x2028..=0x202E | 0x2066..=0x2069)));
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["text"], text);
+        assert!(safe.contains("é 配送"));
+    }
+
     use super::*;
 
     #[test]

@@ -93,7 +93,9 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     let report = crate::grpc::report_from_pb(response);
     let rendered = match args.format {
         FormatArg::Table => crate::report::render::table(&report),
-        FormatArg::Json => serde_json::to_string_pretty(&report)? + "\n",
+        FormatArg::Json => {
+            crate::cli::json_terminal_safe(serde_json::to_string_pretty(&report)?) + "\n"
+        }
         FormatArg::Csv => crate::report::render::csv(&report),
         FormatArg::Html => crate::report::render::html(&report, &args.title),
     };

@@ -255,7 +255,9 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     if args.json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&response_json(&response))?
+            crate::cli::json_terminal_safe(serde_json::to_string_pretty(&response_json(
+                &response
+            ))?)
         )?;
     } else {
         print_table(&response, std::io::stdout().is_terminal())?;

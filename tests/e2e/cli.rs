@@ -821,3 +821,67 @@ async fn output_closed_by_its_reader_ends_quietly() {
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("rows rejected: 1"), "{stderr}");
 }
+
+/// Found by review, each through the real binary:
+/// - `import` of a pipe (`zcat x.gz | verbatim import /dev/stdin`) read the
+///   pipe to its end for the encoding's scan, reopened it empty, imported 0
+///   rows and succeeded: it is refused with exit 2 and what to do;
+/// - a field name the server echoes in a rejection (an attribute key of the
+///   file) printed its escape sequences to the terminal;
+/// - `search --json` printed stored C1 controls and bidi overrides raw
+///   (`serde_json` escapes U+0000-001F only).
+#[tokio::test]
+async fn the_cli_refuses_pipes_and_prints_no_terminal_controls() {
+    let server = TestServer::spawn().await;
+    let addr = server.addr.to_string();
+    let mut child = Command::new(BIN)
+        .args(["import", "/dev/stdin", "--server", &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run verbatim");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // The import may refuse before it reads: a closed pipe is fine.
+        let _ = stdin.write_all(b"{\"id\":\"piped\",\"text\":\"from a pipe\"}\n");
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\":\"esc-1\",\"text\":\"hi\",\"attributes\":{\"\\u001b]8;;https://x/\\u001b\\\\k\":\"v\"}}\n",
+    )
+    .unwrap();
+    let (_, stdout, stderr) = run_code(&["import", file.to_str().unwrap(), "--server", &addr]);
+    assert!(stdout.contains("attributes."), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+        "{stdout:?}"
+    );
+
+    let word = unique_word("controls");
+    let text = format!("{word} \u{9b}31m red \u{202e}reversed");
+    let mut client = server.client().await;
+    assert_eq!(
+        ingest(&mut client, vec![item("ctl-1", &text)])
+            .await
+            .accepted,
+        1
+    );
+    search_until(&mut client, search_request(&word), |r| r.total_hits == 1).await;
+    let (ok, stdout, stderr) = run(&["search", &word, "--server", &addr, "--json"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        !stdout.contains('\u{9b}') && !stdout.contains('\u{202e}'),
+        "{stdout:?}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(json["hits"][0]["item"]["text"], text.as_str());
+}

@@ -253,7 +253,7 @@ fn emerging(out: &mut String, report: &Report) {
                 "{}{}{}{}  {} ({})",
                 pad_right(
                     &if theme.candidate {
-                        fit(&format!("new: {}", theme.name), 29)
+                        fit(&format!("new: {}", terminal_safe(&theme.name)), 29)
                     } else {
                         theme_label(report, &theme.theme_id, 29)
                     },
