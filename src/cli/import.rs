@@ -904,6 +904,30 @@ impl Lines {
     }
 }
 
+impl Lines {
+    /// Whether the bytes from `from` (where `line_at` was last asked) to
+    /// `to` hold an odd number of `"` and a line break before their last
+    /// byte (a row's own line break ends it): the signs of a quoted field
+    /// still open where the file ended.
+    fn open_quote(&self, from: u64, to: u64) -> bool {
+        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let cursor = guard.cursor;
+        let len = to.saturating_sub(from) as usize;
+        let bytes = guard
+            .chunks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, chunk)| &chunk[if i == 0 { cursor } else { 0 }..])
+            .take(len);
+        let (mut quotes, mut breaks) = (0u64, 0u64);
+        for (i, &b) in bytes.enumerate() {
+            quotes += u64::from(b == b'"');
+            breaks += u64::from(b == b'\n' && i + 1 < len);
+        }
+        quotes % 2 == 1 && breaks > 0
+    }
+}
+
 /// A reader that hands what it reads to `Lines`.
 struct LineCounting<R> {
     inner: R,
@@ -1239,10 +1263,30 @@ fn read_csv(
 ) -> Result<Option<u64>, csv::Error> {
     let mut record = csv::StringRecord::new();
     let mut number = 0u64;
+    // Each row is taken once the next is read: a row that ends the file
+    // inside a quoted field it opened on an earlier line is not read as it
+    // stands (found by review: `a,"oops` took every later line into its
+    // text, and those rows vanished without a word).
+    let mut held: Option<HeldRow> = None;
     loop {
         let start = reader.position().byte();
         let read = match reader.read_record(&mut record) {
-            Ok(false) => return Ok(Some(number)),
+            Ok(false) => {
+                if let Some(mut last) = held.take() {
+                    if last.open_quote {
+                        last.fields = Err(format!(
+                            "invalid CSV: a quoted field opened here is never closed, so every \
+                             line after it was read into this row; close the quote and import \
+                             again (line {} on)",
+                            last.at.line
+                        ));
+                    }
+                    if !sink.emit(last.at, last.read, || last.fields) {
+                        return Ok(None);
+                    }
+                }
+                return Ok(Some(number));
+            }
             Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => return Err(e),
             other => other,
         };
@@ -1251,8 +1295,8 @@ fn read_csv(
             row: number,
             line: lines.line_at(start),
         };
-        let fields = || {
-            read.map_err(|e| format!("invalid CSV: {e}"))?;
+        let end = reader.position().byte();
+        let fields = read.map_err(|e| format!("invalid CSV: {e}")).and_then(|_| {
             // A row cut short or with a stray delimiter would put values
             // under the wrong columns, or drop them without a word.
             if record.len() != columns.len() {
@@ -1267,11 +1311,31 @@ fn read_csv(
                 .zip(record.iter())
                 .map(|(c, v)| (c.clone(), Value::String(v.to_string())))
                 .collect())
+        });
+        let this = HeldRow {
+            at,
+            read: end,
+            fields,
+            open_quote: lines.open_quote(start, end),
         };
-        if !sink.emit(at, reader.position().byte(), fields) {
-            return Ok(None);
+        if let Some(before) = held.replace(this) {
+            if !sink.emit(before.at, before.read, || before.fields) {
+                return Ok(None);
+            }
         }
     }
+}
+
+/// A CSV row read and not yet taken (`read_csv`).
+struct HeldRow {
+    at: RowAt,
+    /// Bytes of the file read up to its end.
+    read: u64,
+    fields: Result<Row, String>,
+    /// Its bytes hold an odd number of quotes and a line break before their
+    /// last byte: a quoted field left open would have taken the lines after
+    /// its own (`Lines::open_quote`).
+    open_quote: bool,
 }
 
 /// A value of the file as a rejection names it: JSON (control characters
@@ -1967,6 +2031,32 @@ d,four
         assert_eq!(item_rows(&batches), [1, 4]);
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].0.label(FileFormat::Jsonl), "line 3");
+    }
+
+    /// A quoted field left open at the end of the file would take every
+    /// later line into its row: that row is rejected, saying so, and the
+    /// rows before it are imported. Closed quotes over several lines, an
+    /// escaped quote and a stray quote in an unquoted last cell are rows as
+    /// before.
+    #[test]
+    fn a_quote_left_open_rejects_its_row_instead_of_swallowing_the_rest() {
+        let (batches, rejected) = produce_file(
+            b"id,text\nr-1,fine\nr-2,\"oops\nr-3,lost\nr-4,also lost\n",
+            FileFormat::Csv,
+        );
+        assert_eq!(item_rows(&batches), [1]);
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].0, RowAt { row: 2, line: 3 });
+        assert!(rejected[0].1.contains("never closed"), "{}", rejected[0].1);
+        for contents in [
+            &b"id,text\nr-1,\"two\nlines\"\nr-2,5\" screen\n"[..],
+            b"id,text\nr-1,\"say \"\"hi\"\"\nthere\"\nr-2,\"last\nrow\"",
+            b"id,text\nr-1,a\nr-2,5\" screen",
+        ] {
+            let (batches, rejected) = produce_file(contents, FileFormat::Csv);
+            assert!(rejected.is_empty(), "{rejected:?}");
+            assert_eq!(item_rows(&batches), [1, 2]);
+        }
     }
 
     /// Line numbers stay right across the reader's chunks.

@@ -1025,9 +1025,9 @@ const STOPWORDS: &[&str] = &[
 /// word, and so is a Han piece of two or three characters or a Hangul
 /// piece of two; a longer one (Chinese, written in Han alone; a Korean
 /// word with its particle, `배송이`) gives each pair of adjacent
-/// characters, as the index cuts it. No bigram joins CJK words. A run was one word before: a Japanese
-/// sentence was a "word" no other sentence shared, and a cluster's name a
-/// whole sentence.
+/// characters, as the index cuts it. No bigram joins CJK words. A run was
+/// one word before: a Japanese sentence was a "word" no other sentence
+/// shared, and a cluster's name a whole sentence.
 fn content_words(text: &str, stop: &HashSet<String>) -> Vec<Option<String>> {
     let mut out = Vec::new();
     for w in text
@@ -1114,7 +1114,7 @@ fn content_word(w: &str, stop: &HashSet<String>) -> Option<String> {
 }
 
 /// Whether two keyphrase words are one: the same (plural folded), or two
-/// CJK pairs sharing a character (`配送`, `送が`: pieces of one run).
+/// CJK words sharing a character (`物流`, `流太`: pairs of one run).
 fn same_word(a: &str, b: &str) -> bool {
     a == b || (a.chars().any(is_cjk) && b.chars().any(is_cjk) && a.chars().any(|c| b.contains(c)))
 }
