@@ -869,6 +869,17 @@ struct LinesRead {
     breaks: u64,
 }
 
+impl LinesRead {
+    /// The bytes read and not yet passed, from the first one on.
+    fn ahead(&self) -> impl Iterator<Item = &u8> {
+        let cursor = self.cursor;
+        self.chunks
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, chunk)| &chunk[if i == 0 { cursor } else { 0 }..])
+    }
+}
+
 impl Lines {
     /// The line (from 1) of the first byte at or after `offset` that is not
     /// a line break. Offsets must not decrease from one call to the next:
@@ -891,12 +902,8 @@ impl Lines {
                 read.cursor = 0;
             }
         }
-        let cursor = read.cursor;
         let leading = read
-            .chunks
-            .iter()
-            .enumerate()
-            .flat_map(|(i, chunk)| &chunk[if i == 0 { cursor } else { 0 }..])
+            .ahead()
             .take_while(|&&b| b == b'\r' || b == b'\n')
             .filter(|&&b| b == b'\n')
             .count() as u64;
@@ -911,14 +918,8 @@ impl Lines {
     /// still open where the file ended.
     fn open_quote(&self, from: u64, to: u64) -> bool {
         let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let cursor = guard.cursor;
         let len = to.saturating_sub(from) as usize;
-        let bytes = guard
-            .chunks
-            .iter()
-            .enumerate()
-            .flat_map(|(i, chunk)| &chunk[if i == 0 { cursor } else { 0 }..])
-            .take(len);
+        let bytes = guard.ahead().take(len);
         let (mut quotes, mut breaks) = (0u64, 0u64);
         for (i, &b) in bytes.enumerate() {
             quotes += u64::from(b == b'"');

@@ -190,7 +190,10 @@ pub fn terminal_text(text: &str) -> String {
 /// characters occur only inside strings). Found by review: stored texts
 /// printed by `search --json` reordered or styled the terminal.
 pub fn json_terminal_safe(json: String) -> String {
-    let acts = |c: char| matches!(c as u32, 0x7F..=0x9F | 0x200E | 0x200F | 0x2028..=0x202E | 0x2066..=0x2069);
+    let acts = |c: char| {
+        matches!(c as u32, 0x7F..=0x9F | 0x2028 | 0x2029)
+            || crate::report::render::is_bidi_control(c)
+    };
     if !json.chars().any(acts) {
         return json;
     }

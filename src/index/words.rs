@@ -46,13 +46,12 @@ pub use crate::domain::is_cjk;
 pub fn fold_width(text: &str, out: &mut String) {
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        let folded = width_folded(c);
         match chars.peek().and_then(|&mark| voiced(c, mark)) {
             Some(joined) => {
                 out.push(joined);
                 chars.next();
             }
-            None => out.push(folded),
+            None => out.push(width_folded(c)),
         }
     }
 }

@@ -440,6 +440,12 @@ pub(super) fn text_width(s: &str) -> usize {
     s.chars().map(char_width).sum()
 }
 
+/// The bidi controls a terminal reorders text by: embeddings and
+/// overrides (U+202A-202E), isolates (U+2066-2069), the marks U+200E/200F.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c as u32, 0x202A..=0x202E | 0x2066..=0x2069 | 0x200E | 0x200F)
+}
+
 /// Text fit for a terminal: control characters (escape sequences
 /// included), line breaks and bidi overrides become spaces, runs of
 /// whitespace one space.
@@ -447,9 +453,7 @@ pub fn terminal_safe(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut space = false;
     for c in s.chars() {
-        let blank = c.is_whitespace()
-            || c.is_control()
-            || matches!(c as u32, 0x202A..=0x202E | 0x2066..=0x2069 | 0x200E | 0x200F);
+        let blank = c.is_whitespace() || c.is_control() || is_bidi_control(c);
         if blank {
             if !space && !out.is_empty() {
                 out.push(' ');

@@ -78,7 +78,7 @@ mod tidy;
 mod tests;
 
 use crate::domain::Report;
-pub use common::terminal_safe;
+pub use common::{is_bidi_control, terminal_safe};
 
 /// The report as one self-contained HTML page (inline CSS and SVG, no
 /// script, nothing loaded from elsewhere), titled `title`.
