@@ -263,6 +263,7 @@ impl App {
         }
         let limits = crate::grpc::TransportLimits {
             max_inflight_request_bytes: config.max_inflight_request_mb * 1024 * 1024,
+            max_inflight_response_bytes: config.max_inflight_response_mb * 1024 * 1024,
             max_concurrent_streams: config.max_concurrent_streams,
         };
         let (streams_end, streams_end_rx) = tokio::sync::watch::channel(false);

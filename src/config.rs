@@ -82,6 +82,11 @@ pub struct Config {
     /// Request bytes received and not yet answered, over all connections, in
     /// MiB; a request that would go over gets RESOURCE_EXHAUSTED.
     pub max_inflight_request_mb: usize,
+    /// Answer bytes built and not yet taken by the transport (clients that
+    /// read slowly or not at all), over all connections, in MiB; an answer
+    /// of one message that would go over gets RESOURCE_EXHAUSTED, a stream
+    /// waits.
+    pub max_inflight_response_mb: usize,
     /// Concurrent HTTP/2 streams (calls) per connection.
     pub max_concurrent_streams: u32,
     /// gRPC connections held at once; more wait in the listen backlog.
@@ -132,6 +137,7 @@ impl Default for Config {
             search_queue: 64,
             similarity_index: Switch::On,
             max_inflight_request_mb: 256,
+            max_inflight_response_mb: 256,
             max_concurrent_streams: 64,
             max_connections: 1024,
             auth: None,
@@ -216,6 +222,9 @@ pub struct ServeArgs {
     /// Request bytes in flight over all connections, in MiB [default: 256]; beyond that RESOURCE_EXHAUSTED.
     #[arg(long, env = "VERBATIM_MAX_INFLIGHT_REQUEST_MB")]
     pub max_inflight_request_mb: Option<usize>,
+    /// Answer bytes waiting for their clients to read them, over all connections, in MiB [default: 256; at least 65, so the largest answer (64 MiB) fits]; an answer of one message that would go over ends RESOURCE_EXHAUSTED, a stream's next message waits for room.
+    #[arg(long, env = "VERBATIM_MAX_INFLIGHT_RESPONSE_MB")]
+    pub max_inflight_response_mb: Option<usize>,
     /// Concurrent calls (HTTP/2 streams) per connection [default: 64].
     #[arg(long, env = "VERBATIM_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
@@ -278,6 +287,9 @@ impl ServeArgs {
             max_inflight_request_mb: self
                 .max_inflight_request_mb
                 .unwrap_or(base.max_inflight_request_mb),
+            max_inflight_response_mb: self
+                .max_inflight_response_mb
+                .unwrap_or(base.max_inflight_response_mb),
             max_concurrent_streams: self
                 .max_concurrent_streams
                 .unwrap_or(base.max_concurrent_streams),
@@ -388,6 +400,12 @@ impl Config {
             (17..=1024 * 1024).contains(&self.max_inflight_request_mb),
             "max_inflight_request_mb must be 17..=1048576 (one 16 MiB message must fit), got {}",
             self.max_inflight_request_mb
+        );
+        // One answer of the largest size must always fit.
+        anyhow::ensure!(
+            (65..=1024 * 1024).contains(&self.max_inflight_response_mb),
+            "max_inflight_response_mb must be 65..=1048576 (one 64 MiB answer must fit), got {}",
+            self.max_inflight_response_mb
         );
         anyhow::ensure!(
             (1..=10_000).contains(&self.max_concurrent_streams),
@@ -533,6 +551,11 @@ mod tests {
                 "max_inflight_request_mb = 17592186044416",
                 "max_inflight_request_mb",
             ),
+            (
+                "max_inflight_response_mb = 17592186044416",
+                "max_inflight_response_mb",
+            ),
+            ("max_inflight_response_mb = 64", "max_inflight_response_mb"),
             ("index_memory_mb = 17592186044416", "index_memory_mb"),
             (
                 "shutdown_grace_ms = 18446744073709551615",
@@ -547,7 +570,7 @@ mod tests {
         }
         // The largest values allowed still start.
         resolve_file(
-            "write_queue = 1000000\nmax_inflight_request_mb = 1048576\nindex_memory_mb = 8188\n",
+            "write_queue = 1000000\nmax_inflight_request_mb = 1048576\nmax_inflight_response_mb = 1048576\nindex_memory_mb = 8188\n",
         )
         .unwrap();
     }

@@ -64,8 +64,7 @@ impl ByteBudget {
     }
 
     /// Bytes counted now.
-    #[cfg(test)]
-    fn in_use(&self) -> usize {
+    pub fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Acquire)
     }
 }
@@ -369,6 +368,15 @@ impl RequestBudgetLayer {
 /// The paths (`/package.Service/Method`) of the methods whose request is
 /// one message.
 fn single_message_paths(descriptors: &[&[u8]]) -> HashSet<String> {
+    method_paths(descriptors, |method| !method.client_streaming())
+}
+
+/// The paths (`/package.Service/Method`) of the methods `pick` takes, from
+/// encoded descriptor sets.
+pub(super) fn method_paths(
+    descriptors: &[&[u8]],
+    pick: impl Fn(&prost_types::MethodDescriptorProto) -> bool,
+) -> HashSet<String> {
     use prost::Message;
     let mut paths = HashSet::new();
     for encoded in descriptors {
@@ -378,7 +386,7 @@ fn single_message_paths(descriptors: &[&[u8]]) -> HashSet<String> {
             let package = file.package();
             for service in &file.service {
                 for method in &service.method {
-                    if !method.client_streaming() {
+                    if pick(method) {
                         let service = match package {
                             "" => service.name().to_string(),
                             package => format!("{package}.{}", service.name()),

@@ -11,6 +11,7 @@ pub mod listen;
 mod metrics;
 mod report;
 mod request_id;
+mod response_budget;
 mod service;
 mod status;
 pub mod tls;
@@ -26,15 +27,18 @@ pub use service::FeedbackApi;
 
 /// The router with its layers in front of every service, outermost first:
 /// RPC metrics, the request id, authentication (from the headers, before
-/// the body), the request byte budget.
+/// the body), the request byte budget, the response byte budget.
 pub type ApiRouter = tonic::transport::server::Router<
     tower_layer::Stack<
-        budget::RequestBudgetLayer,
+        response_budget::ResponseBudgetLayer,
         tower_layer::Stack<
-            gate::AuthGateLayer,
+            budget::RequestBudgetLayer,
             tower_layer::Stack<
-                request_id::RequestIdLayer,
-                tower_layer::Stack<metrics::RpcMetricsLayer, tower_layer::Identity>,
+                gate::AuthGateLayer,
+                tower_layer::Stack<
+                    request_id::RequestIdLayer,
+                    tower_layer::Stack<metrics::RpcMetricsLayer, tower_layer::Identity>,
+                >,
             >,
         >,
     >,
@@ -57,6 +61,7 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 4 * STREAM_WINDOW_BYTES;
 #[derive(Clone, Copy, Debug)]
 pub struct TransportLimits {
     pub max_inflight_request_bytes: usize,
+    pub max_inflight_response_bytes: usize,
     pub max_concurrent_streams: u32,
 }
 
@@ -125,6 +130,17 @@ pub async fn router(
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(crate::domain::limits::MAX_RESPONSE_BYTES);
+    let descriptors = [
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ];
+    let requests = ByteBudget::new(limits.max_inflight_request_bytes);
+    let responses = response_budget::ResponseBudget::new(limits.max_inflight_response_bytes);
+    // For the life of the process (one router per server).
+    crate::metrics::METRICS.add_scrape_hook({
+        let (requests, responses) = (requests.clone(), responses.clone());
+        move || crate::metrics::set_inflight_bytes(requests.in_use(), responses.in_use())
+    });
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
@@ -133,12 +149,10 @@ pub async fn router(
         .layer(metrics::RpcMetricsLayer)
         .layer(request_id::RequestIdLayer)
         .layer(gate::AuthGateLayer::new(auth.clone()))
-        .layer(budget::RequestBudgetLayer::new(
-            ByteBudget::new(limits.max_inflight_request_bytes),
-            &[
-                pb::FILE_DESCRIPTOR_SET,
-                tonic_health::pb::FILE_DESCRIPTOR_SET,
-            ],
+        .layer(budget::RequestBudgetLayer::new(requests, &descriptors))
+        .layer(response_budget::ResponseBudgetLayer::new(
+            responses,
+            &descriptors,
         ))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -384,6 +384,7 @@ pub struct Metrics {
     pub filter_cache_lookups: Family<Counter>,
     pub filter_cache_bytes: Family<Gauge>,
     pub retag_items: Family<Counter>,
+    pub inflight_bytes: Family<Gauge>,
     hooks: Mutex<Vec<(u64, Hook)>>,
     next_hook: AtomicU64,
 }
@@ -487,6 +488,12 @@ impl Metrics {
                 &["outcome"],
                 &[],
             ),
+            inflight_bytes: Family::new(
+                "verbatim_inflight_bytes",
+                "Bytes counted against the transport's budgets (refreshed at scrape time): request (received, not yet answered; --max-inflight-request-mb) and response (answers built, not yet taken by the transport: clients reading slowly or not at all; --max-inflight-response-mb).",
+                &["direction"],
+                &[],
+            ),
             hooks: Mutex::new(Vec::new()),
             next_hook: AtomicU64::new(0),
         }
@@ -539,6 +546,7 @@ impl Metrics {
         self.filter_cache_lookups.render(&mut out);
         self.filter_cache_bytes.render(&mut out);
         self.retag_items.render(&mut out);
+        self.inflight_bytes.render(&mut out);
         out
     }
 }
@@ -643,6 +651,18 @@ pub fn retag_items(confirmed: usize, rewritten: usize) {
         .retag_items
         .with(&["rewritten"])
         .add(rewritten as u64);
+}
+
+/// The bytes counted against the request and response budgets.
+pub fn set_inflight_bytes(requests: usize, responses: usize) {
+    METRICS
+        .inflight_bytes
+        .with(&["request"])
+        .set_count(requests);
+    METRICS
+        .inflight_bytes
+        .with(&["response"])
+        .set_count(responses);
 }
 
 pub fn set_analysis_backlog(tenant: &str, items: u64) {
@@ -786,6 +806,7 @@ mod tests {
             "verbatim_filter_cache_lookups_total",
             "verbatim_filter_cache_bytes",
             "verbatim_retag_items_total",
+            "verbatim_inflight_bytes",
         ] {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
             assert!(text.contains(&format!("# HELP {family} ")), "{family}");

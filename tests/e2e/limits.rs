@@ -1,6 +1,7 @@
 //! Every documented limit and bad input gets a precise status and loses nothing.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tonic::Code;
 
@@ -749,4 +750,145 @@ async fn an_acked_stream_message_leaves_the_request_budget() {
     assert_eq!(response.accepted, 300);
     drop(tx);
     assert!(acks.message().await.unwrap().is_none());
+}
+
+/// Asks for `ids` over its own HTTP/2 connection and reads nothing of the
+/// answer past its head: a client that asked and never read. The server's
+/// answer waits until this is dropped (the connection closes).
+struct UnreadAnswer {
+    _response: http::Response<h2::RecvStream>,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for UnreadAnswer {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+async fn get_and_never_read(addr: std::net::SocketAddr, ids: Vec<String>) -> UnreadAnswer {
+    use prost::Message;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/verbatim.v1.FeedbackService/Get"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    let message = pb::GetRequest {
+        ids,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut data = vec![0u8];
+    data.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    data.extend_from_slice(&message);
+    send.send_data(data.into(), true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(30), response)
+        .await
+        .expect("answered")
+        .expect("a response head");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("grpc-status").is_none(),
+        "an answer, not an error: {:?}",
+        response.headers()
+    );
+    UnreadAnswer {
+        _response: response,
+        connection,
+    }
+}
+
+/// Found by review: an answer was handed to the transport whole, and kept
+/// there until its client read it, so clients that asked and never read
+/// held every answer they asked for (a Get of 1,000 items of 32 KB: ~33 MB
+/// each), bounded only by calls per connection x connections. Now answers
+/// not yet taken count against `--max-inflight-response-mb`: a further
+/// answer that does not fit ends RESOURCE_EXHAUSTED (its memory freed at
+/// once), smaller ones still pass, and the room comes back when the
+/// readers go.
+#[tokio::test]
+async fn answers_nobody_reads_are_bounded_by_the_response_budget() {
+    let server = TestServer::spawn_with(&[
+        "--max-inflight-response-mb",
+        "65",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let metrics = metrics_addr(&server);
+    let mut client = server.client().await;
+    // 1,000 items of 32,000 bytes: a Get of all of them answers ~32 MB.
+    let text = "a long survey answer about the checkout ".repeat(800);
+    let ids: Vec<String> = (0..1000).map(|i| format!("big-{i}")).collect();
+    for chunk in ids.chunks(250) {
+        let items = chunk.iter().map(|id| item(id, &text)).collect();
+        assert_eq!(ingest(&mut client, items).await.accepted, 250);
+    }
+    let response_bytes = || async {
+        let (_, body) = metrics_get(metrics, "/metrics").await;
+        metric_value(&body, "verbatim_inflight_bytes{direction=\"response\"}").unwrap_or(0.0)
+    };
+    assert!(response_bytes().await < 1e6);
+
+    // Two clients that ask for everything and never read: ~64 MB held.
+    let first = get_and_never_read(server.addr, ids.clone()).await;
+    let second = get_and_never_read(server.addr, ids.clone()).await;
+    let held = response_bytes().await;
+    assert!(held > 60e6, "the unread answers count: {held}");
+
+    // A third such answer does not fit in 65 MiB.
+    let status = client
+        .get(pb::GetRequest {
+            ids: ids.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no room for another 32 MB");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-inflight-response-mb"),
+        "{status:?}"
+    );
+    // A smaller answer still fits, and the refused one holds nothing.
+    let some = client
+        .get(pb::GetRequest {
+            ids: ids[..20].to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("20 items fit")
+        .into_inner();
+    assert_eq!(some.items.len(), 20);
+    assert!((response_bytes().await - held).abs() < 1e6);
+
+    // The readers gone, the room comes back.
+    drop(first);
+    drop(second);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while response_bytes().await > 1e6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed connections' answers are released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = client
+        .get(pb::GetRequest {
+            ids: ids.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("room again")
+        .into_inner();
+    assert_eq!(all.items.len(), 1000);
+    assert!(all.items.iter().all(|item| item.text == text));
 }
