@@ -855,7 +855,9 @@ enum Input {
 /// offset where a record's read starts gives the line its first cell is on.
 /// (The csv crate's own line numbers are one short after a CRLF, whose LF it
 /// counts with the next record, and after skipped blank lines.) Keeps the
-/// bytes from the current record on: what the reader has read ahead.
+/// bytes from the current record on: what the reader has read ahead. A line
+/// ends as a record does for the csv crate: at LF, CRLF or a CR alone (old
+/// Mac exports; counting LF only numbered every row of such a file line 1).
 #[derive(Clone, Default)]
 struct Lines(Arc<Mutex<LinesRead>>);
 
@@ -867,6 +869,19 @@ struct LinesRead {
     /// Bytes passed, and the line breaks among them.
     passed: u64,
     breaks: u64,
+    /// The last byte passed was a CR (an LF next ends no other line).
+    after_cr: bool,
+}
+
+/// The line breaks among `bytes` (LF, CRLF and a CR alone each end one);
+/// `after_cr`: the byte before them was a CR, updated to the last of them.
+fn line_breaks(bytes: impl Iterator<Item = u8>, after_cr: &mut bool) -> u64 {
+    let mut breaks = 0;
+    for byte in bytes {
+        breaks += u64::from(byte == b'\r' || (byte == b'\n' && !*after_cr));
+        *after_cr = byte == b'\r';
+    }
+    breaks
 }
 
 impl LinesRead {
@@ -894,7 +909,7 @@ impl Lines {
             let left = (chunk.len() - read.cursor) as u64;
             let take = left.min(offset - read.passed) as usize;
             let counted = &chunk[read.cursor..read.cursor + take];
-            read.breaks += counted.iter().filter(|&&b| b == b'\n').count() as u64;
+            read.breaks += line_breaks(counted.iter().copied(), &mut read.after_cr);
             read.passed += take as u64;
             read.cursor += take;
             if read.cursor == chunk.len() {
@@ -902,28 +917,38 @@ impl Lines {
                 read.cursor = 0;
             }
         }
-        let leading = read
-            .ahead()
-            .take_while(|&&b| b == b'\r' || b == b'\n')
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
+        let mut after_cr = read.after_cr;
+        let leading = line_breaks(
+            read.ahead()
+                .copied()
+                .take_while(|&b| b == b'\r' || b == b'\n'),
+            &mut after_cr,
+        );
         1 + read.breaks + leading
     }
 }
 
 impl Lines {
     /// Whether the bytes from `from` (where `line_at` was last asked) to
-    /// `to` hold an odd number of `"` and a line break before their last
-    /// byte (a row's own line break ends it): the signs of a quoted field
-    /// still open where the file ended.
+    /// `to` hold an odd number of `"` and a line break (LF or CR) before
+    /// the row's own one (its last byte, or CRLF): the signs of a quoted
+    /// field still open where the file ended.
     fn open_quote(&self, from: u64, to: u64) -> bool {
         let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let len = to.saturating_sub(from) as usize;
-        let bytes = guard.ahead().take(len);
+        let last_two = guard
+            .ahead()
+            .take(len)
+            .fold([0u8; 2], |last, &b| [last[1], b]);
+        let own_break = match last_two {
+            [b'\r', b'\n'] if len >= 2 => 2,
+            [_, b'\r' | b'\n'] => 1,
+            _ => 0,
+        };
         let (mut quotes, mut breaks) = (0u64, 0u64);
-        for (i, &b) in bytes.enumerate() {
+        for (i, &b) in guard.ahead().take(len).enumerate() {
             quotes += u64::from(b == b'"');
-            breaks += u64::from(b == b'\n' && i + 1 < len);
+            breaks += u64::from((b == b'\n' || b == b'\r') && i + own_break < len);
         }
         quotes % 2 == 1 && breaks > 0
     }
@@ -2075,6 +2100,31 @@ d,four
             assert_eq!(at.line, 2 * at.row, "{at:?}");
         }
     }
+
+    /// A CR alone ends a line (and a row) as LF and CRLF do: rows of a file
+    /// with old Mac line endings are numbered by their lines, not all line 1,
+    /// and a CR inside an unclosed quote is seen as the line break it is.
+    #[test]
+    fn a_cr_alone_ends_a_line() {
+        let (batches, rejected) = produce_file(
+            b"id,text\rr-1,one\rr-2,\"two\rlines\"\r\rr-3,three\r\nr-4,four\n",
+            FileFormat::Csv,
+        );
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let lines: Vec<u64> = batches
+            .iter()
+            .flat_map(|b| b.rows.iter().map(|at| at.line))
+            .collect();
+        assert_eq!(lines, [2, 3, 6, 7]);
+        let (batches, rejected) = produce_file(
+            b"id,text\rr-1,fine\rr-2,\"oops\rr-3,lost\r",
+            FileFormat::Csv,
+        );
+        assert_eq!(item_rows(&batches), [1]);
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].0, RowAt { row: 2, line: 3 });
+        assert!(rejected[0].1.contains("never closed"), "{}", rejected[0].1);
+    }
 }
 
 /// Fuzz targets of the import readers (`cargo test --lib fuzz`): any bytes,
@@ -2449,11 +2499,14 @@ mod fuzz {
                 if let Ok(false) = reader.read_byte_record(&mut record) {
                     break;
                 }
-                let breaks_before = text[..start].iter().filter(|&&b| b == b'\n').count();
-                let leading = text[start..]
-                    .iter()
-                    .take_while(|&&b| b == b'\r' || b == b'\n')
-                    .filter(|&&b| b == b'\n')
+                // A line ends at LF, CRLF or a CR alone, as a record does.
+                let ends_line = |i: usize| {
+                    text[i] == b'\r' || (text[i] == b'\n' && (i == 0 || text[i - 1] != b'\r'))
+                };
+                let breaks_before = (0..start).filter(|&i| ends_line(i)).count();
+                let leading = (start..text.len())
+                    .take_while(|&i| text[i] == b'\r' || text[i] == b'\n')
+                    .filter(|&i| ends_line(i))
                     .count();
                 lines.push((1 + breaks_before + leading) as u64);
             }
