@@ -57,6 +57,30 @@ pub const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 /// fourth waits. Transport buffers are bounded by this per connection.
 pub const CONNECTION_WINDOW_BYTES: u32 = 4 * STREAM_WINDOW_BYTES;
 
+/// The unary methods that change nothing: when the response budget is
+/// full their answer is refused (RESOURCE_EXHAUSTED; asking again is safe).
+/// The other unary methods are `WRITES`, whose answers are never refused
+/// (the change is made). Every method is in one list or is a stream (a unit
+/// test checks), so a new method is classified on purpose.
+const READS: &[&str] = &[
+    "/verbatim.v1.FeedbackService/Get",
+    "/verbatim.v1.FeedbackService/Search",
+    "/verbatim.v1.FeedbackService/Analyze",
+    "/verbatim.v1.FeedbackService/Stats",
+    "/verbatim.v1.FeedbackService/ListThemes",
+    "/verbatim.v1.FeedbackService/DiscoverThemes",
+    "/verbatim.v1.FeedbackService/Report",
+    "/grpc.health.v1.Health/Check",
+];
+#[cfg_attr(not(test), allow(dead_code))]
+const WRITES: &[&str] = &[
+    "/verbatim.v1.FeedbackService/Ingest",
+    "/verbatim.v1.FeedbackService/Delete",
+    "/verbatim.v1.FeedbackService/DeleteCustomer",
+    "/verbatim.v1.FeedbackService/UpsertTheme",
+    "/verbatim.v1.FeedbackService/DeleteTheme",
+];
+
 /// Transport limits of the server (see `Config`).
 #[derive(Clone, Copy, Debug)]
 pub struct TransportLimits {
@@ -136,7 +160,7 @@ pub async fn router(
     ];
     let requests = ByteBudget::new(limits.max_inflight_request_bytes);
     let responses = response_budget::ResponseBudget::new(limits.max_inflight_response_bytes);
-    // For the life of the process (one router per server).
+    // For the life of the process (one router per server process).
     crate::metrics::METRICS.add_scrape_hook({
         let (requests, responses) = (requests.clone(), responses.clone());
         move || crate::metrics::set_inflight_bytes(requests.in_use(), responses.in_use())
@@ -153,10 +177,32 @@ pub async fn router(
         .layer(response_budget::ResponseBudgetLayer::new(
             responses,
             &descriptors,
+            READS,
         ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api);
     Ok((router, health_reporter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unary_method_is_a_read_or_a_write() {
+        let unary = budget::method_paths(
+            &[
+                pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ],
+            |method| !method.server_streaming(),
+        );
+        let mut listed: Vec<&str> = READS.iter().chain(WRITES).copied().collect();
+        listed.sort_unstable();
+        let mut unary: Vec<&str> = unary.iter().map(String::as_str).collect();
+        unary.sort_unstable();
+        assert_eq!(listed, unary);
+    }
 }

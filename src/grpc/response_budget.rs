@@ -10,35 +10,47 @@
 //! 1,000 distinct 32 KB items holds ~33 MB, and such calls were bounded only
 //! by streams per connection x connections (64 x 1,024).
 //!
-//! How it counts: each data frame of an answer reserves its bytes before it
-//! is handed over, and is handed to hyper in pieces of at most `PIECE_BYTES`
+//! How it counts: a data frame over `PIECE_BYTES` reserves its bytes before
+//! it is handed over, and goes to hyper in pieces of at most `PIECE_BYTES`
 //! (copied, so the transport never holds a slice that keeps the whole
 //! message alive). hyper asks for the next piece only once h2 had room for
 //! the one before (its send buffer below 400 KiB and the peer's window
 //! open), so a frame's bytes are released when hyper asks for more after
-//! its last piece. What the budget does not count is bounded per call: h2's
-//! send buffer (400 KiB) and one piece.
+//! its last piece, or when the body is dropped (the call ended or reset).
+//! Outside the count, per call: h2's send buffer (at most 400 KiB), one
+//! piece, and frames of at most one piece (acks, health answers, most
+//! searches: they cost no more than that slack, and are never refused).
 //!
-//! When a frame does not fit: an answer of one message (unary, server
-//! streaming excluded) is dropped and the call ends `RESOURCE_EXHAUSTED` in
-//! its trailers, freeing the memory at once (waiting would hold it); a
-//! stream's next message waits for room (backpressure: the stream's
-//! producer then waits too), first come first served.
+//! When a frame does not fit:
+//! - a read's answer (`Policy::Refuse`: Get, Search, Report, ... the methods
+//!   that change nothing) is dropped and the call ends `RESOURCE_EXHAUSTED`
+//!   in its trailers, freeing the memory at once (waiting would hold it);
+//! - a stream's message (`Policy::Wait`) waits for room, first come first
+//!   served, for at most `STREAM_WAIT`, then the stream ends
+//!   `RESOURCE_EXHAUSTED`: a client that never reads cannot stall other
+//!   clients' streams for good. The waiting message is outside the count;
+//! - a write's answer is never counted or refused (the change is made;
+//!   refusing its answer would invite a second one).
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::Frame;
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tonic::body::Body;
 use tonic::Status;
 
-/// The most bytes of an answer handed to the transport at once.
+/// The most bytes of an answer handed to the transport at once; frames of
+/// at most this are not counted.
 pub const PIECE_BYTES: usize = 64 * 1024;
+
+/// How long a stream's message waits for room before the stream ends.
+pub const STREAM_WAIT: Duration = Duration::from_secs(10);
 
 /// Answer bytes held, against a fixed limit.
 pub struct ResponseBudget {
@@ -55,7 +67,7 @@ impl ResponseBudget {
         })
     }
 
-    /// Bytes counted now.
+    /// Bytes counted now (with those set aside for a waiting message).
     pub fn in_use(&self) -> usize {
         self.limit - self.permits.available_permits()
     }
@@ -65,34 +77,58 @@ impl ResponseBudget {
     fn permits_for(&self, bytes: usize) -> u32 {
         u32::try_from(bytes.min(self.limit)).unwrap_or(u32::MAX)
     }
+
+    fn refusal(&self, what: &str) -> http::HeaderMap {
+        let mib = |bytes: usize| bytes.div_ceil(1024 * 1024);
+        let status = Status::resource_exhausted(format!(
+            "{what}: the server is holding {} MiB of answers their clients have not read yet, \
+             --max-inflight-response-mb is {} MiB; read the answers of your calls in progress, \
+             ask for less (fewer ids), or retry later",
+            mib(self.in_use()),
+            mib(self.limit),
+        ));
+        let mut trailers = http::HeaderMap::new();
+        // A message of ASCII text always makes valid header values.
+        let _ = status.add_header(&mut trailers);
+        trailers
+    }
 }
 
-type Acquiring = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+/// What an answer that finds no room does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// A read's one message: dropped, the call ends RESOURCE_EXHAUSTED.
+    Refuse,
+    /// A stream's message: waits up to `wait`, then the stream ends
+    /// RESOURCE_EXHAUSTED.
+    Wait { wait: Duration },
+}
+
+type Acquiring = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
 
 /// An answer's body, counted against the budget and handed over in pieces.
 struct Outgoing {
     inner: Body,
     budget: Arc<ResponseBudget>,
-    /// A stream waits for room; an answer of one message is refused.
-    waits: bool,
+    policy: Policy,
     /// What is left to hand over of the frame being sent.
     rest: Bytes,
     /// Whether that frame goes out in copied pieces (it is over one piece).
     copied: bool,
     /// The frame's reservation, released once all of it is handed over.
     held: Option<OwnedSemaphorePermit>,
-    /// A stream's frame waiting for room.
+    /// A stream's frame waiting for room, and the wait (None: timed out).
     waiting: Option<(Bytes, Acquiring)>,
     /// Refused: the trailers have been given, nothing follows.
     ended: bool,
 }
 
 impl Outgoing {
-    fn new(inner: Body, budget: Arc<ResponseBudget>, waits: bool) -> Self {
+    fn new(inner: Body, budget: Arc<ResponseBudget>, policy: Policy) -> Self {
         Outgoing {
             inner,
             budget,
-            waits,
+            policy,
             rest: Bytes::new(),
             copied: false,
             held: None,
@@ -101,10 +137,10 @@ impl Outgoing {
         }
     }
 
-    fn start(&mut self, frame: Bytes, permit: OwnedSemaphorePermit) {
+    fn start(&mut self, frame: Bytes, permit: Option<OwnedSemaphorePermit>) {
         self.copied = frame.len() > PIECE_BYTES;
         self.rest = frame;
-        self.held = Some(permit);
+        self.held = permit;
     }
 
     /// The next piece of the frame being sent.
@@ -122,20 +158,13 @@ impl Outgoing {
         piece
     }
 
-    /// The trailers of an answer refused for room.
-    fn refusal(&self, bytes: usize) -> http::HeaderMap {
-        let mib = |bytes: usize| bytes.div_ceil(1024 * 1024);
-        let status = Status::resource_exhausted(format!(
-            "the server is holding {} MiB of answers its clients have not read yet, and this \
-             answer of {bytes} bytes does not fit in --max-inflight-response-mb ({} MiB): read \
-             the answers of your calls in progress, ask for less (fewer ids), or retry later",
-            mib(self.budget.in_use()),
-            mib(self.budget.limit),
-        ));
-        let mut trailers = http::HeaderMap::new();
-        // A message of ASCII text always makes valid header values.
-        let _ = status.add_header(&mut trailers);
-        trailers
+    /// Ends the answer with `trailers`, dropping the rest of it now.
+    fn end(&mut self, trailers: http::HeaderMap) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.inner = Body::empty();
+        self.rest = Bytes::new();
+        self.waiting = None;
+        self.ended = true;
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 }
 
@@ -154,41 +183,61 @@ impl http_body::Body for Outgoing {
             }
             // Asked for more: the transport took all of the last frame.
             this.held = None;
-            if let Some((_, acquiring)) = &mut this.waiting {
-                let acquired = ready!(acquiring.as_mut().poll(cx));
-                let (frame, _) = this.waiting.take().expect("checked above");
-                match acquired {
-                    Ok(permit) => this.start(frame, permit),
-                    // The semaphore is never closed.
-                    Err(_) => {
-                        return Poll::Ready(Some(Err(Status::internal("answer budget closed"))))
+            if let Some((frame, acquiring)) = &mut this.waiting {
+                let bytes = frame.len();
+                match ready!(acquiring.as_mut().poll(cx)) {
+                    Some(permit) => {
+                        let (frame, _) = this.waiting.take().expect("checked above");
+                        this.start(frame, Some(permit));
+                        continue;
+                    }
+                    None => {
+                        let trailers = this.budget.refusal(&format!(
+                            "this stream's next message of {bytes} bytes waited {} s for room",
+                            match this.policy {
+                                Policy::Wait { wait } => wait.as_secs(),
+                                Policy::Refuse => 0,
+                            }
+                        ));
+                        return this.end(trailers);
                     }
                 }
-                continue;
             }
             if this.ended {
                 return Poll::Ready(None);
             }
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    // Within the slack each call has anyway: not counted.
+                    Ok(data) if data.len() <= PIECE_BYTES => {
+                        return Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
                     Ok(data) => {
                         let permits = this.budget.permits_for(data.len());
-                        match this.budget.permits.clone().try_acquire_many_owned(permits) {
-                            Ok(permit) => this.start(data, permit),
-                            Err(TryAcquireError::NoPermits) if this.waits => {
-                                let acquiring = Box::pin(
-                                    this.budget.permits.clone().acquire_many_owned(permits),
-                                );
+                        let semaphore = this.budget.permits.clone();
+                        match (semaphore.try_acquire_many_owned(permits), this.policy) {
+                            (Ok(permit), _) => this.start(data, Some(permit)),
+                            (Err(TryAcquireError::NoPermits), Policy::Wait { wait }) => {
+                                let semaphore = this.budget.permits.clone();
+                                let acquiring: Acquiring = Box::pin(async move {
+                                    tokio::time::timeout(
+                                        wait,
+                                        semaphore.acquire_many_owned(permits),
+                                    )
+                                    .await
+                                    .ok()
+                                    // The semaphore is never closed.
+                                    .and_then(Result::ok)
+                                });
                                 this.waiting = Some((data, acquiring));
                             }
-                            Err(_) => {
-                                // Drop the answer (and the rest of the body) now.
-                                let trailers = this.refusal(data.len());
+                            (Err(_), _) => {
+                                let trailers = this.budget.refusal(&format!(
+                                    "this answer of {} bytes does not fit",
+                                    data.len()
+                                ));
                                 drop(data);
-                                this.inner = Body::empty();
-                                this.ended = true;
-                                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                                return this.end(trailers);
                             }
                         }
                     }
@@ -204,21 +253,27 @@ impl http_body::Body for Outgoing {
     }
 }
 
-/// Tower layer that counts every answer against one budget.
+/// Tower layer that counts answers against one budget.
 #[derive(Clone)]
 pub struct ResponseBudgetLayer {
     budget: Arc<ResponseBudget>,
-    /// Paths of the methods that answer one message.
-    single: Arc<HashSet<String>>,
+    /// Paths of the methods whose answers may be refused (reads).
+    refusable: Arc<HashSet<String>>,
+    /// Paths of the methods that answer with a stream.
+    streams: Arc<HashSet<String>>,
 }
 
 impl ResponseBudgetLayer {
-    /// `descriptors`: encoded descriptor sets of the services served.
-    pub fn new(budget: Arc<ResponseBudget>, descriptors: &[&[u8]]) -> Self {
+    /// `descriptors`: encoded descriptor sets of the services served;
+    /// `reads`: the paths of the methods that change nothing, whose one
+    /// answer may be refused. Any other method's one answer is a write's:
+    /// neither counted nor refused.
+    pub fn new(budget: Arc<ResponseBudget>, descriptors: &[&[u8]], reads: &[&str]) -> Self {
         ResponseBudgetLayer {
             budget,
-            single: Arc::new(super::budget::method_paths(descriptors, |method| {
-                !method.server_streaming()
+            refusable: Arc::new(reads.iter().map(|path| path.to_string()).collect()),
+            streams: Arc::new(super::budget::method_paths(descriptors, |method| {
+                method.server_streaming()
             })),
         }
     }
@@ -231,7 +286,8 @@ impl<S> tower_layer::Layer<S> for ResponseBudgetLayer {
         ResponseBudgetService {
             inner,
             budget: self.budget.clone(),
-            single: self.single.clone(),
+            refusable: self.refusable.clone(),
+            streams: self.streams.clone(),
         }
     }
 }
@@ -240,7 +296,8 @@ impl<S> tower_layer::Layer<S> for ResponseBudgetLayer {
 pub struct ResponseBudgetService<S> {
     inner: S,
     budget: Arc<ResponseBudget>,
-    single: Arc<HashSet<String>>,
+    refusable: Arc<HashSet<String>>,
+    streams: Arc<HashSet<String>>,
 }
 
 impl<S> tower_service::Service<http::Request<Body>> for ResponseBudgetService<S>
@@ -257,13 +314,24 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        // Unknown paths answer without a body (UNIMPLEMENTED).
-        let waits = !self.single.contains(request.uri().path());
+        let path = request.uri().path();
+        let policy = if self.streams.contains(path) {
+            Some(Policy::Wait { wait: STREAM_WAIT })
+        } else if self.refusable.contains(path) {
+            Some(Policy::Refuse)
+        } else {
+            None
+        };
         let budget = self.budget.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            Ok(response.map(|inner| Body::new(Outgoing::new(inner, budget, waits))))
+            Ok(match policy {
+                Some(policy) => {
+                    response.map(|inner| Body::new(Outgoing::new(inner, budget, policy)))
+                }
+                None => response,
+            })
         })
     }
 }
@@ -319,6 +387,15 @@ mod tests {
         }
     }
 
+    const REFUSE: Policy = Policy::Refuse;
+    const WAIT: Policy = Policy::Wait {
+        wait: Duration::from_secs(3600),
+    };
+
+    fn frame(byte: u8, len: usize) -> Bytes {
+        Bytes::from(vec![byte; len])
+    }
+
     #[test]
     fn a_large_frame_goes_out_in_copied_pieces_and_is_counted_until_all_are_taken() {
         let budget = ResponseBudget::new(1 << 20);
@@ -327,7 +404,7 @@ mod tests {
                 .map(|i| i as u8)
                 .collect::<Vec<_>>(),
         );
-        let mut out = Outgoing::new(body(vec![message.clone()]), budget.clone(), false);
+        let mut out = Outgoing::new(body(vec![message.clone()]), budget.clone(), REFUSE);
         let mut sent = Vec::new();
         for expected in [PIECE_BYTES, PIECE_BYTES, 10] {
             let piece = data(next(&mut out));
@@ -344,54 +421,90 @@ mod tests {
     }
 
     #[test]
-    fn a_small_frame_is_handed_over_as_it_is() {
-        let budget = ResponseBudget::new(1 << 20);
-        let message = Bytes::from_static(b"\0\0\0\0\x03abc");
-        let mut out = Outgoing::new(body(vec![message.clone()]), budget.clone(), false);
+    fn a_frame_of_one_piece_is_handed_over_as_it_is_and_not_counted() {
+        let budget = ResponseBudget::new(70_000);
+        // The budget is all taken: a small answer still goes out.
+        let mut big = Outgoing::new(body(vec![frame(1, 70_000)]), budget.clone(), REFUSE);
+        data(next(&mut big));
+        assert_eq!(budget.in_use(), 70_000);
+        let message = frame(2, PIECE_BYTES);
+        let mut out = Outgoing::new(body(vec![message.clone()]), budget.clone(), REFUSE);
         let piece = data(next(&mut out));
         assert_eq!(piece.as_ptr(), message.as_ptr());
-        assert_eq!(budget.in_use(), message.len());
-        trailers(next(&mut out));
-        assert_eq!(budget.in_use(), 0);
+        assert_eq!(trailers(next(&mut out))["grpc-status"], "0");
     }
 
     #[test]
-    fn a_single_answer_that_does_not_fit_ends_resource_exhausted() {
-        let budget = ResponseBudget::new(100);
-        let mut first = Outgoing::new(body(vec![Bytes::from(vec![1; 60])]), budget.clone(), false);
+    fn a_read_answer_that_does_not_fit_ends_resource_exhausted() {
+        let budget = ResponseBudget::new(200_000);
+        let mut first = Outgoing::new(body(vec![frame(1, 120_000)]), budget.clone(), REFUSE);
         data(next(&mut first));
-        let mut second = Outgoing::new(body(vec![Bytes::from(vec![2; 60])]), budget.clone(), false);
+        let mut second = Outgoing::new(body(vec![frame(2, 100_000)]), budget.clone(), REFUSE);
         let refused = trailers(next(&mut second));
         assert_eq!(refused["grpc-status"], "8");
-        let message = refused["grpc-message"].to_str().unwrap();
+        let message = refused["grpc-message"]
+            .to_str()
+            .unwrap()
+            .replace("%20", " ");
         assert!(message.contains("max-inflight-response-mb"), "{message}");
+        assert!(message.contains("100000 bytes"), "{message}");
         assert!(matches!(next(&mut second), Poll::Ready(None)));
         assert!(second.is_end_stream());
-        // The first still holds its bytes until it is all taken.
-        assert_eq!(budget.in_use(), 60);
+        // The first still holds its bytes until it is all taken, or dropped.
+        assert_eq!(budget.in_use(), 120_000);
         drop(first);
         assert_eq!(budget.in_use(), 0);
     }
 
-    #[test]
-    fn a_stream_waits_for_room_in_turn() {
-        let budget = ResponseBudget::new(100);
-        let mut first = Outgoing::new(body(vec![Bytes::from(vec![1; 60])]), budget.clone(), false);
+    #[tokio::test]
+    async fn a_stream_waits_for_room_in_turn() {
+        let budget = ResponseBudget::new(200_000);
+        let mut first = Outgoing::new(body(vec![frame(1, 120_000)]), budget.clone(), REFUSE);
         data(next(&mut first));
         let mut stream = Outgoing::new(
-            body(vec![Bytes::from(vec![2; 60]), Bytes::from(vec![3; 500])]),
+            body(vec![frame(2, 100_000), frame(3, 500_000)]),
             budget.clone(),
-            true,
+            WAIT,
         );
         assert!(next(&mut stream).is_pending());
         assert!(!stream.is_end_stream());
         // The first answer taken: the stream's message fits now.
+        data(next(&mut first));
         trailers(next(&mut first));
-        assert_eq!(data(next(&mut stream)), Bytes::from(vec![2; 60]));
+        assert_eq!(data(next(&mut stream)), frame(2, PIECE_BYTES));
+        assert_eq!(data(next(&mut stream)).len(), 100_000 - PIECE_BYTES);
         // A frame over the whole budget takes all of it rather than none.
-        assert_eq!(data(next(&mut stream)).len(), 500);
-        assert_eq!(budget.in_use(), 100);
+        let mut rest = 500_000;
+        while rest > 0 {
+            rest -= data(next(&mut stream)).len();
+            assert_eq!(budget.in_use(), 200_000);
+        }
         trailers(next(&mut stream));
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_waits_too_long_ends_resource_exhausted() {
+        let budget = ResponseBudget::new(200_000);
+        let mut first = Outgoing::new(body(vec![frame(1, 150_000)]), budget.clone(), REFUSE);
+        data(next(&mut first));
+        let mut stream = Outgoing::new(
+            body(vec![frame(2, 100_000)]),
+            budget.clone(),
+            Policy::Wait {
+                wait: Duration::from_millis(50),
+            },
+        );
+        let polled = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_frame(cx)).await;
+        let refused = trailers(Poll::Ready(polled));
+        assert_eq!(refused["grpc-status"], "8");
+        let message = refused["grpc-message"]
+            .to_str()
+            .unwrap()
+            .replace("%20", " ");
+        assert!(message.contains("waited"), "{message}");
+        assert!(matches!(next(&mut stream), Poll::Ready(None)));
+        // The wait gave back what it had been set aside.
+        assert_eq!(budget.in_use(), 150_000);
     }
 }

@@ -812,9 +812,9 @@ async fn get_and_never_read(addr: std::net::SocketAddr, ids: Vec<String>) -> Unr
 /// held every answer they asked for (a Get of 1,000 items of 32 KB: ~33 MB
 /// each), bounded only by calls per connection x connections. Now answers
 /// not yet taken count against `--max-inflight-response-mb`: a further
-/// answer that does not fit ends RESOURCE_EXHAUSTED (its memory freed at
-/// once), smaller ones still pass, and the room comes back when the
-/// readers go.
+/// read answer that does not fit ends RESOURCE_EXHAUSTED (its memory freed
+/// at once), smaller ones and writes' answers still pass, and the room
+/// comes back when the readers go.
 #[tokio::test]
 async fn answers_nobody_reads_are_bounded_by_the_response_budget() {
     let server = TestServer::spawn_with(&[
@@ -842,8 +842,19 @@ async fn answers_nobody_reads_are_bounded_by_the_response_budget() {
     // Two clients that ask for everything and never read: ~64 MB held.
     let first = get_and_never_read(server.addr, ids.clone()).await;
     let second = get_and_never_read(server.addr, ids.clone()).await;
-    let held = response_bytes().await;
-    assert!(held > 60e6, "the unread answers count: {held}");
+    // Each answer is built (and counted) once its head is on the way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let held = loop {
+        let held = response_bytes().await;
+        if held > 60e6 {
+            break held;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unread answers count: {held}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
 
     // A third such answer does not fit in 65 MiB.
     let status = client
@@ -869,6 +880,20 @@ async fn answers_nobody_reads_are_bounded_by_the_response_budget() {
         .into_inner();
     assert_eq!(some.items.len(), 20);
     assert!((response_bytes().await - held).abs() < 1e6);
+    // Other calls go on: a write (never refused once its change is made;
+    // here 1,000 missing ids of 120 bytes answer ~125 KB), a health check.
+    let deleted = client
+        .delete(pb::DeleteRequest {
+            ids: (0..1000).map(|i| format!("{i:0>120}")).collect(),
+        })
+        .await
+        .expect("a write's answer goes out")
+        .into_inner();
+    assert_eq!(deleted.deleted, 0);
+    assert_eq!(
+        server.health().await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
 
     // The readers gone, the room comes back.
     drop(first);
