@@ -19,7 +19,8 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub json: bool,
     /// When the server ends the stream as busy or unavailable
-    /// (RESOURCE_EXHAUSTED: its analysis queue is full; UNAVAILABLE: it is
+    /// (RESOURCE_EXHAUSTED: its analysis queue is full, or answers other
+    /// clients have not read fill its --max-inflight-response-mb; UNAVAILABLE: it is
     /// restarting), reopen it after a pause that doubles from 1 s up to 30 s
     /// and send the unanswered texts again, up to this many times in a row
     /// (the count starts again at each answer). 0: stop at once.

@@ -17,31 +17,35 @@
 //! the one before (its send buffer below 400 KiB and the peer's window
 //! open), so a frame's bytes are released when hyper asks for more after
 //! its last piece, or when the body is dropped (the call ended or reset).
-//! Outside the count, per call: h2's send buffer (at most 400 KiB), one
-//! piece, and frames of at most one piece (acks, health answers, most
-//! searches: they cost no more than that slack, and are never refused).
+//! Outside the count, per call: h2's send buffer (at most 400 KiB), up to
+//! two pieces (one in h2, one hyper holds while it waits for room), and
+//! frames of at most one piece (health answers, most searches: they cost no
+//! more than that slack, and are never refused).
 //!
 //! When a frame does not fit:
 //! - a read's answer (`Policy::Refuse`: Get, Search, Report, ... the methods
 //!   that change nothing) is dropped and the call ends `RESOURCE_EXHAUSTED`
 //!   in its trailers, freeing the memory at once (waiting would hold it);
-//! - a stream's message (`Policy::Wait`) waits for room, first come first
-//!   served, for at most `STREAM_WAIT`, then the stream ends
-//!   `RESOURCE_EXHAUSTED`: a client that never reads cannot stall other
-//!   clients' streams for good. The waiting message is outside the count;
-//! - a write's answer is never counted or refused (the change is made;
-//!   refusing its answer would invite a second one).
+//! - another stream's message (`Policy::Wait`: AnalyzeStream, reflection)
+//!   tries again as bytes are released, for at most `STREAM_WAIT`, then the
+//!   stream ends `RESOURCE_EXHAUSTED`: a client that never reads cannot
+//!   stall other clients' streams for good. Nothing is set aside while it
+//!   waits (an answer that fits is never refused because a larger one
+//!   waits), and the waiting message is outside the count;
+//! - a write's answer (IngestStream's acks too) is never counted or refused
+//!   (the change is made; refusing its answer would invite a second one).
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::Frame;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::Notify;
 use tonic::body::Body;
 use tonic::Status;
 
@@ -54,36 +58,66 @@ pub const STREAM_WAIT: Duration = Duration::from_secs(10);
 
 /// Answer bytes held, against a fixed limit.
 pub struct ResponseBudget {
-    permits: Arc<Semaphore>,
+    in_use: AtomicUsize,
     limit: usize,
+    /// Woken when bytes are released: streams waiting for room try again.
+    freed: Notify,
 }
 
 impl ResponseBudget {
     pub fn new(limit: usize) -> Arc<Self> {
-        let limit = limit.min(Semaphore::MAX_PERMITS);
         Arc::new(ResponseBudget {
-            permits: Arc::new(Semaphore::new(limit)),
+            in_use: AtomicUsize::new(0),
             limit,
+            freed: Notify::new(),
         })
     }
 
-    /// Bytes counted now (with those set aside for a waiting message).
+    /// Bytes counted now.
     pub fn in_use(&self) -> usize {
-        self.limit - self.permits.available_permits()
+        self.in_use.load(Ordering::Acquire)
     }
 
-    /// The permits a frame of `bytes` takes: its length, at most the whole
-    /// budget (a frame larger than the budget would otherwise wait for good).
-    fn permits_for(&self, bytes: usize) -> u32 {
-        u32::try_from(bytes.min(self.limit)).unwrap_or(u32::MAX)
+    /// Counts a frame of `bytes` (at most the whole budget: a frame larger
+    /// than the budget would otherwise never fit) if there is room.
+    fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Held> {
+        let bytes = bytes.min(self.limit);
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .ok()
+            .map(|_| Held {
+                budget: self.clone(),
+                bytes,
+            })
+    }
+
+    /// `reserve`, trying again as bytes are released, for at most `wait`.
+    /// Nothing is set aside while it waits, so an answer that fits is never
+    /// refused because a larger one waits.
+    async fn reserve_within(self: Arc<Self>, bytes: usize, wait: Duration) -> Option<Held> {
+        let room = async {
+            loop {
+                let freed = self.freed.notified();
+                tokio::pin!(freed);
+                // Registered before the check: a release after it wakes us.
+                freed.as_mut().enable();
+                if let Some(held) = self.reserve(bytes) {
+                    return held;
+                }
+                freed.await;
+            }
+        };
+        tokio::time::timeout(wait, room).await.ok()
     }
 
     fn refusal(&self, what: &str) -> http::HeaderMap {
         let mib = |bytes: usize| bytes.div_ceil(1024 * 1024);
         let status = Status::resource_exhausted(format!(
-            "{what}: the server is holding {} MiB of answers their clients have not read yet, \
-             --max-inflight-response-mb is {} MiB; read the answers of your calls in progress, \
-             ask for less (fewer ids), or retry later",
+            "{what}: the server is holding {} MiB of answers their clients have not read yet \
+             (--max-inflight-response-mb is {} MiB); read the answers of your calls in \
+             progress, ask for less (fewer ids, a smaller page), or retry later",
             mib(self.in_use()),
             mib(self.limit),
         ));
@@ -91,6 +125,20 @@ impl ResponseBudget {
         // A message of ASCII text always makes valid header values.
         let _ = status.add_header(&mut trailers);
         trailers
+    }
+}
+
+/// Bytes of one frame counted; released (and waiting streams woken) when
+/// dropped.
+struct Held {
+    budget: Arc<ResponseBudget>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.in_use.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.freed.notify_waiters();
     }
 }
 
@@ -104,7 +152,7 @@ pub enum Policy {
     Wait { wait: Duration },
 }
 
-type Acquiring = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
+type Acquiring = Pin<Box<dyn Future<Output = Option<Held>> + Send>>;
 
 /// An answer's body, counted against the budget and handed over in pieces.
 struct Outgoing {
@@ -116,7 +164,7 @@ struct Outgoing {
     /// Whether that frame goes out in copied pieces (it is over one piece).
     copied: bool,
     /// The frame's reservation, released once all of it is handed over.
-    held: Option<OwnedSemaphorePermit>,
+    held: Option<Held>,
     /// A stream's frame waiting for room, and the wait (None: timed out).
     waiting: Option<(Bytes, Acquiring)>,
     /// Refused: the trailers have been given, nothing follows.
@@ -137,7 +185,7 @@ impl Outgoing {
         }
     }
 
-    fn start(&mut self, frame: Bytes, permit: Option<OwnedSemaphorePermit>) {
+    fn start(&mut self, frame: Bytes, permit: Option<Held>) {
         self.copied = frame.len() > PIECE_BYTES;
         self.rest = frame;
         self.held = permit;
@@ -212,35 +260,22 @@ impl http_body::Body for Outgoing {
                     Ok(data) if data.len() <= PIECE_BYTES => {
                         return Poll::Ready(Some(Ok(Frame::data(data))))
                     }
-                    Ok(data) => {
-                        let permits = this.budget.permits_for(data.len());
-                        let semaphore = this.budget.permits.clone();
-                        match (semaphore.try_acquire_many_owned(permits), this.policy) {
-                            (Ok(permit), _) => this.start(data, Some(permit)),
-                            (Err(TryAcquireError::NoPermits), Policy::Wait { wait }) => {
-                                let semaphore = this.budget.permits.clone();
-                                let acquiring: Acquiring = Box::pin(async move {
-                                    tokio::time::timeout(
-                                        wait,
-                                        semaphore.acquire_many_owned(permits),
-                                    )
-                                    .await
-                                    .ok()
-                                    // The semaphore is never closed.
-                                    .and_then(Result::ok)
-                                });
-                                this.waiting = Some((data, acquiring));
-                            }
-                            (Err(_), _) => {
-                                let trailers = this.budget.refusal(&format!(
-                                    "this answer of {} bytes does not fit",
-                                    data.len()
-                                ));
-                                drop(data);
-                                return this.end(trailers);
-                            }
+                    Ok(data) => match (this.budget.reserve(data.len()), this.policy) {
+                        (Some(held), _) => this.start(data, Some(held)),
+                        (None, Policy::Wait { wait }) => {
+                            let acquiring: Acquiring =
+                                Box::pin(this.budget.clone().reserve_within(data.len(), wait));
+                            this.waiting = Some((data, acquiring));
                         }
-                    }
+                        (None, Policy::Refuse) => {
+                            let trailers = this.budget.refusal(&format!(
+                                "this answer of {} bytes does not fit",
+                                data.len()
+                            ));
+                            drop(data);
+                            return this.end(trailers);
+                        }
+                    },
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
                 other => return Poll::Ready(other),
@@ -259,19 +294,29 @@ pub struct ResponseBudgetLayer {
     budget: Arc<ResponseBudget>,
     /// Paths of the methods whose answers may be refused (reads).
     refusable: Arc<HashSet<String>>,
+    /// Paths of the methods that answer writes: never counted or refused.
+    writes: Arc<HashSet<String>>,
     /// Paths of the methods that answer with a stream.
     streams: Arc<HashSet<String>>,
 }
 
 impl ResponseBudgetLayer {
     /// `descriptors`: encoded descriptor sets of the services served;
-    /// `reads`: the paths of the methods that change nothing, whose one
-    /// answer may be refused. Any other method's one answer is a write's:
-    /// neither counted nor refused.
-    pub fn new(budget: Arc<ResponseBudget>, descriptors: &[&[u8]], reads: &[&str]) -> Self {
+    /// `reads`: the paths of the unary methods that change nothing, whose
+    /// answer may be refused; `writes`: those whose answers say a change was
+    /// made (unary or streams), never counted or refused. Other streams wait
+    /// for room; other unary methods are not counted.
+    pub fn new(
+        budget: Arc<ResponseBudget>,
+        descriptors: &[&[u8]],
+        reads: &[&str],
+        writes: &[&str],
+    ) -> Self {
+        let paths = |list: &[&str]| Arc::new(list.iter().map(|path| path.to_string()).collect());
         ResponseBudgetLayer {
             budget,
-            refusable: Arc::new(reads.iter().map(|path| path.to_string()).collect()),
+            refusable: paths(reads),
+            writes: paths(writes),
             streams: Arc::new(super::budget::method_paths(descriptors, |method| {
                 method.server_streaming()
             })),
@@ -287,6 +332,7 @@ impl<S> tower_layer::Layer<S> for ResponseBudgetLayer {
             inner,
             budget: self.budget.clone(),
             refusable: self.refusable.clone(),
+            writes: self.writes.clone(),
             streams: self.streams.clone(),
         }
     }
@@ -297,6 +343,7 @@ pub struct ResponseBudgetService<S> {
     inner: S,
     budget: Arc<ResponseBudget>,
     refusable: Arc<HashSet<String>>,
+    writes: Arc<HashSet<String>>,
     streams: Arc<HashSet<String>>,
 }
 
@@ -315,7 +362,9 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let path = request.uri().path();
-        let policy = if self.streams.contains(path) {
+        let policy = if self.writes.contains(path) {
+            None
+        } else if self.streams.contains(path) {
             Some(Policy::Wait { wait: STREAM_WAIT })
         } else if self.refusable.contains(path) {
             Some(Policy::Refuse)
@@ -468,6 +517,12 @@ mod tests {
         );
         assert!(next(&mut stream).is_pending());
         assert!(!stream.is_end_stream());
+        // Nothing is set aside while it waits: a read that fits goes out.
+        let mut fits = Outgoing::new(body(vec![frame(4, 70_000)]), budget.clone(), REFUSE);
+        assert_eq!(data(next(&mut fits)).len(), PIECE_BYTES);
+        assert_eq!(budget.in_use(), 190_000);
+        drop(fits);
+        assert!(next(&mut stream).is_pending());
         // The first answer taken: the stream's message fits now.
         data(next(&mut first));
         trailers(next(&mut first));
@@ -504,7 +559,7 @@ mod tests {
             .replace("%20", " ");
         assert!(message.contains("waited"), "{message}");
         assert!(matches!(next(&mut stream), Poll::Ready(None)));
-        // The wait gave back what it had been set aside.
+        // The wait took nothing.
         assert_eq!(budget.in_use(), 150_000);
     }
 }
