@@ -871,6 +871,8 @@ struct LinesRead {
     breaks: u64,
     /// The last byte passed was a CR (an LF next ends no other line).
     after_cr: bool,
+    /// Bytes in `chunks` from `cursor` on (read, not yet passed).
+    held: usize,
 }
 
 /// The line breaks among `bytes` (LF, CRLF and a CR alone each end one);
@@ -912,6 +914,7 @@ impl Lines {
             read.breaks += line_breaks(counted.iter().copied(), &mut read.after_cr);
             read.passed += take as u64;
             read.cursor += take;
+            read.held -= take;
             if read.cursor == chunk.len() {
                 read.chunks.pop_front();
                 read.cursor = 0;
@@ -960,12 +963,36 @@ struct LineCounting<R> {
     lines: Lines,
 }
 
+/// The most bytes a CSV import holds of the rows not yet taken (the row
+/// held one read behind and the one being read): as for a JSON line, four
+/// times the largest message, so a row too large to send is still read
+/// whole and rejected with its field's reason.
+const MAX_CSV_HELD_BYTES: usize = MAX_LINE_BYTES;
+
 impl<R: Read> Read for LineCounting<R> {
+    /// Found by review: one huge field was held whole (by the csv crate's
+    /// record and by `Lines`, twice over): a quote left open early in a
+    /// large file held the rest of the file. Past `MAX_CSV_HELD_BYTES` the
+    /// read fails, which ends the import with the line the rows start on.
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         let read = self.inner.read(out)?;
         if read > 0 {
             let mut lines = self.lines.0.lock().unwrap_or_else(|e| e.into_inner());
             lines.chunks.push_back(out[..read].to_vec());
+            lines.held += read;
+            if lines.held > MAX_CSV_HELD_BYTES {
+                let line = 1 + lines.breaks;
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "the rows from line {line} on run past {} MiB without ending, more \
+                         than an import reads (a quoted field left open takes every line \
+                         after it): close the quote, or split the row; rows from line {line} \
+                         on were not imported",
+                        MAX_CSV_HELD_BYTES / (1024 * 1024)
+                    ),
+                ));
+            }
         }
         Ok(read)
     }
@@ -1652,6 +1679,20 @@ mod tests {
     /// What the reader makes of `contents`: the batches, and the rows the
     /// client rejected. Rows without an id get ids from the identity "test".
     fn produce_file(contents: &[u8], format: FileFormat) -> (Vec<Batch>, Vec<(RowAt, String)>) {
+        let (batches, rejected, produced) = try_produce_file(contents, format);
+        produced.unwrap();
+        (batches, rejected)
+    }
+
+    /// What `try_produce_file` read: batches, rejected rows, how it ended.
+    type ReadOutcome = (
+        Vec<Batch>,
+        Vec<(RowAt, String)>,
+        anyhow::Result<BTreeSet<String>>,
+    );
+
+    /// `produce_file`, with how the read ended.
+    fn try_produce_file(contents: &[u8], format: FileFormat) -> ReadOutcome {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("input");
         std::fs::write(&file, contents).unwrap();
@@ -1675,8 +1716,8 @@ mod tests {
                 Produced::Progress(_) | Produced::Done { .. } => {}
             }
         }
-        reader.join().unwrap().unwrap();
-        (batches, rejected)
+        let produced = reader.join().unwrap();
+        (batches, rejected, produced)
     }
 
     fn item_rows(batches: &[Batch]) -> Vec<u64> {
@@ -2099,6 +2140,32 @@ d,four
         for at in rows {
             assert_eq!(at.line, 2 * at.row, "{at:?}");
         }
+    }
+
+    /// A quote left open early in a large file is not read into one row
+    /// held whole: past the bound the import stops, naming the line.
+    #[test]
+    fn a_row_that_never_ends_stops_the_import_at_the_bound() {
+        let mut contents = b"id,text\nr-1,fine\nr-2,\"oops\n".to_vec();
+        let line = b"r-3,a row read into the open quote\n";
+        while contents.len() <= MAX_CSV_HELD_BYTES + 1024 * 1024 {
+            contents.extend_from_slice(line);
+        }
+        let (batches, rejected, produced) = try_produce_file(&contents, FileFormat::Csv);
+        let error = format!("{:#}", produced.unwrap_err());
+        assert!(error.contains("from line 2 on run past 64 MiB"), "{error}");
+        assert!(error.contains("quoted field left open"), "{error}");
+        assert!(rejected.is_empty(), "{rejected:?}");
+        // The row held one read behind (line 2) is not taken either.
+        assert!(item_rows(&batches).is_empty());
+        // Rows up to the bound are read as they were.
+        let mut fine = b"id,text\n".to_vec();
+        let big = format!("r-1,\"{}\"\n", "x".repeat(20 * 1024 * 1024));
+        fine.extend_from_slice(big.as_bytes());
+        fine.extend_from_slice(big.replace("r-1", "r-2").as_bytes());
+        let (_, rejected, produced) = try_produce_file(&fine, FileFormat::Csv);
+        produced.unwrap();
+        assert_eq!(rejected.len(), 2, "two rows, each rejected for its text");
     }
 
     /// A CR alone ends a line (and a row) as LF and CRLF do: rows of a file
