@@ -807,6 +807,26 @@ async fn get_and_never_read(addr: std::net::SocketAddr, ids: Vec<String>) -> Unr
     }
 }
 
+/// The response bytes the server counts (its metrics endpoint), once `done`
+/// holds of them; fails after 10 s saying `what` did not happen.
+async fn response_bytes_until(
+    metrics: std::net::SocketAddr,
+    done: impl Fn(f64) -> bool,
+    what: &str,
+) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = metrics_get(metrics, "/metrics").await;
+        let held =
+            metric_value(&body, "verbatim_inflight_bytes{direction=\"response\"}").unwrap_or(0.0);
+        if done(held) {
+            return held;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {held}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Found by review: an answer was handed to the transport whole, and kept
 /// there until its client read it, so clients that asked and never read
 /// held every answer they asked for (a Get of 1,000 items of 32 KB: ~33 MB
@@ -833,28 +853,14 @@ async fn answers_nobody_reads_are_bounded_by_the_response_budget() {
         let items = chunk.iter().map(|id| item(id, &text)).collect();
         assert_eq!(ingest(&mut client, items).await.accepted, 250);
     }
-    let response_bytes = || async {
-        let (_, body) = metrics_get(metrics, "/metrics").await;
-        metric_value(&body, "verbatim_inflight_bytes{direction=\"response\"}").unwrap_or(0.0)
-    };
-    assert!(response_bytes().await < 1e6);
+    let now = |_: f64| true;
+    assert!(response_bytes_until(metrics, now, "").await < 1e6);
 
     // Two clients that ask for everything and never read: ~64 MB held.
     let first = get_and_never_read(server.addr, ids.clone()).await;
     let second = get_and_never_read(server.addr, ids.clone()).await;
     // Each answer is built (and counted) once its head is on the way.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let held = loop {
-        let held = response_bytes().await;
-        if held > 60e6 {
-            break held;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the unread answers count: {held}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let held = response_bytes_until(metrics, |held| held > 60e6, "the unread answers count").await;
 
     // A third such answer does not fit in 65 MiB.
     let status = client
@@ -879,7 +885,7 @@ async fn answers_nobody_reads_are_bounded_by_the_response_budget() {
         .expect("20 items fit")
         .into_inner();
     assert_eq!(some.items.len(), 20);
-    assert!((response_bytes().await - held).abs() < 1e6);
+    assert!((response_bytes_until(metrics, now, "").await - held).abs() < 1e6);
     // Other calls go on: a write (never refused once its change is made;
     // here 1,000 missing ids of 120 bytes answer ~125 KB), a health check.
     let deleted = client
@@ -898,14 +904,12 @@ async fn answers_nobody_reads_are_bounded_by_the_response_budget() {
     // The readers gone, the room comes back.
     drop(first);
     drop(second);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while response_bytes().await > 1e6 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the closed connections' answers are released"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    response_bytes_until(
+        metrics,
+        |held| held < 1e6,
+        "the closed connections' answers are released",
+    )
+    .await;
     let all = client
         .get(pb::GetRequest {
             ids: ids.clone(),
