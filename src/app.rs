@@ -35,9 +35,10 @@ pub struct App {
     max_connections: usize,
     /// `--tls-cert`: TLS on the gRPC listener.
     tls: Option<Arc<crate::grpc::tls::TlsReloader>>,
-    /// The Prometheus endpoint's listener (`--metrics-listen`) and the hook
-    /// that refreshes the store and index gauges when it is scraped.
-    metrics: Option<(TcpListener, crate::metrics::ScrapeHook)>,
+    /// The Prometheus endpoint's listener (`--metrics-listen`) and the hooks
+    /// that refresh the store and index gauges and the byte budgets' gauges
+    /// when it is scraped.
+    metrics: Option<(TcpListener, [crate::metrics::ScrapeHook; 2])>,
 }
 
 /// What every tenant's engine shares, and how to open one.
@@ -267,7 +268,7 @@ impl App {
             max_concurrent_streams: config.max_concurrent_streams,
         };
         let (streams_end, streams_end_rx) = tokio::sync::watch::channel(false);
-        let (router, _health) =
+        let (router, _health, budget_gauges) =
             crate::grpc::router(tenants.clone(), auth, writable, streams_end_rx, limits).await?;
         let fd_limit = crate::grpc::listen::raise_fd_limit();
         let max_connections = crate::grpc::listen::connection_cap(config.max_connections, fd_limit);
@@ -289,7 +290,7 @@ impl App {
                 let listener = TcpListener::bind(addr).await.with_context(|| {
                     format!("cannot listen for metrics on {addr} (--metrics-listen)")
                 })?;
-                Some((listener, scrape_tenants(tenants.clone())))
+                Some((listener, [scrape_tenants(tenants.clone()), budget_gauges]))
             }
         };
         let tls = match (&config.tls_cert, &config.tls_key) {

@@ -83,9 +83,10 @@ pub struct Config {
     /// MiB; a request that would go over gets RESOURCE_EXHAUSTED.
     pub max_inflight_request_mb: usize,
     /// Answer bytes built and not yet taken by the transport (clients that
-    /// read slowly or not at all), over all connections, in MiB; an answer
-    /// of one message that would go over gets RESOURCE_EXHAUSTED, a stream
-    /// waits.
+    /// read slowly or not at all), over all connections, in MiB; a read's
+    /// answer over 64 KiB that would go over gets RESOURCE_EXHAUSTED, an
+    /// AnalyzeStream answer waits up to 10 s; writes' answers are not
+    /// counted.
     pub max_inflight_response_mb: usize,
     /// Concurrent HTTP/2 streams (calls) per connection.
     pub max_concurrent_streams: u32,
@@ -222,7 +223,7 @@ pub struct ServeArgs {
     /// Request bytes in flight over all connections, in MiB [default: 256]; beyond that RESOURCE_EXHAUSTED.
     #[arg(long, env = "VERBATIM_MAX_INFLIGHT_REQUEST_MB")]
     pub max_inflight_request_mb: Option<usize>,
-    /// Answer bytes waiting for their clients to read them, over all connections, in MiB [default: 256; at least 65, so the largest answer (64 MiB) fits]; an answer of one message that would go over ends RESOURCE_EXHAUSTED, a stream's next message waits for room.
+    /// Answer bytes waiting for their clients to read them, over all connections, in MiB [default: 256; at least 65, so the largest answer (64 MiB) fits]; a read's answer over 64 KiB that would go over ends RESOURCE_EXHAUSTED, an AnalyzeStream answer waits up to 10 s for room; writes' answers are not counted.
     #[arg(long, env = "VERBATIM_MAX_INFLIGHT_RESPONSE_MB")]
     pub max_inflight_response_mb: Option<usize>,
     /// Concurrent calls (HTTP/2 streams) per connection [default: 64].

@@ -895,6 +895,19 @@ impl LinesRead {
             .enumerate()
             .flat_map(move |(i, chunk)| &chunk[if i == 0 { cursor } else { 0 }..])
     }
+
+    /// The line (from 1) of the first byte not yet passed that is not a
+    /// line break.
+    fn line_here(&self) -> u64 {
+        let mut after_cr = self.after_cr;
+        let leading = line_breaks(
+            self.ahead()
+                .copied()
+                .take_while(|&b| b == b'\r' || b == b'\n'),
+            &mut after_cr,
+        );
+        1 + self.breaks + leading
+    }
 }
 
 impl Lines {
@@ -920,22 +933,18 @@ impl Lines {
                 read.cursor = 0;
             }
         }
-        let mut after_cr = read.after_cr;
-        let leading = line_breaks(
-            read.ahead()
-                .copied()
-                .take_while(|&b| b == b'\r' || b == b'\n'),
-            &mut after_cr,
-        );
-        1 + read.breaks + leading
+        read.line_here()
     }
 }
 
 impl Lines {
     /// Whether the bytes from `from` (where `line_at` was last asked) to
-    /// `to` hold an odd number of `"` and a line break (LF or CR) before
-    /// the row's own one (its last byte, or CRLF): the signs of a quoted
-    /// field still open where the file ended.
+    /// `to` hold an odd number of `"` and a line break (LF or CR) between
+    /// the row's first character and its own line break (its last byte, or
+    /// CRLF): the signs of a quoted field still open where the file ended.
+    /// The line breaks before its first character (the LF of the CRLF
+    /// before it, where the csv crate ends a record at the CR; blank lines)
+    /// are not the row's.
     fn open_quote(&self, from: u64, to: u64) -> bool {
         let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let len = to.saturating_sub(from) as usize;
@@ -948,10 +957,16 @@ impl Lines {
             [_, b'\r' | b'\n'] => 1,
             _ => 0,
         };
+        let is_break = |b: u8| b == b'\n' || b == b'\r';
+        let leading = guard
+            .ahead()
+            .take(len)
+            .take_while(|&&b| is_break(b))
+            .count();
         let (mut quotes, mut breaks) = (0u64, 0u64);
         for (i, &b) in guard.ahead().take(len).enumerate() {
             quotes += u64::from(b == b'"');
-            breaks += u64::from((b == b'\n' || b == b'\r') && i + own_break < len);
+            breaks += u64::from(is_break(b) && i >= leading && i + own_break < len);
         }
         quotes % 2 == 1 && breaks > 0
     }
@@ -981,7 +996,7 @@ impl<R: Read> Read for LineCounting<R> {
             lines.chunks.push_back(out[..read].to_vec());
             lines.held += read;
             if lines.held > MAX_CSV_HELD_BYTES {
-                let line = 1 + lines.breaks;
+                let line = lines.line_here();
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     format!(
@@ -1022,6 +1037,8 @@ fn open_input(
                 .map(|h| h.trim().to_string())
                 .collect();
             check_columns(&columns, mappings)?;
+            // The header passed: it is not a row not yet taken.
+            lines.line_at(reader.position().byte());
             Input::Csv {
                 reader,
                 lines,
@@ -2119,6 +2136,12 @@ d,four
             &b"id,text\nr-1,\"two\nlines\"\nr-2,5\" screen\n"[..],
             b"id,text\nr-1,\"say \"\"hi\"\"\nthere\"\nr-2,\"last\nrow\"",
             b"id,text\nr-1,a\nr-2,5\" screen",
+            // The LF of a CRLF, and blank lines, before the last row are
+            // not line breaks inside it.
+            b"id,text\r\nr-1,a\r\nr-2,5\" screen",
+            b"id,text\r\nr-1,a\r\nr-2,5\" screen\r\n",
+            b"id,text\nr-1,a\n\nr-2,5\" screen\n",
+            b"id,text\rr-1,a\r\rr-2,5\" screen",
         ] {
             let (batches, rejected) = produce_file(contents, FileFormat::Csv);
             assert!(rejected.is_empty(), "{rejected:?}");
@@ -2154,6 +2177,14 @@ d,four
         let (batches, rejected, produced) = try_produce_file(&contents, FileFormat::Csv);
         let error = format!("{:#}", produced.unwrap_err());
         assert!(error.contains("from line 2 on run past 64 MiB"), "{error}");
+        // The first row past the bound, after blank lines: its own line.
+        let mut first = b"id,text\n\n\nr-1,\"oops\n".to_vec();
+        while first.len() <= MAX_CSV_HELD_BYTES + 1024 * 1024 {
+            first.extend_from_slice(line);
+        }
+        let (_, _, produced) = try_produce_file(&first, FileFormat::Csv);
+        let error = format!("{:#}", produced.unwrap_err());
+        assert!(error.contains("from line 4 on"), "{error}");
         assert!(error.contains("quoted field left open"), "{error}");
         assert!(rejected.is_empty(), "{rejected:?}");
         // The row held one read behind (line 2) is not taken either.

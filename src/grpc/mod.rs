@@ -72,6 +72,7 @@ const READS: &[&str] = &[
     "/verbatim.v1.FeedbackService/Report",
     "/grpc.health.v1.Health/Check",
 ];
+/// The methods whose answers say a change was made (see `READS`).
 const WRITES: &[&str] = &[
     "/verbatim.v1.FeedbackService/Ingest",
     "/verbatim.v1.FeedbackService/IngestStream",
@@ -105,14 +106,19 @@ use crate::domain::limits::MAX_MESSAGE_BYTES;
 use crate::engine::Tenants;
 
 /// Builds the router with every service: the API, health and reflection
-/// (v1 and v1alpha). Returns the router and the health reporter.
+/// (v1 and v1alpha). Returns the router, the health reporter and the scrape
+/// hook of the byte budgets' gauges (removed when dropped).
 pub async fn router(
     tenants: std::sync::Arc<Tenants>,
     auth: std::sync::Arc<crate::auth::Authenticator>,
     mut writable: tokio::sync::watch::Receiver<bool>,
     streams_end: tokio::sync::watch::Receiver<bool>,
     limits: TransportLimits,
-) -> anyhow::Result<(ApiRouter, tonic_health::server::HealthReporter)> {
+) -> anyhow::Result<(
+    ApiRouter,
+    tonic_health::server::HealthReporter,
+    crate::metrics::ScrapeHook,
+)> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::feedback_service_server::FeedbackServiceServer<FeedbackApi>>()
@@ -160,8 +166,7 @@ pub async fn router(
     ];
     let requests = ByteBudget::new(limits.max_inflight_request_bytes);
     let responses = response_budget::ResponseBudget::new(limits.max_inflight_response_bytes);
-    // For the life of the process (one router per server process).
-    crate::metrics::METRICS.add_scrape_hook({
+    let budget_gauges = crate::metrics::on_scrape({
         let (requests, responses) = (requests.clone(), responses.clone());
         move || crate::metrics::set_inflight_bytes(requests.in_use(), responses.in_use())
     });
@@ -184,7 +189,7 @@ pub async fn router(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api);
-    Ok((router, health_reporter))
+    Ok((router, health_reporter, budget_gauges))
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@
 //! - a read's answer (`Policy::Refuse`: Get, Search, Report, ... the methods
 //!   that change nothing) is dropped and the call ends `RESOURCE_EXHAUSTED`
 //!   in its trailers, freeing the memory at once (waiting would hold it);
-//! - another stream's message (`Policy::Wait`: AnalyzeStream, reflection)
+//! - another stream's message (`Policy::Wait`: AnalyzeStream, health Watch;
+//!   reflection, whose descriptors are not passed, is not counted)
 //!   tries again as bytes are released, for at most `STREAM_WAIT`, then the
 //!   stream ends `RESOURCE_EXHAUSTED`: a client that never reads cannot
 //!   stall other clients' streams for good. Nothing is set aside while it
@@ -161,8 +162,6 @@ struct Outgoing {
     policy: Policy,
     /// What is left to hand over of the frame being sent.
     rest: Bytes,
-    /// Whether that frame goes out in copied pieces (it is over one piece).
-    copied: bool,
     /// The frame's reservation, released once all of it is handed over.
     held: Option<Held>,
     /// A stream's frame waiting for room, and the wait (None: timed out).
@@ -178,7 +177,6 @@ impl Outgoing {
             budget,
             policy,
             rest: Bytes::new(),
-            copied: false,
             held: None,
             waiting: None,
             ended: false,
@@ -186,16 +184,13 @@ impl Outgoing {
     }
 
     fn start(&mut self, frame: Bytes, permit: Option<Held>) {
-        self.copied = frame.len() > PIECE_BYTES;
         self.rest = frame;
         self.held = permit;
     }
 
-    /// The next piece of the frame being sent.
+    /// The next piece of the frame being sent (a copy: frames counted are
+    /// over one piece).
     fn next_piece(&mut self) -> Bytes {
-        if !self.copied {
-            return std::mem::take(&mut self.rest);
-        }
         let take = self.rest.len().min(PIECE_BYTES);
         let piece = Bytes::copy_from_slice(&self.rest[..take]);
         self.rest.advance(take);
