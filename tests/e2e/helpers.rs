@@ -695,23 +695,42 @@ impl Drop for BudgetHolder {
     }
 }
 
-pub async fn hold_budget(addr: SocketAddr, bytes: usize) -> BudgetHolder {
+/// A call of `method` (`FeedbackService/Get`, ...) over its own raw HTTP/2
+/// connection, with `headers` besides gRPC's: its response head to come,
+/// its request body's sender, and the connection's task (abort it to
+/// close the connection).
+pub async fn raw_call(
+    addr: SocketAddr,
+    method: &str,
+    headers: &[(&str, &str)],
+) -> (
+    h2::client::ResponseFuture,
+    h2::SendStream<bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
     let connection = tokio::spawn(async move {
         let _ = connection.await;
     });
     let mut client = client.ready().await.expect("ready");
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method("POST")
-        .uri(format!(
-            "http://{addr}/verbatim.v1.FeedbackService/IngestStream"
-        ))
+        .uri(format!("http://{addr}/verbatim.v1.{method}"))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let (_response, mut send) = client.send_request(request, false).expect("send request");
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, send) = client
+        .send_request(request.body(()).unwrap(), false)
+        .expect("send request");
+    (response, send, connection)
+}
+
+pub async fn hold_budget(addr: SocketAddr, bytes: usize) -> BudgetHolder {
+    let (_response, mut send, connection) =
+        raw_call(addr, "FeedbackService/IngestStream", &[]).await;
     let mut data = bytes::BytesMut::new();
     data.extend_from_slice(&[0]);
     data.extend_from_slice(&(16u32 << 20).to_be_bytes());

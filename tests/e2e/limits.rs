@@ -616,25 +616,13 @@ async fn unary_writes_get_their_turn_while_streams_fill_the_write_queue() {
 #[tokio::test]
 async fn a_call_past_its_deadline_ends_deadline_exceeded() {
     let server = TestServer::spawn().await;
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    let connection = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{}/verbatim.v1.FeedbackService/Ingest",
-            server.addr
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", "300m")
-        .body(())
-        .unwrap();
     let started = std::time::Instant::now();
-    let (response, mut send) = client.send_request(request, false).unwrap();
+    let (response, mut send, connection) = raw_call(
+        server.addr,
+        "FeedbackService/Ingest",
+        &[("grpc-timeout", "300m")],
+    )
+    .await;
     // A 100-byte message, of which 3 bytes come.
     let mut data = vec![0u8];
     data.extend_from_slice(&100u32.to_be_bytes());
@@ -768,20 +756,7 @@ impl Drop for UnreadAnswer {
 
 async fn get_and_never_read(addr: std::net::SocketAddr, ids: Vec<String>) -> UnreadAnswer {
     use prost::Message;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    let connection = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}/verbatim.v1.FeedbackService/Get"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let (response, mut send) = client.send_request(request, false).unwrap();
+    let (response, mut send, connection) = raw_call(addr, "FeedbackService/Get", &[]).await;
     let message = pb::GetRequest {
         ids,
         ..Default::default()
