@@ -102,6 +102,9 @@ impl Engine {
         let queued = crate::metrics::queue_depth(crate::metrics::pool::INGEST).track();
         let (mut outcomes, mut accepted) = validate_batch(items, UnixMicros::now());
         let redaction = (self.redaction)();
+        // Redaction before the duplicate check: an item redaction refuses
+        // is not the first of its id (found by review: its later duplicate
+        // was rejected as "duplicate of item N" and nothing was stored).
         if !redaction.policy.is_empty() && !accepted.is_empty() {
             // Regular expressions over up to 32 MiB: off the async executor.
             let refused;
@@ -113,6 +116,7 @@ impl Engine {
                 outcomes[position] = Some(ItemOutcome::Rejected(rejection));
             }
         }
+        let accepted = reject_duplicates(&mut outcomes, accepted);
         let ids: Vec<(usize, FeedbackId)> =
             accepted.iter().map(|(i, f)| (*i, f.id.clone())).collect();
         let pending = if accepted.is_empty() {
@@ -330,33 +334,43 @@ impl Engine {
     }
 }
 
-/// Validates every item; rejects the later of two items with the same id.
-/// Returns per-position outcomes (None: accepted, filled in after the write)
-/// and the accepted items with their positions.
+/// Validates every item. Returns per-position outcomes (None: accepted,
+/// filled in after the write) and the valid items with their positions.
 fn validate_batch(
     items: Vec<IncomingItem>,
     now: UnixMicros,
-) -> (Vec<Option<ItemOutcome>>, Vec<(usize, Feedback)>) {
+) -> (Vec<Option<ItemOutcome>>, Positioned<Feedback>) {
     let mut outcomes = vec![None; items.len()];
     let mut accepted = Vec::with_capacity(items.len());
-    let mut first_position: HashMap<FeedbackId, usize> = HashMap::new();
     for (position, item) in items.into_iter().enumerate() {
         match item.and_then(|draft| draft.validate(now)) {
-            Ok(feedback) => {
-                if let Some(first) = first_position.get(&feedback.id) {
-                    outcomes[position] = Some(ItemOutcome::Rejected(Rejection::new(
-                        "id",
-                        format!("duplicate of item {first} in this batch"),
-                    )));
-                } else {
-                    first_position.insert(feedback.id.clone(), position);
-                    accepted.push((position, feedback));
-                }
-            }
+            Ok(feedback) => accepted.push((position, feedback)),
             Err(rejection) => outcomes[position] = Some(ItemOutcome::Rejected(rejection)),
         }
     }
     (outcomes, accepted)
+}
+
+/// Rejects the later of two accepted items with the same id; returns the
+/// rest.
+fn reject_duplicates(
+    outcomes: &mut [Option<ItemOutcome>],
+    accepted: Positioned<Feedback>,
+) -> Positioned<Feedback> {
+    let mut first_position: HashMap<FeedbackId, usize> = HashMap::new();
+    let mut kept = Vec::with_capacity(accepted.len());
+    for (position, feedback) in accepted {
+        if let Some(first) = first_position.get(&feedback.id) {
+            outcomes[position] = Some(ItemOutcome::Rejected(Rejection::new(
+                "id",
+                format!("duplicate of item {first} in this batch"),
+            )));
+        } else {
+            first_position.insert(feedback.id.clone(), position);
+            kept.push((position, feedback));
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -379,7 +393,8 @@ mod tests {
             draft("b"),
             draft("a"),
         ];
-        let (outcomes, accepted) = validate_batch(items, UnixMicros(0));
+        let (mut outcomes, accepted) = validate_batch(items, UnixMicros(0));
+        let accepted = reject_duplicates(&mut outcomes, accepted);
         assert_eq!(
             accepted.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
             vec![0, 2]

@@ -281,12 +281,15 @@ async fn a_text_redaction_makes_too_long_is_refused_and_get_answers_each_id_once
             item("grown", &grown),
             item("fits", &fits),
             item("plain", "fine"),
+            // The same id again: the first refused, this one is stored (it
+            // was rejected as "duplicate of item 0" and nothing was stored).
+            item("grown", "a second version that fits"),
         ],
     )
     .await;
     assert_eq!(
         (response.accepted, response.rejected),
-        (2, 1),
+        (3, 1),
         "{response:?}"
     );
     match response.results[0].outcome.clone().expect("an outcome") {
@@ -310,7 +313,8 @@ async fn a_text_redaction_makes_too_long_is_refused_and_get_answers_each_id_once
         .expect("Get")
         .into_inner();
     let ids: Vec<&str> = got.items.iter().map(|i| i.id.as_str()).collect();
-    assert_eq!(ids, ["fits", "plain"]);
-    assert_eq!(got.missing_ids, ["grown"]);
+    assert_eq!(ids, ["fits", "grown", "plain"]);
+    assert!(got.missing_ids.is_empty(), "{got:?}");
     assert_eq!(got.items[0].text, "[EMAIL] ".repeat(4_000));
+    assert_eq!(got.items[1].text, "a second version that fits");
 }
