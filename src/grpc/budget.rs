@@ -51,7 +51,12 @@ impl ByteBudget {
         })
     }
 
-    fn try_reserve(&self, bytes: usize) -> bool {
+    /// The limit, in bytes.
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub(super) fn try_reserve(&self, bytes: usize) -> bool {
         self.in_use
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&total| total <= self.limit)
@@ -59,7 +64,7 @@ impl ByteBudget {
             .is_ok()
     }
 
-    fn release(&self, bytes: usize) {
+    pub(super) fn release(&self, bytes: usize) {
         self.in_use.fetch_sub(bytes, Ordering::AcqRel);
     }
 
@@ -508,10 +513,7 @@ mod tests {
 
     #[test]
     fn single_message_paths_come_from_the_descriptors() {
-        let paths = single_message_paths(&[
-            crate::grpc::pb::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-        ]);
+        let paths = single_message_paths(crate::grpc::DESCRIPTORS);
         for path in [
             "/verbatim.v1.FeedbackService/Search",
             "/verbatim.v1.FeedbackService/Ingest",

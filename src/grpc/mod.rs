@@ -82,6 +82,13 @@ const WRITES: &[&str] = &[
     "/verbatim.v1.FeedbackService/DeleteTheme",
 ];
 
+/// The encoded descriptor sets of the services whose methods the byte
+/// budgets tell apart (the API and health).
+const DESCRIPTORS: &[&[u8]] = &[
+    pb::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+];
+
 /// Transport limits of the server (see `Config`).
 #[derive(Clone, Copy, Debug)]
 pub struct TransportLimits {
@@ -160,10 +167,6 @@ pub async fn router(
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(crate::domain::limits::MAX_RESPONSE_BYTES);
-    let descriptors = [
-        pb::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-    ];
     let requests = ByteBudget::new(limits.max_inflight_request_bytes);
     let responses = response_budget::ResponseBudget::new(limits.max_inflight_response_bytes);
     let budget_gauges = crate::metrics::on_scrape({
@@ -178,10 +181,10 @@ pub async fn router(
         .layer(metrics::RpcMetricsLayer)
         .layer(request_id::RequestIdLayer)
         .layer(gate::AuthGateLayer::new(auth.clone()))
-        .layer(budget::RequestBudgetLayer::new(requests, &descriptors))
+        .layer(budget::RequestBudgetLayer::new(requests, DESCRIPTORS))
         .layer(response_budget::ResponseBudgetLayer::new(
             responses,
-            &descriptors,
+            DESCRIPTORS,
             READS,
             WRITES,
         ))
@@ -198,12 +201,8 @@ mod tests {
 
     #[test]
     fn every_unary_method_is_a_read_or_a_write() {
-        let descriptors = [
-            pb::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-        ];
-        let unary = budget::method_paths(&descriptors, |method| !method.server_streaming());
-        let all = budget::method_paths(&descriptors, |_| true);
+        let unary = budget::method_paths(DESCRIPTORS, |method| !method.server_streaming());
+        let all = budget::method_paths(DESCRIPTORS, |_| true);
         let mut listed: Vec<&str> = READS
             .iter()
             .chain(WRITES)

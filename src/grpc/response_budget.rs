@@ -39,7 +39,6 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -50,6 +49,8 @@ use tokio::sync::Notify;
 use tonic::body::Body;
 use tonic::Status;
 
+use super::budget::ByteBudget;
+
 /// The most bytes of an answer handed to the transport at once; frames of
 /// at most this are not counted.
 pub const PIECE_BYTES: usize = 64 * 1024;
@@ -57,10 +58,10 @@ pub const PIECE_BYTES: usize = 64 * 1024;
 /// How long a stream's message waits for room before the stream ends.
 pub const STREAM_WAIT: Duration = Duration::from_secs(10);
 
-/// Answer bytes held, against a fixed limit.
+/// Answer bytes held, against a fixed limit: the request budget's count,
+/// and a wake-up for the streams waiting for room.
 pub struct ResponseBudget {
-    in_use: AtomicUsize,
-    limit: usize,
+    counted: Arc<ByteBudget>,
     /// Woken when bytes are released: streams waiting for room try again.
     freed: Notify,
 }
@@ -68,30 +69,24 @@ pub struct ResponseBudget {
 impl ResponseBudget {
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(ResponseBudget {
-            in_use: AtomicUsize::new(0),
-            limit,
+            counted: ByteBudget::new(limit),
             freed: Notify::new(),
         })
     }
 
     /// Bytes counted now.
     pub fn in_use(&self) -> usize {
-        self.in_use.load(Ordering::Acquire)
+        self.counted.in_use()
     }
 
     /// Counts a frame of `bytes` (at most the whole budget: a frame larger
     /// than the budget would otherwise never fit) if there is room.
     fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Held> {
-        let bytes = bytes.min(self.limit);
-        self.in_use
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.limit)
-            })
-            .ok()
-            .map(|_| Held {
-                budget: self.clone(),
-                bytes,
-            })
+        let bytes = bytes.min(self.counted.limit());
+        self.counted.try_reserve(bytes).then(|| Held {
+            budget: self.clone(),
+            bytes,
+        })
     }
 
     /// `reserve`, trying again as bytes are released, for at most `wait`.
@@ -120,7 +115,7 @@ impl ResponseBudget {
              (--max-inflight-response-mb is {} MiB); read the answers of your calls in \
              progress, ask for less (fewer ids, a smaller page), or retry later",
             mib(self.in_use()),
-            mib(self.limit),
+            mib(self.counted.limit()),
         ));
         let mut trailers = http::HeaderMap::new();
         // A message of ASCII text always makes valid header values.
@@ -138,7 +133,7 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.budget.in_use.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.counted.release(self.bytes);
         self.budget.freed.notify_waiters();
     }
 }
@@ -164,10 +159,9 @@ struct Outgoing {
     rest: Bytes,
     /// The frame's reservation, released once all of it is handed over.
     held: Option<Held>,
-    /// A stream's frame waiting for room, and the wait (None: timed out).
+    /// A stream's frame waiting for room, and the wait (None at its end:
+    /// timed out).
     waiting: Option<(Bytes, Acquiring)>,
-    /// Refused: the trailers have been given, nothing follows.
-    ended: bool,
 }
 
 impl Outgoing {
@@ -179,13 +173,12 @@ impl Outgoing {
             rest: Bytes::new(),
             held: None,
             waiting: None,
-            ended: false,
         }
     }
 
-    fn start(&mut self, frame: Bytes, permit: Option<Held>) {
+    fn start(&mut self, frame: Bytes, held: Held) {
         self.rest = frame;
-        self.held = permit;
+        self.held = Some(held);
     }
 
     /// The next piece of the frame being sent (a copy: frames counted are
@@ -201,12 +194,12 @@ impl Outgoing {
         piece
     }
 
-    /// Ends the answer with `trailers`, dropping the rest of it now.
+    /// Ends the answer with `trailers`, dropping the rest of it now (the
+    /// empty body that takes its place ends the answer after them).
     fn end(&mut self, trailers: http::HeaderMap) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         self.inner = Body::empty();
         self.rest = Bytes::new();
         self.waiting = None;
-        self.ended = true;
         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 }
@@ -229,9 +222,9 @@ impl http_body::Body for Outgoing {
             if let Some((frame, acquiring)) = &mut this.waiting {
                 let bytes = frame.len();
                 match ready!(acquiring.as_mut().poll(cx)) {
-                    Some(permit) => {
+                    Some(held) => {
                         let (frame, _) = this.waiting.take().expect("checked above");
-                        this.start(frame, Some(permit));
+                        this.start(frame, held);
                         continue;
                     }
                     None => {
@@ -246,9 +239,6 @@ impl http_body::Body for Outgoing {
                     }
                 }
             }
-            if this.ended {
-                return Poll::Ready(None);
-            }
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     // Within the slack each call has anyway: not counted.
@@ -256,7 +246,7 @@ impl http_body::Body for Outgoing {
                         return Poll::Ready(Some(Ok(Frame::data(data))))
                     }
                     Ok(data) => match (this.budget.reserve(data.len()), this.policy) {
-                        (Some(held), _) => this.start(data, Some(held)),
+                        (Some(held), _) => this.start(data, held),
                         (None, Policy::Wait { wait }) => {
                             let acquiring: Acquiring =
                                 Box::pin(this.budget.clone().reserve_within(data.len(), wait));
@@ -279,7 +269,7 @@ impl http_body::Body for Outgoing {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty() && self.waiting.is_none() && (self.ended || self.inner.is_end_stream())
+        self.rest.is_empty() && self.waiting.is_none() && self.inner.is_end_stream()
     }
 }
 
